@@ -82,7 +82,8 @@ func register(k *Kind) {
 	kindsByType[typeKey] = k
 	for _, n := range append([]string{k.Plural, k.Singular}, k.Aliases...) {
 		n = strings.ToLower(n)
-		if other, dup := kindsByName[n]; dup {
+		// A kind may list a name twice (kubectl's "endpoints" is both plural and singular).
+		if other, dup := kindsByName[n]; dup && other != k {
 			panic(fmt.Sprintf("api: name %q used by %s and %s", n, other.Plural, k.Plural))
 		}
 		kindsByName[n] = k

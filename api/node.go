@@ -1,0 +1,111 @@
+package api
+
+import (
+	"fmt"
+	"net/netip"
+	"reflect"
+)
+
+// Node is a host running tabby-node: its BGP identity and its tunnel addresses.
+type Node struct {
+	TypeMeta   `json:",inline"`
+	ObjectMeta `json:"metadata"`
+	Spec       NodeSpec `json:"spec"`
+}
+
+// NodeSpec is Calico's Node spec.
+type NodeSpec struct {
+	BGP                 *NodeBGPSpec `json:"bgp,omitempty"`
+	IPv4VXLANTunnelAddr string       `json:"ipv4VXLANTunnelAddr,omitempty"`
+	VXLANTunnelMACAddr  string       `json:"vxlanTunnelMACAddr,omitempty"`
+	OrchRefs            []OrchRef    `json:"orchRefs,omitempty"`
+}
+
+// NodeBGPSpec is a node's BGP identity. IPv4Address and IPv6Address carry the node's
+// address and its subnet's prefix length ("10.0.0.1/24"), as Calico writes them.
+type NodeBGPSpec struct {
+	ASNumber                *ASNumber `json:"asNumber,omitempty"`
+	IPv4Address             string    `json:"ipv4Address,omitempty"`
+	IPv6Address             string    `json:"ipv6Address,omitempty"`
+	IPv4IPIPTunnelAddr      string    `json:"ipv4IPIPTunnelAddr,omitempty"`
+	RouteReflectorClusterID string    `json:"routeReflectorClusterID,omitempty"`
+}
+
+// OrchRef ties the node to its name in an orchestrator.
+type OrchRef struct {
+	NodeName     string `json:"nodeName,omitempty"`
+	Orchestrator string `json:"orchestrator"`
+}
+
+func init() {
+	register(&Kind{
+		Name: "Node", APIVersion: VersionCalico, Plural: "nodes", Singular: "node",
+		Aliases: []string{"no", "nos"},
+		New:     func() Resource { return &Node{TypeMeta: TypeMeta{Kind: "Node", APIVersion: VersionCalico}} },
+	})
+}
+
+// IPv4Prefix returns the node's IPv4 address with its subnet's length, host bits kept (a
+// bare address is taken as /32). The prefix is invalid (!IsValid) when the node has none.
+func (s *NodeBGPSpec) IPv4Prefix() (netip.Prefix, error) {
+	return parseInterfacePrefix(s.IPv4Address)
+}
+
+// IPv6Prefix is IPv4Prefix for the node's IPv6 address.
+func (s *NodeBGPSpec) IPv6Prefix() (netip.Prefix, error) {
+	return parseInterfacePrefix(s.IPv6Address)
+}
+
+// parseInterfacePrefix parses an address/length pair whose host bits are the point.
+func parseInterfacePrefix(s string) (netip.Prefix, error) {
+	if s == "" {
+		return netip.Prefix{}, nil
+	}
+	p, err := parseNet(s)
+	if err != nil {
+		return p, fmt.Errorf("node address: %w", err)
+	}
+	return p, nil
+}
+
+func (n *Node) validate(errs *FieldErrors) {
+	s := &n.Spec
+	if b := s.BGP; b != nil {
+		if reflect.ValueOf(*b).IsZero() {
+			errs.add("spec.bgp", nil, "empty; omit it for a node without BGP")
+		}
+		checkASNumber(errs, "spec.bgp.asNumber", b.ASNumber)
+		checkInterfaceAddr(errs, "spec.bgp.ipv4Address", b.IPv4Address, ipv4Only)
+		checkInterfaceAddr(errs, "spec.bgp.ipv6Address", b.IPv6Address, ipv6Only)
+		if b.IPv4IPIPTunnelAddr != "" {
+			checkAddr(errs, "spec.bgp.ipv4IPIPTunnelAddr", b.IPv4IPIPTunnelAddr, ipv4Only)
+		}
+		// A cluster ID is a 32-bit number written as an IPv4 address, as in BIRD and Calico.
+		if b.RouteReflectorClusterID != "" {
+			checkAddr(errs, "spec.bgp.routeReflectorClusterID", b.RouteReflectorClusterID, ipv4Only)
+		}
+	}
+	if s.IPv4VXLANTunnelAddr != "" {
+		checkAddr(errs, "spec.ipv4VXLANTunnelAddr", s.IPv4VXLANTunnelAddr, ipv4Only)
+	}
+	if s.VXLANTunnelMACAddr != "" {
+		checkMAC(errs, "spec.vxlanTunnelMACAddr", s.VXLANTunnelMACAddr)
+	}
+	for i, r := range s.OrchRefs {
+		checkRequired(errs, index("spec.orchRefs", i)+".orchestrator", r.Orchestrator)
+	}
+}
+
+// checkInterfaceAddr checks an "address/length" field of the given family.
+func checkInterfaceAddr(errs *FieldErrors, field, s string, family int) {
+	p, err := parseInterfacePrefix(s)
+	switch {
+	case err != nil:
+		errs.add(field, s, "%q is not an address with optional prefix length, like \"10.0.0.1/24\"", s)
+	case !p.IsValid():
+	case family == ipv4Only && !p.Addr().Is4():
+		errs.add(field, s, "%q is not an IPv4 address", s)
+	case family == ipv6Only && !p.Addr().Is6():
+		errs.add(field, s, "%q is not an IPv6 address", s)
+	}
+}
