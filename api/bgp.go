@@ -255,7 +255,7 @@ func (c *BGPConfiguration) validate(errs *FieldErrors) {
 // checkRestartTime bounds a graceful restart time by the 12 bits BGP's capability gives it.
 func checkRestartTime(errs *FieldErrors, field string, d *Duration) {
 	if d.Duration < 0 || d.Duration > 4095*time.Second || d.Duration%time.Second != 0 {
-		errs.add(field, d.String(), "%s is not a whole number of seconds in 0s-4095s (BGP's graceful restart time)", d)
+		errs.add(field, d.String(), "%s is out of range: BGP's graceful restart time is a whole number of seconds, 0s-4095s", d)
 	}
 }
 

@@ -16,9 +16,11 @@ import (
 // testdataFiles lists the realistic manifests under testdata/.
 func testdataFiles(t testing.TB) []string {
 	t.Helper()
-	files, err := filepath.Glob("testdata/*")
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no testdata: %v", err)
+	yamls, err1 := filepath.Glob("testdata/*.yaml")
+	jsons, err2 := filepath.Glob("testdata/*.json")
+	files := append(yamls, jsons...)
+	if err1 != nil || err2 != nil || len(files) == 0 {
+		t.Fatalf("no testdata: %v %v", err1, err2)
 	}
 	return files
 }

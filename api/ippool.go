@@ -64,7 +64,7 @@ func init() {
 
 // Prefix parses the pool's CIDR; it is an error if host bits are set.
 func (p *IPPool) Prefix() (netip.Prefix, error) {
-	prefix, err := parseMaskedNet(p.Spec.CIDR)
+	prefix, err := ParseNet(p.Spec.CIDR)
 	if err != nil {
 		return prefix, fmt.Errorf("IPPool %q: %w", p.Name, err)
 	}
@@ -79,7 +79,7 @@ func (p *IPPool) Allows(u IPPoolAllowedUse) bool {
 func (p *IPPool) setDefaults() {
 	s := &p.Spec
 	if s.BlockSize == 0 {
-		if prefix, err := parseNet(s.CIDR); err == nil && prefix.Addr().Is6() {
+		if prefix, err := parseAddrPrefix(s.CIDR); err == nil && prefix.Addr().Is6() {
 			s.BlockSize = DefaultBlockSizeV6
 		} else if err == nil {
 			s.BlockSize = DefaultBlockSizeV4

@@ -41,13 +41,9 @@ func init() {
 
 // Prefixes parses Nets.
 func (s *NetworkSetSpec) Prefixes() ([]netip.Prefix, error) {
-	ps := make([]netip.Prefix, 0, len(s.Nets))
-	for _, n := range s.Nets {
-		p, err := parseMaskedNet(n)
-		if err != nil {
-			return nil, fmt.Errorf("nets: %w", err)
-		}
-		ps = append(ps, p)
+	ps, err := ParseNets(s.Nets)
+	if err != nil {
+		return nil, fmt.Errorf("nets: %w", err)
 	}
 	return ps, nil
 }

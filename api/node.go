@@ -61,7 +61,7 @@ func parseInterfacePrefix(s string) (netip.Prefix, error) {
 	if s == "" {
 		return netip.Prefix{}, nil
 	}
-	p, err := parseNet(s)
+	p, err := parseAddrPrefix(s)
 	if err != nil {
 		return p, fmt.Errorf("node address: %w", err)
 	}

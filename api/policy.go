@@ -185,12 +185,12 @@ func (p *GlobalNetworkPolicy) checkName(errs *FieldErrors) { checkPolicyName(err
 
 func (p *NetworkPolicy) validate(errs *FieldErrors) {
 	s := &p.Spec
-	validatePolicyCommon(errs, s.Tier, s.Selector, s.ServiceAccountSelector, s.Types, s.Ingress, s.Egress, true)
+	validatePolicyCommon(errs, s.Tier, s.Selector, s.ServiceAccountSelector, s.Types, s.Ingress, s.Egress)
 }
 
 func (p *GlobalNetworkPolicy) validate(errs *FieldErrors) {
 	s := &p.Spec
-	validatePolicyCommon(errs, s.Tier, s.Selector, s.ServiceAccountSelector, s.Types, s.Ingress, s.Egress, false)
+	validatePolicyCommon(errs, s.Tier, s.Selector, s.ServiceAccountSelector, s.Types, s.Ingress, s.Egress)
 	checkSelector(errs, "spec.namespaceSelector", s.NamespaceSelector, false)
 	if s.DoNotTrack && s.PreDNAT {
 		errs.add("spec.preDNAT", true, "preDNAT and doNotTrack cannot both be true")
@@ -217,7 +217,7 @@ func (p *GlobalNetworkPolicy) validate(errs *FieldErrors) {
 }
 
 // validatePolicyCommon checks what NetworkPolicy and GlobalNetworkPolicy share.
-func validatePolicyCommon(errs *FieldErrors, tier, sel, saSel string, types []PolicyType, ingress, egress []Rule, namespaced bool) {
+func validatePolicyCommon(errs *FieldErrors, tier, sel, saSel string, types []PolicyType, ingress, egress []Rule) {
 	if tier != "" {
 		checkLabel(errs, "spec.tier", tier)
 	}
@@ -327,8 +327,9 @@ func validateRule(errs *FieldErrors, path string, r *Rule) {
 		checkICMP(errs, ic.field, ic.fields)
 	}
 
-	// Ports only exist for some protocols; Calico rejects them otherwise.
-	portsOK := protoOK && r.Protocol.SupportsPorts()
+	// Ports only exist for some protocols; Calico rejects them otherwise. An invalid
+	// protocol has been reported already.
+	portsOK := (r.Protocol != nil && !protoOK) || (protoOK && r.Protocol.SupportsPorts())
 	var seenV4, seenV6 bool
 	for _, e := range []struct {
 		field string

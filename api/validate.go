@@ -39,7 +39,8 @@ func (e *FieldErrors) add(field string, value any, detail string, args ...any) {
 	*e = append(*e, &FieldError{Field: field, Value: value, Detail: fmt.Sprintf(detail, args...)})
 }
 
-// defaulter and validator are implemented by every resource type in this package.
+// defaulter and validator are implemented by the resource types that have defaults or
+// checks of their own.
 type defaulter interface{ setDefaults() }
 type validator interface{ validate(errs *FieldErrors) }
 
@@ -118,9 +119,24 @@ func ValidateIPPools(pools []*IPPool) error {
 	return errors.Join(errs...)
 }
 
-// path helpers
+// Field paths read as in the manifest: spec.ingress[0].source, metadata.labels["a/b"].
 
+// index extends a path with a list index.
 func index(path string, i int) string { return path + "[" + strconv.Itoa(i) + "]" }
+
+var plainKeyRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_-]*$`)
+
+// mapPath extends a path with a field name or map key, bracketing keys that would read
+// as more path.
+func mapPath(path, key string) string {
+	if plainKeyRE.MatchString(key) {
+		if path == "" {
+			return key
+		}
+		return path + "." + key
+	}
+	return path + "[" + strconv.Quote(key) + "]"
+}
 
 // Name and label rules, as Kubernetes defines them.
 
@@ -233,19 +249,6 @@ func sortedKeys[V any](m map[string]V) []string {
 	return keys
 }
 
-// mapPath extends a path with a map key, bracketing keys that would read as more path.
-var plainKeyRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_-]*$`)
-
-func mapPath(path, key string) string {
-	if plainKeyRE.MatchString(key) {
-		if path == "" {
-			return key
-		}
-		return path + "." + key
-	}
-	return path + "[" + strconv.Quote(key) + "]"
-}
-
 // checkEnum reports a value that is not one of allowed; the empty value is the caller's
 // business (required, or defaulted).
 func checkEnum[T ~string](errs *FieldErrors, field string, v T, allowed ...T) bool {
@@ -292,9 +295,9 @@ func parseAddr(s string) (netip.Addr, error) {
 	return a, nil
 }
 
-// parseNet parses a CIDR, or a bare address as a single-address network, keeping any
-// host bits (callers decide whether those are an error).
-func parseNet(s string) (netip.Prefix, error) {
+// parseAddrPrefix parses a CIDR, or a bare address as a single-address network, keeping
+// any host bits (callers decide whether those are an error).
+func parseAddrPrefix(s string) (netip.Prefix, error) {
 	if !strings.Contains(s, "/") {
 		a, err := parseAddr(s)
 		if err != nil {
@@ -309,9 +312,10 @@ func parseNet(s string) (netip.Prefix, error) {
 	return p, nil
 }
 
-// parseMaskedNet is parseNet that also rejects host bits.
-func parseMaskedNet(s string) (netip.Prefix, error) {
-	p, err := parseNet(s)
+// ParseNet parses a network as Calico's "nets" fields hold them: a CIDR without host
+// bits set, or a bare address standing for itself alone (/32 or /128).
+func ParseNet(s string) (netip.Prefix, error) {
+	p, err := parseAddrPrefix(s)
 	if err != nil {
 		return p, err
 	}
@@ -321,9 +325,22 @@ func parseMaskedNet(s string) (netip.Prefix, error) {
 	return p, nil
 }
 
+// ParseNets parses a list of networks with ParseNet.
+func ParseNets(nets []string) ([]netip.Prefix, error) {
+	ps := make([]netip.Prefix, 0, len(nets))
+	for _, n := range nets {
+		p, err := ParseNet(n)
+		if err != nil {
+			return nil, err
+		}
+		ps = append(ps, p)
+	}
+	return ps, nil
+}
+
 // checkNet reports a network that does not parse or has host bits set.
 func checkNet(errs *FieldErrors, field, s string) (netip.Prefix, bool) {
-	p, err := parseMaskedNet(s)
+	p, err := ParseNet(s)
 	if err != nil {
 		errs.add(field, s, "%v", err)
 		return p, false

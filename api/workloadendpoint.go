@@ -59,16 +59,16 @@ func init() {
 
 // Addrs parses IPNetworks into the endpoint's addresses.
 func (s *WorkloadEndpointSpec) Addrs() ([]netip.Addr, error) {
-	addrs := make([]netip.Addr, 0, len(s.IPNetworks))
-	for _, n := range s.IPNetworks {
-		p, err := parseMaskedNet(n)
-		if err != nil {
-			return nil, fmt.Errorf("ipNetworks: %w", err)
-		}
+	ps, err := ParseNets(s.IPNetworks)
+	if err != nil {
+		return nil, fmt.Errorf("ipNetworks: %w", err)
+	}
+	addrs := make([]netip.Addr, len(ps))
+	for i, p := range ps {
 		if !p.IsSingleIP() {
 			return nil, fmt.Errorf("ipNetworks: %s holds more than one address", p)
 		}
-		addrs = append(addrs, p.Addr())
+		addrs[i] = p.Addr()
 	}
 	return addrs, nil
 }
