@@ -35,7 +35,18 @@ func decodeFile(t *testing.T, file string) []Resource {
 	if err != nil {
 		t.Fatalf("Decode: %v", err)
 	}
+	for _, r := range rs {
+		inDefaultNamespace(r)
+	}
 	return rs
+}
+
+// inDefaultNamespace does what tabbyctl does for a namespaced manifest that names no
+// namespace: it puts it in "default".
+func inDefaultNamespace(r Resource) {
+	if k, err := KindOf(r); err == nil && k.Namespaced && r.GetObjectMeta().Namespace == "" {
+		r.GetObjectMeta().Namespace = "default"
+	}
 }
 
 // TestTestdataRoundTrip decodes every testdata manifest, validates it, and checks that

@@ -49,11 +49,9 @@ type validator interface{ validate(errs *FieldErrors) }
 type nameChecker interface{ checkName(errs *FieldErrors) }
 
 // SetDefaults fills in the defaults Calico (or Kubernetes, for its kinds) documents for
-// r's kind, and the namespace "default" for namespaced kinds.
+// r's kind. It leaves an empty namespace empty: which namespace a manifest without one
+// lands in is the caller's choice (tabbyctl's -n), as with kubectl.
 func SetDefaults(r Resource) {
-	if k, err := KindOf(r); err == nil && k.Namespaced && r.GetObjectMeta().Namespace == "" {
-		r.GetObjectMeta().Namespace = "default"
-	}
 	if d, ok := r.(defaulter); ok {
 		d.setDefaults()
 	}

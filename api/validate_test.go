@@ -17,7 +17,23 @@ func decodeOne(t *testing.T, manifest string) Resource {
 	if len(rs) != 1 {
 		t.Fatalf("decoded %d resources", len(rs))
 	}
+	inDefaultNamespace(rs[0])
 	return rs[0]
+}
+
+// A namespaced manifest without a namespace decodes without one (the caller chooses it)
+// and does not validate until it has one.
+func TestNamespaceIsTheCallersChoice(t *testing.T) {
+	rs, err := Decode([]byte(calico+"kind: NetworkSet\nmetadata: {name: s}\n"), "test.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ns := rs[0].GetObjectMeta().Namespace; ns != "" {
+		t.Errorf("Decode gave namespace %q, want none", ns)
+	}
+	if err := Validate(rs[0]); err == nil || err.Error() != "metadata.namespace: required: NetworkSet is namespaced" {
+		t.Errorf("Validate = %v", err)
+	}
 }
 
 const (
