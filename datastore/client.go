@@ -1,0 +1,158 @@
+// Package datastore owns tabby's etcd access: typed CRUD with revisions, transactions,
+// watch with resync, and the embedded etcd a single-host cluster runs.
+package datastore
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+// DefaultEndpoint is where Connect looks for etcd when Config.Endpoints is empty.
+const DefaultEndpoint = "http://127.0.0.1:2379"
+
+// DefaultDialTimeout bounds Connect when Config.DialTimeout is zero.
+const DefaultDialTimeout = 5 * time.Second
+
+// Config says how to reach etcd.
+type Config struct {
+	// Endpoints are "host:port" or "http(s)://host:port"; empty means DefaultEndpoint.
+	Endpoints []string
+	// CAFile, CertFile and KeyFile configure TLS: CAFile verifies the server, CertFile and
+	// KeyFile (both or neither) authenticate the client.
+	CAFile, CertFile, KeyFile string
+	// DialTimeout bounds Connect's check that the cluster answers; zero means DefaultDialTimeout.
+	DialTimeout time.Duration
+	// Logger receives the client's and its watchers' logs; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Client is a connection to etcd with typed access to tabby's resources. It is safe for
+// concurrent use.
+type Client struct {
+	etcd *clientv3.Client
+	log  *slog.Logger
+}
+
+// Connect dials etcd and checks, within cfg.DialTimeout, that the cluster answers a
+// linearizable read (so it has a leader); an unreachable cluster is an error naming the
+// endpoints, never a hang.
+func Connect(ctx context.Context, cfg Config) (*Client, error) {
+	endpoints := cfg.Endpoints
+	if len(endpoints) == 0 {
+		endpoints = []string{DefaultEndpoint}
+	}
+	secure := false
+	for _, ep := range endpoints {
+		https, err := checkEndpoint(ep)
+		if err != nil {
+			return nil, err
+		}
+		secure = secure || https
+	}
+	tlsCfg, err := loadTLS(cfg, secure)
+	if err != nil {
+		return nil, err
+	}
+	timeout := cfg.DialTimeout
+	if timeout <= 0 {
+		timeout = DefaultDialTimeout
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	etcd, err := clientv3.New(clientv3.Config{
+		Endpoints:   endpoints,
+		DialTimeout: timeout,
+		TLS:         tlsCfg,
+		// The client logs every retry at warn level; only its errors are worth reading.
+		Logger: zap.New(newSlogCore(log.With("component", "etcd-client"), zapcore.ErrorLevel, nil)),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("etcd at %s: %w", strings.Join(endpoints, ","), err)
+	}
+	c := &Client{etcd: etcd, log: log}
+
+	pingCtx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if _, err := etcd.Get(pingCtx, ResourcePrefix, clientv3.WithCountOnly()); err != nil {
+		etcd.Close()
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("connect to etcd at %s: %w", strings.Join(endpoints, ","), ctx.Err())
+		}
+		return nil, fmt.Errorf("etcd at %s unreachable after %s: %w", strings.Join(endpoints, ","), timeout, err)
+	}
+	return c, nil
+}
+
+// checkEndpoint accepts "host:port" and "http(s)://host:port" and says whether it is https.
+func checkEndpoint(ep string) (https bool, err error) {
+	hostPort := ep
+	switch {
+	case strings.HasPrefix(ep, "https://"):
+		hostPort, https = strings.TrimPrefix(ep, "https://"), true
+	case strings.HasPrefix(ep, "http://"):
+		hostPort = strings.TrimPrefix(ep, "http://")
+	}
+	if host, port, err := net.SplitHostPort(hostPort); err != nil || host == "" || port == "" {
+		return false, fmt.Errorf("etcd endpoint %q: want host:port or http(s)://host:port", ep)
+	}
+	return https, nil
+}
+
+// loadTLS builds the client TLS config from the files in cfg; nil when neither a file
+// nor an https endpoint asks for TLS.
+func loadTLS(cfg Config, secure bool) (*tls.Config, error) {
+	if cfg.CAFile == "" && cfg.CertFile == "" && cfg.KeyFile == "" && !secure {
+		return nil, nil
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if cfg.CAFile != "" {
+		pem, err := os.ReadFile(cfg.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("etcd CA file: %w", err)
+		}
+		tc.RootCAs = x509.NewCertPool()
+		if !tc.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("etcd CA file %s: no PEM certificates in it", cfg.CAFile)
+		}
+	}
+	if (cfg.CertFile == "") != (cfg.KeyFile == "") {
+		return nil, errors.New("etcd client certificate and key: give both files or neither")
+	}
+	if cfg.CertFile != "" {
+		certPEM, err := os.ReadFile(cfg.CertFile)
+		if err != nil {
+			return nil, fmt.Errorf("etcd client certificate file: %w", err)
+		}
+		keyPEM, err := os.ReadFile(cfg.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("etcd client key file: %w", err)
+		}
+		cert, err := tls.X509KeyPair(certPEM, keyPEM)
+		if err != nil {
+			return nil, fmt.Errorf("etcd client certificate %s with key %s: %w", cfg.CertFile, cfg.KeyFile, err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	return tc, nil
+}
+
+// Close releases the connection; watchers started from c end.
+func (c *Client) Close() error { return c.etcd.Close() }
+
+// Etcd is the raw etcd client, for packages (IPAM) that keep their own keys outside
+// ResourcePrefix.
+func (c *Client) Etcd() *clientv3.Client { return c.etcd }

@@ -1,0 +1,71 @@
+package datastore_test
+
+import (
+	"context"
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tabby-net/tabby/datastore"
+)
+
+func TestConnectUnreachable(t *testing.T) {
+	addr := freePort(t) // closed again: nothing listens there
+	for _, ep := range []string{addr, "http://" + addr} {
+		// The outer deadline only stops a hang from hanging the test run.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		c, err := datastore.Connect(ctx, datastore.Config{Endpoints: []string{ep}, DialTimeout: 300 * time.Millisecond})
+		cancel()
+		if err == nil {
+			c.Close()
+			t.Fatalf("Connect to %s succeeded", ep)
+		}
+		want := "etcd at " + ep + " unreachable after 300ms: context deadline exceeded"
+		if err.Error() != want {
+			t.Errorf("Connect to %s: %q, want %q", ep, err, want)
+		}
+	}
+}
+
+func TestConnectConfigErrors(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		cfg  datastore.Config
+		want string
+	}{
+		{datastore.Config{Endpoints: []string{"localhost"}}, `etcd endpoint "localhost": want host:port`},
+		{datastore.Config{Endpoints: []string{"ftp://h:1"}}, `etcd endpoint "ftp://h:1"`},
+		{datastore.Config{CAFile: filepath.Join(dir, "ca.pem")}, "etcd CA file: open " + filepath.Join(dir, "ca.pem")},
+		{datastore.Config{CertFile: filepath.Join(dir, "c.pem")}, "give both files or neither"},
+		{datastore.Config{CertFile: filepath.Join(dir, "c.pem"), KeyFile: "k"}, "etcd client certificate file: open " + filepath.Join(dir, "c.pem")},
+	} {
+		_, err := datastore.Connect(context.Background(), tc.cfg)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Connect(%+v) = %v, want an error containing %q", tc.cfg, err, tc.want)
+		}
+	}
+}
+
+func TestEmbeddedPortInUse(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	e, err := datastore.StartEmbedded(ctx, datastore.EmbeddedConfig{
+		DataDir:      filepath.Join(t.TempDir(), "etcd"),
+		ListenClient: "http://" + l.Addr().String(),
+		ListenPeer:   "http://127.0.0.1:0",
+	})
+	if err == nil {
+		e.Close()
+		t.Fatal("StartEmbedded on a port in use succeeded")
+	}
+	if !strings.Contains(err.Error(), l.Addr().String()) || !strings.Contains(err.Error(), "address already in use") {
+		t.Errorf("error %q does not name the address in use", err)
+	}
+}

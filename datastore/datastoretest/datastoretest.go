@@ -1,0 +1,51 @@
+// Package datastoretest starts a throwaway embedded etcd for tests of packages that use
+// the datastore.
+package datastoretest
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/tabby-net/tabby/datastore"
+)
+
+// StartEmbedded starts etcd in a temporary directory on free loopback ports (the kernel
+// picks them, so parallel tests cannot collide) and stops it when the test ends. It
+// skips fsync: a test's data need not survive a crash.
+func StartEmbedded(t testing.TB) *datastore.Embedded {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	e, err := datastore.StartEmbedded(ctx, datastore.EmbeddedConfig{
+		// A directory etcd creates itself gets the 0700 mode it insists on.
+		DataDir:       filepath.Join(t.TempDir(), "etcd"),
+		ListenClient:  "http://127.0.0.1:0",
+		ListenPeer:    "http://127.0.0.1:0",
+		UnsafeNoFsync: true,
+	})
+	if err != nil {
+		t.Fatalf("datastoretest: %v", err)
+	}
+	t.Cleanup(e.Close)
+	return e
+}
+
+// Start starts an embedded etcd (see StartEmbedded) and returns a client connected to
+// it; both are closed when the test ends.
+func Start(t testing.TB) *datastore.Client {
+	t.Helper()
+	return Connect(t, StartEmbedded(t))
+}
+
+// Connect returns a client of e, closed when the test ends.
+func Connect(t testing.TB, e *datastore.Embedded) *datastore.Client {
+	t.Helper()
+	c, err := datastore.Connect(context.Background(), datastore.Config{Endpoints: e.Endpoints()})
+	if err != nil {
+		t.Fatalf("datastoretest: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}

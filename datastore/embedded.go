@@ -1,0 +1,136 @@
+package datastore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"sync/atomic"
+	"time"
+
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+// EmbeddedConfig configures an etcd server run inside a tabby process: a single-member
+// cluster that other agents reach as clients.
+type EmbeddedConfig struct {
+	DataDir string // required; created if missing
+	Name    string // member name; default "tabby"
+	// ListenClient and ListenPeer are http:// URLs; defaults http://127.0.0.1:2379 and
+	// http://127.0.0.1:2380. Port 0 picks a free port (see Endpoints).
+	ListenClient, ListenPeer string
+	// UnsafeNoFsync skips fsync: for tests, where losing data on a crash does not matter.
+	UnsafeNoFsync bool
+	// Logger receives etcd's warnings and errors; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// embeddedReadyTimeout bounds how long StartEmbedded waits for etcd to serve.
+const embeddedReadyTimeout = 60 * time.Second
+
+// Embedded is a running embedded etcd.
+type Embedded struct {
+	etcd      *embed.Etcd
+	endpoints []string
+	mute      *atomic.Bool
+}
+
+// StartEmbedded starts etcd and waits until it serves clients, or fails: a port in use
+// is an error naming the address.
+func StartEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
+	if cfg.DataDir == "" {
+		return nil, errors.New("embedded etcd: data directory required")
+	}
+	if cfg.Name == "" {
+		cfg.Name = "tabby"
+	}
+	client, err := listenURL("client", cfg.ListenClient, "http://127.0.0.1:2379")
+	if err != nil {
+		return nil, err
+	}
+	peer, err := listenURL("peer", cfg.ListenPeer, "http://127.0.0.1:2380")
+	if err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	mute := new(atomic.Bool)
+
+	ec := embed.NewConfig()
+	ec.Name, ec.Dir = cfg.Name, cfg.DataDir
+	ec.ListenClientUrls, ec.AdvertiseClientUrls = []url.URL{*client}, []url.URL{*client}
+	ec.ListenPeerUrls, ec.AdvertisePeerUrls = []url.URL{*peer}, []url.URL{*peer}
+	ec.InitialCluster = ec.InitialClusterFromName(cfg.Name)
+	// A single member has no peer to lose contact with, so a short election timeout
+	// costs nothing and makes startup take ~0.1s instead of ~1s.
+	ec.TickMs, ec.ElectionMs = 10, 100
+	// Resource churn (workload endpoints) would otherwise grow the history forever;
+	// watchers relist if they fall behind a compaction.
+	ec.AutoCompactionMode, ec.AutoCompactionRetention = embed.CompactorModePeriodic, "1h"
+	ec.UnsafeNoFsync = cfg.UnsafeNoFsync
+	ec.LogLevel = "warn"
+	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.New(newSlogCore(log.With("component", "etcd"), zapcore.WarnLevel, mute,
+		// Every start of a local single-member etcd says these; none is a problem here.
+		"Running http and grpc server on single port. This is not recommended for production.",
+		"simple token is not cryptographically signed",
+		// The storage version monitor runs before the first raft term is stored on a
+		// fresh data directory, and succeeds on its next round.
+		"Failed to detect schema version",
+		"failed to update storage version",
+	)))
+
+	e, err := embed.StartEtcd(ec)
+	if err != nil {
+		return nil, fmt.Errorf("start embedded etcd (client %s, peer %s): %w", client, peer, err)
+	}
+	timer := time.NewTimer(embeddedReadyTimeout)
+	defer timer.Stop()
+	select {
+	case <-e.Server.ReadyNotify():
+	case err = <-e.Err():
+	case <-ctx.Done():
+		err = ctx.Err()
+	case <-timer.C:
+		err = fmt.Errorf("not ready after %s", embeddedReadyTimeout)
+	}
+	if err != nil {
+		mute.Store(true)
+		e.Close()
+		return nil, fmt.Errorf("start embedded etcd (client %s): %w", client, err)
+	}
+	em := &Embedded{etcd: e, mute: mute}
+	for _, l := range e.Clients {
+		em.endpoints = append(em.endpoints, "http://"+l.Addr().String())
+	}
+	return em, nil
+}
+
+func listenURL(what, s, def string) (*url.URL, error) {
+	if s == "" {
+		s = def
+	}
+	u, err := url.Parse(s)
+	if err != nil || u.Scheme != "http" || u.Port() == "" || u.Hostname() == "" || (u.Path != "" && u.Path != "/") {
+		return nil, fmt.Errorf("embedded etcd: %s URL %q: want http://host:port", what, s)
+	}
+	return u, nil
+}
+
+// Endpoints are the client URLs to Connect to, with the ports actually bound.
+func (e *Embedded) Endpoints() []string { return e.endpoints }
+
+// Err delivers an error if etcd fails while running.
+func (e *Embedded) Err() <-chan error { return e.etcd.Err() }
+
+// Close stops etcd; connected clients see it as unavailable. etcd's graceful stop waits
+// about 5s for clients' open watch streams, so close local clients first.
+func (e *Embedded) Close() {
+	// etcd logs its orderly shutdown's closed listeners as errors.
+	e.mute.Store(true)
+	e.etcd.Close()
+}

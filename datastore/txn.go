@@ -1,0 +1,346 @@
+package datastore
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/tabby-net/tabby/api"
+)
+
+// Action is what an Op does to its resource.
+type Action int
+
+// Actions of an Op; they mean what the Client methods of the same names do.
+const (
+	OpCreate Action = iota + 1
+	OpUpdate
+	OpApply
+	OpDelete
+)
+
+var actionNames = [...]string{OpCreate: "create", OpUpdate: "update", OpApply: "apply", OpDelete: "delete"}
+
+func (a Action) String() string {
+	if a > 0 && int(a) < len(actionNames) {
+		return actionNames[a]
+	}
+	return "Action(" + strconv.Itoa(int(a)) + ")"
+}
+
+// Op is one write of a transaction. A delete needs only the Resource's kind, namespace
+// and name, and its ResourceVersion if the delete is conditional.
+type Op struct {
+	Action   Action
+	Resource api.Resource
+}
+
+// maxTxnAttempts bounds how often a transaction re-reads and retries when other writers
+// changed its keys between its read and its write without breaking its preconditions.
+const maxTxnAttempts = 20
+
+// ippools is the kind whose writes are checked as a set (no overlapping CIDRs).
+var ippools = func() *api.Kind {
+	k, err := kindFor[*api.IPPool]()
+	if err != nil {
+		panic(err)
+	}
+	return k
+}()
+
+var poolsPrefix = ResourcePrefix + ippools.Plural + "/"
+
+// Txn applies ops all-or-nothing in one etcd transaction and returns the resources as
+// stored (deletes: the deleted value), in op order. Each op's precondition holds at the
+// transaction's revision: create needs the name free, update and conditional apply or
+// delete need the given ResourceVersion, delete needs the resource to exist. A failed
+// precondition is an error naming the op index and resource; a race with another writer
+// that leaves the preconditions true is retried. No two ops may name the same resource,
+// and etcd caps a transaction at 127 ops.
+func (c *Client) Txn(ctx context.Context, ops []Op) ([]api.Resource, error) {
+	return c.txn(ctx, ops, true)
+}
+
+// pending is an Op checked and ready to plan.
+type pending struct {
+	action Action
+	ref    ref
+	desc   string       // "create ippools/pool-a", with "txn op N: " before it in a Txn
+	obj    api.Resource // the defaulted copy to store; for deletes, the request
+	rv     int64        // the ResourceVersion the op requires, 0 for none
+}
+
+// snapshot is what a transaction read: the current value of each op's key and, when
+// pools are written, every stored pool, all at one revision.
+type snapshot struct {
+	rev   int64
+	cur   []*mvccpb.KeyValue // per op, nil when absent
+	pools []*mvccpb.KeyValue
+}
+
+func (c *Client) txn(ctx context.Context, ops []Op, multi bool) ([]api.Resource, error) {
+	if len(ops) == 0 {
+		return nil, nil
+	}
+	ps := make([]*pending, len(ops))
+	byKey := make(map[string]int, len(ops))
+	writesPools := false
+	for i, op := range ops {
+		prefix := ""
+		if multi {
+			prefix = fmt.Sprintf("txn op %d: ", i)
+		}
+		p, err := prepare(op, prefix)
+		if err != nil {
+			return nil, err
+		}
+		if j, dup := byKey[p.ref.key]; dup {
+			return nil, fmt.Errorf("txn ops %d and %d both write %s", j, i, p.ref.name)
+		}
+		byKey[p.ref.key] = i
+		ps[i] = p
+		writesPools = writesPools || (p.action != OpDelete && p.ref.kind == ippools)
+	}
+	what := ps[0].desc
+	if multi {
+		what = fmt.Sprintf("txn of %d ops", len(ps))
+	}
+
+	reads := make([]clientv3.Op, 0, len(ps)+1)
+	for _, p := range ps {
+		reads = append(reads, clientv3.OpGet(p.ref.key))
+	}
+	if writesPools {
+		reads = append(reads, clientv3.OpGet(poolsPrefix, clientv3.WithPrefix()))
+	}
+	resp, err := c.etcd.Txn(ctx).Then(reads...).Commit()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	for attempt := 1; ; attempt++ {
+		snap := readSnapshot(resp, len(ps))
+		cmps, writes, err := plan(ps, snap, writesPools)
+		if err != nil {
+			return nil, err
+		}
+		// The Else branch re-reads, so a lost race costs no extra round trip.
+		resp, err = c.etcd.Txn(ctx).If(cmps...).Then(writes...).Else(reads...).Commit()
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", what, err)
+		}
+		if resp.Succeeded {
+			return results(ps, snap, resp.Header.Revision), nil
+		}
+		if attempt == maxTxnAttempts {
+			return nil, fmt.Errorf("%s: %w: other writers kept changing its keys (%d attempts)", what, ErrConflict, attempt)
+		}
+		c.log.Debug("etcd transaction raced another writer; retrying", "txn", what, "attempt", attempt)
+		// Jittered backoff so racing writers stop colliding.
+		backoff := time.Duration(rand.Int64N(int64(min(time.Millisecond<<attempt, 50*time.Millisecond))))
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%s: %w", what, ctx.Err())
+		case <-time.After(backoff):
+		}
+	}
+}
+
+// prepare checks one op on its own: kind, names, resourceVersion, and for writes a
+// defaulted copy of the resource that api.Validate accepts.
+func prepare(op Op, prefix string) (*pending, error) {
+	if op.Resource == nil {
+		return nil, fmt.Errorf("%s%s: no resource", prefix, op.Action)
+	}
+	if op.Action < OpCreate || op.Action > OpDelete {
+		return nil, fmt.Errorf("%sunknown action %s", prefix, op.Action)
+	}
+	kind, err := api.KindOf(op.Resource)
+	if err != nil {
+		return nil, fmt.Errorf("%s%s: %w", prefix, op.Action, err)
+	}
+	p := &pending{action: op.Action, obj: op.Resource}
+	if op.Action != OpDelete {
+		// Store a defaulted copy: the caller's resource is not ours to change.
+		if p.obj, err = clone(kind, op.Resource); err != nil {
+			return nil, fmt.Errorf("%s%s: %w", prefix, op.Action, err)
+		}
+		api.SetDefaults(p.obj)
+	}
+	m := p.obj.GetObjectMeta()
+	p.desc = prefix + op.Action.String() + " " + kind.Key(m.Namespace, m.Name)
+	if op.Action != OpDelete {
+		if err := api.Validate(p.obj); err != nil {
+			return nil, fmt.Errorf("%s: invalid: %w", p.desc, err)
+		}
+	}
+	if p.ref, err = refFor(kind, m.Namespace, m.Name); err != nil {
+		return nil, fmt.Errorf("%s%s: %w", prefix, op.Action, err)
+	}
+	if m.ResourceVersion != "" {
+		if p.rv, err = strconv.ParseInt(m.ResourceVersion, 10, 64); err != nil || p.rv <= 0 {
+			return nil, fmt.Errorf("%s: invalid resourceVersion %q", p.desc, m.ResourceVersion)
+		}
+	}
+	if op.Action == OpUpdate && p.rv == 0 {
+		return nil, fmt.Errorf("%s: resourceVersion required: update is compare-and-swap (apply overwrites)", p.desc)
+	}
+	return p, nil
+}
+
+// clone deep-copies r through its JSON form, which is what storage keeps anyway.
+func clone(kind *api.Kind, r api.Resource) (api.Resource, error) {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return nil, err
+	}
+	cp := kind.New()
+	if err := json.Unmarshal(b, cp); err != nil {
+		return nil, err
+	}
+	return cp, nil
+}
+
+// readSnapshot parses the reads of a transaction's read (or Else) branch.
+func readSnapshot(resp *clientv3.TxnResponse, n int) *snapshot {
+	s := &snapshot{rev: resp.Header.Revision, cur: make([]*mvccpb.KeyValue, n)}
+	for i, r := range resp.Responses {
+		kvs := r.GetResponseRange().Kvs
+		switch {
+		case i == n:
+			s.pools = kvs
+		case len(kvs) > 0:
+			s.cur[i] = kvs[0]
+		}
+	}
+	return s
+}
+
+// plan checks each op's precondition against snap and returns the compares that make
+// the write valid only if nothing it read has changed, and the writes.
+func plan(ps []*pending, snap *snapshot, writesPools bool) ([]clientv3.Cmp, []clientv3.Op, error) {
+	cmps := make([]clientv3.Cmp, 0, len(ps)+1)
+	writes := make([]clientv3.Op, 0, len(ps))
+	for i, p := range ps {
+		kv := snap.cur[i]
+		switch {
+		case p.action == OpCreate && kv != nil:
+			return nil, nil, fmt.Errorf("%s: %w", p.desc, ErrAlreadyExists)
+		case p.action == OpCreate, p.action == OpApply && p.rv == 0 && kv == nil:
+			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(p.ref.key), "=", 0))
+		case kv == nil:
+			return nil, nil, fmt.Errorf("%s: %w", p.desc, ErrNotFound)
+		case p.rv != 0 && kv.ModRevision != p.rv:
+			return nil, nil, fmt.Errorf("%s: %w (stored revision %d, given %d)", p.desc, ErrConflict, kv.ModRevision, p.rv)
+		default:
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(p.ref.key), "=", kv.ModRevision))
+		}
+		if p.action == OpDelete {
+			writes = append(writes, clientv3.OpDelete(p.ref.key))
+			continue
+		}
+		stamp(p.obj, kv)
+		val, err := encode(p.obj)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: encode: %w", p.desc, err)
+		}
+		writes = append(writes, clientv3.OpPut(p.ref.key, val))
+	}
+	if writesPools {
+		if err := checkPools(ps, snap); err != nil {
+			return nil, nil, err
+		}
+		// No pool may change between our read and our write: two writers adding
+		// overlapping pools concurrently would each pass the check alone.
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(poolsPrefix), "<", snap.rev+1).WithPrefix())
+	}
+	return cmps, writes, nil
+}
+
+// stamp sets the identity a stored resource keeps for life: its UID and creation time,
+// carried over from the stored value kv when there is one.
+func stamp(obj api.Resource, kv *mvccpb.KeyValue) {
+	var stored struct {
+		Metadata struct {
+			UID               string     `json:"uid"`
+			CreationTimestamp *time.Time `json:"creationTimestamp"`
+		} `json:"metadata"`
+	}
+	if kv != nil {
+		// A value that does not decode gets a fresh identity, so apply can repair it.
+		_ = json.Unmarshal(kv.Value, &stored)
+	}
+	m := obj.GetObjectMeta()
+	m.UID, m.CreationTimestamp = stored.Metadata.UID, stored.Metadata.CreationTimestamp
+	if m.UID == "" {
+		m.UID = newUID()
+	}
+	if m.CreationTimestamp == nil {
+		now := time.Now().UTC().Truncate(time.Second)
+		m.CreationTimestamp = &now
+	}
+}
+
+// checkPools runs api.ValidateIPPools on the pools as they would be after the
+// transaction: the stored ones, replaced or removed by the ops.
+func checkPools(ps []*pending, snap *snapshot) error {
+	pools := make(map[string]*api.IPPool, len(snap.pools)+len(ps))
+	for _, kv := range snap.pools {
+		var pool api.IPPool
+		if json.Unmarshal(kv.Value, &pool) == nil {
+			pools[string(kv.Key)] = &pool
+		}
+	}
+	first := ""
+	for _, p := range ps {
+		if p.ref.kind != ippools {
+			continue
+		}
+		if p.action == OpDelete {
+			delete(pools, p.ref.key)
+			continue
+		}
+		pools[p.ref.key] = p.obj.(*api.IPPool)
+		if first == "" {
+			first = p.desc
+		}
+	}
+	keys := slices.Sorted(maps.Keys(pools))
+	list := make([]*api.IPPool, len(keys))
+	for i, k := range keys {
+		list[i] = pools[k]
+	}
+	if err := api.ValidateIPPools(list); err != nil {
+		return fmt.Errorf("%s: %w", first, err)
+	}
+	return nil
+}
+
+// results are the resources as the committed transaction left them.
+func results(ps []*pending, snap *snapshot, rev int64) []api.Resource {
+	out := make([]api.Resource, len(ps))
+	for i, p := range ps {
+		if p.action != OpDelete {
+			p.obj.GetObjectMeta().ResourceVersion = strconv.FormatInt(rev, 10)
+			out[i] = p.obj
+			continue
+		}
+		old, err := decode(p.ref.kind, snap.cur[i])
+		if err != nil {
+			// The value was unreadable; report what was deleted by name and revision.
+			old = p.ref.kind.New()
+			m := old.GetObjectMeta()
+			m.Name, m.Namespace = p.obj.GetObjectMeta().Name, p.obj.GetObjectMeta().Namespace
+			m.ResourceVersion = strconv.FormatInt(snap.cur[i].ModRevision, 10)
+		}
+		out[i] = old
+	}
+	return out
+}
