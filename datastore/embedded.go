@@ -72,6 +72,9 @@ func StartEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
 	// Resource churn (workload endpoints) would otherwise grow the history forever;
 	// watchers relist if they fall behind a compaction.
 	ec.AutoCompactionMode, ec.AutoCompactionRetention = embed.CompactorModePeriodic, "1h"
+	// tabbyctl applies a whole directory in one transaction; etcd's default of 128 ops
+	// would cap that at about 60 resources.
+	ec.MaxTxnOps = 10000
 	ec.UnsafeNoFsync = cfg.UnsafeNoFsync
 	ec.LogLevel = "warn"
 	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.New(newSlogCore(log.With("component", "etcd"), zapcore.WarnLevel, mute,

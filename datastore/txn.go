@@ -64,7 +64,8 @@ var poolsPrefix = ResourcePrefix + ippools.Plural + "/"
 // delete need the given ResourceVersion, delete needs the resource to exist. A failed
 // precondition is an error naming the op index and resource; a race with another writer
 // that leaves the preconditions true is retried. No two ops may name the same resource,
-// and etcd caps a transaction at 127 ops.
+// and etcd caps a transaction's ops (--max-txn-ops, 128 by default; the embedded etcd
+// allows 10000).
 func (c *Client) Txn(ctx context.Context, ops []Op) ([]api.Resource, error) {
 	return c.txn(ctx, ops, true)
 }
@@ -298,7 +299,6 @@ func checkPools(ps []*pending, snap *snapshot) error {
 			pools[string(kv.Key)] = &pool
 		}
 	}
-	first := ""
 	for _, p := range ps {
 		if p.ref.kind != ippools {
 			continue
@@ -308,9 +308,6 @@ func checkPools(ps []*pending, snap *snapshot) error {
 			continue
 		}
 		pools[p.ref.key] = p.obj.(*api.IPPool)
-		if first == "" {
-			first = p.desc
-		}
 	}
 	keys := slices.Sorted(maps.Keys(pools))
 	list := make([]*api.IPPool, len(keys))
@@ -318,7 +315,9 @@ func checkPools(ps []*pending, snap *snapshot) error {
 		list[i] = pools[k]
 	}
 	if err := api.ValidateIPPools(list); err != nil {
-		return fmt.Errorf("%s: %w", first, err)
+		// The message names both pools of each overlapping pair; which op "caused" it is
+		// not meaningful when either could be the one to change.
+		return fmt.Errorf("IP pools would overlap: %w", err)
 	}
 	return nil
 }

@@ -100,7 +100,7 @@ func TestOverlappingPoolsRefused(t *testing.T) {
 	a := mustCreate(t, c, newPool("pool-a", "10.1.0.0/16"))
 
 	_, err := c.Create(ctx, newPool("pool-b", "10.1.128.0/17"))
-	if err == nil || !strings.Contains(err.Error(), "create ippools/pool-b: ") || !strings.Contains(err.Error(), "overlaps") {
+	if err == nil || !strings.Contains(err.Error(), "IP pools would overlap: ") || !strings.Contains(err.Error(), `"pool-b"`) {
 		t.Errorf("overlapping create: %v", err)
 	}
 	_, err = c.Txn(ctx, []datastore.Op{
