@@ -1,0 +1,43 @@
+# tabby: build, test and demo. `make demo` runs tabby for real; `make test` runs every test.
+GO       ?= go
+BIN      := bin
+VERSION  := $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -X main.version=$(VERSION)
+# Debian packages the tests use; `make deps` installs those that are missing.
+APT_PACKAGES :=
+FUZZTIME ?= 15s
+
+.PHONY: build test deps lint fuzz demo bench clean
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
+
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+		dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
+
+lint:
+	@unformatted=$$(gofmt -l .); if [ -n "$$unformatted" ]; then \
+		echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
+	$(GO) vet ./...
+
+# Each fuzz target runs briefly on every test run; longer runs: make fuzz FUZZTIME=10m.
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./policy/selector
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./api
+
+test: deps lint
+	$(GO) test -count=1 -timeout 15m ./...
+	$(MAKE) fuzz
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+demo: build
+	./examples/demo.sh
+
+clean:
+	rm -rf $(BIN)
