@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -43,6 +44,9 @@ type Config struct {
 type Client struct {
 	etcd *clientv3.Client
 	log  *slog.Logger
+
+	mu     sync.Mutex
+	checks []WriteCheck // see AddWriteCheck
 }
 
 // Connect dials etcd and checks, within cfg.DialTimeout, that the cluster answers a

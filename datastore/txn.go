@@ -80,11 +80,13 @@ type pending struct {
 }
 
 // snapshot is what a transaction read: the current value of each op's key and, when
-// pools are written, every stored pool, all at one revision.
+// pools are written, every stored pool, and the prefixes its write checks read, all at
+// one revision.
 type snapshot struct {
-	rev   int64
-	cur   []*mvccpb.KeyValue // per op, nil when absent
-	pools []*mvccpb.KeyValue
+	rev    int64
+	cur    []*mvccpb.KeyValue // per op, nil when absent
+	pools  []*mvccpb.KeyValue
+	checks map[string][]*mvccpb.KeyValue // write-check prefix → its key-values
 }
 
 func (c *Client) txn(ctx context.Context, ops []Op, multi bool) ([]api.Resource, error) {
@@ -114,21 +116,25 @@ func (c *Client) txn(ctx context.Context, ops []Op, multi bool) ([]api.Resource,
 	if multi {
 		what = fmt.Sprintf("txn of %d ops", len(ps))
 	}
+	checks, prefixes := c.writeChecksFor(ps)
 
-	reads := make([]clientv3.Op, 0, len(ps)+1)
+	reads := make([]clientv3.Op, 0, len(ps)+1+len(prefixes))
 	for _, p := range ps {
 		reads = append(reads, clientv3.OpGet(p.ref.key))
 	}
 	if writesPools {
 		reads = append(reads, clientv3.OpGet(poolsPrefix, clientv3.WithPrefix()))
 	}
+	for _, prefix := range prefixes {
+		reads = append(reads, clientv3.OpGet(prefix, clientv3.WithPrefix()))
+	}
 	resp, err := c.etcd.Txn(ctx).Then(reads...).Commit()
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	for attempt := 1; ; attempt++ {
-		snap := readSnapshot(resp, len(ps))
-		cmps, writes, err := plan(ps, snap, writesPools)
+		snap := readSnapshot(resp, len(ps), writesPools, prefixes)
+		cmps, writes, err := plan(ps, snap, writesPools, checks)
 		if err != nil {
 			return nil, err
 		}
@@ -209,16 +215,23 @@ func clone(kind *api.Kind, r api.Resource) (api.Resource, error) {
 	return cp, nil
 }
 
-// readSnapshot parses the reads of a transaction's read (or Else) branch.
-func readSnapshot(resp *clientv3.TxnResponse, n int) *snapshot {
-	s := &snapshot{rev: resp.Header.Revision, cur: make([]*mvccpb.KeyValue, n)}
+// readSnapshot parses the reads of a transaction's read (or Else) branch: one get per
+// op, then the pools if writesPools, then one range per write-check prefix.
+func readSnapshot(resp *clientv3.TxnResponse, n int, writesPools bool, prefixes []string) *snapshot {
+	s := &snapshot{rev: resp.Header.Revision, cur: make([]*mvccpb.KeyValue, n), checks: map[string][]*mvccpb.KeyValue{}}
 	for i, r := range resp.Responses {
 		kvs := r.GetResponseRange().Kvs
 		switch {
-		case i == n:
-			s.pools = kvs
-		case len(kvs) > 0:
+		case i < n && len(kvs) > 0:
 			s.cur[i] = kvs[0]
+		case i == n && writesPools:
+			s.pools = kvs
+		case i >= n:
+			j := i - n
+			if writesPools {
+				j--
+			}
+			s.checks[prefixes[j]] = kvs
 		}
 	}
 	return s
@@ -226,7 +239,7 @@ func readSnapshot(resp *clientv3.TxnResponse, n int) *snapshot {
 
 // plan checks each op's precondition against snap and returns the compares that make
 // the write valid only if nothing it read has changed, and the writes.
-func plan(ps []*pending, snap *snapshot, writesPools bool) ([]clientv3.Cmp, []clientv3.Op, error) {
+func plan(ps []*pending, snap *snapshot, writesPools bool, checks []WriteCheck) ([]clientv3.Cmp, []clientv3.Op, error) {
 	cmps := make([]clientv3.Cmp, 0, len(ps)+1)
 	writes := make([]clientv3.Op, 0, len(ps))
 	for i, p := range ps {
@@ -262,7 +275,11 @@ func plan(ps []*pending, snap *snapshot, writesPools bool) ([]clientv3.Cmp, []cl
 		// overlapping pools concurrently would each pass the check alone.
 		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(poolsPrefix), "<", snap.rev+1).WithPrefix())
 	}
-	return cmps, writes, nil
+	checkCmps, err := runWriteChecks(ps, snap, checks)
+	if err != nil {
+		return nil, nil, err
+	}
+	return append(cmps, checkCmps...), writes, nil
 }
 
 // stamp sets the identity a stored resource keeps for life: its UID and creation time,
