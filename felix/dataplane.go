@@ -1,0 +1,421 @@
+package felix
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// DefaultResyncInterval is how often Dataplane re-reads the kernel without being asked.
+// Route and link changes arrive as netlink events within milliseconds, so the periodic pass
+// is a backstop: for events lost to a full socket buffer, for sysctls changed by hand (which
+// raise no event), and for destinations another protocol's route held and gave up. A pass
+// over 10,000 unchanged routes costs tens of milliseconds, so every 10 s is cheap; Calico's
+// 90 s route refresh leaves hand-made damage in place for longer than an operator waits.
+const DefaultResyncInterval = 10 * time.Second
+
+// eventBuffer is the receive buffer of the netlink event sockets: a pass writing 10,000
+// routes raises 10,000 events, more than the default buffer holds.
+const eventBuffer = 8 << 20
+
+// Config configures a Dataplane.
+type Config struct {
+	// NetNS is the path of the network namespace to program (e.g. /run/netns/node1); empty
+	// means the agent's own.
+	NetNS string
+	// Table is the routing table of felix's routes; 0 means main.
+	Table int
+	// ResyncInterval is the period of full passes; 0 means DefaultResyncInterval.
+	ResyncInterval time.Duration
+	Log            *slog.Logger
+}
+
+// Status says how the last reconciliation pass went.
+type Status struct {
+	Passes   uint64    // passes run so far
+	LastPass time.Time // end of the last pass
+	LastOK   time.Time // end of the last pass without error
+	Err      error     // the last pass's error, nil if it succeeded
+	Stats    Stats     // what the last pass did to routes
+	Sysctls  int       // sysctls the last pass wrote
+	// Rejected are workload addresses left without a route (see DesiredRoutes).
+	Rejected []Rejection
+}
+
+// Dataplane keeps the kernel's routes and sysctls equal to the latest LocalState: it
+// reconciles when the state changes, when netlink reports a change to a route or interface
+// it cares about, and every ResyncInterval. It never flushes: a new Dataplane over routes a
+// previous agent installed changes only what is wrong.
+type Dataplane struct {
+	log      *slog.Logger
+	interval time.Duration
+	table    int
+	ns       netns.NsHandle
+	h        *netlink.Handle
+	routes   *RouteReconciler
+	sysctls  sysctlReconciler
+
+	updated chan struct{} // holds one wake-up while a state is waiting
+	mu      sync.Mutex
+	state   *LocalState // nil until the first Update
+	status  Status
+
+	// watched is what the last pass wanted and saw, for telling events worth a pass from the
+	// echoes of felix's own writes.
+	watched atomic.Pointer[watchSnapshot]
+}
+
+// NewDataplane opens the namespace and a netlink handle in it. Close releases them.
+func NewDataplane(cfg Config) (*Dataplane, error) {
+	d := &Dataplane{
+		log:      cfg.Log,
+		interval: cfg.ResyncInterval,
+		table:    cfg.Table,
+		ns:       netns.None(),
+		updated:  make(chan struct{}, 1),
+	}
+	if d.log == nil {
+		d.log = slog.New(slog.DiscardHandler)
+	}
+	if d.interval <= 0 {
+		d.interval = DefaultResyncInterval
+	}
+	if d.table == 0 {
+		d.table = unix.RT_TABLE_MAIN
+	}
+	var err error
+	if cfg.NetNS == "" {
+		d.h, err = netlink.NewHandle(unix.NETLINK_ROUTE)
+	} else {
+		if d.ns, err = netns.GetFromPath(cfg.NetNS); err != nil {
+			return nil, fmt.Errorf("open network namespace %s: %w", cfg.NetNS, err)
+		}
+		d.h, err = netlink.NewHandleAt(d.ns, unix.NETLINK_ROUTE)
+	}
+	if err != nil {
+		d.closeNS()
+		return nil, fmt.Errorf("open netlink in network namespace %q: %w", cfg.NetNS, err)
+	}
+	d.routes = NewRouteReconciler(d.h, d.table, d.log)
+	d.sysctls = sysctlReconciler{ns: d.ns}
+	return d, nil
+}
+
+// Close releases the namespace and netlink handle; call it after Run has returned.
+func (d *Dataplane) Close() error {
+	d.h.Close()
+	return d.closeNS()
+}
+
+func (d *Dataplane) closeNS() error {
+	if !d.ns.IsOpen() {
+		return nil
+	}
+	if err := d.ns.Close(); err != nil {
+		return fmt.Errorf("close network namespace: %w", err)
+	}
+	return nil
+}
+
+// Update hands the Dataplane a new desired state; Run applies the latest one, so a burst of
+// updates costs one pass. Update does not block. The Dataplane keeps s and its slices: the
+// caller must not change them afterwards.
+func (d *Dataplane) Update(s LocalState) {
+	d.mu.Lock()
+	d.state = &s
+	d.mu.Unlock()
+	poke(d.updated)
+}
+
+// Status returns the outcome of the last pass.
+func (d *Dataplane) Status() Status {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.status
+}
+
+// Run reconciles until ctx is done. It writes nothing before the first Update, so an agent
+// that has not loaded its state yet cannot delete the routes a previous run installed. It
+// returns an error only if it cannot subscribe to netlink events at all.
+func (d *Dataplane) Run(ctx context.Context) error {
+	kick := make(chan struct{}, 1)
+	if err := d.watchKernel(ctx, kick); err != nil {
+		return err
+	}
+	tick := time.NewTicker(d.interval)
+	defer tick.Stop()
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	full := true // the first pass reads every sysctl
+	failures := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-d.updated:
+		case <-kick:
+		case <-retry.C:
+		case <-tick.C:
+			full = true
+		}
+		d.mu.Lock()
+		s := d.state
+		d.mu.Unlock()
+		if s == nil {
+			continue
+		}
+		if err := d.sync(*s, full); err != nil {
+			failures++
+			retry.Reset(min(time.Second<<min(failures-1, 6), d.interval))
+		} else {
+			failures = 0
+		}
+		full = false
+	}
+}
+
+// sync runs one pass: sysctls first (an IPv6 route needs IPv6 on its interface), then routes.
+func (d *Dataplane) sync(s LocalState, full bool) error {
+	start := time.Now()
+	routes, rejected := DesiredRoutes(s)
+	var st Stats
+	written := 0
+	links, err := listLinks(d.h)
+	if err == nil {
+		d.watched.Store(newWatchSnapshot(routes, links))
+		var serr, rerr error
+		written, serr = d.sysctls.apply(DesiredSysctls(s), links, full)
+		st, rerr = d.routes.apply(routes, links)
+		err = errors.Join(serr, rerr)
+	}
+	end := time.Now()
+
+	d.mu.Lock()
+	prev := d.status
+	d.status = Status{
+		Passes: prev.Passes + 1, LastPass: end, LastOK: prev.LastOK,
+		Err: err, Stats: st, Sysctls: written, Rejected: rejected,
+	}
+	if err == nil {
+		d.status.LastOK = end
+	}
+	d.mu.Unlock()
+
+	took := end.Sub(start).Round(time.Microsecond)
+	switch {
+	case err != nil:
+		d.log.Error("dataplane pass failed", "err", err, "added", st.Added, "replaced", st.Replaced,
+			"deleted", st.Deleted, "took", took)
+	case st.Changed() || written > 0:
+		d.log.Info("dataplane updated", "added", st.Added, "replaced", st.Replaced, "deleted", st.Deleted,
+			"sysctls", written, "routes", len(routes), "took", took)
+	default:
+		d.log.Debug("dataplane in sync", "routes", len(routes), "full", full, "took", took)
+	}
+	if !slices.Equal(st.Skipped, prev.Stats.Skipped) && len(st.Skipped) > 0 {
+		d.log.Warn("routes not programmed, retrying when their interfaces change", "count", len(st.Skipped),
+			"first", firstFew(st.Skipped))
+	}
+	if !slices.Equal(rejected, prev.Rejected) && len(rejected) > 0 {
+		d.log.Warn("workload addresses without a route", "count", len(rejected), "first", firstFew(rejected))
+	}
+	return err
+}
+
+func firstFew[T fmt.Stringer](xs []T) string {
+	var b strings.Builder
+	for i, x := range xs[:min(len(xs), 5)] {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		b.WriteString(x.String())
+	}
+	return b.String()
+}
+
+// watchSnapshot is what the last pass wanted and the interfaces it saw.
+type watchSnapshot struct {
+	routes map[netip.Prefix]Route
+	ifaces map[string]bool // interfaces of desired routes
+	links  linkTable
+}
+
+func newWatchSnapshot(routes []Route, links linkTable) *watchSnapshot {
+	w := &watchSnapshot{routes: make(map[netip.Prefix]Route, len(routes)), ifaces: make(map[string]bool), links: links}
+	for _, r := range routes {
+		w.routes[r.Dst] = r
+		if r.Interface != "" {
+			w.ifaces[r.Interface] = true
+		}
+	}
+	return w
+}
+
+// routeEventMatters reports whether a route event may have left the kernel different from
+// what felix wants. Echoes of felix's own writes do not matter: an added or replaced route
+// equal to a desired one, or a deleted route not desired.
+func (d *Dataplane) routeEventMatters(u netlink.RouteUpdate) bool {
+	if u.Table != d.table {
+		return false
+	}
+	w := d.watched.Load()
+	if w == nil {
+		return false // no pass yet: the first one reads everything anyway
+	}
+	k := fromNetlink(u.Route, w.links)
+	want, wanted := w.routes[k.Route.Dst]
+	if u.Protocol != RouteProtocol {
+		// Another protocol's route gave up a destination felix may have been kept from.
+		return u.Type == unix.RTM_DELROUTE && wanted
+	}
+	if u.Type == unix.RTM_DELROUTE {
+		return wanted
+	}
+	return !wanted || k.Odd || k.OtherMetric || k.Route != want
+}
+
+// linkEventMatters reports whether a link event concerns an interface of a desired route
+// and changes what the last pass saw of it (existence, index, up).
+func (d *Dataplane) linkEventMatters(u netlink.LinkUpdate) bool {
+	w := d.watched.Load()
+	if w == nil {
+		return false
+	}
+	a := u.Attrs()
+	if !w.ifaces[a.Name] {
+		return false
+	}
+	if u.Header.Type == unix.RTM_DELLINK {
+		return true
+	}
+	seen, ok := w.links.byName[a.Name]
+	return !ok || seen.index != a.Index || seen.up != (a.Flags&net.FlagUp != 0)
+}
+
+// watchKernel subscribes to route and link events in the namespace and pokes kick for each
+// that matters. If a subscription fails later (its socket overflowed, say), it subscribes
+// again and pokes kick, since events may have been lost.
+func (d *Dataplane) watchKernel(ctx context.Context, kick chan<- struct{}) error {
+	sub, err := d.subscribe(ctx)
+	if err != nil {
+		return err
+	}
+	go func() {
+		for {
+			d.relay(ctx, sub, kick)
+			sub.stop()
+			for ctx.Err() == nil {
+				if sub, err = d.subscribe(ctx); err == nil {
+					break
+				}
+				d.log.Warn("netlink subscription failed; retrying", "err", err)
+				select {
+				case <-ctx.Done():
+				case <-time.After(time.Second):
+				}
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			poke(kick)
+		}
+	}()
+	return nil
+}
+
+type subscription struct {
+	routes chan netlink.RouteUpdate
+	links  chan netlink.LinkUpdate
+	cancel context.CancelFunc
+}
+
+func (d *Dataplane) subscribe(ctx context.Context) (*subscription, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	s := &subscription{
+		routes: make(chan netlink.RouteUpdate, 1024),
+		links:  make(chan netlink.LinkUpdate, 256),
+		cancel: cancel,
+	}
+	onErr := func(err error) {
+		if ctx.Err() == nil {
+			d.log.Warn("netlink event stream", "err", err)
+		}
+	}
+	ns := d.ns
+	err := netlink.RouteSubscribeWithOptions(s.routes, ctx.Done(), netlink.RouteSubscribeOptions{
+		Namespace: &ns, ErrorCallback: onErr, ReceiveBufferSize: eventBuffer, ReceiveBufferForceSize: true,
+	})
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("subscribe to route events: %w", err)
+	}
+	err = netlink.LinkSubscribeWithOptions(s.links, ctx.Done(), netlink.LinkSubscribeOptions{
+		Namespace: &ns, ErrorCallback: onErr, ReceiveBufferSize: eventBuffer, ReceiveBufferForceSize: true,
+	})
+	if err != nil {
+		s.links = nil
+		s.stop()
+		return nil, fmt.Errorf("subscribe to link events: %w", err)
+	}
+	return s, nil
+}
+
+// stop closes the subscription's sockets and drains its channels, so that netlink's
+// reader goroutines, which block on a full channel, can see the close and exit.
+func (s *subscription) stop() {
+	s.cancel()
+	go func() {
+		for range s.routes {
+		}
+	}()
+	if s.links != nil {
+		go func() {
+			for range s.links {
+			}
+		}()
+	}
+}
+
+// relay pokes kick for every event that matters, until ctx is done or a stream ends.
+func (d *Dataplane) relay(ctx context.Context, s *subscription, kick chan<- struct{}) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case u, ok := <-s.routes:
+			if !ok {
+				return
+			}
+			if d.routeEventMatters(u) {
+				poke(kick)
+			}
+		case u, ok := <-s.links:
+			if !ok {
+				return
+			}
+			if d.linkEventMatters(u) {
+				poke(kick)
+			}
+		}
+	}
+}
+
+// poke wakes whoever waits on c without blocking: one pending wake-up is enough.
+func poke(c chan<- struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}

@@ -1,0 +1,379 @@
+package felix
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// RouteProtocol is the rtnetlink protocol number on every route felix installs, so that
+// `ip route show proto 116` lists exactly tabby's routes and felix never touches a route
+// of any other protocol. 116 is ASCII 't'. It is in no iproute2 rt_protos file and used by
+// none of the kernel (2), boot (3), static (4), zebra (11), BIRD (12), DHCP (16), Calico's
+// felix (80; its workload routes use boot), OpenR (99) or FRR's bgp/isis/ospf/rip/eigrp
+// (186-192), so tabby can share a host with any of them.
+const RouteProtocol = 116
+
+const (
+	// ip6DefaultMetric is the metric the kernel gives an IPv6 route added without one
+	// (IP6_RT_PRIO_USER); IPv4 routes keep 0.
+	ip6DefaultMetric = 1024
+	// maxErrors bounds the errors one pass reports; the rest are counted.
+	maxErrors = 10
+)
+
+// Stats counts what one reconciliation pass did.
+type Stats struct {
+	Added, Replaced, Deleted int
+	// Skipped are desired routes not programmed this pass; the next pass retries them.
+	Skipped []SkippedRoute
+}
+
+// SkippedRoute is a desired route felix could not program, and why.
+type SkippedRoute struct {
+	Route  Route
+	Reason string
+}
+
+func (s SkippedRoute) String() string { return s.Route.String() + ": " + s.Reason }
+
+// Changed reports whether the pass wrote to the kernel.
+func (s Stats) Changed() bool { return s.Added+s.Replaced+s.Deleted > 0 }
+
+// RouteReconciler makes one routing table's routes of RouteProtocol, both families, equal
+// to a desired list. It is not safe for concurrent use.
+type RouteReconciler struct {
+	h     *netlink.Handle
+	table int
+	log   *slog.Logger
+}
+
+// NewRouteReconciler returns a reconciler for table (0 means main) through h; a nil h
+// works in the current network namespace, opening a netlink socket per request.
+func NewRouteReconciler(h *netlink.Handle, table int, log *slog.Logger) *RouteReconciler {
+	if h == nil {
+		h = &netlink.Handle{}
+	}
+	if table == 0 {
+		table = unix.RT_TABLE_MAIN
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &RouteReconciler{h: h, table: table, log: log}
+}
+
+// Apply makes the kernel's routes of RouteProtocol in the reconciler's table equal to
+// desired: it adds what is missing, replaces what differs and deletes the rest. A route
+// whose interface does not exist or is down is skipped (Stats.Skipped), as is one whose
+// destination another protocol's route already holds. A failed write does not stop the
+// others; the error returned joins them.
+func (r *RouteReconciler) Apply(desired []Route) (Stats, error) {
+	links, err := listLinks(r.h)
+	if err != nil {
+		return Stats{}, err
+	}
+	return r.apply(desired, links)
+}
+
+func (r *RouteReconciler) apply(desired []Route, links linkTable) (Stats, error) {
+	have, err := r.list(links)
+	if err != nil {
+		return Stats{}, err
+	}
+	var st Stats
+	want := make([]Route, 0, len(desired))
+	for _, d := range desired {
+		if d.Type == RouteUnicast {
+			l, ok := links.byName[d.Interface]
+			switch {
+			case !ok:
+				st.Skipped = append(st.Skipped, SkippedRoute{d, "interface does not exist"})
+				continue
+			case !l.up:
+				st.Skipped = append(st.Skipped, SkippedRoute{d, "interface is down"})
+				continue
+			}
+		}
+		want = append(want, d)
+	}
+
+	var errs errorList
+	for _, op := range planRoutes(have, want) {
+		switch op.kind {
+		case opAdd, opReplace:
+			nr := r.toNetlink(op.route, links)
+			write, verb := r.h.RouteAdd, "add"
+			if op.kind == opReplace {
+				write, verb = r.h.RouteReplace, "replace"
+			}
+			switch err := write(&nr); {
+			case err == nil:
+				if op.kind == opAdd {
+					st.Added++
+				} else {
+					st.Replaced++
+				}
+				r.log.Debug("route "+verb, "route", op.route)
+			case errors.Is(err, unix.EEXIST):
+				// Only adds are exclusive: the slot is another protocol's, and stays so.
+				st.Skipped = append(st.Skipped, SkippedRoute{op.route, "destination held by a route of another protocol"})
+			case errors.Is(err, unix.ENODEV), errors.Is(err, unix.ENETDOWN):
+				st.Skipped = append(st.Skipped, SkippedRoute{op.route, "interface went away or down"})
+			default:
+				errs.add(fmt.Errorf("%s route %s: %w", verb, op.route, err))
+			}
+		case opDelete:
+			k := have[op.have]
+			nr := k.nl
+			nr.Flags = 0 // state flags (linkdown) are not part of the route's identity
+			switch err := r.h.RouteDel(&nr); {
+			case err == nil:
+				st.Deleted++
+				r.log.Debug("route deleted", "route", k.describe())
+			case errors.Is(err, unix.ESRCH):
+				// Gone already: the kernel removes routes with their interface.
+			default:
+				errs.add(fmt.Errorf("delete route %s: %w", k.describe(), err))
+			}
+		}
+	}
+	return st, errs.err()
+}
+
+// list returns the kernel's routes of RouteProtocol in the reconciler's table.
+func (r *RouteReconciler) list(links linkTable) ([]kernelRoute, error) {
+	filter := &netlink.Route{Table: r.table, Protocol: netlink.RouteProtocol(RouteProtocol)}
+	var have []kernelRoute
+	err := retryDump(func() error {
+		have = have[:0]
+		return r.h.RouteListFilteredIter(netlink.FAMILY_ALL, filter, netlink.RT_FILTER_TABLE|netlink.RT_FILTER_PROTOCOL,
+			func(nr netlink.Route) bool {
+				have = append(have, fromNetlink(nr, links))
+				return true
+			})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list routes of protocol %d in table %d: %w", RouteProtocol, r.table, err)
+	}
+	return have, nil
+}
+
+// toNetlink converts a desired route; its interface, if any, is known to exist.
+func (r *RouteReconciler) toNetlink(rt Route, links linkTable) netlink.Route {
+	nr := netlink.Route{
+		Dst:      prefixToIPNet(rt.Dst),
+		Table:    r.table,
+		Protocol: netlink.RouteProtocol(RouteProtocol),
+	}
+	switch rt.Type {
+	case RouteUnicast:
+		nr.LinkIndex = links.byName[rt.Interface].index
+		if rt.Dst.Addr().Is4() {
+			nr.Scope = netlink.SCOPE_LINK // a directly attached destination, as `ip route add ... dev` makes
+		}
+	case RouteBlackhole:
+		nr.Type = unix.RTN_BLACKHOLE
+	}
+	return nr
+}
+
+// kernelRoute is one of the kernel's routes of RouteProtocol, seen through Route.
+type kernelRoute struct {
+	Route Route
+	// Odd is set when the kernel route has attributes Route cannot express (a gateway, a
+	// source, TOS, metrics, another route type): it never equals a desired route.
+	Odd bool
+	// OtherMetric is set when its metric is not the one felix writes, so that writing the
+	// desired route would add a second route rather than replace this one.
+	OtherMetric bool
+	nl          netlink.Route
+}
+
+func (k kernelRoute) describe() string {
+	if k.Odd || k.OtherMetric {
+		return k.nl.String()
+	}
+	return k.Route.String()
+}
+
+func fromNetlink(nr netlink.Route, links linkTable) kernelRoute {
+	k := kernelRoute{nl: nr}
+	if nr.Dst != nil {
+		k.Route.Dst = ipNetToPrefix(nr.Dst)
+	} else if nr.Family == unix.AF_INET6 { // a default route has no RTA_DST
+		k.Route.Dst = netip.PrefixFrom(netip.IPv6Unspecified(), 0)
+	} else {
+		k.Route.Dst = netip.PrefixFrom(netip.IPv4Unspecified(), 0)
+	}
+	v4 := k.Route.Dst.Addr().Is4()
+	wantMetric := 0
+	if !v4 {
+		wantMetric = ip6DefaultMetric
+	}
+	k.OtherMetric = nr.Priority != wantMetric
+	k.Odd = nr.Gw != nil || nr.Src != nil || len(nr.MultiPath) > 0 || nr.Encap != nil || nr.Via != nil ||
+		nr.NewDst != nil || nr.Tos != 0 || nr.Realm != 0 || nr.MTU != 0 || nr.AdvMSS != 0 || nr.Hoplimit != 0
+	switch nr.Type {
+	case unix.RTN_UNICAST:
+		k.Route.Type = RouteUnicast
+		k.Route.Interface = links.byIndex[nr.LinkIndex]
+		wantScope := netlink.SCOPE_UNIVERSE
+		if v4 {
+			wantScope = netlink.SCOPE_LINK
+		}
+		k.Odd = k.Odd || k.Route.Interface == "" || nr.Scope != wantScope
+	case unix.RTN_BLACKHOLE:
+		k.Route.Type = RouteBlackhole
+		k.Odd = k.Odd || nr.Scope != netlink.SCOPE_UNIVERSE
+	default:
+		k.Odd = true
+	}
+	return k
+}
+
+type opKind uint8
+
+const (
+	opAdd opKind = iota
+	opReplace
+	opDelete
+)
+
+func (k opKind) String() string {
+	return [...]string{"add", "replace", "delete"}[k]
+}
+
+// routeOp is one kernel write: add or replace route, or delete have[have].
+type routeOp struct {
+	kind  opKind
+	route Route
+	have  int
+}
+
+// planRoutes returns the writes that turn have (the kernel's routes of our protocol) into
+// want: adds and replaces first, in want's order, so traffic never meets a gap, then
+// deletes. A kernel route equal to its desired route is left alone. A desired route takes
+// over the kernel route in its slot (same destination and metric) by replacing it; any
+// other kernel route of ours for that destination, and every one for a destination not
+// wanted, is deleted.
+func planRoutes(have []kernelRoute, want []Route) []routeOp {
+	byDst := make(map[netip.Prefix][]int, len(have))
+	for i, k := range have {
+		byDst[k.Route.Dst] = append(byDst[k.Route.Dst], i)
+	}
+	keep := make([]bool, len(have))
+	var ops, dels []routeOp
+	seen := make(map[netip.Prefix]bool, len(want))
+	for _, w := range want {
+		if seen[w.Dst] {
+			continue
+		}
+		seen[w.Dst] = true
+		exact, slot := -1, -1
+		for _, i := range byDst[w.Dst] {
+			k := have[i]
+			if k.OtherMetric {
+				continue
+			}
+			if !k.Odd && k.Route == w && exact < 0 {
+				exact = i
+			}
+			if slot < 0 {
+				slot = i
+			}
+		}
+		switch {
+		case exact >= 0:
+			keep[exact] = true
+		case slot >= 0:
+			keep[slot] = true
+			ops = append(ops, routeOp{kind: opReplace, route: w})
+		default:
+			ops = append(ops, routeOp{kind: opAdd, route: w})
+		}
+	}
+	for i, k := range have {
+		if !keep[i] {
+			dels = append(dels, routeOp{kind: opDelete, route: k.Route, have: i})
+		}
+	}
+	return append(ops, dels...)
+}
+
+// linkTable is a snapshot of the namespace's interfaces.
+type linkTable struct {
+	byName  map[string]linkState
+	byIndex map[int]string
+}
+
+type linkState struct {
+	index int
+	up    bool
+}
+
+func listLinks(h *netlink.Handle) (linkTable, error) {
+	var ls []netlink.Link
+	err := retryDump(func() (err error) {
+		ls, err = h.LinkList()
+		return err
+	})
+	if err != nil {
+		return linkTable{}, fmt.Errorf("list interfaces: %w", err)
+	}
+	t := linkTable{byName: make(map[string]linkState, len(ls)), byIndex: make(map[int]string, len(ls))}
+	for _, l := range ls {
+		a := l.Attrs()
+		t.byName[a.Name] = linkState{index: a.Index, up: a.Flags&net.FlagUp != 0}
+		t.byIndex[a.Index] = a.Name
+	}
+	return t, nil
+}
+
+// retryDump runs a netlink dump again when the kernel says it changed while being read,
+// which is common while thousands of routes are being written.
+func retryDump(dump func() error) error {
+	var err error
+	for range 5 {
+		if err = dump(); !errors.Is(err, netlink.ErrDumpInterrupted) {
+			return err
+		}
+	}
+	return err
+}
+
+// errorList collects a pass's errors, keeping the first maxErrors.
+type errorList struct {
+	errs    []error
+	dropped int
+}
+
+func (l *errorList) add(err error) {
+	if len(l.errs) < maxErrors {
+		l.errs = append(l.errs, err)
+	} else {
+		l.dropped++
+	}
+}
+
+func (l *errorList) err() error {
+	if l.dropped > 0 {
+		l.errs = append(l.errs, fmt.Errorf("and %d more errors", l.dropped))
+	}
+	return errors.Join(l.errs...)
+}
+
+func prefixToIPNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+func ipNetToPrefix(n *net.IPNet) netip.Prefix {
+	a, _ := netip.AddrFromSlice(n.IP)
+	ones, _ := n.Mask.Size()
+	return netip.PrefixFrom(a.Unmap(), ones)
+}
