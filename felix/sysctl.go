@@ -142,9 +142,11 @@ func ensureSysctl(s Sysctl) (bool, error) {
 }
 
 // inNetNS runs fn in network namespace ns (in the current one if ns is closed). /proc/sys/net
-// shows the namespace of the thread that opens a file, so fn runs on a thread of its own
-// that enters ns and is never unlocked: the runtime ends the thread with the goroutine, and
-// no other goroutine ever runs in ns by accident.
+// shows the namespace of the thread that opens a file, so fn runs on a locked thread that
+// enters ns and returns to the original namespace before it is unlocked. It runs in a
+// goroutine of its own so that if the return fails the thread stays locked and the runtime
+// retires it with the goroutine, rather than let other goroutines run in ns. (Retiring is
+// no cure on its own: the main thread is parked instead, still holding the namespace.)
 func inNetNS(ns netns.NsHandle, fn func() error) error {
 	if !ns.IsOpen() {
 		return fn()
@@ -152,11 +154,25 @@ func inNetNS(ns netns.NsHandle, fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("open current network namespace: %w", err)
+			return
+		}
+		defer orig.Close()
 		if err := netns.Set(ns); err != nil {
+			runtime.UnlockOSThread()
 			errc <- fmt.Errorf("enter network namespace: %w", err)
 			return
 		}
-		errc <- fn()
+		ferr := fn()
+		if err := netns.Set(orig); err != nil {
+			errc <- errors.Join(ferr, fmt.Errorf("return to the original network namespace: %w", err))
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- ferr
 	}()
 	return <-errc
 }
