@@ -1,0 +1,649 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// These tests build real labs: they need root, ip (iproute2) and ping (iputils-ping). They
+// skip without root unless CI is set; under CI a missing tool is a failure. Every lab has a
+// unique name and is removed by t.Cleanup even when the test fails. Traffic stays inside
+// the labs' namespaces.
+
+var (
+	binDir     string // tabby-lab, tabby-node, tabbyctl
+	fakeCNIDir string // the fake plugin, as tabby-cni
+	fakeAgent  string
+)
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "tabby-lab-test")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binDir = filepath.Join(dir, "bin")
+	fakeCNIDir = filepath.Join(dir, "cni")
+	for _, b := range []struct{ out, pkg string }{
+		{binDir + "/", "github.com/tabby-net/tabby/cmd/tabby-lab"},
+		{binDir + "/", "github.com/tabby-net/tabby/cmd/tabby-node"},
+		{binDir + "/", "github.com/tabby-net/tabby/cmd/tabbyctl"},
+		{filepath.Join(fakeCNIDir, "tabby-cni"), "./testdata/fakecni"},
+	} {
+		build := exec.Command("go", "build", "-o", b.out, b.pkg)
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			fmt.Fprintln(os.Stderr, "build", b.pkg, err)
+			os.Exit(1)
+		}
+	}
+	if fakeAgent, err = filepath.Abs("testdata/fakeagent.sh"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// needLab skips the test without root (unless CI is set) and checks the tools a lab needs.
+func needLab(t *testing.T) {
+	t.Helper()
+	ci := os.Getenv("CI") != ""
+	if os.Geteuid() != 0 {
+		if !ci {
+			t.Skip("tabby-lab tests need root (network namespaces); run them as root, or with CI=1 to fail instead of skipping")
+		}
+		t.Fatal("tabby-lab tests need root (network namespaces)")
+	}
+	for _, tool := range []struct{ cmd, pkg string }{{"ip", "iproute2"}, {"ping", "iputils-ping"}} {
+		if _, err := exec.LookPath(tool.cmd); err != nil {
+			msg := fmt.Sprintf("tabby-lab tests need %s: install the Debian package %s (make deps)", tool.cmd, tool.pkg)
+			if ci {
+				t.Fatal(msg)
+			}
+			t.Skip(msg)
+		}
+	}
+}
+
+// lab drives one lab through the built tabby-lab.
+type lab struct {
+	t    *testing.T
+	name string
+	env  []string // extra environment for tabby-lab
+}
+
+func newLab(t *testing.T) *lab {
+	t.Helper()
+	b := make([]byte, 6)
+	rand.Read(b)
+	const letters = "abcdefghijklmnopqrstuvwxyz0123456789"
+	name := []byte{'t'}
+	for _, c := range b {
+		name = append(name, letters[int(c)%len(letters)])
+	}
+	l := &lab{t: t, name: string(name)}
+	t.Cleanup(func() {
+		if _, stderr, code := l.run("", "down"); code != 0 {
+			t.Errorf("cleanup: tabby-lab --name %s down: exit %d: %s", l.name, code, stderr)
+		}
+	})
+	return l
+}
+
+func (l *lab) stateDir() string { return "/run/tabby-lab/" + l.name }
+func (l *lab) ns(suffix string) string {
+	return labPrefix(l.name) + suffix
+}
+
+// run runs tabby-lab --name <lab> args... with stdin and returns stdout, stderr and the
+// exit code.
+func (l *lab) run(stdin string, args ...string) (string, string, int) {
+	l.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "tabby-lab"), append([]string{"--name", l.name}, args...)...)
+	cmd.Env = append(os.Environ(), l.env...)
+	cmd.Stdin = strings.NewReader(stdin)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return stdout.String(), stderr.String(), 0
+	case errors.As(err, &ee):
+		return stdout.String(), stderr.String(), ee.ExitCode()
+	default:
+		l.t.Fatalf("tabby-lab %s: %v", strings.Join(args, " "), err)
+		return "", "", -1
+	}
+}
+
+// ok runs tabby-lab and fails the test unless it exits 0; it returns stdout.
+func (l *lab) ok(args ...string) string {
+	l.t.Helper()
+	stdout, stderr, code := l.run("", args...)
+	if code != 0 {
+		l.t.Fatalf("tabby-lab --name %s %s: exit %d\nstdout:\n%s\nstderr:\n%s", l.name, strings.Join(args, " "), code, stdout, stderr)
+	}
+	return stdout
+}
+
+// fails runs tabby-lab, fails the test unless it exits non-zero, and returns stderr.
+func (l *lab) fails(args ...string) string {
+	l.t.Helper()
+	stdout, stderr, code := l.run("", args...)
+	if code == 0 {
+		l.t.Fatalf("tabby-lab --name %s %s succeeded, want failure; stdout:\n%s", l.name, strings.Join(args, " "), stdout)
+	}
+	return stderr
+}
+
+func (l *lab) status() *Status {
+	l.t.Helper()
+	var s Status
+	if err := json.Unmarshal([]byte(l.ok("status", "-o", "json")), &s); err != nil {
+		l.t.Fatalf("status -o json: %v", err)
+	}
+	return &s
+}
+
+// ping checks that one ICMP echo from a lab namespace to addr is answered.
+func (l *lab) ping(from, addr string) {
+	l.t.Helper()
+	l.ok("exec", from, "--", "ping", "-c1", "-W5", addr)
+}
+
+// noPing checks that addr does not answer from a lab namespace.
+func (l *lab) noPing(from, addr string) {
+	l.t.Helper()
+	if stdout, _, code := l.run("", "exec", from, "--", "ping", "-c1", "-W1", addr); code == 0 {
+		l.t.Errorf("%s in lab %s reached %s, want no answer:\n%s", from, l.name, addr, stdout)
+	}
+}
+
+// snapshot is what a lab must leave as it found it.
+type snapshot struct {
+	netns  []string // /run/netns entries
+	links  []string // the root namespace's links
+	mounts []string // mount points under /run/netns/
+}
+
+func takeSnapshot(t *testing.T) snapshot {
+	t.Helper()
+	var s snapshot
+	entries, err := os.ReadDir(netnsDir)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		s.netns = append(s.netns, e.Name())
+	}
+	ifs, err := net.Interfaces()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range ifs {
+		s.links = append(s.links, i.Name)
+	}
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], netnsDir+"/") {
+			s.mounts = append(s.mounts, f[4])
+		}
+	}
+	slices.Sort(s.netns)
+	slices.Sort(s.links)
+	slices.Sort(s.mounts)
+	return s
+}
+
+// assertGone checks that the labs left the machine as before was: none of their
+// namespaces, mounts, processes or files remain, and the root namespace has the links it
+// had. Other packages' tests may make and remove namespaces of their own meanwhile, so
+// namespaces and mounts are judged by the labs' prefixes (TestLabsCoexist checks that one
+// lab's down leaves another's alone).
+func assertGone(t *testing.T, before snapshot, labs ...*lab) {
+	t.Helper()
+	after := takeSnapshot(t)
+	ours := func(name string) bool {
+		for _, l := range labs {
+			if strings.HasPrefix(filepath.Base(name), labPrefix(l.name)) {
+				return true
+			}
+		}
+		return false
+	}
+	for _, n := range after.netns {
+		if ours(n) {
+			t.Errorf("namespace %s is left behind", n)
+		}
+	}
+	for _, m := range after.mounts {
+		if ours(m) {
+			t.Errorf("mount %s is left behind", m)
+		}
+	}
+	assertRootLinks(t, before, after)
+	for _, l := range labs {
+		for _, dir := range []string{"/run/tabby-lab/" + l.name, "/var/tmp/tabby-lab/" + l.name} {
+			if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("%s is left behind (%v)", dir, err)
+			}
+		}
+		if _, err := os.Stat("/run/tabby-lab/" + l.name + ".lock"); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("lock file of %s is left behind", l.name)
+		}
+		if pids := labProcesses(t, l); len(pids) > 0 {
+			t.Errorf("processes of lab %s are left behind: %v", l.name, pids)
+		}
+	}
+}
+
+// labLinkRE matches the names of the links a lab makes (in its own namespaces).
+var labLinkRE = regexp.MustCompile(`^(br[0-9]+|node[0-9]+|h-.*|eth0)$`)
+
+// assertRootLinks checks that the root namespace lost no link and gained none of the
+// lab's (other tests may add links of their own meanwhile).
+func assertRootLinks(t *testing.T, before, after snapshot) {
+	t.Helper()
+	for _, l := range before.links {
+		if !slices.Contains(after.links, l) {
+			t.Errorf("the root namespace's link %s is gone", l)
+		}
+	}
+	for _, l := range after.links {
+		if !slices.Contains(before.links, l) && labLinkRE.MatchString(l) {
+			t.Errorf("a lab's link %s is in the root namespace", l)
+		}
+	}
+}
+
+// labProcesses finds running processes that belong to a lab: in one of its namespaces, or
+// with its state or data directory on their command line.
+func labProcesses(t *testing.T, l *lab) []string {
+	t.Helper()
+	names, err := listNetns(labPrefix(l.name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inNS, err := pidsIn(names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found []string
+	for ns, pids := range inNS {
+		for _, pid := range pids {
+			found = append(found, fmt.Sprintf("%d (%s, in %s)", pid, procName(pid), ns))
+		}
+	}
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		var pid int
+		if _, err := fmt.Sscan(e.Name(), &pid); err != nil || !running(pid) {
+			continue
+		}
+		cmdline := procName(pid)
+		if strings.Contains(cmdline, "tabby-lab/"+l.name+"/") {
+			found = append(found, fmt.Sprintf("%d (%s)", pid, cmdline))
+		}
+	}
+	return found
+}
+
+// killLab simulates a session killed under a lab: SIGKILL for every process in its
+// namespaces, and its state directory deleted.
+func killLab(t *testing.T, l *lab) {
+	t.Helper()
+	names, err := listNetns(labPrefix(l.name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inNS, err := pidsIn(names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var all []int
+	for _, pids := range inNS {
+		all = append(all, pids...)
+	}
+	if len(all) == 0 {
+		t.Fatalf("lab %s runs no process to kill", l.name)
+	}
+	signalAll(all, syscall.SIGKILL)
+	if left := waitGone(all, 10*time.Second); len(left) > 0 {
+		t.Fatalf("processes %v survived SIGKILL", left)
+	}
+	if err := os.RemoveAll(l.stateDir()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestLabUpDown(t *testing.T) {
+	needLab(t)
+	before := takeSnapshot(t)
+	l := newLab(t)
+	l.ok("up", "--nodes", "3", "--subnets", "2", "--no-agents")
+
+	for _, ns := range []string{"router", "node1", "node2", "node3"} {
+		if !netnsExists(l.ns(ns)) {
+			t.Errorf("namespace %s does not exist", l.ns(ns))
+		}
+	}
+	assertRootLinks(t, before, takeSnapshot(t))
+
+	// The router: a bridge per subnet with the gateway address, connected routes only.
+	assertContains(t, "router's br1", l.ok("exec", "router", "--", "ip", "-o", "addr", "show", "dev", "br1"), "inet 172.31.1.1/24")
+	assertContains(t, "router's br2", l.ok("exec", "router", "--", "ip", "-o", "addr", "show", "dev", "br2"), "inet 172.31.2.1/24")
+	assertContains(t, "router's node2 port", l.ok("exec", "router", "--", "ip", "-o", "link", "show", "dev", "node2"), "master br2")
+	routes := strings.Split(strings.TrimSpace(l.ok("exec", "router", "--", "ip", "-4", "route", "show")), "\n")
+	if len(routes) != 2 || !strings.HasPrefix(routes[0], "172.31.1.0/24 dev br1") || !strings.HasPrefix(routes[1], "172.31.2.0/24 dev br2") {
+		t.Errorf("router's routes: want only its two subnets, got:\n%s", strings.Join(routes, "\n"))
+	}
+	if fwd := strings.TrimSpace(l.ok("exec", "router", "--", "cat", "/proc/sys/net/ipv4/ip_forward")); fwd != "1" {
+		t.Errorf("router's ip_forward = %s", fwd)
+	}
+
+	// Nodes: round-robin over the subnets, a default route via their gateway.
+	assertContains(t, "node1's addresses", l.ok("exec", "node1", "--", "ip", "addr"), "inet 172.31.1.10/24", "eth0")
+	assertContains(t, "node2's addresses", l.ok("exec", "node2", "--", "ip", "-o", "addr", "show", "dev", "eth0"), "inet 172.31.2.11/24")
+	assertContains(t, "node3's routes", l.ok("exec", "node3", "--", "ip", "route"), "default via 172.31.1.1 dev eth0")
+	l.ping("node1", "172.31.1.12") // same subnet
+	l.ping("node1", "172.31.2.11") // across the router
+	l.ping("node2", "172.31.2.1")
+	l.ping("node3", "172.31.2.1")
+
+	s := l.status()
+	if s.Name != l.name || !s.Ready || s.Etcd.Endpoint != "http://172.31.1.1:2379" || s.Etcd.Netns != l.ns("router") || !s.Etcd.Process.Alive {
+		t.Errorf("status: %+v", s)
+	}
+	if len(s.Subnets) != 2 || s.Subnets[1].Bridge != "br2" || s.Subnets[1].CIDR.String() != "172.31.2.0/24" {
+		t.Errorf("status subnets: %+v", s.Subnets)
+	}
+	if len(s.Nodes) != 3 || s.Nodes[1].Name != "node2" || s.Nodes[1].Netns != l.ns("node2") ||
+		s.Nodes[1].Address.String() != "172.31.2.11/24" || s.Nodes[1].Subnet != 2 || s.Nodes[1].Agent != nil {
+		t.Errorf("status nodes: %+v", s.Nodes)
+	}
+	if len(s.Problems) != 0 || len(s.Workloads) != 0 {
+		t.Errorf("status problems %v, workloads %v", s.Problems, s.Workloads)
+	}
+	if inNS, _ := pidsIn([]string{l.ns("router")}); !slices.Contains(inNS[l.ns("router")], s.Etcd.Process.PID) {
+		t.Errorf("etcd pid %d is not in the router namespace (%v)", s.Etcd.Process.PID, inNS)
+	}
+	assertContains(t, "status", l.ok("status"), "172.31.1.1:2379", "node3", "172.31.1.12/24", "br2")
+
+	// exec passes standard input, output, error and the exit status through.
+	stdout, stderr, code := l.run("", "exec", "node1", "--", "sh", "-c", "echo out; echo err >&2; exit 7")
+	if stdout != "out\n" || stderr != "err\n" || code != 7 {
+		t.Errorf("exec: stdout %q, stderr %q, exit %d; want out, err, 7", stdout, stderr, code)
+	}
+	if stdout, _, code := l.run("hello\n", "exec", "node2", "cat"); stdout != "hello\n" || code != 0 {
+		t.Errorf("exec cat: %q, exit %d", stdout, code)
+	}
+
+	// ctl reaches the lab's etcd from the router and from a node.
+	assertContains(t, "ctl get nodes", l.ok("ctl", "get", "nodes"), "NAME")
+	assertContains(t, "ctl --node node2 version", l.ok("ctl", "--node", "node2", "version"), "etcd", "172.31.1.1:2379")
+	assertContains(t, "ctl get weps -A", l.ok("ctl", "get", "workloadendpoints", "-A"), "NAMESPACE")
+	l.fails("ctl", "get", "nosuchkind")
+
+	l.ok("down")
+	assertGone(t, before, l)
+	// A second down has nothing to do and says so.
+	_, stderr, code = l.run("", "down")
+	if code != 0 || !strings.Contains(stderr, "nothing to remove") {
+		t.Errorf("second down: exit %d, %s", code, stderr)
+	}
+}
+
+func TestLabStaleIsCleaned(t *testing.T) {
+	needLab(t)
+	before := takeSnapshot(t)
+	l := newLab(t)
+	l.ok("up", "--nodes", "2", "--no-agents")
+
+	// A killed session: its processes are gone, and so is the state.
+	killLab(t, l)
+	assertContains(t, "status of a stale lab", l.fails("status"), "no state", "tabby-lab down --name "+l.name)
+
+	// up clears it first.
+	_, stderr, code := l.run("", "up", "--nodes", "2", "--no-agents")
+	if code != 0 || !strings.Contains(stderr, "removed the lab") {
+		t.Fatalf("up over a stale lab: exit %d: %s", code, stderr)
+	}
+	l.ping("node1", "172.31.1.11")
+
+	// Again, with a namespace no state knows and a process in it, as a crashed up leaves.
+	killLab(t, l)
+	stray := l.ns("node7")
+	if out, err := exec.Command("ip", "netns", "add", stray).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v: %s", err, out)
+	}
+	sleeper := exec.Command("ip", "netns", "exec", stray, "sleep", "600")
+	sleeper.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := sleeper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- sleeper.Wait() }()
+	waitInNetns(t, stray, sleeper.Process.Pid)
+
+	l.ok("down")
+	select {
+	case <-exited:
+	case <-time.After(10 * time.Second):
+		t.Errorf("the process in %s still runs after down", stray)
+	}
+	assertGone(t, before, l)
+}
+
+// waitInNetns polls until pid has entered the named namespace.
+func waitInNetns(t *testing.T, ns string, pid int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		inNS, err := pidsIn([]string{ns})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if slices.Contains(inNS[ns], pid) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pid %d did not enter %s", pid, ns)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestLabsCoexist(t *testing.T) {
+	needLab(t)
+	before := takeSnapshot(t)
+	a, b := newLab(t), newLab(t)
+	a.ok("up", "--nodes", "3", "--no-agents")
+	b.ok("up", "--nodes", "2", "--no-agents")
+
+	// Identical addresses, separate networks: b has no 172.31.1.12.
+	for _, l := range []*lab{a, b} {
+		if s := l.status(); s.Nodes[0].Address.String() != "172.31.1.10/24" || s.Etcd.Endpoint != "http://172.31.1.1:2379" {
+			t.Errorf("lab %s: node1 %s, etcd %s", l.name, s.Nodes[0].Address, s.Etcd.Endpoint)
+		}
+		l.ping("node1", "172.31.1.11")
+		l.ok("ctl", "version")
+	}
+	a.ping("node1", "172.31.1.12")
+	b.noPing("node1", "172.31.1.12")
+
+	// Removing one leaves the other whole.
+	a.ok("down")
+	if s := b.status(); len(s.Problems) > 0 || !s.Etcd.Process.Alive {
+		t.Errorf("lab %s after lab %s went down: %v", b.name, a.name, s.Problems)
+	}
+	b.ping("node2", "172.31.1.10")
+	b.ok("ctl", "get", "nodes")
+	b.ok("down")
+	assertGone(t, before, a, b)
+}
+
+func TestLabArgs(t *testing.T) {
+	needLab(t)
+	l := newLab(t)
+	bad := &lab{t: t, name: "x"}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--name", "My_Lab", "up"}, "lab name \"My_Lab\""},
+		{[]string{"--name", "my-lab", "status"}, "lab name \"my-lab\""},
+		{[]string{"--name", "abcdefghijklmnopq", "down"}, "lab name"},
+		{[]string{"up", "--nodes", "0"}, "--nodes 0: want 1 to 100"},
+		{[]string{"up", "--subnets", "0"}, "--subnets 0"},
+		{[]string{"up", "extra"}, "unknown command"},
+		{[]string{"workload", "add", "node1", "web1"}, "want NAMESPACE/NAME"},
+		{[]string{"workload", "add", "node1", "default/web1", "--labels", "app=a b"}, "label app="},
+		{[]string{"status", "-o", "yaml"}, "-o \"yaml\""},
+		{[]string{"--name", "nosuchlab", "status"}, "lab \"nosuchlab\" does not exist"},
+		{[]string{"--name", "nosuchlab", "exec", "node1", "--", "true"}, "does not exist"},
+	} {
+		stderr := bad.fails(c.args...)
+		assertContains(t, strings.Join(c.args, " "), stderr, c.want)
+	}
+
+	l.ok("up", "--nodes", "2", "--no-agents")
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"workload", "add", "node9", "default/web1"}, "has no node \"node9\" (its nodes: node1, node2)"},
+		{[]string{"workload", "del", "default/web1"}, "has no workload \"default/web1\""},
+		{[]string{"exec", "node9", "--", "true"}, "has no \"node9\": targets are router, node1, node2"},
+		{[]string{"exec", "default/web1", "--", "true"}, "has no workload"},
+		{[]string{"exec", "node1"}, "requires at least 2 arg"},
+		{[]string{"ctl", "--node", "node9", "get", "nodes"}, "has no node \"node9\""},
+		{[]string{"host", "add", "node1"}, "names of the lab's router and nodes"},
+		{[]string{"host", "del", "nobody"}, "has no host \"nobody\""},
+		{[]string{"workload", "add", "node1", "default/web1"}, "no CNI plugin"},
+	} {
+		stderr := l.fails(c.args...)
+		assertContains(t, strings.Join(c.args, " "), stderr, c.want)
+	}
+}
+
+func TestLabHosts(t *testing.T) {
+	needLab(t)
+	before := takeSnapshot(t)
+	l := newLab(t)
+	l.ok("up", "--nodes", "2", "--subnets", "2", "--no-agents")
+	assertContains(t, "host add bird1", l.ok("host", "add", "bird1"), "172.31.1.200/24")
+	assertContains(t, "host add internet", l.ok("host", "add", "internet", "--subnet", "9"), "172.31.9.200/24", "br9")
+	l.fails("host", "add", "bird1")
+
+	l.ping("node2", "172.31.9.200") // subnet 2 to a segment of its own, through the router
+	l.ping("internet", "172.31.1.10")
+	l.ping("bird1", "172.31.1.10") // same subnet
+	s := l.status()
+	if len(s.Hosts) != 2 || s.Hosts[1].Name != "internet" || s.Hosts[1].Netns != l.ns("h-internet") || len(s.Subnets) != 3 || s.Subnets[2].Index != 9 {
+		t.Errorf("status hosts %+v, subnets %+v", s.Hosts, s.Subnets)
+	}
+
+	// host del stops what runs in the host, as down would.
+	sleeper := exec.Command(filepath.Join(binDir, "tabby-lab"), "--name", l.name, "exec", "bird1", "--", "sleep", "600")
+	if err := sleeper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- sleeper.Wait() }()
+	waitInNetns(t, l.ns("h-bird1"), sleeper.Process.Pid)
+	l.ok("host", "del", "bird1")
+	select {
+	case <-exited:
+	case <-time.After(10 * time.Second):
+		t.Error("the process in host bird1 still runs after host del")
+	}
+	if netnsExists(l.ns("h-bird1")) {
+		t.Error("host del left its namespace")
+	}
+	l.noPing("node1", "172.31.1.200")
+
+	l.ok("down")
+	assertGone(t, before, l)
+}
+
+func assertContains(t *testing.T, what, s string, wants ...string) {
+	t.Helper()
+	for _, w := range wants {
+		if !strings.Contains(s, w) {
+			t.Errorf("%s does not contain %q:\n%s", what, w, s)
+		}
+	}
+}
+
+// TestLabUpFailsCleanly: an up that fails, or is interrupted, leaves nothing behind.
+func TestLabUpFailsCleanly(t *testing.T) {
+	needLab(t)
+	before := takeSnapshot(t)
+	l := newLab(t)
+
+	// An etcd that cannot start: up says why, with its log, and removes what it made.
+	bad := t.TempDir()
+	script := "#!/bin/sh\necho 'fake tabby-node: cannot start: boom' >&2\nexit 1\n"
+	if err := os.WriteFile(filepath.Join(bad, "tabby-node"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(binDir, "tabbyctl"), filepath.Join(bad, "tabbyctl")); err != nil {
+		t.Fatal(err)
+	}
+	stderr := l.fails("up", "--nodes", "2", "--no-agents", "--bin-dir", bad)
+	assertContains(t, "up with a failing etcd", stderr, "etcd (tabby-node --datastore-only in "+l.ns("router")+") exited", "boom")
+	assertGone(t, before, l)
+
+	// Binaries that are not there.
+	assertContains(t, "up without binaries", l.fails("up", "--bin-dir", t.TempDir()), "tabby-node is not an executable in")
+
+	// Interrupted while it waits for the agents.
+	cmd := exec.Command(filepath.Join(binDir, "tabby-lab"), "--name", l.name, "up", "--nodes", "2", "--agent-binary", fakeAgent)
+	cmd.Env = append(os.Environ(), "FAKE_AGENT=mute")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if log, _ := os.ReadFile(filepath.Join(l.stateDir(), "node2.log")); strings.Contains(string(log), "starting") {
+			break
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			cmd.Wait()
+			t.Fatalf("the agents did not start:\n%s", out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cmd.Process.Signal(syscall.SIGINT)
+	if err := cmd.Wait(); err == nil {
+		t.Errorf("an interrupted up succeeded:\n%s", out.String())
+	}
+	assertContains(t, "interrupted up", out.String(), "context canceled")
+	assertGone(t, before, l)
+}

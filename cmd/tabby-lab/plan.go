@@ -1,0 +1,218 @@
+package main
+
+import (
+	"crypto/sha1"
+	"encoding/hex"
+	"fmt"
+	"net/netip"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// The lab's names and addresses: pure functions, so they are tested without root.
+
+const (
+	nsPrefix       = "tby-"
+	maxLabName     = 16
+	maxNodes       = 100
+	maxSubnets     = 50  // node subnets created by up
+	maxSubnetIndex = 254 // a host may use any subnet 1..254
+	nodeHostBase   = 9   // node k has host part 9+k: node1 .10
+	hostHostBase   = 200 // hosts have host parts 200..254
+	maxHostName    = 12  // so that the router port "h-<name>" fits IFNAMSIZ
+	etcdClientPort = 2379
+	etcdPeerURL    = "http://127.0.0.1:2380"
+	nodeIfName     = "eth0"
+	workloadIfName = "eth0"
+	routerName     = "router"
+)
+
+var (
+	labNameRE   = regexp.MustCompile(`^[a-z][a-z0-9]*$`)
+	nodeNameRE  = regexp.MustCompile(`^node([1-9][0-9]*)$`)
+	dnsLabelRE  = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+	dnsSubRE    = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
+	labelNameRE = regexp.MustCompile(`^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$`)
+	labelValRE  = regexp.MustCompile(`^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$`)
+)
+
+// validateLabName accepts 1-16 lowercase letters and digits starting with a letter. No
+// hyphen, so "tby-<lab>-" is never a prefix of another lab's namespaces.
+func validateLabName(name string) error {
+	if len(name) == 0 || len(name) > maxLabName || !labNameRE.MatchString(name) {
+		return fmt.Errorf("lab name %q: want 1-%d lowercase letters and digits, starting with a letter (it prefixes the lab's namespaces as %q)",
+			name, maxLabName, nsPrefix+"<name>-")
+	}
+	return nil
+}
+
+// labPrefix is the prefix of every namespace of the lab.
+func labPrefix(lab string) string { return nsPrefix + lab + "-" }
+
+func routerNetns(lab string) string     { return labPrefix(lab) + routerName }
+func nodeNetns(lab, node string) string { return labPrefix(lab) + node }
+func hostNetns(lab, host string) string { return labPrefix(lab) + "h-" + host }
+func nodeName(k int) string             { return "node" + strconv.Itoa(k) }
+func bridgeName(subnet int) string      { return "br" + strconv.Itoa(subnet) }
+func hostRouterPort(host string) string { return "h-" + host }
+func netnsPath(ns string) string        { return netnsDir + "/" + ns }
+func nodeSubnet(k, subnets int) int     { return (k-1)%subnets + 1 }
+func etcdEndpoint() string {
+	return "http://" + netip.AddrPortFrom(subnetGateway(1), etcdClientPort).String()
+}
+func subnetGateway(subnet int) netip.Addr { return subnetAddr(subnet, 1) }
+
+func subnetCIDR(subnet int) netip.Prefix {
+	return netip.PrefixFrom(subnetAddr(subnet, 0), 24)
+}
+
+func subnetAddr(subnet, host int) netip.Addr {
+	return netip.AddrFrom4([4]byte{172, 31, byte(subnet), byte(host)})
+}
+
+func nodeAddress(k, subnet int) netip.Prefix {
+	return netip.PrefixFrom(subnetAddr(subnet, nodeHostBase+k), 24)
+}
+
+// workloadNetns names a workload's namespace: tby-<lab>-w-<namespace>.<name>. Kubernetes
+// namespaces have no dot, so the name is unambiguous; one too long for a file name is
+// shortened to a hash.
+func workloadNetns(lab, namespace, name string) string {
+	s := labPrefix(lab) + "w-" + namespace + "." + name
+	if len(s) > 200 {
+		sum := sha1.Sum([]byte(namespace + "/" + name))
+		s = labPrefix(lab) + "w-" + hex.EncodeToString(sum[:])[:20]
+	}
+	return s
+}
+
+// parseWorkloadName splits NAMESPACE/NAME and checks both as Kubernetes does: the namespace
+// is a DNS-1123 label, the name a DNS-1123 subdomain.
+func parseWorkloadName(s string) (namespace, name string, err error) {
+	namespace, name, ok := strings.Cut(s, "/")
+	if !ok {
+		return "", "", fmt.Errorf("workload %q: want NAMESPACE/NAME", s)
+	}
+	if len(namespace) > 63 || !dnsLabelRE.MatchString(namespace) {
+		return "", "", fmt.Errorf("workload %q: namespace %q is not a DNS-1123 label (lowercase letters, digits and '-', at most 63)", s, namespace)
+	}
+	if len(name) > 253 || !dnsSubRE.MatchString(name) {
+		return "", "", fmt.Errorf("workload %q: name %q is not a DNS-1123 subdomain (lowercase letters, digits, '-' and '.', at most 253)", s, name)
+	}
+	return namespace, name, nil
+}
+
+// validateLabels checks Kubernetes label syntax: an optional DNS-subdomain prefix and a
+// name of at most 63 characters; values of at most 63, possibly empty.
+func validateLabels(labels map[string]string) error {
+	keys := make([]string, 0, len(labels))
+	for k := range labels {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		name := k
+		if prefix, n, ok := strings.Cut(k, "/"); ok {
+			if len(prefix) > 253 || !dnsSubRE.MatchString(prefix) {
+				return fmt.Errorf("label %q: prefix %q is not a DNS-1123 subdomain", k, prefix)
+			}
+			name = n
+		}
+		if len(name) > 63 || !labelNameRE.MatchString(name) {
+			return fmt.Errorf("label %q: want at most 63 letters, digits, '-', '_' and '.', starting and ending with a letter or digit", k)
+		}
+		if v := labels[k]; len(v) > 63 || !labelValRE.MatchString(v) {
+			return fmt.Errorf("label %s=%q: a value is at most 63 letters, digits, '-', '_' and '.', starting and ending with a letter or digit", k, v)
+		}
+	}
+	return nil
+}
+
+// validateHostName checks a host's name: a DNS label short enough for its router port's
+// interface name, and no name of the lab's own (router, node<k>).
+func validateHostName(name string) error {
+	if len(name) > maxHostName || !dnsLabelRE.MatchString(name) {
+		return fmt.Errorf("host name %q: want a DNS label of at most %d characters (lowercase letters, digits and '-')", name, maxHostName)
+	}
+	if name == routerName || nodeNameRE.MatchString(name) {
+		return fmt.Errorf("host name %q: %q and node<N> are the names of the lab's router and nodes", name, routerName)
+	}
+	return nil
+}
+
+// plan lays out a new lab: its router, subnets and nodes, with no process started yet.
+func plan(lab string, nodes, subnets int, stateDir, dataDir string) (*State, error) {
+	if err := validateLabName(lab); err != nil {
+		return nil, err
+	}
+	if nodes < 1 || nodes > maxNodes {
+		return nil, fmt.Errorf("--nodes %d: want 1 to %d", nodes, maxNodes)
+	}
+	if subnets < 1 || subnets > maxSubnets {
+		return nil, fmt.Errorf("--subnets %d: want 1 to %d", subnets, maxSubnets)
+	}
+	st := &State{
+		Name:     lab,
+		StateDir: stateDir,
+		DataDir:  dataDir,
+		Router:   Router{Netns: routerNetns(lab)},
+		Etcd:     Etcd{Endpoint: etcdEndpoint(), Netns: routerNetns(lab)},
+	}
+	for i := 1; i <= subnets; i++ {
+		st.Subnets = append(st.Subnets, newSubnet(i))
+	}
+	for k := 1; k <= nodes; k++ {
+		s := nodeSubnet(k, subnets)
+		name := nodeName(k)
+		st.Nodes = append(st.Nodes, Node{
+			Name: name,
+			Attachment: Attachment{
+				Netns:      nodeNetns(lab, name),
+				Interface:  nodeIfName,
+				RouterPort: name,
+				Subnet:     s,
+				Address:    nodeAddress(k, s),
+				Gateway:    subnetGateway(s),
+			},
+		})
+	}
+	return st, nil
+}
+
+func newSubnet(i int) Subnet {
+	return Subnet{Index: i, CIDR: subnetCIDR(i), Bridge: bridgeName(i), Gateway: subnetGateway(i)}
+}
+
+// planHost lays out a new host on subnet: the lowest free address from .200 up.
+func planHost(st *State, name string, subnet int) (Host, error) {
+	if err := validateHostName(name); err != nil {
+		return Host{}, err
+	}
+	if subnet < 1 || subnet > maxSubnetIndex {
+		return Host{}, fmt.Errorf("--subnet %d: want 1 to %d", subnet, maxSubnetIndex)
+	}
+	if st.host(name) != nil {
+		return Host{}, fmt.Errorf("host %q already exists in lab %q", name, st.Name)
+	}
+	used := map[netip.Addr]bool{}
+	for _, h := range st.Hosts {
+		used[h.Address.Addr()] = true
+	}
+	for j := hostHostBase; j <= 254; j++ {
+		a := subnetAddr(subnet, j)
+		if used[a] {
+			continue
+		}
+		return Host{Name: name, Attachment: Attachment{
+			Netns:      hostNetns(st.Name, name),
+			Interface:  nodeIfName,
+			RouterPort: hostRouterPort(name),
+			Subnet:     subnet,
+			Address:    netip.PrefixFrom(a, 24),
+			Gateway:    subnetGateway(subnet),
+		}}, nil
+	}
+	return Host{}, fmt.Errorf("subnet %d has no free host address left (.%d to .254)", subnet, hostHostBase)
+}

@@ -1,0 +1,276 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+const stateFile = "state.json"
+
+// State is what state.json records about a lab.
+type State struct {
+	Name     string    `json:"name"`
+	StateDir string    `json:"stateDir"` // this lab's directory: state.json, logs, CNI cache
+	DataDir  string    `json:"dataDir"`  // this lab's data: etcd's and the agents'
+	Created  time.Time `json:"created"`
+	// Ready is set once the topology and the datastore are up; a state without it is
+	// the trace of an up that did not finish.
+	Ready     bool       `json:"ready"`
+	Binaries  Binaries   `json:"binaries"`
+	Router    Router     `json:"router"`
+	Etcd      Etcd       `json:"etcd"`
+	Subnets   []Subnet   `json:"subnets"`
+	Nodes     []Node     `json:"nodes"`
+	Hosts     []Host     `json:"hosts,omitempty"`
+	Workloads []Workload `json:"workloads,omitempty"`
+}
+
+// Binaries are the programs the lab runs, resolved to absolute paths by up.
+type Binaries struct {
+	TabbyNode string `json:"tabbyNode"`
+	Tabbyctl  string `json:"tabbyctl"`
+	Agent     string `json:"agent,omitempty"` // empty when the lab runs no agents
+	CNIDir    string `json:"cniDir"`          // CNI_PATH: where tabby-cni is
+}
+
+// Router is the fabric namespace: the subnets' bridges, and the etcd.
+type Router struct {
+	Netns string `json:"netns"`
+}
+
+// Etcd is the lab's datastore.
+type Etcd struct {
+	Endpoint string   `json:"endpoint"`
+	Netns    string   `json:"netns"`
+	Process  *Process `json:"process,omitempty"`
+}
+
+// Process is a detached process the lab started.
+type Process struct {
+	PID       int    `json:"pid"`
+	StartTime uint64 `json:"startTime"` // /proc/<pid>/stat field 22: tells a reused pid apart
+	Log       string `json:"log"`
+}
+
+// Subnet is one underlay L2 segment: a bridge in the router namespace.
+type Subnet struct {
+	Index   int          `json:"index"`
+	CIDR    netip.Prefix `json:"cidr"`
+	Bridge  string       `json:"bridge"`
+	Gateway netip.Addr   `json:"gateway"` // the router's address on it
+}
+
+// Attachment is how a node or host namespace hangs off the router: its interface, the
+// veth peer in the router namespace (a port of its subnet's bridge) and its address.
+type Attachment struct {
+	Netns      string       `json:"netns"`
+	Interface  string       `json:"interface"`
+	RouterPort string       `json:"routerPort"`
+	Subnet     int          `json:"subnet"`
+	Address    netip.Prefix `json:"address"`
+	Gateway    netip.Addr   `json:"gateway"`
+}
+
+// Node is a lab node: a namespace running a tabby-node agent.
+type Node struct {
+	Name string `json:"name"`
+	Attachment
+	DataDir string   `json:"dataDir,omitempty"`
+	Agent   *Process `json:"agent,omitempty"`
+}
+
+// Host is an extra namespace on the underlay (an external router, an "internet" host).
+type Host struct {
+	Name string `json:"name"`
+	Attachment
+}
+
+// Workload is a namespace attached to a node through CNI.
+type Workload struct {
+	Namespace   string            `json:"namespace"`
+	Name        string            `json:"name"`
+	Node        string            `json:"node"`
+	Netns       string            `json:"netns"`
+	ContainerID string            `json:"containerID"`
+	PodUID      string            `json:"podUID"`
+	IfName      string            `json:"ifName"`
+	IPs         []netip.Prefix    `json:"ips"`
+	Labels      map[string]string `json:"labels,omitempty"`
+}
+
+// FullName is NAMESPACE/NAME.
+func (w *Workload) FullName() string { return w.Namespace + "/" + w.Name }
+
+func (st *State) node(name string) *Node {
+	for i := range st.Nodes {
+		if st.Nodes[i].Name == name {
+			return &st.Nodes[i]
+		}
+	}
+	return nil
+}
+
+func (st *State) host(name string) *Host {
+	for i := range st.Hosts {
+		if st.Hosts[i].Name == name {
+			return &st.Hosts[i]
+		}
+	}
+	return nil
+}
+
+func (st *State) workload(namespace, name string) *Workload {
+	for i := range st.Workloads {
+		if st.Workloads[i].Namespace == namespace && st.Workloads[i].Name == name {
+			return &st.Workloads[i]
+		}
+	}
+	return nil
+}
+
+func (st *State) subnet(i int) *Subnet {
+	for k := range st.Subnets {
+		if st.Subnets[k].Index == i {
+			return &st.Subnets[k]
+		}
+	}
+	return nil
+}
+
+// namespaces lists every namespace the state names, workloads first and the router last:
+// the order to remove them in.
+func (st *State) namespaces() []string {
+	var ns []string
+	for _, w := range st.Workloads {
+		ns = append(ns, w.Netns)
+	}
+	for _, h := range st.Hosts {
+		ns = append(ns, h.Netns)
+	}
+	for _, n := range st.Nodes {
+		ns = append(ns, n.Netns)
+	}
+	return append(ns, st.Router.Netns)
+}
+
+// processes lists the processes the state records.
+func (st *State) processes() []*Process {
+	var ps []*Process
+	if st.Etcd.Process != nil {
+		ps = append(ps, st.Etcd.Process)
+	}
+	for _, n := range st.Nodes {
+		if n.Agent != nil {
+			ps = append(ps, n.Agent)
+		}
+	}
+	return ps
+}
+
+// errNoLab says a lab has no state file.
+var errNoLab = errors.New("no such lab")
+
+// loadState reads a lab's state.json.
+func loadState(dir string) (*State, error) {
+	data, err := os.ReadFile(filepath.Join(dir, stateFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, errNoLab
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read lab state: %w", err)
+	}
+	var st State
+	if err := json.Unmarshal(data, &st); err != nil {
+		return nil, fmt.Errorf("read lab state %s: %w", filepath.Join(dir, stateFile), err)
+	}
+	return &st, nil
+}
+
+// save writes state.json atomically, so a reader never sees half of it.
+func (st *State) save() error {
+	data, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode lab state: %w", err)
+	}
+	tmp, err := os.CreateTemp(st.StateDir, stateFile+".*")
+	if err != nil {
+		return fmt.Errorf("write lab state: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(append(data, '\n')); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write lab state: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write lab state: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), filepath.Join(st.StateDir, stateFile)); err != nil {
+		return fmt.Errorf("write lab state: %w", err)
+	}
+	return nil
+}
+
+// labLock is an exclusive lock on one lab, held by every command that changes it.
+type labLock struct {
+	f    *os.File
+	path string
+}
+
+// lockLab takes the lab's lock file <root>/<lab>.lock, waiting for another tabby-lab that
+// holds it (up to 10 minutes).
+func lockLab(root, lab string) (*labLock, error) {
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		return nil, fmt.Errorf("lock lab %s: %w", lab, err)
+	}
+	path := filepath.Join(root, lab+".lock")
+	deadline := time.Now().Add(10 * time.Minute)
+	told := false
+	for {
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("lock lab %s: %w", lab, err)
+		}
+		err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			// The holder before us may have removed the file (down does): a lock on an
+			// unlinked file excludes nobody, so start again on the new file.
+			var held, now unix.Stat_t
+			if unix.Fstat(int(f.Fd()), &held) == nil && unix.Stat(path, &now) == nil &&
+				held.Dev == now.Dev && held.Ino == now.Ino {
+				return &labLock{f: f, path: path}, nil
+			}
+			f.Close()
+			continue
+		}
+		f.Close()
+		if !errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("lock lab %s: %w", lab, err)
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("lock lab %s: another tabby-lab has held %s for 10 minutes", lab, path)
+		}
+		if !told {
+			fmt.Fprintf(os.Stderr, "tabby-lab: waiting for another tabby-lab command on lab %s\n", lab)
+			told = true
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// unlock releases the lock; with remove, it removes the lock file first (the lab is gone)
+// and the state root if nothing else is in it.
+func (l *labLock) unlock(remove bool) {
+	if remove {
+		os.Remove(l.path)
+		os.Remove(filepath.Dir(l.path)) // only if empty
+	}
+	l.f.Close()
+}

@@ -1,0 +1,240 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/netip"
+	"slices"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+)
+
+func newStatusCommand(g *globals) *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "describe the lab: etcd, subnets, nodes and their agents, hosts, workloads",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if output != "" && output != "json" {
+				return fmt.Errorf("-o %q: want json, or nothing for text", output)
+			}
+			st, err := g.load()
+			if err != nil {
+				return err
+			}
+			s := collectStatus(st)
+			if output == "json" {
+				data, err := json.MarshalIndent(s, "", "  ")
+				if err != nil {
+					return err
+				}
+				_, err = fmt.Fprintf(cmd.OutOrStdout(), "%s\n", data)
+				return err
+			}
+			return printStatus(cmd.OutOrStdout(), s)
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: json (default: text)")
+	return cmd
+}
+
+// Status is what status -o json prints.
+type Status struct {
+	Name      string           `json:"name"`
+	Ready     bool             `json:"ready"`
+	StateDir  string           `json:"stateDir"`
+	DataDir   string           `json:"dataDir"`
+	Etcd      EtcdStatus       `json:"etcd"`
+	Router    RouterStatus     `json:"router"`
+	Subnets   []Subnet         `json:"subnets"`
+	Nodes     []NodeStatus     `json:"nodes"`
+	Hosts     []Host           `json:"hosts"`
+	Workloads []WorkloadStatus `json:"workloads"`
+	// Problems lists what is wrong: a process that died, a namespace that is missing.
+	Problems []string `json:"problems"`
+}
+
+type EtcdStatus struct {
+	Endpoint string        `json:"endpoint"`
+	Netns    string        `json:"netns"`
+	Process  ProcessStatus `json:"process"`
+}
+
+type RouterStatus struct {
+	Netns     string         `json:"netns"`
+	Addresses []netip.Prefix `json:"addresses"`
+}
+
+// ProcessStatus describes a process the lab started; LogTail is set once it has died.
+type ProcessStatus struct {
+	PID     int    `json:"pid"`
+	Alive   bool   `json:"alive"`
+	Log     string `json:"log"`
+	LogTail string `json:"logTail,omitempty"`
+}
+
+type NodeStatus struct {
+	Node
+	Agent *ProcessStatus `json:"agent"` // nil when the lab runs no agents
+}
+
+type WorkloadStatus struct {
+	FullName    string            `json:"name"` // NAMESPACE/NAME
+	Namespace   string            `json:"namespace"`
+	Pod         string            `json:"pod"`
+	Node        string            `json:"node"`
+	Netns       string            `json:"netns"`
+	ContainerID string            `json:"containerID"`
+	IfName      string            `json:"ifName"`
+	IPs         []netip.Prefix    `json:"ips"`
+	Labels      map[string]string `json:"labels,omitempty"`
+}
+
+func processStatus(p *Process) ProcessStatus {
+	if p == nil {
+		return ProcessStatus{}
+	}
+	s := ProcessStatus{PID: p.PID, Alive: p.alive(), Log: p.Log}
+	if !s.Alive {
+		s.LogTail = logTail(p.Log, 10)
+	}
+	return s
+}
+
+func collectStatus(st *State) *Status {
+	s := &Status{
+		Name: st.Name, Ready: st.Ready, StateDir: st.StateDir, DataDir: st.DataDir,
+		Etcd:      EtcdStatus{Endpoint: st.Etcd.Endpoint, Netns: st.Etcd.Netns, Process: processStatus(st.Etcd.Process)},
+		Router:    RouterStatus{Netns: st.Router.Netns},
+		Subnets:   st.Subnets,
+		Hosts:     st.Hosts,
+		Nodes:     []NodeStatus{},
+		Workloads: []WorkloadStatus{},
+		Problems:  []string{},
+	}
+	if s.Hosts == nil {
+		s.Hosts = []Host{}
+	}
+	for _, sub := range st.Subnets {
+		s.Router.Addresses = append(s.Router.Addresses, netip.PrefixFrom(sub.Gateway, sub.CIDR.Bits()))
+	}
+	if !st.Ready {
+		s.Problems = append(s.Problems, "the lab's up did not finish: remove it with tabby-lab down")
+	}
+	if st.Etcd.Process == nil {
+		s.Problems = append(s.Problems, "etcd was not started")
+	} else if !s.Etcd.Process.Alive {
+		s.Problems = append(s.Problems, fmt.Sprintf("etcd (pid %d) is not running", st.Etcd.Process.PID))
+	}
+	for _, n := range st.Nodes {
+		ns := NodeStatus{Node: n}
+		if n.Agent != nil {
+			p := processStatus(n.Agent)
+			ns.Agent = &p
+			if !p.Alive {
+				s.Problems = append(s.Problems, fmt.Sprintf("the agent of %s (pid %d) is not running", n.Name, p.PID))
+			}
+		} else if st.Binaries.Agent != "" && st.Ready {
+			s.Problems = append(s.Problems, fmt.Sprintf("the agent of %s was not started", n.Name))
+		}
+		s.Nodes = append(s.Nodes, ns)
+	}
+	for _, w := range st.Workloads {
+		s.Workloads = append(s.Workloads, WorkloadStatus{
+			FullName: w.FullName(), Namespace: w.Namespace, Pod: w.Name, Node: w.Node, Netns: w.Netns,
+			ContainerID: w.ContainerID, IfName: w.IfName, IPs: w.IPs, Labels: w.Labels,
+		})
+	}
+	for _, ns := range st.namespaces() {
+		if !netnsExists(ns) {
+			s.Problems = append(s.Problems, "namespace "+ns+" is missing")
+		}
+	}
+	return s
+}
+
+func printStatus(w io.Writer, s *Status) error {
+	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	state := "up"
+	if !s.Ready {
+		state = "incomplete"
+	}
+	fmt.Fprintf(tw, "lab %s: %s (state %s, data %s)\n", s.Name, state, s.StateDir, s.DataDir)
+	fmt.Fprintf(tw, "etcd: %s in %s, %s, log %s\n", s.Etcd.Endpoint, s.Etcd.Netns, procWord(&s.Etcd.Process), s.Etcd.Process.Log)
+
+	fmt.Fprintf(tw, "\nSUBNET\tCIDR\tBRIDGE (in %s)\tGATEWAY\n", s.Router.Netns)
+	for _, sub := range s.Subnets {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", sub.Index, sub.CIDR, sub.Bridge, sub.Gateway)
+	}
+
+	fmt.Fprintf(tw, "\nNODE\tNETNS\tADDRESS\tSUBNET\tAGENT\tLOG\n")
+	for _, n := range s.Nodes {
+		agent, log := "none", "-"
+		if n.Agent != nil {
+			agent, log = procWord(n.Agent), n.Agent.Log
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", n.Name, n.Netns, n.Address, n.Subnet, agent, log)
+	}
+	if len(s.Hosts) > 0 {
+		fmt.Fprintf(tw, "\nHOST\tNETNS\tADDRESS\tSUBNET\n")
+		for _, h := range s.Hosts {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\n", h.Name, h.Netns, h.Address, h.Subnet)
+		}
+	}
+	if len(s.Workloads) > 0 {
+		fmt.Fprintf(tw, "\nWORKLOAD\tNODE\tNETNS\tIPS\tLABELS\n")
+		for _, wl := range s.Workloads {
+			ips := make([]string, len(wl.IPs))
+			for i, ip := range wl.IPs {
+				ips[i] = ip.String()
+			}
+			var labels []string
+			for k, v := range wl.Labels {
+				labels = append(labels, k+"="+v)
+			}
+			slices.Sort(labels)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", wl.FullName, wl.Node, wl.Netns, orDash(strings.Join(ips, ",")), orDash(strings.Join(labels, ",")))
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(s.Problems) > 0 {
+		fmt.Fprintf(w, "\nPROBLEMS\n")
+		for _, p := range s.Problems {
+			fmt.Fprintf(w, "  %s\n", p)
+		}
+	}
+	dead := func(name string, p *ProcessStatus) {
+		if p != nil && p.PID != 0 && !p.Alive {
+			fmt.Fprintf(w, "\n%s exited; last lines of %s:\n%s\n", name, p.Log, indent(p.LogTail))
+		}
+	}
+	dead("etcd", &s.Etcd.Process)
+	for _, n := range s.Nodes {
+		dead("agent of "+n.Name, n.Agent)
+	}
+	return nil
+}
+
+func procWord(p *ProcessStatus) string {
+	switch {
+	case p.PID == 0:
+		return "not started"
+	case p.Alive:
+		return fmt.Sprintf("pid %d running", p.PID)
+	default:
+		return fmt.Sprintf("pid %d exited", p.PID)
+	}
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
