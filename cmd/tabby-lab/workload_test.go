@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 )
@@ -170,7 +171,28 @@ func TestWorkloadsThroughLibcni(t *testing.T) {
 		t.Errorf("status workloads after del: %+v", s.Workloads)
 	}
 
-	// down removes the workload that is still there.
+	// Concurrent adds are serialized by the lab's lock: every one is recorded, each with
+	// its own address.
+	var wg sync.WaitGroup
+	for i := range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, stderr, code := l.run("", "workload", "add", "node2", fmt.Sprintf("default/p%d", i)); code != 0 {
+				t.Errorf("concurrent workload add p%d: exit %d: %s", i, code, stderr)
+			}
+		}()
+	}
+	wg.Wait()
+	ips := map[string]bool{}
+	for _, w := range l.status().Workloads {
+		ips[w.IPs[0].String()] = true
+	}
+	if len(ips) != 4 {
+		t.Errorf("after 3 concurrent adds: %d distinct workload IPs, want 4: %v", len(ips), ips)
+	}
+
+	// down removes the workloads that are still there.
 	l.ok("down")
 	assertGone(t, before, l)
 }
