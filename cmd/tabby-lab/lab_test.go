@@ -423,8 +423,17 @@ func TestLabStaleIsCleaned(t *testing.T) {
 	l.ok("up", "--nodes", "2", "--no-agents")
 
 	// A killed session: its processes are gone, and so is the state.
+	if got := listed(l); !slices.Equal(got, []string{l.name, "up", "3", "2", "0", "pid"}) {
+		t.Errorf("list: %v", got)
+	}
 	killLab(t, l)
 	assertContains(t, "status of a stale lab", l.fails("status"), "no state", "tabby-lab down --name "+l.name)
+	if !slices.Contains(strings.Fields(l.ok("list", "-q")), l.name) {
+		t.Errorf("list -q does not name the stale lab %s", l.name)
+	}
+	if got := listed(l); !slices.Equal(got, []string{l.name, "no", "state", "3", "-", "-", "-"}) {
+		t.Errorf("list: %v", got)
+	}
 
 	// up clears it first.
 	_, stderr, code := l.run("", "up", "--nodes", "2", "--no-agents")
@@ -455,6 +464,24 @@ func TestLabStaleIsCleaned(t *testing.T) {
 		t.Errorf("the process in %s still runs after down", stray)
 	}
 	assertGone(t, before, l)
+	if slices.Contains(strings.Fields(l.ok("list", "-q")), l.name) {
+		t.Errorf("list -q still names %s after down", l.name)
+	}
+}
+
+// listed returns the fields of the lab's line in tabby-lab list (the etcd column cut to
+// its first word).
+func listed(l *lab) []string {
+	l.t.Helper()
+	for _, line := range strings.Split(l.ok("list"), "\n") {
+		if f := strings.Fields(line); len(f) > 0 && f[0] == l.name {
+			if f[1] == "up" {
+				return f[:6]
+			}
+			return f
+		}
+	}
+	return nil
 }
 
 // waitInNetns polls until pid has entered the named namespace.
