@@ -40,7 +40,8 @@
 //
 // Lab names are 1-16 lowercase letters and digits starting with a letter: without hyphens,
 // "tby-L-" is a prefix no other lab's namespace can share, which is how a lab is found and
-// removed without its state file.
+// removed without its state file. Only namespaces of the four shapes above count, so a
+// namespace another tool named tby-L-something is left alone.
 //
 // # State
 //

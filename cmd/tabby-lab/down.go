@@ -57,7 +57,7 @@ func teardown(lab, stateDir, dataDir string) (found bool, err error) {
 	default:
 		found = true
 	}
-	namespaces, err := listNetns(labPrefix(lab))
+	namespaces, err := labNamespaces(lab)
 	if err != nil {
 		return found, err
 	}
@@ -96,7 +96,7 @@ func teardown(lab, stateDir, dataDir string) (found bool, err error) {
 			errs = append(errs, err)
 		}
 	}
-	if left, err := listNetns(labPrefix(lab)); err != nil {
+	if left, err := labNamespaces(lab); err != nil {
 		errs = append(errs, err)
 	} else if len(left) > 0 {
 		errs = append(errs, fmt.Errorf("namespaces still there: %s", strings.Join(left, ", ")))

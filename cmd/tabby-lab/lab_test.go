@@ -457,12 +457,23 @@ func TestLabStaleIsCleaned(t *testing.T) {
 	go func() { exited <- sleeper.Wait() }()
 	waitInNetns(t, stray, sleeper.Process.Pid)
 
+	// A namespace of another shape with the lab's prefix is not the lab's.
+	foreign := l.ns("foreign")
+	if out, err := exec.Command("ip", "netns", "add", foreign).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v: %s", err, out)
+	}
+	defer exec.Command("ip", "netns", "del", foreign).Run()
+
 	l.ok("down")
 	select {
 	case <-exited:
 	case <-time.After(10 * time.Second):
 		t.Errorf("the process in %s still runs after down", stray)
 	}
+	if !netnsExists(foreign) {
+		t.Errorf("down removed %s, which is not the lab's", foreign)
+	}
+	exec.Command("ip", "netns", "del", foreign).Run()
 	assertGone(t, before, l)
 	if slices.Contains(strings.Fields(l.ok("list", "-q")), l.name) {
 		t.Errorf("list -q still names %s after down", l.name)

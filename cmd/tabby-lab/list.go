@@ -58,6 +58,19 @@ removes it. With -q it prints only the names, for scripts:
 	return cmd
 }
 
+// labNamespaces lists a lab's namespaces: those named as a lab names them. Other tools
+// may use the tby- prefix too; a namespace of another shape is never the lab's.
+func labNamespaces(lab string) ([]string, error) {
+	names, err := listNetns(labPrefix(lab))
+	if err != nil {
+		return nil, err
+	}
+	return slices.DeleteFunc(names, func(ns string) bool {
+		m := labNetnsRE.FindStringSubmatch(ns)
+		return m == nil || m[1] != lab
+	}), nil
+}
+
 type labEntry struct {
 	name       string
 	st         *State // nil without a readable state file

@@ -40,7 +40,7 @@ func (g *globals) load() (*State, error) {
 	}
 	st, err := loadState(g.stateDir())
 	if errors.Is(err, errNoLab) {
-		left, _ := listNetns(labPrefix(g.name))
+		left, _ := labNamespaces(g.name)
 		if len(left) > 0 {
 			return nil, fmt.Errorf("lab %q has no state (%s) but %d namespaces remain (%s): an up that crashed? Remove it with: tabby-lab down --name %s",
 				g.name, filepath.Join(g.stateDir(), stateFile), len(left), strings.Join(left, ", "), g.name)
