@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -66,6 +65,7 @@ type Dataplane struct {
 	h        *netlink.Handle
 	routes   *RouteReconciler
 	sysctls  sysctlReconciler
+	links    linkTracker
 
 	updated chan struct{} // holds one wake-up while a state is waiting
 	mu      sync.Mutex
@@ -107,6 +107,12 @@ func NewDataplane(cfg Config) (*Dataplane, error) {
 	if err != nil {
 		d.closeNS()
 		return nil, fmt.Errorf("open netlink in network namespace %q: %w", cfg.NetNS, err)
+	}
+	// The kernel then filters route dumps by protocol and table, so a pass reads only
+	// felix's routes however many others (BGP's, say) share the table.
+	if err := d.h.SetStrictCheck(true); err != nil {
+		d.Close()
+		return nil, fmt.Errorf("netlink strict checking: %w", err)
 	}
 	d.routes = NewRouteReconciler(d.h, d.table, d.log)
 	d.sysctls = sysctlReconciler{ns: d.ns}
@@ -190,16 +196,15 @@ func (d *Dataplane) Run(ctx context.Context) error {
 func (d *Dataplane) sync(s LocalState, full bool) error {
 	start := time.Now()
 	routes, rejected := DesiredRoutes(s)
-	var st Stats
-	written := 0
-	links, err := listLinks(d.h)
-	if err == nil {
-		d.watched.Store(newWatchSnapshot(routes, links))
-		var serr, rerr error
-		written, serr = d.sysctls.apply(DesiredSysctls(s), links, full)
-		st, rerr = d.routes.apply(routes, links)
-		err = errors.Join(serr, rerr)
-	}
+	sysctls := DesiredSysctls(s)
+	// Published before the links are read, so that a link event from now on wakes another
+	// pass if this one missed it.
+	w := newWatchSnapshot(routes, sysctls)
+	d.watched.Store(w)
+	links := d.links.subset(w.ifaces)
+	written, serr := d.sysctls.apply(sysctls, links, full)
+	st, rerr := d.routes.apply(routes, links)
+	err := errors.Join(serr, rerr)
 	end := time.Now()
 
 	d.mu.Lock()
@@ -245,19 +250,23 @@ func firstFew[T fmt.Stringer](xs []T) string {
 	return b.String()
 }
 
-// watchSnapshot is what the last pass wanted and the interfaces it saw.
+// watchSnapshot is what the last pass wanted.
 type watchSnapshot struct {
 	routes map[netip.Prefix]Route
-	ifaces map[string]bool // interfaces of desired routes
-	links  linkTable
+	ifaces map[string]bool // interfaces of desired routes and sysctls
 }
 
-func newWatchSnapshot(routes []Route, links linkTable) *watchSnapshot {
-	w := &watchSnapshot{routes: make(map[netip.Prefix]Route, len(routes)), ifaces: make(map[string]bool), links: links}
+func newWatchSnapshot(routes []Route, sysctls []Sysctl) *watchSnapshot {
+	w := &watchSnapshot{routes: make(map[netip.Prefix]Route, len(routes)), ifaces: make(map[string]bool)}
 	for _, r := range routes {
 		w.routes[r.Dst] = r
 		if r.Interface != "" {
 			w.ifaces[r.Interface] = true
+		}
+	}
+	for _, s := range sysctls {
+		if s.Interface != "" {
+			w.ifaces[s.Interface] = true
 		}
 	}
 	return w
@@ -274,7 +283,7 @@ func (d *Dataplane) routeEventMatters(u netlink.RouteUpdate) bool {
 	if w == nil {
 		return false // no pass yet: the first one reads everything anyway
 	}
-	k := fromNetlink(u.Route, w.links)
+	k := fromNetlink(u.Route, d.links.name(u.LinkIndex))
 	want, wanted := w.routes[k.Route.Dst]
 	if u.Protocol != RouteProtocol {
 		// Another protocol's route gave up a destination felix may have been kept from.
@@ -286,27 +295,18 @@ func (d *Dataplane) routeEventMatters(u netlink.RouteUpdate) bool {
 	return !wanted || k.Odd || k.OtherMetric || k.Route != want
 }
 
-// linkEventMatters reports whether a link event concerns an interface of a desired route
-// and changes what the last pass saw of it (existence, index, up).
+// linkEventMatters records a link event and reports whether it changed an interface the
+// last pass needed (its existence, index or up state).
 func (d *Dataplane) linkEventMatters(u netlink.LinkUpdate) bool {
+	changed := d.links.update(u)
 	w := d.watched.Load()
-	if w == nil {
-		return false
-	}
-	a := u.Attrs()
-	if !w.ifaces[a.Name] {
-		return false
-	}
-	if u.Header.Type == unix.RTM_DELLINK {
-		return true
-	}
-	seen, ok := w.links.byName[a.Name]
-	return !ok || seen.index != a.Index || seen.up != (a.Flags&net.FlagUp != 0)
+	return w != nil && slices.ContainsFunc(changed, func(name string) bool { return w.ifaces[name] })
 }
 
-// watchKernel subscribes to route and link events in the namespace and pokes kick for each
-// that matters. If a subscription fails later (its socket overflowed, say), it subscribes
-// again and pokes kick, since events may have been lost.
+// watchKernel subscribes to route and link events in the namespace, loads the link
+// table, and pokes kick for each event that matters. If a subscription fails later (its
+// socket overflowed, say), it subscribes and loads again and pokes kick, since events may
+// have been lost.
 func (d *Dataplane) watchKernel(ctx context.Context, kick chan<- struct{}) error {
 	sub, err := d.subscribe(ctx)
 	if err != nil {
@@ -341,6 +341,7 @@ type subscription struct {
 	cancel context.CancelFunc
 }
 
+// subscribe subscribes to route and link events in the namespace, then loads the link table.
 func (d *Dataplane) subscribe(ctx context.Context) (*subscription, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	s := &subscription{
@@ -369,6 +370,14 @@ func (d *Dataplane) subscribe(ctx context.Context) (*subscription, error) {
 		s.stop()
 		return nil, fmt.Errorf("subscribe to link events: %w", err)
 	}
+	// Dumped after subscribing, so that every change the dump misses arrives as an event
+	// queued behind it.
+	links, err := listLinks(d.h)
+	if err != nil {
+		s.stop()
+		return nil, err
+	}
+	d.links.load(links)
 	return s, nil
 }
 

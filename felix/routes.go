@@ -54,7 +54,9 @@ type RouteReconciler struct {
 }
 
 // NewRouteReconciler returns a reconciler for table (0 means main) through h; a nil h
-// works in the current network namespace, opening a netlink socket per request.
+// works in the current network namespace, opening a netlink socket per request. With
+// strict checking on h (h.SetStrictCheck(true)) the kernel sends only felix's routes when
+// asked for them, which matters when other protocols' routes share the table.
 func NewRouteReconciler(h *netlink.Handle, table int, log *slog.Logger) *RouteReconciler {
 	if h == nil {
 		h = &netlink.Handle{}
@@ -69,7 +71,8 @@ func NewRouteReconciler(h *netlink.Handle, table int, log *slog.Logger) *RouteRe
 }
 
 // Apply makes the kernel's routes of RouteProtocol in the reconciler's table equal to
-// desired: it adds what is missing, replaces what differs and deletes the rest. A route
+// desired: it adds what is missing, replaces what differs and deletes the rest. It lists
+// every interface first; Dataplane, which follows interfaces from events, does not. A route
 // whose interface does not exist or is down is skipped (Stats.Skipped), as is one whose
 // destination another protocol's route already holds. A failed write does not stop the
 // others; the error returned joins them.
@@ -304,35 +307,6 @@ func planRoutes(have []kernelRoute, want []Route) []routeOp {
 		}
 	}
 	return append(ops, dels...)
-}
-
-// linkTable is a snapshot of the namespace's interfaces.
-type linkTable struct {
-	byName  map[string]linkState
-	byIndex map[int]string
-}
-
-type linkState struct {
-	index int
-	up    bool
-}
-
-func listLinks(h *netlink.Handle) (linkTable, error) {
-	var ls []netlink.Link
-	err := retryDump(func() (err error) {
-		ls, err = h.LinkList()
-		return err
-	})
-	if err != nil {
-		return linkTable{}, fmt.Errorf("list interfaces: %w", err)
-	}
-	t := linkTable{byName: make(map[string]linkState, len(ls)), byIndex: make(map[int]string, len(ls))}
-	for _, l := range ls {
-		a := l.Attrs()
-		t.byName[a.Name] = linkState{index: a.Index, up: a.Flags&net.FlagUp != 0}
-		t.byIndex[a.Index] = a.Name
-	}
-	return t, nil
 }
 
 // retryDump runs a netlink dump again when the kernel says it changed while being read,
