@@ -154,10 +154,13 @@ func (d *Dataplane) Status() Status {
 
 // Run reconciles until ctx is done. It writes nothing before the first Update, so an agent
 // that has not loaded its state yet cannot delete the routes a previous run installed. It
-// returns an error only if it cannot subscribe to netlink events at all.
+// returns an error only if it cannot subscribe to netlink events at all, and returns only
+// once it has stopped using the netlink handle.
 func (d *Dataplane) Run(ctx context.Context) error {
 	kick := make(chan struct{}, 1)
-	if err := d.watchKernel(ctx, kick); err != nil {
+	var watcher sync.WaitGroup
+	defer watcher.Wait()
+	if err := d.watchKernel(ctx, kick, &watcher); err != nil {
 		return err
 	}
 	tick := time.NewTicker(d.interval)
@@ -307,12 +310,12 @@ func (d *Dataplane) linkEventMatters(u netlink.LinkUpdate) bool {
 // table, and pokes kick for each event that matters. If a subscription fails later (its
 // socket overflowed, say), it subscribes and loads again and pokes kick, since events may
 // have been lost.
-func (d *Dataplane) watchKernel(ctx context.Context, kick chan<- struct{}) error {
+func (d *Dataplane) watchKernel(ctx context.Context, kick chan<- struct{}, wg *sync.WaitGroup) error {
 	sub, err := d.subscribe(ctx)
 	if err != nil {
 		return err
 	}
-	go func() {
+	wg.Go(func() {
 		for {
 			d.relay(ctx, sub, kick)
 			sub.stop()
@@ -331,7 +334,7 @@ func (d *Dataplane) watchKernel(ctx context.Context, kick chan<- struct{}) error
 			}
 			poke(kick)
 		}
-	}()
+	})
 	return nil
 }
 
