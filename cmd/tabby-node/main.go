@@ -1,16 +1,17 @@
-// Command tabby-node is tabby's per-node agent. Today it runs the datastore: an embedded
-// etcd that tabbyctl, tabby-cni and the agents of other nodes connect to.
+// Command tabby-node is tabby's per-node agent. It registers the node, gives local
+// workloads their routes, and can run the embedded etcd datastore that tabbyctl,
+// tabby-cni and other nodes' agents connect to.
 package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -22,9 +23,19 @@ var version = "dev"
 
 type options struct {
 	datastoreOnly    bool
+	nodeName         string
+	etcdEndpoints    string
+	etcdCAFile       string
+	etcdCertFile     string
+	etcdKeyFile      string
 	dataDir          string
 	etcdListenClient string
 	etcdListenPeer   string
+	ip, ip6          string
+	ipMethod         string
+	ip6Method        string
+	resyncInterval   time.Duration
+	gcInterval       time.Duration
 	logLevel         string
 }
 
@@ -37,13 +48,16 @@ func main() {
 
 func newRootCommand() *cobra.Command {
 	var o options
+	hostname, _ := os.Hostname()
 	cmd := &cobra.Command{
 		Use:   "tabby-node",
 		Short: "tabby's per-node agent",
 		Long: `tabby-node is the agent that runs on every node.
 
-With --datastore-only (the default until the routing, policy, proxy and DNS subsystems
-exist) it runs only the embedded etcd datastore, which tabbyctl and other nodes use.`,
+It registers the node (its address autodetected as Calico does), and keeps a route to
+every local workload and a blackhole route for every IPAM block the node owns. Without
+--etcd-endpoints it also runs an embedded etcd; with --datastore-only it runs only that,
+as on a control host.`,
 		Version:       version,
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -53,10 +67,21 @@ exist) it runs only the embedded etcd datastore, which tabbyctl and other nodes 
 		},
 	}
 	f := cmd.Flags()
-	f.BoolVar(&o.datastoreOnly, "datastore-only", true, "run only the embedded etcd datastore")
+	f.BoolVar(&o.datastoreOnly, "datastore-only", false, "run only the embedded etcd datastore")
+	f.StringVar(&o.nodeName, "node-name", envOr("TABBY_NODENAME", hostname), "this node's name (env TABBY_NODENAME)")
+	f.StringVar(&o.etcdEndpoints, "etcd-endpoints", os.Getenv("TABBY_ETCD_ENDPOINTS"), "comma-separated etcd endpoints; empty runs an embedded etcd (env TABBY_ETCD_ENDPOINTS)")
+	f.StringVar(&o.etcdCAFile, "etcd-ca-cert-file", os.Getenv("TABBY_ETCD_CA_CERT_FILE"), "CA certificate for etcd TLS (env TABBY_ETCD_CA_CERT_FILE)")
+	f.StringVar(&o.etcdCertFile, "etcd-cert-file", os.Getenv("TABBY_ETCD_CERT_FILE"), "client certificate for etcd TLS (env TABBY_ETCD_CERT_FILE)")
+	f.StringVar(&o.etcdKeyFile, "etcd-key-file", os.Getenv("TABBY_ETCD_KEY_FILE"), "client key for etcd TLS (env TABBY_ETCD_KEY_FILE)")
 	f.StringVar(&o.dataDir, "data-dir", "/var/lib/tabby", "directory for the embedded etcd's data")
 	f.StringVar(&o.etcdListenClient, "etcd-listen-client", "http://127.0.0.1:2379", "URL the embedded etcd serves clients on")
 	f.StringVar(&o.etcdListenPeer, "etcd-listen-peer", "http://127.0.0.1:2380", "URL the embedded etcd listens on for peers")
+	f.StringVar(&o.ip, "ip", "autodetect", "this node's IPv4 address with its prefix length (10.0.0.5/24), autodetect or none")
+	f.StringVar(&o.ipMethod, "ip-autodetection-method", "first-found", "how --ip=autodetect finds the address: first-found, interface=REGEX, skip-interface=REGEX, can-reach=IP or cidr=CIDR")
+	f.StringVar(&o.ip6, "ip6", "none", "this node's IPv6 address with its prefix length, autodetect or none")
+	f.StringVar(&o.ip6Method, "ip6-autodetection-method", "first-found", "how --ip6=autodetect finds the address (as --ip-autodetection-method)")
+	f.DurationVar(&o.resyncInterval, "route-refresh-interval", 0, "period of full route and sysctl passes (default 10s)")
+	f.DurationVar(&o.gcInterval, "ipam-gc-interval", time.Minute, "period of IPAM garbage collection passes (one agent in the cluster runs them)")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	return cmd
 }
@@ -67,15 +92,39 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	slog.SetDefault(logger)
-	if !o.datastoreOnly {
-		return errors.New("only --datastore-only is implemented so far: the routing, policy, proxy and DNS subsystems do not exist yet")
-	}
-
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
+	endpoints := splitList(o.etcdEndpoints)
+	if o.datastoreOnly || len(endpoints) == 0 {
+		etcd, err := startDatastore(ctx, o)
+		if err != nil {
+			return err
+		}
+		defer etcd.Close()
+		if o.datastoreOnly {
+			<-ctx.Done()
+			slog.Info("shutting down")
+			return nil
+		}
+		endpoints = etcd.Endpoints()
+	}
+	ds, err := datastore.Connect(ctx, datastore.Config{
+		Endpoints: endpoints,
+		CAFile:    o.etcdCAFile,
+		CertFile:  o.etcdCertFile,
+		KeyFile:   o.etcdKeyFile,
+	})
+	if err != nil {
+		return err
+	}
+	defer ds.Close()
+	return runAgent(ctx, o, ds)
+}
+
+func startDatastore(ctx context.Context, o options) (*datastore.Embedded, error) {
 	if err := os.MkdirAll(o.dataDir, 0o700); err != nil {
-		return fmt.Errorf("data dir: %w", err)
+		return nil, fmt.Errorf("data dir: %w", err)
 	}
 	etcd, err := datastore.StartEmbedded(ctx, datastore.EmbeddedConfig{
 		Name:         "tabby",
@@ -84,14 +133,10 @@ func run(ctx context.Context, o options) error {
 		ListenPeer:   o.etcdListenPeer,
 	})
 	if err != nil {
-		return fmt.Errorf("start embedded etcd: %w", err)
+		return nil, fmt.Errorf("start embedded etcd: %w", err)
 	}
-	defer etcd.Close()
 	slog.Info("datastore ready", "endpoints", strings.Join(etcd.Endpoints(), ","), "data-dir", o.dataDir)
-
-	<-ctx.Done()
-	slog.Info("shutting down")
-	return nil
+	return etcd, nil
 }
 
 func newLogger(level string) (*slog.Logger, error) {
@@ -100,4 +145,21 @@ func newLogger(level string) (*slog.Logger, error) {
 		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
 	}
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, e := range strings.Split(s, ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
 }

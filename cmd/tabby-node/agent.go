@@ -1,0 +1,167 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/tabby-net/tabby/api"
+	"github.com/tabby-net/tabby/datastore"
+	"github.com/tabby-net/tabby/felix"
+	"github.com/tabby-net/tabby/ipam"
+)
+
+// runAgent registers the node and runs its subsystems until ctx ends.
+func runAgent(ctx context.Context, o options, ds *datastore.Client) error {
+	if o.nodeName == "" {
+		return errors.New("--node-name is empty and the host name is unknown")
+	}
+	v4, err := nodeAddress("--ip", o.ip, "--ip-autodetection-method", o.ipMethod, 4)
+	if err != nil {
+		return err
+	}
+	v6, err := nodeAddress("--ip6", o.ip6, "--ip6-autodetection-method", o.ip6Method, 6)
+	if err != nil {
+		return err
+	}
+	if _, err := registerNode(ctx, ds, o.nodeName, v4, v6); err != nil {
+		return err
+	}
+	slog.Info("node registered", "node", o.nodeName, "ipv4", v4, "ipv6", v6)
+
+	dp, err := felix.NewDataplane(felix.Config{
+		ResyncInterval: o.resyncInterval,
+		Log:            slog.Default().With("component", "felix"),
+	})
+	if err != nil {
+		return err
+	}
+	defer dp.Close()
+	ipamc := ipam.New(ds, nil)
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 3)
+	go func() { done <- dp.Run(ctx) }()
+	go func() { done <- ipamc.RunGarbageCollector(ctx, o.nodeName, o.gcInterval, ipam.GCOptions{}) }()
+	go func() { done <- feedDataplane(ctx, ds, ipamc, o.nodeName, dp) }()
+	slog.Info("agent running", "node", o.nodeName)
+
+	// Any subsystem returning ends the agent: running half of it would hide the failure.
+	var first error
+	for range 3 {
+		err := <-done
+		if first == nil {
+			first = err
+			if ctx.Err() == nil && err == nil {
+				first = errors.New("a subsystem stopped unexpectedly")
+			}
+			cancel()
+		}
+	}
+	if ctx.Err() != nil && first == nil {
+		slog.Info("shutting down")
+	}
+	return first
+}
+
+// nodeAddress resolves an --ip/--ip6 value: an address with its prefix length, none, or
+// autodetect with the given method.
+func nodeAddress(flag, value, methodFlag, method string, version int) (netip.Prefix, error) {
+	switch value {
+	case "none":
+		return netip.Prefix{}, nil
+	case "autodetect":
+		m, err := felix.ParseAutodetectMethod(method, version)
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("%s %q: %w", methodFlag, method, err)
+		}
+		a, err := felix.DetectNodeAddress(nil, m)
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("%s=autodetect (%s): %w", flag, method, err)
+		}
+		return a.Prefix, nil
+	}
+	p, err := netip.ParsePrefix(value)
+	if err != nil || (version == 4) != p.Addr().Is4() {
+		return netip.Prefix{}, fmt.Errorf("%s %q: want an IPv%d address with its prefix length (like %s), autodetect or none",
+			flag, value, version, map[int]string{4: "10.0.0.5/24", 6: "fd00::5/64"}[version])
+	}
+	return p, nil
+}
+
+var workloadEndpoints = func() *api.Kind {
+	k, err := api.LookupKind("workloadendpoints")
+	if err != nil {
+		panic(err)
+	}
+	return k
+}()
+
+// feedDataplane turns the datastore's workload endpoints of this node and IPAM's blocks
+// affine to it into felix's LocalState. It hands felix nothing until it has the full
+// picture of both, so a starting agent never removes routes for workloads it has not
+// read yet.
+func feedDataplane(ctx context.Context, ds *datastore.Client, ipamc *ipam.Client, node string, dp *felix.Dataplane) error {
+	weps := ds.Watch(ctx, workloadEndpoints, "", 0)
+	blocks := ipamc.WatchAffineBlocks(ctx, node)
+	local := map[string]felix.Workload{}
+	var affine []netip.Prefix
+	wepsSynced, blocksRead := false, false
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev, ok := <-weps:
+			if !ok {
+				return ctx.Err()
+			}
+			switch ev.Type {
+			case datastore.Added, datastore.Modified, datastore.Deleted:
+				w := ev.Resource.(*api.WorkloadEndpoint)
+				key := w.Namespace + "/" + w.Name
+				delete(local, key)
+				if ev.Type != datastore.Deleted && w.Spec.Node == node {
+					if wl, err := workloadOf(w); err != nil {
+						slog.Warn("ignoring workload endpoint", "endpoint", key, "err", err)
+					} else {
+						local[key] = wl
+					}
+				}
+			case datastore.Synced:
+				wepsSynced = true
+			case datastore.Error:
+				slog.Warn("workload endpoint watch", "err", ev.Err)
+				continue
+			}
+		case b, ok := <-blocks:
+			if !ok {
+				return ctx.Err()
+			}
+			affine, blocksRead = b, true
+		}
+		if wepsSynced && blocksRead {
+			state := felix.LocalState{Blocks: affine}
+			for _, k := range slices.Sorted(maps.Keys(local)) {
+				state.Workloads = append(state.Workloads, local[k])
+			}
+			dp.Update(state)
+		}
+	}
+}
+
+func workloadOf(w *api.WorkloadEndpoint) (felix.Workload, error) {
+	addrs, err := w.Spec.Addrs()
+	if err != nil {
+		return felix.Workload{}, err
+	}
+	if strings.TrimSpace(w.Spec.InterfaceName) == "" {
+		return felix.Workload{}, errors.New("no interfaceName")
+	}
+	return felix.Workload{Name: w.Namespace + "/" + w.Name, Interface: w.Spec.InterfaceName, Addrs: addrs}, nil
+}
