@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -252,4 +253,50 @@ func TestDataplaneSysctls(t *testing.T) {
 		v := ns.sysctl(t, "net/ipv4/conf/"+a+"/proxy_arp")
 		return v == "1", v
 	})
+}
+
+// The agent's usual mode: programming the namespace it runs in. The test runs itself again
+// under `ip netns exec`, so that its own namespace is a throwaway one.
+func TestDataplaneOwnNamespace(t *testing.T) {
+	if veth := os.Getenv("FELIX_TEST_OWN_NS_VETH"); veth != "" {
+		d, err := NewDataplane(Config{ResyncInterval: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- d.Run(ctx) }()
+		defer func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Error(err)
+			}
+			d.Close()
+		}()
+		d.Update(LocalState{Workloads: []Workload{{Name: "ns/a", Interface: veth, Addrs: addrs("10.65.0.5")}}})
+		want := "10.65.0.5 dev " + veth + " proto 116 scope link"
+		routes := func() (bool, string) {
+			out := strings.TrimSpace(run(t, "ip", "route", "show", "10.65.0.5"))
+			return out == want, out
+		}
+		eventually(t, 5*time.Second, "routed", routes)
+		run(t, "ip", "route", "del", "10.65.0.5/32")
+		eventually(t, 5*time.Second, "restored", routes)
+		if v, err := os.ReadFile("/proc/sys/net/ipv4/conf/" + veth + "/proxy_arp"); err != nil || strings.TrimSpace(string(v)) != "1" {
+			t.Errorf("proxy_arp = %q, %v; want 1", v, err)
+		}
+		return
+	}
+	ns := newTestNS(t)
+	a := vethName()
+	ns.veth(t, a)
+	cmd := exec.Command("ip", "netns", "exec", ns.name, os.Args[0], "-test.run", "^TestDataplaneOwnNamespace$", "-test.v", "-test.count=1")
+	cmd.Env = append(os.Environ(), "FELIX_TEST_OWN_NS_VETH="+a)
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "--- PASS: TestDataplaneOwnNamespace") {
+		t.Fatalf("in namespace %s: %v\n%s", ns.name, err, out)
+	}
+	if got := ns.sysctl(t, "net/ipv4/conf/"+a+"/proxy_arp"); got != "1" {
+		t.Errorf("proxy_arp in the namespace = %s, want 1", got)
+	}
 }

@@ -99,6 +99,10 @@ func (r *sysctlReconciler) apply(want []Sysctl, links linkTable, full bool) (int
 		todo = append(todo, s)
 		indexes = append(indexes, index)
 	}
+	r.verified = verified
+	if len(todo) == 0 {
+		return 0, nil // the usual event-driven pass: no thread to switch
+	}
 	written := 0
 	var errs errorList
 	err := inNetNS(r.ns, func() error {
@@ -118,7 +122,6 @@ func (r *sysctlReconciler) apply(want []Sysctl, links linkTable, full bool) (int
 		}
 		return nil
 	})
-	r.verified = verified
 	if err != nil {
 		return written, err
 	}
