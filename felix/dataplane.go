@@ -20,9 +20,10 @@ import (
 // DefaultResyncInterval is how often Dataplane re-reads the kernel without being asked.
 // Route and link changes arrive as netlink events within milliseconds, so the periodic pass
 // is a backstop: for events lost to a full socket buffer, for sysctls changed by hand (which
-// raise no event), and for destinations another protocol's route held and gave up. A pass
-// over 10,000 unchanged routes costs tens of milliseconds, so every 10 s is cheap; Calico's
-// 90 s route refresh leaves hand-made damage in place for longer than an operator waits.
+// raise no event), and for destinations another protocol's route held and gave up. At
+// 10,000 workloads a periodic pass costs ~175 ms (most of it re-reading 20,000 sysctls),
+// under 2% of a core every 10 s; Calico's 90 s route refresh leaves a sysctl changed by
+// hand wrong for longer than an operator waits.
 const DefaultResyncInterval = 10 * time.Second
 
 // eventBuffer is the receive buffer of the netlink event sockets: a pass writing 10,000
