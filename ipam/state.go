@@ -9,6 +9,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/tabby-net/tabby/api"
+	"github.com/tabby-net/tabby/datastore"
 )
 
 // state is everything Check and the garbage collector look at, read in one etcd
@@ -51,7 +52,7 @@ func (c *Client) readState(ctx context.Context) (*state, error) {
 		clientv3.OpGet(affinitiesPrefix, clientv3.WithPrefix()),
 		clientv3.OpGet(poolsPrefix, clientv3.WithPrefix()),
 		clientv3.OpGet(resourceKey(nodeKind, "", ""), clientv3.WithPrefix(), clientv3.WithKeysOnly()),
-		clientv3.OpGet(resourceKey(wepKind, "", ""), clientv3.WithPrefix()),
+		clientv3.OpGet(datastore.ResourcePrefix+wepKind.Plural+"/", clientv3.WithPrefix()),
 	).Commit()
 	if err != nil {
 		return nil, fmt.Errorf("read IPAM state: %w", err)
