@@ -157,4 +157,3 @@ func BenchmarkCheck100k(b *testing.B) {
 		}
 	}
 }
-
