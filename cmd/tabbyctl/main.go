@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tabby-net/tabby/datastore"
+	"github.com/tabby-net/tabby/ipam"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -56,6 +57,7 @@ func newRootCommand() *cobra.Command {
 		newDeleteCommand(conn),
 		newGetCommand(conn),
 		newVersionCommand(conn),
+		newIPAMCommand(conn),
 	)
 	return root
 }
@@ -71,13 +73,19 @@ func (c *connection) connect(ctx context.Context) (*datastore.Client, error) {
 	if len(eps) == 0 {
 		return nil, errors.New("--etcd-endpoints is empty")
 	}
-	return datastore.Connect(ctx, datastore.Config{
+	ds, err := datastore.Connect(ctx, datastore.Config{
 		Endpoints:   eps,
 		CAFile:      c.caFile,
 		CertFile:    c.certFile,
 		KeyFile:     c.keyFile,
 		DialTimeout: c.dialTimeout,
 	})
+	if err != nil {
+		return nil, err
+	}
+	// Deleting a pool, or changing its CIDR, is refused while addresses are allocated in it.
+	ds.AddWriteCheck(ipam.PoolInUseCheck())
+	return ds, nil
 }
 
 func newVersionCommand(conn *connection) *cobra.Command {
