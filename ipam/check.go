@@ -58,11 +58,13 @@ type ReportSummary struct {
 	WorkloadEndpoints int `json:"workloadEndpoints"`
 }
 
+// CorruptRecord is an IPAM key whose value does not decode or contradicts itself.
 type CorruptRecord struct {
 	Key   string `json:"key"`
 	Error string `json:"error"`
 }
 
+// HandleMismatch is a handle record and a block that disagree on the handle's count.
 type HandleMismatch struct {
 	Handle      string       `json:"handle"`
 	Block       netip.Prefix `json:"block"`
@@ -71,17 +73,20 @@ type HandleMismatch struct {
 	BlockExists bool         `json:"blockExists"`
 }
 
+// AffinityProblem is a node's claim on a block that is inconsistent, or was removed.
 type AffinityProblem struct {
 	Node    string       `json:"node"`
 	Block   netip.Prefix `json:"block"`
 	Problem string       `json:"problem"`
 }
 
+// Overlap is two blocks that overlap.
 type Overlap struct {
 	Blocks [2]netip.Prefix `json:"blocks"`
 	Addrs  []netip.Addr    `json:"addrs,omitempty"` // allocated in both: held twice
 }
 
+// WorkloadIPProblem is a workload endpoint's address that IPAM does not hold for it.
 type WorkloadIPProblem struct {
 	Namespace string     `json:"namespace"`
 	Name      string     `json:"name"`
@@ -89,6 +94,7 @@ type WorkloadIPProblem struct {
 	Problem   string     `json:"problem"`
 }
 
+// Leak is an allocation whose owner is gone (or, in a GCReport, was released).
 type Leak struct {
 	Addr   netip.Addr   `json:"addr"`
 	Block  netip.Prefix `json:"block"`
@@ -96,6 +102,7 @@ type Leak struct {
 	Reason string       `json:"reason"`
 }
 
+// OrphanedBlock is a block that lies in no pool.
 type OrphanedBlock struct {
 	Block netip.Prefix `json:"block"`
 	InUse int          `json:"inUse"`
