@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tabby-net/tabby/datastore"
+	"github.com/tabby-net/tabby/ipam"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -119,6 +120,9 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	defer ds.Close()
+	// The agent writes no pools today; the guard keeps any pool write it makes from
+	// stranding allocated addresses, as tabbyctl's does.
+	ds.AddWriteCheck(ipam.PoolInUseCheck())
 	return runAgent(ctx, o, ds)
 }
 
