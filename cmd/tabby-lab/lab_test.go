@@ -26,7 +26,7 @@ import (
 // the labs' namespaces.
 
 var (
-	binDir     string // tabby-lab, tabby-node, tabbyctl
+	binDir     string // tabby-lab, tabby-node, tabbyctl, tabby-cni
 	fakeCNIDir string // the fake plugin, as tabby-cni
 	fakeAgent  string
 )
@@ -43,6 +43,7 @@ func TestMain(m *testing.M) {
 		{binDir + "/", "github.com/tabby-net/tabby/cmd/tabby-lab"},
 		{binDir + "/", "github.com/tabby-net/tabby/cmd/tabby-node"},
 		{binDir + "/", "github.com/tabby-net/tabby/cmd/tabbyctl"},
+		{binDir + "/", "github.com/tabby-net/tabby/cmd/tabby-cni"},
 		{filepath.Join(fakeCNIDir, "tabby-cni"), "./testdata/fakecni"},
 	} {
 		build := exec.Command("go", "build", "-o", b.out, b.pkg)
@@ -580,11 +581,13 @@ func TestLabArgs(t *testing.T) {
 		{[]string{"ctl", "--node", "node9", "get", "nodes"}, "has no node \"node9\""},
 		{[]string{"host", "add", "node1"}, "names of the lab's router and nodes"},
 		{[]string{"host", "del", "nobody"}, "has no host \"nobody\""},
-		{[]string{"workload", "add", "node1", "default/web1"}, "no CNI plugin"},
 	} {
 		stderr := l.fails(c.args...)
 		assertContains(t, strings.Join(c.args, " "), stderr, c.want)
 	}
+	l.ok("down")
+	l.ok("up", "--nodes", "1", "--no-agents", "--cni-bin-dir", t.TempDir())
+	assertContains(t, "workload add without a plugin", l.fails("workload", "add", "node1", "default/web1"), "no CNI plugin")
 }
 
 func TestLabHosts(t *testing.T) {
