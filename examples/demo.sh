@@ -1,48 +1,68 @@
 #!/usr/bin/env bash
-# The quick-start demo (make demo): starts tabby-node with its embedded etcd, applies
-# examples/*.yaml with tabbyctl, lists what was stored, shows that a bad file changes
-# nothing, and stops the node. TABBY_DEMO_KEEP=1 leaves the node running.
+# The quick-start demo (make demo; needs root): a 3-node tabby-lab on this machine (network
+# namespaces, one etcd, tabby-node on every node), the example resources applied with
+# tabbyctl, two workloads per node attached through tabby-cni, their endpoints and the
+# routes the agents installed, and pings between workloads on the same node. The lab is
+# removed on exit; TABBY_DEMO_KEEP=1 leaves it up. TABBY_DEMO_LAB names it (default demo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-client=${TABBY_DEMO_ETCD_CLIENT:-http://127.0.0.1:2379}
-peer=${TABBY_DEMO_ETCD_PEER:-http://127.0.0.1:2380}
-data=$(mktemp -d /tmp/tabby-demo.XXXXXX)
-export TABBY_ETCD_ENDPOINTS=$client
+lab=${TABBY_DEMO_LAB:-demo}
+L=(bin/tabby-lab --name "$lab")
+
+if [[ $(id -u) != 0 ]]; then
+	echo "the demo builds network namespaces and needs root: sudo make demo" >&2
+	exit 1
+fi
+for tool in ip:iproute2 ping:iputils-ping; do
+	command -v "${tool%%:*}" >/dev/null || { echo "the demo needs ${tool%%:*} (Debian package ${tool#*:}): make deps" >&2; exit 1; }
+done
 
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
+say() { printf '\n\033[36m# %s\033[0m\n' "$*"; }
+# addr prints a workload's IPv4 address.
+addr() { "${L[@]}" exec "$1" -- ip -4 -o addr show dev eth0 | awk '{split($4, a, "/"); print a[1]}'; }
 
-bin/tabby-node --datastore-only --data-dir "$data" \
-	--etcd-listen-client "$client" --etcd-listen-peer "$peer" 2>"$data/tabby-node.log" &
-node=$!
 if [[ -z ${TABBY_DEMO_KEEP:-} ]]; then
-	trap 'kill $node 2>/dev/null; wait $node 2>/dev/null; rm -rf "$data"' EXIT
+	trap 'say "Removing the lab."; "${L[@]}" down' EXIT
 fi
 
-# Wait for the datastore to answer (30 s at most).
-for _ in $(seq 300); do
-	bin/tabbyctl version >/dev/null 2>&1 && break
-	kill -0 $node 2>/dev/null || { cat "$data/tabby-node.log"; exit 1; }
-	sleep 0.1
+say "A lab of three nodes: network namespaces joined through a router namespace, one etcd, and tabby-node running on every node."
+step "${L[@]}" up --nodes 3
+
+say "The example resources, written as a Calico user writes them. A file with a mistake is refused whole."
+step "${L[@]}" ctl apply -f examples/
+step "${L[@]}" ctl get ippools -o wide
+step "${L[@]}" ctl apply -f examples/invalid/typo.yaml || true
+
+say "Two workloads per node, each a network namespace attached by tabby-cni through libcni, as a container runtime attaches a pod."
+for n in 1 2 3; do
+	step "${L[@]}" workload add "node$n" "default/web$((2 * n - 1))" --labels app=web
+	step "${L[@]}" workload add "node$n" "default/db$((2 * n))" --labels app=db
 done
-step bin/tabbyctl version
+step "${L[@]}" ctl get workloadendpoints -A -o wide
+step "${L[@]}" ctl ipam show --show-blocks
 
-step bin/tabbyctl apply -f examples/
-step bin/tabbyctl get ippools -o wide
-step bin/tabbyctl get globalnetworkpolicies
-step bin/tabbyctl get networkpolicies -A -o yaml
-step bin/tabbyctl get k8snetworkpolicies -n shop
-step bin/tabbyctl get bgppeers
+say "node1's agent routes to each of its workloads through the workload's veth, and blackholes the rest of its block (route protocol 116)."
+step "${L[@]}" exec node1 -- ip route show proto 116
 
-echo; echo "# A file with a typo and a file with an overlapping pool: each is refused whole."
-step bin/tabbyctl apply -f examples/invalid/typo.yaml || true
-step bin/tabbyctl apply -f examples/invalid/overlap.yaml || true
-step bin/tabbyctl get ippools
+say "Workloads on the same node reach each other, and their node."
+for pair in web1:db2 db4:web3 web5:db6; do
+	from=${pair%%:*} to=${pair#*:}
+	step "${L[@]}" exec "default/$from" -- ping -c2 -W2 "$(addr "default/$to")"
+done
+step "${L[@]}" exec default/web1 -- ping -c1 -W2 172.31.1.10
 
-step bin/tabbyctl delete -f examples/ippool.yaml
-step bin/tabbyctl get ippools
+web1=$(addr default/web1)
+say "Across nodes there is no route yet: node2 sends web1's address ($web1) to its default gateway. BGP, the next feature, will advertise each node's blocks to the others; IPIP/VXLAN encapsulation, network policy, Services and DNS come after it."
+step "${L[@]}" exec node2 -- ip route get "$web1"
+step "${L[@]}" exec default/web3 -- ping -c1 -W1 "$web1" || echo "(no answer from web1, as expected for now)"
+
+say "Detaching a workload removes its endpoint, its veth, its route and its address."
+step "${L[@]}" workload del default/db2
+step "${L[@]}" exec node1 -- ip route show proto 116
+step "${L[@]}" ctl ipam check
 
 if [[ -n ${TABBY_DEMO_KEEP:-} ]]; then
-	echo; echo "tabby-node (pid $node) keeps running; data in $data, log in $data/tabby-node.log"
-	echo "try: TABBY_ETCD_ENDPOINTS=$client bin/tabbyctl get gnp -o yaml"
+	say "The lab stays up. Try: ${L[*]} status; ${L[*]} exec default/web1 -- ping $(addr default/web5). Remove it with: ${L[*]} down"
 fi
