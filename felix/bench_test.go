@@ -64,7 +64,7 @@ func BenchmarkRouteApply(b *testing.B) {
 	}
 	// apply runs one pass; wantWrites < 0 accepts any number of writes.
 	apply := func(routes []Route, wantWrites int) {
-		st, err := r.apply(routes, links)
+		st, err := r.apply(routes, links, false)
 		if err != nil {
 			b.Fatal(err)
 		}

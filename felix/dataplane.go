@@ -207,7 +207,7 @@ func (d *Dataplane) sync(s LocalState, full bool) error {
 	d.watched.Store(w)
 	links := d.links.subset(w.ifaces)
 	written, serr := d.sysctls.apply(sysctls, links, full)
-	st, rerr := d.routes.apply(routes, links)
+	st, rerr := d.routes.apply(routes, links, s.HoldLearned)
 	err := errors.Join(serr, rerr)
 	end := time.Now()
 
@@ -296,7 +296,7 @@ func (d *Dataplane) routeEventMatters(u netlink.RouteUpdate) bool {
 	if u.Type == unix.RTM_DELROUTE {
 		return wanted
 	}
-	return !wanted || k.Odd || k.OtherMetric || k.Route != want
+	return !wanted || k.Odd || k.OtherMetric || !k.matches(want)
 }
 
 // linkEventMatters records a link event and reports whether it changed an interface the

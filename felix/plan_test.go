@@ -79,7 +79,7 @@ func TestPlanRoutes(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var got []string
-			for _, op := range planRoutes(tt.have, tt.want) {
+			for _, op := range planRoutes(tt.have, tt.want, false) {
 				if op.kind == opDelete {
 					got = append(got, "delete have["+string(rune('0'+op.have))+"]")
 				} else {
@@ -125,7 +125,17 @@ func TestFromNetlink(t *testing.T) {
 		{
 			name:  "gateway",
 			nr:    netlink.Route{Dst: ipnet("10.65.0.5/32"), LinkIndex: 7, Gw: net.ParseIP("10.0.0.1"), Type: unix.RTN_UNICAST},
-			route: dev("10.65.0.5/32", "tabbya"), odd: true,
+			route: via("10.65.0.5/32", "10.0.0.1", "tabbya", false),
+		},
+		{
+			name:  "onlink gateway",
+			nr:    netlink.Route{Dst: ipnet("10.65.1.0/26"), LinkIndex: 7, Gw: net.ParseIP("10.0.0.1"), Flags: int(netlink.FLAG_ONLINK), Type: unix.RTN_UNICAST},
+			route: via("10.65.1.0/26", "10.0.0.1", "tabbya", true),
+		},
+		{
+			name:  "gateway with link scope is not ours",
+			nr:    netlink.Route{Dst: ipnet("10.65.1.0/26"), LinkIndex: 7, Gw: net.ParseIP("10.0.0.1"), Scope: netlink.SCOPE_LINK, Type: unix.RTN_UNICAST},
+			route: via("10.65.1.0/26", "10.0.0.1", "tabbya", false), odd: true,
 		},
 		{
 			name:  "IPv4 metric",

@@ -81,10 +81,12 @@ func (r *RouteReconciler) Apply(desired []Route) (Stats, error) {
 	if err != nil {
 		return Stats{}, err
 	}
-	return r.apply(desired, links)
+	return r.apply(desired, links, false)
 }
 
-func (r *RouteReconciler) apply(desired []Route, links linkTable) (Stats, error) {
+// apply is Apply over a known link table. With holdGateways, kernel gateway routes that
+// desired does not list are left in place rather than deleted (see LocalState.HoldLearned).
+func (r *RouteReconciler) apply(desired []Route, links linkTable, holdGateways bool) (Stats, error) {
 	have, err := r.list(links)
 	if err != nil {
 		return Stats{}, err
@@ -92,7 +94,7 @@ func (r *RouteReconciler) apply(desired []Route, links linkTable) (Stats, error)
 	var st Stats
 	want := make([]Route, 0, len(desired))
 	for _, d := range desired {
-		if d.Type == RouteUnicast {
+		if d.Type == RouteUnicast || (d.Type == RouteGateway && d.Interface != "") {
 			l, ok := links.byName[d.Interface]
 			switch {
 			case !ok:
@@ -107,7 +109,7 @@ func (r *RouteReconciler) apply(desired []Route, links linkTable) (Stats, error)
 	}
 
 	var errs errorList
-	for _, op := range planRoutes(have, want) {
+	for _, op := range planRoutes(have, want, holdGateways) {
 		switch op.kind {
 		case opAdd, opReplace:
 			nr := r.toNetlink(op.route, links)
@@ -128,6 +130,8 @@ func (r *RouteReconciler) apply(desired []Route, links linkTable) (Stats, error)
 				st.Skipped = append(st.Skipped, SkippedRoute{op.route, "destination held by a route of another protocol"})
 			case errors.Is(err, unix.ENODEV), errors.Is(err, unix.ENETDOWN):
 				st.Skipped = append(st.Skipped, SkippedRoute{op.route, "interface went away or down"})
+			case op.route.Type == RouteGateway && errors.Is(err, unix.ENETUNREACH):
+				st.Skipped = append(st.Skipped, SkippedRoute{op.route, "gateway is not directly reachable"})
 			default:
 				errs.add(fmt.Errorf("%s route %s: %w", verb, op.route, err))
 			}
@@ -182,6 +186,14 @@ func (r *RouteReconciler) toNetlink(rt Route, links linkTable) netlink.Route {
 		}
 	case RouteBlackhole:
 		nr.Type = unix.RTN_BLACKHOLE
+	case RouteGateway:
+		nr.Gw = rt.Gateway.AsSlice()
+		if rt.Interface != "" {
+			nr.LinkIndex = links.byName[rt.Interface].index
+		}
+		if rt.OnLink {
+			nr.Flags = int(netlink.FLAG_ONLINK)
+		}
 	}
 	return nr
 }
@@ -196,6 +208,17 @@ type kernelRoute struct {
 	// desired route would add a second route rather than replace this one.
 	OtherMetric bool
 	nl          netlink.Route
+}
+
+// matches says whether the kernel route is the desired route w. A gateway route that leaves
+// its interface to the kernel matches whatever interface the kernel chose.
+func (k kernelRoute) matches(w Route) bool {
+	if w.Type == RouteGateway && w.Interface == "" {
+		r := k.Route
+		r.Interface = ""
+		return r == w
+	}
+	return k.Route == w
 }
 
 func (k kernelRoute) describe() string {
@@ -220,12 +243,20 @@ func fromNetlink(nr netlink.Route, links linkTable) kernelRoute {
 		wantMetric = ip6DefaultMetric
 	}
 	k.OtherMetric = nr.Priority != wantMetric
-	k.Odd = nr.Gw != nil || nr.Src != nil || len(nr.MultiPath) > 0 || nr.Encap != nil || nr.Via != nil ||
+	k.Odd = nr.Src != nil || len(nr.MultiPath) > 0 || nr.Encap != nil || nr.Via != nil ||
 		nr.NewDst != nil || nr.Tos != 0 || nr.Realm != 0 || nr.MTU != 0 || nr.AdvMSS != 0 || nr.Hoplimit != 0
 	switch nr.Type {
 	case unix.RTN_UNICAST:
-		k.Route.Type = RouteUnicast
 		k.Route.Interface = links.byIndex[nr.LinkIndex]
+		if nr.Gw != nil {
+			k.Route.Type = RouteGateway
+			gw, _ := netip.AddrFromSlice(nr.Gw)
+			k.Route.Gateway = gw.Unmap()
+			k.Route.OnLink = nr.Flags&int(netlink.FLAG_ONLINK) != 0
+			k.Odd = k.Odd || nr.Scope != netlink.SCOPE_UNIVERSE
+			break
+		}
+		k.Route.Type = RouteUnicast
 		wantScope := netlink.SCOPE_UNIVERSE
 		if v4 {
 			wantScope = netlink.SCOPE_LINK
@@ -264,8 +295,9 @@ type routeOp struct {
 // deletes. A kernel route equal to its desired route is left alone. A desired route takes
 // over the kernel route in its slot (same destination and metric) by replacing it; any
 // other kernel route of ours for that destination, and every one for a destination not
-// wanted, is deleted.
-func planRoutes(have []kernelRoute, want []Route) []routeOp {
+// wanted, is deleted, except that with holdGateways a gateway route for a destination not
+// wanted is kept.
+func planRoutes(have []kernelRoute, want []Route, holdGateways bool) []routeOp {
 	byDst := make(map[netip.Prefix][]int, len(have))
 	for i, k := range have {
 		byDst[k.Route.Dst] = append(byDst[k.Route.Dst], i)
@@ -284,7 +316,7 @@ func planRoutes(have []kernelRoute, want []Route) []routeOp {
 			if k.OtherMetric {
 				continue
 			}
-			if !k.Odd && k.Route == w && exact < 0 {
+			if !k.Odd && k.matches(w) && exact < 0 {
 				exact = i
 			}
 			if slot < 0 {
@@ -302,6 +334,9 @@ func planRoutes(have []kernelRoute, want []Route) []routeOp {
 		}
 	}
 	for i, k := range have {
+		if holdGateways && !keep[i] && k.Route.Type == RouteGateway && !seen[k.Route.Dst] {
+			keep[i] = true
+		}
 		if !keep[i] {
 			dels = append(dels, routeOp{kind: opDelete, route: k.Route, have: i})
 		}

@@ -13,6 +13,13 @@ type LocalState struct {
 	Workloads []Workload
 	// Blocks are the IPAM blocks whose affinity to this node is confirmed.
 	Blocks []netip.Prefix
+	// Learned are routes to other nodes' destinations that BGP learned, each of type
+	// RouteGateway. A learned route whose destination a local route holds is dropped.
+	Learned []Route
+	// HoldLearned keeps the kernel's gateway routes of RouteProtocol that Learned does not
+	// list, instead of deleting them: a restarting agent sets it until BGP has heard
+	// End-of-RIB from its peers, so routes a previous run installed keep carrying traffic.
+	HoldLearned bool
 }
 
 // Workload is one local workload endpoint: its host-side interface and its addresses.
@@ -31,6 +38,10 @@ const (
 	// RouteBlackhole drops packets: a block's free addresses die here instead of looping
 	// between this node and its default route.
 	RouteBlackhole
+	// RouteGateway sends packets to Route.Gateway, through Route.Interface if it is set (the
+	// kernel picks the interface otherwise), treating the gateway as directly attached when
+	// Route.OnLink is set. BGP's learned routes are of this type.
+	RouteGateway
 )
 
 func (t RouteType) String() string {
@@ -39,16 +50,20 @@ func (t RouteType) String() string {
 		return "unicast"
 	case RouteBlackhole:
 		return "blackhole"
+	case RouteGateway:
+		return "gateway"
 	}
 	return fmt.Sprintf("RouteType(%d)", uint8(t))
 }
 
 // Route is one route felix owns. It is a comparable value: two routes are the same route
-// exactly when they are ==. Later kinds (via a gateway, onlink, tunnels) add fields here.
+// exactly when they are ==. Later kinds (tunnels) add fields here.
 type Route struct {
 	Dst       netip.Prefix
 	Type      RouteType
-	Interface string // RouteUnicast: the device; empty otherwise
+	Interface string     // RouteUnicast: the device; RouteGateway: the device or empty
+	Gateway   netip.Addr // RouteGateway: the next hop
+	OnLink    bool       // RouteGateway: the next hop is on Interface even if no subnet says so
 }
 
 // String formats the route as `ip route` would.
@@ -58,6 +73,15 @@ func (r Route) String() string {
 		return fmt.Sprintf("%s dev %s", r.Dst, r.Interface)
 	case RouteBlackhole:
 		return "blackhole " + r.Dst.String()
+	case RouteGateway:
+		s := fmt.Sprintf("%s via %s", r.Dst, r.Gateway)
+		if r.Interface != "" {
+			s += " dev " + r.Interface
+		}
+		if r.OnLink {
+			s += " onlink"
+		}
+		return s
 	}
 	return fmt.Sprintf("%s %s", r.Type, r.Dst)
 }
@@ -75,8 +99,10 @@ func (r Rejection) String() string {
 
 // DesiredRoutes returns the routes the node needs for s, sorted (IPv4 first, then by
 // destination): a /32 or /128 to each workload address through its interface, and a
-// blackhole for each block. A workload route inside a block is more specific, so both
-// coexist; a workload route equal to its block (a /32 block) replaces the blackhole.
+// blackhole for each block, and the learned routes. A workload route inside a block is more
+// specific, so both coexist; a workload route equal to its block (a /32 block) replaces the
+// blackhole. Local routes win over learned routes for the same destination; a learned route
+// that is not a valid gateway route is dropped.
 //
 // An address claimed by two workloads is routed to the one whose name sorts first, so
 // every agent and every pass agrees; the other is returned as a Rejection, as are
@@ -119,6 +145,15 @@ func DesiredRoutes(s LocalState) ([]Route, []Rejection) {
 		b = b.Masked()
 		if _, ok := byDst[b]; !ok {
 			byDst[b] = Route{Dst: b, Type: RouteBlackhole}
+		}
+	}
+	for _, r := range s.Learned {
+		if r.Type != RouteGateway || !r.Dst.IsValid() || !r.Gateway.IsValid() {
+			continue
+		}
+		r.Dst, r.Gateway = r.Dst.Masked(), r.Gateway.Unmap()
+		if _, ok := byDst[r.Dst]; !ok {
+			byDst[r.Dst] = r
 		}
 	}
 

@@ -1,0 +1,78 @@
+package felix
+
+import (
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func via(dst, gw, iface string, onlink bool) Route {
+	return Route{Dst: netip.MustParsePrefix(dst), Type: RouteGateway, Gateway: netip.MustParseAddr(gw), Interface: iface, OnLink: onlink}
+}
+
+func TestDesiredRoutesLearned(t *testing.T) {
+	s := LocalState{
+		Workloads: []Workload{{Name: "a/w", Interface: "tabbya", Addrs: []netip.Addr{netip.MustParseAddr("10.65.0.5")}}},
+		Blocks:    []netip.Prefix{netip.MustParsePrefix("10.65.0.0/26")},
+		Learned: []Route{
+			via("10.65.1.0/26", "172.31.1.11", "", false),
+			via("10.65.0.0/26", "172.31.1.12", "", false),                    // our own block: the blackhole wins
+			via("10.65.0.5/32", "172.31.1.12", "", false),                    // our own workload wins
+			via("10.65.0.9/32", "172.31.1.12", "", false),                    // a borrowed address inside our block
+			{Dst: netip.MustParsePrefix("10.65.2.0/26"), Type: RouteGateway}, // no gateway
+			via("10.65.1.0/26", "172.31.1.13", "", false),                    // duplicate: the first wins
+		},
+	}
+	got, _ := DesiredRoutes(s)
+	want := []Route{
+		blackhole("10.65.0.0/26"),
+		dev("10.65.0.5/32", "tabbya"),
+		via("10.65.0.9/32", "172.31.1.12", "", false),
+		via("10.65.1.0/26", "172.31.1.11", "", false),
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("DesiredRoutes:\n got %v\nwant %v", got, want)
+	}
+	if s := via("10.65.1.0/26", "10.0.0.1", "eth0", true).String(); s != "10.65.1.0/26 via 10.0.0.1 dev eth0 onlink" {
+		t.Errorf("String: %s", s)
+	}
+}
+
+func TestPlanRoutesGateways(t *testing.T) {
+	g1 := via("10.65.1.0/26", "172.31.1.11", "", false)
+	kernelG1 := have(via("10.65.1.0/26", "172.31.1.11", "eth0", false)) // the kernel names the interface it chose
+	kernelG2 := have(via("10.65.2.0/26", "172.31.1.12", "eth0", false))
+	tests := []struct {
+		name string
+		have []kernelRoute
+		want []Route
+		hold bool
+		ops  []string
+	}{
+		{name: "kernel's interface choice matches a gateway route without one", have: []kernelRoute{kernelG1}, want: []Route{g1}},
+		{name: "next hop changed", have: []kernelRoute{kernelG1}, want: []Route{via("10.65.1.0/26", "172.31.1.13", "", false)},
+			ops: []string{"replace 10.65.1.0/26 via 172.31.1.13"}},
+		{name: "withdrawn", have: []kernelRoute{kernelG1, kernelG2}, want: []Route{g1}, ops: []string{"delete have[1]"}},
+		{name: "held while BGP syncs", have: []kernelRoute{kernelG1, kernelG2}, want: []Route{g1}, hold: true},
+		{name: "hold keeps only gateway routes", have: []kernelRoute{have(blackhole("10.65.9.0/26")), kernelG2}, hold: true,
+			ops: []string{"delete have[0]"}},
+		{name: "explicit interface must match", have: []kernelRoute{kernelG1}, want: []Route{via("10.65.1.0/26", "172.31.1.11", "eth1", true)},
+			ops: []string{"replace 10.65.1.0/26 via 172.31.1.11 dev eth1 onlink"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var ops []string
+			for _, op := range planRoutes(tt.have, tt.want, tt.hold) {
+				if op.kind == opDelete {
+					ops = append(ops, "delete have["+string(rune('0'+op.have))+"]")
+				} else {
+					ops = append(ops, op.kind.String()+" "+op.route.String())
+				}
+			}
+			if strings.Join(ops, "; ") != strings.Join(tt.ops, "; ") {
+				t.Errorf("ops:\n got %q\nwant %q", ops, tt.ops)
+			}
+		})
+	}
+}
