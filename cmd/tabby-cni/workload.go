@@ -34,6 +34,13 @@ const (
 	labelOrchestrator = "projectcalico.org/orchestrator"
 )
 
+// Labels a runtime may pass in args naming the pod, as CRI runtimes label pod sandboxes;
+// CNI_ARGS' K8S_POD_NAMESPACE and K8S_POD_NAME take precedence.
+const (
+	labelPodNamespace = "io.kubernetes.pod.namespace"
+	labelPodName      = "io.kubernetes.pod.name"
+)
+
 // annotationNetwork records on an endpoint the CNI network that attached it, so that GC
 // for one network leaves the attachments of others alone.
 const annotationNetwork = "tabby-cni/network"
@@ -69,8 +76,9 @@ type k8sArgs struct {
 }
 
 // newWorkloadID derives a workload's identity from the configuration and the CNI_*
-// variables. With K8S_POD_NAMESPACE and K8S_POD_NAME in CNI_ARGS the workload is that
-// pod (orchestrator k8s); without, it is the container, in namespace "default"
+// variables. With K8S_POD_NAMESPACE and K8S_POD_NAME in CNI_ARGS (or, failing those, the
+// labels io.kubernetes.pod.namespace and io.kubernetes.pod.name in args) the workload is
+// that pod (orchestrator k8s); without, it is the container, in namespace "default"
 // (orchestrator cni).
 func newWorkloadID(c *netConf, containerID, ifName, cniArgs string) (*workloadID, error) {
 	var ka k8sArgs
@@ -89,11 +97,19 @@ func newWorkloadID(c *netConf, containerID, ifName, cniArgs string) (*workloadID
 	}
 	ns, pod := string(ka.K8S_POD_NAMESPACE), string(ka.K8S_POD_NAME)
 	switch {
-	case ns != "" && pod != "":
-		id.Namespace, id.Pod, id.Workload, id.Orchestrator = ns, pod, pod, orchestratorK8s
 	case ns != "" || pod != "":
-		return nil, errorf(types.ErrInvalidEnvironmentVariables,
-			"CNI_ARGS %q: K8S_POD_NAMESPACE and K8S_POD_NAME go together; give both or neither", cniArgs)
+		if ns == "" || pod == "" {
+			return nil, errorf(types.ErrInvalidEnvironmentVariables,
+				"CNI_ARGS %q: K8S_POD_NAMESPACE and K8S_POD_NAME go together; give both or neither", cniArgs)
+		}
+	case c.labels[labelPodNamespace] != "" || c.labels[labelPodName] != "":
+		ns, pod = c.labels[labelPodNamespace], c.labels[labelPodName]
+		if ns == "" || pod == "" {
+			return nil, errorf(types.ErrInvalidNetworkConfig, "args labels %s and %s go together; give both or neither", labelPodNamespace, labelPodName)
+		}
+	}
+	if pod != "" {
+		id.Namespace, id.Pod, id.Workload, id.Orchestrator = ns, pod, pod, orchestratorK8s
 	}
 	id.Endpoint = endpointName(id.Workload, ifName)
 	id.HostVeth = hostVethName(id.Namespace, id.Endpoint)

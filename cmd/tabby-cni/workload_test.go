@@ -50,6 +50,22 @@ func TestWorkloadID(t *testing.T) {
 		t.Errorf("cni workload: %+v", id)
 	}
 
+	// A runtime that names the pod only in the labels it passes.
+	labelled := testConf(t, `, "args": {"cni": {"labels": [{"key": "io.kubernetes.pod.namespace", "value": "shop"},
+		{"key": "io.kubernetes.pod.name", "value": "web-2"}]}}`)
+	id, err = newWorkloadID(labelled, "abc123", "eth0", "IgnoreUnknown=1")
+	if err != nil || id.Namespace != "shop" || id.Pod != "web-2" || id.Orchestrator != "k8s" || id.Endpoint != "web-2" {
+		t.Errorf("pod from labels: %+v %v", id, err)
+	}
+	// CNI_ARGS win.
+	if id, err := newWorkloadID(labelled, "abc123", "eth0", "K8S_POD_NAMESPACE=a;K8S_POD_NAME=b"); err != nil || id.Namespace != "a" || id.Pod != "b" {
+		t.Errorf("CNI_ARGS and labels: %+v %v", id, err)
+	}
+	half := testConf(t, `, "args": {"tabby": {"labels": [{"key": "io.kubernetes.pod.name", "value": "web-2"}]}}`)
+	if _, err := newWorkloadID(half, "abc123", "eth0", ""); codeOf(err) != types.ErrInvalidNetworkConfig || !strings.Contains(err.Error(), "go together") {
+		t.Errorf("half the pod labels: %v", err)
+	}
+
 	for _, args := range []string{"K8S_POD_NAME=web", "K8S_POD_NAMESPACE=shop;IgnoreUnknown=1", "NOSUCHARG=1", "broken"} {
 		_, err := newWorkloadID(c, "abc", "eth0", args)
 		if err == nil || codeOf(err) != types.ErrInvalidEnvironmentVariables || !strings.Contains(err.Error(), "CNI_ARGS") {
