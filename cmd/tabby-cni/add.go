@@ -121,18 +121,19 @@ func (ad *adder) add(ctx context.Context) (*types100.Result, error) {
 // repeat handles an ADD for a container whose endpoint exists already. If the endpoint's
 // addresses are still the container's in IPAM, they are reused: an intact attachment is
 // returned as it is (res set), a damaged one removed for add to rebuild (att.Addrs set).
-// Otherwise add allocates afresh (both nil).
+// Otherwise the container's interface is removed and add allocates afresh (both nil); any
+// addresses the handle still holds go at DEL.
 func (ad *adder) repeat(ctx context.Context, old *api.WorkloadEndpoint, att *attachment) (*types100.Result, error) {
 	addrs, err := old.Spec.Addrs()
 	if err != nil || len(addrs) == 0 {
 		ad.log.Warn("repeated ADD: the endpoint's addresses are unusable; allocating afresh", "ipNetworks", old.Spec.IPNetworks, "err", err)
-		return nil, nil
+		return nil, att.remove()
 	}
 	for _, a := range addrs {
 		alloc, err := ad.ipam.GetAllocation(ctx, a)
 		if errors.Is(err, ipam.ErrNotAllocated) || (err == nil && alloc.Handle != ad.id.Handle) {
 			ad.log.Warn("repeated ADD: the endpoint's address is no longer the container's; allocating afresh", "addr", a)
-			return nil, nil
+			return nil, att.remove()
 		}
 		if err != nil {
 			return nil, fmt.Errorf("look up the allocation of %s: %w", a, err)

@@ -130,6 +130,21 @@ func TestExecIdempotent(t *testing.T) {
 	}
 	l.settle("after DEL", before)
 
+	// A repeated ADD for a container whose address IPAM no longer holds for it (released
+	// by hand) attaches it afresh, with a new address.
+	list := l.confList("1.1.0", nil)
+	rel := l.container("released")
+	addr := resultAddrsOf(t, l.mustCNI("ADD", list, rel).Result)[0]
+	l.ok("ctl", "ipam", "release", "--ip", addr.String(), "--force")
+	if again := resultAddrsOf(t, l.mustCNI("ADD", list, rel).Result); len(again) != 1 || again[0] == addr {
+		t.Errorf("ADD after the address was released: %v, want a new address", again)
+	}
+	if r := l.cni("CHECK", list, rel); r.Error != nil {
+		t.Errorf("CHECK after ADD with a new address: %d %s", r.Error.Code, r.Error.Msg)
+	}
+	l.mustCNI("DEL", list, rel)
+	l.settle("after DEL of the re-attached container", before)
+
 	// A container never added: nothing to do.
 	if r := run("DEL", l.container("never"), conf); r.Exit != 0 {
 		t.Errorf("DEL of a container never added: %s", r.Stdout)
