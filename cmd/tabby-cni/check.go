@@ -44,12 +44,11 @@ func cmdCheck(ctx context.Context, inv *invocation) error {
 	defer ds.Close()
 
 	att := &attachment{NetNS: inv.args.Netns, IfName: id.IfName, HostVeth: id.HostVeth, Addrs: addrs, MTU: inv.conf.MTU}
-	var diffs []string
 	o, err := att.inspect()
 	if err != nil {
 		return err
 	}
-	diffs = append(diffs, att.differences(o)...)
+	diffs := att.differences(o)
 	if len(diffs) == 0 {
 		if diffs, err = waitHostRoutes(ctx, att, o); err != nil {
 			return err
