@@ -1,0 +1,540 @@
+package felix
+
+import (
+	"crypto/sha256"
+	"encoding/base32"
+	"fmt"
+	"maps"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/tabby-net/tabby/api"
+	"github.com/tabby-net/tabby/policy"
+)
+
+// Names and marks of tabby's filter-table state. Chains start with ChainPrefix, ipsets
+// with IPSetPrefix; both stay within the kernel's limits (MaxChainName, MaxIPSetName).
+const (
+	ChainPrefix  = "tby-"
+	IPSetPrefix  = "tby"
+	MaxChainName = 28
+	MaxIPSetName = 31
+
+	ChainForward      = "tby-FORWARD"
+	ChainInput        = "tby-INPUT"
+	ChainFromWLDisp   = "tby-from-wl-dispatch"
+	ChainToWLDisp     = "tby-to-wl-dispatch"
+	ChainWLToHost     = "tby-wl-to-host"
+	hashCommentPrefix = "tby:"
+
+	// MarkAccept and MarkPass are the packet mark bits policy chains set.
+	MarkAccept = 0x10000
+	MarkPass   = 0x20000
+)
+
+// PolicyConfig shapes the rendered rules.
+type PolicyConfig struct {
+	// InterfacePrefix is the prefix of workload host-side interfaces ("tabby").
+	InterfacePrefix string
+	// EndpointToHostAction is what happens to traffic from a workload to its own host once
+	// the workload's egress policy allowed it: ACCEPT (default), DROP or RETURN (on to the
+	// host's INPUT rules).
+	EndpointToHostAction string
+}
+
+func (c PolicyConfig) withDefaults() PolicyConfig {
+	if c.InterfacePrefix == "" {
+		c.InterfacePrefix = "tabby"
+	}
+	if c.EndpointToHostAction == "" {
+		c.EndpointToHostAction = "ACCEPT"
+	}
+	return c
+}
+
+// FilterState is the desired state of tabby's part of the IPv4 filter table.
+type FilterState struct {
+	// Chains maps each tby- chain to its rules: the text after "-A <chain> ", each ending
+	// with its hash comment.
+	Chains map[string][]string
+	// Hooks are the rules tabby inserts at the top of the kernel's chains.
+	Hooks []Hook
+	// IPSets maps each set's name to it.
+	IPSets map[string]*IPSet
+}
+
+// Hook is a jump from a kernel chain to one of tabby's.
+type Hook struct {
+	Chain, Target string
+}
+
+// Rule is the hook's rule text (without "-A chain").
+func (h Hook) Rule() string {
+	return fmt.Sprintf("-m comment --comment %shook -j %s", hashCommentPrefix, h.Target)
+}
+
+// IPSet is an ipset: its name, type and members in ipset's own notation.
+type IPSet struct {
+	Name    string
+	Type    string // hash:net or hash:ip,port
+	Members []string
+}
+
+// RenderPolicy computes the filter table state for the local workloads of node (those of
+// m's endpoints whose Node is node and that have an interface): pure, no kernel access.
+// Only IPv4 is rendered.
+func RenderPolicy(m *policy.Model, node string, cfg PolicyConfig) *FilterState {
+	cfg = cfg.withDefaults()
+	r := &renderer{m: m, cfg: cfg, fs: &FilterState{Chains: map[string][]string{}, IPSets: map[string]*IPSet{}}}
+	r.render(node)
+	return r.fs
+}
+
+type renderer struct {
+	m   *policy.Model
+	cfg PolicyConfig
+	fs  *FilterState
+}
+
+type chainBuilder struct {
+	name  string
+	rules []string
+	prev  string
+}
+
+// add appends a rule with its hash comment: the hash covers the chain, the previous
+// rule's hash and this rule, so a rule's hash changes when anything before it does.
+func (c *chainBuilder) add(rule string) {
+	h := sha256.Sum256([]byte(c.name + "\x00" + c.prev + "\x00" + rule))
+	hash := b32(h[:])[:16]
+	c.prev = hash
+	c.rules = append(c.rules, "-m comment --comment "+hashCommentPrefix+hash+" "+rule)
+}
+
+var b32enc = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
+
+func b32(b []byte) string { return b32enc.EncodeToString(b) }
+
+func shortHash(s string, n int) string {
+	h := sha256.Sum256([]byte(s))
+	return b32(h[:])[:n]
+}
+
+func (r *renderer) put(c *chainBuilder) { r.fs.Chains[c.name] = c.rules }
+
+// chainName is prefix+name when it fits the kernel's limit and uses only plain
+// characters, else prefix+"_"+hash.
+func chainName(prefix, name string) string {
+	if len(prefix)+len(name) <= MaxChainName && strings.Trim(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_") == "" {
+		return prefix + name
+	}
+	return prefix + "_" + shortHash(name, MaxChainName-len(prefix)-1)
+}
+
+// PolicyChain names a policy's chain for a direction: tby-pi-/tby-po- and its key, "/"
+// written as "_" (which names never contain), or a hash when too long.
+func PolicyChain(p *policy.Policy, ingress bool) string {
+	prefix := "tby-po-"
+	if ingress {
+		prefix = "tby-pi-"
+	}
+	return chainName(prefix, strings.ReplaceAll(p.Key(), "/", "_"))
+}
+
+// ProfileChain names a profile's chain for a direction.
+func ProfileChain(name string, ingress bool) string {
+	prefix := "tby-pro-"
+	if ingress {
+		prefix = "tby-pri-"
+	}
+	return chainName(prefix, name)
+}
+
+// EndpointChain names a local endpoint's chain: tby-tw- (to the workload: ingress) or
+// tby-fw- (from it: egress) and its interface.
+func EndpointChain(iface string, ingress bool) string {
+	if ingress {
+		return chainName("tby-tw-", iface)
+	}
+	return chainName("tby-fw-", iface)
+}
+
+func (r *renderer) render(node string) {
+	wl := r.cfg.InterfacePrefix + "+"
+	fwd := &chainBuilder{name: ChainForward}
+	fwd.add("-i " + wl + " -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT")
+	fwd.add("-o " + wl + " -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT")
+	fwd.add("-i " + wl + " -m conntrack --ctstate INVALID -j DROP")
+	fwd.add("-o " + wl + " -m conntrack --ctstate INVALID -j DROP")
+	fwd.add("-i " + wl + " -j " + ChainFromWLDisp)
+	fwd.add("-o " + wl + " -j " + ChainToWLDisp)
+	fwd.add(fmt.Sprintf("-i %s -m mark --mark %#x/%#x -j ACCEPT", wl, MarkAccept, MarkAccept))
+	fwd.add(fmt.Sprintf("-o %s -m mark --mark %#x/%#x -j ACCEPT", wl, MarkAccept, MarkAccept))
+	r.put(fwd)
+
+	in := &chainBuilder{name: ChainInput}
+	in.add("-i " + wl + " -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT")
+	in.add("-i " + wl + " -m conntrack --ctstate INVALID -j DROP")
+	in.add("-i " + wl + " -g " + ChainWLToHost)
+	r.put(in)
+
+	toHost := &chainBuilder{name: ChainWLToHost}
+	toHost.add("-j " + ChainFromWLDisp)
+	if r.cfg.EndpointToHostAction != "RETURN" {
+		toHost.add("-j " + r.cfg.EndpointToHostAction)
+	}
+	r.put(toHost)
+	r.fs.Hooks = []Hook{{"FORWARD", ChainForward}, {"INPUT", ChainInput}}
+
+	from := &chainBuilder{name: ChainFromWLDisp}
+	to := &chainBuilder{name: ChainToWLDisp}
+	usedPolicies := map[string]bool{}
+	usedProfiles := map[string]bool{}
+	for _, e := range r.m.Endpoints {
+		if e.Node != node || e.Interface == "" || !hasV4(e) {
+			continue
+		}
+		for _, ingress := range []bool{false, true} {
+			name := EndpointChain(e.Interface, ingress)
+			if ingress {
+				to.add("-o " + e.Interface + " -g " + name)
+			} else {
+				from.add("-i " + e.Interface + " -g " + name)
+			}
+			r.endpointChain(e, name, ingress, usedPolicies, usedProfiles)
+		}
+	}
+	from.add("-m comment --comment unknown-workload -j DROP")
+	to.add("-m comment --comment unknown-workload -j DROP")
+	r.put(from)
+	r.put(to)
+
+	for _, p := range r.m.Policies {
+		for _, ingress := range []bool{false, true} {
+			name := PolicyChain(p, ingress)
+			if !usedPolicies[name] {
+				continue
+			}
+			rules := p.EgressRules
+			if ingress {
+				rules = p.IngressRules
+			}
+			c := &chainBuilder{name: name}
+			r.rules(c, rules, name)
+			r.put(c)
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(usedProfiles)) {
+		ingress := strings.HasPrefix(name, "tby-pri-")
+		for pname, pr := range r.m.Profiles {
+			if ProfileChain(pname, ingress) != name {
+				continue
+			}
+			rules := pr.EgressRules
+			if ingress {
+				rules = pr.IngressRules
+			}
+			c := &chainBuilder{name: name}
+			r.rules(c, rules, name)
+			r.put(c)
+		}
+	}
+}
+
+func hasV4(e *policy.Endpoint) bool {
+	return slices.ContainsFunc(e.Addrs, netip.Addr.Is4)
+}
+
+func markRule(bits, mask int) string { return fmt.Sprintf("-m mark --mark %#x/%#x", bits, mask) }
+
+func setMark(bits, mask int) string { return fmt.Sprintf("-j MARK --set-xmark %#x/%#x", bits, mask) }
+
+// endpointChain renders one endpoint's chain for a direction: the tiers' policies in
+// order (each tier ending in a drop unless a policy passed), then the profiles.
+func (r *renderer) endpointChain(e *policy.Endpoint, name string, ingress bool, usedPolicies, usedProfiles map[string]bool) {
+	c := &chainBuilder{name: name}
+	c.add(setMark(0, MarkAccept|MarkPass))
+	pols := r.m.PoliciesFor(e, ingress)
+	for i := 0; i < len(pols); {
+		j := i
+		for j < len(pols) && pols[j].Tier == pols[i].Tier {
+			j++
+		}
+		c.add(setMark(0, MarkPass))
+		for _, p := range pols[i:j] {
+			pc := PolicyChain(p, ingress)
+			usedPolicies[pc] = true
+			c.add(markRule(0, MarkPass) + " -j " + pc)
+			c.add(markRule(MarkAccept, MarkAccept) + " -j RETURN")
+		}
+		c.add(markRule(0, MarkPass) + " -m comment --comment end-of-tier-" + pols[i].Tier + " -j DROP")
+		i = j
+	}
+	withRules := false
+	for _, pname := range e.Profiles {
+		pr := r.m.Profiles[pname]
+		if pr == nil {
+			continue
+		}
+		rules := pr.EgressRules
+		if ingress {
+			rules = pr.IngressRules
+		}
+		if len(rules) == 0 {
+			continue
+		}
+		withRules = true
+		pc := ProfileChain(pname, ingress)
+		usedProfiles[pc] = true
+		c.add("-j " + pc)
+		c.add(markRule(MarkAccept, MarkAccept) + " -j RETURN")
+	}
+	if withRules {
+		c.add("-m comment --comment no-profile-matched -j DROP")
+	} else {
+		c.add(setMark(MarkAccept, MarkAccept))
+	}
+	r.put(c)
+}
+
+// rules renders a policy's or profile's rules into chain c.
+func (r *renderer) rules(c *chainBuilder, rules []policy.Rule, chain string) {
+	for i := range rules {
+		rule := &rules[i]
+		matches, ok := r.matches(rule)
+		if !ok {
+			continue
+		}
+		switch rule.Action {
+		case api.ActionAllow:
+			for _, m := range matches {
+				c.add(m + setMark(MarkAccept, MarkAccept))
+			}
+			c.add(markRule(MarkAccept, MarkAccept) + " -j RETURN")
+		case api.ActionDeny:
+			for _, m := range matches {
+				c.add(m + "-j DROP")
+			}
+		case api.ActionPass:
+			for _, m := range matches {
+				c.add(m + setMark(MarkPass, MarkPass))
+			}
+			c.add(markRule(MarkPass, MarkPass) + " -j RETURN")
+		case api.ActionLog:
+			for _, m := range matches {
+				c.add(m + "-j LOG --log-prefix " + strconv.Quote(chain+" "))
+			}
+		}
+	}
+}
+
+var protoNames = map[uint8]string{1: "icmp", 6: "tcp", 17: "udp", 132: "sctp", 136: "udplite"}
+
+func protoArg(n uint8) string {
+	if s, ok := protoNames[n]; ok {
+		return s
+	}
+	return strconv.Itoa(int(n))
+}
+
+// matches renders a rule's match as one or more alternatives (each "... " ending in a
+// space, ready for the action); false when the rule cannot match IPv4 traffic.
+func (r *renderer) matches(rule *policy.Rule) ([]string, bool) {
+	if rule.Never || rule.IPVersion == 6 {
+		return nil, false
+	}
+	if rule.Protocol != nil && *rule.Protocol == policy.ProtoICMPv6 {
+		return nil, false
+	}
+	for _, e := range []*policy.Entity{&rule.Src, &rule.Dst} {
+		for _, p := range slices.Concat(e.Nets, e.NotNets) {
+			if !p.Addr().Is4() {
+				return nil, false // validation keeps a rule's nets to one family
+			}
+		}
+	}
+	var b strings.Builder
+	switch {
+	case rule.Protocol != nil:
+		if rule.NotProtocol != nil && *rule.NotProtocol == *rule.Protocol {
+			return nil, false
+		}
+		b.WriteString("-p " + protoArg(*rule.Protocol) + " ")
+	case rule.NotProtocol != nil:
+		b.WriteString("! -p " + protoArg(*rule.NotProtocol) + " ")
+	}
+	if rule.Protocol != nil && *rule.Protocol == policy.ProtoICMP {
+		if rule.ICMP != nil && rule.ICMP.Type != nil {
+			b.WriteString("-m icmp --icmp-type " + icmpArg(rule.ICMP) + " ")
+		}
+		if rule.NotICMP != nil && rule.NotICMP.Type != nil {
+			b.WriteString("-m icmp ! --icmp-type " + icmpArg(rule.NotICMP) + " ")
+		}
+	}
+	alts := []string{b.String()}
+	for _, side := range []struct {
+		e   *policy.Entity
+		dir string
+	}{{&rule.Src, "src"}, {&rule.Dst, "dst"}} {
+		var fixed strings.Builder
+		e := side.e
+		flag := "-s"
+		if side.dir == "dst" {
+			flag = "-d"
+		}
+		switch len(e.Nets) {
+		case 0:
+		case 1:
+			fixed.WriteString(flag + " " + e.Nets[0].String() + " ")
+		default:
+			fixed.WriteString("-m set --match-set " + r.netSet(e.Nets) + " " + side.dir + " ")
+		}
+		switch len(e.NotNets) {
+		case 0:
+		case 1:
+			fixed.WriteString("! " + flag + " " + e.NotNets[0].String() + " ")
+		default:
+			fixed.WriteString("-m set ! --match-set " + r.netSet(e.NotNets) + " " + side.dir + " ")
+		}
+		if e.Selector != nil {
+			fixed.WriteString("-m set --match-set " + r.selectorSet(e.Selector) + " " + side.dir + " ")
+		}
+		if e.NotSelector != nil {
+			fixed.WriteString("-m set ! --match-set " + r.selectorSet(e.NotSelector) + " " + side.dir + " ")
+		}
+		var proto uint8
+		if rule.Protocol != nil {
+			proto = *rule.Protocol
+		}
+		nums, names := splitPorts(e.NotPorts)
+		for _, chunk := range chunkPorts(nums) {
+			fixed.WriteString("-m multiport ! --" + side.dir[:1] + "ports " + chunk + " ")
+		}
+		for _, n := range names {
+			fixed.WriteString("-m set ! --match-set " + r.namedPortSet(e.Selector, n, proto) + " " + side.dir + "," + side.dir + " ")
+		}
+		// Ports are alternatives: one variant per chunk of numbers and per named port.
+		var variants []string
+		if len(e.Ports) > 0 {
+			nums, names := splitPorts(e.Ports)
+			for _, chunk := range chunkPorts(nums) {
+				variants = append(variants, "-m multiport --"+side.dir[:1]+"ports "+chunk+" ")
+			}
+			for _, n := range names {
+				variants = append(variants, "-m set --match-set "+r.namedPortSet(e.Selector, n, proto)+" "+side.dir+","+side.dir+" ")
+			}
+		} else {
+			variants = []string{""}
+		}
+		var next []string
+		for _, a := range alts {
+			for _, v := range variants {
+				next = append(next, a+fixed.String()+v)
+			}
+		}
+		alts = next
+	}
+	return alts, true
+}
+
+func icmpArg(f *api.ICMPFields) string {
+	s := strconv.Itoa(*f.Type)
+	if f.Code != nil {
+		s += "/" + strconv.Itoa(*f.Code)
+	}
+	return s
+}
+
+func splitPorts(ps []api.Port) (nums []api.Port, names []string) {
+	for _, p := range ps {
+		if p.PortName != "" {
+			names = append(names, p.PortName)
+		} else {
+			nums = append(nums, p)
+		}
+	}
+	return nums, names
+}
+
+// chunkPorts splits numeric ports into multiport arguments of at most 15 slots (a range
+// takes two).
+func chunkPorts(ps []api.Port) []string {
+	var out []string
+	var cur []string
+	slots := 0
+	for _, p := range ps {
+		n, s := 1, strconv.Itoa(int(p.MinPort))
+		if p.MaxPort != p.MinPort {
+			n, s = 2, fmt.Sprintf("%d:%d", p.MinPort, p.MaxPort)
+		}
+		if slots+n > 15 {
+			out = append(out, strings.Join(cur, ","))
+			cur, slots = nil, 0
+		}
+		cur = append(cur, s)
+		slots += n
+	}
+	if len(cur) > 0 {
+		out = append(out, strings.Join(cur, ","))
+	}
+	return out
+}
+
+// setName is IPSetPrefix, a letter for the kind and a hash of the set's identity.
+func setName(kind byte, identity string) string {
+	return IPSetPrefix + string(kind) + shortHash(identity, 24)
+}
+
+// selectorSet is the hash:net ipset of a rule selector's members; rules with the same
+// scope share it.
+func (r *renderer) selectorSet(s *policy.Scope) string {
+	name := setName('s', "selector\x00"+s.Key)
+	if _, ok := r.fs.IPSets[name]; !ok {
+		var members []string
+		for _, p := range s.Members(r.m) {
+			if p.Addr().Is4() {
+				members = append(members, p.String())
+			}
+		}
+		r.fs.IPSets[name] = &IPSet{Name: name, Type: "hash:net", Members: members}
+	}
+	return name
+}
+
+// netSet is the hash:net ipset of a rule's nets (more than one).
+func (r *renderer) netSet(nets []netip.Prefix) string {
+	var strs []string
+	for _, n := range nets {
+		strs = append(strs, n.String())
+	}
+	slices.Sort(strs)
+	strs = slices.Compact(strs)
+	name := setName('d', "nets\x00"+strings.Join(strs, ","))
+	if _, ok := r.fs.IPSets[name]; !ok {
+		r.fs.IPSets[name] = &IPSet{Name: name, Type: "hash:net", Members: strs}
+	}
+	return name
+}
+
+// namedPortSet is the hash:ip,port ipset of the named port of the endpoints in scope
+// (every endpoint when scope is nil).
+func (r *renderer) namedPortSet(scope *policy.Scope, port string, proto uint8) string {
+	key := "all"
+	if scope != nil {
+		key = scope.Key
+	}
+	name := setName('n', fmt.Sprintf("named\x00%s\x00%s\x00%d", key, port, proto))
+	if _, ok := r.fs.IPSets[name]; !ok {
+		var members []string
+		for _, mb := range r.m.NamedPortMembers(scope, port, proto) {
+			if mb.Addr.Is4() {
+				members = append(members, fmt.Sprintf("%s,%s:%d", mb.Addr, protoArg(mb.Protocol), mb.Port))
+			}
+		}
+		slices.Sort(members)
+		r.fs.IPSets[name] = &IPSet{Name: name, Type: "hash:ip,port", Members: slices.Compact(members)}
+	}
+	return name
+}
