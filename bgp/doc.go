@@ -1,0 +1,17 @@
+// Package bgp is tabby's BGP speaker: GoBGP v3 embedded in tabby-node.
+//
+// Pure functions compute what the node wants: DesiredPeers (node-to-node mesh, route
+// reflectors and their clients, global and node-specific BGPPeers, selectors) and
+// DesiredAdvertisements (affine blocks, borrowed addresses, Service CIDRs; never a pool
+// with disableBGPExport). A Speaker applies the difference to GoBGP: SetPeers touches only
+// peers whose configuration changed, SetAdvertisements adds and withdraws paths. A global
+// export policy lets only this node's own routes out, plus iBGP-learned routes where BGP
+// allows (route reflection); routes learned from eBGP peers are never passed on.
+//
+// Best paths learned from peers are reported by Learned; GoBGP never touches the kernel
+// (no zebra): the agent hands them to felix, which installs them with tabby's route
+// protocol. Graceful restart is on by default: Close ends the speaker without CEASE so
+// peers keep this node's routes for its restart time, and Learned reports synced only once
+// every peer has sent End-of-RIB (or SyncTimeout passed), until when the agent asks felix to
+// keep the gateway routes of the previous run.
+package bgp

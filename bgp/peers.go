@@ -1,0 +1,279 @@
+package bgp
+
+import (
+	"cmp"
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/tabby-net/tabby/api"
+	"github.com/tabby-net/tabby/policy/selector"
+)
+
+// PeerType says why a peer is configured, as calicoctl node status names it.
+type PeerType string
+
+// Peer types.
+const (
+	PeerMesh           PeerType = "node-to-node mesh"
+	PeerRouteReflector PeerType = "route reflector"
+	PeerGlobal         PeerType = "global"
+	PeerNodeSpecific   PeerType = "node specific"
+)
+
+// Self is this node's BGP identity.
+type Self struct {
+	Name     string
+	Addr     netip.Addr // the session address (Node.spec.bgp.ipv4Address)
+	ASN      uint32
+	RouterID netip.Addr
+	// ClusterID is set on a route reflector (Node.spec.bgp.routeReflectorClusterID).
+	ClusterID netip.Addr
+	Labels    map[string]string
+}
+
+// Config is the part of BGPConfiguration the speaker uses, defaults applied.
+type Config struct {
+	ASN            uint32
+	ListenPort     uint16
+	Mesh           bool
+	MeshMaxRestart time.Duration
+	ServiceCIDRs   []netip.Prefix // serviceClusterIPs and serviceExternalIPs
+}
+
+// ConfigFrom merges the default BGPConfiguration and this node's "node.<name>" override
+// (either may be nil) over Calico's defaults.
+func ConfigFrom(def, node *api.BGPConfiguration) (Config, []string) {
+	c := Config{ASN: uint32(api.DefaultASNumber), ListenPort: api.DefaultBGPListenPort, Mesh: true, MeshMaxRestart: api.DefaultMaxRestartTime}
+	var problems []string
+	for _, bc := range []*api.BGPConfiguration{def, node} {
+		if bc == nil {
+			continue
+		}
+		s := bc.Spec
+		if s.ASNumber != nil {
+			c.ASN = uint32(*s.ASNumber)
+		}
+		if s.ListenPort != 0 {
+			c.ListenPort = s.ListenPort
+		}
+		if s.NodeToNodeMeshEnabled != nil {
+			c.Mesh = *s.NodeToNodeMeshEnabled
+		}
+		if s.NodeMeshMaxRestartTime != nil {
+			c.MeshMaxRestart = s.NodeMeshMaxRestartTime.Duration
+		}
+		for _, blocks := range [][]api.ServiceIPBlock{s.ServiceClusterIPs, s.ServiceExternalIPs} {
+			for _, b := range blocks {
+				p, err := api.ParseNet(b.CIDR)
+				if err != nil {
+					problems = append(problems, fmt.Sprintf("BGPConfiguration %s: %v", bc.Name, err))
+					continue
+				}
+				c.ServiceCIDRs = append(c.ServiceCIDRs, p)
+			}
+		}
+	}
+	return c, problems
+}
+
+// NodeInfo is what the peer computation needs of one Node resource.
+type NodeInfo struct {
+	Name      string
+	Addr      netip.Addr // invalid: the node has no IPv4 BGP address
+	ASN       uint32     // 0: the cluster's
+	ClusterID netip.Addr // set on route reflectors
+	Labels    map[string]string
+}
+
+// NodeInfoFrom extracts a Node's BGP identity.
+func NodeInfoFrom(n *api.Node) (NodeInfo, error) {
+	ni := NodeInfo{Name: n.Name, Labels: n.Labels}
+	b := n.Spec.BGP
+	if b == nil {
+		return ni, nil
+	}
+	if b.ASNumber != nil {
+		ni.ASN = uint32(*b.ASNumber)
+	}
+	p, err := b.IPv4Prefix()
+	if err != nil {
+		return ni, fmt.Errorf("node %s: %w", n.Name, err)
+	}
+	if p.IsValid() {
+		ni.Addr = p.Addr()
+	}
+	if b.RouteReflectorClusterID != "" {
+		if ni.ClusterID, err = netip.ParseAddr(b.RouteReflectorClusterID); err != nil {
+			return ni, fmt.Errorf("node %s: routeReflectorClusterID: %w", n.Name, err)
+		}
+	}
+	return ni, nil
+}
+
+// Peer is one BGP session the node should have. It is comparable: a peer whose Peer value
+// changes is updated in the speaker, one that stays equal is left alone.
+type Peer struct {
+	Addr netip.Addr
+	Port uint16 // 0: 179; node peers get the cluster's listen port
+	ASN  uint32
+	Type PeerType
+	// Source names what configured the peer: a node name or "BGPPeer <name>".
+	Source string
+	// RRClient: this node is a route reflector and the peer one of its clients.
+	RRClient bool
+	// Password names the TCP MD5 key ("<secret name>/<key>"), empty for none.
+	Password            string
+	KeepOriginalNextHop bool
+	RestartTime         time.Duration
+	// LocalAddr binds the session to this node's address (sourceAddress: UseNodeIP).
+	LocalAddr netip.Addr
+}
+
+// Key identifies a peer in the speaker: its address.
+func (p Peer) Key() string { return p.Addr.String() }
+
+// IBGP says whether the session is internal to localASN.
+func (p Peer) IBGP(localASN uint32) bool { return p.ASN == localASN }
+
+// PeerInput is everything DesiredPeers reads.
+type PeerInput struct {
+	Self   Self
+	Config Config
+	Nodes  []NodeInfo
+	Peers  []*api.BGPPeer
+}
+
+// DesiredPeers computes the sessions this node should have, sorted by address, and the
+// problems (bad selectors, unusable peers) met on the way. Rules, as Calico's:
+//
+//   - node-to-node mesh (Config.Mesh): every other node with an address, except that route
+//     reflectors (nodes with a cluster ID) are neither in the mesh nor mesh with others;
+//   - BGPPeers that apply to this node (no node and no nodeSelector: global; node or
+//     nodeSelector matching: node specific) give a peer at peerIP, or one per other node
+//     that peerSelector selects (type "route reflector" when that node is one);
+//   - a route reflector reflects to a node peer that is not a reflector of its own cluster;
+//   - one session per address: explicit BGPPeers win over the mesh, node-specific over
+//     global, and among equals the name that sorts first.
+func DesiredPeers(in PeerInput) ([]Peer, []string) {
+	var problems []string
+	self := in.Self
+	nodes := slices.Clone(in.Nodes)
+	slices.SortFunc(nodes, func(a, b NodeInfo) int { return cmp.Compare(a.Name, b.Name) })
+	asnOf := func(n NodeInfo) uint32 {
+		if n.ASN != 0 {
+			return n.ASN
+		}
+		return in.Config.ASN
+	}
+	isRR := self.ClusterID.IsValid()
+	nodePeer := func(n NodeInfo, typ PeerType, restart time.Duration) Peer {
+		p := Peer{Addr: n.Addr, Port: in.Config.ListenPort, ASN: asnOf(n), Type: typ, Source: n.Name, RestartTime: restart, LocalAddr: self.Addr}
+		if isRR && n.ClusterID != self.ClusterID && p.ASN == self.ASN {
+			p.RRClient = true
+		}
+		return p
+	}
+
+	type candidate struct {
+		peer Peer
+		rank int // lower wins
+		name string
+	}
+	var cands []candidate
+	if in.Config.Mesh && !isRR {
+		for _, n := range nodes {
+			if n.Name == self.Name || !n.Addr.IsValid() || n.ClusterID.IsValid() {
+				continue
+			}
+			cands = append(cands, candidate{nodePeer(n, PeerMesh, in.Config.MeshMaxRestart), 2, n.Name})
+		}
+	}
+	bgpPeers := slices.Clone(in.Peers)
+	slices.SortFunc(bgpPeers, func(a, b *api.BGPPeer) int { return cmp.Compare(a.Name, b.Name) })
+	for _, bp := range bgpPeers {
+		s := bp.Spec
+		// localSide says whether the peering applies to node n (its name and labels).
+		typ, rank := PeerGlobal, 1
+		localSide := func(string, map[string]string) bool { return true }
+		switch {
+		case s.Node != "":
+			typ, rank = PeerNodeSpecific, 0
+			localSide = func(name string, _ map[string]string) bool { return name == s.Node }
+		case s.NodeSelector != "":
+			sel, err := selector.Parse(s.NodeSelector)
+			if err != nil {
+				problems = append(problems, fmt.Sprintf("BGPPeer %s: nodeSelector: %v", bp.Name, err))
+				continue
+			}
+			typ, rank = PeerNodeSpecific, 0
+			localSide = func(_ string, labels map[string]string) bool { return sel.Evaluate(labels) }
+		}
+		var password string
+		if pw := s.Password; pw != nil && pw.SecretKeyRef != nil {
+			password = pw.SecretKeyRef.Name + "/" + pw.SecretKeyRef.Key
+		}
+		var local netip.Addr
+		if s.SourceAddress != api.SourceAddressNone {
+			local = self.Addr
+		}
+		if s.PeerIP != "" {
+			if !localSide(self.Name, self.Labels) {
+				continue
+			}
+			addr, port, err := s.PeerAddrPort()
+			if err != nil {
+				problems = append(problems, fmt.Sprintf("BGPPeer %s: %v", bp.Name, err))
+				continue
+			}
+			if addr == self.Addr {
+				continue
+			}
+			p := Peer{Addr: addr, Port: port, ASN: uint32(s.ASNumber), Type: typ, Source: "BGPPeer " + bp.Name,
+				Password: password, KeepOriginalNextHop: s.KeepOriginalNextHop, RestartTime: s.RestartTime(), LocalAddr: local}
+			cands = append(cands, candidate{p, rank, bp.Name})
+			continue
+		}
+		sel, err := selector.Parse(s.PeerSelector)
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("BGPPeer %s: peerSelector: %v", bp.Name, err))
+			continue
+		}
+		// Selector peerings are symmetric, as Calico's: a node the BGPPeer applies to peers
+		// with the nodes peerSelector selects, and each selected node peers back.
+		selfLocal, selfSelected := localSide(self.Name, self.Labels), sel.Evaluate(self.Labels)
+		for _, n := range nodes {
+			if n.Name == self.Name || !n.Addr.IsValid() {
+				continue
+			}
+			if !(selfLocal && sel.Evaluate(n.Labels)) && !(selfSelected && localSide(n.Name, n.Labels)) {
+				continue
+			}
+			t := typ
+			if n.ClusterID.IsValid() || isRR {
+				t = PeerRouteReflector
+			}
+			p := nodePeer(n, t, s.RestartTime())
+			p.Password, p.KeepOriginalNextHop, p.LocalAddr = password, s.KeepOriginalNextHop, local
+			cands = append(cands, candidate{p, rank, bp.Name})
+		}
+	}
+
+	best := map[netip.Addr]candidate{}
+	for _, c := range cands {
+		if !c.peer.Addr.IsValid() {
+			continue
+		}
+		if b, ok := best[c.peer.Addr]; ok && cmp.Or(cmp.Compare(b.rank, c.rank), cmp.Compare(b.name, c.name)) <= 0 {
+			continue
+		}
+		best[c.peer.Addr] = c
+	}
+	peers := make([]Peer, 0, len(best))
+	for _, c := range best {
+		peers = append(peers, c.peer)
+	}
+	slices.SortFunc(peers, func(a, b Peer) int { return a.Addr.Compare(b.Addr) })
+	return peers, problems
+}

@@ -1,0 +1,177 @@
+package bgp
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tabby-net/tabby/api"
+)
+
+func node(name, addr string, labels map[string]string) NodeInfo {
+	return NodeInfo{Name: name, Addr: netip.MustParseAddr(addr), Labels: labels}
+}
+
+func rr(n NodeInfo, cluster string) NodeInfo {
+	n.ClusterID = netip.MustParseAddr(cluster)
+	return n
+}
+
+func selfOf(n NodeInfo, asn uint32) Self {
+	return Self{Name: n.Name, Addr: n.Addr, ASN: asn, RouterID: n.Addr, ClusterID: n.ClusterID, Labels: n.Labels}
+}
+
+func bgpPeer(name string, spec api.BGPPeerSpec) *api.BGPPeer {
+	p := &api.BGPPeer{Spec: spec}
+	p.Name = name
+	return p
+}
+
+// describe prints peers as "addr asn type source [rr-client] [pw=...]" lines.
+func describe(peers []Peer) string {
+	var b strings.Builder
+	for _, p := range peers {
+		fmt.Fprintf(&b, "%s:%d %d %s %s", p.Addr, p.Port, p.ASN, p.Type, p.Source)
+		if p.RRClient {
+			b.WriteString(" rr-client")
+		}
+		if p.Password != "" {
+			b.WriteString(" pw=" + p.Password)
+		}
+		if p.KeepOriginalNextHop {
+			b.WriteString(" keep-nh")
+		}
+		b.WriteString("\n")
+	}
+	return b.String()
+}
+
+func TestDesiredPeers(t *testing.T) {
+	cfg := Config{ASN: 64512, ListenPort: 179, Mesh: true, MeshMaxRestart: 120 * time.Second}
+	noMesh := cfg
+	noMesh.Mesh = false
+	n1 := node("node1", "10.0.0.1", nil)
+	n2 := node("node2", "10.0.0.2", nil)
+	n3 := node("node3", "10.0.0.3", map[string]string{"rack": "a"})
+	r1 := rr(node("rr1", "10.0.0.101", map[string]string{"route-reflector": "true"}), "1.0.0.1")
+	r2 := rr(node("rr2", "10.0.0.102", map[string]string{"route-reflector": "true"}), "1.0.0.1")
+	noAddr := NodeInfo{Name: "node9"}
+	toRRs := bgpPeer("to-rrs", api.BGPPeerSpec{PeerSelector: "route-reflector == 'true'"})
+	tor := bgpPeer("tor", api.BGPPeerSpec{PeerIP: "10.0.0.254", ASNumber: 65001, KeepOriginalNextHop: true,
+		Password: &api.BGPPassword{SecretKeyRef: &api.SecretKeySelector{Name: "bgp", Key: "tor"}}})
+	rackA := bgpPeer("rack-a", api.BGPPeerSpec{NodeSelector: "rack == 'a'", PeerIP: "10.0.0.253:1179", ASNumber: 65002})
+	only2 := bgpPeer("only-node2", api.BGPPeerSpec{Node: "node2", PeerIP: "10.0.0.254", ASNumber: 65003})
+
+	tests := []struct {
+		name     string
+		self     Self
+		cfg      Config
+		nodes    []NodeInfo
+		peers    []*api.BGPPeer
+		want     string
+		problems int
+	}{
+		{
+			name: "mesh: every other node with an address",
+			self: selfOf(n1, 64512), cfg: cfg, nodes: []NodeInfo{n3, n1, n2, noAddr},
+			want: "10.0.0.2:179 64512 node-to-node mesh node2\n10.0.0.3:179 64512 node-to-node mesh node3\n",
+		},
+		{
+			name: "mesh off: nothing",
+			self: selfOf(n1, 64512), cfg: noMesh, nodes: []NodeInfo{n1, n2, n3},
+		},
+		{
+			name: "node with its own AS",
+			self: selfOf(n1, 64512), cfg: cfg, nodes: []NodeInfo{n1, {Name: "node2", Addr: n2.Addr, ASN: 65099}},
+			want: "10.0.0.2:179 65099 node-to-node mesh node2\n",
+		},
+		{
+			name: "client peers only with the reflectors",
+			self: selfOf(n1, 64512), cfg: noMesh, nodes: []NodeInfo{n1, n2, n3, r1, r2}, peers: []*api.BGPPeer{toRRs},
+			want: "10.0.0.101:179 64512 route reflector rr1\n10.0.0.102:179 64512 route reflector rr2\n",
+		},
+		{
+			name: "reflector: clients (symmetric peering) and the other reflector of its cluster",
+			self: selfOf(r1, 64512), cfg: noMesh, nodes: []NodeInfo{n1, n2, r1, r2}, peers: []*api.BGPPeer{toRRs},
+			want: "10.0.0.1:179 64512 route reflector node1 rr-client\n10.0.0.2:179 64512 route reflector node2 rr-client\n" +
+				"10.0.0.102:179 64512 route reflector rr2\n",
+		},
+		{
+			name: "reflectors are excluded from the mesh",
+			self: selfOf(n1, 64512), cfg: cfg, nodes: []NodeInfo{n1, n2, r1},
+			want: "10.0.0.2:179 64512 node-to-node mesh node2\n",
+		},
+		{
+			name: "reflector with the mesh on meshes with no one",
+			self: selfOf(r1, 64512), cfg: cfg, nodes: []NodeInfo{n1, n2, r1},
+		},
+		{
+			name: "global peer, node selector, and a node-specific peer for another node",
+			self: selfOf(n3, 64512), cfg: noMesh, nodes: []NodeInfo{n1, n2, n3}, peers: []*api.BGPPeer{tor, rackA, only2},
+			want: "10.0.0.253:1179 65002 node specific BGPPeer rack-a\n10.0.0.254:0 65001 global BGPPeer tor pw=bgp/tor keep-nh\n",
+		},
+		{
+			name: "node-specific wins over global for one address",
+			self: selfOf(n2, 64512), cfg: noMesh, nodes: []NodeInfo{n1, n2, n3}, peers: []*api.BGPPeer{tor, rackA, only2},
+			want: "10.0.0.254:0 65003 node specific BGPPeer only-node2\n",
+		},
+		{
+			name: "explicit peer wins over the mesh",
+			self: selfOf(n1, 64512), cfg: cfg, nodes: []NodeInfo{n1, n2},
+			peers: []*api.BGPPeer{bgpPeer("n2", api.BGPPeerSpec{PeerIP: "10.0.0.2", ASNumber: 64512})},
+			want:  "10.0.0.2:0 64512 global BGPPeer n2\n",
+		},
+		{
+			name: "a peer at this node's own address is skipped",
+			self: selfOf(n1, 64512), cfg: noMesh, nodes: []NodeInfo{n1},
+			peers: []*api.BGPPeer{bgpPeer("self", api.BGPPeerSpec{PeerIP: "10.0.0.1", ASNumber: 64512})},
+		},
+		{
+			name: "bad selector is a problem, not a crash",
+			self: selfOf(n1, 64512), cfg: noMesh, nodes: []NodeInfo{n1, n2},
+			peers:    []*api.BGPPeer{bgpPeer("bad", api.BGPPeerSpec{PeerSelector: "a ==="})},
+			problems: 1,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, problems := DesiredPeers(PeerInput{Self: tt.self, Config: tt.cfg, Nodes: tt.nodes, Peers: tt.peers})
+			if d := describe(got); d != tt.want {
+				t.Errorf("peers:\n%s\nwant:\n%s", d, tt.want)
+			}
+			if len(problems) != tt.problems {
+				t.Errorf("problems %q, want %d", problems, tt.problems)
+			}
+		})
+	}
+}
+
+// An unrelated change (a new node elsewhere, a label) leaves existing Peer values equal,
+// so the speaker touches no established session.
+func TestDesiredPeersStable(t *testing.T) {
+	cfg := Config{ASN: 64512, ListenPort: 179, Mesh: true, MeshMaxRestart: 120 * time.Second}
+	n1, n2, n3 := node("node1", "10.0.0.1", nil), node("node2", "10.0.0.2", nil), node("node3", "10.0.0.3", nil)
+	before, _ := DesiredPeers(PeerInput{Self: selfOf(n1, 64512), Config: cfg, Nodes: []NodeInfo{n1, n2}})
+	n2.Labels = map[string]string{"x": "y"}
+	after, _ := DesiredPeers(PeerInput{Self: selfOf(n1, 64512), Config: cfg, Nodes: []NodeInfo{n1, n2, n3}})
+	if len(after) != 2 || after[0] != before[0] {
+		t.Errorf("before %v after %v", before, after)
+	}
+}
+
+func TestConfigFrom(t *testing.T) {
+	asn := api.ASNumber(65000)
+	off := false
+	def := &api.BGPConfiguration{Spec: api.BGPConfigurationSpec{ASNumber: &asn, NodeToNodeMeshEnabled: &off,
+		ServiceClusterIPs: []api.ServiceIPBlock{{CIDR: "10.96.0.0/12"}}, ServiceExternalIPs: []api.ServiceIPBlock{{CIDR: "bad"}}}}
+	def.Name = "default"
+	c, problems := ConfigFrom(def, nil)
+	if c.ASN != 65000 || c.Mesh || c.ListenPort != 179 || len(c.ServiceCIDRs) != 1 || len(problems) != 1 {
+		t.Errorf("ConfigFrom: %+v %q", c, problems)
+	}
+	if c, _ := ConfigFrom(nil, nil); c.ASN != 64512 || !c.Mesh || c.MeshMaxRestart != 120*time.Second {
+		t.Errorf("defaults: %+v", c)
+	}
+}

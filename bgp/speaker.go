@@ -1,0 +1,628 @@
+package bgp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	gobgpapi "github.com/osrg/gobgp/v3/api"
+	"github.com/osrg/gobgp/v3/pkg/apiutil"
+	"github.com/osrg/gobgp/v3/pkg/packet/bgp"
+	"github.com/osrg/gobgp/v3/pkg/server"
+)
+
+// Options configure a Speaker.
+type Options struct {
+	Self       Self
+	ListenPort uint16
+	// GRPCAddress, when set, serves GoBGP's gRPC API there (for the gobgp CLI).
+	GRPCAddress string
+	// PasswordDir holds TCP MD5 keys: BGPPeer password secretKeyRef {name, key} is read
+	// from <PasswordDir>/<name>/<key>, trailing newline trimmed.
+	PasswordDir string
+	// Timers of every session; zero values mean BGP's usual 90 s hold, 30 s keepalive and
+	// 120 s connect retry.
+	HoldTime, KeepaliveTime, ConnectRetry time.Duration
+	// NoGracefulRestart turns graceful restart off for every session.
+	NoGracefulRestart bool
+	// SyncTimeout bounds how long Synced waits for End-of-RIB from peers (default 30 s).
+	SyncTimeout time.Duration
+	Log         *slog.Logger
+}
+
+// LearnedRoute is a best path this node learned from a peer.
+type LearnedRoute struct {
+	Dst     netip.Prefix
+	NextHop netip.Addr
+	Peer    netip.Addr
+}
+
+// PeerStatus is one row of node status.
+type PeerStatus struct {
+	Address    string    `json:"address"`
+	Port       uint16    `json:"port,omitempty"`
+	ASN        uint32    `json:"asn"`
+	Type       PeerType  `json:"type"`
+	Source     string    `json:"source"`
+	State      string    `json:"state"`
+	Since      time.Time `json:"since,omitzero"`
+	Info       string    `json:"info,omitempty"`
+	Received   uint64    `json:"received"`
+	Advertised uint64    `json:"advertised"`
+}
+
+// Speaker is tabby's BGP speaker: an embedded GoBGP server whose peers and originated
+// prefixes follow SetPeers and SetAdvertisements, and whose best paths learned from peers
+// are reported on Changed. GoBGP never touches the kernel: the caller installs routes.
+type Speaker struct {
+	opts   Options
+	srv    *server.BgpServer
+	log    *slog.Logger
+	glog   *slogLogger
+	start  time.Time
+	cancel context.CancelFunc
+
+	mu      sync.Mutex
+	peers   map[netip.Addr]Peer      // applied
+	since   map[netip.Addr]time.Time // last state change
+	adverts map[netip.Prefix][]byte  // originated prefix -> GoBGP path UUID
+	sets    [2][]string              // applied neighbor sets: ibgp, keep-next-hop
+	learned map[netip.Prefix]LearnedRoute
+	eor     map[netip.Addr]bool // End-of-RIB received since the session came up
+	up      map[netip.Addr]bool // established
+	synced  bool
+	changed chan struct{}
+}
+
+var familyV4 = &gobgpapi.Family{Afi: gobgpapi.Family_AFI_IP, Safi: gobgpapi.Family_SAFI_UNICAST}
+
+// Start starts a speaker with no peers and nothing to advertise.
+func Start(ctx context.Context, o Options) (*Speaker, error) {
+	if !o.Self.RouterID.IsValid() {
+		o.Self.RouterID = o.Self.Addr
+	}
+	if !o.Self.RouterID.Is4() {
+		return nil, fmt.Errorf("BGP router ID %v: want an IPv4 address", o.Self.RouterID)
+	}
+	if o.SyncTimeout <= 0 {
+		o.SyncTimeout = 30 * time.Second
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	s := &Speaker{
+		opts: o, log: o.Log, glog: newSlogLogger(o.Log.With("component", "gobgp")), start: time.Now(),
+		peers: map[netip.Addr]Peer{}, since: map[netip.Addr]time.Time{}, adverts: map[netip.Prefix][]byte{},
+		learned: map[netip.Prefix]LearnedRoute{}, eor: map[netip.Addr]bool{}, up: map[netip.Addr]bool{},
+		changed: make(chan struct{}, 1),
+	}
+	sopts := []server.ServerOption{server.LoggerOption(s.glog)}
+	if o.GRPCAddress != "" {
+		sopts = append(sopts, server.GrpcListenAddress(o.GRPCAddress))
+	}
+	s.srv = server.NewBgpServer(sopts...)
+	go s.srv.Serve()
+	port := int32(o.ListenPort)
+	if port == 0 {
+		port = 179
+	}
+	err := s.srv.StartBgp(ctx, &gobgpapi.StartBgpRequest{Global: &gobgpapi.Global{
+		Asn:             o.Self.ASN,
+		RouterId:        o.Self.RouterID.String(),
+		ListenPort:      port,
+		ListenAddresses: []string{"0.0.0.0"},
+	}})
+	if err != nil {
+		s.srv.Stop()
+		return nil, fmt.Errorf("start BGP (AS %d, router ID %s, port %d): %w", o.Self.ASN, o.Self.RouterID, port, err)
+	}
+	if err := s.setupPolicy(ctx); err != nil {
+		s.srv.Stop()
+		return nil, err
+	}
+	wctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	err = s.srv.WatchEvent(wctx, &gobgpapi.WatchEventRequest{
+		Peer: &gobgpapi.WatchEventRequest_Peer{},
+		Table: &gobgpapi.WatchEventRequest_Table{Filters: []*gobgpapi.WatchEventRequest_Table_Filter{
+			{Type: gobgpapi.WatchEventRequest_Table_Filter_BEST, Init: true},
+			{Type: gobgpapi.WatchEventRequest_Table_Filter_EOR, Init: true},
+		}},
+	}, s.onEvent)
+	if err != nil {
+		cancel()
+		s.srv.Stop()
+		return nil, fmt.Errorf("watch BGP events: %w", err)
+	}
+	go s.syncTimer(wctx)
+	return s, nil
+}
+
+// Stop ends every session with a CEASE and stops the server: peers withdraw this node's
+// routes at once. Use it when the node leaves for good; Close when it restarts.
+func (s *Speaker) Stop(ctx context.Context) {
+	s.cancel()
+	if err := s.srv.StopBgp(ctx, &gobgpapi.StopBgpRequest{}); err != nil {
+		s.log.Warn("stop BGP", "err", err)
+	}
+	s.srv.Stop()
+}
+
+// Close stops the speaker without telling peers: no CEASE is sent, the TCP sessions just
+// close with the process, so peers with graceful restart keep this node's routes for its
+// restart time. (GoBGP's StopBgp would send CEASE to every peer, ending graceful restart.)
+func (s *Speaker) Close() {
+	s.cancel()
+}
+
+// Changed is poked after every change of the learned routes or of Synced.
+func (s *Speaker) Changed() <-chan struct{} { return s.changed }
+
+// Learned returns the learned best paths, sorted by destination, and whether the speaker
+// has synced: every established peer sent End-of-RIB and every configured peer is
+// established, or SyncTimeout passed since start.
+func (s *Speaker) Learned() ([]LearnedRoute, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]LearnedRoute, 0, len(s.learned))
+	for _, r := range s.learned {
+		out = append(out, r)
+	}
+	slices.SortFunc(out, func(a, b LearnedRoute) int { return comparePrefix(a.Dst, b.Dst) })
+	return out, s.synced
+}
+
+func (s *Speaker) poke() {
+	select {
+	case s.changed <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Speaker) syncTimer(ctx context.Context) {
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		s.mu.Lock()
+		was := s.synced
+		s.checkSyncedLocked()
+		done := s.synced
+		s.mu.Unlock()
+		if done && !was {
+			s.poke()
+		}
+		if done {
+			return
+		}
+	}
+}
+
+// checkSyncedLocked sets synced once the speaker has heard all it is going to hear.
+func (s *Speaker) checkSyncedLocked() {
+	if s.synced {
+		return
+	}
+	if time.Since(s.start) > s.opts.SyncTimeout {
+		s.log.Info("BGP sync timeout: installing learned routes without End-of-RIB from every peer")
+		s.synced = true
+		return
+	}
+	if len(s.peers) == 0 {
+		// Wait a moment for the first SetPeers: an agent feeds peers right after start.
+		if time.Since(s.start) > 2*time.Second {
+			s.synced = true
+		}
+		return
+	}
+	for a := range s.peers {
+		if !s.up[a] || !s.eor[a] {
+			return
+		}
+	}
+	s.log.Info("BGP synced: End-of-RIB from every peer", "peers", len(s.peers))
+	s.synced = true
+}
+
+func (s *Speaker) onEvent(r *gobgpapi.WatchEventResponse) {
+	switch ev := r.Event.(type) {
+	case *gobgpapi.WatchEventResponse_Peer:
+		st := ev.Peer.GetPeer().GetState()
+		addr, err := netip.ParseAddr(st.GetNeighborAddress())
+		if err != nil {
+			return
+		}
+		up := st.GetSessionState() == gobgpapi.PeerState_ESTABLISHED
+		s.mu.Lock()
+		if s.up[addr] != up {
+			s.since[addr] = time.Now()
+			if up {
+				s.glog.forget(addr.String())
+			}
+		}
+		s.up[addr] = up
+		if !up {
+			s.eor[addr] = false
+		}
+		s.mu.Unlock()
+		s.log.Info("BGP session", "peer", addr, "state", sessionState(st.GetSessionState()))
+	case *gobgpapi.WatchEventResponse_Table:
+		changed := false
+		s.mu.Lock()
+		for _, p := range ev.Table.GetPaths() {
+			if p.GetNlri() == nil { // End-of-RIB
+				if a, err := netip.ParseAddr(p.GetNeighborIp()); err == nil {
+					s.eor[a] = true
+				}
+				wasSynced := s.synced
+				s.checkSyncedLocked()
+				changed = changed || s.synced != wasSynced
+				continue
+			}
+			changed = s.notePathLocked(p) || changed
+		}
+		s.mu.Unlock()
+		if changed {
+			s.poke()
+		}
+	}
+}
+
+// notePathLocked records a best-path change; it reports whether learned changed.
+func (s *Speaker) notePathLocked(p *gobgpapi.Path) bool {
+	nlri, err := apiutil.GetNativeNlri(p)
+	if err != nil {
+		return false
+	}
+	dst, err := netip.ParsePrefix(nlri.String())
+	if err != nil {
+		return false
+	}
+	peer, err := netip.ParseAddr(p.GetNeighborIp())
+	if p.GetIsWithdraw() || err != nil || !peer.IsValid() || peer.IsUnspecified() {
+		// Withdrawn, or the best path is now this node's own: nothing learned.
+		_, had := s.learned[dst]
+		delete(s.learned, dst)
+		return had
+	}
+	var nh netip.Addr
+	attrs, _ := apiutil.GetNativePathAttributes(p)
+	for _, a := range attrs {
+		switch a := a.(type) {
+		case *bgp.PathAttributeNextHop:
+			nh, _ = netip.AddrFromSlice(a.Value)
+		case *bgp.PathAttributeMpReachNLRI:
+			nh, _ = netip.AddrFromSlice(a.Nexthop)
+		}
+	}
+	nh = nh.Unmap()
+	if !nh.IsValid() || nh.IsUnspecified() || nh == s.opts.Self.Addr {
+		_, had := s.learned[dst]
+		delete(s.learned, dst)
+		return had
+	}
+	r := LearnedRoute{Dst: dst, NextHop: nh, Peer: peer}
+	if s.learned[dst] == r {
+		return false
+	}
+	s.learned[dst] = r
+	return true
+}
+
+// SetPeers makes the speaker's peers equal to peers, adding, replacing and removing only
+// those that differ: a session whose Peer is unchanged is never touched. Errors for single
+// peers are joined; the others are applied regardless.
+func (s *Speaker) SetPeers(ctx context.Context, peers []Peer) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	want := map[netip.Addr]Peer{}
+	for _, p := range peers {
+		want[p.Addr] = p
+	}
+	var errs []error
+	ibgp, keep := neighborSets(peers, s.opts.Self.ASN)
+	// Sets first, so a new peer's first UPDATE already follows the policy.
+	if err := s.updateSet(ctx, 0, ibgpSetName, ibgp); err != nil {
+		errs = append(errs, err)
+	}
+	if err := s.updateSet(ctx, 1, keepNextHopSet, keep); err != nil {
+		errs = append(errs, err)
+	}
+	for a, old := range s.peers {
+		if p, ok := want[a]; ok && p == old {
+			continue
+		}
+		if err := s.srv.DeletePeer(ctx, &gobgpapi.DeletePeerRequest{Address: a.String()}); err != nil {
+			errs = append(errs, fmt.Errorf("delete BGP peer %s: %w", a, err))
+			continue
+		}
+		delete(s.peers, a)
+		delete(s.up, a)
+		delete(s.eor, a)
+		s.glog.forget(a.String())
+		s.log.Info("BGP peer removed", "peer", a, "type", old.Type, "source", old.Source)
+	}
+	for _, p := range peers {
+		if _, ok := s.peers[p.Addr]; ok {
+			continue
+		}
+		ap, err := s.apiPeer(p)
+		if err == nil {
+			err = s.srv.AddPeer(ctx, &gobgpapi.AddPeerRequest{Peer: ap})
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("add BGP peer %s (%s): %w", p.Addr, p.Source, err))
+			continue
+		}
+		s.peers[p.Addr] = p
+		s.since[p.Addr] = time.Now()
+		s.log.Info("BGP peer added", "peer", p.Addr, "asn", p.ASN, "type", p.Type, "source", p.Source, "rr-client", p.RRClient)
+	}
+	return errors.Join(errs...)
+}
+
+func (s *Speaker) updateSet(ctx context.Context, i int, name string, members []string) error {
+	old := s.sets[i]
+	if slices.Equal(old, members) {
+		return nil
+	}
+	var add, del []string
+	for _, m := range members {
+		if !slices.Contains(old, m) {
+			add = append(add, m)
+		}
+	}
+	for _, m := range old {
+		if !slices.Contains(members, m) {
+			del = append(del, m)
+		}
+	}
+	if len(add) > 0 {
+		if err := s.srv.AddDefinedSet(ctx, &gobgpapi.AddDefinedSetRequest{DefinedSet: &gobgpapi.DefinedSet{
+			DefinedType: gobgpapi.DefinedType_NEIGHBOR, Name: name, List: add}}); err != nil {
+			return fmt.Errorf("neighbor set %s: add %v: %w", name, add, err)
+		}
+	}
+	if len(del) > 0 {
+		if err := s.srv.DeleteDefinedSet(ctx, &gobgpapi.DeleteDefinedSetRequest{DefinedSet: &gobgpapi.DefinedSet{
+			DefinedType: gobgpapi.DefinedType_NEIGHBOR, Name: name, List: del}}); err != nil {
+			return fmt.Errorf("neighbor set %s: delete %v: %w", name, del, err)
+		}
+	}
+	s.sets[i] = members
+	return nil
+}
+
+func (s *Speaker) setupPolicy(ctx context.Context) error {
+	for i, name := range []string{ibgpSetName, keepNextHopSet} {
+		if err := s.srv.AddDefinedSet(ctx, &gobgpapi.AddDefinedSetRequest{DefinedSet: &gobgpapi.DefinedSet{
+			DefinedType: gobgpapi.DefinedType_NEIGHBOR, Name: name, List: []string{placeholder}}}); err != nil {
+			return fmt.Errorf("BGP neighbor set %s: %w", name, err)
+		}
+		s.sets[i] = []string{placeholder}
+	}
+	if err := s.srv.AddPolicy(ctx, &gobgpapi.AddPolicyRequest{Policy: exportPolicy(), ReferExistingStatements: false}); err != nil {
+		return fmt.Errorf("BGP export policy: %w", err)
+	}
+	err := s.srv.AddPolicyAssignment(ctx, &gobgpapi.AddPolicyAssignmentRequest{Assignment: &gobgpapi.PolicyAssignment{
+		Name: "global", Direction: gobgpapi.PolicyDirection_EXPORT,
+		Policies:      []*gobgpapi.Policy{{Name: exportPolicyName}},
+		DefaultAction: gobgpapi.RouteAction_REJECT,
+	}})
+	if err != nil {
+		return fmt.Errorf("BGP export policy assignment: %w", err)
+	}
+	return nil
+}
+
+// password reads a peer's TCP MD5 key from the password directory.
+func (s *Speaker) password(ref string) (string, error) {
+	if ref == "" {
+		return "", nil
+	}
+	if s.opts.PasswordDir == "" {
+		return "", fmt.Errorf("password %s: no --bgp-password-dir to read it from", ref)
+	}
+	name, key, _ := strings.Cut(ref, "/")
+	if name == "" || key == "" || strings.Contains(key, "/") || name == ".." || key == ".." {
+		return "", fmt.Errorf("password %q: want <secret name>/<key>", ref)
+	}
+	b, err := os.ReadFile(filepath.Join(s.opts.PasswordDir, name, key))
+	if err != nil {
+		return "", fmt.Errorf("password %s: %w", ref, err)
+	}
+	return strings.TrimRight(string(b), "\r\n"), nil
+}
+
+func seconds(d, def time.Duration) uint64 {
+	if d <= 0 {
+		d = def
+	}
+	return uint64(max(d.Round(time.Second)/time.Second, 1))
+}
+
+// apiPeer converts a Peer to GoBGP's configuration.
+func (s *Speaker) apiPeer(p Peer) (*gobgpapi.Peer, error) {
+	pw, err := s.password(p.Password)
+	if err != nil {
+		return nil, err
+	}
+	gr := !s.opts.NoGracefulRestart && p.RestartTime > 0
+	port := uint32(p.Port)
+	if port == 0 {
+		port = 179
+	}
+	ap := &gobgpapi.Peer{
+		Conf: &gobgpapi.PeerConf{
+			NeighborAddress: p.Addr.String(),
+			PeerAsn:         p.ASN,
+			AuthPassword:    pw,
+			Description:     string(p.Type) + ": " + p.Source,
+		},
+		Transport: &gobgpapi.Transport{RemotePort: port},
+		Timers: &gobgpapi.Timers{Config: &gobgpapi.TimersConfig{
+			HoldTime:          seconds(s.opts.HoldTime, 90*time.Second),
+			KeepaliveInterval: seconds(s.opts.KeepaliveTime, 30*time.Second),
+			ConnectRetry:      seconds(s.opts.ConnectRetry, 120*time.Second),
+		}},
+		AfiSafis: []*gobgpapi.AfiSafi{{
+			Config:            &gobgpapi.AfiSafiConfig{Family: familyV4, Enabled: true},
+			MpGracefulRestart: &gobgpapi.MpGracefulRestart{Config: &gobgpapi.MpGracefulRestartConfig{Enabled: gr}},
+		}},
+	}
+	if p.LocalAddr.IsValid() {
+		ap.Transport.LocalAddress = p.LocalAddr.String()
+	}
+	if gr {
+		ap.GracefulRestart = &gobgpapi.GracefulRestart{Enabled: true, RestartTime: uint32(seconds(p.RestartTime, time.Second))}
+	}
+	if p.RRClient {
+		ap.RouteReflector = &gobgpapi.RouteReflector{RouteReflectorClient: true, RouteReflectorClusterId: s.opts.Self.ClusterID.String()}
+	}
+	return ap, nil
+}
+
+// SetAdvertisements makes the prefixes this node originates equal to prefixes.
+func (s *Speaker) SetAdvertisements(ctx context.Context, prefixes []netip.Prefix) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	want := map[netip.Prefix]bool{}
+	var errs []error
+	for _, p := range prefixes {
+		if !p.Addr().Is4() {
+			continue // IPv6 sessions are not implemented yet
+		}
+		want[p] = true
+		if _, ok := s.adverts[p]; ok {
+			continue
+		}
+		path, err := apiutil.NewPath(bgp.NewIPAddrPrefix(uint8(p.Bits()), p.Addr().String()), false, []bgp.PathAttributeInterface{
+			bgp.NewPathAttributeOrigin(bgp.BGP_ORIGIN_ATTR_TYPE_IGP),
+			bgp.NewPathAttributeNextHop(s.opts.Self.Addr.String()),
+		}, time.Now())
+		if err == nil {
+			var resp *gobgpapi.AddPathResponse
+			if resp, err = s.srv.AddPath(ctx, &gobgpapi.AddPathRequest{TableType: gobgpapi.TableType_GLOBAL, Path: path}); err == nil {
+				s.adverts[p] = resp.Uuid
+				s.log.Info("BGP advertising", "prefix", p)
+				continue
+			}
+		}
+		errs = append(errs, fmt.Errorf("advertise %s: %w", p, err))
+	}
+	for p, uuid := range s.adverts {
+		if want[p] {
+			continue
+		}
+		if err := s.srv.DeletePath(ctx, &gobgpapi.DeletePathRequest{TableType: gobgpapi.TableType_GLOBAL, Family: familyV4, Uuid: uuid}); err != nil {
+			errs = append(errs, fmt.Errorf("withdraw %s: %w", p, err))
+			continue
+		}
+		delete(s.adverts, p)
+		s.log.Info("BGP withdrew", "prefix", p)
+	}
+	return errors.Join(errs...)
+}
+
+// Advertised returns the prefixes this node originates, sorted.
+func (s *Speaker) Advertised() []netip.Prefix {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]netip.Prefix, 0, len(s.adverts))
+	for p := range s.adverts {
+		out = append(out, p)
+	}
+	slices.SortFunc(out, comparePrefix)
+	return out
+}
+
+func sessionState(st gobgpapi.PeerState_SessionState) string {
+	switch st {
+	case gobgpapi.PeerState_IDLE:
+		return "Idle"
+	case gobgpapi.PeerState_CONNECT:
+		return "Connect"
+	case gobgpapi.PeerState_ACTIVE:
+		return "Active"
+	case gobgpapi.PeerState_OPENSENT:
+		return "OpenSent"
+	case gobgpapi.PeerState_OPENCONFIRM:
+		return "OpenConfirm"
+	case gobgpapi.PeerState_ESTABLISHED:
+		return "Established"
+	}
+	return "Unknown"
+}
+
+// Status returns the peer table, sorted by address.
+func (s *Speaker) Status(ctx context.Context) ([]PeerStatus, error) {
+	states := map[string]*gobgpapi.Peer{}
+	err := s.srv.ListPeer(ctx, &gobgpapi.ListPeerRequest{EnableAdvertised: true}, func(p *gobgpapi.Peer) {
+		states[p.GetConf().GetNeighborAddress()] = p
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list BGP peers: %w", err)
+	}
+	s.mu.Lock()
+	peers, since := maps.Clone(s.peers), maps.Clone(s.since)
+	s.mu.Unlock()
+	out := make([]PeerStatus, 0, len(peers))
+	for a, p := range peers {
+		ps := PeerStatus{Address: a.String(), Port: p.Port, ASN: p.ASN, Type: p.Type, Source: p.Source, State: "Unknown", Since: since[a]}
+		if gp := states[a.String()]; gp != nil {
+			ps.State = sessionState(gp.GetState().GetSessionState())
+			if t := gp.GetTimers().GetState(); t != nil {
+				if ps.State == "Established" && t.GetUptime() != nil {
+					ps.Since = t.GetUptime().AsTime()
+				}
+			}
+			for _, af := range gp.GetAfiSafis() {
+				if st := af.GetState(); st != nil {
+					ps.Received += st.GetAccepted()
+				}
+			}
+			if ps.State == "Established" {
+				ps.Advertised = s.countAdjOut(ctx, a)
+			}
+		}
+		if ps.State != "Established" {
+			ps.Info = s.glog.lastProblem(a.String())
+			if ps.Info == "" {
+				ps.Info = "no session yet"
+			}
+		}
+		out = append(out, ps)
+	}
+	slices.SortFunc(out, func(a, b PeerStatus) int {
+		return netip.MustParseAddr(a.Address).Compare(netip.MustParseAddr(b.Address))
+	})
+	return out, nil
+}
+
+// countAdjOut counts the prefixes sent to a peer after the export policy.
+func (s *Speaker) countAdjOut(ctx context.Context, peer netip.Addr) uint64 {
+	var n uint64
+	_ = s.srv.ListPath(ctx, &gobgpapi.ListPathRequest{TableType: gobgpapi.TableType_ADJ_OUT, Name: peer.String(), Family: familyV4},
+		func(d *gobgpapi.Destination) {
+			for _, p := range d.GetPaths() {
+				if !p.GetIsWithdraw() {
+					n++
+					break
+				}
+			}
+		})
+	return n
+}

@@ -1,0 +1,174 @@
+package bgp
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// freePort returns a TCP port free on loopback right now.
+func freePort(t *testing.T) uint16 {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return uint16(l.Addr().(*net.TCPAddr).Port)
+}
+
+type testSpeaker struct {
+	*Speaker
+	addr netip.Addr
+	port uint16
+	asn  uint32
+}
+
+func startSpeaker(t *testing.T, addr string, asn uint32, opts Options) *testSpeaker {
+	t.Helper()
+	a := netip.MustParseAddr(addr)
+	opts.Self = Self{Name: addr, Addr: a, ASN: asn}
+	opts.ListenPort = freePort(t)
+	opts.ConnectRetry, opts.HoldTime, opts.KeepaliveTime = time.Second, 9*time.Second, 3*time.Second
+	if testing.Verbose() {
+		opts.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})).With("speaker", addr)
+	}
+	s, err := Start(t.Context(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Stop(context.Background()) })
+	return &testSpeaker{s, a, opts.ListenPort, asn}
+}
+
+func (s *testSpeaker) peer(o *testSpeaker, typ PeerType) Peer {
+	return Peer{Addr: o.addr, Port: o.port, ASN: o.asn, Type: typ, Source: o.addr.String(), RestartTime: 5 * time.Second, LocalAddr: s.addr}
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, what string, timeout time.Duration, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ok, state := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s; last state: %s", what, timeout, state)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func learnedString(s *testSpeaker) string {
+	rs, _ := s.Learned()
+	var parts []string
+	for _, r := range rs {
+		parts = append(parts, r.Dst.String()+" via "+r.NextHop.String())
+	}
+	return strings.Join(parts, ", ")
+}
+
+func waitLearned(t *testing.T, s *testSpeaker, want string) {
+	t.Helper()
+	waitFor(t, s.addr.String()+" learns "+want, 20*time.Second, func() (bool, string) {
+		got := learnedString(s)
+		return got == want, got
+	})
+}
+
+// Three speakers on loopback: a and b are iBGP nodes, x an external (eBGP) router peering
+// with b. Advertisements, withdrawals, next hops and the export policy (x's routes reach
+// b but are not passed on; a's routes are not passed to x) are checked end to end, and a
+// peer with the wrong AS shows why in status without disturbing the others.
+func TestSpeakerLoopback(t *testing.T) {
+	a := startSpeaker(t, "127.0.0.1", 64512, Options{})
+	b := startSpeaker(t, "127.0.0.2", 64512, Options{})
+	x := startSpeaker(t, "127.0.0.3", 65001, Options{})
+	ctx := t.Context()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(a.SetPeers(ctx, []Peer{a.peer(b, PeerMesh)}))
+	must(b.SetPeers(ctx, []Peer{b.peer(a, PeerMesh), b.peer(x, PeerGlobal)}))
+	must(x.SetPeers(ctx, []Peer{x.peer(b, PeerGlobal)}))
+	must(a.SetAdvertisements(ctx, []netip.Prefix{netip.MustParsePrefix("10.65.0.0/26")}))
+	must(b.SetAdvertisements(ctx, []netip.Prefix{netip.MustParsePrefix("10.65.1.0/26")}))
+	must(x.SetAdvertisements(ctx, []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}))
+
+	waitLearned(t, b, "10.65.0.0/26 via 127.0.0.1, 192.0.2.0/24 via 127.0.0.3")
+	waitLearned(t, a, "10.65.1.0/26 via 127.0.0.2")
+	waitLearned(t, x, "10.65.1.0/26 via 127.0.0.2")
+	waitFor(t, "synced", 10*time.Second, func() (bool, string) {
+		_, synced := a.Learned()
+		return synced, "not synced"
+	})
+
+	st, err := b.Status(ctx)
+	must(err)
+	if len(st) != 2 || st[0].State != "Established" || st[1].State != "Established" || st[0].Type != PeerMesh ||
+		st[0].Received != 1 || st[0].Advertised != 1 || st[1].Advertised != 1 || st[1].Received != 1 {
+		t.Errorf("b's status: %+v", st)
+	}
+
+	// Withdrawal.
+	must(a.SetAdvertisements(ctx, nil))
+	waitLearned(t, b, "192.0.2.0/24 via 127.0.0.3")
+
+	// A peer with the wrong AS number: status says why, the other sessions stay up.
+	wrong := b.peer(a, PeerNodeSpecific)
+	wrong.Addr, wrong.ASN = netip.MustParseAddr("127.0.0.4"), 65099
+	y := startSpeaker(t, "127.0.0.4", 65098, Options{})
+	wrong.Port = y.port
+	must(y.SetPeers(ctx, []Peer{y.peer(b, PeerGlobal)}))
+	must(b.SetPeers(ctx, []Peer{b.peer(a, PeerMesh), b.peer(x, PeerGlobal), wrong}))
+	waitFor(t, "b reports the AS mismatch", 20*time.Second, func() (bool, string) {
+		st, _ := b.Status(ctx)
+		for _, p := range st {
+			if p.Address == "127.0.0.4" {
+				return p.State != "Established" && strings.Contains(p.Info, "as number mismatch"), p.State + ": " + p.Info
+			}
+		}
+		return false, "no row"
+	})
+	st, _ = b.Status(ctx)
+	if st[0].State != "Established" || st[1].State != "Established" {
+		t.Errorf("a bad peer disturbed the others: %+v", st)
+	}
+	waitLearned(t, b, "192.0.2.0/24 via 127.0.0.3")
+}
+
+func TestSpeakerPasswordFile(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "bgp-secrets"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "bgp-secrets", "tor"), []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := &Speaker{opts: Options{PasswordDir: dir}}
+	for ref, want := range map[string]string{"": "", "bgp-secrets/tor": "s3cret"} {
+		if got, err := s.password(ref); err != nil || got != want {
+			t.Errorf("password(%q) = %q, %v", ref, got, err)
+		}
+	}
+	for _, bad := range []string{"bgp-secrets/missing", "../x", "bgp-secrets/../../etc", "nokey"} {
+		if _, err := s.password(bad); err == nil {
+			t.Errorf("password(%q) succeeded", bad)
+		}
+	}
+	if _, err := (&Speaker{}).password("a/b"); err == nil || !slices.Contains(strings.Fields(err.Error()), "--bgp-password-dir") {
+		t.Errorf("no dir: %v", err)
+	}
+}
