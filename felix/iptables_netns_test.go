@@ -1,0 +1,163 @@
+package felix
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// requireTools skips a test whose commands are missing, unless CI is set.
+func requireTools(t testing.TB, tools ...string) {
+	t.Helper()
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			if os.Getenv("CI") != "" {
+				t.Fatalf("%s is missing and CI is set: make deps installs it", tool)
+			}
+			t.Skipf("%s is missing (make deps installs it; set CI to make this a failure)", tool)
+		}
+	}
+}
+
+func TestPolicySyncerNetns(t *testing.T) {
+	requireTools(t, "iptables-nft-restore", "iptables-legacy-restore", "ipset")
+	for _, backend := range []Backend{BackendNFT, BackendLegacy} {
+		t.Run(backend.Name, func(t *testing.T) {
+			ns := newTestNS(t)
+			ctx := context.Background()
+			r := Runner{NetNS: ns.name}
+			ipt := func(args ...string) string {
+				t.Helper()
+				out, err := r.Run(ctx, nil, strings.TrimSuffix(backend.Save, "-save"), args...)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return string(out)
+			}
+			save := func() string {
+				t.Helper()
+				out, err := r.Run(ctx, nil, backend.Save, "-t", "filter")
+				if err != nil {
+					t.Fatal(err)
+				}
+				return string(out)
+			}
+			// Another program's rules, before and after ours.
+			ipt("-A", "FORWARD", "-s", "1.2.3.4/32", "-j", "DROP")
+			ipt("-N", "OTHER")
+			ipt("-A", "OTHER", "-d", "5.6.7.8/32", "-j", "ACCEPT")
+			ipt("-A", "INPUT", "-j", "OTHER")
+
+			s := &PolicySyncer{run: r, backend: backend, log: slog.New(slog.NewTextHandler(testWriter{t}, nil)), kick: make(chan struct{}, 1)}
+			want := RenderPolicy(buildModel(t, renderWorld), "node1", PolicyConfig{})
+			if err := s.Apply(ctx, want); err != nil {
+				t.Fatal(err)
+			}
+			st := s.Stats()
+			if len(st.LastWritten) != len(want.Chains) {
+				t.Errorf("first sync wrote %d chains, want %d", len(st.LastWritten), len(want.Chains))
+			}
+			out := save()
+			for _, frag := range []string{
+				"-A FORWARD -s 1.2.3.4/32 -j DROP", "-A OTHER -d 5.6.7.8/32 -j ACCEPT", "-A INPUT -j OTHER",
+				":tby-pi-x_allow-b", "-j tby-pi-x_allow-b",
+			} {
+				if !strings.Contains(out, frag) {
+					t.Errorf("iptables-save lacks %q:\n%s", frag, out)
+				}
+			}
+			if k := ParseFilter([]byte(out)); len(k.Hooks["FORWARD"]) != 1 || k.Hooks["FORWARD"][0].pos != 1 {
+				t.Errorf("FORWARD hooks %v, want one at position 1", k.Hooks["FORWARD"])
+			}
+			sets, err := r.Run(ctx, nil, "ipset", "list", "-n")
+			if err != nil {
+				t.Fatal(err)
+			}
+			for name := range want.IPSets {
+				if !strings.Contains(string(sets), name) {
+					t.Errorf("ipset %s missing: %s", name, sets)
+				}
+			}
+
+			// In sync: nothing written.
+			if err := s.Apply(ctx, want); err != nil {
+				t.Fatal(err)
+			}
+			if st := s.Stats(); len(st.LastWritten) != 0 || st.RestoreLines != 0 || len(st.LastSetsUpdated) != 0 {
+				t.Errorf("second sync wrote %v (%d lines), sets %v; want nothing", st.LastWritten, st.RestoreLines, st.LastSetsUpdated)
+			}
+
+			// A chain flushed from outside is restored, and only it is written.
+			ipt("-F", "tby-pi-x_allow-b")
+			if err := s.Apply(ctx, want); err != nil {
+				t.Fatal(err)
+			}
+			if st := s.Stats(); !slices.Equal(st.LastWritten, []string{"tby-pi-x_allow-b"}) {
+				t.Errorf("after a flush wrote %v, want [tby-pi-x_allow-b]", st.LastWritten)
+			}
+
+			// One policy change rewrites only its chain: a header, its rules, COMMIT.
+			changed := RenderPolicy(buildModel(t, strings.Replace(renderWorld, `ports: [80, "81:82", http]`, `ports: [80]`, 1)), "node1", PolicyConfig{})
+			if err := s.Apply(ctx, changed); err != nil {
+				t.Fatal(err)
+			}
+			st = s.Stats()
+			if !slices.Equal(st.LastWritten, []string{"tby-pi-x_allow-b"}) {
+				t.Errorf("one policy change wrote %v", st.LastWritten)
+			}
+			if wantLines := 3 + len(changed.Chains["tby-pi-x_allow-b"]); st.RestoreLines != wantLines {
+				t.Errorf("one policy change: %d restore lines, want %d", st.RestoreLines, wantLines)
+			}
+			if !strings.Contains(save(), "--dports 80 ") {
+				t.Errorf("changed rule not in the kernel:\n%s", save())
+			}
+
+			// A hook deleted from outside comes back at the top; the loop repairs it.
+			runCtx, cancel := context.WithCancel(ctx)
+			done := make(chan error, 1)
+			go func() { done <- s.Run(runCtx, 50*time.Millisecond) }()
+			s.Update(changed)
+			ipt("-D", "FORWARD", "-m", "comment", "--comment", "tby:hook", "-j", "tby-FORWARD")
+			ipt("-F", "tby-to-wl-dispatch")
+			deadline := time.Now().Add(5 * time.Second)
+			for {
+				k := ParseFilter([]byte(save()))
+				if len(k.Hooks["FORWARD"]) == 1 && k.Hooks["FORWARD"][0].pos == 1 && len(k.Chains["tby-to-wl-dispatch"]) == 2 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("hook and flushed chain not restored within 5s:\n%s", save())
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			cancel()
+			<-done
+
+			// Cleanup removes all of tabby's and nothing else.
+			chains, nsets, err := RemoveAll(ctx, r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if chains != len(changed.Chains) || nsets != len(changed.IPSets) {
+				t.Errorf("RemoveAll removed %d chains and %d sets, want %d and %d", chains, nsets, len(changed.Chains), len(changed.IPSets))
+			}
+			out = save()
+			if strings.Contains(out, "tby") {
+				t.Errorf("tabby's rules left after RemoveAll:\n%s", out)
+			}
+			for _, frag := range []string{"-A FORWARD -s 1.2.3.4/32 -j DROP", "-A OTHER -d 5.6.7.8/32 -j ACCEPT", "-A INPUT -j OTHER"} {
+				if !strings.Contains(out, frag) {
+					t.Errorf("another program's rule %q is gone:\n%s", frag, out)
+				}
+			}
+			if sets, _ := r.Run(ctx, nil, "ipset", "list", "-n"); strings.Contains(string(sets), IPSetPrefix) {
+				t.Errorf("ipsets left: %s", sets)
+			}
+		})
+	}
+}
