@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"maps"
 	"net/netip"
+	"path/filepath"
 	"slices"
 	"strings"
 
@@ -34,27 +35,55 @@ func runAgent(ctx context.Context, o options, ds *datastore.Client) error {
 	}
 	slog.Info("node registered", "node", o.nodeName, "ipv4", v4, "ipv6", v6)
 
-	dp, err := felix.NewDataplane(felix.Config{
-		ResyncInterval: o.resyncInterval,
-		Log:            slog.Default().With("component", "felix"),
-	})
-	if err != nil {
-		return err
-	}
-	defer dp.Close()
-	ipamc := ipam.New(ds, nil)
-
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	done := make(chan error, 3)
-	go func() { done <- dp.Run(ctx) }()
-	go func() { done <- ipamc.RunGarbageCollector(ctx, o.nodeName, o.gcInterval, ipam.GCOptions{}) }()
-	go func() { done <- feedDataplane(ctx, ds, ipamc, o.nodeName, dp) }()
-	slog.Info("agent running", "node", o.nodeName)
+	var subsystems []func() error
+	var local chan localRoutes
+	var learned chan learnedRoutes
+	if o.role == roleNode {
+		dp, err := felix.NewDataplane(felix.Config{
+			ResyncInterval: o.resyncInterval,
+			Log:            slog.Default().With("component", "felix"),
+		})
+		if err != nil {
+			return err
+		}
+		defer dp.Close()
+		ipamc := ipam.New(ds, nil)
+		if o.bgp.enabled {
+			local, learned = make(chan localRoutes, 1), make(chan learnedRoutes, 1)
+		}
+		subsystems = append(subsystems,
+			func() error { return dp.Run(ctx) },
+			func() error { return ipamc.RunGarbageCollector(ctx, o.nodeName, o.gcInterval, ipam.GCOptions{}) },
+			func() error { return feedDataplane(ctx, ds, ipamc, o.nodeName, dp, local, learned) },
+		)
+	}
+	if o.bgp.enabled {
+		status := make(chan chan statusReport)
+		ba := &bgpAgent{o: o.bgp, node: o.nodeName, ds: ds, log: slog.Default().With("component", "bgp"),
+			local: local, learned: learned, status: status}
+		sock := o.statusSocket
+		if sock == "" {
+			sock = filepath.Join(o.dataDir, StatusSocketName)
+		}
+		subsystems = append(subsystems,
+			func() error { return ba.run(ctx) },
+			func() error { return serveStatus(ctx, sock, status) },
+		)
+	}
+	if len(subsystems) == 0 {
+		return errors.New("nothing to run: a route reflector needs BGP (--bgp)")
+	}
+	done := make(chan error, len(subsystems))
+	for _, run := range subsystems {
+		go func() { done <- run() }()
+	}
+	slog.Info("agent running", "node", o.nodeName, "role", o.role, "bgp", o.bgp.enabled)
 
 	// Any subsystem returning ends the agent: running half of it would hide the failure.
 	var first error
-	for range 3 {
+	for range subsystems {
 		err := <-done
 		if first == nil {
 			first = err
@@ -107,12 +136,18 @@ var workloadEndpoints = func() *api.Kind {
 // affine to it into felix's LocalState. It hands felix nothing until it has the full
 // picture of both, so a starting agent never removes routes for workloads it has not
 // read yet.
-func feedDataplane(ctx context.Context, ds *datastore.Client, ipamc *ipam.Client, node string, dp *felix.Dataplane) error {
+//
+// With BGP, it also sends the node's blocks and workload addresses to local (for
+// advertisements), and merges the routes BGP learned (from learned) into felix's state;
+// until BGP has synced, felix keeps the gateway routes a previous run installed.
+func feedDataplane(ctx context.Context, ds *datastore.Client, ipamc *ipam.Client, node string, dp *felix.Dataplane,
+	local chan localRoutes, learned <-chan learnedRoutes) error {
 	weps := ds.Watch(ctx, workloadEndpoints, "", 0)
 	blocks := ipamc.WatchAffineBlocks(ctx, node)
-	local := map[string]felix.Workload{}
+	workloads := map[string]felix.Workload{}
 	var affine []netip.Prefix
 	wepsSynced, blocksRead := false, false
+	bgpState := learnedRoutes{synced: learned == nil}
 	for {
 		select {
 		case <-ctx.Done():
@@ -125,12 +160,12 @@ func feedDataplane(ctx context.Context, ds *datastore.Client, ipamc *ipam.Client
 			case datastore.Added, datastore.Modified, datastore.Deleted:
 				w := ev.Resource.(*api.WorkloadEndpoint)
 				key := w.Namespace + "/" + w.Name
-				delete(local, key)
+				delete(workloads, key)
 				if ev.Type != datastore.Deleted && w.Spec.Node == node {
 					if wl, err := workloadOf(w); err != nil {
 						slog.Warn("ignoring workload endpoint", "endpoint", key, "err", err)
 					} else {
-						local[key] = wl
+						workloads[key] = wl
 					}
 				}
 			case datastore.Synced:
@@ -144,13 +179,20 @@ func feedDataplane(ctx context.Context, ds *datastore.Client, ipamc *ipam.Client
 				return ctx.Err()
 			}
 			affine, blocksRead = b, true
+		case l := <-learned:
+			bgpState = l
 		}
 		if wepsSynced && blocksRead {
-			state := felix.LocalState{Blocks: affine}
-			for _, k := range slices.Sorted(maps.Keys(local)) {
-				state.Workloads = append(state.Workloads, local[k])
+			state := felix.LocalState{Blocks: affine, Learned: bgpState.routes, HoldLearned: !bgpState.synced}
+			var addrs []netip.Addr
+			for _, k := range slices.Sorted(maps.Keys(workloads)) {
+				state.Workloads = append(state.Workloads, workloads[k])
+				addrs = append(addrs, workloads[k].Addrs...)
 			}
 			dp.Update(state)
+			if local != nil {
+				sendLatest(local, localRoutes{blocks: affine, addrs: addrs})
+			}
 		}
 	}
 }

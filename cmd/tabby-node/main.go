@@ -38,7 +38,16 @@ type options struct {
 	resyncInterval   time.Duration
 	gcInterval       time.Duration
 	logLevel         string
+	role             string
+	statusSocket     string
+	bgp              bgpOptions
 }
+
+// Agent roles: a node runs workloads and BGP; a route reflector host only BGP.
+const (
+	roleNode           = "node"
+	roleRouteReflector = "route-reflector"
+)
 
 func main() {
 	if err := newRootCommand().Execute(); err != nil {
@@ -64,6 +73,12 @@ as on a control host.`,
 		SilenceErrors: true,
 		Args:          cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.role != roleNode && o.role != roleRouteReflector {
+				return fmt.Errorf("--role %q: want %s or %s", o.role, roleNode, roleRouteReflector)
+			}
+			if o.bgp.grpc && o.bgp.grpcAddress == "" {
+				o.bgp.grpcAddress = "127.0.0.1:50051"
+			}
 			return run(cmd.Context(), o)
 		},
 	}
@@ -84,6 +99,18 @@ as on a control host.`,
 	f.DurationVar(&o.resyncInterval, "route-refresh-interval", 0, "period of full route and sysctl passes (default 10s)")
 	f.DurationVar(&o.gcInterval, "ipam-gc-interval", time.Minute, "period of IPAM garbage collection passes (one agent in the cluster runs them)")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	f.StringVar(&o.role, "role", roleNode, "node (workloads and BGP) or route-reflector (BGP only: no workloads, no routes, no iptables)")
+	f.StringVar(&o.statusSocket, "status-socket", "", "Unix socket serving node status to tabbyctl (default <data-dir>/status.sock)")
+	f.BoolVar(&o.bgp.enabled, "bgp", true, "run the BGP speaker")
+	f.StringVar(&o.bgp.routerID, "bgp-router-id", "", "BGP router ID (default: the node's IPv4 address)")
+	f.StringVar(&o.bgp.passwordDir, "bgp-password-dir", "/etc/tabby/bgp-secrets", "directory of BGPPeer passwords: secretKeyRef {name, key} is read from <dir>/<name>/<key>")
+	f.BoolVar(&o.bgp.grpc, "bgp-grpc", false, "serve GoBGP's gRPC API for the gobgp CLI (on --bgp-grpc-address)")
+	f.StringVar(&o.bgp.grpcAddress, "bgp-grpc-address", "127.0.0.1:50051", "address of GoBGP's gRPC API when --bgp-grpc is set")
+	f.DurationVar(&o.bgp.holdTime, "bgp-hold-time", 90*time.Second, "BGP hold time of every session")
+	f.DurationVar(&o.bgp.keepaliveTime, "bgp-keepalive-time", 30*time.Second, "BGP keepalive interval of every session")
+	f.DurationVar(&o.bgp.connectRetry, "bgp-connect-retry", 5*time.Second, "BGP connect retry interval")
+	f.BoolVar(&o.bgp.noGR, "bgp-no-graceful-restart", false, "turn BGP graceful restart off: peers drop this node's routes as soon as its sessions close")
+	f.DurationVar(&o.bgp.syncTimeout, "bgp-sync-timeout", 30*time.Second, "after a restart, how long felix keeps the previous run's learned routes while waiting for End-of-RIB from every peer")
 	return cmd
 }
 

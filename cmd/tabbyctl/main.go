@@ -58,6 +58,7 @@ func newRootCommand() *cobra.Command {
 		newGetCommand(conn),
 		newVersionCommand(conn),
 		newIPAMCommand(conn),
+		newNodeCommand(conn),
 	)
 	return root
 }

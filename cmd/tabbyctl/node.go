@@ -1,0 +1,192 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tabby-net/tabby/api"
+	"github.com/tabby-net/tabby/datastore"
+)
+
+// defaultStatusSocket is tabby-node's status socket under its default --data-dir.
+const defaultStatusSocket = "/var/lib/tabby/status.sock"
+
+func newNodeCommand(conn *connection) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "node",
+		Short: "show this node's BGP status, or every node",
+	}
+	cmd.AddCommand(newNodeStatusCommand(), newNodeListCommand(conn))
+	return cmd
+}
+
+// bgpStatus is the JSON tabby-node serves on GET /bgp of its status socket.
+type bgpStatus struct {
+	Node       string       `json:"node"`
+	Role       string       `json:"role"`
+	ASN        uint32       `json:"asn"`
+	Address    string       `json:"address"`
+	RouterID   string       `json:"routerID"`
+	ClusterID  string       `json:"clusterID,omitempty"`
+	Synced     bool         `json:"synced"`
+	Peers      []peerStatus `json:"peers"`
+	Advertised []string     `json:"advertised"`
+	Learned    int          `json:"learned"`
+	Problems   []string     `json:"problems,omitempty"`
+	Err        string       `json:"error,omitempty"`
+}
+
+type peerStatus struct {
+	Address    string    `json:"address"`
+	Port       uint16    `json:"port,omitempty"`
+	ASN        uint32    `json:"asn"`
+	Type       string    `json:"type"`
+	Source     string    `json:"source"`
+	State      string    `json:"state"`
+	Since      time.Time `json:"since,omitzero"`
+	Info       string    `json:"info,omitempty"`
+	Received   uint64    `json:"received"`
+	Advertised uint64    `json:"advertised"`
+}
+
+func newNodeStatusCommand() *cobra.Command {
+	var socket, output string
+	cmd := &cobra.Command{
+		Use:   "status [--socket PATH] [-o json]",
+		Short: "print this node's BGP peer table, from the local agent's status socket",
+		Long: `status asks the tabby-node agent on this host, through its Unix socket
+(<data-dir>/status.sock, by default ` + defaultStatusSocket + `), for its BGP peers: address,
+type (node-to-node mesh, route reflector, global, node specific), state, since when, info
+(why a session is not up), and prefixes received and advertised.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			st, err := fetchStatus(cmd.Context(), socket)
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(st)
+			}
+			if output != "" {
+				return fmt.Errorf("-o %q: want json or nothing", output)
+			}
+			printStatus(cmd.OutOrStdout(), st, time.Now())
+			if st.Err != "" {
+				return fmt.Errorf("agent: %s", st.Err)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&socket, "socket", envOr("TABBY_STATUS_SOCKET", defaultStatusSocket), "the agent's status socket (env TABBY_STATUS_SOCKET)")
+	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: json (default: a table)")
+	return cmd
+}
+
+func fetchStatus(ctx context.Context, socket string) (*bgpStatus, error) {
+	client := &http.Client{
+		Timeout: 15 * time.Second,
+		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", socket)
+		}},
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://tabby-node/bgp", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("tabby-node status socket %s: %w (is the agent running on this host? --socket names another)", socket, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return nil, fmt.Errorf("tabby-node status: %s: %s", resp.Status, strings.TrimSpace(string(b)))
+	}
+	var st bgpStatus
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		return nil, fmt.Errorf("tabby-node status: %w", err)
+	}
+	return &st, nil
+}
+
+func printStatus(w io.Writer, st *bgpStatus, now time.Time) {
+	fmt.Fprintf(w, "tabby-node %s (%s) is running: AS %d, address %s, router ID %s", st.Node, st.Role, st.ASN, st.Address, st.RouterID)
+	if st.ClusterID != "" {
+		fmt.Fprintf(w, ", route reflector cluster %s", st.ClusterID)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "\nIPv4 BGP status\n")
+	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "PEER ADDRESS\tPEER TYPE\tAS\tSTATE\tSINCE\tRECEIVED\tADVERTISED\tINFO")
+	for _, p := range st.Peers {
+		since := "-"
+		if !p.Since.IsZero() {
+			since = p.Since.Local().Format("15:04:05") + " (" + now.Sub(p.Since).Round(time.Second).String() + ")"
+		}
+		info := p.Info
+		if info == "" {
+			info = p.Source
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%d\t%d\t%s\n", p.Address, p.Type, p.ASN, p.State, since, p.Received, p.Advertised, info)
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "\nAdvertised: %s\nLearned routes: %d (synced: %v)\n", strings.Join(st.Advertised, ", "), st.Learned, st.Synced)
+	for _, p := range st.Problems {
+		fmt.Fprintf(w, "Problem: %s\n", p)
+	}
+}
+
+func newNodeListCommand(conn *connection) *cobra.Command {
+	return &cobra.Command{
+		Use:   "list",
+		Short: "list every node with its AS number, address and role",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ds, err := conn.connect(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer ds.Close()
+			nodes, _, err := datastore.ListAs[*api.Node](cmd.Context(), ds, "")
+			if err != nil {
+				return err
+			}
+			asn := api.DefaultASNumber
+			if def, err := datastore.GetAs[*api.BGPConfiguration](cmd.Context(), ds, "", api.DefaultBGPConfigurationName); err == nil && def.Spec.ASNumber != nil {
+				asn = *def.Spec.ASNumber
+			}
+			slices.SortFunc(nodes, func(a, b *api.Node) int { return cmp.Compare(a.Name, b.Name) })
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 8, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tASN\tIPV4\tIPV6\tROLE")
+			for _, n := range nodes {
+				a, v4, v6, role := fmt.Sprintf("%d (cluster)", asn), "-", "-", "node"
+				if b := n.Spec.BGP; b != nil {
+					if b.ASNumber != nil {
+						a = fmt.Sprint(uint32(*b.ASNumber))
+					}
+					v4, v6 = cmp.Or(b.IPv4Address, "-"), cmp.Or(b.IPv6Address, "-")
+					if b.RouteReflectorClusterID != "" {
+						role = "route reflector (cluster " + b.RouteReflectorClusterID + ")"
+					}
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", n.Name, a, v4, v6, role)
+			}
+			return tw.Flush()
+		},
+	}
+}
+
