@@ -7,6 +7,7 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -21,15 +22,21 @@ const (
 	AttrWorkload    = "workload" // the pod or workload name
 	AttrNode        = "node"
 	AttrContainerID = "containerID"
-	// WorkloadHandlePrefix starts the handle of a workload's addresses:
-	// "tabby-net.<containerID>". Check and GC tie such allocations to the
-	// WorkloadEndpoint in attribute namespace whose spec.containerID is attribute
-	// containerID; every other allocation is tied to its node (attribute node).
-	WorkloadHandlePrefix = "tabby-net."
 )
 
-// WorkloadHandle is the handle tabby-cni gives a container's addresses.
-func WorkloadHandle(containerID string) string { return WorkloadHandlePrefix + containerID }
+// WorkloadHandle is the handle tabby-cni gives a container's addresses on a CNI network:
+// "<network>.<containerID>".
+func WorkloadHandle(network, containerID string) string { return network + "." + containerID }
+
+// WorkloadOf says whether an allocation belongs to a workload, and which: one whose
+// handle is a WorkloadHandle of the containerID attribute, with a namespace attribute.
+// Check and GC tie such an allocation to the WorkloadEndpoint in that namespace whose
+// spec.containerID matches; every other allocation is tied to its node (attribute node).
+func WorkloadOf(handle string, attrs map[string]string) (namespace, containerID string, ok bool) {
+	namespace, containerID = attrs[AttrNamespace], attrs[AttrContainerID]
+	ok = namespace != "" && containerID != "" && strings.HasSuffix(handle, "."+containerID)
+	return namespace, containerID, ok
+}
 
 // AutoAssignArgs asks for Num4 IPv4 and Num6 IPv6 addresses for one handle on a node.
 type AutoAssignArgs struct {

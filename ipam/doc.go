@@ -63,8 +63,8 @@
 //
 // # Ownership, Check and garbage collection
 //
-// A workload handle's allocation (handle prefix WorkloadHandlePrefix with namespace and
-// container ID attributes) is alive while a WorkloadEndpoint in that namespace has that
+// A workload's allocation (see WorkloadOf: a WorkloadHandle with namespace and container
+// ID attributes) is alive while a WorkloadEndpoint in that namespace has that
 // spec.containerID; any other allocation is alive while the Node named by its node
 // attribute exists. Check reads everything at one revision and reports corrupt records,
 // handle counts that disagree with blocks, inconsistent or stale affinities, overlapping

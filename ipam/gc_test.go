@@ -21,7 +21,7 @@ func newClock() *clock { return &clock{time.Now()} }
 
 func (e *env) workload(node, ns, containerID string, withEndpoint bool) Assignment {
 	e.t.Helper()
-	res, err := e.c.AutoAssign(testCtx(e.t), AutoAssignArgs{Num4: 1, Handle: WorkloadHandle(containerID), Node: node,
+	res, err := e.c.AutoAssign(testCtx(e.t), AutoAssignArgs{Num4: 1, Handle: WorkloadHandle("tabby-net", containerID), Node: node,
 		Attrs: map[string]string{AttrNamespace: ns, AttrContainerID: containerID, AttrWorkload: "pod-" + containerID}})
 	if err != nil {
 		e.t.Fatal(err)
@@ -73,10 +73,10 @@ func TestGCReleasesLeakedWorkloads(t *testing.T) {
 	}
 	// c3's address is released and allocated again (same handle, new sequence number):
 	// a new candidate, whose grace period starts over.
-	if _, err := e.c.ReleaseByHandle(testCtx(t), WorkloadHandle("c3")); err != nil {
+	if _, err := e.c.ReleaseByHandle(testCtx(t), WorkloadHandle("tabby-net", "c3")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.c.AssignIP(testCtx(t), AssignIPArgs{Addr: reused.Addr, Handle: WorkloadHandle("c3"), Node: "n1",
+	if _, err := e.c.AssignIP(testCtx(t), AssignIPArgs{Addr: reused.Addr, Handle: WorkloadHandle("tabby-net", "c3"), Node: "n1",
 		Attrs: map[string]string{AttrNamespace: "shop", AttrContainerID: "c3"}}); err != nil {
 		t.Fatal(err)
 	}

@@ -122,4 +122,4 @@ func (e *env) checkClean() *Report {
 	return r
 }
 
-func wepHandle(i int) string { return WorkloadHandle(fmt.Sprintf("c%d", i)) }
+func wepHandle(i int) string { return WorkloadHandle("tabby-net", fmt.Sprintf("c%d", i)) }

@@ -132,8 +132,7 @@ type owner struct {
 }
 
 func ownerOf(a *attribute) owner {
-	ns, cid := a.Secondary[AttrNamespace], a.Secondary[AttrContainerID]
-	if strings.HasPrefix(a.Handle, WorkloadHandlePrefix) && ns != "" && cid != "" {
+	if ns, cid, ok := WorkloadOf(a.Handle, a.Secondary); ok {
 		return owner{workload: workloadRef{ns, cid}}
 	}
 	return owner{node: a.Secondary[AttrNode]}

@@ -39,7 +39,7 @@ func cmdGC(ctx context.Context, inv *invocation) error {
 				continue
 			}
 		}
-		if _, err := ic.ReleaseByHandle(ctx, workloadHandle(inv.conf.Name, w.Spec.ContainerID)); err != nil {
+		if _, err := ic.ReleaseByHandle(ctx, ipam.WorkloadHandle(inv.conf.Name, w.Spec.ContainerID)); err != nil {
 			errs = append(errs, fmt.Errorf("release the addresses of %s/%s: %w", w.Namespace, w.Name, err))
 			continue
 		}

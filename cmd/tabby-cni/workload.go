@@ -113,7 +113,7 @@ func newWorkloadID(c *netConf, containerID, ifName, cniArgs string) (*workloadID
 	}
 	id.Endpoint = endpointName(id.Workload, ifName)
 	id.HostVeth = hostVethName(id.Namespace, id.Endpoint)
-	id.Handle = workloadHandle(c.Name, containerID)
+	id.Handle = ipam.WorkloadHandle(c.Name, containerID)
 	return id, nil
 }
 
@@ -134,10 +134,6 @@ func hostVethName(namespace, endpoint string) string {
 	sum := sha1.Sum([]byte(namespace + "." + endpoint))
 	return hostVethPrefix + hex.EncodeToString(sum[:])[:15-len(hostVethPrefix)]
 }
-
-// workloadHandle is the IPAM handle of a container's addresses on a network:
-// "<network>.<container ID>". For the network "tabby-net" it is ipam.WorkloadHandle's.
-func workloadHandle(network, containerID string) string { return network + "." + containerID }
 
 // endpoint builds the WorkloadEndpoint of the workload with these addresses and the
 // container interface's MAC.

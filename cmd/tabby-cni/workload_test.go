@@ -86,10 +86,11 @@ func TestNames(t *testing.T) {
 	if endpointName("web1", "eth0") != "web1" || endpointName("web1", "net1") != "web1-net1" {
 		t.Error("endpointName")
 	}
-	// The lab's network is named tabby-net: its handles are the ones ipam's check and
-	// garbage collector tie to workload endpoints.
-	if workloadHandle("tabby-net", testCID) != ipam.WorkloadHandle(testCID) {
-		t.Errorf("handle %q, ipam's %q", workloadHandle("tabby-net", testCID), ipam.WorkloadHandle(testCID))
+	// Whatever the network's name, ipam's check and garbage collector tie the handle to
+	// the workload endpoint.
+	attrs := map[string]string{ipam.AttrNamespace: "default", ipam.AttrContainerID: testCID}
+	if _, cid, ok := ipam.WorkloadOf(ipam.WorkloadHandle("my-net", testCID), attrs); !ok || cid != testCID {
+		t.Errorf("ipam.WorkloadOf does not recognise the handle of network my-net")
 	}
 }
 

@@ -241,8 +241,7 @@ func newIPAMReleaseCommand(conn *connection) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			ns, cid := a.Attrs[ipam.AttrNamespace], a.Attrs[ipam.AttrContainerID]
-			if strings.HasPrefix(a.Handle, ipam.WorkloadHandlePrefix) && ns != "" && cid != "" && !force {
+			if ns, cid, ok := ipam.WorkloadOf(a.Handle, a.Attrs); ok && !force {
 				weps, _, err := datastore.ListAs[*api.WorkloadEndpoint](cmd.Context(), ds, ns)
 				if err != nil {
 					return err

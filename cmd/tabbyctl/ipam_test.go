@@ -74,7 +74,7 @@ metadata: {name: n2}
 	workload := func(containerID string) map[string]string {
 		return map[string]string{ipam.AttrNamespace: "default", ipam.AttrContainerID: containerID}
 	}
-	live := assign("n1", ipam.WorkloadHandle("c1"), 1, workload("c1"))[0].Addr
+	live := assign("n1", ipam.WorkloadHandle("tabby-net", "c1"), 1, workload("c1"))[0].Addr
 	apply(t, n, workloadEndpoint("pod-1", "c1", live))
 	assign("n1", "tunnel-n1", 2, nil)
 	assign("n2", "n2-fill", 8, nil)
@@ -96,7 +96,7 @@ metadata: {name: n2}
 	assertContains(t, "ipam check", n.ok(t, "ipam", "check"), "12 allocations", "No problems found.")
 
 	// A workload's address whose endpoint does not exist is leaked.
-	leaked := assign("n1", ipam.WorkloadHandle("c2"), 1, workload("c2"))[0].Addr
+	leaked := assign("n1", ipam.WorkloadHandle("tabby-net", "c2"), 1, workload("c2"))[0].Addr
 	report := filepath.Join(t.TempDir(), "report.json")
 	out, errOut, err := n.ctl(t, "", "ipam", "check", "-o", report)
 	if err == nil {
