@@ -23,6 +23,7 @@ import (
 var version = "dev"
 
 type options struct {
+	policy           policyOptions
 	datastoreOnly    bool
 	nodeName         string
 	etcdEndpoints    string
@@ -82,7 +83,10 @@ as on a control host.`,
 			return run(cmd.Context(), o)
 		},
 	}
+	cmd.AddCommand(newCleanupCommand())
 	f := cmd.Flags()
+	f.DurationVar(&o.policy.resync, "policy-refresh-interval", 5*time.Second, "period of full iptables and ipset passes (repairs chains changed from outside)")
+	f.StringVar(&o.policy.endpointToHostAction, "default-endpoint-to-host-action", "ACCEPT", "traffic from a workload to its own host, once its egress policy allowed it: ACCEPT, DROP or RETURN (on to the host's INPUT rules)")
 	f.BoolVar(&o.datastoreOnly, "datastore-only", false, "run only the embedded etcd datastore")
 	f.StringVar(&o.nodeName, "node-name", envOr("TABBY_NODENAME", hostname), "this node's name (env TABBY_NODENAME)")
 	f.StringVar(&o.etcdEndpoints, "etcd-endpoints", os.Getenv("TABBY_ETCD_ENDPOINTS"), "comma-separated etcd endpoints; empty runs an embedded etcd (env TABBY_ETCD_ENDPOINTS)")

@@ -59,6 +59,7 @@ func newRootCommand() *cobra.Command {
 		newVersionCommand(conn),
 		newIPAMCommand(conn),
 		newNodeCommand(conn),
+		newPolicyCommand(conn),
 	)
 	return root
 }

@@ -1,0 +1,54 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+
+	"github.com/spf13/cobra"
+	"github.com/vishvananda/netlink"
+
+	"github.com/tabby-net/tabby/felix"
+)
+
+// newCleanupCommand is `tabby-node cleanup`: it removes what tabby programmed on this
+// host, for a node leaving tabby. Nothing of anyone else's is touched.
+func newCleanupCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "cleanup",
+		Short: "remove every iptables chain and rule, ipset and route tabby owns on this host",
+		Long: `cleanup removes tabby's iptables chains (tby-*) and the rules that jump to them from
+the filter table of both iptables backends, its ipsets (tby*), and every route of
+tabby's route protocol (` + fmt.Sprint(felix.RouteProtocol) + `) in every table. Stop the agent first, or it puts them back.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			chains, sets, err := felix.RemoveAll(cmd.Context(), felix.Runner{})
+			if err != nil {
+				return fmt.Errorf("iptables and ipsets: %w", err)
+			}
+			routes, err := removeRoutes()
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "removed %d chains, %d ipsets, %d routes\n", chains, sets, routes)
+			return nil
+		},
+	}
+}
+
+// removeRoutes deletes every route of felix.RouteProtocol, both families, every table.
+func removeRoutes() (int, error) {
+	filter := &netlink.Route{Protocol: felix.RouteProtocol, Table: 0}
+	rs, err := netlink.RouteListFiltered(netlink.FAMILY_ALL, filter, netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return 0, fmt.Errorf("list routes of protocol %d: %w", felix.RouteProtocol, err)
+	}
+	n := 0
+	for i := range rs {
+		if err := netlink.RouteDel(&rs[i]); err != nil {
+			slog.Warn("route not removed", "route", rs[i].String(), "err", err)
+			continue
+		}
+		n++
+	}
+	return n, nil
+}
