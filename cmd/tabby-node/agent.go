@@ -57,6 +57,7 @@ func runAgent(ctx context.Context, o options, ds *datastore.Client) error {
 			func() error { return dp.Run(ctx) },
 			func() error { return ipamc.RunGarbageCollector(ctx, o.nodeName, o.gcInterval, ipam.GCOptions{}) },
 			func() error { return feedDataplane(ctx, ds, ipamc, o.nodeName, dp, local, learned) },
+			func() error { return runPolicy(ctx, ds, o.nodeName, o.policy) },
 		)
 	}
 	if o.bgp.enabled {
