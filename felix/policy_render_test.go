@@ -57,12 +57,12 @@ spec:
 `
 
 // stripHashes removes the hash comments, for readable expectations.
-var hashRE = regexp.MustCompile(`-m comment --comment tby:[a-z2-7]{16} `)
+var testHashRE = regexp.MustCompile(`-m comment --comment tby:[a-z2-7]{16} `)
 
 func stripped(rules []string) []string {
 	out := make([]string, len(rules))
 	for i, r := range rules {
-		out[i] = hashRE.ReplaceAllString(r, "")
+		out[i] = testHashRE.ReplaceAllString(r, "")
 	}
 	return out
 }
