@@ -311,6 +311,10 @@ func (g *GarbageCollector) deleteEmpty(ctx context.Context, sb *storedBlock, rep
 // gcLeaseTTL is how long a garbage collector that died keeps its leadership.
 const gcLeaseTTL = 15 // seconds
 
+// gcStepDownTimeout bounds each step of giving up leadership (resign, revoke the lease)
+// when the agent stops; past it, the lease simply expires.
+const gcStepDownTimeout = 2 * time.Second
+
 // RunGarbageCollector campaigns, as node, to be the cluster's one garbage collector,
 // and while it leads runs a pass every interval. Each leadership starts a fresh
 // collector, so a new leader waits a full grace period before releasing (the safe
@@ -332,12 +336,19 @@ func (c *Client) RunGarbageCollector(ctx context.Context, node string, interval 
 }
 
 func (c *Client) leadGC(ctx context.Context, node string, interval time.Duration, opts GCOptions) error {
-	// Not WithContext(ctx): Close must still revoke the lease after ctx ends.
-	sess, err := concurrency.NewSession(c.etcd, concurrency.WithTTL(gcLeaseTTL))
+	// Not ctx itself: Close must still revoke the lease after ctx ends. But bounded: with
+	// etcd gone, the revoke would wait out the lease's TTL and hold up the agent's exit.
+	sctx, scancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer scancel()
+	sess, err := concurrency.NewSession(c.etcd, concurrency.WithTTL(gcLeaseTTL), concurrency.WithContext(sctx))
 	if err != nil {
 		return err
 	}
-	defer sess.Close()
+	defer func() {
+		bound := time.AfterFunc(gcStepDownTimeout, scancel)
+		defer bound.Stop()
+		sess.Close()
+	}()
 	lctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {
@@ -352,7 +363,7 @@ func (c *Client) leadGC(ctx context.Context, node string, interval time.Duration
 		return err
 	}
 	defer func() {
-		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), gcStepDownTimeout)
 		defer rcancel()
 		if err := el.Resign(rctx); err != nil {
 			c.log.Warn("resigning IPAM gc leadership", "err", err)

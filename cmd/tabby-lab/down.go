@@ -65,26 +65,33 @@ func teardown(lab, stateDir, dataDir string) (found bool, err error) {
 
 	// Processes: whatever runs in the lab's namespaces, and what the state records if it
 	// still runs (one that has not entered its namespace yet, say).
+	// The router's (etcd) go last: agents stop faster while their datastore still answers.
 	byNS, err := pidsIn(namespaces)
 	if err != nil {
 		return found, err
 	}
-	var pids []int
-	for _, p := range byNS {
-		pids = append(pids, p...)
+	var pids, routerPIDs []int
+	for ns, p := range byNS {
+		if ns == labPrefix(lab)+routerName {
+			routerPIDs = append(routerPIDs, p...)
+		} else {
+			pids = append(pids, p...)
+		}
 	}
 	if st != nil {
 		for _, p := range st.processes() {
-			if p.alive() && !slices.Contains(pids, p.PID) {
+			if p.alive() && !slices.Contains(pids, p.PID) && !slices.Contains(routerPIDs, p.PID) {
 				pids = append(pids, p.PID)
 			}
 		}
 	}
-	slices.Sort(pids)
-	slog.Debug("stopping processes", "lab", lab, "pids", pids)
 	var errs []error
-	if err := stopAll(pids); err != nil {
-		errs = append(errs, err)
+	for _, wave := range [][]int{pids, routerPIDs} {
+		slices.Sort(wave)
+		slog.Debug("stopping processes", "lab", lab, "pids", wave)
+		if err := stopAll(wave); err != nil {
+			errs = append(errs, err)
+		}
 	}
 
 	// Namespaces: workloads, then hosts and nodes, the router last. A namespace's links
