@@ -149,6 +149,8 @@ func feedDataplane(ctx context.Context, ds *datastore.Client, ipamc *ipam.Client
 	var affine []netip.Prefix
 	wepsSynced, blocksRead := false, false
 	bgpState := learnedRoutes{synced: learned == nil}
+	var lastLocal localRoutes
+	sentLocal := false
 	for {
 		select {
 		case <-ctx.Done():
@@ -191,8 +193,10 @@ func feedDataplane(ctx context.Context, ds *datastore.Client, ipamc *ipam.Client
 				addrs = append(addrs, workloads[k].Addrs...)
 			}
 			dp.Update(state)
-			if local != nil {
-				sendLatest(local, localRoutes{blocks: affine, addrs: addrs})
+			// Only a change goes to BGP: BGP's answer (learned routes) comes back here.
+			if local != nil && (!sentLocal || !slices.Equal(lastLocal.blocks, affine) || !slices.Equal(lastLocal.addrs, addrs)) {
+				lastLocal, sentLocal = localRoutes{blocks: affine, addrs: addrs}, true
+				sendLatest(local, lastLocal)
 			}
 		}
 	}

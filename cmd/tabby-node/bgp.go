@@ -81,6 +81,8 @@ type bgpAgent struct {
 	speaker  *bgp.Speaker
 	identity bgp.Options // what the running speaker was started with
 	problems []string
+	// published is what felix was last given, so that only changes are sent.
+	published *learnedRoutes
 }
 
 // statusReport is what the status socket serves.
@@ -267,6 +269,10 @@ func (a *bgpAgent) publishLearned() {
 		// encapsulation issue adds tunnel routes for next hops it cannot reach.
 		out.routes = append(out.routes, felix.Route{Dst: r.Dst, Type: felix.RouteGateway, Gateway: r.NextHop})
 	}
+	if p := a.published; p != nil && p.synced == out.synced && slices.Equal(p.routes, out.routes) {
+		return
+	}
+	a.published = &out
 	sendLatest(a.learned, out)
 }
 
