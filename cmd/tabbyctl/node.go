@@ -189,4 +189,3 @@ func newNodeListCommand(conn *connection) *cobra.Command {
 		},
 	}
 }
-
