@@ -391,9 +391,10 @@ func (r *renderer) matches(rule *policy.Rule) ([]string, bool) {
 		default:
 			fixed.WriteString("-m set --match-set " + r.netSet(e.Nets) + " " + side.dir + " ")
 		}
-		switch len(e.NotNets) {
-		case 0:
-		case 1:
+		// iptables takes one -s/-d per rule: with nets as well, notNets go to an ipset.
+		switch {
+		case len(e.NotNets) == 0:
+		case len(e.NotNets) == 1 && len(e.Nets) == 0:
 			fixed.WriteString("! " + flag + " " + e.NotNets[0].String() + " ")
 		default:
 			fixed.WriteString("-m set ! --match-set " + r.netSet(e.NotNets) + " " + side.dir + " ")

@@ -54,6 +54,7 @@ spec:
   - {action: Allow, protocol: TCP, source: {selector: pod == 'b'}, destination: {ports: [80, "81:82", http]}}
   egress:
   - {action: Allow, destination: {selector: pod == 'b'}}
+  - {action: Deny, destination: {nets: [10.9.0.0/16], notNets: [10.9.1.0/24]}}
 `
 
 // stripHashes removes the hash comments, for readable expectations.
@@ -73,6 +74,7 @@ func TestRenderPolicy(t *testing.T) {
 	sel := setName('s', "selector\x00pod == \"b\" in namespace x")
 	nets := setName('d', "nets\x00192.168.1.0/24,192.168.2.0/24")
 	named := setName('n', "named\x00all\x00http\x006")
+	except := setName('d', "nets\x0010.9.1.0/24")
 	want := map[string][]string{
 		"tby-FORWARD": {
 			"-i tabby+ -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
@@ -117,6 +119,7 @@ func TestRenderPolicy(t *testing.T) {
 		"tby-po-x_allow-b": {
 			"-m set --match-set " + sel + " dst -j MARK --set-xmark 0x10000/0x10000",
 			"-m mark --mark 0x10000/0x10000 -j RETURN",
+			"-d 10.9.0.0/16 -m set ! --match-set " + except + " dst -j DROP",
 		},
 	}
 	if got := slices.Sorted(maps.Keys(fs.Chains)); !slices.Equal(got, slices.Sorted(maps.Keys(want))) {
@@ -128,9 +131,10 @@ func TestRenderPolicy(t *testing.T) {
 		}
 	}
 	wantSets := map[string]*IPSet{
-		sel:   {Name: sel, Type: "hash:net", Members: []string{"10.0.1.2/32"}},
-		nets:  {Name: nets, Type: "hash:net", Members: []string{"192.168.1.0/24", "192.168.2.0/24"}},
-		named: {Name: named, Type: "hash:ip,port", Members: []string{"10.0.1.1,tcp:8080"}},
+		sel:    {Name: sel, Type: "hash:net", Members: []string{"10.0.1.2/32"}},
+		nets:   {Name: nets, Type: "hash:net", Members: []string{"192.168.1.0/24", "192.168.2.0/24"}},
+		named:  {Name: named, Type: "hash:ip,port", Members: []string{"10.0.1.1,tcp:8080"}},
+		except: {Name: except, Type: "hash:net", Members: []string{"10.9.1.0/24"}},
 	}
 	if len(fs.IPSets) != len(wantSets) {
 		t.Errorf("ipsets %v, want %d (the selector's set is shared by ingress and egress)", slices.Sorted(maps.Keys(fs.IPSets)), len(wantSets))

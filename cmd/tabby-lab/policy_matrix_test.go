@@ -1,0 +1,406 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/tabby-net/tabby/api"
+	"github.com/tabby-net/tabby/policy"
+)
+
+// The policy matrix: namespaces x, y, z with workloads a, b, c, each serving TCP and UDP
+// on ports 80 and 81, as the upstream Kubernetes network policy e2e suite has them.
+var (
+	matrixNamespaces = []string{"x", "y", "z"}
+	matrixPods       = []string{"a", "b", "c"}
+	matrixPorts      = []struct {
+		proto string
+		port  uint16
+	}{{"tcp", 80}, {"tcp", 81}, {"udp", 80}, {"udp", 81}}
+)
+
+type matrixPod struct {
+	key  string // "x/a"
+	addr netip.Addr
+	ns   string // its network namespace
+}
+
+// cell is one probe: from a pod to a pod's proto/port.
+type cell struct {
+	from, to string
+	proto    string
+	port     uint16
+}
+
+func (c cell) String() string { return fmt.Sprintf("%s -> %s %s/%d", c.from, c.to, c.proto, c.port) }
+
+// matrixLab is a lab with the matrix's workloads and their servers running.
+type matrixLab struct {
+	l     *lab
+	pods  []matrixPod
+	probe string
+}
+
+func newMatrixLab(t *testing.T) *matrixLab {
+	needLab(t)
+	for _, tool := range []string{"iptables-nft-restore", "ipset"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			if os.Getenv("CI") != "" {
+				t.Fatalf("%s is missing: make deps installs it", tool)
+			}
+			t.Skipf("%s is missing (make deps installs it)", tool)
+		}
+	}
+	probe := filepath.Join(t.TempDir(), "policyprobe")
+	if out, err := exec.Command("go", "build", "-o", probe, "./testdata/policyprobe").CombinedOutput(); err != nil {
+		t.Fatalf("build policyprobe: %v: %s", err, out)
+	}
+	m := &matrixLab{l: newLab(t), probe: probe}
+	l := m.l
+	l.ok("up", "--nodes", "2")
+	var ns strings.Builder
+	for _, n := range matrixNamespaces {
+		fmt.Fprintf(&ns, "---\napiVersion: v1\nkind: Namespace\nmetadata: {name: %q, labels: {ns: %q}}\n", n, n)
+	}
+	if _, stderr, code := l.run(labPool+ns.String(), "ctl", "apply", "-f", "-"); code != 0 {
+		t.Fatalf("apply: %s", stderr)
+	}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	errs := make(chan error, 9)
+	for ni, n := range matrixNamespaces {
+		for pi, p := range matrixPods {
+			// Spread over both nodes: x on node1, y on node2, z on both.
+			node := []string{"node1", "node2"}[(ni+pi*(ni/2))%2]
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				key := n + "/" + p
+				if _, stderr, code := l.run("", "workload", "add", node, key, "--labels", "pod="+p); code != 0 {
+					errs <- fmt.Errorf("workload add %s: %s", key, stderr)
+					return
+				}
+				mu.Lock()
+				m.pods = append(m.pods, matrixPod{key: key, ns: l.ns("w-" + n + "." + p)})
+				mu.Unlock()
+			}()
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	slices.SortFunc(m.pods, func(a, b matrixPod) int { return strings.Compare(a.key, b.key) })
+	for i := range m.pods {
+		ns, name, _ := strings.Cut(m.pods[i].key, "/")
+		m.pods[i].addr, _ = workload(t, l, ns, name)
+		m.serve(t, m.pods[i])
+	}
+	m.addNamedPorts(t)
+	return m
+}
+
+// serve starts the pod's servers and waits until they listen.
+func (m *matrixLab) serve(t *testing.T, p matrixPod) {
+	cmd := exec.Command("ip", "netns", "exec", p.ns, m.probe, "serve", "80", "81")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || strings.TrimSpace(line) != "serving" {
+		t.Fatalf("server in %s: %q %v", p.key, line, err)
+	}
+}
+
+// addNamedPorts gives every endpoint the named ports serve-80-tcp, serve-81-udp and so on,
+// as a pod spec's container ports would.
+func (m *matrixLab) addNamedPorts(t *testing.T) {
+	var docs []string
+	for _, p := range m.pods {
+		ns, name, _ := strings.Cut(p.key, "/")
+		rs, err := api.Decode([]byte(m.l.ok("ctl", "get", "workloadendpoints", "-n", ns, name, "-o", "yaml")), p.key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := rs[0].(*api.WorkloadEndpoint)
+		w.Spec.Ports = nil
+		for _, mp := range matrixPorts {
+			w.Spec.Ports = append(w.Spec.Ports, api.WorkloadEndpointPort{
+				Name: fmt.Sprintf("serve-%d-%s", mp.port, mp.proto), Protocol: api.ParseProtocol(mp.proto), Port: mp.port,
+			})
+		}
+		w.ResourceVersion = ""
+		b, err := yaml.Marshal(w)
+		if err != nil {
+			t.Fatal(err)
+		}
+		docs = append(docs, string(b))
+	}
+	if _, stderr, code := m.l.run(strings.Join(docs, "---\n"), "ctl", "apply", "-f", "-"); code != 0 {
+		t.Fatalf("apply named ports: %s", stderr)
+	}
+}
+
+// oracle reads the lab's resources and computes the expected matrix.
+func (m *matrixLab) oracle(t *testing.T) map[cell]bool {
+	var in policy.Input
+	for _, kind := range policy.InputKinds {
+		rs, err := api.Decode([]byte(m.l.ok("ctl", "get", kind, "-A", "-o", "yaml")), kind)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rs {
+			in.Add(r)
+		}
+	}
+	model, err := policy.Build(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[cell]bool{}
+	for _, c := range m.cells() {
+		proto := uint8(policy.ProtoTCP)
+		if c.proto == "udp" {
+			proto = policy.ProtoUDP
+		}
+		v := model.Evaluate(policy.Packet{Src: m.addr(c.from), Dst: m.addr(c.to), Protocol: proto, SrcPort: 40000, DstPort: c.port})
+		want[c] = v.Allowed
+	}
+	return want
+}
+
+func (m *matrixLab) addr(key string) netip.Addr {
+	for _, p := range m.pods {
+		if p.key == key {
+			return p.addr
+		}
+	}
+	return netip.Addr{}
+}
+
+// cells are every pair of distinct pods and every port (a pod reaching itself stays in
+// its own namespace, where no policy applies).
+func (m *matrixLab) cells() []cell {
+	var out []cell
+	for _, from := range m.pods {
+		for _, to := range m.pods {
+			if from.key == to.key {
+				continue
+			}
+			for _, mp := range matrixPorts {
+				out = append(out, cell{from.key, to.key, mp.proto, mp.port})
+			}
+		}
+	}
+	return out
+}
+
+// observe probes every cell: one probe process per source pod, all in parallel.
+func (m *matrixLab) observe(t *testing.T) map[cell]bool {
+	got := map[cell]bool{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, from := range m.pods {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			args := []string{"netns", "exec", from.ns, m.probe, "probe", "600ms"}
+			index := map[string]cell{}
+			for _, c := range m.cells() {
+				if c.from != from.key {
+					continue
+				}
+				target := fmt.Sprintf("%s/%s", c.proto, netip.AddrPortFrom(m.addr(c.to), c.port))
+				index[target] = c
+				args = append(args, target)
+			}
+			out, err := exec.Command("ip", args...).Output()
+			if err != nil {
+				t.Errorf("probe from %s: %v", from.key, err)
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			for line := range strings.SplitSeq(strings.TrimSpace(string(out)), "\n") {
+				target, res, _ := strings.Cut(line, " ")
+				got[index[target]] = res == "ok"
+			}
+		}()
+	}
+	wg.Wait()
+	return got
+}
+
+// expectMatrix probes until the observed matrix equals the oracle's, for up to 10 s, and
+// otherwise fails listing the differing cells.
+func (m *matrixLab) expectMatrix(t *testing.T, scenario string) {
+	t.Helper()
+	want := m.oracle(t)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got := m.observe(t)
+		var diff []string
+		for _, c := range m.cells() {
+			if got[c] != want[c] {
+				diff = append(diff, fmt.Sprintf("  %s: observed %s, oracle %s", c, verdictWord(got[c]), verdictWord(want[c])))
+			}
+		}
+		if len(diff) == 0 {
+			allowed := 0
+			for _, ok := range want {
+				if ok {
+					allowed++
+				}
+			}
+			t.Logf("%s: matrix agrees with the oracle (%d of %d cells allowed)", scenario, allowed, len(want))
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("%s: %d cells differ from the oracle:\n%s", scenario, len(diff), strings.Join(diff, "\n"))
+			return
+		}
+	}
+}
+
+func verdictWord(ok bool) string {
+	if ok {
+		return "allowed"
+	}
+	return "denied"
+}
+
+func (m *matrixLab) apply(t *testing.T, manifest string) {
+	t.Helper()
+	if _, stderr, code := m.l.run(manifest, "ctl", "apply", "-f", "-"); code != 0 {
+		t.Fatalf("apply: %s", stderr)
+	}
+}
+
+func (m *matrixLab) remove(t *testing.T, manifest string) {
+	t.Helper()
+	if _, stderr, code := m.l.run(manifest, "ctl", "delete", "-f", "-"); code != 0 {
+		t.Fatalf("delete: %s", stderr)
+	}
+}
+
+// TestPolicyMatrix: for each scenario the observed connectivity of the 3x3 matrix (TCP
+// and UDP, ports 80 and 81) equals the evaluator's; workloads are on two nodes.
+func TestPolicyMatrix(t *testing.T) {
+	m := newMatrixLab(t)
+	m.expectMatrix(t, "no policy")
+	for _, sc := range policyScenarios {
+		m.apply(t, sc.manifest)
+		m.expectMatrix(t, sc.name)
+		if sc.then != "" {
+			m.apply(t, sc.then)
+			m.expectMatrix(t, sc.name+", updated")
+		}
+		m.remove(t, sc.manifest)
+	}
+	m.expectMatrix(t, "all policies removed")
+}
+
+var policyScenarios = []struct {
+	name, manifest string
+	then           string // applied next, while the servers run: an update
+}{
+	{"default deny ingress and egress", `
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: deny-ingress, namespace: x}
+spec: {podSelector: {}}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: deny-egress, namespace: "y"}
+spec: {podSelector: {}, policyTypes: [Egress]}
+`, ""},
+	{"allow from namespace, from pod, both (AND) and either (OR)", `
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: and, namespace: x}
+spec:
+  podSelector: {matchLabels: {pod: a}}
+  ingress: [{from: [{namespaceSelector: {matchLabels: {ns: "y"}}, podSelector: {matchLabels: {pod: b}}}]}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: or, namespace: x}
+spec:
+  podSelector: {matchLabels: {pod: b}}
+  ingress: [{from: [{namespaceSelector: {matchLabels: {ns: z}}}, {podSelector: {matchLabels: {pod: c}}}]}]
+`, `
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: and, namespace: x}
+spec:
+  podSelector: {matchLabels: {pod: a}}
+  ingress: [{from: [{namespaceSelector: {matchLabels: {ns: z}}, podSelector: {matchLabels: {pod: c}}}]}]
+`},
+	{"named ports, port ranges, ipBlock with except, egress to a CIDR", `
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: ports, namespace: x}
+spec:
+  podSelector: {}
+  ingress:
+  - ports: [{port: serve-81-udp, protocol: UDP}, {port: 79, endPort: 80}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: cidr, namespace: z}
+spec:
+  podSelector: {matchLabels: {pod: a}}
+  policyTypes: [Egress]
+  egress: [{to: [{ipBlock: {cidr: 10.244.0.0/16, except: [10.244.0.0/17]}}]}]
+`, ""},
+	{"calico order, Deny before Allow, Pass, GlobalNetworkPolicy, NetworkSets, Log", `
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: security.pass-or-deny}
+spec:
+  tier: security
+  namespaceSelector: ns in {'x', 'z'}
+  ingress:
+  - {action: Log, protocol: UDP}
+  - {action: Pass, source: {selector: pod == 'a', namespaceSelector: all()}}
+  - {action: Deny, protocol: TCP, destination: {ports: [81]}}
+  - {action: Allow, source: {selector: role == 'friends', namespaceSelector: global()}}
+---
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: only-80, namespace: x}
+spec:
+  order: 10
+  ingress: [{action: Allow, protocol: TCP, destination: {ports: [80]}}]
+---
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: allow-all, namespace: x}
+spec:
+  order: 20
+  ingress: [{action: Deny, protocol: UDP, destination: {ports: [81]}}, {action: Allow}]
+`, `
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkSet
+metadata: {name: friends, labels: {role: friends}}
+spec: {nets: [10.244.0.0/16]}
+`},
+}

@@ -1,0 +1,101 @@
+// Command policyprobe serves and probes TCP and UDP ports for the policy matrix tests.
+//
+//	policyprobe serve 80 81          # accept TCP and answer UDP on each port, until killed
+//	policyprobe probe TIMEOUT T...   # T is proto/addr:port; prints "T ok" or "T fail" per target
+//
+// Probes run in parallel; a TCP probe succeeds when the connection is accepted, a UDP
+// probe when the echo comes back within TIMEOUT.
+package main
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"time"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: policyprobe serve PORT... | probe TIMEOUT TARGET...")
+		os.Exit(2)
+	}
+	switch os.Args[1] {
+	case "serve":
+		serve(os.Args[2:])
+	case "probe":
+		d, err := time.ParseDuration(os.Args[2])
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+		probe(d, os.Args[3:])
+	}
+}
+
+func serve(ports []string) {
+	for _, p := range ports {
+		l, err := net.Listen("tcp", ":"+p)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		go func() {
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				c.Close()
+			}
+		}()
+		u, err := net.ListenPacket("udp", ":"+p)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		go func() {
+			buf := make([]byte, 64)
+			for {
+				n, from, err := u.ReadFrom(buf)
+				if err != nil {
+					return
+				}
+				u.WriteTo(buf[:n], from)
+			}
+		}()
+	}
+	fmt.Println("serving")
+	select {}
+}
+
+func probe(timeout time.Duration, targets []string) {
+	results := make([]string, len(targets))
+	var wg sync.WaitGroup
+	for i, t := range targets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			proto, addr, _ := strings.Cut(t, "/")
+			ok := false
+			if proto == "tcp" {
+				if c, err := net.DialTimeout("tcp", addr, timeout); err == nil {
+					c.Close()
+					ok = true
+				}
+			} else if c, err := net.DialTimeout("udp", addr, timeout); err == nil {
+				c.SetDeadline(time.Now().Add(timeout))
+				buf := make([]byte, 64)
+				if _, err := c.Write([]byte("x")); err == nil {
+					_, err = c.Read(buf)
+					ok = err == nil
+				}
+				c.Close()
+			}
+			results[i] = t + map[bool]string{true: " ok", false: " fail"}[ok]
+		}()
+	}
+	wg.Wait()
+	fmt.Println(strings.Join(results, "\n"))
+}
