@@ -308,6 +308,9 @@ func TestPolicyMatrix(t *testing.T) {
 	for _, sc := range policyScenarios {
 		m.apply(t, sc.manifest)
 		m.expectMatrix(t, sc.name)
+		if sc.check != nil {
+			sc.check(t, m)
+		}
 		if sc.then != "" {
 			m.apply(t, sc.then)
 			m.expectMatrix(t, sc.name+", updated")
@@ -315,11 +318,112 @@ func TestPolicyMatrix(t *testing.T) {
 		m.remove(t, sc.manifest)
 	}
 	m.expectMatrix(t, "all policies removed")
+	m.relabelling(t)
+}
+
+// relabelling changes an endpoint's labels and a namespace's labels while the servers
+// run, under a policy that selects by those labels, and expects the matrix to follow.
+func (m *matrixLab) relabelling(t *testing.T) {
+	const manifest = `
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: by-label, namespace: x}
+spec:
+  podSelector: {}
+  ingress: [{from: [{podSelector: {matchLabels: {role: client}}}, {namespaceSelector: {matchLabels: {team: blue}}}]}]
+---
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: clients-out, namespace: z}
+spec:
+  selector: role == 'client'
+  egress: [{action: Deny, protocol: UDP}, {action: Allow}]
+`
+	m.apply(t, manifest)
+	m.expectMatrix(t, "relabelling: policies by label, no endpoint labelled")
+	m.relabel(t, "x/b", map[string]string{"role": "client"})
+	m.relabel(t, "z/c", map[string]string{"role": "client"})
+	m.expectMatrix(t, "relabelling: x/b and z/c labelled role=client")
+	m.apply(t, "apiVersion: v1\nkind: Namespace\nmetadata: {name: \"y\", labels: {ns: \"y\", team: blue}}\n")
+	m.expectMatrix(t, "relabelling: namespace y labelled team=blue")
+	m.relabel(t, "x/b", map[string]string{"role": ""})
+	m.relabel(t, "z/c", map[string]string{"pod": "x"})
+	m.apply(t, "apiVersion: v1\nkind: Namespace\nmetadata: {name: \"y\", labels: {ns: \"y\"}}\n")
+	m.expectMatrix(t, "relabelling: x/b's role removed, z/c's pod changed, namespace y's team removed")
+	m.remove(t, manifest)
+	m.relabel(t, "z/c", map[string]string{"pod": "c", "role": ""})
+	m.expectMatrix(t, "relabelling: policies removed, labels restored")
+}
+
+// relabel sets (or, with "", removes) labels of a pod's WorkloadEndpoint, as an
+// orchestrator relabelling a pod would.
+func (m *matrixLab) relabel(t *testing.T, key string, labels map[string]string) {
+	t.Helper()
+	ns, name, _ := strings.Cut(key, "/")
+	rs, err := api.Decode([]byte(m.l.ok("ctl", "get", "workloadendpoints", "-n", ns, name, "-o", "yaml")), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := rs[0].(*api.WorkloadEndpoint)
+	if w.Labels == nil {
+		w.Labels = map[string]string{}
+	}
+	for k, v := range labels {
+		if v == "" {
+			delete(w.Labels, k)
+		} else {
+			w.Labels[k] = v
+		}
+	}
+	w.ResourceVersion = ""
+	b, err := yaml.Marshal(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.apply(t, string(b))
+}
+
+// logHits sums, per node, the packet counters of tabby's LOG and NFLOG rules (both
+// iptables backends).
+func (m *matrixLab) logHits(t *testing.T) map[string]int {
+	hits := map[string]int{}
+	for _, node := range []string{"node1", "node2"} {
+		for _, save := range []string{"iptables-nft-save", "iptables-legacy-save"} {
+			out, err := exec.Command("ip", "netns", "exec", m.l.ns(node), save, "-c", "-t", "filter").Output()
+			if err != nil {
+				continue
+			}
+			for line := range strings.SplitSeq(string(out), "\n") {
+				var pkts, bytes int
+				var rest string
+				if n, _ := fmt.Sscanf(line, "[%d:%d] -A tby-%s", &pkts, &bytes, &rest); n < 3 {
+					continue
+				}
+				if strings.Contains(line, " -j LOG ") || strings.Contains(line, " -j NFLOG ") {
+					hits[node] += pkts
+				}
+			}
+		}
+	}
+	return hits
+}
+
+// expectLogged checks that the scenario's Log rule (UDP into namespaces x and z) was hit
+// on both nodes, each of which has workloads of x or z.
+func expectLogged(t *testing.T, m *matrixLab) {
+	hits := m.logHits(t)
+	for _, node := range []string{"node1", "node2"} {
+		if hits[node] == 0 {
+			t.Errorf("Log rule: no packet counted by a LOG rule on %s (hits %v)", node, hits)
+		}
+	}
+	t.Logf("Log rule: packets logged per node %v", hits)
 }
 
 var policyScenarios = []struct {
 	name, manifest string
 	then           string // applied next, while the servers run: an update
+	check          func(*testing.T, *matrixLab)
 }{
 	{"default deny ingress and egress", `
 apiVersion: networking.k8s.io/v1
@@ -331,7 +435,7 @@ apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
 metadata: {name: deny-egress, namespace: "y"}
 spec: {podSelector: {}, policyTypes: [Egress]}
-`, ""},
+`, "", nil},
 	{"allow from namespace, from pod, both (AND) and either (OR)", `
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
@@ -353,7 +457,7 @@ metadata: {name: and, namespace: x}
 spec:
   podSelector: {matchLabels: {pod: a}}
   ingress: [{from: [{namespaceSelector: {matchLabels: {ns: z}}, podSelector: {matchLabels: {pod: c}}}]}]
-`},
+`, nil},
 	{"named ports, port ranges, ipBlock with except, egress to a CIDR", `
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
@@ -370,7 +474,7 @@ spec:
   podSelector: {matchLabels: {pod: a}}
   policyTypes: [Egress]
   egress: [{to: [{ipBlock: {cidr: 10.244.0.0/16, except: [10.244.0.0/17]}}]}]
-`, ""},
+`, "", nil},
 	{"calico order, Deny before Allow, Pass, GlobalNetworkPolicy, NetworkSets, Log", `
 apiVersion: projectcalico.org/v3
 kind: GlobalNetworkPolicy
@@ -402,5 +506,5 @@ apiVersion: projectcalico.org/v3
 kind: GlobalNetworkSet
 metadata: {name: friends, labels: {role: friends}}
 spec: {nets: [10.244.0.0/16]}
-`},
+`, expectLogged},
 }
