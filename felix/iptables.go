@@ -362,6 +362,7 @@ type SyncStats struct {
 	LastSetsUpdated []string
 	LastErr         error
 	LastSync        time.Time
+	LastTook        time.Duration // of the last sync that wrote something
 }
 
 // NewPolicySyncer detects the backend and returns a syncer with nothing desired yet.
@@ -439,6 +440,7 @@ func (s *PolicySyncer) Apply(ctx context.Context, fs *FilterState) error {
 }
 
 func (s *PolicySyncer) apply(ctx context.Context, fs *FilterState) error {
+	start := time.Now()
 	setsOut, err := s.run.Run(ctx, nil, "ipset", "save")
 	if err != nil {
 		return fmt.Errorf("read ipsets: %w", err)
@@ -465,9 +467,16 @@ func (s *PolicySyncer) apply(ctx context.Context, fs *FilterState) error {
 			return fmt.Errorf("destroy stale ipsets %v: %w", sp.Deleted, err)
 		}
 	}
+	wrote := fp.Restore != nil || len(sp.Restore) > 0 || len(sp.Destroy) > 0
+	took := time.Since(start)
+	if wrote {
+		s.log.Debug("policy synced", "chains", len(fp.Written), "deleted", len(fp.Deleted),
+			"sets", len(sp.Updated), "stale-sets", len(sp.Deleted), "took", took)
+	}
 	s.mu.Lock()
-	if fp.Restore != nil || len(sp.Restore) > 0 || len(sp.Destroy) > 0 {
+	if wrote {
 		s.stats.Writes++
+		s.stats.LastTook = took
 	}
 	s.stats.RestoreLines = bytes.Count(fp.Restore, []byte("\n"))
 	s.stats.LastWritten = fp.Written

@@ -63,7 +63,7 @@ func TestMain(m *testing.M) {
 }
 
 // needLab skips the test without root (unless CI is set) and checks the tools a lab needs.
-func needLab(t *testing.T) {
+func needLab(t testing.TB) {
 	t.Helper()
 	ci := os.Getenv("CI") != ""
 	if os.Geteuid() != 0 {
@@ -85,12 +85,12 @@ func needLab(t *testing.T) {
 
 // lab drives one lab through the built tabby-lab.
 type lab struct {
-	t    *testing.T
+	t    testing.TB
 	name string
 	env  []string // extra environment for tabby-lab
 }
 
-func newLab(t *testing.T) *lab {
+func newLab(t testing.TB) *lab {
 	t.Helper()
 	b := make([]byte, 6)
 	rand.Read(b)

@@ -52,7 +52,7 @@ type matrixLab struct {
 	probe string
 }
 
-func newMatrixLab(t *testing.T) *matrixLab {
+func newMatrixLab(t testing.TB) *matrixLab {
 	needLab(t)
 	for _, tool := range []string{"iptables-nft-restore", "ipset"} {
 		if _, err := exec.LookPath(tool); err != nil {
@@ -113,7 +113,7 @@ func newMatrixLab(t *testing.T) *matrixLab {
 }
 
 // serve starts the pod's servers and waits until they listen.
-func (m *matrixLab) serve(t *testing.T, p matrixPod) {
+func (m *matrixLab) serve(t testing.TB, p matrixPod) {
 	cmd := exec.Command("ip", "netns", "exec", p.ns, m.probe, "serve", "80", "81")
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -131,7 +131,7 @@ func (m *matrixLab) serve(t *testing.T, p matrixPod) {
 
 // addNamedPorts gives every endpoint the named ports serve-80-tcp, serve-81-udp and so on,
 // as a pod spec's container ports would.
-func (m *matrixLab) addNamedPorts(t *testing.T) {
+func (m *matrixLab) addNamedPorts(t testing.TB) {
 	var docs []string
 	for _, p := range m.pods {
 		ns, name, _ := strings.Cut(p.key, "/")
@@ -159,7 +159,7 @@ func (m *matrixLab) addNamedPorts(t *testing.T) {
 }
 
 // oracle reads the lab's resources and computes the expected matrix.
-func (m *matrixLab) oracle(t *testing.T) map[cell]bool {
+func (m *matrixLab) oracle(t testing.TB) map[cell]bool {
 	var in policy.Input
 	for _, kind := range policy.InputKinds {
 		rs, err := api.Decode([]byte(m.l.ok("ctl", "get", kind, "-A", "-o", "yaml")), kind)
@@ -213,7 +213,7 @@ func (m *matrixLab) cells() []cell {
 }
 
 // observe probes every cell: one probe process per source pod, all in parallel.
-func (m *matrixLab) observe(t *testing.T) map[cell]bool {
+func (m *matrixLab) observe(t testing.TB) map[cell]bool {
 	got := map[cell]bool{}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -250,7 +250,7 @@ func (m *matrixLab) observe(t *testing.T) map[cell]bool {
 
 // expectMatrix probes until the observed matrix equals the oracle's, for up to 10 s, and
 // otherwise fails listing the differing cells.
-func (m *matrixLab) expectMatrix(t *testing.T, scenario string) {
+func (m *matrixLab) expectMatrix(t testing.TB, scenario string) {
 	t.Helper()
 	want := m.oracle(t)
 	deadline := time.Now().Add(10 * time.Second)
@@ -286,14 +286,14 @@ func verdictWord(ok bool) string {
 	return "denied"
 }
 
-func (m *matrixLab) apply(t *testing.T, manifest string) {
+func (m *matrixLab) apply(t testing.TB, manifest string) {
 	t.Helper()
 	if _, stderr, code := m.l.run(manifest, "ctl", "apply", "-f", "-"); code != 0 {
 		t.Fatalf("apply: %s", stderr)
 	}
 }
 
-func (m *matrixLab) remove(t *testing.T, manifest string) {
+func (m *matrixLab) remove(t testing.TB, manifest string) {
 	t.Helper()
 	if _, stderr, code := m.l.run(manifest, "ctl", "delete", "-f", "-"); code != 0 {
 		t.Fatalf("delete: %s", stderr)
@@ -357,7 +357,21 @@ spec:
 
 // relabel sets (or, with "", removes) labels of a pod's WorkloadEndpoint, as an
 // orchestrator relabelling a pod would.
-func (m *matrixLab) relabel(t *testing.T, key string, labels map[string]string) {
+func (m *matrixLab) relabel(t testing.TB, key string, labels map[string]string) {
+	t.Helper()
+	w := m.getEndpoint(t, key)
+	for k, v := range labels {
+		if v == "" {
+			delete(w.Labels, k)
+		} else {
+			w.Labels[k] = v
+		}
+	}
+	m.apply(t, endpointYAML(t, w))
+}
+
+// getEndpoint reads a pod's WorkloadEndpoint (with a non-nil Labels map).
+func (m *matrixLab) getEndpoint(t testing.TB, key string) *api.WorkloadEndpoint {
 	t.Helper()
 	ns, name, _ := strings.Cut(key, "/")
 	rs, err := api.Decode([]byte(m.l.ok("ctl", "get", "workloadendpoints", "-n", ns, name, "-o", "yaml")), key)
@@ -368,24 +382,22 @@ func (m *matrixLab) relabel(t *testing.T, key string, labels map[string]string) 
 	if w.Labels == nil {
 		w.Labels = map[string]string{}
 	}
-	for k, v := range labels {
-		if v == "" {
-			delete(w.Labels, k)
-		} else {
-			w.Labels[k] = v
-		}
-	}
+	return w
+}
+
+// endpointYAML is w as a manifest that apply updates whatever its revision.
+func endpointYAML(t testing.TB, w *api.WorkloadEndpoint) string {
 	w.ResourceVersion = ""
 	b, err := yaml.Marshal(w)
 	if err != nil {
 		t.Fatal(err)
 	}
-	m.apply(t, string(b))
+	return string(b)
 }
 
 // logHits sums, per node, the packet counters of tabby's LOG and NFLOG rules (both
 // iptables backends).
-func (m *matrixLab) logHits(t *testing.T) map[string]int {
+func (m *matrixLab) logHits(t testing.TB) map[string]int {
 	hits := map[string]int{}
 	for _, node := range []string{"node1", "node2"} {
 		for _, save := range []string{"iptables-nft-save", "iptables-legacy-save"} {

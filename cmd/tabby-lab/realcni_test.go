@@ -54,7 +54,7 @@ func waitRoute(t *testing.T, l *lab, node string, addr netip.Addr, dev string, w
 }
 
 // workload returns a lab workload's address and host veth (from its endpoint).
-func workload(t *testing.T, l *lab, namespace, name string) (netip.Addr, string) {
+func workload(t testing.TB, l *lab, namespace, name string) (netip.Addr, string) {
 	t.Helper()
 	var s Status
 	if err := json.Unmarshal([]byte(l.ok("status", "-o", "json")), &s); err != nil {

@@ -2,6 +2,12 @@
 //
 //	policyprobe serve 80 81          # accept TCP and answer UDP on each port, until killed
 //	policyprobe probe TIMEOUT T...   # T is proto/addr:port; prints "T ok" or "T fail" per target
+//	policyprobe until ok|fail TIMEOUT T
+//
+// until probes T at least every 5 ms: it prints "ready" once a probe had the other verdict
+// (or "already" if the first had the wanted one), then, when the verdict flips, the start
+// time of the first probe with the wanted verdict in Unix nanoseconds, and exits. A "fail"
+// counts only when the next probe fails too (a slow "ok" is not a flip).
 //
 // Probes run in parallel; a TCP probe succeeds when the connection is accepted, a UDP
 // probe when the echo comes back within TIMEOUT.
@@ -31,6 +37,29 @@ func main() {
 			os.Exit(2)
 		}
 		probe(d, os.Args[3:])
+	case "until":
+		d, err := time.ParseDuration(os.Args[3])
+		if err != nil || len(os.Args) != 5 {
+			fmt.Fprintln(os.Stderr, "usage: policyprobe until ok|fail TIMEOUT TARGET")
+			os.Exit(2)
+		}
+		until(os.Args[2] == "ok", d, os.Args[4])
+	}
+}
+
+func until(want bool, timeout time.Duration, target string) {
+	if probeOne(target, timeout) == want {
+		fmt.Println("already")
+		return
+	}
+	fmt.Println("ready")
+	for {
+		start := time.Now()
+		if probeOne(target, timeout) == want && (want || probeOne(target, timeout) == want) {
+			fmt.Println(start.UnixNano())
+			return
+		}
+		time.Sleep(time.Until(start.Add(5 * time.Millisecond)))
 	}
 }
 
@@ -77,25 +106,31 @@ func probe(timeout time.Duration, targets []string) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			proto, addr, _ := strings.Cut(t, "/")
-			ok := false
-			if proto == "tcp" {
-				if c, err := net.DialTimeout("tcp", addr, timeout); err == nil {
-					c.Close()
-					ok = true
-				}
-			} else if c, err := net.DialTimeout("udp", addr, timeout); err == nil {
-				c.SetDeadline(time.Now().Add(timeout))
-				buf := make([]byte, 64)
-				if _, err := c.Write([]byte("x")); err == nil {
-					_, err = c.Read(buf)
-					ok = err == nil
-				}
-				c.Close()
-			}
-			results[i] = t + map[bool]string{true: " ok", false: " fail"}[ok]
+			results[i] = t + map[bool]string{true: " ok", false: " fail"}[probeOne(t, timeout)]
 		}()
 	}
 	wg.Wait()
 	fmt.Println(strings.Join(results, "\n"))
+}
+
+// probeOne says whether target (proto/addr:port) answers within timeout: a TCP
+// connection accepted, a UDP datagram echoed.
+func probeOne(target string, timeout time.Duration) bool {
+	proto, addr, _ := strings.Cut(target, "/")
+	ok := false
+	if proto == "tcp" {
+		if c, err := net.DialTimeout("tcp", addr, timeout); err == nil {
+			c.Close()
+			ok = true
+		}
+	} else if c, err := net.DialTimeout("udp", addr, timeout); err == nil {
+		c.SetDeadline(time.Now().Add(timeout))
+		buf := make([]byte, 64)
+		if _, err := c.Write([]byte("x")); err == nil {
+			_, err = c.Read(buf)
+			ok = err == nil
+		}
+		c.Close()
+	}
+	return ok
 }
