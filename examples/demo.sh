@@ -2,7 +2,8 @@
 # The quick-start demo (make demo; needs root): a 3-node tabby-lab on this machine (network
 # namespaces, one etcd, tabby-node on every node), the example resources applied with
 # tabbyctl, two workloads per node attached through tabby-cni, their endpoints and the
-# routes the agents installed, and pings between workloads on the same node. The lab is
+# routes the agents installed, pings between workloads on the same node and, over BGP, on
+# different nodes. The lab is
 # removed on exit; TABBY_DEMO_KEEP=1 leaves it up. TABBY_DEMO_LAB names it (default demo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -54,9 +55,29 @@ done
 step "${L[@]}" exec default/web1 -- ping -c1 -W2 172.31.1.10
 
 web1=$(addr default/web1)
-say "Across nodes there is no route yet: node2 sends web1's address ($web1) to its default gateway. BGP, the next feature, will advertise each node's blocks to the others; IPIP/VXLAN encapsulation, network policy, Services and DNS come after it."
+say "Across nodes, BGP: every agent peers with every other (a node-to-node mesh over embedded GoBGP), advertises its blocks, and installs the blocks it learns via their node."
+step "${L[@]}" ctl --node node1 node status
 step "${L[@]}" exec node2 -- ip route get "$web1"
-step "${L[@]}" exec default/web3 -- ping -c1 -W1 "$web1" || echo "(no answer from web1, as expected for now)"
+for pair in web3:web1 db6:web3 web1:db6; do
+	from=${pair%%:*} to=${pair#*:}
+	step "${L[@]}" exec "default/$from" -- ping -c2 -W2 "$(addr "default/$to")"
+done
+
+say "Policy: the example policies select only the shop namespace, so these workloads are open. tabbyctl policy check says which policy and rule decide a flow."
+step "${L[@]}" ctl policy check default/web3 default/db2 --port 5432 --protocol tcp
+
+say "Now a policy selects the db workloads: only web workloads, on tcp/5432. Everything else to them is denied, ping included, within a moment on every node."
+step "${L[@]}" ctl apply -f examples/demo/db-from-web.yaml
+step "${L[@]}" ctl policy check default/web3 default/db2 --port 5432 --protocol tcp
+step "${L[@]}" ctl policy check default/web3 default/db2 --protocol icmp
+denied=
+for _ in $(seq 50); do # the agents apply it within a fraction of a second; allow 5 s
+	if ! "${L[@]}" exec default/web3 -- ping -c1 -W1 "$(addr default/db2)" >/dev/null 2>&1; then denied=1; break; fi
+	sleep 0.1
+done
+step "${L[@]}" exec default/web3 -- ping -c1 -W1 "$(addr default/db2)" || echo "(no answer: denied by default/db-from-web)"
+[[ -n $denied ]] || { echo "the policy was not enforced" >&2; exit 1; }
+step "${L[@]}" ctl delete -f examples/demo/db-from-web.yaml
 
 say "Detaching a workload removes its endpoint, its veth, its route and its address."
 step "${L[@]}" workload del default/db2

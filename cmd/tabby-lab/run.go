@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"os/exec"
 	"strings"
 	"syscall"
@@ -18,7 +19,8 @@ func newExecCommand(g *globals) *cobra.Command {
 		Long: `exec runs a command in a lab namespace with "ip netns exec", passing standard input,
 output and error through and exiting with the command's status. TARGET is "router", a node
 (node1), a host, or a workload (NAMESPACE/NAME). In the router and in nodes,
-TABBY_ETCD_ENDPOINTS is set to the lab's etcd.`,
+TABBY_ETCD_ENDPOINTS is set to the lab's etcd; in nodes, TABBY_STATUS_SOCKET to the
+agent's status socket (so tabbyctl node status works there).`,
 		Example: `  tabby-lab exec node2 -- ip route
   tabby-lab exec default/web1 -- ping -c1 10.244.1.5
   tabby-lab exec router -- tcpdump -ni node1`,
@@ -54,7 +56,7 @@ func newCtlCommand(g *globals) *cobra.Command {
 		Short: "run tabbyctl against the lab's etcd, inside the router or a node",
 		Long: `ctl runs the lab's tabbyctl with --etcd-endpoints (through TABBY_ETCD_ENDPOINTS) set to
 the lab's etcd, inside the router namespace, or inside a node's namespace with --node (where
-it also reaches that node's agent). Its exit status is tabbyctl's. Flags for tabbyctl follow
+it also reaches that node's agent: tabby-lab ctl --node node1 node status). Its exit status is tabbyctl's. Flags for tabbyctl follow
 its subcommand.`,
 		Example: `  tabby-lab ctl get nodes -o wide
   tabby-lab ctl --node node1 get workloadendpoints -A
@@ -102,7 +104,9 @@ func resolveTarget(st *State, target string) (ns string, env []string, err error
 		}
 		return w.Netns, env, nil
 	case st.node(target) != nil:
-		return st.node(target).Netns, append(env, etcdEnv), nil
+		// The agent serves node status under its --data-dir, which the lab sets per node.
+		n := st.node(target)
+		return n.Netns, append(env, etcdEnv, "TABBY_STATUS_SOCKET="+filepath.Join(n.DataDir, "status.sock")), nil
 	case st.host(target) != nil:
 		return st.host(target).Netns, env, nil
 	}
