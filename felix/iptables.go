@@ -18,15 +18,17 @@ import (
 
 // Backend is the iptables flavour felix drives: its save and restore commands.
 type Backend struct {
-	Name    string // "nft" or "legacy"
-	Save    string
-	Restore string
+	Name            string // "nft" or "legacy"
+	Save, Restore   string
+	Save6, Restore6 string // ip6tables
 }
 
 // Backends tabby knows, by name.
 var (
-	BackendNFT    = Backend{Name: "nft", Save: "iptables-nft-save", Restore: "iptables-nft-restore"}
-	BackendLegacy = Backend{Name: "legacy", Save: "iptables-legacy-save", Restore: "iptables-legacy-restore"}
+	BackendNFT = Backend{Name: "nft", Save: "iptables-nft-save", Restore: "iptables-nft-restore",
+		Save6: "ip6tables-nft-save", Restore6: "ip6tables-nft-restore"}
+	BackendLegacy = Backend{Name: "legacy", Save: "iptables-legacy-save", Restore: "iptables-legacy-restore",
+		Save6: "ip6tables-legacy-save", Restore6: "ip6tables-legacy-restore"}
 )
 
 // Runner runs a command, optionally inside a network namespace, and returns its standard
@@ -263,6 +265,9 @@ func ParseIPSets(save []byte) KernelSets {
 		switch f[0] {
 		case "create":
 			ks[f[1]] = &IPSet{Name: f[1], Type: f[2], Members: []string{}}
+			if i := slices.Index(f, "family"); i > 0 && i+1 < len(f) && f[i+1] == "inet6" {
+				ks[f[1]].Family = "inet6"
+			}
 		case "add":
 			if s := ks[f[1]]; s != nil {
 				s.Members = append(s.Members, f[2])
@@ -299,17 +304,21 @@ func PlanIPSets(have KernelSets, want map[string]*IPSet) SetsPlan {
 		if h != nil {
 			hm := slices.Clone(h.Members)
 			slices.Sort(hm)
-			if h.Type == w.Type && slices.Equal(hm, normalizeMembers(w.Type, members)) {
+			if h.Type == w.Type && h.Family == w.Family && slices.Equal(hm, normalizeMembers(w.Type, members)) {
 				continue
 			}
 		}
 		p.Updated = append(p.Updated, name)
+		family := "inet"
+		if w.Family == "inet6" {
+			family = "inet6"
+		}
 		target := name
 		if h != nil {
 			target = tempSet(name)
-			fmt.Fprintf(&b, "create %s %s family inet -exist\nflush %s\n", target, w.Type, target)
+			fmt.Fprintf(&b, "create %s %s family %s -exist\nflush %s\n", target, w.Type, family, target)
 		} else {
-			fmt.Fprintf(&b, "create %s %s family inet\n", target, w.Type)
+			fmt.Fprintf(&b, "create %s %s family %s\n", target, w.Type, family)
 		}
 		for _, m := range members {
 			fmt.Fprintf(&b, "add %s %s -exist\n", target, m)
@@ -328,15 +337,19 @@ func PlanIPSets(have KernelSets, want map[string]*IPSet) SetsPlan {
 	return p
 }
 
-// normalizeMembers writes members as ipset save prints them: a /32 net without its
-// length.
+// normalizeMembers writes members as ipset save prints them: a /32 or /128 net without
+// its length.
 func normalizeMembers(typ string, ms []string) []string {
 	if typ != "hash:net" {
 		return ms
 	}
 	out := make([]string, len(ms))
 	for i, m := range ms {
-		out[i] = strings.TrimSuffix(m, "/32")
+		if strings.Contains(m, ":") {
+			out[i] = strings.TrimSuffix(m, "/128")
+		} else {
+			out[i] = strings.TrimSuffix(m, "/32")
+		}
 	}
 	slices.Sort(out)
 	return out
@@ -347,6 +360,7 @@ type PolicySyncer struct {
 	run     Runner
 	backend Backend
 	log     *slog.Logger
+	noIPv6  bool // ip6tables does not work here: IPv6 state is not synced
 
 	mu      sync.Mutex
 	desired *FilterState
@@ -359,6 +373,8 @@ type SyncStats struct {
 	Syncs, Writes   int
 	RestoreLines    int // lines of the last iptables-restore input
 	LastWritten     []string
+	RestoreLines6   int // and of ip6tables-restore
+	LastWritten6    []string
 	LastSetsUpdated []string
 	LastErr         error
 	LastSync        time.Time
@@ -374,8 +390,13 @@ func NewPolicySyncer(ctx context.Context, run Runner, log *slog.Logger) (*Policy
 	if err != nil {
 		return nil, err
 	}
-	log.Info("iptables backend", "backend", b.Name)
-	return &PolicySyncer{run: run, backend: b, log: log, kick: make(chan struct{}, 1)}, nil
+	s := &PolicySyncer{run: run, backend: b, log: log, kick: make(chan struct{}, 1)}
+	if _, err := run.Run(ctx, nil, b.Save6, "-t", "filter"); err != nil {
+		s.noIPv6 = true
+		log.Warn("ip6tables does not work: IPv6 policy is not enforced", "err", err)
+	}
+	log.Info("iptables backend", "backend", b.Name, "ipv6", !s.noIPv6)
+	return s, nil
 }
 
 // Backend says which backend the syncer uses.
@@ -441,36 +462,46 @@ func (s *PolicySyncer) Apply(ctx context.Context, fs *FilterState) error {
 
 func (s *PolicySyncer) apply(ctx context.Context, fs *FilterState) error {
 	start := time.Now()
+	v6 := fs.IPv6
+	if s.noIPv6 {
+		v6 = nil
+	}
+	// One set plan over both families: each family's sets are stale to the other.
+	sets := fs.IPSets
+	if v6 != nil {
+		sets = maps.Clone(fs.IPSets)
+		maps.Copy(sets, v6.IPSets)
+	}
 	setsOut, err := s.run.Run(ctx, nil, "ipset", "save")
 	if err != nil {
 		return fmt.Errorf("read ipsets: %w", err)
 	}
-	sp := PlanIPSets(ParseIPSets(setsOut), fs.IPSets)
+	sp := PlanIPSets(ParseIPSets(setsOut), sets)
 	if len(sp.Restore) > 0 {
 		if _, err := s.run.Run(ctx, sp.Restore, "ipset", "restore"); err != nil {
 			return fmt.Errorf("update ipsets %v: %w", sp.Updated, err)
 		}
 	}
-	save, err := s.run.Run(ctx, nil, s.backend.Save, "-t", "filter")
+	fp, err := s.syncTable(ctx, s.backend.Save, s.backend.Restore, fs)
 	if err != nil {
-		return fmt.Errorf("read filter table: %w", err)
+		return err
 	}
-	fp := PlanFilter(ParseFilter(save), fs)
-	if fp.Restore != nil {
-		if _, err := s.run.Run(ctx, fp.Restore, s.backend.Restore, "--noflush", "-w", "5"); err != nil {
-			return fmt.Errorf("write chains %v: %w", fp.Written, err)
+	var fp6 FilterPlan
+	if v6 != nil {
+		if fp6, err = s.syncTable(ctx, s.backend.Save6, s.backend.Restore6, v6); err != nil {
+			return fmt.Errorf("IPv6: %w", err)
 		}
-		s.log.Debug("iptables written", "chains", len(fp.Written), "deleted", len(fp.Deleted), "hooks", fp.Hooks)
 	}
 	if len(sp.Destroy) > 0 {
 		if _, err := s.run.Run(ctx, sp.Destroy, "ipset", "restore"); err != nil {
 			return fmt.Errorf("destroy stale ipsets %v: %w", sp.Deleted, err)
 		}
 	}
-	wrote := fp.Restore != nil || len(sp.Restore) > 0 || len(sp.Destroy) > 0
+	wrote := fp.Restore != nil || fp6.Restore != nil || len(sp.Restore) > 0 || len(sp.Destroy) > 0
 	took := time.Since(start)
 	if wrote {
 		s.log.Debug("policy synced", "chains", len(fp.Written), "deleted", len(fp.Deleted),
+			"chains6", len(fp6.Written), "deleted6", len(fp6.Deleted),
 			"sets", len(sp.Updated), "stale-sets", len(sp.Deleted), "took", took)
 	}
 	s.mu.Lock()
@@ -480,30 +511,51 @@ func (s *PolicySyncer) apply(ctx context.Context, fs *FilterState) error {
 	}
 	s.stats.RestoreLines = bytes.Count(fp.Restore, []byte("\n"))
 	s.stats.LastWritten = fp.Written
+	s.stats.RestoreLines6 = bytes.Count(fp6.Restore, []byte("\n"))
+	s.stats.LastWritten6 = fp6.Written
 	s.stats.LastSetsUpdated = sp.Updated
 	s.mu.Unlock()
 	return nil
 }
 
-// RemoveAll deletes every chain, hook and ipset of tabby's from the filter table of both
-// backends (whichever has them) and the kernel's ipsets.
+// syncTable makes one filter table (iptables or ip6tables) match want's chains and
+// hooks with one restore --noflush of what differs.
+func (s *PolicySyncer) syncTable(ctx context.Context, saveCmd, restoreCmd string, want *FilterState) (FilterPlan, error) {
+	save, err := s.run.Run(ctx, nil, saveCmd, "-t", "filter")
+	if err != nil {
+		return FilterPlan{}, fmt.Errorf("read filter table: %w", err)
+	}
+	fp := PlanFilter(ParseFilter(save), want)
+	if fp.Restore != nil {
+		if _, err := s.run.Run(ctx, fp.Restore, restoreCmd, "--noflush", "-w", "5"); err != nil {
+			return FilterPlan{}, fmt.Errorf("write chains %v: %w", fp.Written, err)
+		}
+		s.log.Debug("iptables written", "cmd", restoreCmd, "chains", len(fp.Written), "deleted", len(fp.Deleted), "hooks", fp.Hooks)
+	}
+	return fp, nil
+}
+
+// RemoveAll deletes every chain, hook and ipset of tabby's from the filter tables (IPv4
+// and IPv6) of both backends (whichever has them) and the kernel's ipsets.
 func RemoveAll(ctx context.Context, run Runner) (chains, sets int, err error) {
 	empty := &FilterState{Chains: map[string][]string{}, IPSets: map[string]*IPSet{}}
 	var errs []error
 	for _, b := range []Backend{BackendNFT, BackendLegacy} {
-		save, err := run.Run(ctx, nil, b.Save, "-t", "filter")
-		if err != nil {
-			continue // backend not installed or not usable
+		for _, cmds := range [][2]string{{b.Save, b.Restore}, {b.Save6, b.Restore6}} {
+			save, err := run.Run(ctx, nil, cmds[0], "-t", "filter")
+			if err != nil {
+				continue // backend or family not installed or not usable
+			}
+			fp := PlanFilter(ParseFilter(save), empty)
+			if fp.Restore == nil {
+				continue
+			}
+			if _, err := run.Run(ctx, fp.Restore, cmds[1], "--noflush", "-w", "5"); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", cmds[1], err))
+				continue
+			}
+			chains += len(fp.Deleted)
 		}
-		fp := PlanFilter(ParseFilter(save), empty)
-		if fp.Restore == nil {
-			continue
-		}
-		if _, err := run.Run(ctx, fp.Restore, b.Restore, "--noflush", "-w", "5"); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", b.Name, err))
-			continue
-		}
-		chains += len(fp.Deleted)
 	}
 	if out, err := run.Run(ctx, nil, "ipset", "save"); err == nil {
 		sp := PlanIPSets(ParseIPSets(out), nil)

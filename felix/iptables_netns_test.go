@@ -143,8 +143,8 @@ func TestPolicySyncerNetns(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if chains != len(changed.Chains) || nsets != len(changed.IPSets) {
-				t.Errorf("RemoveAll removed %d chains and %d sets, want %d and %d", chains, nsets, len(changed.Chains), len(changed.IPSets))
+			if chains != len(changed.Chains)+len(changed.IPv6.Chains) || nsets != len(changed.IPSets) {
+				t.Errorf("RemoveAll removed %d chains and %d sets, want %d (IPv4 and IPv6) and %d", chains, nsets, len(changed.Chains)+len(changed.IPv6.Chains), len(changed.IPSets))
 			}
 			out = save()
 			if strings.Contains(out, "tby") {

@@ -54,15 +54,18 @@ func (c PolicyConfig) withDefaults() PolicyConfig {
 	return c
 }
 
-// FilterState is the desired state of tabby's part of the IPv4 filter table.
+// FilterState is the desired state of tabby's part of the IPv4 filter table and, in
+// IPv6, of the IPv6 one.
 type FilterState struct {
 	// Chains maps each tby- chain to its rules: the text after "-A <chain> ", each ending
 	// with its hash comment.
 	Chains map[string][]string
 	// Hooks are the rules tabby inserts at the top of the kernel's chains.
 	Hooks []Hook
-	// IPSets maps each set's name to it.
+	// IPSets maps each set's name to it (family inet; inet6 in IPv6).
 	IPSets map[string]*IPSet
+	// IPv6 is the ip6tables filter table's state, with its own (inet6) sets; nil in itself.
+	IPv6 *FilterState
 }
 
 // Hook is a jump from a kernel chain to one of tabby's.
@@ -80,14 +83,22 @@ type IPSet struct {
 	Name    string
 	Type    string // hash:net or hash:ip,port
 	Members []string
+	Family  string // "" (inet) or "inet6"
 }
 
 // RenderPolicy computes the filter table state for the local workloads of node (those of
 // m's endpoints whose Node is node and that have an interface): pure, no kernel access.
-// Only IPv4 is rendered.
+// The IPv4 state covers endpoints with an IPv4 address and rules that can match IPv4;
+// its IPv6 field likewise for IPv6 (ip6tables, inet6 sets).
 func RenderPolicy(m *policy.Model, node string, cfg PolicyConfig) *FilterState {
 	cfg = cfg.withDefaults()
-	r := &renderer{m: m, cfg: cfg, fs: &FilterState{Chains: map[string][]string{}, IPSets: map[string]*IPSet{}}}
+	fs := renderFamily(m, node, cfg, false)
+	fs.IPv6 = renderFamily(m, node, cfg, true)
+	return fs
+}
+
+func renderFamily(m *policy.Model, node string, cfg PolicyConfig, v6 bool) *FilterState {
+	r := &renderer{m: m, cfg: cfg, v6: v6, fs: &FilterState{Chains: map[string][]string{}, IPSets: map[string]*IPSet{}}}
 	r.render(node)
 	return r.fs
 }
@@ -95,8 +106,17 @@ func RenderPolicy(m *policy.Model, node string, cfg PolicyConfig) *FilterState {
 type renderer struct {
 	m   *policy.Model
 	cfg PolicyConfig
+	v6  bool // rendering ip6tables rules and inet6 sets
 	fs  *FilterState
 }
+
+// family says whether a is of the family being rendered.
+func (r *renderer) family(a netip.Addr) bool { return a.Unmap().Is4() != r.v6 }
+
+// ndpTypes are the ICMPv6 types a workload exchanges with its host before any policy,
+// as Calico allows them: multicast listener query/report/done, router solicitation,
+// neighbour solicitation and advertisement.
+var ndpTypes = []int{130, 131, 132, 133, 135, 136}
 
 type chainBuilder struct {
 	name  string
@@ -177,6 +197,11 @@ func (r *renderer) render(node string) {
 	in := &chainBuilder{name: ChainInput}
 	in.add("-i " + wl + " -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT")
 	in.add("-i " + wl + " -m conntrack --ctstate INVALID -j DROP")
+	if r.v6 {
+		for _, typ := range ndpTypes {
+			in.add(fmt.Sprintf("-i %s -p ipv6-icmp -m icmp6 --icmpv6-type %d -j ACCEPT", wl, typ))
+		}
+	}
 	in.add("-i " + wl + " -g " + ChainWLToHost)
 	r.put(in)
 
@@ -193,7 +218,7 @@ func (r *renderer) render(node string) {
 	usedPolicies := map[string]bool{}
 	usedProfiles := map[string]bool{}
 	for _, e := range r.m.Endpoints {
-		if e.Node != node || e.Interface == "" || !hasV4(e) {
+		if e.Node != node || e.Interface == "" || !slices.ContainsFunc(e.Addrs, r.family) {
 			continue
 		}
 		for _, ingress := range []bool{false, true} {
@@ -241,10 +266,6 @@ func (r *renderer) render(node string) {
 			r.put(c)
 		}
 	}
-}
-
-func hasV4(e *policy.Endpoint) bool {
-	return slices.ContainsFunc(e.Addrs, netip.Addr.Is4)
 }
 
 func markRule(bits, mask int) string { return fmt.Sprintf("-m mark --mark %#x/%#x", bits, mask) }
@@ -330,7 +351,7 @@ func (r *renderer) rules(c *chainBuilder, rules []policy.Rule, chain string) {
 	}
 }
 
-var protoNames = map[uint8]string{1: "icmp", 6: "tcp", 17: "udp", 132: "sctp", 136: "udplite"}
+var protoNames = map[uint8]string{1: "icmp", 6: "tcp", 17: "udp", 58: "ipv6-icmp", 132: "sctp", 136: "udplite"}
 
 func protoArg(n uint8) string {
 	if s, ok := protoNames[n]; ok {
@@ -340,17 +361,22 @@ func protoArg(n uint8) string {
 }
 
 // matches renders a rule's match as one or more alternatives (each "... " ending in a
-// space, ready for the action); false when the rule cannot match IPv4 traffic.
+// space, ready for the action); false when the rule cannot match traffic of the family
+// rendered (its ipVersion, ICMP version or nets are of the other one).
 func (r *renderer) matches(rule *policy.Rule) ([]string, bool) {
-	if rule.Never || rule.IPVersion == 6 {
+	if rule.Never || rule.IPVersion == 6 && !r.v6 || rule.IPVersion == 4 && r.v6 {
 		return nil, false
 	}
-	if rule.Protocol != nil && *rule.Protocol == policy.ProtoICMPv6 {
+	otherICMP := uint8(policy.ProtoICMPv6)
+	if r.v6 {
+		otherICMP = policy.ProtoICMP
+	}
+	if rule.Protocol != nil && *rule.Protocol == otherICMP {
 		return nil, false
 	}
 	for _, e := range []*policy.Entity{&rule.Src, &rule.Dst} {
 		for _, p := range slices.Concat(e.Nets, e.NotNets) {
-			if !p.Addr().Is4() {
+			if !r.family(p.Addr()) {
 				return nil, false // validation keeps a rule's nets to one family
 			}
 		}
@@ -365,12 +391,16 @@ func (r *renderer) matches(rule *policy.Rule) ([]string, bool) {
 	case rule.NotProtocol != nil:
 		b.WriteString("! -p " + protoArg(*rule.NotProtocol) + " ")
 	}
-	if rule.Protocol != nil && *rule.Protocol == policy.ProtoICMP {
+	if rule.Protocol != nil && (*rule.Protocol == policy.ProtoICMP || *rule.Protocol == policy.ProtoICMPv6) {
+		match := "-m icmp --icmp-type "
+		if r.v6 {
+			match = "-m icmp6 --icmpv6-type "
+		}
 		if rule.ICMP != nil && rule.ICMP.Type != nil {
-			b.WriteString("-m icmp --icmp-type " + icmpArg(rule.ICMP) + " ")
+			b.WriteString(match + icmpArg(rule.ICMP) + " ")
 		}
 		if rule.NotICMP != nil && rule.NotICMP.Type != nil {
-			b.WriteString("-m icmp ! --icmp-type " + icmpArg(rule.NotICMP) + " ")
+			b.WriteString(strings.Replace(match, " --", " ! --", 1) + icmpArg(rule.NotICMP) + " ")
 		}
 	}
 	alts := []string{b.String()}
@@ -483,23 +513,40 @@ func chunkPorts(ps []api.Port) []string {
 	return out
 }
 
-// setName is IPSetPrefix, a letter for the kind and a hash of the set's identity.
+// setName is IPSetPrefix, a letter for the kind and a hash of the set's identity; an
+// IPv6 set has "6" before the letter.
+func (r *renderer) setName(kind byte, identity string) string {
+	if r.v6 {
+		return IPSetPrefix + "6" + string(kind) + shortHash(identity, 24)
+	}
+	return setName(kind, identity)
+}
+
 func setName(kind byte, identity string) string {
 	return IPSetPrefix + string(kind) + shortHash(identity, 24)
+}
+
+// newSet records a set of the family rendered.
+func (r *renderer) newSet(name, typ string, members []string) {
+	s := &IPSet{Name: name, Type: typ, Members: members}
+	if r.v6 {
+		s.Family = "inet6"
+	}
+	r.fs.IPSets[name] = s
 }
 
 // selectorSet is the hash:net ipset of a rule selector's members; rules with the same
 // scope share it.
 func (r *renderer) selectorSet(s *policy.Scope) string {
-	name := setName('s', "selector\x00"+s.Key)
+	name := r.setName('s', "selector\x00"+s.Key)
 	if _, ok := r.fs.IPSets[name]; !ok {
 		var members []string
 		for _, p := range s.Members(r.m) {
-			if p.Addr().Is4() {
+			if r.family(p.Addr()) {
 				members = append(members, p.String())
 			}
 		}
-		r.fs.IPSets[name] = &IPSet{Name: name, Type: "hash:net", Members: members}
+		r.newSet(name, "hash:net", members)
 	}
 	return name
 }
@@ -512,9 +559,9 @@ func (r *renderer) netSet(nets []netip.Prefix) string {
 	}
 	slices.Sort(strs)
 	strs = slices.Compact(strs)
-	name := setName('d', "nets\x00"+strings.Join(strs, ","))
+	name := r.setName('d', "nets\x00"+strings.Join(strs, ","))
 	if _, ok := r.fs.IPSets[name]; !ok {
-		r.fs.IPSets[name] = &IPSet{Name: name, Type: "hash:net", Members: strs}
+		r.newSet(name, "hash:net", strs)
 	}
 	return name
 }
@@ -526,16 +573,16 @@ func (r *renderer) namedPortSet(scope *policy.Scope, port string, proto uint8) s
 	if scope != nil {
 		key = scope.Key
 	}
-	name := setName('n', fmt.Sprintf("named\x00%s\x00%s\x00%d", key, port, proto))
+	name := r.setName('n', fmt.Sprintf("named\x00%s\x00%s\x00%d", key, port, proto))
 	if _, ok := r.fs.IPSets[name]; !ok {
 		var members []string
 		for _, mb := range r.m.NamedPortMembers(scope, port, proto) {
-			if mb.Addr.Is4() {
+			if r.family(mb.Addr) {
 				members = append(members, fmt.Sprintf("%s,%s:%d", mb.Addr, protoArg(mb.Protocol), mb.Port))
 			}
 		}
 		slices.Sort(members)
-		r.fs.IPSets[name] = &IPSet{Name: name, Type: "hash:ip,port", Members: slices.Compact(members)}
+		r.newSet(name, "hash:ip,port", slices.Compact(members))
 	}
 	return name
 }

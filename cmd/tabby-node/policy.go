@@ -130,7 +130,8 @@ func runPolicy(ctx context.Context, ds *datastore.Client, node string, o policyO
 			fs := felix.RenderPolicy(m, node, cfg)
 			syncer.Update(fs)
 			log.Debug("policy rendered", "policies", len(m.Policies), "endpoints", len(m.Endpoints),
-				"chains", len(fs.Chains), "ipsets", len(fs.IPSets), "took", time.Since(start))
+				"chains", len(fs.Chains), "ipsets", len(fs.IPSets), "chains6", len(fs.IPv6.Chains), "ipsets6", len(fs.IPv6.IPSets),
+				"took", time.Since(start))
 		}
 	}
 }
