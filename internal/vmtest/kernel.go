@@ -53,14 +53,15 @@ type kernel struct {
 var errUnavailable = errors.New("vm tests unavailable")
 
 // getKernel returns the cached kernel, fetching and unpacking Debian's linux-image-amd64
-// dependency (never installing it) on first use. Call with the cache locked.
+// dependency (never installing it) when there is none. A cached kernel is used without
+// asking apt (0.7 s a run): delete the cache to move to a newer one. Call with the
+// cache locked.
 func getKernel(cache string) (*kernel, error) {
+	if k, err := newestCachedKernel(cache); err == nil {
+		return k, nil
+	}
 	pkg, err := kernelPackage()
 	if err != nil {
-		// Offline or without package lists: any kernel already unpacked will do.
-		if k, kerr := newestCachedKernel(cache); kerr == nil {
-			return k, nil
-		}
 		return nil, err
 	}
 	dir := filepath.Join(cache, pkg)

@@ -26,6 +26,7 @@ package vmtest
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
 	"debug/elf"
 	"errors"
 	"fmt"
@@ -98,6 +99,9 @@ func Run(t testing.TB, opts Options) {
 			t.Fatal("vmtest: cannot find the calling test's package; set Options.Package")
 		}
 		opts.Package = filepath.Dir(file)
+		if !filepath.IsAbs(file) { // built with -trimpath: go test runs in the package
+			opts.Package, _ = os.Getwd()
+		}
 	}
 	res, err := run(t, opts, t.Name())
 	if err != nil {
@@ -167,7 +171,7 @@ func prepare(cache string, opts Options, name string) (*kernel, string, *guestCo
 	if err != nil {
 		return nil, "", nil, err
 	}
-	spec, err := planBase(k, opts.Modules, opts.Binaries)
+	spec, err := planBaseOnce(k, opts.Modules, opts.Binaries)
 	if err != nil {
 		return nil, "", nil, err
 	}
@@ -180,6 +184,27 @@ func prepare(cache string, opts Options, name string) (*kernel, string, *guestCo
 		conf.Modules = append(conf.Modules, filepath.Join("/lib/modules", k.Version, m))
 	}
 	return k, base, conf, nil
+}
+
+var (
+	planMu sync.Mutex
+	plans  = map[string]*baseSpec{}
+)
+
+// planBaseOnce memoises planBase within the process: its ldd run and module index cost
+// about a second, and the host's tools do not change while tests run.
+func planBaseOnce(k *kernel, modules, extra []string) (*baseSpec, error) {
+	planMu.Lock()
+	defer planMu.Unlock()
+	key := fmt.Sprintf("%s %q %q", k.Version, modules, extra)
+	if s, ok := plans[key]; ok {
+		return s, nil
+	}
+	s, err := planBase(k, modules, extra)
+	if err == nil {
+		plans[key] = s
+	}
+	return s, err
 }
 
 // runPattern matches exactly the test (or subtest) name.
@@ -379,22 +404,27 @@ func testBinary(cache, dir string) (string, error) {
 	if b, ok := built[dir]; ok {
 		return b, nil
 	}
+	// One file per package, replaced by each process's build: nothing piles up.
 	bindir := filepath.Join(cache, "bin")
 	if err := os.MkdirAll(bindir, 0o755); err != nil {
 		return "", err
 	}
-	f, err := os.CreateTemp(bindir, filepath.Base(dir)+"-*.test")
+	sum := sha256.Sum256([]byte(dir))
+	dst := filepath.Join(bindir, fmt.Sprintf("%s-%x.test", filepath.Base(dir), sum[:6]))
+	f, err := os.CreateTemp(bindir, ".build-")
 	if err != nil {
 		return "", err
 	}
 	f.Close()
-	out, err := goCmd(dir, "test", "-c", "-o", f.Name(), ".")
-	if err != nil {
-		os.Remove(f.Name())
+	defer os.Remove(f.Name())
+	if out, err := goCmd(dir, "test", "-c", "-o", f.Name(), "."); err != nil {
 		return "", fmt.Errorf("building a static test binary of %s: %v: %s", dir, err, out)
 	}
-	built[dir] = f.Name()
-	return f.Name(), nil
+	if err := os.Rename(f.Name(), dst); err != nil {
+		return "", err
+	}
+	built[dir] = dst
+	return dst, nil
 }
 
 // sameDir reports whether the running test binary is the one of the package in dir;

@@ -18,7 +18,11 @@ import (
 // TestIPIPTunnel joins two network namespaces by veth, tunnels between them with ipip
 // (a module this host's kernel lacks) and pings across.
 func TestIPIPTunnel(t *testing.T) {
+	const marker = "/etc/vmtest-marker"
 	if InVM() {
+		if b, err := os.ReadFile(marker); err != nil || string(b) != "copied" {
+			t.Errorf("%s (from Options.Files) reads %q, %v", marker, b, err)
+		}
 		for _, m := range []string{"ipip", "tunnel4", "ip_tunnel", "veth"} {
 			if _, err := os.Stat("/sys/module/" + m); err != nil {
 				t.Errorf("module %s not loaded: %v", m, err)
@@ -57,7 +61,41 @@ func TestIPIPTunnel(t *testing.T) {
 		}
 		return
 	}
-	Run(t, Options{Modules: []string{"ipip", "veth"}})
+	f := filepath.Join(t.TempDir(), "marker")
+	if err := os.WriteFile(f, []byte("copied"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	Run(t, Options{Modules: []string{"ipip", "veth"}, Files: map[string]string{marker: f}})
+}
+
+// TestIptablesInVM drives iptables-nft, iptables-legacy and nft in the guest: the
+// modules (nf_tables needs crc32c_generic, a soft dependency) and the xtables links.
+func TestIptablesInVM(t *testing.T) {
+	if InVM() {
+		for _, args := range [][]string{
+			{"iptables", "-A", "INPUT", "-p", "tcp", "--dport", "80", "-j", "DROP"},
+			{"iptables-legacy", "-A", "INPUT", "-p", "udp", "--dport", "53", "-j", "ACCEPT"},
+			{"nft", "add", "table", "inet", "tby"},
+		} {
+			if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+				t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+			}
+		}
+		for _, c := range []struct{ cmd, want string }{
+			{"iptables-save", "-A INPUT -p tcp -m tcp --dport 80 -j DROP"},
+			{"iptables-legacy-save", "-A INPUT -p udp -m udp --dport 53 -j ACCEPT"},
+		} {
+			out, err := exec.Command(c.cmd).CombinedOutput()
+			if err != nil || !strings.Contains(string(out), c.want) {
+				t.Errorf("%s: %v, want %q in:\n%s", c.cmd, err, c.want, out)
+			}
+		}
+		if out, err := exec.Command("nft", "list", "tables").CombinedOutput(); err != nil || !strings.Contains(string(out), "table inet tby") {
+			t.Errorf("nft list tables: %v\n%s", err, out)
+		}
+		return
+	}
+	Run(t, Options{Modules: []string{"nf_tables", "nft_compat", "xt_tcpudp", "iptable_filter"}})
 }
 
 // The helpers below run only inside the VM, started by the tests of Run's verdicts.
@@ -118,7 +156,7 @@ func TestRunReportsSkip(t *testing.T) {
 }
 
 func TestRunTimeout(t *testing.T) {
-	res := runHelper(t, Options{Timeout: 10 * time.Second}, "TestHelperHangs")
+	res := runHelper(t, Options{Timeout: 6 * time.Second}, "TestHelperHangs")
 	if res.Verdict != NoResult || !strings.Contains(res.Reason, "timed out") {
 		t.Fatalf("got %v, reason %q; want no result after a timeout", res.Verdict, res.Reason)
 	}
