@@ -20,6 +20,10 @@ type LocalState struct {
 	// list, instead of deleting them: a restarting agent sets it until BGP has heard
 	// End-of-RIB from its peers, so routes a previous run installed keep carrying traffic.
 	HoldLearned bool
+	// Encap, when set, adds its routes to remote blocks of VXLAN pools (they win over
+	// learned routes) and sends learned routes to IPIP pools' blocks through IPIPDevice
+	// where the pool's mode says so (see DesiredEncap).
+	Encap *Encap
 }
 
 // Workload is one local workload endpoint: its host-side interface and its addresses.
@@ -147,11 +151,19 @@ func DesiredRoutes(s LocalState) ([]Route, []Rejection) {
 			byDst[b] = Route{Dst: b, Type: RouteBlackhole}
 		}
 	}
+	if s.Encap != nil {
+		for _, r := range s.Encap.Routes {
+			if _, ok := byDst[r.Dst]; !ok && r.Dst.IsValid() {
+				byDst[r.Dst] = r
+			}
+		}
+	}
 	for _, r := range s.Learned {
 		if r.Type != RouteGateway || !r.Dst.IsValid() || !r.Gateway.IsValid() {
 			continue
 		}
 		r.Dst, r.Gateway = r.Dst.Masked(), r.Gateway.Unmap()
+		r = s.Encap.encapLearned(r)
 		if _, ok := byDst[r.Dst]; !ok {
 			byDst[r.Dst] = r
 		}
