@@ -25,6 +25,7 @@ import (
 // the command's own time, and felix's sync time on node1 (from its debug log).
 func BenchmarkPolicyApplyToEnforced(b *testing.B) {
 	m := newMatrixLab(b)
+	m.expectMatrix(b, "before the changes") // routes between the nodes are up
 	src, dst := m.pod(b, "y/a"), m.pod(b, "x/a")
 	target := fmt.Sprintf("tcp/%s:80", dst.addr)
 	logFile := filepath.Join(m.l.stateDir(), "node1.log")
