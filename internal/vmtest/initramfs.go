@@ -187,9 +187,11 @@ func baseArchive(cache string, k *kernel, s *baseSpec) (string, error) {
 		c.Symlink(l[0], l[1])
 	}
 	for _, m := range s.Modules {
-		if err := copyInto(c, filepath.Join("/lib/modules", k.Version, m), filepath.Join(k.ModDir, m)); err != nil {
+		img, err := readModule(filepath.Join(k.ModDir, m))
+		if err != nil {
 			return "", err
 		}
+		c.File(guestModulePath(k.Version, m), 0o644, img)
 	}
 	if err := c.Close(); err != nil {
 		return "", fmt.Errorf("writing the base initramfs: %w", err)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -26,12 +27,13 @@ func cacheDir() string {
 // lockCache serialises cache updates between test processes (go test runs packages in
 // parallel); the returned function releases the lock.
 func lockCache(dir string) (func(), error) {
+	// An unwritable cache (a user's go test without root) makes VM tests skip.
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("creating cache directory: %w", err)
+		return nil, fmt.Errorf("%w: creating the cache (TABBY_VMTEST_CACHE): %v", errUnavailable, err)
 	}
 	f, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
-		return nil, fmt.Errorf("opening cache lock: %w", err)
+		return nil, fmt.Errorf("%w: opening the cache lock (TABBY_VMTEST_CACHE): %v", errUnavailable, err)
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
 		f.Close()
@@ -98,7 +100,7 @@ func getKernel(cache string) (*kernel, error) {
 	// Under software emulation the kernel's own xz decompression takes ~4 s of every
 	// boot; unpacking vmlinux once allows a PVH boot without it.
 	if err := unpackVmlinux(vmlinuz[0], filepath.Join(root, "vmlinux")); err != nil {
-		fmt.Fprintf(os.Stderr, "vmtest: booting the compressed kernel: %v\n", err)
+		slog.Warn("vmtest: booting the compressed kernel, slower under emulation", "err", err)
 	}
 	if err := os.WriteFile(filepath.Join(root, "ready"), []byte(pkg+"\n"), 0o644); err != nil {
 		return nil, err
@@ -181,7 +183,8 @@ func (k *kernel) modules(names []string) ([]string, error) {
 		if err != nil {
 			return err
 		}
-		if n, ok := strings.CutSuffix(d.Name(), ".ko"); ok && !d.IsDir() {
+		// Newer Debian kernels ship modules xz-compressed.
+		if n, ok := strings.CutSuffix(strings.TrimSuffix(d.Name(), ".xz"), ".ko"); ok && !d.IsDir() {
 			rel, _ := filepath.Rel(k.ModDir, p)
 			paths[modName(n)] = rel
 		}
@@ -263,10 +266,31 @@ func loadOrder(names []string, exists func(string) bool, builtin map[string]bool
 	return order, nil
 }
 
+// readModule returns a module's ELF image, decompressing a .ko.xz.
+func readModule(ko string) ([]byte, error) {
+	if !strings.HasSuffix(ko, ".xz") {
+		return os.ReadFile(ko)
+	}
+	out, err := exec.Command("xz", "-dc", ko).Output()
+	if err != nil {
+		return nil, fmt.Errorf("xz -dc %s: %w", ko, err)
+	}
+	return out, nil
+}
+
+// guestModulePath is where a module is in the guest: decompressed, so init_module takes it.
+func guestModulePath(version, rel string) string {
+	return filepath.Join("/lib/modules", version, strings.TrimSuffix(rel, ".xz"))
+}
+
 // moduleDeps reads a .ko's .modinfo: its "depends=" modules, and its "softdep=pre:"
 // modules prefixed with "~" (loaded first if they exist).
 func moduleDeps(ko string) ([]string, error) {
-	f, err := elf.Open(ko)
+	img, err := readModule(ko)
+	if err != nil {
+		return nil, err
+	}
+	f, err := elf.NewFile(bytes.NewReader(img))
 	if err != nil {
 		return nil, fmt.Errorf("reading module %s: %w", ko, err)
 	}

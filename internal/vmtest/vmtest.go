@@ -181,7 +181,7 @@ func prepare(cache string, opts Options, name string) (*kernel, string, *guestCo
 	}
 	conf := &guestConf{Args: []string{"-test.run", runPattern(name), "-test.v", "-test.count=1"}}
 	for _, m := range spec.Modules {
-		conf.Modules = append(conf.Modules, filepath.Join("/lib/modules", k.Version, m))
+		conf.Modules = append(conf.Modules, guestModulePath(k.Version, m))
 	}
 	return k, base, conf, nil
 }

@@ -298,3 +298,28 @@ func parseNewc(t *testing.T, b []byte) []string {
 	}
 	return out
 }
+
+// TestKernelModules resolves module dependencies from the cached Debian kernel's
+// .modinfo sections (skipped before the first VM test fetched it).
+func TestKernelModules(t *testing.T) {
+	k, err := newestCachedKernel(cacheDir())
+	if err != nil {
+		t.Skipf("no cached kernel: %v", err)
+	}
+	mods, err := k.modules([]string{"ipip", "nf_tables"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pos := map[string]int{}
+	for i, m := range mods {
+		pos[strings.TrimSuffix(strings.TrimSuffix(filepath.Base(m), ".xz"), ".ko")] = i + 1
+	}
+	for _, before := range [][2]string{{"tunnel4", "ipip"}, {"ip_tunnel", "ipip"}, {"nfnetlink", "nf_tables"}, {"crc32c_generic", "libcrc32c"}, {"libcrc32c", "nf_tables"}} {
+		if pos[before[0]] == 0 || pos[before[1]] == 0 || pos[before[0]] > pos[before[1]] {
+			t.Errorf("want %s loaded before %s; order %v", before[0], before[1], mods)
+		}
+	}
+	if _, err := k.modules([]string{"no_such_module"}); err == nil {
+		t.Error("an unknown module resolved")
+	}
+}
