@@ -38,7 +38,8 @@ func (l *slogLogger) attrs(fields gobgplog.Fields) []any {
 }
 
 func (l *slogLogger) emit(level slog.Level, msg string, fields gobgplog.Fields) {
-	if level >= slog.LevelWarn {
+	// A peer that never answers only shows in GoBGP's debug messages about connecting.
+	if level >= slog.LevelWarn || msg == "failed to connect" {
 		if key, ok := fields["Key"].(string); ok && key != "" {
 			info := msg
 			for _, k := range []string{"Data", "Err", "Error", "error", "Reason"} {

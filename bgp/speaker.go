@@ -211,6 +211,14 @@ func (s *Speaker) syncTimer(ctx context.Context) {
 	}
 }
 
+// How long after a session comes up the speaker waits for its End-of-RIB: a peer with
+// graceful restart sends one (BIRD, FRR, GoBGP), so this only bounds a peer that
+// negotiated it but does not; without graceful restart GoBGP sends none.
+const (
+	noEORGrace   = 10 * time.Second
+	noGREORGrace = 1 * time.Second
+)
+
 // checkSyncedLocked sets synced once the speaker has heard all it is going to hear.
 func (s *Speaker) checkSyncedLocked() {
 	if s.synced {
@@ -228,8 +236,14 @@ func (s *Speaker) checkSyncedLocked() {
 		}
 		return
 	}
-	for a := range s.peers {
-		if !s.up[a] || !s.eor[a] {
+	for a, p := range s.peers {
+		if !s.up[a] {
+			return
+		}
+		// GoBGP sends End-of-RIB only where graceful restart is on, and a peer may not
+		// send one: then what the peer sent in its first moments is taken as complete.
+		gr := !s.opts.NoGracefulRestart && p.RestartTime > 0
+		if !s.eor[a] && (gr && time.Since(s.since[a]) < noEORGrace || !gr && time.Since(s.since[a]) < noGREORGrace) {
 			return
 		}
 	}
@@ -602,6 +616,10 @@ func (s *Speaker) Status(ctx context.Context) ([]PeerStatus, error) {
 			ps.Info = s.glog.lastProblem(a.String())
 			if ps.Info == "" {
 				ps.Info = "no session yet"
+			}
+			if p.Password != "" && !strings.Contains(ps.Info, "notification") {
+				// A TCP MD5 mismatch is silent: each side's kernel drops the other's segments.
+				ps.Info += " (TCP MD5 password set: a password that differs from the peer's looks like this)"
 			}
 		}
 		out = append(out, ps)
