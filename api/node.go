@@ -13,6 +13,11 @@ type Node struct {
 	Spec       NodeSpec `json:"spec"`
 }
 
+// AnnotationWorkloadMTU is the Node annotation in which a node's agent records the MTU its
+// workloads get: the underlay interface's, less the header of the tunnel a pool uses (20
+// for IPIP, 50 for VXLAN). tabby-cni uses it when its configuration sets no mtu.
+const AnnotationWorkloadMTU = "tabby.io/workload-mtu"
+
 // NodeSpec is Calico's Node spec.
 type NodeSpec struct {
 	BGP                 *NodeBGPSpec `json:"bgp,omitempty"`

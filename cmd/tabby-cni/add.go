@@ -75,6 +75,9 @@ type adder struct {
 func (ad *adder) add(ctx context.Context) (*types100.Result, error) {
 	id, conf := ad.id, ad.inv.conf
 	att := &attachment{NetNS: ad.inv.args.Netns, IfName: id.IfName, HostVeth: id.HostVeth, MTU: conf.MTU}
+	if att.MTU == 0 {
+		att.MTU = nodeWorkloadMTU(ctx, ad.ds, conf.NodeName, ad.log)
+	}
 	old, err := getEndpoint(ctx, ad.ds, id.Namespace, id.Endpoint)
 	if err != nil {
 		return nil, err

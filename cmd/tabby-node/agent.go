@@ -53,10 +53,17 @@ func runAgent(ctx context.Context, o options, ds *datastore.Client) error {
 		if o.bgp.enabled {
 			local, learned = make(chan localRoutes, 1), make(chan learnedRoutes, 1)
 		}
+		encap := make(chan *felix.Encap, 1)
+		if v4.IsValid() {
+			ea := &encapAgent{node: o.nodeName, underlay: v4, ds: ds, ipamc: ipamc, out: encap,
+				log: slog.Default().With("component", "encap")}
+			ea.vxlan = felix.NewVXLANReconciler(nil, ea.log)
+			subsystems = append(subsystems, func() error { return ea.run(ctx) })
+		}
 		subsystems = append(subsystems,
 			func() error { return dp.Run(ctx) },
 			func() error { return ipamc.RunGarbageCollector(ctx, o.nodeName, o.gcInterval, ipam.GCOptions{}) },
-			func() error { return feedDataplane(ctx, ds, ipamc, o.nodeName, dp, local, learned) },
+			func() error { return feedDataplane(ctx, ds, ipamc, o.nodeName, dp, local, learned, encap) },
 			func() error { return runPolicy(ctx, ds, o.nodeName, o.policy) },
 		)
 	}
@@ -142,13 +149,14 @@ var workloadEndpoints = func() *api.Kind {
 // advertisements), and merges the routes BGP learned (from learned) into felix's state;
 // until BGP has synced, felix keeps the gateway routes a previous run installed.
 func feedDataplane(ctx context.Context, ds *datastore.Client, ipamc *ipam.Client, node string, dp *felix.Dataplane,
-	local chan localRoutes, learned <-chan learnedRoutes) error {
+	local chan localRoutes, learned <-chan learnedRoutes, encap <-chan *felix.Encap) error {
 	weps := ds.Watch(ctx, workloadEndpoints, "", 0)
 	blocks := ipamc.WatchAffineBlocks(ctx, node)
 	workloads := map[string]felix.Workload{}
 	var affine []netip.Prefix
 	wepsSynced, blocksRead := false, false
 	bgpState := learnedRoutes{synced: learned == nil}
+	var encapState *felix.Encap // nil until the encapsulation agent's first pass
 	var lastLocal localRoutes
 	sentLocal := false
 	for {
@@ -184,9 +192,11 @@ func feedDataplane(ctx context.Context, ds *datastore.Client, ipamc *ipam.Client
 			affine, blocksRead = b, true
 		case l := <-learned:
 			bgpState = l
+		case e := <-encap:
+			encapState = e
 		}
 		if wepsSynced && blocksRead {
-			state := felix.LocalState{Blocks: affine, Learned: bgpState.routes, HoldLearned: !bgpState.synced}
+			state := felix.LocalState{Blocks: affine, Learned: bgpState.routes, HoldLearned: !bgpState.synced, Encap: encapState}
 			var addrs []netip.Addr
 			for _, k := range slices.Sorted(maps.Keys(workloads)) {
 				state.Workloads = append(state.Workloads, workloads[k])

@@ -1,0 +1,198 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"net/netip"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// capture is a tcpdump on one interface of a lab namespace.
+type capture struct {
+	cmd *exec.Cmd
+	mu  sync.Mutex
+	out bytes.Buffer
+}
+
+func (c *capture) Write(b []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.out.Write(b)
+}
+
+func (c *capture) lines() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return strings.Split(strings.TrimSpace(c.out.String()), "\n")
+}
+
+// startCapture runs tcpdump in the lab's router on a bridge port (a node's underlay link)
+// and returns once tcpdump says it is listening.
+func (l *lab) startCapture(iface string) *capture {
+	l.t.Helper()
+	needTool(l.t, "/usr/bin/tcpdump", "tcpdump")
+	c := &capture{}
+	c.cmd = exec.Command("ip", "netns", "exec", "tby-"+l.name+"-router", "tcpdump", "--immediate-mode", "-l", "-n", "-i", iface, "ip")
+	c.cmd.Stdout = c
+	stderr, err := c.cmd.StderrPipe()
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	if err := c.cmd.Start(); err != nil {
+		l.t.Fatal(err)
+	}
+	l.t.Cleanup(func() { _ = c.cmd.Process.Kill(); _ = c.cmd.Wait() })
+	ready := make(chan error, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			if strings.Contains(sc.Text(), "listening on") {
+				ready <- nil
+				for sc.Scan() {
+				}
+				return
+			}
+		}
+		ready <- fmt.Errorf("tcpdump ended before listening")
+	}()
+	select {
+	case err := <-ready:
+		if err != nil {
+			l.t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		l.t.Fatal("tcpdump did not start listening within 10s")
+	}
+	return c
+}
+
+// stop waits until a line matches each of seen (tcpdump reads packets a moment after they
+// pass), ends the capture and returns its lines.
+func (c *capture) stop(t *testing.T, seen ...string) []string {
+	t.Helper()
+	poll(t, "capture shows "+strings.Join(seen, ", "), 5*time.Second, func() string {
+		lines := c.lines()
+		for _, re := range seen {
+			if count(lines, re) == 0 {
+				return "no " + re
+			}
+		}
+		return ""
+	})
+	_ = c.cmd.Process.Signal(syscall.SIGINT)
+	_ = c.cmd.Wait()
+	return c.lines()
+}
+
+// count returns the lines matching re.
+func count(lines []string, re string) int {
+	n := 0
+	r := regexp.MustCompile(re)
+	for _, l := range lines {
+		if r.MatchString(l) {
+			n++
+		}
+	}
+	return n
+}
+
+func vxlanPool(mode, nat string) string {
+	return `apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {name: lab-v4}
+spec: {cidr: 10.244.0.0/16, blockSize: 26, vxlanMode: ` + mode + `, natOutgoing: ` + nat + `}
+`
+}
+
+// TestVXLAN: two subnets joined by a router that knows no pod routes; node1 and node3 share
+// subnet 1, node2 is across the router. With vxlanMode CrossSubnet, node1 reaches node3's
+// workload natively and node2's through vxlan.tabby, and a capture on node1's underlay link
+// shows UDP 4789 only towards node2 and plain ICMP only towards node3. With Always, both go
+// through the tunnel. Workloads get the underlay MTU less 50: a 1400-byte ping with DF
+// crosses, a 1451-byte one is refused at the sender. With Never (and no BGP in the
+// router), node2's workload is unreachable.
+func TestVXLAN(t *testing.T) {
+	needRoot(t)
+	l := newLab(t)
+	l.ok("up", "--nodes", "3", "--subnets", "2", "--agent-binary", filepath.Join(binDir, "tabby-node-bgp"))
+	l.apply(vxlanPool("CrossSubnet", "false"))
+	for i := 1; i <= 3; i++ {
+		l.ok("workload", "add", fmt.Sprintf("node%d", i), fmt.Sprintf("default/w%d", i))
+	}
+	w1, w2, w3 := l.workloadIP("default", "w1"), l.workloadIP("default", "w2"), l.workloadIP("default", "w3")
+	routeTo := func(node string, dst netip.Addr) string {
+		out, _, _ := l.run("", "exec", node, "--", "ip", "route", "show", "proto", "116", blockOf(dst))
+		return strings.TrimSpace(out)
+	}
+	wantRoutes := func(cross, same string) func() string {
+		return func() string {
+			r2, r3 := routeTo("node1", w2), routeTo("node1", w3)
+			if !strings.Contains(r2, cross) || !strings.Contains(r3, same) {
+				return fmt.Sprintf("node1: to node2's block %q (want %q), to node3's %q (want %q)", r2, cross, r3, same)
+			}
+			return ""
+		}
+	}
+	took := poll(t, "CrossSubnet routes on node1", 30*time.Second, wantRoutes("dev vxlan.tabby onlink", "via 172.31.1.12 dev eth0"))
+	t.Logf("CrossSubnet routes in %v", took.Round(time.Millisecond))
+
+	// MTU: the agent's decision reached the workload.
+	if out := l.ok("exec", "default/w1", "--", "cat", "/sys/class/net/eth0/mtu"); strings.TrimSpace(out) != "1450" {
+		t.Errorf("w1 eth0 mtu %q, want 1450 (1500 underlay less VXLAN's 50)", strings.TrimSpace(out))
+	}
+
+	pingBoth := func(seen ...string) []string {
+		c := l.startCapture("node1")
+		l.ping("default/w1", w2)
+		l.ping("default/w1", w3)
+		return c.stop(t, seen...)
+	}
+	toW := func(w netip.Addr) string {
+		return `^\S+ IP ` + regexp.QuoteMeta(w1.String()) + ` > ` + regexp.QuoteMeta(w.String()) + `: ICMP`
+	}
+	const vxTo2, vxTo3 = `172\.31\.1\.10\.\d+ > 172\.31\.2\.11\.4789: VXLAN`, `172\.31\.1\.10\.\d+ > 172\.31\.1\.12\.4789: VXLAN`
+	lines := pingBoth(vxTo2, toW(w3))
+	vx2, vx3, plain3, plain2 := count(lines, vxTo2), count(lines, vxTo3), count(lines, toW(w3)), count(lines, toW(w2))
+	t.Logf("CrossSubnet capture on node1's link: %d VXLAN to node2, %d VXLAN to node3, %d plain ICMP to w3, %d plain to w2", vx2, vx3, plain3, plain2)
+	if vx2 == 0 || vx3 != 0 || plain3 == 0 || plain2 != 0 {
+		t.Errorf("CrossSubnet: want VXLAN only towards node2 and plain ICMP only towards w3; capture:\n%s", strings.Join(lines, "\n"))
+	}
+
+	// 1400 bytes with DF fit through the tunnel; 1451 do not fit the workload's link.
+	if out, stderr, code := l.run("", "exec", "default/w1", "--", "ping", "-c", "1", "-W", "2", "-M", "do", "-s", "1372", w2.String()); code != 0 {
+		t.Errorf("1400-byte DF ping across VXLAN: %s%s", out, stderr)
+	}
+	if out, stderr, code := l.run("", "exec", "default/w1", "--", "ping", "-c", "1", "-W", "2", "-M", "do", "-s", "1423", w2.String()); code == 0 {
+		t.Errorf("1451-byte DF ping across VXLAN succeeded, want refused: %s", out)
+	} else if !strings.Contains(out+stderr, "mtu") && !strings.Contains(out+stderr, "too long") {
+		t.Errorf("1451-byte DF ping failed, but not for its size: %s%s", out, stderr)
+	}
+
+	l.apply(vxlanPool("Always", "false"))
+	poll(t, "Always routes on node1", 30*time.Second, wantRoutes("dev vxlan.tabby onlink", "dev vxlan.tabby onlink"))
+	lines = pingBoth(vxTo2, vxTo3)
+	vx3, plain3 = count(lines, vxTo3), count(lines, toW(w3))
+	t.Logf("Always capture on node1's link: %d VXLAN to node3, %d plain ICMP to w3", vx3, plain3)
+	if vx3 == 0 || plain3 != 0 {
+		t.Errorf("Always: want same-subnet traffic encapsulated too; capture:\n%s", strings.Join(lines, "\n"))
+	}
+
+	l.apply(vxlanPool("Never", "false"))
+	poll(t, "Never: no tunnel route on node1", 30*time.Second, func() string {
+		if r := routeTo("node1", w2); strings.Contains(r, "vxlan.tabby") {
+			return "still " + r
+		}
+		return ""
+	})
+	if out, _, code := l.run("", "exec", "default/w1", "--", "ping", "-c", "1", "-W", "1", w2.String()); code == 0 {
+		t.Errorf("Never: w1 reached w2 across a router that knows no pod routes: %s", out)
+	}
+}

@@ -1,0 +1,216 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/tabby-net/tabby/api"
+	"github.com/tabby-net/tabby/datastore"
+	"github.com/tabby-net/tabby/felix"
+	"github.com/tabby-net/tabby/ipam"
+)
+
+// encapResync is the period of full passes over the tunnel devices.
+const encapResync = 10 * time.Second
+
+// encapAgent watches Nodes, IPPools and every block affinity, allocates this node's tunnel
+// addresses, keeps vxlan.tabby right and hands felix the encapsulation state.
+type encapAgent struct {
+	node     string
+	underlay netip.Prefix // this node's address
+	ds       *datastore.Client
+	ipamc    *ipam.Client
+	out      chan *felix.Encap
+	log      *slog.Logger
+	vxlan    *felix.VXLANReconciler
+}
+
+func (a *encapAgent) run(ctx context.Context) error {
+	nodesC := a.ds.Watch(ctx, kindNodes, "", 0)
+	poolsC := a.ds.Watch(ctx, kindIPPools, "", 0)
+	affC := a.ipamc.WatchAllAffinities(ctx)
+	nodes := map[string]*api.Node{}
+	pools := map[string]*api.IPPool{}
+	synced := map[*api.Kind]bool{}
+	var blocks map[netip.Prefix]string
+	tick := time.NewTicker(encapResync)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev, ok := <-nodesC:
+			if !ok {
+				return ctx.Err()
+			}
+			applyEvent(ev, nodes, synced, kindNodes, a.log)
+		case ev, ok := <-poolsC:
+			if !ok {
+				return ctx.Err()
+			}
+			applyEvent(ev, pools, synced, kindIPPools, a.log)
+		case b, ok := <-affC:
+			if !ok {
+				return ctx.Err()
+			}
+			blocks = b
+		case <-tick.C:
+		}
+		if len(synced) < 2 || blocks == nil {
+			continue
+		}
+		if err := a.reconcile(ctx, nodes, pools, blocks); err != nil {
+			a.log.Warn("encapsulation pass", "err", err)
+		}
+	}
+}
+
+func (a *encapAgent) reconcile(ctx context.Context, nodes map[string]*api.Node, pools map[string]*api.IPPool, blocks map[netip.Prefix]string) error {
+	in := felix.EncapInput{Node: a.node, Blocks: blocks}
+	for _, n := range nodes {
+		in.Nodes = append(in.Nodes, encapNode(n))
+	}
+	for _, p := range pools {
+		cidr, err := p.Prefix()
+		if err != nil {
+			continue
+		}
+		in.Pools = append(in.Pools, felix.EncapPool{Name: p.Name, CIDR: cidr, IPIPMode: p.Spec.IPIPMode,
+			VXLANMode: p.Spec.VXLANMode, NATOutgoing: p.Spec.NATOutgoing, Disabled: p.Spec.Disabled})
+	}
+	e := felix.DesiredEncap(in)
+	self := nodes[a.node]
+	if self == nil {
+		return errors.New("own Node resource not found")
+	}
+	underlayMTU, err := linkMTUOf(a.underlay.Addr())
+	if err != nil {
+		return err
+	}
+	mtu := felix.WorkloadMTU(underlayMTU, e)
+	var errs []error
+	if err := a.recordOnNode(ctx, self, e, mtu); err != nil {
+		errs = append(errs, err)
+	}
+	var cfg *felix.VXLANDeviceConfig
+	if len(e.VXLANPools) > 0 {
+		if vtep := encapNode(self).VXLANAddr; vtep.IsValid() {
+			cfg = &felix.VXLANDeviceConfig{VTEP: vtep, MAC: felix.VXLANMAC(a.node), Underlay: a.underlay.Addr(), MTU: underlayMTU - felix.VXLANOverhead}
+		}
+	}
+	if cfg != nil || len(e.VXLANPools) == 0 {
+		if n, err := a.vxlan.Apply(cfg, e.VXLANPeers); err != nil {
+			errs = append(errs, err)
+		} else if n > 0 {
+			a.log.Info("vxlan updated", "writes", n, "peers", len(e.VXLANPeers), "routes", len(e.Routes))
+		}
+	}
+	if len(e.Problems) > 0 {
+		a.log.Debug("encapsulation incomplete", "problems", e.Problems)
+	}
+	sendLatest(a.out, &e)
+	return errors.Join(errs...)
+}
+
+// recordOnNode allocates the VXLAN tunnel address when a pool needs one and records it, the
+// VTEP MAC and the workload MTU on this node's Node resource. The Node watch brings the
+// change back, which makes another pass.
+func (a *encapAgent) recordOnNode(ctx context.Context, self *api.Node, e felix.Encap, mtu int) error {
+	n := *self
+	n.Spec.BGP = cloneBGP(self.Spec.BGP)
+	n.Annotations = cloneMap(self.Annotations)
+	changed := false
+	if len(e.VXLANPools) > 0 {
+		handle := "vxlan-tunnel-addr-" + a.node
+		cur, _ := netip.ParseAddr(n.Spec.IPv4VXLANTunnelAddr)
+		if !a.holds(ctx, cur, handle) {
+			res, err := a.ipamc.AutoAssign(ctx, ipam.AutoAssignArgs{Num4: 1, Handle: handle, Node: a.node,
+				IPv4Pools: e.VXLANPools, Use: api.IPPoolAllowedUseTunnel, Attrs: map[string]string{"type": "vxlanTunnelAddress"}})
+			if err != nil {
+				return fmt.Errorf("allocate VXLAN tunnel address (handle %s) from pools %v: %w", handle, e.VXLANPools, err)
+			}
+			n.Spec.IPv4VXLANTunnelAddr = res.IPv4[0].Addr.String()
+			changed = true
+			a.log.Info("vxlan tunnel address allocated", "addr", n.Spec.IPv4VXLANTunnelAddr)
+		}
+		if mac := felix.VXLANMAC(a.node).String(); n.Spec.VXLANTunnelMACAddr != mac {
+			n.Spec.VXLANTunnelMACAddr, changed = mac, true
+		}
+	}
+	if v := strconv.Itoa(mtu); n.Annotations[api.AnnotationWorkloadMTU] != v {
+		if n.Annotations == nil {
+			n.Annotations = map[string]string{}
+		}
+		n.Annotations[api.AnnotationWorkloadMTU], changed = v, true
+	}
+	if !changed {
+		return nil
+	}
+	if _, err := a.ds.Update(ctx, &n); err != nil && !errors.Is(err, datastore.ErrConflict) {
+		return fmt.Errorf("record tunnel address and MTU on node %s: %w", a.node, err)
+	}
+	return nil // a conflict: the watch brings the newer Node and another pass
+}
+
+// holds says whether addr is allocated to handle.
+func (a *encapAgent) holds(ctx context.Context, addr netip.Addr, handle string) bool {
+	if !addr.IsValid() {
+		return false
+	}
+	al, err := a.ipamc.GetAllocation(ctx, addr)
+	return err == nil && al != nil && al.Handle == handle
+}
+
+func encapNode(n *api.Node) felix.EncapNode {
+	en := felix.EncapNode{Name: n.Name, VXLANMAC: n.Spec.VXLANTunnelMACAddr}
+	en.VXLANAddr, _ = netip.ParseAddr(n.Spec.IPv4VXLANTunnelAddr)
+	if b := n.Spec.BGP; b != nil {
+		en.Addr, _ = b.IPv4Prefix()
+		en.IPIPAddr, _ = netip.ParseAddr(b.IPv4IPIPTunnelAddr)
+	}
+	return en
+}
+
+func cloneBGP(b *api.NodeBGPSpec) *api.NodeBGPSpec {
+	if b == nil {
+		return nil
+	}
+	c := *b
+	return &c
+}
+
+func cloneMap(m map[string]string) map[string]string {
+	if m == nil {
+		return nil
+	}
+	c := make(map[string]string, len(m))
+	for k, v := range m {
+		c[k] = v
+	}
+	return c
+}
+
+// linkMTUOf is the MTU of the interface holding addr (the underlay).
+func linkMTUOf(addr netip.Addr) (int, error) {
+	addrs, err := netlink.AddrList(nil, netlink.FAMILY_ALL)
+	if err != nil {
+		return 0, fmt.Errorf("list addresses: %w", err)
+	}
+	for _, a := range addrs {
+		if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.Unmap() == addr {
+			l, err := netlink.LinkByIndex(a.LinkIndex)
+			if err != nil {
+				return 0, fmt.Errorf("underlay interface of %s: %w", addr, err)
+			}
+			return l.Attrs().MTU, nil
+		}
+	}
+	return 0, fmt.Errorf("no interface has the node address %s", addr)
+}
