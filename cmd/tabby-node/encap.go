@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -30,6 +31,8 @@ type encapAgent struct {
 	out      chan *felix.Encap
 	log      *slog.Logger
 	vxlan    *felix.VXLANReconciler
+	// ipipMissing is set once the kernel was found without ipip (warned once).
+	ipipMissing bool
 }
 
 func (a *encapAgent) run(ctx context.Context) error {
@@ -110,6 +113,13 @@ func (a *encapAgent) reconcile(ctx context.Context, nodes map[string]*api.Node, 
 			errs = append(errs, err)
 		} else if n > 0 {
 			a.log.Info("vxlan updated", "writes", n, "peers", len(e.VXLANPeers), "routes", len(e.Routes))
+		}
+	}
+	if len(e.IPIPPools) > 0 && !a.ipipMissing {
+		if err := ensureTunl0(); err != nil {
+			a.ipipMissing = true
+			a.log.Warn("IPIP pools need the kernel's ipip support, which this kernel lacks: their tunnelled routes stay unprogrammed; everything else works",
+				"pools", e.IPIPPools, "err", err)
 		}
 	}
 	if len(e.Problems) > 0 {
@@ -213,4 +223,16 @@ func linkMTUOf(addr netip.Addr) (int, error) {
 		}
 	}
 	return 0, fmt.Errorf("no interface has the node address %s", addr)
+}
+
+// ensureTunl0 makes sure the kernel's IPIP fallback device exists (creating an ipip link
+// loads the module where there is one); an error means the kernel has no ipip.
+func ensureTunl0() error {
+	if _, err := netlink.LinkByName(felix.IPIPDevice); err == nil {
+		return nil
+	}
+	if err := netlink.LinkAdd(&netlink.Iptun{LinkAttrs: netlink.LinkAttrs{Name: felix.IPIPDevice}}); err != nil && !errors.Is(err, syscall.EEXIST) {
+		return fmt.Errorf("create %s: %w", felix.IPIPDevice, err)
+	}
+	return nil
 }
