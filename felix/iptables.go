@@ -124,7 +124,10 @@ var hashRE = regexp.MustCompile(`--comment "?` + hashCommentPrefix + `([a-z2-7]{
 
 // ParseFilter reads iptables-save output of the filter table, keeping only tabby's
 // chains and the rules of other chains that jump to them.
-func ParseFilter(save []byte) KernelFilter {
+func ParseFilter(save []byte) KernelFilter { return ParseTable(save, "filter") }
+
+// ParseTable is ParseFilter for any table (filter, nat).
+func ParseTable(save []byte, table string) KernelFilter {
 	k := KernelFilter{Chains: map[string][]string{}, Hooks: map[string][]hookRule{}}
 	inFilter := false
 	pos := map[string]int{}
@@ -134,7 +137,7 @@ func ParseFilter(save []byte) KernelFilter {
 		line := sc.Text()
 		switch {
 		case strings.HasPrefix(line, "*"):
-			inFilter = line == "*filter"
+			inFilter = line == "*"+table
 		case !inFilter:
 		case strings.HasPrefix(line, ":"+ChainPrefix):
 			name, _, _ := strings.Cut(line[1:], " ")
@@ -183,10 +186,13 @@ type FilterPlan struct {
 // a chain whose hashes differ is rewritten whole (declaring it flushes it), a tby- chain
 // not desired is flushed and deleted, and each hook must be its chain's first rule,
 // exactly once. Pure.
-func PlanFilter(k KernelFilter, want *FilterState) FilterPlan {
+func PlanFilter(k KernelFilter, want *FilterState) FilterPlan { return PlanTable(k, want, "filter") }
+
+// PlanTable is PlanFilter for any table (filter, nat).
+func PlanTable(k KernelFilter, want *FilterState, table string) FilterPlan {
 	var p FilterPlan
 	var b bytes.Buffer
-	b.WriteString("*filter\n")
+	b.WriteString("*" + table + "\n")
 	for _, name := range slices.Sorted(maps.Keys(want.Chains)) {
 		have, ok := k.Chains[name]
 		rules := want.Chains[name]
@@ -364,6 +370,7 @@ type PolicySyncer struct {
 
 	mu      sync.Mutex
 	desired *FilterState
+	nat     *FilterState // from UpdateNAT; nil until then
 	kick    chan struct{}
 	stats   SyncStats
 }
@@ -376,6 +383,7 @@ type SyncStats struct {
 	RestoreLines6   int // and of ip6tables-restore
 	LastWritten6    []string
 	LastSetsUpdated []string
+	LastWrittenNAT  []string // chains of the nat table the last sync wrote
 	LastErr         error
 	LastSync        time.Time
 	LastTook        time.Duration // of the last sync that wrote something
@@ -420,6 +428,19 @@ func (s *PolicySyncer) Update(fs *FilterState) {
 	}
 }
 
+// UpdateNAT sets the desired nat table state (RenderNATOutgoing), which Run applies
+// beside the filter state of Update: one writer for every tabby ipset, so neither part's
+// sets look stale to the other.
+func (s *PolicySyncer) UpdateNAT(nat *FilterState) {
+	s.mu.Lock()
+	s.nat = nat
+	s.mu.Unlock()
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
 // Run applies each update, and every interval reads the kernel back and repairs what
 // was changed from outside (a flushed or edited chain, a missing hook, an altered set).
 func (s *PolicySyncer) Run(ctx context.Context, interval time.Duration) error {
@@ -437,6 +458,11 @@ func (s *PolicySyncer) Run(ctx context.Context, interval time.Duration) error {
 		}
 		s.mu.Lock()
 		fs := s.desired
+		if fs != nil && s.nat != nil {
+			c := *fs
+			c.NAT = s.nat
+			fs = &c
+		}
 		s.mu.Unlock()
 		if fs == nil {
 			continue
@@ -468,28 +494,43 @@ func (s *PolicySyncer) apply(ctx context.Context, fs *FilterState) error {
 	}
 	// One set plan over both families: each family's sets are stale to the other.
 	sets := fs.IPSets
-	if v6 != nil {
+	if v6 != nil || fs.NAT != nil {
 		sets = maps.Clone(fs.IPSets)
-		maps.Copy(sets, v6.IPSets)
+		if v6 != nil {
+			maps.Copy(sets, v6.IPSets)
+		}
+		if fs.NAT != nil {
+			maps.Copy(sets, fs.NAT.IPSets)
+		}
 	}
 	setsOut, err := s.run.Run(ctx, nil, "ipset", "save")
 	if err != nil {
 		return fmt.Errorf("read ipsets: %w", err)
 	}
-	sp := PlanIPSets(ParseIPSets(setsOut), sets)
+	have := ParseIPSets(setsOut)
+	if fs.NAT == nil { // the nat part is unknown: keep its sets (its rules use them)
+		delete(have, IPSetAllPools)
+		delete(have, IPSetMasqPools)
+	}
+	sp := PlanIPSets(have, sets)
 	if len(sp.Restore) > 0 {
 		if _, err := s.run.Run(ctx, sp.Restore, "ipset", "restore"); err != nil {
 			return fmt.Errorf("update ipsets %v: %w", sp.Updated, err)
 		}
 	}
-	fp, err := s.syncTable(ctx, s.backend.Save, s.backend.Restore, fs)
+	fp, err := s.syncTable(ctx, s.backend.Save, s.backend.Restore, "filter", fs)
 	if err != nil {
 		return err
 	}
-	var fp6 FilterPlan
+	var fp6, fpNAT FilterPlan
 	if v6 != nil {
-		if fp6, err = s.syncTable(ctx, s.backend.Save6, s.backend.Restore6, v6); err != nil {
+		if fp6, err = s.syncTable(ctx, s.backend.Save6, s.backend.Restore6, "filter", v6); err != nil {
 			return fmt.Errorf("IPv6: %w", err)
+		}
+	}
+	if fs.NAT != nil {
+		if fpNAT, err = s.syncTable(ctx, s.backend.Save, s.backend.Restore, "nat", fs.NAT); err != nil {
+			return fmt.Errorf("nat table: %w", err)
 		}
 	}
 	if len(sp.Destroy) > 0 {
@@ -497,7 +538,7 @@ func (s *PolicySyncer) apply(ctx context.Context, fs *FilterState) error {
 			return fmt.Errorf("destroy stale ipsets %v: %w", sp.Deleted, err)
 		}
 	}
-	wrote := fp.Restore != nil || fp6.Restore != nil || len(sp.Restore) > 0 || len(sp.Destroy) > 0
+	wrote := fp.Restore != nil || fp6.Restore != nil || fpNAT.Restore != nil || len(sp.Restore) > 0 || len(sp.Destroy) > 0
 	took := time.Since(start)
 	if wrote {
 		s.log.Debug("policy synced", "chains", len(fp.Written), "deleted", len(fp.Deleted),
@@ -514,18 +555,19 @@ func (s *PolicySyncer) apply(ctx context.Context, fs *FilterState) error {
 	s.stats.RestoreLines6 = bytes.Count(fp6.Restore, []byte("\n"))
 	s.stats.LastWritten6 = fp6.Written
 	s.stats.LastSetsUpdated = sp.Updated
+	s.stats.LastWrittenNAT = fpNAT.Written
 	s.mu.Unlock()
 	return nil
 }
 
-// syncTable makes one filter table (iptables or ip6tables) match want's chains and
-// hooks with one restore --noflush of what differs.
-func (s *PolicySyncer) syncTable(ctx context.Context, saveCmd, restoreCmd string, want *FilterState) (FilterPlan, error) {
-	save, err := s.run.Run(ctx, nil, saveCmd, "-t", "filter")
+// syncTable makes one table (filter or nat, of iptables or ip6tables) match want's
+// chains and hooks with one restore --noflush of what differs.
+func (s *PolicySyncer) syncTable(ctx context.Context, saveCmd, restoreCmd, table string, want *FilterState) (FilterPlan, error) {
+	save, err := s.run.Run(ctx, nil, saveCmd, "-t", table)
 	if err != nil {
-		return FilterPlan{}, fmt.Errorf("read filter table: %w", err)
+		return FilterPlan{}, fmt.Errorf("read %s table: %w", table, err)
 	}
-	fp := PlanFilter(ParseFilter(save), want)
+	fp := PlanTable(ParseTable(save, table), want, table)
 	if fp.Restore != nil {
 		if _, err := s.run.Run(ctx, fp.Restore, restoreCmd, "--noflush", "-w", "5"); err != nil {
 			return FilterPlan{}, fmt.Errorf("write chains %v: %w", fp.Written, err)
@@ -536,17 +578,18 @@ func (s *PolicySyncer) syncTable(ctx context.Context, saveCmd, restoreCmd string
 }
 
 // RemoveAll deletes every chain, hook and ipset of tabby's from the filter tables (IPv4
-// and IPv6) of both backends (whichever has them) and the kernel's ipsets.
+// and IPv6) and the IPv4 nat table of both backends (whichever has them) and the
+// kernel's ipsets.
 func RemoveAll(ctx context.Context, run Runner) (chains, sets int, err error) {
 	empty := &FilterState{Chains: map[string][]string{}, IPSets: map[string]*IPSet{}}
 	var errs []error
 	for _, b := range []Backend{BackendNFT, BackendLegacy} {
-		for _, cmds := range [][2]string{{b.Save, b.Restore}, {b.Save6, b.Restore6}} {
-			save, err := run.Run(ctx, nil, cmds[0], "-t", "filter")
+		for _, cmds := range [][3]string{{b.Save, b.Restore, "filter"}, {b.Save6, b.Restore6, "filter"}, {b.Save, b.Restore, "nat"}} {
+			save, err := run.Run(ctx, nil, cmds[0], "-t", cmds[2])
 			if err != nil {
 				continue // backend or family not installed or not usable
 			}
-			fp := PlanFilter(ParseFilter(save), empty)
+			fp := PlanTable(ParseTable(save, cmds[2]), empty, cmds[2])
 			if fp.Restore == nil {
 				continue
 			}

@@ -66,6 +66,9 @@ type FilterState struct {
 	IPSets map[string]*IPSet
 	// IPv6 is the ip6tables filter table's state, with its own (inet6) sets; nil in itself.
 	IPv6 *FilterState
+	// NAT is the IPv4 nat table's state (natOutgoing, RenderNATOutgoing) with its sets;
+	// nil leaves the nat table and those sets as they are.
+	NAT *FilterState
 }
 
 // Hook is a jump from a kernel chain to one of tabby's.

@@ -54,8 +54,9 @@ func runAgent(ctx context.Context, o options, ds *datastore.Client) error {
 			local, learned = make(chan localRoutes, 1), make(chan learnedRoutes, 1)
 		}
 		encap := make(chan *felix.Encap, 1)
+		nat := make(chan *felix.FilterState, 1) // natOutgoing: encap agent → policy syncer
 		if v4.IsValid() {
-			ea := &encapAgent{node: o.nodeName, underlay: v4, ds: ds, ipamc: ipamc, out: encap,
+			ea := &encapAgent{node: o.nodeName, underlay: v4, ds: ds, ipamc: ipamc, out: encap, nat: nat,
 				log: slog.Default().With("component", "encap")}
 			ea.vxlan = felix.NewVXLANReconciler(nil, ea.log)
 			subsystems = append(subsystems, func() error { return ea.run(ctx) })
@@ -64,7 +65,7 @@ func runAgent(ctx context.Context, o options, ds *datastore.Client) error {
 			func() error { return dp.Run(ctx) },
 			func() error { return ipamc.RunGarbageCollector(ctx, o.nodeName, o.gcInterval, ipam.GCOptions{}) },
 			func() error { return feedDataplane(ctx, ds, ipamc, o.nodeName, dp, local, learned, encap) },
-			func() error { return runPolicy(ctx, ds, o.nodeName, o.policy) },
+			func() error { return runPolicy(ctx, ds, o.nodeName, o.policy, nat) },
 		)
 	}
 	if o.bgp.enabled {

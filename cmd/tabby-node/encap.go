@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"reflect"
 	"strconv"
 	"syscall"
 	"time"
@@ -29,8 +30,12 @@ type encapAgent struct {
 	ds       *datastore.Client
 	ipamc    *ipam.Client
 	out      chan *felix.Encap
-	log      *slog.Logger
-	vxlan    *felix.VXLANReconciler
+	// nat, when set, receives the natOutgoing nat-table state on each change (the policy
+	// subsystem's syncer writes it).
+	nat     chan *felix.FilterState
+	lastNAT *felix.FilterState
+	log     *slog.Logger
+	vxlan   *felix.VXLANReconciler
 	// ipipMissing is set once the kernel was found without ipip (warned once).
 	ipipMissing bool
 }
@@ -87,6 +92,12 @@ func (a *encapAgent) reconcile(ctx context.Context, nodes map[string]*api.Node, 
 		}
 		in.Pools = append(in.Pools, felix.EncapPool{Name: p.Name, CIDR: cidr, IPIPMode: p.Spec.IPIPMode,
 			VXLANMode: p.Spec.VXLANMode, NATOutgoing: p.Spec.NATOutgoing, Disabled: p.Spec.Disabled})
+	}
+	if a.nat != nil {
+		if ns := felix.RenderNATOutgoing(in.Pools); !reflect.DeepEqual(ns, a.lastNAT) {
+			a.lastNAT = ns
+			sendLatest(a.nat, ns)
+		}
 	}
 	e := felix.DesiredEncap(in)
 	self := nodes[a.node]

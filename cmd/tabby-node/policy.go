@@ -21,8 +21,9 @@ type policyOptions struct {
 // runPolicy watches every resource policy depends on, compiles the model on each change
 // (once every watch has its starting state), renders this node's filter table and
 // hands it to felix's syncer, which writes only what differs and repairs drift every
-// resync interval.
-func runPolicy(ctx context.Context, ds *datastore.Client, node string, o policyOptions) error {
+// resync interval. The same syncer writes the natOutgoing nat table state that arrives on
+// nat (one writer for every tabby ipset).
+func runPolicy(ctx context.Context, ds *datastore.Client, node string, o policyOptions, nat <-chan *felix.FilterState) error {
 	log := slog.Default().With("component", "policy")
 	switch o.endpointToHostAction {
 	case "ACCEPT", "DROP", "RETURN":
@@ -101,6 +102,9 @@ func runPolicy(ctx context.Context, ds *datastore.Client, node string, o policyO
 			return <-syncDone
 		case err := <-syncDone:
 			return err
+		case ns := <-nat:
+			syncer.UpdateNAT(ns)
+			log.Debug("natOutgoing state", "sets", len(ns.IPSets), "chains", len(ns.Chains))
 		case ke := <-events:
 			changed := handle(ke)
 			// Take whatever else is already queued before compiling once.
