@@ -59,6 +59,7 @@ func runAgent(ctx context.Context, o options, ds *datastore.Client) error {
 			ea := &encapAgent{node: o.nodeName, underlay: v4, ds: ds, ipamc: ipamc, out: encap, nat: nat,
 				log: slog.Default().With("component", "encap")}
 			ea.vxlan = felix.NewVXLANReconciler(nil, ea.log)
+			ea.ipip = felix.NewIPIPReconciler(nil, ea.log)
 			subsystems = append(subsystems, func() error { return ea.run(ctx) })
 		}
 		subsystems = append(subsystems,

@@ -8,7 +8,8 @@ import (
 	"net/netip"
 	"reflect"
 	"strconv"
-	"syscall"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -36,8 +37,28 @@ type encapAgent struct {
 	lastNAT *felix.FilterState
 	log     *slog.Logger
 	vxlan   *felix.VXLANReconciler
+	ipip    *felix.IPIPReconciler
 	// ipipMissing is set once the kernel was found without ipip (warned once).
 	ipipMissing bool
+}
+
+// encapProblems are the encapsulation problems the status socket reports beside BGP's.
+var encapProblems struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func setEncapProblems(lines []string) {
+	encapProblems.mu.Lock()
+	encapProblems.lines = lines
+	encapProblems.mu.Unlock()
+}
+
+// encapProblemLines returns the current encapsulation problems.
+func encapProblemLines() []string {
+	encapProblems.mu.Lock()
+	defer encapProblems.mu.Unlock()
+	return append([]string(nil), encapProblems.lines...)
 }
 
 func (a *encapAgent) run(ctx context.Context) error {
@@ -126,13 +147,29 @@ func (a *encapAgent) reconcile(ctx context.Context, nodes map[string]*api.Node, 
 			a.log.Info("vxlan updated", "writes", n, "peers", len(e.VXLANPeers), "routes", len(e.Routes))
 		}
 	}
-	if len(e.IPIPPools) > 0 && !a.ipipMissing {
-		if err := ensureTunl0(); err != nil {
+	var problems []string
+	if !a.ipipMissing {
+		var ipipAddr netip.Addr
+		if len(e.IPIPPools) > 0 {
+			ipipAddr = encapNode(self).IPIPAddr
+		}
+		if len(e.IPIPPools) > 0 && !ipipAddr.IsValid() {
+			// Not allocated yet: recordOnNode did it; the Node watch brings it back.
+		} else if n, err := a.ipip.Apply(ipipAddr, underlayMTU-felix.IPIPOverhead); errors.Is(err, felix.ErrNoIPIP) {
 			a.ipipMissing = true
 			a.log.Warn("IPIP pools need the kernel's ipip support, which this kernel lacks: their tunnelled routes stay unprogrammed; everything else works",
 				"pools", e.IPIPPools, "err", err)
+		} else if err != nil {
+			errs = append(errs, err)
+		} else if n > 0 {
+			a.log.Info("ipip updated", "writes", n, "addr", ipipAddr)
 		}
 	}
+	if a.ipipMissing && len(e.IPIPPools) > 0 {
+		problems = append(problems, fmt.Sprintf("encapsulation: IPIP pools %s need the kernel's ipip support, which this kernel lacks: their tunnelled routes are not programmed",
+			strings.Join(e.IPIPPools, ", ")))
+	}
+	setEncapProblems(problems)
 	if len(e.Problems) > 0 {
 		a.log.Debug("encapsulation incomplete", "problems", e.Problems)
 	}
@@ -165,6 +202,29 @@ func (a *encapAgent) recordOnNode(ctx context.Context, self *api.Node, e felix.E
 			n.Spec.VXLANTunnelMACAddr, changed = mac, true
 		}
 	}
+	var ipipErr error
+	if len(e.IPIPPools) > 0 {
+		handle := "ipip-tunnel-addr-" + a.node
+		var cur netip.Addr
+		if n.Spec.BGP != nil {
+			cur, _ = netip.ParseAddr(n.Spec.BGP.IPv4IPIPTunnelAddr)
+		}
+		if !a.holds(ctx, cur, handle) {
+			res, err := a.ipamc.AutoAssign(ctx, ipam.AutoAssignArgs{Num4: 1, Handle: handle, Node: a.node,
+				IPv4Pools: e.IPIPPools, Use: api.IPPoolAllowedUseTunnel, Attrs: map[string]string{"type": "ipipTunnelAddress"}})
+			if err != nil {
+				// Not fatal to the rest of the Node's record (VXLAN, MTU).
+				ipipErr = fmt.Errorf("allocate IPIP tunnel address (handle %s) from pools %v: %w", handle, e.IPIPPools, err)
+			} else {
+				if n.Spec.BGP == nil {
+					n.Spec.BGP = &api.NodeBGPSpec{}
+				}
+				n.Spec.BGP.IPv4IPIPTunnelAddr = res.IPv4[0].Addr.String()
+				changed = true
+				a.log.Info("ipip tunnel address allocated", "addr", n.Spec.BGP.IPv4IPIPTunnelAddr)
+			}
+		}
+	}
 	if v := strconv.Itoa(mtu); n.Annotations[api.AnnotationWorkloadMTU] != v {
 		if n.Annotations == nil {
 			n.Annotations = map[string]string{}
@@ -172,12 +232,12 @@ func (a *encapAgent) recordOnNode(ctx context.Context, self *api.Node, e felix.E
 		n.Annotations[api.AnnotationWorkloadMTU], changed = v, true
 	}
 	if !changed {
-		return nil
+		return ipipErr
 	}
 	if _, err := a.ds.Update(ctx, &n); err != nil && !errors.Is(err, datastore.ErrConflict) {
-		return fmt.Errorf("record tunnel address and MTU on node %s: %w", a.node, err)
+		return errors.Join(ipipErr, fmt.Errorf("record tunnel address and MTU on node %s: %w", a.node, err))
 	}
-	return nil // a conflict: the watch brings the newer Node and another pass
+	return ipipErr // a conflict: the watch brings the newer Node and another pass
 }
 
 // holds says whether addr is allocated to handle.
@@ -234,16 +294,4 @@ func linkMTUOf(addr netip.Addr) (int, error) {
 		}
 	}
 	return 0, fmt.Errorf("no interface has the node address %s", addr)
-}
-
-// ensureTunl0 makes sure the kernel's IPIP fallback device exists (creating an ipip link
-// loads the module where there is one); an error means the kernel has no ipip.
-func ensureTunl0() error {
-	if _, err := netlink.LinkByName(felix.IPIPDevice); err == nil {
-		return nil
-	}
-	if err := netlink.LinkAdd(&netlink.Iptun{LinkAttrs: netlink.LinkAttrs{Name: felix.IPIPDevice}}); err != nil && !errors.Is(err, syscall.EEXIST) {
-		return fmt.Errorf("create %s: %w", felix.IPIPDevice, err)
-	}
-	return nil
 }

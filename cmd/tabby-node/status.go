@@ -46,7 +46,9 @@ func serveStatus(ctx context.Context, path string, status chan chan statusReport
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(<-reply)
+		rep := <-reply
+		rep.Problems = append(rep.Problems, encapProblemLines()...)
+		_ = json.NewEncoder(w).Encode(rep)
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
