@@ -53,7 +53,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func needRoot(t *testing.T) {
+func needRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		if os.Getenv("CI") == "" {
@@ -72,7 +72,7 @@ func needRoot(t *testing.T) {
 }
 
 // needTool skips (fails under CI) when a Debian package's program is missing.
-func needTool(t *testing.T, path, pkg string) {
+func needTool(t testing.TB, path, pkg string) {
 	t.Helper()
 	if _, err := os.Stat(path); err != nil {
 		if os.Getenv("CI") == "" {
@@ -83,13 +83,13 @@ func needTool(t *testing.T, path, pkg string) {
 }
 
 type lab struct {
-	t        *testing.T
+	t        testing.TB
 	name     string
 	stateDir string
 	dataDir  string
 }
 
-func newLab(t *testing.T) *lab {
+func newLab(t testing.TB) *lab {
 	t.Helper()
 	var b [4]byte
 	_, _ = rand.Read(b[:])
@@ -266,7 +266,7 @@ func (l *lab) gatewayRoutes(target string) map[string]string {
 }
 
 // poll calls cond until it returns "" or the deadline passes; cond returns what is still wrong.
-func poll(t *testing.T, what string, within time.Duration, cond func() string) time.Duration {
+func poll(t testing.TB, what string, within time.Duration, cond func() string) time.Duration {
 	t.Helper()
 	start := time.Now()
 	for {
@@ -289,7 +289,7 @@ func (l *lab) ping(from string, to netip.Addr) {
 }
 
 // cmdline reads a process's argv.
-func cmdline(t *testing.T, pid int) []string {
+func cmdline(t testing.TB, pid int) []string {
 	t.Helper()
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 	if err != nil {
@@ -299,7 +299,7 @@ func cmdline(t *testing.T, pid int) []string {
 }
 
 // startIn starts argv detached in a network namespace, appending to log; it returns the pid.
-func startIn(t *testing.T, netns string, argv []string, log string) *os.Process {
+func startIn(t testing.TB, netns string, argv []string, log string) *os.Process {
 	t.Helper()
 	f, err := os.OpenFile(log, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
@@ -316,7 +316,7 @@ func startIn(t *testing.T, netns string, argv []string, log string) *os.Process 
 	return cmd.Process
 }
 
-func waitExit(t *testing.T, pid int, within time.Duration) {
+func waitExit(t testing.TB, pid int, within time.Duration) {
 	t.Helper()
 	poll(t, fmt.Sprintf("pid %d exits", pid), within, func() string {
 		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil && !strings.Contains(string(b), ") Z ") {

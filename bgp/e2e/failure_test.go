@@ -12,7 +12,7 @@ import (
 )
 
 // agentWrapper writes an agent binary for the lab that runs tabby-node-bgp with extra flags.
-func agentWrapper(t *testing.T, extra string) string {
+func agentWrapper(t testing.TB, extra string) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "tabby-node-wrapped")
 	script := "#!/bin/sh\nexec " + filepath.Join(binDir, "tabby-node-bgp") + ` "$@" ` + extra + "\n"
@@ -36,7 +36,7 @@ func (l *lab) hostAddr(name string) (netns, addr string) {
 
 // startBIRD runs BIRD in a lab host namespace with conf (written to a temp dir); it is
 // killed at cleanup and its log shown if the test failed. It returns the control socket.
-func startBIRD(t *testing.T, netns, conf string) string {
+func startBIRD(t testing.TB, netns, conf string) string {
 	t.Helper()
 	dir := t.TempDir()
 	path, sock := filepath.Join(dir, "bird.conf"), filepath.Join(dir, "bird.ctl")

@@ -46,7 +46,7 @@ func (l *lab) routeIn(prefix, gw string, nodes ...string) time.Duration {
 
 // daemon starts argv in a lab namespace, killed (with its whole session) at cleanup; its
 // log is shown when the test failed.
-func daemon(t *testing.T, netns, name string, argv []string) {
+func daemon(t testing.TB, netns, name string, argv []string) {
 	t.Helper()
 	log := filepath.Join(t.TempDir(), name+".log")
 	p := startIn(t, netns, argv, log)

@@ -46,14 +46,14 @@ func (l *lab) startHostAgent(name string, extra ...string) *hostAgent {
 	return h
 }
 
-func (h *hostAgent) start(t *testing.T) {
+func (h *hostAgent) start(t testing.TB) {
 	t.Helper()
 	h.proc = startIn(t, h.netns, h.argv, h.log)
 	p := h.proc
 	t.Cleanup(func() { _ = p.Signal(syscall.SIGKILL) })
 }
 
-func (h *hostAgent) kill(t *testing.T) {
+func (h *hostAgent) kill(t testing.TB) {
 	t.Helper()
 	// The process is `ip netns exec`, which execs the agent: one pid.
 	if err := h.proc.Signal(syscall.SIGKILL); err != nil {

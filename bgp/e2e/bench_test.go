@@ -1,0 +1,198 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The benchmarks build a lab per run and print their figures (b.ReportMetric and b.Logf);
+// nothing is asserted beyond the lab working. Each runs once: go test -bench . ./bgp/e2e.
+
+// BenchmarkMeshConvergence: a lab of N nodes (one subnet, full mesh, hold 9 s), one
+// workload each; converged = every node's kernel has every other node's block via its
+// owner. Reported: seconds from the start of `up` and from the last workload's ADD, and
+// the time for a node that leaves (agent stopped, Node deleted) to be withdrawn everywhere.
+func BenchmarkMeshConvergence(b *testing.B) {
+	for _, n := range []int{3, 10, 20} {
+		b.Run(fmt.Sprintf("nodes=%d", n), func(b *testing.B) {
+			needRoot(b)
+			for range b.N {
+				meshConvergence(b, n)
+			}
+		})
+	}
+}
+
+func meshConvergence(b *testing.B, n int) {
+	l := newLab(b)
+	start := time.Now()
+	l.ok("up", "--nodes", strconv.Itoa(n), "--subnets", "1", "--agent-binary", filepath.Join(binDir, "tabby-node-bgp"))
+	l.apply(labPool)
+	blocks := map[int]string{}
+	for i := 1; i <= n; i++ {
+		l.ok("workload", "add", fmt.Sprintf("node%d", i), fmt.Sprintf("default/w%d", i))
+	}
+	lastAdd := time.Now()
+	for i := 1; i <= n; i++ {
+		blocks[i] = blockOf(l.workloadIP("default", fmt.Sprintf("w%d", i)))
+	}
+	nodeAddr := func(i int) string { return fmt.Sprintf("172.31.1.%d", 9+i) }
+	poll(b, "mesh converges", 120*time.Second, func() string {
+		for i := 1; i <= n; i++ {
+			routes := l.gatewayRoutes(fmt.Sprintf("node%d", i))
+			for j := 1; j <= n; j++ {
+				if j != i && routes[blocks[j]] != nodeAddr(j) {
+					return fmt.Sprintf("node%d lacks %s", i, blocks[j])
+				}
+			}
+		}
+		return ""
+	})
+	fromUp, fromLast := time.Since(start), time.Since(lastAdd)
+
+	// node n leaves.
+	st := l.state()
+	pid := st.Nodes[n-1].Agent.PID
+	_ = syscall.Kill(pid, syscall.SIGTERM)
+	waitExit(b, pid, 15*time.Second)
+	left := time.Now()
+	l.ok("ctl", "delete", "node", fmt.Sprintf("node%d", n))
+	poll(b, "the leaving node's block withdrawn everywhere", 60*time.Second, func() string {
+		for i := 1; i < n; i++ {
+			if _, ok := l.gatewayRoutes(fmt.Sprintf("node%d", i))[blocks[n]]; ok {
+				return fmt.Sprintf("node%d still routes %s", i, blocks[n])
+			}
+		}
+		return ""
+	})
+	leave := time.Since(left)
+	b.ReportMetric(fromUp.Seconds(), "s-from-up")
+	b.ReportMetric(fromLast.Seconds(), "s-after-last-workload")
+	b.ReportMetric(leave.Seconds(), "s-node-leaves")
+	b.Logf("%d-node mesh: converged %.2fs after up started, %.2fs after the last workload; a node leaving withdrawn everywhere in %.3fs",
+		n, fromUp.Seconds(), fromLast.Seconds(), leave.Seconds())
+}
+
+// BenchmarkRouteInstall: a BIRD 2 announcer (AS 65001) sends N /32s over eBGP at once to
+// one tabby-node and to a reference BIRD 2 (AS 64513, its kernel protocol installing into
+// its own namespace). Reported: seconds from the announcer's start until all N are in each
+// receiver's kernel and from each receiver's first route (the install proper; the poll
+// counts routes with ip every ~0.1-0.5 s, so short times are coarse), the ratio of the
+// latter, and the agent's RSS growth per 10k routes (Go heap not collected back).
+func BenchmarkRouteInstall(b *testing.B) {
+	for _, n := range []int{10_000, 100_000} {
+		b.Run(fmt.Sprintf("routes=%d", n), func(b *testing.B) {
+			needRoot(b)
+			needTool(b, "/usr/sbin/bird", "bird2")
+			for range b.N {
+				routeInstall(b, n)
+			}
+		})
+	}
+}
+
+func routeInstall(b *testing.B, n int) {
+	l := newLab(b)
+	// The agent logs at info here (the lab's default is debug: a line per path).
+	l.ok("up", "--nodes", "1", "--subnets", "1", "--agent-binary", agentWrapper(b, "--log-level info"))
+	l.ok("host", "add", "ann", "--subnet", "1")
+	l.ok("host", "add", "ref", "--subnet", "1")
+	annNS, ann := l.hostAddr("ann")
+	refNS, ref := l.hostAddr("ref")
+	l.apply(labPool + `---
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {name: announcer}
+spec: {peerIP: ` + ann + `, asNumber: 65001}
+`)
+	// The reference BIRD: learns from the announcer, installs into its kernel.
+	startBIRD(b, refNS, `router id `+ref+`;
+protocol device {}
+protocol kernel { ipv4 { export all; }; }
+protocol bgp ann { local `+ref+` as 64513; neighbor `+ann+` as 65001; direct;
+  hold time 9; keepalive time 3; connect retry time 1; ipv4 { import all; export none; }; }
+`)
+	var routes strings.Builder
+	for i := range n {
+		fmt.Fprintf(&routes, "  route 100.%d.%d.%d/32 blackhole;\n", 64+i>>16, i>>8&255, i&255)
+	}
+	agentPID := l.state().Nodes[0].Agent.PID
+	rss0 := rssKB(b, agentPID)
+
+	count := func(target, proto string) int {
+		out := l.ok("exec", target, "--", "ip", "route", "show", "proto", proto)
+		c := 0
+		for _, line := range strings.Split(out, "\n") {
+			if strings.HasPrefix(line, "100.") {
+				c++
+			}
+		}
+		return c
+	}
+	start := time.Now()
+	startBIRD(b, annNS, `router id `+ann+`;
+protocol device {}
+protocol static many { ipv4;
+`+routes.String()+`}
+template bgp feed { local `+ann+` as 65001; hold time 9; keepalive time 3; connect retry time 1;
+  ipv4 { import none; export where proto = "many"; }; }
+protocol bgp node1 from feed { neighbor 172.31.1.10 as 64512; }
+protocol bgp ref from feed { neighbor `+ref+` as 64513; }
+`)
+	// Times from the announcer's start (sessions come up within a connect retry) and from
+	// each receiver's first route, which is the install time proper.
+	var tabbyT, birdT, tabbyFirst, birdFirst time.Duration
+	poll(b, "all routes in both kernels", 180*time.Second, func() string {
+		tn, bn := count("node1", "116"), count("ref", "bird")
+		now := time.Since(start)
+		for _, x := range []struct {
+			got        int
+			first, all *time.Duration
+		}{{tn, &tabbyFirst, &tabbyT}, {bn, &birdFirst, &birdT}} {
+			if x.got > 0 && *x.first == 0 {
+				*x.first = now
+			}
+			if x.got >= n && *x.all == 0 {
+				*x.all = now
+			}
+		}
+		if tabbyT == 0 || birdT == 0 {
+			return fmt.Sprintf("tabby %d, bird %d of %d", tn, bn, n)
+		}
+		return ""
+	})
+	rss1 := rssKB(b, agentPID)
+	perTenK := float64(rss1-rss0) / 1024 / (float64(n) / 10_000)
+	b.ReportMetric(tabbyT.Seconds(), "s-tabby")
+	b.ReportMetric(birdT.Seconds(), "s-bird")
+	ratio := (tabbyT - tabbyFirst).Seconds() / (birdT - birdFirst).Seconds()
+	b.ReportMetric(ratio, "tabby/bird-install")
+	b.ReportMetric((tabbyT - tabbyFirst).Seconds(), "s-tabby-first-to-all")
+	b.ReportMetric((birdT - birdFirst).Seconds(), "s-bird-first-to-all")
+	b.ReportMetric(perTenK, "MB-RSS-per-10k")
+	b.Logf("%d prefixes from BIRD: in tabby-node's kernel %.2fs after the announcer started (%.2fs from the first), in BIRD's kernel after %.2fs (%.2fs from the first); install ratio (from the first) %.1f; agent RSS %d -> %d MB (%.1f MB per 10k routes)",
+		n, tabbyT.Seconds(), (tabbyT - tabbyFirst).Seconds(), birdT.Seconds(), (birdT - birdFirst).Seconds(), ratio, rss0/1024, rss1/1024, perTenK)
+}
+
+// rssKB reads a process's resident set size.
+func rssKB(b *testing.B, pid int) int {
+	b.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.Atoi(strings.Fields(rest)[0])
+			return kb
+		}
+	}
+	b.Fatalf("no VmRSS for pid %d", pid)
+	return 0
+}
