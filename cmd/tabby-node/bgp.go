@@ -119,6 +119,11 @@ func (a *bgpAgent) run(ctx context.Context) error {
 		}
 	}()
 	var changed <-chan struct{}
+	// Learned routes go to felix at most every publishInterval: a first change at once, a
+	// burst (a peer sending a full table) in batches, so that re-publishing the whole set
+	// does not starve the speaker.
+	var lastPublish time.Time
+	var publishC <-chan time.Time
 	for {
 		dirty := false
 		select {
@@ -147,7 +152,19 @@ func (a *bgpAgent) run(ctx context.Context) error {
 		case l := <-a.local:
 			local, localRead, dirty = l, true, true
 		case <-changed:
+			if publishC != nil {
+				continue // a publish is already due
+			}
+			if wait := publishInterval - time.Since(lastPublish); wait > 0 {
+				publishC = time.After(wait)
+				continue
+			}
 			a.publishLearned()
+			lastPublish = time.Now()
+		case <-publishC:
+			publishC = nil
+			a.publishLearned()
+			lastPublish = time.Now()
 		case reply := <-a.status:
 			reply <- a.report(ctx)
 		}
@@ -162,6 +179,9 @@ func (a *bgpAgent) run(ctx context.Context) error {
 		}
 	}
 }
+
+// publishInterval is the least time between two hand-overs of learned routes to felix.
+const publishInterval = 250 * time.Millisecond
 
 // applyEvent applies a watch event to m, keyed by name; it reports whether m changed or
 // the watch synced.
