@@ -49,6 +49,12 @@ func runAgent(ctx context.Context, o options, ds *datastore.Client) error {
 			return err
 		}
 		defer dp.Close()
+		addReadinessCheck("routes", func() string {
+			if dp.Status().LastOK.IsZero() {
+				return "routes: felix has not programmed the node's routes yet"
+			}
+			return ""
+		})
 		ipamc := ipam.New(ds, nil)
 		if o.bgp.enabled {
 			local, learned = make(chan localRoutes, 1), make(chan learnedRoutes, 1)
@@ -60,6 +66,8 @@ func runAgent(ctx context.Context, o options, ds *datastore.Client) error {
 				log: slog.Default().With("component", "encap")}
 			ea.vxlan = felix.NewVXLANReconciler(nil, ea.log)
 			ea.ipip = felix.NewIPIPReconciler(nil, ea.log)
+			ea.synced = &syncedOnce{why: "encapsulation: no complete pass yet (tunnel devices, tunnel addresses, MTU)"}
+			addReadinessCheck("encapsulation", ea.synced.check)
 			subsystems = append(subsystems, func() error { return ea.run(ctx) })
 		}
 		subsystems = append(subsystems,
@@ -69,22 +77,21 @@ func runAgent(ctx context.Context, o options, ds *datastore.Client) error {
 			func() error { return runPolicy(ctx, ds, o.nodeName, o.policy, nat) },
 		)
 	}
+	var status chan chan statusReport // nil with BGP off: the status socket says so
 	if o.bgp.enabled {
-		status := make(chan chan statusReport)
+		status = make(chan chan statusReport)
 		ba := &bgpAgent{o: o.bgp, node: o.nodeName, ds: ds, log: slog.Default().With("component", "bgp"),
 			local: local, learned: learned, status: status}
-		sock := o.statusSocket
-		if sock == "" {
-			sock = filepath.Join(o.dataDir, StatusSocketName)
-		}
-		subsystems = append(subsystems,
-			func() error { return ba.run(ctx) },
-			func() error { return serveStatus(ctx, sock, status) },
-		)
+		subsystems = append(subsystems, func() error { return ba.run(ctx) })
 	}
 	if len(subsystems) == 0 {
 		return errors.New("nothing to run: a route reflector needs BGP (--bgp)")
 	}
+	sock := o.statusSocket
+	if sock == "" {
+		sock = filepath.Join(o.dataDir, StatusSocketName)
+	}
+	subsystems = append(subsystems, func() error { return serveStatus(ctx, sock, o.nodeName, o.role, status) })
 	done := make(chan error, len(subsystems))
 	for _, run := range subsystems {
 		go func() { done <- run() }()

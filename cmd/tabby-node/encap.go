@@ -7,12 +7,14 @@ import (
 	"log/slog"
 	"net/netip"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/tabby-net/tabby/api"
 	"github.com/tabby-net/tabby/datastore"
@@ -38,8 +40,13 @@ type encapAgent struct {
 	log     *slog.Logger
 	vxlan   *felix.VXLANReconciler
 	ipip    *felix.IPIPReconciler
-	// ipipMissing is set once the kernel was found without ipip (warned once).
+	// ipipMissing is set once the kernel was found without ipip (warned once); it is
+	// checked again whenever the set of IPIP pools changes (a module may have been
+	// loaded meanwhile).
 	ipipMissing bool
+	ipipPools   []string // the IPIP pools of the last pass
+	// synced, when set, is marked after the first pass without error (readiness).
+	synced *syncedOnce
 }
 
 // encapProblems are the encapsulation problems the status socket reports beside BGP's.
@@ -97,6 +104,8 @@ func (a *encapAgent) run(ctx context.Context) error {
 		}
 		if err := a.reconcile(ctx, nodes, pools, blocks); err != nil {
 			a.log.Warn("encapsulation pass", "err", err)
+		} else if a.synced != nil {
+			a.synced.set()
 		}
 	}
 }
@@ -140,14 +149,21 @@ func (a *encapAgent) reconcile(ctx context.Context, nodes map[string]*api.Node, 
 			cfg = &felix.VXLANDeviceConfig{VTEP: vtep, MAC: felix.VXLANMAC(a.node), Underlay: a.underlay.Addr(), MTU: underlayMTU - felix.VXLANOverhead}
 		}
 	}
+	var problems []string
 	if cfg != nil || len(e.VXLANPools) == 0 {
-		if n, err := a.vxlan.Apply(cfg, e.VXLANPeers); err != nil {
+		if n, err := a.vxlan.Apply(cfg, e.VXLANPeers); errors.Is(err, unix.EOPNOTSUPP) {
+			// Tried again every pass: the problem goes once the kernel can.
+			problems = append(problems, fmt.Sprintf("encapsulation: VXLAN pools %s need the kernel's vxlan support, which this kernel lacks (%v): their tunnelled routes do not work",
+				strings.Join(e.VXLANPools, ", "), err))
+		} else if err != nil {
 			errs = append(errs, err)
 		} else if n > 0 {
 			a.log.Info("vxlan updated", "writes", n, "peers", len(e.VXLANPeers), "routes", len(e.Routes))
 		}
 	}
-	var problems []string
+	if !slices.Equal(e.IPIPPools, a.ipipPools) {
+		a.ipipPools, a.ipipMissing = slices.Clone(e.IPIPPools), false // check the kernel again
+	}
 	if !a.ipipMissing {
 		var ipipAddr netip.Addr
 		if len(e.IPIPPools) > 0 {
@@ -189,6 +205,7 @@ func (a *encapAgent) recordOnNode(ctx context.Context, self *api.Node, e felix.E
 		handle := "vxlan-tunnel-addr-" + a.node
 		cur, _ := netip.ParseAddr(n.Spec.IPv4VXLANTunnelAddr)
 		if !a.holds(ctx, cur, handle) {
+			a.releaseHandle(ctx, handle)
 			res, err := a.ipamc.AutoAssign(ctx, ipam.AutoAssignArgs{Num4: 1, Handle: handle, Node: a.node,
 				IPv4Pools: e.VXLANPools, Use: api.IPPoolAllowedUseTunnel, Attrs: map[string]string{"type": "vxlanTunnelAddress"}})
 			if err != nil {
@@ -210,6 +227,7 @@ func (a *encapAgent) recordOnNode(ctx context.Context, self *api.Node, e felix.E
 			cur, _ = netip.ParseAddr(n.Spec.BGP.IPv4IPIPTunnelAddr)
 		}
 		if !a.holds(ctx, cur, handle) {
+			a.releaseHandle(ctx, handle)
 			res, err := a.ipamc.AutoAssign(ctx, ipam.AutoAssignArgs{Num4: 1, Handle: handle, Node: a.node,
 				IPv4Pools: e.IPIPPools, Use: api.IPPoolAllowedUseTunnel, Attrs: map[string]string{"type": "ipipTunnelAddress"}})
 			if err != nil {
@@ -238,6 +256,17 @@ func (a *encapAgent) recordOnNode(ctx context.Context, self *api.Node, e felix.E
 		return errors.Join(ipipErr, fmt.Errorf("record tunnel address and MTU on node %s: %w", a.node, err))
 	}
 	return ipipErr // a conflict: the watch brings the newer Node and another pass
+}
+
+// releaseHandle frees whatever a tunnel handle holds before a new allocation: a pass that
+// read an older Node (its update then lost the compare-and-swap) would otherwise leave the
+// handle with a second address that no Node records.
+func (a *encapAgent) releaseHandle(ctx context.Context, handle string) {
+	if addrs, err := a.ipamc.ReleaseByHandle(ctx, handle); err != nil {
+		a.log.Debug("release tunnel handle", "handle", handle, "err", err)
+	} else if len(addrs) > 0 {
+		a.log.Info("tunnel addresses released before a new allocation", "handle", handle, "addrs", addrs)
+	}
 }
 
 // holds says whether addr is allocated to handle.

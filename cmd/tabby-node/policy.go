@@ -34,6 +34,14 @@ func runPolicy(ctx context.Context, ds *datastore.Client, node string, o policyO
 	if err != nil {
 		return fmt.Errorf("policy: %w", err)
 	}
+	addReadinessCheck("policy", func() string {
+		if st := syncer.Stats(); st.Syncs == 0 {
+			return "policy: iptables and ipsets not synced yet"
+		} else if st.LastErr != nil {
+			return "policy: the last iptables sync failed: " + st.LastErr.Error()
+		}
+		return ""
+	})
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	syncDone := make(chan error, 1)

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -27,7 +28,7 @@ func newNodeCommand(conn *connection) *cobra.Command {
 		Use:   "node",
 		Short: "show this node's BGP status, or every node",
 	}
-	cmd.AddCommand(newNodeStatusCommand(), newNodeListCommand(conn))
+	cmd.AddCommand(newNodeStatusCommand(), newNodeReadinessCommand(), newNodeListCommand(conn))
 	return cmd
 }
 
@@ -45,6 +46,9 @@ type bgpStatus struct {
 	Learned    int          `json:"learned"`
 	Problems   []string     `json:"problems,omitempty"`
 	Err        string       `json:"error,omitempty"`
+	BGPOff     bool         `json:"bgpOff,omitempty"`
+	Ready      bool         `json:"ready"`
+	NotReady   []string     `json:"notReady,omitempty"`
 }
 
 type peerStatus struct {
@@ -96,13 +100,7 @@ type (node-to-node mesh, route reflector, global, node specific), state, since w
 }
 
 func fetchStatus(ctx context.Context, socket string) (*bgpStatus, error) {
-	client := &http.Client{
-		Timeout: 15 * time.Second,
-		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", socket)
-		}},
-	}
+	client := statusClient(socket)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://tabby-node/bgp", nil)
 	if err != nil {
 		return nil, err
@@ -123,7 +121,90 @@ func fetchStatus(ctx context.Context, socket string) (*bgpStatus, error) {
 	return &st, nil
 }
 
+// readinessReport is the JSON tabby-node serves on GET /readiness.
+type readinessReport struct {
+	Node    string   `json:"node"`
+	Ready   bool     `json:"ready"`
+	Reasons []string `json:"reasons,omitempty"`
+}
+
+func newNodeReadinessCommand() *cobra.Command {
+	var socket, output string
+	cmd := &cobra.Command{
+		Use:   "readiness [--socket PATH] [-o json]",
+		Short: "say whether this node's agent is ready; exit non-zero when it is not",
+		Long: `readiness asks the tabby-node agent on this host (GET /readiness on its status
+socket) whether it is ready, as calico-node's readiness probe does: every subsystem (routes,
+policy, encapsulation, BGP when on) has synced at least once and no encapsulation problem
+(such as an IPIP pool on a kernel without ipip) stands. It prints "ready", or "not ready"
+and each reason, and exits 1 when not ready.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if output != "" && output != "json" {
+				return fmt.Errorf("-o %q: want json or nothing", output)
+			}
+			req, err := http.NewRequestWithContext(cmd.Context(), http.MethodGet, "http://tabby-node/readiness", nil)
+			if err != nil {
+				return err
+			}
+			resp, err := statusClient(socket).Do(req)
+			if err != nil {
+				return fmt.Errorf("tabby-node status socket %s: %w (is the agent running on this host? --socket names another)", socket, err)
+			}
+			defer resp.Body.Close()
+			var rr readinessReport
+			if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusServiceUnavailable {
+				b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+				return fmt.Errorf("tabby-node readiness: %s: %s", resp.Status, strings.TrimSpace(string(b)))
+			}
+			if err := json.NewDecoder(resp.Body).Decode(&rr); err != nil {
+				return fmt.Errorf("tabby-node readiness: %w", err)
+			}
+			w := cmd.OutOrStdout()
+			if output == "json" {
+				enc := json.NewEncoder(w)
+				enc.SetIndent("", "  ")
+				if err := enc.Encode(rr); err != nil {
+					return err
+				}
+			} else if rr.Ready {
+				fmt.Fprintf(w, "tabby-node %s is ready\n", rr.Node)
+			} else {
+				fmt.Fprintf(w, "tabby-node %s is not ready:\n", rr.Node)
+				for _, r := range rr.Reasons {
+					fmt.Fprintf(w, "  %s\n", r)
+				}
+			}
+			if !rr.Ready {
+				cmd.SilenceUsage = true
+				return errNotReady
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&socket, "socket", envOr("TABBY_STATUS_SOCKET", defaultStatusSocket), "the agent's status socket (env TABBY_STATUS_SOCKET)")
+	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: json (default: text)")
+	return cmd
+}
+
+var errNotReady = errors.New("not ready")
+
+func statusClient(socket string) *http.Client {
+	return &http.Client{
+		Timeout: 15 * time.Second,
+		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", socket)
+		}},
+	}
+}
+
 func printStatus(w io.Writer, st *bgpStatus, now time.Time) {
+	if st.BGPOff {
+		fmt.Fprintf(w, "tabby-node %s (%s) is running, BGP off\n", st.Node, st.Role)
+		printReadiness(w, st)
+		return
+	}
 	fmt.Fprintf(w, "tabby-node %s (%s) is running: AS %d, address %s, router ID %s", st.Node, st.Role, st.ASN, st.Address, st.RouterID)
 	if st.ClusterID != "" {
 		fmt.Fprintf(w, ", route reflector cluster %s", st.ClusterID)
@@ -145,8 +226,24 @@ func printStatus(w io.Writer, st *bgpStatus, now time.Time) {
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "\nAdvertised: %s\nLearned routes: %d (synced: %v)\n", strings.Join(st.Advertised, ", "), st.Learned, st.Synced)
+	printReadiness(w, st)
+}
+
+// printReadiness prints the problems and whether the agent is ready (reasons that are
+// problems already are not repeated).
+func printReadiness(w io.Writer, st *bgpStatus) {
 	for _, p := range st.Problems {
 		fmt.Fprintf(w, "Problem: %s\n", p)
+	}
+	if st.Ready {
+		fmt.Fprintln(w, "Readiness: ready")
+		return
+	}
+	fmt.Fprintln(w, "Readiness: not ready")
+	for _, r := range st.NotReady {
+		if !slices.Contains(st.Problems, r) {
+			fmt.Fprintf(w, "Not ready: %s\n", r)
+		}
 	}
 }
 

@@ -1,0 +1,97 @@
+package e2e
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func ipipPool(mode string) string {
+	return `apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {name: lab-ipip}
+spec: {cidr: 10.245.0.0/16, blockSize: 26, ipipMode: ` + mode + `}
+`
+}
+
+// TestReadinessWithoutBGP runs one agent with BGP off on this kernel (no ipip): its status
+// socket is served all the same; `tabbyctl node readiness` says ready once every subsystem
+// has synced; an ipipMode Always pool makes it not ready with a reason naming the pool (and
+// `node status` shows the problem, BGP off); the pool back to Never makes it ready; the
+// pool set to Always again is checked again (not ready); the pool deleted, ready again.
+func TestReadinessWithoutBGP(t *testing.T) {
+	needRoot(t)
+	wrapper := filepath.Join(t.TempDir(), "tabby-node-nobgp")
+	if err := os.WriteFile(wrapper, []byte("#!/bin/sh\nexec "+filepath.Join(binDir, "tabby-node")+
+		` "$@" --bgp=false --route-refresh-interval 2s`+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	l := newLab(t)
+	l.ok("up", "--nodes", "1", "--subnets", "1", "--agent-binary", wrapper)
+	if out, _, code := l.run("", "exec", "node1", "--", "ip", "link", "add", "name", "tbyprobe", "type", "ipip"); code == 0 {
+		t.Skipf("this kernel has ipip (%s): nothing to prove here", out)
+	}
+	sock := filepath.Join(l.nodeDataDir("node1"), "status.sock")
+	ctl := func(args ...string) (string, int) {
+		out, stderr, code := l.run("", append([]string{"exec", "node1", "--", filepath.Join(binDir, "tabbyctl"), "node"}, args...)...)
+		return out + stderr, code
+	}
+	readiness := func() (string, int) { return ctl("readiness", "--socket", sock) }
+	waitReady := func(what string) {
+		t.Helper()
+		took := poll(t, what, 30*time.Second, func() string {
+			if out, code := readiness(); code != 0 || !strings.Contains(out, "is ready") {
+				return out
+			}
+			return ""
+		})
+		t.Logf("%s after %v", what, took.Round(time.Millisecond))
+	}
+	const reason = "encapsulation: IPIP pools lab-ipip need the kernel's ipip support"
+	waitNotReady := func(what string) {
+		t.Helper()
+		var last string
+		took := poll(t, what, 30*time.Second, func() string {
+			out, code := readiness()
+			last = out
+			if code == 0 || !strings.Contains(out, reason) {
+				return out
+			}
+			return ""
+		})
+		t.Logf("%s after %v:\n%s", what, took.Round(time.Millisecond), last)
+	}
+
+	waitReady("ready without BGP and without pools")
+	l.apply(ipipPool("Always"))
+	waitNotReady("not ready with an IPIP pool")
+	out, code := ctl("status", "--socket", sock)
+	if code != 0 || !strings.Contains(out, "BGP off") || !strings.Contains(out, "Problem: "+reason) || !strings.Contains(out, "Readiness: not ready") {
+		t.Fatalf("node status without BGP (exit %d):\n%s", code, out)
+	}
+	t.Logf("node status:\n%s", out)
+
+	l.apply(ipipPool("Never"))
+	waitReady("ready with the pool at ipipMode Never")
+	l.apply(ipipPool("Always"))
+	waitNotReady("not ready again with the pool back at Always")
+
+	// Remove the pool: first its mode (so no new tunnel address is taken), then the tunnel
+	// address it holds, then the pool itself.
+	l.apply(ipipPool("Never"))
+	waitReady("ready with the pool at Never again")
+	var tunnel string
+	for _, line := range strings.Split(l.ok("ctl", "get", "node", "node1", "-o", "yaml"), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "ipv4IPIPTunnelAddr: "); ok {
+			tunnel = v
+		}
+	}
+	if tunnel == "" {
+		t.Fatal("no IPIP tunnel address on node1's Node")
+	}
+	l.ok("ctl", "ipam", "release", "--ip", tunnel)
+	l.ok("ctl", "delete", "ippool", "lab-ipip")
+	waitReady("ready with the pool deleted")
+}
