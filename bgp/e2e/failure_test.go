@@ -64,7 +64,8 @@ func startBIRD(t testing.TB, netns, conf string) string {
 //   - three misconfigured BGPPeers on node1 — a BIRD with another AS than the BGPPeer says,
 //     a BIRD whose TCP MD5 password differs from the one in node1's password file, and an
 //     address where nothing answers — are listed by tabbyctl node status, not Established,
-//     each with its reason; node1's session to node2 stays Established and is not reset.
+//     each with its reason; node1's session to node2 stays Established and is not reset, and
+//     a third BIRD with the right password (TCP MD5 works here) is Established.
 func TestFailures(t *testing.T) {
 	needRoot(t)
 	needTool(t, "/usr/sbin/bird", "bird2")
@@ -73,6 +74,9 @@ func TestFailures(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(pwDir, "bgp", "md5"), []byte("not-the-secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(pwDir, "bgp", "good"), []byte("the-secret\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	l := newLab(t)
@@ -149,9 +153,11 @@ func TestFailures(t *testing.T) {
 	// own host: BIRD keys its one listening socket, which would then refuse unsigned SYNs.)
 	l.ok("host", "add", "bad", "--subnet", "1")
 	l.ok("host", "add", "md5", "--subnet", "1")
+	l.ok("host", "add", "md5ok", "--subnet", "1")
 	badNS, bad := l.hostAddr("bad")
 	md5NS, bad2 := l.hostAddr("md5")
-	for _, b := range []struct{ ns, addr, extra string }{{badNS, bad, ""}, {md5NS, bad2, `password "the-secret";`}} {
+	goodNS, good := l.hostAddr("md5ok")
+	for _, b := range []struct{ ns, addr, extra string }{{badNS, bad, ""}, {md5NS, bad2, `password "the-secret";`}, {goodNS, good, `password "the-secret";`}} {
 		startBIRD(t, b.ns, `router id `+b.addr+`;
 protocol device {}
 protocol bgp node1 {
@@ -176,6 +182,11 @@ apiVersion: projectcalico.org/v3
 kind: BGPPeer
 metadata: {name: nobody}
 spec: {node: node1, peerIP: 172.31.1.249, asNumber: 65003}
+---
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {name: right-password}
+spec: {node: node1, peerIP: ` + good + `, asNumber: 65001, password: {secretKeyRef: {name: bgp, key: good}}}
 `)
 	want := map[string]string{
 		bad:            "as number mismatch",
@@ -193,6 +204,7 @@ spec: {node: node1, peerIP: 172.31.1.249, asNumber: 65003}
 		for _, p := range s.Peers {
 			w, ok := want[p.Address]
 			if !ok {
+				// The mesh peers and the BIRD with the right password are up (node3 is dead).
 				if p.State != "Established" && p.Address != nodeAddr(3) {
 					return fmt.Sprintf("mesh peer %s is %s", p.Address, p.State)
 				}
@@ -202,6 +214,9 @@ spec: {node: node1, peerIP: 172.31.1.249, asNumber: 65003}
 			if p.State == "Established" || p.Info == "" || p.Info == "no session yet" || !strings.Contains(strings.ToLower(p.Info), w) {
 				return fmt.Sprintf("peer %s: state %s, info %q, want a reason containing %q", p.Address, p.State, p.Info, w)
 			}
+		}
+		if r := peerRows(s)[good]; r != "node specific/Established" {
+			return fmt.Sprintf("the peer with the right password: %q", r)
 		}
 		if seen != len(want) {
 			return fmt.Sprintf("%d of the misconfigured peers listed: %s", seen, rows)
