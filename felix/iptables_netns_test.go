@@ -24,6 +24,26 @@ func requireTools(t testing.TB, tools ...string) {
 	}
 }
 
+// runIptables runs the backend's iptables with args in r's namespace.
+func runIptables(t *testing.T, r Runner, backend Backend, args ...string) string {
+	t.Helper()
+	out, err := r.Run(context.Background(), nil, strings.TrimSuffix(backend.Save, "-save"), args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(out)
+}
+
+// saveTable returns the backend's iptables-save of table in r's namespace.
+func saveTable(t *testing.T, r Runner, backend Backend, table string) string {
+	t.Helper()
+	out, err := r.Run(context.Background(), nil, backend.Save, "-t", table)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(out)
+}
+
 func TestPolicySyncerNetns(t *testing.T) {
 	requireTools(t, "iptables-nft-restore", "iptables-legacy-restore", "ipset")
 	for _, backend := range []Backend{BackendNFT, BackendLegacy} {
@@ -31,22 +51,8 @@ func TestPolicySyncerNetns(t *testing.T) {
 			ns := newTestNS(t)
 			ctx := context.Background()
 			r := Runner{NetNS: ns.name}
-			ipt := func(args ...string) string {
-				t.Helper()
-				out, err := r.Run(ctx, nil, strings.TrimSuffix(backend.Save, "-save"), args...)
-				if err != nil {
-					t.Fatal(err)
-				}
-				return string(out)
-			}
-			save := func() string {
-				t.Helper()
-				out, err := r.Run(ctx, nil, backend.Save, "-t", "filter")
-				if err != nil {
-					t.Fatal(err)
-				}
-				return string(out)
-			}
+			ipt := func(args ...string) string { t.Helper(); return runIptables(t, r, backend, args...) }
+			save := func() string { t.Helper(); return saveTable(t, r, backend, "filter") }
 			// Another program's rules, before and after ours.
 			ipt("-A", "FORWARD", "-s", "1.2.3.4/32", "-j", "DROP")
 			ipt("-N", "OTHER")

@@ -69,22 +69,8 @@ func TestNATOutgoingSyncerNetns(t *testing.T) {
 			ns := newTestNS(t)
 			ctx := context.Background()
 			r := Runner{NetNS: ns.name}
-			ipt := func(args ...string) string {
-				t.Helper()
-				out, err := r.Run(ctx, nil, strings.TrimSuffix(backend.Save, "-save"), args...)
-				if err != nil {
-					t.Fatal(err)
-				}
-				return string(out)
-			}
-			save := func() string {
-				t.Helper()
-				out, err := r.Run(ctx, nil, backend.Save, "-t", "nat")
-				if err != nil {
-					t.Fatal(err)
-				}
-				return string(out)
-			}
+			ipt := func(args ...string) string { t.Helper(); return runIptables(t, r, backend, args...) }
+			save := func() string { t.Helper(); return saveTable(t, r, backend, "nat") }
 			ipt("-t", "nat", "-A", "POSTROUTING", "-s", "192.168.7.0/24", "-j", "MASQUERADE")
 			ipt("-t", "nat", "-N", "OTHER")
 			ipt("-t", "nat", "-A", "OTHER", "-d", "5.6.7.8/32", "-j", "RETURN")
