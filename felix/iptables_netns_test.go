@@ -3,24 +3,23 @@ package felix
 import (
 	"context"
 	"log/slog"
-	"os"
-	"os/exec"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tabby-net/tabby/internal/testenv"
 )
 
 // requireTools skips a test whose commands are missing, unless CI is set.
-func requireTools(t testing.TB, tools ...string) {
+func requireTools(t testing.TB, cmds ...string) {
 	t.Helper()
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") != "" {
-				t.Fatalf("%s is missing and CI is set: make deps installs it", tool)
-			}
-			t.Skipf("%s is missing (make deps installs it; set CI to make this a failure)", tool)
+	for _, cmd := range cmds {
+		pkg := "iptables" // every command here but ipset comes with it
+		if cmd == "ipset" {
+			pkg = "ipset"
 		}
+		testenv.RequireTools(t, testenv.Tool{Cmd: cmd, Package: pkg})
 	}
 }
 

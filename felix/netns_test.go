@@ -3,7 +3,6 @@ package felix
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -13,18 +12,14 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"github.com/tabby-net/tabby/internal/testenv"
 )
 
 // requireRoot skips a test that needs root, unless CI is set: there it must run.
 func requireRoot(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("needs root for network namespaces, and CI is set: run the tests as root")
-	}
-	t.Skip("needs root for network namespaces (set CI to make this a failure)")
+	testenv.RequireRoot(t, "this test (network namespaces)")
 }
 
 // testNS is a network namespace of the test's own, deleted when the test ends.

@@ -21,6 +21,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/tabby-net/tabby/api"
+	"github.com/tabby-net/tabby/internal/testenv"
 )
 
 // These tests run the built plugin in labs (tabby-lab) with real agents: they need root,
@@ -61,22 +62,8 @@ func TestMain(m *testing.M) {
 // tools a lab needs.
 func needLab(t testing.TB) {
 	t.Helper()
-	ci := os.Getenv("CI") != ""
-	if os.Geteuid() != 0 {
-		if !ci {
-			t.Skip("tabby-cni lab tests need root (network namespaces); run them as root, or with CI=1 to fail instead of skipping")
-		}
-		t.Fatal("tabby-cni lab tests need root (network namespaces)")
-	}
-	for _, tool := range []struct{ cmd, pkg string }{{"ip", "iproute2"}, {"ping", "iputils-ping"}} {
-		if _, err := exec.LookPath(tool.cmd); err != nil {
-			msg := fmt.Sprintf("tabby-cni lab tests need %s: install the Debian package %s (make deps)", tool.cmd, tool.pkg)
-			if ci {
-				t.Fatal(msg)
-			}
-			t.Skip(msg)
-		}
-	}
+	testenv.RequireRoot(t, "tabby-cni lab tests (network namespaces)")
+	testenv.RequireTools(t, testenv.Tool{Cmd: "ip", Package: "iproute2"}, testenv.Tool{Cmd: "ping", Package: "iputils-ping"})
 }
 
 const (

@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tabby-net/tabby/internal/testenv"
 )
 
 // These tests build real labs: they need root, ip (iproute2) and ping (iputils-ping). They
@@ -65,22 +67,8 @@ func TestMain(m *testing.M) {
 // needLab skips the test without root (unless CI is set) and checks the tools a lab needs.
 func needLab(t testing.TB) {
 	t.Helper()
-	ci := os.Getenv("CI") != ""
-	if os.Geteuid() != 0 {
-		if !ci {
-			t.Skip("tabby-lab tests need root (network namespaces); run them as root, or with CI=1 to fail instead of skipping")
-		}
-		t.Fatal("tabby-lab tests need root (network namespaces)")
-	}
-	for _, tool := range []struct{ cmd, pkg string }{{"ip", "iproute2"}, {"ping", "iputils-ping"}} {
-		if _, err := exec.LookPath(tool.cmd); err != nil {
-			msg := fmt.Sprintf("tabby-lab tests need %s: install the Debian package %s (make deps)", tool.cmd, tool.pkg)
-			if ci {
-				t.Fatal(msg)
-			}
-			t.Skip(msg)
-		}
-	}
+	testenv.RequireRoot(t, "tabby-lab tests (network namespaces)")
+	testenv.RequireTools(t, testenv.Tool{Cmd: "ip", Package: "iproute2"}, testenv.Tool{Cmd: "ping", Package: "iputils-ping"})
 }
 
 // lab drives one lab through the built tabby-lab.

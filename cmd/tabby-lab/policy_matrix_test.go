@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"fmt"
 	"net/netip"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -16,6 +15,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/tabby-net/tabby/api"
+	"github.com/tabby-net/tabby/internal/testenv"
 	"github.com/tabby-net/tabby/policy"
 )
 
@@ -54,14 +54,7 @@ type matrixLab struct {
 
 func newMatrixLab(t testing.TB) *matrixLab {
 	needLab(t)
-	for _, tool := range []string{"iptables-nft-restore", "ipset"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") != "" {
-				t.Fatalf("%s is missing: make deps installs it", tool)
-			}
-			t.Skipf("%s is missing (make deps installs it)", tool)
-		}
-	}
+	testenv.RequireTools(t, testenv.Tool{Cmd: "iptables-nft-restore", Package: "iptables"}, testenv.Tool{Cmd: "ipset", Package: "ipset"})
 	probe := filepath.Join(t.TempDir(), "policyprobe")
 	if out, err := exec.Command("go", "build", "-o", probe, "./testdata/policyprobe").CombinedOutput(); err != nil {
 		t.Fatalf("build policyprobe: %v: %s", err, out)
