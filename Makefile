@@ -37,6 +37,7 @@ test: deps lint
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+	TABBY_VM_BENCH=1 $(GO) test -run '^TestIPIPThroughputVM$$' -v ./felix
 
 demo: build
 	./examples/demo.sh
