@@ -78,20 +78,22 @@ func TestReadinessWithoutBGP(t *testing.T) {
 	l.apply(ipipPool("Always"))
 	waitNotReady("not ready again with the pool back at Always")
 
-	// Remove the pool: first its mode (so no new tunnel address is taken), then the tunnel
-	// address it holds, then the pool itself.
+	// Remove the pool: at ipipMode Never no pool needs node1's tunnel address, so the agent
+	// releases it and clears it from the Node; then the pool guard lets the pool go.
+	poll(t, "node1's IPIP tunnel address allocated", 30*time.Second, func() string {
+		if y := l.ok("ctl", "get", "node", "node1", "-o", "yaml"); !strings.Contains(y, "ipv4IPIPTunnelAddr") {
+			return y
+		}
+		return ""
+	})
 	l.apply(ipipPool("Never"))
 	waitReady("ready with the pool at Never again")
-	var tunnel string
-	for _, line := range strings.Split(l.ok("ctl", "get", "node", "node1", "-o", "yaml"), "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "ipv4IPIPTunnelAddr: "); ok {
-			tunnel = v
+	poll(t, "node1's IPIP tunnel address released", 30*time.Second, func() string {
+		if y := l.ok("ctl", "get", "node", "node1", "-o", "yaml"); strings.Contains(y, "ipv4IPIPTunnelAddr") {
+			return y
 		}
-	}
-	if tunnel == "" {
-		t.Fatal("no IPIP tunnel address on node1's Node")
-	}
-	l.ok("ctl", "ipam", "release", "--ip", tunnel)
+		return ""
+	})
 	l.ok("ctl", "delete", "ippool", "lab-ipip")
 	waitReady("ready with the pool deleted")
 }

@@ -193,9 +193,9 @@ func (a *encapAgent) reconcile(ctx context.Context, nodes map[string]*api.Node, 
 	return errors.Join(errs...)
 }
 
-// recordOnNode allocates the VXLAN tunnel address when a pool needs one and records it, the
-// VTEP MAC and the workload MTU on this node's Node resource. The Node watch brings the
-// change back, which makes another pass.
+// recordOnNode allocates the tunnel addresses that pools need, releases those that none
+// needs any more, and records them, the VTEP MAC and the workload MTU on this node's Node
+// resource. The Node watch brings the change back, which makes another pass.
 func (a *encapAgent) recordOnNode(ctx context.Context, self *api.Node, e felix.Encap, mtu int) error {
 	n := *self
 	n.Spec.BGP = cloneBGP(self.Spec.BGP)
@@ -218,6 +218,11 @@ func (a *encapAgent) recordOnNode(ctx context.Context, self *api.Node, e felix.E
 		if mac := felix.VXLANMAC(a.node).String(); n.Spec.VXLANTunnelMACAddr != mac {
 			n.Spec.VXLANTunnelMACAddr, changed = mac, true
 		}
+	} else if n.Spec.IPv4VXLANTunnelAddr != "" || n.Spec.VXLANTunnelMACAddr != "" {
+		// No pool needs VXLAN here any more: give the address back, or it would keep its
+		// pool from being deleted.
+		a.releaseHandle(ctx, "vxlan-tunnel-addr-"+a.node)
+		n.Spec.IPv4VXLANTunnelAddr, n.Spec.VXLANTunnelMACAddr, changed = "", "", true
 	}
 	var ipipErr error
 	if len(e.IPIPPools) > 0 {
@@ -242,6 +247,9 @@ func (a *encapAgent) recordOnNode(ctx context.Context, self *api.Node, e felix.E
 				a.log.Info("ipip tunnel address allocated", "addr", n.Spec.BGP.IPv4IPIPTunnelAddr)
 			}
 		}
+	} else if n.Spec.BGP != nil && n.Spec.BGP.IPv4IPIPTunnelAddr != "" {
+		a.releaseHandle(ctx, "ipip-tunnel-addr-"+a.node) // as for VXLAN above
+		n.Spec.BGP.IPv4IPIPTunnelAddr, changed = "", true
 	}
 	if v := strconv.Itoa(mtu); n.Annotations[api.AnnotationWorkloadMTU] != v {
 		if n.Annotations == nil {
@@ -258,9 +266,9 @@ func (a *encapAgent) recordOnNode(ctx context.Context, self *api.Node, e felix.E
 	return ipipErr // a conflict: the watch brings the newer Node and another pass
 }
 
-// releaseHandle frees whatever a tunnel handle holds before a new allocation: a pass that
-// read an older Node (its update then lost the compare-and-swap) would otherwise leave the
-// handle with a second address that no Node records.
+// releaseHandle frees whatever a tunnel handle holds: before a new allocation (a pass that
+// read an older Node, whose update then lost the compare-and-swap, would otherwise leave
+// the handle with a second address that no Node records), and when no pool needs it.
 func (a *encapAgent) releaseHandle(ctx context.Context, handle string) {
 	if addrs, err := a.ipamc.ReleaseByHandle(ctx, handle); err != nil {
 		a.log.Debug("release tunnel handle", "handle", handle, "err", err)
