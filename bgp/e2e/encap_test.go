@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tabby-net/tabby/api"
 )
 
 // capture is a tcpdump on one interface of a lab namespace.
@@ -124,6 +126,15 @@ func TestVXLAN(t *testing.T) {
 	l := newLab(t)
 	l.ok("up", "--nodes", "3", "--subnets", "2", "--agent-binary", filepath.Join(binDir, "tabby-node-bgp"))
 	l.apply(vxlanPool("CrossSubnet", "false"))
+	// A workload takes the MTU its node's agent has recorded when it is attached; wait for
+	// the agents to record the VXLAN one, as an operator creates a pool before workloads.
+	poll(t, "workload MTU recorded on every Node", 30*time.Second, func() string {
+		nodes := l.ok("ctl", "get", "nodes", "-o", "yaml")
+		if n := strings.Count(nodes, api.AnnotationWorkloadMTU+`: "1450"`); n != 3 {
+			return fmt.Sprintf("%d of 3 nodes record MTU 1450:\n%s", n, nodes)
+		}
+		return ""
+	})
 	for i := 1; i <= 3; i++ {
 		l.ok("workload", "add", fmt.Sprintf("node%d", i), fmt.Sprintf("default/w%d", i))
 	}
