@@ -39,7 +39,7 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 	TABBY_VM_BENCH=1 $(GO) test -run '^TestIPIPThroughputVM$$' -v ./felix
 
-demo: build
+demo: deps build
 	./examples/demo.sh
 
 clean:
