@@ -12,7 +12,7 @@
 // addresses from other nodes' blocks, unless strictAffinity is on. The choice is the
 // pure function nextStep; the etcd I/O around it is thin.
 //
-// Every allocation records a handle ("tabby-net.<containerID>" for a workload,
+// Every allocation records a handle ("<CNI network>.<containerID>" for a workload,
 // e.g. "ipip-tunnel-addr-<node>" for a tunnel) and attributes (AttrNamespace,
 // AttrWorkload, AttrContainerID, AttrNode). A handle record counts the handle's
 // addresses per block; it is written in the same etcd transaction as the block, so

@@ -45,6 +45,9 @@ type encapAgent struct {
 	// loaded meanwhile).
 	ipipMissing bool
 	ipipPools   []string // the IPIP pools of the last pass
+	// allocated is the tunnel address this agent last allocated, per handle: a pass that
+	// runs before the Node watch brings its own write back must not take it for lost.
+	allocated map[string]netip.Addr
 	// synced, when set, is marked after the first pass without error (readiness).
 	synced *syncedOnce
 }
@@ -202,18 +205,12 @@ func (a *encapAgent) recordOnNode(ctx context.Context, self *api.Node, e felix.E
 	n.Annotations = cloneMap(self.Annotations)
 	changed := false
 	if len(e.VXLANPools) > 0 {
-		handle := "vxlan-tunnel-addr-" + a.node
-		cur, _ := netip.ParseAddr(n.Spec.IPv4VXLANTunnelAddr)
-		if !a.holds(ctx, cur, handle) {
-			a.releaseHandle(ctx, handle)
-			res, err := a.ipamc.AutoAssign(ctx, ipam.AutoAssignArgs{Num4: 1, Handle: handle, Node: a.node,
-				IPv4Pools: e.VXLANPools, Use: api.IPPoolAllowedUseTunnel, Attrs: map[string]string{"type": "vxlanTunnelAddress"}})
-			if err != nil {
-				return fmt.Errorf("allocate VXLAN tunnel address (handle %s) from pools %v: %w", handle, e.VXLANPools, err)
-			}
-			n.Spec.IPv4VXLANTunnelAddr = res.IPv4[0].Addr.String()
-			changed = true
-			a.log.Info("vxlan tunnel address allocated", "addr", n.Spec.IPv4VXLANTunnelAddr)
+		addr, err := a.tunnelAddr(ctx, "vxlan-tunnel-addr-"+a.node, n.Spec.IPv4VXLANTunnelAddr, e.VXLANPools, "vxlanTunnelAddress")
+		if err != nil {
+			return err
+		}
+		if s := addr.String(); n.Spec.IPv4VXLANTunnelAddr != s {
+			n.Spec.IPv4VXLANTunnelAddr, changed = s, true
 		}
 		if mac := felix.VXLANMAC(a.node).String(); n.Spec.VXLANTunnelMACAddr != mac {
 			n.Spec.VXLANTunnelMACAddr, changed = mac, true
@@ -222,33 +219,24 @@ func (a *encapAgent) recordOnNode(ctx context.Context, self *api.Node, e felix.E
 		// No pool needs VXLAN here any more: give the address back, or it would keep its
 		// pool from being deleted.
 		a.releaseHandle(ctx, "vxlan-tunnel-addr-"+a.node)
+		delete(a.allocated, "vxlan-tunnel-addr-"+a.node)
 		n.Spec.IPv4VXLANTunnelAddr, n.Spec.VXLANTunnelMACAddr, changed = "", "", true
 	}
 	var ipipErr error
 	if len(e.IPIPPools) > 0 {
-		handle := "ipip-tunnel-addr-" + a.node
-		var cur netip.Addr
-		if n.Spec.BGP != nil {
-			cur, _ = netip.ParseAddr(n.Spec.BGP.IPv4IPIPTunnelAddr)
+		if n.Spec.BGP == nil {
+			n.Spec.BGP = &api.NodeBGPSpec{}
 		}
-		if !a.holds(ctx, cur, handle) {
-			a.releaseHandle(ctx, handle)
-			res, err := a.ipamc.AutoAssign(ctx, ipam.AutoAssignArgs{Num4: 1, Handle: handle, Node: a.node,
-				IPv4Pools: e.IPIPPools, Use: api.IPPoolAllowedUseTunnel, Attrs: map[string]string{"type": "ipipTunnelAddress"}})
-			if err != nil {
-				// Not fatal to the rest of the Node's record (VXLAN, MTU).
-				ipipErr = fmt.Errorf("allocate IPIP tunnel address (handle %s) from pools %v: %w", handle, e.IPIPPools, err)
-			} else {
-				if n.Spec.BGP == nil {
-					n.Spec.BGP = &api.NodeBGPSpec{}
-				}
-				n.Spec.BGP.IPv4IPIPTunnelAddr = res.IPv4[0].Addr.String()
-				changed = true
-				a.log.Info("ipip tunnel address allocated", "addr", n.Spec.BGP.IPv4IPIPTunnelAddr)
-			}
+		// Not fatal to the rest of the Node's record (VXLAN, MTU).
+		addr, err := a.tunnelAddr(ctx, "ipip-tunnel-addr-"+a.node, n.Spec.BGP.IPv4IPIPTunnelAddr, e.IPIPPools, "ipipTunnelAddress")
+		if err != nil {
+			ipipErr = err
+		} else if s := addr.String(); n.Spec.BGP.IPv4IPIPTunnelAddr != s {
+			n.Spec.BGP.IPv4IPIPTunnelAddr, changed = s, true
 		}
 	} else if n.Spec.BGP != nil && n.Spec.BGP.IPv4IPIPTunnelAddr != "" {
 		a.releaseHandle(ctx, "ipip-tunnel-addr-"+a.node) // as for VXLAN above
+		delete(a.allocated, "ipip-tunnel-addr-"+a.node)
 		n.Spec.BGP.IPv4IPIPTunnelAddr, changed = "", true
 	}
 	if v := strconv.Itoa(mtu); n.Annotations[api.AnnotationWorkloadMTU] != v {
@@ -264,6 +252,32 @@ func (a *encapAgent) recordOnNode(ctx context.Context, self *api.Node, e felix.E
 		return errors.Join(ipipErr, fmt.Errorf("record tunnel address and MTU on node %s: %w", a.node, err))
 	}
 	return ipipErr // a conflict: the watch brings the newer Node and another pass
+}
+
+// tunnelAddr returns the address handle holds: the one the Node records or, while the Node
+// watch has not brought this agent's own write back yet, the one it allocated last; if
+// the handle holds neither, a new one from pools.
+func (a *encapAgent) tunnelAddr(ctx context.Context, handle, recorded string, pools []string, kind string) (netip.Addr, error) {
+	cur, _ := netip.ParseAddr(recorded)
+	if !cur.IsValid() {
+		cur = a.allocated[handle]
+	}
+	if a.holds(ctx, cur, handle) {
+		return cur, nil
+	}
+	a.releaseHandle(ctx, handle)
+	res, err := a.ipamc.AutoAssign(ctx, ipam.AutoAssignArgs{Num4: 1, Handle: handle, Node: a.node,
+		IPv4Pools: pools, Use: api.IPPoolAllowedUseTunnel, Attrs: map[string]string{"type": kind}})
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("allocate tunnel address (handle %s) from pools %v: %w", handle, pools, err)
+	}
+	addr := res.IPv4[0].Addr
+	if a.allocated == nil {
+		a.allocated = map[string]netip.Addr{}
+	}
+	a.allocated[handle] = addr
+	a.log.Info("tunnel address allocated", "handle", handle, "addr", addr)
+	return addr, nil
 }
 
 // releaseHandle frees whatever a tunnel handle holds: before a new allocation (a pass that
