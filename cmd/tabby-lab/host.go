@@ -28,15 +28,11 @@ starts in it. A subnet that does not exist yet is created (a bridge in the route
 			if err := validateHostName(args[0]); err != nil {
 				return err
 			}
-			lk, err := g.lock()
+			lk, st, err := g.lockAndLoad()
 			if err != nil {
 				return err
 			}
 			defer lk.unlock(false)
-			st, err := g.load()
-			if err != nil {
-				return err
-			}
 			h, err := planHost(st, args[0], subnet)
 			if err != nil {
 				return err
@@ -55,15 +51,11 @@ starts in it. A subnet that does not exist yet is created (a bridge in the route
 		Short: "remove a host namespace and every process in it",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			lk, err := g.lock()
+			lk, st, err := g.lockAndLoad()
 			if err != nil {
 				return err
 			}
 			defer lk.unlock(false)
-			st, err := g.load()
-			if err != nil {
-				return err
-			}
 			h := st.host(args[0])
 			if h == nil {
 				return fmt.Errorf("lab %s has no host %q", st.Name, args[0])

@@ -62,6 +62,21 @@ func (g *globals) lock() (*labLock, error) {
 	return lockLab(g.stateRoot, g.name)
 }
 
+// lockAndLoad takes the lab's lock and loads its state, for the commands that change an
+// existing lab; the caller unlocks.
+func (g *globals) lockAndLoad() (*labLock, *State, error) {
+	lk, err := g.lock()
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := g.load()
+	if err != nil {
+		lk.unlock(false)
+		return nil, nil, err
+	}
+	return lk, st, nil
+}
+
 // needRoot checks what changing a lab needs: root, and iproute2's ip.
 func needRoot() error {
 	if os.Geteuid() != 0 {

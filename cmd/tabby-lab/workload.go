@@ -53,15 +53,11 @@ followed by a DEL and leaves nothing behind.`,
 			if err := validateLabels(labels); err != nil {
 				return err
 			}
-			lk, err := g.lock()
+			lk, st, err := g.lockAndLoad()
 			if err != nil {
 				return err
 			}
 			defer lk.unlock(false)
-			st, err := g.load()
-			if err != nil {
-				return err
-			}
 			w, err := addWorkload(cmd.Context(), st, args[0], namespace, name, labels)
 			if err != nil {
 				return fmt.Errorf("workload add %s: %w", args[1], err)
@@ -84,15 +80,11 @@ followed by a DEL and leaves nothing behind.`,
 			if err != nil {
 				return err
 			}
-			lk, err := g.lock()
+			lk, st, err := g.lockAndLoad()
 			if err != nil {
 				return err
 			}
 			defer lk.unlock(false)
-			st, err := g.load()
-			if err != nil {
-				return err
-			}
 			if err := delWorkload(cmd.Context(), st, namespace, name); err != nil {
 				return fmt.Errorf("workload del %s: %w", args[0], err)
 			}
