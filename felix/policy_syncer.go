@@ -19,6 +19,11 @@ type PolicySyncer struct {
 	log     *slog.Logger
 	noIPv6  bool // ip6tables does not work here: IPv6 state is not synced
 
+	// Observe, if set, is told of each apply: WriterIPTables for the table restores, then
+	// WriterIPSets for the ipset steps around them, their durations summed (only
+	// WriterIPSets when those failed before the tables ran). Set it before Run or Apply.
+	Observe ApplyObserver
+
 	mu      sync.Mutex
 	desired *FilterState
 	nat     *FilterState // from UpdateNAT; nil until then
@@ -38,6 +43,15 @@ type SyncStats struct {
 	LastErr         error
 	LastSync        time.Time
 	LastTook        time.Duration // of the last sync that wrote something
+	LastApplyTook   time.Duration // of the last sync, whether it wrote or not
+
+	// Cumulative counters, for metrics. A run counts whether or not it succeeded.
+	RestoreRuns       int // iptables-restore and ip6tables-restore runs, filter and nat
+	RestoreLinesTotal int // lines of input those runs were given
+	IPSetRestoreRuns  int // ipset restore runs (creating and updating sets, destroying stale ones)
+	// IPSetMembers is how many members tabby's ipsets (both families) hold, as of the
+	// last ipset step that succeeded.
+	IPSetMembers int
 }
 
 // NewPolicySyncer detects the backend and returns a syncer with nothing desired yet.
@@ -128,11 +142,13 @@ func (s *PolicySyncer) Run(ctx context.Context, interval time.Duration) error {
 // iptables-restore --noflush -w of the changed chains and hooks, then destroying stale
 // sets.
 func (s *PolicySyncer) Apply(ctx context.Context, fs *FilterState) error {
+	start := time.Now()
 	err := s.apply(ctx, fs)
 	s.mu.Lock()
 	s.stats.Syncs++
 	s.stats.LastErr = err
 	s.stats.LastSync = time.Now()
+	s.stats.LastApplyTook = s.stats.LastSync.Sub(start)
 	s.mu.Unlock()
 	return err
 }
@@ -154,40 +170,23 @@ func (s *PolicySyncer) apply(ctx context.Context, fs *FilterState) error {
 			maps.Copy(sets, fs.NAT.IPSets)
 		}
 	}
-	setsOut, err := s.run.Run(ctx, nil, "ipset", "save")
+	sp, stale, setsTook, err := s.syncSets(ctx, fs.NAT == nil, sets)
 	if err != nil {
-		return fmt.Errorf("read ipsets: %w", err)
-	}
-	have := ParseIPSets(setsOut)
-	if fs.NAT == nil { // the nat part is unknown: keep its sets (its rules use them)
-		delete(have, IPSetAllPools)
-		delete(have, IPSetMasqPools)
-	}
-	sp := PlanIPSets(have, sets)
-	if len(sp.Restore) > 0 {
-		if _, err := s.run.Run(ctx, sp.Restore, "ipset", "restore"); err != nil {
-			return fmt.Errorf("update ipsets %v: %w", sp.Updated, err)
-		}
-	}
-	fp, err := s.syncTable(ctx, s.backend.Save, s.backend.Restore, "filter", fs)
-	if err != nil {
+		s.Observe.observe(WriterIPSets, setsTook, err)
 		return err
 	}
-	var fp6, fpNAT FilterPlan
-	if v6 != nil {
-		if fp6, err = s.syncTable(ctx, s.backend.Save6, s.backend.Restore6, "filter", v6); err != nil {
-			return fmt.Errorf("IPv6: %w", err)
-		}
+	tablesStart := time.Now()
+	fp, fp6, fpNAT, err := s.syncTables(ctx, fs, v6)
+	s.Observe.observeSince(WriterIPTables, tablesStart, err)
+	if err != nil {
+		s.Observe.observe(WriterIPSets, setsTook, nil) // what ran of the ipset steps succeeded
+		return err
 	}
-	if fs.NAT != nil {
-		if fpNAT, err = s.syncTable(ctx, s.backend.Save, s.backend.Restore, "nat", fs.NAT); err != nil {
-			return fmt.Errorf("nat table: %w", err)
-		}
-	}
-	if len(sp.Destroy) > 0 {
-		if _, err := s.run.Run(ctx, sp.Destroy, "ipset", "restore"); err != nil {
-			return fmt.Errorf("destroy stale ipsets %v: %w", sp.Deleted, err)
-		}
+	destroyStart := time.Now()
+	err = s.destroySets(ctx, sp, stale)
+	s.Observe.observe(WriterIPSets, setsTook+time.Since(destroyStart), err)
+	if err != nil {
+		return err
 	}
 	wrote := fp.Restore != nil || fp6.Restore != nil || fpNAT.Restore != nil || len(sp.Restore) > 0 || len(sp.Destroy) > 0
 	took := time.Since(start)
@@ -211,6 +210,84 @@ func (s *PolicySyncer) apply(ctx context.Context, fs *FilterState) error {
 	return nil
 }
 
+// syncSets reads the kernel's ipsets and creates and updates those of sets that differ;
+// stale sets, holding stale members, stay until destroySets (rules may still use them).
+// With keepNAT, the nat part's sets are left alone: that part is unknown, and its rules
+// use them.
+func (s *PolicySyncer) syncSets(ctx context.Context, keepNAT bool, sets map[string]*IPSet) (sp SetsPlan, stale int, took time.Duration, err error) {
+	start := time.Now()
+	setsOut, err := s.run.Run(ctx, nil, "ipset", "save")
+	if err != nil {
+		return SetsPlan{}, 0, time.Since(start), fmt.Errorf("read ipsets: %w", err)
+	}
+	have := ParseIPSets(setsOut)
+	members := 0
+	if keepNAT {
+		for _, name := range []string{IPSetAllPools, IPSetMasqPools} {
+			if h := have[name]; h != nil {
+				members += len(h.Members)
+				delete(have, name)
+			}
+		}
+	}
+	sp = PlanIPSets(have, sets)
+	for _, set := range sets {
+		members += len(set.Members)
+	}
+	for _, name := range sp.Deleted {
+		stale += len(have[name].Members)
+	}
+	if len(sp.Restore) > 0 {
+		s.mu.Lock()
+		s.stats.IPSetRestoreRuns++
+		s.mu.Unlock()
+		if _, err := s.run.Run(ctx, sp.Restore, "ipset", "restore"); err != nil {
+			return sp, stale, time.Since(start), fmt.Errorf("update ipsets %v: %w", sp.Updated, err)
+		}
+	}
+	s.mu.Lock()
+	s.stats.IPSetMembers = members + stale
+	s.mu.Unlock()
+	return sp, stale, time.Since(start), nil
+}
+
+// destroySets destroys the stale sets of sp, which hold stale members, once no rule uses
+// them.
+func (s *PolicySyncer) destroySets(ctx context.Context, sp SetsPlan, stale int) error {
+	if len(sp.Destroy) == 0 {
+		return nil
+	}
+	s.mu.Lock()
+	s.stats.IPSetRestoreRuns++
+	s.mu.Unlock()
+	if _, err := s.run.Run(ctx, sp.Destroy, "ipset", "restore"); err != nil {
+		return fmt.Errorf("destroy stale ipsets %v: %w", sp.Deleted, err)
+	}
+	s.mu.Lock()
+	s.stats.IPSetMembers -= stale
+	s.mu.Unlock()
+	return nil
+}
+
+// syncTables makes the IPv4 filter table, the IPv6 one (v6, unless nil) and the nat table
+// (fs.NAT, unless nil) match.
+func (s *PolicySyncer) syncTables(ctx context.Context, fs, v6 *FilterState) (fp, fp6, fpNAT FilterPlan, err error) {
+	if fp, err = s.syncTable(ctx, s.backend.Save, s.backend.Restore, "filter", fs); err != nil {
+		return fp, fp6, fpNAT, err
+	}
+	if v6 != nil {
+		if fp6, err = s.syncTable(ctx, s.backend.Save6, s.backend.Restore6, "filter", v6); err != nil {
+			return fp, fp6, fpNAT, fmt.Errorf("IPv6: %w", err)
+		}
+	}
+	if fs.NAT != nil {
+		if fpNAT, err = s.syncTable(ctx, s.backend.Save, s.backend.Restore, "nat", fs.NAT); err != nil {
+			return fp, fp6, fpNAT, fmt.Errorf("nat table: %w", err)
+		}
+	}
+	return fp, fp6, fpNAT, nil
+}
+
 // syncTable makes one table (filter or nat, of iptables or ip6tables) match want's
 // chains and hooks with one restore --noflush of what differs.
 func (s *PolicySyncer) syncTable(ctx context.Context, saveCmd, restoreCmd, table string, want *FilterState) (FilterPlan, error) {
@@ -220,6 +297,10 @@ func (s *PolicySyncer) syncTable(ctx context.Context, saveCmd, restoreCmd, table
 	}
 	fp := PlanTable(ParseTable(save, table), want, table)
 	if fp.Restore != nil {
+		s.mu.Lock()
+		s.stats.RestoreRuns++
+		s.stats.RestoreLinesTotal += bytes.Count(fp.Restore, []byte("\n"))
+		s.mu.Unlock()
 		if _, err := s.run.Run(ctx, fp.Restore, restoreCmd, "--noflush", "-w", "5"); err != nil {
 			return FilterPlan{}, fmt.Errorf("write chains %v: %w", fp.Written, err)
 		}
