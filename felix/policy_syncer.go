@@ -18,6 +18,7 @@ type PolicySyncer struct {
 	backend Backend
 	log     *slog.Logger
 	noIPv6  bool // ip6tables does not work here: IPv6 state is not synced
+	version string
 
 	// Observe, if set, is told of each apply: WriterIPTables for the table restores, then
 	// WriterIPSets for the ipset steps around them, their durations summed (only
@@ -68,12 +69,21 @@ func NewPolicySyncer(ctx context.Context, run CommandRunner, log *slog.Logger) (
 		s.noIPv6 = true
 		log.Warn("ip6tables does not work: IPv6 policy is not enforced", "err", err)
 	}
-	log.Info("iptables backend", "backend", b.Name, "ipv6", !s.noIPv6)
+	if _, real := run.(Runner); real { // go-iptables runs the binary itself: not with fakes
+		if s.version, err = BackendVersion(b, false); err != nil {
+			log.Warn("iptables version unknown", "err", err)
+		}
+	}
+	log.Info("iptables backend", "backend", b.Name, "version", s.version, "ipv6", !s.noIPv6)
 	return s, nil
 }
 
 // Backend says which backend the syncer uses.
 func (s *PolicySyncer) Backend() Backend { return s.backend }
+
+// Version is the backend's iptables version ("1.8.9"), from go-iptables; "" when unknown
+// or the syncer does not run the real Runner.
+func (s *PolicySyncer) Version() string { return s.version }
 
 // Stats returns a copy of the counters.
 func (s *PolicySyncer) Stats() SyncStats {

@@ -2,6 +2,7 @@ package felix
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"slices"
 	"strings"
@@ -77,6 +78,9 @@ COMMIT
 	}
 	if st := s.Stats(); len(st.LastWritten) != 0 || st.RestoreLines != 0 || len(st.LastSetsUpdated) != 0 || st.Writes != 1 || st.Syncs != 2 {
 		t.Errorf("stats after the second apply: %+v", st)
+	}
+	if _, err := s.Hooked(ctx); !errors.Is(err, ErrNeedsRunner) {
+		t.Errorf("Hooked with a fake runner: %v, want ErrNeedsRunner", err)
 	}
 }
 
