@@ -97,10 +97,7 @@ func (s *PolicySyncer) Update(fs *FilterState) {
 	s.mu.Lock()
 	s.desired = fs
 	s.mu.Unlock()
-	select {
-	case s.kick <- struct{}{}:
-	default:
-	}
+	poke(s.kick)
 }
 
 // UpdateNAT sets the desired nat table state (RenderNATOutgoing), which Run applies
@@ -110,10 +107,7 @@ func (s *PolicySyncer) UpdateNAT(nat *FilterState) {
 	s.mu.Lock()
 	s.nat = nat
 	s.mu.Unlock()
-	select {
-	case s.kick <- struct{}{}:
-	default:
-	}
+	poke(s.kick)
 }
 
 // Run applies each update, and every interval reads the kernel back and repairs what
