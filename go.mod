@@ -3,6 +3,7 @@ module github.com/tabby-net/tabby
 go 1.26.0
 
 require (
+	github.com/coreos/go-iptables v0.8.0
 	github.com/spf13/cobra v1.10.2
 	go.etcd.io/etcd/client/v3 v3.7.3
 	go.etcd.io/etcd/server/v3 v3.7.3

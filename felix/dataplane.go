@@ -40,6 +40,8 @@ type Config struct {
 	// ResyncInterval is the period of full passes; 0 means DefaultResyncInterval.
 	ResyncInterval time.Duration
 	Log            *slog.Logger
+	// Observe, if set, is told of every pass, as writer WriterRoutes.
+	Observe ApplyObserver
 }
 
 // Status says how the last reconciliation pass went.
@@ -50,6 +52,9 @@ type Status struct {
 	Err      error     // the last pass's error, nil if it succeeded
 	Stats    Stats     // what the last pass did to routes
 	Sysctls  int       // sysctls the last pass wrote
+	// Routes is how many routes of RouteProtocol felix's table holds, as of the last pass
+	// that could read them.
+	Routes int
 	// Rejected are workload addresses left without a route (see DesiredRoutes).
 	Rejected []Rejection
 }
@@ -60,6 +65,7 @@ type Status struct {
 // previous agent installed changes only what is wrong.
 type Dataplane struct {
 	log      *slog.Logger
+	observe  ApplyObserver
 	interval time.Duration
 	table    int
 	ns       netns.NsHandle
@@ -82,6 +88,7 @@ type Dataplane struct {
 func NewDataplane(cfg Config) (*Dataplane, error) {
 	d := &Dataplane{
 		log:      cfg.Log,
+		observe:  cfg.Observe,
 		interval: cfg.ResyncInterval,
 		table:    cfg.Table,
 		ns:       netns.None(),
@@ -215,12 +222,16 @@ func (d *Dataplane) sync(s LocalState, full bool) error {
 	prev := d.status
 	d.status = Status{
 		Passes: prev.Passes + 1, LastPass: end, LastOK: prev.LastOK,
-		Err: err, Stats: st, Sysctls: written, Rejected: rejected,
+		Err: err, Stats: st, Sysctls: written, Routes: prev.Routes, Rejected: rejected,
 	}
 	if err == nil {
 		d.status.LastOK = end
 	}
+	if st.listed {
+		d.status.Routes = st.Programmed
+	}
 	d.mu.Unlock()
+	d.observe.observe(WriterRoutes, end.Sub(start), err)
 
 	took := end.Sub(start).Round(time.Microsecond)
 	switch {

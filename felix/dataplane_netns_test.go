@@ -16,8 +16,15 @@ import (
 // startDataplane runs a Dataplane on ns until the test ends.
 func startDataplane(t *testing.T, ns *testNS, interval time.Duration) *Dataplane {
 	t.Helper()
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	d, err := NewDataplane(Config{NetNS: ns.path, ResyncInterval: interval, Log: log})
+	return startDataplaneConfig(t, ns, Config{ResyncInterval: interval})
+}
+
+// startDataplaneConfig is startDataplane with more of the Config; it sets NetNS and Log.
+func startDataplaneConfig(t *testing.T, ns *testNS, cfg Config) *Dataplane {
+	t.Helper()
+	cfg.NetNS = ns.path
+	cfg.Log = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	d, err := NewDataplane(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -89,6 +89,22 @@ func TestPolicySyncerNetns(t *testing.T) {
 				}
 			}
 
+			// go-iptables sees the hook and its chain, in the test's namespace, and then not.
+			if v, err := BackendVersion(backend, false); err != nil || !strings.HasPrefix(v, "1.") {
+				t.Errorf("BackendVersion: %q, %v", v, err)
+			}
+			s.Update(want)
+			if ok, err := s.Hooked(ctx); !ok || err != nil {
+				t.Errorf("Hooked after the first sync: %v, %v; want true", ok, err)
+			}
+			ipt("-D", "FORWARD", "-m", "comment", "--comment", "tby:hook", "-j", "tby-FORWARD")
+			if ok, err := s.Hooked(ctx); ok || err != nil {
+				t.Errorf("Hooked without the hook: %v, %v; want false", ok, err)
+			}
+			if err := s.Apply(ctx, want); err != nil {
+				t.Fatal(err)
+			}
+
 			// In sync: nothing written.
 			if err := s.Apply(ctx, want); err != nil {
 				t.Fatal(err)

@@ -32,6 +32,9 @@ type Stats struct {
 	Added, Replaced, Deleted int
 	// Skipped are desired routes not programmed this pass; the next pass retries them.
 	Skipped []SkippedRoute
+	// Programmed is how many routes of RouteProtocol the table holds after the pass.
+	Programmed int
+	listed     bool // the pass read the table's routes, so Programmed is known
 }
 
 // SkippedRoute is a desired route felix could not program, and why.
@@ -91,7 +94,7 @@ func (r *RouteReconciler) apply(desired []Route, links linkTable, holdGateways b
 	if err != nil {
 		return Stats{}, err
 	}
-	var st Stats
+	st := Stats{Programmed: len(have), listed: true}
 	want := make([]Route, 0, len(desired))
 	for _, d := range desired {
 		if d.Type == RouteUnicast || (d.Type == RouteGateway && d.Interface != "") {
@@ -121,6 +124,7 @@ func (r *RouteReconciler) apply(desired []Route, links linkTable, holdGateways b
 			case err == nil:
 				if op.kind == opAdd {
 					st.Added++
+					st.Programmed++
 				} else {
 					st.Replaced++
 				}
@@ -142,9 +146,11 @@ func (r *RouteReconciler) apply(desired []Route, links linkTable, holdGateways b
 			switch err := r.h.RouteDel(&nr); {
 			case err == nil:
 				st.Deleted++
+				st.Programmed--
 				r.log.Debug("route deleted", "route", k.describe())
 			case errors.Is(err, unix.ESRCH):
 				// Gone already: the kernel removes routes with their interface.
+				st.Programmed--
 			default:
 				errs.add(fmt.Errorf("delete route %s: %w", k.describe(), err))
 			}

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"time"
 
 	"github.com/vishvananda/netlink"
 )
@@ -19,6 +20,9 @@ var ErrNoIPIP = errors.New("the kernel has no ipip support")
 // tunnel address as its only IPv4 address (a /32) and the MTU it is given. Routes through
 // it come from the dataplane (Encap). It is not safe for concurrent use.
 type IPIPReconciler struct {
+	// Observe, if set, is told of every Apply, as writer WriterIPIP.
+	Observe ApplyObserver
+
 	h   *netlink.Handle
 	log *slog.Logger
 }
@@ -39,6 +43,13 @@ func NewIPIPReconciler(h *netlink.Handle, log *slog.Logger) *IPIPReconciler {
 // where it is missing, loads the ipip module; an error wrapping ErrNoIPIP means the
 // kernel has none. It reports how many writes it made.
 func (r *IPIPReconciler) Apply(addr netip.Addr, mtu int) (int, error) {
+	start := time.Now()
+	n, err := r.apply(addr, mtu)
+	r.Observe.observeSince(WriterIPIP, start, err)
+	return n, err
+}
+
+func (r *IPIPReconciler) apply(addr netip.Addr, mtu int) (int, error) {
 	l, err := r.h.LinkByName(IPIPDevice)
 	var notFound netlink.LinkNotFoundError
 	if err != nil && !errors.As(err, &notFound) {

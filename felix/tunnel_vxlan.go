@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -23,6 +24,9 @@ type VXLANDeviceConfig struct {
 // VXLANReconciler keeps VXLANDevice, its address, and its neighbor and FDB entries equal
 // to the desired ones. It is not safe for concurrent use.
 type VXLANReconciler struct {
+	// Observe, if set, is told of every Apply, as writer WriterVXLAN.
+	Observe ApplyObserver
+
 	h   *netlink.Handle
 	log *slog.Logger
 }
@@ -41,6 +45,13 @@ func NewVXLANReconciler(h *netlink.Handle, log *slog.Logger) *VXLANReconciler {
 // Apply makes the device match cfg and peers; a nil cfg removes the device (no pool uses
 // VXLAN). It reports how many writes it made.
 func (r *VXLANReconciler) Apply(cfg *VXLANDeviceConfig, peers []VXLANPeer) (int, error) {
+	start := time.Now()
+	n, err := r.apply(cfg, peers)
+	r.Observe.observeSince(WriterVXLAN, start, err)
+	return n, err
+}
+
+func (r *VXLANReconciler) apply(cfg *VXLANDeviceConfig, peers []VXLANPeer) (int, error) {
 	l, err := r.h.LinkByName(VXLANDevice)
 	var notFound netlink.LinkNotFoundError
 	if err != nil && !errors.As(err, &notFound) {

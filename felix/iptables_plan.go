@@ -1,0 +1,84 @@
+package felix
+
+import (
+	"bytes"
+	"fmt"
+	"maps"
+	"slices"
+)
+
+// FilterPlan is what one sync writes.
+type FilterPlan struct {
+	// Restore is the input of one iptables-restore --noflush; empty when nothing changes.
+	Restore []byte
+	// Written and Deleted list the chains the restore rewrites and removes.
+	Written, Deleted []string
+	Hooks            int // hook rules (re)inserted
+}
+
+// PlanFilter compares the kernel with the desired state and writes only what differs:
+// a chain whose hashes differ is rewritten whole (declaring it flushes it), a tby- chain
+// not desired is flushed and deleted, and each hook must be its chain's first rule,
+// exactly once. Pure.
+func PlanFilter(k KernelFilter, want *FilterState) FilterPlan { return PlanTable(k, want, "filter") }
+
+// PlanTable is PlanFilter for any table (filter, nat).
+func PlanTable(k KernelFilter, want *FilterState, table string) FilterPlan {
+	var p FilterPlan
+	var b bytes.Buffer
+	b.WriteString("*" + table + "\n")
+	for _, name := range slices.Sorted(maps.Keys(want.Chains)) {
+		have, ok := k.Chains[name]
+		rules := want.Chains[name]
+		if ok && slices.Equal(have, hashesOf(rules)) {
+			continue
+		}
+		p.Written = append(p.Written, name)
+		fmt.Fprintf(&b, ":%s - [0:0]\n", name)
+	}
+	for _, name := range p.Written {
+		for _, r := range want.Chains[name] {
+			fmt.Fprintf(&b, "-A %s %s\n", name, r)
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(k.Chains)) {
+		if _, ok := want.Chains[name]; !ok {
+			p.Deleted = append(p.Deleted, name)
+		}
+	}
+	// Hooks before deletions: a stale hook to a deleted chain must go first.
+	for _, chain := range slices.Sorted(maps.Keys(k.Hooks)) {
+		var want1 *Hook
+		for i := range want.Hooks {
+			if want.Hooks[i].Chain == chain {
+				want1 = &want.Hooks[i]
+			}
+		}
+		hs := k.Hooks[chain]
+		if want1 != nil && len(hs) == 1 && hs[0].pos == 1 && hs[0].is(*want1) {
+			continue
+		}
+		for _, h := range hs {
+			fmt.Fprintf(&b, "-D %s %s\n", chain, h.text)
+		}
+	}
+	for _, h := range want.Hooks {
+		hs := k.Hooks[h.Chain]
+		if len(hs) == 1 && hs[0].pos == 1 && hs[0].is(h) {
+			continue
+		}
+		fmt.Fprintf(&b, "-I %s 1 %s\n", h.Chain, h.Rule())
+		p.Hooks++
+	}
+	for _, name := range p.Deleted {
+		fmt.Fprintf(&b, "-F %s\n", name)
+	}
+	for _, name := range p.Deleted {
+		fmt.Fprintf(&b, "-X %s\n", name)
+	}
+	b.WriteString("COMMIT\n")
+	if len(p.Written)+len(p.Deleted)+p.Hooks > 0 || bytes.Contains(b.Bytes(), []byte("\n-D ")) {
+		p.Restore = b.Bytes()
+	}
+	return p
+}

@@ -1,0 +1,88 @@
+package felix
+
+import (
+	"bufio"
+	"bytes"
+	"regexp"
+	"strings"
+)
+
+// KernelFilter is what the kernel has of tabby's in the filter table.
+type KernelFilter struct {
+	// Chains maps each tby- chain to its rules' hashes, in order; a rule without a tabby
+	// hash (added by someone else) has "".
+	Chains map[string][]string
+	// Hooks maps a kernel chain (FORWARD, INPUT) to the positions (1-based) of rules that
+	// jump to tabby chains, with those rules' text.
+	Hooks map[string][]hookRule
+}
+
+type hookRule struct {
+	pos  int
+	text string // after "-A CHAIN "
+}
+
+// is says whether the kernel's rule is hook h (iptables-save quotes the comment).
+func (r hookRule) is(h Hook) bool { return strings.ReplaceAll(r.text, `"`, "") == h.Rule() }
+
+var ruleLineRE = regexp.MustCompile(`^-A (\S+) (.*)$`)
+var hashRE = regexp.MustCompile(`--comment "?` + hashCommentPrefix + `([a-z2-7]{16})"?`)
+
+// ParseFilter reads iptables-save output of the filter table, keeping only tabby's
+// chains and the rules of other chains that jump to them.
+func ParseFilter(save []byte) KernelFilter { return ParseTable(save, "filter") }
+
+// ParseTable is ParseFilter for any table (filter, nat).
+func ParseTable(save []byte, table string) KernelFilter {
+	k := KernelFilter{Chains: map[string][]string{}, Hooks: map[string][]hookRule{}}
+	inFilter := false
+	pos := map[string]int{}
+	sc := bufio.NewScanner(bytes.NewReader(save))
+	sc.Buffer(make([]byte, 1<<20), 1<<26)
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case strings.HasPrefix(line, "*"):
+			inFilter = line == "*"+table
+		case !inFilter:
+		case strings.HasPrefix(line, ":"+ChainPrefix):
+			name, _, _ := strings.Cut(line[1:], " ")
+			if _, ok := k.Chains[name]; !ok {
+				k.Chains[name] = []string{}
+			}
+		case strings.HasPrefix(line, "-A "):
+			m := ruleLineRE.FindStringSubmatch(line)
+			if m == nil {
+				continue
+			}
+			chain, text := m[1], m[2]
+			pos[chain]++
+			if strings.HasPrefix(chain, ChainPrefix) {
+				hash := ""
+				if h := hashRE.FindStringSubmatch(text); h != nil {
+					hash = h[1]
+				}
+				k.Chains[chain] = append(k.Chains[chain], hash)
+			} else if strings.Contains(text, "-j "+ChainPrefix) || strings.Contains(text, "-g "+ChainPrefix) {
+				k.Hooks[chain] = append(k.Hooks[chain], hookRule{pos: pos[chain], text: text})
+			}
+		}
+	}
+	return k
+}
+
+// ruleHash extracts the hash of a desired rule.
+func ruleHash(rule string) string {
+	if h := hashRE.FindStringSubmatch(rule); h != nil {
+		return h[1]
+	}
+	return ""
+}
+
+func hashesOf(rules []string) []string {
+	out := make([]string, len(rules))
+	for i, r := range rules {
+		out[i] = ruleHash(r)
+	}
+	return out
+}

@@ -1,0 +1,352 @@
+package felix
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"os/exec"
+	"sync"
+	"time"
+)
+
+// PolicySyncer makes the kernel's filter table and ipsets match a FilterState.
+type PolicySyncer struct {
+	run     CommandRunner
+	backend Backend
+	log     *slog.Logger
+	noIPv6  bool // ip6tables does not work here: IPv6 state is not synced
+	version string
+
+	// Observe, if set, is told of each apply: WriterIPTables for the table restores, then
+	// WriterIPSets for the ipset steps around them, their durations summed (only
+	// WriterIPSets when those failed before the tables ran). Set it before Run or Apply.
+	Observe ApplyObserver
+
+	mu      sync.Mutex
+	desired *FilterState
+	nat     *FilterState // from UpdateNAT; nil until then
+	kick    chan struct{}
+	stats   SyncStats
+}
+
+// SyncStats counts what the syncer did.
+type SyncStats struct {
+	Syncs, Writes   int
+	RestoreLines    int // lines of the last iptables-restore input
+	LastWritten     []string
+	RestoreLines6   int // and of ip6tables-restore
+	LastWritten6    []string
+	LastSetsUpdated []string
+	LastWrittenNAT  []string // chains of the nat table the last sync wrote
+	LastErr         error
+	LastSync        time.Time
+	LastTook        time.Duration // of the last sync that wrote something
+	LastApplyTook   time.Duration // of the last sync, whether it wrote or not
+
+	// Cumulative counters, for metrics. A run counts whether or not it succeeded.
+	RestoreRuns       int // iptables-restore and ip6tables-restore runs, filter and nat
+	RestoreLinesTotal int // lines of input those runs were given
+	IPSetRestoreRuns  int // ipset restore runs (creating and updating sets, destroying stale ones)
+	// IPSetMembers is how many members tabby's ipsets (both families) hold, as of the
+	// last ipset step that succeeded.
+	IPSetMembers int
+}
+
+// NewPolicySyncer detects the backend and returns a syncer with nothing desired yet.
+func NewPolicySyncer(ctx context.Context, run CommandRunner, log *slog.Logger) (*PolicySyncer, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	b, err := DetectBackend(ctx, run)
+	if err != nil {
+		return nil, err
+	}
+	s := &PolicySyncer{run: run, backend: b, log: log, kick: make(chan struct{}, 1)}
+	if _, err := run.Run(ctx, nil, b.Save6, "-t", "filter"); err != nil {
+		s.noIPv6 = true
+		log.Warn("ip6tables does not work: IPv6 policy is not enforced", "err", err)
+	}
+	if _, real := run.(Runner); real { // go-iptables runs the binary itself: not with fakes
+		if s.version, err = BackendVersion(b, false); err != nil {
+			log.Warn("iptables version unknown", "err", err)
+		}
+	}
+	log.Info("iptables backend", "backend", b.Name, "version", s.version, "ipv6", !s.noIPv6)
+	return s, nil
+}
+
+// Backend says which backend the syncer uses.
+func (s *PolicySyncer) Backend() Backend { return s.backend }
+
+// Version is the backend's iptables version ("1.8.9"), from go-iptables; "" when unknown
+// or the syncer does not run the real Runner.
+func (s *PolicySyncer) Version() string { return s.version }
+
+// Stats returns a copy of the counters.
+func (s *PolicySyncer) Stats() SyncStats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stats
+}
+
+// Update sets the desired state; Run applies it.
+func (s *PolicySyncer) Update(fs *FilterState) {
+	s.mu.Lock()
+	s.desired = fs
+	s.mu.Unlock()
+	poke(s.kick)
+}
+
+// UpdateNAT sets the desired nat table state (RenderNATOutgoing), which Run applies
+// beside the filter state of Update: one writer for every tabby ipset, so neither part's
+// sets look stale to the other.
+func (s *PolicySyncer) UpdateNAT(nat *FilterState) {
+	s.mu.Lock()
+	s.nat = nat
+	s.mu.Unlock()
+	poke(s.kick)
+}
+
+// Run applies each update, and every interval reads the kernel back and repairs what
+// was changed from outside (a flushed or edited chain, a missing hook, an altered set).
+func (s *PolicySyncer) Run(ctx context.Context, interval time.Duration) error {
+	if interval <= 0 {
+		interval = 5 * time.Second
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.kick:
+		case <-t.C:
+		}
+		s.mu.Lock()
+		fs := s.desired
+		if fs != nil && s.nat != nil {
+			c := *fs
+			c.NAT = s.nat
+			fs = &c
+		}
+		s.mu.Unlock()
+		if fs == nil {
+			continue
+		}
+		if err := s.Apply(ctx, fs); err != nil && ctx.Err() == nil {
+			s.log.Error("policy sync failed; retrying at the next resync", "err", err)
+		}
+	}
+}
+
+// Apply makes the kernel match fs once: ipset restore (new and updated sets), one
+// iptables-restore --noflush -w of the changed chains and hooks, then destroying stale
+// sets.
+func (s *PolicySyncer) Apply(ctx context.Context, fs *FilterState) error {
+	start := time.Now()
+	err := s.apply(ctx, fs)
+	s.mu.Lock()
+	s.stats.Syncs++
+	s.stats.LastErr = err
+	s.stats.LastSync = time.Now()
+	s.stats.LastApplyTook = s.stats.LastSync.Sub(start)
+	s.mu.Unlock()
+	return err
+}
+
+func (s *PolicySyncer) apply(ctx context.Context, fs *FilterState) error {
+	start := time.Now()
+	v6 := fs.IPv6
+	if s.noIPv6 {
+		v6 = nil
+	}
+	// One set plan over both families: each family's sets are stale to the other.
+	sets := fs.IPSets
+	if v6 != nil || fs.NAT != nil {
+		sets = maps.Clone(fs.IPSets)
+		if v6 != nil {
+			maps.Copy(sets, v6.IPSets)
+		}
+		if fs.NAT != nil {
+			maps.Copy(sets, fs.NAT.IPSets)
+		}
+	}
+	sp, stale, setsTook, err := s.syncSets(ctx, fs.NAT == nil, sets)
+	if err != nil {
+		s.Observe.observe(WriterIPSets, setsTook, err)
+		return err
+	}
+	tablesStart := time.Now()
+	fp, fp6, fpNAT, err := s.syncTables(ctx, fs, v6)
+	s.Observe.observeSince(WriterIPTables, tablesStart, err)
+	if err != nil {
+		s.Observe.observe(WriterIPSets, setsTook, nil) // what ran of the ipset steps succeeded
+		return err
+	}
+	destroyStart := time.Now()
+	err = s.destroySets(ctx, sp, stale)
+	s.Observe.observe(WriterIPSets, setsTook+time.Since(destroyStart), err)
+	if err != nil {
+		return err
+	}
+	wrote := fp.Restore != nil || fp6.Restore != nil || fpNAT.Restore != nil || len(sp.Restore) > 0 || len(sp.Destroy) > 0
+	took := time.Since(start)
+	if wrote {
+		s.log.Debug("policy synced", "chains", len(fp.Written), "deleted", len(fp.Deleted),
+			"chains6", len(fp6.Written), "deleted6", len(fp6.Deleted),
+			"sets", len(sp.Updated), "stale-sets", len(sp.Deleted), "took", took)
+	}
+	s.mu.Lock()
+	if wrote {
+		s.stats.Writes++
+		s.stats.LastTook = took
+	}
+	s.stats.RestoreLines = bytes.Count(fp.Restore, []byte("\n"))
+	s.stats.LastWritten = fp.Written
+	s.stats.RestoreLines6 = bytes.Count(fp6.Restore, []byte("\n"))
+	s.stats.LastWritten6 = fp6.Written
+	s.stats.LastSetsUpdated = sp.Updated
+	s.stats.LastWrittenNAT = fpNAT.Written
+	s.mu.Unlock()
+	return nil
+}
+
+// syncSets reads the kernel's ipsets and creates and updates those of sets that differ;
+// stale sets, holding stale members, stay until destroySets (rules may still use them).
+// With keepNAT, the nat part's sets are left alone: that part is unknown, and its rules
+// use them.
+func (s *PolicySyncer) syncSets(ctx context.Context, keepNAT bool, sets map[string]*IPSet) (sp SetsPlan, stale int, took time.Duration, err error) {
+	start := time.Now()
+	setsOut, err := s.run.Run(ctx, nil, "ipset", "save")
+	if err != nil {
+		return SetsPlan{}, 0, time.Since(start), fmt.Errorf("read ipsets: %w", err)
+	}
+	have := ParseIPSets(setsOut)
+	members := 0
+	if keepNAT {
+		for _, name := range []string{IPSetAllPools, IPSetMasqPools} {
+			if h := have[name]; h != nil {
+				members += len(h.Members)
+				delete(have, name)
+			}
+		}
+	}
+	sp = PlanIPSets(have, sets)
+	for _, set := range sets {
+		members += len(set.Members)
+	}
+	for _, name := range sp.Deleted {
+		stale += len(have[name].Members)
+	}
+	if len(sp.Restore) > 0 {
+		s.mu.Lock()
+		s.stats.IPSetRestoreRuns++
+		s.mu.Unlock()
+		if _, err := s.run.Run(ctx, sp.Restore, "ipset", "restore"); err != nil {
+			return sp, stale, time.Since(start), fmt.Errorf("update ipsets %v: %w", sp.Updated, err)
+		}
+	}
+	s.mu.Lock()
+	s.stats.IPSetMembers = members + stale
+	s.mu.Unlock()
+	return sp, stale, time.Since(start), nil
+}
+
+// destroySets destroys the stale sets of sp, which hold stale members, once no rule uses
+// them.
+func (s *PolicySyncer) destroySets(ctx context.Context, sp SetsPlan, stale int) error {
+	if len(sp.Destroy) == 0 {
+		return nil
+	}
+	s.mu.Lock()
+	s.stats.IPSetRestoreRuns++
+	s.mu.Unlock()
+	if _, err := s.run.Run(ctx, sp.Destroy, "ipset", "restore"); err != nil {
+		return fmt.Errorf("destroy stale ipsets %v: %w", sp.Deleted, err)
+	}
+	s.mu.Lock()
+	s.stats.IPSetMembers -= stale
+	s.mu.Unlock()
+	return nil
+}
+
+// syncTables makes the IPv4 filter table, the IPv6 one (v6, unless nil) and the nat table
+// (fs.NAT, unless nil) match.
+func (s *PolicySyncer) syncTables(ctx context.Context, fs, v6 *FilterState) (fp, fp6, fpNAT FilterPlan, err error) {
+	if fp, err = s.syncTable(ctx, s.backend.Save, s.backend.Restore, "filter", fs); err != nil {
+		return fp, fp6, fpNAT, err
+	}
+	if v6 != nil {
+		if fp6, err = s.syncTable(ctx, s.backend.Save6, s.backend.Restore6, "filter", v6); err != nil {
+			return fp, fp6, fpNAT, fmt.Errorf("IPv6: %w", err)
+		}
+	}
+	if fs.NAT != nil {
+		if fpNAT, err = s.syncTable(ctx, s.backend.Save, s.backend.Restore, "nat", fs.NAT); err != nil {
+			return fp, fp6, fpNAT, fmt.Errorf("nat table: %w", err)
+		}
+	}
+	return fp, fp6, fpNAT, nil
+}
+
+// syncTable makes one table (filter or nat, of iptables or ip6tables) match want's
+// chains and hooks with one restore --noflush of what differs.
+func (s *PolicySyncer) syncTable(ctx context.Context, saveCmd, restoreCmd, table string, want *FilterState) (FilterPlan, error) {
+	save, err := s.run.Run(ctx, nil, saveCmd, "-t", table)
+	if err != nil {
+		return FilterPlan{}, fmt.Errorf("read %s table: %w", table, err)
+	}
+	fp := PlanTable(ParseTable(save, table), want, table)
+	if fp.Restore != nil {
+		s.mu.Lock()
+		s.stats.RestoreRuns++
+		s.stats.RestoreLinesTotal += bytes.Count(fp.Restore, []byte("\n"))
+		s.mu.Unlock()
+		if _, err := s.run.Run(ctx, fp.Restore, restoreCmd, "--noflush", "-w", "5"); err != nil {
+			return FilterPlan{}, fmt.Errorf("write chains %v: %w", fp.Written, err)
+		}
+		s.log.Debug("iptables written", "cmd", restoreCmd, "chains", len(fp.Written), "deleted", len(fp.Deleted), "hooks", fp.Hooks)
+	}
+	return fp, nil
+}
+
+// RemoveAll deletes every chain, hook and ipset of tabby's from the filter tables (IPv4
+// and IPv6) and the IPv4 nat table of both backends (whichever has them) and the
+// kernel's ipsets.
+func RemoveAll(ctx context.Context, run CommandRunner) (chains, sets int, err error) {
+	empty := &FilterState{Chains: map[string][]string{}, IPSets: map[string]*IPSet{}}
+	var errs []error
+	for _, b := range []Backend{BackendNFT, BackendLegacy} {
+		for _, cmds := range [][3]string{{b.Save, b.Restore, "filter"}, {b.Save6, b.Restore6, "filter"}, {b.Save, b.Restore, "nat"}} {
+			save, err := run.Run(ctx, nil, cmds[0], "-t", cmds[2])
+			if err != nil {
+				continue // backend or family not installed or not usable
+			}
+			fp := PlanTable(ParseTable(save, cmds[2]), empty, cmds[2])
+			if fp.Restore == nil {
+				continue
+			}
+			if _, err := run.Run(ctx, fp.Restore, cmds[1], "--noflush", "-w", "5"); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", cmds[1], err))
+				continue
+			}
+			chains += len(fp.Deleted)
+		}
+	}
+	if out, err := run.Run(ctx, nil, "ipset", "save"); err == nil {
+		sp := PlanIPSets(ParseIPSets(out), nil)
+		if len(sp.Destroy) > 0 {
+			if _, err := run.Run(ctx, sp.Destroy, "ipset", "restore"); err != nil {
+				errs = append(errs, err)
+			} else {
+				sets = len(sp.Deleted)
+			}
+		}
+	} else if !errors.Is(err, exec.ErrNotFound) {
+		errs = append(errs, err)
+	}
+	return chains, sets, errors.Join(errs...)
+}
