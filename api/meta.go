@@ -4,6 +4,7 @@ package api
 
 import (
 	"fmt"
+	"reflect"
 	"sort"
 	"strings"
 	"time"
@@ -124,6 +125,18 @@ func KindFor(apiVersion, kind string) (*Kind, error) {
 		return nil, fmt.Errorf("kind %s: apiVersion %q not supported (use %s)", kind, apiVersion, strings.Join(versions, " or "))
 	}
 	return nil, fmt.Errorf("kind %q (apiVersion %q) is not a resource tabby implements", kind, apiVersion)
+}
+
+// KindForType finds the registered kind whose resources have Go type T
+// (KindForType[*IPPool]()).
+func KindForType[T Resource]() (*Kind, error) {
+	t := reflect.TypeFor[T]()
+	for _, k := range kindList {
+		if reflect.TypeOf(k.New()) == t {
+			return k, nil
+		}
+	}
+	return nil, fmt.Errorf("no resource kind has Go type %s", t)
 }
 
 // KindOf returns the registered kind of r, from its TypeMeta.

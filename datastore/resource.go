@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"reflect"
 	"strconv"
 	"strings"
 
@@ -191,21 +190,10 @@ func (c *Client) single(ctx context.Context, action Action, r api.Resource) (api
 	return out[0], nil
 }
 
-// kindFor finds the registered kind whose resources have Go type T.
-func kindFor[T api.Resource]() (*api.Kind, error) {
-	t := reflect.TypeFor[T]()
-	for _, k := range api.Kinds() {
-		if reflect.TypeOf(k.New()) == t {
-			return k, nil
-		}
-	}
-	return nil, fmt.Errorf("no resource kind has Go type %s", t)
-}
-
 // GetAs is Get for the kind whose Go type is T, as in GetAs[*api.IPPool](ctx, c, "", "pool-a").
 func GetAs[T api.Resource](ctx context.Context, c *Client, ns, name string) (T, error) {
 	var zero T
-	kind, err := kindFor[T]()
+	kind, err := api.KindForType[T]()
 	if err != nil {
 		return zero, err
 	}
@@ -218,7 +206,7 @@ func GetAs[T api.Resource](ctx context.Context, c *Client, ns, name string) (T, 
 
 // ListAs is List for the kind whose Go type is T.
 func ListAs[T api.Resource](ctx context.Context, c *Client, ns string) ([]T, int64, error) {
-	kind, err := kindFor[T]()
+	kind, err := api.KindForType[T]()
 	if err != nil {
 		return nil, 0, err
 	}

@@ -49,7 +49,7 @@ const maxTxnAttempts = 20
 
 // ippools is the kind whose writes are checked as a set (no overlapping CIDRs).
 var ippools = func() *api.Kind {
-	k, err := kindFor[*api.IPPool]()
+	k, err := api.KindForType[*api.IPPool]()
 	if err != nil {
 		panic(err)
 	}
