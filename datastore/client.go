@@ -18,6 +18,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+	"google.golang.org/grpc"
 )
 
 // DefaultEndpoint is where Connect looks for etcd when Config.Endpoints is empty.
@@ -37,6 +38,9 @@ type Config struct {
 	DialTimeout time.Duration
 	// Logger receives the client's and its watchers' logs; nil means slog.Default().
 	Logger *slog.Logger
+	// Observe, when set, is told of every unary request to etcd: its gRPC method's short
+	// name ("Range", "Txn", "LeaseGrant"), how long it took and its error (metrics).
+	Observe func(method string, d time.Duration, err error)
 }
 
 // Client is a connection to etcd with typed access to tabby's resources. It is safe for
@@ -82,7 +86,8 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 		DialTimeout: timeout,
 		TLS:         tlsCfg,
 		// The client logs every retry at warn level; only its errors are worth reading.
-		Logger: zap.New(newSlogCore(log.With("component", "etcd-client"), zapcore.ErrorLevel, nil)),
+		Logger:      zap.New(newSlogCore(log.With("component", "etcd-client"), zapcore.ErrorLevel, nil)),
+		DialOptions: observeOptions(cfg.Observe),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("etcd at %s: %w", strings.Join(endpoints, ","), err)
@@ -99,6 +104,20 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 		return nil, fmt.Errorf("etcd at %s unreachable after %s: %w", strings.Join(endpoints, ","), timeout, err)
 	}
 	return c, nil
+}
+
+// observeOptions times every unary request for observe (none when it is nil).
+func observeOptions(observe func(string, time.Duration, error)) []grpc.DialOption {
+	if observe == nil {
+		return nil
+	}
+	return []grpc.DialOption{grpc.WithChainUnaryInterceptor(
+		func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoke grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+			start := time.Now()
+			err := invoke(ctx, method, req, reply, cc, opts...)
+			observe(method[strings.LastIndexByte(method, '/')+1:], time.Since(start), err)
+			return err
+		})}
 }
 
 // checkEndpoint accepts "host:port" and "http(s)://host:port" and says whether it is https.
@@ -156,6 +175,17 @@ func loadTLS(cfg Config, secure bool) (*tls.Config, error) {
 
 // Close releases the connection; watchers started from c end.
 func (c *Client) Close() error { return c.etcd.Close() }
+
+// Ping checks, within timeout, that the cluster answers a linearizable read (so it is
+// reachable and has a leader): the agent's readiness asks it.
+func (c *Client) Ping(ctx context.Context, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if _, err := c.etcd.Get(ctx, ResourcePrefix, clientv3.WithCountOnly()); err != nil {
+		return fmt.Errorf("etcd at %s: %w", strings.Join(c.etcd.Endpoints(), ","), err)
+	}
+	return nil
+}
 
 // Etcd is the raw etcd client, for packages (IPAM) that keep their own keys outside
 // ResourcePrefix.
