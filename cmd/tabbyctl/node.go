@@ -2,13 +2,10 @@ package main
 
 import (
 	"cmp"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -18,10 +15,8 @@ import (
 
 	"github.com/tabby-net/tabby/api"
 	"github.com/tabby-net/tabby/datastore"
+	"github.com/tabby-net/tabby/internal/nodestatus"
 )
-
-// defaultStatusSocket is tabby-node's status socket under its default --data-dir.
-const defaultStatusSocket = "/var/lib/tabby/status.sock"
 
 func newNodeCommand(conn *connection) *cobra.Command {
 	cmd := &cobra.Command{
@@ -32,50 +27,18 @@ func newNodeCommand(conn *connection) *cobra.Command {
 	return cmd
 }
 
-// bgpStatus is the JSON tabby-node serves on GET /bgp of its status socket.
-type bgpStatus struct {
-	Node       string       `json:"node"`
-	Role       string       `json:"role"`
-	ASN        uint32       `json:"asn"`
-	Address    string       `json:"address"`
-	RouterID   string       `json:"routerID"`
-	ClusterID  string       `json:"clusterID,omitempty"`
-	Synced     bool         `json:"synced"`
-	Peers      []peerStatus `json:"peers"`
-	Advertised []string     `json:"advertised"`
-	Learned    int          `json:"learned"`
-	Problems   []string     `json:"problems,omitempty"`
-	Err        string       `json:"error,omitempty"`
-	BGPOff     bool         `json:"bgpOff,omitempty"`
-	Ready      bool         `json:"ready"`
-	NotReady   []string     `json:"notReady,omitempty"`
-}
-
-type peerStatus struct {
-	Address    string    `json:"address"`
-	Port       uint16    `json:"port,omitempty"`
-	ASN        uint32    `json:"asn"`
-	Type       string    `json:"type"`
-	Source     string    `json:"source"`
-	State      string    `json:"state"`
-	Since      time.Time `json:"since,omitzero"`
-	Info       string    `json:"info,omitempty"`
-	Received   uint64    `json:"received"`
-	Advertised uint64    `json:"advertised"`
-}
-
 func newNodeStatusCommand() *cobra.Command {
 	var socket, output string
 	cmd := &cobra.Command{
 		Use:   "status [--socket PATH] [-o json]",
 		Short: "print this node's BGP peer table, from the local agent's status socket",
 		Long: `status asks the tabby-node agent on this host, through its Unix socket
-(<data-dir>/status.sock, by default ` + defaultStatusSocket + `), for its BGP peers: address,
+(<data-dir>/status.sock, by default ` + nodestatus.DefaultSocket + `), for its BGP peers: address,
 type (node-to-node mesh, route reflector, global, node specific), state, since when, info
 (why a session is not up), and prefixes received and advertised.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			st, err := fetchStatus(cmd.Context(), socket)
+			st, err := nodestatus.NewClient(socket).Status(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -94,38 +57,9 @@ type (node-to-node mesh, route reflector, global, node specific), state, since w
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&socket, "socket", envOr("TABBY_STATUS_SOCKET", defaultStatusSocket), "the agent's status socket (env TABBY_STATUS_SOCKET)")
+	cmd.Flags().StringVar(&socket, "socket", envOr("TABBY_STATUS_SOCKET", nodestatus.DefaultSocket), "the agent's status socket (env TABBY_STATUS_SOCKET)")
 	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: json (default: a table)")
 	return cmd
-}
-
-func fetchStatus(ctx context.Context, socket string) (*bgpStatus, error) {
-	client := statusClient(socket)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://tabby-node/bgp", nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("tabby-node status socket %s: %w (is the agent running on this host? --socket names another)", socket, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return nil, fmt.Errorf("tabby-node status: %s: %s", resp.Status, strings.TrimSpace(string(b)))
-	}
-	var st bgpStatus
-	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-		return nil, fmt.Errorf("tabby-node status: %w", err)
-	}
-	return &st, nil
-}
-
-// readinessReport is the JSON tabby-node serves on GET /readiness.
-type readinessReport struct {
-	Node    string   `json:"node"`
-	Ready   bool     `json:"ready"`
-	Reasons []string `json:"reasons,omitempty"`
 }
 
 func newNodeReadinessCommand() *cobra.Command {
@@ -143,22 +77,9 @@ and each reason, and exits 1 when not ready.`,
 			if output != "" && output != "json" {
 				return fmt.Errorf("-o %q: want json or nothing", output)
 			}
-			req, err := http.NewRequestWithContext(cmd.Context(), http.MethodGet, "http://tabby-node/readiness", nil)
+			rr, err := nodestatus.NewClient(socket).Readiness(cmd.Context())
 			if err != nil {
 				return err
-			}
-			resp, err := statusClient(socket).Do(req)
-			if err != nil {
-				return fmt.Errorf("tabby-node status socket %s: %w (is the agent running on this host? --socket names another)", socket, err)
-			}
-			defer resp.Body.Close()
-			var rr readinessReport
-			if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusServiceUnavailable {
-				b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-				return fmt.Errorf("tabby-node readiness: %s: %s", resp.Status, strings.TrimSpace(string(b)))
-			}
-			if err := json.NewDecoder(resp.Body).Decode(&rr); err != nil {
-				return fmt.Errorf("tabby-node readiness: %w", err)
 			}
 			w := cmd.OutOrStdout()
 			if output == "json" {
@@ -182,24 +103,14 @@ and each reason, and exits 1 when not ready.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&socket, "socket", envOr("TABBY_STATUS_SOCKET", defaultStatusSocket), "the agent's status socket (env TABBY_STATUS_SOCKET)")
+	cmd.Flags().StringVar(&socket, "socket", envOr("TABBY_STATUS_SOCKET", nodestatus.DefaultSocket), "the agent's status socket (env TABBY_STATUS_SOCKET)")
 	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: json (default: text)")
 	return cmd
 }
 
 var errNotReady = errors.New("not ready")
 
-func statusClient(socket string) *http.Client {
-	return &http.Client{
-		Timeout: 15 * time.Second,
-		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", socket)
-		}},
-	}
-}
-
-func printStatus(w io.Writer, st *bgpStatus, now time.Time) {
+func printStatus(w io.Writer, st *nodestatus.Status, now time.Time) {
 	if st.BGPOff {
 		fmt.Fprintf(w, "tabby-node %s (%s) is running, BGP off\n", st.Node, st.Role)
 		printReadiness(w, st)
@@ -231,7 +142,7 @@ func printStatus(w io.Writer, st *bgpStatus, now time.Time) {
 
 // printReadiness prints the problems and whether the agent is ready (reasons that are
 // problems already are not repeated).
-func printReadiness(w io.Writer, st *bgpStatus) {
+func printReadiness(w io.Writer, st *nodestatus.Status) {
 	for _, p := range st.Problems {
 		fmt.Fprintf(w, "Problem: %s\n", p)
 	}
