@@ -2,6 +2,7 @@ package ipam
 
 import (
 	"context"
+	"encoding/json"
 	"maps"
 	"net/netip"
 
@@ -62,4 +63,22 @@ func (c *Client) WatchAllAffinities(ctx context.Context) <-chan map[netip.Prefix
 		}
 	}()
 	return out
+}
+
+// noteAffinity records the affinity at key in blocks if it is confirmed, and drops it
+// otherwise.
+func (c *Client) noteAffinity(blocks map[string]netip.Prefix, key string, value []byte) {
+	delete(blocks, key)
+	_, cidr, err := parseAffinityKey(key)
+	var a affinity
+	if err == nil {
+		err = json.Unmarshal(value, &a)
+	}
+	if err != nil {
+		c.log.Warn("ignoring unreadable block affinity", "key", key, "err", err)
+		return
+	}
+	if a.State == affinityConfirmed {
+		blocks[key] = cidr
+	}
 }

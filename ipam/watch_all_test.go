@@ -8,24 +8,31 @@ import (
 	"time"
 )
 
-// WatchAffineBlocks reports a node's blocks as it claims them, and not other nodes'.
-func TestWatchAffineBlocks(t *testing.T) {
+// WatchAllAffinities reports each node's blocks as it claims them.
+func TestWatchAllAffinities(t *testing.T) {
 	e := newEnv(t)
 	e.pool("p", "10.9.0.0/24", 28)
 	e.node("n1", nil)
 	e.node("n2", nil)
 	ctx, cancel := context.WithCancel(testCtx(t))
 	defer cancel()
-	blocks := e.c.WatchAffineBlocks(ctx, "n1")
+	affinities := e.c.WatchAllAffinities(ctx)
 
-	// next waits for a set of n blocks and returns it.
+	// next waits for n blocks of n1 and returns them, sorted.
 	next := func(n int) []netip.Prefix {
 		t.Helper()
 		deadline := time.After(30 * time.Second)
 		var got []netip.Prefix
 		for {
 			select {
-			case got = <-blocks:
+			case all := <-affinities:
+				got = got[:0]
+				for b, node := range all {
+					if node == "n1" {
+						got = append(got, b)
+					}
+				}
+				slices.SortFunc(got, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) })
 				if len(got) == n {
 					return got
 				}
