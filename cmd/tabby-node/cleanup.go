@@ -5,7 +5,6 @@ import (
 	"log/slog"
 
 	"github.com/spf13/cobra"
-	"github.com/vishvananda/netlink"
 
 	"github.com/tabby-net/tabby/felix"
 )
@@ -25,7 +24,7 @@ tabby's route protocol (` + fmt.Sprint(felix.RouteProtocol) + `) in every table.
 			if err != nil {
 				return fmt.Errorf("iptables and ipsets: %w", err)
 			}
-			routes, err := removeRoutes()
+			routes, err := felix.RemoveRoutes(slog.Default())
 			if err != nil {
 				return err
 			}
@@ -33,22 +32,4 @@ tabby's route protocol (` + fmt.Sprint(felix.RouteProtocol) + `) in every table.
 			return nil
 		},
 	}
-}
-
-// removeRoutes deletes every route of felix.RouteProtocol, both families, every table.
-func removeRoutes() (int, error) {
-	filter := &netlink.Route{Protocol: felix.RouteProtocol, Table: 0}
-	rs, err := netlink.RouteListFiltered(netlink.FAMILY_ALL, filter, netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
-	if err != nil {
-		return 0, fmt.Errorf("list routes of protocol %d: %w", felix.RouteProtocol, err)
-	}
-	n := 0
-	for i := range rs {
-		if err := netlink.RouteDel(&rs[i]); err != nil {
-			slog.Warn("route not removed", "route", rs[i].String(), "err", err)
-			continue
-		}
-		n++
-	}
-	return n, nil
 }

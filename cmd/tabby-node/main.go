@@ -1,6 +1,6 @@
-// Command tabby-node is tabby's per-node agent. It registers the node, gives local
-// workloads their routes, and can run the embedded etcd datastore that tabbyctl,
-// tabby-cni and other nodes' agents connect to.
+// Command tabby-node is tabby's per-node agent. It turns its flags into an agent.Config
+// and runs the agent (internal/agent); without --etcd-endpoints it also runs the embedded
+// etcd that tabbyctl, tabby-cni and other nodes' agents connect to.
 package main
 
 import (
@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -16,16 +17,17 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tabby-net/tabby/datastore"
+	"github.com/tabby-net/tabby/internal/agent"
+	"github.com/tabby-net/tabby/internal/nodestatus"
 	"github.com/tabby-net/tabby/ipam"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
+// options are the flags that are not the agent's own Config.
 type options struct {
-	policy           policyOptions
 	datastoreOnly    bool
-	nodeName         string
 	etcdEndpoints    string
 	etcdCAFile       string
 	etcdCertFile     string
@@ -33,22 +35,10 @@ type options struct {
 	dataDir          string
 	etcdListenClient string
 	etcdListenPeer   string
-	ip, ip6          string
-	ipMethod         string
-	ip6Method        string
-	resyncInterval   time.Duration
-	gcInterval       time.Duration
 	logLevel         string
-	role             string
-	statusSocket     string
-	bgp              bgpOptions
+	bgpGRPC          bool
+	agent            agent.Config
 }
-
-// Agent roles: a node runs workloads and BGP; a route reflector host only BGP.
-const (
-	roleNode           = "node"
-	roleRouteReflector = "route-reflector"
-)
 
 func main() {
 	if err := newRootCommand().Execute(); err != nil {
@@ -60,6 +50,7 @@ func main() {
 func newRootCommand() *cobra.Command {
 	var o options
 	hostname, _ := os.Hostname()
+	a := &o.agent
 	cmd := &cobra.Command{
 		Use:   "tabby-node",
 		Short: "tabby's per-node agent",
@@ -74,21 +65,22 @@ as on a control host.`,
 		SilenceErrors: true,
 		Args:          cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if o.role != roleNode && o.role != roleRouteReflector {
-				return fmt.Errorf("--role %q: want %s or %s", o.role, roleNode, roleRouteReflector)
+			if !o.bgpGRPC {
+				a.BGP.GRPCAddress = ""
 			}
-			if o.bgp.grpc && o.bgp.grpcAddress == "" {
-				o.bgp.grpcAddress = "127.0.0.1:50051"
+			if a.StatusSocket == "" {
+				a.StatusSocket = filepath.Join(o.dataDir, nodestatus.SocketName)
 			}
+			a.Version = version
 			return run(cmd.Context(), o)
 		},
 	}
 	cmd.AddCommand(newCleanupCommand())
 	f := cmd.Flags()
-	f.DurationVar(&o.policy.resync, "policy-refresh-interval", 5*time.Second, "period of full iptables and ipset passes (repairs chains changed from outside)")
-	f.StringVar(&o.policy.endpointToHostAction, "default-endpoint-to-host-action", "ACCEPT", "traffic from a workload to its own host, once its egress policy allowed it: ACCEPT, DROP or RETURN (on to the host's INPUT rules)")
+	f.DurationVar(&a.Policy.Refresh, "policy-refresh-interval", 5*time.Second, "period of full iptables and ipset passes (repairs chains changed from outside)")
+	f.StringVar(&a.Policy.EndpointToHostAction, "default-endpoint-to-host-action", "ACCEPT", "traffic from a workload to its own host, once its egress policy allowed it: ACCEPT, DROP or RETURN (on to the host's INPUT rules)")
 	f.BoolVar(&o.datastoreOnly, "datastore-only", false, "run only the embedded etcd datastore")
-	f.StringVar(&o.nodeName, "node-name", envOr("TABBY_NODENAME", hostname), "this node's name (env TABBY_NODENAME)")
+	f.StringVar(&a.NodeName, "node-name", envOr("TABBY_NODENAME", hostname), "this node's name (env TABBY_NODENAME)")
 	f.StringVar(&o.etcdEndpoints, "etcd-endpoints", os.Getenv("TABBY_ETCD_ENDPOINTS"), "comma-separated etcd endpoints; empty runs an embedded etcd (env TABBY_ETCD_ENDPOINTS)")
 	f.StringVar(&o.etcdCAFile, "etcd-ca-cert-file", os.Getenv("TABBY_ETCD_CA_CERT_FILE"), "CA certificate for etcd TLS (env TABBY_ETCD_CA_CERT_FILE)")
 	f.StringVar(&o.etcdCertFile, "etcd-cert-file", os.Getenv("TABBY_ETCD_CERT_FILE"), "client certificate for etcd TLS (env TABBY_ETCD_CERT_FILE)")
@@ -96,25 +88,27 @@ as on a control host.`,
 	f.StringVar(&o.dataDir, "data-dir", "/var/lib/tabby", "directory for the embedded etcd's data")
 	f.StringVar(&o.etcdListenClient, "etcd-listen-client", "http://127.0.0.1:2379", "URL the embedded etcd serves clients on")
 	f.StringVar(&o.etcdListenPeer, "etcd-listen-peer", "http://127.0.0.1:2380", "URL the embedded etcd listens on for peers")
-	f.StringVar(&o.ip, "ip", "autodetect", "this node's IPv4 address with its prefix length (10.0.0.5/24), autodetect or none")
-	f.StringVar(&o.ipMethod, "ip-autodetection-method", "first-found", "how --ip=autodetect finds the address: first-found, interface=REGEX, skip-interface=REGEX, can-reach=IP or cidr=CIDR")
-	f.StringVar(&o.ip6, "ip6", "none", "this node's IPv6 address with its prefix length, autodetect or none")
-	f.StringVar(&o.ip6Method, "ip6-autodetection-method", "first-found", "how --ip6=autodetect finds the address (as --ip-autodetection-method)")
-	f.DurationVar(&o.resyncInterval, "route-refresh-interval", 0, "period of full route and sysctl passes (default 10s)")
-	f.DurationVar(&o.gcInterval, "ipam-gc-interval", time.Minute, "period of IPAM garbage collection passes (one agent in the cluster runs them)")
+	f.StringVar(&a.IPv4, "ip", "autodetect", "this node's IPv4 address with its prefix length (10.0.0.5/24), autodetect or none")
+	f.StringVar(&a.IPv4Method, "ip-autodetection-method", "first-found", "how --ip=autodetect finds the address: first-found, interface=REGEX, skip-interface=REGEX, can-reach=IP or cidr=CIDR")
+	f.StringVar(&a.IPv6, "ip6", "none", "this node's IPv6 address with its prefix length, autodetect or none")
+	f.StringVar(&a.IPv6Method, "ip6-autodetection-method", "first-found", "how --ip6=autodetect finds the address (as --ip-autodetection-method)")
+	f.DurationVar(&a.RouteRefresh, "route-refresh-interval", 0, "period of full route and sysctl passes (default 10s)")
+	f.DurationVar(&a.IPAMGCInterval, "ipam-gc-interval", time.Minute, "period of IPAM garbage collection passes (one agent in the cluster runs them)")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	f.StringVar(&o.role, "role", roleNode, "node (workloads and BGP) or route-reflector (BGP only: no workloads, no routes, no iptables)")
-	f.StringVar(&o.statusSocket, "status-socket", "", "Unix socket serving node status to tabbyctl (default <data-dir>/status.sock)")
-	f.BoolVar(&o.bgp.enabled, "bgp", true, "run the BGP speaker")
-	f.StringVar(&o.bgp.routerID, "bgp-router-id", "", "BGP router ID (default: the node's IPv4 address)")
-	f.StringVar(&o.bgp.passwordDir, "bgp-password-dir", "/etc/tabby/bgp-secrets", "directory of BGPPeer passwords: secretKeyRef {name, key} is read from <dir>/<name>/<key>")
-	f.BoolVar(&o.bgp.grpc, "bgp-grpc", false, "serve GoBGP's gRPC API for the gobgp CLI (on --bgp-grpc-address)")
-	f.StringVar(&o.bgp.grpcAddress, "bgp-grpc-address", "127.0.0.1:50051", "address of GoBGP's gRPC API when --bgp-grpc is set")
-	f.DurationVar(&o.bgp.holdTime, "bgp-hold-time", 90*time.Second, "BGP hold time of every session")
-	f.DurationVar(&o.bgp.keepaliveTime, "bgp-keepalive-time", 30*time.Second, "BGP keepalive interval of every session")
-	f.DurationVar(&o.bgp.connectRetry, "bgp-connect-retry", 5*time.Second, "BGP connect retry interval")
-	f.BoolVar(&o.bgp.noGR, "bgp-no-graceful-restart", false, "turn BGP graceful restart off: peers drop this node's routes as soon as its sessions close")
-	f.DurationVar(&o.bgp.syncTimeout, "bgp-sync-timeout", 30*time.Second, "after a restart, how long felix keeps the previous run's learned routes while waiting for End-of-RIB from every peer")
+	f.StringVar(&a.Role, "role", agent.RoleNode, "node (workloads and BGP) or route-reflector (BGP only: no workloads, no routes, no iptables)")
+	f.StringVar(&a.StatusSocket, "status-socket", "", "Unix socket serving node status to tabbyctl (default <data-dir>/status.sock)")
+	f.StringVar(&a.HealthListen, "health-listen", "127.0.0.1:9099", "address serving GET /liveness and GET /readiness (empty turns it off)")
+	f.StringVar(&a.MetricsListen, "metrics-listen", "127.0.0.1:9091", "address serving Prometheus metrics on /metrics (empty turns it off)")
+	f.BoolVar(&a.BGP.Enabled, "bgp", true, "run the BGP speaker")
+	f.StringVar(&a.BGP.RouterID, "bgp-router-id", "", "BGP router ID (default: the node's IPv4 address)")
+	f.StringVar(&a.BGP.PasswordDir, "bgp-password-dir", "/etc/tabby/bgp-secrets", "directory of BGPPeer passwords: secretKeyRef {name, key} is read from <dir>/<name>/<key>")
+	f.BoolVar(&o.bgpGRPC, "bgp-grpc", false, "serve GoBGP's gRPC API for the gobgp CLI (on --bgp-grpc-address)")
+	f.StringVar(&a.BGP.GRPCAddress, "bgp-grpc-address", "127.0.0.1:50051", "address of GoBGP's gRPC API when --bgp-grpc is set")
+	f.DurationVar(&a.BGP.HoldTime, "bgp-hold-time", 90*time.Second, "BGP hold time of every session")
+	f.DurationVar(&a.BGP.KeepaliveTime, "bgp-keepalive-time", 30*time.Second, "BGP keepalive interval of every session")
+	f.DurationVar(&a.BGP.ConnectRetry, "bgp-connect-retry", 5*time.Second, "BGP connect retry interval")
+	f.BoolVar(&a.BGP.NoGR, "bgp-no-graceful-restart", false, "turn BGP graceful restart off: peers drop this node's routes as soon as its sessions close")
+	f.DurationVar(&a.BGP.SyncTimeout, "bgp-sync-timeout", 30*time.Second, "after a restart, how long felix keeps the previous run's learned routes while waiting for End-of-RIB from every peer")
 	return cmd
 }
 
@@ -141,11 +135,13 @@ func run(ctx context.Context, o options) error {
 		}
 		endpoints = etcd.Endpoints()
 	}
+	metrics := agent.NewMetrics(version)
 	ds, err := datastore.Connect(ctx, datastore.Config{
 		Endpoints: endpoints,
 		CAFile:    o.etcdCAFile,
 		CertFile:  o.etcdCertFile,
 		KeyFile:   o.etcdKeyFile,
+		Observe:   metrics.ObserveDatastore,
 	})
 	if err != nil {
 		return err
@@ -154,7 +150,7 @@ func run(ctx context.Context, o options) error {
 	// The agent writes no pools today; the guard keeps any pool write it makes from
 	// stranding allocated addresses, as tabbyctl's does.
 	ds.AddWriteCheck(ipam.PoolInUseCheck())
-	return runAgent(ctx, o, ds)
+	return agent.Run(ctx, o.agent, ds, metrics)
 }
 
 func startDatastore(ctx context.Context, o options) (*datastore.Embedded, error) {

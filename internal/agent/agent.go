@@ -1,0 +1,263 @@
+// Package agent is tabby-node: it registers the node, keeps one snapshot of the datastore,
+// and runs the subsystems that derive their desired state from it (routes, encapsulation,
+// policy, BGP, IPAM garbage collection), with the status socket, health and metrics
+// endpoints. cmd/tabby-node only turns flags into a Config and calls Run.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/tabby-net/tabby/api"
+	"github.com/tabby-net/tabby/datastore"
+	"github.com/tabby-net/tabby/felix"
+	"github.com/tabby-net/tabby/internal/snapshot"
+	"github.com/tabby-net/tabby/ipam"
+	"github.com/tabby-net/tabby/policy"
+)
+
+// Agent roles: a node runs workloads and BGP; a route reflector host only BGP.
+const (
+	RoleNode           = "node"
+	RoleRouteReflector = "route-reflector"
+)
+
+// Config is the agent's whole configuration, a plain value.
+type Config struct {
+	NodeName string
+	Role     string // RoleNode or RoleRouteReflector
+	// IPv4 and IPv6 are the node's addresses with their prefix lengths, "autodetect" or
+	// "none"; the methods say how autodetect finds them (Calico's syntax).
+	IPv4, IPv4Method string
+	IPv6, IPv6Method string
+	// RouteRefresh is the period of full route and sysctl passes (0: felix's default).
+	RouteRefresh time.Duration
+	// IPAMGCInterval is the period of IPAM garbage collection (one agent runs it).
+	IPAMGCInterval time.Duration
+	Policy         PolicyConfig
+	BGP            BGPConfig
+	// StatusSocket is the Unix socket tabbyctl node status reads.
+	StatusSocket string
+	// HealthListen serves GET /liveness and /readiness ("" turns it off).
+	HealthListen string
+	// MetricsListen serves Prometheus metrics on /metrics ("" turns it off).
+	MetricsListen string
+	// Version is reported in tabby_build_info.
+	Version string
+}
+
+// PolicyConfig configures policy enforcement.
+type PolicyConfig struct {
+	// Refresh is the period of full iptables and ipset passes (repairs drift).
+	Refresh time.Duration
+	// EndpointToHostAction is what happens to traffic from a workload to its own host once
+	// its egress policy allowed it: ACCEPT, DROP or RETURN.
+	EndpointToHostAction string
+}
+
+// BGPConfig are the BGP speaker's settings.
+type BGPConfig struct {
+	Enabled       bool
+	RouterID      string
+	PasswordDir   string
+	GRPCAddress   string // "" serves no GoBGP gRPC API
+	HoldTime      time.Duration
+	KeepaliveTime time.Duration
+	ConnectRetry  time.Duration
+	NoGR          bool
+	SyncTimeout   time.Duration
+}
+
+// Subsystem is one part of the agent: it runs until ctx ends, and reports into the agent's
+// Readiness. An error it returns ends the agent: running half of it would hide the failure.
+type Subsystem interface {
+	Name() string
+	Run(ctx context.Context) error
+}
+
+// snapshotKinds are the kinds the agent watches: one watch each, read by every subsystem.
+func snapshotKinds() []*api.Kind {
+	plurals := []string{"nodes", "ippools", "bgppeers", "bgpconfigurations"}
+	for _, p := range policy.InputKinds {
+		if !slices.Contains(plurals, p) {
+			plurals = append(plurals, p)
+		}
+	}
+	kinds := make([]*api.Kind, len(plurals))
+	for i, p := range plurals {
+		kinds[i] = mustKind(p)
+	}
+	return kinds
+}
+
+func mustKind(plural string) *api.Kind {
+	k, err := api.LookupKind(plural)
+	if err != nil {
+		panic(err)
+	}
+	return k
+}
+
+var (
+	kindNodes             = mustKind("nodes")
+	kindIPPools           = mustKind("ippools")
+	kindBGPPeers          = mustKind("bgppeers")
+	kindBGPConfigs        = mustKind("bgpconfigurations")
+	kindWorkloadEndpoints = mustKind("workloadendpoints")
+)
+
+// Run registers the node and runs the agent until ctx ends. ds is the datastore, already
+// connected; the caller closes it.
+func Run(ctx context.Context, cfg Config, ds *datastore.Client, m *Metrics) error {
+	if cfg.NodeName == "" {
+		return errors.New("--node-name is empty and the host name is unknown")
+	}
+	if cfg.Role != RoleNode && cfg.Role != RoleRouteReflector {
+		return fmt.Errorf("--role %q: want %s or %s", cfg.Role, RoleNode, RoleRouteReflector)
+	}
+	switch cfg.Policy.EndpointToHostAction {
+	case "ACCEPT", "DROP", "RETURN":
+	default:
+		return fmt.Errorf("--default-endpoint-to-host-action %q: want ACCEPT, DROP or RETURN", cfg.Policy.EndpointToHostAction)
+	}
+	if cfg.Role == RoleRouteReflector && !cfg.BGP.Enabled {
+		return errors.New("nothing to run: a route reflector needs BGP (--bgp)")
+	}
+	v4, err := nodeAddress("--ip", cfg.IPv4, "--ip-autodetection-method", cfg.IPv4Method, 4)
+	if err != nil {
+		return err
+	}
+	v6, err := nodeAddress("--ip6", cfg.IPv6, "--ip6-autodetection-method", cfg.IPv6Method, 6)
+	if err != nil {
+		return err
+	}
+	if _, err := registerNode(ctx, ds, cfg.NodeName, v4, v6); err != nil {
+		return err
+	}
+	slog.Info("node registered", "node", cfg.NodeName, "ipv4", v4, "ipv6", v6)
+
+	ipamc := ipam.New(ds, nil)
+	snap := snapshot.New(ds, ipamc, snapshotKinds(), slog.Default().With("component", "snapshot"))
+	ready := NewReadiness()
+	subs := []Subsystem{runFunc("snapshot", snap.Run), newDatastoreHealth(ds, snap, ready)}
+	m.watchSnapshot(snap)
+
+	var learned *handoff[learnedRoutes] // BGP → routes
+	var bgpSub *bgpSubsystem
+	if cfg.Role == RoleNode {
+		dp, err := felix.NewDataplane(felix.Config{
+			ResyncInterval: cfg.RouteRefresh,
+			Log:            slog.Default().With("component", "felix"),
+			Observe:        m.observeApply,
+		})
+		if err != nil {
+			return err
+		}
+		defer dp.Close()
+		m.watchDataplane(dp)
+		if cfg.BGP.Enabled {
+			learned = newHandoff[learnedRoutes]()
+		}
+		encapOut := newHandoff[*felix.Encap]()
+		routes := &routesSubsystem{node: cfg.NodeName, snap: snap, dp: dp, learned: learned, encap: encapOut,
+			ready: ready, log: slog.Default().With("component", "routes")}
+		pol, err := newPolicySubsystem(ctx, cfg.NodeName, cfg.Policy, v4.IsValid(), snap, ready, m)
+		if err != nil {
+			return err
+		}
+		subs = append(subs, routes, pol,
+			runFunc("ipam-gc", func(ctx context.Context) error {
+				return ipamc.RunGarbageCollector(ctx, cfg.NodeName, cfg.IPAMGCInterval, ipam.GCOptions{})
+			}))
+		if v4.IsValid() {
+			subs = append(subs, newEncapSubsystem(cfg.NodeName, v4, ds, ipamc, snap, encapOut, ready, m))
+		}
+	}
+	if cfg.BGP.Enabled {
+		bgpSub = newBGPSubsystem(cfg, snap, learned, ready)
+		m.watchBGP(bgpSub)
+		subs = append(subs, bgpSub)
+	}
+	st := &statusServer{node: cfg.NodeName, role: cfg.Role, ready: ready, bgp: bgpSub}
+	subs = append(subs, runFunc("status-socket", func(ctx context.Context) error { return st.serveSocket(ctx, cfg.StatusSocket) }))
+	if cfg.HealthListen != "" {
+		subs = append(subs, runFunc("health", func(ctx context.Context) error { return st.serveHealth(ctx, cfg.HealthListen) }))
+	}
+	if cfg.MetricsListen != "" {
+		subs = append(subs, runFunc("metrics", func(ctx context.Context) error { return m.serve(ctx, cfg.MetricsListen) }))
+	}
+	slog.Info("agent running", "node", cfg.NodeName, "role", cfg.Role, "bgp", cfg.BGP.Enabled)
+	return runAll(ctx, subs)
+}
+
+// runAll runs every subsystem until ctx ends or one returns, which ends them all.
+func runAll(ctx context.Context, subs []Subsystem) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type result struct {
+		name string
+		err  error
+	}
+	done := make(chan result, len(subs))
+	for _, s := range subs {
+		go func() { done <- result{s.Name(), s.Run(ctx)} }()
+	}
+	var first error
+	for range subs {
+		r := <-done
+		if first == nil {
+			first = r.err
+			if first != nil {
+				first = fmt.Errorf("%s: %w", r.name, first)
+			} else if ctx.Err() == nil {
+				first = fmt.Errorf("%s stopped unexpectedly", r.name)
+			}
+			cancel()
+		}
+	}
+	if first == nil {
+		slog.Info("shutting down")
+	}
+	return first
+}
+
+// runFunc makes a subsystem of a function.
+func runFunc(name string, run func(context.Context) error) Subsystem { return funcSubsystem{name, run} }
+
+type funcSubsystem struct {
+	name string
+	run  func(context.Context) error
+}
+
+func (f funcSubsystem) Name() string                  { return f.name }
+func (f funcSubsystem) Run(ctx context.Context) error { return f.run(ctx) }
+
+// nodeAddress resolves an --ip/--ip6 value: an address with its prefix length, none, or
+// autodetect with the given method.
+func nodeAddress(flag, value, methodFlag, method string, version int) (netip.Prefix, error) {
+	switch value {
+	case "none":
+		return netip.Prefix{}, nil
+	case "autodetect":
+		m, err := felix.ParseAutodetectMethod(method, version)
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("%s %q: %w", methodFlag, method, err)
+		}
+		a, err := felix.DetectNodeAddress(nil, m)
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("%s=autodetect (%s): %w", flag, method, err)
+		}
+		return a.Prefix, nil
+	}
+	p, err := netip.ParsePrefix(value)
+	if err != nil || (version == 4) != p.Addr().Is4() {
+		return netip.Prefix{}, fmt.Errorf("%s %q: want an IPv%d address with its prefix length (like %s), autodetect or none",
+			flag, value, version, map[int]string{4: "10.0.0.5/24", 6: "fd00::5/64"}[version])
+	}
+	return p, nil
+}

@@ -1,0 +1,167 @@
+package agent
+
+import (
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/tabby-net/tabby/api"
+	"github.com/tabby-net/tabby/felix"
+	"github.com/tabby-net/tabby/internal/snapshot"
+	"github.com/tabby-net/tabby/policy"
+)
+
+func wep(ns, name, node, iface string, nets ...string) *api.WorkloadEndpoint {
+	w := &api.WorkloadEndpoint{TypeMeta: api.TypeMeta{Kind: "WorkloadEndpoint", APIVersion: api.VersionCalico}}
+	w.Namespace, w.Name = ns, name
+	w.Spec.Node, w.Spec.InterfaceName, w.Spec.IPNetworks = node, iface, nets
+	return w
+}
+
+func testNode(name, addr string) *api.Node {
+	n := &api.Node{TypeMeta: api.TypeMeta{Kind: "Node", APIVersion: api.VersionCalico}}
+	n.Name = name
+	n.Spec.BGP = &api.NodeBGPSpec{IPv4Address: addr}
+	return n
+}
+
+func testPool(name, cidr string, vxlan api.EncapMode, nat bool) *api.IPPool {
+	p := &api.IPPool{TypeMeta: api.TypeMeta{Kind: "IPPool", APIVersion: api.VersionCalico}}
+	p.Name = name
+	p.Spec.CIDR, p.Spec.VXLANMode, p.Spec.NATOutgoing = cidr, vxlan, nat
+	return p
+}
+
+func mustView(t *testing.T, aff map[netip.Prefix]string, rs ...api.Resource) *snapshot.View {
+	t.Helper()
+	v, err := snapshot.NewView(aff, rs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+var (
+	blockA = netip.MustParsePrefix("10.244.0.0/26")
+	blockB = netip.MustParsePrefix("10.244.0.64/26")
+	blockC = netip.MustParsePrefix("10.244.1.0/26")
+)
+
+func TestLocalState(t *testing.T) {
+	v := mustView(t, map[netip.Prefix]string{blockB: "node1", blockA: "node1", blockC: "node2"},
+		wep("shop", "web-2", "node1", "tabbyb", "10.244.0.2/32"),
+		wep("shop", "web-1", "node1", "tabbya", "10.244.0.1/32", "fd00::1/128"),
+		wep("shop", "db", "node2", "tabbyc", "10.244.1.1/32"),
+		wep("shop", "broken", "node1", "", "10.244.0.3/32"),
+	)
+	learned := learnedRoutes{routes: []felix.Route{{Dst: blockC, Type: felix.RouteGateway, Gateway: netip.MustParseAddr("172.31.1.2")}}}
+	state, bad := localState(v, "node1", learned, nil)
+	if want := []netip.Prefix{blockA, blockB}; !slices.Equal(state.Blocks, want) {
+		t.Errorf("blocks = %v, want %v (only node1's, sorted)", state.Blocks, want)
+	}
+	var names []string
+	for _, w := range state.Workloads {
+		names = append(names, w.Name)
+	}
+	if want := []string{"shop/web-1", "shop/web-2"}; !slices.Equal(names, want) {
+		t.Errorf("workloads = %v, want %v (node1's, key order, the broken one out)", names, want)
+	}
+	if len(bad) != 1 || !strings.Contains(bad[0], "shop/broken") || !strings.Contains(bad[0], "interfaceName") {
+		t.Errorf("bad = %q, want shop/broken without an interfaceName", bad)
+	}
+	if !state.HoldLearned || len(state.Learned) != 1 {
+		t.Errorf("learned = %v hold %v, want the one route held until BGP syncs", state.Learned, state.HoldLearned)
+	}
+	blocks, addrs := localRoutes(state)
+	if len(blocks) != 2 || len(addrs) != 3 {
+		t.Errorf("localRoutes = %v %v, want 2 blocks, 3 addresses", blocks, addrs)
+	}
+}
+
+func TestBGPInputOnRouteReflector(t *testing.T) {
+	v := mustView(t, map[netip.Prefix]string{blockA: "rr1"}, testNode("rr1", "172.31.1.9/24"),
+		wep("shop", "web", "rr1", "tabbya", "10.244.0.1/32"))
+	me, _, blocks, addrs := bgpInput(v, "rr1", RoleRouteReflector)
+	if me == nil || me.Name != "rr1" {
+		t.Fatalf("me = %v", me)
+	}
+	if len(blocks) != 0 || len(addrs) != 0 {
+		t.Errorf("a route reflector originates %v %v, want nothing", blocks, addrs)
+	}
+	_, _, blocks, addrs = bgpInput(v, "rr1", RoleNode)
+	if len(blocks) != 1 || len(addrs) != 1 {
+		t.Errorf("a node originates %v %v, want its block and workload", blocks, addrs)
+	}
+}
+
+func TestEncapInputAndNAT(t *testing.T) {
+	v := mustView(t, map[netip.Prefix]string{blockA: "node1", blockC: "node2"},
+		testNode("node1", "172.31.1.1/24"), testNode("node2", "172.31.2.1/24"),
+		testPool("vx", "10.244.0.0/16", api.EncapAlways, true),
+		testPool("bad", "not-a-cidr", api.EncapNever, true))
+	in := encapInput(v, "node1")
+	if len(in.Nodes) != 2 || in.Nodes[1].Addr != netip.MustParsePrefix("172.31.2.1/24") {
+		t.Errorf("nodes = %+v", in.Nodes)
+	}
+	if len(in.Pools) != 1 || in.Pools[0].Name != "vx" {
+		t.Errorf("pools = %+v, want only the pool whose CIDR parses", in.Pools)
+	}
+	e := felix.DesiredEncap(in)
+	if !slices.Equal(e.VXLANPools, []string{"vx"}) {
+		t.Errorf("VXLAN pools = %v", e.VXLANPools)
+	}
+	if nat := felix.RenderNATOutgoing(encapPools(v)); nat == nil || len(nat.Chains) == 0 {
+		t.Errorf("natOutgoing state = %+v, want a chain for pool vx", nat)
+	}
+}
+
+func TestPolicyInputTakesEveryPolicyKind(t *testing.T) {
+	gnp := &api.GlobalNetworkPolicy{TypeMeta: api.TypeMeta{Kind: "GlobalNetworkPolicy", APIVersion: api.VersionCalico}}
+	gnp.Name = "deny"
+	gnp.Spec.Selector = "all()"
+	v := mustView(t, nil, gnp, wep("shop", "web", "node1", "tabbya", "10.244.0.1/32"), testNode("node1", "172.31.1.1/24"))
+	kinds := make([]*api.Kind, len(policy.InputKinds))
+	for i, p := range policy.InputKinds {
+		kinds[i] = mustKind(p)
+	}
+	in := policyInput(v, kinds)
+	if len(in.GlobalNetworkPolicies) != 1 || len(in.Endpoints) != 1 {
+		t.Errorf("input = %d policies, %d endpoints; want 1 and 1", len(in.GlobalNetworkPolicies), len(in.Endpoints))
+	}
+}
+
+func TestSnapshotKindsCoverEverySubsystem(t *testing.T) {
+	var got []string
+	for _, k := range snapshotKinds() {
+		got = append(got, k.Plural)
+	}
+	for _, want := range append([]string{"nodes", "ippools", "bgppeers", "bgpconfigurations"}, policy.InputKinds...) {
+		if !slices.Contains(got, want) {
+			t.Errorf("snapshot kinds %v lack %s", got, want)
+		}
+	}
+	if len(got) != len(slices.Compact(slices.Sorted(slices.Values(got)))) {
+		t.Errorf("snapshot kinds %v watch a kind twice", got)
+	}
+}
+
+func TestReadiness(t *testing.T) {
+	r := NewReadiness()
+	if got := r.NotReady(); len(got) != 0 {
+		t.Fatalf("empty registry: %v", got)
+	}
+	r.Set("routes", "routes: not yet")
+	r.SetProblems("encap", "encap: no ipip")
+	r.Check("policy", func() []string { return []string{"policy: not synced"} })
+	want := []string{"routes: not yet", "policy: not synced", "bgp: later", "encap: no ipip"}
+	if got := r.NotReady("bgp: later", ""); !slices.Equal(got, want) {
+		t.Errorf("NotReady = %q, want %q", got, want)
+	}
+	r.Set("routes")
+	r.SetProblems("encap")
+	r.Check("policy", func() []string { return nil })
+	if got := r.NotReady(); len(got) != 0 {
+		t.Errorf("NotReady after every subsystem reported ready = %q", got)
+	}
+}

@@ -1,0 +1,252 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tabby-net/tabby/api"
+	"github.com/tabby-net/tabby/datastore"
+	"github.com/tabby-net/tabby/felix"
+	"github.com/tabby-net/tabby/internal/snapshot"
+	"github.com/tabby-net/tabby/ipam"
+)
+
+// encapResync is the period of full passes over the tunnel devices.
+const encapResync = 10 * time.Second
+
+// encapSubsystem allocates this node's tunnel addresses, records them with the VTEP MAC
+// and the workload MTU on its Node, keeps vxlan.tabby and tunl0 right, and hands the
+// routes subsystem the encapsulation state.
+type encapSubsystem struct {
+	node     string
+	underlay netip.Prefix // this node's address
+	ds       *datastore.Client
+	tunnels  *ipam.TunnelAddrs
+	snap     *snapshot.Snapshot
+	out      *handoff[*felix.Encap]
+	ready    *Readiness
+	metrics  *Metrics
+	log      *slog.Logger
+	vxlan    *felix.VXLANReconciler
+	ipip     *felix.IPIPReconciler
+	// ipipMissing is set once the kernel was found without ipip (warned once); it is
+	// checked again whenever the set of IPIP pools changes (a module may have been
+	// loaded meanwhile).
+	ipipMissing bool
+	ipipPools   []string // the IPIP pools of the last pass
+}
+
+func newEncapSubsystem(node string, underlay netip.Prefix, ds *datastore.Client, ipamc *ipam.Client, snap *snapshot.Snapshot,
+	out *handoff[*felix.Encap], ready *Readiness, m *Metrics) *encapSubsystem {
+	log := slog.Default().With("component", "encap")
+	ready.Set("encapsulation", "encapsulation: no complete pass yet (tunnel devices, tunnel addresses, MTU)")
+	a := &encapSubsystem{node: node, underlay: underlay, ds: ds, tunnels: ipamc.TunnelAddrs(node, log), snap: snap, out: out,
+		ready: ready, metrics: m, log: log, vxlan: felix.NewVXLANReconciler(nil, log), ipip: felix.NewIPIPReconciler(nil, log)}
+	a.vxlan.Observe, a.ipip.Observe = m.observeApply, m.observeApply
+	return a
+}
+
+func (a *encapSubsystem) Name() string { return "encapsulation" }
+
+func (a *encapSubsystem) Run(ctx context.Context) error {
+	tick := time.NewTicker(encapResync)
+	defer tick.Stop()
+	sub := a.snap.Subscribe()
+	var prev *snapshot.View
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-sub:
+			v := a.snap.View()
+			if !v.Differs(prev, true, kindNodes, kindIPPools) {
+				continue
+			}
+			prev = v
+		case <-tick.C:
+		}
+		if prev == nil || !prev.Synced {
+			continue
+		}
+		if err := a.reconcile(ctx, prev); err != nil {
+			a.log.Warn("encapsulation pass", "err", err)
+		} else {
+			a.ready.Set("encapsulation")
+		}
+	}
+}
+
+// encapInput is the encapsulation desired state's input, from a view.
+func encapInput(v *snapshot.View, node string) felix.EncapInput {
+	in := felix.EncapInput{Node: node, Blocks: v.Affinities, Pools: encapPools(v)}
+	for _, n := range snapshot.List[*api.Node](v) {
+		in.Nodes = append(in.Nodes, encapNode(n))
+	}
+	return in
+}
+
+// encapPools are the view's pools, as encapsulation and natOutgoing read them; a pool whose
+// CIDR does not parse is left out.
+func encapPools(v *snapshot.View) []felix.EncapPool {
+	var out []felix.EncapPool
+	for _, p := range snapshot.List[*api.IPPool](v) {
+		cidr, err := p.Prefix()
+		if err != nil {
+			continue
+		}
+		out = append(out, felix.EncapPool{Name: p.Name, CIDR: cidr, IPIPMode: p.Spec.IPIPMode,
+			VXLANMode: p.Spec.VXLANMode, NATOutgoing: p.Spec.NATOutgoing, Disabled: p.Spec.Disabled})
+	}
+	return out
+}
+
+func (a *encapSubsystem) reconcile(ctx context.Context, v *snapshot.View) error {
+	e := felix.DesiredEncap(encapInput(v, a.node))
+	self, ok := snapshot.Get[*api.Node](v, "", a.node)
+	if !ok {
+		return errors.New("own Node resource not found")
+	}
+	underlayMTU, err := felix.LinkMTUOf(a.underlay.Addr())
+	if err != nil {
+		return err
+	}
+	mtu := felix.WorkloadMTU(underlayMTU, e)
+	var errs []error
+	if err := a.recordOnNode(ctx, self, e, mtu); err != nil {
+		errs = append(errs, err)
+	}
+	var cfg *felix.VXLANDeviceConfig
+	if len(e.VXLANPools) > 0 {
+		if vtep := encapNode(self).VXLANAddr; vtep.IsValid() {
+			cfg = &felix.VXLANDeviceConfig{VTEP: vtep, MAC: felix.VXLANMAC(a.node), Underlay: a.underlay.Addr(), MTU: underlayMTU - felix.VXLANOverhead}
+		}
+	}
+	var problems []string
+	if cfg != nil || len(e.VXLANPools) == 0 {
+		if n, err := a.vxlan.Apply(cfg, e.VXLANPeers); errors.Is(err, unix.EOPNOTSUPP) {
+			// Tried again every pass: the problem goes once the kernel can.
+			problems = append(problems, fmt.Sprintf("encapsulation: VXLAN pools %s need the kernel's vxlan support, which this kernel lacks (%v): their tunnelled routes do not work",
+				strings.Join(e.VXLANPools, ", "), err))
+		} else if err != nil {
+			errs = append(errs, err)
+		} else if n > 0 {
+			a.log.Info("vxlan updated", "writes", n, "peers", len(e.VXLANPeers), "routes", len(e.Routes))
+		}
+	}
+	if !slices.Equal(e.IPIPPools, a.ipipPools) {
+		a.ipipPools, a.ipipMissing = slices.Clone(e.IPIPPools), false // check the kernel again
+	}
+	if !a.ipipMissing {
+		var ipipAddr netip.Addr
+		if len(e.IPIPPools) > 0 {
+			ipipAddr = encapNode(self).IPIPAddr
+		}
+		if len(e.IPIPPools) > 0 && !ipipAddr.IsValid() {
+			// Not allocated yet: recordOnNode did it; the snapshot brings it back.
+		} else if n, err := a.ipip.Apply(ipipAddr, underlayMTU-felix.IPIPOverhead); errors.Is(err, felix.ErrNoIPIP) {
+			a.ipipMissing = true
+			a.log.Warn("IPIP pools need the kernel's ipip support, which this kernel lacks: their tunnelled routes stay unprogrammed; everything else works",
+				"pools", e.IPIPPools, "err", err)
+		} else if err != nil {
+			errs = append(errs, err)
+		} else if n > 0 {
+			a.log.Info("ipip updated", "writes", n, "addr", ipipAddr)
+		}
+	}
+	if a.ipipMissing && len(e.IPIPPools) > 0 {
+		problems = append(problems, fmt.Sprintf("encapsulation: IPIP pools %s need the kernel's ipip support, which this kernel lacks: their tunnelled routes are not programmed",
+			strings.Join(e.IPIPPools, ", ")))
+	}
+	a.ready.SetProblems("encapsulation", problems...)
+	if len(e.Problems) > 0 {
+		a.log.Debug("encapsulation incomplete", "problems", e.Problems)
+	}
+	a.out.put(&e)
+	return errors.Join(errs...)
+}
+
+// recordOnNode allocates the tunnel addresses that pools need, releases those that none
+// needs any more, and records them, the VTEP MAC and the workload MTU on this node's Node
+// resource. The snapshot brings the change back, which makes another pass.
+func (a *encapSubsystem) recordOnNode(ctx context.Context, self *api.Node, e felix.Encap, mtu int) error {
+	n := *self
+	n.Spec.BGP = cloneBGP(self.Spec.BGP)
+	n.Annotations = maps.Clone(self.Annotations)
+	changed := false
+	if len(e.VXLANPools) > 0 {
+		recorded, _ := netip.ParseAddr(n.Spec.IPv4VXLANTunnelAddr)
+		addr, err := a.tunnels.Ensure(ctx, ipam.TunnelVXLAN, recorded, e.VXLANPools)
+		a.metrics.observeTunnelAllocation(err)
+		if err != nil {
+			return err
+		}
+		if s := addr.String(); n.Spec.IPv4VXLANTunnelAddr != s {
+			n.Spec.IPv4VXLANTunnelAddr, changed = s, true
+		}
+		if mac := felix.VXLANMAC(a.node).String(); n.Spec.VXLANTunnelMACAddr != mac {
+			n.Spec.VXLANTunnelMACAddr, changed = mac, true
+		}
+	} else if n.Spec.IPv4VXLANTunnelAddr != "" || n.Spec.VXLANTunnelMACAddr != "" {
+		a.tunnels.Release(ctx, ipam.TunnelVXLAN)
+		n.Spec.IPv4VXLANTunnelAddr, n.Spec.VXLANTunnelMACAddr, changed = "", "", true
+	}
+	var ipipErr error
+	if len(e.IPIPPools) > 0 {
+		if n.Spec.BGP == nil {
+			n.Spec.BGP = &api.NodeBGPSpec{}
+		}
+		// Not fatal to the rest of the Node's record (VXLAN, MTU).
+		recorded, _ := netip.ParseAddr(n.Spec.BGP.IPv4IPIPTunnelAddr)
+		addr, err := a.tunnels.Ensure(ctx, ipam.TunnelIPIP, recorded, e.IPIPPools)
+		a.metrics.observeTunnelAllocation(err)
+		if err != nil {
+			ipipErr = err
+		} else if s := addr.String(); n.Spec.BGP.IPv4IPIPTunnelAddr != s {
+			n.Spec.BGP.IPv4IPIPTunnelAddr, changed = s, true
+		}
+	} else if n.Spec.BGP != nil && n.Spec.BGP.IPv4IPIPTunnelAddr != "" {
+		a.tunnels.Release(ctx, ipam.TunnelIPIP)
+		n.Spec.BGP.IPv4IPIPTunnelAddr, changed = "", true
+	}
+	if v := strconv.Itoa(mtu); n.Annotations[api.AnnotationWorkloadMTU] != v {
+		if n.Annotations == nil {
+			n.Annotations = map[string]string{}
+		}
+		n.Annotations[api.AnnotationWorkloadMTU], changed = v, true
+	}
+	if !changed {
+		return ipipErr
+	}
+	if _, err := a.ds.Update(ctx, &n); err != nil && !errors.Is(err, datastore.ErrConflict) {
+		return errors.Join(ipipErr, fmt.Errorf("record tunnel address and MTU on node %s: %w", a.node, err))
+	}
+	return ipipErr // a conflict: the snapshot brings the newer Node and another pass
+}
+
+func encapNode(n *api.Node) felix.EncapNode {
+	en := felix.EncapNode{Name: n.Name, VXLANMAC: n.Spec.VXLANTunnelMACAddr}
+	en.VXLANAddr, _ = netip.ParseAddr(n.Spec.IPv4VXLANTunnelAddr)
+	if b := n.Spec.BGP; b != nil {
+		en.Addr, _ = b.IPv4Prefix()
+		en.IPIPAddr, _ = netip.ParseAddr(b.IPv4IPIPTunnelAddr)
+	}
+	return en
+}
+
+func cloneBGP(b *api.NodeBGPSpec) *api.NodeBGPSpec {
+	if b == nil {
+		return nil
+	}
+	c := *b
+	return &c
+}

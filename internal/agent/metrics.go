@@ -1,0 +1,231 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/tabby-net/tabby/felix"
+	"github.com/tabby-net/tabby/internal/snapshot"
+)
+
+// Metrics is the agent's Prometheus registry: series named tabby_*, plus Go's and the
+// process's. Counters the agent counts itself live here; the rest is read from the
+// subsystems when scraped. A nil *Metrics records nothing.
+type Metrics struct {
+	reg        *prometheus.Registry
+	apply      *prometheus.HistogramVec
+	applyErrs  *prometheus.CounterVec
+	datastore  *prometheus.HistogramVec
+	ipamAllocs *prometheus.CounterVec
+}
+
+// NewMetrics returns the registry with the agent's own series registered.
+func NewMetrics(version string) *Metrics {
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		apply: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "tabby_dataplane_apply_duration_seconds",
+			Help:    "Time a dataplane writer took to apply its desired state (routes, iptables, ipsets, vxlan, ipip).",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}, []string{"writer"}),
+		applyErrs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tabby_dataplane_apply_errors_total",
+			Help: "Dataplane applies that failed, by writer.",
+		}, []string{"writer"}),
+		datastore: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "tabby_datastore_request_duration_seconds",
+			Help:    "Latency of the agent's etcd requests, by gRPC method and result.",
+			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 16),
+		}, []string{"method", "result"}),
+		ipamAllocs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tabby_ipam_allocations_total",
+			Help: "IPAM allocations the agent made (tunnel addresses), by result (ok, error).",
+		}, []string{"result"}),
+	}
+	m.reg.MustRegister(m.apply, m.applyErrs, m.datastore, m.ipamAllocs,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	info := prometheus.NewGauge(prometheus.GaugeOpts{Name: "tabby_build_info", Help: "Always 1; the version label says which tabby-node runs.",
+		ConstLabels: prometheus.Labels{"version": version}})
+	info.Set(1)
+	m.reg.MustRegister(info)
+	return m
+}
+
+// Registry is the registry behind /metrics (tests gather from it).
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// ObserveDatastore records one etcd request (datastore.Config.Observe).
+func (m *Metrics) ObserveDatastore(method string, d time.Duration, err error) {
+	if m == nil {
+		return
+	}
+	m.datastore.WithLabelValues(method, result(err)).Observe(d.Seconds())
+}
+
+// observeApply records one dataplane apply (felix's observer).
+func (m *Metrics) observeApply(writer string, d time.Duration, err error) {
+	if m == nil {
+		return
+	}
+	m.apply.WithLabelValues(writer).Observe(d.Seconds())
+	if err != nil {
+		m.applyErrs.WithLabelValues(writer).Inc()
+	}
+}
+
+func (m *Metrics) observeTunnelAllocation(err error) {
+	if m == nil {
+		return
+	}
+	m.ipamAllocs.WithLabelValues(result(err)).Inc()
+}
+
+func result(err error) string {
+	if err != nil {
+		return "error"
+	}
+	return "ok"
+}
+
+// gaugeFunc registers a gauge read at every scrape.
+func (m *Metrics) gaugeFunc(name, help string, f func() float64) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f))
+}
+
+// counterFunc registers a counter read at every scrape.
+func (m *Metrics) counterFunc(name, help string, f func() float64) {
+	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, f))
+}
+
+func (m *Metrics) watchSnapshot(snap *snapshot.Snapshot) {
+	if m == nil {
+		return
+	}
+	m.counterFunc("tabby_snapshot_resyncs_total", "Re-lists of a datastore watch after the first (compaction, lost connection).",
+		func() float64 { return float64(snap.Resyncs()) })
+	m.gaugeFunc("tabby_snapshot_block_affinities", "Confirmed IPAM block affinities in the snapshot, every node.",
+		func() float64 { return float64(len(snap.View().Affinities)) })
+	m.reg.MustRegister(&funcCollector{
+		desc: prometheus.NewDesc("tabby_snapshot_resources", "Resources in the agent's snapshot, by kind.", []string{"kind"}, nil),
+		collect: func(emit func(float64, ...string)) {
+			v := snap.View()
+			for _, k := range snap.Kinds() {
+				emit(float64(v.Count(k)), k.Plural)
+			}
+		},
+	})
+}
+
+func (m *Metrics) watchDataplane(dp *felix.Dataplane) {
+	if m == nil {
+		return
+	}
+	m.gaugeFunc("tabby_routes_programmed", "Routes felix programmed in the kernel (tabby's route protocol).",
+		func() float64 { return float64(dp.Status().Routes) })
+	m.counterFunc("tabby_route_passes_total", "Route reconciliation passes felix ran.",
+		func() float64 { return float64(dp.Status().Passes) })
+}
+
+func (m *Metrics) watchPolicy(s *felix.PolicySyncer) {
+	if m == nil {
+		return
+	}
+	m.counterFunc("tabby_iptables_restores_total", "iptables-restore and ip6tables-restore runs (filter and nat tables).",
+		func() float64 { return float64(s.Stats().RestoreRuns) })
+	m.counterFunc("tabby_iptables_lines_written_total", "Lines written to iptables-restore and ip6tables-restore.",
+		func() float64 { return float64(s.Stats().RestoreLinesTotal) })
+	m.counterFunc("tabby_ipset_restores_total", "ipset restore runs (creating, updating and destroying tabby's sets).",
+		func() float64 { return float64(s.Stats().IPSetRestoreRuns) })
+	m.gaugeFunc("tabby_ipset_members", "Members of tabby's ipsets, both families.",
+		func() float64 { return float64(s.Stats().IPSetMembers) })
+	m.counterFunc("tabby_policy_syncs_total", "Policy syncs (iptables and ipsets) run.",
+		func() float64 { return float64(s.Stats().Syncs) })
+}
+
+// bgpScrapeTimeout bounds how long a scrape waits for the BGP subsystem.
+const bgpScrapeTimeout = 2 * time.Second
+
+func (m *Metrics) watchBGP(b *bgpSubsystem) {
+	if m == nil {
+		return
+	}
+	m.reg.MustRegister(&funcCollector{
+		desc: prometheus.NewDesc("tabby_bgp_peers", "BGP peers, by session state.", []string{"state"}, nil),
+		extra: []*prometheus.Desc{
+			prometheus.NewDesc("tabby_bgp_routes_learned", "Best paths learned from BGP peers.", nil, nil),
+			prometheus.NewDesc("tabby_bgp_routes_advertised", "Prefixes this node originates over BGP.", nil, nil),
+		},
+		collectAll: func(ch chan<- prometheus.Metric, descs []*prometheus.Desc) {
+			ctx, cancel := context.WithTimeout(context.Background(), bgpScrapeTimeout)
+			defer cancel()
+			st, ok := b.Report(ctx)
+			if !ok {
+				return
+			}
+			states := map[string]int{"Established": 0}
+			for _, p := range st.Peers {
+				states[p.State]++
+			}
+			for s, n := range states {
+				ch <- prometheus.MustNewConstMetric(descs[0], prometheus.GaugeValue, float64(n), s)
+			}
+			ch <- prometheus.MustNewConstMetric(descs[1], prometheus.GaugeValue, float64(st.Learned))
+			ch <- prometheus.MustNewConstMetric(descs[2], prometheus.GaugeValue, float64(len(st.Advertised)))
+		},
+	})
+}
+
+// funcCollector is a collector whose values are computed at scrape time: collect emits
+// values of desc by label values, or collectAll writes the metrics of desc and extra.
+type funcCollector struct {
+	desc       *prometheus.Desc
+	extra      []*prometheus.Desc
+	collect    func(emit func(v float64, labels ...string))
+	collectAll func(ch chan<- prometheus.Metric, descs []*prometheus.Desc)
+}
+
+func (c *funcCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.desc
+	for _, d := range c.extra {
+		ch <- d
+	}
+}
+
+func (c *funcCollector) Collect(ch chan<- prometheus.Metric) {
+	if c.collectAll != nil {
+		c.collectAll(ch, append([]*prometheus.Desc{c.desc}, c.extra...))
+		return
+	}
+	c.collect(func(v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, v, labels...)
+	})
+}
+
+// serve serves /metrics on addr until ctx ends.
+func (m *Metrics) serve(ctx context.Context, addr string) error {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("--metrics-listen %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{ErrorLog: slogErrorLog{}}))
+	slog.Info("metrics endpoint listening", "addr", l.Addr().String())
+	if err := serveHTTP(ctx, l, mux); err != nil && !errors.Is(err, net.ErrClosed) {
+		return err
+	}
+	return nil
+}
+
+// slogErrorLog hands promhttp's errors to slog.
+type slogErrorLog struct{}
+
+func (slogErrorLog) Println(v ...any) { slog.Warn("metrics", "err", fmt.Sprint(v...)) }

@@ -1,0 +1,108 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"reflect"
+	"time"
+
+	"github.com/tabby-net/tabby/api"
+	"github.com/tabby-net/tabby/felix"
+	"github.com/tabby-net/tabby/internal/snapshot"
+	"github.com/tabby-net/tabby/policy"
+)
+
+// policySubsystem compiles the policy model from the snapshot on every change that matters,
+// renders this node's filter table and hands it to felix's syncer, which writes only what
+// differs and repairs drift every refresh interval. The same syncer writes natOutgoing's
+// nat table (one writer for every tabby ipset).
+type policySubsystem struct {
+	node   string
+	cfg    PolicyConfig
+	nat    bool // render natOutgoing (the node has an IPv4 address)
+	snap   *snapshot.Snapshot
+	syncer *felix.PolicySyncer
+	kinds  []*api.Kind
+	log    *slog.Logger
+}
+
+func newPolicySubsystem(ctx context.Context, node string, cfg PolicyConfig, nat bool, snap *snapshot.Snapshot, ready *Readiness, m *Metrics) (*policySubsystem, error) {
+	log := slog.Default().With("component", "policy")
+	syncer, err := felix.NewPolicySyncer(ctx, felix.Runner{}, log)
+	if err != nil {
+		return nil, fmt.Errorf("policy: %w", err)
+	}
+	syncer.Observe = m.observeApply
+	m.watchPolicy(syncer)
+	ready.Check("policy", func() []string {
+		if st := syncer.Stats(); st.Syncs == 0 {
+			return []string{"policy: iptables and ipsets not synced yet"}
+		} else if st.LastErr != nil {
+			return []string{"policy: the last iptables sync failed: " + st.LastErr.Error()}
+		}
+		return nil
+	})
+	kinds := make([]*api.Kind, len(policy.InputKinds))
+	for i, p := range policy.InputKinds {
+		kinds[i] = mustKind(p)
+	}
+	return &policySubsystem{node: node, cfg: cfg, nat: nat, snap: snap, syncer: syncer, kinds: kinds, log: log}, nil
+}
+
+func (p *policySubsystem) Name() string { return "policy" }
+
+func (p *policySubsystem) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	syncDone := make(chan error, 1)
+	go func() { syncDone <- p.syncer.Run(ctx, p.cfg.Refresh) }()
+	sub := p.snap.Subscribe()
+	var prev *snapshot.View
+	var lastNAT *felix.FilterState
+	fcfg := felix.PolicyConfig{EndpointToHostAction: p.cfg.EndpointToHostAction}
+	for {
+		select {
+		case <-ctx.Done():
+			return <-syncDone
+		case err := <-syncDone:
+			return err
+		case <-sub:
+		}
+		v := p.snap.View()
+		if !v.Synced {
+			continue
+		}
+		if p.nat && v.Differs(prev, false, kindIPPools) {
+			if ns := felix.RenderNATOutgoing(encapPools(v)); !reflect.DeepEqual(ns, lastNAT) {
+				lastNAT = ns
+				p.syncer.UpdateNAT(ns)
+				p.log.Debug("natOutgoing state", "sets", len(ns.IPSets), "chains", len(ns.Chains))
+			}
+		}
+		if v.Differs(prev, false, p.kinds...) {
+			start := time.Now()
+			m, err := policy.Build(policyInput(v, p.kinds))
+			if err != nil {
+				p.log.Warn("resources left out of policy", "err", err)
+			}
+			fs := felix.RenderPolicy(m, p.node, fcfg)
+			p.syncer.Update(fs)
+			p.log.Debug("policy rendered", "policies", len(m.Policies), "endpoints", len(m.Endpoints),
+				"chains", len(fs.Chains), "ipsets", len(fs.IPSets), "chains6", len(fs.IPv6.Chains), "ipsets6", len(fs.IPv6.IPSets),
+				"took", time.Since(start))
+		}
+		prev = v
+	}
+}
+
+// policyInput collects the view's resources of policy's input kinds.
+func policyInput(v *snapshot.View, kinds []*api.Kind) policy.Input {
+	var in policy.Input
+	for _, k := range kinds {
+		for _, r := range v.Resources(k) {
+			in.Add(r)
+		}
+	}
+	return in
+}

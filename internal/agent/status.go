@@ -1,0 +1,130 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/tabby-net/tabby/internal/nodestatus"
+)
+
+// statusServer answers node status and readiness: on the Unix socket tabbyctl reads
+// (GET /bgp, GET /readiness) and on the health port (GET /liveness, GET /readiness).
+type statusServer struct {
+	node, role string
+	ready      *Readiness
+	bgp        *bgpSubsystem // nil with BGP off
+}
+
+func (s *statusServer) status(ctx context.Context) (nodestatus.Status, bool) {
+	st := nodestatus.Status{Node: s.node, Role: s.role, Peers: []nodestatus.Peer{}, Advertised: []string{}, BGPOff: s.bgp == nil}
+	if s.bgp != nil {
+		rep, ok := s.bgp.Report(ctx)
+		if !ok {
+			return st, false
+		}
+		st = rep
+	}
+	st.Problems = append(st.Problems, s.ready.Problems()...)
+	st.NotReady = s.ready.NotReady()
+	st.Ready = len(st.NotReady) == 0
+	return st, true
+}
+
+func (s *statusServer) readiness() nodestatus.Readiness {
+	rr := nodestatus.Readiness{Node: s.node, Reasons: s.ready.NotReady()}
+	rr.Ready = len(rr.Reasons) == 0
+	return rr
+}
+
+func (s *statusServer) serveReadiness(w http.ResponseWriter, _ *http.Request) {
+	rr := s.readiness()
+	w.Header().Set("Content-Type", "application/json")
+	if !rr.Ready {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
+	_ = json.NewEncoder(w).Encode(rr)
+}
+
+// serveSocket serves GET /bgp and GET /readiness on a Unix socket at path until ctx ends.
+// Only root may connect (the socket is 0600).
+func (s *statusServer) serveSocket(ctx context.Context, path string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("status socket: %w", err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("status socket: remove stale %s: %w", path, err)
+	}
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return fmt.Errorf("status socket: %w", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		l.Close()
+		return fmt.Errorf("status socket: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /bgp", func(w http.ResponseWriter, r *http.Request) {
+		st, ok := s.status(r.Context())
+		if !ok {
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(st)
+	})
+	mux.HandleFunc("GET /readiness", s.serveReadiness)
+	slog.Info("status socket listening", "path", path)
+	err = serveHTTP(ctx, l, mux)
+	os.Remove(path)
+	return err
+}
+
+// serveHealth serves GET /liveness and GET /readiness on addr (felix's health port), for
+// systemd, Kubernetes probes and load balancers, as text: readiness is 200 "ready", or
+// 503 with a reason per line. Liveness is 200 while the agent runs.
+func (s *statusServer) serveHealth(ctx context.Context, addr string) error {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("--health-listen %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /liveness", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintln(w, "live")
+	})
+	mux.HandleFunc("GET /readiness", func(w http.ResponseWriter, _ *http.Request) {
+		rr := s.readiness()
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if rr.Ready {
+			fmt.Fprintln(w, "ready")
+			return
+		}
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintln(w, "not ready:")
+		for _, r := range rr.Reasons {
+			fmt.Fprintln(w, r)
+		}
+	})
+	slog.Info("health endpoint listening", "addr", l.Addr().String())
+	return serveHTTP(ctx, l, mux)
+}
+
+// serveHTTP serves h on l until ctx ends.
+func serveHTTP(ctx context.Context, l net.Listener, h http.Handler) error {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		srv.Close()
+	}()
+	if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
