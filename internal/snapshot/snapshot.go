@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -175,7 +176,6 @@ func (s *Snapshot) Run(ctx context.Context) error {
 	events := make(chan kindEvent, 1024)
 	for _, k := range s.kinds {
 		ch := s.src.Watch(ctx, k, "", 0)
-		s.log.Debug("datastore watch opened", "kind", k.Plural)
 		go func() {
 			for ev := range ch {
 				select {
@@ -191,7 +191,11 @@ func (s *Snapshot) Run(ctx context.Context) error {
 	if s.aff != nil {
 		affC = s.aff.WatchAllAffinities(ctx)
 	}
-	s.log.Info("snapshot watching", "kinds", len(s.kinds), "affinities", s.aff != nil)
+	plurals := make([]string, len(s.kinds))
+	for i, k := range s.kinds {
+		plurals[i] = k.Plural
+	}
+	s.log.Info("snapshot watching: one datastore watch per kind", "kinds", strings.Join(plurals, ","), "affinities", s.aff != nil)
 
 	state := map[*api.Kind]map[string]api.Resource{}
 	for _, k := range s.kinds {
