@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tabby-net/tabby/internal/labstate"
 	"github.com/tabby-net/tabby/internal/testenv"
 )
 
@@ -145,9 +146,9 @@ func (l *lab) fails(args ...string) string {
 	return stderr
 }
 
-func (l *lab) status() *Status {
+func (l *lab) status() *labstate.Status {
 	l.t.Helper()
-	var s Status
+	var s labstate.Status
 	if err := json.Unmarshal([]byte(l.ok("status", "-o", "json")), &s); err != nil {
 		l.t.Fatalf("status -o json: %v", err)
 	}

@@ -7,6 +7,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tabby-net/tabby/internal/labstate"
 )
 
 // These tests run labs the way a user does: real agents (tabby-node) and the real
@@ -56,7 +58,7 @@ func waitRoute(t *testing.T, l *lab, node string, addr netip.Addr, dev string, w
 // workload returns a lab workload's address and host veth (from its endpoint).
 func workload(t testing.TB, l *lab, namespace, name string) (netip.Addr, string) {
 	t.Helper()
-	var s Status
+	var s labstate.Status
 	if err := json.Unmarshal([]byte(l.ok("status", "-o", "json")), &s); err != nil {
 		t.Fatal(err)
 	}
@@ -111,11 +113,11 @@ func TestWorkloadsOnANode(t *testing.T) {
 
 	// The agent restarted: nothing it programmed goes while it is away, and a route
 	// deleted meanwhile is back once it has synced.
-	st, err := loadState(l.stateDir())
+	st, err := labstate.Load(l.stateDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := st.node("node1")
+	n := st.Node("node1")
 	signalAll([]int{n.Agent.PID}, syscall.SIGTERM)
 	if left := waitGone([]int{n.Agent.PID}, 30*time.Second); len(left) > 0 {
 		t.Fatalf("node1's agent (pid %d) did not stop", n.Agent.PID)
@@ -130,7 +132,7 @@ func TestWorkloadsOnANode(t *testing.T) {
 		t.Fatal(err)
 	}
 	n.Agent = p.Process
-	if err := st.save(); err != nil {
+	if err := st.Save(); err != nil {
 		t.Fatal(err)
 	}
 	waitRoute(t, l, "node1", ip2, veth2, 30*time.Second)

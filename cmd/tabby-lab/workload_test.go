@@ -12,6 +12,8 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+
+	"github.com/tabby-net/tabby/internal/labstate"
 )
 
 // fakeCall is a call the fake CNI plugin recorded (testdata/fakecni).
@@ -146,7 +148,7 @@ func TestWorkloadsThroughLibcni(t *testing.T) {
 	if n := len(calls); n != 4 || calls[2].Command != "ADD" || calls[3].Command != "DEL" || calls[3].ContainerID != calls[2].ContainerID {
 		t.Errorf("calls after a failed ADD: %+v", calls[2:])
 	}
-	if netnsExists(l.ns("w-default.bad")) || slices.ContainsFunc(l.status().Workloads, func(w WorkloadStatus) bool { return w.Pod == "bad" }) {
+	if netnsExists(l.ns("w-default.bad")) || slices.ContainsFunc(l.status().Workloads, func(w labstate.WorkloadStatus) bool { return w.Pod == "bad" }) {
 		t.Error("a failed ADD left its workload behind")
 	}
 
