@@ -1,11 +1,10 @@
-package main
+package e2e
 
 import (
 	"bufio"
 	"fmt"
 	"net/netip"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -56,10 +55,7 @@ type matrixLab struct {
 func newMatrixLab(t testing.TB) *matrixLab {
 	labtest.Need(t)
 	testenv.RequireTools(t, testenv.Tool{Cmd: "iptables-nft-restore", Package: "iptables"}, testenv.Tool{Cmd: "ipset", Package: "ipset"})
-	probe := filepath.Join(t.TempDir(), "policyprobe")
-	if out, err := exec.Command("go", "build", "-o", probe, "./testdata/policyprobe").CombinedOutput(); err != nil {
-		t.Fatalf("build policyprobe: %v: %s", err, out)
-	}
+	probe := labtest.Build(t, "./testdata/policyprobe", "policyprobe")
 	m := &matrixLab{l: labtest.New(t), probe: probe}
 	l := m.l
 	l.OK("up", "--nodes", "2")
@@ -99,7 +95,7 @@ func newMatrixLab(t testing.TB) *matrixLab {
 	slices.SortFunc(m.pods, func(a, b matrixPod) int { return strings.Compare(a.key, b.key) })
 	for i := range m.pods {
 		ns, name, _ := strings.Cut(m.pods[i].key, "/")
-		m.pods[i].addr, _ = workload(t, l, ns, name)
+		m.pods[i].addr = l.WorkloadIP(ns, name)
 		m.serve(t, m.pods[i])
 	}
 	m.addNamedPorts(t)
