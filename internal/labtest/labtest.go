@@ -397,47 +397,39 @@ func (l *Lab) NoPing(from, addr string) {
 	}
 }
 
-// route is one of felix's routes as ip -j prints it.
-type route struct{ Dst, Dev, Gateway string }
-
-// felixRoutes lists a lab namespace's routes of felix's protocol.
-func (l *Lab) felixRoutes(target string) []route {
+// felixRoutes maps a lab namespace's routes of felix's protocol that have a via (the
+// device, or the gateway) by destination: destination → via.
+func (l *Lab) felixRoutes(target string, via func(dev, gateway string) string) map[string]string {
 	l.t.Helper()
-	var routes []route
+	var routes []struct{ Dst, Dev, Gateway string }
 	out := l.OK("exec", target, "--", "ip", "-j", "route", "show", "proto", strconv.Itoa(felix.RouteProtocol))
 	if err := json.Unmarshal([]byte(out), &routes); err != nil {
 		l.t.Fatalf("ip -j route in %s: %v: %s", target, err, out)
 	}
-	return routes
+	m := map[string]string{}
+	for _, r := range routes {
+		if v := via(r.Dev, r.Gateway); v != "" {
+			m[r.Dst] = v
+		}
+	}
+	return m
 }
 
 // DeviceRoutes lists a lab namespace's felix routes through a device: destination →
 // device (to workloads, and through tunnels).
 func (l *Lab) DeviceRoutes(target string) map[string]string {
 	l.t.Helper()
-	out := map[string]string{}
-	for _, r := range l.felixRoutes(target) {
-		if r.Dev != "" {
-			out[r.Dst] = r.Dev
-		}
-	}
-	return out
+	return l.felixRoutes(target, func(dev, _ string) string { return dev })
 }
 
 // GatewayRoutes lists a lab namespace's felix routes with a gateway: destination →
 // gateway (learned over BGP).
 func (l *Lab) GatewayRoutes(target string) map[string]string {
 	l.t.Helper()
-	out := map[string]string{}
-	for _, r := range l.felixRoutes(target) {
-		if r.Gateway != "" {
-			out[r.Dst] = r.Gateway
-		}
-	}
-	return out
+	return l.felixRoutes(target, func(_, gateway string) string { return gateway })
 }
 
-// pollInterval is how often Poll and Steady look again.
+// pollInterval is how often Poll looks again.
 const pollInterval = 25 * time.Millisecond
 
 // Poll calls cond until it returns "" and returns how long that took; cond returns what
@@ -458,17 +450,17 @@ func Poll(t testing.TB, what string, within time.Duration, cond func() string) t
 	}
 }
 
-// Steady calls cond again and again for the period d and fails the test the first time
-// it returns something (what is wrong): for what must stay true, such as a route kept
+// Steady calls cond every interval for the period d and fails the test the first time it
+// returns something (what is wrong): for what must stay true, such as a route kept
 // through an agent's restart.
-func Steady(t testing.TB, what string, d time.Duration, cond func() string) {
+func Steady(t testing.TB, what string, d, interval time.Duration, cond func() string) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for time.Now().Before(deadline) {
 		if wrong := cond(); wrong != "" {
 			t.Fatalf("%s: %s", what, wrong)
 		}
-		time.Sleep(pollInterval)
+		time.Sleep(interval)
 	}
 }
 

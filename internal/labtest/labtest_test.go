@@ -35,7 +35,7 @@ func TestPollReturnsOnceTheConditionHolds(t *testing.T) {
 
 func TestSteadyChecksThroughout(t *testing.T) {
 	calls := 0
-	Steady(t, "always fine", 5*pollInterval, func() string { calls++; return "" })
+	Steady(t, "always fine", 5*pollInterval, pollInterval, func() string { calls++; return "" })
 	if calls < 2 {
 		t.Errorf("%d calls in 5 intervals", calls)
 	}
