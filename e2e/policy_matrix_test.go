@@ -349,15 +349,7 @@ spec:
 // orchestrator relabelling a pod would.
 func (m *matrixLab) relabel(t testing.TB, key string, labels map[string]string) {
 	t.Helper()
-	w := m.getEndpoint(t, key)
-	for k, v := range labels {
-		if v == "" {
-			delete(w.Labels, k)
-		} else {
-			w.Labels[k] = v
-		}
-	}
-	m.apply(t, endpointYAML(t, w))
+	m.apply(t, m.relabelled(t, key, labels))
 }
 
 // getEndpoint reads a pod's WorkloadEndpoint (with a non-nil Labels map).
