@@ -3,12 +3,14 @@ package e2e
 import (
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tabby-net/tabby/internal/labtest"
+	"github.com/tabby-net/tabby/internal/testenv"
 )
 
 // The benchmarks build a lab per run and print their figures (b.ReportMetric and b.Logf);
@@ -21,7 +23,7 @@ import (
 func BenchmarkMeshConvergence(b *testing.B) {
 	for _, n := range []int{3, 10, 20} {
 		b.Run(fmt.Sprintf("nodes=%d", n), func(b *testing.B) {
-			needRoot(b)
+			labtest.Need(b)
 			for range b.N {
 				meshConvergence(b, n)
 			}
@@ -32,20 +34,20 @@ func BenchmarkMeshConvergence(b *testing.B) {
 func meshConvergence(b *testing.B, n int) {
 	l := newLab(b)
 	start := time.Now()
-	l.ok("up", "--nodes", strconv.Itoa(n), "--subnets", "1", "--agent-binary", filepath.Join(binDir, "tabby-node-bgp"))
-	l.apply(labPool)
+	l.OK("up", "--nodes", strconv.Itoa(n), "--subnets", "1", "--agent-binary", bgpAgent(b))
+	l.Apply(labtest.Pool)
 	blocks := map[int]string{}
 	for i := 1; i <= n; i++ {
-		l.ok("workload", "add", fmt.Sprintf("node%d", i), fmt.Sprintf("default/w%d", i))
+		l.OK("workload", "add", fmt.Sprintf("node%d", i), fmt.Sprintf("default/w%d", i))
 	}
 	lastAdd := time.Now()
 	for i := 1; i <= n; i++ {
-		blocks[i] = blockOf(l.workloadIP("default", fmt.Sprintf("w%d", i)))
+		blocks[i] = labtest.BlockOf(l.WorkloadIP("default", fmt.Sprintf("w%d", i)))
 	}
 	nodeAddr := func(i int) string { return fmt.Sprintf("172.31.1.%d", 9+i) }
-	poll(b, "mesh converges", 120*time.Second, func() string {
+	labtest.Poll(b, "mesh converges", 120*time.Second, func() string {
 		for i := 1; i <= n; i++ {
-			routes := l.gatewayRoutes(fmt.Sprintf("node%d", i))
+			routes := l.GatewayRoutes(fmt.Sprintf("node%d", i))
 			for j := 1; j <= n; j++ {
 				if j != i && routes[blocks[j]] != nodeAddr(j) {
 					return fmt.Sprintf("node%d lacks %s", i, blocks[j])
@@ -57,15 +59,15 @@ func meshConvergence(b *testing.B, n int) {
 	fromUp, fromLast := time.Since(start), time.Since(lastAdd)
 
 	// node n leaves.
-	st := l.state()
+	st := l.State()
 	pid := st.Nodes[n-1].Agent.PID
 	_ = syscall.Kill(pid, syscall.SIGTERM)
 	waitExit(b, pid, 15*time.Second)
 	left := time.Now()
-	l.ok("ctl", "delete", "node", fmt.Sprintf("node%d", n))
-	poll(b, "the leaving node's block withdrawn everywhere", 60*time.Second, func() string {
+	l.OK("ctl", "delete", "node", fmt.Sprintf("node%d", n))
+	labtest.Poll(b, "the leaving node's block withdrawn everywhere", 60*time.Second, func() string {
 		for i := 1; i < n; i++ {
-			if _, ok := l.gatewayRoutes(fmt.Sprintf("node%d", i))[blocks[n]]; ok {
+			if _, ok := l.GatewayRoutes(fmt.Sprintf("node%d", i))[blocks[n]]; ok {
 				return fmt.Sprintf("node%d still routes %s", i, blocks[n])
 			}
 		}
@@ -88,8 +90,8 @@ func meshConvergence(b *testing.B, n int) {
 func BenchmarkRouteInstall(b *testing.B) {
 	for _, n := range []int{10_000, 100_000} {
 		b.Run(fmt.Sprintf("routes=%d", n), func(b *testing.B) {
-			needRoot(b)
-			needTool(b, "/usr/sbin/bird", "bird2")
+			labtest.Need(b)
+			testenv.RequireTools(b, testenv.Tool{Cmd: "/usr/sbin/bird", Package: "bird2"})
 			for range b.N {
 				routeInstall(b, n)
 			}
@@ -100,12 +102,12 @@ func BenchmarkRouteInstall(b *testing.B) {
 func routeInstall(b *testing.B, n int) {
 	l := newLab(b)
 	// The agent logs at info here (the lab's default is debug: a line per path).
-	l.ok("up", "--nodes", "1", "--subnets", "1", "--agent-binary", agentWrapper(b, "--log-level info"))
-	l.ok("host", "add", "ann", "--subnet", "1")
-	l.ok("host", "add", "ref", "--subnet", "1")
+	l.OK("up", "--nodes", "1", "--subnets", "1", "--agent-binary", bgpAgent(b, "--log-level", "info"))
+	l.OK("host", "add", "ann", "--subnet", "1")
+	l.OK("host", "add", "ref", "--subnet", "1")
 	annNS, ann := l.hostAddr("ann")
 	refNS, ref := l.hostAddr("ref")
-	l.apply(labPool + `---
+	l.Apply(labtest.Pool + `---
 apiVersion: projectcalico.org/v3
 kind: BGPPeer
 metadata: {name: announcer}
@@ -122,11 +124,11 @@ protocol bgp ann { local `+ref+` as 64513; neighbor `+ann+` as 65001; direct;
 	for i := range n {
 		fmt.Fprintf(&routes, "  route 100.%d.%d.%d/32 blackhole;\n", 64+i>>16, i>>8&255, i&255)
 	}
-	agentPID := l.state().Nodes[0].Agent.PID
+	agentPID := l.State().Nodes[0].Agent.PID
 	rss0 := rssKB(b, agentPID)
 
 	count := func(target, proto string) int {
-		out := l.ok("exec", target, "--", "ip", "route", "show", "proto", proto)
+		out := l.OK("exec", target, "--", "ip", "route", "show", "proto", proto)
 		c := 0
 		for _, line := range strings.Split(out, "\n") {
 			if strings.HasPrefix(line, "100.") {
@@ -148,7 +150,7 @@ protocol bgp ref from feed { neighbor `+ref+` as 64513; }
 	// Times from the announcer's start (sessions come up within a connect retry) and from
 	// each receiver's first route, which is the install time proper.
 	var tabbyT, birdT, tabbyFirst, birdFirst time.Duration
-	poll(b, "all routes in both kernels", 180*time.Second, func() string {
+	labtest.Poll(b, "all routes in both kernels", 180*time.Second, func() string {
 		tn, bn := count("node1", "116"), count("ref", "bird")
 		now := time.Since(start)
 		for _, x := range []struct {

@@ -10,6 +10,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tabby-net/tabby/internal/labtest"
+	"github.com/tabby-net/tabby/internal/testenv"
 )
 
 // birdPrefix matches the first column of `birdc show route` lines.
@@ -20,26 +23,25 @@ var birdPrefix = regexp.MustCompile(`(?m)^(\d+\.\d+\.\d+\.\d+/\d+)\s`)
 // nothing another node learned, nothing of its own sent back), and its own prefix reaches
 // every node's kernel through tabby's route protocol, via BIRD.
 func TestBIRDToR(t *testing.T) {
-	needRoot(t)
-	needTool(t, "/usr/sbin/bird", "bird2")
+	testenv.RequireTools(t, testenv.Tool{Cmd: "/usr/sbin/bird", Package: "bird2"})
 	l := newLab(t)
-	l.ok("up", "--nodes", "2", "--subnets", "1", "--agent-binary", filepath.Join(binDir, "tabby-node-bgp"))
-	l.ok("host", "add", "tor", "--subnet", "1")
+	l.OK("up", "--nodes", "2", "--subnets", "1", "--agent-binary", bgpAgent(t))
+	l.OK("host", "add", "tor", "--subnet", "1")
 	var torNS, tor string
-	for _, h := range l.state().Hosts {
+	for _, h := range l.State().Hosts {
 		if h.Name == "tor" {
 			torNS, tor = h.Netns, h.Address.Addr().String()
 		}
 	}
-	l.apply(labPool)
-	l.apply(`apiVersion: projectcalico.org/v3
+	l.Apply(labtest.Pool)
+	l.Apply(`apiVersion: projectcalico.org/v3
 kind: BGPPeer
 metadata: {name: tor}
 spec: {peerIP: ` + tor + `, asNumber: 65001}
 `)
-	l.ok("workload", "add", "node1", "default/w1")
-	l.ok("workload", "add", "node2", "default/w2")
-	blocks := []string{blockOf(l.workloadIP("default", "w1")), blockOf(l.workloadIP("default", "w2"))}
+	l.OK("workload", "add", "node1", "default/w1")
+	l.OK("workload", "add", "node2", "default/w2")
+	blocks := []string{labtest.BlockOf(l.WorkloadIP("default", "w1")), labtest.BlockOf(l.WorkloadIP("default", "w2"))}
 	slices.Sort(blocks)
 
 	dir := t.TempDir()
@@ -69,8 +71,8 @@ protocol bgp node2 from tabby { neighbor 172.31.1.11 as 64512; }
 		}
 	})
 
-	took := poll(t, "BIRD learns every block and nothing else", 40*time.Second, func() string {
-		out, stderr, code := l.run("", "exec", "tor", "--", "birdc", "-s", sock, "show", "route", "where", "proto", "!=", `"own"`)
+	took := labtest.Poll(t, "BIRD learns every block and nothing else", 40*time.Second, func() string {
+		out, stderr, code := l.Run("", "exec", "tor", "--", "birdc", "-s", sock, "show", "route", "where", "proto", "!=", `"own"`)
 		if code != 0 {
 			return stderr
 		}
@@ -86,21 +88,21 @@ protocol bgp node2 from tabby { neighbor 172.31.1.11 as 64512; }
 		return ""
 	})
 	t.Logf("BIRD learned both blocks %s after the workloads", took)
-	poll(t, "BIRD's prefix in every node's kernel", 20*time.Second, func() string {
+	labtest.Poll(t, "BIRD's prefix in every node's kernel", 20*time.Second, func() string {
 		for _, n := range []string{"node1", "node2"} {
-			if gw := l.gatewayRoutes(n)["192.0.2.0/24"]; gw != tor {
+			if gw := l.GatewayRoutes(n)["192.0.2.0/24"]; gw != tor {
 				return fmt.Sprintf("%s: 192.0.2.0/24 via %q", n, gw)
 			}
 		}
 		return ""
 	})
 	// Each block came from its owner only: node1 did not pass node2's block to BIRD.
-	out := l.ok("exec", "tor", "--", "birdc", "-s", sock, "show", "route", "all", "protocol", "node1")
+	out := l.OK("exec", "tor", "--", "birdc", "-s", sock, "show", "route", "all", "protocol", "node1")
 	if strings.Contains(out, blocks[0]) == strings.Contains(out, blocks[1]) {
 		t.Errorf("BIRD's routes from node1 should hold exactly one block:\n%s", out)
 	}
 	// node status names the ToR as a global peer, Established.
-	up, s := l.established("node1", l.nodeDataDir("node1"))
+	up, s := l.established("node1", l.NodeDataDir("node1"))
 	if !up[tor] {
 		t.Errorf("node1's session to BIRD is not up: %+v", s)
 	}

@@ -9,23 +9,15 @@ import (
 	"syscall"
 	"testing"
 	"time"
-)
 
-// agentWrapper writes an agent binary for the lab that runs tabby-node-bgp with extra flags.
-func agentWrapper(t testing.TB, extra string) string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "tabby-node-wrapped")
-	script := "#!/bin/sh\nexec " + filepath.Join(binDir, "tabby-node-bgp") + ` "$@" ` + extra + "\n"
-	if err := os.WriteFile(path, []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
+	"github.com/tabby-net/tabby/internal/labtest"
+	"github.com/tabby-net/tabby/internal/testenv"
+)
 
 // hostAddr returns a lab host's namespace and address.
 func (l *lab) hostAddr(name string) (netns, addr string) {
 	l.t.Helper()
-	for _, h := range l.state().Hosts {
+	for _, h := range l.State().Hosts {
 		if h.Name == name {
 			return h.Netns, h.Address.Addr().String()
 		}
@@ -67,8 +59,7 @@ func startBIRD(t testing.TB, netns, conf string) string {
 //     each with its reason; node1's session to node2 stays Established and is not reset, and
 //     a third BIRD with the right password (TCP MD5 works here) is Established.
 func TestFailures(t *testing.T) {
-	needRoot(t)
-	needTool(t, "/usr/sbin/bird", "bird2")
+	testenv.RequireTools(t, testenv.Tool{Cmd: "/usr/sbin/bird", Package: "bird2"})
 	pwDir := t.TempDir()
 	if err := os.MkdirAll(filepath.Join(pwDir, "bgp"), 0o700); err != nil {
 		t.Fatal(err)
@@ -80,30 +71,30 @@ func TestFailures(t *testing.T) {
 		t.Fatal(err)
 	}
 	l := newLab(t)
-	l.ok("up", "--nodes", "3", "--subnets", "1", "--agent-binary", agentWrapper(t, "--bgp-no-graceful-restart --bgp-password-dir "+pwDir))
-	l.apply(labPool)
+	l.OK("up", "--nodes", "3", "--subnets", "1", "--agent-binary", bgpAgent(t, "--bgp-no-graceful-restart", "--bgp-password-dir", pwDir))
+	l.Apply(labtest.Pool)
 	ips := map[int]netip.Addr{}
 	for i := 1; i <= 3; i++ {
-		l.ok("workload", "add", fmt.Sprintf("node%d", i), fmt.Sprintf("default/w%d", i))
-		ips[i] = l.workloadIP("default", fmt.Sprintf("w%d", i))
+		l.OK("workload", "add", fmt.Sprintf("node%d", i), fmt.Sprintf("default/w%d", i))
+		ips[i] = l.WorkloadIP("default", fmt.Sprintf("w%d", i))
 	}
 	nodeAddr := func(i int) string { return fmt.Sprintf("172.31.1.%d", 9+i) }
-	routeOn := func(on, of int) string { return l.gatewayRoutes(fmt.Sprintf("node%d", on))[blockOf(ips[of])] }
-	poll(t, "mesh converges", 40*time.Second, func() string {
+	routeOn := func(on, of int) string { return l.GatewayRoutes(fmt.Sprintf("node%d", on))[labtest.BlockOf(ips[of])] }
+	labtest.Poll(t, "mesh converges", 40*time.Second, func() string {
 		for i := 1; i <= 3; i++ {
 			for j := 1; j <= 3; j++ {
 				if i != j && routeOn(i, j) != nodeAddr(j) {
-					return fmt.Sprintf("node%d: %s via %q", i, blockOf(ips[j]), routeOn(i, j))
+					return fmt.Sprintf("node%d: %s via %q", i, labtest.BlockOf(ips[j]), routeOn(i, j))
 				}
 			}
 		}
 		return ""
 	})
 
-	poll(t, "every agent synced (End-of-RIB from every peer)", 20*time.Second, func() string {
+	labtest.Poll(t, "every agent synced (End-of-RIB from every peer)", 20*time.Second, func() string {
 		for i := 1; i <= 3; i++ {
 			node := fmt.Sprintf("node%d", i)
-			if _, s := l.established(node, l.nodeDataDir(node)); s == nil || !s.Synced {
+			if _, s := l.established(node, l.NodeDataDir(node)); s == nil || !s.Synced {
 				return node + " not synced"
 			}
 		}
@@ -111,14 +102,14 @@ func TestFailures(t *testing.T) {
 	})
 
 	// kill -9 without graceful restart: node3's block goes at once.
-	st := l.state()
+	st := l.State()
 	if err := syscall.Kill(st.Nodes[2].Agent.PID, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	took := poll(t, "node3's block withdrawn after kill -9", 9*time.Second, func() string {
+	took := labtest.Poll(t, "node3's block withdrawn after kill -9", 9*time.Second, func() string {
 		for _, i := range []int{1, 2} {
 			if gw := routeOn(i, 3); gw != "" {
-				return fmt.Sprintf("node%d still routes %s via %s", i, blockOf(ips[3]), gw)
+				return fmt.Sprintf("node%d still routes %s via %s", i, labtest.BlockOf(ips[3]), gw)
 			}
 		}
 		return ""
@@ -131,7 +122,7 @@ func TestFailures(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = syscall.Kill(pid2, syscall.SIGCONT) })
-	took = poll(t, "node2's block withdrawn on node1 within the hold time", 9*time.Second+4*time.Second, func() string {
+	took = labtest.Poll(t, "node2's block withdrawn on node1 within the hold time", 9*time.Second+4*time.Second, func() string {
 		if gw := routeOn(1, 2); gw != "" {
 			return "node1 still routes node2's block via " + gw
 		}
@@ -141,19 +132,19 @@ func TestFailures(t *testing.T) {
 	if err := syscall.Kill(pid2, syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
-	poll(t, "node2's block back on node1 after SIGCONT", 30*time.Second, func() string {
+	labtest.Poll(t, "node2's block back on node1 after SIGCONT", 30*time.Second, func() string {
 		if gw := routeOn(1, 2); gw != nodeAddr(2) {
 			return fmt.Sprintf("node1 routes node2's block via %q", gw)
 		}
 		return ""
 	})
-	l.ping("default/w1", ips[2])
+	l.Ping("default/w1", ips[2].String())
 
 	// The misconfigured peers: two BIRDs (AS 65001), one with a TCP MD5 password. (Each its
 	// own host: BIRD keys its one listening socket, which would then refuse unsigned SYNs.)
-	l.ok("host", "add", "bad", "--subnet", "1")
-	l.ok("host", "add", "md5", "--subnet", "1")
-	l.ok("host", "add", "md5ok", "--subnet", "1")
+	l.OK("host", "add", "bad", "--subnet", "1")
+	l.OK("host", "add", "md5", "--subnet", "1")
+	l.OK("host", "add", "md5ok", "--subnet", "1")
 	badNS, bad := l.hostAddr("bad")
 	md5NS, bad2 := l.hostAddr("md5")
 	goodNS, good := l.hostAddr("md5ok")
@@ -167,8 +158,8 @@ protocol bgp node1 {
 }
 `)
 	}
-	_, before := l.established("node1", l.nodeDataDir("node1"))
-	l.apply(`apiVersion: projectcalico.org/v3
+	_, before := l.established("node1", l.NodeDataDir("node1"))
+	l.Apply(`apiVersion: projectcalico.org/v3
 kind: BGPPeer
 metadata: {name: wrong-as}
 spec: {node: node1, peerIP: ` + bad + `, asNumber: 65002}
@@ -194,8 +185,8 @@ spec: {node: node1, peerIP: ` + good + `, asNumber: 65001, password: {secretKeyR
 		"172.31.1.249": "failed to connect",
 	}
 	var rows string
-	poll(t, "node status gives each misconfigured peer's reason", 30*time.Second, func() string {
-		s, err := l.status("node1", l.nodeDataDir("node1"))
+	labtest.Poll(t, "node status gives each misconfigured peer's reason", 30*time.Second, func() string {
+		s, err := l.status("node1", l.NodeDataDir("node1"))
 		if err != nil {
 			return err.Error()
 		}
@@ -224,9 +215,9 @@ spec: {node: node1, peerIP: ` + good + `, asNumber: 65001, password: {secretKeyR
 		return ""
 	})
 	t.Logf("node1's peers with three misconfigured ones: %s", rows)
-	t.Logf("tabbyctl node status on node1:\n%s", l.ok("exec", "node1", "--", filepath.Join(binDir, "tabbyctl"), "node", "status",
-		"--socket", filepath.Join(l.nodeDataDir("node1"), "status.sock")))
-	_, after := l.established("node1", l.nodeDataDir("node1"))
+	t.Logf("tabbyctl node status on node1:\n%s", l.OK("exec", "node1", "--", labtest.Bin(t, "tabbyctl"), "node", "status",
+		"--socket", filepath.Join(l.NodeDataDir("node1"), "status.sock")))
+	_, after := l.established("node1", l.NodeDataDir("node1"))
 	for _, p := range before.Peers {
 		if p.State != "Established" {
 			continue
@@ -237,6 +228,6 @@ spec: {node: node1, peerIP: ` + good + `, asNumber: 65001, password: {secretKeyR
 			}
 		}
 	}
-	l.ping("default/w1", ips[2])
+	l.Ping("default/w1", ips[2].String())
 
 }

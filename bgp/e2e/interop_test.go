@@ -11,6 +11,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tabby-net/tabby/internal/labtest"
+	"github.com/tabby-net/tabby/internal/testenv"
 )
 
 // twoNodeLab brings up two nodes on one subnet with a workload each, plus a host for a
@@ -20,13 +23,13 @@ import (
 func twoNodeLab(t *testing.T, router, extra string) (*lab, string, string, []string) {
 	t.Helper()
 	l := newLab(t)
-	l.ok("up", "--nodes", "2", "--subnets", "1", "--agent-binary", filepath.Join(binDir, "tabby-node-bgp"))
-	l.ok("host", "add", router, "--subnet", "1")
+	l.OK("up", "--nodes", "2", "--subnets", "1", "--agent-binary", bgpAgent(t))
+	l.OK("host", "add", router, "--subnet", "1")
 	ns, addr := l.hostAddr(router)
-	l.apply(labPool + "---\n" + strings.ReplaceAll(extra, "ROUTER", addr))
-	l.ok("workload", "add", "node1", "default/w1")
-	l.ok("workload", "add", "node2", "default/w2")
-	blocks := []string{blockOf(l.workloadIP("default", "w1")), blockOf(l.workloadIP("default", "w2"))}
+	l.Apply(labtest.Pool + "---\n" + strings.ReplaceAll(extra, "ROUTER", addr))
+	l.OK("workload", "add", "node1", "default/w1")
+	l.OK("workload", "add", "node2", "default/w2")
+	blocks := []string{labtest.BlockOf(l.WorkloadIP("default", "w1")), labtest.BlockOf(l.WorkloadIP("default", "w2"))}
 	slices.Sort(blocks)
 	return l, ns, addr, blocks
 }
@@ -34,9 +37,9 @@ func twoNodeLab(t *testing.T, router, extra string) (*lab, string, string, []str
 // routeIn polls until every node has prefix in its kernel via gw.
 func (l *lab) routeIn(prefix, gw string, nodes ...string) time.Duration {
 	l.t.Helper()
-	return poll(l.t, prefix+" in every node's kernel", 20*time.Second, func() string {
+	return labtest.Poll(l.t, prefix+" in every node's kernel", 20*time.Second, func() string {
 		for _, n := range nodes {
-			if got := l.gatewayRoutes(n)[prefix]; got != gw {
+			if got := l.GatewayRoutes(n)[prefix]; got != gw {
 				return fmt.Sprintf("%s: %s via %q, want via %s", n, prefix, got, gw)
 			}
 		}
@@ -65,8 +68,7 @@ func daemon(t testing.TB, netns, name string, argv []string) {
 // through a global BGPPeer: it learns exactly the two blocks, each from its owner only, and
 // its own prefix reaches both nodes' kernels via the ToR.
 func TestFRRToR(t *testing.T) {
-	needRoot(t)
-	needTool(t, "/usr/lib/frr/bgpd", "frr")
+	testenv.RequireTools(t, testenv.Tool{Cmd: "/usr/lib/frr/bgpd", Package: "frr"})
 	l, ns, tor, blocks := twoNodeLab(t, "tor", `apiVersion: projectcalico.org/v3
 kind: BGPPeer
 metadata: {name: tor}
@@ -97,7 +99,7 @@ router bgp 65002
 
 	// FRR's RIB: prefix -> the peers it has a path from.
 	rib := func() (map[string][]string, string) {
-		out, stderr, code := l.run("", "exec", "tor", "--", "vtysh", "--vty_socket", dir, "-c", "show bgp ipv4 unicast json")
+		out, stderr, code := l.Run("", "exec", "tor", "--", "vtysh", "--vty_socket", dir, "-c", "show bgp ipv4 unicast json")
 		if code != 0 {
 			return nil, stderr + out
 		}
@@ -117,8 +119,8 @@ router bgp 65002
 		}
 		return m, out
 	}
-	owner := map[string]string{blockOf(l.workloadIP("default", "w1")): "172.31.1.10", blockOf(l.workloadIP("default", "w2")): "172.31.1.11"}
-	took := poll(t, "FRR learns every block, each from its owner, and nothing else", 40*time.Second, func() string {
+	owner := map[string]string{labtest.BlockOf(l.WorkloadIP("default", "w1")): "172.31.1.10", labtest.BlockOf(l.WorkloadIP("default", "w2")): "172.31.1.11"}
+	took := labtest.Poll(t, "FRR learns every block, each from its owner, and nothing else", 40*time.Second, func() string {
 		m, out := rib()
 		if m == nil {
 			return out
@@ -142,7 +144,7 @@ router bgp 65002
 	})
 	t.Logf("FRR learned both blocks %s after the workloads", took)
 	l.routeIn("198.51.100.0/24", tor, "node1", "node2")
-	up, s := l.established("node1", l.nodeDataDir("node1"))
+	up, s := l.established("node1", l.NodeDataDir("node1"))
 	if !up[tor] {
 		t.Errorf("node1's session to FRR is not up: %+v", s)
 	}
@@ -152,8 +154,7 @@ router bgp 65002
 // nodes: it learns both blocks with the owners as next hops, and a prefix added with the
 // gobgp CLI reaches both nodes' kernels via gobgpd.
 func TestGoBGPPeer(t *testing.T) {
-	needRoot(t)
-	needTool(t, "/usr/bin/gobgpd", "gobgpd")
+	testenv.RequireTools(t, testenv.Tool{Cmd: "/usr/bin/gobgpd", Package: "gobgpd"})
 	l, ns, rtr, blocks := twoNodeLab(t, "gobgp", `apiVersion: projectcalico.org/v3
 kind: BGPPeer
 metadata: {name: gobgpd}
@@ -187,9 +188,9 @@ spec: {peerIP: ROUTER, asNumber: 64512}
 	const api = "127.0.0.1:50061"
 	daemon(t, ns, "gobgpd", []string{"/usr/bin/gobgpd", "-f", conf, "-p", "-l", "info", "--api-hosts", api, "--pprof-disable"})
 	gobgp := func(args ...string) (string, string, int) {
-		return l.run("", append([]string{"exec", "gobgp", "--", "/usr/bin/gobgp", "-u", "127.0.0.1", "-p", "50061"}, args...)...)
+		return l.Run("", append([]string{"exec", "gobgp", "--", "/usr/bin/gobgp", "-u", "127.0.0.1", "-p", "50061"}, args...)...)
 	}
-	took := poll(t, "gobgpd learns both blocks from their owners", 40*time.Second, func() string {
+	took := labtest.Poll(t, "gobgpd learns both blocks from their owners", 40*time.Second, func() string {
 		out, stderr, code := gobgp("global", "rib", "-j")
 		if code != 0 {
 			return stderr
@@ -213,7 +214,7 @@ spec: {peerIP: ROUTER, asNumber: 64512}
 				}
 			}
 		}
-		want := map[string]string{blockOf(l.workloadIP("default", "w1")): "172.31.1.10", blockOf(l.workloadIP("default", "w2")): "172.31.1.11"}
+		want := map[string]string{labtest.BlockOf(l.WorkloadIP("default", "w1")): "172.31.1.10", labtest.BlockOf(l.WorkloadIP("default", "w2")): "172.31.1.11"}
 		if fmt.Sprint(got) != fmt.Sprint(want) {
 			return fmt.Sprintf("gobgpd has %v, want %v (blocks %v)", got, want, blocks)
 		}
@@ -224,7 +225,7 @@ spec: {peerIP: ROUTER, asNumber: 64512}
 		t.Fatalf("gobgp rib add: %s%s", out, stderr)
 	}
 	l.routeIn("203.0.113.0/24", rtr, "node1", "node2")
-	_, s := l.established("node2", l.nodeDataDir("node2"))
+	_, s := l.established("node2", l.NodeDataDir("node2"))
 	for _, p := range s.Peers {
 		if p.Address == rtr && (p.State != "Established" || p.Type != "global" || p.Received != 1) {
 			t.Errorf("node2's gobgpd row: %+v", p)
@@ -237,13 +238,12 @@ spec: {peerIP: ROUTER, asNumber: 64512}
 // learns the others' blocks reflected with their owners as next hops, and workloads ping
 // each other.
 func TestBIRDRouteReflector(t *testing.T) {
-	needRoot(t)
-	needTool(t, "/usr/sbin/bird", "bird2")
+	testenv.RequireTools(t, testenv.Tool{Cmd: "/usr/sbin/bird", Package: "bird2"})
 	l := newLab(t)
-	l.ok("up", "--nodes", "3", "--subnets", "1", "--agent-binary", filepath.Join(binDir, "tabby-node-bgp"))
-	l.ok("host", "add", "rr", "--subnet", "1")
+	l.OK("up", "--nodes", "3", "--subnets", "1", "--agent-binary", bgpAgent(t))
+	l.OK("host", "add", "rr", "--subnet", "1")
 	ns, rr := l.hostAddr("rr")
-	l.apply(labPool + `---
+	l.Apply(labtest.Pool + `---
 apiVersion: projectcalico.org/v3
 kind: BGPConfiguration
 metadata: {name: default}
@@ -271,23 +271,23 @@ template bgp tabby {
 	sock := startBIRD(t, ns, conf)
 	t.Cleanup(func() {
 		if t.Failed() {
-			out, _, _ := l.run("", "exec", "rr", "--", "birdc", "-s", sock, "show", "route", "all")
+			out, _, _ := l.Run("", "exec", "rr", "--", "birdc", "-s", sock, "show", "route", "all")
 			t.Logf("BIRD's routes:\n%s", out)
-			out, _, _ = l.run("", "exec", "node1", "--", filepath.Join(binDir, "tabbyctl"), "node", "status", "--socket", filepath.Join(l.nodeDataDir("node1"), "status.sock"))
+			out, _, _ = l.Tabbyctl("node1", "node", "status", "--socket", filepath.Join(l.NodeDataDir("node1"), "status.sock"))
 			t.Logf("node status on node1:\n%s", out)
 		}
 	})
 	ips := map[int]netip.Addr{}
 	for i := 1; i <= 3; i++ {
-		l.ok("workload", "add", fmt.Sprintf("node%d", i), fmt.Sprintf("default/w%d", i))
-		ips[i] = l.workloadIP("default", fmt.Sprintf("w%d", i))
+		l.OK("workload", "add", fmt.Sprintf("node%d", i), fmt.Sprintf("default/w%d", i))
+		ips[i] = l.WorkloadIP("default", fmt.Sprintf("w%d", i))
 	}
-	took := poll(t, "every node learns the others' blocks through BIRD", 40*time.Second, func() string {
+	took := labtest.Poll(t, "every node learns the others' blocks through BIRD", 40*time.Second, func() string {
 		for i := 1; i <= 3; i++ {
-			routes := l.gatewayRoutes(fmt.Sprintf("node%d", i))
+			routes := l.GatewayRoutes(fmt.Sprintf("node%d", i))
 			for j := 1; j <= 3; j++ {
-				if want := fmt.Sprintf("172.31.1.%d", 9+j); j != i && routes[blockOf(ips[j])] != want {
-					return fmt.Sprintf("node%d: %s via %q, want %s", i, blockOf(ips[j]), routes[blockOf(ips[j])], want)
+				if want := fmt.Sprintf("172.31.1.%d", 9+j); j != i && routes[labtest.BlockOf(ips[j])] != want {
+					return fmt.Sprintf("node%d: %s via %q, want %s", i, labtest.BlockOf(ips[j]), routes[labtest.BlockOf(ips[j])], want)
 				}
 			}
 		}
@@ -296,13 +296,13 @@ template bgp tabby {
 	t.Logf("BIRD as route reflector: all blocks in every node's kernel %s after the last workload", took)
 	for i := 1; i <= 3; i++ {
 		node := fmt.Sprintf("node%d", i)
-		_, s := l.established(node, l.nodeDataDir(node))
+		_, s := l.established(node, l.NodeDataDir(node))
 		if rows := peerRows(s); len(rows) != 1 || rows[rr] != "global/Established" {
 			t.Errorf("%s: peers %v, want only BIRD %s", node, rows, rr)
 		}
 		for j := 1; j <= 3; j++ {
 			if i != j {
-				l.ping(fmt.Sprintf("default/w%d", i), ips[j])
+				l.Ping(fmt.Sprintf("default/w%d", i), ips[j].String())
 			}
 		}
 	}

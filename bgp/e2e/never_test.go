@@ -2,11 +2,13 @@ package e2e
 
 import (
 	"fmt"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tabby-net/tabby/internal/labtest"
+	"github.com/tabby-net/tabby/internal/testenv"
 )
 
 // TestNeverNeedsBGPRouter: two nodes on two subnets, an IPPool with ipipMode and
@@ -17,12 +19,11 @@ import (
 // capture on the router's port to node1 sees plain ICMP between the workloads, no IPIP,
 // no VXLAN).
 func TestNeverNeedsBGPRouter(t *testing.T) {
-	needRoot(t)
-	needTool(t, "/usr/sbin/bird", "bird2")
-	needTool(t, "/usr/bin/tcpdump", "tcpdump")
+	testenv.RequireTools(t, testenv.Tool{Cmd: "/usr/sbin/bird", Package: "bird2"})
+	testenv.RequireTools(t, testenv.Tool{Cmd: "/usr/bin/tcpdump", Package: "tcpdump"})
 	l := newLab(t)
-	l.ok("up", "--nodes", "2", "--subnets", "2", "--agent-binary", filepath.Join(binDir, "tabby-node-bgp"))
-	l.apply(`apiVersion: projectcalico.org/v3
+	l.OK("up", "--nodes", "2", "--subnets", "2", "--agent-binary", bgpAgent(t))
+	l.Apply(`apiVersion: projectcalico.org/v3
 kind: IPPool
 metadata: {name: lab-v4}
 spec: {cidr: 10.244.0.0/16, blockSize: 26, ipipMode: Never, vxlanMode: Never}
@@ -42,14 +43,14 @@ kind: BGPPeer
 metadata: {name: node2-gateway}
 spec: {node: node2, peerIP: 172.31.2.1, asNumber: 64512}
 `)
-	l.ok("workload", "add", "node1", "default/w1")
-	l.ok("workload", "add", "node2", "default/w2")
-	w1, w2 := l.workloadIP("default", "w1"), l.workloadIP("default", "w2")
-	if out, _, code := l.run("", "exec", "default/w1", "--", "ping", "-c", "1", "-W", "1", w2.String()); code == 0 {
+	l.OK("workload", "add", "node1", "default/w1")
+	l.OK("workload", "add", "node2", "default/w2")
+	w1, w2 := l.WorkloadIP("default", "w1"), l.WorkloadIP("default", "w2")
+	if out, _, code := l.Run("", "exec", "default/w1", "--", "ping", "-c", "1", "-W", "1", w2.String()); code == 0 {
 		t.Fatalf("Never without BGP in the router: w1 reached w2 across a router that knows no pod routes: %s", out)
 	}
 
-	routerNS := "tby-" + l.name + "-router"
+	routerNS := "tby-" + l.Name + "-router"
 	sock := startBIRD(t, routerNS, `router id 172.31.1.1;
 protocol device {}
 protocol direct { ipv4; }
@@ -64,17 +65,17 @@ template bgp node {
 protocol bgp node1 from node { local 172.31.1.1; neighbor 172.31.1.10 as 64512; }
 protocol bgp node2 from node { local 172.31.2.1; neighbor 172.31.2.11 as 64512; }
 `)
-	b1, b2 := blockOf(w1), blockOf(w2)
-	took := poll(t, "router kernel and nodes route both blocks", 40*time.Second, func() string {
-		out, _, _ := l.run("", "exec", "router", "--", "ip", "route", "show", "proto", "bird")
+	b1, b2 := labtest.BlockOf(w1), labtest.BlockOf(w2)
+	took := labtest.Poll(t, "router kernel and nodes route both blocks", 40*time.Second, func() string {
+		out, _, _ := l.Run("", "exec", "router", "--", "ip", "route", "show", "proto", "bird")
 		if !strings.Contains(out, b1+" via 172.31.1.10") || !strings.Contains(out, b2+" via 172.31.2.11") {
-			birdc, _, _ := l.run("", "exec", "router", "--", "birdc", "-s", sock, "show", "route")
+			birdc, _, _ := l.Run("", "exec", "router", "--", "birdc", "-s", sock, "show", "route")
 			return fmt.Sprintf("router kernel:\n%s\nbird:\n%s", out, birdc)
 		}
-		if gw := l.gatewayRoutes("node1")[b2]; gw != "172.31.1.1" {
+		if gw := l.GatewayRoutes("node1")[b2]; gw != "172.31.1.1" {
 			return fmt.Sprintf("node1: %s via %q, want the gateway 172.31.1.1", b2, gw)
 		}
-		if gw := l.gatewayRoutes("node2")[b1]; gw != "172.31.2.1" {
+		if gw := l.GatewayRoutes("node2")[b1]; gw != "172.31.2.1" {
 			return fmt.Sprintf("node2: %s via %q, want the gateway 172.31.2.1", b1, gw)
 		}
 		return ""
@@ -83,12 +84,12 @@ protocol bgp node2 from node { local 172.31.2.1; neighbor 172.31.2.11 as 64512; 
 
 	plain := `^\S+ IP ` + regexp.QuoteMeta(w1.String()) + ` > ` + regexp.QuoteMeta(w2.String()) + `: ICMP echo request`
 	reply := `^\S+ IP ` + regexp.QuoteMeta(w2.String()) + ` > ` + regexp.QuoteMeta(w1.String()) + `: ICMP echo reply`
-	c := l.startCapture("node1")
-	l.ping("default/w1", w2)
-	lines := c.stop(t, plain, reply)
-	tunnelled := count(lines, `VXLAN|\.4789: |: IP \d|ipip`) // IPIP shows as an IP packet inside an IP packet
-	t.Logf("capture on node1's link: %d plain echo requests w1 > w2, %d replies, %d tunnelled packets", count(lines, plain), count(lines, reply), tunnelled)
-	if count(lines, plain) == 0 || count(lines, reply) == 0 || tunnelled != 0 {
+	c := l.StartCapture("node1")
+	l.Ping("default/w1", w2.String())
+	lines := c.Stop(t, plain, reply)
+	tunnelled := labtest.Count(lines, `VXLAN|\.4789: |: IP \d|ipip`) // IPIP shows as an IP packet inside an IP packet
+	t.Logf("capture on node1's link: %d plain echo requests w1 > w2, %d replies, %d tunnelled packets", labtest.Count(lines, plain), labtest.Count(lines, reply), tunnelled)
+	if labtest.Count(lines, plain) == 0 || labtest.Count(lines, reply) == 0 || tunnelled != 0 {
 		t.Errorf("want plain ICMP both ways and nothing encapsulated; capture:\n%s", strings.Join(lines, "\n"))
 	}
 }

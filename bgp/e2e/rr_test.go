@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tabby-net/tabby/internal/labtest"
 )
 
 // hostAgent is a tabby-node run in a lab host namespace (a route reflector host, or a node
@@ -24,15 +26,15 @@ type hostAgent struct {
 // name, with extra flags; the agent is killed at cleanup (down would stop it too).
 func (l *lab) startHostAgent(name string, extra ...string) *hostAgent {
 	l.t.Helper()
-	l.ok("host", "add", name, "--subnet", "1")
-	st := l.state()
-	h := &hostAgent{name: name, dataDir: filepath.Join(l.dataDir, name), log: filepath.Join(l.stateDir, l.name, name+".log")}
+	l.OK("host", "add", name, "--subnet", "1")
+	st := l.State()
+	h := &hostAgent{name: name, dataDir: filepath.Join(l.DataDir(), name), log: filepath.Join(l.StateDir(), name+".log")}
 	for _, x := range st.Hosts {
 		if x.Name == name {
 			h.netns, h.addr = x.Netns, x.Address.Addr().String()
 		}
 	}
-	h.argv = append([]string{filepath.Join(binDir, "tabby-node-bgp"), "--node-name", name, "--etcd-endpoints", st.Etcd.Endpoint,
+	h.argv = append([]string{bgpAgent(l.t), "--node-name", name, "--etcd-endpoints", st.Etcd.Endpoint,
 		"--data-dir", h.dataDir, "--log-level", "debug"}, extra...)
 	h.start(l.t)
 	l.t.Cleanup(func() {
@@ -85,10 +87,9 @@ func peerRows(s *bgpStatus) map[string]string {
 // and keep full reachability through the other reflector; node5's first workload, added
 // only now, gets its block to every node through the surviving reflector alone.
 func TestRouteReflectors(t *testing.T) {
-	needRoot(t)
 	l := newLab(t)
-	l.ok("up", "--nodes", "5", "--subnets", "1", "--agent-binary", filepath.Join(binDir, "tabby-node-bgp"))
-	l.apply(labPool + `---
+	l.OK("up", "--nodes", "5", "--subnets", "1", "--agent-binary", bgpAgent(t))
+	l.Apply(labtest.Pool + `---
 apiVersion: projectcalico.org/v3
 kind: BGPConfiguration
 metadata: {name: default}
@@ -116,16 +117,16 @@ spec: {bgp: {routeReflectorClusterID: 1.0.0.1}}
 	start := time.Now()
 	ips := map[int]netip.Addr{}
 	for i := 1; i <= 4; i++ {
-		l.ok("workload", "add", fmt.Sprintf("node%d", i), fmt.Sprintf("default/w%d", i))
-		ips[i] = l.workloadIP("default", fmt.Sprintf("w%d", i))
+		l.OK("workload", "add", fmt.Sprintf("node%d", i), fmt.Sprintf("default/w%d", i))
+		ips[i] = l.WorkloadIP("default", fmt.Sprintf("w%d", i))
 	}
 	nodeAddr := func(i int) string { return fmt.Sprintf("172.31.1.%d", 9+i) }
 	converged := func() string {
 		for i := 1; i <= 4; i++ {
-			routes := l.gatewayRoutes(fmt.Sprintf("node%d", i))
+			routes := l.GatewayRoutes(fmt.Sprintf("node%d", i))
 			for j := 1; j <= 4; j++ {
-				if j != i && routes[blockOf(ips[j])] != nodeAddr(j) {
-					return fmt.Sprintf("node%d: route to %s via %q, want %s", i, blockOf(ips[j]), routes[blockOf(ips[j])], nodeAddr(j))
+				if j != i && routes[labtest.BlockOf(ips[j])] != nodeAddr(j) {
+					return fmt.Sprintf("node%d: route to %s via %q, want %s", i, labtest.BlockOf(ips[j]), routes[labtest.BlockOf(ips[j])], nodeAddr(j))
 				}
 			}
 		}
@@ -137,7 +138,7 @@ spec: {bgp: {routeReflectorClusterID: 1.0.0.1}}
 		return func() string {
 			for i := 1; i <= 5; i++ {
 				node := fmt.Sprintf("node%d", i)
-				_, s := l.established(node, l.nodeDataDir(node))
+				_, s := l.established(node, l.NodeDataDir(node))
 				rows := peerRows(s)
 				want := map[string]string{}
 				for _, rr := range rrs {
@@ -158,8 +159,8 @@ spec: {bgp: {routeReflectorClusterID: 1.0.0.1}}
 			return ""
 		}
 	}
-	poll(t, "every node peers with both reflectors and nothing else", 40*time.Second, sessions(rrs...))
-	took := poll(t, "every node learns every block through the reflectors", 40*time.Second, converged)
+	labtest.Poll(t, "every node peers with both reflectors and nothing else", 40*time.Second, sessions(rrs...))
+	took := labtest.Poll(t, "every node learns every block through the reflectors", 40*time.Second, converged)
 	t.Logf("route reflectors: all blocks in every node's kernel %s after the last workload (%s after the first)", took, time.Since(start).Round(time.Millisecond))
 	// Each reflector has the five nodes as clients and the other reflector (same cluster
 	// ID, selected by the same BGPPeer) as a non-client peer.
@@ -182,35 +183,35 @@ spec: {bgp: {routeReflectorClusterID: 1.0.0.1}}
 		for i := 1; i <= 4; i++ {
 			for j := 1; j <= 4; j++ {
 				if i != j {
-					l.ping(fmt.Sprintf("default/w%d", i), ips[j])
+					l.Ping(fmt.Sprintf("default/w%d", i), ips[j].String())
 				}
 			}
 		}
 	}
 	pingAll()
-	out := l.ok("exec", "node1", "--", filepath.Join(binDir, "tabbyctl"), "node", "status", "--socket", filepath.Join(l.nodeDataDir("node1"), "status.sock"))
+	out := l.OK("exec", "node1", "--", labtest.Bin(t, "tabbyctl"), "node", "status", "--socket", filepath.Join(l.NodeDataDir("node1"), "status.sock"))
 	t.Logf("tabbyctl node status on node1:\n%s", out)
 
 	// One reflector dies; the other keeps the fabric whole.
 	rrs[0].kill(t)
 	killed := time.Now()
-	poll(t, "the nodes see rr1's sessions drop", 30*time.Second, sessions(rrs[1]))
+	labtest.Poll(t, "the nodes see rr1's sessions drop", 30*time.Second, sessions(rrs[1]))
 	t.Logf("rr1 killed: its sessions down on every node after %s", time.Since(killed).Round(time.Millisecond))
-	poll(t, "every block still routed through rr2", 10*time.Second, converged)
+	labtest.Poll(t, "every block still routed through rr2", 10*time.Second, converged)
 	pingAll()
 	// A block that appears now (node5's first workload) reaches everyone through rr2 alone.
-	l.ok("workload", "add", "node5", "default/w5")
-	ip5 := l.workloadIP("default", "w5")
-	poll(t, "node5's block reaches every node through rr2", 30*time.Second, func() string {
+	l.OK("workload", "add", "node5", "default/w5")
+	ip5 := l.WorkloadIP("default", "w5")
+	labtest.Poll(t, "node5's block reaches every node through rr2", 30*time.Second, func() string {
 		for i := 1; i <= 4; i++ {
-			if gw := l.gatewayRoutes(fmt.Sprintf("node%d", i))[blockOf(ip5)]; gw != nodeAddr(5) {
-				return fmt.Sprintf("node%d: %s via %q", i, blockOf(ip5), gw)
+			if gw := l.GatewayRoutes(fmt.Sprintf("node%d", i))[labtest.BlockOf(ip5)]; gw != nodeAddr(5) {
+				return fmt.Sprintf("node%d: %s via %q", i, labtest.BlockOf(ip5), gw)
 			}
 		}
 		return ""
 	})
 	for i := 1; i <= 4; i++ {
-		l.ping("default/w5", ips[i])
-		l.ping(fmt.Sprintf("default/w%d", i), ip5)
+		l.Ping("default/w5", ips[i].String())
+		l.Ping(fmt.Sprintf("default/w%d", i), ip5.String())
 	}
 }

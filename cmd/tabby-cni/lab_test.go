@@ -2,10 +2,8 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"crypto/rand"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"maps"
 	"net/netip"
@@ -21,49 +19,20 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/tabby-net/tabby/api"
-	"github.com/tabby-net/tabby/internal/testenv"
+	"github.com/tabby-net/tabby/internal/labtest"
 )
 
-// These tests run the built plugin in labs (tabby-lab) with real agents: they need root,
-// ip (iproute2) and ping (iputils-ping). They skip without root unless CI is set. Every
-// lab has a unique name and is removed by t.Cleanup even when a test fails; workload
+// These tests run the built plugin in labs (internal/labtest) with real agents: they need
+// root, ip (iproute2) and ping (iputils-ping). They skip without root unless CI is set.
+// Every lab has a unique name and is removed by t.Cleanup even when a test fails; workload
 // namespaces the tests make are lab-shaped (tby-<lab>-w-cni.<name>), so down removes
 // them too. Traffic stays inside the labs' namespaces.
-
-var binDir string // tabby-lab, tabby-node, tabbyctl and tabby-cni, built by TestMain
 
 func TestMain(m *testing.M) {
 	if os.Getenv(helperEnv) != "" {
 		os.Exit(helperMain())
 	}
-	os.Exit(func() int {
-		if os.Geteuid() == 0 || os.Getenv("CI") != "" {
-			dir, err := os.MkdirTemp("", "tabby-cni-test")
-			if err != nil {
-				fmt.Fprintln(os.Stderr, err)
-				return 1
-			}
-			defer os.RemoveAll(dir)
-			binDir = dir
-			build := exec.Command("go", "build", "-o", dir+"/",
-				"github.com/tabby-net/tabby/cmd/tabby-lab", "github.com/tabby-net/tabby/cmd/tabby-node",
-				"github.com/tabby-net/tabby/cmd/tabbyctl", "github.com/tabby-net/tabby/cmd/tabby-cni")
-			build.Stdout, build.Stderr = os.Stderr, os.Stderr
-			if err := build.Run(); err != nil {
-				fmt.Fprintln(os.Stderr, "build:", err)
-				return 1
-			}
-		}
-		return m.Run()
-	}())
-}
-
-// needLab skips the test without root (unless CI is set: then it fails), and checks the
-// tools a lab needs.
-func needLab(t testing.TB) {
-	t.Helper()
-	testenv.RequireRoot(t, "tabby-cni lab tests (network namespaces)")
-	testenv.RequireTools(t, testenv.Tool{Cmd: "ip", Package: "iproute2"}, testenv.Tool{Cmd: "ping", Package: "iputils-ping"})
+	labtest.Main(m)
 }
 
 const (
@@ -87,73 +56,33 @@ spec: {cidr: 10.99.0.0/30, blockSize: 30}
 `
 )
 
-// lab is one tabby-lab lab with real agents and testPools, driven through the built
-// tabby-lab and the helper.
+// lab is one tabby-lab lab with real agents and testPools, driven through the harness
+// and the helper.
 type lab struct {
+	*labtest.Lab
 	t     testing.TB
-	name  string
 	cache string // libcni's cache, shared by the lab's helper runs
 }
 
 func newLab(t testing.TB, nodes int) *lab {
 	t.Helper()
-	needLab(t)
-	b := make([]byte, 7)
-	rand.Read(b)
-	name := []byte{'c'}
-	for _, c := range b {
-		name = append(name, "abcdefghijklmnopqrstuvwxyz0123456789"[int(c)%36])
-	}
-	l := &lab{t: t, name: string(name), cache: t.TempDir()}
-	t.Cleanup(func() {
-		if _, stderr, code := l.run("", "down"); code != 0 {
-			t.Errorf("cleanup: tabby-lab --name %s down: exit %d: %s", l.name, code, stderr)
-		}
-	})
-	l.ok("up", "--nodes", strconv.Itoa(nodes))
-	if _, stderr, code := l.run(testPools, "ctl", "apply", "-f", "-"); code != 0 {
+	l := &lab{Lab: labtest.New(t), t: t, cache: t.TempDir()}
+	l.OK("up", "--nodes", strconv.Itoa(nodes))
+	if _, stderr, code := l.Run(testPools, "ctl", "apply", "-f", "-"); code != 0 {
 		t.Fatalf("apply pools: %s", stderr)
 	}
 	return l
 }
 
-func (l *lab) ns(suffix string) string { return "tby-" + l.name + "-" + suffix }
-
-// run runs tabby-lab --name <lab> args... and returns stdout, stderr and the exit code.
-func (l *lab) run(stdin string, args ...string) (string, string, int) {
-	l.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "tabby-lab"), append([]string{"--name", l.name}, args...)...)
-	cmd.Stdin = strings.NewReader(stdin)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-		return stdout.String(), stderr.String(), 0
-	case errors.As(err, &ee):
-		return stdout.String(), stderr.String(), ee.ExitCode()
-	}
-	l.t.Fatalf("tabby-lab %s: %v", strings.Join(args, " "), err)
-	return "", "", -1
-}
-
-// ok runs tabby-lab and fails the test unless it exits 0; it returns stdout.
-func (l *lab) ok(args ...string) string {
-	l.t.Helper()
-	stdout, stderr, code := l.run("", args...)
-	if code != 0 {
-		l.t.Fatalf("tabby-lab --name %s %s: exit %d\nstdout:\n%s\nstderr:\n%s", l.name, strings.Join(args, " "), code, stdout, stderr)
-	}
-	return stdout
+// with is the same lab for another test (a subtest), with libcni's cache at cache.
+func (l *lab) with(t testing.TB, cache string) *lab {
+	return &lab{Lab: l.Lab.With(t), t: t, cache: cache}
 }
 
 // endpoint reads a workload endpoint with tabbyctl; nil if it does not exist.
 func (l *lab) endpoint(namespace, name string) *api.WorkloadEndpoint {
 	l.t.Helper()
-	stdout, stderr, code := l.run("", "ctl", "get", "workloadendpoints", "-n", namespace, name, "-o", "json")
+	stdout, stderr, code := l.Run("", "ctl", "get", "workloadendpoints", "-n", namespace, name, "-o", "json")
 	if code != 0 {
 		if strings.Contains(stderr, "not found") {
 			return nil
@@ -174,12 +103,12 @@ func (l *lab) helper(node string, req helperRequest) *helperResponse {
 	if err != nil {
 		l.t.Fatal(err)
 	}
-	req.PluginDir, req.CacheDir, req.Etcd = binDir, l.cache, labEtcd
+	req.PluginDir, req.CacheDir, req.Etcd = labtest.BinDir(l.t), l.cache, labEtcd
 	in, err := json.Marshal(req)
 	if err != nil {
 		l.t.Fatal(err)
 	}
-	cmd := exec.Command("ip", "netns", "exec", l.ns(node), self)
+	cmd := exec.Command("ip", "netns", "exec", l.NS(node), self)
 	cmd.Env = append(os.Environ(), helperEnv+"=1")
 	cmd.Stdin = bytes.NewReader(in)
 	var stdout, stderr bytes.Buffer
@@ -231,17 +160,12 @@ func (l *lab) state() nodeState {
 // after DEL. It fails the test if the state stays different.
 func (l *lab) settle(what string, want nodeState) {
 	l.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		got := l.state()
-		if reflect.DeepEqual(got, want) {
-			return
+	labtest.Poll(l.t, what, 30*time.Second, func() string {
+		if got := l.state(); !reflect.DeepEqual(got, want) {
+			return fmt.Sprintf("node1 and the datastore are not as expected:\n got %+v\nwant %+v", got, want)
 		}
-		if time.Now().After(deadline) {
-			l.t.Fatalf("%s: node1 and the datastore are not as expected:\n got %+v\nwant %+v", what, got, want)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return ""
+	})
 }
 
 // confList is the configuration list tabby-lab uses for node1 with spec version v, with
@@ -249,7 +173,7 @@ func (l *lab) settle(what string, want nodeState) {
 func (l *lab) confList(v string, extra map[string]any) json.RawMessage {
 	plugin := map[string]any{
 		"type": "tabby-cni", "etcd_endpoints": labEtcd, "nodename": "node1", "log_level": "debug",
-		"log_file": "/run/tabby-lab/" + l.name + "/cni.log",
+		"log_file": filepath.Join(l.StateDir(), "cni.log"),
 	}
 	maps.Copy(plugin, extra)
 	b, err := json.Marshal(map[string]any{"cniVersion": v, "name": "tabby-net", "plugins": []any{plugin}})
@@ -278,7 +202,7 @@ func (l *lab) pluginConf(v string, extra map[string]any) string {
 // attachment as kubelet would describe it.
 func (l *lab) container(pod string) container {
 	l.t.Helper()
-	ns := l.ns("w-cni." + pod)
+	ns := l.NS("w-cni." + pod)
 	ip(l.t, "netns", "add", ns)
 	ip(l.t, "-n", ns, "link", "set", "lo", "up")
 	l.t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
@@ -306,13 +230,14 @@ func nsExec(t testing.TB, c container, argv ...string) (string, error) {
 }
 
 // execEnv is the environment a runtime gives the plugin for c.
-func execEnv(command string, c container) []string {
+func execEnv(t testing.TB, command string, c container) []string {
+	t.Helper()
 	var args []string
 	for _, kv := range c.Args {
 		args = append(args, kv[0]+"="+kv[1])
 	}
 	return []string{"CNI_COMMAND=" + command, "CNI_CONTAINERID=" + c.ID, "CNI_NETNS=" + c.NetNS, "CNI_IFNAME=" + c.IfName,
-		"CNI_ARGS=" + strings.Join(args, ";"), "CNI_PATH=" + binDir, "PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
+		"CNI_ARGS=" + strings.Join(args, ";"), "CNI_PATH=" + labtest.BinDir(t), "PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
 }
 
 // resultAddrsOf reads the addresses of an ADD result (any version).

@@ -29,7 +29,7 @@ func TestAddCheckDel(t *testing.T) {
 	dns := types.DNS{Nameservers: []string{"10.96.0.10"}, Search: []string{"cni.svc.cluster.local"}}
 	for _, v := range []string{"1.1.0", "1.0.0", "0.4.0"} {
 		t.Run(v, func(t *testing.T) {
-			l := &lab{t: t, name: l.name, cache: l.cache}
+			l := l.with(t, l.cache)
 			pod := "web-" + strings.ReplaceAll(v, ".", "")
 			conf := l.confList(v, map[string]any{"ipam": map[string]any{"assign_ipv6": "true"}, "dns": dns, "mtu": 1400})
 			c := l.container(pod)
@@ -99,7 +99,7 @@ func TestExecIdempotent(t *testing.T) {
 	conf := l.pluginConf("1.1.0", nil)
 	c := l.container("raw")
 	run := func(command string, c container, stdin string) *helperResponse {
-		return l.helper("node1", helperRequest{Op: "exec", Env: execEnv(command, c), Stdin: stdin})
+		return l.helper("node1", helperRequest{Op: "exec", Env: execEnv(t, command, c), Stdin: stdin})
 	}
 	first := run("ADD", c, conf)
 	if first.Exit != 0 {
@@ -135,7 +135,7 @@ func TestExecIdempotent(t *testing.T) {
 	list := l.confList("1.1.0", nil)
 	rel := l.container("released")
 	addr := resultAddrsOf(t, l.mustCNI("ADD", list, rel).Result)[0]
-	l.ok("ctl", "ipam", "release", "--ip", addr.String(), "--force")
+	l.OK("ctl", "ipam", "release", "--ip", addr.String(), "--force")
 	if again := resultAddrsOf(t, l.mustCNI("ADD", list, rel).Result); len(again) != 1 || again[0] == addr {
 		t.Errorf("ADD after the address was released: %v, want a new address", again)
 	}
@@ -194,13 +194,10 @@ func TestFailuresLeaveNothing(t *testing.T) {
 	wantError(t, "DEL without etcd", l.cni("DEL", closed, c).Error, types.ErrTryAgainLater, "unreachable")
 
 	// etcd stopped (SIGSTOP) under a running lab: ADD gives up and changes nothing.
-	var st struct {
-		Etcd struct{ Process struct{ PID int } }
+	etcd := l.Status().Etcd.Process.PID
+	if etcd == 0 {
+		t.Fatal("lab status: no etcd pid")
 	}
-	if err := json.Unmarshal([]byte(l.ok("status", "-o", "json")), &st); err != nil || st.Etcd.Process.PID == 0 {
-		t.Fatalf("lab status: %v", err)
-	}
-	etcd := st.Etcd.Process.PID
 	t.Cleanup(func() { syscall.Kill(etcd, syscall.SIGCONT) })
 	if err := syscall.Kill(etcd, syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
@@ -227,10 +224,10 @@ func TestFailuresLeaveNothing(t *testing.T) {
 			return append(env, "CNI_ARGS=K8S_POD_NAME=web")
 		}, types.ErrInvalidEnvironmentVariables, "K8S_POD_NAMESPACE and K8S_POD_NAME go together"},
 		{"no such namespace", good, func(env []string) []string {
-			return append(env, "CNI_NETNS=/run/netns/"+l.ns("w-cni.nosuch"))
+			return append(env, "CNI_NETNS=/run/netns/"+l.NS("w-cni.nosuch"))
 		}, types.ErrUnknownContainer, "network namespace does not exist"},
 	} {
-		env := execEnv("ADD", c)
+		env := execEnv(t, "ADD", c)
 		if bc.env != nil {
 			env = bc.env(env)
 		}
@@ -258,7 +255,7 @@ func TestFailuresLeaveNothing(t *testing.T) {
 		t.Fatal(out)
 	}
 	dual := l.confList("1.1.0", map[string]any{"ipam": map[string]any{"assign_ipv6": "true"}})
-	wantError(t, "ADD of IPv6 into a container without IPv6", l.cni("ADD", dual, noV6).Error, codeFailed, "configure eth0 in /run/netns/"+l.ns("w-cni.nov6")+": add address fd00:10:244:")
+	wantError(t, "ADD of IPv6 into a container without IPv6", l.cni("ADD", dual, noV6).Error, codeFailed, "configure eth0 in /run/netns/"+l.NS("w-cni.nov6")+": add address fd00:10:244:")
 	l.settle("after ADD failed configuring the container", before)
 }
 
@@ -287,7 +284,7 @@ func TestGCAndStatus(t *testing.T) {
 
 	// Only cs[0] is valid. libcni DELs the others it has cached first, so GC is run
 	// from a fresh cache: the plugin itself must find them.
-	gc := &lab{t: t, name: l.name, cache: t.TempDir()}
+	gc := l.with(t, t.TempDir())
 	if r := gc.cni("GC", tiny, container{}, types.GCAttachment{ContainerID: cs[0].ID, IfName: "eth0"}); r.Error != nil {
 		t.Fatalf("GC: %d %s", r.Error.Code, r.Error.Msg)
 	}
@@ -295,7 +292,7 @@ func TestGCAndStatus(t *testing.T) {
 		t.Errorf("CHECK of the valid attachment after GC: %d %s", r.Error.Code, r.Error.Msg)
 	}
 	for _, c := range cs[1:] {
-		if w := l.endpoint("cni", strings.TrimPrefix(filepath.Base(c.NetNS), l.ns("w-cni."))); w != nil {
+		if w := l.endpoint("cni", strings.TrimPrefix(filepath.Base(c.NetNS), l.NS("w-cni."))); w != nil {
 			t.Errorf("GC left endpoint %s/%s", w.Namespace, w.Name)
 		}
 	}

@@ -6,24 +6,26 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/tabby-net/tabby/internal/labtest"
 )
 
 // The agents are stood in for by testdata/fakeagent.sh until tabby-node's agent mode exists:
 // it registers its Node with tabbyctl from inside its node and sleeps.
 
 func TestLabAgents(t *testing.T) {
-	needLab(t)
+	labtest.Need(t)
 	before := takeSnapshot(t)
-	l := newLab(t)
-	l.env = []string{"FAKE_AGENT_TABBYCTL=" + filepath.Join(binDir, "tabbyctl")}
-	l.ok("up", "--nodes", "3", "--subnets", "2", "--agent-binary", fakeAgent)
+	l := labtest.New(t)
+	l.Env = []string{"FAKE_AGENT_TABBYCTL=" + labtest.Bin(t, "tabbyctl")}
+	l.OK("up", "--nodes", "3", "--subnets", "2", "--agent-binary", fakeAgent)
 
 	// up returned once every agent had registered, each from its own node.
-	nodes := l.ok("ctl", "get", "nodes")
+	nodes := l.OK("ctl", "get", "nodes")
 	assertContains(t, "ctl get nodes", nodes, "node1", "node2", "node3")
-	s := l.status()
+	s := l.Status()
 	for _, n := range s.Nodes {
-		if n.Agent == nil || !n.Agent.Alive || n.Agent.Log != filepath.Join(l.stateDir(), n.Name+".log") {
+		if n.Agent == nil || !n.Agent.Alive || n.Agent.Log != filepath.Join(l.StateDir(), n.Name+".log") {
 			t.Errorf("status of %s's agent: %+v", n.Name, n.Agent)
 			continue
 		}
@@ -39,50 +41,50 @@ func TestLabAgents(t *testing.T) {
 	if len(s.Problems) > 0 {
 		t.Errorf("status problems: %v", s.Problems)
 	}
-	l.ok("down")
+	l.OK("down")
 	assertGone(t, before, l)
 }
 
 func TestLabAgentDies(t *testing.T) {
-	needLab(t)
+	labtest.Need(t)
 	before := takeSnapshot(t)
-	l := newLab(t)
-	l.env = []string{"FAKE_AGENT=die"}
-	stdout, stderr, code := l.run("", "up", "--nodes", "2", "--agent-binary", fakeAgent)
+	l := labtest.New(t)
+	l.Env = []string{"FAKE_AGENT=die"}
+	stdout, stderr, code := l.Run("", "up", "--nodes", "2", "--agent-binary", fakeAgent)
 	if code == 0 {
 		t.Fatalf("up with dying agents succeeded:\n%s", stdout)
 	}
 	assertContains(t, "up's output", stdout, "fake agent node1: cannot start: boom", "fake agent node2: cannot start: boom", "PROBLEMS")
-	assertContains(t, "up's errors", stderr, "node1: agent", "exited", "2 of 2 agents are not running", "tabby-lab down --name "+l.name)
+	assertContains(t, "up's errors", stderr, "node1: agent", "exited", "2 of 2 agents are not running", "tabby-lab down --name "+l.Name)
 
 	// The lab stays for inspection; status says what is wrong.
-	s := l.status()
+	s := l.Status()
 	if a := s.Nodes[0].Agent; a == nil || a.Alive || !strings.Contains(a.LogTail, "boom") {
 		t.Errorf("status of node1's agent: %+v", a)
 	}
 	if len(s.Problems) != 2 || !strings.Contains(s.Problems[0], "agent of node1") {
 		t.Errorf("status problems: %v", s.Problems)
 	}
-	assertContains(t, "status", l.ok("status"), "exited", "boom")
-	l.ping("node1", "172.31.1.11")
-	l.ok("down")
+	assertContains(t, "status", l.OK("status"), "exited", "boom")
+	l.Ping("node1", "172.31.1.11")
+	l.OK("down")
 	assertGone(t, before, l)
 }
 
 func TestLabAgentNeverRegisters(t *testing.T) {
-	needLab(t)
+	labtest.Need(t)
 	before := takeSnapshot(t)
-	l := newLab(t)
-	l.env = []string{"FAKE_AGENT=mute"}
-	_, stderr, code := l.run("", "up", "--nodes", "1", "--agent-binary", fakeAgent, "--wait", "1s")
+	l := labtest.New(t)
+	l.Env = []string{"FAKE_AGENT=mute"}
+	_, stderr, code := l.Run("", "up", "--nodes", "1", "--agent-binary", fakeAgent, "--wait", "1s")
 	if code == 0 {
 		t.Fatal("up with an agent that never registers succeeded")
 	}
 	assertContains(t, "up's errors", stderr, "has not registered Node node1 in etcd within 1s", "fake agent node1: starting")
-	if s := l.status(); !s.Nodes[0].Agent.Alive {
+	if s := l.Status(); !s.Nodes[0].Agent.Alive {
 		t.Errorf("the silent agent is not running: %+v", s.Nodes[0].Agent)
 	}
 	// down stops it.
-	l.ok("down")
+	l.OK("down")
 	assertGone(t, before, l)
 }

@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/tabby-net/tabby/internal/labstate"
 )
 
 func newDownCommand(g *globals) *cobra.Command {
@@ -46,9 +48,9 @@ A lab that does not exist is not an error.`,
 // state records, its namespaces (and with them their links), its state and its data. It
 // says whether there was anything to remove.
 func teardown(lab, stateDir, dataDir string) (found bool, err error) {
-	st, err := loadState(stateDir)
+	st, err := labstate.Load(stateDir)
 	switch {
-	case errors.Is(err, errNoLab):
+	case errors.Is(err, labstate.ErrNoLab):
 		st = nil
 	case err != nil:
 		// Discovery still finds the namespaces and their processes.
@@ -79,8 +81,8 @@ func teardown(lab, stateDir, dataDir string) (found bool, err error) {
 		}
 	}
 	if st != nil {
-		for _, p := range st.processes() {
-			if p.alive() && !slices.Contains(pids, p.PID) && !slices.Contains(routerPIDs, p.PID) {
+		for _, p := range st.Processes() {
+			if alive(p) && !slices.Contains(pids, p.PID) && !slices.Contains(routerPIDs, p.PID) {
 				pids = append(pids, p.PID)
 			}
 		}

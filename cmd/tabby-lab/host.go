@@ -6,6 +6,8 @@ import (
 	"slices"
 
 	"github.com/spf13/cobra"
+
+	"github.com/tabby-net/tabby/internal/labstate"
 )
 
 func newHostCommand(g *globals) *cobra.Command {
@@ -56,35 +58,35 @@ starts in it. A subnet that does not exist yet is created (a bridge in the route
 				return err
 			}
 			defer lk.unlock(false)
-			h := st.host(args[0])
+			h := st.Host(args[0])
 			if h == nil {
 				return fmt.Errorf("lab %s has no host %q", st.Name, args[0])
 			}
 			if err := removeNetns(h.Netns); err != nil {
 				return fmt.Errorf("host del %s: %w", h.Name, err)
 			}
-			st.Hosts = slices.DeleteFunc(st.Hosts, func(x Host) bool { return x.Name == args[0] })
-			return st.save()
+			st.Hosts = slices.DeleteFunc(st.Hosts, func(x labstate.Host) bool { return x.Name == args[0] })
+			return st.Save()
 		},
 	}
 	cmd.AddCommand(add, del)
 	return cmd
 }
 
-func addHost(cmd *cobra.Command, st *State, h Host) (err error) {
+func addHost(cmd *cobra.Command, st *labstate.State, h labstate.Host) (err error) {
 	rh, err := openNetns(st.Router.Netns)
 	if err != nil {
 		return err
 	}
 	defer rh.Close()
-	if st.subnet(h.Subnet) == nil {
+	if st.Subnet(h.Subnet) == nil {
 		s := newSubnet(h.Subnet)
 		if err := addBridge(rh, s); err != nil {
 			return err
 		}
 		st.Subnets = append(st.Subnets, s)
-		slices.SortFunc(st.Subnets, func(a, b Subnet) int { return a.Index - b.Index })
-		if err := st.save(); err != nil {
+		slices.SortFunc(st.Subnets, func(a, b labstate.Subnet) int { return a.Index - b.Index })
+		if err := st.Save(); err != nil {
 			return err
 		}
 	}
@@ -92,7 +94,7 @@ func addHost(cmd *cobra.Command, st *State, h Host) (err error) {
 		return errors.Join(err, removeNetns(h.Netns))
 	}
 	st.Hosts = append(st.Hosts, h)
-	return st.save()
+	return st.Save()
 }
 
 // removeNetns stops every process in a namespace and removes it.

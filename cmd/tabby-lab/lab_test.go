@@ -2,9 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
-	"crypto/rand"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -19,153 +16,30 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tabby-net/tabby/internal/testenv"
+	"github.com/tabby-net/tabby/internal/labtest"
 )
 
-// These tests build real labs: they need root, ip (iproute2) and ping (iputils-ping). They
-// skip without root unless CI is set; under CI a missing tool is a failure. Every lab has a
-// unique name and is removed by t.Cleanup even when the test fails. Traffic stays inside
-// the labs' namespaces.
+// These tests build real labs with internal/labtest: they need root, ip (iproute2) and
+// ping (iputils-ping). They skip without root unless CI is set; under CI a missing tool is
+// a failure. Every lab has a unique name and is removed by t.Cleanup even when the test
+// fails. Traffic stays inside the labs' namespaces.
 
-var (
-	binDir     string // tabby-lab, tabby-node, tabbyctl, tabby-cni
-	fakeCNIDir string // the fake plugin, as tabby-cni
-	fakeAgent  string
-)
+func TestMain(m *testing.M) { labtest.Main(m) }
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "tabby-lab-test")
+// fakeAgent stands in for the agents (testdata/fakeagent.sh).
+var fakeAgent = func() string {
+	path, err := filepath.Abs("testdata/fakeagent.sh")
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
+		panic(err)
 	}
-	binDir = filepath.Join(dir, "bin")
-	fakeCNIDir = filepath.Join(dir, "cni")
-	for _, b := range []struct{ out, pkg string }{
-		{binDir + "/", "github.com/tabby-net/tabby/cmd/tabby-lab"},
-		{binDir + "/", "github.com/tabby-net/tabby/cmd/tabby-node"},
-		{binDir + "/", "github.com/tabby-net/tabby/cmd/tabbyctl"},
-		{binDir + "/", "github.com/tabby-net/tabby/cmd/tabby-cni"},
-		{filepath.Join(fakeCNIDir, "tabby-cni"), "./testdata/fakecni"},
-	} {
-		build := exec.Command("go", "build", "-o", b.out, b.pkg)
-		build.Stdout, build.Stderr = os.Stderr, os.Stderr
-		if err := build.Run(); err != nil {
-			fmt.Fprintln(os.Stderr, "build", b.pkg, err)
-			os.Exit(1)
-		}
-	}
-	if fakeAgent, err = filepath.Abs("testdata/fakeagent.sh"); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+	return path
+}()
 
-// needLab skips the test without root (unless CI is set) and checks the tools a lab needs.
-func needLab(t testing.TB) {
+// fakeCNIDir builds the fake plugin (testdata/fakecni) as tabby-cni and returns its
+// directory.
+func fakeCNIDir(t testing.TB) string {
 	t.Helper()
-	testenv.RequireRoot(t, "tabby-lab tests (network namespaces)")
-	testenv.RequireTools(t, testenv.Tool{Cmd: "ip", Package: "iproute2"}, testenv.Tool{Cmd: "ping", Package: "iputils-ping"})
-}
-
-// lab drives one lab through the built tabby-lab.
-type lab struct {
-	t    testing.TB
-	name string
-	env  []string // extra environment for tabby-lab
-}
-
-func newLab(t testing.TB) *lab {
-	t.Helper()
-	b := make([]byte, 6)
-	rand.Read(b)
-	const letters = "abcdefghijklmnopqrstuvwxyz0123456789"
-	name := []byte{'t'}
-	for _, c := range b {
-		name = append(name, letters[int(c)%len(letters)])
-	}
-	l := &lab{t: t, name: string(name)}
-	t.Cleanup(func() {
-		if _, stderr, code := l.run("", "down"); code != 0 {
-			t.Errorf("cleanup: tabby-lab --name %s down: exit %d: %s", l.name, code, stderr)
-		}
-	})
-	return l
-}
-
-func (l *lab) stateDir() string { return "/run/tabby-lab/" + l.name }
-func (l *lab) ns(suffix string) string {
-	return labPrefix(l.name) + suffix
-}
-
-// run runs tabby-lab --name <lab> args... with stdin and returns stdout, stderr and the
-// exit code.
-func (l *lab) run(stdin string, args ...string) (string, string, int) {
-	l.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "tabby-lab"), append([]string{"--name", l.name}, args...)...)
-	cmd.Env = append(os.Environ(), l.env...)
-	cmd.Stdin = strings.NewReader(stdin)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-		return stdout.String(), stderr.String(), 0
-	case errors.As(err, &ee):
-		return stdout.String(), stderr.String(), ee.ExitCode()
-	default:
-		l.t.Fatalf("tabby-lab %s: %v", strings.Join(args, " "), err)
-		return "", "", -1
-	}
-}
-
-// ok runs tabby-lab and fails the test unless it exits 0; it returns stdout.
-func (l *lab) ok(args ...string) string {
-	l.t.Helper()
-	stdout, stderr, code := l.run("", args...)
-	if code != 0 {
-		l.t.Fatalf("tabby-lab --name %s %s: exit %d\nstdout:\n%s\nstderr:\n%s", l.name, strings.Join(args, " "), code, stdout, stderr)
-	}
-	return stdout
-}
-
-// fails runs tabby-lab, fails the test unless it exits non-zero, and returns stderr.
-func (l *lab) fails(args ...string) string {
-	l.t.Helper()
-	stdout, stderr, code := l.run("", args...)
-	if code == 0 {
-		l.t.Fatalf("tabby-lab --name %s %s succeeded, want failure; stdout:\n%s", l.name, strings.Join(args, " "), stdout)
-	}
-	return stderr
-}
-
-func (l *lab) status() *Status {
-	l.t.Helper()
-	var s Status
-	if err := json.Unmarshal([]byte(l.ok("status", "-o", "json")), &s); err != nil {
-		l.t.Fatalf("status -o json: %v", err)
-	}
-	return &s
-}
-
-// ping checks that one ICMP echo from a lab namespace to addr is answered.
-func (l *lab) ping(from, addr string) {
-	l.t.Helper()
-	l.ok("exec", from, "--", "ping", "-c1", "-W5", addr)
-}
-
-// noPing checks that addr does not answer from a lab namespace.
-func (l *lab) noPing(from, addr string) {
-	l.t.Helper()
-	if stdout, _, code := l.run("", "exec", from, "--", "ping", "-c1", "-W1", addr); code == 0 {
-		l.t.Errorf("%s in lab %s reached %s, want no answer:\n%s", from, l.name, addr, stdout)
-	}
+	return filepath.Dir(labtest.Build(t, "./testdata/fakecni", "tabby-cni"))
 }
 
 // snapshot is what a lab must leave as it found it.
@@ -212,12 +86,12 @@ func takeSnapshot(t *testing.T) snapshot {
 // had. Other packages' tests may make and remove namespaces of their own meanwhile, so
 // namespaces and mounts are judged by the labs' prefixes (TestLabsCoexist checks that one
 // lab's down leaves another's alone).
-func assertGone(t *testing.T, before snapshot, labs ...*lab) {
+func assertGone(t *testing.T, before snapshot, labs ...*labtest.Lab) {
 	t.Helper()
 	after := takeSnapshot(t)
 	ours := func(name string) bool {
 		for _, l := range labs {
-			if strings.HasPrefix(filepath.Base(name), labPrefix(l.name)) {
+			if strings.HasPrefix(filepath.Base(name), labPrefix(l.Name)) {
 				return true
 			}
 		}
@@ -235,16 +109,16 @@ func assertGone(t *testing.T, before snapshot, labs ...*lab) {
 	}
 	assertRootLinks(t, before, after)
 	for _, l := range labs {
-		for _, dir := range []string{"/run/tabby-lab/" + l.name, "/var/tmp/tabby-lab/" + l.name} {
+		for _, dir := range []string{l.StateDir(), l.DataDir()} {
 			if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
 				t.Errorf("%s is left behind (%v)", dir, err)
 			}
 		}
-		if _, err := os.Stat("/run/tabby-lab/" + l.name + ".lock"); !errors.Is(err, fs.ErrNotExist) {
-			t.Errorf("lock file of %s is left behind", l.name)
+		if _, err := os.Stat(l.StateDir() + ".lock"); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("lock file of %s is left behind", l.Name)
 		}
 		if pids := labProcesses(t, l); len(pids) > 0 {
-			t.Errorf("processes of lab %s are left behind: %v", l.name, pids)
+			t.Errorf("processes of lab %s are left behind: %v", l.Name, pids)
 		}
 	}
 }
@@ -270,9 +144,9 @@ func assertRootLinks(t *testing.T, before, after snapshot) {
 
 // labProcesses finds running processes that belong to a lab: in one of its namespaces, or
 // with its state or data directory on their command line.
-func labProcesses(t *testing.T, l *lab) []string {
+func labProcesses(t *testing.T, l *labtest.Lab) []string {
 	t.Helper()
-	names, err := listNetns(labPrefix(l.name))
+	names, err := listNetns(labPrefix(l.Name))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -293,7 +167,7 @@ func labProcesses(t *testing.T, l *lab) []string {
 			continue
 		}
 		cmdline := procName(pid)
-		if strings.Contains(cmdline, "tabby-lab/"+l.name+"/") {
+		if strings.Contains(cmdline, "tabby-lab/"+l.Name+"/") {
 			found = append(found, fmt.Sprintf("%d (%s)", pid, cmdline))
 		}
 	}
@@ -302,9 +176,9 @@ func labProcesses(t *testing.T, l *lab) []string {
 
 // killLab simulates a session killed under a lab: SIGKILL for every process in its
 // namespaces, and its state directory deleted.
-func killLab(t *testing.T, l *lab) {
+func killLab(t *testing.T, l *labtest.Lab) {
 	t.Helper()
-	names, err := listNetns(labPrefix(l.name))
+	names, err := listNetns(labPrefix(l.Name))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -317,123 +191,123 @@ func killLab(t *testing.T, l *lab) {
 		all = append(all, pids...)
 	}
 	if len(all) == 0 {
-		t.Fatalf("lab %s runs no process to kill", l.name)
+		t.Fatalf("lab %s runs no process to kill", l.Name)
 	}
 	signalAll(all, syscall.SIGKILL)
 	if left := waitGone(all, 10*time.Second); len(left) > 0 {
 		t.Fatalf("processes %v survived SIGKILL", left)
 	}
-	if err := os.RemoveAll(l.stateDir()); err != nil {
+	if err := os.RemoveAll(l.StateDir()); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func TestLabUpDown(t *testing.T) {
-	needLab(t)
+	labtest.Need(t)
 	before := takeSnapshot(t)
-	l := newLab(t)
-	l.ok("up", "--nodes", "3", "--subnets", "2", "--no-agents")
+	l := labtest.New(t)
+	l.OK("up", "--nodes", "3", "--subnets", "2", "--no-agents")
 
 	for _, ns := range []string{"router", "node1", "node2", "node3"} {
-		if !netnsExists(l.ns(ns)) {
-			t.Errorf("namespace %s does not exist", l.ns(ns))
+		if !netnsExists(l.NS(ns)) {
+			t.Errorf("namespace %s does not exist", l.NS(ns))
 		}
 	}
 	assertRootLinks(t, before, takeSnapshot(t))
 
 	// The router: a bridge per subnet with the gateway address, connected routes only.
-	assertContains(t, "router's br1", l.ok("exec", "router", "--", "ip", "-o", "addr", "show", "dev", "br1"), "inet 172.31.1.1/24")
-	assertContains(t, "router's br2", l.ok("exec", "router", "--", "ip", "-o", "addr", "show", "dev", "br2"), "inet 172.31.2.1/24")
-	assertContains(t, "router's node2 port", l.ok("exec", "router", "--", "ip", "-o", "link", "show", "dev", "node2"), "master br2")
-	routes := strings.Split(strings.TrimSpace(l.ok("exec", "router", "--", "ip", "-4", "route", "show")), "\n")
+	assertContains(t, "router's br1", l.OK("exec", "router", "--", "ip", "-o", "addr", "show", "dev", "br1"), "inet 172.31.1.1/24")
+	assertContains(t, "router's br2", l.OK("exec", "router", "--", "ip", "-o", "addr", "show", "dev", "br2"), "inet 172.31.2.1/24")
+	assertContains(t, "router's node2 port", l.OK("exec", "router", "--", "ip", "-o", "link", "show", "dev", "node2"), "master br2")
+	routes := strings.Split(strings.TrimSpace(l.OK("exec", "router", "--", "ip", "-4", "route", "show")), "\n")
 	if len(routes) != 2 || !strings.HasPrefix(routes[0], "172.31.1.0/24 dev br1") || !strings.HasPrefix(routes[1], "172.31.2.0/24 dev br2") {
 		t.Errorf("router's routes: want only its two subnets, got:\n%s", strings.Join(routes, "\n"))
 	}
-	if fwd := strings.TrimSpace(l.ok("exec", "router", "--", "cat", "/proc/sys/net/ipv4/ip_forward")); fwd != "1" {
+	if fwd := strings.TrimSpace(l.OK("exec", "router", "--", "cat", "/proc/sys/net/ipv4/ip_forward")); fwd != "1" {
 		t.Errorf("router's ip_forward = %s", fwd)
 	}
 
 	// Nodes: round-robin over the subnets, a default route via their gateway.
-	assertContains(t, "node1's addresses", l.ok("exec", "node1", "--", "ip", "addr"), "inet 172.31.1.10/24", "eth0")
-	assertContains(t, "node2's addresses", l.ok("exec", "node2", "--", "ip", "-o", "addr", "show", "dev", "eth0"), "inet 172.31.2.11/24")
-	assertContains(t, "node3's routes", l.ok("exec", "node3", "--", "ip", "route"), "default via 172.31.1.1 dev eth0")
-	l.ping("node1", "172.31.1.12") // same subnet
-	l.ping("node1", "172.31.2.11") // across the router
-	l.ping("node2", "172.31.2.1")
-	l.ping("node3", "172.31.2.1")
+	assertContains(t, "node1's addresses", l.OK("exec", "node1", "--", "ip", "addr"), "inet 172.31.1.10/24", "eth0")
+	assertContains(t, "node2's addresses", l.OK("exec", "node2", "--", "ip", "-o", "addr", "show", "dev", "eth0"), "inet 172.31.2.11/24")
+	assertContains(t, "node3's routes", l.OK("exec", "node3", "--", "ip", "route"), "default via 172.31.1.1 dev eth0")
+	l.Ping("node1", "172.31.1.12") // same subnet
+	l.Ping("node1", "172.31.2.11") // across the router
+	l.Ping("node2", "172.31.2.1")
+	l.Ping("node3", "172.31.2.1")
 
-	s := l.status()
-	if s.Name != l.name || !s.Ready || s.Etcd.Endpoint != "http://172.31.1.1:2379" || s.Etcd.Netns != l.ns("router") || !s.Etcd.Process.Alive {
+	s := l.Status()
+	if s.Name != l.Name || !s.Ready || s.Etcd.Endpoint != "http://172.31.1.1:2379" || s.Etcd.Netns != l.NS("router") || !s.Etcd.Process.Alive {
 		t.Errorf("status: %+v", s)
 	}
 	if len(s.Subnets) != 2 || s.Subnets[1].Bridge != "br2" || s.Subnets[1].CIDR.String() != "172.31.2.0/24" {
 		t.Errorf("status subnets: %+v", s.Subnets)
 	}
-	if len(s.Nodes) != 3 || s.Nodes[1].Name != "node2" || s.Nodes[1].Netns != l.ns("node2") ||
+	if len(s.Nodes) != 3 || s.Nodes[1].Name != "node2" || s.Nodes[1].Netns != l.NS("node2") ||
 		s.Nodes[1].Address.String() != "172.31.2.11/24" || s.Nodes[1].Subnet != 2 || s.Nodes[1].Agent != nil {
 		t.Errorf("status nodes: %+v", s.Nodes)
 	}
 	if len(s.Problems) != 0 || len(s.Workloads) != 0 {
 		t.Errorf("status problems %v, workloads %v", s.Problems, s.Workloads)
 	}
-	if inNS, _ := pidsIn([]string{l.ns("router")}); !slices.Contains(inNS[l.ns("router")], s.Etcd.Process.PID) {
+	if inNS, _ := pidsIn([]string{l.NS("router")}); !slices.Contains(inNS[l.NS("router")], s.Etcd.Process.PID) {
 		t.Errorf("etcd pid %d is not in the router namespace (%v)", s.Etcd.Process.PID, inNS)
 	}
-	assertContains(t, "status", l.ok("status"), "172.31.1.1:2379", "node3", "172.31.1.12/24", "br2")
+	assertContains(t, "status", l.OK("status"), "172.31.1.1:2379", "node3", "172.31.1.12/24", "br2")
 
 	// exec passes standard input, output, error and the exit status through.
-	stdout, stderr, code := l.run("", "exec", "node1", "--", "sh", "-c", "echo out; echo err >&2; exit 7")
+	stdout, stderr, code := l.Run("", "exec", "node1", "--", "sh", "-c", "echo out; echo err >&2; exit 7")
 	if stdout != "out\n" || stderr != "err\n" || code != 7 {
 		t.Errorf("exec: stdout %q, stderr %q, exit %d; want out, err, 7", stdout, stderr, code)
 	}
-	if stdout, _, code := l.run("hello\n", "exec", "node2", "cat"); stdout != "hello\n" || code != 0 {
+	if stdout, _, code := l.Run("hello\n", "exec", "node2", "cat"); stdout != "hello\n" || code != 0 {
 		t.Errorf("exec cat: %q, exit %d", stdout, code)
 	}
 
 	// ctl reaches the lab's etcd from the router and from a node.
-	assertContains(t, "ctl get nodes", l.ok("ctl", "get", "nodes"), "NAME")
-	assertContains(t, "ctl --node node2 version", l.ok("ctl", "--node", "node2", "version"), "etcd", "172.31.1.1:2379")
-	assertContains(t, "ctl get weps -A", l.ok("ctl", "get", "workloadendpoints", "-A"), "NAMESPACE")
-	l.fails("ctl", "get", "nosuchkind")
+	assertContains(t, "ctl get nodes", l.OK("ctl", "get", "nodes"), "NAME")
+	assertContains(t, "ctl --node node2 version", l.OK("ctl", "--node", "node2", "version"), "etcd", "172.31.1.1:2379")
+	assertContains(t, "ctl get weps -A", l.OK("ctl", "get", "workloadendpoints", "-A"), "NAMESPACE")
+	l.Fails("ctl", "get", "nosuchkind")
 
-	l.ok("down")
+	l.OK("down")
 	assertGone(t, before, l)
 	// A second down has nothing to do and says so.
-	_, stderr, code = l.run("", "down")
+	_, stderr, code = l.Run("", "down")
 	if code != 0 || !strings.Contains(stderr, "nothing to remove") {
 		t.Errorf("second down: exit %d, %s", code, stderr)
 	}
 }
 
 func TestLabStaleIsCleaned(t *testing.T) {
-	needLab(t)
+	labtest.Need(t)
 	before := takeSnapshot(t)
-	l := newLab(t)
-	l.ok("up", "--nodes", "2", "--no-agents")
+	l := labtest.New(t)
+	l.OK("up", "--nodes", "2", "--no-agents")
 
 	// A killed session: its processes are gone, and so is the state.
-	if got := listed(l); !slices.Equal(got, []string{l.name, "up", "3", "2", "0", "pid"}) {
+	if got := listed(t, l); !slices.Equal(got, []string{l.Name, "up", "3", "2", "0", "pid"}) {
 		t.Errorf("list: %v", got)
 	}
 	killLab(t, l)
-	assertContains(t, "status of a stale lab", l.fails("status"), "no state", "tabby-lab down --name "+l.name)
-	if !slices.Contains(strings.Fields(l.ok("list", "-q")), l.name) {
-		t.Errorf("list -q does not name the stale lab %s", l.name)
+	assertContains(t, "status of a stale lab", l.Fails("status"), "no state", "tabby-lab down --name "+l.Name)
+	if !slices.Contains(strings.Fields(l.OK("list", "-q")), l.Name) {
+		t.Errorf("list -q does not name the stale lab %s", l.Name)
 	}
-	if got := listed(l); !slices.Equal(got, []string{l.name, "no", "state", "3", "-", "-", "-"}) {
+	if got := listed(t, l); !slices.Equal(got, []string{l.Name, "no", "state", "3", "-", "-", "-"}) {
 		t.Errorf("list: %v", got)
 	}
 
 	// up clears it first.
-	_, stderr, code := l.run("", "up", "--nodes", "2", "--no-agents")
+	_, stderr, code := l.Run("", "up", "--nodes", "2", "--no-agents")
 	if code != 0 || !strings.Contains(stderr, "removed the lab") {
 		t.Fatalf("up over a stale lab: exit %d: %s", code, stderr)
 	}
-	l.ping("node1", "172.31.1.11")
+	l.Ping("node1", "172.31.1.11")
 
 	// Again, with a namespace no state knows and a process in it, as a crashed up leaves.
 	killLab(t, l)
-	stray := l.ns("node7")
+	stray := l.NS("node7")
 	if out, err := exec.Command("ip", "netns", "add", stray).CombinedOutput(); err != nil {
 		t.Fatalf("ip netns add: %v: %s", err, out)
 	}
@@ -447,13 +321,13 @@ func TestLabStaleIsCleaned(t *testing.T) {
 	waitInNetns(t, stray, sleeper.Process.Pid)
 
 	// A namespace of another shape with the lab's prefix is not the lab's.
-	foreign := l.ns("foreign")
+	foreign := l.NS("foreign")
 	if out, err := exec.Command("ip", "netns", "add", foreign).CombinedOutput(); err != nil {
 		t.Fatalf("ip netns add: %v: %s", err, out)
 	}
 	defer exec.Command("ip", "netns", "del", foreign).Run()
 
-	l.ok("down")
+	l.OK("down")
 	select {
 	case <-exited:
 	case <-time.After(10 * time.Second):
@@ -464,17 +338,17 @@ func TestLabStaleIsCleaned(t *testing.T) {
 	}
 	exec.Command("ip", "netns", "del", foreign).Run()
 	assertGone(t, before, l)
-	if slices.Contains(strings.Fields(l.ok("list", "-q")), l.name) {
-		t.Errorf("list -q still names %s after down", l.name)
+	if slices.Contains(strings.Fields(l.OK("list", "-q")), l.Name) {
+		t.Errorf("list -q still names %s after down", l.Name)
 	}
 }
 
 // listed returns the fields of the lab's line in tabby-lab list (the etcd column cut to
 // its first word).
-func listed(l *lab) []string {
-	l.t.Helper()
-	for _, line := range strings.Split(l.ok("list"), "\n") {
-		if f := strings.Fields(line); len(f) > 0 && f[0] == l.name {
+func listed(t *testing.T, l *labtest.Lab) []string {
+	t.Helper()
+	for _, line := range strings.Split(l.OK("list"), "\n") {
+		if f := strings.Fields(line); len(f) > 0 && f[0] == l.Name {
 			if f[1] == "up" {
 				return f[:6]
 			}
@@ -487,55 +361,51 @@ func listed(l *lab) []string {
 // waitInNetns polls until pid has entered the named namespace.
 func waitInNetns(t *testing.T, ns string, pid int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	labtest.Poll(t, fmt.Sprintf("pid %d enters %s", pid, ns), 10*time.Second, func() string {
 		inNS, err := pidsIn([]string{ns})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if slices.Contains(inNS[ns], pid) {
-			return
+		if !slices.Contains(inNS[ns], pid) {
+			return fmt.Sprintf("in %s: %v", ns, inNS[ns])
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("pid %d did not enter %s", pid, ns)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return ""
+	})
 }
 
 func TestLabsCoexist(t *testing.T) {
-	needLab(t)
+	labtest.Need(t)
 	before := takeSnapshot(t)
-	a, b := newLab(t), newLab(t)
-	a.ok("up", "--nodes", "3", "--no-agents")
-	b.ok("up", "--nodes", "2", "--no-agents")
+	a, b := labtest.New(t), labtest.New(t)
+	a.OK("up", "--nodes", "3", "--no-agents")
+	b.OK("up", "--nodes", "2", "--no-agents")
 
 	// Identical addresses, separate networks: b has no 172.31.1.12.
-	for _, l := range []*lab{a, b} {
-		if s := l.status(); s.Nodes[0].Address.String() != "172.31.1.10/24" || s.Etcd.Endpoint != "http://172.31.1.1:2379" {
-			t.Errorf("lab %s: node1 %s, etcd %s", l.name, s.Nodes[0].Address, s.Etcd.Endpoint)
+	for _, l := range []*labtest.Lab{a, b} {
+		if s := l.Status(); s.Nodes[0].Address.String() != "172.31.1.10/24" || s.Etcd.Endpoint != "http://172.31.1.1:2379" {
+			t.Errorf("lab %s: node1 %s, etcd %s", l.Name, s.Nodes[0].Address, s.Etcd.Endpoint)
 		}
-		l.ping("node1", "172.31.1.11")
-		l.ok("ctl", "version")
+		l.Ping("node1", "172.31.1.11")
+		l.OK("ctl", "version")
 	}
-	a.ping("node1", "172.31.1.12")
-	b.noPing("node1", "172.31.1.12")
+	a.Ping("node1", "172.31.1.12")
+	b.NoPing("node1", "172.31.1.12")
 
 	// Removing one leaves the other whole.
-	a.ok("down")
-	if s := b.status(); len(s.Problems) > 0 || !s.Etcd.Process.Alive {
-		t.Errorf("lab %s after lab %s went down: %v", b.name, a.name, s.Problems)
+	a.OK("down")
+	if s := b.Status(); len(s.Problems) > 0 || !s.Etcd.Process.Alive {
+		t.Errorf("lab %s after lab %s went down: %v", b.Name, a.Name, s.Problems)
 	}
-	b.ping("node2", "172.31.1.10")
-	b.ok("ctl", "get", "nodes")
-	b.ok("down")
+	b.Ping("node2", "172.31.1.10")
+	b.OK("ctl", "get", "nodes")
+	b.OK("down")
 	assertGone(t, before, a, b)
 }
 
 func TestLabArgs(t *testing.T) {
-	needLab(t)
-	l := newLab(t)
-	bad := &lab{t: t, name: "x"}
+	labtest.Need(t)
+	l := labtest.New(t)
+	bad := labtest.Named(t, "x")
 	for _, c := range []struct {
 		args []string
 		want string
@@ -552,11 +422,11 @@ func TestLabArgs(t *testing.T) {
 		{[]string{"--name", "nosuchlab", "status"}, "lab \"nosuchlab\" does not exist"},
 		{[]string{"--name", "nosuchlab", "exec", "node1", "--", "true"}, "does not exist"},
 	} {
-		stderr := bad.fails(c.args...)
+		stderr := bad.Fails(c.args...)
 		assertContains(t, strings.Join(c.args, " "), stderr, c.want)
 	}
 
-	l.ok("up", "--nodes", "2", "--no-agents")
+	l.OK("up", "--nodes", "2", "--no-agents")
 	for _, c := range []struct {
 		args []string
 		want string
@@ -570,51 +440,51 @@ func TestLabArgs(t *testing.T) {
 		{[]string{"host", "add", "node1"}, "names of the lab's router and nodes"},
 		{[]string{"host", "del", "nobody"}, "has no host \"nobody\""},
 	} {
-		stderr := l.fails(c.args...)
+		stderr := l.Fails(c.args...)
 		assertContains(t, strings.Join(c.args, " "), stderr, c.want)
 	}
-	l.ok("down")
-	l.ok("up", "--nodes", "1", "--no-agents", "--cni-bin-dir", t.TempDir())
-	assertContains(t, "workload add without a plugin", l.fails("workload", "add", "node1", "default/web1"), "no CNI plugin")
+	l.OK("down")
+	l.OK("up", "--nodes", "1", "--no-agents", "--cni-bin-dir", t.TempDir())
+	assertContains(t, "workload add without a plugin", l.Fails("workload", "add", "node1", "default/web1"), "no CNI plugin")
 }
 
 func TestLabHosts(t *testing.T) {
-	needLab(t)
+	labtest.Need(t)
 	before := takeSnapshot(t)
-	l := newLab(t)
-	l.ok("up", "--nodes", "2", "--subnets", "2", "--no-agents")
-	assertContains(t, "host add bird1", l.ok("host", "add", "bird1"), "172.31.1.200/24")
-	assertContains(t, "host add internet", l.ok("host", "add", "internet", "--subnet", "9"), "172.31.9.200/24", "br9")
-	l.fails("host", "add", "bird1")
+	l := labtest.New(t)
+	l.OK("up", "--nodes", "2", "--subnets", "2", "--no-agents")
+	assertContains(t, "host add bird1", l.OK("host", "add", "bird1"), "172.31.1.200/24")
+	assertContains(t, "host add internet", l.OK("host", "add", "internet", "--subnet", "9"), "172.31.9.200/24", "br9")
+	l.Fails("host", "add", "bird1")
 
-	l.ping("node2", "172.31.9.200") // subnet 2 to a segment of its own, through the router
-	l.ping("internet", "172.31.1.10")
-	l.ping("bird1", "172.31.1.10") // same subnet
-	s := l.status()
-	if len(s.Hosts) != 2 || s.Hosts[1].Name != "internet" || s.Hosts[1].Netns != l.ns("h-internet") || len(s.Subnets) != 3 || s.Subnets[2].Index != 9 {
+	l.Ping("node2", "172.31.9.200") // subnet 2 to a segment of its own, through the router
+	l.Ping("internet", "172.31.1.10")
+	l.Ping("bird1", "172.31.1.10") // same subnet
+	s := l.Status()
+	if len(s.Hosts) != 2 || s.Hosts[1].Name != "internet" || s.Hosts[1].Netns != l.NS("h-internet") || len(s.Subnets) != 3 || s.Subnets[2].Index != 9 {
 		t.Errorf("status hosts %+v, subnets %+v", s.Hosts, s.Subnets)
 	}
 
 	// host del stops what runs in the host, as down would.
-	sleeper := exec.Command(filepath.Join(binDir, "tabby-lab"), "--name", l.name, "exec", "bird1", "--", "sleep", "600")
+	sleeper := l.Command("exec", "bird1", "--", "sleep", "600")
 	if err := sleeper.Start(); err != nil {
 		t.Fatal(err)
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- sleeper.Wait() }()
-	waitInNetns(t, l.ns("h-bird1"), sleeper.Process.Pid)
-	l.ok("host", "del", "bird1")
+	waitInNetns(t, l.NS("h-bird1"), sleeper.Process.Pid)
+	l.OK("host", "del", "bird1")
 	select {
 	case <-exited:
 	case <-time.After(10 * time.Second):
 		t.Error("the process in host bird1 still runs after host del")
 	}
-	if netnsExists(l.ns("h-bird1")) {
+	if netnsExists(l.NS("h-bird1")) {
 		t.Error("host del left its namespace")
 	}
-	l.noPing("node1", "172.31.1.200")
+	l.NoPing("node1", "172.31.1.200")
 
-	l.ok("down")
+	l.OK("down")
 	assertGone(t, before, l)
 }
 
@@ -629,9 +499,9 @@ func assertContains(t *testing.T, what, s string, wants ...string) {
 
 // TestLabUpFailsCleanly: an up that fails, or is interrupted, leaves nothing behind.
 func TestLabUpFailsCleanly(t *testing.T) {
-	needLab(t)
+	labtest.Need(t)
 	before := takeSnapshot(t)
-	l := newLab(t)
+	l := labtest.New(t)
 
 	// An etcd that cannot start: up says why, with its log, and removes what it made.
 	bad := t.TempDir()
@@ -639,38 +509,42 @@ func TestLabUpFailsCleanly(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(bad, "tabby-node"), []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Symlink(filepath.Join(binDir, "tabbyctl"), filepath.Join(bad, "tabbyctl")); err != nil {
+	if err := os.Symlink(labtest.Bin(t, "tabbyctl"), filepath.Join(bad, "tabbyctl")); err != nil {
 		t.Fatal(err)
 	}
-	stderr := l.fails("up", "--nodes", "2", "--no-agents", "--bin-dir", bad)
-	assertContains(t, "up with a failing etcd", stderr, "etcd (tabby-node --datastore-only in "+l.ns("router")+") exited", "boom")
+	stderr := l.Fails("up", "--nodes", "2", "--no-agents", "--bin-dir", bad)
+	assertContains(t, "up with a failing etcd", stderr, "etcd (tabby-node --datastore-only in "+l.NS("router")+") exited", "boom")
 	assertGone(t, before, l)
 
 	// Binaries that are not there.
-	assertContains(t, "up without binaries", l.fails("up", "--bin-dir", t.TempDir()), "tabby-node is not an executable in")
+	assertContains(t, "up without binaries", l.Fails("up", "--bin-dir", t.TempDir()), "tabby-node is not an executable in")
 
 	// Interrupted while it waits for the agents.
-	cmd := exec.Command(filepath.Join(binDir, "tabby-lab"), "--name", l.name, "up", "--nodes", "2", "--agent-binary", fakeAgent)
-	cmd.Env = append(os.Environ(), "FAKE_AGENT=mute")
+	cmd := l.Command("up", "--nodes", "2", "--agent-binary", fakeAgent)
+	cmd.Env = append(cmd.Env, "FAKE_AGENT=mute")
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if log, _ := os.ReadFile(filepath.Join(l.stateDir(), "node2.log")); strings.Contains(string(log), "starting") {
-			break
-		}
-		if time.Now().After(deadline) {
+	waited := false
+	defer func() {
+		if !waited {
 			cmd.Process.Kill()
 			cmd.Wait()
-			t.Fatalf("the agents did not start:\n%s", out.String())
+			t.Logf("tabby-lab up's output:\n%s", out.String())
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	}()
+	labtest.Poll(t, "the agents start", 30*time.Second, func() string {
+		if log, _ := os.ReadFile(filepath.Join(l.StateDir(), "node2.log")); !strings.Contains(string(log), "starting") {
+			return "node2's agent has not logged starting"
+		}
+		return ""
+	})
 	cmd.Process.Signal(syscall.SIGINT)
-	if err := cmd.Wait(); err == nil {
+	err := cmd.Wait()
+	waited = true
+	if err == nil {
 		t.Errorf("an interrupted up succeeded:\n%s", out.String())
 	}
 	assertContains(t, "interrupted up", out.String(), "context canceled")

@@ -9,6 +9,8 @@ import (
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+
+	"github.com/tabby-net/tabby/internal/labstate"
 )
 
 // labNetnsRE parses the namespaces a lab makes: tby-<lab>-router, -node<k>, -h-..., -w-...
@@ -47,7 +49,7 @@ removes it. With -q it prints only the names, for scripts:
 						state = "incomplete"
 					}
 					nodes, workloads = fmt.Sprint(len(l.st.Nodes)), fmt.Sprint(len(l.st.Workloads))
-					etcd = procWord(&ProcessStatus{PID: pidOf(l.st.Etcd.Process), Alive: l.st.Etcd.Process.alive()})
+					etcd = procWord(&labstate.ProcessStatus{PID: pidOf(l.st.Etcd.Process), Alive: alive(l.st.Etcd.Process)})
 				}
 				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", l.name, state, l.namespaces, nodes, workloads, etcd)
 			}
@@ -73,7 +75,7 @@ func labNamespaces(lab string) ([]string, error) {
 
 type labEntry struct {
 	name       string
-	st         *State // nil without a readable state file
+	st         *labstate.State // nil without a readable state file
 	namespaces int
 }
 
@@ -103,7 +105,7 @@ func listLabs(root string) ([]labEntry, error) {
 		if !e.IsDir() || validateLabName(e.Name()) != nil {
 			continue
 		}
-		st, err := loadState(root + "/" + e.Name())
+		st, err := labstate.Load(root + "/" + e.Name())
 		if err == nil {
 			get(e.Name()).st = st
 		}
@@ -116,7 +118,7 @@ func listLabs(root string) ([]labEntry, error) {
 	return labs, nil
 }
 
-func pidOf(p *Process) int {
+func pidOf(p *labstate.Process) int {
 	if p == nil {
 		return 0
 	}

@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/tabby-net/tabby/internal/labstate"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -34,19 +36,19 @@ func (g *globals) stateDir() string { return filepath.Join(g.stateRoot, g.name) 
 func (g *globals) dataDir() string  { return filepath.Join(g.dataRoot, g.name) }
 
 // load reads the lab's state; a lab that does not exist is an error saying so.
-func (g *globals) load() (*State, error) {
+func (g *globals) load() (*labstate.State, error) {
 	if err := validateLabName(g.name); err != nil {
 		return nil, err
 	}
-	st, err := loadState(g.stateDir())
-	if errors.Is(err, errNoLab) {
+	st, err := labstate.Load(g.stateDir())
+	if errors.Is(err, labstate.ErrNoLab) {
 		left, _ := labNamespaces(g.name)
 		if len(left) > 0 {
 			return nil, fmt.Errorf("lab %q has no state (%s) but %d namespaces remain (%s): an up that crashed? Remove it with: tabby-lab down --name %s",
-				g.name, filepath.Join(g.stateDir(), stateFile), len(left), strings.Join(left, ", "), g.name)
+				g.name, filepath.Join(g.stateDir(), labstate.File), len(left), strings.Join(left, ", "), g.name)
 		}
 		return nil, fmt.Errorf("lab %q does not exist (no %s); start it with: tabby-lab up --name %s",
-			g.name, filepath.Join(g.stateDir(), stateFile), g.name)
+			g.name, filepath.Join(g.stateDir(), labstate.File), g.name)
 	}
 	return st, err
 }
@@ -64,7 +66,7 @@ func (g *globals) lock() (*labLock, error) {
 
 // lockAndLoad takes the lab's lock and loads its state, for the commands that change an
 // existing lab; the caller unlocks.
-func (g *globals) lockAndLoad() (*labLock, *State, error) {
+func (g *globals) lockAndLoad() (*labLock, *labstate.State, error) {
 	lk, err := g.lock()
 	if err != nil {
 		return nil, nil, err

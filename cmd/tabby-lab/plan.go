@@ -9,12 +9,14 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/tabby-net/tabby/internal/labstate"
 )
 
 // The lab's names and addresses: pure functions, so they are tested without root.
 
 const (
-	nsPrefix       = "tby-"
+	nsPrefix       = labstate.NsPrefix
 	maxLabName     = 16
 	maxNodes       = 100
 	maxSubnets     = 50  // node subnets created by up
@@ -49,7 +51,7 @@ func validateLabName(name string) error {
 }
 
 // labPrefix is the prefix of every namespace of the lab.
-func labPrefix(lab string) string { return nsPrefix + lab + "-" }
+func labPrefix(lab string) string { return labstate.NetnsPrefix(lab) }
 
 func routerNetns(lab string) string     { return labPrefix(lab) + routerName }
 func nodeNetns(lab, node string) string { return labPrefix(lab) + node }
@@ -143,7 +145,7 @@ func validateHostName(name string) error {
 }
 
 // plan lays out a new lab: its router, subnets and nodes, with no process started yet.
-func plan(lab string, nodes, subnets int, stateDir, dataDir string) (*State, error) {
+func plan(lab string, nodes, subnets int, stateDir, dataDir string) (*labstate.State, error) {
 	if err := validateLabName(lab); err != nil {
 		return nil, err
 	}
@@ -153,12 +155,12 @@ func plan(lab string, nodes, subnets int, stateDir, dataDir string) (*State, err
 	if subnets < 1 || subnets > maxSubnets {
 		return nil, fmt.Errorf("--subnets %d: want 1 to %d", subnets, maxSubnets)
 	}
-	st := &State{
+	st := &labstate.State{
 		Name:     lab,
 		StateDir: stateDir,
 		DataDir:  dataDir,
-		Router:   Router{Netns: routerNetns(lab)},
-		Etcd:     Etcd{Endpoint: etcdEndpoint(), Netns: routerNetns(lab)},
+		Router:   labstate.Router{Netns: routerNetns(lab)},
+		Etcd:     labstate.Etcd{Endpoint: etcdEndpoint(), Netns: routerNetns(lab)},
 	}
 	for i := 1; i <= subnets; i++ {
 		st.Subnets = append(st.Subnets, newSubnet(i))
@@ -166,9 +168,9 @@ func plan(lab string, nodes, subnets int, stateDir, dataDir string) (*State, err
 	for k := 1; k <= nodes; k++ {
 		s := nodeSubnet(k, subnets)
 		name := nodeName(k)
-		st.Nodes = append(st.Nodes, Node{
+		st.Nodes = append(st.Nodes, labstate.Node{
 			Name: name,
-			Attachment: Attachment{
+			Attachment: labstate.Attachment{
 				Netns:      nodeNetns(lab, name),
 				Interface:  nodeIfName,
 				RouterPort: name,
@@ -181,20 +183,20 @@ func plan(lab string, nodes, subnets int, stateDir, dataDir string) (*State, err
 	return st, nil
 }
 
-func newSubnet(i int) Subnet {
-	return Subnet{Index: i, CIDR: subnetCIDR(i), Bridge: bridgeName(i), Gateway: subnetGateway(i)}
+func newSubnet(i int) labstate.Subnet {
+	return labstate.Subnet{Index: i, CIDR: subnetCIDR(i), Bridge: bridgeName(i), Gateway: subnetGateway(i)}
 }
 
 // planHost lays out a new host on subnet: the lowest free address from .200 up.
-func planHost(st *State, name string, subnet int) (Host, error) {
+func planHost(st *labstate.State, name string, subnet int) (labstate.Host, error) {
 	if err := validateHostName(name); err != nil {
-		return Host{}, err
+		return labstate.Host{}, err
 	}
 	if subnet < 1 || subnet > maxSubnetIndex {
-		return Host{}, fmt.Errorf("--subnet %d: want 1 to %d", subnet, maxSubnetIndex)
+		return labstate.Host{}, fmt.Errorf("--subnet %d: want 1 to %d", subnet, maxSubnetIndex)
 	}
-	if st.host(name) != nil {
-		return Host{}, fmt.Errorf("host %q already exists in lab %q", name, st.Name)
+	if st.Host(name) != nil {
+		return labstate.Host{}, fmt.Errorf("host %q already exists in lab %q", name, st.Name)
 	}
 	used := map[netip.Addr]bool{}
 	for _, h := range st.Hosts {
@@ -205,7 +207,7 @@ func planHost(st *State, name string, subnet int) (Host, error) {
 		if used[a] {
 			continue
 		}
-		return Host{Name: name, Attachment: Attachment{
+		return labstate.Host{Name: name, Attachment: labstate.Attachment{
 			Netns:      hostNetns(st.Name, name),
 			Interface:  nodeIfName,
 			RouterPort: hostRouterPort(name),
@@ -214,5 +216,5 @@ func planHost(st *State, name string, subnet int) (Host, error) {
 			Gateway:    subnetGateway(subnet),
 		}}, nil
 	}
-	return Host{}, fmt.Errorf("subnet %d has no free host address left (.%d to .254)", subnet, hostHostBase)
+	return labstate.Host{}, fmt.Errorf("subnet %d has no free host address left (.%d to .254)", subnet, hostHostBase)
 }

@@ -6,6 +6,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/tabby-net/tabby/internal/labstate"
 )
 
 // Unit tests of the lab's names, addresses and configuration: no root needed.
@@ -31,7 +33,7 @@ func TestPlanAddresses(t *testing.T) {
 	if st.Router.Netns != "tby-lab-router" || st.Etcd.Endpoint != "http://172.31.1.1:2379" {
 		t.Errorf("router %q, etcd %q", st.Router.Netns, st.Etcd.Endpoint)
 	}
-	wantSubnets := []Subnet{
+	wantSubnets := []labstate.Subnet{
 		{Index: 1, CIDR: netip.MustParsePrefix("172.31.1.0/24"), Bridge: "br1", Gateway: netip.MustParseAddr("172.31.1.1")},
 		{Index: 2, CIDR: netip.MustParsePrefix("172.31.2.0/24"), Bridge: "br2", Gateway: netip.MustParseAddr("172.31.2.1")},
 	}
@@ -82,7 +84,7 @@ func TestPlanLimits(t *testing.T) {
 	seen := map[netip.Addr]bool{}
 	for _, n := range st.Nodes {
 		a := n.Address.Addr()
-		if seen[a] || a.As4()[3] >= hostHostBase || !st.subnet(n.Subnet).CIDR.Contains(a) {
+		if seen[a] || a.As4()[3] >= hostHostBase || !st.Subnet(n.Subnet).CIDR.Contains(a) {
 			t.Errorf("node %s: address %s reused, in the hosts' range or off its subnet", n.Name, a)
 		}
 		seen[a] = true

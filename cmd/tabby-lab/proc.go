@@ -10,11 +10,13 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/tabby-net/tabby/internal/labstate"
 )
 
 // started is a process this tabby-lab command started and can still wait for.
 type started struct {
-	*Process
+	*labstate.Process
 	done chan struct{} // closed when it has exited
 	err  error         // its exit status, once done is closed
 }
@@ -34,7 +36,7 @@ func startDetached(ns string, argv []string, logPath string) (*started, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s in %s: %w", argv[0], ns, err)
 	}
-	p := &started{Process: &Process{PID: cmd.Process.Pid, Log: logPath}, done: make(chan struct{})}
+	p := &started{Process: &labstate.Process{PID: cmd.Process.Pid, Log: logPath}, done: make(chan struct{})}
 	// Read before anything can reap it: the start time tells this process from a later
 	// one that reuses its pid.
 	p.StartTime, _ = procStartTime(p.PID)
@@ -83,7 +85,7 @@ func procStartTime(pid int) (uint64, error) {
 
 // alive says whether the recorded process still runs: same pid, same start time, and not
 // a zombie.
-func (p *Process) alive() bool {
+func alive(p *labstate.Process) bool {
 	if p == nil || p.PID <= 0 {
 		return false
 	}

@@ -10,6 +10,8 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/tabby-net/tabby/internal/labstate"
 )
 
 func newExecCommand(g *globals) *cobra.Command {
@@ -69,7 +71,7 @@ its subcommand.`,
 			}
 			target := routerName
 			if node != "" {
-				if st.node(node) == nil {
+				if st.Node(node) == nil {
 					return unknownNode(st, node)
 				}
 				target = node
@@ -87,7 +89,7 @@ its subcommand.`,
 }
 
 // resolveTarget maps an exec target to its namespace and the environment to run with.
-func resolveTarget(st *State, target string) (ns string, env []string, err error) {
+func resolveTarget(st *labstate.State, target string) (ns string, env []string, err error) {
 	env = os.Environ()
 	etcdEnv := "TABBY_ETCD_ENDPOINTS=" + st.Etcd.Endpoint
 	switch {
@@ -98,17 +100,17 @@ func resolveTarget(st *State, target string) (ns string, env []string, err error
 		if err != nil {
 			return "", nil, err
 		}
-		w := st.workload(namespace, name)
+		w := st.Workload(namespace, name)
 		if w == nil {
 			return "", nil, unknownWorkload(st, target)
 		}
 		return w.Netns, env, nil
-	case st.node(target) != nil:
+	case st.Node(target) != nil:
 		// The agent serves node status under its --data-dir, which the lab sets per node.
-		n := st.node(target)
+		n := st.Node(target)
 		return n.Netns, append(env, etcdEnv, "TABBY_STATUS_SOCKET="+filepath.Join(n.DataDir, "status.sock")), nil
-	case st.host(target) != nil:
-		return st.host(target).Netns, env, nil
+	case st.Host(target) != nil:
+		return st.Host(target).Netns, env, nil
 	}
 	var names []string
 	for _, n := range st.Nodes {
@@ -121,7 +123,7 @@ func resolveTarget(st *State, target string) (ns string, env []string, err error
 		st.Name, target, routerName, strings.Join(names, ", "))
 }
 
-func unknownNode(st *State, node string) error {
+func unknownNode(st *labstate.State, node string) error {
 	var names []string
 	for _, n := range st.Nodes {
 		names = append(names, n.Name)
@@ -129,7 +131,7 @@ func unknownNode(st *State, node string) error {
 	return fmt.Errorf("lab %s has no node %q (its nodes: %s)", st.Name, node, strings.Join(names, ", "))
 }
 
-func unknownWorkload(st *State, name string) error {
+func unknownWorkload(st *labstate.State, name string) error {
 	var names []string
 	for _, w := range st.Workloads {
 		names = append(names, w.FullName())

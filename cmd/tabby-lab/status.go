@@ -10,6 +10,8 @@ import (
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+
+	"github.com/tabby-net/tabby/internal/labstate"
 )
 
 func newStatusCommand(g *globals) *cobra.Command {
@@ -42,82 +44,30 @@ func newStatusCommand(g *globals) *cobra.Command {
 	return cmd
 }
 
-// Status is what status -o json prints.
-type Status struct {
-	Name      string           `json:"name"`
-	Ready     bool             `json:"ready"`
-	StateDir  string           `json:"stateDir"`
-	DataDir   string           `json:"dataDir"`
-	Etcd      EtcdStatus       `json:"etcd"`
-	Router    RouterStatus     `json:"router"`
-	Subnets   []Subnet         `json:"subnets"`
-	Nodes     []NodeStatus     `json:"nodes"`
-	Hosts     []Host           `json:"hosts"`
-	Workloads []WorkloadStatus `json:"workloads"`
-	// Problems lists what is wrong: a process that died, a namespace that is missing.
-	Problems []string `json:"problems"`
-}
-
-type EtcdStatus struct {
-	Endpoint string        `json:"endpoint"`
-	Netns    string        `json:"netns"`
-	Process  ProcessStatus `json:"process"`
-}
-
-type RouterStatus struct {
-	Netns     string         `json:"netns"`
-	Addresses []netip.Prefix `json:"addresses"`
-}
-
-// ProcessStatus describes a process the lab started; LogTail is set once it has died.
-type ProcessStatus struct {
-	PID     int    `json:"pid"`
-	Alive   bool   `json:"alive"`
-	Log     string `json:"log"`
-	LogTail string `json:"logTail,omitempty"`
-}
-
-type NodeStatus struct {
-	Node
-	Agent *ProcessStatus `json:"agent"` // nil when the lab runs no agents
-}
-
-type WorkloadStatus struct {
-	FullName    string            `json:"name"` // NAMESPACE/NAME
-	Namespace   string            `json:"namespace"`
-	Pod         string            `json:"pod"`
-	Node        string            `json:"node"`
-	Netns       string            `json:"netns"`
-	ContainerID string            `json:"containerID"`
-	IfName      string            `json:"ifName"`
-	IPs         []netip.Prefix    `json:"ips"`
-	Labels      map[string]string `json:"labels,omitempty"`
-}
-
-func processStatus(p *Process) ProcessStatus {
+func processStatus(p *labstate.Process) labstate.ProcessStatus {
 	if p == nil {
-		return ProcessStatus{}
+		return labstate.ProcessStatus{}
 	}
-	s := ProcessStatus{PID: p.PID, Alive: p.alive(), Log: p.Log}
+	s := labstate.ProcessStatus{PID: p.PID, Alive: alive(p), Log: p.Log}
 	if !s.Alive {
 		s.LogTail = logTail(p.Log, 10)
 	}
 	return s
 }
 
-func collectStatus(st *State) *Status {
-	s := &Status{
+func collectStatus(st *labstate.State) *labstate.Status {
+	s := &labstate.Status{
 		Name: st.Name, Ready: st.Ready, StateDir: st.StateDir, DataDir: st.DataDir,
-		Etcd:      EtcdStatus{Endpoint: st.Etcd.Endpoint, Netns: st.Etcd.Netns, Process: processStatus(st.Etcd.Process)},
-		Router:    RouterStatus{Netns: st.Router.Netns},
+		Etcd:      labstate.EtcdStatus{Endpoint: st.Etcd.Endpoint, Netns: st.Etcd.Netns, Process: processStatus(st.Etcd.Process)},
+		Router:    labstate.RouterStatus{Netns: st.Router.Netns},
 		Subnets:   st.Subnets,
 		Hosts:     st.Hosts,
-		Nodes:     []NodeStatus{},
-		Workloads: []WorkloadStatus{},
+		Nodes:     []labstate.NodeStatus{},
+		Workloads: []labstate.WorkloadStatus{},
 		Problems:  []string{},
 	}
 	if s.Hosts == nil {
-		s.Hosts = []Host{}
+		s.Hosts = []labstate.Host{}
 	}
 	for _, sub := range st.Subnets {
 		s.Router.Addresses = append(s.Router.Addresses, netip.PrefixFrom(sub.Gateway, sub.CIDR.Bits()))
@@ -131,7 +81,7 @@ func collectStatus(st *State) *Status {
 		s.Problems = append(s.Problems, fmt.Sprintf("etcd (pid %d) is not running", st.Etcd.Process.PID))
 	}
 	for _, n := range st.Nodes {
-		ns := NodeStatus{Node: n}
+		ns := labstate.NodeStatus{Node: n}
 		if n.Agent != nil {
 			p := processStatus(n.Agent)
 			ns.Agent = &p
@@ -144,12 +94,12 @@ func collectStatus(st *State) *Status {
 		s.Nodes = append(s.Nodes, ns)
 	}
 	for _, w := range st.Workloads {
-		s.Workloads = append(s.Workloads, WorkloadStatus{
+		s.Workloads = append(s.Workloads, labstate.WorkloadStatus{
 			FullName: w.FullName(), Namespace: w.Namespace, Pod: w.Name, Node: w.Node, Netns: w.Netns,
 			ContainerID: w.ContainerID, IfName: w.IfName, IPs: w.IPs, Labels: w.Labels,
 		})
 	}
-	for _, ns := range st.namespaces() {
+	for _, ns := range st.Namespaces() {
 		if !netnsExists(ns) {
 			s.Problems = append(s.Problems, "namespace "+ns+" is missing")
 		}
@@ -157,7 +107,7 @@ func collectStatus(st *State) *Status {
 	return s
 }
 
-func printStatus(w io.Writer, s *Status) error {
+func printStatus(w io.Writer, s *labstate.Status) error {
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
 	state := "up"
 	if !s.Ready {
@@ -209,7 +159,7 @@ func printStatus(w io.Writer, s *Status) error {
 			fmt.Fprintf(w, "  %s\n", p)
 		}
 	}
-	dead := func(name string, p *ProcessStatus) {
+	dead := func(name string, p *labstate.ProcessStatus) {
 		if p != nil && p.PID != 0 && !p.Alive {
 			fmt.Fprintf(w, "\n%s exited; last lines of %s:\n%s\n", name, p.Log, indent(p.LogTail))
 		}
@@ -221,7 +171,7 @@ func printStatus(w io.Writer, s *Status) error {
 	return nil
 }
 
-func procWord(p *ProcessStatus) string {
+func procWord(p *labstate.ProcessStatus) string {
 	switch {
 	case p.PID == 0:
 		return "not started"

@@ -19,6 +19,8 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/vishvananda/netlink"
+
+	"github.com/tabby-net/tabby/internal/labstate"
 )
 
 // etcdWait bounds how long up waits for the lab's etcd to serve.
@@ -104,7 +106,7 @@ func up(ctx context.Context, g *globals, o upOptions, stdout, stderr io.Writer) 
 		fmt.Fprintln(stderr)
 		for _, f := range failed {
 			fmt.Fprintf(stderr, "tabby-lab: %s: %s\n", f.node.Name, f.why)
-			if f.node.Agent.alive() { // status showed the log of those that exited
+			if alive(f.node.Agent) { // status showed the log of those that exited
 				fmt.Fprintf(stderr, "last lines of %s:\n%s\n", f.node.Agent.Log, indent(logTail(f.node.Agent.Log, 20)))
 			}
 		}
@@ -125,21 +127,21 @@ func undo(g *globals, err error, gone *bool) error {
 
 // resolveBinaries finds tabby-node and tabbyctl (next to tabby-lab unless --bin-dir says
 // otherwise), the agent program and the CNI plugin directory.
-func resolveBinaries(o upOptions) (Binaries, error) {
+func resolveBinaries(o upOptions) (labstate.Binaries, error) {
 	dir := o.binDir
 	if dir == "" {
 		self, err := os.Executable()
 		if err != nil {
-			return Binaries{}, fmt.Errorf("find tabby-lab's own directory: %w (use --bin-dir)", err)
+			return labstate.Binaries{}, fmt.Errorf("find tabby-lab's own directory: %w (use --bin-dir)", err)
 		}
 		if self, err = filepath.EvalSymlinks(self); err != nil {
-			return Binaries{}, fmt.Errorf("find tabby-lab's own directory: %w (use --bin-dir)", err)
+			return labstate.Binaries{}, fmt.Errorf("find tabby-lab's own directory: %w (use --bin-dir)", err)
 		}
 		dir = filepath.Dir(self)
 	}
 	dir, err := filepath.Abs(dir)
 	if err != nil {
-		return Binaries{}, fmt.Errorf("--bin-dir: %w", err)
+		return labstate.Binaries{}, fmt.Errorf("--bin-dir: %w", err)
 	}
 	find := func(name string) (string, error) {
 		p := filepath.Join(dir, name)
@@ -148,7 +150,7 @@ func resolveBinaries(o upOptions) (Binaries, error) {
 		}
 		return p, nil
 	}
-	var b Binaries
+	var b labstate.Binaries
 	if b.TabbyNode, err = find("tabby-node"); err != nil {
 		return b, err
 	}
@@ -176,7 +178,7 @@ func resolveBinaries(o upOptions) (Binaries, error) {
 }
 
 // build makes the lab's topology and starts its etcd. On error the caller tears down.
-func build(ctx context.Context, st *State) error {
+func build(ctx context.Context, st *labstate.State) error {
 	if err := os.MkdirAll(st.StateDir, 0o755); err != nil {
 		return fmt.Errorf("state dir: %w", err)
 	}
@@ -185,7 +187,7 @@ func build(ctx context.Context, st *State) error {
 	}
 	// Saved before anything exists, so even a crash now leaves a trace; discovery by
 	// namespace prefix covers the rest.
-	if err := st.save(); err != nil {
+	if err := st.Save(); err != nil {
 		return err
 	}
 
@@ -222,7 +224,7 @@ func build(ctx context.Context, st *State) error {
 		}
 		slog.Debug("node ready", "node", n.Name, "netns", n.Netns, "address", n.Address)
 	}
-	if err := st.save(); err != nil {
+	if err := st.Save(); err != nil {
 		return err
 	}
 
@@ -234,18 +236,18 @@ func build(ctx context.Context, st *State) error {
 		return fmt.Errorf("etcd: %w", err)
 	}
 	st.Etcd.Process = etcd.Process
-	if err := st.save(); err != nil {
+	if err := st.Save(); err != nil {
 		return err
 	}
 	if err := waitEtcd(ctx, st, etcd, etcdWait); err != nil {
 		return err
 	}
 	st.Ready = true
-	return st.save()
+	return st.Save()
 }
 
 // addBridge creates a subnet's bridge in the router namespace with the router's address.
-func addBridge(rh *nsHandle, s Subnet) error {
+func addBridge(rh *nsHandle, s labstate.Subnet) error {
 	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: s.Bridge}}
 	if err := rh.LinkAdd(br); err != nil {
 		return fmt.Errorf("router: add bridge %s: %w", s.Bridge, err)
@@ -259,7 +261,7 @@ func addBridge(rh *nsHandle, s Subnet) error {
 
 // attach creates a node's or host's namespace and joins it to its subnet's bridge: a veth
 // with its router end as a bridge port, its address and its default route via the router.
-func attach(ctx context.Context, rh *nsHandle, a Attachment) error {
+func attach(ctx context.Context, rh *nsHandle, a labstate.Attachment) error {
 	if err := createNetns(ctx, a.Netns); err != nil {
 		return err
 	}
@@ -315,7 +317,7 @@ func ipNet(p netip.Prefix) *net.IPNet {
 }
 
 // waitEtcd polls until the lab's etcd answers tabbyctl, the etcd exits, or wait passes.
-func waitEtcd(ctx context.Context, st *State, etcd *started, wait time.Duration) error {
+func waitEtcd(ctx context.Context, st *labstate.State, etcd *started, wait time.Duration) error {
 	deadline := time.Now().Add(wait)
 	for {
 		_, err := tabbyctlIn(ctx, st, st.Router.Netns, "--dial-timeout", "1s", "version")
@@ -339,7 +341,7 @@ func waitEtcd(ctx context.Context, st *State, etcd *started, wait time.Duration)
 
 // tabbyctlIn runs the lab's tabbyctl inside a namespace against the lab's etcd and returns
 // its standard output.
-func tabbyctlIn(ctx context.Context, st *State, ns string, args ...string) ([]byte, error) {
+func tabbyctlIn(ctx context.Context, st *labstate.State, ns string, args ...string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	argv := append([]string{"netns", "exec", ns, st.Binaries.Tabbyctl, "--etcd-endpoints", st.Etcd.Endpoint}, args...)
@@ -354,7 +356,7 @@ func tabbyctlIn(ctx context.Context, st *State, ns string, args ...string) ([]by
 }
 
 // registeredNodes lists the Node resources in the lab's etcd.
-func registeredNodes(ctx context.Context, st *State) (map[string]bool, error) {
+func registeredNodes(ctx context.Context, st *labstate.State) (map[string]bool, error) {
 	out, err := tabbyctlIn(ctx, st, st.Router.Netns, "--dial-timeout", "2s", "get", "nodes", "-o", "json")
 	if err != nil {
 		return nil, err
@@ -377,13 +379,13 @@ func registeredNodes(ctx context.Context, st *State) (map[string]bool, error) {
 }
 
 type agentFailure struct {
-	node *Node
+	node *labstate.Node
 	why  string
 }
 
 // startAgents starts every node's agent and waits until each has registered its Node in
 // etcd. It returns the agents that died or did not register in time.
-func startAgents(ctx context.Context, st *State, wait time.Duration) ([]agentFailure, error) {
+func startAgents(ctx context.Context, st *labstate.State, wait time.Duration) ([]agentFailure, error) {
 	if st.Binaries.Agent == "" {
 		return nil, nil
 	}
@@ -401,7 +403,7 @@ func startAgents(ctx context.Context, st *State, wait time.Duration) ([]agentFai
 		n.Agent = p.Process
 		procs[n.Name] = p
 	}
-	if err := st.save(); err != nil {
+	if err := st.Save(); err != nil {
 		return nil, err
 	}
 
@@ -453,7 +455,7 @@ func startAgents(ctx context.Context, st *State, wait time.Duration) ([]agentFai
 }
 
 // agentArgv is the command line of a node's agent.
-func agentArgv(st *State, n *Node) []string {
+func agentArgv(st *labstate.State, n *labstate.Node) []string {
 	return []string{st.Binaries.Agent,
 		"--node-name", n.Name,
 		"--etcd-endpoints", st.Etcd.Endpoint,

@@ -20,6 +20,8 @@ import (
 	"github.com/containernetworking/cni/libcni"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/spf13/cobra"
+
+	"github.com/tabby-net/tabby/internal/labstate"
 )
 
 const (
@@ -95,19 +97,19 @@ followed by a DEL and leaves nothing behind.`,
 	return cmd
 }
 
-func addWorkload(ctx context.Context, st *State, nodeName, namespace, name string, labels map[string]string) (*Workload, error) {
-	node := st.node(nodeName)
+func addWorkload(ctx context.Context, st *labstate.State, nodeName, namespace, name string, labels map[string]string) (*labstate.Workload, error) {
+	node := st.Node(nodeName)
 	if node == nil {
 		return nil, unknownNode(st, nodeName)
 	}
-	if w := st.workload(namespace, name); w != nil {
+	if w := st.Workload(namespace, name); w != nil {
 		return nil, fmt.Errorf("lab %s already has workload %s (on %s)", st.Name, w.FullName(), w.Node)
 	}
 	plugin := filepath.Join(st.Binaries.CNIDir, cniPluginType)
 	if _, err := os.Stat(plugin); err != nil {
 		return nil, fmt.Errorf("no CNI plugin %s: build it (make build) or start the lab with --cni-bin-dir", plugin)
 	}
-	w := &Workload{
+	w := &labstate.Workload{
 		Namespace:   namespace,
 		Name:        name,
 		Node:        node.Name,
@@ -139,7 +141,7 @@ func addWorkload(ctx context.Context, st *State, nodeName, namespace, name strin
 	}
 	w.IPs = res.IPs
 	st.Workloads = append(st.Workloads, *w)
-	return w, st.save()
+	return w, st.Save()
 }
 
 // setupWorkloadNetns sets the workload's loopback up, as a runtime's loopback plugin does.
@@ -152,12 +154,12 @@ func setupWorkloadNetns(ns string) error {
 	return h.linkUp("lo")
 }
 
-func delWorkload(ctx context.Context, st *State, namespace, name string) error {
-	w := st.workload(namespace, name)
+func delWorkload(ctx context.Context, st *labstate.State, namespace, name string) error {
+	w := st.Workload(namespace, name)
 	if w == nil {
 		return unknownWorkload(st, namespace+"/"+name)
 	}
-	node := st.node(w.Node)
+	node := st.Node(w.Node)
 	if node == nil {
 		return fmt.Errorf("state names node %s for it, which the lab does not have", w.Node)
 	}
@@ -175,13 +177,13 @@ func delWorkload(ctx context.Context, st *State, namespace, name string) error {
 	if err := deleteNetns(w.Netns); err != nil {
 		return err
 	}
-	st.Workloads = slices.DeleteFunc(st.Workloads, func(x Workload) bool { return x.Namespace == namespace && x.Name == name })
-	return st.save()
+	st.Workloads = slices.DeleteFunc(st.Workloads, func(x labstate.Workload) bool { return x.Namespace == namespace && x.Name == name })
+	return st.Save()
 }
 
 // cniConfList is the network configuration list for a workload on node. Labels are passed
 // as CNI's conventional args.cni.labels.
-func cniConfList(st *State, node string, labels map[string]string) ([]byte, error) {
+func cniConfList(st *labstate.State, node string, labels map[string]string) ([]byte, error) {
 	plugin := map[string]any{
 		"type":           cniPluginType,
 		"etcd_endpoints": st.Etcd.Endpoint,
@@ -228,7 +230,7 @@ type cniResponse struct {
 
 // runCNI runs CNI ADD or DEL for a workload through libcni, from inside the node's
 // namespace: tabby-lab re-executes itself there with "ip netns exec".
-func runCNI(ctx context.Context, st *State, node *Node, w *Workload, command string) (*cniResponse, error) {
+func runCNI(ctx context.Context, st *labstate.State, node *labstate.Node, w *labstate.Workload, command string) (*cniResponse, error) {
 	conf, err := cniConfList(st, node.Name, w.Labels)
 	if err != nil {
 		return nil, err

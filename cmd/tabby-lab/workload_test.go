@@ -12,6 +12,9 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+
+	"github.com/tabby-net/tabby/internal/labstate"
+	"github.com/tabby-net/tabby/internal/labtest"
 )
 
 // fakeCall is a call the fake CNI plugin recorded (testdata/fakecni).
@@ -27,9 +30,9 @@ type fakeCall struct {
 	Config      map[string]any `json:"config"`
 }
 
-func readCalls(t *testing.T, l *lab) []fakeCall {
+func readCalls(t *testing.T, l *labtest.Lab) []fakeCall {
 	t.Helper()
-	f, err := os.Open(filepath.Join(l.stateDir(), "cni.log"))
+	f, err := os.Open(filepath.Join(l.StateDir(), "cni.log"))
 	if err != nil {
 		t.Fatalf("the fake plugin's log: %v", err)
 	}
@@ -70,14 +73,14 @@ func cniArgs(s string) map[string]string {
 // libcni ran it: from the node's namespace, with the workload's netns, CNI_ARGS as the
 // kubelet passes them, the lab's network configuration and the labels.
 func TestWorkloadsThroughLibcni(t *testing.T) {
-	needLab(t)
+	labtest.Need(t)
 	before := takeSnapshot(t)
-	l := newLab(t)
-	l.ok("up", "--nodes", "2", "--no-agents", "--cni-bin-dir", fakeCNIDir)
+	l := labtest.New(t)
+	l.OK("up", "--nodes", "2", "--no-agents", "--cni-bin-dir", fakeCNIDir(t))
 
-	out := l.ok("workload", "add", "node1", "default/web1", "--labels", "app=web,tier=front")
+	out := l.OK("workload", "add", "node1", "default/web1", "--labels", "app=web,tier=front")
 	assertContains(t, "workload add", out, "default/web1", "node1", "10.244.0.2/32")
-	webNS := l.ns("w-default.web1")
+	webNS := l.NS("w-default.web1")
 	if !netnsExists(webNS) {
 		t.Fatalf("namespace %s does not exist", webNS)
 	}
@@ -86,10 +89,10 @@ func TestWorkloadsThroughLibcni(t *testing.T) {
 		t.Fatalf("%d calls, want 1: %+v", len(calls), calls)
 	}
 	c := calls[0]
-	if c.Command != "ADD" || c.Netns != "/run/netns/"+webNS || !c.NetnsExists || c.IfName != "eth0" || c.Path != fakeCNIDir {
+	if c.Command != "ADD" || c.Netns != "/run/netns/"+webNS || !c.NetnsExists || c.IfName != "eth0" || c.Path != fakeCNIDir(t) {
 		t.Errorf("ADD call: %+v", c)
 	}
-	if want := netnsInode(t, l.ns("node1")); c.OwnNetns != want {
+	if want := netnsInode(t, l.NS("node1")); c.OwnNetns != want {
 		t.Errorf("the plugin ran in %s, want node1's namespace %s", c.OwnNetns, want)
 	}
 	args := cniArgs(c.Args)
@@ -100,7 +103,7 @@ func TestWorkloadsThroughLibcni(t *testing.T) {
 	wantConf := map[string]any{
 		"cniVersion": "1.1.0", "name": "tabby-net", "type": "tabby-cni",
 		"etcd_endpoints": "http://172.31.1.1:2379", "nodename": "node1", "log_level": "debug",
-		"log_file": filepath.Join(l.stateDir(), "cni.log"),
+		"log_file": filepath.Join(l.StateDir(), "cni.log"),
 		"args": map[string]any{"cni": map[string]any{"labels": []any{
 			map[string]any{"key": "app", "value": "web"},
 			map[string]any{"key": "tier", "value": "front"},
@@ -112,19 +115,19 @@ func TestWorkloadsThroughLibcni(t *testing.T) {
 
 	// The workload is a namespace of its own: loopback up, nothing else (the fake moves
 	// no interface).
-	links := l.ok("exec", "default/web1", "--", "ip", "-o", "link")
+	links := l.OK("exec", "default/web1", "--", "ip", "-o", "link")
 	if !strings.Contains(links, "lo: <LOOPBACK,UP") || strings.Count(strings.TrimSpace(links), "\n") != 0 {
 		t.Errorf("workload links:\n%s", links)
 	}
 
-	l.ok("workload", "add", "node2", "kube-system/dns.1")
+	l.OK("workload", "add", "node2", "kube-system/dns.1")
 	calls = readCalls(t, l)
-	if c := calls[1]; c.OwnNetns != netnsInode(t, l.ns("node2")) || c.Config["nodename"] != "node2" || c.Config["args"] != nil {
+	if c := calls[1]; c.OwnNetns != netnsInode(t, l.NS("node2")) || c.Config["nodename"] != "node2" || c.Config["args"] != nil {
 		t.Errorf("second ADD: %+v", c)
 	}
-	assertContains(t, "duplicate add", l.fails("workload", "add", "node2", "default/web1"), "already has workload default/web1 (on node1)")
+	assertContains(t, "duplicate add", l.Fails("workload", "add", "node2", "default/web1"), "already has workload default/web1 (on node1)")
 
-	s := l.status()
+	s := l.Status()
 	if len(s.Workloads) != 2 {
 		t.Fatalf("status workloads: %+v", s.Workloads)
 	}
@@ -134,24 +137,24 @@ func TestWorkloadsThroughLibcni(t *testing.T) {
 		!reflect.DeepEqual(w.Labels, map[string]string{"app": "web", "tier": "front"}) {
 		t.Errorf("status workload: %+v", w)
 	}
-	if w := s.Workloads[1]; w.FullName != "kube-system/dns.1" || w.IPs[0].String() != "10.244.0.3/32" || w.Netns != l.ns("w-kube-system.dns.1") {
+	if w := s.Workloads[1]; w.FullName != "kube-system/dns.1" || w.IPs[0].String() != "10.244.0.3/32" || w.Netns != l.NS("w-kube-system.dns.1") {
 		t.Errorf("status workload: %+v", w)
 	}
-	assertContains(t, "status", l.ok("status"), "default/web1", "10.244.0.2/32", "app=web,tier=front")
+	assertContains(t, "status", l.OK("status"), "default/web1", "10.244.0.2/32", "app=web,tier=front")
 
 	// A failed ADD is followed by a DEL and leaves no namespace.
-	stderr := l.fails("workload", "add", "node1", "default/bad", "--labels", "fakecni-fail=add")
+	stderr := l.Fails("workload", "add", "node1", "default/bad", "--labels", "fakecni-fail=add")
 	assertContains(t, "failed add", stderr, "CNI ADD on node1", "fakecni: ADD failed")
 	calls = readCalls(t, l)
 	if n := len(calls); n != 4 || calls[2].Command != "ADD" || calls[3].Command != "DEL" || calls[3].ContainerID != calls[2].ContainerID {
 		t.Errorf("calls after a failed ADD: %+v", calls[2:])
 	}
-	if netnsExists(l.ns("w-default.bad")) || slices.ContainsFunc(l.status().Workloads, func(w WorkloadStatus) bool { return w.Pod == "bad" }) {
+	if netnsExists(l.NS("w-default.bad")) || slices.ContainsFunc(l.Status().Workloads, func(w labstate.WorkloadStatus) bool { return w.Pod == "bad" }) {
 		t.Error("a failed ADD left its workload behind")
 	}
 
 	// del: DEL from the same node with the same container, namespace and arguments.
-	l.ok("workload", "del", "default/web1")
+	l.OK("workload", "del", "default/web1")
 	calls = readCalls(t, l)
 	del := calls[len(calls)-1]
 	// libcni hands DEL the ADD's result from its cache, as prevResult.
@@ -167,7 +170,7 @@ func TestWorkloadsThroughLibcni(t *testing.T) {
 	if netnsExists(webNS) {
 		t.Errorf("workload del left %s", webNS)
 	}
-	if s := l.status(); len(s.Workloads) != 1 || s.Workloads[0].Pod != "dns.1" {
+	if s := l.Status(); len(s.Workloads) != 1 || s.Workloads[0].Pod != "dns.1" {
 		t.Errorf("status workloads after del: %+v", s.Workloads)
 	}
 
@@ -178,14 +181,14 @@ func TestWorkloadsThroughLibcni(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if _, stderr, code := l.run("", "workload", "add", "node2", fmt.Sprintf("default/p%d", i)); code != 0 {
+			if _, stderr, code := l.Run("", "workload", "add", "node2", fmt.Sprintf("default/p%d", i)); code != 0 {
 				t.Errorf("concurrent workload add p%d: exit %d: %s", i, code, stderr)
 			}
 		}()
 	}
 	wg.Wait()
 	ips := map[string]bool{}
-	for _, w := range l.status().Workloads {
+	for _, w := range l.Status().Workloads {
 		ips[w.IPs[0].String()] = true
 	}
 	if len(ips) != 4 {
@@ -193,6 +196,6 @@ func TestWorkloadsThroughLibcni(t *testing.T) {
 	}
 
 	// down removes the workloads that are still there.
-	l.ok("down")
+	l.OK("down")
 	assertGone(t, before, l)
 }

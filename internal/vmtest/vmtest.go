@@ -41,6 +41,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tabby-net/tabby/internal/testenv"
 )
 
 // Options describe the VM a test runs in.
@@ -105,8 +107,8 @@ func Run(t testing.TB, opts Options) {
 	}
 	res, err := run(t, opts, t.Name())
 	if err != nil {
-		if errors.Is(err, errUnavailable) && os.Getenv("CI") == "" {
-			t.Skipf("vmtest: %v", err)
+		if errors.Is(err, errUnavailable) {
+			testenv.Missing(t, fmt.Sprintf("vmtest: %v", err))
 		}
 		t.Fatalf("vmtest: %v", err)
 	}

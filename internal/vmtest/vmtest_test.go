@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tabby-net/tabby/internal/testenv"
 )
 
 // TestIPIPTunnel joins two network namespaces by veth, tunnels between them with ipip
@@ -132,8 +134,8 @@ func runHelper(t *testing.T, opts Options, name string) *Result {
 	}
 	opts.Package = wd
 	res, err := run(t, opts, name)
-	if errors.Is(err, errUnavailable) && os.Getenv("CI") == "" {
-		t.Skipf("vmtest: %v", err)
+	if errors.Is(err, errUnavailable) {
+		testenv.Missing(t, fmt.Sprintf("vmtest: %v", err))
 	}
 	if err != nil {
 		t.Fatal(err)

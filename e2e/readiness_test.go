@@ -1,11 +1,12 @@
 package e2e
 
 import (
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tabby-net/tabby/internal/labtest"
 )
 
 func ipipPool(mode string) string {
@@ -22,26 +23,20 @@ spec: {cidr: 10.245.0.0/16, blockSize: 26, ipipMode: ` + mode + `}
 // `node status` shows the problem, BGP off); the pool back to Never makes it ready; the
 // pool set to Always again is checked again (not ready); the pool deleted, ready again.
 func TestReadinessWithoutBGP(t *testing.T) {
-	needRoot(t)
-	wrapper := filepath.Join(t.TempDir(), "tabby-node-nobgp")
-	if err := os.WriteFile(wrapper, []byte("#!/bin/sh\nexec "+filepath.Join(binDir, "tabby-node")+
-		` "$@" --bgp=false --route-refresh-interval 2s`+"\n"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	l := newLab(t)
-	l.ok("up", "--nodes", "1", "--subnets", "1", "--agent-binary", wrapper)
-	if out, _, code := l.run("", "exec", "node1", "--", "ip", "link", "add", "name", "tbyprobe", "type", "ipip"); code == 0 {
+	l := labtest.New(t)
+	l.OK("up", "--nodes", "1", "--subnets", "1", "--agent-binary", labtest.AgentScript(t, "--bgp=false", "--route-refresh-interval", "2s"))
+	if out, _, code := l.Run("", "exec", "node1", "--", "ip", "link", "add", "name", "tbyprobe", "type", "ipip"); code == 0 {
 		t.Skipf("this kernel has ipip (%s): nothing to prove here", out)
 	}
-	sock := filepath.Join(l.nodeDataDir("node1"), "status.sock")
+	sock := filepath.Join(l.NodeDataDir("node1"), "status.sock")
 	ctl := func(args ...string) (string, int) {
-		out, stderr, code := l.run("", append([]string{"exec", "node1", "--", filepath.Join(binDir, "tabbyctl"), "node"}, args...)...)
+		out, stderr, code := l.Tabbyctl("node1", append([]string{"node"}, args...)...)
 		return out + stderr, code
 	}
 	readiness := func() (string, int) { return ctl("readiness", "--socket", sock) }
 	waitReady := func(what string) {
 		t.Helper()
-		took := poll(t, what, 30*time.Second, func() string {
+		took := labtest.Poll(t, what, 30*time.Second, func() string {
 			if out, code := readiness(); code != 0 || !strings.Contains(out, "is ready") {
 				return out
 			}
@@ -53,7 +48,7 @@ func TestReadinessWithoutBGP(t *testing.T) {
 	waitNotReady := func(what string) {
 		t.Helper()
 		var last string
-		took := poll(t, what, 30*time.Second, func() string {
+		took := labtest.Poll(t, what, 30*time.Second, func() string {
 			out, code := readiness()
 			last = out
 			if code == 0 || !strings.Contains(out, reason) {
@@ -65,7 +60,7 @@ func TestReadinessWithoutBGP(t *testing.T) {
 	}
 
 	waitReady("ready without BGP and without pools")
-	l.apply(ipipPool("Always"))
+	l.Apply(ipipPool("Always"))
 	waitNotReady("not ready with an IPIP pool")
 	out, code := ctl("status", "--socket", sock)
 	if code != 0 || !strings.Contains(out, "BGP off") || !strings.Contains(out, "Problem: "+reason) || !strings.Contains(out, "Readiness: not ready") {
@@ -73,27 +68,27 @@ func TestReadinessWithoutBGP(t *testing.T) {
 	}
 	t.Logf("node status:\n%s", out)
 
-	l.apply(ipipPool("Never"))
+	l.Apply(ipipPool("Never"))
 	waitReady("ready with the pool at ipipMode Never")
-	l.apply(ipipPool("Always"))
+	l.Apply(ipipPool("Always"))
 	waitNotReady("not ready again with the pool back at Always")
 
 	// Remove the pool: at ipipMode Never no pool needs node1's tunnel address, so the agent
 	// releases it and clears it from the Node; then the pool guard lets the pool go.
-	poll(t, "node1's IPIP tunnel address allocated", 30*time.Second, func() string {
-		if y := l.ok("ctl", "get", "node", "node1", "-o", "yaml"); !strings.Contains(y, "ipv4IPIPTunnelAddr") {
+	labtest.Poll(t, "node1's IPIP tunnel address allocated", 30*time.Second, func() string {
+		if y := l.OK("ctl", "get", "node", "node1", "-o", "yaml"); !strings.Contains(y, "ipv4IPIPTunnelAddr") {
 			return y
 		}
 		return ""
 	})
-	l.apply(ipipPool("Never"))
+	l.Apply(ipipPool("Never"))
 	waitReady("ready with the pool at Never again")
-	poll(t, "node1's IPIP tunnel address released", 30*time.Second, func() string {
-		if y := l.ok("ctl", "get", "node", "node1", "-o", "yaml"); strings.Contains(y, "ipv4IPIPTunnelAddr") {
+	labtest.Poll(t, "node1's IPIP tunnel address released", 30*time.Second, func() string {
+		if y := l.OK("ctl", "get", "node", "node1", "-o", "yaml"); strings.Contains(y, "ipv4IPIPTunnelAddr") {
 			return y
 		}
 		return ""
 	})
-	l.ok("ctl", "delete", "ippool", "lab-ipip")
+	l.OK("ctl", "delete", "ippool", "lab-ipip")
 	waitReady("ready with the pool deleted")
 }

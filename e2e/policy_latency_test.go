@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"bufio"
@@ -28,7 +28,7 @@ func BenchmarkPolicyApplyToEnforced(b *testing.B) {
 	m.expectMatrix(b, "before the changes") // routes between the nodes are up
 	src, dst := m.pod(b, "y/a"), m.pod(b, "x/a")
 	target := fmt.Sprintf("tcp/%s:80", dst.addr)
-	logFile := filepath.Join(m.l.stateDir(), "node1.log")
+	logFile := filepath.Join(m.l.StateDir(), "node1.log")
 	logStart := fileSize(b, logFile)
 	b.ResetTimer()
 
@@ -133,7 +133,7 @@ func (m *matrixLab) timeChange(t testing.TB, src matrixPod, target, want, stdin 
 		t.Fatalf("%s -> %s is %s before the change (prober said %q)", src.key, target, want, l)
 	}
 	start := time.Now()
-	if _, stderr, code := m.l.run(stdin, args...); code != 0 {
+	if _, stderr, code := m.l.Run(stdin, args...); code != 0 {
 		t.Fatalf("tabby-lab %s: %s", strings.Join(args, " "), stderr)
 	}
 	cli = time.Since(start)

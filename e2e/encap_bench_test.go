@@ -4,10 +4,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tabby-net/tabby/internal/labtest"
+	"github.com/tabby-net/tabby/internal/testenv"
 )
 
 // BenchmarkEncapThroughput prints one-stream TCP throughput (iperf3, 3 s) between two lab
@@ -15,22 +17,21 @@ import (
 // (vxlanMode Never, routes from BGP) and through VXLAN (Always), as ratios to the baseline.
 // Printed, never asserted. IPIP needs a kernel with ipip: see felix's TestIPIPTunnelVM.
 func BenchmarkEncapThroughput(b *testing.B) {
-	needRoot(b)
-	needTool(b, "/usr/bin/iperf3", "iperf3")
-	l := newLab(b)
-	l.ok("up", "--nodes", "2", "--subnets", "1", "--agent-binary", filepath.Join(binDir, "tabby-node-bgp"))
-	l.apply(vxlanPool("Never", "false"))
-	l.ok("workload", "add", "node1", "default/w1")
-	l.ok("workload", "add", "node2", "default/w2")
-	w2 := l.workloadIP("default", "w2")
+	testenv.RequireTools(b, testenv.Tool{Cmd: "iperf3", Package: "iperf3"})
+	l := labtest.New(b)
+	l.OK("up", "--nodes", "2", "--subnets", "1", "--agent-binary", labtest.AgentScript(b, labtest.FastBGP...))
+	l.Apply(labtest.VXLANPool("Never", "false"))
+	l.OK("workload", "add", "node1", "default/w1")
+	l.OK("workload", "add", "node2", "default/w2")
+	w2 := l.WorkloadIP("default", "w2")
 	node2 := netip.MustParseAddr("172.31.1.11")
 	for _, target := range []string{"node2", "default/w2"} {
-		l.ok("exec", target, "--", "iperf3", "-s", "-D", "-p", "5201")
+		l.OK("exec", target, "--", "iperf3", "-s", "-D", "-p", "5201")
 	}
 	iperf := func(from string, to netip.Addr) float64 {
 		var out string
-		poll(b, "iperf3 "+from+" -> "+to.String(), 30*time.Second, func() string {
-			o, stderr, code := l.run("", "exec", from, "--", "iperf3", "-c", to.String(), "-t", "3", "-J")
+		labtest.Poll(b, "iperf3 "+from+" -> "+to.String(), 30*time.Second, func() string {
+			o, stderr, code := l.Run("", "exec", from, "--", "iperf3", "-c", to.String(), "-t", "3", "-J")
 			out = o
 			if code != 0 {
 				return o + stderr
@@ -51,7 +52,7 @@ func BenchmarkEncapThroughput(b *testing.B) {
 	}
 	route := func(want string) func() string {
 		return func() string {
-			out, _, _ := l.run("", "exec", "node1", "--", "ip", "route", "show", "proto", "116", blockOf(w2))
+			out, _, _ := l.Run("", "exec", "node1", "--", "ip", "route", "show", "proto", "116", labtest.BlockOf(w2))
 			if !strings.Contains(out, want) {
 				return fmt.Sprintf("route to w2's block %q, want %q", strings.TrimSpace(out), want)
 			}
@@ -60,12 +61,12 @@ func BenchmarkEncapThroughput(b *testing.B) {
 	}
 	for range b.N {
 		base := iperf("node1", node2)
-		poll(b, "native route", 30*time.Second, route("via 172.31.1.11 dev eth0"))
+		labtest.Poll(b, "native route", 30*time.Second, route("via 172.31.1.11 dev eth0"))
 		native := iperf("default/w1", w2)
-		l.apply(vxlanPool("Always", "false"))
-		poll(b, "VXLAN route", 30*time.Second, route("dev vxlan.tabby onlink"))
+		l.Apply(labtest.VXLANPool("Always", "false"))
+		labtest.Poll(b, "VXLAN route", 30*time.Second, route("dev vxlan.tabby onlink"))
 		vxlan := iperf("default/w1", w2)
-		l.apply(vxlanPool("Never", "false"))
+		l.Apply(labtest.VXLANPool("Never", "false"))
 		b.Logf("iperf3 one stream, 3 s: node to node %.1f Gbit/s; workload to workload native %.1f (%.2fx), VXLAN %.1f (%.2fx)",
 			base, native, native/base, vxlan, vxlan/base)
 		b.ReportMetric(native/base, "native/host")

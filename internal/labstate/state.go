@@ -1,4 +1,8 @@
-package main
+// Package labstate owns the record of a tabby-lab lab: state.json, which tabby-lab writes
+// and every command reads, and the JSON that tabby-lab status -o json prints. tabby-lab and
+// the tests' harness (internal/labtest) share these types, so there is one description of
+// a lab.
+package labstate
 
 import (
 	"encoding/json"
@@ -9,11 +13,16 @@ import (
 	"os"
 	"path/filepath"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
-const stateFile = "state.json"
+// File is the name of a lab's state file in its state directory.
+const File = "state.json"
+
+// NsPrefix starts the name of every lab's network namespaces.
+const NsPrefix = "tby-"
+
+// NetnsPrefix is the prefix of every network namespace of the lab named lab.
+func NetnsPrefix(lab string) string { return NsPrefix + lab + "-" }
 
 // State is what state.json records about a lab.
 type State struct {
@@ -109,7 +118,8 @@ type Workload struct {
 // FullName is NAMESPACE/NAME.
 func (w *Workload) FullName() string { return w.Namespace + "/" + w.Name }
 
-func (st *State) node(name string) *Node {
+// Node finds a node by name; nil if the lab has none.
+func (st *State) Node(name string) *Node {
 	for i := range st.Nodes {
 		if st.Nodes[i].Name == name {
 			return &st.Nodes[i]
@@ -118,7 +128,8 @@ func (st *State) node(name string) *Node {
 	return nil
 }
 
-func (st *State) host(name string) *Host {
+// Host finds a host by name; nil if the lab has none.
+func (st *State) Host(name string) *Host {
 	for i := range st.Hosts {
 		if st.Hosts[i].Name == name {
 			return &st.Hosts[i]
@@ -127,7 +138,8 @@ func (st *State) host(name string) *Host {
 	return nil
 }
 
-func (st *State) workload(namespace, name string) *Workload {
+// Workload finds a workload by namespace and name; nil if the lab has none.
+func (st *State) Workload(namespace, name string) *Workload {
 	for i := range st.Workloads {
 		if st.Workloads[i].Namespace == namespace && st.Workloads[i].Name == name {
 			return &st.Workloads[i]
@@ -136,7 +148,8 @@ func (st *State) workload(namespace, name string) *Workload {
 	return nil
 }
 
-func (st *State) subnet(i int) *Subnet {
+// Subnet finds a subnet by index; nil if the lab has none.
+func (st *State) Subnet(i int) *Subnet {
 	for k := range st.Subnets {
 		if st.Subnets[k].Index == i {
 			return &st.Subnets[k]
@@ -145,9 +158,9 @@ func (st *State) subnet(i int) *Subnet {
 	return nil
 }
 
-// namespaces lists every namespace the state names, workloads first and the router last:
+// Namespaces lists every namespace the state names, workloads first and the router last:
 // the order to remove them in.
-func (st *State) namespaces() []string {
+func (st *State) Namespaces() []string {
 	var ns []string
 	for _, w := range st.Workloads {
 		ns = append(ns, w.Netns)
@@ -161,8 +174,8 @@ func (st *State) namespaces() []string {
 	return append(ns, st.Router.Netns)
 }
 
-// processes lists the processes the state records.
-func (st *State) processes() []*Process {
+// Processes lists the processes the state records.
+func (st *State) Processes() []*Process {
 	var ps []*Process
 	if st.Etcd.Process != nil {
 		ps = append(ps, st.Etcd.Process)
@@ -175,32 +188,32 @@ func (st *State) processes() []*Process {
 	return ps
 }
 
-// errNoLab says a lab has no state file.
-var errNoLab = errors.New("no such lab")
+// ErrNoLab says a lab has no state file.
+var ErrNoLab = errors.New("no such lab")
 
-// loadState reads a lab's state.json.
-func loadState(dir string) (*State, error) {
-	data, err := os.ReadFile(filepath.Join(dir, stateFile))
+// Load reads a lab's state.json.
+func Load(dir string) (*State, error) {
+	data, err := os.ReadFile(filepath.Join(dir, File))
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, errNoLab
+		return nil, ErrNoLab
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read lab state: %w", err)
 	}
 	var st State
 	if err := json.Unmarshal(data, &st); err != nil {
-		return nil, fmt.Errorf("read lab state %s: %w", filepath.Join(dir, stateFile), err)
+		return nil, fmt.Errorf("read lab state %s: %w", filepath.Join(dir, File), err)
 	}
 	return &st, nil
 }
 
-// save writes state.json atomically, so a reader never sees half of it.
-func (st *State) save() error {
+// Save writes state.json atomically, so a reader never sees half of it.
+func (st *State) Save() error {
 	data, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
 		return fmt.Errorf("encode lab state: %w", err)
 	}
-	tmp, err := os.CreateTemp(st.StateDir, stateFile+".*")
+	tmp, err := os.CreateTemp(st.StateDir, File+".*")
 	if err != nil {
 		return fmt.Errorf("write lab state: %w", err)
 	}
@@ -212,65 +225,8 @@ func (st *State) save() error {
 	if err := tmp.Close(); err != nil {
 		return fmt.Errorf("write lab state: %w", err)
 	}
-	if err := os.Rename(tmp.Name(), filepath.Join(st.StateDir, stateFile)); err != nil {
+	if err := os.Rename(tmp.Name(), filepath.Join(st.StateDir, File)); err != nil {
 		return fmt.Errorf("write lab state: %w", err)
 	}
 	return nil
-}
-
-// labLock is an exclusive lock on one lab, held by every command that changes it.
-type labLock struct {
-	f    *os.File
-	path string
-}
-
-// lockLab takes the lab's lock file <root>/<lab>.lock, waiting for another tabby-lab that
-// holds it (up to 10 minutes).
-func lockLab(root, lab string) (*labLock, error) {
-	if err := os.MkdirAll(root, 0o755); err != nil {
-		return nil, fmt.Errorf("lock lab %s: %w", lab, err)
-	}
-	path := filepath.Join(root, lab+".lock")
-	deadline := time.Now().Add(10 * time.Minute)
-	told := false
-	for {
-		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
-		if err != nil {
-			return nil, fmt.Errorf("lock lab %s: %w", lab, err)
-		}
-		err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if err == nil {
-			// The holder before us may have removed the file (down does): a lock on an
-			// unlinked file excludes nobody, so start again on the new file.
-			var held, now unix.Stat_t
-			if unix.Fstat(int(f.Fd()), &held) == nil && unix.Stat(path, &now) == nil &&
-				held.Dev == now.Dev && held.Ino == now.Ino {
-				return &labLock{f: f, path: path}, nil
-			}
-			f.Close()
-			continue
-		}
-		f.Close()
-		if !errors.Is(err, unix.EWOULDBLOCK) {
-			return nil, fmt.Errorf("lock lab %s: %w", lab, err)
-		}
-		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("lock lab %s: another tabby-lab has held %s for 10 minutes", lab, path)
-		}
-		if !told {
-			fmt.Fprintf(os.Stderr, "tabby-lab: waiting for another tabby-lab command on lab %s\n", lab)
-			told = true
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// unlock releases the lock; with remove, it removes the lock file first (the lab is gone)
-// and the state root if nothing else is in it.
-func (l *labLock) unlock(remove bool) {
-	if remove {
-		os.Remove(l.path)
-		os.Remove(filepath.Dir(l.path)) // only if empty
-	}
-	l.f.Close()
 }

@@ -1,11 +1,10 @@
-package main
+package e2e
 
 import (
 	"bufio"
 	"fmt"
 	"net/netip"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -15,6 +14,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/tabby-net/tabby/api"
+	"github.com/tabby-net/tabby/internal/labtest"
 	"github.com/tabby-net/tabby/internal/testenv"
 	"github.com/tabby-net/tabby/policy"
 )
@@ -47,26 +47,23 @@ func (c cell) String() string { return fmt.Sprintf("%s -> %s %s/%d", c.from, c.t
 
 // matrixLab is a lab with the matrix's workloads and their servers running.
 type matrixLab struct {
-	l     *lab
+	l     *labtest.Lab
 	pods  []matrixPod
 	probe string
 }
 
 func newMatrixLab(t testing.TB) *matrixLab {
-	needLab(t)
+	labtest.Need(t)
 	testenv.RequireTools(t, testenv.Tool{Cmd: "iptables-nft-restore", Package: "iptables"}, testenv.Tool{Cmd: "ipset", Package: "ipset"})
-	probe := filepath.Join(t.TempDir(), "policyprobe")
-	if out, err := exec.Command("go", "build", "-o", probe, "./testdata/policyprobe").CombinedOutput(); err != nil {
-		t.Fatalf("build policyprobe: %v: %s", err, out)
-	}
-	m := &matrixLab{l: newLab(t), probe: probe}
+	probe := labtest.Build(t, "./testdata/policyprobe", "policyprobe")
+	m := &matrixLab{l: labtest.New(t), probe: probe}
 	l := m.l
-	l.ok("up", "--nodes", "2")
+	l.OK("up", "--nodes", "2")
 	var ns strings.Builder
 	for _, n := range matrixNamespaces {
 		fmt.Fprintf(&ns, "---\napiVersion: v1\nkind: Namespace\nmetadata: {name: %q, labels: {ns: %q}}\n", n, n)
 	}
-	if _, stderr, code := l.run(labPool+ns.String(), "ctl", "apply", "-f", "-"); code != 0 {
+	if _, stderr, code := l.Run(labtest.Pool+ns.String(), "ctl", "apply", "-f", "-"); code != 0 {
 		t.Fatalf("apply: %s", stderr)
 	}
 	var mu sync.Mutex
@@ -80,12 +77,12 @@ func newMatrixLab(t testing.TB) *matrixLab {
 			go func() {
 				defer wg.Done()
 				key := n + "/" + p
-				if _, stderr, code := l.run("", "workload", "add", node, key, "--labels", "pod="+p); code != 0 {
+				if _, stderr, code := l.Run("", "workload", "add", node, key, "--labels", "pod="+p); code != 0 {
 					errs <- fmt.Errorf("workload add %s: %s", key, stderr)
 					return
 				}
 				mu.Lock()
-				m.pods = append(m.pods, matrixPod{key: key, ns: l.ns("w-" + n + "." + p)})
+				m.pods = append(m.pods, matrixPod{key: key, ns: l.NS("w-" + n + "." + p)})
 				mu.Unlock()
 			}()
 		}
@@ -98,7 +95,7 @@ func newMatrixLab(t testing.TB) *matrixLab {
 	slices.SortFunc(m.pods, func(a, b matrixPod) int { return strings.Compare(a.key, b.key) })
 	for i := range m.pods {
 		ns, name, _ := strings.Cut(m.pods[i].key, "/")
-		m.pods[i].addr, _ = workload(t, l, ns, name)
+		m.pods[i].addr = l.WorkloadIP(ns, name)
 		m.serve(t, m.pods[i])
 	}
 	m.addNamedPorts(t)
@@ -128,7 +125,7 @@ func (m *matrixLab) addNamedPorts(t testing.TB) {
 	var docs []string
 	for _, p := range m.pods {
 		ns, name, _ := strings.Cut(p.key, "/")
-		rs, err := api.Decode([]byte(m.l.ok("ctl", "get", "workloadendpoints", "-n", ns, name, "-o", "yaml")), p.key)
+		rs, err := api.Decode([]byte(m.l.OK("ctl", "get", "workloadendpoints", "-n", ns, name, "-o", "yaml")), p.key)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -146,7 +143,7 @@ func (m *matrixLab) addNamedPorts(t testing.TB) {
 		}
 		docs = append(docs, string(b))
 	}
-	if _, stderr, code := m.l.run(strings.Join(docs, "---\n"), "ctl", "apply", "-f", "-"); code != 0 {
+	if _, stderr, code := m.l.Run(strings.Join(docs, "---\n"), "ctl", "apply", "-f", "-"); code != 0 {
 		t.Fatalf("apply named ports: %s", stderr)
 	}
 }
@@ -155,7 +152,7 @@ func (m *matrixLab) addNamedPorts(t testing.TB) {
 func (m *matrixLab) oracle(t testing.TB) map[cell]bool {
 	var in policy.Input
 	for _, kind := range policy.InputKinds {
-		rs, err := api.Decode([]byte(m.l.ok("ctl", "get", kind, "-A", "-o", "yaml")), kind)
+		rs, err := api.Decode([]byte(m.l.OK("ctl", "get", kind, "-A", "-o", "yaml")), kind)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -281,14 +278,14 @@ func verdictWord(ok bool) string {
 
 func (m *matrixLab) apply(t testing.TB, manifest string) {
 	t.Helper()
-	if _, stderr, code := m.l.run(manifest, "ctl", "apply", "-f", "-"); code != 0 {
+	if _, stderr, code := m.l.Run(manifest, "ctl", "apply", "-f", "-"); code != 0 {
 		t.Fatalf("apply: %s", stderr)
 	}
 }
 
 func (m *matrixLab) remove(t testing.TB, manifest string) {
 	t.Helper()
-	if _, stderr, code := m.l.run(manifest, "ctl", "delete", "-f", "-"); code != 0 {
+	if _, stderr, code := m.l.Run(manifest, "ctl", "delete", "-f", "-"); code != 0 {
 		t.Fatalf("delete: %s", stderr)
 	}
 }
@@ -352,22 +349,14 @@ spec:
 // orchestrator relabelling a pod would.
 func (m *matrixLab) relabel(t testing.TB, key string, labels map[string]string) {
 	t.Helper()
-	w := m.getEndpoint(t, key)
-	for k, v := range labels {
-		if v == "" {
-			delete(w.Labels, k)
-		} else {
-			w.Labels[k] = v
-		}
-	}
-	m.apply(t, endpointYAML(t, w))
+	m.apply(t, m.relabelled(t, key, labels))
 }
 
 // getEndpoint reads a pod's WorkloadEndpoint (with a non-nil Labels map).
 func (m *matrixLab) getEndpoint(t testing.TB, key string) *api.WorkloadEndpoint {
 	t.Helper()
 	ns, name, _ := strings.Cut(key, "/")
-	rs, err := api.Decode([]byte(m.l.ok("ctl", "get", "workloadendpoints", "-n", ns, name, "-o", "yaml")), key)
+	rs, err := api.Decode([]byte(m.l.OK("ctl", "get", "workloadendpoints", "-n", ns, name, "-o", "yaml")), key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -394,7 +383,7 @@ func (m *matrixLab) logHits(t testing.TB) map[string]int {
 	hits := map[string]int{}
 	for _, node := range []string{"node1", "node2"} {
 		for _, save := range []string{"iptables-nft-save", "iptables-legacy-save"} {
-			out, err := exec.Command("ip", "netns", "exec", m.l.ns(node), save, "-c", "-t", "filter").Output()
+			out, err := exec.Command("ip", "netns", "exec", m.l.NS(node), save, "-c", "-t", "filter").Output()
 			if err != nil {
 				continue
 			}
