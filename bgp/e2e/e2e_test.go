@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/tabby-net/tabby/internal/labtest"
+	"github.com/tabby-net/tabby/internal/nodestatus"
 )
 
 func TestMain(m *testing.M) { labtest.Main(m) }
@@ -39,28 +40,13 @@ func newLab(t testing.TB) *lab {
 	return &lab{Lab: labtest.New(t), t: t}
 }
 
-// bgpStatus is the part of tabbyctl node status -o json the tests read.
-type bgpStatus struct {
-	Synced bool `json:"synced"`
-	Peers  []struct {
-		Address    string    `json:"address"`
-		Type       string    `json:"type"`
-		State      string    `json:"state"`
-		Since      time.Time `json:"since"`
-		Info       string    `json:"info"`
-		Received   uint64    `json:"received"`
-		Advertised uint64    `json:"advertised"`
-	} `json:"peers"`
-	Advertised []string `json:"advertised"`
-}
-
 // status runs tabbyctl node status on a node (or a host running an agent, with its data dir).
-func (l *lab) status(target, dataDir string) (*bgpStatus, error) {
+func (l *lab) status(target, dataDir string) (*nodestatus.Status, error) {
 	out, stderr, code := l.Tabbyctl(target, "node", "status", "--socket", filepath.Join(dataDir, "status.sock"), "-o", "json")
 	if code != 0 {
 		return nil, fmt.Errorf("node status on %s: %s", target, stderr)
 	}
-	var s bgpStatus
+	var s nodestatus.Status
 	if err := json.Unmarshal([]byte(out), &s); err != nil {
 		return nil, fmt.Errorf("node status on %s: %w: %s", target, err, out)
 	}
@@ -68,7 +54,7 @@ func (l *lab) status(target, dataDir string) (*bgpStatus, error) {
 }
 
 // established returns the peers of target in state Established.
-func (l *lab) established(target, dataDir string) (map[string]bool, *bgpStatus) {
+func (l *lab) established(target, dataDir string) (map[string]bool, *nodestatus.Status) {
 	s, err := l.status(target, dataDir)
 	if err != nil {
 		return nil, nil

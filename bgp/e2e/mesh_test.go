@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tabby-net/tabby/internal/labtest"
+	"github.com/tabby-net/tabby/internal/nodestatus"
 )
 
 // TestMesh: three nodes on one L2 subnet form a full iBGP mesh (every session Established,
@@ -90,7 +91,7 @@ func TestMesh(t *testing.T) {
 	n3 := st.Nodes[2]
 	argv := cmdline(t, n3.Agent.PID)
 	_, before1 := l.established("node1", l.NodeDataDir("node1"))
-	sinceOf := func(s *bgpStatus, addr string) time.Time {
+	sinceOf := func(s *nodestatus.Status, addr string) time.Time {
 		for _, p := range s.Peers {
 			if p.Address == addr {
 				return p.Since

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tabby-net/tabby/internal/labtest"
+	"github.com/tabby-net/tabby/internal/nodestatus"
 )
 
 // hostAgent is a tabby-node run in a lab host namespace (a route reflector host, or a node
@@ -65,7 +66,7 @@ func (h *hostAgent) kill(t testing.TB) {
 }
 
 // peerRows returns a status's peers: address -> "type/state".
-func peerRows(s *bgpStatus) map[string]string {
+func peerRows(s *nodestatus.Status) map[string]string {
 	out := map[string]string{}
 	if s == nil {
 		return out
