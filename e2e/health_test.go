@@ -66,9 +66,11 @@ func metrics(t *testing.T, l *labtest.Lab, node string) map[string]float64 {
 }
 
 // TestHealthAndMetrics checks the agent's health and metrics endpoints in a lab node:
-// /liveness answers; /readiness is 200 "ready" once the node is ready and 503 naming the
-// datastore while the lab's etcd is frozen, then 200 again when it thaws; /metrics has
-// tabby_ series that move when a workload is attached and when a policy is applied.
+// /liveness answers; /readiness is 200 "ready" once the node is ready; /metrics has tabby_
+// series that move when a workload is attached and when a policy is applied; with the
+// lab's etcd frozen for 0, 1, 2 and 5 s, readiness is 503 naming the datastore past the
+// ping's window, and after each outage the agent is ready again and a policy written at
+// once reaches its snapshot.
 func TestHealthAndMetrics(t *testing.T) {
 	labtest.Need(t)
 	testenv.RequireTools(t, testenv.Tool{Cmd: "curl", Package: "curl"})
@@ -145,25 +147,41 @@ spec:
 		return ""
 	})
 
-	// The lab's etcd frozen: readiness says the datastore is unreachable; thawed, ready.
+	// The lab's etcd frozen for 0, 1, 2 and 5 s: past the ping's window readiness names
+	// the datastore; thawed, the agent is ready again without a restart, and a change
+	// written right after the outage reaches its snapshot.
 	etcd := l.State().Etcd.Process
 	if etcd == nil {
 		t.Fatal("the lab records no etcd process")
 	}
-	if err := syscall.Kill(etcd.PID, syscall.SIGSTOP); err != nil {
-		t.Fatalf("freeze etcd (pid %d): %v", etcd.PID, err)
-	}
-	thawed := false
+	frozen := false
 	thaw := func() {
-		if !thawed {
-			thawed = true
+		if frozen {
+			frozen = false
 			if err := syscall.Kill(etcd.PID, syscall.SIGCONT); err != nil {
 				t.Errorf("thaw etcd (pid %d): %v", etcd.PID, err)
 			}
 		}
 	}
 	t.Cleanup(thaw)
-	waitReadiness("node1 not ready with etcd frozen", 503, "datastore: unreachable")
-	thaw()
-	waitReady("node1 ready again with etcd thawed")
+	for i, outage := range []time.Duration{0, time.Second, 2 * time.Second, 5 * time.Second} {
+		if err := syscall.Kill(etcd.PID, syscall.SIGSTOP); err != nil {
+			t.Fatalf("freeze etcd (pid %d): %v", etcd.PID, err)
+		}
+		frozen = true
+		time.Sleep(outage) // the outage itself, not a wait for a condition
+		if outage >= 5*time.Second {
+			waitReadiness("node1 not ready with etcd frozen", 503, "datastore: unreachable")
+		}
+		thaw()
+		name := fmt.Sprintf("after-outage-%d", i)
+		l.Apply("apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: " + name + "}\nspec: {selector: all(), order: 1000}\n")
+		labtest.Poll(t, "a policy written after a "+outage.String()+" outage in node1's snapshot", 30*time.Second, func() string {
+			if got := metrics(t, l, "node1")[`tabby_snapshot_resources{kind=globalnetworkpolicies}`]; got != float64(2+i) {
+				return fmt.Sprintf("globalnetworkpolicies %v, want %d", got, 2+i)
+			}
+			return ""
+		})
+		waitReady("node1 ready again after a " + outage.String() + " outage")
+	}
 }
