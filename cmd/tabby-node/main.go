@@ -72,6 +72,11 @@ as on a control host.`,
 				a.StatusSocket = filepath.Join(o.dataDir, nodestatus.SocketName)
 			}
 			a.Version = version
+			if !o.datastoreOnly {
+				if err := a.Validate(); err != nil {
+					return err
+				}
+			}
 			return run(cmd.Context(), o)
 		},
 	}

@@ -111,9 +111,8 @@ var (
 	kindWorkloadEndpoints = mustKind("workloadendpoints")
 )
 
-// Run registers the node and runs the agent until ctx ends. ds is the datastore, already
-// connected; the caller closes it.
-func Run(ctx context.Context, cfg Config, ds *datastore.Client, m *Metrics) error {
+// Validate checks what can be checked before anything starts, naming the flag at fault.
+func (cfg Config) Validate() error {
 	if cfg.NodeName == "" {
 		return errors.New("--node-name is empty and the host name is unknown")
 	}
@@ -127,6 +126,18 @@ func Run(ctx context.Context, cfg Config, ds *datastore.Client, m *Metrics) erro
 	}
 	if cfg.Role == RoleRouteReflector && !cfg.BGP.Enabled {
 		return errors.New("nothing to run: a route reflector needs BGP (--bgp)")
+	}
+	if cfg.StatusSocket == "" {
+		return errors.New("no status socket path")
+	}
+	return nil
+}
+
+// Run registers the node and runs the agent until ctx ends. ds is the datastore, already
+// connected; the caller closes it.
+func Run(ctx context.Context, cfg Config, ds *datastore.Client, m *Metrics) error {
+	if err := cfg.Validate(); err != nil {
+		return err
 	}
 	v4, err := nodeAddress("--ip", cfg.IPv4, "--ip-autodetection-method", cfg.IPv4Method, 4)
 	if err != nil {

@@ -165,3 +165,25 @@ func TestReadiness(t *testing.T) {
 		t.Errorf("NotReady after every subsystem reported ready = %q", got)
 	}
 }
+
+func TestConfigValidate(t *testing.T) {
+	good := Config{NodeName: "n1", Role: RoleNode, StatusSocket: "/run/s.sock", Policy: PolicyConfig{EndpointToHostAction: "ACCEPT"}}
+	if err := good.Validate(); err != nil {
+		t.Fatalf("a good config: %v", err)
+	}
+	for _, tc := range []struct {
+		change func(*Config)
+		want   string
+	}{
+		{func(c *Config) { c.NodeName = "" }, "--node-name"},
+		{func(c *Config) { c.Role = "router" }, `--role "router"`},
+		{func(c *Config) { c.Policy.EndpointToHostAction = "drop" }, "--default-endpoint-to-host-action"},
+		{func(c *Config) { c.Role = RoleRouteReflector }, "a route reflector needs BGP"},
+	} {
+		c := good
+		tc.change(&c)
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Validate() = %v, want an error naming %s", err, tc.want)
+		}
+	}
+}
