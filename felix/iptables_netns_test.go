@@ -3,6 +3,7 @@ package felix
 import (
 	"context"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -178,6 +179,71 @@ func TestPolicySyncerNetns(t *testing.T) {
 			}
 			if sets, _ := r.Run(ctx, nil, "ipset", "list", "-n"); strings.Contains(string(sets), IPSetPrefix) {
 				t.Errorf("ipsets left: %s", sets)
+			}
+		})
+	}
+}
+
+// TestPolicySyncerDriftNetns: updates trust the syncer's cache, so what is changed from
+// outside (a chain and its hook deleted, a set flushed) is repaired by Run's periodic
+// full pass.
+func TestPolicySyncerDriftNetns(t *testing.T) {
+	requireTools(t, "iptables-nft-restore", "iptables-legacy-restore", "ipset")
+	for _, backend := range []Backend{BackendNFT, BackendLegacy} {
+		t.Run(backend.Name, func(t *testing.T) {
+			ns := newTestNS(t)
+			ctx := context.Background()
+			r := Runner{NetNS: ns.name}
+			defer RemoveAll(ctx, r)
+			ipt := func(args ...string) string { t.Helper(); return runIptables(t, r, backend, args...) }
+			s := &PolicySyncer{run: r, backend: backend, log: slog.New(slog.NewTextHandler(testWriter{t}, nil)), kick: make(chan struct{}, 1)}
+			want := RenderPolicy(buildModel(t, renderWorld), "node1", PolicyConfig{})
+			var set *IPSet
+			for _, name := range slices.Sorted(maps.Keys(want.IPSets)) {
+				if len(want.IPSets[name].Members) > 0 {
+					set = want.IPSets[name]
+					break
+				}
+			}
+			if set == nil {
+				t.Fatal("renderWorld has no set with members")
+			}
+			inSync := func() bool {
+				k := ParseFilter([]byte(saveTable(t, r, backend, "filter")))
+				sets, err := r.Run(ctx, nil, "ipset", "save")
+				if err != nil {
+					t.Fatal(err)
+				}
+				ks := ParseIPSets(sets)
+				hs := k.Hooks["FORWARD"]
+				return slices.Equal(k.Chains[ChainForward], hashesOf(want.Chains[ChainForward])) &&
+					len(hs) == 1 && hs[0].pos == 1 && ks[set.Name] != nil && len(ks[set.Name].Members) == len(set.Members)
+			}
+			runCtx, cancel := context.WithCancel(ctx)
+			done := make(chan error, 1)
+			go func() { done <- s.Run(runCtx, 300*time.Millisecond) }()
+			defer func() { cancel(); <-done }()
+			s.Update(want)
+			waitFor := func(what string) {
+				t.Helper()
+				for deadline := time.Now().Add(5 * time.Second); !inSync(); time.Sleep(20 * time.Millisecond) {
+					if time.Now().After(deadline) {
+						t.Fatalf("%s: not in sync within 5s:\n%s", what, saveTable(t, r, backend, "filter"))
+					}
+				}
+			}
+			waitFor("first sync")
+
+			ipt("-D", "FORWARD", "-m", "comment", "--comment", "tby:hook", "-j", ChainForward)
+			ipt("-F", ChainForward)
+			ipt("-X", ChainForward)
+			if _, err := r.Run(ctx, nil, "ipset", "flush", set.Name); err != nil {
+				t.Fatal(err)
+			}
+			s.Update(want) // trusts the cache: nothing to write
+			waitFor("repair")
+			if err := s.Stats().LastErr; err != nil {
+				t.Errorf("last sync: %v", err)
 			}
 		})
 	}
