@@ -36,23 +36,27 @@ func (c *dataplaneCache) setTable(key tableKey, k KernelFilter) {
 	c.tables[key] = k
 }
 
-// wroteTable records key's state after a restore of PlanTable(_, want, _) succeeded:
-// exactly want's chains, and each hook alone at the top of its kernel chain. Two hooks in
-// one kernel chain (which no renderer makes) would leave an order this does not model:
-// the table is then forgotten and read again.
-func (c *dataplaneCache) wroteTable(key tableKey, want *FilterState) {
-	k := KernelFilter{Chains: make(map[string][]string, len(want.Chains)), Hooks: map[string][]hookRule{}}
-	for name, rules := range want.Chains {
-		k.Chains[name] = hashesOf(rules)
+// wroteTable records key's state after the restore of fp = PlanTable(have, want, _)
+// succeeded, have being the cached state it was planned against: exactly want's chains
+// (those fp did not write already had want's hashes), and each hook alone at the top of
+// its kernel chain. Two hooks in one kernel chain (which no renderer makes) would leave
+// an order this does not model: the table is then forgotten and read again.
+func (c *dataplaneCache) wroteTable(key tableKey, have KernelFilter, want *FilterState, fp FilterPlan) {
+	for _, name := range fp.Written {
+		have.Chains[name] = hashesOf(want.Chains[name])
 	}
+	for _, name := range fp.Deleted {
+		delete(have.Chains, name)
+	}
+	have.Hooks = make(map[string][]hookRule, len(want.Hooks))
 	for _, h := range want.Hooks {
-		if _, dup := k.Hooks[h.Chain]; dup {
+		if _, dup := have.Hooks[h.Chain]; dup {
 			delete(c.tables, key)
 			return
 		}
-		k.Hooks[h.Chain] = []hookRule{{pos: 1, text: h.Rule()}}
+		have.Hooks[h.Chain] = []hookRule{{pos: 1, text: h.Rule()}}
 	}
-	c.setTable(key, k)
+	c.setTable(key, have)
 }
 
 // wroteSets records the sets of want named in updated as an ipset restore of

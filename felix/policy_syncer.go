@@ -359,7 +359,7 @@ func (s *PolicySyncer) syncTable(ctx context.Context, saveCmd, restoreCmd, table
 		if _, err := s.run.Run(ctx, fp.Restore, restoreCmd, "--noflush", "-w", "5"); err != nil {
 			return FilterPlan{}, fmt.Errorf("write chains %v: %w", fp.Written, err)
 		}
-		s.cache.wroteTable(key, want)
+		s.cache.wroteTable(key, have, want, fp)
 		s.log.Debug("iptables written", "cmd", restoreCmd, "chains", len(fp.Written), "deleted", len(fp.Deleted), "hooks", fp.Hooks)
 	}
 	return fp, nil
