@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"maps"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -219,6 +221,7 @@ func TestPolicySyncerCache(t *testing.T) {
 	s := newFakeSyncer(t, f)
 	ctx := context.Background()
 	want := cachedState()
+	drifted := false // changed from outside: the cache differs until a full pass
 	step := func(what string, apply func(context.Context, *FilterState) error, wantCalls ...string) {
 		t.Helper()
 		m := f.mark()
@@ -227,6 +230,9 @@ func TestPolicySyncerCache(t *testing.T) {
 		}
 		if got := f.since(m); !slices.Equal(got, wantCalls) {
 			t.Errorf("%s ran %q, want %q", what, got, wantCalls)
+		}
+		if !drifted {
+			cacheMatchesKernel(t, what, s, f)
 		}
 	}
 
@@ -270,10 +276,12 @@ func TestPolicySyncerCache(t *testing.T) {
 	// A chain deleted from outside (with the hook to it) stays deleted while updates trust
 	// the cache, and the next full pass puts both back, writing only them.
 	f.outside(t, "iptables-nft", "*filter\n-D FORWARD -m comment --comment tby:hook -j tby-FORWARD\n-F tby-FORWARD\n-X tby-FORWARD\nCOMMIT\n")
+	drifted = true
 	step("update after the drift", s.ApplyCached)
 	if f.hasChain("iptables-nft", "filter", ChainForward) {
 		t.Fatal("the fake kept the chain")
 	}
+	drifted = false
 	step("refresh after the drift", s.Apply, fullReads[0], fullReads[1], "iptables-nft-restore --noflush -w 5", fullReads[2])
 	if st := s.Stats(); !slices.Equal(st.LastWritten, []string{ChainForward}) {
 		t.Errorf("the repair wrote %v, want [%s]", st.LastWritten, ChainForward)
@@ -338,5 +346,45 @@ func TestPolicySyncerRunCache(t *testing.T) {
 	run("drift repair", 20*time.Millisecond, func() bool { return f.hasChain("iptables-nft", "filter", "tby-pi-x") })
 	if got := f.since(m); !slices.Contains(got, "iptables-nft-save -t filter") {
 		t.Errorf("the repair did not read the table: %q", got)
+	}
+}
+
+// cacheMatchesKernel checks that what s cached is what reading f's kernel gives.
+func cacheMatchesKernel(t *testing.T, what string, s *PolicySyncer, f *fakeRunner) {
+	t.Helper()
+	ctx := context.Background()
+	for key, cached := range s.cache.tables {
+		save, err := f.Run(ctx, nil, key.save, "-t", key.table)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if k := ParseTable(save, key.table); !reflect.DeepEqual(cached, k) {
+			t.Errorf("%s: cached %v %+v, the kernel has %+v", what, key, cached, k)
+		}
+	}
+	if s.cache.sets == nil {
+		return
+	}
+	save, err := f.Run(ctx, nil, "ipset", "save")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sorted := func(ks KernelSets) KernelSets {
+		out := KernelSets{}
+		for name, set := range ks {
+			c := *set
+			c.Members = slices.Sorted(slices.Values(set.Members))
+			out[name] = &c
+		}
+		return out
+	}
+	show := func(ks KernelSets) (out []IPSet) {
+		for _, name := range slices.Sorted(maps.Keys(ks)) {
+			out = append(out, *ks[name])
+		}
+		return out
+	}
+	if ks := ParseIPSets(save); !reflect.DeepEqual(sorted(s.cache.sets), sorted(ks)) {
+		t.Errorf("%s: cached sets %+v, the kernel has %+v", what, show(s.cache.sets), show(ks))
 	}
 }
