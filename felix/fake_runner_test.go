@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"testing"
 )
 
 // fakeRunner is a CommandRunner that keeps an iptables and ipset kernel in memory, enough
@@ -18,6 +19,8 @@ type fakeRunner struct {
 	calls []fakeCall
 	// missing commands fail as if not installed.
 	missing map[string]bool
+	// failNext[name] is how many of name's next runs fail (and do nothing).
+	failNext map[string]int
 	// tables by command family ("iptables-nft", "ip6tables-legacy", ...) and table name.
 	tables map[string]map[string]*fakeTable
 	sets   map[string]*IPSet
@@ -40,11 +43,29 @@ var fakeBuiltins = map[string][]string{
 }
 
 func newFakeRunner(missing ...string) *fakeRunner {
-	f := &fakeRunner{missing: map[string]bool{}, tables: map[string]map[string]*fakeTable{}, sets: map[string]*IPSet{}}
+	f := &fakeRunner{missing: map[string]bool{}, failNext: map[string]int{}, tables: map[string]map[string]*fakeTable{}, sets: map[string]*IPSet{}}
 	for _, m := range missing {
 		f.missing[m] = true
 	}
 	return f
+}
+
+// mark is the number of calls so far, for since.
+func (f *fakeRunner) mark() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.calls)
+}
+
+// since returns the calls after mark m as "name args..." (stdin left out).
+func (f *fakeRunner) since(m int) []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for _, c := range f.calls[m:] {
+		out = append(out, strings.Join(append([]string{c.name}, c.args...), " "))
+	}
+	return out
 }
 
 // restores returns the stdin of each call of name, in order.
@@ -58,6 +79,24 @@ func (f *fakeRunner) restores(name string) []string {
 		}
 	}
 	return out
+}
+
+// outside applies restore input to family's tables as another program would: not
+// recorded as a call.
+func (f *fakeRunner) outside(t *testing.T, family, in string) {
+	t.Helper()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.restore(family, in); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// hasChain says whether family's table holds chain.
+func (f *fakeRunner) hasChain(family, table, chain string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Contains(f.table(family, table).chains, chain)
 }
 
 func (f *fakeRunner) table(family, name string) *fakeTable {
@@ -78,6 +117,10 @@ func (f *fakeRunner) Run(ctx context.Context, stdin []byte, name string, args ..
 	f.calls = append(f.calls, fakeCall{name: name, args: args, stdin: string(stdin)})
 	if f.missing[name] {
 		return nil, fmt.Errorf("%s: executable file not found in $PATH", name)
+	}
+	if f.failNext[name] > 0 {
+		f.failNext[name]--
+		return nil, fmt.Errorf("%s: injected failure", name)
 	}
 	switch {
 	case name == "ipset" && len(args) == 1 && args[0] == "save":

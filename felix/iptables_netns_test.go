@@ -3,6 +3,7 @@ package felix
 import (
 	"context"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -138,21 +139,44 @@ func TestPolicySyncerNetns(t *testing.T) {
 				t.Errorf("changed rule not in the kernel:\n%s", save())
 			}
 
-			// A hook deleted from outside comes back at the top; the loop repairs it.
+			// What is changed from outside (a hook and its chain deleted, a chain and a set
+			// flushed) is repaired by the loop's full pass: updates trust the syncer's cache.
+			var set *IPSet
+			for _, name := range slices.Sorted(maps.Keys(changed.IPSets)) {
+				if set = changed.IPSets[name]; len(set.Members) > 0 {
+					break
+				}
+			}
+			if set == nil || len(set.Members) == 0 {
+				t.Fatal("no set with members to flush")
+			}
 			runCtx, cancel := context.WithCancel(ctx)
 			done := make(chan error, 1)
 			go func() { done <- s.Run(runCtx, 50*time.Millisecond) }()
 			s.Update(changed)
 			ipt("-D", "FORWARD", "-m", "comment", "--comment", "tby:hook", "-j", "tby-FORWARD")
+			ipt("-F", "tby-FORWARD")
+			ipt("-X", "tby-FORWARD")
 			ipt("-F", "tby-to-wl-dispatch")
+			if _, err := r.Run(ctx, nil, "ipset", "flush", set.Name); err != nil {
+				t.Fatal(err)
+			}
+			s.Update(changed)
 			deadline := time.Now().Add(5 * time.Second)
 			for {
 				k := ParseFilter([]byte(save()))
-				if len(k.Hooks["FORWARD"]) == 1 && k.Hooks["FORWARD"][0].pos == 1 && len(k.Chains["tby-to-wl-dispatch"]) == 2 {
+				out, err := r.Run(ctx, nil, "ipset", "save")
+				if err != nil {
+					t.Fatal(err)
+				}
+				ks := ParseIPSets(out)
+				if len(k.Hooks["FORWARD"]) == 1 && k.Hooks["FORWARD"][0].pos == 1 && len(k.Chains["tby-to-wl-dispatch"]) == 2 &&
+					slices.Equal(k.Chains["tby-FORWARD"], hashesOf(changed.Chains["tby-FORWARD"])) &&
+					ks[set.Name] != nil && len(ks[set.Name].Members) == len(set.Members) {
 					break
 				}
 				if time.Now().After(deadline) {
-					t.Fatalf("hook and flushed chain not restored within 5s:\n%s", save())
+					t.Fatalf("hook, chains and set %s not restored within 5s:\n%s\n%s", set.Name, save(), out)
 				}
 				time.Sleep(20 * time.Millisecond)
 			}

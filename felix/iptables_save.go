@@ -26,7 +26,6 @@ type hookRule struct {
 func (r hookRule) is(h Hook) bool { return strings.ReplaceAll(r.text, `"`, "") == h.Rule() }
 
 var ruleLineRE = regexp.MustCompile(`^-A (\S+) (.*)$`)
-var hashRE = regexp.MustCompile(`--comment "?` + hashCommentPrefix + `([a-z2-7]{16})"?`)
 
 // ParseFilter reads iptables-save output of the filter table, keeping only tabby's
 // chains and the rules of other chains that jump to them.
@@ -58,11 +57,7 @@ func ParseTable(save []byte, table string) KernelFilter {
 			chain, text := m[1], m[2]
 			pos[chain]++
 			if strings.HasPrefix(chain, ChainPrefix) {
-				hash := ""
-				if h := hashRE.FindStringSubmatch(text); h != nil {
-					hash = h[1]
-				}
-				k.Chains[chain] = append(k.Chains[chain], hash)
+				k.Chains[chain] = append(k.Chains[chain], ruleHash(text))
 			} else if strings.Contains(text, "-j "+ChainPrefix) || strings.Contains(text, "-g "+ChainPrefix) {
 				k.Hooks[chain] = append(k.Hooks[chain], hookRule{pos: pos[chain], text: text})
 			}
@@ -71,12 +66,35 @@ func ParseTable(save []byte, table string) KernelFilter {
 	return k
 }
 
-// ruleHash extracts the hash of a desired rule.
+// ruleHash extracts the hash of a rule, desired or read back: the 16 characters of
+// [a-z2-7] after the first `--comment tby:` or `--comment "tby:` that has them; "" if
+// none does. It is what the regexp `--comment "?tby:([a-z2-7]{16})` finds, without the
+// regexp, which took most of an update's own time: a sync plans every desired rule.
 func ruleHash(rule string) string {
-	if h := hashRE.FindStringSubmatch(rule); h != nil {
-		return h[1]
+	const comment = "--comment "
+	for {
+		i := strings.Index(rule, comment)
+		if i < 0 {
+			return ""
+		}
+		rest := strings.TrimPrefix(rule[i+len(comment):], `"`)
+		if h, ok := strings.CutPrefix(rest, hashCommentPrefix); ok && len(h) >= hashLen && isHash(h[:hashLen]) {
+			return h[:hashLen]
+		}
+		rule = rule[i+1:]
 	}
-	return ""
+}
+
+const hashLen = 16
+
+// isHash says whether every byte of h is in [a-z2-7].
+func isHash(h string) bool {
+	for i := range len(h) {
+		if c := h[i]; (c < 'a' || c > 'z') && (c < '2' || c > '7') {
+			return false
+		}
+	}
+	return true
 }
 
 func hashesOf(rules []string) []string {

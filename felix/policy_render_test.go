@@ -191,3 +191,40 @@ func TestRenderHashesLocal(t *testing.T) {
 		t.Errorf("changed chains %v, want only tby-pi-x_allow-b", changed)
 	}
 }
+
+// TestRuleHashMatchesRegexp: ruleHash finds what the regexp it replaced found, in every
+// rendered rule and in rules as iptables-save prints them or others write them.
+func TestRuleHashMatchesRegexp(t *testing.T) {
+	re := regexp.MustCompile(`--comment "?` + hashCommentPrefix + `([a-z2-7]{16})"?`)
+	want := func(rule string) string {
+		if m := re.FindStringSubmatch(rule); m != nil {
+			return m[1]
+		}
+		return ""
+	}
+	fs := RenderPolicy(buildModel(t, renderWorld), "node1", PolicyConfig{})
+	rules := []string{
+		`-m comment --comment "tby:abcdefgh234567zz" -j ACCEPT`,
+		`-m comment --comment tby:abcdefgh234567zz`,
+		`-m comment --comment tby:abcdefgh234567zzq -j DROP`,
+		`-m comment --comment tby:abcdefgh234567z -j DROP`,
+		`-m comment --comment tby:abcdefgh2345678z -j DROP`,
+		`-m comment --comment tby:ABCDEFGH234567ZZ -j DROP`,
+		`-m comment --comment ""tby:abcdefgh234567zz" -j DROP`,
+		`-m comment --comment other -m comment --comment tby:bbbbbbbbbbbbbbbb -j DROP`,
+		`-m comment --comment tby:short -m comment --comment "tby:cccccccccccccccc"`,
+		`--comment --comment tby:dddddddddddddddd`,
+		`-m comment --comment tby:hook -j tby-FORWARD`,
+		`--comment tby:`, `--comment `, ``, `-j ACCEPT`,
+	}
+	for _, f := range []*FilterState{fs, fs.IPv6} {
+		for _, rs := range f.Chains {
+			rules = append(rules, rs...)
+		}
+	}
+	for _, r := range rules {
+		if got, want := ruleHash(r), want(r); got != want {
+			t.Errorf("ruleHash(%q) = %q, the regexp finds %q", r, got, want)
+		}
+	}
+}

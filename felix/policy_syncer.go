@@ -25,6 +25,10 @@ type PolicySyncer struct {
 	// WriterIPSets when those failed before the tables ran). Set it before Run or Apply.
 	Observe ApplyObserver
 
+	// applyMu makes applies one at a time; it guards cache.
+	applyMu sync.Mutex
+	cache   dataplaneCache
+
 	mu      sync.Mutex
 	desired *FilterState
 	nat     *FilterState // from UpdateNAT; nil until then
@@ -110,8 +114,10 @@ func (s *PolicySyncer) UpdateNAT(nat *FilterState) {
 	poke(s.kick)
 }
 
-// Run applies each update, and every interval reads the kernel back and repairs what
-// was changed from outside (a flushed or edited chain, a missing hook, an altered set).
+// Run applies each update with ApplyCached, and every interval runs a full Apply, which
+// reads the kernel back and repairs what was changed from outside (a flushed or edited
+// chain, a missing hook, an altered set). An update that fails against the cache is
+// retried at once with a full Apply: the kernel may have changed under the cache.
 func (s *PolicySyncer) Run(ctx context.Context, interval time.Duration) error {
 	if interval <= 0 {
 		interval = 5 * time.Second
@@ -119,11 +125,13 @@ func (s *PolicySyncer) Run(ctx context.Context, interval time.Duration) error {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
+		full := false
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-s.kick:
 		case <-t.C:
+			full = true
 		}
 		s.mu.Lock()
 		fs := s.desired
@@ -136,25 +144,56 @@ func (s *PolicySyncer) Run(ctx context.Context, interval time.Duration) error {
 		if fs == nil {
 			continue
 		}
-		if err := s.Apply(ctx, fs); err != nil && ctx.Err() == nil {
+		trusted, err := s.applyOnce(ctx, fs, full)
+		if err != nil && trusted && ctx.Err() == nil {
+			s.log.Debug("policy sync against the cache failed; reading the kernel and retrying", "err", err)
+			_, err = s.applyOnce(ctx, fs, true)
+		}
+		if err != nil && ctx.Err() == nil {
 			s.log.Error("policy sync failed; retrying at the next resync", "err", err)
 		}
 	}
 }
 
-// Apply makes the kernel match fs once: ipset restore (new and updated sets), one
-// iptables-restore --noflush -w of the changed chains and hooks, then destroying stale
-// sets.
+// Apply makes the kernel match fs once, in a full pass: it reads the kernel's ipsets and
+// tables (ipset save, iptables-save), then runs ipset restore (new and updated sets), one
+// iptables-restore --noflush -w per table of the changed chains and hooks, then destroys
+// stale sets. What it read and wrote becomes the cache ApplyCached plans against.
 func (s *PolicySyncer) Apply(ctx context.Context, fs *FilterState) error {
+	_, err := s.applyOnce(ctx, fs, true)
+	return err
+}
+
+// ApplyCached is Apply planned against the cache of what the syncer last read or wrote,
+// trusting that nothing else changed tabby's chains and sets since: it reads only what the
+// cache lacks, and a table or the ipsets with nothing to write cost no command. Any
+// failure empties the cache, so the next pass reads the kernel again.
+func (s *PolicySyncer) ApplyCached(ctx context.Context, fs *FilterState) error {
+	_, err := s.applyOnce(ctx, fs, false)
+	return err
+}
+
+// applyOnce is Apply (full) or ApplyCached, with the stats every apply updates; trusted
+// says whether it planned anything against the cache.
+func (s *PolicySyncer) applyOnce(ctx context.Context, fs *FilterState, full bool) (trusted bool, err error) {
 	start := time.Now()
-	err := s.apply(ctx, fs)
+	s.applyMu.Lock()
+	if full {
+		s.cache.reset()
+	}
+	trusted = s.cache.tables != nil || s.cache.sets != nil
+	err = s.apply(ctx, fs)
+	if err != nil {
+		s.cache.reset()
+	}
+	s.applyMu.Unlock()
 	s.mu.Lock()
 	s.stats.Syncs++
 	s.stats.LastErr = err
 	s.stats.LastSync = time.Now()
 	s.stats.LastApplyTook = s.stats.LastSync.Sub(start)
 	s.mu.Unlock()
-	return err
+	return trusted, err
 }
 
 func (s *PolicySyncer) apply(ctx context.Context, fs *FilterState) error {
@@ -214,17 +253,20 @@ func (s *PolicySyncer) apply(ctx context.Context, fs *FilterState) error {
 	return nil
 }
 
-// syncSets reads the kernel's ipsets and creates and updates those of sets that differ;
-// stale sets, holding stale members, stay until destroySets (rules may still use them).
-// With keepNAT, the nat part's sets are left alone: that part is unknown, and its rules
-// use them.
+// syncSets reads the kernel's ipsets (unless cached) and creates and updates those of
+// sets that differ; stale sets, holding stale members, stay until destroySets (rules may
+// still use them). With keepNAT, the nat part's sets are left alone: that part is
+// unknown, and its rules use them.
 func (s *PolicySyncer) syncSets(ctx context.Context, keepNAT bool, sets map[string]*IPSet) (sp SetsPlan, stale int, took time.Duration, err error) {
 	start := time.Now()
-	setsOut, err := s.run.Run(ctx, nil, "ipset", "save")
-	if err != nil {
-		return SetsPlan{}, 0, time.Since(start), fmt.Errorf("read ipsets: %w", err)
+	if s.cache.sets == nil {
+		setsOut, err := s.run.Run(ctx, nil, "ipset", "save")
+		if err != nil {
+			return SetsPlan{}, 0, time.Since(start), fmt.Errorf("read ipsets: %w", err)
+		}
+		s.cache.sets = ParseIPSets(setsOut)
 	}
-	have := ParseIPSets(setsOut)
+	have := s.cache.cloneSets()
 	members := 0
 	if keepNAT {
 		for _, name := range []string{IPSetAllPools, IPSetMasqPools} {
@@ -248,6 +290,7 @@ func (s *PolicySyncer) syncSets(ctx context.Context, keepNAT bool, sets map[stri
 		if _, err := s.run.Run(ctx, sp.Restore, "ipset", "restore"); err != nil {
 			return sp, stale, time.Since(start), fmt.Errorf("update ipsets %v: %w", sp.Updated, err)
 		}
+		s.cache.wroteSets(sets, sp.Updated)
 	}
 	s.mu.Lock()
 	s.stats.IPSetMembers = members + stale
@@ -267,6 +310,7 @@ func (s *PolicySyncer) destroySets(ctx context.Context, sp SetsPlan, stale int) 
 	if _, err := s.run.Run(ctx, sp.Destroy, "ipset", "restore"); err != nil {
 		return fmt.Errorf("destroy stale ipsets %v: %w", sp.Deleted, err)
 	}
+	s.cache.destroyedSets(sp.Deleted)
 	s.mu.Lock()
 	s.stats.IPSetMembers -= stale
 	s.mu.Unlock()
@@ -293,13 +337,20 @@ func (s *PolicySyncer) syncTables(ctx context.Context, fs, v6 *FilterState) (fp,
 }
 
 // syncTable makes one table (filter or nat, of iptables or ip6tables) match want's
-// chains and hooks with one restore --noflush of what differs.
+// chains and hooks with one restore --noflush of what differs, planned against the cache
+// (the table is read when not cached); nothing to write runs nothing.
 func (s *PolicySyncer) syncTable(ctx context.Context, saveCmd, restoreCmd, table string, want *FilterState) (FilterPlan, error) {
-	save, err := s.run.Run(ctx, nil, saveCmd, "-t", table)
-	if err != nil {
-		return FilterPlan{}, fmt.Errorf("read %s table: %w", table, err)
+	key := tableKey{saveCmd, table}
+	have, ok := s.cache.table(key)
+	if !ok {
+		save, err := s.run.Run(ctx, nil, saveCmd, "-t", table)
+		if err != nil {
+			return FilterPlan{}, fmt.Errorf("read %s table: %w", table, err)
+		}
+		have = ParseTable(save, table)
+		s.cache.setTable(key, have)
 	}
-	fp := PlanTable(ParseTable(save, table), want, table)
+	fp := PlanTable(have, want, table)
 	if fp.Restore != nil {
 		s.mu.Lock()
 		s.stats.RestoreRuns++
@@ -308,6 +359,7 @@ func (s *PolicySyncer) syncTable(ctx context.Context, saveCmd, restoreCmd, table
 		if _, err := s.run.Run(ctx, fp.Restore, restoreCmd, "--noflush", "-w", "5"); err != nil {
 			return FilterPlan{}, fmt.Errorf("write chains %v: %w", fp.Written, err)
 		}
+		s.cache.wroteTable(key, have, want, fp)
 		s.log.Debug("iptables written", "cmd", restoreCmd, "chains", len(fp.Written), "deleted", len(fp.Deleted), "hooks", fp.Hooks)
 	}
 	return fp, nil

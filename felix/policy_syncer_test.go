@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"maps"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -197,5 +199,192 @@ func TestPolicySyncerStatsAndObserver(t *testing.T) {
 	}
 	if got, want := obs.take(), []observation{{WriterIPSets, true}}; !slices.Equal(got, want) {
 		t.Errorf("apply without ipset observed %v, want %v", got, want)
+	}
+}
+
+// cachedState is fakeState with an IPv6 table of its own.
+func cachedState() *FilterState {
+	fs := fakeState()
+	fs.IPv6 = &FilterState{
+		Chains: map[string][]string{ChainForward: {"-m comment --comment tby:dddddddddddddddd -j DROP"}},
+		Hooks:  []Hook{{Chain: "FORWARD", Target: ChainForward}},
+		IPSets: map[string]*IPSet{"tbyn6-x": {Name: "tbyn6-x", Type: "hash:net", Family: "inet6", Members: []string{"fd00::1/128"}}},
+	}
+	return fs
+}
+
+// reads are the commands a pass runs to read the kernel back.
+var fullReads = []string{"ipset save", "iptables-nft-save -t filter", "ip6tables-nft-save -t filter"}
+
+func TestPolicySyncerCache(t *testing.T) {
+	f := newFakeRunner("iptables-legacy-save")
+	s := newFakeSyncer(t, f)
+	ctx := context.Background()
+	want := cachedState()
+	drifted := false // changed from outside: the cache differs until a full pass
+	step := func(what string, apply func(context.Context, *FilterState) error, wantCalls ...string) {
+		t.Helper()
+		m := f.mark()
+		if err := apply(ctx, want); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if got := f.since(m); !slices.Equal(got, wantCalls) {
+			t.Errorf("%s ran %q, want %q", what, got, wantCalls)
+		}
+		if !drifted {
+			cacheMatchesKernel(t, what, s, f)
+		}
+	}
+
+	// Nothing cached yet: the first update reads everything.
+	step("first update", s.ApplyCached, append(fullReads[:1:1], "ipset restore", fullReads[1], "iptables-nft-restore --noflush -w 5",
+		fullReads[2], "ip6tables-nft-restore --noflush -w 5")...)
+
+	// The same state: nothing read, nothing run.
+	step("unchanged update", s.ApplyCached)
+
+	// One IPv4 chain changed: one iptables-restore of that chain, no save, no ipset, and
+	// nothing for IPv6.
+	want.Chains["tby-pi-x"] = append(slices.Clone(want.Chains["tby-pi-x"][:1]), "-m comment --comment tby:gggggggggggggggg -j REJECT")
+	step("one chain changed", s.ApplyCached, "iptables-nft-restore --noflush -w 5")
+	wantRestore := "*filter\n:tby-pi-x - [0:0]\n" +
+		"-A tby-pi-x -m set --match-set tbyn-x src -m comment --comment tby:bbbbbbbbbbbbbbbb -j ACCEPT\n" +
+		"-A tby-pi-x -m comment --comment tby:gggggggggggggggg -j REJECT\nCOMMIT\n"
+	if got := f.restores("iptables-nft-restore"); got[len(got)-1] != wantRestore {
+		t.Errorf("one chain changed wrote:\n%s\nwant:\n%s", got[len(got)-1], wantRestore)
+	}
+	if st := s.Stats(); !slices.Equal(st.LastWritten, []string{"tby-pi-x"}) || len(st.LastWritten6) != 0 || len(st.LastSetsUpdated) != 0 {
+		t.Errorf("one chain changed: stats %+v", st)
+	}
+
+	// One set's members changed: one ipset restore, no table.
+	want.IPSets["tbyn-x"].Members = append(slices.Clone(want.IPSets["tbyn-x"].Members), "10.67.0.0/24")
+	step("one set changed", s.ApplyCached, "ipset restore")
+	if st := s.Stats(); !slices.Equal(st.LastSetsUpdated, []string{"tbyn-x"}) || st.IPSetMembers != 4 {
+		t.Errorf("one set changed: stats %+v", st)
+	}
+
+	// The IPv6 set goes with its rule: ip6tables-restore, then the stale set destroyed.
+	want.IPv6.Chains[ChainForward] = []string{"-m comment --comment tby:eeeeeeeeeeeeeeee -j ACCEPT"}
+	want.IPv6.IPSets = nil
+	step("IPv6 set gone", s.ApplyCached, "ip6tables-nft-restore --noflush -w 5", "ipset restore")
+	step("unchanged update after the destroy", s.ApplyCached)
+
+	// A full pass reads everything back and, in sync, writes nothing.
+	step("refresh", s.Apply, fullReads...)
+
+	// A chain deleted from outside (with the hook to it) stays deleted while updates trust
+	// the cache, and the next full pass puts both back, writing only them.
+	f.outside(t, "iptables-nft", "*filter\n-D FORWARD -m comment --comment tby:hook -j tby-FORWARD\n-F tby-FORWARD\n-X tby-FORWARD\nCOMMIT\n")
+	drifted = true
+	step("update after the drift", s.ApplyCached)
+	if f.hasChain("iptables-nft", "filter", ChainForward) {
+		t.Fatal("the fake kept the chain")
+	}
+	drifted = false
+	step("refresh after the drift", s.Apply, fullReads[0], fullReads[1], "iptables-nft-restore --noflush -w 5", fullReads[2])
+	if st := s.Stats(); !slices.Equal(st.LastWritten, []string{ChainForward}) {
+		t.Errorf("the repair wrote %v, want [%s]", st.LastWritten, ChainForward)
+	}
+	if !f.hasChain("iptables-nft", "filter", ChainForward) {
+		t.Error("the refresh did not restore the deleted chain")
+	}
+	step("unchanged update after the repair", s.ApplyCached)
+
+	// A failed restore empties the cache: the next update reads everything again.
+	want.Chains["tby-pi-x"] = fakeState().Chains["tby-pi-x"]
+	f.failNext["iptables-nft-restore"] = 1
+	if err := s.ApplyCached(ctx, want); err == nil {
+		t.Fatal("apply with a failing iptables-nft-restore succeeded")
+	}
+	step("update after a failed restore", s.ApplyCached, fullReads[0], fullReads[1], "iptables-nft-restore --noflush -w 5", fullReads[2])
+	step("unchanged update after the retry", s.ApplyCached)
+
+	// A failed ipset restore likewise.
+	want.IPSets["tbyn-x"].Members = want.IPSets["tbyn-x"].Members[:1]
+	f.failNext["ipset"] = 1
+	if err := s.ApplyCached(ctx, want); err == nil {
+		t.Fatal("apply with a failing ipset restore succeeded")
+	}
+	step("update after a failed ipset restore", s.ApplyCached, fullReads[0], "ipset restore", fullReads[1], fullReads[2])
+}
+
+func TestPolicySyncerRunCache(t *testing.T) {
+	f := newFakeRunner("iptables-legacy-save")
+	s := newFakeSyncer(t, f)
+	want := cachedState()
+	// run runs s.Run with interval until fn (polled) is true, within 5s.
+	run := func(what string, interval time.Duration, fn func() bool) {
+		t.Helper()
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- s.Run(ctx, interval) }()
+		defer func() { cancel(); <-done }()
+		s.Update(want)
+		for deadline := time.Now().Add(5 * time.Second); !fn(); time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within 5s; calls %q", what, f.since(0))
+			}
+		}
+	}
+	synced := func() bool { st := s.Stats(); return st.Syncs > 0 && st.LastErr == nil }
+	run("first sync", time.Hour, synced)
+
+	// An update whose write fails against the cache is retried at once, reading the
+	// kernel: the change is in place long before the next full pass.
+	want.Chains["tby-pi-x"] = want.Chains["tby-pi-x"][:1]
+	f.failNext["iptables-nft-restore"] = 1
+	m := f.mark()
+	run("retry", time.Hour, func() bool { st := s.Stats(); return st.Syncs >= 3 && st.LastErr == nil })
+	if got, want := f.since(m), append([]string{"iptables-nft-restore --noflush -w 5"}, fullReads[0], fullReads[1], "iptables-nft-restore --noflush -w 5", fullReads[2]); !slices.Equal(got, want) {
+		t.Errorf("a failed update then its retry ran %q, want %q", got, want)
+	}
+
+	// A chain deleted from outside is put back by the periodic full pass.
+	f.outside(t, "iptables-nft", "*filter\n-F tby-pi-x\n-X tby-pi-x\nCOMMIT\n")
+	m = f.mark()
+	run("drift repair", 20*time.Millisecond, func() bool { return f.hasChain("iptables-nft", "filter", "tby-pi-x") })
+	if got := f.since(m); !slices.Contains(got, "iptables-nft-save -t filter") {
+		t.Errorf("the repair did not read the table: %q", got)
+	}
+}
+
+// cacheMatchesKernel checks that what s cached is what reading f's kernel gives.
+func cacheMatchesKernel(t *testing.T, what string, s *PolicySyncer, f *fakeRunner) {
+	t.Helper()
+	ctx := context.Background()
+	for key, cached := range s.cache.tables {
+		save, err := f.Run(ctx, nil, key.save, "-t", key.table)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if k := ParseTable(save, key.table); !reflect.DeepEqual(cached, k) {
+			t.Errorf("%s: cached %v %+v, the kernel has %+v", what, key, cached, k)
+		}
+	}
+	if s.cache.sets == nil {
+		return
+	}
+	save, err := f.Run(ctx, nil, "ipset", "save")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sorted := func(ks KernelSets) KernelSets {
+		out := KernelSets{}
+		for name, set := range ks {
+			c := *set
+			c.Members = slices.Sorted(slices.Values(set.Members))
+			out[name] = &c
+		}
+		return out
+	}
+	show := func(ks KernelSets) (out []IPSet) {
+		for _, name := range slices.Sorted(maps.Keys(ks)) {
+			out = append(out, *ks[name])
+		}
+		return out
+	}
+	if ks := ParseIPSets(save); !reflect.DeepEqual(sorted(s.cache.sets), sorted(ks)) {
+		t.Errorf("%s: cached sets %+v, the kernel has %+v", what, show(s.cache.sets), show(ks))
 	}
 }
