@@ -1,0 +1,124 @@
+// Package proxy owns the Service proxy's desired state, computed with pure functions from
+// the agent's snapshot: which endpoints stand behind each Service (endpoints.go). It reads
+// no datastore and writes no kernel; cluster DNS reads the same endpoints.
+package proxy
+
+import (
+	"cmp"
+	"maps"
+	"net/netip"
+	"slices"
+
+	"github.com/tabby-net/tabby/api"
+)
+
+// Endpoint is one endpoint of a Service.
+type Endpoint struct {
+	Addrs []netip.Addr
+	// Node is the endpoint's node ("" when an Endpoints resource does not say).
+	Node string
+	// Hostname is the endpoint's own DNS name under a headless Service, if it has one.
+	Hostname string
+	Ready    bool
+	// Ports maps each Service port's name to the endpoint's port for it; a named
+	// targetPort the workload does not declare leaves the Service port out.
+	Ports map[string]uint16
+	// Workload is "<namespace>/<name>" of the WorkloadEndpoint behind a selector's
+	// endpoint ("" for one from an Endpoints resource).
+	Workload string
+}
+
+// ServiceEndpoints returns the endpoints of svc in a stable order: for a Service with a
+// selector, every WorkloadEndpoint of its namespace whose labels carry the selector (no
+// central controller: every node derives the same list); for one without, the addresses
+// of the Endpoints resource of the same name (eps, nil if there is none).
+func ServiceEndpoints(svc *api.Service, weps []*api.WorkloadEndpoint, eps *api.Endpoints) []Endpoint {
+	if len(svc.Spec.Selector) == 0 {
+		return fromEndpoints(eps)
+	}
+	var out []Endpoint
+	for _, w := range weps {
+		if w.Namespace != svc.Namespace || !selects(svc.Spec.Selector, w.Labels) {
+			continue
+		}
+		addrs, err := w.Spec.Addrs()
+		if err != nil || len(addrs) == 0 {
+			continue // the agent reports such endpoints; they serve nothing
+		}
+		ep := Endpoint{Addrs: addrs, Node: w.Spec.Node, Ready: true, Ports: map[string]uint16{}, Workload: w.Namespace + "/" + w.Name}
+		for _, sp := range svc.Spec.Ports {
+			if p, ok := targetPort(sp, w.Spec.Ports); ok {
+				ep.Ports[sp.Name] = p
+			}
+		}
+		out = append(out, ep)
+	}
+	slices.SortFunc(out, func(a, b Endpoint) int { return cmp.Compare(a.Workload, b.Workload) })
+	return out
+}
+
+// selects says whether labels carry every key and value of selector.
+func selects(selector, labels map[string]string) bool {
+	for k, v := range selector {
+		if lv, ok := labels[k]; !ok || lv != v {
+			return false
+		}
+	}
+	return true
+}
+
+// targetPort resolves a Service port's targetPort on one workload: a number as it is (the
+// port itself when unset), a name through the workload's declared ports of the same
+// protocol.
+func targetPort(sp api.ServicePort, ports []api.WorkloadEndpointPort) (uint16, bool) {
+	tp := sp.TargetPort
+	if !tp.IsString() {
+		if tp.IntVal == 0 {
+			return uint16(sp.Port), true
+		}
+		return uint16(tp.IntVal), true
+	}
+	proto := cmp.Or(string(sp.Protocol), "TCP")
+	for _, p := range ports {
+		if p.Name == tp.StrVal && cmp.Or(string(p.Protocol), "TCP") == proto {
+			return p.Port, true
+		}
+	}
+	return 0, false
+}
+
+// fromEndpoints reads a selector-less Service's Endpoints resource: ready and not-ready
+// addresses, each with the subset's ports by name.
+func fromEndpoints(eps *api.Endpoints) []Endpoint {
+	if eps == nil {
+		return nil
+	}
+	byAddr := map[netip.Addr]*Endpoint{}
+	for _, ss := range eps.Subsets {
+		ports := map[string]uint16{}
+		for _, p := range ss.Ports {
+			ports[p.Name] = uint16(p.Port)
+		}
+		add := func(as []api.EndpointAddress, ready bool) {
+			for _, a := range as {
+				ip, err := netip.ParseAddr(a.IP)
+				if err != nil {
+					continue // validation refuses these; never serve a bad address
+				}
+				ep := byAddr[ip]
+				if ep == nil {
+					ep = &Endpoint{Addrs: []netip.Addr{ip}, Node: a.NodeName, Hostname: a.Hostname, Ready: ready, Ports: map[string]uint16{}}
+					byAddr[ip] = ep
+				}
+				maps.Copy(ep.Ports, ports)
+			}
+		}
+		add(ss.Addresses, true)
+		add(ss.NotReadyAddresses, false)
+	}
+	out := make([]Endpoint, 0, len(byAddr))
+	for _, ip := range slices.SortedFunc(maps.Keys(byAddr), netip.Addr.Compare) {
+		out = append(out, *byAddr[ip])
+	}
+	return out
+}
