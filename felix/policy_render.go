@@ -69,6 +69,9 @@ type FilterState struct {
 	// NAT is the IPv4 nat table's state (natOutgoing, RenderNATOutgoing) with its sets;
 	// nil leaves the nat table and those sets as they are.
 	NAT *FilterState
+	// Raw is the IPv4 raw table's state (RenderDNSNotrack), without sets; nil leaves the
+	// raw table as it is.
+	Raw *FilterState
 }
 
 // Hook is a jump from a kernel chain to one of tabby's.

@@ -32,6 +32,7 @@ type PolicySyncer struct {
 	mu      sync.Mutex
 	desired *FilterState
 	nat     *FilterState // from UpdateNAT; nil until then
+	raw     *FilterState // from UpdateRaw; nil until then
 	kick    chan struct{}
 	stats   SyncStats
 }
@@ -114,6 +115,15 @@ func (s *PolicySyncer) UpdateNAT(nat *FilterState) {
 	poke(s.kick)
 }
 
+// UpdateRaw sets the desired raw table state (RenderDNSNotrack), which Run applies beside
+// the filter state of Update.
+func (s *PolicySyncer) UpdateRaw(raw *FilterState) {
+	s.mu.Lock()
+	s.raw = raw
+	s.mu.Unlock()
+	poke(s.kick)
+}
+
 // Run applies each update with ApplyCached, and every interval runs a full Apply, which
 // reads the kernel back and repairs what was changed from outside (a flushed or edited
 // chain, a missing hook, an altered set). An update that fails against the cache is
@@ -135,9 +145,9 @@ func (s *PolicySyncer) Run(ctx context.Context, interval time.Duration) error {
 		}
 		s.mu.Lock()
 		fs := s.desired
-		if fs != nil && s.nat != nil {
+		if fs != nil && (s.nat != nil || s.raw != nil) {
 			c := *fs
-			c.NAT = s.nat
+			c.NAT, c.Raw = s.nat, s.raw
 			fs = &c
 		}
 		s.mu.Unlock()
@@ -219,7 +229,7 @@ func (s *PolicySyncer) apply(ctx context.Context, fs *FilterState) error {
 		return err
 	}
 	tablesStart := time.Now()
-	fp, fp6, fpNAT, err := s.syncTables(ctx, fs, v6)
+	fp, fp6, fpNAT, fpRaw, err := s.syncTables(ctx, fs, v6)
 	s.Observe.observeSince(WriterIPTables, tablesStart, err)
 	if err != nil {
 		s.Observe.observe(WriterIPSets, setsTook, nil) // what ran of the ipset steps succeeded
@@ -231,7 +241,7 @@ func (s *PolicySyncer) apply(ctx context.Context, fs *FilterState) error {
 	if err != nil {
 		return err
 	}
-	wrote := fp.Restore != nil || fp6.Restore != nil || fpNAT.Restore != nil || len(sp.Restore) > 0 || len(sp.Destroy) > 0
+	wrote := fp.Restore != nil || fp6.Restore != nil || fpNAT.Restore != nil || fpRaw.Restore != nil || len(sp.Restore) > 0 || len(sp.Destroy) > 0
 	took := time.Since(start)
 	if wrote {
 		s.log.Debug("policy synced", "chains", len(fp.Written), "deleted", len(fp.Deleted),
@@ -317,23 +327,28 @@ func (s *PolicySyncer) destroySets(ctx context.Context, sp SetsPlan, stale int) 
 	return nil
 }
 
-// syncTables makes the IPv4 filter table, the IPv6 one (v6, unless nil) and the nat table
-// (fs.NAT, unless nil) match.
-func (s *PolicySyncer) syncTables(ctx context.Context, fs, v6 *FilterState) (fp, fp6, fpNAT FilterPlan, err error) {
+// syncTables makes the IPv4 filter table, the IPv6 one (v6, unless nil), the nat table
+// (fs.NAT, unless nil) and the raw table (fs.Raw, unless nil) match.
+func (s *PolicySyncer) syncTables(ctx context.Context, fs, v6 *FilterState) (fp, fp6, fpNAT, fpRaw FilterPlan, err error) {
 	if fp, err = s.syncTable(ctx, s.backend.Save, s.backend.Restore, "filter", fs); err != nil {
-		return fp, fp6, fpNAT, err
+		return fp, fp6, fpNAT, fpRaw, err
 	}
 	if v6 != nil {
 		if fp6, err = s.syncTable(ctx, s.backend.Save6, s.backend.Restore6, "filter", v6); err != nil {
-			return fp, fp6, fpNAT, fmt.Errorf("IPv6: %w", err)
+			return fp, fp6, fpNAT, fpRaw, fmt.Errorf("IPv6: %w", err)
 		}
 	}
 	if fs.NAT != nil {
 		if fpNAT, err = s.syncTable(ctx, s.backend.Save, s.backend.Restore, "nat", fs.NAT); err != nil {
-			return fp, fp6, fpNAT, fmt.Errorf("nat table: %w", err)
+			return fp, fp6, fpNAT, fpRaw, fmt.Errorf("nat table: %w", err)
 		}
 	}
-	return fp, fp6, fpNAT, nil
+	if fs.Raw != nil {
+		if fpRaw, err = s.syncTable(ctx, s.backend.Save, s.backend.Restore, "raw", fs.Raw); err != nil {
+			return fp, fp6, fpNAT, fpRaw, fmt.Errorf("raw table: %w", err)
+		}
+	}
+	return fp, fp6, fpNAT, fpRaw, nil
 }
 
 // syncTable makes one table (filter or nat, of iptables or ip6tables) match want's
@@ -366,13 +381,13 @@ func (s *PolicySyncer) syncTable(ctx context.Context, saveCmd, restoreCmd, table
 }
 
 // RemoveAll deletes every chain, hook and ipset of tabby's from the filter tables (IPv4
-// and IPv6) and the IPv4 nat table of both backends (whichever has them) and the
+// and IPv6) and the IPv4 nat and raw tables of both backends (whichever has them) and the
 // kernel's ipsets.
 func RemoveAll(ctx context.Context, run CommandRunner) (chains, sets int, err error) {
 	empty := &FilterState{Chains: map[string][]string{}, IPSets: map[string]*IPSet{}}
 	var errs []error
 	for _, b := range []Backend{BackendNFT, BackendLegacy} {
-		for _, cmds := range [][3]string{{b.Save, b.Restore, "filter"}, {b.Save6, b.Restore6, "filter"}, {b.Save, b.Restore, "nat"}} {
+		for _, cmds := range [][3]string{{b.Save, b.Restore, "filter"}, {b.Save6, b.Restore6, "filter"}, {b.Save, b.Restore, "nat"}, {b.Save, b.Restore, "raw"}} {
 			save, err := run.Run(ctx, nil, cmds[0], "-t", cmds[2])
 			if err != nil {
 				continue // backend or family not installed or not usable

@@ -16,7 +16,8 @@ func newCleanupCommand() *cobra.Command {
 		Use:   "cleanup",
 		Short: "remove every iptables chain and rule, ipset and route tabby owns on this host",
 		Long: `cleanup removes tabby's iptables chains (tby-*) and the rules that jump to them from
-the filter table of both iptables backends, its ipsets (tby*), and every route of
+the filter, nat and raw tables of both iptables backends, its ipsets (tby*), the
+addresses it put on lo (label lo:tby, the node-local DNS server's), and every route of
 tabby's route protocol (` + fmt.Sprint(felix.RouteProtocol) + `) in every table. Stop the agent first, or it puts them back.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -28,7 +29,11 @@ tabby's route protocol (` + fmt.Sprint(felix.RouteProtocol) + `) in every table.
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "removed %d chains, %d ipsets, %d routes\n", chains, sets, routes)
+			addrs, err := felix.NewLoopbackReconciler(nil).Apply(nil)
+			if err != nil {
+				return fmt.Errorf("lo addresses: %w", err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "removed %d chains, %d ipsets, %d routes, %d lo addresses\n", chains, sets, routes, addrs)
 			return nil
 		},
 	}
