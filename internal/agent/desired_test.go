@@ -187,3 +187,40 @@ func TestConfigValidate(t *testing.T) {
 		}
 	}
 }
+
+func TestDNSData(t *testing.T) {
+	web := &api.Service{TypeMeta: api.TypeMeta{Kind: "Service", APIVersion: api.VersionCore}}
+	web.Namespace, web.Name = "shop", "web"
+	web.Spec.ClusterIP, web.Spec.Selector = "10.96.12.7", map[string]string{"app": "web"}
+	web.Spec.Ports = []api.ServicePort{{Name: "http", Protocol: "TCP", Port: 80, TargetPort: api.IntOrString{IntVal: 8080}}}
+	db := &api.Service{TypeMeta: api.TypeMeta{Kind: "Service", APIVersion: api.VersionCore}}
+	db.Namespace, db.Name = "shop", "db"
+	db.Spec.ClusterIP, db.Spec.Selector = api.ClusterIPNone, map[string]string{"app": "db"}
+	ext := &api.Service{TypeMeta: api.TypeMeta{Kind: "Service", APIVersion: api.VersionCore}}
+	ext.Namespace, ext.Name = "shop", "ext"
+	ext.Spec.Type, ext.Spec.ExternalName = api.ServiceTypeExternalName, "example.org"
+	w1 := wep("shop", "web-1", "node1", "tabbya", "10.244.0.1/32")
+	w1.Labels = map[string]string{"app": "web"}
+	d1 := wep("shop", "db-1", "node2", "tabbyb", "10.244.1.1/32")
+	d1.Labels = map[string]string{"app": "db"}
+	other := wep("else", "db-1", "node2", "tabbyc", "10.244.1.2/32")
+	other.Labels = map[string]string{"app": "db"}
+	data := dnsData(mustView(t, nil, web, db, ext, w1, d1, other))
+	if len(data.Services) != 3 {
+		t.Fatalf("services = %+v, want 3", data.Services)
+	}
+	byName := map[string]int{}
+	for i, s := range data.Services {
+		byName[s.Name] = i
+	}
+	w, d, e := data.Services[byName["web"]], data.Services[byName["db"]], data.Services[byName["ext"]]
+	if len(w.ClusterIPs) != 1 || w.ClusterIPs[0] != netip.MustParseAddr("10.96.12.7") || w.Headless || len(w.Endpoints) != 1 || w.Endpoints[0].Ports["http"] != 8080 {
+		t.Errorf("web = %+v", w)
+	}
+	if !d.Headless || len(d.ClusterIPs) != 0 || len(d.Endpoints) != 1 || d.Endpoints[0].Addrs[0] != netip.MustParseAddr("10.244.1.1") {
+		t.Errorf("db = %+v, want headless with shop's one endpoint", d)
+	}
+	if e.ExternalName != "example.org" || len(e.ClusterIPs) != 0 {
+		t.Errorf("ext = %+v", e)
+	}
+}
