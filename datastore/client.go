@@ -1,5 +1,6 @@
-// Package datastore owns tabby's etcd access: typed CRUD with revisions, transactions,
-// watch with resync, and the embedded etcd a single-host cluster runs.
+// Package datastore owns tabby's etcd access: typed CRUD with revisions, transactions and
+// watch with resync. It is an etcd client only: the etcd server a single-host cluster
+// runs lives in datastore/embedded, so programs that only talk to etcd do not link it.
 package datastore
 
 import (
@@ -19,6 +20,8 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"google.golang.org/grpc"
+
+	"github.com/tabby-net/tabby/datastore/internal/zapslog"
 )
 
 // DefaultEndpoint is where Connect looks for etcd when Config.Endpoints is empty.
@@ -86,7 +89,7 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 		DialTimeout: timeout,
 		TLS:         tlsCfg,
 		// The client logs every retry at warn level; only its errors are worth reading.
-		Logger:      zap.New(newSlogCore(log.With("component", "etcd-client"), zapcore.ErrorLevel, nil)),
+		Logger:      zap.New(zapslog.NewCore(log.With("component", "etcd-client"), zapcore.ErrorLevel, nil)),
 		DialOptions: observeOptions(cfg.Observe),
 	})
 	if err != nil {
