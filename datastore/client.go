@@ -57,8 +57,8 @@ type Client struct {
 }
 
 // Connect dials etcd and checks, within cfg.DialTimeout, that the cluster answers a
-// linearizable read (so it has a leader); an unreachable cluster is an error naming the
-// endpoints, never a hang.
+// linearizable read of one key (so it has a leader); an unreachable cluster is an error
+// naming the endpoints, never a hang.
 func Connect(ctx context.Context, cfg Config) (*Client, error) {
 	endpoints := cfg.Endpoints
 	if len(endpoints) == 0 {
@@ -99,7 +99,9 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 
 	pingCtx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	if _, err := etcd.Get(pingCtx, ResourcePrefix, clientv3.WithCountOnly()); err != nil {
+	// One key, not a count of the prefix: counting walks every resource's key, and
+	// tabby-cni and tabbyctl connect on every run.
+	if _, err := etcd.Get(pingCtx, ResourcePrefix, clientv3.WithKeysOnly()); err != nil {
 		etcd.Close()
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("connect to etcd at %s: %w", strings.Join(endpoints, ","), ctx.Err())
