@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
@@ -77,10 +78,14 @@ type adder struct {
 func (ad *adder) add(ctx context.Context) (*types100.Result, error) {
 	id, conf, tm := ad.id, ad.inv.conf, ad.inv.timings
 	att := &attachment{NetNS: ad.inv.args.Netns, IfName: id.IfName, HostVeth: id.HostVeth, MTU: conf.MTU}
+	// The node's MTU and an existing endpoint are independent reads: one round trip
+	// for both.
+	var wg sync.WaitGroup
 	if att.MTU == 0 {
-		att.MTU = nodeWorkloadMTU(ctx, ad.ds, conf.NodeName, ad.log)
+		wg.Go(func() { att.MTU = nodeWorkloadMTU(ctx, ad.ds, conf.NodeName, ad.log) })
 	}
 	old, err := getEndpoint(ctx, ad.ds, id.Namespace, id.Endpoint)
+	wg.Wait()
 	if err != nil {
 		return nil, err
 	}
