@@ -3,6 +3,9 @@
 // its network namespace to the node with a veth and writes its WorkloadEndpoint, from
 // which the node's agent routes to it; DEL undoes all of that; CHECK verifies it; GC
 // removes attachments the runtime no longer knows; STATUS says whether ADD can work.
+//
+// With TABBY_CNI_TIMINGS=<file> in its environment, every invocation appends one JSON
+// line to file saying where its time went (timingRecord): BenchmarkAddDel reads them.
 package main
 
 import (
