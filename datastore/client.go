@@ -99,9 +99,7 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 
 	pingCtx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	// One key, not a count of the prefix: counting walks every resource's key, and
-	// tabby-cni and tabbyctl connect on every run.
-	if _, err := etcd.Get(pingCtx, ResourcePrefix, clientv3.WithKeysOnly()); err != nil {
+	if err := c.ping(pingCtx); err != nil {
 		etcd.Close()
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("connect to etcd at %s: %w", strings.Join(endpoints, ","), ctx.Err())
@@ -186,10 +184,17 @@ func (c *Client) Close() error { return c.etcd.Close() }
 func (c *Client) Ping(ctx context.Context, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	if _, err := c.etcd.Get(ctx, ResourcePrefix, clientv3.WithCountOnly()); err != nil {
+	if err := c.ping(ctx); err != nil {
 		return fmt.Errorf("etcd at %s: %w", strings.Join(c.etcd.Endpoints(), ","), err)
 	}
 	return nil
+}
+
+// ping is a linearizable read of one key: not a count of the prefix, which walks every
+// resource's key, on every tabby-cni and tabbyctl run and every readiness check.
+func (c *Client) ping(ctx context.Context) error {
+	_, err := c.etcd.Get(ctx, ResourcePrefix, clientv3.WithKeysOnly())
+	return err
 }
 
 // Etcd is the raw etcd client, for packages (IPAM) that keep their own keys outside
