@@ -28,15 +28,7 @@ func BenchmarkAddDel(b *testing.B) {
 	l := newLab(b, 1)
 	pluginDir := benchPluginDir(b)
 	for i := range b.N {
-		var cs []container
-		for j := range 100 {
-			cs = append(cs, l.container(fmt.Sprintf("bench%d-%d", i, j)))
-		}
-		timings := filepath.Join(b.TempDir(), "timings.jsonl")
-		b.ResetTimer()
-		r := l.helper("node1", helperRequest{Op: "cycles", ConfList: l.confList("1.1.0", nil), Containers: cs, Batch: true,
-			PluginDir: pluginDir, Timings: timings})
-		b.StopTimer()
+		r, timings := benchBatch(b, l, pluginDir, fmt.Sprintf("bench%d", i), 1)
 		for _, m := range []struct {
 			name string
 			ds   []time.Duration
@@ -58,21 +50,29 @@ func BenchmarkAddConcurrent(b *testing.B) {
 	l := newLab(b, 1)
 	pluginDir := benchPluginDir(b)
 	for i := range b.N {
-		var cs []container
-		for j := range 100 {
-			cs = append(cs, l.container(fmt.Sprintf("conc%d-%d", i, j)))
-		}
-		timings := filepath.Join(b.TempDir(), "timings.jsonl")
-		b.ResetTimer()
-		r := l.helper("node1", helperRequest{Op: "cycles", ConfList: l.confList("1.1.0", nil), Containers: cs, Batch: true,
-			Streams: streams, PluginDir: pluginDir, Timings: timings})
-		b.StopTimer()
+		r, timings := benchBatch(b, l, pluginDir, fmt.Sprintf("conc%d", i), streams)
 		b.ReportMetric(float64(len(r.Add))/r.AddWall.Seconds(), "add/s")
 		s := slices.Sorted(slices.Values(r.Add))
 		b.ReportMetric(float64(s[len(s)/2].Microseconds())/1000, "add-p50-ms")
 		b.Logf("100 workloads in %d streams: %.1f ADD/s, ADD %s", streams, float64(len(r.Add))/r.AddWall.Seconds(), percentiles(r.Add))
 		reportPhases(b, timings, r.AddCalls)
 	}
+}
+
+// benchBatch makes 100 workload namespaces (pods <prefix>-<n>) and times, through the
+// helper in node1, ADDs of all of them (in streams concurrent streams when above 1)
+// and then DELs. It returns the helper's answer and the file of the plugin's timings.
+func benchBatch(b *testing.B, l *lab, pluginDir, prefix string, streams int) (*helperResponse, string) {
+	var cs []container
+	for j := range 100 {
+		cs = append(cs, l.container(fmt.Sprintf("%s-%d", prefix, j)))
+	}
+	timings := filepath.Join(b.TempDir(), "timings.jsonl")
+	b.ResetTimer()
+	r := l.helper("node1", helperRequest{Op: "cycles", ConfList: l.confList("1.1.0", nil), Containers: cs, Batch: true,
+		Streams: streams, PluginDir: pluginDir, Timings: timings})
+	b.StopTimer()
+	return r, timings
 }
 
 // benchPluginDir is where libcni finds the tabby-cni to benchmark: labtest.BinDir, or a

@@ -242,25 +242,10 @@ func cycles(ctx context.Context, req *helperRequest) (*helperResponse, error) {
 		out.Del = append(out.Del, time.Since(start))
 		return nil
 	}
-	if concurrent {
-		start := time.Now()
-		if err := inStreams(req.Streams, req.Containers, add); err != nil {
-			return nil, err
-		}
-		out.AddWall = time.Since(start)
-		for _, c := range req.Containers {
-			if err := del(c); err != nil {
-				return nil, err
-			}
-		}
-		return out, nil
-	}
 	if req.Batch {
 		start := time.Now()
-		for _, c := range req.Containers {
-			if err := add(c); err != nil {
-				return nil, err
-			}
+		if err := inStreams(max(req.Streams, 1), req.Containers, add); err != nil {
+			return nil, err
 		}
 		out.AddWall = time.Since(start)
 		for _, c := range req.Containers {
