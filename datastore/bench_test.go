@@ -11,11 +11,12 @@ import (
 	"github.com/tabby-net/tabby/api"
 	"github.com/tabby-net/tabby/datastore"
 	"github.com/tabby-net/tabby/datastore/datastoretest"
+	"github.com/tabby-net/tabby/datastore/embedded"
 )
 
 // benchClient is a client of an embedded etcd that fsyncs, as a real one does.
 func benchClient(b *testing.B) *datastore.Client {
-	e, err := datastore.StartEmbedded(context.Background(), datastore.EmbeddedConfig{
+	e, err := embedded.Start(context.Background(), embedded.Config{
 		DataDir:      filepath.Join(b.TempDir(), "etcd"),
 		ListenClient: "http://127.0.0.1:0",
 		ListenPeer:   "http://127.0.0.1:0",

@@ -1,5 +1,6 @@
-// Package datastore owns tabby's etcd access: typed CRUD with revisions, transactions,
-// watch with resync, and the embedded etcd a single-host cluster runs.
+// Package datastore owns tabby's etcd access: typed CRUD with revisions, transactions and
+// watch with resync. It is an etcd client only: the etcd server a single-host cluster
+// runs lives in datastore/embedded, so programs that only talk to etcd do not link it.
 package datastore
 
 import (
@@ -19,6 +20,8 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"google.golang.org/grpc"
+
+	"github.com/tabby-net/tabby/datastore/internal/zapslog"
 )
 
 // DefaultEndpoint is where Connect looks for etcd when Config.Endpoints is empty.
@@ -54,8 +57,8 @@ type Client struct {
 }
 
 // Connect dials etcd and checks, within cfg.DialTimeout, that the cluster answers a
-// linearizable read (so it has a leader); an unreachable cluster is an error naming the
-// endpoints, never a hang.
+// linearizable read of one key (so it has a leader); an unreachable cluster is an error
+// naming the endpoints, never a hang.
 func Connect(ctx context.Context, cfg Config) (*Client, error) {
 	endpoints := cfg.Endpoints
 	if len(endpoints) == 0 {
@@ -86,7 +89,7 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 		DialTimeout: timeout,
 		TLS:         tlsCfg,
 		// The client logs every retry at warn level; only its errors are worth reading.
-		Logger:      zap.New(newSlogCore(log.With("component", "etcd-client"), zapcore.ErrorLevel, nil)),
+		Logger:      zap.New(zapslog.NewCore(log.With("component", "etcd-client"), zapcore.ErrorLevel, nil)),
 		DialOptions: observeOptions(cfg.Observe),
 	})
 	if err != nil {
@@ -96,7 +99,7 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 
 	pingCtx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	if _, err := etcd.Get(pingCtx, ResourcePrefix, clientv3.WithCountOnly()); err != nil {
+	if err := c.ping(pingCtx); err != nil {
 		etcd.Close()
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("connect to etcd at %s: %w", strings.Join(endpoints, ","), ctx.Err())
@@ -181,10 +184,17 @@ func (c *Client) Close() error { return c.etcd.Close() }
 func (c *Client) Ping(ctx context.Context, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	if _, err := c.etcd.Get(ctx, ResourcePrefix, clientv3.WithCountOnly()); err != nil {
+	if err := c.ping(ctx); err != nil {
 		return fmt.Errorf("etcd at %s: %w", strings.Join(c.etcd.Endpoints(), ","), err)
 	}
 	return nil
+}
+
+// ping is a linearizable read of one key: not a count of the prefix, which walks every
+// resource's key, on every tabby-cni and tabbyctl run and every readiness check.
+func (c *Client) ping(ctx context.Context) error {
+	_, err := c.etcd.Get(ctx, ResourcePrefix, clientv3.WithKeysOnly())
+	return err
 }
 
 // Etcd is the raw etcd client, for packages (IPAM) that keep their own keys outside

@@ -2,7 +2,6 @@ package datastore_test
 
 import (
 	"context"
-	"net"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -45,27 +44,5 @@ func TestConnectConfigErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("Connect(%+v) = %v, want an error containing %q", tc.cfg, err, tc.want)
 		}
-	}
-}
-
-func TestEmbeddedPortInUse(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	e, err := datastore.StartEmbedded(ctx, datastore.EmbeddedConfig{
-		DataDir:      filepath.Join(t.TempDir(), "etcd"),
-		ListenClient: "http://" + l.Addr().String(),
-		ListenPeer:   "http://127.0.0.1:0",
-	})
-	if err == nil {
-		e.Close()
-		t.Fatal("StartEmbedded on a port in use succeeded")
-	}
-	if !strings.Contains(err.Error(), l.Addr().String()) || !strings.Contains(err.Error(), "address already in use") {
-		t.Errorf("error %q does not name the address in use", err)
 	}
 }

@@ -128,26 +128,39 @@ func (c *Client) txn(ctx context.Context, ops []Op, multi bool) ([]api.Resource,
 	for _, prefix := range prefixes {
 		reads = append(reads, clientv3.OpGet(prefix, clientv3.WithPrefix()))
 	}
-	resp, err := c.etcd.Txn(ctx).Then(reads...).Commit()
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", what, err)
+	var snap *snapshot
+	// Creates that nothing else constrains need no read: their precondition is that
+	// each key is absent, which the write's compare checks. If a key exists, the Else
+	// branch reads it and plan reports it, so the usual case is one round trip.
+	createsOnly := !writesPools && len(prefixes) == 0 && !slices.ContainsFunc(ps, func(p *pending) bool { return p.action != OpCreate })
+	if createsOnly {
+		snap = &snapshot{cur: make([]*mvccpb.KeyValue, len(ps)), checks: map[string][]*mvccpb.KeyValue{}}
+	} else {
+		resp, err := c.etcd.Txn(ctx).Then(reads...).Commit()
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", what, err)
+		}
+		snap = readSnapshot(resp, len(ps), writesPools, prefixes)
 	}
 	for attempt := 1; ; attempt++ {
-		snap := readSnapshot(resp, len(ps), writesPools, prefixes)
 		cmps, writes, err := plan(ps, snap, writesPools, checks)
 		if err != nil {
 			return nil, err
 		}
 		// The Else branch re-reads, so a lost race costs no extra round trip.
-		resp, err = c.etcd.Txn(ctx).If(cmps...).Then(writes...).Else(reads...).Commit()
+		resp, err := c.etcd.Txn(ctx).If(cmps...).Then(writes...).Else(reads...).Commit()
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", what, err)
 		}
 		if resp.Succeeded {
 			return results(ps, snap, resp.Header.Revision), nil
 		}
+		snap = readSnapshot(resp, len(ps), writesPools, prefixes)
 		if attempt == maxTxnAttempts {
 			return nil, fmt.Errorf("%s: %w: other writers kept changing its keys (%d attempts)", what, ErrConflict, attempt)
+		}
+		if createsOnly {
+			continue // a key exists: plan says which, no need to wait
 		}
 		c.log.Debug("etcd transaction raced another writer; retrying", "txn", what, "attempt", attempt)
 		// Jittered backoff so racing writers stop colliding.

@@ -165,3 +165,31 @@ func TestConcurrentOverlappingPools(t *testing.T) {
 		t.Errorf("%d writers won, %d pools stored; want 1 and 1", won, len(pools))
 	}
 }
+
+// TestCreateOfTakenName: creates write without reading first (the compare checks that
+// the name is free), so a taken name must still fail with ErrAlreadyExists and change
+// nothing.
+func TestCreateOfTakenName(t *testing.T) {
+	c := datastoretest.Start(t)
+	ctx := testCtx(t)
+	taken := mustCreate(t, c, newNetSet("default", "taken", "10.0.0.1"))
+
+	_, err := c.Create(ctx, newNetSet("default", "taken", "10.0.0.2"))
+	if !errors.Is(err, datastore.ErrAlreadyExists) || err.Error() != "create networksets/default/taken: already exists" {
+		t.Errorf("Create of a taken name: %v", err)
+	}
+	_, err = c.Txn(ctx, []datastore.Op{
+		{Action: datastore.OpCreate, Resource: newNetSet("default", "free")},
+		{Action: datastore.OpCreate, Resource: newNetSet("default", "taken")},
+	})
+	if !errors.Is(err, datastore.ErrAlreadyExists) || err.Error() != "txn op 1: create networksets/default/taken: already exists" {
+		t.Errorf("Txn creating a taken name: %v", err)
+	}
+	got, err := c.Get(ctx, netsetKind, "default", "taken")
+	if err != nil || asJSON(t, got) != asJSON(t, taken) {
+		t.Errorf("after the failed creates: %s (%v), want %s", asJSON(t, got), err, asJSON(t, taken))
+	}
+	if _, err := c.Get(ctx, netsetKind, "default", "free"); !errors.Is(err, datastore.ErrNotFound) {
+		t.Errorf("the failed Txn created networksets/default/free: %v", err)
+	}
+}

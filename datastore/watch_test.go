@@ -12,6 +12,7 @@ import (
 	"github.com/tabby-net/tabby/api"
 	"github.com/tabby-net/tabby/datastore"
 	"github.com/tabby-net/tabby/datastore/datastoretest"
+	"github.com/tabby-net/tabby/datastore/embedded"
 )
 
 // expected is an event a test predicts from its own writes.
@@ -245,13 +246,13 @@ func TestWatchDeletes(t *testing.T) {
 // to reconnect another client writes and compacts the history it missed. Whether the
 // watcher resumes or relists, the subscriber must end up with exactly the store's state.
 func TestWatchSurvivesEtcdRestart(t *testing.T) {
-	cfg := datastore.EmbeddedConfig{
+	cfg := embedded.Config{
 		DataDir:      filepath.Join(t.TempDir(), "etcd"),
 		ListenClient: "http://127.0.0.1:0", ListenPeer: "http://127.0.0.1:0",
 		UnsafeNoFsync: true,
 	}
 	ctx := testCtx(t)
-	e, err := datastore.StartEmbedded(ctx, cfg)
+	e, err := embedded.Start(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -278,7 +279,7 @@ func TestWatchSurvivesEtcdRestart(t *testing.T) {
 	}
 
 	e.Close()
-	if e, err = datastore.StartEmbedded(ctx, cfg); err != nil {
+	if e, err = embedded.Start(ctx, cfg); err != nil {
 		t.Fatal(err)
 	}
 	other := datastoretest.Connect(t, e)

@@ -92,11 +92,12 @@ func (c *Client) AutoAssign(ctx context.Context, args AutoAssignArgs) (*AutoAssi
 	req := &assignRequest{handle: args.Handle, node: args.Node, attrs: nodeAttrs(args.Attrs, args.Node)}
 	res := &AutoAssignResult{}
 	var err error
+	var r *round // the round the last allocation was made in, still current
 	if args.Num4 > 0 {
-		res.IPv4, err = c.assignFamily(ctx, req, &args, false)
+		res.IPv4, r, err = c.assignFamily(ctx, req, &args, false, nil)
 	}
 	if err == nil && args.Num6 > 0 {
-		res.IPv6, err = c.assignFamily(ctx, req, &args, true)
+		res.IPv6, _, err = c.assignFamily(ctx, req, &args, true, r)
 	}
 	if err != nil {
 		c.rollback(ctx, args.Handle, append(res.IPv4, res.IPv6...))
@@ -260,8 +261,10 @@ func view(sb *storedBlock) blockView {
 
 // assignFamily allocates the Num4 or Num6 addresses of one IP version, round by round:
 // read, choose (nextStep), act, until enough or exhausted. What it returns was
-// allocated even when it also returns an error.
-func (c *Client) assignFamily(ctx context.Context, req *assignRequest, args *AutoAssignArgs, v6 bool) ([]Assignment, error) {
+// allocated even when it also returns an error. A first round the caller has (the one
+// the other IP version's last allocation was made in: allocateFrom keeps its handle
+// current) saves reading one; it returns the round of its own last allocation.
+func (c *Client) assignFamily(ctx context.Context, req *assignRequest, args *AutoAssignArgs, v6 bool, first *round) ([]Assignment, *round, error) {
 	want, requested := args.Num4, args.IPv4Pools
 	if v6 {
 		want, requested = args.Num6, args.IPv6Pools
@@ -269,31 +272,36 @@ func (c *Client) assignFamily(ctx context.Context, req *assignRequest, args *Aut
 	var out []Assignment
 	var all map[netip.Prefix]*storedBlock // every block of the pools, read when needed
 	conflicts, idle := 0, 0
+	r := first
 	for len(out) < want {
 		// A round that allocates nothing loads blocks or claims one; a few in a row
 		// are normal, hundreds would be a bug looping.
 		if idle++; idle > 3*maxAttempts {
-			return out, fmt.Errorf("allocator made no progress in %d rounds", idle)
+			return out, nil, fmt.Errorf("allocator made no progress in %d rounds", idle)
 		}
-		r, err := c.readRound(ctx, req.node, req.handle)
-		if err != nil {
-			return out, err
+		var err error
+		if r == nil {
+			if r, err = c.readRound(ctx, req.node, req.handle); err != nil {
+				return out, nil, err
+			}
 		}
-		pools, err := selectPools(r.pools, v6, requested, args.Use, req.node, r.node)
+		cur, allocated := r, false
+		r = nil // the next round reads afresh, unless this one allocates
+		pools, err := selectPools(cur.pools, v6, requested, args.Use, req.node, cur.node)
 		if err != nil {
-			return out, err
+			return out, nil, err
 		}
 		var ownCIDRs []netip.Prefix
-		for cidr := range r.affinities {
+		for cidr := range cur.affinities {
 			if poolHolding(pools, cidr) != nil {
 				ownCIDRs = append(ownCIDRs, cidr)
 			}
 		}
 		own, err := c.getBlocks(ctx, ownCIDRs)
 		if err != nil {
-			return out, err
+			return out, nil, err
 		}
-		st := &allocState{node: req.node, cfg: r.cfg, pools: pools, ownCount: r.ownCount(v6)}
+		st := &allocState{node: req.node, cfg: cur.cfg, pools: pools, ownCount: cur.ownCount(v6)}
 		if args.MaxBlocksPerHost > 0 {
 			st.cfg.MaxBlocksPerHost = args.MaxBlocksPerHost
 		}
@@ -327,30 +335,34 @@ func (c *Client) assignFamily(ctx context.Context, req *assignRequest, args *Aut
 				sb = all[s.block]
 			}
 			var got []Assignment
-			got, err = c.allocateFrom(ctx, sb, s.pool, r, req, want-len(out))
+			got, err = c.allocateFrom(ctx, sb, s.pool, cur, req, want-len(out))
 			out = append(out, got...)
 			if len(got) > 0 {
 				idle = 0
 			}
+			allocated = err == nil
 		case stepExhausted:
-			return out, s.err
+			return out, nil, s.err
 		}
 		if errors.Is(err, errRetry) {
 			conflicts++
 			if conflicts == maxAttempts {
-				return out, fmt.Errorf("%w: other writers kept changing the same blocks (%d attempts)", datastore.ErrConflict, conflicts)
+				return out, nil, fmt.Errorf("%w: other writers kept changing the same blocks (%d attempts)", datastore.ErrConflict, conflicts)
 			}
 			all = nil // stale: read afresh when needed
 			if err := backoff(ctx, conflicts); err != nil {
-				return out, err
+				return out, nil, err
 			}
 			continue
 		}
 		if err != nil {
-			return out, err
+			return out, nil, err
+		}
+		if allocated {
+			r = cur // allocateFrom kept its handle current; nothing else changed
 		}
 	}
-	return out, nil
+	return out, r, nil
 }
 
 // sortViews orders blocks by pool preference, then address.

@@ -12,12 +12,12 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/tabby-net/tabby/datastore"
+	"github.com/tabby-net/tabby/datastore/embedded"
 )
 
 // benchEnv is an env on an embedded etcd that fsyncs, as a real one does.
 func benchEnv(b *testing.B) *env {
-	e, err := datastore.StartEmbedded(context.Background(), datastore.EmbeddedConfig{
+	e, err := embedded.Start(context.Background(), embedded.Config{
 		DataDir:      filepath.Join(b.TempDir(), "etcd"),
 		ListenClient: "http://127.0.0.1:0",
 		ListenPeer:   "http://127.0.0.1:0",

@@ -11,13 +11,14 @@ import (
 	"github.com/tabby-net/tabby/api"
 	"github.com/tabby-net/tabby/datastore"
 	"github.com/tabby-net/tabby/datastore/datastoretest"
+	"github.com/tabby-net/tabby/datastore/embedded"
 )
 
 // env is an embedded etcd with a datastore client (pool guard registered) and an IPAM
 // client on it.
 type env struct {
 	t  testing.TB
-	e  *datastore.Embedded
+	e  *embedded.Etcd
 	ds *datastore.Client
 	c  *Client
 }
@@ -28,7 +29,7 @@ func newEnv(t testing.TB) *env {
 }
 
 // envOn connects another client to the same etcd.
-func envOn(t testing.TB, e *datastore.Embedded) *env {
+func envOn(t testing.TB, e *embedded.Etcd) *env {
 	ds := datastoretest.Connect(t, e)
 	ds.AddWriteCheck(PoolInUseCheck())
 	return &env{t: t, e: e, ds: ds, c: New(ds, slog.New(slog.DiscardHandler))}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
@@ -34,6 +35,7 @@ func cmdAdd(ctx context.Context, inv *invocation) error {
 	if err := checkNetNS(inv.args.Netns); err != nil {
 		return err
 	}
+	inv.timings.mark("checks")
 	ds, err := inv.connect(ctx)
 	if err != nil {
 		return err
@@ -48,6 +50,7 @@ func cmdAdd(ctx context.Context, inv *invocation) error {
 	if err := types.PrintResult(res, inv.conf.CNIVersion); err != nil {
 		return errorf(types.ErrIOFailure, "write the result in version %s: %v", inv.conf.CNIVersion, err)
 	}
+	inv.timings.mark("result")
 	return nil
 }
 
@@ -73,12 +76,16 @@ type adder struct {
 }
 
 func (ad *adder) add(ctx context.Context) (*types100.Result, error) {
-	id, conf := ad.id, ad.inv.conf
+	id, conf, tm := ad.id, ad.inv.conf, ad.inv.timings
 	att := &attachment{NetNS: ad.inv.args.Netns, IfName: id.IfName, HostVeth: id.HostVeth, MTU: conf.MTU}
+	// The node's MTU and an existing endpoint are independent reads: one round trip
+	// for both.
+	var wg sync.WaitGroup
 	if att.MTU == 0 {
-		att.MTU = nodeWorkloadMTU(ctx, ad.ds, conf.NodeName, ad.log)
+		wg.Go(func() { att.MTU = nodeWorkloadMTU(ctx, ad.ds, conf.NodeName, ad.log) })
 	}
 	old, err := getEndpoint(ctx, ad.ds, id.Namespace, id.Endpoint)
+	wg.Wait()
 	if err != nil {
 		return nil, err
 	}
@@ -92,6 +99,7 @@ func (ad *adder) add(ctx context.Context) (*types100.Result, error) {
 			return res, err
 		}
 	}
+	tm.mark("lookup") // the node's MTU, an existing endpoint
 
 	// Addresses allocated here are released if ADD fails.
 	var mine []ipam.Assignment
@@ -110,13 +118,16 @@ func (ad *adder) add(ctx context.Context) (*types100.Result, error) {
 		}
 		ad.log.Debug("allocated", "addrs", att.Addrs)
 	}
+	tm.mark("ipam")
 	li, err := att.create(ad.log)
 	if err != nil {
 		return nil, ad.undo(ctx, err, mine, nil)
 	}
+	tm.mark("veth")
 	if err := writeEndpoint(ctx, ad.ds, id.endpoint(att.Addrs, li.MAC), old); err != nil {
 		return nil, ad.undo(ctx, err, mine, att)
 	}
+	tm.mark("endpoint")
 	ad.log.Info("attached", "addrs", att.Addrs, "mac", li.MAC)
 	return buildResult(att, li, conf.DNS), nil
 }

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
@@ -57,6 +58,11 @@ type helperRequest struct {
 	// cycles
 	Containers []container `json:"containers,omitempty"`
 	Batch      bool        `json:"batch,omitempty"`
+	// Streams above 1 runs the ADDs of a Batch in that many concurrent streams, without
+	// waiting for routes.
+	Streams int `json:"streams,omitempty"`
+	// Timings is a file for the plugin to append its phase timings to (TABBY_CNI_TIMINGS).
+	Timings string `json:"timings,omitempty"`
 	// state
 	Etcd string `json:"etcd,omitempty"`
 }
@@ -71,6 +77,10 @@ type helperResponse struct {
 	Add   []time.Duration `json:"add,omitempty"`
 	Del   []time.Duration `json:"del,omitempty"`
 	Route []time.Duration `json:"route,omitempty"` // from ADD's end to the host route
+	// AddCalls say when each ADD started and returned, to set against the plugin's
+	// timings; AddWall is from the first ADD's start to the last one's return.
+	AddCalls []addCall     `json:"addCalls,omitempty"`
+	AddWall  time.Duration `json:"addWall,omitempty"`
 	// state
 	State *nodeState `json:"state,omitempty"`
 }
@@ -181,18 +191,38 @@ func execPlugin(ctx context.Context, req *helperRequest) (*helperResponse, error
 	return resp, nil
 }
 
+// addCall is when an ADD of container ID started and returned (Unix nanoseconds).
+type addCall struct {
+	ID             string
+	StartNs, EndNs int64
+}
+
 // cycles attaches each container, waits for the agent's route to its address and
 // detaches it, timing each step; with Batch set it attaches them all, then detaches them
 // all.
 func cycles(ctx context.Context, req *helperRequest) (*helperResponse, error) {
+	if req.Timings != "" {
+		// libcni hands the plugin this process's environment.
+		os.Setenv(timingsEnv, req.Timings)
+		defer os.Unsetenv(timingsEnv)
+	}
 	out := &helperResponse{}
+	var mu sync.Mutex // out, when ADDs run concurrently
+	concurrent := req.Batch && req.Streams > 1
 	add := func(c container) error {
 		start := time.Now()
 		r, err := runLibcni(ctx, req, "ADD", c)
 		if err != nil || r.Error != nil {
 			return fmt.Errorf("ADD %s: %v %v", c.ID, err, r.Error)
 		}
-		out.Add = append(out.Add, time.Since(start))
+		end := time.Now()
+		mu.Lock()
+		out.Add = append(out.Add, end.Sub(start))
+		out.AddCalls = append(out.AddCalls, addCall{ID: c.ID, StartNs: start.UnixNano(), EndNs: end.UnixNano()})
+		mu.Unlock()
+		if concurrent {
+			return nil
+		}
 		addr, err := firstAddr(r.Result)
 		if err != nil {
 			return err
@@ -213,11 +243,11 @@ func cycles(ctx context.Context, req *helperRequest) (*helperResponse, error) {
 		return nil
 	}
 	if req.Batch {
-		for _, c := range req.Containers {
-			if err := add(c); err != nil {
-				return nil, err
-			}
+		start := time.Now()
+		if err := inStreams(max(req.Streams, 1), req.Containers, add); err != nil {
+			return nil, err
 		}
+		out.AddWall = time.Since(start)
 		for _, c := range req.Containers {
 			if err := del(c); err != nil {
 				return nil, err
@@ -234,6 +264,33 @@ func cycles(ctx context.Context, req *helperRequest) (*helperResponse, error) {
 		}
 	}
 	return out, nil
+}
+
+// inStreams runs f for each container in n concurrent streams; it returns the first
+// error, after every stream has stopped.
+func inStreams(n int, cs []container, f func(container) error) error {
+	work := make(chan container)
+	errs := make(chan error, n)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			for c := range work {
+				if err := f(c); err != nil {
+					errs <- err
+					for range work { // drain, so the sender finishes
+					}
+					return
+				}
+			}
+		})
+	}
+	for _, c := range cs {
+		work <- c
+	}
+	close(work)
+	wg.Wait()
+	close(errs)
+	return <-errs
 }
 
 func firstAddr(result json.RawMessage) (netip.Addr, error) {

@@ -103,7 +103,10 @@ func (l *lab) helper(node string, req helperRequest) *helperResponse {
 	if err != nil {
 		l.t.Fatal(err)
 	}
-	req.PluginDir, req.CacheDir, req.Etcd = labtest.BinDir(l.t), l.cache, labEtcd
+	if req.PluginDir == "" {
+		req.PluginDir = labtest.BinDir(l.t)
+	}
+	req.CacheDir, req.Etcd = l.cache, labEtcd
 	in, err := json.Marshal(req)
 	if err != nil {
 		l.t.Fatal(err)

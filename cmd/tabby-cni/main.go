@@ -3,6 +3,9 @@
 // its network namespace to the node with a veth and writes its WorkloadEndpoint, from
 // which the node's agent routes to it; DEL undoes all of that; CHECK verifies it; GC
 // removes attachments the runtime no longer knows; STATUS says whether ADD can work.
+//
+// With TABBY_CNI_TIMINGS=<file> in its environment, every invocation appends one JSON
+// line to file saying where its time went (timingRecord): BenchmarkAddDel reads them.
 package main
 
 import (
@@ -36,7 +39,7 @@ var supportedVersions = []string{"0.3.0", "0.3.1", "0.4.0", "1.0.0", types100.Im
 const commandTimeout = 60 * time.Second
 
 func main() {
-	p := &plugin{cniVersion: types100.ImplementedSpecVersion}
+	p := &plugin{cniVersion: types100.ImplementedSpecVersion, start: time.Now()}
 	about := fmt.Sprintf("tabby-cni %s: tabby's CNI plugin", version)
 	if e := skel.PluginMainFuncsWithError(skel.CNIFuncs{
 		Add:    p.handler("ADD", cmdAdd),
@@ -53,6 +56,7 @@ func main() {
 // plugin remembers the configuration's spec version for the error it may print.
 type plugin struct {
 	cniVersion string
+	start      time.Time // main began: package init is done
 }
 
 // printError writes a CNI error as the spec shapes it: with the configuration's
@@ -75,12 +79,18 @@ type invocation struct {
 	args *skel.CmdArgs
 	conf *netConf
 	log  *slog.Logger
+	// timings records the command's phases (for TABBY_CNI_TIMINGS); its mark is a no-op
+	// on nil.
+	timings *timings
 }
 
 // handler wraps a command: it parses the configuration, opens the log, runs the command
 // with a deadline and turns its error into a CNI error.
 func (p *plugin) handler(name string, run func(context.Context, *invocation) error) func(*skel.CmdArgs) error {
-	return func(args *skel.CmdArgs) error {
+	return func(args *skel.CmdArgs) (err error) {
+		tm := newTimings(p.start)
+		tm.mark("start") // from main to here: reading standard input and the CNI variables
+		defer func() { tm.write(name, args.ContainerID, err) }()
 		hostname, _ := os.Hostname()
 		conf, err := parseConfig(args.StdinData, hostname)
 		if err != nil {
@@ -97,7 +107,8 @@ func (p *plugin) handler(name string, run func(context.Context, *invocation) err
 		defer cancel()
 		start := time.Now()
 		log.Debug("start", "args", args.Args, "pid", os.Getpid())
-		if err := run(ctx, &invocation{args: args, conf: conf, log: log}); err != nil {
+		tm.mark("config")
+		if err := run(ctx, &invocation{args: args, conf: conf, log: log, timings: tm}); err != nil {
 			ce := cniError(err)
 			log.Error("failed", "code", ce.Code, "err", ce.Msg, "took", time.Since(start))
 			return ce
@@ -152,5 +163,6 @@ func (inv *invocation) connect(ctx context.Context) (*datastore.Client, error) {
 		}
 		return nil, errorf(types.ErrTryAgainLater, "%v: is etcd running, and does etcd_endpoints (%s) reach it from this node?", err, eps)
 	}
+	inv.timings.mark("connect")
 	return ds, nil
 }

@@ -318,32 +318,6 @@ func TestAddDelCycles(t *testing.T) {
 	t.Logf("100 cycles: ADD %s, DEL %s, host route present after ADD returned %s", percentiles(r.Add), percentiles(r.Del), percentiles(r.Route))
 }
 
-// BenchmarkAddDel attaches 100 workloads to one node through libcni, one after another,
-// then detaches them: the latency of ADD and DEL (as a runtime sees it: libcni runs the
-// plugin binary), and how long after ADD returns the agent's route to the workload is
-// there. Printed, not asserted.
-func BenchmarkAddDel(b *testing.B) {
-	l := newLab(b, 1)
-	for i := range b.N {
-		var cs []container
-		for j := range 100 {
-			cs = append(cs, l.container(fmt.Sprintf("bench%d-%d", i, j)))
-		}
-		b.ResetTimer()
-		r := l.helper("node1", helperRequest{Op: "cycles", ConfList: l.confList("1.1.0", nil), Containers: cs, Batch: true})
-		b.StopTimer()
-		for _, m := range []struct {
-			name string
-			ds   []time.Duration
-		}{{"add", r.Add}, {"del", r.Del}, {"route", r.Route}} {
-			s := slices.Sorted(slices.Values(m.ds))
-			b.ReportMetric(float64(s[len(s)/2].Microseconds())/1000, m.name+"-p50-ms")
-			b.ReportMetric(float64(s[(len(s)*99-1)/100].Microseconds())/1000, m.name+"-p99-ms")
-		}
-		b.Logf("100 workloads: ADD %s, DEL %s, host route present after ADD returned %s", percentiles(r.Add), percentiles(r.Del), percentiles(r.Route))
-	}
-}
-
 // percentiles formats the median and 99th percentile of ds.
 func percentiles(ds []time.Duration) string {
 	s := slices.Sorted(slices.Values(ds))

@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tabby-net/tabby/datastore"
+	"github.com/tabby-net/tabby/datastore/embedded"
 	"github.com/tabby-net/tabby/internal/agent"
 	"github.com/tabby-net/tabby/internal/nodestatus"
 	"github.com/tabby-net/tabby/ipam"
@@ -158,11 +159,11 @@ func run(ctx context.Context, o options) error {
 	return agent.Run(ctx, o.agent, ds, metrics)
 }
 
-func startDatastore(ctx context.Context, o options) (*datastore.Embedded, error) {
+func startDatastore(ctx context.Context, o options) (*embedded.Etcd, error) {
 	if err := os.MkdirAll(o.dataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
-	etcd, err := datastore.StartEmbedded(ctx, datastore.EmbeddedConfig{
+	etcd, err := embedded.Start(ctx, embedded.Config{
 		Name:         "tabby",
 		DataDir:      o.dataDir + "/etcd",
 		ListenClient: o.etcdListenClient,

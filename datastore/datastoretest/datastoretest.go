@@ -1,5 +1,5 @@
-// Package datastoretest starts a throwaway embedded etcd for tests of packages that use
-// the datastore.
+// Package datastoretest starts a throwaway embedded etcd (datastore/embedded) for tests
+// of packages that use the datastore.
 package datastoretest
 
 import (
@@ -9,16 +9,17 @@ import (
 	"time"
 
 	"github.com/tabby-net/tabby/datastore"
+	"github.com/tabby-net/tabby/datastore/embedded"
 )
 
 // StartEmbedded starts etcd in a temporary directory on free loopback ports (the kernel
 // picks them, so parallel tests cannot collide) and stops it when the test ends. It
 // skips fsync: a test's data need not survive a crash.
-func StartEmbedded(t testing.TB) *datastore.Embedded {
+func StartEmbedded(t testing.TB) *embedded.Etcd {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	e, err := datastore.StartEmbedded(ctx, datastore.EmbeddedConfig{
+	e, err := embedded.Start(ctx, embedded.Config{
 		// A directory etcd creates itself gets the 0700 mode it insists on.
 		DataDir:       filepath.Join(t.TempDir(), "etcd"),
 		ListenClient:  "http://127.0.0.1:0",
@@ -40,7 +41,7 @@ func Start(t testing.TB) *datastore.Client {
 }
 
 // Connect returns a client of e, closed when the test ends.
-func Connect(t testing.TB, e *datastore.Embedded) *datastore.Client {
+func Connect(t testing.TB, e *embedded.Etcd) *datastore.Client {
 	t.Helper()
 	c, err := datastore.Connect(context.Background(), datastore.Config{Endpoints: e.Endpoints()})
 	if err != nil {

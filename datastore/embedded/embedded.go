@@ -1,4 +1,9 @@
-package datastore
+// Package embedded runs the etcd server inside a tabby process: the single-member cluster
+// that tabby-node can host and tests start (through datastore/datastoretest). It owns the
+// server's configuration, its readiness wait and its logs; clients reach it through
+// datastore.Connect like any other etcd. Only programs that serve etcd import it: it
+// links etcd's server, raft and storage, which a client has no use for.
+package embedded
 
 import (
 	"context"
@@ -12,11 +17,13 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/tabby-net/tabby/datastore/internal/zapslog"
 )
 
-// EmbeddedConfig configures an etcd server run inside a tabby process: a single-member
-// cluster that other agents reach as clients.
-type EmbeddedConfig struct {
+// Config configures an etcd server run inside a tabby process: a single-member cluster
+// that other agents reach as clients.
+type Config struct {
 	DataDir string // required; created if missing
 	Name    string // member name; default "tabby"
 	// ListenClient and ListenPeer are http:// URLs; defaults http://127.0.0.1:2379 and
@@ -28,19 +35,19 @@ type EmbeddedConfig struct {
 	Logger *slog.Logger
 }
 
-// embeddedReadyTimeout bounds how long StartEmbedded waits for etcd to serve.
-const embeddedReadyTimeout = 60 * time.Second
+// readyTimeout bounds how long Start waits for etcd to serve.
+const readyTimeout = 60 * time.Second
 
-// Embedded is a running embedded etcd.
-type Embedded struct {
+// Etcd is a running embedded etcd.
+type Etcd struct {
 	etcd      *embed.Etcd
 	endpoints []string
 	mute      *atomic.Bool
 }
 
-// StartEmbedded starts etcd and waits until it serves clients, or fails: a port in use
-// is an error naming the address.
-func StartEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
+// Start starts etcd and waits until it serves clients, or fails: a port in use is an
+// error naming the address.
+func Start(ctx context.Context, cfg Config) (*Etcd, error) {
 	if cfg.DataDir == "" {
 		return nil, errors.New("embedded etcd: data directory required")
 	}
@@ -77,7 +84,7 @@ func StartEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
 	ec.MaxTxnOps = 10000
 	ec.UnsafeNoFsync = cfg.UnsafeNoFsync
 	ec.LogLevel = "warn"
-	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.New(newSlogCore(log.With("component", "etcd"), zapcore.WarnLevel, mute,
+	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.New(zapslog.NewCore(log.With("component", "etcd"), zapcore.WarnLevel, mute,
 		// Every start of a local single-member etcd says these; none is a problem here.
 		"Running http and grpc server on single port. This is not recommended for production.",
 		"simple token is not cryptographically signed",
@@ -91,7 +98,7 @@ func StartEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start embedded etcd (client %s, peer %s): %w", client, peer, err)
 	}
-	timer := time.NewTimer(embeddedReadyTimeout)
+	timer := time.NewTimer(readyTimeout)
 	defer timer.Stop()
 	select {
 	case <-e.Server.ReadyNotify():
@@ -99,14 +106,14 @@ func StartEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
 	case <-ctx.Done():
 		err = ctx.Err()
 	case <-timer.C:
-		err = fmt.Errorf("not ready after %s", embeddedReadyTimeout)
+		err = fmt.Errorf("not ready after %s", readyTimeout)
 	}
 	if err != nil {
 		mute.Store(true)
 		e.Close()
 		return nil, fmt.Errorf("start embedded etcd (client %s): %w", client, err)
 	}
-	em := &Embedded{etcd: e, mute: mute}
+	em := &Etcd{etcd: e, mute: mute}
 	for _, l := range e.Clients {
 		em.endpoints = append(em.endpoints, "http://"+l.Addr().String())
 	}
@@ -125,14 +132,14 @@ func listenURL(what, s, def string) (*url.URL, error) {
 }
 
 // Endpoints are the client URLs to Connect to, with the ports actually bound.
-func (e *Embedded) Endpoints() []string { return e.endpoints }
+func (e *Etcd) Endpoints() []string { return e.endpoints }
 
 // Err delivers an error if etcd fails while running.
-func (e *Embedded) Err() <-chan error { return e.etcd.Err() }
+func (e *Etcd) Err() <-chan error { return e.etcd.Err() }
 
 // Close stops etcd; connected clients see it as unavailable. etcd's graceful stop waits
 // about 5s for clients' open watch streams, so close local clients first.
-func (e *Embedded) Close() {
+func (e *Etcd) Close() {
 	// etcd logs its orderly shutdown's closed listeners as errors.
 	e.mute.Store(true)
 	e.etcd.Close()

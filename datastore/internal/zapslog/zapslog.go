@@ -1,4 +1,6 @@
-package datastore
+// Package zapslog carries the zap logs of etcd's client and server into slog, so a tabby
+// process writes one log format and etcd's chatter stays below a floor level.
+package zapslog
 
 import (
 	"context"
@@ -10,8 +12,7 @@ import (
 	"go.uber.org/zap/zapcore"
 )
 
-// slogCore carries etcd's zap logs into slog, so a tabby process writes one log format
-// and etcd's chatter stays below a floor level.
+// slogCore is the zapcore.Core NewCore returns.
 type slogCore struct {
 	log   *slog.Logger
 	min   zapcore.Level
@@ -22,7 +23,9 @@ type slogCore struct {
 	benign map[string]bool
 }
 
-func newSlogCore(log *slog.Logger, min zapcore.Level, mute *atomic.Bool, benign ...string) *slogCore {
+// NewCore returns a core that writes entries at min and above to log, except those whose
+// message is one of benign, and nothing at all while mute (if not nil) is set.
+func NewCore(log *slog.Logger, min zapcore.Level, mute *atomic.Bool, benign ...string) zapcore.Core {
 	if mute == nil {
 		mute = new(atomic.Bool)
 	}
