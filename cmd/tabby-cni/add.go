@@ -129,7 +129,7 @@ func (ad *adder) add(ctx context.Context) (*types100.Result, error) {
 	}
 	tm.mark("endpoint")
 	ad.log.Info("attached", "addrs", att.Addrs, "mac", li.MAC)
-	return buildResult(att, li, conf.DNS), nil
+	return buildResult(att, li, conf.dnsFor(id.Namespace)), nil
 }
 
 // repeat handles an ADD for a container whose endpoint exists already. If the endpoint's
@@ -161,7 +161,7 @@ func (ad *adder) repeat(ctx context.Context, old *api.WorkloadEndpoint, att *att
 	diffs := att.differences(o)
 	if len(diffs) == 0 && o.Container.MAC == old.Spec.MAC {
 		ad.log.Info("repeated ADD: the attachment is intact", "addrs", addrs)
-		return buildResult(att, linkInfo{MAC: o.Container.MAC, MTU: o.Container.MTU}, ad.inv.conf.DNS), nil
+		return buildResult(att, linkInfo{MAC: o.Container.MAC, MTU: o.Container.MTU}, ad.inv.conf.dnsFor(ad.id.Namespace)), nil
 	}
 	ad.log.Warn("repeated ADD: rebuilding a damaged attachment", "differences", diffs)
 	return nil, att.remove()

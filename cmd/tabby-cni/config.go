@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"maps"
 	"net"
+	"net/netip"
 	"slices"
 	"strings"
 
@@ -25,6 +26,11 @@ type netConf struct {
 	MTU            int    `json:"mtu"`
 	LogFile        string `json:"log_file"`
 	LogLevel       string `json:"log_level"`
+	// ClusterDNS are the node-local DNS server's addresses; set, and dns names no
+	// nameservers, the result's dns is the cluster's: these servers, the search path
+	// <namespace>.svc.<domain> svc.<domain> <domain> and ndots:5, as the kubelet writes.
+	ClusterDNS    []string `json:"cluster_dns"`
+	ClusterDomain string   `json:"cluster_domain"` // default cluster.local
 
 	// IPAM shadows PluginConf's: tabby-cni allocates from tabby's IPAM itself.
 	IPAM ipamConf `json:"ipam"`
@@ -94,7 +100,7 @@ var (
 	specFields = []string{"cniVersion", "name", "type", "capabilities", "ipam", "dns", "prevResult",
 		"runtimeConfig", "args", "cni.dev/valid-attachments", "cni.dev/attachments"}
 	ownFields = []string{"etcd_endpoints", "etcd_ca_cert_file", "etcd_cert_file", "etcd_key_file",
-		"nodename", "mtu", "log_file", "log_level"}
+		"nodename", "mtu", "log_file", "log_level", "cluster_dns", "cluster_domain"}
 	ipamFields  = []string{"type", "ipv4_pools", "ipv6_pools", "assign_ipv4", "assign_ipv6"}
 	labelFields = []string{"labels"}
 )
@@ -186,6 +192,14 @@ func (c *netConf) check(hostname string) error {
 	if (c.EtcdCertFile == "") != (c.EtcdKeyFile == "") {
 		return fmt.Errorf("etcd_cert_file and etcd_key_file: give both or neither")
 	}
+	for _, a := range c.ClusterDNS {
+		if _, err := netip.ParseAddr(a); err != nil {
+			return fmt.Errorf("cluster_dns: %q is not an IP address", a)
+		}
+	}
+	if c.ClusterDomain == "" {
+		c.ClusterDomain = "cluster.local"
+	}
 	if c.NodeName == "" {
 		c.NodeName = hostname
 	}
@@ -260,4 +274,15 @@ func (a *argsConf) merged() (map[string]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// dnsFor is the result's dns for a workload in namespace: the configuration's dns when it
+// names servers, else the cluster's (cluster_dns), else nothing.
+func (c *netConf) dnsFor(namespace string) types.DNS {
+	if len(c.DNS.Nameservers) > 0 || len(c.ClusterDNS) == 0 {
+		return c.DNS
+	}
+	d := c.ClusterDomain
+	return types.DNS{Nameservers: slices.Clone(c.ClusterDNS),
+		Search: []string{namespace + ".svc." + d, "svc." + d, d}, Options: []string{"ndots:5"}}
 }

@@ -61,6 +61,28 @@ func TestParseConfig(t *testing.T) {
 	}
 }
 
+// The cluster's DNS goes into the result unless the configuration names servers itself.
+func TestClusterDNS(t *testing.T) {
+	c, err := parseConfig([]byte(`{"name": "n", "cluster_dns": ["169.254.20.10"]}`), "h")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := c.dnsFor("shop")
+	if fmt.Sprint(d.Nameservers, d.Search, d.Options) != "[169.254.20.10] [shop.svc.cluster.local svc.cluster.local cluster.local] [ndots:5]" {
+		t.Errorf("dns = %+v", d)
+	}
+	c, err = parseConfig([]byte(`{"name": "n", "cluster_dns": ["169.254.20.10"], "cluster_domain": "corp.example", "dns": {"nameservers": ["192.0.2.53"]}}`), "h")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := c.dnsFor("shop"); fmt.Sprint(d.Nameservers, d.Search) != "[192.0.2.53] []" {
+		t.Errorf("dns with the configuration's own servers = %+v", d)
+	}
+	if c, _ := parseConfig([]byte(`{"name": "n"}`), "h"); len(c.dnsFor("shop").Nameservers) != 0 {
+		t.Errorf("no cluster_dns: dns %+v", c.dnsFor("shop"))
+	}
+}
+
 func TestParseConfigErrors(t *testing.T) {
 	for _, c := range []struct {
 		conf string
@@ -84,6 +106,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{`{"name": "n", "ipam": {"ipv6_pools": ["p6"]}}`, types.ErrInvalidNetworkConfig, "set assign_ipv6 to true"},
 		{`{"name": "n", "ipam": {"ipv4_pools": [""]}}`, types.ErrInvalidNetworkConfig, "empty pool name"},
 		{`{"name": "n", "args": {"cni": {"labels": [{"value": "x"}]}}}`, types.ErrInvalidNetworkConfig, "args.cni.labels[0]: no key"},
+		{`{"name": "n", "cluster_dns": ["10.96.0.300"]}`, types.ErrInvalidNetworkConfig, `cluster_dns: "10.96.0.300" is not an IP address`},
 	} {
 		_, err := parseConfig([]byte(c.conf), "h")
 		if err == nil {
