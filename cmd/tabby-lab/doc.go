@@ -80,12 +80,15 @@
 //
 //	{"cniVersion": "1.1.0", "name": "tabby-net", "plugins": [{"type": "tabby-cni",
 //	  "etcd_endpoints": "http://172.31.1.1:2379", "nodename": "node1", "log_level": "debug",
-//	  "log_file": "/run/tabby-lab/L/cni.log",
+//	  "log_file": "/run/tabby-lab/L/cni.log", "cluster_dns": ["169.254.20.10"],
 //	  "args": {"cni": {"labels": [{"key": "app", "value": "web"}]}}}]}
 //
 // with CNI_ARGS IgnoreUnknown=1, K8S_POD_NAMESPACE, K8S_POD_NAME and
 // K8S_POD_INFRA_CONTAINER_ID, as the kubelet passes them, CNI_NETNS /run/netns/<workload
 // namespace> and CNI_IFNAME eth0. The plugin directory (CNI_PATH) is the binaries' directory
 // unless up --cni-bin-dir says otherwise. A failed ADD is followed by a DEL, as a runtime
-// does, and leaves no namespace. "workload del" runs DEL and removes the namespace.
+// does, and leaves no namespace. The result's dns (the node-local DNS server, the pod's
+// search path, ndots:5) becomes /etc/netns/<workload namespace>/resolv.conf, which "ip
+// netns exec" (tabby-lab exec) mounts over /etc/resolv.conf, so a workload resolves as a
+// pod does. "workload del" runs DEL and removes the namespace and that file.
 package main

@@ -8,11 +8,13 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 
+	"github.com/containernetworking/cni/pkg/types"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -39,6 +41,39 @@ func deleteNetns(name string) error {
 	}
 	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("delete namespace %s: %w", name, err)
+	}
+	if err := os.RemoveAll(netnsEtcDir(name)); err != nil {
+		return fmt.Errorf("delete namespace %s: its %s: %w", name, netnsEtcDir(name), err)
+	}
+	return nil
+}
+
+// netnsEtcDir is where "ip netns exec" finds a namespace's own files, such as the
+// resolv.conf it bind-mounts over /etc/resolv.conf.
+func netnsEtcDir(name string) string { return filepath.Join("/etc/netns", name) }
+
+// writeResolvConf writes a namespace's resolv.conf from a CNI result's dns, as a runtime
+// writes a pod's: "ip netns exec" (tabby-lab exec) then resolves through it. No servers:
+// nothing is written, and the namespace uses the host's.
+func writeResolvConf(name string, d types.DNS) error {
+	if len(d.Nameservers) == 0 {
+		return nil
+	}
+	var b strings.Builder
+	for _, s := range d.Nameservers {
+		fmt.Fprintf(&b, "nameserver %s\n", s)
+	}
+	if len(d.Search) > 0 {
+		fmt.Fprintf(&b, "search %s\n", strings.Join(d.Search, " "))
+	}
+	if len(d.Options) > 0 {
+		fmt.Fprintf(&b, "options %s\n", strings.Join(d.Options, " "))
+	}
+	if err := os.MkdirAll(netnsEtcDir(name), 0o755); err != nil {
+		return fmt.Errorf("resolv.conf of %s: %w", name, err)
+	}
+	if err := os.WriteFile(filepath.Join(netnsEtcDir(name), "resolv.conf"), []byte(b.String()), 0o644); err != nil {
+		return fmt.Errorf("resolv.conf of %s: %w", name, err)
 	}
 	return nil
 }

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/types"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/spf13/cobra"
 
@@ -26,6 +27,7 @@ import (
 
 const (
 	cniVersion     = "1.1.0"
+	labClusterDNS  = "169.254.20.10"
 	cniNetworkName = "tabby-net"
 	cniPluginType  = "tabby-cni"
 	cniTimeout     = 2 * time.Minute
@@ -140,6 +142,9 @@ func addWorkload(ctx context.Context, st *labstate.State, nodeName, namespace, n
 		return nil, errors.Join(err, deleteNetns(w.Netns))
 	}
 	w.IPs = res.IPs
+	if err := writeResolvConf(w.Netns, res.DNS); err != nil {
+		return nil, err
+	}
 	st.Workloads = append(st.Workloads, *w)
 	return w, st.Save()
 }
@@ -190,6 +195,8 @@ func cniConfList(st *labstate.State, node string, labels map[string]string) ([]b
 		"nodename":       node,
 		"log_level":      "debug",
 		"log_file":       filepath.Join(st.StateDir, "cni.log"),
+		// The node-local DNS address every agent serves (tabby-node --dns-addresses).
+		"cluster_dns": []string{labClusterDNS},
 	}
 	if len(labels) > 0 {
 		keys := make([]string, 0, len(labels))
@@ -225,6 +232,7 @@ type cniRequest struct {
 // cniResponse is what "__cni" answers to an ADD.
 type cniResponse struct {
 	IPs    []netip.Prefix  `json:"ips"`
+	DNS    types.DNS       `json:"dns"`
 	Result json.RawMessage `json:"result"`
 }
 
@@ -321,7 +329,7 @@ func serveCNI(ctx context.Context, in io.Reader, out io.Writer) error {
 		if err != nil {
 			return err
 		}
-		resp := cniResponse{Result: raw, IPs: []netip.Prefix{}}
+		resp := cniResponse{Result: raw, IPs: []netip.Prefix{}, DNS: cur.DNS}
 		for _, ip := range cur.IPs {
 			a, ok := netip.AddrFromSlice(ip.Address.IP)
 			if !ok {
