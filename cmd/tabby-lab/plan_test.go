@@ -191,7 +191,7 @@ func TestCNIConfList(t *testing.T) {
 	var want any
 	json.Unmarshal([]byte(`{"cniVersion":"1.1.0","name":"tabby-net","plugins":[{"type":"tabby-cni",
 		"etcd_endpoints":"http://172.31.1.1:2379","nodename":"node1","log_level":"debug",
-		"log_file":"/run/tabby-lab/lab/cni.log",
+		"log_file":"/run/tabby-lab/lab/cni.log", "cluster_dns":["169.254.20.10"],
 		"args":{"cni":{"labels":[{"key":"app","value":"web"},{"key":"tier","value":"front"}]}}}]}`), &want)
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("conflist = %s", data)

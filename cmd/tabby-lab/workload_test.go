@@ -3,7 +3,9 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -103,7 +105,8 @@ func TestWorkloadsThroughLibcni(t *testing.T) {
 	wantConf := map[string]any{
 		"cniVersion": "1.1.0", "name": "tabby-net", "type": "tabby-cni",
 		"etcd_endpoints": "http://172.31.1.1:2379", "nodename": "node1", "log_level": "debug",
-		"log_file": filepath.Join(l.StateDir(), "cni.log"),
+		"log_file":    filepath.Join(l.StateDir(), "cni.log"),
+		"cluster_dns": []any{"169.254.20.10"},
 		"args": map[string]any{"cni": map[string]any{"labels": []any{
 			map[string]any{"key": "app", "value": "web"},
 			map[string]any{"key": "tier", "value": "front"},
@@ -111,6 +114,12 @@ func TestWorkloadsThroughLibcni(t *testing.T) {
 	}
 	if !reflect.DeepEqual(c.Config, wantConf) {
 		t.Errorf("network configuration the plugin got:\n%v\nwant\n%v", c.Config, wantConf)
+	}
+
+	// The result's dns is the workload's resolv.conf, through "ip netns exec".
+	if got, want := l.OK("exec", "default/web1", "--", "cat", "/etc/resolv.conf"),
+		"nameserver 169.254.20.10\nsearch default.svc.cluster.local\noptions ndots:5\n"; got != want {
+		t.Errorf("the workload's resolv.conf:\n%s\nwant\n%s", got, want)
 	}
 
 	// The workload is a namespace of its own: loopback up, nothing else (the fake moves
@@ -169,6 +178,9 @@ func TestWorkloadsThroughLibcni(t *testing.T) {
 	}
 	if netnsExists(webNS) {
 		t.Errorf("workload del left %s", webNS)
+	}
+	if _, err := os.Stat(netnsEtcDir(webNS)); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("workload del left %s (%v)", netnsEtcDir(webNS), err)
 	}
 	if s := l.Status(); len(s.Workloads) != 1 || s.Workloads[0].Pod != "dns.1" {
 		t.Errorf("status workloads after del: %+v", s.Workloads)

@@ -82,6 +82,9 @@ func main() {
 			"interfaces": []any{map[string]any{"name": c.IfName, "sandbox": c.Netns}},
 			"ips":        []any{map[string]any{"address": fmt.Sprintf("10.244.0.%d/32", 2+adds), "interface": 0}},
 		}
+		if servers, ok := conf["cluster_dns"]; ok { // as tabby-cni answers it
+			res["dns"] = map[string]any{"nameservers": servers, "search": []string{"default.svc.cluster.local"}, "options": []string{"ndots:5"}}
+		}
 		json.NewEncoder(os.Stdout).Encode(res)
 	case "DEL", "CHECK", "GC", "STATUS":
 	default:
