@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -147,29 +148,106 @@ func (z *Zone) Update(d *ClusterData) {
 }
 
 func (z *Zone) build(d *ClusterData) *zoneIndex {
-	idx := &zoneIndex{
-		serial: z.serial.Add(1),
-		names:  make(map[string]*zoneNode),
-		ptrs:   make(map[string][]string),
+	var services []Service
+	if d != nil {
+		services = d.Services
 	}
+	// Size the maps once: a name per Service, endpoint and SRV name (and its _proto
+	// parent), a reverse name per address.
+	names, ptrs := 4, 0
+	for i := range services {
+		s := &services[i]
+		names += 2 + 2*len(s.Ports) + len(s.Endpoints)
+		ptrs += len(s.ClusterIPs)
+		for j := range s.Endpoints {
+			ptrs += len(s.Endpoints[j].Addrs)
+		}
+	}
+	b := &zoneBuilder{
+		z: z,
+		idx: &zoneIndex{
+			serial: z.serial.Add(1),
+			names:  make(map[string]*zoneNode, names),
+			ptrs:   make(map[string][]string, ptrs),
+		},
+		byName: make(map[string]*builderEndpoint),
+		seen:   make(map[nameAddr]struct{}),
+	}
+	idx := b.idx
 	idx.names[z.zone] = &zoneNode{apex: true}
 	idx.names["dns-version"+z.dotZone] = &zoneNode{txt: []string{SpecVersion}}
 	idx.names["svc"+z.dotZone] = &zoneNode{}
 	idx.names[z.podZone] = &zoneNode{}
-	if d == nil {
-		return idx
-	}
-	for i := range d.Services {
-		if err := z.addService(idx, &d.Services[i]); err != nil {
+	for i := range services {
+		if err := b.addService(&services[i]); err != nil {
 			z.log.Warn("dns zone: Service left out", "err", err)
 		}
 	}
 	return idx
 }
 
+// zoneBuilder builds one zoneIndex; its scratch maps are reused from Service to Service.
+type zoneBuilder struct {
+	z   *Zone
+	idx *zoneIndex
+	// byName holds a Service's ready endpoints by name label.
+	byName map[string]*builderEndpoint
+	// seen keeps each address once per name: an endpoint's, and a headless Service's.
+	seen map[nameAddr]struct{}
+}
+
+type builderEndpoint struct {
+	name  string
+	node  *zoneNode
+	ports map[string]uint16
+}
+
+type nameAddr struct {
+	name string
+	addr netip.Addr
+}
+
+// reset empties the scratch maps for the next Service (new ones after a big Service, so
+// clearing stays cheap).
+func (b *zoneBuilder) reset() {
+	if len(b.seen) > 256 {
+		b.byName = make(map[string]*builderEndpoint)
+		b.seen = make(map[nameAddr]struct{})
+		return
+	}
+	clear(b.byName)
+	clear(b.seen)
+}
+
+// addAddr adds a to node (named name) once.
+func (b *zoneBuilder) addAddr(node *zoneNode, name string, a netip.Addr) {
+	if _, dup := b.seen[nameAddr{name, a}]; dup {
+		return
+	}
+	b.seen[nameAddr{name, a}] = struct{}{}
+	if a.Is4() {
+		node.a = append(node.a, net.IP(a.AsSlice()))
+	} else {
+		node.aaaa = append(node.aaaa, net.IP(a.AsSlice()))
+	}
+}
+
+// addPTR records name as a PTR target of a's reverse name (once).
+func (b *zoneBuilder) addPTR(a netip.Addr, name string) {
+	rev := reverseName(a)
+	for _, n := range b.idx.ptrs[rev] {
+		if n == name {
+			return
+		}
+	}
+	b.idx.ptrs[rev] = append(b.idx.ptrs[rev], name)
+}
+
 // addService indexes one Service's names: the Service name, its SRV names and their
 // empty non-terminals, its ready endpoints' names, and the reverse names of its addresses.
-func (z *Zone) addService(idx *zoneIndex, s *Service) error {
+func (b *zoneBuilder) addService(s *Service) error {
+	defer b.reset()
+	z, idx := b.z, b.idx
 	ns, name := strings.ToLower(s.Namespace), strings.ToLower(s.Name)
 	if !isLabel(ns) || !isLabel(name) {
 		return fmt.Errorf("service %s/%s: namespace and name must be RFC 1123 labels", s.Namespace, s.Name)
@@ -193,27 +271,7 @@ func (z *Zone) addService(idx *zoneIndex, s *Service) error {
 	}
 
 	// Ready endpoints by name (hostname, or the dashed first address), in the order given.
-	type endpoint struct {
-		name  string
-		node  *zoneNode
-		ports map[string]uint16
-	}
-	var eps []*endpoint
-	byName := make(map[string]*endpoint)
-	// seen keeps each address once per name: the endpoint's, and (for a headless
-	// Service) the Service's.
-	seen := make(map[nameAddr]bool)
-	add := func(node *zoneNode, name string, a netip.Addr) {
-		if seen[nameAddr{name, a}] {
-			return
-		}
-		seen[nameAddr{name, a}] = true
-		if a.Is4() {
-			node.a = append(node.a, net.IP(a.AsSlice()))
-		} else {
-			node.aaaa = append(node.aaaa, net.IP(a.AsSlice()))
-		}
-	}
+	var eps []*builderEndpoint
 	svc := &zoneNode{}
 	for i := range s.Endpoints {
 		ep := &s.Endpoints[i]
@@ -228,18 +286,18 @@ func (z *Zone) addService(idx *zoneIndex, s *Service) error {
 		if !isLabel(label) {
 			label = dashedAddr(addrs[0])
 		}
-		e := byName[label]
+		e := b.byName[label]
 		if e == nil {
-			e = &endpoint{name: label + "." + svcName, node: &zoneNode{}, ports: ep.Ports}
-			byName[label] = e
+			e = &builderEndpoint{name: label + "." + svcName, node: &zoneNode{}, ports: ep.Ports}
+			b.byName[label] = e
 			eps = append(eps, e)
 		}
 		for _, a := range addrs {
-			add(e.node, e.name, a)
+			b.addAddr(e.node, e.name, a)
 			if s.Headless {
-				add(svc, svcName, a)
+				b.addAddr(svc, svcName, a)
 			}
-			addPTR(idx, a, e.name)
+			b.addPTR(a, e.name)
 		}
 	}
 
@@ -250,8 +308,8 @@ func (z *Zone) addService(idx *zoneIndex, s *Service) error {
 		}
 	} else {
 		for _, a := range cleanAddrs(s.ClusterIPs) {
-			add(svc, svcName, a)
-			addPTR(idx, a, svcName)
+			b.addAddr(svc, svcName, a)
+			b.addPTR(a, svcName)
 		}
 	}
 	idx.names[svcName] = svc
@@ -501,20 +559,6 @@ func srvWeight(n int) uint16 {
 	return uint16(100 / n)
 }
 
-// addPTR records name as a PTR target of a's reverse name (once).
-func addPTR(idx *zoneIndex, a netip.Addr, name string) {
-	rev, err := mdns.ReverseAddr(a.String())
-	if err != nil {
-		return
-	}
-	for _, n := range idx.ptrs[rev] {
-		if n == name {
-			return
-		}
-	}
-	idx.ptrs[rev] = append(idx.ptrs[rev], name)
-}
-
 // cleanAddrs drops invalid addresses, unmaps IPv4-mapped IPv6 ones and drops zones.
 func cleanAddrs(in []netip.Addr) []netip.Addr {
 	out := make([]netip.Addr, 0, len(in))
@@ -527,11 +571,6 @@ func cleanAddrs(in []netip.Addr) []netip.Addr {
 	return out
 }
 
-type nameAddr struct {
-	name string
-	addr netip.Addr
-}
-
 // dashedAddr is an endpoint's generated hostname: its address with '.' or ':' as '-'
 // (10-244-1-5, fd00--5), as CoreDNS names endpoints without a hostname.
 func dashedAddr(a netip.Addr) string {
@@ -539,6 +578,27 @@ func dashedAddr(a netip.Addr) string {
 		return strings.ReplaceAll(a.String(), ".", "-")
 	}
 	return strings.ReplaceAll(a.String(), ":", "-")
+}
+
+// reverseName is a's name under in-addr.arpa or ip6.arpa, as mdns.ReverseAddr writes it
+// (lower-case nibbles), in one allocation.
+func reverseName(a netip.Addr) string {
+	const hex = "0123456789abcdef"
+	if a.Is4() {
+		b := a.As4()
+		buf := make([]byte, 0, len("255.255.255.255.in-addr.arpa."))
+		for i := 3; i >= 0; i-- {
+			buf = strconv.AppendUint(buf, uint64(b[i]), 10)
+			buf = append(buf, '.')
+		}
+		return string(append(buf, "in-addr.arpa."...))
+	}
+	b := a.As16()
+	buf := make([]byte, 0, 32*2+len("ip6.arpa."))
+	for i := 15; i >= 0; i-- {
+		buf = append(buf, hex[b[i]&0xf], '.', hex[b[i]>>4], '.')
+	}
+	return string(append(buf, "ip6.arpa."...))
 }
 
 func isReverseName(name string) bool {

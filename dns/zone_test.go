@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -526,7 +527,8 @@ func FuzzZoneAnswer(f *testing.F) {
 }
 
 // BenchmarkZoneAnswer answers A queries over 10,000 Services (100 namespaces of 100):
-// hits and NXDOMAINs. It also reports the time of one Update of that cluster.
+// hits and NXDOMAINs. It also reports the time of one Update of that cluster and the
+// heap its index holds (index-MB).
 func BenchmarkZoneAnswer(b *testing.B) {
 	d := &ClusterData{}
 	for i := range 10000 {
@@ -542,8 +544,14 @@ func BenchmarkZoneAnswer(b *testing.B) {
 			},
 		})
 	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
 	z := NewZone(ZoneConfig{Logger: quiet})
 	z.Update(d)
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	indexMB := float64(after.HeapAlloc-before.HeapAlloc) / (1 << 20)
 
 	queries := func(format string) []*mdns.Msg {
 		var qs []*mdns.Msg
@@ -570,5 +578,18 @@ func BenchmarkZoneAnswer(b *testing.B) {
 		for b.Loop() {
 			z.Update(d)
 		}
+		b.ReportMetric(indexMB, "index-MB")
 	})
+}
+
+func TestReverseName(t *testing.T) {
+	for _, s := range []string{"0.0.0.0", "10.96.12.7", "255.255.255.255", "1.20.255.3", "::", "::1", "fd00:96::c7", "2001:db8:ffff:abcd:1234:5678:9abc:def0"} {
+		want, err := mdns.ReverseAddr(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := reverseName(netip.MustParseAddr(s)); got != want {
+			t.Errorf("reverseName(%s) = %q, want %q", s, got, want)
+		}
+	}
 }
