@@ -254,6 +254,9 @@ func (b *zoneBuilder) addService(s *Service) error {
 	}
 	nsName := ns + ".svc" + z.dotZone
 	svcName := name + "." + nsName
+	if !nameFits(svcName) {
+		return fmt.Errorf("service %s/%s: %s is longer than a domain name may be", s.Namespace, s.Name, svcName)
+	}
 	if _, dup := idx.names[svcName]; dup {
 		return fmt.Errorf("service %s/%s: listed twice, the first one kept", s.Namespace, s.Name)
 	}
@@ -285,6 +288,10 @@ func (b *zoneBuilder) addService(s *Service) error {
 		label := strings.ToLower(ep.Hostname)
 		if !isLabel(label) {
 			label = dashedAddr(addrs[0])
+		}
+		if !nameFits(label + "." + svcName) {
+			z.log.Warn("dns zone: endpoint name too long, endpoint left out", "service", s.Namespace+"/"+s.Name, "label", label)
+			continue
 		}
 		e := b.byName[label]
 		if e == nil {
@@ -329,10 +336,14 @@ func (b *zoneBuilder) addService(s *Service) error {
 			continue
 		}
 		protoName := proto + "." + svcName
+		srvName := "_" + portLabel + "." + protoName
+		if !nameFits(srvName) {
+			z.log.Warn("dns zone: SRV name too long, port left out", "service", s.Namespace+"/"+s.Name, "port", p.Name)
+			continue
+		}
 		if idx.names[protoName] == nil {
 			idx.names[protoName] = &zoneNode{}
 		}
-		srvName := "_" + portLabel + "." + protoName
 		if idx.names[srvName] != nil {
 			continue // the same name and protocol twice: the first port wins
 		}
@@ -377,7 +388,7 @@ func (z *Zone) Answer(req *mdns.Msg) (*mdns.Msg, bool) {
 	name := strings.ToLower(qname)
 	idx := z.index.Load()
 
-	inZone := name == z.zone || strings.HasSuffix(name, z.dotZone)
+	inZone := name == z.zone || (strings.HasSuffix(name, z.dotZone) && !escapedAt(name, len(name)-len(z.dotZone)))
 	var ptrs []string
 	if !inZone {
 		if idx == nil || !isReverseName(name) {
@@ -599,6 +610,21 @@ func reverseName(a netip.Addr) string {
 		buf = append(buf, hex[b[i]&0xf], '.', hex[b[i]>>4], '.')
 	}
 	return string(append(buf, "ip6.arpa."...))
+}
+
+// nameFits reports whether a fully qualified name of plain labels fits the 255 octets
+// of a domain name on the wire.
+func nameFits(name string) bool { return len(name)+1 <= 255 }
+
+// escapedAt reports whether the byte at i of a presentation-format name is escaped (an
+// odd number of backslashes before it): "a\.cluster.local." is the label "a.cluster"
+// under local., not a name in cluster.local.
+func escapedAt(name string, i int) bool {
+	n := 0
+	for i--; i >= 0 && name[i] == '\\'; i-- {
+		n++
+	}
+	return n%2 == 1
 }
 
 func isReverseName(name string) bool {

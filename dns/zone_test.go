@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -211,6 +212,10 @@ var zoneCases = []zoneCase{
 	{qname: "nothing.cluster.local.", qtype: mdns.TypeA, rcode: mdns.RcodeNameError, ns: []string{soa}},
 	{qname: "x.web.shop.svc.cluster.local.", qtype: mdns.TypeA, rcode: mdns.RcodeNameError, ns: []string{soa}},
 	{qname: "web.shop.cluster.local.", qtype: mdns.TypeA, rcode: mdns.RcodeNameError, ns: []string{soa}},
+	// Escaped dots: "a\.cluster" is one label under local., "a\\" one in the zone.
+	{qname: `a\.cluster.local.`, qtype: mdns.TypeA, forward: true},
+	{qname: `a\\.cluster.local.`, qtype: mdns.TypeA, rcode: mdns.RcodeNameError, ns: []string{soa}},
+	{qname: `web\.shop.svc.cluster.local.`, qtype: mdns.TypeA, rcode: mdns.RcodeNameError, ns: []string{soa}},
 	// No wildcards (optional in the spec, deprecated).
 	{qname: "*.shop.svc.cluster.local.", qtype: mdns.TypeA, rcode: mdns.RcodeNameError, ns: []string{soa}},
 
@@ -580,6 +585,82 @@ func BenchmarkZoneAnswer(b *testing.B) {
 		}
 		b.ReportMetric(indexMB, "index-MB")
 	})
+}
+
+// TestZoneLongNames: names that would not fit 255 octets are left out, and every answer
+// still packs.
+func TestZoneLongNames(t *testing.T) {
+	zone := strings.Repeat("z", 60) + "." + strings.Repeat("y", 60) + ".local"
+	ns, name := strings.Repeat("n", 50), strings.Repeat("s", 50)
+	z := NewZone(ZoneConfig{Zone: zone, Logger: quiet})
+	z.Update(&ClusterData{Services: []Service{
+		{
+			Namespace: ns, Name: name, Headless: true,
+			Ports: []Port{{Name: "http", Port: 80}, {Name: strings.Repeat("p", 20), Port: 81}},
+			Endpoints: []Endpoint{
+				{Addrs: []netip.Addr{netip.MustParseAddr("10.0.0.1")}, Hostname: strings.Repeat("h", 30), Ready: true},
+				{Addrs: []netip.Addr{netip.MustParseAddr("10.0.0.2")}, Hostname: "h", Ready: true},
+			},
+		},
+		{Namespace: strings.Repeat("m", 63), Name: strings.Repeat("t", 63), ClusterIPs: []netip.Addr{netip.MustParseAddr("10.96.0.1")}},
+	}})
+	svc := name + "." + ns + ".svc." + zone + "."
+	for _, tc := range []struct {
+		qname   string
+		qtype   uint16
+		rcode   int
+		answers int
+	}{
+		{svc, mdns.TypeA, mdns.RcodeSuccess, 1}, // only the endpoint whose name fits
+		{"h." + svc, mdns.TypeA, mdns.RcodeSuccess, 1},
+		{"_http._tcp." + svc, mdns.TypeSRV, mdns.RcodeSuccess, 1},
+		{"_" + strings.Repeat("p", 20) + "._tcp." + svc, mdns.TypeSRV, mdns.RcodeNameError, 0},
+		{"1.0.0.10.in-addr.arpa.", mdns.TypePTR, -1, 0}, // left out: forwarded
+		{"1.0.96.10.in-addr.arpa.", mdns.TypePTR, -1, 0},
+	} {
+		resp, ok := z.Answer(new(mdns.Msg).SetQuestion(tc.qname, tc.qtype))
+		if tc.rcode < 0 {
+			if ok {
+				t.Errorf("%s: answered, want forwarded: %v", tc.qname, resp)
+			}
+			continue
+		}
+		if !ok || resp.Rcode != tc.rcode || len(resp.Answer) != tc.answers {
+			t.Errorf("%s: %v, %v; want %s with %d answers", tc.qname, resp, ok, mdns.RcodeToString[tc.rcode], tc.answers)
+			continue
+		}
+		if _, err := resp.Pack(); err != nil {
+			t.Errorf("%s: response does not pack: %v", tc.qname, err)
+		}
+	}
+}
+
+// TestZoneConcurrent: queries during Updates see one index or the other (run with -race).
+func TestZoneConcurrent(t *testing.T) {
+	z := NewZone(ZoneConfig{Logger: quiet})
+	z.Update(fixture())
+	without := fixture()
+	without.Services = without.Services[1:]
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Go(func() {
+			for range 2000 {
+				resp, ok := z.Answer(new(mdns.Msg).SetQuestion("web.shop.svc.cluster.local.", mdns.TypeA))
+				if !ok || (resp.Rcode == mdns.RcodeSuccess) != (len(resp.Answer) == 1) {
+					t.Errorf("torn answer: %v", resp)
+					return
+				}
+			}
+		})
+	}
+	for i := range 200 {
+		if i%2 == 0 {
+			z.Update(without)
+		} else {
+			z.Update(fixture())
+		}
+	}
+	wg.Wait()
 }
 
 func TestReverseName(t *testing.T) {
