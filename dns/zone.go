@@ -139,7 +139,8 @@ type srvTarget struct {
 }
 
 // Update replaces the zone's data with d (nil: a cluster without Services). The zone
-// indexes d once and keeps no reference to it.
+// indexes d once and keeps no reference to it. Queries answered during an Update see the
+// old index or the new one, never a mix. Call Update from one goroutine at a time.
 func (z *Zone) Update(d *ClusterData) {
 	idx := z.build(d)
 	z.index.Store(idx)
@@ -289,7 +290,7 @@ func (b *zoneBuilder) addService(s *Service) error {
 		if !isLabel(label) {
 			label = dashedAddr(addrs[0])
 		}
-		if !nameFits(label + "." + svcName) {
+		if len(label)+1+len(svcName)+1 > 255 { // !nameFits(label + "." + svcName)
 			z.log.Warn("dns zone: endpoint name too long, endpoint left out", "service", s.Namespace+"/"+s.Name, "label", label)
 			continue
 		}
@@ -378,7 +379,9 @@ func (b *zoneBuilder) addService(s *Service) error {
 //     that does not exist: NXDOMAIN. Both with the zone's SOA in the authority section.
 //
 // Answers are authoritative, owners keep the question's case, and TTLs are the zone's.
-// The response has no OPT record: EDNS0 and truncation are the server's.
+// The response has no OPT record and RA unset: EDNS0, truncation and the RA bit are the
+// server's. The response is the caller's to change, except the address bytes of its A
+// and AAAA records, which it shares with the zone's index.
 func (z *Zone) Answer(req *mdns.Msg) (*mdns.Msg, bool) {
 	if len(req.Question) != 1 {
 		return new(mdns.Msg).SetRcodeFormatError(req), true
