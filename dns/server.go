@@ -1,0 +1,509 @@
+package dns
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	mdns "github.com/miekg/dns"
+	"golang.org/x/sys/unix"
+)
+
+// Config configures a Server.
+type Config struct {
+	// Listen are the addresses served over UDP and TCP, "host:port" with host an IP
+	// address ("10.96.0.10:53", "[::1]:53"). Port 0 picks a free port, the same for UDP
+	// and TCP (tests; see Addrs).
+	Listen []string
+	// Authority answers the cluster zone; nil: every name goes to the cache and forwarder.
+	Authority Authority
+	// Cache keeps forwarded answers; nil: no cache.
+	Cache *Cache
+	// Forwarder answers the names Authority does not own; nil: they are REFUSED.
+	Forwarder *Forwarder
+	// Metrics counts queries and cache lookups; nil: nothing is counted.
+	Metrics Metrics
+	// Log (default slog.Default()).
+	Log *slog.Logger
+	// UDPSockets is the number of UDP sockets per listen address, bound with
+	// SO_REUSEPORT and each served by its own goroutine (default GOMAXPROCS).
+	UDPSockets int
+	// MaxForwards bounds the UDP queries being forwarded at once (default 1000);
+	// beyond it a query that must be forwarded is answered SERVFAIL.
+	MaxForwards int
+	// TCPIdleTimeout closes a TCP connection that sends no query for that long
+	// (default 10s). At most 256 TCP connections are served at once.
+	TCPIdleTimeout time.Duration
+}
+
+// Synced is an interface an Authority may implement: Synced reports whether it has
+// its data (the first snapshot). The server is not Ready before.
+type Synced interface {
+	Synced() bool
+}
+
+const (
+	// serverUDPSize is the EDNS0 buffer size the server announces.
+	serverUDPSize  = 1232
+	maxTCPConns    = 256
+	defaultForward = 1000
+)
+
+// Server serves DNS over UDP and TCP: the Authority's names first, then the cache, then
+// the forwarder (whose answers are cached).
+type Server struct {
+	cfg    Config
+	log    *slog.Logger
+	listen []netip.AddrPort
+	fwdSem chan struct{}
+	tcpSem chan struct{}
+
+	mu        sync.Mutex
+	udp       []*net.UDPConn
+	tcp       []*net.TCPListener
+	addrs     []netip.AddrPort
+	listening atomic.Bool
+}
+
+// NewServer checks cfg. It drops (with a warning) forwarder upstreams that are the
+// server's own listen addresses, and errors when that leaves none.
+func NewServer(cfg Config) (*Server, error) {
+	if len(cfg.Listen) == 0 {
+		return nil, errors.New("dns server: no listen address")
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.UDPSockets <= 0 {
+		cfg.UDPSockets = runtime.GOMAXPROCS(0)
+	}
+	if cfg.MaxForwards <= 0 {
+		cfg.MaxForwards = defaultForward
+	}
+	if cfg.TCPIdleTimeout <= 0 {
+		cfg.TCPIdleTimeout = 10 * time.Second
+	}
+	s := &Server{
+		cfg:    cfg,
+		log:    cfg.Log,
+		fwdSem: make(chan struct{}, cfg.MaxForwards),
+		tcpSem: make(chan struct{}, maxTCPConns),
+	}
+	for _, l := range cfg.Listen {
+		ap, err := netip.ParseAddrPort(l)
+		if err != nil {
+			return nil, fmt.Errorf("dns server: listen address %q: %w", l, err)
+		}
+		s.listen = append(s.listen, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
+	}
+	if cfg.Forwarder != nil {
+		if err := cfg.Forwarder.excludeSelf(s.listen); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// Listen binds every listen address (UDP and TCP). Run calls it when it was not called
+// before; calling it first lets the caller read Addrs before serving.
+func (s *Server) Listen() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.listening.Load() {
+		return nil
+	}
+	lc := net.ListenConfig{}
+	if s.cfg.UDPSockets > 1 {
+		lc.Control = reusePort
+	}
+	ctx := context.Background()
+	for _, ap := range s.listen {
+		addr := ap
+		for i := range s.cfg.UDPSockets {
+			pc, err := lc.ListenPacket(ctx, "udp", addr.String())
+			if err != nil {
+				s.closeLocked()
+				return fmt.Errorf("dns server: listen udp %s: %w", ap, err)
+			}
+			c := pc.(*net.UDPConn)
+			s.udp = append(s.udp, c)
+			if i == 0 {
+				// Port 0: the others (and TCP) take the port this one got.
+				addr = netip.AddrPortFrom(ap.Addr(), c.LocalAddr().(*net.UDPAddr).AddrPort().Port())
+			}
+		}
+		l, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(addr))
+		if err != nil {
+			s.closeLocked()
+			return fmt.Errorf("dns server: listen tcp %s: %w", addr, err)
+		}
+		s.tcp = append(s.tcp, l)
+		s.addrs = append(s.addrs, addr)
+	}
+	s.listening.Store(true)
+	return nil
+}
+
+func reusePort(_, _ string, c syscall.RawConn) error {
+	var serr error
+	err := c.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+	})
+	if err != nil {
+		return err
+	}
+	return serr
+}
+
+func (s *Server) closeLocked() {
+	for _, c := range s.udp {
+		c.Close()
+	}
+	for _, l := range s.tcp {
+		l.Close()
+	}
+	s.udp, s.tcp, s.addrs = nil, nil, nil
+	s.listening.Store(false)
+}
+
+// Addrs returns the bound addresses (UDP and TCP share each), after Listen.
+func (s *Server) Addrs() []netip.AddrPort {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]netip.AddrPort(nil), s.addrs...)
+}
+
+// Ready reports whether the server is listening and its Authority has its data (an
+// Authority that does not implement Synced always has).
+func (s *Server) Ready() bool {
+	if !s.listening.Load() {
+		return false
+	}
+	if sy, ok := s.cfg.Authority.(Synced); ok {
+		return sy.Synced()
+	}
+	return true
+}
+
+// Run serves until ctx ends, then closes its sockets and returns nil once every
+// query in progress is done. It errors when it cannot bind, naming the address.
+func (s *Server) Run(ctx context.Context) error {
+	if err := s.Listen(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	udp, tcp := s.udp, s.tcp
+	s.mu.Unlock()
+
+	var wg sync.WaitGroup
+	for _, c := range udp {
+		wg.Go(func() { s.serveUDP(ctx, c, &wg) })
+	}
+	for _, l := range tcp {
+		wg.Go(func() { s.serveTCP(ctx, l, &wg) })
+	}
+	<-ctx.Done()
+	s.mu.Lock()
+	s.closeLocked()
+	s.mu.Unlock()
+	wg.Wait()
+	return nil
+}
+
+func (s *Server) serveUDP(ctx context.Context, c *net.UDPConn, wg *sync.WaitGroup) {
+	in := make([]byte, mdns.MaxMsgSize)
+	out := make([]byte, mdns.MaxMsgSize)
+	for {
+		n, src, err := c.ReadFromUDPAddrPort(in)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) || ctx.Err() != nil {
+				return
+			}
+			s.log.Warn("dns server: udp read", "addr", c.LocalAddr(), "err", err)
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		reply, r := s.local(in[:n], src, false, out)
+		if r != nil {
+			select {
+			case s.fwdSem <- struct{}{}:
+				wg.Go(func() {
+					defer func() { <-s.fwdSem }()
+					buf := bufPool.Get().(*[]byte)
+					defer bufPool.Put(buf)
+					if reply := s.remote(ctx, r, *buf); reply != nil {
+						c.WriteToUDPAddrPort(reply, r.src)
+					}
+				})
+				continue
+			default:
+				reply = s.encode(r, s.rcode(r.msg, mdns.RcodeServerFailure), out)
+			}
+		}
+		if reply != nil {
+			if _, err := c.WriteToUDPAddrPort(reply, src); err != nil && ctx.Err() == nil {
+				s.log.Debug("dns server: udp write", "to", src, "err", err)
+			}
+		}
+	}
+}
+
+func (s *Server) serveTCP(ctx context.Context, l *net.TCPListener, wg *sync.WaitGroup) {
+	for {
+		conn, err := l.AcceptTCP()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) || ctx.Err() != nil {
+				return
+			}
+			s.log.Warn("dns server: tcp accept", "addr", l.Addr(), "err", err)
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		select {
+		case s.tcpSem <- struct{}{}:
+		default:
+			conn.Close()
+			continue
+		}
+		wg.Go(func() {
+			defer func() { <-s.tcpSem }()
+			stop := context.AfterFunc(ctx, func() { conn.Close() })
+			defer stop()
+			s.serveConn(ctx, conn)
+		})
+	}
+}
+
+// serveConn answers the queries of one TCP connection, one after the other.
+func (s *Server) serveConn(ctx context.Context, conn *net.TCPConn) {
+	defer conn.Close()
+	src := conn.RemoteAddr().(*net.TCPAddr).AddrPort()
+	in := make([]byte, mdns.MaxMsgSize)
+	out := make([]byte, mdns.MaxMsgSize)
+	var prefix [2]byte
+	for {
+		if err := conn.SetReadDeadline(time.Now().Add(s.cfg.TCPIdleTimeout)); err != nil {
+			return
+		}
+		if _, err := io.ReadFull(conn, prefix[:]); err != nil {
+			return
+		}
+		n := int(binary.BigEndian.Uint16(prefix[:]))
+		if _, err := io.ReadFull(conn, in[:n]); err != nil {
+			return
+		}
+		reply := s.serve(ctx, in[:n], src, true, out)
+		if reply == nil {
+			return // a packet dropped over UDP ends the connection
+		}
+		binary.BigEndian.PutUint16(prefix[:], uint16(len(reply)))
+		bufs := net.Buffers{prefix[:], reply}
+		if _, err := bufs.WriteTo(conn); err != nil {
+			return
+		}
+	}
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, mdns.MaxMsgSize); return &b }}
+
+// request is a parsed query on its way to an answer.
+type request struct {
+	msg  *mdns.Msg
+	src  netip.AddrPort
+	tcp  bool
+	size int       // the largest reply the client takes
+	opt  *mdns.OPT // the client's, nil without EDNS0
+}
+
+// serve answers one packet, forwarding in the caller's goroutine if need be; nil: drop.
+func (s *Server) serve(ctx context.Context, raw []byte, src netip.AddrPort, tcp bool, buf []byte) []byte {
+	reply, r := s.local(raw, src, tcp, buf)
+	if r != nil {
+		return s.remote(ctx, r, buf)
+	}
+	return reply
+}
+
+// local answers one packet as far as it can without the network: the reply in wire
+// form in buf (nil: drop), or the request when it must be forwarded.
+func (s *Server) local(raw []byte, src netip.AddrPort, tcp bool, buf []byte) ([]byte, *request) {
+	if len(raw) < 12 || raw[2]&0x80 != 0 {
+		return nil, nil // no header, or a response: never answered
+	}
+	msg := new(mdns.Msg)
+	if err := msg.Unpack(raw); err != nil {
+		return s.formerr(raw, buf), nil
+	}
+	r := &request{msg: msg, src: src, tcp: tcp, size: mdns.MinMsgSize}
+	if tcp {
+		r.size = mdns.MaxMsgSize
+	}
+	for _, rr := range msg.Extra {
+		if opt, ok := rr.(*mdns.OPT); ok {
+			if r.opt != nil {
+				r.opt = nil
+				return s.encode(r, s.rcode(msg, mdns.RcodeFormatError), buf), nil
+			}
+			r.opt = opt
+		}
+	}
+	if r.opt != nil && !tcp {
+		r.size = max(int(r.opt.UDPSize()), mdns.MinMsgSize)
+	}
+	switch {
+	case msg.Opcode != mdns.OpcodeQuery:
+		return s.encode(r, s.rcode(msg, mdns.RcodeNotImplemented), buf), nil
+	case len(msg.Question) != 1:
+		return s.encode(r, s.rcode(msg, mdns.RcodeFormatError), buf), nil
+	case r.opt != nil && r.opt.Version() != 0:
+		return s.encode(r, s.rcode(msg, mdns.RcodeBadVers), buf), nil
+	case msg.Question[0].Qclass != mdns.ClassINET:
+		return s.encode(r, s.rcode(msg, mdns.RcodeRefused), buf), nil
+	}
+	switch msg.Question[0].Qtype {
+	case mdns.TypeANY:
+		return s.encode(r, s.rcode(msg, mdns.RcodeNotImplemented), buf), nil
+	case mdns.TypeAXFR, mdns.TypeIXFR:
+		return s.encode(r, s.rcode(msg, mdns.RcodeRefused), buf), nil
+	}
+	if s.cfg.Forwarder.isLoop(msg, src) {
+		return s.encode(r, s.rcode(msg, mdns.RcodeServerFailure), buf), nil
+	}
+	if a := s.cfg.Authority; a != nil {
+		if resp, ok := a.Answer(msg); ok && resp != nil {
+			return s.encode(r, resp, buf), nil
+		}
+	}
+	if c := s.cfg.Cache; c != nil {
+		resp := c.Get(msg)
+		if m := s.cfg.Metrics; m != nil {
+			m.Cache(resp != nil)
+		}
+		if resp != nil {
+			return s.encode(r, resp, buf), nil
+		}
+	}
+	if s.cfg.Forwarder == nil {
+		return s.encode(r, s.rcode(msg, mdns.RcodeRefused), buf), nil
+	}
+	return nil, r
+}
+
+// remote forwards r, caches the answer and returns the reply in wire form in buf.
+func (s *Server) remote(ctx context.Context, r *request, buf []byte) []byte {
+	resp, err := s.cfg.Forwarder.Forward(ctx, r.msg)
+	if err != nil {
+		s.log.Debug("dns server: forwarding failed", "name", r.msg.Question[0].Name, "err", err)
+		resp = s.rcode(r.msg, mdns.RcodeServerFailure)
+		resp.RecursionAvailable = true
+	}
+	if s.cfg.Cache != nil && ctx.Err() == nil {
+		s.cfg.Cache.Set(r.msg, resp)
+	}
+	return s.encode(r, resp, buf)
+}
+
+// rcode returns an empty answer to req with rcode.
+func (s *Server) rcode(req *mdns.Msg, rcode int) *mdns.Msg {
+	m := new(mdns.Msg)
+	m.SetRcode(req, rcode)
+	return m
+}
+
+var (
+	optPlain = &mdns.OPT{Hdr: mdns.RR_Header{Name: ".", Rrtype: mdns.TypeOPT, Class: serverUDPSize}}
+	optDO    = func() *mdns.OPT {
+		o := &mdns.OPT{Hdr: mdns.RR_Header{Name: ".", Rrtype: mdns.TypeOPT, Class: serverUDPSize}}
+		o.SetDo()
+		return o
+	}()
+)
+
+// encode packs resp as the reply to r into buf: r's ID, our OPT when the client sent
+// one (never the Authority's or an upstream's), truncated with TC to the client's size
+// over UDP. resp itself is not changed. It counts the query.
+func (s *Server) encode(r *request, resp *mdns.Msg, buf []byte) []byte {
+	m := *resp
+	m.Id = r.msg.Id
+	m.Response = true
+	if s.cfg.Forwarder != nil {
+		m.RecursionAvailable = true
+	}
+	for i, rr := range m.Extra {
+		if rr.Header().Rrtype == mdns.TypeOPT {
+			extra := make([]mdns.RR, 0, len(m.Extra))
+			extra = append(extra, m.Extra[:i]...)
+			for _, rr := range m.Extra[i+1:] {
+				if rr.Header().Rrtype != mdns.TypeOPT {
+					extra = append(extra, rr)
+				}
+			}
+			m.Extra = extra
+			break
+		}
+	}
+	if r.opt != nil {
+		opt := optPlain
+		switch {
+		case m.Rcode > 0xF:
+			opt = &mdns.OPT{Hdr: mdns.RR_Header{Name: ".", Rrtype: mdns.TypeOPT, Class: serverUDPSize}}
+		case r.opt.Do():
+			opt = optDO
+		}
+		m.Extra = append(m.Extra[:len(m.Extra):len(m.Extra)], opt)
+	} else if m.Rcode > 0xF {
+		m.Rcode = mdns.RcodeServerFailure // an extended rcode needs EDNS0
+	}
+	m.Compress = true
+	out, err := m.PackBuffer(buf)
+	if err == nil && !r.tcp && len(out) > r.size {
+		m.Truncate(r.size)
+		out, err = m.PackBuffer(buf)
+	}
+	if err != nil {
+		s.log.Warn("dns server: packing a reply", "name", r.msg.Question, "err", err)
+		return s.header(r.msg.Id, r.msg.Opcode, r.msg.RecursionDesired, mdns.RcodeServerFailure, buf)
+	}
+	if mt := s.cfg.Metrics; mt != nil {
+		qtype := "NONE"
+		if len(r.msg.Question) == 1 {
+			if qtype = mdns.TypeToString[r.msg.Question[0].Qtype]; qtype == "" {
+				qtype = "OTHER"
+			}
+		}
+		mt.Query(qtype, mdns.RcodeToString[m.Rcode])
+	}
+	return out
+}
+
+// formerr answers a packet whose header is readable but whose rest is not.
+func (s *Server) formerr(raw, buf []byte) []byte {
+	id := binary.BigEndian.Uint16(raw)
+	if m := s.cfg.Metrics; m != nil {
+		m.Query("NONE", "FORMERR")
+	}
+	return s.header(id, int(raw[2]>>3)&0xF, raw[2]&1 != 0, mdns.RcodeFormatError, buf)
+}
+
+// header writes a reply that is only a header (no question) into buf.
+func (s *Server) header(id uint16, opcode int, rd bool, rcode int, buf []byte) []byte {
+	out := buf[:12]
+	clear(out)
+	binary.BigEndian.PutUint16(out, id)
+	out[2] = 0x80 | byte(opcode&0xF)<<3
+	if rd {
+		out[2] |= 1
+	}
+	out[3] = byte(rcode & 0xF)
+	return out
+}
