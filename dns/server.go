@@ -16,6 +16,8 @@ import (
 	"time"
 
 	mdns "github.com/miekg/dns"
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
 )
 
@@ -220,11 +222,37 @@ func (s *Server) Run(ctx context.Context) error {
 	return nil
 }
 
+// udpBatch is how many datagrams one recvmmsg/sendmmsg moves at most.
+const (
+	udpBatch   = 32
+	udpInSize  = 8192 // larger queries (none are) are dropped
+	udpOutSize = 4096 // larger replies are packed into a new buffer
+)
+
+// serveUDP reads queries in batches (recvmmsg), answers those it can at once and sends
+// those replies in one batch (sendmmsg); forwarded queries are answered from their
+// own goroutines.
 func (s *Server) serveUDP(ctx context.Context, c *net.UDPConn, wg *sync.WaitGroup) {
-	in := make([]byte, mdns.MaxMsgSize)
-	out := make([]byte, mdns.MaxMsgSize)
+	var bc interface {
+		ReadBatch([]ipv4.Message, int) (int, error)
+		WriteBatch([]ipv4.Message, int) (int, error)
+	}
+	if c.LocalAddr().(*net.UDPAddr).IP.To4() != nil {
+		bc = ipv4.NewPacketConn(c)
+	} else {
+		bc = ipv6.NewPacketConn(c)
+	}
+	in := make([]ipv4.Message, udpBatch)
+	out := make([]ipv4.Message, 0, udpBatch)
+	outBufs := make([][]byte, udpBatch)
+	for i := range in {
+		in[i].Buffers = [][]byte{make([]byte, udpInSize)}
+		outBufs[i] = make([]byte, udpOutSize)
+	}
+	replies := make([][1][]byte, udpBatch)
+	sc := new(scratch)
 	for {
-		n, src, err := c.ReadFromUDPAddrPort(in)
+		n, err := bc.ReadBatch(in, 0)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) || ctx.Err() != nil {
 				return
@@ -233,27 +261,47 @@ func (s *Server) serveUDP(ctx context.Context, c *net.UDPConn, wg *sync.WaitGrou
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
-		reply, r := s.local(in[:n], src, false, out)
-		if r != nil {
-			select {
-			case s.fwdSem <- struct{}{}:
-				wg.Go(func() {
-					defer func() { <-s.fwdSem }()
-					buf := bufPool.Get().(*[]byte)
-					defer bufPool.Put(buf)
-					if reply := s.remote(ctx, r, *buf); reply != nil {
-						c.WriteToUDPAddrPort(reply, r.src)
-					}
-				})
+		out = out[:0]
+		for i := range n {
+			m := &in[i]
+			ua, ok := m.Addr.(*net.UDPAddr)
+			if !ok || m.Flags&unix.MSG_TRUNC != 0 {
 				continue
-			default:
-				reply = s.encode(r, s.rcode(r.msg, mdns.RcodeServerFailure), out)
 			}
+			src := ua.AddrPort()
+			reply, r := s.local(m.Buffers[0][:m.N], src, false, outBufs[i], sc)
+			if r != nil {
+				select {
+				case s.fwdSem <- struct{}{}:
+					wg.Go(func() {
+						defer func() { <-s.fwdSem }()
+						buf := bufPool.Get().(*[]byte)
+						defer bufPool.Put(buf)
+						if reply := s.remote(ctx, r, *buf, new(scratch)); reply != nil {
+							c.WriteToUDPAddrPort(reply, r.src)
+						}
+					})
+					continue
+				default:
+					reply = s.encode(r, s.rcode(r.msg, mdns.RcodeServerFailure), outBufs[i], sc)
+				}
+			}
+			if reply == nil {
+				continue
+			}
+			replies[i][0] = reply
+			out = append(out, ipv4.Message{Buffers: replies[i][:], Addr: m.Addr})
 		}
-		if reply != nil {
-			if _, err := c.WriteToUDPAddrPort(reply, src); err != nil && ctx.Err() == nil {
-				s.log.Debug("dns server: udp write", "to", src, "err", err)
+		for sent := 0; sent < len(out); {
+			k, err := bc.WriteBatch(out[sent:], 0)
+			if err != nil {
+				if ctx.Err() == nil {
+					s.log.Debug("dns server: udp write", "addr", c.LocalAddr(), "err", err)
+				}
+				sent++ // skip the datagram that failed
+				continue
 			}
+			sent += k
 		}
 	}
 }
@@ -290,6 +338,7 @@ func (s *Server) serveConn(ctx context.Context, conn *net.TCPConn) {
 	src := conn.RemoteAddr().(*net.TCPAddr).AddrPort()
 	in := make([]byte, mdns.MaxMsgSize)
 	out := make([]byte, mdns.MaxMsgSize)
+	var sc scratch
 	var prefix [2]byte
 	for {
 		if err := conn.SetReadDeadline(time.Now().Add(s.cfg.TCPIdleTimeout)); err != nil {
@@ -302,7 +351,7 @@ func (s *Server) serveConn(ctx context.Context, conn *net.TCPConn) {
 		if _, err := io.ReadFull(conn, in[:n]); err != nil {
 			return
 		}
-		reply := s.serve(ctx, in[:n], src, true, out)
+		reply := s.serve(ctx, in[:n], src, true, out, &sc)
 		if reply == nil {
 			return // a packet dropped over UDP ends the connection
 		}
@@ -316,6 +365,14 @@ func (s *Server) serveConn(ctx context.Context, conn *net.TCPConn) {
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, mdns.MaxMsgSize); return &b }}
 
+// scratch is what one serving goroutine reuses from query to query, so that answering
+// from the authority or the cache allocates little.
+type scratch struct {
+	req request
+	msg mdns.Msg // the request, unpacked
+	out mdns.Msg // the reply, as packed
+}
+
 // request is a parsed query on its way to an answer.
 type request struct {
 	msg  *mdns.Msg
@@ -326,25 +383,27 @@ type request struct {
 }
 
 // serve answers one packet, forwarding in the caller's goroutine if need be; nil: drop.
-func (s *Server) serve(ctx context.Context, raw []byte, src netip.AddrPort, tcp bool, buf []byte) []byte {
-	reply, r := s.local(raw, src, tcp, buf)
+func (s *Server) serve(ctx context.Context, raw []byte, src netip.AddrPort, tcp bool, buf []byte, sc *scratch) []byte {
+	reply, r := s.local(raw, src, tcp, buf, sc)
 	if r != nil {
-		return s.remote(ctx, r, buf)
+		return s.remote(ctx, r, buf, sc)
 	}
 	return reply
 }
 
 // local answers one packet as far as it can without the network: the reply in wire
-// form in buf (nil: drop), or the request when it must be forwarded.
-func (s *Server) local(raw []byte, src netip.AddrPort, tcp bool, buf []byte) ([]byte, *request) {
+// form in buf (nil: drop), or the request when it must be forwarded (a copy that does
+// not share sc).
+func (s *Server) local(raw []byte, src netip.AddrPort, tcp bool, buf []byte, sc *scratch) ([]byte, *request) {
 	if len(raw) < 12 || raw[2]&0x80 != 0 {
 		return nil, nil // no header, or a response: never answered
 	}
-	msg := new(mdns.Msg)
+	msg := &sc.msg
 	if err := msg.Unpack(raw); err != nil {
 		return s.formerr(raw, buf), nil
 	}
-	r := &request{msg: msg, src: src, tcp: tcp, size: mdns.MinMsgSize}
+	r := &sc.req
+	*r = request{msg: msg, src: src, tcp: tcp, size: mdns.MinMsgSize}
 	if tcp {
 		r.size = mdns.MaxMsgSize
 	}
@@ -352,7 +411,7 @@ func (s *Server) local(raw []byte, src netip.AddrPort, tcp bool, buf []byte) ([]
 		if opt, ok := rr.(*mdns.OPT); ok {
 			if r.opt != nil {
 				r.opt = nil
-				return s.encode(r, s.rcode(msg, mdns.RcodeFormatError), buf), nil
+				return s.encode(r, s.rcode(msg, mdns.RcodeFormatError), buf, sc), nil
 			}
 			r.opt = opt
 		}
@@ -362,26 +421,26 @@ func (s *Server) local(raw []byte, src netip.AddrPort, tcp bool, buf []byte) ([]
 	}
 	switch {
 	case msg.Opcode != mdns.OpcodeQuery:
-		return s.encode(r, s.rcode(msg, mdns.RcodeNotImplemented), buf), nil
+		return s.encode(r, s.rcode(msg, mdns.RcodeNotImplemented), buf, sc), nil
 	case len(msg.Question) != 1:
-		return s.encode(r, s.rcode(msg, mdns.RcodeFormatError), buf), nil
+		return s.encode(r, s.rcode(msg, mdns.RcodeFormatError), buf, sc), nil
 	case r.opt != nil && r.opt.Version() != 0:
-		return s.encode(r, s.rcode(msg, mdns.RcodeBadVers), buf), nil
+		return s.encode(r, s.rcode(msg, mdns.RcodeBadVers), buf, sc), nil
 	case msg.Question[0].Qclass != mdns.ClassINET:
-		return s.encode(r, s.rcode(msg, mdns.RcodeRefused), buf), nil
+		return s.encode(r, s.rcode(msg, mdns.RcodeRefused), buf, sc), nil
 	}
 	switch msg.Question[0].Qtype {
 	case mdns.TypeANY:
-		return s.encode(r, s.rcode(msg, mdns.RcodeNotImplemented), buf), nil
+		return s.encode(r, s.rcode(msg, mdns.RcodeNotImplemented), buf, sc), nil
 	case mdns.TypeAXFR, mdns.TypeIXFR:
-		return s.encode(r, s.rcode(msg, mdns.RcodeRefused), buf), nil
+		return s.encode(r, s.rcode(msg, mdns.RcodeRefused), buf, sc), nil
 	}
 	if s.cfg.Forwarder.isLoop(msg, src) {
-		return s.encode(r, s.rcode(msg, mdns.RcodeServerFailure), buf), nil
+		return s.encode(r, s.rcode(msg, mdns.RcodeServerFailure), buf, sc), nil
 	}
 	if a := s.cfg.Authority; a != nil {
 		if resp, ok := a.Answer(msg); ok && resp != nil {
-			return s.encode(r, resp, buf), nil
+			return s.encode(r, resp, buf, sc), nil
 		}
 	}
 	if c := s.cfg.Cache; c != nil {
@@ -390,17 +449,19 @@ func (s *Server) local(raw []byte, src netip.AddrPort, tcp bool, buf []byte) ([]
 			m.Cache(resp != nil)
 		}
 		if resp != nil {
-			return s.encode(r, resp, buf), nil
+			return s.encode(r, resp, buf, sc), nil
 		}
 	}
 	if s.cfg.Forwarder == nil {
-		return s.encode(r, s.rcode(msg, mdns.RcodeRefused), buf), nil
+		return s.encode(r, s.rcode(msg, mdns.RcodeRefused), buf, sc), nil
 	}
-	return nil, r
+	fr, fm := *r, *msg
+	fr.msg = &fm
+	return nil, &fr
 }
 
 // remote forwards r, caches the answer and returns the reply in wire form in buf.
-func (s *Server) remote(ctx context.Context, r *request, buf []byte) []byte {
+func (s *Server) remote(ctx context.Context, r *request, buf []byte, sc *scratch) []byte {
 	resp, err := s.cfg.Forwarder.Forward(ctx, r.msg)
 	if err != nil {
 		s.log.Debug("dns server: forwarding failed", "name", r.msg.Question[0].Name, "err", err)
@@ -410,7 +471,7 @@ func (s *Server) remote(ctx context.Context, r *request, buf []byte) []byte {
 	if s.cfg.Cache != nil && ctx.Err() == nil {
 		s.cfg.Cache.Set(r.msg, resp)
 	}
-	return s.encode(r, resp, buf)
+	return s.encode(r, resp, buf, sc)
 }
 
 // rcode returns an empty answer to req with rcode.
@@ -432,8 +493,9 @@ var (
 // encode packs resp as the reply to r into buf: r's ID, our OPT when the client sent
 // one (never the Authority's or an upstream's), truncated with TC to the client's size
 // over UDP. resp itself is not changed. It counts the query.
-func (s *Server) encode(r *request, resp *mdns.Msg, buf []byte) []byte {
-	m := *resp
+func (s *Server) encode(r *request, resp *mdns.Msg, buf []byte, sc *scratch) []byte {
+	m := &sc.out
+	*m = *resp
 	m.Id = r.msg.Id
 	m.Response = true
 	if s.cfg.Forwarder != nil {
@@ -464,8 +526,13 @@ func (s *Server) encode(r *request, resp *mdns.Msg, buf []byte) []byte {
 	} else if m.Rcode > 0xF {
 		m.Rcode = mdns.RcodeServerFailure // an extended rcode needs EDNS0
 	}
-	m.Compress = true
+	// Compression costs a map per message: only for the ones that need it.
+	m.Compress = false
 	out, err := m.PackBuffer(buf)
+	if err == nil && len(out) > mdns.MinMsgSize {
+		m.Compress = true
+		out, err = m.PackBuffer(buf)
+	}
 	if err == nil && !r.tcp && len(out) > r.size {
 		m.Truncate(r.size)
 		out, err = m.PackBuffer(buf)

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -46,7 +48,7 @@ func (a *fakeAuthority) Synced() bool { return a.synced.Load() }
 func (a *fakeAuthority) Answer(req *mdns.Msg) (*mdns.Msg, bool) {
 	q := req.Question[0]
 	name := strings.ToLower(q.Name)
-	if !mdns.IsSubDomain("cluster.local.", name) {
+	if name != "cluster.local." && !strings.HasSuffix(name, ".cluster.local.") {
 		return nil, false
 	}
 	m := new(mdns.Msg)
@@ -435,8 +437,9 @@ func FuzzServeDNS(f *testing.F) {
 	}
 	src := netip.MustParseAddrPort("127.0.0.1:40000")
 	buf := make([]byte, mdns.MaxMsgSize)
+	sc := new(scratch)
 	f.Fuzz(func(t *testing.T, pkt []byte, tcp bool) {
-		reply := s.serve(context.Background(), pkt, src, tcp, buf)
+		reply := s.serve(context.Background(), pkt, src, tcp, buf, sc)
 		if reply == nil {
 			return
 		}
@@ -499,4 +502,33 @@ func BenchmarkServerUDP(b *testing.B) {
 		}
 	})
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "qps")
+}
+
+// TestServeForBench serves the fake authority with DNS_BENCH_SERVICES names
+// (n<i>.svc.cluster.local) on DNS_BENCH_LISTEN until killed; bench/dns-qps.sh runs it
+// from the test binary. Skipped unless DNS_BENCH_LISTEN is set; DNS_BENCH_SECONDS stops
+// it after that long (for -test.cpuprofile); DNS_BENCH_SOCKETS sets Config.UDPSockets.
+func TestServeForBench(t *testing.T) {
+	listen := os.Getenv("DNS_BENCH_LISTEN")
+	if listen == "" {
+		t.Skip("DNS_BENCH_LISTEN is not set")
+	}
+	services, err := strconv.Atoi(os.Getenv("DNS_BENCH_SERVICES"))
+	if err != nil {
+		t.Fatalf("DNS_BENCH_SERVICES: %v", err)
+	}
+	sockets, _ := strconv.Atoi(os.Getenv("DNS_BENCH_SOCKETS")) // 0: the default
+	s, err := NewServer(Config{Listen: []string{listen}, Authority: newFakeAuthority(services), UDPSockets: sockets, Log: quietLog()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if secs, err := strconv.Atoi(os.Getenv("DNS_BENCH_SECONDS")); err == nil {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, time.Duration(secs)*time.Second)
+		defer cancel()
+	}
+	if err := s.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
 }
