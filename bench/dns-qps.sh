@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# DNS queries per second, side by side: dnsperf for DURATION seconds (default 10) against
+#   (a) tabby's DNS server answering SERVICES names n<i>.svc.cluster.local (default 10000)
+#   (b) dnsmasq answering the same names from a hosts file,
+# each alone on a 127.0.0.x address, the names queried in random order. Needs dnsperf and
+# dnsmasq (apt-get install -y dnsperf dnsmasq).
+#
+# (a) is the dns package's test binary (TestServeForBench, the server over a fake
+# authority) unless TABBY_DNS_CMD is set: any command that serves those names on
+# $DNS_BENCH_LISTEN (addr:port) until killed, e.g. the agent once it serves DNS.
+#   bench/dns-qps.sh
+#   SERVICES=1000 DURATION=5 bench/dns-qps.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+services=${SERVICES:-10000}
+duration=${DURATION:-10}
+port=${PORT:-5300}
+tabby_addr=127.0.0.81
+dnsmasq_addr=127.0.0.82
+
+command -v dnsperf >/dev/null && command -v dnsmasq >/dev/null ||
+	{ echo "needs dnsperf and dnsmasq (apt-get install -y dnsperf dnsmasq)" >&2; exit 1; }
+
+tmp=$(mktemp -d)
+pids=()
+cleanup() {
+	for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+for ((i = 0; i < services; i++)); do
+	echo "10.96.$((i >> 8)).$((i & 255)) n$i.svc.cluster.local"
+done >"$tmp/hosts"
+awk '{print $2, "A"}' "$tmp/hosts" | shuf >"$tmp/queries"
+echo "n0.svc.cluster.local A" >"$tmp/probe"
+
+wait_udp() { # addr: until it answers
+	for _ in $(seq 100); do
+		dnsperf -s "$1" -p "$port" -d "$tmp/probe" -n 1 -t 1 2>/dev/null |
+			grep -q 'Queries completed: *[1-9]' && return 0
+		sleep 0.1
+	done
+	echo "nothing answers on $1:$port" >&2
+	exit 1
+}
+
+run() { # name addr: dnsperf's QPS, p50 is not printed by dnsperf (average and max are)
+	local out
+	out=$(dnsperf -s "$2" -p "$port" -d "$tmp/queries" -l "$duration" -c "${CLIENTS:-1}" -T "${THREADS:-1}" -q 100 2>&1)
+	local qps lost lat
+	qps=$(awk '/Queries per second/ {print $4}' <<<"$out")
+	lost=$(awk '/Queries lost/ {print $3}' <<<"$out")
+	lat=$(awk '/Average Latency/ {gsub(/[,)]/, ""); print $4 "s avg, min " $6 "s, max " $8 "s"}' <<<"$out")
+	printf '%-8s %12s qps   lost %-8s latency %s\n' "$1" "$qps" "$lost" "$lat"
+}
+
+# (a) tabby
+if [[ -n ${TABBY_DNS_CMD:-} ]]; then
+	DNS_BENCH_LISTEN=$tabby_addr:$port DNS_BENCH_SERVICES=$services bash -c "$TABBY_DNS_CMD" &
+else
+	go test -c -o "$tmp/dns.test" ./dns/
+	DNS_BENCH_LISTEN=$tabby_addr:$port DNS_BENCH_SERVICES=$services \
+		"$tmp/dns.test" -test.run '^TestServeForBench$' -test.timeout 0 &
+fi
+pids+=($!)
+wait_udp "$tabby_addr"
+run tabby "$tabby_addr"
+kill "${pids[-1]}"
+
+# (b) dnsmasq: the same names from a hosts file, TTL 5 as the cluster zone's
+dnsmasq --keep-in-foreground --no-resolv --no-hosts --addn-hosts="$tmp/hosts" \
+	--listen-address="$dnsmasq_addr" --bind-interfaces --port="$port" --local-ttl=5 \
+	--cache-size=10000 --user=root --pid-file="$tmp/dnsmasq.pid" --log-facility=/dev/null &
+pids+=($!)
+wait_udp "$dnsmasq_addr"
+run dnsmasq "$dnsmasq_addr"
