@@ -532,3 +532,34 @@ func TestServeForBench(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestServerUpstreamDown: a forwarder that gets no answer gives SERVFAIL (cached
+// briefly), cluster names still answer, and queries beyond MaxForwards get SERVFAIL at
+// once instead of waiting.
+func TestServerUpstreamDown(t *testing.T) {
+	f := newTestForwarder(t, time.Second, silentUDP(t))
+	cache := NewCache(CacheConfig{})
+	_, addr := startServer(t, Config{Authority: newFakeAuthority(0), Forwarder: f, Cache: cache, MaxForwards: 1})
+
+	slow := make(chan *mdns.Msg)
+	go func() {
+		c := &mdns.Client{Timeout: 2 * time.Second}
+		resp, _, _ := c.Exchange(query("first.example.org.", mdns.TypeA), addr)
+		slow <- resp
+	}()
+	time.Sleep(100 * time.Millisecond) // the first is being forwarded
+	start := time.Now()
+	if resp := exchange(t, "udp", addr, query("second.example.org.", mdns.TypeA)); resp.Rcode != mdns.RcodeServerFailure || time.Since(start) > 500*time.Millisecond {
+		t.Errorf("beyond MaxForwards: %s after %v, want SERVFAIL at once", mdns.RcodeToString[resp.Rcode], time.Since(start))
+	}
+	if resp := exchange(t, "udp", addr, query("web.shop.svc.cluster.local.", mdns.TypeA)); len(resp.Answer) != 1 {
+		t.Errorf("cluster name while the upstream is down: %v", resp)
+	}
+	if resp := <-slow; resp == nil || resp.Rcode != mdns.RcodeServerFailure {
+		t.Fatalf("upstream down: %v, want SERVFAIL", resp)
+	}
+	start = time.Now()
+	if resp := exchange(t, "udp", addr, query("first.example.org.", mdns.TypeA)); resp.Rcode != mdns.RcodeServerFailure || time.Since(start) > 500*time.Millisecond {
+		t.Errorf("again: %s after %v, want the cached SERVFAIL", mdns.RcodeToString[resp.Rcode], time.Since(start))
+	}
+}
