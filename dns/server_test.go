@@ -507,7 +507,8 @@ func BenchmarkServerUDP(b *testing.B) {
 // TestServeForBench serves the fake authority with DNS_BENCH_SERVICES names
 // (n<i>.svc.cluster.local) on DNS_BENCH_LISTEN until killed; bench/dns-qps.sh runs it
 // from the test binary. Skipped unless DNS_BENCH_LISTEN is set; DNS_BENCH_SECONDS stops
-// it after that long (for -test.cpuprofile); DNS_BENCH_SOCKETS sets Config.UDPSockets.
+// it after that long (for -test.cpuprofile); DNS_BENCH_SOCKETS sets Config.UDPSockets;
+// DNS_BENCH_UPSTREAM (addr:port) adds a forwarder to it and a cache.
 func TestServeForBench(t *testing.T) {
 	listen := os.Getenv("DNS_BENCH_LISTEN")
 	if listen == "" {
@@ -518,7 +519,14 @@ func TestServeForBench(t *testing.T) {
 		t.Fatalf("DNS_BENCH_SERVICES: %v", err)
 	}
 	sockets, _ := strconv.Atoi(os.Getenv("DNS_BENCH_SOCKETS")) // 0: the default
-	s, err := NewServer(Config{Listen: []string{listen}, Authority: newFakeAuthority(services), UDPSockets: sockets, Log: quietLog()})
+	cfg := Config{Listen: []string{listen}, Authority: newFakeAuthority(services), UDPSockets: sockets, Log: quietLog()}
+	if up := os.Getenv("DNS_BENCH_UPSTREAM"); up != "" {
+		if cfg.Forwarder, err = NewForwarder(ForwarderConfig{Upstreams: []string{up}, Log: quietLog()}); err != nil {
+			t.Fatal(err)
+		}
+		cfg.Cache = NewCache(CacheConfig{Size: 2 * services})
+	}
+	s, err := NewServer(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
