@@ -371,6 +371,7 @@ type scratch struct {
 	req request
 	msg mdns.Msg // the request, unpacked
 	out mdns.Msg // the reply, as packed
+	opt mdns.OPT // the reply's OPT (packing writes to it: never shared)
 }
 
 // request is a parsed query on its way to an answer.
@@ -481,15 +482,6 @@ func (s *Server) rcode(req *mdns.Msg, rcode int) *mdns.Msg {
 	return m
 }
 
-var (
-	optPlain = &mdns.OPT{Hdr: mdns.RR_Header{Name: ".", Rrtype: mdns.TypeOPT, Class: serverUDPSize}}
-	optDO    = func() *mdns.OPT {
-		o := &mdns.OPT{Hdr: mdns.RR_Header{Name: ".", Rrtype: mdns.TypeOPT, Class: serverUDPSize}}
-		o.SetDo()
-		return o
-	}()
-)
-
 // encode packs resp as the reply to r into buf: r's ID, our OPT when the client sent
 // one (never the Authority's or an upstream's), truncated with TC to the client's size
 // over UDP. resp itself is not changed. It counts the query.
@@ -515,14 +507,11 @@ func (s *Server) encode(r *request, resp *mdns.Msg, buf []byte, sc *scratch) []b
 		}
 	}
 	if r.opt != nil {
-		opt := optPlain
-		switch {
-		case m.Rcode > 0xF:
-			opt = &mdns.OPT{Hdr: mdns.RR_Header{Name: ".", Rrtype: mdns.TypeOPT, Class: serverUDPSize}}
-		case r.opt.Do():
-			opt = optDO
+		sc.opt = mdns.OPT{Hdr: mdns.RR_Header{Name: ".", Rrtype: mdns.TypeOPT, Class: serverUDPSize}}
+		if r.opt.Do() {
+			sc.opt.SetDo()
 		}
-		m.Extra = append(m.Extra[:len(m.Extra):len(m.Extra)], opt)
+		m.Extra = append(m.Extra[:len(m.Extra):len(m.Extra)], &sc.opt)
 	} else if m.Rcode > 0xF {
 		m.Rcode = mdns.RcodeServerFailure // an extended rcode needs EDNS0
 	}
