@@ -279,17 +279,17 @@ func (f *Forwarder) exchange(ctx context.Context, u *upstream, q *mdns.Msg, wire
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
-	resp, err := f.exchangeUDP(u, q, wire, deadline)
+	resp, err := f.exchangeUDP(ctx, u, q, wire, deadline)
 	if err != nil {
 		return nil, err
 	}
 	if !resp.Truncated {
 		return resp, nil
 	}
-	return f.exchangeTCP(u, q, wire, time.Now().Add(f.timeout))
+	return f.exchangeTCP(ctx, u, q, wire, time.Now().Add(f.timeout))
 }
 
-func (f *Forwarder) exchangeUDP(u *upstream, q *mdns.Msg, wire []byte, deadline time.Time) (*mdns.Msg, error) {
+func (f *Forwarder) exchangeUDP(ctx context.Context, u *upstream, q *mdns.Msg, wire []byte, deadline time.Time) (*mdns.Msg, error) {
 	var c *udpConn
 	select {
 	case c = <-u.pool:
@@ -301,6 +301,10 @@ func (f *Forwarder) exchangeUDP(u *upstream, q *mdns.Msg, wire []byte, deadline 
 		c = &udpConn{UDPConn: conn, buf: make([]byte, mdns.MaxMsgSize)}
 	}
 	defer f.track(q, u.addr)()
+	if ctx.Done() != nil { // a cancelled ctx ends the wait at once
+		stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
+		defer stop()
+	}
 	resp, err := c.exchange(q, wire, deadline)
 	if err != nil {
 		c.Close() // it may still receive the late reply: never reuse it
@@ -345,13 +349,14 @@ func answers(q, resp *mdns.Msg) bool {
 	return a.Qtype == b.Qtype && a.Qclass == b.Qclass && strings.EqualFold(a.Name, b.Name)
 }
 
-func (f *Forwarder) exchangeTCP(u *upstream, q *mdns.Msg, wire []byte, deadline time.Time) (*mdns.Msg, error) {
+func (f *Forwarder) exchangeTCP(ctx context.Context, u *upstream, q *mdns.Msg, wire []byte, deadline time.Time) (*mdns.Msg, error) {
 	d := net.Dialer{Deadline: deadline}
-	conn, err := d.Dial("tcp", u.addr.String())
+	conn, err := d.DialContext(ctx, "tcp", u.addr.String())
 	if err != nil {
 		return nil, fmt.Errorf("upstream %s over tcp: %w", u.addr, err)
 	}
 	defer conn.Close()
+	defer context.AfterFunc(ctx, func() { conn.Close() })()
 	defer f.track(q, u.addr)()
 	if err := conn.SetDeadline(deadline); err != nil {
 		return nil, fmt.Errorf("upstream %s over tcp: %w", u.addr, err)

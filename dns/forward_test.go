@@ -230,3 +230,16 @@ func TestForwarderFailover(t *testing.T) {
 		t.Errorf("err %v, want a timeout", err)
 	}
 }
+
+func TestForwarderCancel(t *testing.T) {
+	f := newTestForwarder(t, 5*time.Second, silentUDP(t))
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(100*time.Millisecond, cancel)
+	start := time.Now()
+	if _, err := f.Forward(ctx, query("a.example.org.", mdns.TypeA)); err == nil {
+		t.Error("no error after cancel")
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("Forward returned %v after its ctx was cancelled", d)
+	}
+}
