@@ -439,8 +439,8 @@ func (s *Server) local(raw []byte, src netip.AddrPort, tcp bool, buf []byte, sc 
 	if s.cfg.Forwarder.isLoop(msg, src) {
 		return s.encode(r, s.rcode(msg, mdns.RcodeServerFailure), buf, sc), nil
 	}
-	if a := s.cfg.Authority; a != nil {
-		if resp, ok := a.Answer(msg); ok && resp != nil {
+	if s.cfg.Authority != nil {
+		if resp, ok := s.authority(msg); ok && resp != nil {
 			return s.encode(r, resp, buf, sc), nil
 		}
 	}
@@ -459,6 +459,18 @@ func (s *Server) local(raw []byte, src netip.AddrPort, tcp bool, buf []byte, sc 
 	fr, fm := *r, *msg
 	fr.msg = &fm
 	return nil, &fr
+}
+
+// authority asks the Authority; a panic in it is logged and answered SERVFAIL, never
+// taken down with the server.
+func (s *Server) authority(req *mdns.Msg) (resp *mdns.Msg, ok bool) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.Error("dns server: the authority panicked", "question", req.Question, "panic", p)
+			resp, ok = s.rcode(req, mdns.RcodeServerFailure), true
+		}
+	}()
+	return s.cfg.Authority.Answer(req)
 }
 
 // remote forwards r, caches the answer and returns the reply in wire form in buf.

@@ -18,7 +18,7 @@ import (
 
 // fakeAuthority owns cluster.local: web.shop.svc.cluster.local A 10.96.12.7, big.cluster.local
 // with 100 A records, n<i>.svc.cluster.local A for i < services, NXDOMAIN with an SOA for
-// the rest of the zone.
+// the rest of the zone; panic.cluster.local panics.
 type fakeAuthority struct {
 	services int
 	synced   atomic.Bool
@@ -48,6 +48,9 @@ func (a *fakeAuthority) Synced() bool { return a.synced.Load() }
 func (a *fakeAuthority) Answer(req *mdns.Msg) (*mdns.Msg, bool) {
 	q := req.Question[0]
 	name := strings.ToLower(q.Name)
+	if name == "panic.cluster.local." {
+		panic("a bug in the zone")
+	}
 	if name != "cluster.local." && !strings.HasSuffix(name, ".cluster.local.") {
 		return nil, false
 	}
@@ -252,6 +255,7 @@ func TestServerRefusesAndNotImp(t *testing.T) {
 		{"AXFR", query("cluster.local.", mdns.TypeAXFR), mdns.RcodeRefused},
 		{"no forwarder", query("example.org.", mdns.TypeA), mdns.RcodeRefused},
 		{"EDNS version 1", badvers, mdns.RcodeBadVers},
+		{"authority panics", query("panic.cluster.local.", mdns.TypeA), mdns.RcodeServerFailure},
 	} {
 		for _, proto := range []string{"udp", "tcp"} {
 			resp := exchange(t, proto, addr, tc.req)
@@ -423,6 +427,7 @@ func FuzzServeDNS(f *testing.F) {
 		query("nope.cluster.local.", mdns.TypeSRV),
 		query("example.org.", mdns.TypeANY),
 		query("10.in-addr.arpa.", mdns.TypePTR),
+		query("panic.cluster.local.", mdns.TypeA),
 	} {
 		wire, _ := m.Pack()
 		f.Add(wire, false)
