@@ -13,8 +13,9 @@
 #
 # dnsperf runs CLIENTS sockets (default 8: a node's many pods, and what lets the server's
 # SO_REUSEPORT sockets share the load) from THREADS threads (default 2), 100 queries in
-# flight. With CLIENTS=1 THREADS=1 dnsperf's one thread is the limit (the server used about
-# 60% of a core at 113k QPS) and both servers come out even.
+# flight. CLIENTS=1 THREADS=1 puts the load on one server socket and one dnsperf thread,
+# which is then close to the limit (the server used about 60% of a core at 113k QPS): the
+# gap between the servers narrows.
 #
 # (a) is the dns package's test binary (TestServeForBench, the server over a fake
 # authority) unless TABBY_DNS_CMD is set: any command that serves those names on
@@ -69,18 +70,19 @@ wait_udp() { # addr: until it answers
 	exit 1
 }
 
-run() { # name addr: dnsperf's QPS, average and max latency (dnsperf prints no percentiles)
+run() { # name addr pid: dnsperf's QPS, latency (dnsperf prints no percentiles), codes, RSS
 	local out
 	if [[ $mix == external ]]; then # warm the cache
 		dnsperf -s "$2" -p "$port" -d "$tmp/queries" -n 1 -c "$clients" -T "$threads" -q 100 >/dev/null 2>&1
 	fi
 	out=$(dnsperf -s "$2" -p "$port" -d "$tmp/queries" -l "$duration" -c "$clients" -T "$threads" -q 100 2>&1)
-	local qps lost lat codes
+	local qps lost lat codes rss
 	qps=$(awk '/Queries per second/ {print $4}' <<<"$out")
 	lost=$(awk '/Queries lost/ {print $3}' <<<"$out")
 	lat=$(awk '/Average Latency/ {gsub(/[,)]/, ""); print $4 "s avg, min " $6 "s, max " $8 "s"}' <<<"$out")
 	codes=$(awk -F': *' '/Response codes/ {print $2}' <<<"$out")
-	printf '%-8s %12s qps   lost %-8s latency %s   %s\n' "$1" "$qps" "$lost" "$lat" "$codes"
+	rss=$(awk '/^VmRSS/ {printf "%.1f MB", $2 / 1024}' "/proc/$3/status")
+	printf '%-8s %12s qps   lost %-8s latency %s   rss %s   %s\n' "$1" "$qps" "$lost" "$lat" "$rss" "$codes"
 }
 
 echo "dnsperf: $mix, $services names, ${duration}s, $clients clients, $threads threads"
@@ -104,7 +106,7 @@ else
 fi
 pids+=($!)
 wait_udp "$tabby_addr"
-run tabby "$tabby_addr"
+run tabby "$tabby_addr" "${pids[-1]}"
 kill "${pids[-1]}"
 
 # (b) dnsmasq: the same names from a hosts file, TTL 5 as the cluster zone's; it owns the
@@ -115,4 +117,4 @@ dnsmasq --keep-in-foreground --no-resolv --no-hosts --addn-hosts="$tmp/hosts" \
 	--cache-size=$((services * 2)) --user=root --pid-file="$tmp/dnsmasq.pid" --log-facility=/dev/null &
 pids+=($!)
 wait_udp "$dnsmasq_addr"
-run dnsmasq "$dnsmasq_addr"
+run dnsmasq "$dnsmasq_addr" "${pids[-1]}"
