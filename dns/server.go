@@ -254,11 +254,9 @@ func (s *Server) serveUDP(ctx context.Context, c *net.UDPConn, wg *sync.WaitGrou
 	for {
 		n, err := bc.ReadBatch(in, 0)
 		if err != nil {
-			if errors.Is(err, net.ErrClosed) || ctx.Err() != nil {
+			if s.closed(ctx, err, "udp read", c.LocalAddr()) {
 				return
 			}
-			s.log.Warn("dns server: udp read", "addr", c.LocalAddr(), "err", err)
-			time.Sleep(10 * time.Millisecond)
 			continue
 		}
 		out = out[:0]
@@ -306,15 +304,24 @@ func (s *Server) serveUDP(ctx context.Context, c *net.UDPConn, wg *sync.WaitGrou
 	}
 }
 
+// closed handles an error of a serving loop's read or accept: true when the socket was
+// closed (the loop ends), else it is logged and the loop goes on after a moment.
+func (s *Server) closed(ctx context.Context, err error, op string, addr net.Addr) bool {
+	if errors.Is(err, net.ErrClosed) || ctx.Err() != nil {
+		return true
+	}
+	s.log.Warn("dns server: "+op, "addr", addr, "err", err)
+	time.Sleep(10 * time.Millisecond)
+	return false
+}
+
 func (s *Server) serveTCP(ctx context.Context, l *net.TCPListener, wg *sync.WaitGroup) {
 	for {
 		conn, err := l.AcceptTCP()
 		if err != nil {
-			if errors.Is(err, net.ErrClosed) || ctx.Err() != nil {
+			if s.closed(ctx, err, "tcp accept", l.Addr()) {
 				return
 			}
-			s.log.Warn("dns server: tcp accept", "addr", l.Addr(), "err", err)
-			time.Sleep(10 * time.Millisecond)
 			continue
 		}
 		select {
