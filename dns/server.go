@@ -1,0 +1,584 @@
+package dns
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	mdns "github.com/miekg/dns"
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
+	"golang.org/x/sys/unix"
+)
+
+// Config configures a Server.
+type Config struct {
+	// Listen are the addresses served over UDP and TCP, "host:port" with host an IP
+	// address ("10.96.0.10:53", "[::1]:53"). Port 0 picks a free port, the same for UDP
+	// and TCP (tests; see Addrs).
+	Listen []string
+	// Authority answers the cluster zone; nil: every name goes to the cache and forwarder.
+	Authority Authority
+	// Cache keeps forwarded answers; nil: no cache.
+	Cache *Cache
+	// Forwarder answers the names Authority does not own; nil: they are REFUSED.
+	Forwarder *Forwarder
+	// Metrics counts queries and cache lookups; nil: nothing is counted.
+	Metrics Metrics
+	// Log (default slog.Default()).
+	Log *slog.Logger
+	// UDPSockets is the number of UDP sockets per listen address, bound with
+	// SO_REUSEPORT and each served by its own goroutine (default GOMAXPROCS).
+	UDPSockets int
+	// MaxForwards bounds the UDP queries being forwarded at once (default 1000);
+	// beyond it a query that must be forwarded is answered SERVFAIL.
+	MaxForwards int
+	// TCPIdleTimeout closes a TCP connection that sends no query for that long
+	// (default 10s). At most 256 TCP connections are served at once.
+	TCPIdleTimeout time.Duration
+}
+
+// Synced is an interface an Authority may implement: Synced reports whether it has
+// its data (the first snapshot). The server is not Ready before.
+type Synced interface {
+	Synced() bool
+}
+
+const (
+	// serverUDPSize is the EDNS0 buffer size the server announces.
+	serverUDPSize  = 1232
+	maxTCPConns    = 256
+	defaultForward = 1000
+)
+
+// Server serves DNS over UDP and TCP: the Authority's names first, then the cache, then
+// the forwarder (whose answers are cached).
+type Server struct {
+	cfg    Config
+	log    *slog.Logger
+	listen []netip.AddrPort
+	fwdSem chan struct{}
+	tcpSem chan struct{}
+
+	mu        sync.Mutex
+	udp       []*net.UDPConn
+	tcp       []*net.TCPListener
+	addrs     []netip.AddrPort
+	listening atomic.Bool
+}
+
+// NewServer checks cfg. It drops (with a warning) forwarder upstreams that are the
+// server's own listen addresses, and errors when that leaves none.
+func NewServer(cfg Config) (*Server, error) {
+	if len(cfg.Listen) == 0 {
+		return nil, errors.New("dns server: no listen address")
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.UDPSockets <= 0 {
+		cfg.UDPSockets = runtime.GOMAXPROCS(0)
+	}
+	if cfg.MaxForwards <= 0 {
+		cfg.MaxForwards = defaultForward
+	}
+	if cfg.TCPIdleTimeout <= 0 {
+		cfg.TCPIdleTimeout = 10 * time.Second
+	}
+	s := &Server{
+		cfg:    cfg,
+		log:    cfg.Log,
+		fwdSem: make(chan struct{}, cfg.MaxForwards),
+		tcpSem: make(chan struct{}, maxTCPConns),
+	}
+	for _, l := range cfg.Listen {
+		ap, err := netip.ParseAddrPort(l)
+		if err != nil {
+			return nil, fmt.Errorf("dns server: listen address %q: %w", l, err)
+		}
+		s.listen = append(s.listen, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
+	}
+	if cfg.Forwarder != nil {
+		if err := cfg.Forwarder.excludeSelf(s.listen); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// Listen binds every listen address (UDP and TCP). Run calls it when it was not called
+// before; calling it first lets the caller read Addrs before serving.
+func (s *Server) Listen() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.listening.Load() {
+		return nil
+	}
+	lc := net.ListenConfig{}
+	if s.cfg.UDPSockets > 1 {
+		lc.Control = reusePort
+	}
+	ctx := context.Background()
+	for _, ap := range s.listen {
+		addr := ap
+		for i := range s.cfg.UDPSockets {
+			pc, err := lc.ListenPacket(ctx, "udp", addr.String())
+			if err != nil {
+				s.closeLocked()
+				return fmt.Errorf("dns server: listen udp %s: %w", ap, err)
+			}
+			c := pc.(*net.UDPConn)
+			s.udp = append(s.udp, c)
+			if i == 0 {
+				// Port 0: the others (and TCP) take the port this one got.
+				addr = netip.AddrPortFrom(ap.Addr(), c.LocalAddr().(*net.UDPAddr).AddrPort().Port())
+			}
+		}
+		l, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(addr))
+		if err != nil {
+			s.closeLocked()
+			return fmt.Errorf("dns server: listen tcp %s: %w", addr, err)
+		}
+		s.tcp = append(s.tcp, l)
+		s.addrs = append(s.addrs, addr)
+	}
+	s.listening.Store(true)
+	return nil
+}
+
+func reusePort(_, _ string, c syscall.RawConn) error {
+	var serr error
+	err := c.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+	})
+	if err != nil {
+		return err
+	}
+	return serr
+}
+
+func (s *Server) closeLocked() {
+	for _, c := range s.udp {
+		c.Close()
+	}
+	for _, l := range s.tcp {
+		l.Close()
+	}
+	s.udp, s.tcp, s.addrs = nil, nil, nil
+	s.listening.Store(false)
+}
+
+// Addrs returns the bound addresses (UDP and TCP share each), after Listen.
+func (s *Server) Addrs() []netip.AddrPort {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]netip.AddrPort(nil), s.addrs...)
+}
+
+// Ready reports whether the server is listening and its Authority has its data (an
+// Authority that does not implement Synced always has).
+func (s *Server) Ready() bool {
+	if !s.listening.Load() {
+		return false
+	}
+	if sy, ok := s.cfg.Authority.(Synced); ok {
+		return sy.Synced()
+	}
+	return true
+}
+
+// Run serves until ctx ends, then closes its sockets and returns nil once every
+// query in progress is done. It errors when it cannot bind, naming the address.
+func (s *Server) Run(ctx context.Context) error {
+	if err := s.Listen(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	udp, tcp := s.udp, s.tcp
+	s.mu.Unlock()
+
+	var wg sync.WaitGroup
+	for _, c := range udp {
+		wg.Go(func() { s.serveUDP(ctx, c, &wg) })
+	}
+	for _, l := range tcp {
+		wg.Go(func() { s.serveTCP(ctx, l, &wg) })
+	}
+	<-ctx.Done()
+	s.mu.Lock()
+	s.closeLocked()
+	s.mu.Unlock()
+	wg.Wait()
+	return nil
+}
+
+// udpBatch is how many datagrams one recvmmsg/sendmmsg moves at most.
+const (
+	udpBatch   = 32
+	udpInSize  = 8192 // larger queries (none are) are dropped
+	udpOutSize = 4096 // larger replies are packed into a new buffer
+)
+
+// serveUDP reads queries in batches (recvmmsg), answers those it can at once and sends
+// those replies in one batch (sendmmsg); forwarded queries are answered from their
+// own goroutines.
+func (s *Server) serveUDP(ctx context.Context, c *net.UDPConn, wg *sync.WaitGroup) {
+	var bc interface {
+		ReadBatch([]ipv4.Message, int) (int, error)
+		WriteBatch([]ipv4.Message, int) (int, error)
+	}
+	if c.LocalAddr().(*net.UDPAddr).IP.To4() != nil {
+		bc = ipv4.NewPacketConn(c)
+	} else {
+		bc = ipv6.NewPacketConn(c)
+	}
+	in := make([]ipv4.Message, udpBatch)
+	out := make([]ipv4.Message, 0, udpBatch)
+	outBufs := make([][]byte, udpBatch)
+	for i := range in {
+		in[i].Buffers = [][]byte{make([]byte, udpInSize)}
+		outBufs[i] = make([]byte, udpOutSize)
+	}
+	replies := make([][1][]byte, udpBatch)
+	sc := new(scratch)
+	for {
+		n, err := bc.ReadBatch(in, 0)
+		if err != nil {
+			if s.closed(ctx, err, "udp read", c.LocalAddr()) {
+				return
+			}
+			continue
+		}
+		out = out[:0]
+		for i := range n {
+			m := &in[i]
+			ua, ok := m.Addr.(*net.UDPAddr)
+			if !ok || m.Flags&unix.MSG_TRUNC != 0 {
+				continue
+			}
+			src := ua.AddrPort()
+			reply, r := s.local(m.Buffers[0][:m.N], src, false, outBufs[i], sc)
+			if r != nil {
+				select {
+				case s.fwdSem <- struct{}{}:
+					wg.Go(func() {
+						defer func() { <-s.fwdSem }()
+						buf := bufPool.Get().(*[]byte)
+						defer bufPool.Put(buf)
+						if reply := s.remote(ctx, r, *buf, new(scratch)); reply != nil {
+							c.WriteToUDPAddrPort(reply, r.src)
+						}
+					})
+					continue
+				default:
+					reply = s.encode(r, s.rcode(r.msg, mdns.RcodeServerFailure), outBufs[i], sc)
+				}
+			}
+			if reply == nil {
+				continue
+			}
+			replies[i][0] = reply
+			out = append(out, ipv4.Message{Buffers: replies[i][:], Addr: m.Addr})
+		}
+		for sent := 0; sent < len(out); {
+			k, err := bc.WriteBatch(out[sent:], 0)
+			if err != nil {
+				if ctx.Err() == nil {
+					s.log.Debug("dns server: udp write", "addr", c.LocalAddr(), "err", err)
+				}
+				sent++ // skip the datagram that failed
+				continue
+			}
+			sent += k
+		}
+	}
+}
+
+// closed handles an error of a serving loop's read or accept: true when the socket was
+// closed (the loop ends), else it is logged and the loop goes on after a moment.
+func (s *Server) closed(ctx context.Context, err error, op string, addr net.Addr) bool {
+	if errors.Is(err, net.ErrClosed) || ctx.Err() != nil {
+		return true
+	}
+	s.log.Warn("dns server: "+op, "addr", addr, "err", err)
+	time.Sleep(10 * time.Millisecond)
+	return false
+}
+
+func (s *Server) serveTCP(ctx context.Context, l *net.TCPListener, wg *sync.WaitGroup) {
+	for {
+		conn, err := l.AcceptTCP()
+		if err != nil {
+			if s.closed(ctx, err, "tcp accept", l.Addr()) {
+				return
+			}
+			continue
+		}
+		select {
+		case s.tcpSem <- struct{}{}:
+		default:
+			conn.Close()
+			continue
+		}
+		wg.Go(func() {
+			defer func() { <-s.tcpSem }()
+			stop := context.AfterFunc(ctx, func() { conn.Close() })
+			defer stop()
+			s.serveConn(ctx, conn)
+		})
+	}
+}
+
+// serveConn answers the queries of one TCP connection, one after the other.
+func (s *Server) serveConn(ctx context.Context, conn *net.TCPConn) {
+	defer conn.Close()
+	src := conn.RemoteAddr().(*net.TCPAddr).AddrPort()
+	in := make([]byte, mdns.MaxMsgSize)
+	out := make([]byte, mdns.MaxMsgSize)
+	var sc scratch
+	var prefix [2]byte
+	for {
+		if err := conn.SetReadDeadline(time.Now().Add(s.cfg.TCPIdleTimeout)); err != nil {
+			return
+		}
+		if _, err := io.ReadFull(conn, prefix[:]); err != nil {
+			return
+		}
+		n := int(binary.BigEndian.Uint16(prefix[:]))
+		if _, err := io.ReadFull(conn, in[:n]); err != nil {
+			return
+		}
+		reply := s.serve(ctx, in[:n], src, true, out, &sc)
+		if reply == nil {
+			return // a packet dropped over UDP ends the connection
+		}
+		binary.BigEndian.PutUint16(prefix[:], uint16(len(reply)))
+		bufs := net.Buffers{prefix[:], reply}
+		if _, err := bufs.WriteTo(conn); err != nil {
+			return
+		}
+	}
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, mdns.MaxMsgSize); return &b }}
+
+// scratch is what one serving goroutine reuses from query to query, so that answering
+// from the authority or the cache allocates little.
+type scratch struct {
+	req request
+	msg mdns.Msg // the request, unpacked
+	out mdns.Msg // the reply, as packed
+	opt mdns.OPT // the reply's OPT (packing writes to it: never shared)
+}
+
+// request is a parsed query on its way to an answer.
+type request struct {
+	msg  *mdns.Msg
+	src  netip.AddrPort
+	tcp  bool
+	size int       // the largest reply the client takes
+	opt  *mdns.OPT // the client's, nil without EDNS0
+}
+
+// serve answers one packet, forwarding in the caller's goroutine if need be; nil: drop.
+func (s *Server) serve(ctx context.Context, raw []byte, src netip.AddrPort, tcp bool, buf []byte, sc *scratch) []byte {
+	reply, r := s.local(raw, src, tcp, buf, sc)
+	if r != nil {
+		return s.remote(ctx, r, buf, sc)
+	}
+	return reply
+}
+
+// local answers one packet as far as it can without the network: the reply in wire
+// form in buf (nil: drop), or the request when it must be forwarded (a copy that does
+// not share sc).
+func (s *Server) local(raw []byte, src netip.AddrPort, tcp bool, buf []byte, sc *scratch) ([]byte, *request) {
+	if len(raw) < 12 || raw[2]&0x80 != 0 {
+		return nil, nil // no header, or a response: never answered
+	}
+	msg := &sc.msg
+	if err := msg.Unpack(raw); err != nil {
+		return s.formerr(raw, buf), nil
+	}
+	r := &sc.req
+	*r = request{msg: msg, src: src, tcp: tcp, size: mdns.MinMsgSize}
+	if tcp {
+		r.size = mdns.MaxMsgSize
+	}
+	for _, rr := range msg.Extra {
+		if opt, ok := rr.(*mdns.OPT); ok {
+			if r.opt != nil {
+				r.opt = nil
+				return s.encode(r, s.rcode(msg, mdns.RcodeFormatError), buf, sc), nil
+			}
+			r.opt = opt
+		}
+	}
+	if r.opt != nil && !tcp {
+		r.size = max(int(r.opt.UDPSize()), mdns.MinMsgSize)
+	}
+	switch {
+	case msg.Opcode != mdns.OpcodeQuery:
+		return s.encode(r, s.rcode(msg, mdns.RcodeNotImplemented), buf, sc), nil
+	case len(msg.Question) != 1:
+		return s.encode(r, s.rcode(msg, mdns.RcodeFormatError), buf, sc), nil
+	case r.opt != nil && r.opt.Version() != 0:
+		return s.encode(r, s.rcode(msg, mdns.RcodeBadVers), buf, sc), nil
+	case msg.Question[0].Qclass != mdns.ClassINET:
+		return s.encode(r, s.rcode(msg, mdns.RcodeRefused), buf, sc), nil
+	}
+	switch msg.Question[0].Qtype {
+	case mdns.TypeANY:
+		return s.encode(r, s.rcode(msg, mdns.RcodeNotImplemented), buf, sc), nil
+	case mdns.TypeAXFR, mdns.TypeIXFR:
+		return s.encode(r, s.rcode(msg, mdns.RcodeRefused), buf, sc), nil
+	}
+	if s.cfg.Forwarder.isLoop(msg, src) {
+		return s.encode(r, s.rcode(msg, mdns.RcodeServerFailure), buf, sc), nil
+	}
+	if s.cfg.Authority != nil {
+		if resp, ok := s.authority(msg); ok && resp != nil {
+			return s.encode(r, resp, buf, sc), nil
+		}
+	}
+	if c := s.cfg.Cache; c != nil {
+		resp := c.Get(msg)
+		if m := s.cfg.Metrics; m != nil {
+			m.Cache(resp != nil)
+		}
+		if resp != nil {
+			return s.encode(r, resp, buf, sc), nil
+		}
+	}
+	if s.cfg.Forwarder == nil {
+		return s.encode(r, s.rcode(msg, mdns.RcodeRefused), buf, sc), nil
+	}
+	fr, fm := *r, *msg
+	fr.msg = &fm
+	return nil, &fr
+}
+
+// authority asks the Authority; a panic in it is logged and answered SERVFAIL, never
+// taken down with the server.
+func (s *Server) authority(req *mdns.Msg) (resp *mdns.Msg, ok bool) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.Error("dns server: the authority panicked", "question", req.Question, "panic", p)
+			resp, ok = s.rcode(req, mdns.RcodeServerFailure), true
+		}
+	}()
+	return s.cfg.Authority.Answer(req)
+}
+
+// remote forwards r, caches the answer and returns the reply in wire form in buf.
+func (s *Server) remote(ctx context.Context, r *request, buf []byte, sc *scratch) []byte {
+	resp, err := s.cfg.Forwarder.Forward(ctx, r.msg)
+	if err != nil {
+		s.log.Debug("dns server: forwarding failed", "name", r.msg.Question[0].Name, "err", err)
+		resp = s.rcode(r.msg, mdns.RcodeServerFailure)
+		resp.RecursionAvailable = true
+	}
+	if s.cfg.Cache != nil && ctx.Err() == nil {
+		s.cfg.Cache.Set(r.msg, resp)
+	}
+	return s.encode(r, resp, buf, sc)
+}
+
+// rcode returns an empty answer to req with rcode.
+func (s *Server) rcode(req *mdns.Msg, rcode int) *mdns.Msg {
+	m := new(mdns.Msg)
+	m.SetRcode(req, rcode)
+	return m
+}
+
+// encode packs resp as the reply to r into buf: r's ID, our OPT when the client sent
+// one (never the Authority's or an upstream's), truncated with TC to the client's size
+// over UDP. resp itself is not changed. It counts the query.
+func (s *Server) encode(r *request, resp *mdns.Msg, buf []byte, sc *scratch) []byte {
+	m := &sc.out
+	*m = *resp
+	m.Id = r.msg.Id
+	m.Response = true
+	if s.cfg.Forwarder != nil {
+		m.RecursionAvailable = true
+	}
+	for i, rr := range m.Extra {
+		if rr.Header().Rrtype == mdns.TypeOPT {
+			extra := make([]mdns.RR, 0, len(m.Extra))
+			extra = append(extra, m.Extra[:i]...)
+			for _, rr := range m.Extra[i+1:] {
+				if rr.Header().Rrtype != mdns.TypeOPT {
+					extra = append(extra, rr)
+				}
+			}
+			m.Extra = extra
+			break
+		}
+	}
+	if r.opt != nil {
+		sc.opt = mdns.OPT{Hdr: mdns.RR_Header{Name: ".", Rrtype: mdns.TypeOPT, Class: serverUDPSize}}
+		if r.opt.Do() {
+			sc.opt.SetDo()
+		}
+		m.Extra = append(m.Extra[:len(m.Extra):len(m.Extra)], &sc.opt)
+	} else if m.Rcode > 0xF {
+		m.Rcode = mdns.RcodeServerFailure // an extended rcode needs EDNS0
+	}
+	// Compression costs a map per message: only for the ones that need it.
+	m.Compress = false
+	out, err := m.PackBuffer(buf)
+	if err == nil && len(out) > mdns.MinMsgSize {
+		m.Compress = true
+		out, err = m.PackBuffer(buf)
+	}
+	if err == nil && !r.tcp && len(out) > r.size {
+		m.Truncate(r.size)
+		out, err = m.PackBuffer(buf)
+	}
+	if err != nil {
+		s.log.Warn("dns server: packing a reply", "name", r.msg.Question, "err", err)
+		return s.header(r.msg.Id, r.msg.Opcode, r.msg.RecursionDesired, mdns.RcodeServerFailure, buf)
+	}
+	if mt := s.cfg.Metrics; mt != nil {
+		qtype := "NONE"
+		if len(r.msg.Question) == 1 {
+			if qtype = mdns.TypeToString[r.msg.Question[0].Qtype]; qtype == "" {
+				qtype = "OTHER"
+			}
+		}
+		mt.Query(qtype, mdns.RcodeToString[m.Rcode])
+	}
+	return out
+}
+
+// formerr answers a packet whose header is readable but whose rest is not.
+func (s *Server) formerr(raw, buf []byte) []byte {
+	id := binary.BigEndian.Uint16(raw)
+	if m := s.cfg.Metrics; m != nil {
+		m.Query("NONE", "FORMERR")
+	}
+	return s.header(id, int(raw[2]>>3)&0xF, raw[2]&1 != 0, mdns.RcodeFormatError, buf)
+}
+
+// header writes a reply that is only a header (no question) into buf.
+func (s *Server) header(id uint16, opcode int, rd bool, rcode int, buf []byte) []byte {
+	out := buf[:12]
+	clear(out)
+	binary.BigEndian.PutUint16(out, id)
+	out[2] = 0x80 | byte(opcode&0xF)<<3
+	if rd {
+		out[2] |= 1
+	}
+	out[3] = byte(rcode & 0xF)
+	return out
+}
