@@ -6,7 +6,7 @@ LDFLAGS  := -X main.version=$(VERSION)
 # Debian packages the tests use; `make deps` installs those that are missing.
 # qemu-system-x86 and xz-utils: internal/vmtest boots Debian's kernel for what this one lacks (ipip).
 # tcpdump: the encapsulation tests capture the underlay; iperf3: the encapsulation benchmark.
-APT_PACKAGES := iproute2 iputils-ping curl iptables ipset conntrack bird2 frr gobgpd qemu-system-x86 xz-utils tcpdump iperf3
+APT_PACKAGES := iproute2 iputils-ping curl dnsutils dnsmasq-base iptables ipset conntrack bird2 frr gobgpd qemu-system-x86 xz-utils tcpdump iperf3
 FUZZTIME ?= 15s
 
 .PHONY: build test deps lint fuzz demo bench clean

@@ -15,7 +15,7 @@ if [[ $(id -u) != 0 ]]; then
 	echo "the demo builds network namespaces and needs root: sudo make demo" >&2
 	exit 1
 fi
-for tool in ip:iproute2 ping:iputils-ping; do
+for tool in ip:iproute2 ping:iputils-ping dig:dnsutils; do
 	command -v "${tool%%:*}" >/dev/null || { echo "the demo needs ${tool%%:*} (Debian package ${tool#*:}): make deps" >&2; exit 1; }
 done
 
@@ -62,6 +62,18 @@ for pair in web3:web1 db6:web3 web1:db6; do
 	from=${pair%%:*} to=${pair#*:}
 	step "${L[@]}" exec "default/$from" -- ping -c2 -W2 "$(addr "default/$to")"
 done
+
+say "Cluster DNS: every agent answers the cluster zone on its node (169.254.20.10, in each workload's resolv.conf from the CNI result). A Service resolves by its short name, from a workload on another node."
+step "${L[@]}" ctl apply -f examples/demo/web-service.yaml
+step "${L[@]}" exec default/db6 -- cat /etc/resolv.conf
+resolved=
+for _ in $(seq 50); do # the agents serve it within a moment; allow 5 s
+	if "${L[@]}" exec default/db6 -- getent hosts web >/dev/null 2>&1; then resolved=1; break; fi
+	sleep 0.1
+done
+step "${L[@]}" exec default/db6 -- getent hosts web
+[[ -n $resolved ]] || { echo "web did not resolve" >&2; exit 1; }
+step "${L[@]}" exec default/db6 -- dig +short @169.254.20.10 _http._tcp.web.default.svc.cluster.local SRV
 
 say "Policy: the example policies select only the shop namespace, so these workloads are open. tabbyctl policy check says which policy and rule decide a flow."
 step "${L[@]}" ctl policy check default/web3 default/db2 --port 5432 --protocol tcp

@@ -461,6 +461,9 @@ func agentArgv(st *labstate.State, n *labstate.Node) []string {
 		"--etcd-endpoints", st.Etcd.Endpoint,
 		"--data-dir", n.DataDir,
 		"--log-level", "debug",
+		// A lab is a world of its own: its DNS forwards nowhere unless a test gives an
+		// upstream in the lab (a later --dns-upstream of the agent's own wins).
+		"--dns-upstream", "none",
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -38,6 +39,8 @@ type options struct {
 	etcdListenPeer   string
 	logLevel         string
 	bgpGRPC          bool
+	dnsAddresses     string
+	dnsUpstreams     string
 	agent            agent.Config
 }
 
@@ -73,6 +76,19 @@ as on a control host.`,
 				a.StatusSocket = filepath.Join(o.dataDir, nodestatus.SocketName)
 			}
 			a.Version = version
+			a.DNS.Enabled = a.DNS.Enabled && a.Role == agent.RoleNode
+			for _, s := range splitList(o.dnsAddresses) {
+				addr, err := netip.ParseAddr(s)
+				if err != nil {
+					return fmt.Errorf("--dns-addresses %q: %w", s, err)
+				}
+				a.DNS.Addresses = append(a.DNS.Addresses, addr)
+			}
+			if o.dnsUpstreams == "none" {
+				a.DNS.NoForward = true
+			} else {
+				a.DNS.Upstreams = splitList(o.dnsUpstreams)
+			}
 			if !o.datastoreOnly {
 				if err := a.Validate(); err != nil {
 					return err
@@ -105,6 +121,12 @@ as on a control host.`,
 	f.StringVar(&a.StatusSocket, "status-socket", "", "Unix socket serving node status to tabbyctl (default <data-dir>/status.sock)")
 	f.StringVar(&a.HealthListen, "health-listen", "127.0.0.1:9099", "address serving GET /liveness and GET /readiness (empty turns it off)")
 	f.StringVar(&a.MetricsListen, "metrics-listen", "127.0.0.1:9091", "address serving Prometheus metrics on /metrics (empty turns it off)")
+	f.BoolVar(&a.DNS.Enabled, "dns", true, "serve cluster DNS on this node (role node only)")
+	f.StringVar(&o.dnsAddresses, "dns-addresses", "10.96.0.10,169.254.20.10", "IPv4 addresses the DNS server takes on lo and serves on port 53: the cluster DNS address and the node-local one")
+	f.StringVar(&a.DNS.Zone, "dns-zone", "cluster.local", "the cluster domain")
+	f.DurationVar(&a.DNS.TTL, "dns-ttl", 5*time.Second, "TTL of the cluster zone's answers")
+	f.StringVar(&o.dnsUpstreams, "dns-upstream", "", "comma-separated upstream servers (ip or ip:port) for every other name, or none (refused) (default: the nameservers of /etc/resolv.conf)")
+	f.IntVar(&a.DNS.CacheSize, "dns-cache-size", 10000, "entries of the cache of upstream answers")
 	f.BoolVar(&a.BGP.Enabled, "bgp", true, "run the BGP speaker")
 	f.StringVar(&a.BGP.RouterID, "bgp-router-id", "", "BGP router ID (default: the node's IPv4 address)")
 	f.StringVar(&a.BGP.PasswordDir, "bgp-password-dir", "/etc/tabby/bgp-secrets", "directory of BGPPeer passwords: secretKeyRef {name, key} is read from <dir>/<name>/<key>")

@@ -15,6 +15,7 @@ import (
 
 	"github.com/tabby-net/tabby/api"
 	"github.com/tabby-net/tabby/datastore"
+	"github.com/tabby-net/tabby/dns"
 	"github.com/tabby-net/tabby/felix"
 	"github.com/tabby-net/tabby/internal/snapshot"
 	"github.com/tabby-net/tabby/ipam"
@@ -41,6 +42,7 @@ type Config struct {
 	IPAMGCInterval time.Duration
 	Policy         PolicyConfig
 	BGP            BGPConfig
+	DNS            DNSConfig
 	// StatusSocket is the Unix socket tabbyctl node status reads.
 	StatusSocket string
 	// HealthListen serves GET /liveness and /readiness ("" turns it off).
@@ -82,7 +84,7 @@ type Subsystem interface {
 
 // snapshotKinds are the kinds the agent watches: one watch each, read by every subsystem.
 func snapshotKinds() []*api.Kind {
-	plurals := []string{"nodes", "ippools", "bgppeers", "bgpconfigurations"}
+	plurals := []string{"nodes", "ippools", "bgppeers", "bgpconfigurations", "services", "endpoints"}
 	for _, p := range policy.InputKinds {
 		if !slices.Contains(plurals, p) {
 			plurals = append(plurals, p)
@@ -129,6 +131,19 @@ func (cfg Config) Validate() error {
 	}
 	if cfg.StatusSocket == "" {
 		return errors.New("no status socket path")
+	}
+	if cfg.DNS.Enabled {
+		if len(cfg.DNS.Addresses) == 0 {
+			return errors.New("--dns-addresses: none given (--dns=false turns DNS off)")
+		}
+		for _, a := range cfg.DNS.Addresses {
+			if !a.Is4() {
+				return fmt.Errorf("--dns-addresses %s: want IPv4 addresses (they go on lo with a label)", a)
+			}
+		}
+		if err := (dns.ZoneConfig{Zone: cfg.DNS.Zone, TTL: cfg.DNS.TTL}).Validate(); err != nil {
+			return fmt.Errorf("--dns-zone, --dns-ttl: %w", err)
+		}
 	}
 	return nil
 }
@@ -177,9 +192,17 @@ func Run(ctx context.Context, cfg Config, ds *datastore.Client, m *Metrics) erro
 		encapOut := newHandoff[*felix.Encap]()
 		routes := &routesSubsystem{node: cfg.NodeName, snap: snap, dp: dp, learned: learned, encap: encapOut,
 			ready: ready, log: slog.Default().With("component", "routes")}
-		pol, err := newPolicySubsystem(ctx, cfg.NodeName, cfg.Policy, v4.IsValid(), snap, ready, m)
+		syncer, err := felix.NewPolicySyncer(ctx, felix.Runner{}, slog.Default().With("component", "policy"))
 		if err != nil {
-			return err
+			return fmt.Errorf("policy: %w", err)
+		}
+		pol := newPolicySubsystem(cfg.NodeName, cfg.Policy, v4.IsValid(), snap, syncer, ready, m)
+		if cfg.DNS.Enabled {
+			d, err := newDNSSubsystem(cfg.DNS, snap, syncer, ready, m)
+			if err != nil {
+				return err
+			}
+			subs = append(subs, d)
 		}
 		subs = append(subs, routes, pol,
 			runFunc("ipam-gc", func(ctx context.Context) error {

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/tabby-net/tabby/dns"
 	"github.com/tabby-net/tabby/felix"
 	"github.com/tabby-net/tabby/internal/snapshot"
 )
@@ -26,6 +27,7 @@ type Metrics struct {
 	applyErrs  *prometheus.CounterVec
 	datastore  *prometheus.HistogramVec
 	ipamAllocs *prometheus.CounterVec
+	dns        *dnsMetrics // registered by the DNS subsystem, if it runs
 }
 
 // NewMetrics returns the registry with the agent's own series registered.
@@ -229,3 +231,41 @@ func (m *Metrics) serve(ctx context.Context, addr string) error {
 type slogErrorLog struct{}
 
 func (slogErrorLog) Println(v ...any) { slog.Warn("metrics", "err", fmt.Sprint(v...)) }
+
+// dnsMetrics counts the DNS server's queries, cache lookups and upstream latency; nil
+// counts nothing.
+func (m *Metrics) dnsMetrics() dns.Metrics {
+	if m == nil {
+		return nil
+	}
+	if m.dns == nil {
+		m.dns = &dnsMetrics{
+			queries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tabby_dns_queries_total",
+				Help: "DNS queries answered, by query type and response code."}, []string{"qtype", "rcode"}),
+			cache: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tabby_dns_cache_lookups_total",
+				Help: "DNS cache lookups, by result (hit, miss)."}, []string{"result"}),
+			upstream: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "tabby_dns_upstream_duration_seconds",
+				Help: "Latency of queries forwarded upstream, by result.", Buckets: prometheus.ExponentialBuckets(0.0002, 2, 16)}, []string{"result"}),
+		}
+		m.reg.MustRegister(m.dns.queries, m.dns.cache, m.dns.upstream)
+	}
+	return m.dns
+}
+
+type dnsMetrics struct {
+	queries  *prometheus.CounterVec
+	cache    *prometheus.CounterVec
+	upstream *prometheus.HistogramVec
+}
+
+func (d *dnsMetrics) Query(qtype, rcode string) { d.queries.WithLabelValues(qtype, rcode).Inc() }
+func (d *dnsMetrics) Cache(hit bool) {
+	if hit {
+		d.cache.WithLabelValues("hit").Inc()
+	} else {
+		d.cache.WithLabelValues("miss").Inc()
+	}
+}
+func (d *dnsMetrics) Upstream(dur time.Duration, err error) {
+	d.upstream.WithLabelValues(result(err)).Observe(dur.Seconds())
+}

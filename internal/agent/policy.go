@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"reflect"
 	"time"
@@ -27,12 +26,7 @@ type policySubsystem struct {
 	log    *slog.Logger
 }
 
-func newPolicySubsystem(ctx context.Context, node string, cfg PolicyConfig, nat bool, snap *snapshot.Snapshot, ready *Readiness, m *Metrics) (*policySubsystem, error) {
-	log := slog.Default().With("component", "policy")
-	syncer, err := felix.NewPolicySyncer(ctx, felix.Runner{}, log)
-	if err != nil {
-		return nil, fmt.Errorf("policy: %w", err)
-	}
+func newPolicySubsystem(node string, cfg PolicyConfig, nat bool, snap *snapshot.Snapshot, syncer *felix.PolicySyncer, ready *Readiness, m *Metrics) *policySubsystem {
 	syncer.Observe = m.observeApply
 	m.watchPolicy(syncer)
 	ready.Check("policy", func() []string {
@@ -47,7 +41,8 @@ func newPolicySubsystem(ctx context.Context, node string, cfg PolicyConfig, nat 
 	for i, p := range policy.InputKinds {
 		kinds[i] = mustKind(p)
 	}
-	return &policySubsystem{node: node, cfg: cfg, nat: nat, snap: snap, syncer: syncer, kinds: kinds, log: log}, nil
+	return &policySubsystem{node: node, cfg: cfg, nat: nat, snap: snap, syncer: syncer, kinds: kinds,
+		log: slog.Default().With("component", "policy")}
 }
 
 func (p *policySubsystem) Name() string { return "policy" }
