@@ -34,6 +34,11 @@ func runIptables(t *testing.T, r Runner, backend Backend, args ...string) string
 	return string(out)
 }
 
+// testSyncer is a PolicySyncer over r with backend, logging to t.
+func testSyncer(t *testing.T, r Runner, backend Backend) *PolicySyncer {
+	return &PolicySyncer{run: r, backend: backend, log: slog.New(slog.NewTextHandler(testWriter{t}, nil)), kick: make(chan struct{}, 1)}
+}
+
 // saveTable returns the backend's iptables-save of table in r's namespace.
 func saveTable(t *testing.T, r Runner, backend Backend, table string) string {
 	t.Helper()
@@ -59,7 +64,7 @@ func TestPolicySyncerNetns(t *testing.T) {
 			ipt("-A", "OTHER", "-d", "5.6.7.8/32", "-j", "ACCEPT")
 			ipt("-A", "INPUT", "-j", "OTHER")
 
-			s := &PolicySyncer{run: r, backend: backend, log: slog.New(slog.NewTextHandler(testWriter{t}, nil)), kick: make(chan struct{}, 1)}
+			s := testSyncer(t, r, backend)
 			want := RenderPolicy(buildModel(t, renderWorld), "node1", PolicyConfig{})
 			if err := s.Apply(ctx, want); err != nil {
 				t.Fatal(err)

@@ -2,7 +2,6 @@ package felix
 
 import (
 	"context"
-	"log/slog"
 	"net/netip"
 	"slices"
 	"strings"
@@ -75,7 +74,7 @@ func TestNATOutgoingSyncerNetns(t *testing.T) {
 			ipt("-t", "nat", "-N", "OTHER")
 			ipt("-t", "nat", "-A", "OTHER", "-d", "5.6.7.8/32", "-j", "RETURN")
 
-			s := &PolicySyncer{run: r, backend: backend, log: slog.New(slog.NewTextHandler(testWriter{t}, nil)), kick: make(chan struct{}, 1)}
+			s := testSyncer(t, r, backend)
 			filter := RenderPolicy(buildModel(t, renderWorld), "node1", PolicyConfig{})
 			want := *filter
 			want.NAT = RenderNATOutgoing([]EncapPool{

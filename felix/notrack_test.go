@@ -2,7 +2,6 @@ package felix
 
 import (
 	"context"
-	"log/slog"
 	"net/netip"
 	"strings"
 	"testing"
@@ -40,7 +39,7 @@ func TestDNSNotrackSyncerNetns(t *testing.T) {
 			r := Runner{NetNS: ns.name}
 			runIptables(t, r, backend, "-t", "raw", "-A", "PREROUTING", "-s", "192.168.7.0/24", "-j", "CT", "--notrack")
 			save := func() string { t.Helper(); return saveTable(t, r, backend, "raw") }
-			s := &PolicySyncer{run: r, backend: backend, log: slog.New(slog.NewTextHandler(testWriter{t}, nil)), kick: make(chan struct{}, 1)}
+			s := testSyncer(t, r, backend)
 			want := *RenderPolicy(buildModel(t, renderWorld), "node1", PolicyConfig{})
 			want.Raw = RenderDNSNotrack([]netip.Addr{netip.MustParseAddr("10.96.0.10")})
 			if err := s.Apply(ctx, &want); err != nil {

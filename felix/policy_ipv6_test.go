@@ -2,7 +2,6 @@ package felix
 
 import (
 	"context"
-	"log/slog"
 	"maps"
 	"slices"
 	"strings"
@@ -132,7 +131,7 @@ func TestPolicySyncerIPv6Netns(t *testing.T) {
 			cmd(ip6t, "-A", "OTHER6", "-d", "fd00:5::2/128", "-j", "ACCEPT")
 			cmd(ip6t, "-A", "INPUT", "-j", "OTHER6")
 
-			s := &PolicySyncer{run: r, backend: backend, log: slog.New(slog.NewTextHandler(testWriter{t}, nil)), kick: make(chan struct{}, 1)}
+			s := testSyncer(t, r, backend)
 			want := RenderPolicy(buildModel(t, dualWorld), "node1", PolicyConfig{})
 			if err := s.Apply(ctx, want); err != nil {
 				t.Fatal(err)
