@@ -48,13 +48,7 @@ type Op struct {
 const maxTxnAttempts = 20
 
 // ippools is the kind whose writes are checked as a set (no overlapping CIDRs).
-var ippools = func() *api.Kind {
-	k, err := api.KindForType[*api.IPPool]()
-	if err != nil {
-		panic(err)
-	}
-	return k
-}()
+var ippools = mustKindFor[*api.IPPool]()
 
 var poolsPrefix = ResourcePrefix + ippools.Plural + "/"
 

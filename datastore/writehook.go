@@ -40,7 +40,7 @@ type hookOp struct {
 
 // builtinHooks are the hooks every client runs.
 func builtinHooks() []writeHook {
-	return nil
+	return []writeHook{serviceAddressHook()}
 }
 
 // hooksFor returns the hooks that apply to some op of ps.
