@@ -132,6 +132,27 @@ func addrsOf(s *api.Service) string {
 		string(s.Spec.IPFamilyPolicy), strings.Join(ports, ",")}, " ")
 }
 
+// checkAllocated checks the outcome of allocFor: an error containing wantErr, or the
+// addresses want (addrsOf) on a Service that validates.
+func checkAllocated(t *testing.T, s *api.Service, err error, want, wantErr string) {
+	t.Helper()
+	if wantErr != "" {
+		if err == nil || !strings.Contains(err.Error(), wantErr) {
+			t.Errorf("error %v, want one containing %q", err, wantErr)
+		}
+		return
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := addrsOf(s); got != want {
+		t.Errorf("got  %q\nwant %q", got, want)
+	}
+	if err := api.Validate(s); err != nil {
+		t.Errorf("the Service does not validate: %v", err)
+	}
+}
+
 func TestServiceAllocate(t *testing.T) {
 	const dual = "10.96.0.0/12,fd00:96::/108"
 	for _, tc := range []struct {
@@ -190,21 +211,7 @@ func TestServiceAllocate(t *testing.T) {
 			}
 			s := svcFrom(t, tc.spec)
 			err := allocFor(t, newAllocator(cidrs...), nil, s)
-			if tc.err != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.err) {
-					t.Errorf("error %v, want one containing %q", err, tc.err)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got := addrsOf(s); got != tc.want {
-				t.Errorf("got  %q\nwant %q", got, tc.want)
-			}
-			if err := api.Validate(s); err != nil {
-				t.Errorf("allocated Service does not validate: %v", err)
-			}
+			checkAllocated(t, s, err, tc.want, tc.err)
 		})
 	}
 }
@@ -250,21 +257,7 @@ func TestServiceUpdate(t *testing.T) {
 			}
 			s := svcFrom(t, tc.new)
 			err := allocFor(t, a, old, s)
-			if tc.err != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.err) {
-					t.Errorf("error %v, want one containing %q", err, tc.err)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got := addrsOf(s); got != tc.want {
-				t.Errorf("got  %q\nwant %q", got, tc.want)
-			}
-			if err := api.Validate(s); err != nil {
-				t.Errorf("updated Service does not validate: %v", err)
-			}
+			checkAllocated(t, s, err, tc.want, tc.err)
 		})
 	}
 }
