@@ -155,6 +155,9 @@ const (
 	NodePortMax = 32767
 	// ClusterIPNone marks a headless Service.
 	ClusterIPNone = "None"
+	// DefaultServiceClusterIPRange is where cluster IPs come from when the BGPConfiguration
+	// "default" lists no serviceClusterIPs: kubeadm's default --service-cidr.
+	DefaultServiceClusterIPRange = "10.96.0.0/12"
 )
 
 // Endpoints lists the addresses behind the Service of the same name.

@@ -54,6 +54,7 @@ type Client struct {
 
 	mu     sync.Mutex
 	checks []WriteCheck // see AddWriteCheck
+	hooks  []writeHook  // fixed at Connect: builtinHooks
 }
 
 // Connect dials etcd and checks, within cfg.DialTimeout, that the cluster answers a
@@ -95,7 +96,7 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("etcd at %s: %w", strings.Join(endpoints, ","), err)
 	}
-	c := &Client{etcd: etcd, log: log}
+	c := &Client{etcd: etcd, log: log, hooks: builtinHooks()}
 
 	pingCtx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()

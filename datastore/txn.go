@@ -48,13 +48,7 @@ type Op struct {
 const maxTxnAttempts = 20
 
 // ippools is the kind whose writes are checked as a set (no overlapping CIDRs).
-var ippools = func() *api.Kind {
-	k, err := api.KindForType[*api.IPPool]()
-	if err != nil {
-		panic(err)
-	}
-	return k
-}()
+var ippools = mustKindFor[*api.IPPool]()
 
 var poolsPrefix = ResourcePrefix + ippools.Plural + "/"
 
@@ -76,17 +70,18 @@ type pending struct {
 	ref    ref
 	desc   string       // "create ippools/pool-a", with "txn op N: " before it in a Txn
 	obj    api.Resource // the defaulted copy to store; for deletes, the request
+	base   api.Resource // for writes, obj as prepared, before any write hook changed it
 	rv     int64        // the ResourceVersion the op requires, 0 for none
 }
 
 // snapshot is what a transaction read: the current value of each op's key and, when
-// pools are written, every stored pool, and the prefixes its write checks read, all at
-// one revision.
+// pools are written, every stored pool, and the prefixes its write checks and hooks
+// read, all at one revision.
 type snapshot struct {
-	rev    int64
-	cur    []*mvccpb.KeyValue // per op, nil when absent
-	pools  []*mvccpb.KeyValue
-	checks map[string][]*mvccpb.KeyValue // write-check prefix → its key-values
+	rev      int64
+	cur      []*mvccpb.KeyValue // per op, nil when absent
+	pools    []*mvccpb.KeyValue
+	prefixes map[string][]*mvccpb.KeyValue // write-check or hook prefix → its key-values
 }
 
 func (c *Client) txn(ctx context.Context, ops []Op, multi bool) ([]api.Resource, error) {
@@ -117,6 +112,14 @@ func (c *Client) txn(ctx context.Context, ops []Op, multi bool) ([]api.Resource,
 		what = fmt.Sprintf("txn of %d ops", len(ps))
 	}
 	checks, prefixes := c.writeChecksFor(ps)
+	hooks := hooksFor(c.hooks, ps)
+	for _, h := range hooks {
+		for _, prefix := range h.prefixes {
+			if !slices.Contains(prefixes, prefix) {
+				prefixes = append(prefixes, prefix)
+			}
+		}
+	}
 
 	reads := make([]clientv3.Op, 0, len(ps)+1+len(prefixes))
 	for _, p := range ps {
@@ -134,7 +137,7 @@ func (c *Client) txn(ctx context.Context, ops []Op, multi bool) ([]api.Resource,
 	// branch reads it and plan reports it, so the usual case is one round trip.
 	createsOnly := !writesPools && len(prefixes) == 0 && !slices.ContainsFunc(ps, func(p *pending) bool { return p.action != OpCreate })
 	if createsOnly {
-		snap = &snapshot{cur: make([]*mvccpb.KeyValue, len(ps)), checks: map[string][]*mvccpb.KeyValue{}}
+		snap = &snapshot{cur: make([]*mvccpb.KeyValue, len(ps)), prefixes: map[string][]*mvccpb.KeyValue{}}
 	} else {
 		resp, err := c.etcd.Txn(ctx).Then(reads...).Commit()
 		if err != nil {
@@ -143,7 +146,7 @@ func (c *Client) txn(ctx context.Context, ops []Op, multi bool) ([]api.Resource,
 		snap = readSnapshot(resp, len(ps), writesPools, prefixes)
 	}
 	for attempt := 1; ; attempt++ {
-		cmps, writes, err := plan(ps, snap, writesPools, checks)
+		cmps, writes, err := plan(ps, snap, writesPools, checks, hooks)
 		if err != nil {
 			return nil, err
 		}
@@ -193,6 +196,7 @@ func prepare(op Op, prefix string) (*pending, error) {
 			return nil, fmt.Errorf("%s%s: %w", prefix, op.Action, err)
 		}
 		api.SetDefaults(p.obj)
+		p.base = p.obj
 	}
 	m := p.obj.GetObjectMeta()
 	p.desc = prefix + op.Action.String() + " " + kind.Key(m.Namespace, m.Name)
@@ -229,9 +233,9 @@ func clone(kind *api.Kind, r api.Resource) (api.Resource, error) {
 }
 
 // readSnapshot parses the reads of a transaction's read (or Else) branch: one get per
-// op, then the pools if writesPools, then one range per write-check prefix.
+// op, then the pools if writesPools, then one range per write-check or hook prefix.
 func readSnapshot(resp *clientv3.TxnResponse, n int, writesPools bool, prefixes []string) *snapshot {
-	s := &snapshot{rev: resp.Header.Revision, cur: make([]*mvccpb.KeyValue, n), checks: map[string][]*mvccpb.KeyValue{}}
+	s := &snapshot{rev: resp.Header.Revision, cur: make([]*mvccpb.KeyValue, n), prefixes: map[string][]*mvccpb.KeyValue{}}
 	for i, r := range resp.Responses {
 		kvs := r.GetResponseRange().Kvs
 		switch {
@@ -244,15 +248,16 @@ func readSnapshot(resp *clientv3.TxnResponse, n int, writesPools bool, prefixes 
 			if writesPools {
 				j--
 			}
-			s.checks[prefixes[j]] = kvs
+			s.prefixes[prefixes[j]] = kvs
 		}
 	}
 	return s
 }
 
-// plan checks each op's precondition against snap and returns the compares that make
-// the write valid only if nothing it read has changed, and the writes.
-func plan(ps []*pending, snap *snapshot, writesPools bool, checks []WriteCheck) ([]clientv3.Cmp, []clientv3.Op, error) {
+// plan checks each op's precondition against snap, runs the write hooks and checks, and
+// returns the compares that make the write valid only if nothing it read has changed,
+// and the writes.
+func plan(ps []*pending, snap *snapshot, writesPools bool, checks []WriteCheck, hooks []writeHook) ([]clientv3.Cmp, []clientv3.Op, error) {
 	cmps := make([]clientv3.Cmp, 0, len(ps)+1)
 	writes := make([]clientv3.Op, 0, len(ps))
 	for i, p := range ps {
@@ -269,11 +274,18 @@ func plan(ps []*pending, snap *snapshot, writesPools bool, checks []WriteCheck) 
 		default:
 			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(p.ref.key), "=", kv.ModRevision))
 		}
+	}
+	// Hooks first: they may change what is stored, which the checks then vet.
+	hookCmps, hookWrites, err := runWriteHooks(ps, snap, hooks)
+	if err != nil {
+		return nil, nil, err
+	}
+	for i, p := range ps {
 		if p.action == OpDelete {
 			writes = append(writes, clientv3.OpDelete(p.ref.key))
 			continue
 		}
-		stamp(p.obj, kv)
+		stamp(p.obj, snap.cur[i])
 		val, err := encode(p.obj)
 		if err != nil {
 			return nil, nil, fmt.Errorf("%s: encode: %w", p.desc, err)
@@ -292,7 +304,8 @@ func plan(ps []*pending, snap *snapshot, writesPools bool, checks []WriteCheck) 
 	if err != nil {
 		return nil, nil, err
 	}
-	return append(cmps, checkCmps...), writes, nil
+	cmps = append(append(cmps, checkCmps...), hookCmps...)
+	return cmps, append(writes, hookWrites...), nil
 }
 
 // stamp sets the identity a stored resource keeps for life: its UID and creation time,

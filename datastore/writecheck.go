@@ -65,7 +65,7 @@ func runWriteChecks(ps []*pending, snap *snapshot, checks []WriteCheck) ([]clien
 	for _, wc := range checks {
 		read := make(map[string][]*mvccpb.KeyValue, len(wc.Prefixes))
 		for _, prefix := range wc.Prefixes {
-			read[prefix] = snap.checks[prefix]
+			read[prefix] = snap.prefixes[prefix]
 		}
 		for i, p := range ps {
 			if p.ref.kind != wc.Kind {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -361,4 +362,48 @@ func TestApplyManyInOneTransaction(t *testing.T) {
 	if got := names(t, n, "globalnetworksets"); len(got) != 300 {
 		t.Errorf("got %d sets, want 300", len(got))
 	}
+}
+
+// TestServiceAddresses: a Service applied without clusterIP or nodePort gets both,
+// keeps them when applied again, and another Service cannot take them.
+func TestServiceAddresses(t *testing.T) {
+	n := startNode(t, t.TempDir())
+	const web = `apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  type: NodePort
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080}]
+`
+	if _, errOut, err := n.ctl(t, web, "apply", "-f", "-"); err != nil {
+		t.Fatalf("apply: %v: %s", err, errOut)
+	}
+	y := n.ok(t, "get", "service", "web", "-n", "shop", "-o", "yaml")
+	rs, err := api.Decode([]byte(y), "get output")
+	if err != nil {
+		t.Fatalf("decode get -o yaml: %v\n%s", err, y)
+	}
+	svc := rs[0].(*api.Service)
+	ip, err := netip.ParseAddr(svc.Spec.ClusterIP)
+	if err != nil || !netip.MustParsePrefix(api.DefaultServiceClusterIPRange).Contains(ip) || svc.Spec.Ports[0].NodePort == 0 {
+		t.Fatalf("stored Service has clusterIP %q, nodePort %d:\n%s", svc.Spec.ClusterIP, svc.Spec.Ports[0].NodePort, y)
+	}
+	ports := fmt.Sprintf("80:%d/TCP", svc.Spec.Ports[0].NodePort)
+	wide := n.ok(t, "get", "services", "-n", "shop", "-o", "wide")
+	assertContains(t, "get services -o wide", wide, "CLUSTER-IP", "PORTS", ip.String(), ports, "app=web")
+
+	// The same manifest again changes nothing of the addresses.
+	if _, errOut, err := n.ctl(t, web, "apply", "-f", "-"); err != nil {
+		t.Fatalf("apply again: %v: %s", err, errOut)
+	}
+	assertContains(t, "get after a second apply", n.ok(t, "get", "services", "-n", "shop", "-o", "wide"), ip.String(), ports)
+
+	// Another Service naming the address is refused, naming the owner.
+	other := strings.ReplaceAll(web, "name: web", "name: other") + "  clusterIP: " + ip.String() + "\n"
+	_, errOut, err := n.ctl(t, other, "apply", "-f", "-")
+	if err == nil {
+		t.Fatal("apply of a Service with a taken clusterIP succeeded")
+	}
+	assertContains(t, "duplicate clusterIP", errOut, ip.String()+" is already allocated to Service shop/web")
 }
