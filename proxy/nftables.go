@@ -1,0 +1,360 @@
+package proxy
+
+import (
+	"crypto/sha256"
+	"encoding/base32"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"sigs.k8s.io/knftables"
+)
+
+// TableName is the nftables table the proxy owns, in the ip and ip6 families. Nothing
+// outside it is touched.
+const TableName = "tabby"
+
+// DefaultMasqueradeMark is the packet mark bit that asks postrouting to masquerade.
+const DefaultMasqueradeMark = 0x4000
+
+// Names of the chains and maps every tabby table has.
+const (
+	ChainNATPrerouting  = "nat-prerouting"
+	ChainNATOutput      = "nat-output"
+	ChainNATPostrouting = "nat-postrouting"
+	ChainFilterInput    = "filter-input"
+	ChainFilterForward  = "filter-forward"
+	ChainFilterOutput   = "filter-output"
+	ChainServices       = "services"
+	ChainRejectCheck    = "reject-check"
+	ChainReject         = "reject-chain"
+	ChainMasquerading   = "masquerading"
+	ChainMarkMasq       = "mark-for-masquerade"
+	MapServiceIPs       = "service-ips"
+	MapNoEndpoints      = "no-endpoint-services"
+)
+
+// ElementKey names one map element: the map and its key, "addr . proto . port".
+type ElementKey struct {
+	Map, Key string
+}
+
+// Ruleset is the content of one family's tabby table, as plain values: what the
+// table must hold for an LBState. Render makes it; Plan and PlanFull turn it into a
+// knftables transaction.
+type Ruleset struct {
+	Family knftables.Family
+	// Chains holds every regular (hookless) chain and its rules.
+	Chains map[string][]string
+	// Sets holds the ClientIP affinity sets and their timeouts.
+	Sets map[string]time.Duration
+	// Elements holds the elements of MapServiceIPs and MapNoEndpoints: their verdicts.
+	Elements map[ElementKey]string
+}
+
+// RenderConfig says how to render a Ruleset.
+type RenderConfig struct {
+	// IPv6 renders the ip6 table (IPv6 frontends and backends); otherwise the ip table.
+	IPv6 bool
+	// MasqueradeMark is the mark bit for hairpin masquerade (0: DefaultMasqueradeMark).
+	MasqueradeMark uint32
+}
+
+type familyWords struct {
+	family   knftables.Family
+	ip       string // "ip" or "ip6" in match expressions
+	addrType string
+}
+
+func (c RenderConfig) words() familyWords {
+	if c.IPv6 {
+		return familyWords{knftables.IPv6Family, "ip6", "ipv6_addr"}
+	}
+	return familyWords{knftables.IPv4Family, "ip", "ipv4_addr"}
+}
+
+// Render returns the tabby table of one family for st: the fixed chains and maps, and per
+// Service port with frontends of the family a service chain (endpoint choice) and an
+// endpoint chain per backend, or a reject element when it has no backend of the family.
+func Render(st *LBState, c RenderConfig) *Ruleset {
+	w := c.words()
+	mark := c.MasqueradeMark
+	if mark == 0 {
+		mark = DefaultMasqueradeMark
+	}
+	rs := &Ruleset{Family: w.family, Chains: map[string][]string{}, Sets: map[string]time.Duration{}, Elements: map[ElementKey]string{}}
+	maps.Copy(rs.Chains, fixedChains(w, mark))
+	for i := range st.Ports {
+		rs.addPort(&st.Ports[i], w)
+	}
+	return rs
+}
+
+// fixedChains returns the regular chains every table has.
+func fixedChains(w familyWords, mark uint32) map[string][]string {
+	m := fmt.Sprintf("0x%x", mark)
+	return map[string][]string{
+		ChainServices:    {fmt.Sprintf("%s daddr . meta l4proto . th dport vmap @%s", w.ip, MapServiceIPs)},
+		ChainRejectCheck: {fmt.Sprintf("ct state new %s daddr . meta l4proto . th dport vmap @%s", w.ip, MapNoEndpoints)},
+		ChainReject:      {"meta l4proto tcp reject with tcp reset", "reject"},
+		ChainMasquerading: {
+			"meta mark & " + m + " == 0 return",
+			"meta mark set meta mark ^ " + m,
+			"masquerade fully-random",
+		},
+		ChainMarkMasq: {"meta mark set meta mark | " + m},
+	}
+}
+
+type baseChain struct {
+	name     string
+	typ      knftables.BaseChainType
+	hook     knftables.BaseChainHook
+	priority knftables.BaseChainPriority
+	jump     string
+}
+
+// baseChains are the hooks into the kernel: DNAT of new connections from workloads
+// (prerouting) and from the node (output); the reject check before them; masquerade in
+// postrouting.
+var baseChains = []baseChain{
+	{ChainNATPrerouting, knftables.NATType, knftables.PreroutingHook, knftables.DNATPriority, ChainServices},
+	{ChainNATOutput, knftables.NATType, knftables.OutputHook, knftables.DNATPriority, ChainServices},
+	{ChainNATPostrouting, knftables.NATType, knftables.PostroutingHook, knftables.SNATPriority, ChainMasquerading},
+	{ChainFilterInput, knftables.FilterType, knftables.InputHook, "-110", ChainRejectCheck},
+	{ChainFilterForward, knftables.FilterType, knftables.ForwardHook, "-110", ChainRejectCheck},
+	{ChainFilterOutput, knftables.FilterType, knftables.OutputHook, "-110", ChainRejectCheck},
+}
+
+// objName is a chain or set name for the port key (and backend): prefix, a hash that
+// keeps names unique, and the readable key. nft identifiers allow letters, digits and
+// "/_-." after the first letter, so an IPv6 address's colons become dots.
+func objName(prefix string, k PortKey, b *Backend, extra string) string {
+	readable := fmt.Sprintf("%s/%s/%s/%s", k.Namespace, k.Name, strings.ToLower(string(k.Protocol)), k.Port)
+	if k.External {
+		readable += "/ext"
+	}
+	if b != nil {
+		readable += "__" + strings.ReplaceAll(b.Addr.String(), ":", ".") + "/" + strconv.Itoa(int(b.Port))
+	}
+	full := k.String()
+	if b != nil {
+		full += "|" + b.String()
+	}
+	sum := sha256.Sum256([]byte(full + "|" + extra))
+	h := base32.StdEncoding.EncodeToString(sum[:])[:8]
+	return prefix + "-" + h + "-" + readable
+}
+
+func (rs *Ruleset) addPort(p *PortLB, w familyWords) {
+	var fronts []string
+	for _, a := range p.Frontends {
+		if a.Is6() == (w.family == knftables.IPv6Family) {
+			fronts = append(fronts, a.String())
+		}
+	}
+	if len(fronts) == 0 {
+		return
+	}
+	proto := strings.ToLower(string(p.Protocol))
+	port := strconv.Itoa(int(p.Port))
+	backends := p.BackendsOf(w.family == knftables.IPv6Family)
+	if len(backends) == 0 {
+		for _, f := range fronts {
+			rs.Elements[ElementKey{MapNoEndpoints, f + " . " + proto + " . " + port}] = "goto " + ChainReject
+		}
+		return
+	}
+	svcChain := objName("service", p.Key, nil, "")
+	var affinity, choice []string
+	for i := range backends {
+		b := &backends[i]
+		epChain := objName("endpoint", p.Key, b, "")
+		rules := []string{fmt.Sprintf("%s saddr %s jump %s", w.ip, b.Addr, ChainMarkMasq)}
+		if p.Affinity > 0 {
+			set := objName("affinity", p.Key, b, p.Affinity.String())
+			rs.Sets[set] = p.Affinity
+			affinity = append(affinity, fmt.Sprintf("%s saddr @%s goto %s", w.ip, set, epChain))
+			rules = append(rules, fmt.Sprintf("update @%s { %s saddr }", set, w.ip))
+		}
+		rules = append(rules, fmt.Sprintf("meta l4proto %s dnat to %s", proto, b))
+		rs.Chains[epChain] = rules
+		choice = append(choice, fmt.Sprintf("%d : goto %s", i, epChain))
+	}
+	rs.Chains[svcChain] = append(affinity,
+		fmt.Sprintf("numgen random mod %d vmap { %s }", len(backends), strings.Join(choice, " , ")))
+	for _, f := range fronts {
+		rs.Elements[ElementKey{MapServiceIPs, f + " . " + proto + " . " + port}] = "goto " + svcChain
+	}
+}
+
+func (rs *Ruleset) table() *knftables.Table {
+	return &knftables.Table{Family: rs.Family, Name: TableName, Comment: knftables.PtrTo("tabby: Service load balancing")}
+}
+
+func (rs *Ruleset) addFixed(tx *knftables.Transaction) {
+	tx.Add(rs.table())
+	mapType := fmt.Sprintf("%s . inet_proto . inet_service : verdict", map[knftables.Family]string{knftables.IPv4Family: "ipv4_addr", knftables.IPv6Family: "ipv6_addr"}[rs.Family])
+	for _, m := range []string{MapServiceIPs, MapNoEndpoints} {
+		tx.Add(&knftables.Map{Family: rs.Family, Table: TableName, Name: m, Type: mapType})
+	}
+	for _, bc := range baseChains {
+		tx.Add(&knftables.Chain{Family: rs.Family, Table: TableName, Name: bc.name, Type: &bc.typ, Hook: &bc.hook, Priority: &bc.priority})
+	}
+}
+
+func (rs *Ruleset) addBaseRules(tx *knftables.Transaction) {
+	for _, bc := range baseChains {
+		tx.Flush(&knftables.Chain{Family: rs.Family, Table: TableName, Name: bc.name})
+		tx.Add(&knftables.Rule{Family: rs.Family, Table: TableName, Chain: bc.name, Rule: "jump " + bc.jump})
+	}
+}
+
+func (rs *Ruleset) setTx(tx *knftables.Transaction, verb func(knftables.Object), name string) {
+	addr := map[knftables.Family]string{knftables.IPv4Family: "ipv4_addr", knftables.IPv6Family: "ipv6_addr"}[rs.Family]
+	to := rs.Sets[name]
+	verb(&knftables.Set{Family: rs.Family, Table: TableName, Name: name, Type: addr, Flags: []knftables.SetFlag{knftables.DynamicFlag, knftables.TimeoutFlag}, Timeout: &to})
+}
+
+func (rs *Ruleset) fillChain(tx *knftables.Transaction, name string, flush bool) {
+	c := &knftables.Chain{Family: rs.Family, Table: TableName, Name: name}
+	if flush {
+		tx.Flush(c)
+	}
+	for _, r := range rs.Chains[name] {
+		tx.Add(&knftables.Rule{Family: rs.Family, Table: TableName, Chain: name, Rule: r})
+	}
+}
+
+func (rs *Ruleset) element(k ElementKey, value string) *knftables.Element {
+	e := &knftables.Element{Family: rs.Family, Table: TableName, Map: k.Map, Key: strings.Split(k.Key, " . ")}
+	if value != "" {
+		e.Value = []string{value}
+	}
+	return e
+}
+
+// PlanFull writes into tx the whole table, replacing what the kernel holds: existing is
+// what the table has now (knftables ListAll: object type → names; nil or empty for no
+// table). Every chain is flushed and rewritten, both maps are refilled, and chains, sets
+// and maps the table should not hold are deleted. Affinity sets that stay keep their
+// entries, and the table itself is never deleted, so established connections are kept.
+func (rs *Ruleset) PlanFull(tx *knftables.Transaction, existing map[string][]string) {
+	rs.addFixed(tx)
+	for _, name := range slices.Sorted(maps.Keys(rs.Sets)) {
+		rs.setTx(tx, tx.Add, name)
+	}
+	for _, name := range slices.Sorted(maps.Keys(rs.Chains)) {
+		tx.Add(&knftables.Chain{Family: rs.Family, Table: TableName, Name: name})
+	}
+	rs.addBaseRules(tx)
+	for _, name := range slices.Sorted(maps.Keys(rs.Chains)) {
+		rs.fillChain(tx, name, true)
+	}
+	for _, m := range []string{MapServiceIPs, MapNoEndpoints} {
+		tx.Flush(&knftables.Map{Family: rs.Family, Table: TableName, Name: m})
+	}
+	for _, k := range sortedElements(rs.Elements) {
+		tx.Add(rs.element(k, rs.Elements[k]))
+	}
+	base := map[string]bool{}
+	for _, bc := range baseChains {
+		base[bc.name] = true
+	}
+	var stale []string
+	for _, name := range existing["chain"] {
+		if _, ok := rs.Chains[name]; !ok && !base[name] {
+			stale = append(stale, name)
+		}
+	}
+	slices.Sort(stale)
+	for _, name := range stale {
+		tx.Flush(&knftables.Chain{Family: rs.Family, Table: TableName, Name: name})
+	}
+	for _, name := range stale {
+		tx.Delete(&knftables.Chain{Family: rs.Family, Table: TableName, Name: name})
+	}
+	for _, kind := range []string{"set", "map"} {
+		for _, name := range slices.Sorted(slices.Values(existing[kind])) {
+			_, keep := rs.Sets[name]
+			if kind == "map" {
+				keep = name == MapServiceIPs || name == MapNoEndpoints
+			}
+			if !keep {
+				if kind == "set" {
+					tx.Delete(&knftables.Set{Family: rs.Family, Table: TableName, Name: name})
+				} else {
+					tx.Delete(&knftables.Map{Family: rs.Family, Table: TableName, Name: name})
+				}
+			}
+		}
+	}
+}
+
+// Plan writes into tx only the changes from old, the Ruleset last applied, to rs: new
+// sets and chains, chains whose rules differ (flushed and rewritten), map elements added,
+// changed or gone, then chains and sets no longer wanted. A nil old plans the whole table
+// as PlanFull does for an empty kernel.
+func (rs *Ruleset) Plan(tx *knftables.Transaction, old *Ruleset) {
+	if old == nil {
+		rs.PlanFull(tx, nil)
+		return
+	}
+	for _, name := range slices.Sorted(maps.Keys(rs.Sets)) {
+		if _, ok := old.Sets[name]; !ok {
+			rs.setTx(tx, tx.Add, name)
+		}
+	}
+	var added, changed, gone []string
+	for _, name := range slices.Sorted(maps.Keys(rs.Chains)) {
+		oldRules, ok := old.Chains[name]
+		switch {
+		case !ok:
+			added = append(added, name)
+			tx.Add(&knftables.Chain{Family: rs.Family, Table: TableName, Name: name})
+		case !slices.Equal(oldRules, rs.Chains[name]):
+			changed = append(changed, name)
+		}
+	}
+	for _, name := range added {
+		rs.fillChain(tx, name, false)
+	}
+	for _, name := range changed {
+		rs.fillChain(tx, name, true)
+	}
+	for _, k := range sortedElements(old.Elements) {
+		if v, ok := rs.Elements[k]; !ok || v != old.Elements[k] {
+			tx.Delete(rs.element(k, ""))
+		}
+	}
+	for _, k := range sortedElements(rs.Elements) {
+		if v, ok := old.Elements[k]; !ok || v != rs.Elements[k] {
+			tx.Add(rs.element(k, rs.Elements[k]))
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(old.Chains)) {
+		if _, ok := rs.Chains[name]; !ok {
+			gone = append(gone, name)
+		}
+	}
+	for _, name := range gone {
+		tx.Flush(&knftables.Chain{Family: rs.Family, Table: TableName, Name: name})
+	}
+	for _, name := range gone {
+		tx.Delete(&knftables.Chain{Family: rs.Family, Table: TableName, Name: name})
+	}
+	for _, name := range slices.Sorted(maps.Keys(old.Sets)) {
+		if _, ok := rs.Sets[name]; !ok {
+			old.setTx(tx, tx.Delete, name)
+		}
+	}
+}
+
+func sortedElements(m map[ElementKey]string) []ElementKey {
+	return slices.SortedFunc(maps.Keys(m), func(a, b ElementKey) int {
+		return strings.Compare(a.Map+"\x00"+a.Key, b.Map+"\x00"+b.Key)
+	})
+}
