@@ -1,0 +1,167 @@
+package felix
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"sigs.k8s.io/knftables"
+
+	"github.com/tabby-net/tabby/proxy"
+)
+
+// ServiceProxyConfig configures a ServiceProxy.
+type ServiceProxyConfig struct {
+	// NetNS, when set, runs nft in the network namespace of that name (/run/netns/NetNS).
+	NetNS string
+	// IPv6 also programs the ip6 tabby table (IPv6 frontends and backends).
+	IPv6 bool
+	// MasqueradeMark is the hairpin masquerade mark bit (0: proxy.DefaultMasqueradeMark).
+	MasqueradeMark uint32
+	Log            *slog.Logger
+}
+
+// ServiceProxy owns the nftables tables "ip tabby" (and "ip6 tabby" with IPv6) and makes
+// them match the proxy's load balancing, through knftables (the nft binary). It trusts
+// what it wrote, as the PolicySyncer does: ApplyCached writes only the difference from
+// the Ruleset it applied last; Apply re-reads the table and rewrites all of it, which
+// repairs any drift.
+type ServiceProxy struct {
+	// Observe, if set, is told of every apply as WriterNFTables.
+	Observe ApplyObserver
+
+	netNS string
+	log   *slog.Logger
+	fams  []spFamily
+
+	mu sync.Mutex // one apply at a time; guards fams[].applied
+}
+
+type spFamily struct {
+	cfg     proxy.RenderConfig
+	nft     knftables.Interface
+	applied *proxy.Ruleset // what the table holds as far as we know; nil: unknown
+}
+
+// NewServiceProxy checks that nft works (in cfg.NetNS) and returns a ServiceProxy that
+// has written nothing yet.
+func NewServiceProxy(cfg ServiceProxyConfig) (*ServiceProxy, error) {
+	fams := []knftables.Family{knftables.IPv4Family}
+	if cfg.IPv6 {
+		fams = append(fams, knftables.IPv6Family)
+	}
+	var nfts []knftables.Interface
+	for _, f := range fams {
+		var nft knftables.Interface
+		err := inNamedNetNS(cfg.NetNS, func() error {
+			var err error
+			nft, err = knftables.New(f, proxy.TableName)
+			return err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("nftables %s %s: %w", f, proxy.TableName, err)
+		}
+		nfts = append(nfts, nft)
+	}
+	return newServiceProxy(cfg, nfts...), nil
+}
+
+// newServiceProxy returns a ServiceProxy over the given knftables interfaces, IPv4's
+// first: tests pass knftables.Fake.
+func newServiceProxy(cfg ServiceProxyConfig, nfts ...knftables.Interface) *ServiceProxy {
+	p := &ServiceProxy{netNS: cfg.NetNS, log: cfg.Log}
+	if p.log == nil {
+		p.log = slog.Default()
+	}
+	for i, nft := range nfts {
+		p.fams = append(p.fams, spFamily{cfg: proxy.RenderConfig{IPv6: i == 1, MasqueradeMark: cfg.MasqueradeMark}, nft: nft})
+	}
+	return p
+}
+
+// Apply is a full pass: it lists what each table holds and rewrites all of it to st
+// (every chain flushed and refilled, both maps refilled, leftovers deleted), in one nft
+// transaction per family. Affinity entries of sets that stay are kept, and conntrack is
+// untouched, so established connections keep their endpoint.
+func (p *ServiceProxy) Apply(ctx context.Context, st *proxy.LBState) error {
+	return p.apply(ctx, st, true)
+}
+
+// ApplyCached writes only what changed since the last apply: the chains and map
+// elements of the Service ports that changed. A family with no cache (the first apply,
+// or after a failure) gets a full pass.
+func (p *ServiceProxy) ApplyCached(ctx context.Context, st *proxy.LBState) error {
+	return p.apply(ctx, st, false)
+}
+
+func (p *ServiceProxy) apply(ctx context.Context, st *proxy.LBState, full bool) (err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	start := time.Now()
+	defer func() { p.Observe.observeSince(WriterNFTables, start, err) }()
+	if st == nil {
+		st = &proxy.LBState{}
+	}
+	for i := range p.fams {
+		f := &p.fams[i]
+		rs := proxy.Render(st, f.cfg)
+		if ferr := p.applyFamily(ctx, f, rs, full); ferr != nil {
+			f.applied = nil // the kernel may hold anything now: the next apply is full
+			err = errors.Join(err, ferr)
+		}
+	}
+	return err
+}
+
+func (p *ServiceProxy) applyFamily(ctx context.Context, f *spFamily, rs *proxy.Ruleset, full bool) error {
+	tx := f.nft.NewTransaction()
+	if full || f.applied == nil {
+		var existing map[string][]string
+		err := inNamedNetNS(p.netNS, func() error {
+			var err error
+			existing, err = f.nft.ListAll(ctx)
+			if knftables.IsNotFound(err) {
+				existing, err = nil, nil
+			}
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("list nftables %s %s: %w", rs.Family, proxy.TableName, err)
+		}
+		rs.PlanFull(tx, existing)
+	} else {
+		rs.Plan(tx, f.applied)
+	}
+	if tx.NumOperations() == 0 {
+		return nil
+	}
+	if err := inNamedNetNS(p.netNS, func() error { return f.nft.Run(ctx, tx) }); err != nil {
+		return fmt.Errorf("nft transaction on %s %s (%d operations): %w", rs.Family, proxy.TableName, tx.NumOperations(), err)
+	}
+	f.applied = rs
+	return nil
+}
+
+// Remove deletes the tabby tables: every Service rule the proxy wrote. A missing table
+// is not an error.
+func (p *ServiceProxy) Remove(ctx context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var errs error
+	for i := range p.fams {
+		f := &p.fams[i]
+		f.applied = nil
+		tx := f.nft.NewTransaction()
+		// nft 1.0.6 has no "destroy": add then delete removes the table whether or not
+		// it exists.
+		tx.Add(&knftables.Table{})
+		tx.Delete(&knftables.Table{})
+		if err := inNamedNetNS(p.netNS, func() error { return f.nft.Run(ctx, tx) }); err != nil {
+			errs = errors.Join(errs, fmt.Errorf("delete nftables table %s: %w", proxy.TableName, err))
+		}
+	}
+	return errs
+}

@@ -1,0 +1,265 @@
+package felix
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tabby-net/tabby/internal/testenv"
+	"github.com/tabby-net/tabby/proxy"
+)
+
+// proxyLab is a client namespace, where the ServiceProxy programs nftables and
+// connections start (the node's OUTPUT path), joined by a veth to a backend namespace
+// whose addresses 10.200.0.2-.4 run a TCP server on 8080 and a UDP echo on 5353; each
+// answers with the address it was reached on.
+type proxyLab struct {
+	client, backend *testNS
+}
+
+func newProxyLab(t *testing.T) *proxyLab {
+	t.Helper()
+	testenv.RequireTools(t, testenv.Tool{Cmd: "nft", Package: "nftables"})
+	l := &proxyLab{client: newTestNS(t), backend: newTestNS(t)}
+	peer := "p" + randomHex(10)
+	l.client.ip(t, "link", "add", "veth0", "type", "veth", "peer", "name", peer)
+	l.client.ip(t, "link", "set", peer, "netns", l.backend.name)
+	l.backend.ip(t, "link", "set", peer, "name", "veth0")
+	l.client.ip(t, "addr", "add", "10.200.0.1/24", "dev", "veth0")
+	for _, a := range []string{"10.200.0.2/24", "10.200.0.3/24", "10.200.0.4/24"} {
+		l.backend.ip(t, "addr", "add", a, "dev", "veth0")
+	}
+	l.client.ip(t, "link", "set", "veth0", "up")
+	l.backend.ip(t, "link", "set", "veth0", "up")
+	// The service CIDR leads to the backends' link, as a node's default route would.
+	l.client.ip(t, "route", "add", "10.96.0.0/12", "via", "10.200.0.2")
+	for _, a := range []string{"10.200.0.2", "10.200.0.3", "10.200.0.4"} {
+		l.serve(t, a)
+	}
+	return l
+}
+
+// serve runs the TCP and UDP servers of addr in the backend namespace until the test ends.
+func (l *proxyLab) serve(t *testing.T, addr string) {
+	t.Helper()
+	var ln net.Listener
+	var pc net.PacketConn
+	err := inNamedNetNS(l.backend.name, func() error {
+		var err error
+		if ln, err = net.Listen("tcp4", addr+":8080"); err != nil {
+			return err
+		}
+		pc, err = net.ListenPacket("udp4", addr+":5353")
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close(); pc.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			fmt.Fprint(c, addr)
+			c.Close()
+		}
+	}()
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			_, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			pc.WriteTo([]byte(addr), from)
+		}
+	}()
+}
+
+// dial connects from the client namespace to addr over network and returns what the
+// server answered.
+func (l *proxyLab) dial(network, addr string) (string, error) {
+	var got string
+	err := inNamedNetNS(l.client.name, func() error {
+		c, err := net.DialTimeout(network, addr, 2*time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(2 * time.Second))
+		if network == "udp4" {
+			if _, err := c.Write([]byte("?")); err != nil {
+				return err
+			}
+			buf := make([]byte, 64)
+			n, err := c.Read(buf)
+			got = string(buf[:n])
+			return err
+		}
+		b, err := io.ReadAll(c)
+		got = string(b)
+		return err
+	})
+	return got, err
+}
+
+// spread makes n TCP connections to addr and counts the answers.
+func (l *proxyLab) spread(t *testing.T, addr string, n int) map[string]int {
+	t.Helper()
+	counts := map[string]int{}
+	for range n {
+		got, err := l.dial("tcp4", addr)
+		if err != nil {
+			t.Fatalf("connect %s: %v", addr, err)
+		}
+		counts[got]++
+	}
+	return counts
+}
+
+func (l *proxyLab) nft(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	out, err := exec.Command("ip", append([]string{"netns", "exec", l.client.name, "nft"}, args...)...).CombinedOutput()
+	return string(out), err
+}
+
+func lbPort(ns, name string, proto string, vip string, port uint16, backendPort uint16, backends ...string) proxy.PortLB {
+	p := proxy.PortLB{Key: proxy.PortKey{Namespace: ns, Name: name, Port: "p", Protocol: "TCP"}, Protocol: "TCP", Port: port,
+		Frontends: []netip.Addr{netip.MustParseAddr(vip)}}
+	if proto == "UDP" {
+		p.Key.Protocol, p.Protocol = "UDP", "UDP"
+	}
+	for _, b := range backends {
+		p.Backends = append(p.Backends, proxy.Backend{Addr: netip.MustParseAddr(b), Port: backendPort})
+	}
+	return p
+}
+
+// chiSquare3 is the chi-square statistic of counts against an even spread.
+func chiSquare(counts map[string]int, keys []string, n int) float64 {
+	exp := float64(n) / float64(len(keys))
+	var x float64
+	for _, k := range keys {
+		d := float64(counts[k]) - exp
+		x += d * d / exp
+	}
+	return x
+}
+
+func TestServiceProxyNetns(t *testing.T) {
+	l := newProxyLab(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var observed []string
+	sp, err := NewServiceProxy(ServiceProxyConfig{NetNS: l.client.name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp.Observe = func(w string, _ time.Duration, err error) { observed = append(observed, fmt.Sprint(w, " ", err)) }
+	t.Cleanup(func() { sp.Remove(context.Background()) })
+	backends := []string{"10.200.0.2", "10.200.0.3", "10.200.0.4"}
+	st := &proxy.LBState{Ports: []proxy.PortLB{
+		lbPort("shop", "web", "TCP", "10.96.0.10", 80, 8080, backends...),
+		lbPort("shop", "dns", "UDP", "10.96.0.53", 53, 5353, backends[0]),
+		lbPort("shop", "empty", "TCP", "10.96.0.11", 80, 8080),
+		lbPort("shop", "emptyudp", "UDP", "10.96.0.12", 53, 5353),
+	}}
+	if err := sp.ApplyCached(ctx, st); err != nil {
+		t.Fatal(err)
+	}
+	if err := sp.Apply(ctx, st); err != nil { // a full pass over an intact table: idempotent
+		t.Fatal(err)
+	}
+
+	t.Run("ClusterIP spreads over its endpoints", func(t *testing.T) {
+		const n = 300
+		counts := l.spread(t, "10.96.0.10:80", n)
+		// Chi-square with 2 degrees of freedom: 13.816 is the p = 0.001 critical value.
+		if x := chiSquare(counts, backends, n); x > 13.816 || len(counts) != 3 {
+			t.Errorf("%d connections spread %v: chi-square %.1f > 13.816 (p < 0.001)", n, counts, x)
+		} else {
+			t.Logf("%d connections spread %v (chi-square %.2f)", n, counts, x)
+		}
+		if got, err := l.dial("udp4", "10.96.0.53:53"); err != nil || got != backends[0] {
+			t.Errorf("UDP through the ClusterIP: %q, %v; want %q", got, err, backends[0])
+		}
+	})
+
+	t.Run("no endpoints refuses at once", func(t *testing.T) {
+		start := time.Now()
+		_, err := l.dial("tcp4", "10.96.0.11:80")
+		if !errors.Is(err, syscall.ECONNREFUSED) || time.Since(start) > time.Second {
+			t.Errorf("TCP to a Service without endpoints: %v after %v; want connection refused at once", err, time.Since(start))
+		}
+		// From the node itself the reject happens in OUTPUT, on the sender's own
+		// packet: the kernel fails the send with EPERM (and queues the ICMP port
+		// unreachable, which a later read would see as ECONNREFUSED).
+		start = time.Now()
+		_, err = l.dial("udp4", "10.96.0.12:53")
+		if !(errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EPERM)) || time.Since(start) > time.Second {
+			t.Errorf("UDP to a Service without endpoints: %v after %v; want refused at once", err, time.Since(start))
+		}
+	})
+
+	t.Run("a removed backend gets no new connections", func(t *testing.T) {
+		st.Ports[0] = lbPort("shop", "web", "TCP", "10.96.0.10", 80, 8080, backends[:2]...)
+		if err := sp.ApplyCached(ctx, st); err != nil {
+			t.Fatal(err)
+		}
+		counts := l.spread(t, "10.96.0.10:80", 60)
+		if counts[backends[2]] != 0 || len(counts) != 2 {
+			t.Errorf("after removing %s: %v", backends[2], counts)
+		}
+	})
+
+	t.Run("a full pass repairs drift", func(t *testing.T) {
+		if out, err := l.nft(t, "flush", "map", "ip", "tabby", proxy.MapServiceIPs); err != nil {
+			t.Fatalf("flush map: %v: %s", err, out)
+		}
+		if out, err := l.nft(t, "add", "chain", "ip", "tabby", "stray"); err != nil {
+			t.Fatalf("add chain: %v: %s", err, out)
+		}
+		if err := sp.Apply(ctx, st); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := l.dial("tcp4", "10.96.0.10:80"); err != nil || (got != backends[0] && got != backends[1]) {
+			t.Errorf("after the full pass: %q, %v", got, err)
+		}
+		if out, _ := l.nft(t, "list", "table", "ip", "tabby"); strings.Contains(out, "stray") {
+			t.Errorf("stray chain left:\n%s", out)
+		}
+	})
+
+	t.Run("deleting every Service", func(t *testing.T) {
+		if err := sp.ApplyCached(ctx, &proxy.LBState{}); err != nil {
+			t.Fatal(err)
+		}
+		out, _ := l.nft(t, "list", "table", "ip", "tabby")
+		if strings.Contains(out, "chain service-") || strings.Contains(out, "chain endpoint-") {
+			t.Errorf("Service chains left:\n%s", out)
+		}
+	})
+
+	if err := sp.Remove(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := l.nft(t, "list", "table", "ip", "tabby"); err == nil {
+		t.Errorf("table still there after Remove:\n%s", out)
+	}
+	if err := sp.Remove(ctx); err != nil {
+		t.Errorf("Remove of a removed table: %v", err)
+	}
+	if len(observed) == 0 || !strings.HasPrefix(observed[0], WriterNFTables+" <nil>") {
+		t.Errorf("observed %v", observed)
+	}
+}
