@@ -17,42 +17,55 @@ import (
 	"github.com/tabby-net/tabby/proxy"
 )
 
-// proxyLab is a client namespace, where the ServiceProxy programs nftables and
-// connections start (the node's OUTPUT path), joined by a veth to a backend namespace
-// whose addresses 10.200.0.2-.4 run a TCP server on 8080 and a UDP echo on 5353; each
-// answers with the address it was reached on.
+// proxyLab is a client namespace, the node: the ServiceProxy programs nftables there and
+// connections from it take the OUTPUT path. A veth joins it to a backend namespace whose
+// addresses 10.200.0.2-.4 run a TCP server on 8080 and a UDP echo on 5353; each answers
+// with the address it was reached on. Another veth joins it to a workload namespace,
+// 10.201.0.2, routed through the node (the PREROUTING and FORWARD path), whose TCP server
+// on 8080 answers with its peer's address.
 type proxyLab struct {
-	client, backend *testNS
+	client, backend, workload *testNS
 }
 
 func newProxyLab(t *testing.T) *proxyLab {
 	t.Helper()
 	testenv.RequireTools(t, testenv.Tool{Cmd: "nft", Package: "nftables"})
-	l := &proxyLab{client: newTestNS(t), backend: newTestNS(t)}
-	peer := "p" + randomHex(10)
-	l.client.ip(t, "link", "add", "veth0", "type", "veth", "peer", "name", peer)
-	l.client.ip(t, "link", "set", peer, "netns", l.backend.name)
-	l.backend.ip(t, "link", "set", peer, "name", "veth0")
+	l := &proxyLab{client: newTestNS(t), backend: newTestNS(t), workload: newTestNS(t)}
+	link := func(dev string, other *testNS) {
+		peer := "p" + randomHex(10)
+		l.client.ip(t, "link", "add", dev, "type", "veth", "peer", "name", peer)
+		l.client.ip(t, "link", "set", peer, "netns", other.name)
+		other.ip(t, "link", "set", peer, "name", "veth0")
+		l.client.ip(t, "link", "set", dev, "up")
+		other.ip(t, "link", "set", "veth0", "up")
+	}
+	link("veth0", l.backend)
+	link("veth1", l.workload)
 	l.client.ip(t, "addr", "add", "10.200.0.1/24", "dev", "veth0")
+	l.client.ip(t, "addr", "add", "10.201.0.1/24", "dev", "veth1")
 	for _, a := range []string{"10.200.0.2/24", "10.200.0.3/24", "10.200.0.4/24"} {
 		l.backend.ip(t, "addr", "add", a, "dev", "veth0")
 	}
-	l.client.ip(t, "link", "set", "veth0", "up")
-	l.backend.ip(t, "link", "set", "veth0", "up")
+	l.workload.ip(t, "addr", "add", "10.201.0.2/24", "dev", "veth0")
+	l.workload.ip(t, "route", "add", "default", "via", "10.201.0.1")
+	l.backend.ip(t, "route", "add", "default", "via", "10.200.0.1")
+	l.client.setSysctl(t, "net/ipv4/ip_forward", "1")
 	// The service CIDR leads to the backends' link, as a node's default route would.
 	l.client.ip(t, "route", "add", "10.96.0.0/12", "via", "10.200.0.2")
 	for _, a := range []string{"10.200.0.2", "10.200.0.3", "10.200.0.4"} {
-		l.serve(t, a)
+		l.serve(t, l.backend, a, false)
 	}
+	l.serve(t, l.workload, "10.201.0.2", true)
 	return l
 }
 
-// serve runs the TCP and UDP servers of addr in the backend namespace until the test ends.
-func (l *proxyLab) serve(t *testing.T, addr string) {
+// serve runs the TCP and UDP servers of addr in ns until the test ends. They answer
+// with addr, or with the peer's address when peer is set.
+func (l *proxyLab) serve(t *testing.T, ns *testNS, addr string, peer bool) {
 	t.Helper()
 	var ln net.Listener
 	var pc net.PacketConn
-	err := inNamedNetNS(l.backend.name, func() error {
+	err := inNamedNetNS(ns.name, func() error {
 		var err error
 		if ln, err = net.Listen("tcp4", addr+":8080"); err != nil {
 			return err
@@ -70,7 +83,11 @@ func (l *proxyLab) serve(t *testing.T, addr string) {
 			if err != nil {
 				return
 			}
-			fmt.Fprint(c, addr)
+			if peer {
+				fmt.Fprint(c, c.RemoteAddr().(*net.TCPAddr).IP)
+			} else {
+				fmt.Fprint(c, addr)
+			}
 			c.Close()
 		}
 	}()
@@ -89,8 +106,13 @@ func (l *proxyLab) serve(t *testing.T, addr string) {
 // dial connects from the client namespace to addr over network and returns what the
 // server answered.
 func (l *proxyLab) dial(network, addr string) (string, error) {
+	return dialFrom(l.client, network, addr)
+}
+
+// dialFrom connects from ns to addr over network and returns what the server answered.
+func dialFrom(ns *testNS, network, addr string) (string, error) {
 	var got string
-	err := inNamedNetNS(l.client.name, func() error {
+	err := inNamedNetNS(ns.name, func() error {
 		c, err := net.DialTimeout(network, addr, 2*time.Second)
 		if err != nil {
 			return err
@@ -173,6 +195,7 @@ func TestServiceProxyNetns(t *testing.T) {
 		lbPort("shop", "dns", "UDP", "10.96.0.53", 53, 5353, backends[0]),
 		lbPort("shop", "empty", "TCP", "10.96.0.11", 80, 8080),
 		lbPort("shop", "emptyudp", "UDP", "10.96.0.12", 53, 5353),
+		lbPort("shop", "self", "TCP", "10.96.0.20", 80, 8080, "10.201.0.2"),
 	}}
 	if err := sp.ApplyCached(ctx, st); err != nil {
 		t.Fatal(err)
@@ -209,6 +232,49 @@ func TestServiceProxyNetns(t *testing.T) {
 		if !(errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EPERM)) || time.Since(start) > time.Second {
 			t.Errorf("UDP to a Service without endpoints: %v after %v; want refused at once", err, time.Since(start))
 		}
+	})
+
+	t.Run("from a workload (PREROUTING, FORWARD)", func(t *testing.T) {
+		counts := map[string]int{}
+		for range 30 {
+			got, err := dialFrom(l.workload, "tcp4", "10.96.0.10:80")
+			if err != nil {
+				t.Fatalf("workload to the ClusterIP: %v", err)
+			}
+			counts[got]++
+		}
+		if len(counts) != 3 {
+			t.Errorf("30 connections from a workload reached %v, want all 3 backends", counts)
+		}
+		start := time.Now()
+		if _, err := dialFrom(l.workload, "tcp4", "10.96.0.11:80"); !errors.Is(err, syscall.ECONNREFUSED) || time.Since(start) > time.Second {
+			t.Errorf("TCP from a workload to a Service without endpoints: %v after %v; want refused at once", err, time.Since(start))
+		}
+		// The ICMP port unreachable reaches the workload: its read fails at once.
+		start = time.Now()
+		if _, err := dialFrom(l.workload, "udp4", "10.96.0.12:53"); !errors.Is(err, syscall.ECONNREFUSED) || time.Since(start) > time.Second {
+			t.Errorf("UDP from a workload to a Service without endpoints: %v after %v; want port unreachable at once", err, time.Since(start))
+		}
+	})
+
+	t.Run("hairpin: a workload reaching itself through its Service is masqueraded", func(t *testing.T) {
+		got, err := dialFrom(l.workload, "tcp4", "10.96.0.20:80")
+		if err != nil || got != "10.201.0.1" {
+			t.Errorf("workload through its own Service: peer %q, %v; want the node's 10.201.0.1", got, err)
+		}
+	})
+
+	t.Run("ClientIP affinity sticks", func(t *testing.T) {
+		sticky := lbPort("shop", "sticky", "TCP", "10.96.0.30", 80, 8080, backends...)
+		sticky.Affinity = time.Minute
+		st.Ports = append(st.Ports, sticky)
+		if err := sp.ApplyCached(ctx, st); err != nil {
+			t.Fatal(err)
+		}
+		if counts := l.spread(t, "10.96.0.30:80", 30); len(counts) != 1 {
+			t.Errorf("30 connections with ClientIP affinity reached %v, want one backend", counts)
+		}
+		st.Ports = st.Ports[:len(st.Ports)-1]
 	})
 
 	t.Run("a removed backend gets no new connections", func(t *testing.T) {
