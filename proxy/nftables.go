@@ -34,6 +34,7 @@ const (
 	ChainMasquerading   = "masquerading"
 	ChainMarkMasq       = "mark-for-masquerade"
 	MapServiceIPs       = "service-ips"
+	MapServiceEndpoints = "service-endpoints"
 	MapNoEndpoints      = "no-endpoint-services"
 )
 
@@ -51,7 +52,8 @@ type Ruleset struct {
 	Chains map[string][]string
 	// Sets holds the ClientIP affinity sets and their timeouts.
 	Sets map[string]time.Duration
-	// Elements holds the elements of MapServiceIPs and MapNoEndpoints: their verdicts.
+	// Elements holds the elements of the fixed maps (MapServiceIPs,
+	// MapServiceEndpoints, MapNoEndpoints): their verdicts.
 	Elements map[ElementKey]string
 }
 
@@ -77,8 +79,9 @@ func (c RenderConfig) words() familyWords {
 }
 
 // Render returns the tabby table of one family for st: the fixed chains and maps, and per
-// Service port with frontends of the family a service chain (endpoint choice) and an
-// endpoint chain per backend, or a reject element when it has no backend of the family.
+// Service port with frontends of the family its map elements, an endpoint chain per
+// backend and, with affinity, a service chain; or a reject element when it has no
+// backend of the family (see addPort).
 func Render(st *LBState, c RenderConfig) *Ruleset {
 	w := c.words()
 	mark := c.MasqueradeMark
@@ -108,6 +111,9 @@ func fixedChains(w familyWords, mark uint32) map[string][]string {
 		ChainMarkMasq: {"meta mark set meta mark | " + m},
 	}
 }
+
+// fixedMaps are the verdict maps every table has.
+var fixedMaps = []string{MapServiceIPs, MapServiceEndpoints, MapNoEndpoints}
 
 type baseChain struct {
 	name     string
@@ -149,6 +155,20 @@ func objName(prefix string, k PortKey, b *Backend, extra string) string {
 	return prefix + "-" + h + "-" + readable
 }
 
+// pickChain is the chain that picks one of n endpoints at random: shared by every
+// Service port with n backends, so that the kernel's verdict-map loop checks stay cheap
+// (see addPort).
+func pickChain(n int) string { return "pick-" + strconv.Itoa(n) }
+
+// addPort adds one Service port. Its frontends go, through MapServiceIPs, to the pick
+// chain of its backend count (or, with affinity, to a service chain of its own that
+// first sends a known client to its endpoint); the pick chain looks up the frontend and
+// a random number below the count in MapServiceEndpoints, whose elements go to the
+// endpoint chains. One anonymous "numgen ... vmap { }" per service, as kube-proxy writes
+// it, made loading 10k Services take minutes on this kernel: every jump into a chain
+// makes the kernel walk every verdict map of the table and its bindings, so the cost of
+// a table grows with the square of its verdict maps. Here the table has three verdict
+// maps, bound by few rules.
 func (rs *Ruleset) addPort(p *PortLB, w familyWords) {
 	var fronts []string
 	for _, a := range p.Frontends {
@@ -168,8 +188,10 @@ func (rs *Ruleset) addPort(p *PortLB, w familyWords) {
 		}
 		return
 	}
-	svcChain := objName("service", p.Key, nil, "")
-	var affinity, choice []string
+	pick := pickChain(len(backends))
+	rs.Chains[pick] = []string{fmt.Sprintf("%s daddr . meta l4proto . th dport . numgen random mod %d vmap @%s", w.ip, len(backends), MapServiceEndpoints)}
+	target := pick
+	var affinity []string
 	for i := range backends {
 		b := &backends[i]
 		epChain := objName("endpoint", p.Key, b, "")
@@ -182,12 +204,16 @@ func (rs *Ruleset) addPort(p *PortLB, w familyWords) {
 		}
 		rules = append(rules, fmt.Sprintf("meta l4proto %s dnat to %s", proto, b))
 		rs.Chains[epChain] = rules
-		choice = append(choice, fmt.Sprintf("%d : goto %s", i, epChain))
+		for _, f := range fronts {
+			rs.Elements[ElementKey{MapServiceEndpoints, fmt.Sprintf("%s . %s . %s . %d", f, proto, port, i)}] = "goto " + epChain
+		}
 	}
-	rs.Chains[svcChain] = append(affinity,
-		fmt.Sprintf("numgen random mod %d vmap { %s }", len(backends), strings.Join(choice, " , ")))
+	if p.Affinity > 0 {
+		target = objName("service", p.Key, nil, "")
+		rs.Chains[target] = append(affinity, "goto "+pick)
+	}
 	for _, f := range fronts {
-		rs.Elements[ElementKey{MapServiceIPs, f + " . " + proto + " . " + port}] = "goto " + svcChain
+		rs.Elements[ElementKey{MapServiceIPs, f + " . " + proto + " . " + port}] = "goto " + target
 	}
 }
 
@@ -201,6 +227,9 @@ func (rs *Ruleset) addFixed(tx *knftables.Transaction) {
 	for _, m := range []string{MapServiceIPs, MapNoEndpoints} {
 		tx.Add(&knftables.Map{Family: rs.Family, Table: TableName, Name: m, Type: mapType})
 	}
+	ip := map[knftables.Family]string{knftables.IPv4Family: "ip", knftables.IPv6Family: "ip6"}[rs.Family]
+	tx.Add(&knftables.Map{Family: rs.Family, Table: TableName, Name: MapServiceEndpoints,
+		TypeOf: ip + " daddr . meta l4proto . th dport . numgen random mod 1 : verdict"})
 	for _, bc := range baseChains {
 		tx.Add(&knftables.Chain{Family: rs.Family, Table: TableName, Name: bc.name, Type: &bc.typ, Hook: &bc.hook, Priority: &bc.priority})
 	}
@@ -254,7 +283,7 @@ func (rs *Ruleset) PlanFull(tx *knftables.Transaction, existing map[string][]str
 	for _, name := range slices.Sorted(maps.Keys(rs.Chains)) {
 		rs.fillChain(tx, name, true)
 	}
-	for _, m := range []string{MapServiceIPs, MapNoEndpoints} {
+	for _, m := range fixedMaps {
 		tx.Flush(&knftables.Map{Family: rs.Family, Table: TableName, Name: m})
 	}
 	for _, k := range sortedElements(rs.Elements) {
@@ -281,7 +310,7 @@ func (rs *Ruleset) PlanFull(tx *knftables.Transaction, existing map[string][]str
 		for _, name := range slices.Sorted(slices.Values(existing[kind])) {
 			_, keep := rs.Sets[name]
 			if kind == "map" {
-				keep = name == MapServiceIPs || name == MapNoEndpoints
+				keep = slices.Contains(fixedMaps, name)
 			}
 			if !keep {
 				if kind == "set" {

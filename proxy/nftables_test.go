@@ -57,8 +57,9 @@ func TestRenderRuleset(t *testing.T) {
 		svc: {
 			"ip saddr @affinity-Y5YXIBG5-shop/web/tcp/http__10.65.0.2/8080 goto " + ep2,
 			"ip saddr @affinity-YS4ENNWR-shop/web/tcp/http__10.65.0.3/8080 goto " + ep3,
-			"numgen random mod 2 vmap { 0 : goto " + ep2 + " , 1 : goto " + ep3 + " }",
+			"goto pick-2",
 		},
+		"pick-2": {"ip daddr . meta l4proto . th dport . numgen random mod 2 vmap @service-endpoints"},
 		ep2: {
 			"ip saddr 10.65.0.2 jump mark-for-masquerade",
 			"update @affinity-Y5YXIBG5-shop/web/tcp/http__10.65.0.2/8080 { ip saddr }",
@@ -71,9 +72,13 @@ func TestRenderRuleset(t *testing.T) {
 		}
 	}
 	wantElems := map[ElementKey]string{
-		{MapServiceIPs, "10.96.0.10 . tcp . 80"}:  "goto " + svc,
-		{MapServiceIPs, "192.0.2.7 . tcp . 80"}:   "goto " + svc,
-		{MapNoEndpoints, "10.96.0.53 . udp . 53"}: "goto " + ChainReject,
+		{MapServiceIPs, "10.96.0.10 . tcp . 80"}:           "goto " + svc,
+		{MapServiceIPs, "192.0.2.7 . tcp . 80"}:            "goto " + svc,
+		{MapServiceEndpoints, "10.96.0.10 . tcp . 80 . 0"}: "goto " + ep2,
+		{MapServiceEndpoints, "10.96.0.10 . tcp . 80 . 1"}: "goto " + ep3,
+		{MapServiceEndpoints, "192.0.2.7 . tcp . 80 . 0"}:  "goto " + ep2,
+		{MapServiceEndpoints, "192.0.2.7 . tcp . 80 . 1"}:  "goto " + ep3,
+		{MapNoEndpoints, "10.96.0.53 . udp . 53"}:          "goto " + ChainReject,
 	}
 	if len(rs.Elements) != len(wantElems) {
 		t.Errorf("elements %v, want %v", rs.Elements, wantElems)
@@ -83,13 +88,13 @@ func TestRenderRuleset(t *testing.T) {
 			t.Errorf("element %v = %q, want %q", k, rs.Elements[k], v)
 		}
 	}
-	if len(rs.Sets) != 2 || len(rs.Chains) != 5+3 {
-		t.Errorf("%d sets and %d chains, want 2 and 8: %v", len(rs.Sets), len(rs.Chains), rs.Chains)
+	if len(rs.Sets) != 2 || len(rs.Chains) != 5+4 {
+		t.Errorf("%d sets and %d chains, want 2 and 9: %v", len(rs.Sets), len(rs.Chains), rs.Chains)
 	}
 	// The ip6 table holds the IPv6 frontend and its one IPv6 backend, and the DNS
 	// Service, which has no IPv6 frontend, not at all.
 	rs6 := Render(st, RenderConfig{IPv6: true})
-	if len(rs6.Elements) != 1 || !strings.Contains(strings.Join(rs6.Chains[ChainServices], ""), "ip6 daddr") {
+	if len(rs6.Elements) != 2 || !strings.Contains(strings.Join(rs6.Chains[ChainServices], ""), "ip6 daddr") {
 		t.Errorf("ip6 table: elements %v, services %v", rs6.Elements, rs6.Chains[ChainServices])
 	}
 	// A full plan of it runs on the fake, which checks every reference.
@@ -100,7 +105,6 @@ func TestRenderRuleset(t *testing.T) {
 // Service beside another, and that each leaves the table as a full plan would.
 func TestPlanOneService(t *testing.T) {
 	const (
-		dnsSvc = "service-BPKJY4BA-kube/dns/udp/dns"
 		dnsEp  = "endpoint-VQRNA6XR-kube/dns/udp/dns__10.65.0.53/53"
 		dnsEp2 = "endpoint-4IEHULCU-kube/dns/udp/dns__10.65.0.54/53"
 	)
@@ -110,35 +114,39 @@ func TestPlanOneService(t *testing.T) {
 		state *LBState
 		want  string
 	}{{
-		name:  "add a Service",
+		name:  "add a Service (web, with one backend, has made pick-1 already)",
 		state: &LBState{Ports: []PortLB{dnsPort(be("10.65.0.53", 53)), web}},
 		want: `add chain ip tabby ` + dnsEp + `
-add chain ip tabby ` + dnsSvc + `
 add rule ip tabby ` + dnsEp + ` ip saddr 10.65.0.53 jump mark-for-masquerade
 add rule ip tabby ` + dnsEp + ` meta l4proto udp dnat to 10.65.0.53:53
-add rule ip tabby ` + dnsSvc + ` numgen random mod 1 vmap { 0 : goto ` + dnsEp + ` }
-add element ip tabby service-ips { 10.96.0.53 . udp . 53 : goto ` + dnsSvc + ` }
+add element ip tabby service-endpoints { 10.96.0.53 . udp . 53 . 0 : goto ` + dnsEp + ` }
+add element ip tabby service-ips { 10.96.0.53 . udp . 53 : goto pick-1 }
 `,
 	}, {
 		name:  "add an endpoint",
 		state: &LBState{Ports: []PortLB{dnsPort(be("10.65.0.53", 53), be("10.65.0.54", 53)), web}},
 		want: `add chain ip tabby ` + dnsEp2 + `
+add chain ip tabby pick-2
 add rule ip tabby ` + dnsEp2 + ` ip saddr 10.65.0.54 jump mark-for-masquerade
 add rule ip tabby ` + dnsEp2 + ` meta l4proto udp dnat to 10.65.0.54:53
-flush chain ip tabby ` + dnsSvc + `
-add rule ip tabby ` + dnsSvc + ` numgen random mod 2 vmap { 0 : goto ` + dnsEp + ` , 1 : goto ` + dnsEp2 + ` }
+add rule ip tabby pick-2 ip daddr . meta l4proto . th dport . numgen random mod 2 vmap @service-endpoints
+delete element ip tabby service-ips { 10.96.0.53 . udp . 53 }
+add element ip tabby service-endpoints { 10.96.0.53 . udp . 53 . 1 : goto ` + dnsEp2 + ` }
+add element ip tabby service-ips { 10.96.0.53 . udp . 53 : goto pick-2 }
 `,
 	}, {
 		name:  "lose every endpoint: reject",
 		state: &LBState{Ports: []PortLB{dnsPort(), web}},
-		want: `delete element ip tabby service-ips { 10.96.0.53 . udp . 53 }
+		want: `delete element ip tabby service-endpoints { 10.96.0.53 . udp . 53 . 0 }
+delete element ip tabby service-endpoints { 10.96.0.53 . udp . 53 . 1 }
+delete element ip tabby service-ips { 10.96.0.53 . udp . 53 }
 add element ip tabby no-endpoint-services { 10.96.0.53 . udp . 53 : goto reject-chain }
 flush chain ip tabby ` + dnsEp2 + `
 flush chain ip tabby ` + dnsEp + `
-flush chain ip tabby ` + dnsSvc + `
+flush chain ip tabby pick-2
 delete chain ip tabby ` + dnsEp2 + `
 delete chain ip tabby ` + dnsEp + `
-delete chain ip tabby ` + dnsSvc + `
+delete chain ip tabby pick-2
 `,
 	}, {
 		name:  "delete the Service",
