@@ -37,7 +37,8 @@ type ServiceProxy struct {
 	log   *slog.Logger
 	fams  []spFamily
 
-	mu sync.Mutex // one apply at a time; guards fams[].applied
+	mu   sync.Mutex     // one apply at a time; guards last and fams[].applied
+	last *proxy.LBState // a copy of the state last applied
 }
 
 type spFamily struct {
@@ -91,8 +92,9 @@ func (p *ServiceProxy) Apply(ctx context.Context, st *proxy.LBState) error {
 }
 
 // ApplyCached writes only what changed since the last apply: the chains and map
-// elements of the Service ports that changed. A family with no cache (the first apply,
-// or after a failure) gets a full pass.
+// elements of the Service ports that changed, rendering only those ports. A family with
+// no cache (the first apply, or after a failure) gets a full pass. st must be sorted by
+// port Key, as proxy.Desired returns it.
 func (p *ServiceProxy) ApplyCached(ctx context.Context, st *proxy.LBState) error {
 	return p.apply(ctx, st, false)
 }
@@ -107,41 +109,67 @@ func (p *ServiceProxy) apply(ctx context.Context, st *proxy.LBState, full bool) 
 	}
 	for i := range p.fams {
 		f := &p.fams[i]
-		rs := proxy.Render(st, f.cfg)
-		if ferr := p.applyFamily(ctx, f, rs, full); ferr != nil {
+		var ferr error
+		if full || f.applied == nil || p.last == nil {
+			ferr = p.applyFull(ctx, f, st)
+		} else {
+			ferr = p.applyChange(ctx, f, st)
+		}
+		if ferr != nil {
 			f.applied = nil // the kernel may hold anything now: the next apply is full
 			err = errors.Join(err, ferr)
 		}
 	}
+	p.last = st.Clone()
 	return err
 }
 
-func (p *ServiceProxy) applyFamily(ctx context.Context, f *spFamily, rs *proxy.Ruleset, full bool) error {
-	tx := f.nft.NewTransaction()
-	if full || f.applied == nil {
-		var existing map[string][]string
-		err := inNamedNetNS(p.netNS, func() error {
-			var err error
-			existing, err = f.nft.ListAll(ctx)
-			if knftables.IsNotFound(err) {
-				existing, err = nil, nil
-			}
-			return err
-		})
-		if err != nil {
-			return fmt.Errorf("list nftables %s %s: %w", rs.Family, proxy.TableName, err)
+// applyFull lists what f's table holds and rewrites all of it.
+func (p *ServiceProxy) applyFull(ctx context.Context, f *spFamily, st *proxy.LBState) error {
+	rs := proxy.Render(st, f.cfg)
+	var existing map[string][]string
+	err := inNamedNetNS(p.netNS, func() error {
+		var err error
+		existing, err = f.nft.ListAll(ctx)
+		if knftables.IsNotFound(err) {
+			existing, err = nil, nil
 		}
-		rs.PlanFull(tx, existing)
-	} else {
-		rs.Plan(tx, f.applied)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("list nftables %s %s: %w", rs.Family, proxy.TableName, err)
 	}
+	tx := f.nft.NewTransaction()
+	rs.PlanFull(tx, existing)
+	if err := p.run(ctx, f, tx); err != nil {
+		return err
+	}
+	f.applied = rs
+	return nil
+}
+
+// applyChange writes the difference between p.last and st, planned against f.applied.
+func (p *ServiceProxy) applyChange(ctx context.Context, f *spFamily, st *proxy.LBState) error {
+	tx := f.nft.NewTransaction()
+	ch := proxy.PlanChange(tx, f.applied, p.last, st, f.cfg)
 	if tx.NumOperations() == 0 {
 		return nil
 	}
-	if err := inNamedNetNS(p.netNS, func() error { return f.nft.Run(ctx, tx) }); err != nil {
-		return fmt.Errorf("nft transaction on %s %s (%d operations): %w", rs.Family, proxy.TableName, tx.NumOperations(), err)
+	if err := p.run(ctx, f, tx); err != nil {
+		return err
 	}
-	f.applied = rs
+	ch.Apply(f.applied)
+	return nil
+}
+
+func (p *ServiceProxy) run(ctx context.Context, f *spFamily, tx *knftables.Transaction) error {
+	if err := inNamedNetNS(p.netNS, func() error { return f.nft.Run(ctx, tx) }); err != nil {
+		fam := knftables.IPv4Family
+		if f.cfg.IPv6 {
+			fam = knftables.IPv6Family
+		}
+		return fmt.Errorf("nft transaction on %s %s (%d operations): %w", fam, proxy.TableName, tx.NumOperations(), err)
+	}
 	return nil
 }
 

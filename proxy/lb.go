@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"cmp"
-	"fmt"
 	"net/netip"
 	"slices"
 	"time"
@@ -26,7 +25,7 @@ type PortKey struct {
 }
 
 func (k PortKey) String() string {
-	s := fmt.Sprintf("%s/%s/%s/%s", k.Namespace, k.Name, k.Port, k.Protocol)
+	s := k.Namespace + "/" + k.Name + "/" + k.Port + "/" + string(k.Protocol)
 	if k.External {
 		s += "/external"
 	}
@@ -184,4 +183,23 @@ func backends(eps []Endpoint, port, node string, localOnly bool) []Backend {
 	}
 	slices.SortFunc(out, Backend.compare)
 	return slices.Compact(out)
+}
+
+func (p *PortLB) equal(o *PortLB) bool {
+	return p.Key == o.Key && p.Protocol == o.Protocol && p.Port == o.Port && p.Affinity == o.Affinity &&
+		slices.Equal(p.Frontends, o.Frontends) && slices.Equal(p.Backends, o.Backends)
+}
+
+func (p *PortLB) hasFrontendOf(v6 bool) bool {
+	return slices.ContainsFunc(p.Frontends, func(a netip.Addr) bool { return a.Is6() == v6 })
+}
+
+// Clone returns a copy of st that shares no slice with it.
+func (st *LBState) Clone() *LBState {
+	c := &LBState{Ports: slices.Clone(st.Ports)}
+	for i := range c.Ports {
+		c.Ports[i].Frontends = slices.Clone(c.Ports[i].Frontends)
+		c.Ports[i].Backends = slices.Clone(c.Ports[i].Backends)
+	}
+	return c
 }

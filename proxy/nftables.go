@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"encoding/base32"
 	"fmt"
@@ -88,7 +89,11 @@ func Render(st *LBState, c RenderConfig) *Ruleset {
 	if mark == 0 {
 		mark = DefaultMasqueradeMark
 	}
-	rs := &Ruleset{Family: w.family, Chains: map[string][]string{}, Sets: map[string]time.Duration{}, Elements: map[ElementKey]string{}}
+	n := 0
+	for i := range st.Ports {
+		n += 1 + len(st.Ports[i].Backends)
+	}
+	rs := &Ruleset{Family: w.family, Chains: make(map[string][]string, n), Sets: map[string]time.Duration{}, Elements: make(map[ElementKey]string, n)}
 	maps.Copy(rs.Chains, fixedChains(w, mark))
 	for i := range st.Ports {
 		rs.addPort(&st.Ports[i], w)
@@ -139,7 +144,7 @@ var baseChains = []baseChain{
 // keeps names unique, and the readable key. nft identifiers allow letters, digits and
 // "/_-." after the first letter, so an IPv6 address's colons become dots.
 func objName(prefix string, k PortKey, b *Backend, extra string) string {
-	readable := fmt.Sprintf("%s/%s/%s/%s", k.Namespace, k.Name, strings.ToLower(string(k.Protocol)), k.Port)
+	readable := k.Namespace + "/" + k.Name + "/" + strings.ToLower(string(k.Protocol)) + "/" + k.Port
 	if k.External {
 		readable += "/ext"
 	}
@@ -151,7 +156,7 @@ func objName(prefix string, k PortKey, b *Backend, extra string) string {
 		full += "|" + b.String()
 	}
 	sum := sha256.Sum256([]byte(full + "|" + extra))
-	h := base32.StdEncoding.EncodeToString(sum[:])[:8]
+	h := base32.StdEncoding.EncodeToString(sum[:5]) // 8 characters
 	return prefix + "-" + h + "-" + readable
 }
 
@@ -189,23 +194,26 @@ func (rs *Ruleset) addPort(p *PortLB, w familyWords) {
 		return
 	}
 	pick := pickChain(len(backends))
-	rs.Chains[pick] = []string{fmt.Sprintf("%s daddr . meta l4proto . th dport . numgen random mod %d vmap @%s", w.ip, len(backends), MapServiceEndpoints)}
+	if _, ok := rs.Chains[pick]; !ok {
+		rs.Chains[pick] = []string{fmt.Sprintf("%s daddr . meta l4proto . th dport . numgen random mod %d vmap @%s", w.ip, len(backends), MapServiceEndpoints)}
+	}
 	target := pick
 	var affinity []string
 	for i := range backends {
 		b := &backends[i]
 		epChain := objName("endpoint", p.Key, b, "")
-		rules := []string{fmt.Sprintf("%s saddr %s jump %s", w.ip, b.Addr, ChainMarkMasq)}
+		addr := b.Addr.String()
+		rules := []string{w.ip + " saddr " + addr + " jump " + ChainMarkMasq}
 		if p.Affinity > 0 {
 			set := objName("affinity", p.Key, b, p.Affinity.String())
 			rs.Sets[set] = p.Affinity
 			affinity = append(affinity, fmt.Sprintf("%s saddr @%s goto %s", w.ip, set, epChain))
 			rules = append(rules, fmt.Sprintf("update @%s { %s saddr }", set, w.ip))
 		}
-		rules = append(rules, fmt.Sprintf("meta l4proto %s dnat to %s", proto, b))
+		rules = append(rules, "meta l4proto "+proto+" dnat to "+b.String())
 		rs.Chains[epChain] = rules
 		for _, f := range fronts {
-			rs.Elements[ElementKey{MapServiceEndpoints, fmt.Sprintf("%s . %s . %s . %d", f, proto, port, i)}] = "goto " + epChain
+			rs.Elements[ElementKey{MapServiceEndpoints, f + " . " + proto + " . " + port + " . " + strconv.Itoa(i)}] = "goto " + epChain
 		}
 	}
 	if p.Affinity > 0 {
@@ -332,21 +340,36 @@ func (rs *Ruleset) Plan(tx *knftables.Transaction, old *Ruleset) {
 		rs.PlanFull(tx, nil)
 		return
 	}
-	for _, name := range slices.Sorted(maps.Keys(rs.Sets)) {
-		if _, ok := old.Sets[name]; !ok {
-			rs.setTx(tx, tx.Add, name)
-		}
-	}
-	var added, changed, gone []string
-	for _, name := range slices.Sorted(maps.Keys(rs.Chains)) {
-		oldRules, ok := old.Chains[name]
-		switch {
-		case !ok:
-			added = append(added, name)
-			tx.Add(&knftables.Chain{Family: rs.Family, Table: TableName, Name: name})
-		case !slices.Equal(oldRules, rs.Chains[name]):
+	// Only what differs is sorted (for a stable transaction text): a one-Service change
+	// in a table of 10k Services sorts a handful of names, not 60k.
+	newSets, goneSets := keysOnlyIn(rs.Sets, old.Sets), keysOnlyIn(old.Sets, rs.Sets)
+	added, gone := keysOnlyIn(rs.Chains, old.Chains), keysOnlyIn(old.Chains, rs.Chains)
+	var changed []string
+	for name, rules := range rs.Chains {
+		if oldRules, ok := old.Chains[name]; ok && !slices.Equal(oldRules, rules) {
 			changed = append(changed, name)
 		}
+	}
+	slices.Sort(changed)
+	var delElems, addElems []ElementKey
+	for k, v := range old.Elements {
+		if nv, ok := rs.Elements[k]; !ok || nv != v {
+			delElems = append(delElems, k)
+		}
+	}
+	for k, v := range rs.Elements {
+		if ov, ok := old.Elements[k]; !ok || ov != v {
+			addElems = append(addElems, k)
+		}
+	}
+	slices.SortFunc(delElems, ElementKey.compare)
+	slices.SortFunc(addElems, ElementKey.compare)
+
+	for _, name := range newSets {
+		rs.setTx(tx, tx.Add, name)
+	}
+	for _, name := range added {
+		tx.Add(&knftables.Chain{Family: rs.Family, Table: TableName, Name: name})
 	}
 	for _, name := range added {
 		rs.fillChain(tx, name, false)
@@ -354,20 +377,11 @@ func (rs *Ruleset) Plan(tx *knftables.Transaction, old *Ruleset) {
 	for _, name := range changed {
 		rs.fillChain(tx, name, true)
 	}
-	for _, k := range sortedElements(old.Elements) {
-		if v, ok := rs.Elements[k]; !ok || v != old.Elements[k] {
-			tx.Delete(rs.element(k, ""))
-		}
+	for _, k := range delElems {
+		tx.Delete(rs.element(k, ""))
 	}
-	for _, k := range sortedElements(rs.Elements) {
-		if v, ok := old.Elements[k]; !ok || v != rs.Elements[k] {
-			tx.Add(rs.element(k, rs.Elements[k]))
-		}
-	}
-	for _, name := range slices.Sorted(maps.Keys(old.Chains)) {
-		if _, ok := rs.Chains[name]; !ok {
-			gone = append(gone, name)
-		}
+	for _, k := range addElems {
+		tx.Add(rs.element(k, rs.Elements[k]))
 	}
 	for _, name := range gone {
 		tx.Flush(&knftables.Chain{Family: rs.Family, Table: TableName, Name: name})
@@ -375,15 +389,103 @@ func (rs *Ruleset) Plan(tx *knftables.Transaction, old *Ruleset) {
 	for _, name := range gone {
 		tx.Delete(&knftables.Chain{Family: rs.Family, Table: TableName, Name: name})
 	}
-	for _, name := range slices.Sorted(maps.Keys(old.Sets)) {
-		if _, ok := rs.Sets[name]; !ok {
-			old.setTx(tx, tx.Delete, name)
-		}
+	for _, name := range goneSets {
+		old.setTx(tx, tx.Delete, name)
 	}
 }
 
+// keysOnlyIn returns the keys of a that b lacks, sorted.
+func keysOnlyIn[V any](a, b map[string]V) []string {
+	var out []string
+	for k := range a {
+		if _, ok := b[k]; !ok {
+			out = append(out, k)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func (k ElementKey) compare(o ElementKey) int {
+	return cmp.Or(strings.Compare(k.Map, o.Map), strings.Compare(k.Key, o.Key))
+}
+
 func sortedElements(m map[ElementKey]string) []ElementKey {
-	return slices.SortedFunc(maps.Keys(m), func(a, b ElementKey) int {
-		return strings.Compare(a.Map+"\x00"+a.Key, b.Map+"\x00"+b.Key)
-	})
+	return slices.SortedFunc(maps.Keys(m), ElementKey.compare)
+}
+
+// Change is a planned change of some Service ports: the rules of the ports that
+// differ, before and after, with the pick chains of the whole table before and after.
+// Plan it with PlanChange and, once nft has run it, fold it into the applied Ruleset
+// with Apply.
+type Change struct {
+	before, after *Ruleset
+}
+
+// PlanChange writes into tx the change from old to st, where applied is the Ruleset of
+// old as it was written: it renders only the ports that differ between the two states
+// (a one-Service change in a table of 10k Services renders one Service), so it costs a
+// walk over both port lists, not a render of the table. Both states must be sorted by
+// Key, as Desired returns them.
+func PlanChange(tx *knftables.Transaction, applied *Ruleset, old, st *LBState, c RenderConfig) *Change {
+	var before, after LBState
+	i, j := 0, 0
+	for i < len(old.Ports) || j < len(st.Ports) {
+		switch {
+		case j == len(st.Ports) || (i < len(old.Ports) && old.Ports[i].Key.compare(st.Ports[j].Key) < 0):
+			before.Ports = append(before.Ports, old.Ports[i])
+			i++
+		case i == len(old.Ports) || old.Ports[i].Key.compare(st.Ports[j].Key) > 0:
+			after.Ports = append(after.Ports, st.Ports[j])
+			j++
+		default:
+			if !old.Ports[i].equal(&st.Ports[j]) {
+				before.Ports = append(before.Ports, old.Ports[i])
+				after.Ports = append(after.Ports, st.Ports[j])
+			}
+			i, j = i+1, j+1
+		}
+	}
+	ch := &Change{before: Render(&before, c), after: Render(&after, c)}
+	// The pick chains are shared: compare those of the whole tables.
+	for _, rs := range []*Ruleset{ch.before, ch.after} {
+		for name := range rs.Chains {
+			if strings.HasPrefix(name, "pick-") {
+				delete(rs.Chains, name)
+			}
+		}
+	}
+	for name, rules := range applied.Chains {
+		if strings.HasPrefix(name, "pick-") {
+			ch.before.Chains[name] = rules
+		}
+	}
+	w := c.words()
+	for p := range st.Ports {
+		port := &st.Ports[p]
+		if n := len(port.BackendsOf(c.IPv6)); n > 0 && port.hasFrontendOf(c.IPv6) {
+			if _, ok := ch.after.Chains[pickChain(n)]; !ok {
+				ch.after.Chains[pickChain(n)] = []string{fmt.Sprintf("%s daddr . meta l4proto . th dport . numgen random mod %d vmap @%s", w.ip, n, MapServiceEndpoints)}
+			}
+		}
+	}
+	ch.after.Plan(tx, ch.before)
+	return ch
+}
+
+// Apply folds a change that nft has run into applied, the Ruleset it was planned
+// against, so that applied describes the table again.
+func (ch *Change) Apply(applied *Ruleset) {
+	for name := range ch.before.Chains {
+		delete(applied.Chains, name)
+	}
+	for name := range ch.before.Sets {
+		delete(applied.Sets, name)
+	}
+	for k := range ch.before.Elements {
+		delete(applied.Elements, k)
+	}
+	maps.Copy(applied.Chains, ch.after.Chains)
+	maps.Copy(applied.Sets, ch.after.Sets)
+	maps.Copy(applied.Elements, ch.after.Elements)
 }

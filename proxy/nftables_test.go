@@ -2,6 +2,9 @@ package proxy
 
 import (
 	"context"
+	"fmt"
+	"math/rand/v2"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -201,5 +204,53 @@ func TestPlanFullRemovesLeftovers(t *testing.T) {
 	applyFake(t, fake, tx)
 	if got, w := fake.Dump(), fullDump(t, want); got != w {
 		t.Errorf("after a full plan:\n%s\nwant\n%s", got, w)
+	}
+}
+
+// TestPlanChangeMatchesPlan replays random changes of a few Services and checks that
+// PlanChange, which renders only the ports that differ, plans exactly what Plan of the
+// whole rendered tables plans, and that Apply leaves the Ruleset a full Render gives.
+func TestPlanChangeMatchesPlan(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	random := func() *LBState {
+		st := &LBState{}
+		for i := range 6 {
+			if rng.IntN(4) == 0 {
+				continue // this Service does not exist now
+			}
+			p := PortLB{Key: PortKey{"ns", fmt.Sprintf("s%d", i), "http", "TCP", false}, Protocol: "TCP", Port: 80,
+				Frontends: addrs(fmt.Sprintf("10.96.0.%d", i), fmt.Sprintf("fd00:96::%d", i))}
+			if rng.IntN(3) == 0 {
+				p.Affinity = time.Duration(1+rng.IntN(2)) * time.Minute
+			}
+			for j := range 4 {
+				if rng.IntN(2) == 0 {
+					p.Backends = append(p.Backends, be(fmt.Sprintf("10.65.%d.%d", i, j), 8080))
+				}
+			}
+			st.Ports = append(st.Ports, p)
+		}
+		return st
+	}
+	for _, v6 := range []bool{false, true} {
+		c := RenderConfig{IPv6: v6}
+		old := random()
+		applied := Render(old, c)
+		for step := range 200 {
+			st := random()
+			want := Render(st, c)
+			fake := knftables.NewFake(want.Family, TableName)
+			wantTx, gotTx := fake.NewTransaction(), fake.NewTransaction()
+			want.Plan(wantTx, Render(old, c))
+			ch := PlanChange(gotTx, applied, old, st, c)
+			if gotTx.String() != wantTx.String() {
+				t.Fatalf("v6 %v step %d: PlanChange\n%s\nPlan\n%s", v6, step, gotTx, wantTx)
+			}
+			ch.Apply(applied)
+			if !reflect.DeepEqual(applied, want) {
+				t.Fatalf("v6 %v step %d: applied after Apply\n%v\nwant\n%v", v6, step, applied, want)
+			}
+			old = st
+		}
 	}
 }
