@@ -72,6 +72,10 @@ type familyWords struct {
 	addrType string
 }
 
+func (rs *Ruleset) words() familyWords {
+	return RenderConfig{IPv6: rs.Family == knftables.IPv6Family}.words()
+}
+
 func (c RenderConfig) words() familyWords {
 	if c.IPv6 {
 		return familyWords{knftables.IPv6Family, "ip6", "ipv6_addr"}
@@ -165,6 +169,11 @@ func objName(prefix string, k PortKey, b *Backend, extra string) string {
 // (see addPort).
 func pickChain(n int) string { return "pick-" + strconv.Itoa(n) }
 
+// pickRules are the rules of pickChain(n).
+func pickRules(w familyWords, n int) []string {
+	return []string{fmt.Sprintf("%s daddr . meta l4proto . th dport . numgen random mod %d vmap @%s", w.ip, n, MapServiceEndpoints)}
+}
+
 // addPort adds one Service port. Its frontends go, through MapServiceIPs, to the pick
 // chain of its backend count (or, with affinity, to a service chain of its own that
 // first sends a known client to its endpoint); the pick chain looks up the frontend and
@@ -195,7 +204,7 @@ func (rs *Ruleset) addPort(p *PortLB, w familyWords) {
 	}
 	pick := pickChain(len(backends))
 	if _, ok := rs.Chains[pick]; !ok {
-		rs.Chains[pick] = []string{fmt.Sprintf("%s daddr . meta l4proto . th dport . numgen random mod %d vmap @%s", w.ip, len(backends), MapServiceEndpoints)}
+		rs.Chains[pick] = pickRules(w, len(backends))
 	}
 	target := pick
 	var affinity []string
@@ -231,13 +240,13 @@ func (rs *Ruleset) table() *knftables.Table {
 
 func (rs *Ruleset) addFixed(tx *knftables.Transaction) {
 	tx.Add(rs.table())
-	mapType := fmt.Sprintf("%s . inet_proto . inet_service : verdict", map[knftables.Family]string{knftables.IPv4Family: "ipv4_addr", knftables.IPv6Family: "ipv6_addr"}[rs.Family])
+	w := rs.words()
+	mapType := w.addrType + " . inet_proto . inet_service : verdict"
 	for _, m := range []string{MapServiceIPs, MapNoEndpoints} {
 		tx.Add(&knftables.Map{Family: rs.Family, Table: TableName, Name: m, Type: mapType})
 	}
-	ip := map[knftables.Family]string{knftables.IPv4Family: "ip", knftables.IPv6Family: "ip6"}[rs.Family]
 	tx.Add(&knftables.Map{Family: rs.Family, Table: TableName, Name: MapServiceEndpoints,
-		TypeOf: ip + " daddr . meta l4proto . th dport . numgen random mod 1 : verdict"})
+		TypeOf: w.ip + " daddr . meta l4proto . th dport . numgen random mod 1 : verdict"})
 	for _, bc := range baseChains {
 		tx.Add(&knftables.Chain{Family: rs.Family, Table: TableName, Name: bc.name, Type: &bc.typ, Hook: &bc.hook, Priority: &bc.priority})
 	}
@@ -251,9 +260,8 @@ func (rs *Ruleset) addBaseRules(tx *knftables.Transaction) {
 }
 
 func (rs *Ruleset) setTx(tx *knftables.Transaction, verb func(knftables.Object), name string) {
-	addr := map[knftables.Family]string{knftables.IPv4Family: "ipv4_addr", knftables.IPv6Family: "ipv6_addr"}[rs.Family]
 	to := rs.Sets[name]
-	verb(&knftables.Set{Family: rs.Family, Table: TableName, Name: name, Type: addr, Flags: []knftables.SetFlag{knftables.DynamicFlag, knftables.TimeoutFlag}, Timeout: &to})
+	verb(&knftables.Set{Family: rs.Family, Table: TableName, Name: name, Type: rs.words().addrType, Flags: []knftables.SetFlag{knftables.DynamicFlag, knftables.TimeoutFlag}, Timeout: &to})
 }
 
 func (rs *Ruleset) fillChain(tx *knftables.Transaction, name string, flush bool) {
@@ -465,7 +473,7 @@ func PlanChange(tx *knftables.Transaction, applied *Ruleset, old, st *LBState, c
 		port := &st.Ports[p]
 		if n := len(port.BackendsOf(c.IPv6)); n > 0 && port.hasFrontendOf(c.IPv6) {
 			if _, ok := ch.after.Chains[pickChain(n)]; !ok {
-				ch.after.Chains[pickChain(n)] = []string{fmt.Sprintf("%s daddr . meta l4proto . th dport . numgen random mod %d vmap @%s", w.ip, n, MapServiceEndpoints)}
+				ch.after.Chains[pickChain(n)] = pickRules(w, n)
 			}
 		}
 	}
