@@ -52,7 +52,13 @@ func newProxyLab(t *testing.T) *proxyLab {
 	l.client.setSysctl(t, "net/ipv4/ip_forward", "1")
 	// The service CIDR leads to the backends' link, as a node's default route would.
 	l.client.ip(t, "route", "add", "10.96.0.0/12", "via", "10.200.0.2")
-	for _, a := range []string{"10.200.0.2", "10.200.0.3", "10.200.0.4"} {
+	// IPv6 beside it: the client fd00:200::1, the backends ::2 and ::3.
+	l.client.ip(t, "addr", "add", "fd00:200::1/64", "dev", "veth0", "nodad")
+	for _, a := range []string{"fd00:200::2/64", "fd00:200::3/64"} {
+		l.backend.ip(t, "addr", "add", a, "dev", "veth0", "nodad")
+	}
+	l.client.ip(t, "-6", "route", "add", "fd00:96::/112", "via", "fd00:200::2")
+	for _, a := range []string{"10.200.0.2", "10.200.0.3", "10.200.0.4", "fd00:200::2", "fd00:200::3"} {
 		l.serve(t, l.backend, a, false)
 	}
 	l.serve(t, l.workload, "10.201.0.2", true)
@@ -67,10 +73,10 @@ func (l *proxyLab) serve(t *testing.T, ns *testNS, addr string, peer bool) {
 	var pc net.PacketConn
 	err := inNamedNetNS(ns.name, func() error {
 		var err error
-		if ln, err = net.Listen("tcp4", addr+":8080"); err != nil {
+		if ln, err = net.Listen("tcp", net.JoinHostPort(addr, "8080")); err != nil {
 			return err
 		}
-		pc, err = net.ListenPacket("udp4", addr+":5353")
+		pc, err = net.ListenPacket("udp", net.JoinHostPort(addr, "5353"))
 		return err
 	})
 	if err != nil {
@@ -119,7 +125,7 @@ func dialFrom(ns *testNS, network, addr string) (string, error) {
 		}
 		defer c.Close()
 		c.SetDeadline(time.Now().Add(2 * time.Second))
-		if network == "udp4" {
+		if strings.HasPrefix(network, "udp") {
 			if _, err := c.Write([]byte("?")); err != nil {
 				return err
 			}
@@ -140,7 +146,7 @@ func (l *proxyLab) spread(t *testing.T, addr string, n int) map[string]int {
 	t.Helper()
 	counts := map[string]int{}
 	for range n {
-		got, err := l.dial("tcp4", addr)
+		got, err := l.dial("tcp", addr)
 		if err != nil {
 			t.Fatalf("connect %s: %v", addr, err)
 		}
@@ -149,12 +155,46 @@ func (l *proxyLab) spread(t *testing.T, addr string, n int) map[string]int {
 	return counts
 }
 
+// TestServiceProxyNetnsIPv6 checks the ip6 table with traffic from the node: a ClusterIP
+// reaches both IPv6 backends, and a Service without endpoints refuses at once.
+func TestServiceProxyNetnsIPv6(t *testing.T) {
+	l := newProxyLab(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	sp, err := NewServiceProxy(ServiceProxyConfig{NetNS: l.client.name, IPv6: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.Remove(context.Background())
+	st := &proxy.LBState{Ports: []proxy.PortLB{
+		lbPort("shop", "web", "TCP", "fd00:96::10", 80, 8080, "fd00:200::2", "fd00:200::3"),
+		lbPort("shop", "web6empty", "TCP", "fd00:96::11", 80, 8080),
+	}}
+	if err := sp.ApplyCached(ctx, st); err != nil {
+		t.Fatal(err)
+	}
+	if counts := l.spread(t, "[fd00:96::10]:80", 40); len(counts) != 2 {
+		t.Errorf("40 connections to the IPv6 ClusterIP reached %v, want both backends", counts)
+	}
+	start := time.Now()
+	if _, err := l.dial("tcp6", "[fd00:96::11]:80"); !errors.Is(err, syscall.ECONNREFUSED) || time.Since(start) > time.Second {
+		t.Errorf("IPv6 TCP to a Service without endpoints: %v after %v; want refused at once", err, time.Since(start))
+	}
+	if err := sp.Remove(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := l.nft(t, "list", "table", "ip6", "tabby"); err == nil {
+		t.Errorf("ip6 table still there after Remove:\n%s", out)
+	}
+}
+
 func (l *proxyLab) nft(t *testing.T, args ...string) (string, error) {
 	t.Helper()
 	out, err := exec.Command("ip", append([]string{"netns", "exec", l.client.name, "nft"}, args...)...).CombinedOutput()
 	return string(out), err
 }
 
+// lbPort is a Service port of vip on port, with backends on backendPort.
 func lbPort(ns, name string, proto string, vip string, port uint16, backendPort uint16, backends ...string) proxy.PortLB {
 	p := proxy.PortLB{Key: proxy.PortKey{Namespace: ns, Name: name, Port: "p", Protocol: "TCP"}, Protocol: "TCP", Port: port,
 		Frontends: []netip.Addr{netip.MustParseAddr(vip)}}
