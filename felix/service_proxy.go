@@ -93,8 +93,7 @@ func (p *ServiceProxy) Apply(ctx context.Context, st *proxy.LBState) error {
 
 // ApplyCached writes only what changed since the last apply: the chains and map
 // elements of the Service ports that changed, rendering only those ports. A family with
-// no cache (the first apply, or after a failure) gets a full pass. st must be sorted by
-// port Key, as proxy.Desired returns it.
+// no cache (the first apply, or after a failure) gets a full pass.
 func (p *ServiceProxy) ApplyCached(ctx context.Context, st *proxy.LBState) error {
 	return p.apply(ctx, st, false)
 }
@@ -107,6 +106,7 @@ func (p *ServiceProxy) apply(ctx context.Context, st *proxy.LBState, full bool) 
 	if st == nil {
 		st = &proxy.LBState{}
 	}
+	st = st.Clone() // kept as p.last: the caller may change st; sorted, as PlanChange needs
 	for i := range p.fams {
 		f := &p.fams[i]
 		var ferr error
@@ -120,7 +120,7 @@ func (p *ServiceProxy) apply(ctx context.Context, st *proxy.LBState, full bool) 
 			err = errors.Join(err, ferr)
 		}
 	}
-	p.last = st.Clone()
+	p.last = st
 	return err
 }
 

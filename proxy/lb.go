@@ -194,12 +194,13 @@ func (p *PortLB) hasFrontendOf(v6 bool) bool {
 	return slices.ContainsFunc(p.Frontends, func(a netip.Addr) bool { return a.Is6() == v6 })
 }
 
-// Clone returns a copy of st that shares no slice with it.
+// Clone returns a copy of st that shares no slice with it, its ports sorted by Key.
 func (st *LBState) Clone() *LBState {
 	c := &LBState{Ports: slices.Clone(st.Ports)}
 	for i := range c.Ports {
 		c.Ports[i].Frontends = slices.Clone(c.Ports[i].Frontends)
 		c.Ports[i].Backends = slices.Clone(c.Ports[i].Backends)
 	}
+	slices.SortFunc(c.Ports, func(a, b PortLB) int { return a.Key.compare(b.Key) })
 	return c
 }
