@@ -141,7 +141,20 @@ func (p *ServiceProxy) applyFull(ctx context.Context, f *spFamily, st *proxy.LBS
 	}
 	tx := f.nft.NewTransaction()
 	rs.PlanFull(tx, existing)
-	if err := p.run(ctx, f, tx); err != nil {
+	err = p.run(ctx, f, tx)
+	if err != nil && existing != nil {
+		// The table holds something a rewrite cannot change, such as a map of another
+		// type (another version's layout). Replace the whole table in one transaction:
+		// no packet sees it missing, and conntrack keeps established connections; only
+		// affinity entries are lost.
+		p.log.Warn("rewriting the nftables table failed: replacing it", "family", rs.Family, "table", proxy.TableName, "err", err)
+		tx = f.nft.NewTransaction()
+		tx.Add(&knftables.Table{})
+		tx.Delete(&knftables.Table{})
+		rs.PlanFull(tx, nil)
+		err = p.run(ctx, f, tx)
+	}
+	if err != nil {
 		return err
 	}
 	f.applied = rs

@@ -228,6 +228,14 @@ func TestServiceProxyNetns(t *testing.T) {
 		t.Fatal(err)
 	}
 	sp.Observe = func(w string, _ time.Duration, err error) { observed = append(observed, fmt.Sprint(w, " ", err)) }
+	// A table left by another layout, with a map of the same name and another type: the
+	// first full pass cannot rewrite it and replaces it.
+	if out, err := l.nft(t, "add", "table", "ip", "tabby"); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if out, err := l.nft(t, "add", "map", "ip", "tabby", proxy.MapServiceEndpoints, "{ type ipv4_addr : verdict ; }"); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
 	t.Cleanup(func() { sp.Remove(context.Background()) })
 	backends := []string{"10.200.0.2", "10.200.0.3", "10.200.0.4"}
 	st := &proxy.LBState{Ports: []proxy.PortLB{
