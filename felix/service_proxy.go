@@ -84,7 +84,7 @@ func newServiceProxy(cfg ServiceProxyConfig, nfts ...knftables.Interface) *Servi
 }
 
 // Apply is a full pass: it lists what each table holds and rewrites all of it to st
-// (every chain flushed and refilled, both maps refilled, leftovers deleted), in one nft
+// (every chain flushed and refilled, the maps refilled, leftovers deleted), in one nft
 // transaction per family. Affinity entries of sets that stay are kept, and conntrack is
 // untouched, so established connections keep their endpoint.
 func (p *ServiceProxy) Apply(ctx context.Context, st *proxy.LBState) error {

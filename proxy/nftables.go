@@ -284,7 +284,7 @@ func (rs *Ruleset) element(k ElementKey, value string) *knftables.Element {
 
 // PlanFull writes into tx the whole table, replacing what the kernel holds: existing is
 // what the table has now (knftables ListAll: object type → names; nil or empty for no
-// table). Every chain is flushed and rewritten, both maps are refilled, and chains, sets
+// table). Every chain is flushed and rewritten, the maps are refilled, and chains, sets
 // and maps the table should not hold are deleted. Affinity sets that stay keep their
 // entries, and the table itself is never deleted, so established connections are kept.
 func (rs *Ruleset) PlanFull(tx *knftables.Transaction, existing map[string][]string) {
