@@ -9,6 +9,7 @@ const (
 	WriterRoutes   = "routes"   // Dataplane: one pass over routes and sysctls
 	WriterVXLAN    = "vxlan"    // VXLANReconciler.Apply
 	WriterIPIP     = "ipip"     // IPIPReconciler.Apply
+	WriterNFTables = "nftables" // ServiceProxy: the tabby nftables tables (Service load balancing)
 )
 
 // ApplyObserver is told of every apply of every felix writer: which writer (WriterIPTables,

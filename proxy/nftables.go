@@ -1,0 +1,499 @@
+package proxy
+
+import (
+	"cmp"
+	"crypto/sha256"
+	"encoding/base32"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"sigs.k8s.io/knftables"
+)
+
+// TableName is the nftables table the proxy owns, in the ip and ip6 families. Nothing
+// outside it is touched.
+const TableName = "tabby"
+
+// DefaultMasqueradeMark is the packet mark bit that asks postrouting to masquerade.
+const DefaultMasqueradeMark = 0x4000
+
+// Names of the chains and maps every tabby table has.
+const (
+	ChainNATPrerouting  = "nat-prerouting"
+	ChainNATOutput      = "nat-output"
+	ChainNATPostrouting = "nat-postrouting"
+	ChainFilterInput    = "filter-input"
+	ChainFilterForward  = "filter-forward"
+	ChainFilterOutput   = "filter-output"
+	ChainServices       = "services"
+	ChainRejectCheck    = "reject-check"
+	ChainReject         = "reject-chain"
+	ChainMasquerading   = "masquerading"
+	ChainMarkMasq       = "mark-for-masquerade"
+	MapServiceIPs       = "service-ips"
+	MapServiceEndpoints = "service-endpoints"
+	MapNoEndpoints      = "no-endpoint-services"
+)
+
+// ElementKey names one map element: the map and its key, "addr . proto . port".
+type ElementKey struct {
+	Map, Key string
+}
+
+// Ruleset is the content of one family's tabby table, as plain values: what the
+// table must hold for an LBState. Render makes it; Plan and PlanFull turn it into a
+// knftables transaction.
+type Ruleset struct {
+	Family knftables.Family
+	// Chains holds every regular (hookless) chain and its rules.
+	Chains map[string][]string
+	// Sets holds the ClientIP affinity sets and their timeouts.
+	Sets map[string]time.Duration
+	// Elements holds the elements of the fixed maps (MapServiceIPs,
+	// MapServiceEndpoints, MapNoEndpoints): their verdicts.
+	Elements map[ElementKey]string
+}
+
+// RenderConfig says how to render a Ruleset.
+type RenderConfig struct {
+	// IPv6 renders the ip6 table (IPv6 frontends and backends); otherwise the ip table.
+	IPv6 bool
+	// MasqueradeMark is the mark bit for hairpin masquerade (0: DefaultMasqueradeMark).
+	MasqueradeMark uint32
+}
+
+type familyWords struct {
+	family   knftables.Family
+	ip       string // "ip" or "ip6" in match expressions
+	addrType string
+}
+
+func (rs *Ruleset) words() familyWords {
+	return RenderConfig{IPv6: rs.Family == knftables.IPv6Family}.words()
+}
+
+func (c RenderConfig) words() familyWords {
+	if c.IPv6 {
+		return familyWords{knftables.IPv6Family, "ip6", "ipv6_addr"}
+	}
+	return familyWords{knftables.IPv4Family, "ip", "ipv4_addr"}
+}
+
+// Render returns the tabby table of one family for st: the fixed chains and maps, and per
+// Service port with frontends of the family its map elements, an endpoint chain per
+// backend and, with affinity, a service chain; or a reject element when it has no
+// backend of the family (see addPort).
+func Render(st *LBState, c RenderConfig) *Ruleset {
+	w := c.words()
+	mark := c.MasqueradeMark
+	if mark == 0 {
+		mark = DefaultMasqueradeMark
+	}
+	n := 0
+	for i := range st.Ports {
+		n += 1 + len(st.Ports[i].Backends)
+	}
+	rs := &Ruleset{Family: w.family, Chains: make(map[string][]string, n), Sets: map[string]time.Duration{}, Elements: make(map[ElementKey]string, n)}
+	maps.Copy(rs.Chains, fixedChains(w, mark))
+	for i := range st.Ports {
+		rs.addPort(&st.Ports[i], w)
+	}
+	return rs
+}
+
+// fixedChains returns the regular chains every table has.
+func fixedChains(w familyWords, mark uint32) map[string][]string {
+	m := fmt.Sprintf("0x%x", mark)
+	return map[string][]string{
+		ChainServices:    {fmt.Sprintf("%s daddr . meta l4proto . th dport vmap @%s", w.ip, MapServiceIPs)},
+		ChainRejectCheck: {fmt.Sprintf("ct state new %s daddr . meta l4proto . th dport vmap @%s", w.ip, MapNoEndpoints)},
+		ChainReject:      {"meta l4proto tcp reject with tcp reset", "reject"},
+		ChainMasquerading: {
+			"meta mark & " + m + " == 0 return",
+			"meta mark set meta mark ^ " + m,
+			"masquerade fully-random",
+		},
+		ChainMarkMasq: {"meta mark set meta mark | " + m},
+	}
+}
+
+// fixedMaps are the verdict maps every table has.
+var fixedMaps = []string{MapServiceIPs, MapServiceEndpoints, MapNoEndpoints}
+
+type baseChain struct {
+	name     string
+	typ      knftables.BaseChainType
+	hook     knftables.BaseChainHook
+	priority knftables.BaseChainPriority
+	jump     string
+}
+
+// baseChains are the hooks into the kernel: DNAT of new connections from workloads
+// (prerouting) and from the node (output); the reject check before them; masquerade in
+// postrouting.
+var baseChains = []baseChain{
+	{ChainNATPrerouting, knftables.NATType, knftables.PreroutingHook, knftables.DNATPriority, ChainServices},
+	{ChainNATOutput, knftables.NATType, knftables.OutputHook, knftables.DNATPriority, ChainServices},
+	{ChainNATPostrouting, knftables.NATType, knftables.PostroutingHook, knftables.SNATPriority, ChainMasquerading},
+	{ChainFilterInput, knftables.FilterType, knftables.InputHook, "-110", ChainRejectCheck},
+	{ChainFilterForward, knftables.FilterType, knftables.ForwardHook, "-110", ChainRejectCheck},
+	{ChainFilterOutput, knftables.FilterType, knftables.OutputHook, "-110", ChainRejectCheck},
+}
+
+// objName is a chain or set name for the port key (and backend): prefix, a hash that
+// keeps names unique, and the readable key. nft identifiers allow letters, digits and
+// "/_-." after the first letter, so an IPv6 address's colons become dots.
+func objName(prefix string, k PortKey, b *Backend, extra string) string {
+	readable := k.Namespace + "/" + k.Name + "/" + strings.ToLower(string(k.Protocol)) + "/" + k.Port
+	if k.External {
+		readable += "/ext"
+	}
+	if b != nil {
+		readable += "__" + strings.ReplaceAll(b.Addr.String(), ":", ".") + "/" + strconv.Itoa(int(b.Port))
+	}
+	full := k.String()
+	if b != nil {
+		full += "|" + b.String()
+	}
+	sum := sha256.Sum256([]byte(full + "|" + extra))
+	h := base32.StdEncoding.EncodeToString(sum[:5]) // 8 characters
+	return prefix + "-" + h + "-" + readable
+}
+
+// pickChain is the chain that picks one of n endpoints at random: shared by every
+// Service port with n backends, so that the kernel's verdict-map loop checks stay cheap
+// (see addPort).
+func pickChain(n int) string { return "pick-" + strconv.Itoa(n) }
+
+// pickRules are the rules of pickChain(n).
+func pickRules(w familyWords, n int) []string {
+	return []string{fmt.Sprintf("%s daddr . meta l4proto . th dport . numgen random mod %d vmap @%s", w.ip, n, MapServiceEndpoints)}
+}
+
+// addPort adds one Service port. Its frontends go, through MapServiceIPs, to the pick
+// chain of its backend count (or, with affinity, to a service chain of its own that
+// first sends a known client to its endpoint); the pick chain looks up the frontend and
+// a random number below the count in MapServiceEndpoints, whose elements go to the
+// endpoint chains. One anonymous "numgen ... vmap { }" per service, as kube-proxy writes
+// it, made loading 10k Services take minutes on this kernel: every jump into a chain
+// makes the kernel walk every verdict map of the table and its bindings, so the cost of
+// a table grows with the square of its verdict maps. Here the table has three verdict
+// maps, bound by few rules.
+func (rs *Ruleset) addPort(p *PortLB, w familyWords) {
+	var fronts []string
+	for _, a := range p.Frontends {
+		if a.Is6() == (w.family == knftables.IPv6Family) {
+			fronts = append(fronts, a.String())
+		}
+	}
+	if len(fronts) == 0 {
+		return
+	}
+	proto := strings.ToLower(string(p.Protocol))
+	port := strconv.Itoa(int(p.Port))
+	backends := p.BackendsOf(w.family == knftables.IPv6Family)
+	if len(backends) == 0 {
+		for _, f := range fronts {
+			rs.Elements[ElementKey{MapNoEndpoints, f + " . " + proto + " . " + port}] = "goto " + ChainReject
+		}
+		return
+	}
+	pick := pickChain(len(backends))
+	if _, ok := rs.Chains[pick]; !ok {
+		rs.Chains[pick] = pickRules(w, len(backends))
+	}
+	target := pick
+	var affinity []string
+	for i := range backends {
+		b := &backends[i]
+		epChain := objName("endpoint", p.Key, b, "")
+		addr := b.Addr.String()
+		rules := []string{w.ip + " saddr " + addr + " jump " + ChainMarkMasq}
+		if p.Affinity > 0 {
+			set := objName("affinity", p.Key, b, p.Affinity.String())
+			rs.Sets[set] = p.Affinity
+			affinity = append(affinity, fmt.Sprintf("%s saddr @%s goto %s", w.ip, set, epChain))
+			rules = append(rules, fmt.Sprintf("update @%s { %s saddr }", set, w.ip))
+		}
+		rules = append(rules, "meta l4proto "+proto+" dnat to "+b.String())
+		rs.Chains[epChain] = rules
+		for _, f := range fronts {
+			rs.Elements[ElementKey{MapServiceEndpoints, f + " . " + proto + " . " + port + " . " + strconv.Itoa(i)}] = "goto " + epChain
+		}
+	}
+	if p.Affinity > 0 {
+		target = objName("service", p.Key, nil, "")
+		rs.Chains[target] = append(affinity, "goto "+pick)
+	}
+	for _, f := range fronts {
+		rs.Elements[ElementKey{MapServiceIPs, f + " . " + proto + " . " + port}] = "goto " + target
+	}
+}
+
+func (rs *Ruleset) table() *knftables.Table {
+	return &knftables.Table{Family: rs.Family, Name: TableName, Comment: knftables.PtrTo("tabby: Service load balancing")}
+}
+
+func (rs *Ruleset) addFixed(tx *knftables.Transaction) {
+	tx.Add(rs.table())
+	w := rs.words()
+	mapType := w.addrType + " . inet_proto . inet_service : verdict"
+	for _, m := range []string{MapServiceIPs, MapNoEndpoints} {
+		tx.Add(&knftables.Map{Family: rs.Family, Table: TableName, Name: m, Type: mapType})
+	}
+	tx.Add(&knftables.Map{Family: rs.Family, Table: TableName, Name: MapServiceEndpoints,
+		TypeOf: w.ip + " daddr . meta l4proto . th dport . numgen random mod 1 : verdict"})
+	for _, bc := range baseChains {
+		tx.Add(&knftables.Chain{Family: rs.Family, Table: TableName, Name: bc.name, Type: &bc.typ, Hook: &bc.hook, Priority: &bc.priority})
+	}
+}
+
+func (rs *Ruleset) addBaseRules(tx *knftables.Transaction) {
+	for _, bc := range baseChains {
+		tx.Flush(&knftables.Chain{Family: rs.Family, Table: TableName, Name: bc.name})
+		tx.Add(&knftables.Rule{Family: rs.Family, Table: TableName, Chain: bc.name, Rule: "jump " + bc.jump})
+	}
+}
+
+func (rs *Ruleset) setTx(tx *knftables.Transaction, verb func(knftables.Object), name string) {
+	to := rs.Sets[name]
+	verb(&knftables.Set{Family: rs.Family, Table: TableName, Name: name, Type: rs.words().addrType, Flags: []knftables.SetFlag{knftables.DynamicFlag, knftables.TimeoutFlag}, Timeout: &to})
+}
+
+func (rs *Ruleset) fillChain(tx *knftables.Transaction, name string, flush bool) {
+	c := &knftables.Chain{Family: rs.Family, Table: TableName, Name: name}
+	if flush {
+		tx.Flush(c)
+	}
+	for _, r := range rs.Chains[name] {
+		tx.Add(&knftables.Rule{Family: rs.Family, Table: TableName, Chain: name, Rule: r})
+	}
+}
+
+func (rs *Ruleset) element(k ElementKey, value string) *knftables.Element {
+	e := &knftables.Element{Family: rs.Family, Table: TableName, Map: k.Map, Key: strings.Split(k.Key, " . ")}
+	if value != "" {
+		e.Value = []string{value}
+	}
+	return e
+}
+
+// PlanFull writes into tx the whole table, replacing what the kernel holds: existing is
+// what the table has now (knftables ListAll: object type → names; nil or empty for no
+// table). Every chain is flushed and rewritten, the maps are refilled, and chains, sets
+// and maps the table should not hold are deleted. Affinity sets that stay keep their
+// entries, and the table itself is never deleted, so established connections are kept.
+func (rs *Ruleset) PlanFull(tx *knftables.Transaction, existing map[string][]string) {
+	rs.addFixed(tx)
+	for _, name := range slices.Sorted(maps.Keys(rs.Sets)) {
+		rs.setTx(tx, tx.Add, name)
+	}
+	for _, name := range slices.Sorted(maps.Keys(rs.Chains)) {
+		tx.Add(&knftables.Chain{Family: rs.Family, Table: TableName, Name: name})
+	}
+	rs.addBaseRules(tx)
+	for _, name := range slices.Sorted(maps.Keys(rs.Chains)) {
+		rs.fillChain(tx, name, true)
+	}
+	for _, m := range fixedMaps {
+		tx.Flush(&knftables.Map{Family: rs.Family, Table: TableName, Name: m})
+	}
+	for _, k := range sortedElements(rs.Elements) {
+		tx.Add(rs.element(k, rs.Elements[k]))
+	}
+	base := map[string]bool{}
+	for _, bc := range baseChains {
+		base[bc.name] = true
+	}
+	var stale []string
+	for _, name := range existing["chain"] {
+		if _, ok := rs.Chains[name]; !ok && !base[name] {
+			stale = append(stale, name)
+		}
+	}
+	slices.Sort(stale)
+	for _, name := range stale {
+		tx.Flush(&knftables.Chain{Family: rs.Family, Table: TableName, Name: name})
+	}
+	for _, name := range stale {
+		tx.Delete(&knftables.Chain{Family: rs.Family, Table: TableName, Name: name})
+	}
+	for _, kind := range []string{"set", "map"} {
+		for _, name := range slices.Sorted(slices.Values(existing[kind])) {
+			_, keep := rs.Sets[name]
+			if kind == "map" {
+				keep = slices.Contains(fixedMaps, name)
+			}
+			if !keep {
+				if kind == "set" {
+					tx.Delete(&knftables.Set{Family: rs.Family, Table: TableName, Name: name})
+				} else {
+					tx.Delete(&knftables.Map{Family: rs.Family, Table: TableName, Name: name})
+				}
+			}
+		}
+	}
+}
+
+// Plan writes into tx only the changes from old, the Ruleset last applied, to rs: new
+// sets and chains, chains whose rules differ (flushed and rewritten), map elements added,
+// changed or gone, then chains and sets no longer wanted. A nil old plans the whole table
+// as PlanFull does for an empty kernel.
+func (rs *Ruleset) Plan(tx *knftables.Transaction, old *Ruleset) {
+	if old == nil {
+		rs.PlanFull(tx, nil)
+		return
+	}
+	// Only what differs is sorted (for a stable transaction text): a one-Service change
+	// in a table of 10k Services sorts a handful of names, not 60k.
+	newSets, goneSets := keysOnlyIn(rs.Sets, old.Sets), keysOnlyIn(old.Sets, rs.Sets)
+	added, gone := keysOnlyIn(rs.Chains, old.Chains), keysOnlyIn(old.Chains, rs.Chains)
+	var changed []string
+	for name, rules := range rs.Chains {
+		if oldRules, ok := old.Chains[name]; ok && !slices.Equal(oldRules, rules) {
+			changed = append(changed, name)
+		}
+	}
+	slices.Sort(changed)
+	var delElems, addElems []ElementKey
+	for k, v := range old.Elements {
+		if nv, ok := rs.Elements[k]; !ok || nv != v {
+			delElems = append(delElems, k)
+		}
+	}
+	for k, v := range rs.Elements {
+		if ov, ok := old.Elements[k]; !ok || ov != v {
+			addElems = append(addElems, k)
+		}
+	}
+	slices.SortFunc(delElems, ElementKey.compare)
+	slices.SortFunc(addElems, ElementKey.compare)
+
+	for _, name := range newSets {
+		rs.setTx(tx, tx.Add, name)
+	}
+	for _, name := range added {
+		tx.Add(&knftables.Chain{Family: rs.Family, Table: TableName, Name: name})
+	}
+	for _, name := range added {
+		rs.fillChain(tx, name, false)
+	}
+	for _, name := range changed {
+		rs.fillChain(tx, name, true)
+	}
+	for _, k := range delElems {
+		tx.Delete(rs.element(k, ""))
+	}
+	for _, k := range addElems {
+		tx.Add(rs.element(k, rs.Elements[k]))
+	}
+	for _, name := range gone {
+		tx.Flush(&knftables.Chain{Family: rs.Family, Table: TableName, Name: name})
+	}
+	for _, name := range gone {
+		tx.Delete(&knftables.Chain{Family: rs.Family, Table: TableName, Name: name})
+	}
+	for _, name := range goneSets {
+		old.setTx(tx, tx.Delete, name)
+	}
+}
+
+// keysOnlyIn returns the keys of a that b lacks, sorted.
+func keysOnlyIn[V any](a, b map[string]V) []string {
+	var out []string
+	for k := range a {
+		if _, ok := b[k]; !ok {
+			out = append(out, k)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func (k ElementKey) compare(o ElementKey) int {
+	return cmp.Or(strings.Compare(k.Map, o.Map), strings.Compare(k.Key, o.Key))
+}
+
+func sortedElements(m map[ElementKey]string) []ElementKey {
+	return slices.SortedFunc(maps.Keys(m), ElementKey.compare)
+}
+
+// Change is a planned change of some Service ports: the rules of the ports that
+// differ, before and after, with the pick chains of the whole table before and after.
+// Plan it with PlanChange and, once nft has run it, fold it into the applied Ruleset
+// with Apply.
+type Change struct {
+	before, after *Ruleset
+}
+
+// PlanChange writes into tx the change from old to st, where applied is the Ruleset of
+// old as it was written: it renders only the ports that differ between the two states
+// (a one-Service change in a table of 10k Services renders one Service), so it costs a
+// walk over both port lists, not a render of the table. Both states must be sorted by
+// Key, as Desired returns them.
+func PlanChange(tx *knftables.Transaction, applied *Ruleset, old, st *LBState, c RenderConfig) *Change {
+	var before, after LBState
+	i, j := 0, 0
+	for i < len(old.Ports) || j < len(st.Ports) {
+		switch {
+		case j == len(st.Ports) || (i < len(old.Ports) && old.Ports[i].Key.compare(st.Ports[j].Key) < 0):
+			before.Ports = append(before.Ports, old.Ports[i])
+			i++
+		case i == len(old.Ports) || old.Ports[i].Key.compare(st.Ports[j].Key) > 0:
+			after.Ports = append(after.Ports, st.Ports[j])
+			j++
+		default:
+			if !old.Ports[i].equal(&st.Ports[j]) {
+				before.Ports = append(before.Ports, old.Ports[i])
+				after.Ports = append(after.Ports, st.Ports[j])
+			}
+			i, j = i+1, j+1
+		}
+	}
+	ch := &Change{before: Render(&before, c), after: Render(&after, c)}
+	// The pick chains are shared: compare those of the whole tables.
+	for _, rs := range []*Ruleset{ch.before, ch.after} {
+		for name := range rs.Chains {
+			if strings.HasPrefix(name, "pick-") {
+				delete(rs.Chains, name)
+			}
+		}
+	}
+	for name, rules := range applied.Chains {
+		if strings.HasPrefix(name, "pick-") {
+			ch.before.Chains[name] = rules
+		}
+	}
+	w := c.words()
+	for p := range st.Ports {
+		port := &st.Ports[p]
+		if n := len(port.BackendsOf(c.IPv6)); n > 0 && port.hasFrontendOf(c.IPv6) {
+			if _, ok := ch.after.Chains[pickChain(n)]; !ok {
+				ch.after.Chains[pickChain(n)] = pickRules(w, n)
+			}
+		}
+	}
+	ch.after.Plan(tx, ch.before)
+	return ch
+}
+
+// Apply folds a change that nft has run into applied, the Ruleset it was planned
+// against, so that applied describes the table again.
+func (ch *Change) Apply(applied *Ruleset) {
+	for name := range ch.before.Chains {
+		delete(applied.Chains, name)
+	}
+	for name := range ch.before.Sets {
+		delete(applied.Sets, name)
+	}
+	for k := range ch.before.Elements {
+		delete(applied.Elements, k)
+	}
+	maps.Copy(applied.Chains, ch.after.Chains)
+	maps.Copy(applied.Sets, ch.after.Sets)
+	maps.Copy(applied.Elements, ch.after.Elements)
+}
