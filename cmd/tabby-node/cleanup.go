@@ -17,7 +17,8 @@ func newCleanupCommand() *cobra.Command {
 		Short: "remove every iptables chain and rule, ipset and route tabby owns on this host",
 		Long: `cleanup removes tabby's iptables chains (tby-*) and the rules that jump to them from
 the filter, nat and raw tables of both iptables backends, its ipsets (tby*), the
-addresses it put on lo (label lo:tby, the node-local DNS server's), and every route of
+addresses it put on lo (label lo:tby, the node-local DNS server's), the Service proxy's
+nftables table (ip tabby), and every route of
 tabby's route protocol (` + fmt.Sprint(felix.RouteProtocol) + `) in every table. Stop the agent first, or it puts them back.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -28,6 +29,13 @@ tabby's route protocol (` + fmt.Sprint(felix.RouteProtocol) + `) in every table.
 			routes, err := felix.RemoveRoutes(slog.Default())
 			if err != nil {
 				return err
+			}
+			sp, err := felix.NewServiceProxy(felix.ServiceProxyConfig{Log: slog.Default()})
+			if err == nil {
+				err = sp.Remove(cmd.Context())
+			}
+			if err != nil {
+				return fmt.Errorf("nftables table ip tabby: %w", err)
 			}
 			addrs, err := felix.NewLoopbackReconciler(nil).Apply(nil)
 			if err != nil {

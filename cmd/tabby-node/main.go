@@ -77,6 +77,9 @@ as on a control host.`,
 			}
 			a.Version = version
 			a.DNS.Enabled = a.DNS.Enabled && a.Role == agent.RoleNode
+			if a.Role != agent.RoleNode {
+				a.ProxyMode = agent.ProxyNone
+			}
 			for _, s := range splitList(o.dnsAddresses) {
 				addr, err := netip.ParseAddr(s)
 				if err != nil {
@@ -127,6 +130,7 @@ as on a control host.`,
 	f.DurationVar(&a.DNS.TTL, "dns-ttl", 5*time.Second, "TTL of the cluster zone's answers")
 	f.StringVar(&o.dnsUpstreams, "dns-upstream", "", "comma-separated upstream servers (ip or ip:port) for every other name, or none (refused) (default: the nameservers of /etc/resolv.conf)")
 	f.IntVar(&a.DNS.CacheSize, "dns-cache-size", 10000, "entries of the cache of upstream answers")
+	f.StringVar(&a.ProxyMode, "proxy-mode", agent.ProxyNFTables, "how Services are load-balanced on this node: nftables (the table ip tabby) or none (role node only)")
 	f.BoolVar(&a.BGP.Enabled, "bgp", true, "run the BGP speaker")
 	f.StringVar(&a.BGP.RouterID, "bgp-router-id", "", "BGP router ID (default: the node's IPv4 address)")
 	f.StringVar(&a.BGP.PasswordDir, "bgp-password-dir", "/etc/tabby/bgp-secrets", "directory of BGPPeer passwords: secretKeyRef {name, key} is read from <dir>/<name>/<key>")

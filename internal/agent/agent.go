@@ -43,6 +43,8 @@ type Config struct {
 	Policy         PolicyConfig
 	BGP            BGPConfig
 	DNS            DNSConfig
+	// ProxyMode is how Services are load-balanced: ProxyNFTables or ProxyNone.
+	ProxyMode string
 	// StatusSocket is the Unix socket tabbyctl node status reads.
 	StatusSocket string
 	// HealthListen serves GET /liveness and /readiness ("" turns it off).
@@ -132,6 +134,13 @@ func (cfg Config) Validate() error {
 	if cfg.StatusSocket == "" {
 		return errors.New("no status socket path")
 	}
+	switch cfg.ProxyMode {
+	case ProxyNFTables, ProxyNone:
+	case "iptables":
+		return errors.New("--proxy-mode iptables: not implemented yet; use nftables (or none)")
+	default:
+		return fmt.Errorf("--proxy-mode %q: want nftables or none", cfg.ProxyMode)
+	}
 	if cfg.DNS.Enabled {
 		if len(cfg.DNS.Addresses) == 0 {
 			return errors.New("--dns-addresses: none given (--dns=false turns DNS off)")
@@ -197,12 +206,20 @@ func Run(ctx context.Context, cfg Config, ds *datastore.Client, m *Metrics) erro
 			return fmt.Errorf("policy: %w", err)
 		}
 		pol := newPolicySubsystem(cfg.NodeName, cfg.Policy, v4.IsValid(), snap, syncer, ready, m)
+		var exempt []netip.Addr
 		if cfg.DNS.Enabled {
 			d, err := newDNSSubsystem(cfg.DNS, snap, syncer, ready, m)
 			if err != nil {
 				return err
 			}
-			subs = append(subs, d)
+			subs, exempt = append(subs, d), cfg.DNS.Addresses
+		}
+		if cfg.ProxyMode == ProxyNFTables {
+			p, err := newProxySubsystem(cfg.NodeName, exempt, snap, ready, m)
+			if err != nil {
+				return err
+			}
+			subs = append(subs, p)
 		}
 		subs = append(subs, routes, pol,
 			runFunc("ipam-gc", func(ctx context.Context) error {

@@ -167,7 +167,7 @@ func TestReadiness(t *testing.T) {
 }
 
 func TestConfigValidate(t *testing.T) {
-	good := Config{NodeName: "n1", Role: RoleNode, StatusSocket: "/run/s.sock", Policy: PolicyConfig{EndpointToHostAction: "ACCEPT"}}
+	good := Config{NodeName: "n1", Role: RoleNode, StatusSocket: "/run/s.sock", Policy: PolicyConfig{EndpointToHostAction: "ACCEPT"}, ProxyMode: ProxyNFTables}
 	if err := good.Validate(); err != nil {
 		t.Fatalf("a good config: %v", err)
 	}
@@ -179,6 +179,8 @@ func TestConfigValidate(t *testing.T) {
 		{func(c *Config) { c.Role = "router" }, `--role "router"`},
 		{func(c *Config) { c.Policy.EndpointToHostAction = "drop" }, "--default-endpoint-to-host-action"},
 		{func(c *Config) { c.Role = RoleRouteReflector }, "a route reflector needs BGP"},
+		{func(c *Config) { c.ProxyMode = "iptables" }, "--proxy-mode iptables: not implemented yet"},
+		{func(c *Config) { c.ProxyMode = "ipvs" }, `--proxy-mode "ipvs"`},
 	} {
 		c := good
 		tc.change(&c)

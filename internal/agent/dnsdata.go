@@ -4,24 +4,15 @@ import (
 	"github.com/tabby-net/tabby/api"
 	"github.com/tabby-net/tabby/dns"
 	"github.com/tabby-net/tabby/internal/snapshot"
-	"github.com/tabby-net/tabby/proxy"
-)
-
-var (
-	kindServices  = mustKind("services")
-	kindEndpoints = mustKind("endpoints")
 )
 
 // dnsData is what the cluster zone answers from, derived from a view: every Service with
 // its addresses, ports and endpoints (from proxy.ServiceEndpoints, as the Service proxy
 // sees them). A Service whose clusterIPs do not parse is left out.
 func dnsData(v *snapshot.View) *dns.ClusterData {
-	byNS := map[string][]*api.WorkloadEndpoint{}
-	for _, w := range snapshot.List[*api.WorkloadEndpoint](v) {
-		byNS[w.Namespace] = append(byNS[w.Namespace], w)
-	}
 	data := &dns.ClusterData{}
-	for _, s := range snapshot.List[*api.Service](v) {
+	for _, in := range serviceInputs(v) {
+		s := in.Service
 		addrs, err := s.ClusterAddrs()
 		if err != nil {
 			continue
@@ -35,8 +26,7 @@ func dnsData(v *snapshot.View) *dns.ClusterData {
 		for _, p := range s.Spec.Ports {
 			ds.Ports = append(ds.Ports, dns.Port{Name: p.Name, Protocol: string(p.Protocol), Port: uint16(p.Port)})
 		}
-		eps, _ := snapshot.Get[*api.Endpoints](v, s.Namespace, s.Name)
-		for _, e := range proxy.ServiceEndpoints(s, byNS[s.Namespace], eps) {
+		for _, e := range in.Endpoints {
 			ds.Endpoints = append(ds.Endpoints, dns.Endpoint{Addrs: e.Addrs, Hostname: e.Hostname, Ready: e.Ready, Ports: e.Ports})
 		}
 		data.Services = append(data.Services, ds)

@@ -1,0 +1,132 @@
+package e2e
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tabby-net/tabby/internal/labtest"
+)
+
+// probeCounts runs svcprobe from a lab namespace and returns its outcome counts.
+func probeCounts(t *testing.T, l *labtest.Lab, probe, from, proto string, n int, target string) map[string]int {
+	t.Helper()
+	out, stderr, code := l.Run("", "exec", from, "--", probe, proto, strconv.Itoa(n), "1s", target)
+	if code != 0 {
+		t.Fatalf("svcprobe %s %d %s from %s: exit %d: %s", proto, n, target, from, code, stderr)
+	}
+	counts := map[string]int{}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		if f := strings.Fields(line); len(f) == 2 {
+			counts[f[0]], _ = strconv.Atoi(f[1])
+		}
+	}
+	return counts
+}
+
+// chiSquare is Pearson's statistic of counts against an even spread over names.
+func chiSquare(counts map[string]int, names []string, n int) float64 {
+	want := float64(n) / float64(len(names))
+	var x float64
+	for _, name := range names {
+		d := float64(counts[name]) - want
+		x += d * d / want
+	}
+	return x
+}
+
+// TestServiceProxyClusterIP load-balances a ClusterIP Service in a two-node lab through
+// each agent's nftables table: from a workload on the other node 300 connections spread
+// over the 3 endpoints (chi-square, 2 degrees of freedom, p = 0.001: 13.8), UDP too; from
+// a node itself (the OUTPUT path); a workload reaching its own Service lands on itself
+// too (hairpin); a Service without endpoints refuses at once (TCP reset, ICMP port
+// unreachable), never a silent timeout; an endpoint deleted gets no new connections.
+func TestServiceProxyClusterIP(t *testing.T) {
+	labtest.Need(t)
+	probe := labtest.Build(t, "./testdata/svcprobe", "svcprobe")
+	l := labtest.New(t)
+	l.OK("up", "--nodes", "2", "--subnets", "1", "--agent-binary", labtest.AgentScript(t, labtest.FastBGP...))
+	l.Apply(labtest.Pool)
+	webs := []struct{ name, node string }{{"web1", "node1"}, {"web2", "node2"}, {"web3", "node1"}}
+	for _, w := range webs {
+		l.OK("workload", "add", w.node, "shop/"+w.name, "--labels", "app=web")
+		srv := l.Command("exec", "shop/"+w.name, "--", probe, "serve", w.name, "8080")
+		if err := srv.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
+	}
+	l.OK("workload", "add", "node2", "shop/client")
+	l.Apply(`apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  clusterIP: 10.96.20.1
+  selector: {app: web}
+  ports:
+  - {name: http, protocol: TCP, port: 80, targetPort: 8080}
+  - {name: echo, protocol: UDP, port: 81, targetPort: 8080}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: empty, namespace: shop}
+spec:
+  clusterIP: 10.96.20.2
+  selector: {app: nothing}
+  ports: [{name: http, protocol: TCP, port: 80}, {name: echo, protocol: UDP, port: 81}]
+`)
+	names := []string{"web1", "web2", "web3"}
+	labtest.Poll(t, "every endpoint answers through the ClusterIP", 60*time.Second, func() string {
+		c := probeCounts(t, l, probe, "shop/client", "tcp", 30, "10.96.20.1:80")
+		for _, n := range names {
+			if c[n] == 0 {
+				return fmt.Sprint(c)
+			}
+		}
+		return ""
+	})
+
+	c := probeCounts(t, l, probe, "shop/client", "tcp", 300, "10.96.20.1:80")
+	if got := c["web1"] + c["web2"] + c["web3"]; got != 300 {
+		t.Errorf("300 connections from node2's workload: %v", c)
+	}
+	if x := chiSquare(c, names, 300); x > 13.8 {
+		t.Errorf("300 connections spread %v: chi-square %.1f > 13.8 (p = 0.001)", c, x)
+	}
+	t.Logf("300 TCP connections from another node's workload: %v", c)
+	u := probeCounts(t, l, probe, "shop/client", "udp", 60, "10.96.20.1:81")
+	if got := u["web1"] + u["web2"] + u["web3"]; got != 60 || len(u) != 3 {
+		t.Errorf("60 UDP queries: %v, want every one answered, by all 3", u)
+	}
+	for _, node := range []string{"node1", "node2"} {
+		if c := probeCounts(t, l, probe, node, "tcp", 30, "10.96.20.1:80"); c["web1"]+c["web2"]+c["web3"] != 30 {
+			t.Errorf("30 connections from %s itself: %v", node, c)
+		}
+	}
+	// Hairpin: web1 through its own Service reaches every endpoint, itself among them.
+	if c := probeCounts(t, l, probe, "shop/web1", "tcp", 60, "10.96.20.1:80"); c["web1"] == 0 || c["web1"]+c["web2"]+c["web3"] != 60 {
+		t.Errorf("60 connections from web1 to its own Service: %v, want all answered, some by web1 itself", c)
+	}
+
+	// No endpoints: refused at once, over TCP and UDP, never a timeout.
+	if c := probeCounts(t, l, probe, "shop/client", "tcp", 10, "10.96.20.2:80"); c["refused"] != 10 {
+		t.Errorf("10 connections to a Service without endpoints: %v, want 10 refused", c)
+	}
+	// UDP's refusal is an ICMP port unreachable, which the kernel sends at most 6 at a
+	// burst per destination (then 1 a second: icmp_ratelimit), as for kube-proxy's REJECT.
+	if c := probeCounts(t, l, probe, "shop/client", "udp", 5, "10.96.20.2:81"); c["refused"] != 5 {
+		t.Errorf("5 UDP queries to a Service without endpoints: %v, want 5 refused", c)
+	}
+
+	// An endpoint gone: no new connection reaches it.
+	l.OK("workload", "del", "shop/web3")
+	labtest.Poll(t, "web3 out of the Service", 30*time.Second, func() string {
+		c := probeCounts(t, l, probe, "shop/client", "tcp", 60, "10.96.20.1:80")
+		if c["web3"] != 0 || c["web1"]+c["web2"] != 60 {
+			return fmt.Sprint(c)
+		}
+		return ""
+	})
+}

@@ -1,0 +1,101 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/tabby-net/tabby/felix"
+	"github.com/tabby-net/tabby/internal/snapshot"
+	"github.com/tabby-net/tabby/proxy"
+)
+
+// Service proxy modes.
+const (
+	ProxyNFTables = "nftables"
+	ProxyNone     = "none"
+)
+
+// proxyRefresh is the period of full passes over the nftables tables (repairs drift).
+const proxyRefresh = 30 * time.Second
+
+// proxySubsystem load-balances Services on this node: on every view that changes
+// Services, Endpoints or WorkloadEndpoints it derives the node's load balancing
+// (proxy.Desired) and has felix's ServiceProxy write only the difference; every
+// proxyRefresh it rewrites the tables whole.
+type proxySubsystem struct {
+	node string
+	// exempt are the node-local DNS addresses: a Service on one of them (kube-dns's
+	// 10.96.0.10) is answered by the node's own DNS server, not load-balanced away.
+	exempt []netip.Addr
+	snap   *snapshot.Snapshot
+	sp     *felix.ServiceProxy
+	ready  *Readiness
+	log    *slog.Logger
+}
+
+func newProxySubsystem(node string, exempt []netip.Addr, snap *snapshot.Snapshot, ready *Readiness, m *Metrics) (*proxySubsystem, error) {
+	log := slog.Default().With("component", "proxy")
+	sp, err := felix.NewServiceProxy(felix.ServiceProxyConfig{Log: log})
+	if err != nil {
+		return nil, fmt.Errorf("service proxy: %w", err)
+	}
+	sp.Observe = m.observeApply
+	ready.Set("proxy", "proxy: Services not programmed yet")
+	return &proxySubsystem{node: node, exempt: exempt, snap: snap, sp: sp, ready: ready, log: log}, nil
+}
+
+func (p *proxySubsystem) Name() string { return "proxy" }
+
+func (p *proxySubsystem) Run(ctx context.Context) error {
+	sub := p.snap.Subscribe()
+	tick := time.NewTicker(proxyRefresh)
+	defer tick.Stop()
+	var prev *snapshot.View
+	var st *proxy.LBState
+	for {
+		full := false
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-sub:
+			v := p.snap.View()
+			if !v.Synced || !v.Differs(prev, false, kindServices, kindEndpoints, kindWorkloadEndpoints) {
+				continue
+			}
+			prev = v
+			st = proxy.Desired(p.node, p.inputs(v))
+		case <-tick.C:
+			full = true
+		}
+		if st == nil {
+			continue
+		}
+		apply := p.sp.ApplyCached
+		if full {
+			apply = p.sp.Apply
+		}
+		start := time.Now()
+		if err := apply(ctx, st); err != nil {
+			p.log.Warn("service proxy apply failed; retrying with a full pass", "err", err)
+			if err = p.sp.Apply(ctx, st); err != nil && ctx.Err() == nil {
+				p.ready.Set("proxy", "proxy: the last nftables apply failed: "+err.Error())
+				continue
+			}
+		}
+		p.ready.Set("proxy")
+		p.log.Debug("services programmed", "ports", len(st.Ports), "full", full, "took", time.Since(start))
+	}
+}
+
+// inputs are the view's Services and endpoints, less those on an exempt address.
+func (p *proxySubsystem) inputs(v *snapshot.View) []proxy.ServiceInput {
+	in := serviceInputs(v)
+	return slices.DeleteFunc(in, func(s proxy.ServiceInput) bool {
+		addrs, err := s.Service.ClusterAddrs()
+		return err == nil && slices.ContainsFunc(addrs, func(a netip.Addr) bool { return slices.Contains(p.exempt, a) })
+	})
+}

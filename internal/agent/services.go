@@ -1,0 +1,27 @@
+package agent
+
+import (
+	"github.com/tabby-net/tabby/api"
+	"github.com/tabby-net/tabby/internal/snapshot"
+	"github.com/tabby-net/tabby/proxy"
+)
+
+var (
+	kindServices  = mustKind("services")
+	kindEndpoints = mustKind("endpoints")
+)
+
+// serviceInputs pairs every Service of a view with its endpoints, derived once for the
+// Service proxy and cluster DNS alike (proxy.ServiceEndpoints), in key order.
+func serviceInputs(v *snapshot.View) []proxy.ServiceInput {
+	byNS := map[string][]*api.WorkloadEndpoint{}
+	for _, w := range snapshot.List[*api.WorkloadEndpoint](v) {
+		byNS[w.Namespace] = append(byNS[w.Namespace], w)
+	}
+	var out []proxy.ServiceInput
+	for _, s := range snapshot.List[*api.Service](v) {
+		eps, _ := snapshot.Get[*api.Endpoints](v, s.Namespace, s.Name)
+		out = append(out, proxy.ServiceInput{Service: s, Endpoints: proxy.ServiceEndpoints(s, byNS[s.Namespace], eps)})
+	}
+	return out
+}
