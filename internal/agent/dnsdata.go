@@ -20,8 +20,9 @@ func dnsData(v *snapshot.View) *dns.ClusterData {
 	for _, w := range snapshot.List[*api.WorkloadEndpoint](v) {
 		byNS[w.Namespace] = append(byNS[w.Namespace], w)
 	}
-	data := &dns.ClusterData{}
-	for _, s := range snapshot.List[*api.Service](v) {
+	services := snapshot.List[*api.Service](v)
+	data := &dns.ClusterData{Services: make([]dns.Service, 0, len(services))}
+	for _, s := range services {
 		addrs, err := s.ClusterAddrs()
 		if err != nil {
 			continue
@@ -32,6 +33,7 @@ func dnsData(v *snapshot.View) *dns.ClusterData {
 		} else {
 			ds.ClusterIPs = addrs
 		}
+		ds.Ports = make([]dns.Port, 0, len(s.Spec.Ports))
 		for _, p := range s.Spec.Ports {
 			ds.Ports = append(ds.Ports, dns.Port{Name: p.Name, Protocol: string(p.Protocol), Port: uint16(p.Port)})
 		}
