@@ -79,6 +79,8 @@ type Zone struct {
 	zone    string // canonical: lower case, fully qualified ("cluster.local.")
 	dotZone string // "." + zone
 	podZone string // "pod." + zone
+	soaNs   string // the SOA's names: "ns.dns." + zone, "hostmaster." + zone
+	soaMbox string
 	ttl     uint32
 	log     *slog.Logger
 	serial  atomic.Uint32
@@ -99,6 +101,8 @@ func NewZone(cfg ZoneConfig) *Zone {
 		zone:    zone,
 		dotZone: "." + zone,
 		podZone: "pod." + zone,
+		soaNs:   "ns.dns." + zone,
+		soaMbox: "hostmaster." + zone,
 		ttl:     uint32(cfg.TTL / time.Second),
 		log:     cfg.Logger,
 	}
@@ -571,8 +575,8 @@ func (z *Zone) appendAAAA(rrs []mdns.RR, owner string, aaaa []byte) []mdns.RR {
 func (z *Zone) soa(idx *zoneIndex) *mdns.SOA {
 	return &mdns.SOA{
 		Hdr:     z.hdr(z.zone, mdns.TypeSOA),
-		Ns:      "ns.dns" + z.dotZone,
-		Mbox:    "hostmaster" + z.dotZone,
+		Ns:      z.soaNs,
+		Mbox:    z.soaMbox,
 		Serial:  idx.serial,
 		Refresh: 7200,
 		Retry:   1800,
