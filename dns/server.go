@@ -16,8 +16,6 @@ import (
 	"time"
 
 	mdns "github.com/miekg/dns"
-	"golang.org/x/net/ipv4"
-	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
 )
 
@@ -233,41 +231,35 @@ const (
 // those replies in one batch (sendmmsg); forwarded queries are answered from their
 // own goroutines.
 func (s *Server) serveUDP(ctx context.Context, c *net.UDPConn, wg *sync.WaitGroup) {
-	var bc interface {
-		ReadBatch([]ipv4.Message, int) (int, error)
-		WriteBatch([]ipv4.Message, int) (int, error)
+	mm, err := newMmsg(c, udpBatch, udpInSize)
+	if err != nil {
+		s.log.Error("dns server: udp socket", "addr", c.LocalAddr(), "err", err)
+		return
 	}
-	if c.LocalAddr().(*net.UDPAddr).IP.To4() != nil {
-		bc = ipv4.NewPacketConn(c)
-	} else {
-		bc = ipv6.NewPacketConn(c)
-	}
-	in := make([]ipv4.Message, udpBatch)
-	out := make([]ipv4.Message, 0, udpBatch)
 	outBufs := make([][]byte, udpBatch)
-	for i := range in {
-		in[i].Buffers = [][]byte{make([]byte, udpInSize)}
+	for i := range outBufs {
 		outBufs[i] = make([]byte, udpOutSize)
 	}
-	replies := make([][1][]byte, udpBatch)
 	sc := new(scratch)
+	onErr := func(err error) {
+		if ctx.Err() == nil {
+			s.log.Debug("dns server: udp write", "addr", c.LocalAddr(), "err", err)
+		}
+	}
 	for {
-		n, err := bc.ReadBatch(in, 0)
+		n, err := mm.read()
 		if err != nil {
 			if s.closed(ctx, err, "udp read", c.LocalAddr()) {
 				return
 			}
 			continue
 		}
-		out = out[:0]
 		for i := range n {
-			m := &in[i]
-			ua, ok := m.Addr.(*net.UDPAddr)
-			if !ok || m.Flags&unix.MSG_TRUNC != 0 {
+			src := mm.addr(i)
+			if !src.IsValid() || mm.trunc[i] {
 				continue
 			}
-			src := ua.AddrPort()
-			reply, r := s.local(m.Buffers[0][:m.N], src, false, outBufs[i], sc)
+			reply, r := s.local(mm.bufs[i][:mm.n[i]], src, false, outBufs[i], sc)
 			if r != nil {
 				select {
 				case s.fwdSem <- struct{}{}:
@@ -287,20 +279,9 @@ func (s *Server) serveUDP(ctx context.Context, c *net.UDPConn, wg *sync.WaitGrou
 			if reply == nil {
 				continue
 			}
-			replies[i][0] = reply
-			out = append(out, ipv4.Message{Buffers: replies[i][:], Addr: m.Addr})
+			mm.reply(i, reply)
 		}
-		for sent := 0; sent < len(out); {
-			k, err := bc.WriteBatch(out[sent:], 0)
-			if err != nil {
-				if ctx.Err() == nil {
-					s.log.Debug("dns server: udp write", "addr", c.LocalAddr(), "err", err)
-				}
-				sent++ // skip the datagram that failed
-				continue
-			}
-			sent += k
-		}
+		mm.flush(onErr)
 	}
 }
 

@@ -79,6 +79,8 @@ type Zone struct {
 	zone    string // canonical: lower case, fully qualified ("cluster.local.")
 	dotZone string // "." + zone
 	podZone string // "pod." + zone
+	soaNs   string // the SOA's names: "ns.dns." + zone, "hostmaster." + zone
+	soaMbox string
 	ttl     uint32
 	log     *slog.Logger
 	serial  atomic.Uint32
@@ -99,6 +101,8 @@ func NewZone(cfg ZoneConfig) *Zone {
 		zone:    zone,
 		dotZone: "." + zone,
 		podZone: "pod." + zone,
+		soaNs:   "ns.dns." + zone,
+		soaMbox: "hostmaster." + zone,
 		ttl:     uint32(cfg.TTL / time.Second),
 		log:     cfg.Logger,
 	}
@@ -121,21 +125,31 @@ type zoneIndex struct {
 }
 
 // zoneNode is one existing name. A node without records is an empty non-terminal (or a
-// name whose Service has nothing to answer yet): NODATA.
+// name whose Service has nothing to answer yet): NODATA; those share entNode. The index
+// holds a few nodes per Service, so a node is kept small: addresses packed (4 or 16
+// bytes each, in one slice), the rare records behind a pointer.
 type zoneNode struct {
-	a, aaaa []net.IP
+	a, aaaa []byte // IPv4 addresses, 4 bytes each; IPv6 ones, 16 bytes each
 	srv     []srvTarget
-	cname   string
-	txt     []string
-	apex    bool
+	more    *nodeMore
 }
 
-// srvTarget is one SRV record of a name, with the target's addresses for the additional
-// section.
+// nodeMore holds the records few names have.
+type nodeMore struct {
+	cname string
+	txt   []string
+	apex  bool
+}
+
+// entNode is every name without records (empty non-terminals). Never changed.
+var entNode = &zoneNode{}
+
+// srvTarget is one SRV record of a name; the target's node gives its addresses for the
+// additional section.
 type srvTarget struct {
 	port, weight uint16
 	target       string
-	a, aaaa      []net.IP
+	node         *zoneNode
 }
 
 // Update replaces the zone's data with d (nil: a cluster without Services). The zone
@@ -175,10 +189,10 @@ func (z *Zone) build(d *ClusterData) *zoneIndex {
 		seen:   make(map[nameAddr]struct{}),
 	}
 	idx := b.idx
-	idx.names[z.zone] = &zoneNode{apex: true}
-	idx.names["dns-version"+z.dotZone] = &zoneNode{txt: []string{SpecVersion}}
-	idx.names["svc"+z.dotZone] = &zoneNode{}
-	idx.names[z.podZone] = &zoneNode{}
+	idx.names[z.zone] = &zoneNode{more: &nodeMore{apex: true}}
+	idx.names["dns-version"+z.dotZone] = &zoneNode{more: &nodeMore{txt: []string{SpecVersion}}}
+	idx.names["svc"+z.dotZone] = entNode
+	idx.names[z.podZone] = entNode
 	for i := range services {
 		if err := b.addService(&services[i]); err != nil {
 			z.log.Warn("dns zone: Service left out", "err", err)
@@ -227,9 +241,11 @@ func (b *zoneBuilder) addAddr(node *zoneNode, name string, a netip.Addr) {
 	}
 	b.seen[nameAddr{name, a}] = struct{}{}
 	if a.Is4() {
-		node.a = append(node.a, net.IP(a.AsSlice()))
+		b := a.As4()
+		node.a = append(node.a, b[:]...)
 	} else {
-		node.aaaa = append(node.aaaa, net.IP(a.AsSlice()))
+		b := a.As16()
+		node.aaaa = append(node.aaaa, b[:]...)
 	}
 }
 
@@ -253,8 +269,9 @@ func (b *zoneBuilder) addService(s *Service) error {
 	if !isLabel(ns) || !isLabel(name) {
 		return fmt.Errorf("service %s/%s: namespace and name must be RFC 1123 labels", s.Namespace, s.Name)
 	}
-	nsName := ns + ".svc" + z.dotZone
-	svcName := name + "." + nsName
+	// The Service's name and its namespace's share one string.
+	svcName := name + "." + ns + ".svc" + z.dotZone
+	nsName := svcName[len(name)+1:]
 	if !nameFits(svcName) {
 		return fmt.Errorf("service %s/%s: %s is longer than a domain name may be", s.Namespace, s.Name, svcName)
 	}
@@ -262,7 +279,7 @@ func (b *zoneBuilder) addService(s *Service) error {
 		return fmt.Errorf("service %s/%s: listed twice, the first one kept", s.Namespace, s.Name)
 	}
 	if idx.names[nsName] == nil {
-		idx.names[nsName] = &zoneNode{}
+		idx.names[nsName] = entNode
 	}
 
 	if s.ExternalName != "" {
@@ -270,7 +287,7 @@ func (b *zoneBuilder) addService(s *Service) error {
 		if _, ok := mdns.IsDomainName(target); !ok || target == "." {
 			return fmt.Errorf("service %s/%s: externalName %q is not a domain name", s.Namespace, s.Name, s.ExternalName)
 		}
-		idx.names[svcName] = &zoneNode{cname: target}
+		idx.names[svcName] = &zoneNode{more: &nodeMore{cname: target}}
 		return nil
 	}
 
@@ -336,33 +353,41 @@ func (b *zoneBuilder) addService(s *Service) error {
 				"port", p.Name, "protocol", p.Protocol)
 			continue
 		}
-		protoName := proto + "." + svcName
-		srvName := "_" + portLabel + "." + protoName
+		srvName := "_" + portLabel + "." + proto + "." + svcName // one string: protoName is its tail
+		protoName := srvName[len(portLabel)+2:]
 		if !nameFits(srvName) {
 			z.log.Warn("dns zone: SRV name too long, port left out", "service", s.Namespace+"/"+s.Name, "port", p.Name)
 			continue
 		}
 		if idx.names[protoName] == nil {
-			idx.names[protoName] = &zoneNode{}
+			idx.names[protoName] = entNode
 		}
 		if idx.names[srvName] != nil {
 			continue // the same name and protocol twice: the first port wins
 		}
-		node := &zoneNode{}
 		switch {
 		case s.Headless:
+			node := &zoneNode{srv: make([]srvTarget, 0, len(eps))}
 			weight := srvWeight(len(eps))
 			for _, e := range eps {
 				port, ok := e.ports[p.Name]
 				if !ok {
 					port = p.Port
 				}
-				node.srv = append(node.srv, srvTarget{port: port, weight: weight, target: e.name, a: e.node.a, aaaa: e.node.aaaa})
+				node.srv = append(node.srv, srvTarget{port: port, weight: weight, target: e.name, node: e.node})
 			}
+			idx.names[srvName] = node
 		case len(svc.a)+len(svc.aaaa) > 0:
-			node.srv = []srvTarget{{port: p.Port, weight: 100, target: svcName, a: svc.a, aaaa: svc.aaaa}}
+			// The node and its one target in one allocation.
+			n := &struct {
+				node   zoneNode
+				target [1]srvTarget
+			}{target: [1]srvTarget{{port: p.Port, weight: 100, target: svcName, node: svc}}}
+			n.node.srv = n.target[:]
+			idx.names[srvName] = &n.node
+		default:
+			idx.names[srvName] = entNode
 		}
-		idx.names[srvName] = node
 	}
 	return nil
 }
@@ -459,10 +484,14 @@ func badQuery(req *mdns.Msg, q mdns.Question) (rcode int, bad bool) {
 // records appends node's records of type qtype to m: the answer, and the SRV targets'
 // addresses as additional records.
 func (z *Zone) records(m *mdns.Msg, qname string, qtype uint16, node *zoneNode, idx *zoneIndex) {
-	if node.cname != "" {
+	more := node.more
+	if more == nil {
+		more = &noMore
+	}
+	if more.cname != "" {
 		// A CNAME owner has no other data: every type answers the CNAME; the resolver
 		// follows it.
-		m.Answer = append(m.Answer, &mdns.CNAME{Hdr: z.hdr(qname, mdns.TypeCNAME), Target: node.cname})
+		m.Answer = append(m.Answer, &mdns.CNAME{Hdr: z.hdr(qname, mdns.TypeCNAME), Target: more.cname})
 		return
 	}
 	switch qtype {
@@ -475,15 +504,15 @@ func (z *Zone) records(m *mdns.Msg, qname string, qtype uint16, node *zoneNode, 
 			m.Answer = append(m.Answer, &mdns.SRV{
 				Hdr: z.hdr(qname, mdns.TypeSRV), Weight: t.weight, Port: t.port, Target: t.target,
 			})
-			m.Extra = z.appendA(m.Extra, t.target, t.a)
-			m.Extra = z.appendAAAA(m.Extra, t.target, t.aaaa)
+			m.Extra = z.appendA(m.Extra, t.target, t.node.a)
+			m.Extra = z.appendAAAA(m.Extra, t.target, t.node.aaaa)
 		}
 	case mdns.TypeTXT:
-		if node.txt != nil {
-			m.Answer = append(m.Answer, &mdns.TXT{Hdr: z.hdr(qname, mdns.TypeTXT), Txt: node.txt})
+		if more.txt != nil {
+			m.Answer = append(m.Answer, &mdns.TXT{Hdr: z.hdr(qname, mdns.TypeTXT), Txt: more.txt})
 		}
 	case mdns.TypeSOA:
-		if node.apex {
+		if more.apex {
 			soa := z.soa(idx)
 			soa.Hdr.Name = qname
 			m.Answer = append(m.Answer, soa)
@@ -504,16 +533,16 @@ func (z *Zone) podNode(name string) *zoneNode {
 		if !isLabel(rel) {
 			return nil
 		}
-		return &zoneNode{}
+		return entNode
 	}
 	if !isLabel(ns) || strings.Contains(ns, ".") {
 		return nil
 	}
 	if a, err := netip.ParseAddr(strings.ReplaceAll(ipLabel, "-", ".")); err == nil && a.Is4() {
-		return &zoneNode{a: []net.IP{net.IP(a.AsSlice())}}
+		return &zoneNode{a: a.AsSlice()}
 	}
 	if a, err := netip.ParseAddr(strings.ReplaceAll(ipLabel, "-", ":")); err == nil && a.Is6() && a.Zone() == "" {
-		return &zoneNode{aaaa: []net.IP{net.IP(a.AsSlice())}}
+		return &zoneNode{aaaa: a.AsSlice()}
 	}
 	return nil
 }
@@ -522,16 +551,21 @@ func (z *Zone) hdr(owner string, rrtype uint16) mdns.RR_Header {
 	return mdns.RR_Header{Name: owner, Rrtype: rrtype, Class: mdns.ClassINET, Ttl: z.ttl}
 }
 
-func (z *Zone) appendA(rrs []mdns.RR, owner string, ips []net.IP) []mdns.RR {
-	for _, ip := range ips {
-		rrs = append(rrs, &mdns.A{Hdr: z.hdr(owner, mdns.TypeA), A: ip})
+// noMore is the nodeMore of a node without one.
+var noMore nodeMore
+
+// appendA appends an A record for each address of a node's a (4 bytes each).
+func (z *Zone) appendA(rrs []mdns.RR, owner string, a []byte) []mdns.RR {
+	for i := 0; i+4 <= len(a); i += 4 {
+		rrs = append(rrs, &mdns.A{Hdr: z.hdr(owner, mdns.TypeA), A: net.IP(a[i : i+4 : i+4])})
 	}
 	return rrs
 }
 
-func (z *Zone) appendAAAA(rrs []mdns.RR, owner string, ips []net.IP) []mdns.RR {
-	for _, ip := range ips {
-		rrs = append(rrs, &mdns.AAAA{Hdr: z.hdr(owner, mdns.TypeAAAA), AAAA: ip})
+// appendAAAA appends an AAAA record for each address of a node's aaaa (16 bytes each).
+func (z *Zone) appendAAAA(rrs []mdns.RR, owner string, aaaa []byte) []mdns.RR {
+	for i := 0; i+16 <= len(aaaa); i += 16 {
+		rrs = append(rrs, &mdns.AAAA{Hdr: z.hdr(owner, mdns.TypeAAAA), AAAA: net.IP(aaaa[i : i+16 : i+16])})
 	}
 	return rrs
 }
@@ -541,8 +575,8 @@ func (z *Zone) appendAAAA(rrs []mdns.RR, owner string, ips []net.IP) []mdns.RR {
 func (z *Zone) soa(idx *zoneIndex) *mdns.SOA {
 	return &mdns.SOA{
 		Hdr:     z.hdr(z.zone, mdns.TypeSOA),
-		Ns:      "ns.dns" + z.dotZone,
-		Mbox:    "hostmaster" + z.dotZone,
+		Ns:      z.soaNs,
+		Mbox:    z.soaMbox,
 		Serial:  idx.serial,
 		Refresh: 7200,
 		Retry:   1800,

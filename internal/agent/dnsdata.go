@@ -10,8 +10,9 @@ import (
 // its addresses, ports and endpoints (from proxy.ServiceEndpoints, as the Service proxy
 // sees them). A Service whose clusterIPs do not parse is left out.
 func dnsData(v *snapshot.View) *dns.ClusterData {
-	data := &dns.ClusterData{}
-	for _, in := range serviceInputs(v) {
+	inputs := serviceInputs(v)
+	data := &dns.ClusterData{Services: make([]dns.Service, 0, len(inputs))}
+	for _, in := range inputs {
 		s := in.Service
 		addrs, err := s.ClusterAddrs()
 		if err != nil {
@@ -23,9 +24,11 @@ func dnsData(v *snapshot.View) *dns.ClusterData {
 		} else {
 			ds.ClusterIPs = addrs
 		}
+		ds.Ports = make([]dns.Port, 0, len(s.Spec.Ports))
 		for _, p := range s.Spec.Ports {
 			ds.Ports = append(ds.Ports, dns.Port{Name: p.Name, Protocol: string(p.Protocol), Port: uint16(p.Port)})
 		}
+		ds.Endpoints = make([]dns.Endpoint, 0, len(in.Endpoints))
 		for _, e := range in.Endpoints {
 			ds.Endpoints = append(ds.Endpoints, dns.Endpoint{Addrs: e.Addrs, Hostname: e.Hostname, Ready: e.Ready, Ports: e.Ports})
 		}

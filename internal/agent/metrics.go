@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -240,32 +241,130 @@ func (m *Metrics) dnsMetrics() dns.Metrics {
 	}
 	if m.dns == nil {
 		m.dns = &dnsMetrics{
-			queries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tabby_dns_queries_total",
-				Help: "DNS queries answered, by query type and response code."}, []string{"qtype", "rcode"}),
-			cache: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tabby_dns_cache_lookups_total",
-				Help: "DNS cache lookups, by result (hit, miss)."}, []string{"result"}),
+			queriesDesc: prometheus.NewDesc("tabby_dns_queries_total",
+				"DNS queries answered, by query type (OTHER: a type not listed) and response code.", []string{"qtype", "rcode"}, nil),
+			cacheDesc: prometheus.NewDesc("tabby_dns_cache_lookups_total",
+				"DNS cache lookups, by result (hit, miss).", []string{"result"}, nil),
 			upstream: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "tabby_dns_upstream_duration_seconds",
 				Help: "Latency of queries forwarded upstream, by result.", Buckets: prometheus.ExponentialBuckets(0.0002, 2, 16)}, []string{"result"}),
 		}
-		m.reg.MustRegister(m.dns.queries, m.dns.cache, m.dns.upstream)
+		m.reg.MustRegister(m.dns, m.dns.upstream)
 	}
 	return m.dns
 }
 
-type dnsMetrics struct {
-	queries  *prometheus.CounterVec
-	cache    *prometheus.CounterVec
-	upstream *prometheus.HistogramVec
+// The query types and response codes tabby_dns_queries_total tells apart; any other is
+// counted as the last of its list ("OTHER"), so that the series stay few.
+var (
+	dnsQtypes = [...]string{"A", "AAAA", "PTR", "SRV", "CNAME", "TXT", "SOA", "NS", "MX", "HTTPS", "SVCB", "CAA",
+		"ANY", "AXFR", "IXFR", "NONE", "OTHER"}
+	dnsRcodes = [...]string{"NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "BADVERS", "OTHER"}
+)
+
+func dnsQtypeIndex(t string) int {
+	switch t {
+	case "A":
+		return 0
+	case "AAAA":
+		return 1
+	case "PTR":
+		return 2
+	case "SRV":
+		return 3
+	case "CNAME":
+		return 4
+	case "TXT":
+		return 5
+	case "SOA":
+		return 6
+	case "NS":
+		return 7
+	case "MX":
+		return 8
+	case "HTTPS":
+		return 9
+	case "SVCB":
+		return 10
+	case "CAA":
+		return 11
+	case "ANY":
+		return 12
+	case "AXFR":
+		return 13
+	case "IXFR":
+		return 14
+	case "NONE":
+		return 15
+	}
+	return len(dnsQtypes) - 1
 }
 
-func (d *dnsMetrics) Query(qtype, rcode string) { d.queries.WithLabelValues(qtype, rcode).Inc() }
+func dnsRcodeIndex(r string) int {
+	switch r {
+	case "NOERROR":
+		return 0
+	case "FORMERR":
+		return 1
+	case "SERVFAIL":
+		return 2
+	case "NXDOMAIN":
+		return 3
+	case "NOTIMP":
+		return 4
+	case "REFUSED":
+		return 5
+	case "BADVERS":
+		return 6
+	}
+	return len(dnsRcodes) - 1
+}
+
+// dnsMetrics is the server's dns.Metrics. Counting a query or a cache lookup is one
+// atomic add to a fixed counter (the server counts every query, from every socket's
+// goroutine: a CounterVec's label lookup per query cost more than the answer); the
+// counters become series when scraped, those that are not zero.
+type dnsMetrics struct {
+	queriesDesc, cacheDesc *prometheus.Desc
+	queries                [len(dnsQtypes)][len(dnsRcodes)]atomic.Uint64
+	hits, misses           atomic.Uint64
+	upstream               *prometheus.HistogramVec
+}
+
+func (d *dnsMetrics) Query(qtype, rcode string) {
+	d.queries[dnsQtypeIndex(qtype)][dnsRcodeIndex(rcode)].Add(1)
+}
+
 func (d *dnsMetrics) Cache(hit bool) {
 	if hit {
-		d.cache.WithLabelValues("hit").Inc()
+		d.hits.Add(1)
 	} else {
-		d.cache.WithLabelValues("miss").Inc()
+		d.misses.Add(1)
 	}
 }
+
 func (d *dnsMetrics) Upstream(dur time.Duration, err error) {
 	d.upstream.WithLabelValues(result(err)).Observe(dur.Seconds())
+}
+
+func (d *dnsMetrics) Describe(ch chan<- *prometheus.Desc) {
+	ch <- d.queriesDesc
+	ch <- d.cacheDesc
+}
+
+func (d *dnsMetrics) Collect(ch chan<- prometheus.Metric) {
+	for i := range d.queries {
+		for j := range d.queries[i] {
+			if n := d.queries[i][j].Load(); n > 0 {
+				ch <- prometheus.MustNewConstMetric(d.queriesDesc, prometheus.CounterValue, float64(n), dnsQtypes[i], dnsRcodes[j])
+			}
+		}
+	}
+	for _, c := range []struct {
+		result string
+		n      uint64
+	}{{"hit", d.hits.Load()}, {"miss", d.misses.Load()}} {
+		if c.n > 0 {
+			ch <- prometheus.MustNewConstMetric(d.cacheDesc, prometheus.CounterValue, float64(c.n), c.result)
+		}
+	}
 }
