@@ -165,20 +165,25 @@ spec: {bgp: {routeReflectorClusterID: 1.0.0.1}}
 	t.Logf("route reflectors: all blocks in every node's kernel %s after the last workload (%s after the first)", took, time.Since(start).Round(time.Millisecond))
 	// Each reflector has the five nodes as clients and the other reflector (same cluster
 	// ID, selected by the same BGPPeer) as a non-client peer.
+	// The reflectors' session to each other may be settling a connection collision (both
+	// sides connect at once), so it is polled for, as the clients' sessions are above.
 	for k, rr := range rrs {
-		_, s := l.established(rr.name, rr.dataDir)
-		var peers []string
-		for _, p := range s.Peers {
-			if p.State == "Established" && p.Type == "route reflector" {
-				peers = append(peers, p.Address)
-			}
-		}
-		slices.Sort(peers)
 		want := []string{nodeAddr(1), nodeAddr(2), nodeAddr(3), nodeAddr(4), nodeAddr(5), rrs[1-k].addr}
 		slices.Sort(want)
-		if !slices.Equal(peers, want) {
-			t.Fatalf("%s: established peers %v, want %v; status %+v", rr.name, peers, want, s)
-		}
+		labtest.Poll(t, rr.name+" established with the five clients and the other reflector", 40*time.Second, func() string {
+			_, s := l.established(rr.name, rr.dataDir)
+			var peers []string
+			for _, p := range s.Peers {
+				if p.State == "Established" && p.Type == "route reflector" {
+					peers = append(peers, p.Address)
+				}
+			}
+			slices.Sort(peers)
+			if !slices.Equal(peers, want) {
+				return fmt.Sprintf("established peers %v, want %v; status %+v", peers, want, s)
+			}
+			return ""
+		})
 	}
 	pingAll := func() {
 		for i := 1; i <= 4; i++ {
