@@ -127,7 +127,7 @@ func (d *dnsSubsystem) Run(ctx context.Context) error {
 			}
 		case <-sub:
 			v := d.snap.View()
-			if !v.Synced || !v.Differs(prev, false, kindServices, kindEndpoints, kindWorkloadEndpoints) {
+			if !v.Synced || !v.Differs(prev, false, kindServices, kindEndpoints, kindEndpointSlices, kindWorkloadEndpoints) {
 				continue
 			}
 			prev = v

@@ -23,7 +23,7 @@ const (
 const proxyRefresh = 30 * time.Second
 
 // proxySubsystem load-balances Services on this node: on every view that changes
-// Services, Endpoints or WorkloadEndpoints it derives the node's load balancing
+// Services, Endpoints, EndpointSlices or WorkloadEndpoints it derives the node's load balancing
 // (proxy.Desired) and has felix's ServiceProxy write only the difference; every
 // proxyRefresh it rewrites the tables whole.
 type proxySubsystem struct {
@@ -63,7 +63,7 @@ func (p *proxySubsystem) Run(ctx context.Context) error {
 			return nil
 		case <-sub:
 			v := p.snap.View()
-			if !v.Synced || !v.Differs(prev, false, kindServices, kindEndpoints, kindWorkloadEndpoints) {
+			if !v.Synced || !v.Differs(prev, false, kindServices, kindEndpoints, kindEndpointSlices, kindWorkloadEndpoints) {
 				continue
 			}
 			prev = v
