@@ -158,3 +158,39 @@ func TestServiceEndpointsFromSlices(t *testing.T) {
 		t.Errorf("selector Service took slices: %+v", got)
 	}
 }
+
+func TestDesiredServingTerminating(t *testing.T) {
+	web := api.ServicePort{Name: "http", Protocol: "TCP", Port: 80}
+	http := map[string]uint16{"http": 8080}
+	terminating := func(node, a string, serving bool) Endpoint {
+		return Endpoint{Addrs: addrs(a), Node: node, Serving: serving, Terminating: true, Ports: http}
+	}
+	ready := Endpoint{Addrs: addrs("10.65.0.1"), Node: "node2", Ready: true, Serving: true, Ports: http}
+	tests := []struct {
+		name  string
+		local bool
+		eps   []Endpoint
+		want  []Backend
+	}{
+		{"a ready endpoint: terminating ones stay out", false, []Endpoint{ready, terminating("node1", "10.65.0.2", true)},
+			[]Backend{be("10.65.0.1", 8080)}},
+		{"none ready: serving terminating ones", false, []Endpoint{terminating("node1", "10.65.0.2", true), terminating("node1", "10.65.0.3", false),
+			{Addrs: addrs("10.65.0.4"), Serving: true, Ports: http}}, // serving, not ready, not terminating: never
+			[]Backend{be("10.65.0.2", 8080)}},
+		{"none serving: reject", false, []Endpoint{terminating("node1", "10.65.0.3", false)}, nil},
+		{"Local: no local ready endpoint, a local serving terminating one", true, []Endpoint{ready, terminating("node1", "10.65.0.2", true)},
+			[]Backend{be("10.65.0.2", 8080)}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := clusterSvc("shop", "web", "10.96.0.10", web)
+			if tt.local {
+				s.Spec.InternalTrafficPolicy = api.TrafficPolicyLocal
+			}
+			got := Desired("node1", []ServiceInput{{Service: s, Endpoints: tt.eps}})
+			if len(got.Ports) != 1 || !reflect.DeepEqual(got.Ports[0].Backends, tt.want) {
+				t.Errorf("backends = %+v, want %v", got.Ports, tt.want)
+			}
+		})
+	}
+}
