@@ -55,7 +55,7 @@ func (p *proxySubsystem) Run(ctx context.Context) error {
 	tick := time.NewTicker(proxyRefresh)
 	defer tick.Stop()
 	var prev *snapshot.View
-	var st *proxy.LBState
+	var st, applied *proxy.LBState
 	for {
 		full := false
 		select {
@@ -87,6 +87,8 @@ func (p *proxySubsystem) Run(ctx context.Context) error {
 			}
 		}
 		p.ready.Set("proxy")
+		p.forgetStaleUDP(applied, st)
+		applied = st
 		p.log.Debug("services programmed", "ports", len(st.Ports), "full", full, "took", time.Since(start))
 	}
 }
@@ -98,4 +100,20 @@ func (p *proxySubsystem) inputs(v *snapshot.View) []proxy.ServiceInput {
 		addrs, err := s.Service.ClusterAddrs()
 		return err == nil && slices.ContainsFunc(addrs, func(a netip.Addr) bool { return slices.Contains(p.exempt, a) })
 	})
+}
+
+// forgetStaleUDP deletes the conntrack entries of UDP flows to backends that left a
+// Service port between two applied states (none on the first), once the rules no longer
+// lead to them.
+func (p *proxySubsystem) forgetStaleUDP(old, next *proxy.LBState) {
+	flows := proxy.StaleUDP(old, next)
+	if len(flows) == 0 {
+		return
+	}
+	n, err := p.sp.DeleteStaleUDP(flows)
+	if err != nil {
+		p.log.Warn("deleting stale UDP conntrack entries failed", "flows", len(flows), "deleted", n, "err", err)
+		return
+	}
+	p.log.Debug("stale UDP conntrack entries deleted", "flows", len(flows), "deleted", n)
 }
