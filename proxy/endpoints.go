@@ -1,8 +1,9 @@
 // Package proxy owns the Service proxy's desired state, computed with pure functions from
 // the agent's snapshot: which endpoints stand behind each Service (endpoints.go), the
-// load balancing of one node (lb.go), and the nftables table and transactions that make
-// it (nftables.go). It reads no datastore and writes no kernel: felix's ServiceProxy runs
-// what it plans. Cluster DNS reads the same endpoints.
+// load balancing of one node (lb.go), the UDP conntrack entries a change leaves stale
+// (conntrack.go), and the nftables table and transactions that make it (nftables.go). It
+// reads no datastore and writes no kernel: felix's ServiceProxy runs what it plans.
+// Cluster DNS reads the same endpoints.
 package proxy
 
 import (
