@@ -141,6 +141,21 @@ func TestDecodeTestdataContents(t *testing.T) {
 		t.Errorf("targetPort = %#v", tp)
 	}
 
+	rs = decodeFile(t, "testdata/service.yaml")
+	slice := rs[len(rs)-2].(*EndpointSlice)
+	if slice.ServiceName() != "frontend" || slice.AddressType != AddressTypeIPv4 || len(slice.Endpoints) != 3 {
+		t.Errorf("slice = %+v", slice)
+	}
+	for i, want := range [][3]bool{{true, true, false}, {false, true, true}, {true, true, false}} {
+		c := slice.Endpoints[i].Conditions
+		if got := [3]bool{c.IsReady(), c.IsServing(), c.IsTerminating()}; got != want {
+			t.Errorf("endpoints[%d] ready, serving, terminating = %v, want %v", i, got, want)
+		}
+	}
+	if p := slice.Ports[1]; p.Protocol != PortProtocolTCP || p.Port != 8443 {
+		t.Errorf("ports[1] = %+v, want TCP by default", p)
+	}
+
 	set := decodeFile(t, "testdata/policy.yaml")[5].(*GlobalNetworkSet)
 	if ps, err := set.Spec.Prefixes(); err != nil || len(ps) != 3 || ps[2].Bits() != 48 {
 		t.Errorf("Prefixes = %v %v", ps, err)
@@ -415,6 +430,7 @@ func TestLookupKind(t *testing.T) {
 		"namespaces":            {"namespace", "namespaces", "ns"},
 		"services":              {"service", "services", "svc"},
 		"endpoints":             {"endpoints", "ep"},
+		"endpointslices":        {"endpointslice", "endpointslices", "epslice", "EndpointSlice"},
 		"k8snetworkpolicies":    {"k8snetworkpolicy", "k8snetworkpolicies", "knp"},
 	}
 	if len(Kinds()) != len(names) {
@@ -428,7 +444,7 @@ func TestLookupKind(t *testing.T) {
 		}
 	}
 	namespaced := map[string]bool{"networkpolicies": true, "networksets": true, "workloadendpoints": true,
-		"services": true, "endpoints": true, "k8snetworkpolicies": true}
+		"services": true, "endpoints": true, "endpointslices": true, "k8snetworkpolicies": true}
 	for _, k := range Kinds() {
 		if k.Namespaced != namespaced[k.Plural] {
 			t.Errorf("%s: Namespaced = %v", k.Plural, k.Namespaced)

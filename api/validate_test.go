@@ -40,6 +40,7 @@ const (
 	calico = "apiVersion: projectcalico.org/v3\n"
 	core   = "apiVersion: v1\n"
 	netv1  = "apiVersion: networking.k8s.io/v1\n"
+	discv1 = "apiVersion: discovery.k8s.io/v1\n"
 )
 
 // gnpRule wraps one ingress rule (indented YAML) in a GlobalNetworkPolicy.
@@ -364,6 +365,36 @@ var validationCases = []struct {
 			`subsets[0].ports[0].protocol: "tcp" is not one of TCP, UDP, SCTP`,
 			`subsets[0].ports[1].name: required when a subset has more than one port`,
 		}},
+	{"endpoint slice", discv1 + "kind: EndpointSlice\nmetadata: {name: web-1, labels: {kubernetes.io/service-name: 1web}}\naddressType: IPv4\nendpoints:\n- addresses: [10.0.0.300, \"fd00::1\"]\n  hostname: Web\n  nodeName: Node_1\n  zone: \"zone a\"\n- conditions: {ready: false}\nports: [{port: 0, protocol: tcp}, {name: Http, port: 70000, appProtocol: \"a b\"}, {name: Http, port: 80}]\n",
+		[]string{
+			`metadata.labels["kubernetes.io/service-name"]: "1web" is not a valid DNS-1035 label (lower case alphanumerics and '-', starting with a letter)`,
+			`endpoints[0].addresses[0]: "10.0.0.300" is not a valid IP address`,
+			`endpoints[0].addresses[1]: "fd00::1" is not an IPv4 address`,
+			`endpoints[0].hostname: "Web" is not a valid DNS-1123 label (lower case alphanumerics and '-')`,
+			`endpoints[0].nodeName: "Node_1" is not a valid DNS-1123 subdomain (lower case alphanumerics, '-' and '.')`,
+			`endpoints[0].zone: "zone a" is not a valid label value (at most 63 alphanumerics, '-', '_' or '.', starting and ending with an alphanumeric)`,
+			`endpoints[1].addresses: required: at least one address`,
+			`ports[0].protocol: "tcp" is not one of TCP, UDP, SCTP`,
+			`ports[0].port: required: tabby cannot forward every port of an endpoint`,
+			`ports[1].name: "Http" is not a valid DNS-1123 label (lower case alphanumerics and '-')`,
+			`ports[1].port: port 70000 is out of range 1-65535`,
+			`ports[1].appProtocol: "a b" is not a valid label key (an optional DNS subdomain and '/', then at most 63 alphanumerics, '-', '_' or '.')`,
+			`ports[2].name: "Http" is not a valid DNS-1123 label (lower case alphanumerics and '-')`,
+			`ports[2].name: "Http" is used by another port`,
+		}},
+	{"FQDN endpoint slice", discv1 + "kind: EndpointSlice\nmetadata: {name: web}\naddressType: FQDN\nendpoints: [{addresses: [example.com]}]\n",
+		[]string{
+			`addressType: FQDN is not supported: tabby routes to addresses, not names; use IPv4 or IPv6`,
+		}},
+	{"endpoint slice without address type", discv1 + "kind: EndpointSlice\nmetadata: {name: web}\nendpoints: [{addresses: [\"fd00::1\"]}]\n",
+		[]string{
+			`addressType: required: one of IPv4, IPv6`,
+		}},
+	{"IPv6 endpoint slice", discv1 + "kind: EndpointSlice\nmetadata: {name: web}\naddressType: IPv6\nendpoints: [{addresses: [10.0.0.1]}]\nports: [{port: 80}, {port: 81}]\n",
+		[]string{
+			`endpoints[0].addresses[0]: "10.0.0.1" is not an IPv6 address`,
+			`ports[1].name: "" is used by another port`,
+		}},
 	{"k8s network policy", netv1 + "kind: NetworkPolicy\nmetadata: {name: np}\nspec:\n  podSelector:\n    matchLabels: {role: \"-db\"}\n    matchExpressions:\n    - {key: tier, operator: Equals, values: [a]}\n    - {key: tier, operator: In}\n    - {key: tier, operator: Exists, values: [a]}\n    - {key: \"\", operator: NotIn, values: [\"a b\"]}\n  policyTypes: [Egress]\n  ingress:\n  - from:\n    - ipBlock: {cidr: 10.0.0.0/16, except: [10.1.0.0/24, 10.0.0.0/16]}\n    - ipBlock: {cidr: 10.0.0.0/8}\n      podSelector: {}\n    - {}\n    ports:\n    - {port: 80, endPort: 79}\n    - {port: http, endPort: 90}\n    - {endPort: 90, protocol: ICMP}\n",
 		[]string{
 			`spec.podSelector.matchLabels.role: "-db" is not a valid label value (at most 63 alphanumerics, '-', '_' or '.', starting and ending with an alphanumeric)`,
@@ -490,6 +521,9 @@ func TestDefaults(t *testing.T) {
 		{"endpoints port protocol", core + "kind: Endpoints\nmetadata: {name: s, namespace: x}\nsubsets: [{addresses: [{ip: 10.0.0.1}], ports: [{port: 80}]}]\n",
 			&Endpoints{TypeMeta{"Endpoints", VersionCore}, ObjectMeta{Name: "s", Namespace: "x"}, []EndpointSubset{{
 				Addresses: []EndpointAddress{{IP: "10.0.0.1"}}, Ports: []EndpointPort{{Port: 80, Protocol: PortProtocolTCP}}}}}},
+		{"endpoint slice port protocol", discv1 + "kind: EndpointSlice\nmetadata: {name: s, namespace: x}\naddressType: IPv4\nendpoints: [{addresses: [10.0.0.1]}]\nports: [{port: 80}]\n",
+			&EndpointSlice{TypeMeta{"EndpointSlice", VersionDiscovery}, ObjectMeta{Name: "s", Namespace: "x"}, AddressTypeIPv4,
+				[]EndpointSliceEndpoint{{Addresses: []string{"10.0.0.1"}}}, []EndpointSlicePort{{Port: 80, Protocol: PortProtocolTCP}}}},
 		{"k8s policy without rules is ingress", netv1 + "kind: NetworkPolicy\nmetadata: {name: p}\nspec: {podSelector: {}}\n",
 			&K8sNetworkPolicy{TypeMeta{"NetworkPolicy", VersionNetworking}, ObjectMeta{Name: "p", Namespace: "default"}, K8sNetworkPolicySpec{
 				PolicyTypes: []PolicyType{PolicyTypeIngress}}}},

@@ -1,8 +1,9 @@
 // Package proxy owns the Service proxy's desired state, computed with pure functions from
 // the agent's snapshot: which endpoints stand behind each Service (endpoints.go), the
-// load balancing of one node (lb.go), and the nftables table and transactions that make
-// it (nftables.go). It reads no datastore and writes no kernel: felix's ServiceProxy runs
-// what it plans. Cluster DNS reads the same endpoints.
+// load balancing of one node (lb.go), the UDP conntrack entries a change leaves stale
+// (conntrack.go), and the nftables table and transactions that make it (nftables.go). It
+// reads no datastore and writes no kernel: felix's ServiceProxy runs what it plans.
+// Cluster DNS reads the same endpoints.
 package proxy
 
 import (
@@ -21,7 +22,13 @@ type Endpoint struct {
 	Node string
 	// Hostname is the endpoint's own DNS name under a headless Service, if it has one.
 	Hostname string
-	Ready    bool
+	// Ready, Serving and Terminating are the EndpointSlice conditions (kube-proxy's
+	// reading: unset ready and serving are true, unset terminating false). A
+	// WorkloadEndpoint is ready and serving; an Endpoints address is serving when ready.
+	// The proxy falls back to serving, terminating endpoints when none is ready.
+	Ready       bool
+	Serving     bool
+	Terminating bool
 	// Ports maps each Service port's name to the endpoint's port for it; a named
 	// targetPort the workload does not declare leaves the Service port out.
 	Ports map[string]uint16
@@ -32,10 +39,15 @@ type Endpoint struct {
 
 // ServiceEndpoints returns the endpoints of svc in a stable order: for a Service with a
 // selector, every WorkloadEndpoint of its namespace whose labels carry the selector (no
-// central controller: every node derives the same list); for one without, the addresses
-// of the Endpoints resource of the same name (eps, nil if there is none).
-func ServiceEndpoints(svc *api.Service, weps []*api.WorkloadEndpoint, eps *api.Endpoints) []Endpoint {
+// central controller: every node derives the same list); for one without, the endpoints
+// of the EndpointSlices of its namespace labelled kubernetes.io/service-name with its name
+// (others in slices are skipped), merged, or when there is no such slice, the addresses of
+// the Endpoints resource of the same name (eps, nil if there is none).
+func ServiceEndpoints(svc *api.Service, weps []*api.WorkloadEndpoint, eps *api.Endpoints, epslices []*api.EndpointSlice) []Endpoint {
 	if len(svc.Spec.Selector) == 0 {
+		if out, ok := fromSlices(svc, epslices); ok {
+			return out
+		}
 		return fromEndpoints(eps)
 	}
 	var out []Endpoint
@@ -47,7 +59,7 @@ func ServiceEndpoints(svc *api.Service, weps []*api.WorkloadEndpoint, eps *api.E
 		if err != nil || len(addrs) == 0 {
 			continue // the agent reports such endpoints; they serve nothing
 		}
-		ep := Endpoint{Addrs: addrs, Node: w.Spec.Node, Ready: true, Ports: map[string]uint16{}, Workload: w.Namespace + "/" + w.Name}
+		ep := Endpoint{Addrs: addrs, Node: w.Spec.Node, Ready: true, Serving: true, Ports: map[string]uint16{}, Workload: w.Namespace + "/" + w.Name}
 		for _, sp := range svc.Spec.Ports {
 			if p, ok := targetPort(sp, w.Spec.Ports); ok {
 				ep.Ports[sp.Name] = p
@@ -109,7 +121,7 @@ func fromEndpoints(eps *api.Endpoints) []Endpoint {
 				}
 				ep := byAddr[ip]
 				if ep == nil {
-					ep = &Endpoint{Addrs: []netip.Addr{ip}, Node: a.NodeName, Hostname: a.Hostname, Ready: ready, Ports: map[string]uint16{}}
+					ep = &Endpoint{Addrs: []netip.Addr{ip}, Node: a.NodeName, Hostname: a.Hostname, Ready: ready, Serving: ready, Ports: map[string]uint16{}}
 					byAddr[ip] = ep
 				}
 				maps.Copy(ep.Ports, ports)
@@ -118,9 +130,67 @@ func fromEndpoints(eps *api.Endpoints) []Endpoint {
 		add(ss.Addresses, true)
 		add(ss.NotReadyAddresses, false)
 	}
+	return sortedByAddr(byAddr)
+}
+
+func sortedByAddr(byAddr map[netip.Addr]*Endpoint) []Endpoint {
 	out := make([]Endpoint, 0, len(byAddr))
 	for _, ip := range slices.SortedFunc(maps.Keys(byAddr), netip.Addr.Compare) {
 		out = append(out, *byAddr[ip])
 	}
 	return out
+}
+
+// fromSlices merges the EndpointSlices of a selector-less Service, in name order; ok is
+// false when none names it. Like kube-proxy, it uses the first address of each endpoint.
+// An address found in several slices (or twice in one) is one endpoint with the ports of
+// all: ready or serving if any says so, terminating only if all do. FQDN slices, which
+// validation refuses, and addresses that do not parse are skipped.
+func fromSlices(svc *api.Service, all []*api.EndpointSlice) ([]Endpoint, bool) {
+	var mine []*api.EndpointSlice
+	for _, s := range all {
+		if s.Namespace == svc.Namespace && s.ServiceName() == svc.Name {
+			mine = append(mine, s)
+		}
+	}
+	if len(mine) == 0 {
+		return nil, false
+	}
+	slices.SortFunc(mine, func(a, b *api.EndpointSlice) int { return cmp.Compare(a.Name, b.Name) })
+	byAddr := map[netip.Addr]*Endpoint{}
+	for _, s := range mine {
+		if s.AddressType != api.AddressTypeIPv4 && s.AddressType != api.AddressTypeIPv6 {
+			continue
+		}
+		ports := map[string]uint16{}
+		for _, p := range s.Ports {
+			if p.Port > 0 && p.Port <= 65535 {
+				ports[p.Name] = uint16(p.Port)
+			}
+		}
+		for _, e := range s.Endpoints {
+			if len(e.Addresses) == 0 {
+				continue
+			}
+			ip, err := netip.ParseAddr(e.Addresses[0])
+			if err != nil || ip.Zone() != "" || ip.Is4() != (s.AddressType == api.AddressTypeIPv4) {
+				continue // validation refuses these; never serve a bad address
+			}
+			c := e.Conditions
+			ep := byAddr[ip]
+			if ep == nil {
+				ep = &Endpoint{Addrs: []netip.Addr{ip}, Node: e.NodeName, Hostname: e.Hostname,
+					Ready: c.IsReady(), Serving: c.IsServing(), Terminating: c.IsTerminating(), Ports: map[string]uint16{}}
+				byAddr[ip] = ep
+			} else {
+				ep.Ready = ep.Ready || c.IsReady()
+				ep.Serving = ep.Serving || c.IsServing()
+				ep.Terminating = ep.Terminating && c.IsTerminating()
+				ep.Node = cmp.Or(ep.Node, e.NodeName)
+				ep.Hostname = cmp.Or(ep.Hostname, e.Hostname)
+			}
+			maps.Copy(ep.Ports, ports)
+		}
+	}
+	return sortedByAddr(byAddr), true
 }

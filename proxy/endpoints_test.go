@@ -42,11 +42,11 @@ func TestServiceEndpointsFromSelector(t *testing.T) {
 		api.ServicePort{Name: "num", Port: 80, TargetPort: api.IntOrString{IntVal: 9090}},
 		api.ServicePort{Name: "named", Port: 81, TargetPort: api.IntOrString{StrVal: "http"}},
 		api.ServicePort{Name: "same", Port: 82})
-	got := ServiceEndpoints(s, weps, nil)
+	got := ServiceEndpoints(s, weps, nil, nil)
 	want := []Endpoint{
-		{Addrs: addrs("10.244.0.1", "fd00::1"), Node: "node1", Ready: true, Workload: "shop/web-a",
+		{Addrs: addrs("10.244.0.1", "fd00::1"), Node: "node1", Ready: true, Serving: true, Workload: "shop/web-a",
 			Ports: map[string]uint16{"num": 9090, "same": 82}}, // no port named http: "named" left out
-		{Addrs: addrs("10.244.0.2"), Node: "node1", Ready: true, Workload: "shop/web-b",
+		{Addrs: addrs("10.244.0.2"), Node: "node1", Ready: true, Serving: true, Workload: "shop/web-b",
 			Ports: map[string]uint16{"num": 9090, "named": 8080, "same": 82}},
 	}
 	if !reflect.DeepEqual(got, want) {
@@ -57,7 +57,7 @@ func TestServiceEndpointsFromSelector(t *testing.T) {
 func TestServiceEndpointsNamedPortNeedsItsProtocol(t *testing.T) {
 	w := wep("shop", "dns", map[string]string{"app": "dns"}, []api.WorkloadEndpointPort{{Name: "dns", Protocol: "TCP", Port: 5353}}, "10.244.0.9/32")
 	s := svc("shop", "dns", map[string]string{"app": "dns"}, api.ServicePort{Name: "udp", Protocol: "UDP", Port: 53, TargetPort: api.IntOrString{StrVal: "dns"}})
-	if got := ServiceEndpoints(s, []*api.WorkloadEndpoint{w}, nil); len(got) != 1 || len(got[0].Ports) != 0 {
+	if got := ServiceEndpoints(s, []*api.WorkloadEndpoint{w}, nil, nil); len(got) != 1 || len(got[0].Ports) != 0 {
 		t.Errorf("a UDP port resolved through a TCP port name: %+v", got)
 	}
 }
@@ -69,16 +69,128 @@ func TestServiceEndpointsFromEndpointsResource(t *testing.T) {
 		NotReadyAddresses: []api.EndpointAddress{{IP: "192.0.2.3"}},
 		Ports:             []api.EndpointPort{{Name: "http", Port: 8080}},
 	}}}
-	got := ServiceEndpoints(s, nil, eps)
+	got := ServiceEndpoints(s, nil, eps, nil)
 	want := []Endpoint{
-		{Addrs: addrs("192.0.2.1"), Ready: true, Ports: map[string]uint16{"http": 8080}},
-		{Addrs: addrs("192.0.2.2"), Node: "node2", Hostname: "b", Ready: true, Ports: map[string]uint16{"http": 8080}},
+		{Addrs: addrs("192.0.2.1"), Ready: true, Serving: true, Ports: map[string]uint16{"http": 8080}},
+		{Addrs: addrs("192.0.2.2"), Node: "node2", Hostname: "b", Ready: true, Serving: true, Ports: map[string]uint16{"http": 8080}},
 		{Addrs: addrs("192.0.2.3"), Ready: false, Ports: map[string]uint16{"http": 8080}},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("endpoints =\n%+v\nwant\n%+v", got, want)
 	}
-	if got := ServiceEndpoints(s, nil, nil); got != nil {
+	if got := ServiceEndpoints(s, nil, nil, nil); got != nil {
 		t.Errorf("no Endpoints resource: %+v, want none", got)
+	}
+}
+
+func slice(ns, name, service string, at api.AddressType, ports []api.EndpointSlicePort, eps ...api.EndpointSliceEndpoint) *api.EndpointSlice {
+	s := &api.EndpointSlice{TypeMeta: api.TypeMeta{Kind: "EndpointSlice", APIVersion: api.VersionDiscovery}, AddressType: at, Endpoints: eps, Ports: ports}
+	s.Namespace, s.Name = ns, name
+	if service != "" {
+		s.Labels = map[string]string{api.LabelServiceName: service}
+	}
+	return s
+}
+
+func cond(ready, serving, terminating *bool) api.EndpointConditions {
+	return api.EndpointConditions{Ready: ready, Serving: serving, Terminating: terminating}
+}
+
+func TestServiceEndpointsFromSlices(t *testing.T) {
+	yes, no := new(true), new(false)
+	s := svc("shop", "ext", nil, api.ServicePort{Name: "http", Port: 80}, api.ServicePort{Name: "dns", Protocol: "UDP", Port: 53})
+	http := []api.EndpointSlicePort{{Name: "http", Protocol: "TCP", Port: 8080}}
+	dns := []api.EndpointSlicePort{{Name: "dns", Protocol: "UDP", Port: 5353}}
+	eps := &api.Endpoints{Subsets: []api.EndpointSubset{{Addresses: []api.EndpointAddress{{IP: "192.0.2.99"}}, Ports: []api.EndpointPort{{Name: "http", Port: 1}}}}}
+	tests := []struct {
+		name   string
+		slices []*api.EndpointSlice
+		want   []Endpoint
+	}{
+		{"no slice: the Endpoints resource", []*api.EndpointSlice{
+			slice("shop", "other", "web", api.AddressTypeIPv4, http, api.EndpointSliceEndpoint{Addresses: []string{"192.0.2.1"}}),
+			slice("else", "ext-1", "ext", api.AddressTypeIPv4, http, api.EndpointSliceEndpoint{Addresses: []string{"192.0.2.1"}}),
+			slice("shop", "unlabelled", "", api.AddressTypeIPv4, http, api.EndpointSliceEndpoint{Addresses: []string{"192.0.2.1"}}),
+		}, []Endpoint{{Addrs: addrs("192.0.2.99"), Ready: true, Serving: true, Ports: map[string]uint16{"http": 1}}}},
+		{"an empty slice means no endpoint", []*api.EndpointSlice{slice("shop", "ext-1", "ext", api.AddressTypeIPv4, http)}, []Endpoint{}},
+		{"conditions", []*api.EndpointSlice{slice("shop", "ext-1", "ext", api.AddressTypeIPv4, http,
+			api.EndpointSliceEndpoint{Addresses: []string{"192.0.2.4"}, Conditions: cond(no, yes, yes), NodeName: "node2"},
+			api.EndpointSliceEndpoint{Addresses: []string{"192.0.2.3"}, Conditions: cond(no, no, nil)},
+			api.EndpointSliceEndpoint{Addresses: []string{"192.0.2.2", "192.0.2.9"}, Conditions: cond(yes, nil, no), Hostname: "b"},
+			api.EndpointSliceEndpoint{Addresses: []string{"192.0.2.1"}},
+		)}, []Endpoint{
+			{Addrs: addrs("192.0.2.1"), Ready: true, Serving: true, Ports: map[string]uint16{"http": 8080}},
+			{Addrs: addrs("192.0.2.2"), Hostname: "b", Ready: true, Serving: true, Ports: map[string]uint16{"http": 8080}},
+			{Addrs: addrs("192.0.2.3"), Ports: map[string]uint16{"http": 8080}},
+			{Addrs: addrs("192.0.2.4"), Node: "node2", Serving: true, Terminating: true, Ports: map[string]uint16{"http": 8080}},
+		}},
+		{"several slices merge, one endpoint per address", []*api.EndpointSlice{
+			slice("shop", "ext-b", "ext", api.AddressTypeIPv4, dns,
+				api.EndpointSliceEndpoint{Addresses: []string{"192.0.2.1"}, Conditions: cond(no, no, yes), NodeName: "node1"},
+				api.EndpointSliceEndpoint{Addresses: []string{"192.0.2.2"}, Conditions: cond(no, yes, yes)}),
+			slice("shop", "ext-a", "ext", api.AddressTypeIPv4, http,
+				api.EndpointSliceEndpoint{Addresses: []string{"192.0.2.1"}, Conditions: cond(yes, yes, no)},
+				api.EndpointSliceEndpoint{Addresses: []string{"192.0.2.2"}, Conditions: cond(no, no, yes)},
+				api.EndpointSliceEndpoint{Addresses: []string{"192.0.2.2"}, Conditions: cond(no, no, yes)}),
+			slice("shop", "ext-v6", "ext", api.AddressTypeIPv6, http,
+				api.EndpointSliceEndpoint{Addresses: []string{"fd00::1"}}),
+			slice("shop", "ext-fqdn", "ext", api.AddressTypeFQDN, http,
+				api.EndpointSliceEndpoint{Addresses: []string{"example.com"}}),
+			slice("shop", "ext-bad", "ext", api.AddressTypeIPv4, http,
+				api.EndpointSliceEndpoint{Addresses: []string{"fd00::2"}}, api.EndpointSliceEndpoint{Addresses: []string{"x"}}, api.EndpointSliceEndpoint{}),
+		}, []Endpoint{
+			{Addrs: addrs("192.0.2.1"), Node: "node1", Ready: true, Serving: true, Ports: map[string]uint16{"http": 8080, "dns": 5353}},
+			{Addrs: addrs("192.0.2.2"), Serving: true, Terminating: true, Ports: map[string]uint16{"http": 8080, "dns": 5353}},
+			{Addrs: addrs("fd00::1"), Ready: true, Serving: true, Ports: map[string]uint16{"http": 8080}},
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := ServiceEndpoints(s, nil, eps, tt.slices)
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("endpoints =\n%+v\nwant\n%+v", got, tt.want)
+			}
+		})
+	}
+	// A Service with a selector ignores slices.
+	sel := svc("shop", "ext", map[string]string{"app": "x"}, api.ServicePort{Name: "http", Port: 80})
+	if got := ServiceEndpoints(sel, nil, nil, tests[2].slices); got != nil {
+		t.Errorf("selector Service took slices: %+v", got)
+	}
+}
+
+func TestDesiredServingTerminating(t *testing.T) {
+	web := api.ServicePort{Name: "http", Protocol: "TCP", Port: 80}
+	http := map[string]uint16{"http": 8080}
+	terminating := func(node, a string, serving bool) Endpoint {
+		return Endpoint{Addrs: addrs(a), Node: node, Serving: serving, Terminating: true, Ports: http}
+	}
+	ready := Endpoint{Addrs: addrs("10.65.0.1"), Node: "node2", Ready: true, Serving: true, Ports: http}
+	tests := []struct {
+		name  string
+		local bool
+		eps   []Endpoint
+		want  []Backend
+	}{
+		{"a ready endpoint: terminating ones stay out", false, []Endpoint{ready, terminating("node1", "10.65.0.2", true)},
+			[]Backend{be("10.65.0.1", 8080)}},
+		{"none ready: serving terminating ones", false, []Endpoint{terminating("node1", "10.65.0.2", true), terminating("node1", "10.65.0.3", false),
+			{Addrs: addrs("10.65.0.4"), Serving: true, Ports: http}}, // serving, not ready, not terminating: never
+			[]Backend{be("10.65.0.2", 8080)}},
+		{"none serving: reject", false, []Endpoint{terminating("node1", "10.65.0.3", false)}, nil},
+		{"Local: no local ready endpoint, a local serving terminating one", true, []Endpoint{ready, terminating("node1", "10.65.0.2", true)},
+			[]Backend{be("10.65.0.2", 8080)}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := clusterSvc("shop", "web", "10.96.0.10", web)
+			if tt.local {
+				s.Spec.InternalTrafficPolicy = api.TrafficPolicyLocal
+			}
+			got := Desired("node1", []ServiceInput{{Service: s, Endpoints: tt.eps}})
+			if len(got.Ports) != 1 || !reflect.DeepEqual(got.Ports[0].Backends, tt.want) {
+				t.Errorf("backends = %+v, want %v", got.Ports, tt.want)
+			}
+		})
 	}
 }

@@ -166,20 +166,25 @@ func externalAddrs(svc *api.Service) []netip.Addr {
 }
 
 // backends returns the ready endpoints' addresses with their port for the Service port
-// named port, only node's own when localOnly, sorted and without duplicates.
+// named port, only node's own when localOnly, sorted and without duplicates. When none is
+// ready, it takes the serving, terminating ones instead, as kube-proxy does.
 func backends(eps []Endpoint, port, node string, localOnly bool) []Backend {
-	var out []Backend
+	var out, terminating []Backend
 	for _, ep := range eps {
-		if !ep.Ready || (localOnly && ep.Node != node) {
-			continue
-		}
 		p, ok := ep.Ports[port]
-		if !ok {
+		if !ok || (localOnly && ep.Node != node) {
 			continue
 		}
 		for _, a := range ep.Addrs {
-			out = append(out, Backend{Addr: a.Unmap(), Port: p})
+			if ep.Ready {
+				out = append(out, Backend{Addr: a.Unmap(), Port: p})
+			} else if ep.Serving && ep.Terminating {
+				terminating = append(terminating, Backend{Addr: a.Unmap(), Port: p})
+			}
 		}
+	}
+	if len(out) == 0 {
+		out = terminating
 	}
 	slices.SortFunc(out, Backend.compare)
 	return slices.Compact(out)

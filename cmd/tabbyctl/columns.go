@@ -170,6 +170,26 @@ var kindColumns = map[string][]column{
 			return strings.Join(eps, ",")
 		}},
 	},
+	"endpointslices": {
+		{header: "ADDRESSTYPE", value: func(r api.Resource) string { return string(r.(*api.EndpointSlice).AddressType) }},
+		{header: "PORTS", value: func(r api.Resource) string {
+			var ports []string
+			for _, p := range r.(*api.EndpointSlice).Ports {
+				ports = append(ports, strconv.Itoa(int(p.Port)))
+			}
+			return strings.Join(ports, ",")
+		}},
+		{header: "ENDPOINTS", value: func(r api.Resource) string {
+			var addrs []string
+			for _, ep := range r.(*api.EndpointSlice).Endpoints {
+				if len(ep.Addresses) > 0 {
+					addrs = append(addrs, ep.Addresses[0])
+				}
+			}
+			return strings.Join(addrs, ",")
+		}},
+		{header: "SERVICE", wide: true, value: func(r api.Resource) string { return r.(*api.EndpointSlice).ServiceName() }},
+	},
 	"k8snetworkpolicies": {
 		{header: "POD-SELECTOR", value: func(r api.Resource) string {
 			s := r.(*api.K8sNetworkPolicy).Spec.PodSelector

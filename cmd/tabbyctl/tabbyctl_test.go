@@ -407,3 +407,35 @@ spec:
 	}
 	assertContains(t, "duplicate clusterIP", errOut, ip.String()+" is already allocated to Service shop/web")
 }
+
+func TestEndpointSlices(t *testing.T) {
+	n := startNode(t, t.TempDir())
+	const slice = `apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: ext-1
+  namespace: shop
+  labels: {kubernetes.io/service-name: ext}
+addressType: IPv4
+endpoints:
+- addresses: [192.0.2.1]
+  conditions: {ready: true}
+- addresses: [192.0.2.2]
+  conditions: {ready: false, serving: true, terminating: true}
+ports: [{name: dns, protocol: UDP, port: 5353}]
+`
+	if _, errOut, err := n.ctl(t, slice, "apply", "-f", "-"); err != nil {
+		t.Fatalf("apply: %v: %s", err, errOut)
+	}
+	wide := n.ok(t, "get", "endpointslices", "-n", "shop", "-o", "wide")
+	assertContains(t, "get endpointslices -o wide", wide, "ADDRESSTYPE", "IPv4", "5353", "192.0.2.1,192.0.2.2", "SERVICE", "ext")
+	if got := names(t, n, "epslice", "-n", "shop"); strings.Join(got, ",") != "ext-1" {
+		t.Errorf("get epslice -n shop = %v", got)
+	}
+	fqdn := strings.ReplaceAll(strings.ReplaceAll(slice, "IPv4", "FQDN"), "ext-1", "ext-2")
+	_, errOut, err := n.ctl(t, fqdn, "apply", "-f", "-")
+	if err == nil {
+		t.Fatal("apply of an FQDN slice succeeded")
+	}
+	assertContains(t, "FQDN slice", errOut, "addressType: FQDN is not supported")
+}

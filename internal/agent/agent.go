@@ -86,7 +86,7 @@ type Subsystem interface {
 
 // snapshotKinds are the kinds the agent watches: one watch each, read by every subsystem.
 func snapshotKinds() []*api.Kind {
-	plurals := []string{"nodes", "ippools", "bgppeers", "bgpconfigurations", "services", "endpoints"}
+	plurals := []string{"nodes", "ippools", "bgppeers", "bgpconfigurations", "services", "endpoints", "endpointslices"}
 	for _, p := range policy.InputKinds {
 		if !slices.Contains(plurals, p) {
 			plurals = append(plurals, p)

@@ -136,7 +136,7 @@ func TestSnapshotKindsCoverEverySubsystem(t *testing.T) {
 	for _, k := range snapshotKinds() {
 		got = append(got, k.Plural)
 	}
-	for _, want := range append([]string{"nodes", "ippools", "bgppeers", "bgpconfigurations"}, policy.InputKinds...) {
+	for _, want := range append([]string{"nodes", "ippools", "bgppeers", "bgpconfigurations", "services", "endpoints", "endpointslices"}, policy.InputKinds...) {
 		if !slices.Contains(got, want) {
 			t.Errorf("snapshot kinds %v lack %s", got, want)
 		}
@@ -224,5 +224,27 @@ func TestDNSData(t *testing.T) {
 	}
 	if e.ExternalName != "example.org" || len(e.ClusterIPs) != 0 {
 		t.Errorf("ext = %+v", e)
+	}
+}
+
+func TestServiceInputsFromEndpointSlices(t *testing.T) {
+	ext := &api.Service{TypeMeta: api.TypeMeta{Kind: "Service", APIVersion: api.VersionCore}}
+	ext.Namespace, ext.Name, ext.Spec.ClusterIP = "shop", "ext", "10.96.0.20"
+	ext.Spec.Ports = []api.ServicePort{{Name: "dns", Protocol: "UDP", Port: 53}}
+	slice := func(ns, name, service, addr string) *api.EndpointSlice {
+		s := &api.EndpointSlice{TypeMeta: api.TypeMeta{Kind: "EndpointSlice", APIVersion: api.VersionDiscovery}, AddressType: api.AddressTypeIPv4}
+		s.Namespace, s.Name, s.Labels = ns, name, map[string]string{api.LabelServiceName: service}
+		s.Endpoints = []api.EndpointSliceEndpoint{{Addresses: []string{addr}}}
+		s.Ports = []api.EndpointSlicePort{{Name: "dns", Protocol: "UDP", Port: 5353}}
+		return s
+	}
+	eps := &api.Endpoints{TypeMeta: api.TypeMeta{Kind: "Endpoints", APIVersion: api.VersionCore}}
+	eps.Namespace, eps.Name = "shop", "ext"
+	eps.Subsets = []api.EndpointSubset{{Addresses: []api.EndpointAddress{{IP: "192.0.2.99"}}, Ports: []api.EndpointPort{{Name: "dns", Port: 53}}}}
+	in := serviceInputs(mustView(t, nil, ext, eps, slice("shop", "ext-a", "ext", "192.0.2.1"), slice("shop", "ext-b", "ext", "192.0.2.2"),
+		slice("shop", "web-a", "web", "192.0.2.3"), slice("else", "ext-a", "ext", "192.0.2.4")))
+	if len(in) != 1 || len(in[0].Endpoints) != 2 || in[0].Endpoints[0].Addrs[0] != netip.MustParseAddr("192.0.2.1") ||
+		in[0].Endpoints[1].Addrs[0] != netip.MustParseAddr("192.0.2.2") || in[0].Endpoints[1].Ports["dns"] != 5353 {
+		t.Errorf("inputs = %+v, want the two slices of shop/ext", in)
 	}
 }

@@ -125,7 +125,7 @@ func (d *dnsSubsystem) Run(ctx context.Context) error {
 	)
 	rebuild := func() {
 		v := d.snap.View()
-		if !v.Synced || !v.Differs(prev, false, kindServices, kindEndpoints, kindWorkloadEndpoints) {
+		if !v.Synced || !v.Differs(prev, false, kindServices, kindEndpoints, kindEndpointSlices, kindWorkloadEndpoints) {
 			return
 		}
 		prev = v

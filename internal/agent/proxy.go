@@ -23,7 +23,7 @@ const (
 const proxyRefresh = 30 * time.Second
 
 // proxySubsystem load-balances Services on this node: on every view that changes
-// Services, Endpoints or WorkloadEndpoints it derives the node's load balancing
+// Services, Endpoints, EndpointSlices or WorkloadEndpoints it derives the node's load balancing
 // (proxy.Desired) and has felix's ServiceProxy write only the difference; every
 // proxyRefresh it rewrites the tables whole.
 type proxySubsystem struct {
@@ -55,7 +55,7 @@ func (p *proxySubsystem) Run(ctx context.Context) error {
 	tick := time.NewTicker(proxyRefresh)
 	defer tick.Stop()
 	var prev *snapshot.View
-	var st *proxy.LBState
+	var st, applied *proxy.LBState
 	for {
 		full := false
 		select {
@@ -63,7 +63,7 @@ func (p *proxySubsystem) Run(ctx context.Context) error {
 			return nil
 		case <-sub:
 			v := p.snap.View()
-			if !v.Synced || !v.Differs(prev, false, kindServices, kindEndpoints, kindWorkloadEndpoints) {
+			if !v.Synced || !v.Differs(prev, false, kindServices, kindEndpoints, kindEndpointSlices, kindWorkloadEndpoints) {
 				continue
 			}
 			prev = v
@@ -87,6 +87,8 @@ func (p *proxySubsystem) Run(ctx context.Context) error {
 			}
 		}
 		p.ready.Set("proxy")
+		p.forgetStaleUDP(applied, st)
+		applied = st
 		p.log.Debug("services programmed", "ports", len(st.Ports), "full", full, "took", time.Since(start))
 	}
 }
@@ -98,4 +100,20 @@ func (p *proxySubsystem) inputs(v *snapshot.View) []proxy.ServiceInput {
 		addrs, err := s.Service.ClusterAddrs()
 		return err == nil && slices.ContainsFunc(addrs, func(a netip.Addr) bool { return slices.Contains(p.exempt, a) })
 	})
+}
+
+// forgetStaleUDP deletes the conntrack entries of UDP flows to backends that left a
+// Service port between two applied states (none on the first), once the rules no longer
+// lead to them.
+func (p *proxySubsystem) forgetStaleUDP(old, next *proxy.LBState) {
+	flows := proxy.StaleUDP(old, next)
+	if len(flows) == 0 {
+		return
+	}
+	n, err := p.sp.DeleteStaleUDP(flows)
+	if err != nil {
+		p.log.Warn("deleting stale UDP conntrack entries failed", "flows", len(flows), "deleted", n, "err", err)
+		return
+	}
+	p.log.Debug("stale UDP conntrack entries deleted", "flows", len(flows), "deleted", n)
 }

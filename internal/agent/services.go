@@ -7,8 +7,9 @@ import (
 )
 
 var (
-	kindServices  = mustKind("services")
-	kindEndpoints = mustKind("endpoints")
+	kindServices       = mustKind("services")
+	kindEndpoints      = mustKind("endpoints")
+	kindEndpointSlices = mustKind("endpointslices")
 )
 
 // serviceInputs pairs every Service of a view with its endpoints, derived once for the
@@ -18,10 +19,17 @@ func serviceInputs(v *snapshot.View) []proxy.ServiceInput {
 	for _, w := range snapshot.List[*api.WorkloadEndpoint](v) {
 		byNS[w.Namespace] = append(byNS[w.Namespace], w)
 	}
+	bySvc := map[[2]string][]*api.EndpointSlice{}
+	for _, s := range snapshot.List[*api.EndpointSlice](v) {
+		if name := s.ServiceName(); name != "" {
+			bySvc[[2]string{s.Namespace, name}] = append(bySvc[[2]string{s.Namespace, name}], s)
+		}
+	}
 	var out []proxy.ServiceInput
 	for _, s := range snapshot.List[*api.Service](v) {
 		eps, _ := snapshot.Get[*api.Endpoints](v, s.Namespace, s.Name)
-		out = append(out, proxy.ServiceInput{Service: s, Endpoints: proxy.ServiceEndpoints(s, byNS[s.Namespace], eps)})
+		slices := bySvc[[2]string{s.Namespace, s.Name}]
+		out = append(out, proxy.ServiceInput{Service: s, Endpoints: proxy.ServiceEndpoints(s, byNS[s.Namespace], eps, slices)})
 	}
 	return out
 }

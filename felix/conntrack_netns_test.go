@@ -1,0 +1,139 @@
+package felix
+
+import (
+	"context"
+	"net"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tabby-net/tabby/internal/testenv"
+	"github.com/tabby-net/tabby/proxy"
+)
+
+// udpConntrack lists the UDP conntrack entries of ns as "origdst:dport>replysrc:sport".
+func udpConntrack(t *testing.T, ns *testNS) []string {
+	t.Helper()
+	out, err := exec.Command("ip", "netns", "exec", ns.name, "conntrack", "-L", "-p", "udp").Output()
+	if err != nil {
+		t.Fatalf("conntrack -L: %v", err)
+	}
+	var flows []string
+	for line := range strings.Lines(string(out)) {
+		var dst, dport, rsrc, rsport string
+		for _, f := range strings.Fields(line) {
+			k, v, _ := strings.Cut(f, "=")
+			switch {
+			case k == "dst" && dst == "":
+				dst = v
+			case k == "dport" && dport == "":
+				dport = v
+			case k == "src" && dst != "":
+				rsrc = v
+			case k == "sport" && rsrc != "":
+				rsport = v
+			}
+		}
+		flows = append(flows, dst+":"+dport+">"+rsrc+":"+rsport)
+	}
+	slices.Sort(flows)
+	return slices.Compact(flows)
+}
+
+// TestDeleteStaleUDPNetns: a client's UDP socket keeps its conntrack entry, so it keeps
+// reaching a backend the Service no longer has, until DeleteStaleUDP removes the entries
+// of that backend; those of the backend that stays, and of another Service with the same
+// backend, stay.
+func TestDeleteStaleUDPNetns(t *testing.T) {
+	testenv.RequireTools(t, testenv.Tool{Cmd: "conntrack", Package: "conntrack"})
+	l := newProxyLab(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	sp, err := NewServiceProxy(ServiceProxyConfig{NetNS: l.client.name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sp.Remove(context.Background()) })
+	old := &proxy.LBState{Ports: []proxy.PortLB{
+		lbPort("shop", "dns", "UDP", "10.96.0.53", 53, 5353, "10.200.0.2", "10.200.0.3"),
+		lbPort("shop", "other", "UDP", "10.96.0.54", 53, 5353, "10.200.0.3"),
+	}}
+	if err := sp.ApplyCached(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	// Client sockets, each with a source port (an entry) of its own, until both backends
+	// answered.
+	ask := func(c net.Conn) string {
+		t.Helper()
+		c.SetDeadline(time.Now().Add(2 * time.Second))
+		if _, err := c.Write([]byte("?")); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 64)
+		n, err := c.Read(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(buf[:n])
+	}
+	dial := func(addr string) net.Conn {
+		t.Helper()
+		var c net.Conn
+		if err := inNamedNetNS(l.client.name, func() (err error) { c, err = net.Dial("udp4", addr); return err }); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	byBackend, sockets := map[string]net.Conn{}, map[string]uint{}
+	for i := 0; len(byBackend) < 2; i++ {
+		if i == 100 {
+			t.Fatalf("100 sockets reached only %v", byBackend)
+		}
+		c := dial("10.96.0.53:53")
+		got := ask(c)
+		byBackend[got] = c
+		sockets[got]++
+	}
+	other := dial("10.96.0.54:53")
+	if got := ask(other); got != "10.200.0.3" {
+		t.Fatalf("the other Service answered from %q", got)
+	}
+	wantBefore := []string{"10.96.0.53:53>10.200.0.2:5353", "10.96.0.53:53>10.200.0.3:5353", "10.96.0.54:53>10.200.0.3:5353"}
+	if got := udpConntrack(t, l.client); !slices.Equal(got, wantBefore) {
+		t.Fatalf("conntrack before = %v, want %v", got, wantBefore)
+	}
+
+	// 10.200.0.3 leaves shop/dns. Its entry outlives the rules: the socket still reaches it.
+	next := &proxy.LBState{Ports: []proxy.PortLB{
+		lbPort("shop", "dns", "UDP", "10.96.0.53", 53, 5353, "10.200.0.2"),
+		old.Ports[1],
+	}}
+	if err := sp.ApplyCached(ctx, next); err != nil {
+		t.Fatal(err)
+	}
+	stale := byBackend["10.200.0.3"]
+	if got := ask(stale); got != "10.200.0.3" {
+		t.Fatalf("before the cleanup the socket reached %q; the test expects the stale entry to hold", got)
+	}
+	flows := proxy.StaleUDP(old, next)
+	n, err := sp.DeleteStaleUDP(flows)
+	if err != nil || n != sockets["10.200.0.3"] {
+		t.Fatalf("DeleteStaleUDP(%v) = %d, %v; want %d entries deleted (one per socket)", flows, n, err, sockets["10.200.0.3"])
+	}
+	wantAfter := []string{"10.96.0.53:53>10.200.0.2:5353", "10.96.0.54:53>10.200.0.3:5353"}
+	if got := udpConntrack(t, l.client); !slices.Equal(got, wantAfter) {
+		t.Errorf("conntrack after = %v, want %v", got, wantAfter)
+	}
+	if got := ask(stale); got != "10.200.0.2" {
+		t.Errorf("after the cleanup the socket reached %q, want the remaining 10.200.0.2", got)
+	}
+	if got := ask(other); got != "10.200.0.3" {
+		t.Errorf("the other Service's socket reached %q, want 10.200.0.3 still", got)
+	}
+	if n, err := sp.DeleteStaleUDP(nil); n != 0 || err != nil {
+		t.Errorf("DeleteStaleUDP(nil) = %d, %v", n, err)
+	}
+}

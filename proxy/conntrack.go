@@ -1,0 +1,61 @@
+package proxy
+
+import (
+	"cmp"
+	"net/netip"
+	"slices"
+
+	"github.com/tabby-net/tabby/api"
+)
+
+// StaleFlow names the conntrack entries of UDP packets to Frontend:Port that were DNATed
+// to Backend: once Backend no longer stands behind that port, they would keep sending a
+// client's datagrams to it (UDP has no end to wait for), so they are deleted, as
+// kube-proxy does.
+type StaleFlow struct {
+	Frontend netip.Addr
+	Port     uint16
+	Backend  Backend
+}
+
+func (f StaleFlow) compare(o StaleFlow) int {
+	return cmp.Or(f.Frontend.Compare(o.Frontend), cmp.Compare(f.Port, o.Port), f.Backend.compare(o.Backend))
+}
+
+// StaleUDP returns the flows to forget after old was replaced by next: for every UDP port
+// of old, each backend that is no longer among the port's backends in next (all of them
+// when the port or its Service is gone), paired with each of the port's frontends in old
+// of the backend's family. Sorted, without duplicates; nil when old is nil.
+func StaleUDP(old, next *LBState) []StaleFlow {
+	if old == nil {
+		return nil
+	}
+	now := map[PortKey]*PortLB{}
+	if next != nil {
+		for i := range next.Ports {
+			now[next.Ports[i].Key] = &next.Ports[i]
+		}
+	}
+	var out []StaleFlow
+	for _, p := range old.Ports {
+		if p.Protocol != api.PortProtocolUDP {
+			continue
+		}
+		var kept []Backend
+		if n := now[p.Key]; n != nil && n.Port == p.Port {
+			kept = n.Backends
+		}
+		for _, b := range p.Backends {
+			if slices.Contains(kept, b) {
+				continue
+			}
+			for _, f := range p.Frontends {
+				if f.Is4() == b.Addr.Is4() {
+					out = append(out, StaleFlow{Frontend: f, Port: p.Port, Backend: b})
+				}
+			}
+		}
+	}
+	slices.SortFunc(out, StaleFlow.compare)
+	return slices.Compact(out)
+}
