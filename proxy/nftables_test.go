@@ -272,12 +272,12 @@ func TestPlanChangeMatchesPlan(t *testing.T) {
 func TestPlanNodePort(t *testing.T) {
 	c := RenderConfig{PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.65.0.0/16"), netip.MustParsePrefix("10.65.1.0/24"), netip.MustParsePrefix("fd00::/64")}}
 	const (
-		ep2   = "endpoint-M3XQRGBU-shop/web/tcp/http__10.65.0.2/8080"
-		np    = "nodeport-V6VNXBVG-shop/web/tcp/http"
-		lep2  = "endpoint-X4B73G4K-shop/web/tcp/http/ext__10.65.0.2/8080"
-		lep3  = "endpoint-2TSZT3NR-shop/web/tcp/http/ext__10.65.1.3/8080"
-		lext  = "external-HQX3TJK2-shop/web/tcp/http/ext"
-		lnp   = "nodeport-HQX3TJK2-shop/web/tcp/http/ext"
+		ep2  = "endpoint-M3XQRGBU-shop/web/tcp/http__10.65.0.2/8080"
+		np   = "nodeport-V6VNXBVG-shop/web/tcp/http"
+		lep2 = "endpoint-X4B73G4K-shop/web/tcp/http/ext__10.65.0.2/8080"
+		lep3 = "endpoint-2TSZT3NR-shop/web/tcp/http/ext__10.65.1.3/8080"
+		lext = "external-HQX3TJK2-shop/web/tcp/http/ext"
+		lnp  = "nodeport-HQX3TJK2-shop/web/tcp/http/ext"
 	)
 	cluster := webPort(be("10.65.0.2", 8080))
 	cluster.NodePort, cluster.NodePortFamilies = 30080, [2]bool{true, false}

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -8,6 +9,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/tabby-net/tabby/api"
 	"github.com/tabby-net/tabby/felix"
 	"github.com/tabby-net/tabby/internal/snapshot"
 	"github.com/tabby-net/tabby/proxy"
@@ -63,10 +65,11 @@ func (p *proxySubsystem) Run(ctx context.Context) error {
 			return nil
 		case <-sub:
 			v := p.snap.View()
-			if !v.Synced || !v.Differs(prev, false, kindServices, kindEndpoints, kindWorkloadEndpoints) {
+			if !v.Synced || !v.Differs(prev, false, kindServices, kindEndpoints, kindWorkloadEndpoints, kindIPPools) {
 				continue
 			}
 			prev = v
+			p.sp.SetPodCIDRs(podCIDRs(v))
 			st = proxy.Desired(p.node, p.inputs(v))
 		case <-tick.C:
 			full = true
@@ -89,6 +92,21 @@ func (p *proxySubsystem) Run(ctx context.Context) error {
 		p.ready.Set("proxy")
 		p.log.Debug("services programmed", "ports", len(st.Ports), "full", full, "took", time.Since(start))
 	}
+}
+
+// podCIDRs are the CIDRs of every IP pool, sorted: traffic to a Service from elsewhere is
+// masqueraded (kube-proxy's --cluster-cidr).
+func podCIDRs(v *snapshot.View) []netip.Prefix {
+	var out []netip.Prefix
+	for _, pool := range snapshot.List[*api.IPPool](v) {
+		if c, err := netip.ParsePrefix(pool.Spec.CIDR); err == nil {
+			out = append(out, c.Masked())
+		}
+	}
+	slices.SortFunc(out, func(a, b netip.Prefix) int {
+		return cmp.Or(a.Addr().Compare(b.Addr()), cmp.Compare(a.Bits(), b.Bits()))
+	})
+	return slices.Compact(out)
 }
 
 // inputs are the view's Services and endpoints, less those on an exempt address.
