@@ -35,6 +35,7 @@ type proxySubsystem struct {
 	exempt []netip.Addr
 	snap   *snapshot.Snapshot
 	sp     *felix.ServiceProxy
+	health *healthCheckServer
 	ready  *Readiness
 	log    *slog.Logger
 }
@@ -47,7 +48,7 @@ func newProxySubsystem(node string, exempt []netip.Addr, snap *snapshot.Snapshot
 	}
 	sp.Observe = m.observeApply
 	ready.Set("proxy", "proxy: Services not programmed yet")
-	return &proxySubsystem{node: node, exempt: exempt, snap: snap, sp: sp, ready: ready, log: log}, nil
+	return &proxySubsystem{node: node, exempt: exempt, snap: snap, sp: sp, health: newHealthCheckServer("", log), ready: ready, log: log}, nil
 }
 
 func (p *proxySubsystem) Name() string { return "proxy" }
@@ -56,6 +57,7 @@ func (p *proxySubsystem) Run(ctx context.Context) error {
 	sub := p.snap.Subscribe()
 	tick := time.NewTicker(proxyRefresh)
 	defer tick.Stop()
+	defer p.health.Close()
 	var prev *snapshot.View
 	var st *proxy.LBState
 	for {
@@ -70,7 +72,9 @@ func (p *proxySubsystem) Run(ctx context.Context) error {
 			}
 			prev = v
 			p.sp.SetPodCIDRs(podCIDRs(v))
-			st = proxy.Desired(p.node, p.inputs(v))
+			in := p.inputs(v)
+			st = proxy.Desired(p.node, in)
+			p.health.Update(healthChecks(p.node, in))
 		case <-tick.C:
 			full = true
 		}
