@@ -410,7 +410,9 @@ func TestServiceProxyNetnsNodePort(t *testing.T) {
 	local.NodePort, local.NodePortFamilies, local.ExternalLocal = 30081, [2]bool{true, false}, true
 	remote := local
 	remote.Key.Name, remote.NodePort, remote.LocalBackends = "remote", 30082, nil
-	if err := sp.Apply(ctx, &proxy.LBState{Ports: []proxy.PortLB{cluster, local, remote}}); err != nil {
+	empty := lbPort("shop", "empty", "TCP", "10.96.0.33", 80, 8080)
+	empty.NodePort, empty.NodePortFamilies = 30083, [2]bool{true, false}
+	if err := sp.Apply(ctx, &proxy.LBState{Ports: []proxy.PortLB{cluster, local, remote, empty}}); err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range []struct{ name, addr, want string }{
@@ -425,6 +427,13 @@ func TestServiceProxyNetnsNodePort(t *testing.T) {
 	}
 	if got, err := dialFrom(outside, "tcp4", "10.202.0.1:30082"); err == nil || errors.Is(err, syscall.ECONNREFUSED) {
 		t.Errorf("Local without a local endpoint: %q, %v; want dropped (a timeout)", got, err)
+	}
+	// A NodePort without endpoints refuses at once, from outside and from the node.
+	for _, ns := range []*testNS{outside, l.client} {
+		start := time.Now()
+		if _, err := dialFrom(ns, "tcp4", "10.202.0.1:30083"); !errors.Is(err, syscall.ECONNREFUSED) || time.Since(start) > time.Second {
+			t.Errorf("NodePort without endpoints from %s: %v after %v; want refused at once", ns.name, err, time.Since(start))
+		}
 	}
 	// The node itself reaches a Local NodePort without a local endpoint through every
 	// endpoint, masqueraded; a pod reaches it with its own source.
