@@ -51,6 +51,16 @@ type ServiceSpec struct {
 	IPFamilies            []IPFamily             `json:"ipFamilies,omitempty"`
 	IPFamilyPolicy        IPFamilyPolicy         `json:"ipFamilyPolicy,omitempty"`
 	LoadBalancerIP        string                 `json:"loadBalancerIP,omitempty"`
+	// HealthCheckNodePort is the TCP port every node answers on for a LoadBalancer
+	// Service with externalTrafficPolicy Local: 200 when it has a local ready endpoint,
+	// else 503. Allocated from the node port range when unset.
+	HealthCheckNodePort int32 `json:"healthCheckNodePort,omitempty"`
+}
+
+// NeedsHealthCheckNodePort says whether s gets a healthCheckNodePort: type LoadBalancer
+// with externalTrafficPolicy Local, as in Kubernetes.
+func (s *Service) NeedsHealthCheckNodePort() bool {
+	return s.Spec.Type == ServiceTypeLoadBalancer && s.Spec.ExternalTrafficPolicy == TrafficPolicyLocal
 }
 
 // ServicePort is one port of a Service. TargetPort is a number or a container port name.
@@ -431,6 +441,13 @@ func (s *Service) validate(errs *FieldErrors) {
 	if checkEnum(errs, "spec.externalTrafficPolicy", sp.ExternalTrafficPolicy, TrafficPolicyCluster, TrafficPolicyLocal) &&
 		sp.ExternalTrafficPolicy != "" && !nodePorts && len(sp.ExternalIPs) == 0 {
 		errs.add("spec.externalTrafficPolicy", string(sp.ExternalTrafficPolicy), "only valid for type NodePort or LoadBalancer, or with externalIPs")
+	}
+	switch hc := sp.HealthCheckNodePort; {
+	case hc == 0:
+	case !s.NeedsHealthCheckNodePort():
+		errs.add("spec.healthCheckNodePort", hc, "only valid for type LoadBalancer with externalTrafficPolicy Local")
+	case hc < NodePortMin || hc > NodePortMax:
+		errs.add("spec.healthCheckNodePort", hc, "%d is out of the node port range %d-%d", hc, NodePortMin, NodePortMax)
 	}
 	checkEnum(errs, "spec.internalTrafficPolicy", sp.InternalTrafficPolicy, TrafficPolicyCluster, TrafficPolicyLocal)
 	checkEnum(errs, "spec.ipFamilyPolicy", sp.IPFamilyPolicy, IPFamilyPolicySingleStack, IPFamilyPolicyPreferDualStack, IPFamilyPolicyRequireDualStack)

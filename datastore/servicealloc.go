@@ -380,6 +380,9 @@ func patchFromStored(old, svc *api.Service) error {
 			}
 		}
 	}
+	if old != nil && old.NeedsHealthCheckNodePort() && svc.NeedsHealthCheckNodePort() && sp.HealthCheckNodePort == 0 {
+		sp.HealthCheckNodePort = op.HealthCheckNodePort
+	}
 	return nil
 }
 
@@ -417,6 +420,16 @@ func (a *serviceAllocator) claimExplicit(owner string, svc *api.Service) error {
 		}
 		a.claims.ports[np] = owner
 	}
+	if hc := svc.Spec.HealthCheckNodePort; hc != 0 {
+		np := nodePort{api.PortProtocolTCP, hc}
+		switch o, ok := a.claims.ports[np]; {
+		case ok && o == owner:
+			return fmt.Errorf("spec.healthCheckNodePort: %s is used by a port of this Service", np)
+		case ok:
+			return fmt.Errorf("spec.healthCheckNodePort: %s is already allocated to Service %s", np, o)
+		}
+		a.claims.ports[np] = owner
+	}
 	return nil
 }
 
@@ -439,6 +452,14 @@ func (a *serviceAllocator) allocate(owner string, svc *api.Service) error {
 		if len(sp.ClusterIPs) > 0 {
 			sp.ClusterIP = sp.ClusterIPs[0]
 		}
+	}
+	if svc.NeedsHealthCheckNodePort() && sp.HealthCheckNodePort == 0 {
+		n, err := a.pickNodePort(api.PortProtocolTCP)
+		if err != nil {
+			return fmt.Errorf("spec.healthCheckNodePort: %w", err)
+		}
+		sp.HealthCheckNodePort = n
+		a.claims.ports[nodePort{api.PortProtocolTCP, n}] = owner
 	}
 	if !needsNodePorts(svc) {
 		return nil

@@ -333,3 +333,40 @@ func TestPlanServiceAddresses(t *testing.T) {
 		t.Errorf("delete: %v, writes %v", err, writes)
 	}
 }
+
+// TestServiceHealthCheckNodePort checks that a LoadBalancer Service with
+// externalTrafficPolicy Local gets a healthCheckNodePort from the node port range (TCP,
+// unique beside its node ports), keeps it on update, and that no other Service gets one.
+func TestServiceHealthCheckNodePort(t *testing.T) {
+	a := newAllocator()
+	const local = "{type: LoadBalancer, externalTrafficPolicy: Local, ports: [{name: a, port: 80, nodePort: 30173}]}"
+	s := svcFrom(t, local)
+	if err := allocFor(t, a, nil, s); err != nil {
+		t.Fatal(err)
+	}
+	hc := s.Spec.HealthCheckNodePort
+	if hc < api.NodePortMin || hc > api.NodePortMax || hc == 30173 {
+		t.Fatalf("healthCheckNodePort %d, want one of the range beside the node port 30173", hc)
+	}
+	again := svcFrom(t, local)
+	if err := allocFor(t, a, s, again); err != nil || again.Spec.HealthCheckNodePort != hc {
+		t.Errorf("re-applied: healthCheckNodePort %d, %v; want %d kept", again.Spec.HealthCheckNodePort, err, hc)
+	}
+	if err := api.Validate(again); err != nil {
+		t.Errorf("the Service does not validate: %v", err)
+	}
+	for _, spec := range []string{"{type: LoadBalancer, ports: [{port: 80}]}", "{type: NodePort, externalTrafficPolicy: Local, ports: [{port: 80}]}"} {
+		s := svcFrom(t, spec)
+		if err := allocFor(t, newAllocator(), nil, s); err != nil || s.Spec.HealthCheckNodePort != 0 {
+			t.Errorf("%s: healthCheckNodePort %d, %v; want none", spec, s.Spec.HealthCheckNodePort, err)
+		}
+	}
+	dup := svcFrom(t, "{type: LoadBalancer, externalTrafficPolicy: Local, healthCheckNodePort: 30090, ports: [{name: a, port: 80, nodePort: 30090}]}")
+	if err := allocFor(t, newAllocator(), nil, dup); err == nil || !strings.Contains(err.Error(), "spec.healthCheckNodePort: 30090/TCP is used by a port of this Service") {
+		t.Errorf("healthCheckNodePort equal to a node port: %v", err)
+	}
+	bad := svcFrom(t, "{type: NodePort, healthCheckNodePort: 30090, ports: [{port: 80}]}")
+	if err := api.Validate(bad); err == nil || !strings.Contains(err.Error(), "only valid for type LoadBalancer with externalTrafficPolicy Local") {
+		t.Errorf("healthCheckNodePort on a NodePort Service: %v", err)
+	}
+}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -19,9 +21,12 @@ type ServiceProxyConfig struct {
 	NetNS string
 	// IPv6 also programs the ip6 tabby table (IPv6 frontends and backends).
 	IPv6 bool
-	// MasqueradeMark is the hairpin masquerade mark bit (0: proxy.DefaultMasqueradeMark).
+	// MasqueradeMark is the masquerade mark bit (0: proxy.DefaultMasqueradeMark).
 	MasqueradeMark uint32
-	Log            *slog.Logger
+	// PodCIDRs are the pod CIDRs: traffic to a Service from elsewhere is masqueraded
+	// (proxy.RenderConfig.PodCIDRs). SetPodCIDRs changes them.
+	PodCIDRs []netip.Prefix
+	Log      *slog.Logger
 }
 
 // ServiceProxy owns the nftables tables "ip tabby" (and "ip6 tabby" with IPv6) and makes
@@ -78,9 +83,23 @@ func newServiceProxy(cfg ServiceProxyConfig, nfts ...knftables.Interface) *Servi
 		p.log = slog.Default()
 	}
 	for i, nft := range nfts {
-		p.fams = append(p.fams, spFamily{cfg: proxy.RenderConfig{IPv6: i == 1, MasqueradeMark: cfg.MasqueradeMark}, nft: nft})
+		p.fams = append(p.fams, spFamily{cfg: proxy.RenderConfig{IPv6: i == 1, MasqueradeMark: cfg.MasqueradeMark, PodCIDRs: slices.Clone(cfg.PodCIDRs)}, nft: nft})
 	}
 	return p
+}
+
+// SetPodCIDRs changes the pod CIDRs (ServiceProxyConfig.PodCIDRs). When they differ, the
+// next apply is a full pass, since the rules that mark traffic from outside them change.
+func (p *ServiceProxy) SetPodCIDRs(cidrs []netip.Prefix) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i := range p.fams {
+		f := &p.fams[i]
+		if !slices.Equal(f.cfg.PodCIDRs, cidrs) {
+			f.cfg.PodCIDRs = slices.Clone(cidrs)
+			f.applied = nil
+		}
+	}
 }
 
 // Apply is a full pass: it lists what each table holds and rewrites all of it to st

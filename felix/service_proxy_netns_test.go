@@ -377,3 +377,74 @@ func TestServiceProxyNetns(t *testing.T) {
 		t.Errorf("observed %v", observed)
 	}
 }
+
+// TestServiceProxyNetnsNodePort reaches NodePorts of the node (the client namespace) from
+// an outside namespace, 10.202.0.2 behind veth2 (10.202.0.1), to the workload 10.201.0.2
+// (the pod CIDR 10.201.0.0/24), whose server answers with its peer's address.
+func TestServiceProxyNetnsNodePort(t *testing.T) {
+	l := newProxyLab(t)
+	outside := newTestNS(t)
+	peer := "p" + randomHex(10)
+	l.client.ip(t, "link", "add", "veth2", "type", "veth", "peer", "name", peer)
+	l.client.ip(t, "link", "set", peer, "netns", outside.name)
+	outside.ip(t, "link", "set", peer, "name", "veth0")
+	l.client.ip(t, "link", "set", "veth2", "up")
+	outside.ip(t, "link", "set", "veth0", "up")
+	l.client.ip(t, "addr", "add", "10.202.0.1/24", "dev", "veth2")
+	outside.ip(t, "addr", "add", "10.202.0.2/24", "dev", "veth0")
+	outside.ip(t, "route", "add", "default", "via", "10.202.0.1")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	sp, err := NewServiceProxy(ServiceProxyConfig{NetNS: l.client.name, PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.201.0.0/24")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.Remove(context.Background())
+	cluster := lbPort("shop", "cluster", "TCP", "10.96.0.30", 80, 8080, "10.201.0.2")
+	cluster.NodePort, cluster.NodePortFamilies = 30080, [2]bool{true, false}
+	local := lbPort("shop", "local", "TCP", "10.96.0.31", 80, 8080)
+	local.Key.External, local.Frontends = true, nil
+	local.Backends = []proxy.Backend{{Addr: netip.MustParseAddr("10.201.0.2"), Port: 8080}}
+	local.LocalBackends = local.Backends
+	local.NodePort, local.NodePortFamilies, local.ExternalLocal = 30081, [2]bool{true, false}, true
+	remote := local
+	remote.Key.Name, remote.NodePort, remote.LocalBackends = "remote", 30082, nil
+	empty := lbPort("shop", "empty", "TCP", "10.96.0.33", 80, 8080)
+	empty.NodePort, empty.NodePortFamilies = 30083, [2]bool{true, false}
+	if err := sp.Apply(ctx, &proxy.LBState{Ports: []proxy.PortLB{cluster, local, remote, empty}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ name, addr, want string }{
+		{"Cluster: masqueraded, the backend sees the node", "10.202.0.1:30080", "10.201.0.1"},
+		{"Cluster on another address of the node", "10.200.0.1:30080", "10.201.0.1"},
+		{"a ClusterIP from outside the pod CIDRs is masqueraded", "10.96.0.30:80", "10.201.0.1"},
+		{"Local: the backend sees the client", "10.202.0.1:30081", "10.202.0.2"},
+	} {
+		if got, err := dialFrom(outside, "tcp4", c.addr); err != nil || got != c.want {
+			t.Errorf("%s: %s from outside answered %q, %v; want %q", c.name, c.addr, got, err, c.want)
+		}
+	}
+	if got, err := dialFrom(outside, "tcp4", "10.202.0.1:30082"); err == nil || errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("Local without a local endpoint: %q, %v; want dropped (a timeout)", got, err)
+	}
+	// A NodePort without endpoints refuses at once, from outside and from the node.
+	for _, ns := range []*testNS{outside, l.client} {
+		start := time.Now()
+		if _, err := dialFrom(ns, "tcp4", "10.202.0.1:30083"); !errors.Is(err, syscall.ECONNREFUSED) || time.Since(start) > time.Second {
+			t.Errorf("NodePort without endpoints from %s: %v after %v; want refused at once", ns.name, err, time.Since(start))
+		}
+	}
+	// The node itself reaches a Local NodePort without a local endpoint through every
+	// endpoint, masqueraded; a pod reaches it with its own source.
+	if got, err := l.dial("tcp4", "10.202.0.1:30082"); err != nil || got != "10.201.0.1" {
+		t.Errorf("Local without a local endpoint, from the node: %q, %v; want the node's 10.201.0.1", got, err)
+	}
+	if got, err := dialFrom(l.workload, "tcp4", "10.200.0.1:30081"); err != nil || got != "10.201.0.1" {
+		t.Errorf("Local, from the pod itself (hairpin): %q, %v; want the node's 10.201.0.1", got, err)
+	}
+	// A NodePort is not served on the loopback addresses.
+	if _, err := l.dial("tcp4", "127.0.0.1:30080"); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("127.0.0.1:30080: %v; want refused (no NodePort on loopback)", err)
+	}
+}

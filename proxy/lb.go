@@ -70,6 +70,18 @@ type PortLB struct {
 	Backends  []Backend
 	// Affinity is ClientIP session affinity's timeout; 0 means none.
 	Affinity time.Duration
+	// NodePort is the Service port's nodePort (0: none): packets to any local address of
+	// the node on it are balanced like the frontends, in the families NodePortFamilies
+	// holds (index 0: IPv4, 1: IPv6; those of the cluster IPs).
+	NodePort         uint16
+	NodePortFamilies [2]bool
+	// ExternalLocal is externalTrafficPolicy Local (only on a PortLB with Key.External):
+	// the frontends and the NodePort go to LocalBackends only, and keep the client's
+	// source. Traffic from the pod CIDRs and from the node itself still goes to every
+	// backend, as kube-proxy short-circuits it; without a local backend the rest is
+	// dropped.
+	ExternalLocal bool
+	LocalBackends []Backend
 }
 
 // BackendsOf returns the backends of p whose address has the family of v6.
@@ -120,6 +132,12 @@ func servicePorts(node string, in ServiceInput) []PortLB {
 		}
 	}
 	localOnly := svc.Spec.InternalTrafficPolicy == api.TrafficPolicyLocal
+	externalLocal := svc.Spec.ExternalTrafficPolicy == api.TrafficPolicyLocal
+	nodePorts := svc.Spec.Type == api.ServiceTypeNodePort || svc.Spec.Type == api.ServiceTypeLoadBalancer
+	var families [2]bool
+	for _, a := range cluster {
+		families[boolIndex(a.Is6())] = true
+	}
 	var out []PortLB
 	for _, sp := range svc.Spec.Ports {
 		proto := cmp.Or(sp.Protocol, api.PortProtocolTCP)
@@ -127,18 +145,41 @@ func servicePorts(node string, in ServiceInput) []PortLB {
 		lb := PortLB{Key: key, Protocol: proto, Port: uint16(sp.Port), Affinity: affinity}
 		lb.Frontends = slices.Clone(cluster)
 		lb.Backends = backends(in.Endpoints, sp.Name, node, localOnly)
-		if localOnly && len(external) > 0 {
+		var np uint16
+		if nodePorts && sp.NodePort > 0 {
+			np = uint16(sp.NodePort)
+		}
+		if (localOnly || externalLocal) && (len(external) > 0 || np != 0) {
+			// The external frontends and the NodePort need backends of their own.
 			ext := lb
 			ext.Key.External = true
-			ext.Frontends = external
+			ext.Frontends = slices.Clone(external)
 			ext.Backends = backends(in.Endpoints, sp.Name, node, false)
+			ext.NodePort, ext.NodePortFamilies = np, families
+			if np == 0 {
+				ext.NodePortFamilies = [2]bool{}
+			}
+			if externalLocal {
+				ext.ExternalLocal = true
+				ext.LocalBackends = backends(in.Endpoints, sp.Name, node, true)
+			}
 			out = append(out, lb, ext)
 			continue
 		}
 		lb.Frontends = append(lb.Frontends, external...)
+		if np != 0 {
+			lb.NodePort, lb.NodePortFamilies = np, families
+		}
 		out = append(out, lb)
 	}
 	return out
+}
+
+func boolIndex(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // externalAddrs returns the Service's external IPs and load-balancer ingress IPs, sorted
@@ -192,7 +233,13 @@ func backends(eps []Endpoint, port, node string, localOnly bool) []Backend {
 
 func (p *PortLB) equal(o *PortLB) bool {
 	return p.Key == o.Key && p.Protocol == o.Protocol && p.Port == o.Port && p.Affinity == o.Affinity &&
-		slices.Equal(p.Frontends, o.Frontends) && slices.Equal(p.Backends, o.Backends)
+		p.NodePort == o.NodePort && p.NodePortFamilies == o.NodePortFamilies && p.ExternalLocal == o.ExternalLocal &&
+		slices.Equal(p.Frontends, o.Frontends) && slices.Equal(p.Backends, o.Backends) && slices.Equal(p.LocalBackends, o.LocalBackends)
+}
+
+// hasNodePortOf says whether p has a NodePort in the family of v6.
+func (p *PortLB) hasNodePortOf(v6 bool) bool {
+	return p.NodePort != 0 && p.NodePortFamilies[boolIndex(v6)]
 }
 
 func (p *PortLB) hasFrontendOf(v6 bool) bool {
@@ -205,6 +252,7 @@ func (st *LBState) Clone() *LBState {
 	for i := range c.Ports {
 		c.Ports[i].Frontends = slices.Clone(c.Ports[i].Frontends)
 		c.Ports[i].Backends = slices.Clone(c.Ports[i].Backends)
+		c.Ports[i].LocalBackends = slices.Clone(c.Ports[i].LocalBackends)
 	}
 	slices.SortFunc(c.Ports, func(a, b PortLB) int { return a.Key.compare(b.Key) })
 	return c

@@ -99,6 +99,60 @@ func TestDesired(t *testing.T) {
 		}(), Endpoints: []Endpoint{ep("node2", true, http, "10.65.1.2")}}},
 		want: []PortLB{{Key: PortKey{"shop", "web", "http", "TCP", false}, Protocol: "TCP", Port: 80, Frontends: addrs("10.96.0.10")}},
 	}, {
+		name: "NodePort, externalTrafficPolicy Cluster: the nodePort beside the cluster and external IPs",
+		in: []ServiceInput{{Service: func() *api.Service {
+			s := clusterSvc("shop", "web", "10.96.0.10", api.ServicePort{Name: "http", Protocol: "TCP", Port: 80, NodePort: 30080})
+			s.Spec.Type, s.Spec.ExternalTrafficPolicy = api.ServiceTypeNodePort, api.TrafficPolicyCluster
+			s.Spec.ExternalIPs = []string{"192.0.2.7"}
+			return s
+		}(), Endpoints: []Endpoint{ep("node1", true, http, "10.65.0.2"), ep("node2", true, http, "10.65.1.2")}}},
+		want: []PortLB{{
+			Key: PortKey{"shop", "web", "http", "TCP", false}, Protocol: "TCP", Port: 80,
+			Frontends: addrs("10.96.0.10", "192.0.2.7"), Backends: []Backend{be("10.65.0.2", 8080), be("10.65.1.2", 8080)},
+			NodePort: 30080, NodePortFamilies: [2]bool{true, false},
+		}},
+	}, {
+		name: "a ClusterIP Service's stale nodePort is not served",
+		in: []ServiceInput{{Service: clusterSvc("shop", "web", "10.96.0.10", api.ServicePort{Name: "http", Protocol: "TCP", Port: 80, NodePort: 30080}),
+			Endpoints: []Endpoint{ep("node1", true, http, "10.65.0.2")}}},
+		want: []PortLB{{
+			Key: PortKey{"shop", "web", "http", "TCP", false}, Protocol: "TCP", Port: 80,
+			Frontends: addrs("10.96.0.10"), Backends: []Backend{be("10.65.0.2", 8080)},
+		}},
+	}, {
+		name: "LoadBalancer, externalTrafficPolicy Local: external IPs and nodePort apart, with the local endpoints",
+		in: []ServiceInput{{Service: func() *api.Service {
+			s := clusterSvc("shop", "web", "10.96.0.10", api.ServicePort{Name: "http", Protocol: "TCP", Port: 80, NodePort: 30080})
+			s.Spec.ClusterIPs = []string{"10.96.0.10", "fd00:96::10"}
+			s.Spec.Type, s.Spec.ExternalTrafficPolicy = api.ServiceTypeLoadBalancer, api.TrafficPolicyLocal
+			s.Status = &api.ServiceStatus{LoadBalancer: api.LoadBalancerStatus{Ingress: []api.LoadBalancerIngress{{IP: "192.0.2.1"}}}}
+			return s
+		}(), Endpoints: []Endpoint{ep("node1", true, http, "10.65.0.2"), ep("node2", true, http, "10.65.1.2"), ep("node1", false, http, "10.65.0.3")}}},
+		want: []PortLB{{
+			Key: PortKey{"shop", "web", "http", "TCP", false}, Protocol: "TCP", Port: 80,
+			Frontends: addrs("10.96.0.10", "fd00:96::10"), Backends: []Backend{be("10.65.0.2", 8080), be("10.65.1.2", 8080)},
+		}, {
+			Key: PortKey{"shop", "web", "http", "TCP", true}, Protocol: "TCP", Port: 80,
+			Frontends: addrs("192.0.2.1"), Backends: []Backend{be("10.65.0.2", 8080), be("10.65.1.2", 8080)},
+			NodePort: 30080, NodePortFamilies: [2]bool{true, true},
+			ExternalLocal: true, LocalBackends: []Backend{be("10.65.0.2", 8080)},
+		}},
+	}, {
+		name: "NodePort, externalTrafficPolicy Local without a local endpoint: no local backend (dropped)",
+		in: []ServiceInput{{Service: func() *api.Service {
+			s := clusterSvc("shop", "web", "10.96.0.10", api.ServicePort{Name: "http", Protocol: "TCP", Port: 80, NodePort: 30080})
+			s.Spec.Type, s.Spec.ExternalTrafficPolicy = api.ServiceTypeNodePort, api.TrafficPolicyLocal
+			return s
+		}(), Endpoints: []Endpoint{ep("node2", true, http, "10.65.1.2")}}},
+		want: []PortLB{{
+			Key: PortKey{"shop", "web", "http", "TCP", false}, Protocol: "TCP", Port: 80,
+			Frontends: addrs("10.96.0.10"), Backends: []Backend{be("10.65.1.2", 8080)},
+		}, {
+			Key: PortKey{"shop", "web", "http", "TCP", true}, Protocol: "TCP", Port: 80,
+			Backends: []Backend{be("10.65.1.2", 8080)}, NodePort: 30080, NodePortFamilies: [2]bool{true, false},
+			ExternalLocal: true,
+		}},
+	}, {
 		name: "ports of several Services sorted by namespace, name, port",
 		in: []ServiceInput{
 			{Service: clusterSvc("z", "a", "10.96.0.3", web)},

@@ -6,6 +6,7 @@ import (
 	"encoding/base32"
 	"fmt"
 	"maps"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -37,6 +38,13 @@ const (
 	MapServiceIPs       = "service-ips"
 	MapServiceEndpoints = "service-endpoints"
 	MapNoEndpoints      = "no-endpoint-services"
+	// NodePorts: "l4proto . dport" on any local address of the node.
+	MapNodePorts           = "service-nodeports"
+	MapNodePortEndpoints   = "nodeport-endpoints"
+	MapNoEndpointNodePorts = "no-endpoint-nodeports"
+	// SetPodCIDRs holds the pod CIDRs (RenderConfig.PodCIDRs): traffic from elsewhere is
+	// masqueraded.
+	SetPodCIDRs = "pod-cidrs"
 )
 
 // ElementKey names one map element: the map and its key, "addr . proto . port".
@@ -62,14 +70,22 @@ type Ruleset struct {
 type RenderConfig struct {
 	// IPv6 renders the ip6 table (IPv6 frontends and backends); otherwise the ip table.
 	IPv6 bool
-	// MasqueradeMark is the mark bit for hairpin masquerade (0: DefaultMasqueradeMark).
+	// MasqueradeMark is the mark bit for masquerade (0: DefaultMasqueradeMark).
 	MasqueradeMark uint32
+	// PodCIDRs are the IP pools' CIDRs (kube-proxy's --cluster-cidr). Traffic to a Service
+	// from elsewhere is masqueraded, so that replies come back through this node; none
+	// means such traffic to a cluster IP keeps its source (NodePorts of
+	// externalTrafficPolicy Cluster are masqueraded anyway).
+	PodCIDRs []netip.Prefix
 }
 
 type familyWords struct {
 	family   knftables.Family
 	ip       string // "ip" or "ip6" in match expressions
 	addrType string
+	loopback string // the loopback range NodePorts are not served on
+	// outside marks for masquerade traffic from outside the pod CIDRs ("" without pod CIDRs).
+	outside string
 }
 
 func (rs *Ruleset) words() familyWords {
@@ -77,10 +93,31 @@ func (rs *Ruleset) words() familyWords {
 }
 
 func (c RenderConfig) words() familyWords {
+	w := familyWords{knftables.IPv4Family, "ip", "ipv4_addr", "127.0.0.0/8", ""}
 	if c.IPv6 {
-		return familyWords{knftables.IPv6Family, "ip6", "ipv6_addr"}
+		w = familyWords{knftables.IPv6Family, "ip6", "ipv6_addr", "::1", ""}
 	}
-	return familyWords{knftables.IPv4Family, "ip", "ipv4_addr"}
+	if len(c.podCIDRs()) > 0 {
+		w.outside = w.ip + " saddr != @" + SetPodCIDRs + " jump " + ChainMarkMasq
+	}
+	return w
+}
+
+// podCIDRs returns the pod CIDRs of c's family, masked, sorted, without those inside
+// another (an interval set refuses overlaps).
+func (c RenderConfig) podCIDRs() []netip.Prefix {
+	var out []netip.Prefix
+	for _, p := range c.PodCIDRs {
+		if p.IsValid() && p.Addr().Unmap().Is6() == c.IPv6 {
+			out = append(out, netip.PrefixFrom(p.Addr().Unmap(), p.Bits()).Masked())
+		}
+	}
+	slices.SortFunc(out, func(a, b netip.Prefix) int {
+		return cmp.Or(a.Addr().Compare(b.Addr()), cmp.Compare(a.Bits(), b.Bits()))
+	})
+	return slices.DeleteFunc(slices.Compact(out), func(p netip.Prefix) bool {
+		return slices.ContainsFunc(out, func(o netip.Prefix) bool { return o.Bits() < p.Bits() && o.Contains(p.Addr()) })
+	})
 }
 
 // Render returns the tabby table of one family for st: the fixed chains and maps, and per
@@ -99,6 +136,9 @@ func Render(st *LBState, c RenderConfig) *Ruleset {
 	}
 	rs := &Ruleset{Family: w.family, Chains: make(map[string][]string, n), Sets: map[string]time.Duration{}, Elements: make(map[ElementKey]string, n)}
 	maps.Copy(rs.Chains, fixedChains(w, mark))
+	for _, p := range c.podCIDRs() {
+		rs.Elements[ElementKey{SetPodCIDRs, p.String()}] = ""
+	}
 	for i := range st.Ports {
 		rs.addPort(&st.Ports[i], w)
 	}
@@ -109,9 +149,15 @@ func Render(st *LBState, c RenderConfig) *Ruleset {
 func fixedChains(w familyWords, mark uint32) map[string][]string {
 	m := fmt.Sprintf("0x%x", mark)
 	return map[string][]string{
-		ChainServices:    {fmt.Sprintf("%s daddr . meta l4proto . th dport vmap @%s", w.ip, MapServiceIPs)},
-		ChainRejectCheck: {fmt.Sprintf("ct state new %s daddr . meta l4proto . th dport vmap @%s", w.ip, MapNoEndpoints)},
-		ChainReject:      {"meta l4proto tcp reject with tcp reset", "reject"},
+		ChainServices: {
+			fmt.Sprintf("%s daddr . meta l4proto . th dport vmap @%s", w.ip, MapServiceIPs),
+			fmt.Sprintf("fib daddr type local %s daddr != %s meta l4proto . th dport vmap @%s", w.ip, w.loopback, MapNodePorts),
+		},
+		ChainRejectCheck: {
+			fmt.Sprintf("ct state new %s daddr . meta l4proto . th dport vmap @%s", w.ip, MapNoEndpoints),
+			fmt.Sprintf("ct state new fib daddr type local %s daddr != %s meta l4proto . th dport vmap @%s", w.ip, w.loopback, MapNoEndpointNodePorts),
+		},
+		ChainReject: {"meta l4proto tcp reject with tcp reset", "reject"},
 		ChainMasquerading: {
 			"meta mark & " + m + " == 0 return",
 			"meta mark set meta mark ^ " + m,
@@ -122,7 +168,7 @@ func fixedChains(w familyWords, mark uint32) map[string][]string {
 }
 
 // fixedMaps are the verdict maps every table has.
-var fixedMaps = []string{MapServiceIPs, MapServiceEndpoints, MapNoEndpoints}
+var fixedMaps = []string{MapServiceIPs, MapServiceEndpoints, MapNoEndpoints, MapNodePorts, MapNodePortEndpoints, MapNoEndpointNodePorts}
 
 type baseChain struct {
 	name     string
@@ -166,12 +212,30 @@ func objName(prefix string, k PortKey, b *Backend, extra string) string {
 
 // pickChain is the chain that picks one of n endpoints at random: shared by every
 // Service port with n backends, so that the kernel's verdict-map loop checks stay cheap
-// (see addPort).
+// (see addPort). It first marks traffic from outside the pod CIDRs for masquerade.
 func pickChain(n int) string { return "pick-" + strconv.Itoa(n) }
 
-// pickRules are the rules of pickChain(n).
-func pickRules(w familyWords, n int) []string {
-	return []string{fmt.Sprintf("%s daddr . meta l4proto . th dport . numgen random mod %d vmap @%s", w.ip, n, MapServiceEndpoints)}
+// nodePortPickChain picks one of n endpoints of a NodePort, looked up by protocol and
+// port (the destination is any address of the node).
+func nodePortPickChain(n int) string { return "pick-nodeport-" + strconv.Itoa(n) }
+
+// addPicks adds the shared pick chains p needs in the family of w, if missing.
+func addPicks(chains map[string][]string, p *PortLB, w familyWords) {
+	v6 := w.family == knftables.IPv6Family
+	n := len(p.BackendsOf(v6))
+	if n == 0 {
+		return
+	}
+	if _, ok := chains[pickChain(n)]; !ok && p.hasFrontendOf(v6) {
+		var rules []string
+		if w.outside != "" {
+			rules = append(rules, w.outside)
+		}
+		chains[pickChain(n)] = append(rules, fmt.Sprintf("%s daddr . meta l4proto . th dport . numgen random mod %d vmap @%s", w.ip, n, MapServiceEndpoints))
+	}
+	if _, ok := chains[nodePortPickChain(n)]; !ok && p.hasNodePortOf(v6) {
+		chains[nodePortPickChain(n)] = []string{fmt.Sprintf("meta l4proto . th dport . numgen random mod %d vmap @%s", n, MapNodePortEndpoints)}
+	}
 }
 
 // addPort adds one Service port. Its frontends go, through MapServiceIPs, to the pick
@@ -190,24 +254,29 @@ func (rs *Ruleset) addPort(p *PortLB, w familyWords) {
 			fronts = append(fronts, a.String())
 		}
 	}
-	if len(fronts) == 0 {
+	v6 := w.family == knftables.IPv6Family
+	np := p.hasNodePortOf(v6)
+	if len(fronts) == 0 && !np {
 		return
 	}
 	proto := strings.ToLower(string(p.Protocol))
 	port := strconv.Itoa(int(p.Port))
-	backends := p.BackendsOf(w.family == knftables.IPv6Family)
+	nodePort := proto + " . " + strconv.Itoa(int(p.NodePort))
+	backends := p.BackendsOf(v6)
 	if len(backends) == 0 {
 		for _, f := range fronts {
 			rs.Elements[ElementKey{MapNoEndpoints, f + " . " + proto + " . " + port}] = "goto " + ChainReject
 		}
+		if np {
+			rs.Elements[ElementKey{MapNoEndpointNodePorts, nodePort}] = "goto " + ChainReject
+		}
 		return
 	}
+	addPicks(rs.Chains, p, w)
 	pick := pickChain(len(backends))
-	if _, ok := rs.Chains[pick]; !ok {
-		rs.Chains[pick] = pickRules(w, len(backends))
-	}
 	target := pick
 	var affinity []string
+	epChains := make(map[Backend]string, len(backends))
 	for i := range backends {
 		b := &backends[i]
 		epChain := objName("endpoint", p.Key, b, "")
@@ -221,17 +290,74 @@ func (rs *Ruleset) addPort(p *PortLB, w familyWords) {
 		}
 		rules = append(rules, "meta l4proto "+proto+" dnat to "+b.String())
 		rs.Chains[epChain] = rules
+		epChains[*b] = epChain
 		for _, f := range fronts {
 			rs.Elements[ElementKey{MapServiceEndpoints, f + " . " + proto + " . " + port + " . " + strconv.Itoa(i)}] = "goto " + epChain
 		}
+		if np {
+			rs.Elements[ElementKey{MapNodePortEndpoints, nodePort + " . " + strconv.Itoa(i)}] = "goto " + epChain
+		}
 	}
-	if p.Affinity > 0 {
+	if p.Affinity > 0 && len(fronts) > 0 {
 		target = objName("service", p.Key, nil, "")
-		rs.Chains[target] = append(affinity, "goto "+pick)
+		var rules []string
+		if w.outside != "" {
+			rules = append(rules, w.outside)
+		}
+		rs.Chains[target] = append(append(rules, affinity...), "goto "+pick)
+	}
+	npTarget := nodePortPickChain(len(backends))
+	if p.ExternalLocal {
+		if len(fronts) > 0 {
+			ext := objName("external", p.Key, nil, "")
+			rs.Chains[ext] = rs.localRules(p, w, target, epChains)
+			target = ext
+		}
+		if np {
+			npChain := objName("nodeport", p.Key, nil, "")
+			rs.Chains[npChain] = rs.localRules(p, w, npTarget, epChains)
+			npTarget = npChain
+		}
+	} else if np {
+		// externalTrafficPolicy Cluster: a NodePort is masqueraded whatever the source,
+		// so that the reply of an endpoint on another node comes back through this one.
+		npChain := objName("nodeport", p.Key, nil, "")
+		rs.Chains[npChain] = append(append([]string{"jump " + ChainMarkMasq}, affinity...), "goto "+npTarget)
+		npTarget = npChain
 	}
 	for _, f := range fronts {
 		rs.Elements[ElementKey{MapServiceIPs, f + " . " + proto + " . " + port}] = "goto " + target
 	}
+	if np {
+		rs.Elements[ElementKey{MapNodePorts, nodePort}] = "goto " + npTarget
+	}
+}
+
+// localRules are the rules of an externalTrafficPolicy Local chain (kube-proxy's external
+// chain): traffic from the pod CIDRs and from the node itself goes to cluster, every
+// backend (the node's own traffic masqueraded); the rest keeps its source and goes to a
+// local backend (sticky with affinity), or is dropped when the node has none.
+func (rs *Ruleset) localRules(p *PortLB, w familyWords, cluster string, epChains map[Backend]string) []string {
+	rules := []string{
+		w.ip + " saddr @" + SetPodCIDRs + " goto " + cluster,
+		"fib saddr type local jump " + ChainMarkMasq,
+		"fib saddr type local goto " + cluster,
+	}
+	var vm []string
+	for _, b := range p.LocalBackends {
+		ep, ok := epChains[b]
+		if !ok {
+			continue // another family
+		}
+		if p.Affinity > 0 {
+			rules = append(rules, fmt.Sprintf("%s saddr @%s goto %s", w.ip, objName("affinity", p.Key, &b, p.Affinity.String()), ep))
+		}
+		vm = append(vm, strconv.Itoa(len(vm))+" : goto "+ep)
+	}
+	if len(vm) == 0 {
+		return append(rules, "drop")
+	}
+	return append(rules, fmt.Sprintf("numgen random mod %d vmap { %s }", len(vm), strings.Join(vm, ", ")))
 }
 
 func (rs *Ruleset) table() *knftables.Table {
@@ -247,6 +373,12 @@ func (rs *Ruleset) addFixed(tx *knftables.Transaction) {
 	}
 	tx.Add(&knftables.Map{Family: rs.Family, Table: TableName, Name: MapServiceEndpoints,
 		TypeOf: w.ip + " daddr . meta l4proto . th dport . numgen random mod 1 : verdict"})
+	for _, m := range []string{MapNodePorts, MapNoEndpointNodePorts} {
+		tx.Add(&knftables.Map{Family: rs.Family, Table: TableName, Name: m, Type: "inet_proto . inet_service : verdict"})
+	}
+	tx.Add(&knftables.Map{Family: rs.Family, Table: TableName, Name: MapNodePortEndpoints,
+		TypeOf: "meta l4proto . th dport . numgen random mod 1 : verdict"})
+	tx.Add(&knftables.Set{Family: rs.Family, Table: TableName, Name: SetPodCIDRs, Type: w.addrType, Flags: []knftables.SetFlag{knftables.IntervalFlag}})
 	for _, bc := range baseChains {
 		tx.Add(&knftables.Chain{Family: rs.Family, Table: TableName, Name: bc.name, Type: &bc.typ, Hook: &bc.hook, Priority: &bc.priority})
 	}
@@ -276,6 +408,9 @@ func (rs *Ruleset) fillChain(tx *knftables.Transaction, name string, flush bool)
 
 func (rs *Ruleset) element(k ElementKey, value string) *knftables.Element {
 	e := &knftables.Element{Family: rs.Family, Table: TableName, Map: k.Map, Key: strings.Split(k.Key, " . ")}
+	if k.Map == SetPodCIDRs {
+		e.Map, e.Set = "", k.Map
+	}
 	if value != "" {
 		e.Value = []string{value}
 	}
@@ -302,6 +437,7 @@ func (rs *Ruleset) PlanFull(tx *knftables.Transaction, existing map[string][]str
 	for _, m := range fixedMaps {
 		tx.Flush(&knftables.Map{Family: rs.Family, Table: TableName, Name: m})
 	}
+	tx.Flush(&knftables.Set{Family: rs.Family, Table: TableName, Name: SetPodCIDRs})
 	for _, k := range sortedElements(rs.Elements) {
 		tx.Add(rs.element(k, rs.Elements[k]))
 	}
@@ -325,6 +461,7 @@ func (rs *Ruleset) PlanFull(tx *knftables.Transaction, existing map[string][]str
 	for _, kind := range []string{"set", "map"} {
 		for _, name := range slices.Sorted(slices.Values(existing[kind])) {
 			_, keep := rs.Sets[name]
+			keep = keep || name == SetPodCIDRs
 			if kind == "map" {
 				keep = slices.Contains(fixedMaps, name)
 			}
@@ -470,12 +607,7 @@ func PlanChange(tx *knftables.Transaction, applied *Ruleset, old, st *LBState, c
 	}
 	w := c.words()
 	for p := range st.Ports {
-		port := &st.Ports[p]
-		if n := len(port.BackendsOf(c.IPv6)); n > 0 && port.hasFrontendOf(c.IPv6) {
-			if _, ok := ch.after.Chains[pickChain(n)]; !ok {
-				ch.after.Chains[pickChain(n)] = pickRules(w, n)
-			}
-		}
+		addPicks(ch.after.Chains, &st.Ports[p], w)
 	}
 	ch.after.Plan(tx, ch.before)
 	return ch

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"net/netip"
 	"reflect"
 	"strings"
 	"testing"
@@ -223,9 +224,19 @@ func TestPlanChangeMatchesPlan(t *testing.T) {
 			if rng.IntN(3) == 0 {
 				p.Affinity = time.Duration(1+rng.IntN(2)) * time.Minute
 			}
+			if rng.IntN(2) == 0 {
+				p.NodePort, p.NodePortFamilies = uint16(30000+i), [2]bool{true, true}
+			}
+			p.ExternalLocal = rng.IntN(3) == 0
+			if p.ExternalLocal {
+				p.Key.External = true
+			}
 			for j := range 4 {
 				if rng.IntN(2) == 0 {
 					p.Backends = append(p.Backends, be(fmt.Sprintf("10.65.%d.%d", i, j), 8080))
+					if p.ExternalLocal && j%2 == 0 {
+						p.LocalBackends = append(p.LocalBackends, p.Backends[len(p.Backends)-1])
+					}
 				}
 			}
 			st.Ports = append(st.Ports, p)
@@ -233,7 +244,7 @@ func TestPlanChangeMatchesPlan(t *testing.T) {
 		return st
 	}
 	for _, v6 := range []bool{false, true} {
-		c := RenderConfig{IPv6: v6}
+		c := RenderConfig{IPv6: v6, PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.65.0.0/16"), netip.MustParsePrefix("fd00:65::/48")}}
 		old := random()
 		applied := Render(old, c)
 		for step := range 200 {
@@ -252,5 +263,117 @@ func TestPlanChangeMatchesPlan(t *testing.T) {
 			}
 			old = st
 		}
+	}
+}
+
+// TestPlanNodePort checks the exact transaction that adds a NodePort Service of each
+// externalTrafficPolicy, with pod CIDRs configured, and that a full plan of the result
+// runs.
+func TestPlanNodePort(t *testing.T) {
+	c := RenderConfig{PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.65.0.0/16"), netip.MustParsePrefix("10.65.1.0/24"), netip.MustParsePrefix("fd00::/64")}}
+	const (
+		ep2  = "endpoint-M3XQRGBU-shop/web/tcp/http__10.65.0.2/8080"
+		np   = "nodeport-V6VNXBVG-shop/web/tcp/http"
+		lep2 = "endpoint-X4B73G4K-shop/web/tcp/http/ext__10.65.0.2/8080"
+		lep3 = "endpoint-2TSZT3NR-shop/web/tcp/http/ext__10.65.1.3/8080"
+		lext = "external-HQX3TJK2-shop/web/tcp/http/ext"
+		lnp  = "nodeport-HQX3TJK2-shop/web/tcp/http/ext"
+	)
+	cluster := webPort(be("10.65.0.2", 8080))
+	cluster.NodePort, cluster.NodePortFamilies = 30080, [2]bool{true, false}
+	local := webPort()
+	local.Key.External, local.Frontends = true, addrs("192.0.2.7")
+	local.Backends = []Backend{be("10.65.0.2", 8080), be("10.65.1.3", 8080)}
+	local.LocalBackends = []Backend{be("10.65.0.2", 8080)}
+	local.NodePort, local.NodePortFamilies, local.ExternalLocal = 30081, [2]bool{true, false}, true
+	noLocal := local
+	noLocal.LocalBackends = nil
+	steps := []struct {
+		name  string
+		state *LBState
+		want  string
+	}{{
+		name:  "externalTrafficPolicy Cluster: every source masqueraded",
+		state: &LBState{Ports: []PortLB{cluster}},
+		want: `add chain ip tabby ` + ep2 + `
+add chain ip tabby ` + np + `
+add chain ip tabby pick-1
+add chain ip tabby pick-nodeport-1
+add rule ip tabby ` + ep2 + ` ip saddr 10.65.0.2 jump mark-for-masquerade
+add rule ip tabby ` + ep2 + ` meta l4proto tcp dnat to 10.65.0.2:8080
+add rule ip tabby ` + np + ` jump mark-for-masquerade
+add rule ip tabby ` + np + ` goto pick-nodeport-1
+add rule ip tabby pick-1 ip saddr != @pod-cidrs jump mark-for-masquerade
+add rule ip tabby pick-1 ip daddr . meta l4proto . th dport . numgen random mod 1 vmap @service-endpoints
+add rule ip tabby pick-nodeport-1 meta l4proto . th dport . numgen random mod 1 vmap @nodeport-endpoints
+add element ip tabby nodeport-endpoints { tcp . 30080 . 0 : goto ` + ep2 + ` }
+add element ip tabby service-endpoints { 10.96.0.10 . tcp . 80 . 0 : goto ` + ep2 + ` }
+add element ip tabby service-ips { 10.96.0.10 . tcp . 80 : goto pick-1 }
+add element ip tabby service-nodeports { tcp . 30080 : goto ` + np + ` }
+`,
+	}, {
+		name:  "externalTrafficPolicy Local: pods and the node to every endpoint, the rest to the local one",
+		state: &LBState{Ports: []PortLB{cluster, local}},
+		want: `add chain ip tabby ` + lep3 + `
+add chain ip tabby ` + lep2 + `
+add chain ip tabby ` + lext + `
+add chain ip tabby ` + lnp + `
+add chain ip tabby pick-2
+add chain ip tabby pick-nodeport-2
+add rule ip tabby ` + lep3 + ` ip saddr 10.65.1.3 jump mark-for-masquerade
+add rule ip tabby ` + lep3 + ` meta l4proto tcp dnat to 10.65.1.3:8080
+add rule ip tabby ` + lep2 + ` ip saddr 10.65.0.2 jump mark-for-masquerade
+add rule ip tabby ` + lep2 + ` meta l4proto tcp dnat to 10.65.0.2:8080
+add rule ip tabby ` + lext + ` ip saddr @pod-cidrs goto pick-2
+add rule ip tabby ` + lext + ` fib saddr type local jump mark-for-masquerade
+add rule ip tabby ` + lext + ` fib saddr type local goto pick-2
+add rule ip tabby ` + lext + ` numgen random mod 1 vmap { 0 : goto ` + lep2 + ` }
+add rule ip tabby ` + lnp + ` ip saddr @pod-cidrs goto pick-nodeport-2
+add rule ip tabby ` + lnp + ` fib saddr type local jump mark-for-masquerade
+add rule ip tabby ` + lnp + ` fib saddr type local goto pick-nodeport-2
+add rule ip tabby ` + lnp + ` numgen random mod 1 vmap { 0 : goto ` + lep2 + ` }
+add rule ip tabby pick-2 ip saddr != @pod-cidrs jump mark-for-masquerade
+add rule ip tabby pick-2 ip daddr . meta l4proto . th dport . numgen random mod 2 vmap @service-endpoints
+add rule ip tabby pick-nodeport-2 meta l4proto . th dport . numgen random mod 2 vmap @nodeport-endpoints
+add element ip tabby nodeport-endpoints { tcp . 30081 . 0 : goto ` + lep2 + ` }
+add element ip tabby nodeport-endpoints { tcp . 30081 . 1 : goto ` + lep3 + ` }
+add element ip tabby service-endpoints { 192.0.2.7 . tcp . 80 . 0 : goto ` + lep2 + ` }
+add element ip tabby service-endpoints { 192.0.2.7 . tcp . 80 . 1 : goto ` + lep3 + ` }
+add element ip tabby service-ips { 192.0.2.7 . tcp . 80 : goto ` + lext + ` }
+add element ip tabby service-nodeports { tcp . 30081 : goto ` + lnp + ` }
+`,
+	}, {
+		name:  "externalTrafficPolicy Local without a local endpoint: dropped",
+		state: &LBState{Ports: []PortLB{cluster, noLocal}},
+		want: `flush chain ip tabby ` + lext + `
+add rule ip tabby ` + lext + ` ip saddr @pod-cidrs goto pick-2
+add rule ip tabby ` + lext + ` fib saddr type local jump mark-for-masquerade
+add rule ip tabby ` + lext + ` fib saddr type local goto pick-2
+add rule ip tabby ` + lext + ` drop
+flush chain ip tabby ` + lnp + `
+add rule ip tabby ` + lnp + ` ip saddr @pod-cidrs goto pick-nodeport-2
+add rule ip tabby ` + lnp + ` fib saddr type local jump mark-for-masquerade
+add rule ip tabby ` + lnp + ` fib saddr type local goto pick-nodeport-2
+add rule ip tabby ` + lnp + ` drop
+`,
+	}}
+	fake := knftables.NewFake(knftables.IPv4Family, TableName)
+	last := Render(&LBState{}, c)
+	tx := fake.NewTransaction()
+	last.Plan(tx, nil)
+	applyFake(t, fake, tx)
+	if got := fake.Dump(); !strings.Contains(got, "add element ip tabby pod-cidrs { 10.65.0.0/16 }") || strings.Contains(got, "10.65.1.0/24") ||
+		!strings.Contains(got, "fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @service-nodeports") {
+		t.Errorf("empty table: want the pod CIDR 10.65.0.0/16 only and the NodePort lookup:\n%s", got)
+	}
+	for _, s := range steps {
+		rs := Render(s.state, c)
+		tx := fake.NewTransaction()
+		rs.Plan(tx, last)
+		if got := tx.String(); got != s.want {
+			t.Errorf("%s: transaction\n%s\nwant\n%s", s.name, got, s.want)
+		}
+		applyFake(t, fake, tx)
+		last = rs
 	}
 }

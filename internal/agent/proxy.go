@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -8,6 +9,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/tabby-net/tabby/api"
 	"github.com/tabby-net/tabby/felix"
 	"github.com/tabby-net/tabby/internal/snapshot"
 	"github.com/tabby-net/tabby/proxy"
@@ -33,6 +35,7 @@ type proxySubsystem struct {
 	exempt []netip.Addr
 	snap   *snapshot.Snapshot
 	sp     *felix.ServiceProxy
+	health *healthCheckServer
 	ready  *Readiness
 	log    *slog.Logger
 }
@@ -45,7 +48,7 @@ func newProxySubsystem(node string, exempt []netip.Addr, snap *snapshot.Snapshot
 	}
 	sp.Observe = m.observeApply
 	ready.Set("proxy", "proxy: Services not programmed yet")
-	return &proxySubsystem{node: node, exempt: exempt, snap: snap, sp: sp, ready: ready, log: log}, nil
+	return &proxySubsystem{node: node, exempt: exempt, snap: snap, sp: sp, health: newHealthCheckServer("", log), ready: ready, log: log}, nil
 }
 
 func (p *proxySubsystem) Name() string { return "proxy" }
@@ -54,6 +57,7 @@ func (p *proxySubsystem) Run(ctx context.Context) error {
 	sub := p.snap.Subscribe()
 	tick := time.NewTicker(proxyRefresh)
 	defer tick.Stop()
+	defer p.health.Close()
 	var prev *snapshot.View
 	var st, applied *proxy.LBState
 	for {
@@ -63,11 +67,14 @@ func (p *proxySubsystem) Run(ctx context.Context) error {
 			return nil
 		case <-sub:
 			v := p.snap.View()
-			if !v.Synced || !v.Differs(prev, false, kindServices, kindEndpoints, kindEndpointSlices, kindWorkloadEndpoints) {
+			if !v.Synced || !v.Differs(prev, false, kindServices, kindEndpoints, kindEndpointSlices, kindWorkloadEndpoints, kindIPPools) {
 				continue
 			}
 			prev = v
-			st = proxy.Desired(p.node, p.inputs(v))
+			p.sp.SetPodCIDRs(podCIDRs(v))
+			in := p.inputs(v)
+			st = proxy.Desired(p.node, in)
+			p.health.Update(healthChecks(p.node, in))
 		case <-tick.C:
 			full = true
 		}
@@ -91,6 +98,21 @@ func (p *proxySubsystem) Run(ctx context.Context) error {
 		applied = st
 		p.log.Debug("services programmed", "ports", len(st.Ports), "full", full, "took", time.Since(start))
 	}
+}
+
+// podCIDRs are the CIDRs of every IP pool, sorted: traffic to a Service from elsewhere is
+// masqueraded (kube-proxy's --cluster-cidr).
+func podCIDRs(v *snapshot.View) []netip.Prefix {
+	var out []netip.Prefix
+	for _, pool := range snapshot.List[*api.IPPool](v) {
+		if c, err := netip.ParsePrefix(pool.Spec.CIDR); err == nil {
+			out = append(out, c.Masked())
+		}
+	}
+	slices.SortFunc(out, func(a, b netip.Prefix) int {
+		return cmp.Or(a.Addr().Compare(b.Addr()), cmp.Compare(a.Bits(), b.Bits()))
+	})
+	return slices.Compact(out)
 }
 
 // inputs are the view's Services and endpoints, less those on an exempt address.

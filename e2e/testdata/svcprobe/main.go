@@ -1,6 +1,7 @@
 // Command svcprobe serves and probes Service ports for the Service proxy tests.
 //
 //	svcprobe serve NAME PORT...        # TCP: write NAME to each connection; UDP: answer NAME; until killed
+//	svcprobe serve-peer NAME PORT...   # as serve, but answer NAME@PEER, the address the packets came from
 //	svcprobe tcp N TIMEOUT ADDR:PORT   # N connections one after another
 //	svcprobe udp N TIMEOUT ADDR:PORT   # N queries one after another, each from a new socket
 //
@@ -28,7 +29,9 @@ func main() {
 	}
 	switch os.Args[1] {
 	case "serve":
-		serve(os.Args[2], os.Args[3:])
+		serve(os.Args[2], os.Args[3:], false)
+	case "serve-peer":
+		serve(os.Args[2], os.Args[3:], true)
 	case "tcp", "udp":
 		if len(os.Args) != 5 {
 			usage()
@@ -45,11 +48,19 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: svcprobe serve NAME PORT... | tcp|udp N TIMEOUT ADDR:PORT")
+	fmt.Fprintln(os.Stderr, "usage: svcprobe serve|serve-peer NAME PORT... | tcp|udp N TIMEOUT ADDR:PORT")
 	os.Exit(2)
 }
 
-func serve(name string, ports []string) {
+// serve answers name on each port (name@peer with peer set) until killed.
+func serve(name string, ports []string, peer bool) {
+	answer := func(from net.Addr) []byte {
+		if !peer {
+			return []byte(name)
+		}
+		host, _, _ := net.SplitHostPort(from.String())
+		return []byte(name + "@" + host)
+	}
 	for _, p := range ports {
 		l, err := net.Listen("tcp", ":"+p)
 		if err != nil {
@@ -62,7 +73,7 @@ func serve(name string, ports []string) {
 				if err != nil {
 					continue
 				}
-				c.Write([]byte(name))
+				c.Write(answer(c.RemoteAddr()))
 				c.Close()
 			}
 		}()
@@ -76,7 +87,7 @@ func serve(name string, ports []string) {
 			for {
 				_, from, err := u.ReadFrom(buf)
 				if err == nil {
-					u.WriteTo([]byte(name), from)
+					u.WriteTo(answer(from), from)
 				}
 			}
 		}()
