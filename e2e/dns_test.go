@@ -133,7 +133,7 @@ spec: {clusterIP: 10.96.12.8, ports: [{port: 443}]}
 	})
 	for range 20 {
 		if got := dig(t, l, "shop/client", "+short", "www.example.test"); got != "192.0.2.80" {
-			t.Fatalf("a cached outside name: %q", got)
+			t.Fatalf("a cached outside name: %q; again in full:\n%s", got, dig(t, l, "shop/client", "www.example.test"))
 		}
 	}
 	if n := countQueries(t, queries, "www.example.test"); n != 1 {
