@@ -213,6 +213,32 @@ func runConnlat(b *testing.B, l *labtest.Lab, probe, from string, n int, target 
 	return connLat{v["n"], v["errors"], v["p50"], v["p90"], v["p99"], v["max"]}
 }
 
+// serviceLab is a two-node lab with workload bench/srv on node1 running server (killed
+// when the benchmark ends), bench/cli on node2, and Service bench/web on clusterIP vip,
+// port to targetPort, selecting bench/srv. It returns the lab and bench/srv's address.
+func serviceLab(b *testing.B, vip string, port, targetPort int, server ...string) (*labtest.Lab, string) {
+	b.Helper()
+	l := labtest.New(b)
+	l.OK("up", "--nodes", "2", "--subnets", "1", "--agent-binary", labtest.AgentScript(b, labtest.FastBGP...))
+	l.Apply(labtest.Pool)
+	l.OK("workload", "add", "node1", "bench/srv", "--labels", "app=web")
+	l.OK("workload", "add", "node2", "bench/cli")
+	srv := l.Command(append([]string{"exec", "bench/srv", "--"}, server...)...)
+	if err := srv.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
+	l.Apply(fmt.Sprintf(`apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: bench}
+spec:
+  clusterIP: %s
+  selector: {app: web}
+  ports: [{name: http, protocol: TCP, port: %d, targetPort: %d}]
+`, vip, port, targetPort))
+	return l, l.WorkloadIP("bench", "srv").String()
+}
+
 // BenchmarkServiceFirstPacket measures first-packet (new TCP connection) latency through
 // a ClusterIP in a two-node lab, at 100 and at 10,000 Services: connect() p50/p99 over
 // 2000 sequential connections from a workload on node2 to a ClusterIP with one endpoint
@@ -225,26 +251,9 @@ func runConnlat(b *testing.B, l *labtest.Lab, probe, from string, n int, target 
 func BenchmarkServiceFirstPacket(b *testing.B) {
 	const conns, many, rounds = 2000, 10000, 4
 	probe := labtest.Build(b, "./testdata/connlat", "connlat")
-	l := labtest.New(b)
-	l.OK("up", "--nodes", "2", "--subnets", "1", "--agent-binary", labtest.AgentScript(b, labtest.FastBGP...))
-	l.Apply(labtest.Pool)
-	l.OK("workload", "add", "node1", "bench/srv", "--labels", "app=web")
-	l.OK("workload", "add", "node2", "bench/cli")
-	srv := l.Command("exec", "bench/srv", "--", probe, "serve", "8080")
-	if err := srv.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
-	direct := l.WorkloadIP("bench", "srv").String() + ":8080"
 	const vip = "10.96.30.1"
-	l.Apply(`apiVersion: v1
-kind: Service
-metadata: {name: web, namespace: bench}
-spec:
-  clusterIP: ` + vip + `
-  selector: {app: web}
-  ports: [{name: http, protocol: TCP, port: 80, targetPort: 8080}]
-`)
+	l, srvIP := serviceLab(b, vip, 80, 8080, probe, "serve", "8080")
+	direct := srvIP + ":8080"
 	applyFillers(l, 0, 99)
 	for _, node := range []string{"node1", "node2"} {
 		waitVIP(b, l, node, fillerIP(98), 80, "goto", 120*time.Second)
@@ -377,26 +386,8 @@ func iperf3Gbps(b *testing.B, l *labtest.Lab, from, target string) float64 {
 // Printed, never asserted.
 func BenchmarkClusterIPThroughput(b *testing.B) {
 	testenv.RequireTools(b, testenv.Tool{Cmd: "iperf3", Package: "iperf3"})
-	l := labtest.New(b)
-	l.OK("up", "--nodes", "2", "--subnets", "1", "--agent-binary", labtest.AgentScript(b, labtest.FastBGP...))
-	l.Apply(labtest.Pool)
-	l.OK("workload", "add", "node1", "bench/srv", "--labels", "app=iperf")
-	l.OK("workload", "add", "node2", "bench/cli")
-	srv := l.Command("exec", "bench/srv", "--", "iperf3", "-s", "-p", "5201")
-	if err := srv.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
 	const vip = "10.96.30.2"
-	l.Apply(`apiVersion: v1
-kind: Service
-metadata: {name: iperf, namespace: bench}
-spec:
-  clusterIP: ` + vip + `
-  selector: {app: iperf}
-  ports: [{name: iperf, protocol: TCP, port: 5201, targetPort: 5201}]
-`)
-	direct := l.WorkloadIP("bench", "srv").String()
+	l, direct := serviceLab(b, vip, 5201, 5201, "iperf3", "-s", "-p", "5201")
 	waitVIP(b, l, "node2", vip, 5201, "goto", 60*time.Second)
 	for range b.N {
 		var ratios []float64
