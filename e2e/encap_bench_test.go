@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -28,28 +27,7 @@ func BenchmarkEncapThroughput(b *testing.B) {
 	for _, target := range []string{"node2", "default/w2"} {
 		l.OK("exec", target, "--", "iperf3", "-s", "-D", "-p", "5201")
 	}
-	iperf := func(from string, to netip.Addr) float64 {
-		var out string
-		labtest.Poll(b, "iperf3 "+from+" -> "+to.String(), 30*time.Second, func() string {
-			o, stderr, code := l.Run("", "exec", from, "--", "iperf3", "-c", to.String(), "-t", "3", "-J")
-			out = o
-			if code != 0 {
-				return o + stderr
-			}
-			return ""
-		})
-		var r struct {
-			End struct {
-				SumReceived struct {
-					BitsPerSecond float64 `json:"bits_per_second"`
-				} `json:"sum_received"`
-			} `json:"end"`
-		}
-		if err := json.Unmarshal([]byte(out), &r); err != nil {
-			b.Fatalf("iperf3 output: %v\n%s", err, out)
-		}
-		return r.End.SumReceived.BitsPerSecond / 1e9
-	}
+	iperf := func(from string, to netip.Addr) float64 { return iperf3Gbps(b, l, from, to.String()) }
 	route := func(want string) func() string {
 		return func() string {
 			out, _, _ := l.Run("", "exec", "node1", "--", "ip", "route", "show", "proto", "116", labtest.BlockOf(w2))
