@@ -21,8 +21,12 @@ const (
 	ProxyNone     = "none"
 )
 
-// proxyRefresh is the period of full passes over the nftables tables (repairs drift).
-const proxyRefresh = 30 * time.Second
+// Full passes over the nftables tables (they repair drift) come every proxyRefresh, and at
+// least proxyRefreshRatio times the last pass's own length apart.
+const (
+	proxyRefresh      = 30 * time.Second
+	proxyRefreshRatio = 10
+)
 
 // proxySubsystem load-balances Services on this node: on every view that changes
 // Services, Endpoints, EndpointSlices or WorkloadEndpoints it derives the node's load balancing
@@ -55,8 +59,11 @@ func (p *proxySubsystem) Name() string { return "proxy" }
 
 func (p *proxySubsystem) Run(ctx context.Context) error {
 	sub := p.snap.Subscribe()
-	tick := time.NewTicker(proxyRefresh)
-	defer tick.Stop()
+	// A full pass re-reads and rewrites the whole table: at 10k Services it takes seconds,
+	// and a change waits behind it, so passes stay at least proxyRefreshRatio of their own
+	// length apart.
+	refresh := time.NewTimer(proxyRefresh)
+	defer refresh.Stop()
 	defer p.health.Close()
 	var prev *snapshot.View
 	var st, applied *proxy.LBState
@@ -75,10 +82,13 @@ func (p *proxySubsystem) Run(ctx context.Context) error {
 			in := p.inputs(v)
 			st = proxy.Desired(p.node, in)
 			p.health.Update(healthChecks(p.node, in))
-		case <-tick.C:
+		case <-refresh.C:
 			full = true
 		}
 		if st == nil {
+			if full {
+				refresh.Reset(proxyRefresh)
+			}
 			continue
 		}
 		apply := p.sp.ApplyCached
@@ -90,13 +100,20 @@ func (p *proxySubsystem) Run(ctx context.Context) error {
 			p.log.Warn("service proxy apply failed; retrying with a full pass", "err", err)
 			if err = p.sp.Apply(ctx, st); err != nil && ctx.Err() == nil {
 				p.ready.Set("proxy", "proxy: the last nftables apply failed: "+err.Error())
+				if full {
+					refresh.Reset(proxyRefresh)
+				}
 				continue
 			}
 		}
 		p.ready.Set("proxy")
 		p.forgetStaleUDP(applied, st)
 		applied = st
-		p.log.Debug("services programmed", "ports", len(st.Ports), "full", full, "took", time.Since(start))
+		took := time.Since(start)
+		if full {
+			refresh.Reset(max(proxyRefresh, proxyRefreshRatio*took))
+		}
+		p.log.Debug("services programmed", "ports", len(st.Ports), "full", full, "took", took)
 	}
 }
 
