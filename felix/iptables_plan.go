@@ -16,13 +16,10 @@ type FilterPlan struct {
 	Hooks            int // hook rules (re)inserted
 }
 
-// PlanFilter compares the kernel with the desired state and writes only what differs:
-// a chain whose hashes differ is rewritten whole (declaring it flushes it), a tby- chain
-// not desired is flushed and deleted, and each hook must be its chain's first rule,
-// exactly once. Pure.
-func PlanFilter(k KernelFilter, want *FilterState) FilterPlan { return PlanTable(k, want, "filter") }
-
-// PlanTable is PlanFilter for any table (filter, nat).
+// PlanTable compares the kernel's table (filter, nat, raw) with the desired state and
+// writes only what differs: a chain whose hashes differ is rewritten whole (declaring it
+// flushes it), a tby- chain not desired is flushed and deleted, and each hook must be its
+// chain's first rule, exactly once. Pure.
 func PlanTable(k KernelFilter, want *FilterState, table string) FilterPlan {
 	var p FilterPlan
 	var b bytes.Buffer
