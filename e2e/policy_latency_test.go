@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tabby-net/tabby/internal/teststats"
 )
 
 // BenchmarkPolicyApplyToEnforced measures, in a live two-node lab (the policy matrix's
@@ -71,17 +73,17 @@ spec:
 	syncs, renders := agentTimes(b, logFile, logStart)
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 	b.ReportMetric(0, "ns/op")
-	b.ReportMetric(ms(pct(policyRuns, 0.5)), "policy-p50-ms")
-	b.ReportMetric(ms(pct(policyRuns, 0.99)), "policy-p99-ms")
-	b.ReportMetric(ms(pct(labelRuns, 0.5)), "relabel-p50-ms")
-	b.ReportMetric(ms(pct(labelRuns, 0.99)), "relabel-p99-ms")
-	b.ReportMetric(ms(pct(slices.Concat(policyCLI, labelCLI), 0.5)), "cli-p50-ms")
-	b.ReportMetric(ms(pct(syncs, 0.5)), "felix-sync-p50-ms")
-	b.ReportMetric(ms(pct(syncs, 0.99)), "felix-sync-p99-ms")
+	b.ReportMetric(ms(teststats.Quantile(policyRuns, 0.5)), "policy-p50-ms")
+	b.ReportMetric(ms(teststats.Quantile(policyRuns, 0.99)), "policy-p99-ms")
+	b.ReportMetric(ms(teststats.Quantile(labelRuns, 0.5)), "relabel-p50-ms")
+	b.ReportMetric(ms(teststats.Quantile(labelRuns, 0.99)), "relabel-p99-ms")
+	b.ReportMetric(ms(teststats.Quantile(slices.Concat(policyCLI, labelCLI), 0.5)), "cli-p50-ms")
+	b.ReportMetric(ms(teststats.Quantile(syncs, 0.5)), "felix-sync-p50-ms")
+	b.ReportMetric(ms(teststats.Quantile(syncs, 0.99)), "felix-sync-p99-ms")
 	b.Logf("apply to enforced, %d policy changes: p50 %v p99 %v; %d relabels: p50 %v p99 %v; "+
 		"the apply command itself p50 %v; node1's felix syncs (%d): p50 %v p99 %v; compile+render (%d): p50 %v",
-		len(policyRuns), pct(policyRuns, 0.5), pct(policyRuns, 0.99), len(labelRuns), pct(labelRuns, 0.5), pct(labelRuns, 0.99),
-		pct(slices.Concat(policyCLI, labelCLI), 0.5), len(syncs), pct(syncs, 0.5), pct(syncs, 0.99), len(renders), pct(renders, 0.5))
+		len(policyRuns), teststats.Quantile(policyRuns, 0.5), teststats.Quantile(policyRuns, 0.99), len(labelRuns), teststats.Quantile(labelRuns, 0.5), teststats.Quantile(labelRuns, 0.99),
+		teststats.Quantile(slices.Concat(policyCLI, labelCLI), 0.5), len(syncs), teststats.Quantile(syncs, 0.5), teststats.Quantile(syncs, 0.99), len(renders), teststats.Quantile(renders, 0.5))
 }
 
 func (m *matrixLab) pod(t testing.TB, key string) matrixPod {
@@ -195,15 +197,4 @@ func agentTimes(t testing.TB, path string, offset int64) (syncs, renders []time.
 		}
 	}
 	return syncs, renders
-}
-
-// pct is the q-quantile of ds (nearest rank).
-func pct(ds []time.Duration, q float64) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	i := int(float64(len(s))*q+0.999999) - 1
-	return s[max(0, min(i, len(s)-1))]
 }

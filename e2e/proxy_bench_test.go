@@ -16,6 +16,7 @@ import (
 
 	"github.com/tabby-net/tabby/internal/labtest"
 	"github.com/tabby-net/tabby/internal/testenv"
+	"github.com/tabby-net/tabby/internal/teststats"
 )
 
 // fillerIP is the explicit cluster IP of filler Service i (i < 65536), inside the
@@ -431,14 +432,6 @@ func BenchmarkServiceSync(b *testing.B) {
 	l.OK("up", "--nodes", "1", "--subnets", "1", "--agent-binary", labtest.AgentScript(b, "--bgp=false"))
 	l.Apply(labtest.Pool)
 	alog := newAgentLog(l, "node1")
-	pct := func(d []time.Duration, p float64) time.Duration {
-		if len(d) == 0 {
-			return 0
-		}
-		s := slices.Clone(d)
-		slices.Sort(s)
-		return s[min(len(s)-1, int(p*float64(len(s))))]
-	}
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 	for range b.N {
 		loaded := 0
@@ -473,9 +466,9 @@ func BenchmarkServiceSync(b *testing.B) {
 			b.Logf("%5d Services: a periodic full pass over the programmed table took %.2f s", count, fp.took.Seconds())
 			full := alog.fullPasses(from)
 			b.Logf("%5d Services: one Service's endpoint added, apply to programmed (%d changes): p50 %.0f ms, p99 %.0f ms (max); the apply command p50 %.0f ms; the proxy's apply p50 %.0f ms, max %.0f ms",
-				count, changes, ms(pct(toProg, 0.5)), ms(pct(toProg, 0.99)), ms(pct(applyCmd, 0.5)), ms(pct(passes, 0.5)), ms(pct(passes, 1)))
-			b.Logf("%5d Services: the agent's periodic full passes so far at this count: %d, p50 %.2f s, max %.2f s", count, len(full), pct(full, 0.5).Seconds(), pct(full, 1).Seconds())
-			b.ReportMetric(ms(pct(toProg, 0.5)), fmt.Sprintf("change-p50-ms@%d", count))
+				count, changes, ms(teststats.Quantile(toProg, 0.5)), ms(teststats.Quantile(toProg, 0.99)), ms(teststats.Quantile(applyCmd, 0.5)), ms(teststats.Quantile(passes, 0.5)), ms(teststats.Quantile(passes, 1)))
+			b.Logf("%5d Services: the agent's periodic full passes so far at this count: %d, p50 %.2f s, max %.2f s", count, len(full), teststats.Quantile(full, 0.5).Seconds(), teststats.Quantile(full, 1).Seconds())
+			b.ReportMetric(ms(teststats.Quantile(toProg, 0.5)), fmt.Sprintf("change-p50-ms@%d", count))
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tabby-net/tabby/internal/labtest"
+	"github.com/tabby-net/tabby/internal/teststats"
 )
 
 // probeCounts runs svcprobe from a lab namespace and returns its outcome counts.
@@ -24,17 +25,6 @@ func probeCounts(t *testing.T, l *labtest.Lab, probe, from, proto string, n int,
 		}
 	}
 	return counts
-}
-
-// chiSquare is Pearson's statistic of counts against an even spread over names.
-func chiSquare(counts map[string]int, names []string, n int) float64 {
-	want := float64(n) / float64(len(names))
-	var x float64
-	for _, name := range names {
-		d := float64(counts[name]) - want
-		x += d * d / want
-	}
-	return x
 }
 
 // TestServiceProxyClusterIP load-balances a ClusterIP Service in a two-node lab through
@@ -92,7 +82,7 @@ spec:
 	if got := c["web1"] + c["web2"] + c["web3"]; got != 300 {
 		t.Errorf("300 connections from node2's workload: %v", c)
 	}
-	if x := chiSquare(c, names, 300); x > 13.8 {
+	if x := teststats.ChiSquare(c, names, 300); x > 13.8 {
 		t.Errorf("300 connections spread %v: chi-square %.1f > 13.8 (p = 0.001)", c, x)
 	}
 	t.Logf("300 TCP connections from another node's workload: %v", c)

@@ -6,13 +6,13 @@ import (
 	"fmt"
 	"net/netip"
 	"os/exec"
-	"slices"
 	"testing"
 	"time"
 
 	"sigs.k8s.io/knftables"
 
 	"github.com/tabby-net/tabby/internal/testenv"
+	"github.com/tabby-net/tabby/internal/teststats"
 	"github.com/tabby-net/tabby/proxy"
 )
 
@@ -59,18 +59,6 @@ func nftFile(b *testing.B, ns *testNS, text string) time.Duration {
 	return time.Since(start)
 }
 
-func median(ds []time.Duration) time.Duration {
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	return s[len(s)/2]
-}
-
-func percentile(ds []time.Duration, p float64) time.Duration {
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	return s[min(len(s)-1, int(float64(len(s))*p))]
-}
-
 // BenchmarkProxyNFT prints, for 1k, 5k and 10k Services of 5 endpoints: the full sync of
 // the whole table through ServiceProxy.Apply (render, list, plan, nft) from empty, and
 // one-Service changes to applied through ApplyCached (p50, p99), each beside plain
@@ -112,13 +100,13 @@ func BenchmarkProxyNFT(b *testing.B) {
 				}
 			}
 			ms := func(d time.Duration) float64 { return float64(d) / 1e6 }
-			b.ReportMetric(ms(median(full)), "full-ms")
-			b.ReportMetric(ms(median(fullRaw)), "full-nft-f-ms")
-			b.ReportMetric(float64(median(full))/float64(median(fullRaw)), "full-ratio")
-			b.ReportMetric(ms(median(change)), "change-p50-ms")
-			b.ReportMetric(ms(percentile(change, 0.99)), "change-p99-ms")
-			b.ReportMetric(ms(median(changeRaw)), "change-nft-f-p50-ms")
-			b.ReportMetric(float64(median(change))/float64(median(changeRaw)), "change-ratio")
+			b.ReportMetric(ms(teststats.Quantile(full, 0.5)), "full-ms")
+			b.ReportMetric(ms(teststats.Quantile(fullRaw, 0.5)), "full-nft-f-ms")
+			b.ReportMetric(float64(teststats.Quantile(full, 0.5))/float64(teststats.Quantile(fullRaw, 0.5)), "full-ratio")
+			b.ReportMetric(ms(teststats.Quantile(change, 0.5)), "change-p50-ms")
+			b.ReportMetric(ms(teststats.Quantile(change, 0.99)), "change-p99-ms")
+			b.ReportMetric(ms(teststats.Quantile(changeRaw, 0.5)), "change-nft-f-p50-ms")
+			b.ReportMetric(float64(teststats.Quantile(change, 0.5))/float64(teststats.Quantile(changeRaw, 0.5)), "change-ratio")
 			b.ReportMetric(0, "ns/op")
 		})
 	}

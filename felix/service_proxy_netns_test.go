@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/tabby-net/tabby/internal/testenv"
+	"github.com/tabby-net/tabby/internal/teststats"
 	"github.com/tabby-net/tabby/proxy"
 )
 
@@ -207,17 +208,6 @@ func lbPort(ns, name string, proto string, vip string, port uint16, backendPort 
 	return p
 }
 
-// chiSquare3 is the chi-square statistic of counts against an even spread.
-func chiSquare(counts map[string]int, keys []string, n int) float64 {
-	exp := float64(n) / float64(len(keys))
-	var x float64
-	for _, k := range keys {
-		d := float64(counts[k]) - exp
-		x += d * d / exp
-	}
-	return x
-}
-
 func TestServiceProxyNetns(t *testing.T) {
 	l := newProxyLab(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -256,7 +246,7 @@ func TestServiceProxyNetns(t *testing.T) {
 		const n = 300
 		counts := l.spread(t, "10.96.0.10:80", n)
 		// Chi-square with 2 degrees of freedom: 13.816 is the p = 0.001 critical value.
-		if x := chiSquare(counts, backends, n); x > 13.816 || len(counts) != 3 {
+		if x := teststats.ChiSquare(counts, backends, n); x > 13.816 || len(counts) != 3 {
 			t.Errorf("%d connections spread %v: chi-square %.1f > 13.816 (p < 0.001)", n, counts, x)
 		} else {
 			t.Logf("%d connections spread %v (chi-square %.2f)", n, counts, x)
