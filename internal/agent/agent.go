@@ -207,15 +207,16 @@ func Run(ctx context.Context, cfg Config, ds *datastore.Client, m *Metrics) erro
 		}
 		pol := newPolicySubsystem(cfg.NodeName, cfg.Policy, v4.IsValid(), snap, syncer, ready, m)
 		var exempt []netip.Addr
+		services := &serviceIndex{} // the proxy and DNS derive Services' endpoints once per view
 		if cfg.DNS.Enabled {
-			d, err := newDNSSubsystem(cfg.DNS, snap, syncer, ready, m)
+			d, err := newDNSSubsystem(cfg.DNS, snap, services, syncer, ready, m)
 			if err != nil {
 				return err
 			}
 			subs, exempt = append(subs, d), cfg.DNS.Addresses
 		}
 		if cfg.ProxyMode == ProxyNFTables {
-			p, err := newProxySubsystem(cfg.NodeName, exempt, snap, ready, m)
+			p, err := newProxySubsystem(cfg.NodeName, exempt, snap, services, ready, m)
 			if err != nil {
 				return err
 			}

@@ -207,7 +207,7 @@ func TestDNSData(t *testing.T) {
 	d1.Labels = map[string]string{"app": "db"}
 	other := wep("else", "db-1", "node2", "tabbyc", "10.244.1.2/32")
 	other.Labels = map[string]string{"app": "db"}
-	data := dnsData(mustView(t, nil, web, db, ext, w1, d1, other))
+	data := dnsData(serviceInputs(mustView(t, nil, web, db, ext, w1, d1, other)))
 	if len(data.Services) != 3 {
 		t.Fatalf("services = %+v, want 3", data.Services)
 	}

@@ -43,17 +43,18 @@ const dnsRebuildGap = 100 * time.Millisecond
 // policy syncer: one iptables writer), and hands the zone new data whenever Services,
 // Endpoints or WorkloadEndpoints change.
 type dnsSubsystem struct {
-	cfg    DNSConfig
-	snap   *snapshot.Snapshot
-	syncer *felix.PolicySyncer
-	lo     *felix.LoopbackReconciler
-	zone   *dns.Zone
-	server *dns.Server
-	ready  *Readiness
-	log    *slog.Logger
+	cfg      DNSConfig
+	snap     *snapshot.Snapshot
+	services *serviceIndex
+	syncer   *felix.PolicySyncer
+	lo       *felix.LoopbackReconciler
+	zone     *dns.Zone
+	server   *dns.Server
+	ready    *Readiness
+	log      *slog.Logger
 }
 
-func newDNSSubsystem(cfg DNSConfig, snap *snapshot.Snapshot, syncer *felix.PolicySyncer, ready *Readiness, m *Metrics) (*dnsSubsystem, error) {
+func newDNSSubsystem(cfg DNSConfig, snap *snapshot.Snapshot, services *serviceIndex, syncer *felix.PolicySyncer, ready *Readiness, m *Metrics) (*dnsSubsystem, error) {
 	log := slog.Default().With("component", "dns")
 	zone := dns.NewZone(dns.ZoneConfig{Zone: cfg.Zone, TTL: cfg.TTL})
 	var fwd *dns.Forwarder
@@ -79,7 +80,7 @@ func newDNSSubsystem(cfg DNSConfig, snap *snapshot.Snapshot, syncer *felix.Polic
 	}
 	lo := felix.NewLoopbackReconciler(nil)
 	lo.Observe = m.observeApply
-	d := &dnsSubsystem{cfg: cfg, snap: snap, syncer: syncer, lo: lo, zone: zone, server: srv, ready: ready, log: log}
+	d := &dnsSubsystem{cfg: cfg, snap: snap, services: services, syncer: syncer, lo: lo, zone: zone, server: srv, ready: ready, log: log}
 	ready.Check("dns", func() []string {
 		switch {
 		case !zone.Synced():
@@ -130,7 +131,7 @@ func (d *dnsSubsystem) Run(ctx context.Context) error {
 		}
 		prev = v
 		start := time.Now()
-		data := dnsData(v)
+		data := dnsData(d.services.inputs(v))
 		d.zone.Update(data)
 		took := time.Since(start)
 		nextBuild = time.Now().Add(max(dnsRebuildGap, took))

@@ -45,7 +45,7 @@ func TestServeAgentDNSForBench(t *testing.T) {
 	}
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	zone := dns.NewZone(dns.ZoneConfig{Logger: quiet})
-	zone.Update(dnsData(v))
+	zone.Update(dnsData(serviceInputs(v)))
 	var m dns.Metrics
 	if os.Getenv("DNS_BENCH_METRICS") != "0" {
 		m = NewMetrics("bench").dnsMetrics()

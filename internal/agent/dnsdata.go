@@ -3,14 +3,13 @@ package agent
 import (
 	"github.com/tabby-net/tabby/api"
 	"github.com/tabby-net/tabby/dns"
-	"github.com/tabby-net/tabby/internal/snapshot"
+	"github.com/tabby-net/tabby/proxy"
 )
 
-// dnsData is what the cluster zone answers from, derived from a view: every Service with
-// its addresses, ports and endpoints (from proxy.ServiceEndpoints, as the Service proxy
-// sees them). A Service whose clusterIPs do not parse is left out.
-func dnsData(v *snapshot.View) *dns.ClusterData {
-	inputs := serviceInputs(v)
+// dnsData is what the cluster zone answers from: every Service with its addresses, ports
+// and endpoints (serviceInputs, as the Service proxy sees them). A Service whose
+// clusterIPs do not parse is left out.
+func dnsData(inputs []proxy.ServiceInput) *dns.ClusterData {
 	data := &dns.ClusterData{Services: make([]dns.Service, 0, len(inputs))}
 	for _, in := range inputs {
 		s := in.Service

@@ -36,15 +36,16 @@ type proxySubsystem struct {
 	node string
 	// exempt are the node-local DNS addresses: a Service on one of them (kube-dns's
 	// 10.96.0.10) is answered by the node's own DNS server, not load-balanced away.
-	exempt []netip.Addr
-	snap   *snapshot.Snapshot
-	sp     *felix.ServiceProxy
-	health *healthCheckServer
-	ready  *Readiness
-	log    *slog.Logger
+	exempt   []netip.Addr
+	snap     *snapshot.Snapshot
+	services *serviceIndex
+	sp       *felix.ServiceProxy
+	health   *healthCheckServer
+	ready    *Readiness
+	log      *slog.Logger
 }
 
-func newProxySubsystem(node string, exempt []netip.Addr, snap *snapshot.Snapshot, ready *Readiness, m *Metrics) (*proxySubsystem, error) {
+func newProxySubsystem(node string, exempt []netip.Addr, snap *snapshot.Snapshot, services *serviceIndex, ready *Readiness, m *Metrics) (*proxySubsystem, error) {
 	log := slog.Default().With("component", "proxy")
 	sp, err := felix.NewServiceProxy(felix.ServiceProxyConfig{Log: log})
 	if err != nil {
@@ -52,7 +53,7 @@ func newProxySubsystem(node string, exempt []netip.Addr, snap *snapshot.Snapshot
 	}
 	sp.Observe = m.observeApply
 	ready.Set("proxy", "proxy: Services not programmed yet")
-	return &proxySubsystem{node: node, exempt: exempt, snap: snap, sp: sp, health: newHealthCheckServer("", log), ready: ready, log: log}, nil
+	return &proxySubsystem{node: node, exempt: exempt, snap: snap, services: services, sp: sp, health: newHealthCheckServer("", log), ready: ready, log: log}, nil
 }
 
 func (p *proxySubsystem) Name() string { return "proxy" }
@@ -134,7 +135,7 @@ func podCIDRs(v *snapshot.View) []netip.Prefix {
 
 // inputs are the view's Services and endpoints, less those on an exempt address.
 func (p *proxySubsystem) inputs(v *snapshot.View) []proxy.ServiceInput {
-	in := serviceInputs(v)
+	in := slices.Clone(p.services.inputs(v)) // shared with DNS: filter a copy
 	return slices.DeleteFunc(in, func(s proxy.ServiceInput) bool {
 		addrs, err := s.Service.ClusterAddrs()
 		return err == nil && slices.ContainsFunc(addrs, func(a netip.Addr) bool { return slices.Contains(p.exempt, a) })

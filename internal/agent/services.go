@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"sync"
+
 	"github.com/tabby-net/tabby/api"
 	"github.com/tabby-net/tabby/internal/snapshot"
 	"github.com/tabby-net/tabby/proxy"
@@ -32,4 +34,22 @@ func serviceInputs(v *snapshot.View) []proxy.ServiceInput {
 		out = append(out, proxy.ServiceInput{Service: s, Endpoints: proxy.ServiceEndpoints(s, byNS[s.Namespace], eps, slices)})
 	}
 	return out
+}
+
+// serviceIndex derives serviceInputs once per view for the Service proxy and cluster DNS,
+// which both need them on the same change. What it returns is shared: callers must not
+// change it.
+type serviceIndex struct {
+	mu   sync.Mutex
+	view *snapshot.View
+	in   []proxy.ServiceInput
+}
+
+func (x *serviceIndex) inputs(v *snapshot.View) []proxy.ServiceInput {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.view != v {
+		x.view, x.in = v, serviceInputs(v)
+	}
+	return x.in
 }
