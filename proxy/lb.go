@@ -84,8 +84,12 @@ type PortLB struct {
 	LocalBackends []Backend
 }
 
-// BackendsOf returns the backends of p whose address has the family of v6.
+// BackendsOf returns the backends of p whose address has the family of v6: p.Backends
+// itself when they all have it (callers must not change it).
 func (p *PortLB) BackendsOf(v6 bool) []Backend {
+	if p.countOf(v6) == len(p.Backends) {
+		return p.Backends // the common case: one family, nothing to copy
+	}
 	var out []Backend
 	for _, b := range p.Backends {
 		if b.Addr.Is6() == v6 {
@@ -93,6 +97,17 @@ func (p *PortLB) BackendsOf(v6 bool) []Backend {
 		}
 	}
 	return out
+}
+
+// countOf is len(p.BackendsOf(v6)), without the copy.
+func (p *PortLB) countOf(v6 bool) int {
+	n := 0
+	for _, b := range p.Backends {
+		if b.Addr.Is6() == v6 {
+			n++
+		}
+	}
+	return n
 }
 
 // LBState is the desired load balancing of one node: every Service port, sorted by Key.
