@@ -121,12 +121,46 @@ type LBState struct {
 // keeps only node's endpoints behind the cluster IPs. The result is sorted, so equal
 // inputs give equal states whatever their order.
 func Desired(node string, services []ServiceInput) *LBState {
+	return new(LBCache).Desired(node, services)
+}
+
+// LBCache computes Desired again and again, carrying each Service's ports over from the
+// call before when the Service and its endpoints are the same objects (the agent's views
+// share what did not change): a one-Service change among 10k Services computes the ports
+// of one. The states it returns share their ports' slices: nothing may change them.
+type LBCache struct {
+	memo map[*api.Service]lbMemo
+}
+
+type lbMemo struct {
+	node      string
+	endpoints []Endpoint // what the ports were computed from
+	ports     []PortLB
+}
+
+// Desired is the package's Desired, from what c remembers where it can.
+func (c *LBCache) Desired(node string, services []ServiceInput) *LBState {
 	st := &LBState{}
+	memo := make(map[*api.Service]lbMemo, len(services))
 	for _, in := range services {
-		st.Ports = append(st.Ports, servicePorts(node, in)...)
+		m, ok := c.memo[in.Service]
+		if !ok || m.node != node || !sameSlice(m.endpoints, in.Endpoints) {
+			m = lbMemo{node: node, endpoints: in.Endpoints, ports: servicePorts(node, in)}
+		}
+		memo[in.Service] = m
+		st.Ports = append(st.Ports, m.ports...)
 	}
-	slices.SortFunc(st.Ports, func(a, b PortLB) int { return a.Key.compare(b.Key) })
+	c.memo = memo
+	compare := func(a, b PortLB) int { return a.Key.compare(b.Key) }
+	if !slices.IsSortedFunc(st.Ports, compare) {
+		slices.SortFunc(st.Ports, compare)
+	}
 	return st
+}
+
+// sameSlice says whether a and b are the same slice of the same array (not only equal).
+func sameSlice[T any](a, b []T) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
 }
 
 func servicePorts(node string, in ServiceInput) []PortLB {

@@ -30,7 +30,7 @@ const (
 
 // proxySubsystem load-balances Services on this node: on every view that changes
 // Services, Endpoints, EndpointSlices or WorkloadEndpoints it derives the node's load balancing
-// (proxy.Desired) and has felix's ServiceProxy write only the difference; every
+// (proxy.Desired, through an LBCache) and has felix's ServiceProxy write only the difference; every
 // proxyRefresh it rewrites the tables whole.
 type proxySubsystem struct {
 	node string
@@ -39,6 +39,7 @@ type proxySubsystem struct {
 	exempt   []netip.Addr
 	snap     *snapshot.Snapshot
 	services *serviceIndex
+	lb       proxy.LBCache
 	sp       *felix.ServiceProxy
 	health   *healthCheckServer
 	ready    *Readiness
@@ -81,7 +82,7 @@ func (p *proxySubsystem) Run(ctx context.Context) error {
 			prev = v
 			p.sp.SetPodCIDRs(podCIDRs(v))
 			in := p.inputs(v)
-			st = proxy.Desired(p.node, in)
+			st = p.lb.Desired(p.node, in)
 			p.health.Update(healthChecks(p.node, in))
 		case <-refresh.C:
 			full = true

@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"maps"
+	"slices"
 	"sync"
 
 	"github.com/tabby-net/tabby/api"
@@ -17,39 +19,71 @@ var (
 // serviceInputs pairs every Service of a view with its endpoints, derived once for the
 // Service proxy and cluster DNS alike (proxy.ServiceEndpoints), in key order.
 func serviceInputs(v *snapshot.View) []proxy.ServiceInput {
-	byNS := map[string][]*api.WorkloadEndpoint{}
-	for _, w := range snapshot.List[*api.WorkloadEndpoint](v) {
-		byNS[w.Namespace] = append(byNS[w.Namespace], w)
+	return new(serviceIndex).inputs(v)
+}
+
+// serviceIndex derives serviceInputs once per view for the Service proxy and cluster DNS,
+// which both need them on the same change. What it returns is shared: callers must not
+// change it.
+//
+// It carries each Service's endpoints over from the view before when what they are
+// derived from is the same (views share unchanged resources, so this is a pointer
+// comparison): a one-Service change in a cluster of 10k Services derives one Service's
+// endpoints, not 10k.
+type serviceIndex struct {
+	mu   sync.Mutex
+	view *snapshot.View
+	in   []proxy.ServiceInput
+	keys []string // of the Services, sorted
+	memo map[*api.Service]serviceMemo
+}
+
+// serviceMemo is what a Service's endpoints were derived from, and the endpoints.
+type serviceMemo struct {
+	eps       *api.Endpoints
+	slices    []*api.EndpointSlice
+	endpoints []proxy.Endpoint
+}
+
+func (x *serviceIndex) inputs(v *snapshot.View) []proxy.ServiceInput {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.view == v {
+		return x.in
 	}
+	services, endpoints := v.Resources(kindServices), v.Resources(kindEndpoints)
+	if x.view == nil || v.Differs(x.view, false, kindServices) {
+		x.keys = slices.Sorted(maps.Keys(services))
+	}
+	// A Service with a selector reads the WorkloadEndpoints of its namespace: any change
+	// to them derives those Services afresh.
+	wepsSame := x.view != nil && !v.Differs(x.view, false, kindWorkloadEndpoints)
+	var byNS map[string][]*api.WorkloadEndpoint // made when first needed
 	bySvc := map[[2]string][]*api.EndpointSlice{}
 	for _, s := range snapshot.List[*api.EndpointSlice](v) {
 		if name := s.ServiceName(); name != "" {
 			bySvc[[2]string{s.Namespace, name}] = append(bySvc[[2]string{s.Namespace, name}], s)
 		}
 	}
-	var out []proxy.ServiceInput
-	for _, s := range snapshot.List[*api.Service](v) {
-		eps, _ := snapshot.Get[*api.Endpoints](v, s.Namespace, s.Name)
-		slices := bySvc[[2]string{s.Namespace, s.Name}]
-		out = append(out, proxy.ServiceInput{Service: s, Endpoints: proxy.ServiceEndpoints(s, byNS[s.Namespace], eps, slices)})
+	in := make([]proxy.ServiceInput, 0, len(x.keys))
+	memo := make(map[*api.Service]serviceMemo, len(x.keys))
+	for _, key := range x.keys {
+		svc := services[key].(*api.Service)
+		eps, _ := endpoints[key].(*api.Endpoints)
+		epslices := bySvc[[2]string{svc.Namespace, svc.Name}]
+		m, ok := x.memo[svc]
+		if !ok || m.eps != eps || !slices.Equal(m.slices, epslices) || (len(svc.Spec.Selector) > 0 && !wepsSame) {
+			if byNS == nil && len(svc.Spec.Selector) > 0 {
+				byNS = map[string][]*api.WorkloadEndpoint{}
+				for _, w := range snapshot.List[*api.WorkloadEndpoint](v) {
+					byNS[w.Namespace] = append(byNS[w.Namespace], w)
+				}
+			}
+			m = serviceMemo{eps: eps, slices: epslices, endpoints: proxy.ServiceEndpoints(svc, byNS[svc.Namespace], eps, epslices)}
+		}
+		in = append(in, proxy.ServiceInput{Service: svc, Endpoints: m.endpoints})
+		memo[svc] = m
 	}
-	return out
-}
-
-// serviceIndex derives serviceInputs once per view for the Service proxy and cluster DNS,
-// which both need them on the same change. What it returns is shared: callers must not
-// change it.
-type serviceIndex struct {
-	mu   sync.Mutex
-	view *snapshot.View
-	in   []proxy.ServiceInput
-}
-
-func (x *serviceIndex) inputs(v *snapshot.View) []proxy.ServiceInput {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	if x.view != v {
-		x.view, x.in = v, serviceInputs(v)
-	}
-	return x.in
+	x.view, x.in, x.memo = v, in, memo
+	return in
 }
