@@ -12,10 +12,13 @@ var (
 	kindServices       = mustKind("services")
 	kindEndpoints      = mustKind("endpoints")
 	kindEndpointSlices = mustKind("endpointslices")
+	// serviceInputKinds are the kinds serviceInputs reads: a view that changes none of them
+	// derives the same inputs.
+	serviceInputKinds = []*api.Kind{kindServices, kindEndpoints, kindEndpointSlices, kindWorkloadEndpoints}
 )
 
 // serviceInputs pairs every Service of a view with its endpoints, derived once for the
-// Service proxy and cluster DNS alike (proxy.ServiceEndpoints), in key order.
+// Service proxy, cluster DNS and BGP alike (proxy.ServiceEndpoints), in key order.
 func serviceInputs(v *snapshot.View) []proxy.ServiceInput {
 	byNS := map[string][]*api.WorkloadEndpoint{}
 	for _, w := range snapshot.List[*api.WorkloadEndpoint](v) {
@@ -36,8 +39,20 @@ func serviceInputs(v *snapshot.View) []proxy.ServiceInput {
 	return out
 }
 
-// serviceIndex derives serviceInputs once per view for the Service proxy and cluster DNS,
-// which both need them on the same change. What it returns is shared: callers must not
+// localReadyEndpoints counts the ready endpoints on node: those behind a Service's
+// healthCheckNodePort and its BGP host routes (externalTrafficPolicy Local).
+func localReadyEndpoints(node string, eps []proxy.Endpoint) int {
+	n := 0
+	for _, ep := range eps {
+		if ep.Ready && ep.Node == node {
+			n++
+		}
+	}
+	return n
+}
+
+// serviceIndex derives serviceInputs once per view for the Service proxy, cluster DNS and
+// BGP, which all need them on the same change. What it returns is shared: callers must not
 // change it.
 type serviceIndex struct {
 	mu   sync.Mutex
