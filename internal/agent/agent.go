@@ -184,7 +184,8 @@ func Run(ctx context.Context, cfg Config, ds *datastore.Client, m *Metrics) erro
 
 	var learned *handoff[learnedRoutes] // BGP → routes
 	var bgpSub *bgpSubsystem
-	// The proxy, DNS and BGP derive Services' endpoints once per view (nodes only).
+	// The proxy, DNS and BGP derive Services' endpoints once per view; none on a route
+	// reflector, which has no endpoints.
 	var services *serviceIndex
 	if cfg.Role == RoleNode {
 		dp, err := felix.NewDataplane(felix.Config{
