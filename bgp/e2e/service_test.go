@@ -26,7 +26,9 @@ const (
 // fall inside those CIDRs advertised as /32 only from the node of its one endpoint (and
 // installed in the other node's kernel via it); its addresses outside the CIDRs nowhere,
 // and a Service with policy Cluster gets no /32. The endpoint deleted, the /32s are
-// withdrawn; a new endpoint on node1 brings them back from node1 only. A selector-less
+// withdrawn; a new endpoint on node1 brings them back from node1 only. Throughout, the
+// ToR (BIRD exporting to its kernel) reaches the external and load-balancer IPs on the
+// endpoint's node, which sees the ToR's own address. A selector-less
 // Local Service whose EndpointSlice puts a ready endpoint on node2 is advertised from
 // node2, and withdrawn when the endpoint turns not ready.
 func TestServiceAdvertisement(t *testing.T) {
@@ -55,6 +57,7 @@ template bgp tabby {
   graceful restart;
   ipv4 { import all; export none; };
 }
+protocol kernel { ipv4 { import none; export all; }; }
 protocol bgp node1 from tabby { neighbor `+node1+` as 64512; }
 protocol bgp node2 from tabby { neighbor `+node2+` as 64512; }
 `)
@@ -97,7 +100,31 @@ status:
   loadBalancer:
     ingress: [{ip: 203.0.113.20}]
 `)
-	l.OK("workload", "add", "node2", "shop/web2", "--labels", "app=web")
+	probe := labtest.Build(t, "github.com/tabby-net/tabby/e2e/testdata/svcprobe", "svcprobe")
+	// addWeb adds an endpoint of web on node, serving its name and the client's address.
+	addWeb := func(node, name string) {
+		t.Helper()
+		l.OK("workload", "add", node, "shop/"+name, "--labels", "app=web")
+		srv := l.Command("exec", "shop/"+name, "--", probe, "serve-peer", name, "80")
+		if err := srv.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
+	}
+	// reaches polls until a connection from the ToR to addr:80 (routed by what BIRD
+	// learned) is answered by want with the ToR's own address: the node that advertised
+	// the /32 has the endpoint, and Local kept the client's address.
+	reaches := func(addr, want string) {
+		t.Helper()
+		labtest.Poll(t, "the ToR reaches "+addr+" on "+want, 20*time.Second, func() string {
+			out, stderr, _ := l.Run("", "exec", "tor", "--", probe, "tcp", "1", "1s", addr+":80")
+			if got := strings.Fields(out); len(got) != 2 || got[0] != want+"@"+tor {
+				return fmt.Sprintf("%q %s, want %s@%s", out, stderr, want, tor)
+			}
+			return ""
+		})
+	}
+	addWeb("node2", "web2")
 
 	// fromNode is what BIRD holds from each node, sorted.
 	fromNode := func() map[string][]string {
@@ -153,18 +180,21 @@ status:
 		want(block1, cidrs), want(block2, cidrs, webHosts))
 	t.Logf("BIRD learned the CIDRs and node2's /32s %s after the endpoint was added", took)
 	if s, err := l.status("node2", l.NodeDataDir("node2")); err != nil || !slices.Contains(s.Advertised, "203.0.113.10/32") {
-		t.Errorf("tabbyctl node status on node2: advertised %v (%v), want 203.0.113.10/32 among them", s.Advertised, err)
+		t.Errorf("tabbyctl node status on node2: %+v (%v), want 203.0.113.10/32 advertised", s, err)
 	}
+	reaches("203.0.113.10", "web2")
+	reaches("198.51.100.10", "web2")
 
 	l.OK("workload", "del", "shop/web2")
 	took = expect("web's /32s withdrawn once its endpoint is gone", 20*time.Second,
 		want(block1, cidrs), want(block2, cidrs))
 	t.Logf("/32s withdrawn %s after the endpoint was deleted", took)
 
-	l.OK("workload", "add", "node1", "shop/web1", "--labels", "app=web")
+	addWeb("node1", "web1")
 	took = expect("web's /32s from node1 only, where its endpoint now is", 20*time.Second,
 		want(block1, cidrs, webHosts), want(block2, cidrs))
 	t.Logf("/32s advertised from node1 %s after the new endpoint was added", took)
+	reaches("203.0.113.10", "web1")
 
 	// Readiness: a selector-less Local Service on an EndpointSlice's endpoint on node2.
 	slice := func(ready bool) string {
