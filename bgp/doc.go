@@ -2,8 +2,9 @@
 //
 // Pure functions compute what the node wants: DesiredPeers (node-to-node mesh, route
 // reflectors and their clients, global and node-specific BGPPeers, selectors) and
-// DesiredAdvertisements (affine blocks, borrowed addresses, Service CIDRs; never a pool
-// with disableBGPExport). A Speaker applies the difference to GoBGP: SetPeers touches only
+// DesiredAdvertisements (affine blocks, borrowed addresses, Service CIDRs, and host routes
+// for the addresses of Services with externalTrafficPolicy Local that have a ready
+// endpoint on the node, as Calico does; never a pool with disableBGPExport). A Speaker applies the difference to GoBGP: SetPeers touches only
 // peers whose configuration changed, SetAdvertisements adds and withdraws paths. A global
 // export policy lets only this node's own routes out, plus iBGP-learned routes where BGP
 // allows (route reflection); routes learned from eBGP peers are never passed on.

@@ -39,7 +39,7 @@ type Config struct {
 	ListenPort     uint16
 	Mesh           bool
 	MeshMaxRestart time.Duration
-	ServiceCIDRs   []netip.Prefix // serviceClusterIPs and serviceExternalIPs
+	Services       ServiceCIDRs
 }
 
 // ConfigFrom merges the default BGPConfiguration and this node's "node.<name>" override
@@ -64,14 +64,21 @@ func ConfigFrom(def, node *api.BGPConfiguration) (Config, []string) {
 		if s.NodeMeshMaxRestartTime != nil {
 			c.MeshMaxRestart = s.NodeMeshMaxRestartTime.Duration
 		}
-		for _, blocks := range [][]api.ServiceIPBlock{s.ServiceClusterIPs, s.ServiceExternalIPs} {
-			for _, b := range blocks {
+		for _, k := range []struct {
+			blocks []api.ServiceIPBlock
+			to     *[]netip.Prefix
+		}{
+			{s.ServiceClusterIPs, &c.Services.ClusterIPs},
+			{s.ServiceExternalIPs, &c.Services.ExternalIPs},
+			{s.ServiceLoadBalancerIPs, &c.Services.LoadBalancerIPs},
+		} {
+			for _, b := range k.blocks {
 				p, err := api.ParseNet(b.CIDR)
 				if err != nil {
 					problems = append(problems, fmt.Sprintf("BGPConfiguration %s: %v", bc.Name, err))
 					continue
 				}
-				c.ServiceCIDRs = append(c.ServiceCIDRs, p)
+				*k.to = append(*k.to, p)
 			}
 		}
 	}

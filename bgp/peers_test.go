@@ -165,11 +165,16 @@ func TestConfigFrom(t *testing.T) {
 	asn := api.ASNumber(65000)
 	off := false
 	def := &api.BGPConfiguration{Spec: api.BGPConfigurationSpec{ASNumber: &asn, NodeToNodeMeshEnabled: &off,
-		ServiceClusterIPs: []api.ServiceIPBlock{{CIDR: "10.96.0.0/12"}}, ServiceExternalIPs: []api.ServiceIPBlock{{CIDR: "bad"}}}}
+		ServiceClusterIPs:      []api.ServiceIPBlock{{CIDR: "10.96.0.0/12"}},
+		ServiceExternalIPs:     []api.ServiceIPBlock{{CIDR: "bad"}, {CIDR: "198.51.100.0/24"}},
+		ServiceLoadBalancerIPs: []api.ServiceIPBlock{{CIDR: "203.0.113.0/24"}, {CIDR: "fd00:113::/120"}}}}
 	def.Name = "default"
 	c, problems := ConfigFrom(def, nil)
-	if c.ASN != 65000 || c.Mesh || c.ListenPort != 179 || len(c.ServiceCIDRs) != 1 || len(problems) != 1 {
+	if c.ASN != 65000 || c.Mesh || c.ListenPort != 179 || len(problems) != 1 {
 		t.Errorf("ConfigFrom: %+v %q", c, problems)
+	}
+	if got := fmt.Sprint(c.Services); got != "{[10.96.0.0/12] [198.51.100.0/24] [203.0.113.0/24 fd00:113::/120]}" {
+		t.Errorf("Service CIDRs: %s", got)
 	}
 	if c, _ := ConfigFrom(nil, nil); c.ASN != 64512 || !c.Mesh || c.MeshMaxRestart != 120*time.Second {
 		t.Errorf("defaults: %+v", c)

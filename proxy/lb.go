@@ -232,25 +232,9 @@ func boolIndex(b bool) int {
 }
 
 // externalAddrs returns the Service's external IPs and load-balancer ingress IPs, sorted
-// and without duplicates; addresses that do not parse are skipped (validation refuses
-// them).
+// and without duplicates.
 func externalAddrs(svc *api.Service) []netip.Addr {
-	var out []netip.Addr
-	add := func(s string) {
-		if a, err := netip.ParseAddr(s); err == nil {
-			out = append(out, a.Unmap())
-		}
-	}
-	for _, s := range svc.Spec.ExternalIPs {
-		add(s)
-	}
-	if svc.Status != nil {
-		for _, in := range svc.Status.LoadBalancer.Ingress {
-			if in.IP != "" {
-				add(in.IP)
-			}
-		}
-	}
+	out := append(svc.ExternalAddrs(), svc.LoadBalancerAddrs()...)
 	slices.SortFunc(out, netip.Addr.Compare)
 	return slices.Compact(out)
 }

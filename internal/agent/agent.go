@@ -184,6 +184,9 @@ func Run(ctx context.Context, cfg Config, ds *datastore.Client, m *Metrics) erro
 
 	var learned *handoff[learnedRoutes] // BGP → routes
 	var bgpSub *bgpSubsystem
+	// The proxy, DNS and BGP derive Services' endpoints once per view; none on a route
+	// reflector, which has no endpoints.
+	var services *serviceIndex
 	if cfg.Role == RoleNode {
 		dp, err := felix.NewDataplane(felix.Config{
 			ResyncInterval: cfg.RouteRefresh,
@@ -207,7 +210,7 @@ func Run(ctx context.Context, cfg Config, ds *datastore.Client, m *Metrics) erro
 		}
 		pol := newPolicySubsystem(cfg.NodeName, cfg.Policy, v4.IsValid(), snap, syncer, ready, m)
 		var exempt []netip.Addr
-		services := &serviceIndex{} // the proxy and DNS derive Services' endpoints once per view
+		services = &serviceIndex{}
 		if cfg.DNS.Enabled {
 			d, err := newDNSSubsystem(cfg.DNS, snap, services, syncer, ready, m)
 			if err != nil {
@@ -231,7 +234,7 @@ func Run(ctx context.Context, cfg Config, ds *datastore.Client, m *Metrics) erro
 		}
 	}
 	if cfg.BGP.Enabled {
-		bgpSub = newBGPSubsystem(cfg, snap, learned, ready)
+		bgpSub = newBGPSubsystem(cfg, snap, services, learned, ready)
 		m.watchBGP(bgpSub)
 		subs = append(subs, bgpSub)
 	}

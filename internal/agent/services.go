@@ -14,16 +14,19 @@ var (
 	kindServices       = mustKind("services")
 	kindEndpoints      = mustKind("endpoints")
 	kindEndpointSlices = mustKind("endpointslices")
+	// serviceInputKinds are the kinds serviceInputs reads: a view that changes none of them
+	// derives the same inputs.
+	serviceInputKinds = []*api.Kind{kindServices, kindEndpoints, kindEndpointSlices, kindWorkloadEndpoints}
 )
 
 // serviceInputs pairs every Service of a view with its endpoints, derived once for the
-// Service proxy and cluster DNS alike (proxy.ServiceEndpoints), in key order.
+// Service proxy, cluster DNS and BGP alike (proxy.ServiceEndpoints), in key order.
 func serviceInputs(v *snapshot.View) []proxy.ServiceInput {
 	return new(serviceIndex).inputs(v)
 }
 
-// serviceIndex derives serviceInputs once per view for the Service proxy and cluster DNS,
-// which both need them on the same change. What it returns is shared: callers must not
+// serviceIndex derives serviceInputs once per view for the Service proxy, cluster DNS and
+// BGP, which all need them on the same change. What it returns is shared: callers must not
 // change it.
 //
 // It carries each Service's endpoints over from the view before when what they are
@@ -86,4 +89,16 @@ func (x *serviceIndex) inputs(v *snapshot.View) []proxy.ServiceInput {
 	}
 	x.view, x.in, x.memo = v, in, memo
 	return in
+}
+
+// localReadyEndpoints counts the ready endpoints on node: those behind a Service's
+// healthCheckNodePort and its BGP host routes (externalTrafficPolicy Local).
+func localReadyEndpoints(node string, eps []proxy.Endpoint) int {
+	n := 0
+	for _, ep := range eps {
+		if ep.Ready && ep.Node == node {
+			n++
+		}
+	}
+	return n
 }
