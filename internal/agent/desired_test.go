@@ -311,4 +311,11 @@ func TestServiceIndexCarriesOver(t *testing.T) {
 	if fresh := serviceInputs(mustView(t, nil, web, ext, w1, w2, eps2)); !reflect.DeepEqual(fresh, third) {
 		t.Errorf("carried over:\n%+v\nfrom nothing:\n%+v", third, fresh)
 	}
+	// A new selector Service in a namespace whose workloads did not change finds them.
+	api2 := &api.Service{TypeMeta: web.TypeMeta, Spec: web.Spec}
+	api2.Namespace, api2.Name = "shop", "api"
+	fourth := x.inputs(mustView(t, nil, web, api2, ext, w1, w2, eps2))
+	if got := count(fourth); got["api"] != 2 || got["web"] != 2 {
+		t.Errorf("a Service added: endpoints per Service %v, want api 2, web 2", got)
+	}
 }

@@ -58,10 +58,38 @@ func (x *serviceIndex) inputs(v *snapshot.View) []proxy.ServiceInput {
 	if x.view == nil || v.Differs(x.view, false, kindServices) {
 		x.keys = slices.Sorted(maps.Keys(services))
 	}
-	// A Service with a selector reads the WorkloadEndpoints of its namespace: any change
-	// to them derives those Services afresh.
-	wepsSame := x.view != nil && !v.Differs(x.view, false, kindWorkloadEndpoints)
-	var byNS map[string][]*api.WorkloadEndpoint // made when first needed
+	// A Service with a selector reads the WorkloadEndpoints of its namespace: a change to
+	// them derives the selector Services of that namespace afresh.
+	changedNS := map[string]bool{}
+	weps := v.Resources(kindWorkloadEndpoints)
+	if x.view != nil && v.Differs(x.view, false, kindWorkloadEndpoints) {
+		old := x.view.Resources(kindWorkloadEndpoints)
+		for k, w := range weps {
+			if old[k] != w {
+				changedNS[w.GetObjectMeta().Namespace] = true
+			}
+		}
+		for k, w := range old {
+			if _, ok := weps[k]; !ok {
+				changedNS[w.GetObjectMeta().Namespace] = true
+			}
+		}
+	}
+	// The WorkloadEndpoints of a namespace, grouped when first needed: of every namespace
+	// on the first view, then of the changed ones and of any other a Service derived
+	// afresh asks for.
+	var byNS map[string][]*api.WorkloadEndpoint
+	covered := maps.Clone(changedNS)
+	workloads := func(ns string) []*api.WorkloadEndpoint {
+		if byNS == nil {
+			byNS = workloadsByNamespace(weps, x.view == nil, changedNS)
+		}
+		if x.view != nil && !covered[ns] {
+			maps.Copy(byNS, workloadsByNamespace(weps, false, map[string]bool{ns: true}))
+			covered[ns] = true
+		}
+		return byNS[ns]
+	}
 	bySvc := map[[2]string][]*api.EndpointSlice{}
 	for _, s := range snapshot.List[*api.EndpointSlice](v) {
 		if name := s.ServiceName(); name != "" {
@@ -75,20 +103,36 @@ func (x *serviceIndex) inputs(v *snapshot.View) []proxy.ServiceInput {
 		eps, _ := endpoints[key].(*api.Endpoints)
 		epslices := bySvc[[2]string{svc.Namespace, svc.Name}]
 		m, ok := x.memo[svc]
-		if !ok || m.eps != eps || !slices.Equal(m.slices, epslices) || (len(svc.Spec.Selector) > 0 && !wepsSame) {
-			if byNS == nil && len(svc.Spec.Selector) > 0 {
-				byNS = map[string][]*api.WorkloadEndpoint{}
-				for _, w := range snapshot.List[*api.WorkloadEndpoint](v) {
-					byNS[w.Namespace] = append(byNS[w.Namespace], w)
-				}
+		if !ok || m.eps != eps || !slices.Equal(m.slices, epslices) || (len(svc.Spec.Selector) > 0 && (x.view == nil || changedNS[svc.Namespace])) {
+			var ws []*api.WorkloadEndpoint
+			if len(svc.Spec.Selector) > 0 {
+				ws = workloads(svc.Namespace)
 			}
-			m = serviceMemo{eps: eps, slices: epslices, endpoints: proxy.ServiceEndpoints(svc, byNS[svc.Namespace], eps, epslices)}
+			m = serviceMemo{eps: eps, slices: epslices, endpoints: proxy.ServiceEndpoints(svc, ws, eps, epslices)}
 		}
 		in = append(in, proxy.ServiceInput{Service: svc, Endpoints: m.endpoints})
 		memo[svc] = m
 	}
 	x.view, x.in, x.memo = v, in, memo
 	return in
+}
+
+// workloadsByNamespace groups the WorkloadEndpoints (a view's, by key) by namespace, in
+// key order: of every namespace, or only of those in namespaces.
+func workloadsByNamespace(weps map[string]api.Resource, all bool, namespaces map[string]bool) map[string][]*api.WorkloadEndpoint {
+	var keys []string
+	for k, w := range weps {
+		if all || namespaces[w.GetObjectMeta().Namespace] {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	byNS := map[string][]*api.WorkloadEndpoint{}
+	for _, k := range keys {
+		w := weps[k].(*api.WorkloadEndpoint)
+		byNS[w.Namespace] = append(byNS[w.Namespace], w)
+	}
+	return byNS
 }
 
 // localReadyEndpoints counts the ready endpoints on node: those behind a Service's
