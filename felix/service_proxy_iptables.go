@@ -73,14 +73,12 @@ func (p *ServiceProxyIPTables) Backend() Backend { return p.backend }
 func (p *ServiceProxyIPTables) SetPodCIDRs(cidrs []netip.Prefix) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for i := range p.fams {
-		f := &p.fams[i]
-		if !slices.Equal(f.cfg.PodCIDRs, cidrs) {
-			f.cfg.PodCIDRs = slices.Clone(cidrs)
-			f.applied = nil
-		}
-	}
+	setPodCIDRs(p.fams, cidrs)
 }
+
+func (f *iptFamily) renderConfig() *proxy.RenderConfig { return &f.cfg }
+func (f *iptFamily) cached() bool                      { return f.applied != nil }
+func (f *iptFamily) forget()                           { f.applied = nil }
 
 // Apply is a full pass: it reads the tables (one iptables-save per family) and rewrites
 // every TABBY- chain that differs from st, deletes those not wanted and puts the hooks
@@ -104,21 +102,9 @@ func (p *ServiceProxyIPTables) apply(ctx context.Context, st *proxy.LBState, ful
 	if st == nil {
 		st = &proxy.LBState{}
 	}
-	st = st.Clone()
+	st = st.Clone() // kept as p.last; sorted, as IPTablesChangeOf needs
 	p.warnLarge(st)
-	for i := range p.fams {
-		f := &p.fams[i]
-		var ferr error
-		if full || f.applied == nil || p.last == nil {
-			ferr = p.applyFull(ctx, f, st)
-		} else {
-			ferr = p.applyChange(ctx, f, st)
-		}
-		if ferr != nil {
-			f.applied = nil
-			err = errors.Join(err, ferr)
-		}
-	}
+	err = applyFamilies(ctx, p.fams, st, p.last, full, p.applyFull, p.applyChange)
 	p.last = st
 	return err
 }
