@@ -39,9 +39,15 @@ func forEachProxyMode(t *testing.T, test func(t *testing.T, mode string, agentFl
 }
 
 // checkProxyMode fails the test unless node's Services are in mode's rules alone: the
-// nftables table ip tabby, or TABBY- chains in the nat table of either iptables backend.
+// nftables table ip tabby, or TABBY- chains in the nat table of either iptables backend;
+// and unless the agent says so in tabby_proxy_info (the iptables mode on the backend the
+// lab's nodes detect, nft: their tables hold nothing else).
 func checkProxyMode(t *testing.T, l *labtest.Lab, node, mode string) {
 	t.Helper()
+	backend := map[string]string{"nftables": "nftables", "iptables": "nft"}[mode]
+	if v := metrics(t, l, node)["tabby_proxy_info{backend="+backend+",mode="+mode+"}"]; v != 1 {
+		t.Errorf("%s: tabby_proxy_info of mode %s, backend %s: %v, want 1", node, mode, backend, v)
+	}
 	table, _, code := l.Run("", "exec", node, "--", "nft", "list", "table", "ip", "tabby")
 	var chains string
 	for _, save := range []string{"iptables-nft-save", "iptables-legacy-save"} {
