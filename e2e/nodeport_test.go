@@ -17,11 +17,10 @@ import (
 // node2 still reaches it through node2's address. It runs in each proxy mode.
 func TestServiceProxyNodePort(t *testing.T) { forEachProxyMode(t, testServiceProxyNodePort) }
 
-func testServiceProxyNodePort(t *testing.T, mode string, agentFlags []string) {
-	labtest.Need(t)
+func testServiceProxyNodePort(t *testing.T, mode, agent string) {
 	probe := labtest.Build(t, "./testdata/svcprobe", "svcprobe")
 	l := labtest.New(t)
-	l.OK("up", "--nodes", "2", "--subnets", "1", "--agent-binary", labtest.AgentScript(t, agentFlags...))
+	l.OK("up", "--nodes", "2", "--subnets", "1", "--agent-binary", agent)
 	l.Apply(labtest.Pool)
 	l.OK("workload", "add", "node1", "shop/web1", "--labels", "app=web")
 	srv := l.Command("exec", "shop/web1", "--", probe, "serve-peer", "web1", "8080")

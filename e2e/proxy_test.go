@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -31,15 +33,35 @@ func probeCounts(t *testing.T, l *labtest.Lab, probe, from, proto string, n int,
 // proxyModes are the agent's Service proxy modes: the lab tests of Services run in each.
 var proxyModes = []string{"nftables", "iptables"}
 
-// forEachProxyMode runs test as a subtest per proxy mode, with the agent flags of the mode.
-func forEachProxyMode(t *testing.T, test func(t *testing.T, mode string, agentFlags []string)) {
+// otherModeLeftovers plants, in a node before its agent starts, what the other proxy mode
+// would have left there (a node switched from it): the agent must remove it, which
+// checkProxyMode sees.
+var otherModeLeftovers = map[string]string{
+	"iptables": "nft add table ip tabby\nnft add map ip tabby service-ips '{ type ipv4_addr . inet_proto . inet_service : verdict ; }'\n",
+	"nftables": "iptables-nft -t nat -N TABBY-SERVICES\niptables-nft -t nat -A PREROUTING -m comment --comment tby:hook -j TABBY-SERVICES\n",
+}
+
+// forEachProxyMode runs test as a subtest per proxy mode, with an agent script (for
+// tabby-lab up --agent-binary) that runs the agent in that mode, after planting the other
+// mode's leftovers.
+func forEachProxyMode(t *testing.T, test func(t *testing.T, mode, agent string)) {
 	for _, mode := range proxyModes {
-		t.Run(mode, func(t *testing.T) { test(t, mode, append(slices.Clone(labtest.FastBGP), "--proxy-mode", mode)) })
+		t.Run(mode, func(t *testing.T) {
+			labtest.Need(t)
+			agent := labtest.AgentScript(t, append(slices.Clone(labtest.FastBGP), "--proxy-mode", mode)...)
+			wrapper := filepath.Join(t.TempDir(), "agent")
+			script := "#!/bin/sh\nset -e\n" + otherModeLeftovers[mode] + "exec " + agent + ` "$@"` + "\n"
+			if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			test(t, mode, wrapper)
+		})
 	}
 }
 
-// checkProxyMode fails the test unless node's Services are in mode's rules alone: the
-// nftables table ip tabby, or TABBY- chains in the nat table of either iptables backend;
+// checkProxyMode fails the test unless node's Services are in mode's rules alone (the
+// other mode's leftovers removed): the nftables table ip tabby, or TABBY- chains in the
+// nat table of either iptables backend;
 // and unless the agent says so in tabby_proxy_info (the iptables mode on the backend the
 // lab's nodes detect, nft: their tables hold nothing else).
 func checkProxyMode(t *testing.T, l *labtest.Lab, node, mode string) {
@@ -69,11 +91,10 @@ func checkProxyMode(t *testing.T, l *labtest.Lab, node, mode string) {
 // port unreachable), never a silent timeout; an endpoint deleted gets no new connections.
 func TestServiceProxyClusterIP(t *testing.T) { forEachProxyMode(t, testServiceProxyClusterIP) }
 
-func testServiceProxyClusterIP(t *testing.T, mode string, agentFlags []string) {
-	labtest.Need(t)
+func testServiceProxyClusterIP(t *testing.T, mode, agent string) {
 	probe := labtest.Build(t, "./testdata/svcprobe", "svcprobe")
 	l := labtest.New(t)
-	l.OK("up", "--nodes", "2", "--subnets", "1", "--agent-binary", labtest.AgentScript(t, agentFlags...))
+	l.OK("up", "--nodes", "2", "--subnets", "1", "--agent-binary", agent)
 	l.Apply(labtest.Pool)
 	webs := []struct{ name, node string }{{"web1", "node1"}, {"web2", "node2"}, {"web3", "node1"}}
 	for _, w := range webs {
