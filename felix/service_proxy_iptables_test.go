@@ -1,10 +1,13 @@
 package felix
 
 import (
+	"bytes"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"net/netip"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -110,5 +113,31 @@ func TestPlanIPTablesChange(t *testing.T) {
 	}
 	if PlanIPTablesChange(applied, proxy.IPTablesChangeOf(web(), web(), proxy.RenderConfig{})) != nil {
 		t.Error("no change planned a restore")
+	}
+}
+
+// TestIPTablesWarnsOnNFT: the iptables mode warns once, on the nft backend only, when it
+// holds more than LargeIPTablesNFT Services (counted by Service, not by port).
+func TestIPTablesWarnsOnNFT(t *testing.T) {
+	twoPorts := func(n int) *proxy.LBState {
+		st := benchLBState(n, -1, 0)
+		for _, p := range slices.Clone(st.Ports) {
+			p.Key.Port, p.Port = "https", 443
+			st.Ports = append(st.Ports, p)
+		}
+		return st.Clone()
+	}
+	for _, c := range []struct {
+		backend  Backend
+		services int
+		warns    int
+	}{{BackendNFT, LargeIPTablesNFT, 0}, {BackendNFT, LargeIPTablesNFT + 1, 1}, {BackendLegacy, 5000, 0}} {
+		var log bytes.Buffer
+		p := NewServiceProxyIPTables(ServiceProxyConfig{Log: slog.New(slog.NewTextHandler(&log, nil))}, c.backend, Runner{})
+		p.warnLarge(twoPorts(c.services))
+		p.warnLarge(twoPorts(c.services))
+		if got := strings.Count(log.String(), "level=WARN"); got != c.warns {
+			t.Errorf("%s backend, %d Services of 2 ports: %d warnings, want %d:\n%s", c.backend.Name, c.services, got, c.warns, log.String())
+		}
 	}
 }
