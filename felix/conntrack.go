@@ -18,6 +18,12 @@ import (
 // It is kube-proxy's cleanup, by netlink: one dump of the table per family, and one
 // delete per matching entry. It returns how many entries went.
 func (p *ServiceProxy) DeleteStaleUDP(flows []proxy.StaleFlow) (uint, error) {
+	return deleteStaleUDP(p.netNS, flows)
+}
+
+// deleteStaleUDP is DeleteStaleUDP in the network namespace named netNS ("": the agent's),
+// for both proxy modes.
+func deleteStaleUDP(netNS string, flows []proxy.StaleFlow) (uint, error) {
 	byFamily := map[netlink.InetFamily]staleUDPFilter{}
 	for _, f := range flows {
 		fam := netlink.InetFamily(unix.AF_INET)
@@ -30,7 +36,7 @@ func (p *ServiceProxy) DeleteStaleUDP(flows []proxy.StaleFlow) (uint, error) {
 		byFamily[fam][f] = true
 	}
 	var deleted uint
-	err := inNamedNetNS(p.netNS, func() error {
+	err := inNamedNetNS(netNS, func() error {
 		for _, fam := range []netlink.InetFamily{unix.AF_INET, unix.AF_INET6} {
 			filter := byFamily[fam]
 			if filter == nil {

@@ -46,15 +46,17 @@ func udpConntrack(t *testing.T, ns *testNS) []string {
 // reaching a backend the Service no longer has, until DeleteStaleUDP removes the entries
 // of that backend, through the cluster IP and through the node port; those of the backend
 // that stays, and of another Service with the same backend, stay.
-func TestDeleteStaleUDPNetns(t *testing.T) {
+func TestDeleteStaleUDPNetns(t *testing.T) { forEachMode(t, testDeleteStaleUDPNetns) }
+
+func testDeleteStaleUDPNetns(t *testing.T, m proxyMode) {
 	testenv.RequireTools(t, testenv.Tool{Cmd: "conntrack", Package: "conntrack"})
 	l := newProxyLab(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	sp, err := NewServiceProxy(ServiceProxyConfig{NetNS: l.client.name})
-	if err != nil {
-		t.Fatal(err)
-	}
+	sp := m.new(t, ServiceProxyConfig{NetNS: l.client.name}).(interface {
+		serviceWriter
+		DeleteStaleUDP([]proxy.StaleFlow) (uint, error)
+	})
 	t.Cleanup(func() { sp.Remove(context.Background()) })
 	withNodePort := func(p proxy.PortLB) proxy.PortLB {
 		p.NodePort, p.NodePortFamilies = 30053, [2]bool{true, false}

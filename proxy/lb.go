@@ -290,3 +290,28 @@ func (st *LBState) Clone() *LBState {
 	slices.SortFunc(c.Ports, func(a, b PortLB) int { return a.Key.compare(b.Key) })
 	return c
 }
+
+// ChangedPorts returns the ports that differ between old and st: before holds those of
+// old (gone or changed), after those of st (new or changed). It walks both port lists
+// once, so both must be sorted by Key, as Desired returns them.
+func ChangedPorts(old, st *LBState) (before, after *LBState) {
+	before, after = &LBState{}, &LBState{}
+	i, j := 0, 0
+	for i < len(old.Ports) || j < len(st.Ports) {
+		switch {
+		case j == len(st.Ports) || (i < len(old.Ports) && old.Ports[i].Key.compare(st.Ports[j].Key) < 0):
+			before.Ports = append(before.Ports, old.Ports[i])
+			i++
+		case i == len(old.Ports) || old.Ports[i].Key.compare(st.Ports[j].Key) > 0:
+			after.Ports = append(after.Ports, st.Ports[j])
+			j++
+		default:
+			if !old.Ports[i].equal(&st.Ports[j]) {
+				before.Ports = append(before.Ports, old.Ports[i])
+				after.Ports = append(after.Ports, st.Ports[j])
+			}
+			i, j = i+1, j+1
+		}
+	}
+	return before, after
+}

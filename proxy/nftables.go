@@ -676,25 +676,8 @@ type Change struct {
 // walk over both port lists, not a render of the table. Both states must be sorted by
 // Key, as Desired returns them.
 func PlanChange(tx *knftables.Transaction, applied *Ruleset, old, st *LBState, c RenderConfig) *Change {
-	var before, after LBState
-	i, j := 0, 0
-	for i < len(old.Ports) || j < len(st.Ports) {
-		switch {
-		case j == len(st.Ports) || (i < len(old.Ports) && old.Ports[i].Key.compare(st.Ports[j].Key) < 0):
-			before.Ports = append(before.Ports, old.Ports[i])
-			i++
-		case i == len(old.Ports) || old.Ports[i].Key.compare(st.Ports[j].Key) > 0:
-			after.Ports = append(after.Ports, st.Ports[j])
-			j++
-		default:
-			if !old.Ports[i].equal(&st.Ports[j]) {
-				before.Ports = append(before.Ports, old.Ports[i])
-				after.Ports = append(after.Ports, st.Ports[j])
-			}
-			i, j = i+1, j+1
-		}
-	}
-	ch := &Change{before: Render(&before, c), after: Render(&after, c)}
+	before, after := ChangedPorts(old, st)
+	ch := &Change{before: Render(before, c), after: Render(after, c)}
 	// The pick and DNAT chains are shared: compare those of the whole tables.
 	for _, rs := range []*Ruleset{ch.before, ch.after} {
 		for name := range rs.Chains {

@@ -43,7 +43,8 @@ type Config struct {
 	Policy         PolicyConfig
 	BGP            BGPConfig
 	DNS            DNSConfig
-	// ProxyMode is how Services are load-balanced: ProxyNFTables or ProxyNone.
+	// ProxyMode is how Services are load-balanced: ProxyNFTables, ProxyIPTables or
+	// ProxyNone.
 	ProxyMode string
 	// StatusSocket is the Unix socket tabbyctl node status reads.
 	StatusSocket string
@@ -135,11 +136,9 @@ func (cfg Config) Validate() error {
 		return errors.New("no status socket path")
 	}
 	switch cfg.ProxyMode {
-	case ProxyNFTables, ProxyNone:
-	case "iptables":
-		return errors.New("--proxy-mode iptables: not implemented yet; use nftables (or none)")
+	case ProxyNFTables, ProxyIPTables, ProxyNone:
 	default:
-		return fmt.Errorf("--proxy-mode %q: want nftables or none", cfg.ProxyMode)
+		return fmt.Errorf("--proxy-mode %q: want nftables, iptables or none", cfg.ProxyMode)
 	}
 	if cfg.DNS.Enabled {
 		if len(cfg.DNS.Addresses) == 0 {
@@ -218,8 +217,8 @@ func Run(ctx context.Context, cfg Config, ds *datastore.Client, m *Metrics) erro
 			}
 			subs, exempt = append(subs, d), cfg.DNS.Addresses
 		}
-		if cfg.ProxyMode == ProxyNFTables {
-			p, err := newProxySubsystem(cfg.NodeName, exempt, snap, services, ready, m)
+		if cfg.ProxyMode != ProxyNone {
+			p, err := newProxySubsystem(cfg.NodeName, cfg.ProxyMode, syncer.Backend(), exempt, snap, services, ready, m)
 			if err != nil {
 				return err
 			}

@@ -173,6 +173,11 @@ func TestConfigValidate(t *testing.T) {
 	if err := good.Validate(); err != nil {
 		t.Fatalf("a good config: %v", err)
 	}
+	ipt := good
+	ipt.ProxyMode = ProxyIPTables
+	if err := ipt.Validate(); err != nil {
+		t.Errorf("--proxy-mode iptables refused: %v", err)
+	}
 	for _, tc := range []struct {
 		change func(*Config)
 		want   string
@@ -181,7 +186,6 @@ func TestConfigValidate(t *testing.T) {
 		{func(c *Config) { c.Role = "router" }, `--role "router"`},
 		{func(c *Config) { c.Policy.EndpointToHostAction = "drop" }, "--default-endpoint-to-host-action"},
 		{func(c *Config) { c.Role = RoleRouteReflector }, "a route reflector needs BGP"},
-		{func(c *Config) { c.ProxyMode = "iptables" }, "--proxy-mode iptables: not implemented yet"},
 		{func(c *Config) { c.ProxyMode = "ipvs" }, `--proxy-mode "ipvs"`},
 	} {
 		c := good
