@@ -475,6 +475,7 @@ func (s *Speaker) apiPeer(p Peer) (*gobgpapi.Peer, error) {
 		return nil, err
 	}
 	gr := !s.opts.NoGracefulRestart && p.RestartTime > 0
+	restartTime := uint32(seconds(p.RestartTime, time.Second))
 	port := uint32(p.Port)
 	if port == 0 {
 		port = 179
@@ -486,7 +487,7 @@ func (s *Speaker) apiPeer(p Peer) (*gobgpapi.Peer, error) {
 			AuthPassword:    pw,
 			Description:     string(p.Type) + ": " + p.Source,
 		},
-		Transport: &gobgpapi.Transport{RemotePort: port},
+		Transport: &gobgpapi.Transport{RemotePort: port, PassiveMode: p.Passive},
 		Timers: &gobgpapi.Timers{Config: &gobgpapi.TimersConfig{
 			HoldTime:          seconds(s.opts.HoldTime, 90*time.Second),
 			KeepaliveInterval: seconds(s.opts.KeepaliveTime, 30*time.Second),
@@ -501,7 +502,21 @@ func (s *Speaker) apiPeer(p Peer) (*gobgpapi.Peer, error) {
 		ap.Transport.LocalAddress = p.LocalAddr.String()
 	}
 	if gr {
-		ap.GracefulRestart = &gobgpapi.GracefulRestart{Enabled: true, RestartTime: uint32(seconds(p.RestartTime, time.Second))}
+		// LocalRestarting: a peer configured before the speaker first synced is taken as
+		// one this node had before a restart (every start may be one; Calico starts BIRD
+		// with -R for the same reason). The OPEN then carries the Restart State bit and
+		// the Forwarding State bit (felix kept the routes), so a helper keeps this node's
+		// routes rather than flushing them when the session comes back (BIRD and FRR
+		// flush them at once on a new session without the F bit), and GoBGP defers this
+		// node's updates until the peers' End-of-RIB (or DeferralTime), so that it never
+		// sends a table without the routes it is still to learn.
+		ap.GracefulRestart = &gobgpapi.GracefulRestart{Enabled: true, RestartTime: restartTime,
+			LocalRestarting: !s.synced, DeferralTime: uint32(seconds(s.opts.SyncTimeout, time.Second)),
+			LonglivedEnabled: p.LongLived}
+		if p.LongLived {
+			ap.AfiSafis[0].LongLivedGracefulRestart = &gobgpapi.LongLivedGracefulRestart{
+				Config: &gobgpapi.LongLivedGracefulRestartConfig{Enabled: true, RestartTime: restartTime}}
+		}
 	}
 	if p.RRClient {
 		ap.RouteReflector = &gobgpapi.RouteReflector{RouteReflectorClient: true, RouteReflectorClusterId: s.opts.Self.ClusterID.String()}

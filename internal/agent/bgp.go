@@ -204,11 +204,13 @@ func (a *bgpSubsystem) reconcile(ctx context.Context, v *snapshot.View) error {
 		a.log.Warn("BGP configuration problems", "problems", problems)
 	}
 	a.problems = problems
-	perr := a.speaker.SetPeers(ctx, desired)
+	// Advertisements before peers: a restarted speaker's first UPDATE to a peer (and its
+	// End-of-RIB, on which the peer drops the routes it kept) must already hold them all.
 	adverts := bgp.DesiredAdvertisements(bgp.AdvertInput{
 		Pools: snapshot.List[*api.IPPool](v), Blocks: blocks, Addrs: addrs, ServiceCIDRs: cfg.ServiceCIDRs,
 	})
 	aerr := a.speaker.SetAdvertisements(ctx, adverts)
+	perr := a.speaker.SetPeers(ctx, desired)
 	a.publishLearned()
 	if perr != nil {
 		return perr
