@@ -108,7 +108,7 @@ func (a *bgpSubsystem) notReady() []string {
 		return []string{"bgp: the speaker is not running yet"}
 	}
 	if _, synced := a.speaker.Learned(); !synced {
-		return []string{"bgp: learned routes not synced yet (waiting for End-of-RIB from every peer, at most --bgp-sync-timeout)"}
+		return []string{"bgp: learned routes not synced yet (waiting for End-of-RIB from every peer, at most --bgp-sync-timeout or a peer's graceful restart time)"}
 	}
 	return nil
 }
