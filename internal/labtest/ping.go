@@ -1,12 +1,10 @@
 package labtest
 
 import (
-	"bytes"
 	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -15,15 +13,8 @@ import (
 // Pinger is a ping running in one of the lab's namespaces until Stop: for tests that
 // count the packets lost while something (an agent's restart) happens.
 type Pinger struct {
+	out syncBuffer
 	cmd *exec.Cmd
-	mu  sync.Mutex
-	out bytes.Buffer
-}
-
-func (p *Pinger) Write(b []byte) (int, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.out.Write(b)
 }
 
 // Reply is one echo reply: its sequence number and when ping printed it.
@@ -39,7 +30,7 @@ func (l *Lab) StartPinger(ns, addr string, interval time.Duration) *Pinger {
 	p := &Pinger{}
 	p.cmd = exec.Command("ip", "netns", "exec", l.NS(ns), "ping", "-D", "-n",
 		"-i", strconv.FormatFloat(interval.Seconds(), 'f', 3, 64), addr)
-	p.cmd.Stdout, p.cmd.Stderr = p, p
+	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
 	if err := p.cmd.Start(); err != nil {
 		l.t.Fatalf("ping %s from %s: %v", addr, ns, err)
 	}
@@ -49,8 +40,6 @@ func (l *Lab) StartPinger(ns, addr string, interval time.Duration) *Pinger {
 
 // Replies are the echo replies received so far, in the order ping printed them.
 func (p *Pinger) Replies() []Reply {
-	p.mu.Lock()
-	defer p.mu.Unlock()
 	return ParseReplies(p.out.String())
 }
 
@@ -59,9 +48,8 @@ func (p *Pinger) Stop(t testing.TB) ([]Reply, string) {
 	t.Helper()
 	_ = p.cmd.Process.Signal(syscall.SIGINT)
 	_ = p.cmd.Wait()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return ParseReplies(p.out.String()), p.out.String()
+	out := p.out.String()
+	return ParseReplies(out), out
 }
 
 var replyLine = regexp.MustCompile(`^\[(\d+)\.(\d+)\] \d+ bytes from [^ ]+ icmp_seq=(\d+) `)
