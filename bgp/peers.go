@@ -133,7 +133,9 @@ type Peer struct {
 	// the one with the lower address dials: GoBGP resolves no connection collision (it
 	// closes a connection that arrives while its own attempt is under way, or while it
 	// sits in its 5 s idle hold after a failure), so two nodes dialing each other after a
-	// restart can fail each other's attempts for minutes.
+	// restart can fail each other's attempts for minutes. The waiting side accepts only a
+	// connection from the dialing node's address: one dialing without LocalAddr (a
+	// BGPPeer with sourceAddress None) must have the kernel pick that address.
 	Passive bool
 	// LongLived negotiates long-lived graceful restart (RFC 9494) with a stale time of
 	// RestartTime, on sessions between tabby nodes: GoBGP, as graceful restart helper,
