@@ -36,35 +36,42 @@ func (a *agentProc) start(t, owner testing.TB) {
 	owner.Cleanup(func() { _ = p.Signal(syscall.SIGKILL) })
 }
 
-// restartStep kills one node's agent and starts it again after delay; the next step
-// begins after gap (from this step's restart).
-type restartStep struct {
-	node       string
-	delay, gap time.Duration
+// step kills one node's agent (kill -9) or starts it again, after waiting.
+type step struct {
+	after time.Duration // since the previous step: the scenario's delay
+	kill  bool          // kill, else start
+	node  string
 }
 
 type restartCase struct {
 	name  string
-	steps []restartStep
+	steps []step
+}
+
+// restartAfter is the case of one agent started again d after it was killed.
+func restartAfter(node string, d time.Duration) restartCase {
+	return restartCase{fmt.Sprintf("%s-after-%s", node, d), []step{{kill: true, node: node}, {after: d, node: node}}}
 }
 
 // TestRestartDelays: a workload on node1 pings one on node2 every 50 ms while agents are
 // killed with kill -9 and started again with the same command line, as systemd's
 // Restart=always would, after a delay: node2's (the side that waits for the connection,
 // node1's address being lower) after 0, 0.5, 1, 1.5, 2, 3 and 5 s, node1's (the side that
-// dials) after 0, 1 and 2 s, and both ends of the session in turn (node2's, then node1's
-// while node2's sessions are still coming up). For every case:
+// dials) after 0, 1 and 2 s, both ends of the session in turn (node2's, then node1's
+// while node2's sessions are still coming up), and node2's while node1's agent is away for
+// 35 s, longer than the sync timeout (30 s). For every case:
 //
 //   - no ping is lost: graceful restart keeps each side's routes to the other (the
 //     helper keeps the restarting agent's routes, the restarted agent keeps its previous
-//     run's kernel routes until its peers sent End-of-RIB);
+//     run's kernel routes until its peers sent End-of-RIB, or a peer that stays away
+//     for its restart time);
 //   - the sessions re-establish and every agent syncs again (bounded by a deadline, the
 //     time logged), the routes point at the right nodes, and pings keep being answered
 //     through a grace period after that.
 //
 // The agents run with tabby-node's default timers, as in the probe (with
 // labtest.FastBGP's it passes alike). The lab is built once and restarted case after
-// case; the whole test takes about 2.5 minutes.
+// case; the whole test takes about 3 minutes.
 func TestRestartDelays(t *testing.T) {
 	l := newLab(t)
 	// tabby-node as an operator runs it: default timers (hold 90 s, connect retry 5 s).
@@ -109,13 +116,22 @@ func TestRestartDelays(t *testing.T) {
 
 	var cases []restartCase
 	for _, d := range []time.Duration{0, 500 * time.Millisecond, time.Second, 1500 * time.Millisecond, 2 * time.Second, 3 * time.Second, 5 * time.Second} {
-		cases = append(cases, restartCase{fmt.Sprintf("node2-after-%s", d), []restartStep{{node: "node2", delay: d}}})
+		cases = append(cases, restartAfter("node2", d))
 	}
 	for _, d := range []time.Duration{0, time.Second, 2 * time.Second} {
-		cases = append(cases, restartCase{fmt.Sprintf("node1-after-%s", d), []restartStep{{node: "node1", delay: d}}})
+		cases = append(cases, restartAfter("node1", d))
 	}
-	cases = append(cases, restartCase{"node2-then-node1", []restartStep{
-		{node: "node2", delay: time.Second, gap: time.Second}, {node: "node1", delay: time.Second}}})
+	cases = append(cases,
+		restartCase{"node2-then-node1", []step{
+			{kill: true, node: "node2"}, {after: time.Second, node: "node2"},
+			{after: time.Second, kill: true, node: "node1"}, {after: time.Second, node: "node1"}}},
+		// node2 restarts while node1's agent is away for longer than the sync timeout
+		// (30 s): node2 keeps its route to node1's block until node1 is back (node1's
+		// restart time is 120 s), and node1's kernel forwards meanwhile.
+		restartCase{"node2-while-node1-away-35s", []step{
+			{kill: true, node: "node1"}, {kill: true, node: "node2"}, {node: "node2"},
+			{after: 35 * time.Second, node: "node1"}}},
+	)
 
 	const interval = 50 * time.Millisecond
 	for _, c := range cases {
@@ -128,17 +144,15 @@ func TestRestartDelays(t *testing.T) {
 				}
 				return ""
 			})
-			var killed time.Time
-			for i, s := range c.steps {
-				a := agents[s.node]
-				a.kill(t)
-				if i == 0 {
-					killed = time.Now()
+			killed := time.Now()
+			for _, s := range c.steps {
+				// The scenario's delay, not a wait for a condition.
+				time.Sleep(s.after)
+				if s.kill {
+					agents[s.node].kill(t)
+				} else {
+					agents[s.node].start(t, l.t)
 				}
-				// The scenario's delay between the crash and the restart.
-				time.Sleep(s.delay)
-				a.start(t, l.t)
-				time.Sleep(s.gap)
 			}
 			took := labtest.Poll(t, "sessions re-established and synced, routes in place", 60*time.Second, settled)
 			done := time.Now()
