@@ -183,3 +183,41 @@ func TestGracefulRestartThroughFailedReconnect(t *testing.T) {
 		})
 	}
 }
+
+// TestSpeakerPassivePeerWaits: a Passive peer is never dialed (a listener at its address
+// sees no connection over three connect-retry intervals), and status says the session
+// waits for the peer.
+func TestSpeakerPassivePeerWaits(t *testing.T) {
+	a := startSpeaker(t, "127.0.0.10", 64512, Options{})
+	ln, err := net.Listen("tcp", "127.0.0.9:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var dialed atomic.Int32
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+			dialed.Add(1)
+		}
+	}()
+	port := uint16(ln.Addr().(*net.TCPAddr).Port)
+	p := Peer{Addr: netip.MustParseAddr("127.0.0.9"), Port: port, ASN: 64512, Type: PeerMesh, Source: "node9",
+		RestartTime: time.Minute, LocalAddr: a.addr, Passive: true, LongLived: true}
+	if err := a.SetPeers(t.Context(), []Peer{p}); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if n := dialed.Load(); n > 0 {
+			t.Fatalf("a passive peer was dialed %d times", n)
+		}
+	}
+	st, err := a.Status(t.Context())
+	if err != nil || len(st) != 1 || st[0].State == "Established" || !strings.Contains(st[0].Info, "waiting for the peer to connect") {
+		t.Errorf("status %+v, %v", st, err)
+	}
+}

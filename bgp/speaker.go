@@ -668,6 +668,9 @@ func (s *Speaker) Status(ctx context.Context) ([]PeerStatus, error) {
 			ps.Info = s.glog.lastProblem(a.String())
 			if ps.Info == "" {
 				ps.Info = "no session yet"
+				if p.Passive {
+					ps.Info = "waiting for the peer to connect (between nodes the lower address dials)"
+				}
 			}
 			if p.Password != "" && !strings.Contains(ps.Info, "notification") {
 				// A TCP MD5 mismatch is silent: each side's kernel drops the other's segments.
