@@ -124,6 +124,7 @@ as on a control host.`,
 	f.StringVar(&a.StatusSocket, "status-socket", "", "Unix socket serving node status to tabbyctl (default <data-dir>/status.sock)")
 	f.StringVar(&a.HealthListen, "health-listen", "127.0.0.1:9099", "address serving GET /liveness and GET /readiness (empty turns it off)")
 	f.StringVar(&a.MetricsListen, "metrics-listen", "127.0.0.1:9091", "address serving Prometheus metrics on /metrics (empty turns it off)")
+	f.StringVar(&a.PprofListen, "pprof-listen", "", "address serving Go's runtime profiles on /debug/pprof/ for go tool pprof (empty, the default, turns it off)")
 	f.BoolVar(&a.DNS.Enabled, "dns", true, "serve cluster DNS on this node (role node only)")
 	f.StringVar(&o.dnsAddresses, "dns-addresses", "10.96.0.10,169.254.20.10", "IPv4 addresses the DNS server takes on lo and serves on port 53: the cluster DNS address and the node-local one")
 	f.StringVar(&a.DNS.Zone, "dns-zone", "cluster.local", "the cluster domain")

@@ -52,6 +52,8 @@ type Config struct {
 	HealthListen string
 	// MetricsListen serves Prometheus metrics on /metrics ("" turns it off).
 	MetricsListen string
+	// PprofListen serves Go's runtime profiles on /debug/pprof/ ("" turns it off).
+	PprofListen string
 	// Version is reported in tabby_build_info.
 	Version string
 }
@@ -244,6 +246,9 @@ func Run(ctx context.Context, cfg Config, ds *datastore.Client, m *Metrics) erro
 	}
 	if cfg.MetricsListen != "" {
 		subs = append(subs, runFunc("metrics", func(ctx context.Context) error { return m.serve(ctx, cfg.MetricsListen) }))
+	}
+	if cfg.PprofListen != "" {
+		subs = append(subs, runFunc("pprof", func(ctx context.Context) error { return servePprof(ctx, cfg.PprofListen) }))
 	}
 	slog.Info("agent running", "node", cfg.NodeName, "role", cfg.Role, "bgp", cfg.BGP.Enabled)
 	return runAll(ctx, subs)
