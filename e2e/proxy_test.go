@@ -12,6 +12,7 @@ import (
 
 	"github.com/tabby-net/tabby/internal/labtest"
 	"github.com/tabby-net/tabby/internal/teststats"
+	"github.com/tabby-net/tabby/proxy"
 )
 
 // probeCounts runs svcprobe from a lab namespace and returns its outcome counts.
@@ -56,6 +57,21 @@ func forEachProxyMode(t *testing.T, test func(t *testing.T, mode, agent string))
 			}
 			test(t, mode, wrapper)
 		})
+	}
+}
+
+// checkProxyIPv6 fails the test unless node's agent balances IPv6 too: the ip6 tabby
+// table, or the services chain in ip6tables' nat table (the lab's nodes have IPv6).
+func checkProxyIPv6(t *testing.T, l *labtest.Lab, node, mode string) {
+	t.Helper()
+	if mode == "nftables" {
+		if out, _, code := l.Run("", "exec", node, "--", "nft", "list", "table", "ip6", "tabby"); code != 0 || !strings.Contains(out, "service-ips") {
+			t.Errorf("%s: no ip6 tabby table with its service-ips map: %s", node, out)
+		}
+		return
+	}
+	if out, _, _ := l.Run("", "exec", node, "--", "ip6tables-nft-save", "-t", "nat"); !strings.Contains(out, ":"+proxy.IPTChainServices+" ") {
+		t.Errorf("%s: no %s chain in ip6tables' nat table:\n%s", node, proxy.IPTChainServices, out)
 	}
 }
 
@@ -146,6 +162,7 @@ spec:
 
 	for _, node := range []string{"node1", "node2"} {
 		checkProxyMode(t, l, node, mode)
+		checkProxyIPv6(t, l, node, mode)
 	}
 
 	c := probeCounts(t, l, probe, "shop/client", "tcp", 300, "10.96.20.1:80")
