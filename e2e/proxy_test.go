@@ -103,7 +103,7 @@ func checkProxyMode(t *testing.T, l *labtest.Lab, node, mode string) {
 // the other node 300 connections spread over the 3 endpoints (chi-square, 2 degrees of
 // freedom, p = 0.001: 13.8), UDP too; from a node itself (the OUTPUT path); a workload
 // reaching its own Service lands on itself too (hairpin); ClientIP affinity keeps a
-// client on one endpoint; a Service without endpoints refuses at once (TCP reset, ICMP
+// client on one endpoint, and after its timeoutSeconds lets it spread again; a Service without endpoints refuses at once (TCP reset, ICMP
 // port unreachable), never a silent timeout; an endpoint deleted gets no new connections.
 func TestServiceProxyClusterIP(t *testing.T) { forEachProxyMode(t, testServiceProxyClusterIP) }
 
@@ -147,6 +147,16 @@ spec:
   clusterIP: 10.96.20.3
   selector: {app: web}
   sessionAffinity: ClientIP
+  ports: [{name: http, protocol: TCP, port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: brief, namespace: shop}
+spec:
+  clusterIP: 10.96.20.4
+  selector: {app: web}
+  sessionAffinity: ClientIP
+  sessionAffinityConfig: {clientIP: {timeoutSeconds: 2}}
   ports: [{name: http, protocol: TCP, port: 80, targetPort: 8080}]
 `)
 	names := []string{"web1", "web2", "web3"}
@@ -197,6 +207,25 @@ spec:
 	if c := probeCounts(t, l, probe, "shop/client", "tcp", 30, "10.96.20.3:80"); len(c) != 1 || c["web1"]+c["web2"]+c["web3"] != 30 {
 		t.Errorf("30 connections with ClientIP affinity: %v, want all to one endpoint", c)
 	}
+
+	// Affinity expires: a client idle for longer than timeoutSeconds (2 s) is free to
+	// land elsewhere, while the connections of one burst still stick. With 3 endpoints,
+	// ten idle spells landing on one endpoint is a chance of 1 in 20,000.
+	seen := map[string]bool{}
+	labtest.Poll(t, "the 2 s affinity lets the client spread again after it", 90*time.Second, func() string {
+		time.Sleep(3 * time.Second) // idle past the timeout: the behaviour under test
+		c := probeCounts(t, l, probe, "shop/client", "tcp", 5, "10.96.20.4:80")
+		if len(c) != 1 || c["web1"]+c["web2"]+c["web3"] != 5 {
+			t.Errorf("5 connections in a burst with ClientIP affinity: %v, want all to one endpoint", c)
+		}
+		for name := range c {
+			seen[name] = true
+		}
+		if len(seen) < 2 {
+			return fmt.Sprintf("every burst after an idle spell landed on %v", seen)
+		}
+		return ""
+	})
 
 	// No endpoints: refused at once, over TCP and UDP, never a timeout.
 	if c := probeCounts(t, l, probe, "shop/client", "tcp", 10, "10.96.20.2:80"); c["refused"] != 10 {
