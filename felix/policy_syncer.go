@@ -381,15 +381,19 @@ func (s *PolicySyncer) syncTable(ctx context.Context, saveCmd, restoreCmd, table
 }
 
 // RemoveAll deletes every chain of both of felix's iptables writers (ChainOwner: policy's
-// and the Service proxy's in iptables mode) and the hooks into them, from the filter, nat
-// and raw tables of both families and both backends (whichever has them), and tabby's
-// ipsets.
+// and the Service proxy's in iptables mode) and the hooks into them, from the tables they
+// write (filter and nat of both families, IPv4 raw) of both backends (whichever has them),
+// and tabby's ipsets.
 func RemoveAll(ctx context.Context, run CommandRunner) (chains, sets int, err error) {
 	empty := &FilterState{Chains: map[string][]string{}, IPSets: map[string]*IPSet{}}
 	var errs []error
 	for _, b := range []Backend{BackendNFT, BackendLegacy} {
 		for _, cmds := range [][2]string{{b.Save, b.Restore}, {b.Save6, b.Restore6}} {
-			for _, table := range []string{"filter", "nat", "raw"} {
+			tables := []string{"filter", "nat", "raw"}
+			if cmds[0] == b.Save6 {
+				tables = tables[:2] // nothing of tabby's is in IPv6 raw: don't load the table
+			}
+			for _, table := range tables {
 				save, err := run.Run(ctx, nil, cmds[0], "-t", table)
 				if err != nil {
 					continue // backend, family or table not installed or not usable
