@@ -66,11 +66,17 @@ func (r hookRule) is(h Hook) bool { return strings.ReplaceAll(r.text, `"`, "") =
 var ruleLineRE = regexp.MustCompile(`^-A (\S+) (.*)$`)
 
 // jumpTarget returns the chain a rule's text jumps to or goes to (-j, -g); "" if none.
+// It reads the words in place: ParseTableOf calls it on every rule of other programs'.
 func jumpTarget(text string) string {
-	f := strings.Fields(text)
-	for i := 0; i+1 < len(f); i++ {
-		if f[i] == "-j" || f[i] == "-g" {
-			return f[i+1]
+	word := func(s string) (string, string) {
+		w, rest, _ := strings.Cut(strings.TrimLeft(s, " "), " ")
+		return w, rest
+	}
+	for rest := text; rest != ""; {
+		var w string
+		if w, rest = word(rest); w == "-j" || w == "-g" {
+			target, _ := word(rest)
+			return target
 		}
 	}
 	return ""
