@@ -39,7 +39,7 @@ var proxyModes = []string{"nftables", "iptables"}
 // checkProxyMode sees.
 var otherModeLeftovers = map[string]string{
 	"iptables": "nft add table ip tabby\nnft add map ip tabby service-ips '{ type ipv4_addr . inet_proto . inet_service : verdict ; }'\n",
-	"nftables": "iptables-nft -t nat -N TABBY-SERVICES\niptables-nft -t nat -A PREROUTING -m comment --comment tby:hook -j TABBY-SERVICES\n",
+	"nftables": "iptables-nft -t nat -N " + proxy.IPTChainServices + "\niptables-nft -t nat -A PREROUTING -m comment --comment tby:hook -j " + proxy.IPTChainServices + "\n",
 }
 
 // forEachProxyMode runs test as a subtest per proxy mode, with an agent script (for
@@ -76,7 +76,7 @@ func checkProxyIPv6(t *testing.T, l *labtest.Lab, node, mode string) {
 }
 
 // checkProxyMode fails the test unless node's Services are in mode's rules alone (the
-// other mode's leftovers removed): the nftables table ip tabby, or TABBY- chains in the
+// other mode's leftovers removed): the nftables table ip tabby, or tby-k- chains in the
 // nat table of either iptables backend;
 // and unless the agent says so in tabby_proxy_info (the iptables mode on the backend the
 // lab's nodes detect, nft: their tables hold nothing else).
@@ -92,9 +92,9 @@ func checkProxyMode(t *testing.T, l *labtest.Lab, node, mode string) {
 		out, _, _ := l.Run("", "exec", node, "--", save, "-t", "nat")
 		chains += out
 	}
-	hasTable, hasChains := code == 0 && strings.Contains(table, "service-ips"), strings.Contains(chains, ":TABBY-SERVICES")
+	hasTable, hasChains := code == 0 && strings.Contains(table, "service-ips"), strings.Contains(chains, ":"+proxy.IPTChainServices+" ")
 	if hasTable != (mode == "nftables") || hasChains != (mode == "iptables") {
-		t.Errorf("%s in proxy mode %s: nftables table %v, iptables TABBY- chains %v", node, mode, hasTable, hasChains)
+		t.Errorf("%s in proxy mode %s: nftables table %v, iptables tby-k- chains %v", node, mode, hasTable, hasChains)
 	}
 }
 

@@ -131,7 +131,7 @@ as on a control host.`,
 	f.DurationVar(&a.DNS.TTL, "dns-ttl", 5*time.Second, "TTL of the cluster zone's answers")
 	f.StringVar(&o.dnsUpstreams, "dns-upstream", "", "comma-separated upstream servers (ip or ip:port) for every other name, or none (refused) (default: the nameservers of /etc/resolv.conf)")
 	f.IntVar(&a.DNS.CacheSize, "dns-cache-size", 10000, "entries of the cache of upstream answers")
-	f.StringVar(&a.ProxyMode, "proxy-mode", agent.ProxyNFTables, "how Services are load-balanced on this node: nftables (the table ip tabby), iptables (TABBY- chains, on the iptables backend policy uses; slow above 1k Services on nft) or none (role node only)")
+	f.StringVar(&a.ProxyMode, "proxy-mode", agent.ProxyNFTables, "how Services are load-balanced on this node: nftables (the table ip tabby), iptables (tby-k- chains, on the iptables backend policy uses; slow above 1k Services on nft) or none (role node only)")
 	f.BoolVar(&a.BGP.Enabled, "bgp", true, "run the BGP speaker")
 	f.StringVar(&a.BGP.RouterID, "bgp-router-id", "", "BGP router ID (default: the node's IPv4 address)")
 	f.StringVar(&a.BGP.PasswordDir, "bgp-password-dir", "/etc/tabby/bgp-secrets", "directory of BGPPeer passwords: secretKeyRef {name, key} is read from <dir>/<name>/<key>")
