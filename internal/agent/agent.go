@@ -86,7 +86,7 @@ type Subsystem interface {
 
 // snapshotKinds are the kinds the agent watches: one watch each, read by every subsystem.
 func snapshotKinds() []*api.Kind {
-	plurals := []string{"nodes", "ippools", "bgppeers", "bgpconfigurations", "services", "endpoints", "endpointslices"}
+	plurals := []string{"nodes", "ippools", "bgppeers", "bgpconfigurations", "services", "endpoints", "endpointslices", "endpointhealths"}
 	for _, p := range policy.InputKinds {
 		if !slices.Contains(plurals, p) {
 			plurals = append(plurals, p)
@@ -222,6 +222,9 @@ func Run(ctx context.Context, cfg Config, ds *datastore.Client, m *Metrics) erro
 			}
 			subs = append(subs, p)
 		}
+		// Every node probes its own endpoints of health-checked Services, whatever its
+		// proxy mode: the other nodes' proxies and DNS read the results.
+		subs = append(subs, newHealthProbeSubsystem(cfg.NodeName, ds, snap, services, m))
 		subs = append(subs, routes, pol,
 			runFunc("ipam-gc", func(ctx context.Context) error {
 				return ipamc.RunGarbageCollector(ctx, cfg.NodeName, cfg.IPAMGCInterval, ipam.GCOptions{})

@@ -126,7 +126,7 @@ func (d *dnsSubsystem) Run(ctx context.Context) error {
 	)
 	rebuild := func() {
 		v := d.snap.View()
-		if !v.Synced || !v.Differs(prev, false, kindServices, kindEndpoints, kindEndpointSlices, kindWorkloadEndpoints) {
+		if !v.Synced || !v.Differs(prev, false, serviceKinds...) {
 			return
 		}
 		prev = v

@@ -75,7 +75,7 @@ func (p *proxySubsystem) Run(ctx context.Context) error {
 			return nil
 		case <-sub:
 			v := p.snap.View()
-			if !v.Synced || !v.Differs(prev, false, kindServices, kindEndpoints, kindEndpointSlices, kindWorkloadEndpoints, kindIPPools) {
+			if !v.Synced || !v.Differs(prev, false, append(serviceKinds, kindIPPools)...) {
 				continue
 			}
 			prev = v

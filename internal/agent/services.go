@@ -9,13 +9,20 @@ import (
 )
 
 var (
-	kindServices       = mustKind("services")
-	kindEndpoints      = mustKind("endpoints")
-	kindEndpointSlices = mustKind("endpointslices")
+	kindServices        = mustKind("services")
+	kindEndpoints       = mustKind("endpoints")
+	kindEndpointSlices  = mustKind("endpointslices")
+	kindEndpointHealths = mustKind("endpointhealths")
 )
 
+// serviceKinds are the kinds Services' endpoints are derived from: a view that changes
+// none of them leaves serviceInputs as they were.
+var serviceKinds = []*api.Kind{kindServices, kindEndpoints, kindEndpointSlices, kindWorkloadEndpoints, kindEndpointHealths}
+
 // serviceInputs pairs every Service of a view with its endpoints, derived once for the
-// Service proxy and cluster DNS alike (proxy.ServiceEndpoints), in key order.
+// Service proxy and cluster DNS alike (proxy.ServiceEndpoints), in key order. Endpoints
+// that fail their Service's health check, by the EndpointHealth records of their nodes,
+// are neither ready nor serving (proxy.WithHealth).
 func serviceInputs(v *snapshot.View) []proxy.ServiceInput {
 	byNS := map[string][]*api.WorkloadEndpoint{}
 	for _, w := range snapshot.List[*api.WorkloadEndpoint](v) {
@@ -31,7 +38,11 @@ func serviceInputs(v *snapshot.View) []proxy.ServiceInput {
 	for _, s := range snapshot.List[*api.Service](v) {
 		eps, _ := snapshot.Get[*api.Endpoints](v, s.Namespace, s.Name)
 		slices := bySvc[[2]string{s.Namespace, s.Name}]
-		out = append(out, proxy.ServiceInput{Service: s, Endpoints: proxy.ServiceEndpoints(s, byNS[s.Namespace], eps, slices)})
+		endpoints := proxy.ServiceEndpoints(s, byNS[s.Namespace], eps, slices)
+		endpoints = proxy.WithHealth(s, endpoints, func(name string) (*api.EndpointHealth, bool) {
+			return snapshot.Get[*api.EndpointHealth](v, s.Namespace, name)
+		})
+		out = append(out, proxy.ServiceInput{Service: s, Endpoints: endpoints})
 	}
 	return out
 }
