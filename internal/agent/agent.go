@@ -1,7 +1,8 @@
 // Package agent is tabby-node: it registers the node, keeps one snapshot of the datastore,
 // and runs the subsystems that derive their desired state from it (routes, encapsulation,
-// policy, BGP, IPAM garbage collection), with the status socket, health and metrics
-// endpoints. cmd/tabby-node only turns flags into a Config and calls Run.
+// policy, BGP, IPAM garbage collection, the Service proxy, cluster DNS, endpoint health
+// probes), with the status socket, health and metrics endpoints. cmd/tabby-node only
+// turns flags into a Config and calls Run.
 package agent
 
 import (

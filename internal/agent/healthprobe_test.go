@@ -86,6 +86,11 @@ func TestServiceInputsHealth(t *testing.T) {
 	if !slices.Equal(ready["web"], []string{"shop/w1", "shop/w3"}) || len(ready["db"]) != 3 {
 		t.Errorf("ready endpoints %v, want web without w2 (w3's record is not its node's), db all", ready)
 	}
+	for _, s := range dnsData(serviceInputs(mustView(t, nil, rs...))).Services {
+		if s.Name == "web" && (len(s.Endpoints) != 3 || s.Endpoints[1].Ready) {
+			t.Errorf("DNS data of web: %+v, want w2 not ready (a headless Service's answers leave it out)", s.Endpoints)
+		}
+	}
 }
 
 // TestRecordChanges: records are put when new, changed or under another lease, and

@@ -29,8 +29,8 @@ const (
 )
 
 // proxySubsystem load-balances Services on this node: on every view that changes
-// Services, Endpoints, EndpointSlices or WorkloadEndpoints it derives the node's load balancing
-// (proxy.Desired) and has felix's ServiceProxy write only the difference; every
+// Services, Endpoints, EndpointSlices, WorkloadEndpoints or EndpointHealths (serviceKinds)
+// it derives the node's load balancing (proxy.Desired) and has felix's ServiceProxy write only the difference; every
 // proxyRefresh it rewrites the tables whole.
 type proxySubsystem struct {
 	node string
