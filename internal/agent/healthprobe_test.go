@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"fmt"
 	"net/netip"
 	"slices"
 	"testing"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/tabby-net/tabby/api"
 	"github.com/tabby-net/tabby/internal/healthprobe"
+	"github.com/tabby-net/tabby/internal/snapshot"
 )
 
 // healthFixture: shop/web (tcp check on port 80 → named port http) over three
@@ -134,3 +136,44 @@ func TestRecordChanges(t *testing.T) {
 type errString string
 
 func (e errString) Error() string { return string(e) }
+
+// BenchmarkServiceInputs derives the endpoints of 1,000 Services (5 WorkloadEndpoints
+// each, 10 Services per namespace): "plain" without health checks is the baseline;
+// "checked" gives every Service a check and a record per endpoint, one in five failing,
+// so the cost of reading the records shows beside it.
+func BenchmarkServiceInputs(b *testing.B) {
+	for _, checked := range []bool{false, true} {
+		var rs []api.Resource
+		for i := range 1000 {
+			ns, name := fmt.Sprintf("ns%d", i/10), fmt.Sprintf("s%d", i)
+			s := &api.Service{TypeMeta: api.TypeMeta{Kind: "Service", APIVersion: api.VersionCore}}
+			s.Namespace, s.Name, s.Spec.ClusterIP = ns, name, fmt.Sprintf("10.100.%d.%d", i>>8, i&255)
+			s.Spec.Selector = map[string]string{"app": name}
+			s.Spec.Ports = []api.ServicePort{{Name: "http", Protocol: "TCP", Port: 80, TargetPort: api.IntOrString{IntVal: 8080}}}
+			if checked {
+				s.Annotations = map[string]string{api.AnnotationHealthCheck: "tcp"}
+			}
+			rs = append(rs, s)
+			for j := range 5 {
+				w := wep(ns, fmt.Sprintf("%s-%d", name, j), "node1", "tabby0", fmt.Sprintf("10.%d.%d.%d/32", i>>8, i&255, j))
+				w.Labels = map[string]string{"app": name}
+				rs = append(rs, w)
+				if checked {
+					h := healthRecord(w.Name, "node1", j != 0)
+					h.Namespace, h.Name, h.Spec.Service = ns, api.EndpointHealthName(name, w.Name), name
+					rs = append(rs, h)
+				}
+			}
+		}
+		v, err := snapshot.NewView(nil, rs...)
+		if err != nil {
+			b.Fatal(err)
+		}
+		name := map[bool]string{false: "plain", true: "checked"}[checked]
+		b.Run(name, func(b *testing.B) {
+			for b.Loop() {
+				serviceInputs(v)
+			}
+		})
+	}
+}

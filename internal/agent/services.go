@@ -34,13 +34,18 @@ func serviceInputs(v *snapshot.View) []proxy.ServiceInput {
 			bySvc[[2]string{s.Namespace, name}] = append(bySvc[[2]string{s.Namespace, name}], s)
 		}
 	}
+	health := v.Resources(kindEndpointHealths)
 	var out []proxy.ServiceInput
 	for _, s := range snapshot.List[*api.Service](v) {
 		eps, _ := snapshot.Get[*api.Endpoints](v, s.Namespace, s.Name)
 		slices := bySvc[[2]string{s.Namespace, s.Name}]
 		endpoints := proxy.ServiceEndpoints(s, byNS[s.Namespace], eps, slices)
 		endpoints = proxy.WithHealth(s, endpoints, func(name string) (*api.EndpointHealth, bool) {
-			return snapshot.Get[*api.EndpointHealth](v, s.Namespace, name)
+			r, ok := health[s.Namespace+"/"+name]
+			if !ok {
+				return nil, false
+			}
+			return r.(*api.EndpointHealth), true
 		})
 		out = append(out, proxy.ServiceInput{Service: s, Endpoints: endpoints})
 	}
