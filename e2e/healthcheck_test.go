@@ -165,4 +165,14 @@ spec:
 		servers["web3"] = serve("web3")
 		backInService(fmt.Sprintf("web3 back after the kill %v into the loop", delay))
 	}
+	// node1 probes web1 and web3 (node2 probes web2): both passing, its failures counted.
+	labtest.Poll(t, "node1's probe metrics", 10*time.Second, func() string {
+		m := metrics(t, l, "node1")
+		passing, failing := m[`tabby_endpoints_health_checked{state=passing}`], m[`tabby_endpoints_health_checked{state=failing}`]
+		pass, fail := m[`tabby_endpoint_probes_total{check=tcp,result=pass}`], m[`tabby_endpoint_probes_total{check=tcp,result=fail}`]
+		if passing != 2 || failing != 0 || pass == 0 || fail < 4*healthThreshold {
+			return fmt.Sprintf("endpoints passing %v, failing %v; probes passed %v, failed %v", passing, failing, pass, fail)
+		}
+		return ""
+	})
 }
