@@ -1,7 +1,6 @@
 package api
 
 import (
-	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -182,12 +181,4 @@ func (h *EndpointHealth) validate(errs *FieldErrors) {
 	if sp.Check == "" {
 		errs.add("spec.check", "", "required")
 	}
-}
-
-// String shows the result as tabbyctl does: "passing" or "failing: <reason>".
-func (sp EndpointHealthSpec) String() string {
-	if sp.Passing {
-		return "passing"
-	}
-	return fmt.Sprintf("failing: %s", sp.Reason)
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"net"
 	"sort"
 	"strconv"
 	"strings"
@@ -23,7 +24,7 @@ func storedEndpoints(e *api.Endpoints) string {
 	for _, s := range e.Subsets {
 		for _, a := range s.Addresses {
 			for _, p := range s.Ports {
-				eps = append(eps, fmt.Sprintf("%s:%d", formatAddr(a.IP), p.Port))
+				eps = append(eps, net.JoinHostPort(a.IP, strconv.Itoa(int(p.Port))))
 			}
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -115,20 +116,13 @@ func endpointAddrs(svc *api.Service, ep proxy.Endpoint) string {
 	var out []string
 	for _, sp := range svc.Spec.Ports {
 		if p, ok := ep.Ports[sp.Name]; ok {
-			out = append(out, fmt.Sprintf("%s:%d", formatAddr(ep.Addrs[0].String()), p))
+			out = append(out, netip.AddrPortFrom(ep.Addrs[0], p).String())
 		}
 	}
 	if len(out) == 0 {
 		return ep.Addrs[0].String()
 	}
 	return strings.Join(out, ",")
-}
-
-func formatAddr(a string) string {
-	if strings.Contains(a, ":") {
-		return "[" + a + "]"
-	}
-	return a
 }
 
 // readyEndpoints is the ENDPOINTS column of `get services -o wide`: the addresses of

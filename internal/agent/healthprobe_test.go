@@ -138,9 +138,9 @@ type errString string
 func (e errString) Error() string { return string(e) }
 
 // BenchmarkServiceInputs derives the endpoints of 1,000 Services (5 WorkloadEndpoints
-// each, 10 Services per namespace): "plain" without health checks is the baseline;
-// "checked" gives every Service a check and a record per endpoint, one in five failing,
-// so the cost of reading the records shows beside it.
+// each, 10 Services per namespace) from a view that also holds a health record per
+// endpoint, one in five failing: "plain" Services have no check (the baseline),
+// "checked" ones have, so the cost of applying the records shows beside it.
 func BenchmarkServiceInputs(b *testing.B) {
 	for _, checked := range []bool{false, true} {
 		var rs []api.Resource
@@ -158,11 +158,9 @@ func BenchmarkServiceInputs(b *testing.B) {
 				w := wep(ns, fmt.Sprintf("%s-%d", name, j), "node1", "tabby0", fmt.Sprintf("10.%d.%d.%d/32", i>>8, i&255, j))
 				w.Labels = map[string]string{"app": name}
 				rs = append(rs, w)
-				if checked {
-					h := healthRecord(w.Name, "node1", j != 0)
-					h.Namespace, h.Name, h.Spec.Service = ns, api.EndpointHealthName(name, w.Name), name
-					rs = append(rs, h)
-				}
+				h := healthRecord(w.Name, "node1", j != 0)
+				h.Namespace, h.Name, h.Spec.Service = ns, api.EndpointHealthName(name, w.Name), name
+				rs = append(rs, h)
 			}
 		}
 		v, err := snapshot.NewView(nil, rs...)
