@@ -15,7 +15,8 @@ import (
 // with READY, SERVING and HEALTH (a failing record takes its endpoint out), for selector
 // Services and for one reading its Endpoints resource; a stored Endpoints no Service
 // reads is listed too, -o yaml still prints the stored resources, and `get services -o
-// wide` lists each Service's ready endpoints. EndpointHealth records cannot be applied.
+// wide` lists each Service's ready endpoints. A bad health check annotation is refused
+// and nothing written; EndpointHealth records cannot be applied.
 func TestGetEndpoints(t *testing.T) {
 	n := startNode(t, t.TempDir())
 	manifest := `apiVersion: v1
@@ -53,6 +54,15 @@ kind: WorkloadEndpoint
 metadata: {name: w%d, namespace: shop, labels: {app: web}}
 spec: {node: %s, interfaceName: tabby%d, ipNetworks: [10.244.0.%d/32]}
 `, i+1, node, i+1, i+1)
+	}
+	// A bad annotation: refused naming it and its value, and nothing written.
+	bad := strings.Replace(manifest, `tabby.io/health-check: "http:/healthz"`, `tabby.io/health-check: "http:/healthz", tabby.io/health-check-interval: 2x`, 1)
+	if _, errOut, err := n.ctl(t, bad, "apply", "-f", "-"); err == nil ||
+		!strings.Contains(errOut, `metadata.annotations["tabby.io/health-check-interval"]: "2x" is not a duration`) {
+		t.Errorf("apply with a bad interval: %v: %s", err, errOut)
+	}
+	if got := n.ok(t, "get", "services", "-A"); strings.Contains(got, "web") {
+		t.Errorf("a refused apply wrote:\n%s", got)
 	}
 	if _, errOut, err := n.ctl(t, manifest, "apply", "-f", "-"); err != nil {
 		t.Fatalf("apply: %v: %s", err, errOut)
