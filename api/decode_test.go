@@ -3,9 +3,11 @@ package api
 import (
 	"encoding/json"
 	"errors"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -458,5 +460,24 @@ func TestLookupKind(t *testing.T) {
 	k, _ := LookupKind("knp")
 	if got := k.Key("prod", "deny"); got != "k8snetworkpolicies/prod/deny" {
 		t.Errorf("Key = %s", got)
+	}
+}
+
+func TestServiceExternalAndLoadBalancerAddrs(t *testing.T) {
+	svc := &Service{
+		Spec: ServiceSpec{ExternalIPs: []string{"198.51.100.7", "::ffff:198.51.100.8", "bad", "2001:db8::7"}},
+	}
+	if got := svc.LoadBalancerAddrs(); got != nil {
+		t.Errorf("LoadBalancerAddrs without status = %v, want none", got)
+	}
+	svc.Status = &ServiceStatus{LoadBalancer: LoadBalancerStatus{Ingress: []LoadBalancerIngress{
+		{IP: "203.0.113.9"}, {Hostname: "lb.example"}, {IP: "203.0.113.1"},
+	}}}
+	ext := netip.MustParseAddr
+	if got, want := svc.ExternalAddrs(), []netip.Addr{ext("198.51.100.7"), ext("198.51.100.8"), ext("2001:db8::7")}; !slices.Equal(got, want) {
+		t.Errorf("ExternalAddrs = %v, want %v", got, want)
+	}
+	if got, want := svc.LoadBalancerAddrs(), []netip.Addr{ext("203.0.113.9"), ext("203.0.113.1")}; !slices.Equal(got, want) {
+		t.Errorf("LoadBalancerAddrs = %v, want %v", got, want)
 	}
 }

@@ -344,6 +344,33 @@ func (s *Service) ClusterAddrs() ([]netip.Addr, error) {
 	return addrs, nil
 }
 
+// ExternalAddrs parses spec.externalIPs, in their order; one that does not parse is
+// skipped (validation refuses it).
+func (s *Service) ExternalAddrs() []netip.Addr {
+	var out []netip.Addr
+	for _, ip := range s.Spec.ExternalIPs {
+		if a, err := parseAddr(ip); err == nil {
+			out = append(out, a.Unmap())
+		}
+	}
+	return out
+}
+
+// LoadBalancerAddrs parses the IPs of status.loadBalancer.ingress, in their order; one
+// that does not parse is skipped (validation refuses it), and so is a hostname entry.
+func (s *Service) LoadBalancerAddrs() []netip.Addr {
+	if s.Status == nil {
+		return nil
+	}
+	var out []netip.Addr
+	for _, in := range s.Status.LoadBalancer.Ingress {
+		if a, err := parseAddr(in.IP); err == nil {
+			out = append(out, a.Unmap())
+		}
+	}
+	return out
+}
+
 func (s *Service) setDefaults() {
 	sp := &s.Spec
 	if sp.Type == "" {

@@ -3,6 +3,7 @@ package bgp
 import (
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/tabby-net/tabby/api"
@@ -12,22 +13,92 @@ func pool(cidr string, noExport bool) *api.IPPool {
 	return &api.IPPool{Spec: api.IPPoolSpec{CIDR: cidr, DisableBGPExport: noExport}}
 }
 
+// service is a Service with cluster IPs, external IPs, load-balancer ingress IPs and an
+// externalTrafficPolicy.
+func service(name string, typ api.ServiceType, etp api.TrafficPolicy, cluster, external, lb []string) *api.Service {
+	s := &api.Service{Spec: api.ServiceSpec{Type: typ, ClusterIPs: cluster, ExternalIPs: external, ExternalTrafficPolicy: etp}}
+	s.Namespace, s.Name = "shop", name
+	if len(cluster) > 0 {
+		s.Spec.ClusterIP = cluster[0]
+	}
+	if lb != nil {
+		s.Status = &api.ServiceStatus{}
+		for _, ip := range lb {
+			s.Status.LoadBalancer.Ingress = append(s.Status.LoadBalancer.Ingress, api.LoadBalancerIngress{IP: ip})
+		}
+	}
+	return s
+}
+
 func TestDesiredAdvertisements(t *testing.T) {
 	pp := netip.MustParsePrefix
-	got := DesiredAdvertisements(AdvertInput{
-		Pools:  []*api.IPPool{pool("10.65.0.0/16", false), pool("10.66.0.0/16", true)},
-		Blocks: []netip.Prefix{pp("10.65.1.0/26"), pp("10.66.0.0/26"), pp("10.99.0.0/26")},
-		Addrs: []netip.Addr{
-			netip.MustParseAddr("10.65.1.5"),  // in our block
-			netip.MustParseAddr("10.65.2.7"),  // borrowed
-			netip.MustParseAddr("10.66.1.1"),  // borrowed from a pool without export
-			netip.MustParseAddr("192.0.2.10"), // in no pool
-		},
-		ServiceCIDRs: []netip.Prefix{pp("10.96.0.0/12")},
-	})
-	want := []netip.Prefix{pp("10.65.1.0/26"), pp("10.65.2.7/32"), pp("10.96.0.0/12")}
-	if !slices.Equal(got, want) {
-		t.Errorf("got %v, want %v", got, want)
+	cidrs := ServiceCIDRs{
+		ClusterIPs:      []netip.Prefix{pp("10.96.0.0/12"), pp("fd00:96::/112")},
+		ExternalIPs:     []netip.Prefix{pp("198.51.100.0/24")},
+		LoadBalancerIPs: []netip.Prefix{pp("203.0.113.0/24")},
+	}
+	wholeCIDRs := "10.96.0.0/12 198.51.100.0/24 203.0.113.0/24 fd00:96::/112"
+	local, cluster := api.TrafficPolicyLocal, api.TrafficPolicyCluster
+	lb, np, cip := api.ServiceTypeLoadBalancer, api.ServiceTypeNodePort, api.ServiceTypeClusterIP
+	ips := func(s ...string) []string { return s }
+	for _, tt := range []struct {
+		name string
+		in   AdvertInput
+		want string
+	}{
+		{"nothing", AdvertInput{}, ""},
+		{"blocks and borrowed addresses in exported pools", AdvertInput{
+			Pools:  []*api.IPPool{pool("10.65.0.0/16", false), pool("10.66.0.0/16", true)},
+			Blocks: []netip.Prefix{pp("10.65.1.0/26"), pp("10.66.0.0/26"), pp("10.99.0.0/26")},
+			Addrs: []netip.Addr{
+				netip.MustParseAddr("10.65.1.5"),  // in our block
+				netip.MustParseAddr("10.65.2.7"),  // borrowed
+				netip.MustParseAddr("10.66.1.1"),  // borrowed from a pool without export
+				netip.MustParseAddr("192.0.2.10"), // in no pool
+			},
+			Services: ServiceCIDRs{ClusterIPs: []netip.Prefix{pp("10.96.0.0/12")}},
+		}, "10.65.1.0/26 10.65.2.7/32 10.96.0.0/12"},
+		{"every kind of Service CIDR, from every node", AdvertInput{Services: cidrs}, wholeCIDRs},
+		{"Local LoadBalancer: its addresses inside the CIDR of their kind", AdvertInput{Services: cidrs, LocalServices: []*api.Service{
+			service("web", lb, local, ips("10.96.5.5"),
+				ips("198.51.100.7", "192.0.2.7", "203.0.113.99"),  // in, outside every CIDR, in the LB CIDR only
+				ips("203.0.113.8", "192.0.2.8", "198.51.100.99")), // in, outside, in the external CIDR only
+		}}, "10.96.0.0/12 10.96.5.5/32 198.51.100.0/24 198.51.100.7/32 203.0.113.0/24 203.0.113.8/32 fd00:96::/112"},
+		{"a cluster IP outside serviceClusterIPs", AdvertInput{Services: cidrs, LocalServices: []*api.Service{
+			service("web", np, local, ips("10.200.0.1"), ips("198.51.100.7"), nil),
+		}}, "10.96.0.0/12 198.51.100.0/24 198.51.100.7/32 203.0.113.0/24 fd00:96::/112"},
+		{"dual stack: /128 for the IPv6 cluster IP", AdvertInput{Services: cidrs, LocalServices: []*api.Service{
+			service("web", np, local, ips("10.96.5.5", "fd00:96::5"), nil, nil),
+		}}, "10.96.0.0/12 10.96.5.5/32 198.51.100.0/24 203.0.113.0/24 fd00:96::/112 fd00:96::5/128"},
+		{"ClusterIP type with externalIPs and policy Local", AdvertInput{Services: cidrs, LocalServices: []*api.Service{
+			service("web", cip, local, ips("10.96.5.5"), ips("198.51.100.7"), nil),
+		}}, "10.96.0.0/12 10.96.5.5/32 198.51.100.0/24 198.51.100.7/32 203.0.113.0/24 fd00:96::/112"},
+		{"two Services on one external IP: one route", AdvertInput{Services: cidrs, LocalServices: []*api.Service{
+			service("a", lb, local, ips("10.96.5.5"), ips("198.51.100.7"), nil),
+			service("b", lb, local, ips("10.96.5.6"), ips("198.51.100.7"), nil),
+		}}, "10.96.0.0/12 10.96.5.5/32 10.96.5.6/32 198.51.100.0/24 198.51.100.7/32 203.0.113.0/24 fd00:96::/112"},
+		{"policy Cluster: the CIDRs cover it, no host route", AdvertInput{Services: cidrs, LocalServices: []*api.Service{
+			service("web", lb, cluster, ips("10.96.5.5"), ips("198.51.100.7"), ips("203.0.113.8")),
+			service("plain", cip, "", ips("10.96.5.6"), nil, nil),
+		}}, wholeCIDRs},
+		{"no cluster IP: headless, ExternalName, not allocated", AdvertInput{Services: cidrs, LocalServices: []*api.Service{
+			service("headless", cip, local, ips("None"), ips("198.51.100.7"), nil),
+			service("name", api.ServiceTypeExternalName, local, nil, ips("198.51.100.8"), nil),
+			service("new", lb, local, nil, ips("198.51.100.9"), nil),
+		}}, wholeCIDRs},
+		{"no Service CIDRs: nothing of a Local Service", AdvertInput{LocalServices: []*api.Service{
+			service("web", lb, local, ips("10.96.5.5"), ips("198.51.100.7"), ips("203.0.113.8")),
+		}}, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []string
+			for _, p := range DesiredAdvertisements(tt.in) {
+				got = append(got, p.String())
+			}
+			if g := strings.Join(got, " "); g != tt.want {
+				t.Errorf("got  %s\nwant %s", g, tt.want)
+			}
+		})
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -50,6 +51,14 @@ type Config struct {
 // its data (the first snapshot). The server is not Ready before.
 type Synced interface {
 	Synced() bool
+}
+
+// Versioned is an interface an Authority may implement: Version changes whenever its
+// answers may change (0 while it has no data). The server then keeps the wire form of
+// its answers over UDP, keyed by the query's bytes, and answers the same bytes again
+// from it until the version changes, without parsing or packing (wireCache).
+type Versioned interface {
+	Version() uint64
 }
 
 const (
@@ -240,7 +249,7 @@ func (s *Server) serveUDP(ctx context.Context, c *net.UDPConn, wg *sync.WaitGrou
 	for i := range outBufs {
 		outBufs[i] = make([]byte, udpOutSize)
 	}
-	sc := new(scratch)
+	sc := &scratch{wire: new(wireCache)}
 	onErr := func(err error) {
 		if ctx.Err() == nil {
 			s.log.Debug("dns server: udp write", "addr", c.LocalAddr(), "err", err)
@@ -360,6 +369,10 @@ type scratch struct {
 	msg mdns.Msg // the request, unpacked
 	out mdns.Msg // the reply, as packed
 	opt mdns.OPT // the reply's OPT (packing writes to it: never shared)
+	// wire keeps the Authority's answers in wire form (a UDP loop's; nil elsewhere).
+	wire *wireCache
+	// qtype and rcode are the labels encode counted the last reply under.
+	qtype, rcode string
 }
 
 // request is a parsed query on its way to an answer.
@@ -386,6 +399,18 @@ func (s *Server) serve(ctx context.Context, raw []byte, src netip.AddrPort, tcp 
 func (s *Server) local(raw []byte, src netip.AddrPort, tcp bool, buf []byte, sc *scratch) ([]byte, *request) {
 	if len(raw) < 12 || raw[2]&0x80 != 0 {
 		return nil, nil // no header, or a response: never answered
+	}
+	var version uint64
+	if v, ok := s.cfg.Authority.(Versioned); ok && sc.wire != nil && !tcp {
+		// Read before answering: an answer from a newer index kept under an older
+		// version is only thrown away early.
+		version = v.Version()
+		if reply, w := sc.wire.get(raw, version, buf); reply != nil {
+			if m := s.cfg.Metrics; m != nil {
+				m.Query(w.qtype, w.rcode)
+			}
+			return reply, nil
+		}
 	}
 	msg := &sc.msg
 	if err := msg.Unpack(raw); err != nil {
@@ -429,7 +454,11 @@ func (s *Server) local(raw []byte, src netip.AddrPort, tcp bool, buf []byte, sc 
 	}
 	if s.cfg.Authority != nil {
 		if resp, ok := s.authority(msg); ok && resp != nil {
-			return s.encode(r, resp, buf, sc), nil
+			reply := s.encode(r, resp, buf, sc)
+			if version != 0 && (sc.rcode == "NOERROR" || sc.rcode == "NXDOMAIN") {
+				sc.wire.put(raw, reply, version, sc.qtype, sc.rcode)
+			}
+			return reply, nil
 		}
 	}
 	if c := s.cfg.Cache; c != nil {
@@ -530,16 +559,63 @@ func (s *Server) encode(r *request, resp *mdns.Msg, buf []byte, sc *scratch) []b
 		s.log.Warn("dns server: packing a reply", "name", r.msg.Question, "err", err)
 		return s.header(r.msg.Id, r.msg.Opcode, r.msg.RecursionDesired, mdns.RcodeServerFailure, buf)
 	}
-	if mt := s.cfg.Metrics; mt != nil {
-		qtype := "NONE"
-		if len(r.msg.Question) == 1 {
-			if qtype = mdns.TypeToString[r.msg.Question[0].Qtype]; qtype == "" {
-				qtype = "OTHER"
-			}
+	sc.qtype, sc.rcode = "NONE", mdns.RcodeToString[m.Rcode]
+	if len(r.msg.Question) == 1 {
+		if sc.qtype = mdns.TypeToString[r.msg.Question[0].Qtype]; sc.qtype == "" {
+			sc.qtype = "OTHER"
 		}
-		mt.Query(qtype, mdns.RcodeToString[m.Rcode])
+	}
+	if mt := s.cfg.Metrics; mt != nil {
+		mt.Query(sc.qtype, sc.rcode)
 	}
 	return out
+}
+
+// wireCache keeps the Authority's replies in wire form, keyed by the query's bytes after
+// its ID (flags, counts, question and OPT record), for one UDP serving loop (no locks).
+// A reply is a function of those bytes and of the Authority's version: the same query
+// gets the same reply with its own ID, in the case it asked in. It holds one version's
+// replies; wireCacheMax bounds it.
+type wireCache struct {
+	version uint64
+	entries map[string]wireReply
+}
+
+type wireReply struct {
+	reply        []byte
+	qtype, rcode string // the metric labels
+}
+
+const (
+	wireCacheMax   = 1 << 15
+	wireCacheQuery = 512 // longer queries are not kept
+)
+
+// get copies the reply to raw into buf with raw's ID, or returns nil.
+func (c *wireCache) get(raw []byte, version uint64, buf []byte) ([]byte, *wireReply) {
+	if c.version != version || len(raw) > wireCacheQuery {
+		return nil, nil
+	}
+	w, ok := c.entries[string(raw[2:])]
+	if !ok || len(w.reply) > len(buf) {
+		return nil, nil
+	}
+	out := buf[:len(w.reply)]
+	copy(out, w.reply)
+	out[0], out[1] = raw[0], raw[1]
+	return out, &w
+}
+
+// put keeps reply as the answer to raw under version, dropping what an older version
+// left.
+func (c *wireCache) put(raw, reply []byte, version uint64, qtype, rcode string) {
+	if len(raw) > wireCacheQuery {
+		return
+	}
+	if c.version != version || c.entries == nil || len(c.entries) >= wireCacheMax {
+		c.version, c.entries = version, make(map[string]wireReply, min(2*len(c.entries)+16, wireCacheMax))
+	}
+	c.entries[string(raw[2:])] = wireReply{reply: slices.Clone(reply), qtype: qtype, rcode: rcode}
 }
 
 // formerr answers a packet whose header is readable but whose rest is not.

@@ -45,6 +45,9 @@ func newFakeAuthority(services int) *fakeAuthority {
 
 func (a *fakeAuthority) Synced() bool { return a.synced.Load() }
 
+// Version is constant: the fake's answers never change, so the server keeps them.
+func (a *fakeAuthority) Version() uint64 { return 1 }
+
 func (a *fakeAuthority) Answer(req *mdns.Msg) (*mdns.Msg, bool) {
 	q := req.Question[0]
 	name := strings.ToLower(q.Name)
@@ -442,7 +445,7 @@ func FuzzServeDNS(f *testing.F) {
 	}
 	src := netip.MustParseAddrPort("127.0.0.1:40000")
 	buf := make([]byte, mdns.MaxMsgSize)
-	sc := new(scratch)
+	sc := &scratch{wire: new(wireCache)} // as a UDP loop's: answers kept in wire form
 	f.Fuzz(func(t *testing.T, pkt []byte, tcp bool) {
 		reply := s.serve(context.Background(), pkt, src, tcp, buf, sc)
 		if reply == nil {
@@ -574,5 +577,83 @@ func TestServerUpstreamDown(t *testing.T) {
 	start = time.Now()
 	if resp := exchange(t, "udp", addr, query("first.example.org.", mdns.TypeA)); resp.Rcode != mdns.RcodeServerFailure || time.Since(start) > 500*time.Millisecond {
 		t.Errorf("again: %s after %v, want the cached SERVFAIL", mdns.RcodeToString[resp.Rcode], time.Since(start))
+	}
+}
+
+// TestServerWireCache: over UDP the zone's answers are kept in wire form and the same
+// query is answered from them, with its own ID and in the case it asked in, counted in
+// the metrics, until the zone changes; queries that differ only in EDNS0 or case are
+// kept apart; a forwarded name never is.
+func TestServerWireCache(t *testing.T) {
+	zone := NewZone(ZoneConfig{Logger: quietLog()})
+	web := func(ip string) *ClusterData {
+		return &ClusterData{Services: []Service{{Namespace: "shop", Name: "web", ClusterIPs: []netip.Addr{netip.MustParseAddr(ip)}}}}
+	}
+	zone.Update(web("10.96.0.10"))
+	up := startUpstream(t, answerA("192.0.2.9"))
+	met := &countMetrics{}
+	s, err := NewServer(Config{Listen: []string{"127.0.0.1:0"}, Authority: zone, Forwarder: newTestForwarder(t, time.Second, up.addr), Metrics: met, Log: quietLog()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := netip.MustParseAddrPort("127.0.0.1:40000")
+	sc := &scratch{wire: new(wireCache)}
+	buf := make([]byte, 4096)
+	ask := func(name string, id uint16, edns bool) *mdns.Msg {
+		t.Helper()
+		q := query(name, mdns.TypeA)
+		q.Id = id
+		if edns {
+			q.SetEdns0(1232, false)
+		}
+		raw, _ := q.Pack()
+		reply := s.serve(context.Background(), raw, src, false, buf, sc)
+		m := new(mdns.Msg)
+		if err := m.Unpack(reply); err != nil {
+			t.Fatalf("%s: reply does not parse: %v", name, err)
+		}
+		if m.Id != id {
+			t.Fatalf("%s: reply id %d, want %d", name, m.Id, id)
+		}
+		return m
+	}
+	addrOf := func(m *mdns.Msg) string {
+		if len(m.Answer) != 1 {
+			return fmt.Sprint(m.Answer)
+		}
+		return m.Answer[0].Header().Name + " " + m.Answer[0].(*mdns.A).A.String()
+	}
+	for i, tc := range []struct {
+		name string
+		edns bool
+		want string
+	}{
+		{"web.shop.svc.cluster.local.", false, "web.shop.svc.cluster.local. 10.96.0.10"},
+		{"web.shop.svc.cluster.local.", false, "web.shop.svc.cluster.local. 10.96.0.10"}, // kept
+		{"WEB.shop.svc.cluster.local.", false, "WEB.shop.svc.cluster.local. 10.96.0.10"},
+		{"web.shop.svc.cluster.local.", true, "web.shop.svc.cluster.local. 10.96.0.10"},
+	} {
+		m := ask(tc.name, uint16(100+i), tc.edns)
+		if got := addrOf(m); got != tc.want {
+			t.Errorf("query %d %s: answer %s, want %s", i, tc.name, got, tc.want)
+		}
+		if (m.IsEdns0() != nil) != tc.edns {
+			t.Errorf("query %d %s: OPT in the reply %v, want %v", i, tc.name, m.IsEdns0() != nil, tc.edns)
+		}
+	}
+	if n := len(sc.wire.entries); n != 3 {
+		t.Errorf("%d replies kept, want 3 (two cases, with and without EDNS0)", n)
+	}
+	if got := ask("www.example.org.", 7, false); addrOf(got) != "www.example.org. 192.0.2.9" || len(sc.wire.entries) != 3 {
+		t.Errorf("forwarded: %s, %d replies kept (want the upstream's answer, not kept)", addrOf(got), len(sc.wire.entries))
+	}
+	zone.Update(web("10.96.0.11"))
+	if got := addrOf(ask("web.shop.svc.cluster.local.", 9, false)); got != "web.shop.svc.cluster.local. 10.96.0.11" {
+		t.Errorf("after the zone changed: %s, want the new address", got)
+	}
+	met.mu.Lock()
+	defer met.mu.Unlock()
+	if met.queries["A NOERROR"] != 6 {
+		t.Errorf("metrics %v: want 6 A NOERROR, the kept answers counted too", met.queries)
 	}
 }

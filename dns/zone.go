@@ -87,7 +87,10 @@ type Zone struct {
 	index   atomic.Pointer[zoneIndex]
 }
 
-var _ Authority = (*Zone)(nil)
+var (
+	_ Authority = (*Zone)(nil)
+	_ Versioned = (*Zone)(nil)
+)
 
 // NewZone returns a zone that answers SERVFAIL for its names until the first Update. It
 // panics if cfg does not Validate.
@@ -113,6 +116,15 @@ func (z *Zone) Origin() string { return z.zone }
 
 // Synced reports whether the zone has had its first Update.
 func (z *Zone) Synced() bool { return z.index.Load() != nil }
+
+// Version is the serial of the zone's data: it changes with every Update (0 before the
+// first).
+func (z *Zone) Version() uint64 {
+	if idx := z.index.Load(); idx != nil {
+		return uint64(idx.serial)
+	}
+	return 0
+}
 
 // zoneIndex is one Update's data, indexed by lower-case fully qualified name. It is never
 // changed once stored.

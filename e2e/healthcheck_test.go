@@ -89,7 +89,7 @@ spec:
 	// programmed says whether node2's Service proxy still sends connections to web3.
 	programmed := func() bool {
 		out, _, code := l.Run("", "exec", "node2", "--", "nft", "list", "table", "ip", "tabby")
-		return code == 0 && strings.Contains(out, "__"+web3+"/8080")
+		return code == 0 && strings.Contains(out, web3+" . 8080")
 	}
 	detect := healthInterval * healthThreshold
 	for _, delay := range []time.Duration{0, 1250 * time.Millisecond, 2500 * time.Millisecond, 5750 * time.Millisecond} {

@@ -14,12 +14,13 @@ import (
 // with the address it saw. externalTrafficPolicy Cluster answers on both nodes,
 // masqueraded (web1 sees a node's address); Local answers on node1 with the client's own
 // address and is dropped on node2, which has no local endpoint, while a workload of
-// node2 still reaches it through node2's address.
-func TestServiceProxyNodePort(t *testing.T) {
-	labtest.Need(t)
+// node2 still reaches it through node2's address. It runs in each proxy mode.
+func TestServiceProxyNodePort(t *testing.T) { forEachProxyMode(t, testServiceProxyNodePort) }
+
+func testServiceProxyNodePort(t *testing.T, mode, agent string) {
 	probe := labtest.Build(t, "./testdata/svcprobe", "svcprobe")
 	l := labtest.New(t)
-	l.OK("up", "--nodes", "2", "--subnets", "1", "--agent-binary", labtest.AgentScript(t, labtest.FastBGP...))
+	l.OK("up", "--nodes", "2", "--subnets", "1", "--agent-binary", agent)
 	l.Apply(labtest.Pool)
 	l.OK("workload", "add", "node1", "shop/web1", "--labels", "app=web")
 	srv := l.Command("exec", "shop/web1", "--", probe, "serve-peer", "web1", "8080")
@@ -66,6 +67,9 @@ spec:
 		}
 		return ""
 	})
+	for _, node := range []string{"node1", "node2"} {
+		checkProxyMode(t, l, node, mode)
+	}
 	for _, node := range []string{node1, node2} {
 		got := answer("outside", node+":30080")
 		if !strings.HasPrefix(got, "web1@") || got == "web1@"+client {

@@ -55,7 +55,7 @@ func applyFillers(l *labtest.Lab, from, to int) {
 }
 
 // nftVIP is the value of a frontend's element in the node's service-ips map ("goto
-// pick-5", "goto service-…"), or "" with nft's error while it has none. It runs nft
+// dnat-5", "goto service-…"), or "" with nft's error while it has none. It runs nft
 // straight in the node's namespace (ip netns exec), which costs less than tabby-lab exec.
 func nftVIP(l *labtest.Lab, node, vip string, port int) (string, error) {
 	out, err := exec.Command("ip", "netns", "exec", l.NS(node), "nft", "get", "element", "ip", "tabby", "service-ips",
@@ -314,7 +314,7 @@ func BenchmarkServiceFirstPacket(b *testing.B) {
 		for i, a := range logs {
 			// From the agents' logs: reading a 10k-Service table with nft takes seconds
 			// of CPU.
-			p, _ := a.waitProgrammed(b, l, fmt.Sprintf("node%d", i+1), 0, lastChunk, fillerIP(many-2), "goto pick-5")
+			p, _ := a.waitProgrammed(b, l, fmt.Sprintf("node%d", i+1), 0, lastChunk, fillerIP(many-2), "goto dnat-5")
 			if p.at.After(held) {
 				held = p.at
 			}
@@ -421,7 +421,7 @@ func BenchmarkClusterIPThroughput(b *testing.B) {
 //   - at each count, 10 one-Service changes (an Endpoints resource gains a sixth address)
 //     from the start of tabby-lab ctl apply to the end of the first proxy apply that
 //     began after the command did, checked afterwards (untimed) with nft: the map sends that Service
-//     to pick-6. p50/p99, beside the apply command's own time;
+//     to dnat-6. p50/p99, beside the apply command's own time;
 //   - the agent's periodic full passes (every 30 s: list, render, plan, nft) over the
 //     programmed table: one waited for at each count, and all seen.
 //
@@ -444,7 +444,7 @@ func BenchmarkServiceSync(b *testing.B) {
 				last = time.Now()
 				l.Apply(fillerManifest(start, min(start+1000, count), 5))
 			}
-			all, next := alog.waitProgrammed(b, l, "node1", from, last, fillerIP(count-1), "goto pick-5")
+			all, next := alog.waitProgrammed(b, l, "node1", from, last, fillerIP(count-1), "goto dnat-5")
 			b.Logf("%5d Services: full sync (Services %d-%d added): %.2f s from the start of the last chunk's apply, %.2f s from the first's; that apply took %.2f s (full pass: %v)",
 				count, loaded, count-1, all.at.Sub(last).Seconds(), all.at.Sub(first).Seconds(), all.took.Seconds(), all.full)
 			loaded = count
@@ -456,7 +456,7 @@ func BenchmarkServiceSync(b *testing.B) {
 				l.Apply(fillerEndpoints(i, 6))
 				applyCmd = append(applyCmd, time.Since(start))
 				var p programmed
-				p, next = alog.waitProgrammed(b, l, "node1", next, start, fillerIP(i), "goto pick-6")
+				p, next = alog.waitProgrammed(b, l, "node1", next, start, fillerIP(i), "goto dnat-6")
 				toProg = append(toProg, p.at.Sub(start))
 				passes = append(passes, p.took)
 			}

@@ -2,6 +2,9 @@ package e2e
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -27,17 +30,71 @@ func probeCounts(t *testing.T, l *labtest.Lab, probe, from, proto string, n int,
 	return counts
 }
 
+// proxyModes are the agent's Service proxy modes: the lab tests of Services run in each.
+var proxyModes = []string{"nftables", "iptables"}
+
+// otherModeLeftovers plants, in a node before its agent starts, what the other proxy mode
+// would have left there (a node switched from it): the agent must remove it, which
+// checkProxyMode sees.
+var otherModeLeftovers = map[string]string{
+	"iptables": "nft add table ip tabby\nnft add map ip tabby service-ips '{ type ipv4_addr . inet_proto . inet_service : verdict ; }'\n",
+	"nftables": "iptables-nft -t nat -N TABBY-SERVICES\niptables-nft -t nat -A PREROUTING -m comment --comment tby:hook -j TABBY-SERVICES\n",
+}
+
+// forEachProxyMode runs test as a subtest per proxy mode, with an agent script (for
+// tabby-lab up --agent-binary) that runs the agent in that mode, after planting the other
+// mode's leftovers.
+func forEachProxyMode(t *testing.T, test func(t *testing.T, mode, agent string)) {
+	for _, mode := range proxyModes {
+		t.Run(mode, func(t *testing.T) {
+			labtest.Need(t)
+			agent := labtest.AgentScript(t, append(slices.Clone(labtest.FastBGP), "--proxy-mode", mode)...)
+			wrapper := filepath.Join(t.TempDir(), "agent")
+			script := "#!/bin/sh\nset -e\n" + otherModeLeftovers[mode] + "exec " + agent + ` "$@"` + "\n"
+			if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			test(t, mode, wrapper)
+		})
+	}
+}
+
+// checkProxyMode fails the test unless node's Services are in mode's rules alone (the
+// other mode's leftovers removed): the nftables table ip tabby, or TABBY- chains in the
+// nat table of either iptables backend;
+// and unless the agent says so in tabby_proxy_info (the iptables mode on the backend the
+// lab's nodes detect, nft: their tables hold nothing else).
+func checkProxyMode(t *testing.T, l *labtest.Lab, node, mode string) {
+	t.Helper()
+	backend := map[string]string{"nftables": "nftables", "iptables": "nft"}[mode]
+	if v := metrics(t, l, node)["tabby_proxy_info{backend="+backend+",mode="+mode+"}"]; v != 1 {
+		t.Errorf("%s: tabby_proxy_info of mode %s, backend %s: %v, want 1", node, mode, backend, v)
+	}
+	table, _, code := l.Run("", "exec", node, "--", "nft", "list", "table", "ip", "tabby")
+	var chains string
+	for _, save := range []string{"iptables-nft-save", "iptables-legacy-save"} {
+		out, _, _ := l.Run("", "exec", node, "--", save, "-t", "nat")
+		chains += out
+	}
+	hasTable, hasChains := code == 0 && strings.Contains(table, "service-ips"), strings.Contains(chains, ":TABBY-SERVICES")
+	if hasTable != (mode == "nftables") || hasChains != (mode == "iptables") {
+		t.Errorf("%s in proxy mode %s: nftables table %v, iptables TABBY- chains %v", node, mode, hasTable, hasChains)
+	}
+}
+
 // TestServiceProxyClusterIP load-balances a ClusterIP Service in a two-node lab through
-// each agent's nftables table: from a workload on the other node 300 connections spread
-// over the 3 endpoints (chi-square, 2 degrees of freedom, p = 0.001: 13.8), UDP too; from
-// a node itself (the OUTPUT path); a workload reaching its own Service lands on itself
-// too (hairpin); a Service without endpoints refuses at once (TCP reset, ICMP port
-// unreachable), never a silent timeout; an endpoint deleted gets no new connections.
-func TestServiceProxyClusterIP(t *testing.T) {
-	labtest.Need(t)
+// each agent's proxy, in each mode (nftables table, iptables chains): from a workload on
+// the other node 300 connections spread over the 3 endpoints (chi-square, 2 degrees of
+// freedom, p = 0.001: 13.8), UDP too; from a node itself (the OUTPUT path); a workload
+// reaching its own Service lands on itself too (hairpin); ClientIP affinity keeps a
+// client on one endpoint; a Service without endpoints refuses at once (TCP reset, ICMP
+// port unreachable), never a silent timeout; an endpoint deleted gets no new connections.
+func TestServiceProxyClusterIP(t *testing.T) { forEachProxyMode(t, testServiceProxyClusterIP) }
+
+func testServiceProxyClusterIP(t *testing.T, mode, agent string) {
 	probe := labtest.Build(t, "./testdata/svcprobe", "svcprobe")
 	l := labtest.New(t)
-	l.OK("up", "--nodes", "2", "--subnets", "1", "--agent-binary", labtest.AgentScript(t, labtest.FastBGP...))
+	l.OK("up", "--nodes", "2", "--subnets", "1", "--agent-binary", agent)
 	l.Apply(labtest.Pool)
 	webs := []struct{ name, node string }{{"web1", "node1"}, {"web2", "node2"}, {"web3", "node1"}}
 	for _, w := range webs {
@@ -66,6 +123,15 @@ spec:
   clusterIP: 10.96.20.2
   selector: {app: nothing}
   ports: [{name: http, protocol: TCP, port: 80}, {name: echo, protocol: UDP, port: 81}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: sticky, namespace: shop}
+spec:
+  clusterIP: 10.96.20.3
+  selector: {app: web}
+  sessionAffinity: ClientIP
+  ports: [{name: http, protocol: TCP, port: 80, targetPort: 8080}]
 `)
 	names := []string{"web1", "web2", "web3"}
 	labtest.Poll(t, "every endpoint answers through the ClusterIP", 60*time.Second, func() string {
@@ -77,6 +143,10 @@ spec:
 		}
 		return ""
 	})
+
+	for _, node := range []string{"node1", "node2"} {
+		checkProxyMode(t, l, node, mode)
+	}
 
 	c := probeCounts(t, l, probe, "shop/client", "tcp", 300, "10.96.20.1:80")
 	if got := c["web1"] + c["web2"] + c["web3"]; got != 300 {
@@ -98,6 +168,17 @@ spec:
 	// Hairpin: web1 through its own Service reaches every endpoint, itself among them.
 	if c := probeCounts(t, l, probe, "shop/web1", "tcp", 60, "10.96.20.1:80"); c["web1"] == 0 || c["web1"]+c["web2"]+c["web3"] != 60 {
 		t.Errorf("60 connections from web1 to its own Service: %v, want all answered, some by web1 itself", c)
+	}
+
+	// ClientIP affinity: every connection of the client lands where its first did.
+	labtest.Poll(t, "the sticky Service answers", 30*time.Second, func() string {
+		if c := probeCounts(t, l, probe, "shop/client", "tcp", 1, "10.96.20.3:80"); c["web1"]+c["web2"]+c["web3"] != 1 {
+			return fmt.Sprint(c)
+		}
+		return ""
+	})
+	if c := probeCounts(t, l, probe, "shop/client", "tcp", 30, "10.96.20.3:80"); len(c) != 1 || c["web1"]+c["web2"]+c["web3"] != 30 {
+		t.Errorf("30 connections with ClientIP affinity: %v, want all to one endpoint", c)
 	}
 
 	// No endpoints: refused at once, over TCP and UDP, never a timeout.

@@ -115,7 +115,7 @@ unset 'servers[web3]'
 web3=$(addr default/web3)
 wait_until 20 "web3 failing its health check" passing 2
 # node3's proxy drops web3 a moment after the record changes.
-wait_until 5 "node3's nftables without web3" bash -c "! ${L[*]} exec node3 -- nft list table ip tabby | grep -q '__$web3/'"
+wait_until 5 "node3's nftables without web3" bash -c "! ${L[*]} exec node3 -- nft list table ip tabby | grep -qF '$web3 . 8080'"
 step "${L[@]}" ctl get endpoints web -o wide
 say "20 requests from db6: every one answered, none by web3."
 answers=$(for _ in $(seq 20); do "${L[@]}" exec default/db6 -- curl -sS --max-time 2 http://10.96.0.80/ 2>&1 || echo failed; done | sort | uniq -c)

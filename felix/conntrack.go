@@ -12,15 +12,22 @@ import (
 
 // DeleteStaleUDP deletes the conntrack entries of flows (proxy.StaleUDP) from the kernel,
 // in the ServiceProxy's namespace: UDP entries whose original destination is a flow's
-// frontend and port and whose reply comes from its backend address and port. A client's
+// frontend and port (a NodePort's flow: any address on its node port) and whose reply
+// comes from its backend address and port. A client's
 // next datagram then goes through the Service's rules again and finds a live endpoint.
 // It is kube-proxy's cleanup, by netlink: one dump of the table per family, and one
 // delete per matching entry. It returns how many entries went.
 func (p *ServiceProxy) DeleteStaleUDP(flows []proxy.StaleFlow) (uint, error) {
+	return deleteStaleUDP(p.netNS, flows)
+}
+
+// deleteStaleUDP is DeleteStaleUDP in the network namespace named netNS ("": the agent's),
+// for both proxy modes.
+func deleteStaleUDP(netNS string, flows []proxy.StaleFlow) (uint, error) {
 	byFamily := map[netlink.InetFamily]staleUDPFilter{}
 	for _, f := range flows {
 		fam := netlink.InetFamily(unix.AF_INET)
-		if f.Frontend.Is6() {
+		if f.Backend.Addr.Is6() {
 			fam = unix.AF_INET6
 		}
 		if byFamily[fam] == nil {
@@ -29,7 +36,7 @@ func (p *ServiceProxy) DeleteStaleUDP(flows []proxy.StaleFlow) (uint, error) {
 		byFamily[fam][f] = true
 	}
 	var deleted uint
-	err := inNamedNetNS(p.netNS, func() error {
+	err := inNamedNetNS(netNS, func() error {
 		for _, fam := range []netlink.InetFamily{unix.AF_INET, unix.AF_INET6} {
 			filter := byFamily[fam]
 			if filter == nil {
@@ -58,6 +65,9 @@ func (f staleUDPFilter) MatchConntrackFlow(fl *netlink.ConntrackFlow) bool {
 	if !ok || !ok2 {
 		return false
 	}
-	return f[proxy.StaleFlow{Frontend: front.Unmap(), Port: fl.Forward.DstPort,
-		Backend: proxy.Backend{Addr: back.Unmap(), Port: fl.Reverse.SrcPort}}]
+	b := proxy.Backend{Addr: back.Unmap(), Port: fl.Reverse.SrcPort}
+	// A NodePort's flow matches the node port on any address: kube-proxy's
+	// "conntrack -D -p udp --dport <nodePort>" for the endpoint.
+	return f[proxy.StaleFlow{Frontend: front.Unmap(), Port: fl.Forward.DstPort, Backend: b}] ||
+		f[proxy.StaleFlow{Port: fl.Forward.DstPort, Backend: b}]
 }

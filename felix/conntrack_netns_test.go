@@ -44,20 +44,26 @@ func udpConntrack(t *testing.T, ns *testNS) []string {
 
 // TestDeleteStaleUDPNetns: a client's UDP socket keeps its conntrack entry, so it keeps
 // reaching a backend the Service no longer has, until DeleteStaleUDP removes the entries
-// of that backend; those of the backend that stays, and of another Service with the same
-// backend, stay.
-func TestDeleteStaleUDPNetns(t *testing.T) {
+// of that backend, through the cluster IP and through the node port; those of the backend
+// that stays, and of another Service with the same backend, stay.
+func TestDeleteStaleUDPNetns(t *testing.T) { forEachMode(t, testDeleteStaleUDPNetns) }
+
+func testDeleteStaleUDPNetns(t *testing.T, m proxyMode) {
 	testenv.RequireTools(t, testenv.Tool{Cmd: "conntrack", Package: "conntrack"})
 	l := newProxyLab(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	sp, err := NewServiceProxy(ServiceProxyConfig{NetNS: l.client.name})
-	if err != nil {
-		t.Fatal(err)
-	}
+	sp := m.new(t, ServiceProxyConfig{NetNS: l.client.name}).(interface {
+		serviceWriter
+		DeleteStaleUDP([]proxy.StaleFlow) (uint, error)
+	})
 	t.Cleanup(func() { sp.Remove(context.Background()) })
+	withNodePort := func(p proxy.PortLB) proxy.PortLB {
+		p.NodePort, p.NodePortFamilies = 30053, [2]bool{true, false}
+		return p
+	}
 	old := &proxy.LBState{Ports: []proxy.PortLB{
-		lbPort("shop", "dns", "UDP", "10.96.0.53", 53, 5353, "10.200.0.2", "10.200.0.3"),
+		withNodePort(lbPort("shop", "dns", "UDP", "10.96.0.53", 53, 5353, "10.200.0.2", "10.200.0.3")),
 		lbPort("shop", "other", "UDP", "10.96.0.54", 53, 5353, "10.200.0.3"),
 	}}
 	if err := sp.ApplyCached(ctx, old); err != nil {
@@ -87,48 +93,62 @@ func TestDeleteStaleUDPNetns(t *testing.T) {
 		t.Cleanup(func() { c.Close() })
 		return c
 	}
-	byBackend, sockets := map[string]net.Conn{}, map[string]uint{}
-	for i := 0; len(byBackend) < 2; i++ {
-		if i == 100 {
-			t.Fatalf("100 sockets reached only %v", byBackend)
+	sockets := map[string]uint{}
+	// through dials addr from new sockets until both backends answered, and returns a
+	// socket per backend.
+	through := func(addr string) map[string]net.Conn {
+		byBackend := map[string]net.Conn{}
+		for i := 0; len(byBackend) < 2; i++ {
+			if i == 100 {
+				t.Fatalf("100 sockets to %s reached only %v", addr, byBackend)
+			}
+			c := dial(addr)
+			got := ask(c)
+			byBackend[got] = c
+			sockets[got]++
 		}
-		c := dial("10.96.0.53:53")
-		got := ask(c)
-		byBackend[got] = c
-		sockets[got]++
+		return byBackend
 	}
+	byBackend := through("10.96.0.53:53")
+	// The node port, on the node's own address.
+	byBackendNP := through("10.200.0.1:30053")
 	other := dial("10.96.0.54:53")
 	if got := ask(other); got != "10.200.0.3" {
 		t.Fatalf("the other Service answered from %q", got)
 	}
-	wantBefore := []string{"10.96.0.53:53>10.200.0.2:5353", "10.96.0.53:53>10.200.0.3:5353", "10.96.0.54:53>10.200.0.3:5353"}
+	wantBefore := []string{"10.200.0.1:30053>10.200.0.2:5353", "10.200.0.1:30053>10.200.0.3:5353",
+		"10.96.0.53:53>10.200.0.2:5353", "10.96.0.53:53>10.200.0.3:5353", "10.96.0.54:53>10.200.0.3:5353"}
 	if got := udpConntrack(t, l.client); !slices.Equal(got, wantBefore) {
 		t.Fatalf("conntrack before = %v, want %v", got, wantBefore)
 	}
 
 	// 10.200.0.3 leaves shop/dns. Its entry outlives the rules: the socket still reaches it.
 	next := &proxy.LBState{Ports: []proxy.PortLB{
-		lbPort("shop", "dns", "UDP", "10.96.0.53", 53, 5353, "10.200.0.2"),
+		withNodePort(lbPort("shop", "dns", "UDP", "10.96.0.53", 53, 5353, "10.200.0.2")),
 		old.Ports[1],
 	}}
 	if err := sp.ApplyCached(ctx, next); err != nil {
 		t.Fatal(err)
 	}
-	stale := byBackend["10.200.0.3"]
-	if got := ask(stale); got != "10.200.0.3" {
-		t.Fatalf("before the cleanup the socket reached %q; the test expects the stale entry to hold", got)
+	stale, staleNP := byBackend["10.200.0.3"], byBackendNP["10.200.0.3"]
+	for _, c := range []net.Conn{stale, staleNP} {
+		if got := ask(c); got != "10.200.0.3" {
+			t.Fatalf("before the cleanup the socket to %s reached %q; the test expects the stale entry to hold", c.RemoteAddr(), got)
+		}
 	}
 	flows := proxy.StaleUDP(old, next)
 	n, err := sp.DeleteStaleUDP(flows)
 	if err != nil || n != sockets["10.200.0.3"] {
 		t.Fatalf("DeleteStaleUDP(%v) = %d, %v; want %d entries deleted (one per socket)", flows, n, err, sockets["10.200.0.3"])
 	}
-	wantAfter := []string{"10.96.0.53:53>10.200.0.2:5353", "10.96.0.54:53>10.200.0.3:5353"}
+	wantAfter := []string{"10.200.0.1:30053>10.200.0.2:5353", "10.96.0.53:53>10.200.0.2:5353", "10.96.0.54:53>10.200.0.3:5353"}
 	if got := udpConntrack(t, l.client); !slices.Equal(got, wantAfter) {
 		t.Errorf("conntrack after = %v, want %v", got, wantAfter)
 	}
-	if got := ask(stale); got != "10.200.0.2" {
-		t.Errorf("after the cleanup the socket reached %q, want the remaining 10.200.0.2", got)
+	for _, c := range []net.Conn{stale, staleNP} {
+		if got := ask(c); got != "10.200.0.2" {
+			t.Errorf("after the cleanup the socket to %s reached %q, want the remaining 10.200.0.2", c.RemoteAddr(), got)
+		}
 	}
 	if got := ask(other); got != "10.200.0.3" {
 		t.Errorf("the other Service's socket reached %q, want 10.200.0.3 still", got)

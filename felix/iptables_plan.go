@@ -18,8 +18,9 @@ type FilterPlan struct {
 
 // PlanTable compares the kernel's table (filter, nat, raw) with the desired state and
 // writes only what differs: a chain whose hashes differ is rewritten whole (declaring it
-// flushes it), a tby- chain not desired is flushed and deleted, and each hook must be its
-// chain's first rule, exactly once. Pure.
+// flushes it), a chain of k not desired is flushed and deleted, and each hook must be its
+// chain's first rule after the hooks of writers that stand before it (k.Lead), exactly
+// once. Pure.
 func PlanTable(k KernelFilter, want *FilterState, table string) FilterPlan {
 	var p FilterPlan
 	var b bytes.Buffer
@@ -52,7 +53,7 @@ func PlanTable(k KernelFilter, want *FilterState, table string) FilterPlan {
 			}
 		}
 		hs := k.Hooks[chain]
-		if want1 != nil && len(hs) == 1 && hs[0].pos == 1 && hs[0].is(*want1) {
+		if want1 != nil && len(hs) == 1 && hs[0].pos == k.Lead[chain]+1 && hs[0].is(*want1) {
 			continue
 		}
 		for _, h := range hs {
@@ -61,10 +62,10 @@ func PlanTable(k KernelFilter, want *FilterState, table string) FilterPlan {
 	}
 	for _, h := range want.Hooks {
 		hs := k.Hooks[h.Chain]
-		if len(hs) == 1 && hs[0].pos == 1 && hs[0].is(h) {
+		if len(hs) == 1 && hs[0].pos == k.Lead[h.Chain]+1 && hs[0].is(h) {
 			continue
 		}
-		fmt.Fprintf(&b, "-I %s 1 %s\n", h.Chain, h.Rule())
+		fmt.Fprintf(&b, "-I %s %d %s\n", h.Chain, k.Lead[h.Chain]+1, h.Rule())
 		p.Hooks++
 	}
 	for _, name := range p.Deleted {

@@ -4,7 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"regexp"
+	"slices"
 	"strings"
+
+	"github.com/tabby-net/tabby/proxy"
 )
 
 // KernelFilter is what the kernel has of tabby's in the filter table.
@@ -15,7 +18,16 @@ type KernelFilter struct {
 	// Hooks maps a kernel chain (FORWARD, INPUT) to the positions (1-based) of rules that
 	// jump to tabby chains, with those rules' text.
 	Hooks map[string][]hookRule
+	// Lead maps a kernel chain to how many rules at its top are hooks of writers whose
+	// hooks stand before these (hookOrder): this writer's hook belongs right after them.
+	Lead map[string]int
 }
+
+// hookOrder lists the prefixes of the chains of felix's two iptables writers, in the
+// order their hooks stand at the top of a kernel chain they share: the Service proxy's
+// (iptables mode) first, so that its REJECT of a new connection to a Service without
+// endpoints comes before policy's ACCEPT in FORWARD.
+var hookOrder = []string{proxy.IPTablesChainPrefix, ChainPrefix}
 
 type hookRule struct {
 	pos  int
@@ -33,9 +45,20 @@ func ParseFilter(save []byte) KernelFilter { return ParseTable(save, "filter") }
 
 // ParseTable is ParseFilter for any table (filter, nat).
 func ParseTable(save []byte, table string) KernelFilter {
-	k := KernelFilter{Chains: map[string][]string{}, Hooks: map[string][]hookRule{}}
+	return ParseTableOf(save, table, ChainPrefix)
+}
+
+// ParseTableOf is ParseTable for the chains starting with prefix (ChainPrefix, or
+// proxy.IPTablesChainPrefix for the Service proxy's) and the hooks that jump to them.
+func ParseTableOf(save []byte, table, prefix string) KernelFilter {
+	k := KernelFilter{Chains: map[string][]string{}, Hooks: map[string][]hookRule{}, Lead: map[string]int{}}
+	earlier := hookOrder[:max(0, slices.Index(hookOrder, prefix))]
+	jumpsTo := func(text, prefix string) bool {
+		return strings.Contains(text, "-j "+prefix) || strings.Contains(text, "-g "+prefix)
+	}
 	inFilter := false
 	pos := map[string]int{}
+	below := map[string]bool{} // a chain has had a rule that is not an earlier writer's hook
 	sc := bufio.NewScanner(bytes.NewReader(save))
 	sc.Buffer(make([]byte, 1<<20), 1<<26)
 	for sc.Scan() {
@@ -44,7 +67,7 @@ func ParseTable(save []byte, table string) KernelFilter {
 		case strings.HasPrefix(line, "*"):
 			inFilter = line == "*"+table
 		case !inFilter:
-		case strings.HasPrefix(line, ":"+ChainPrefix):
+		case strings.HasPrefix(line, ":"+prefix):
 			name, _, _ := strings.Cut(line[1:], " ")
 			if _, ok := k.Chains[name]; !ok {
 				k.Chains[name] = []string{}
@@ -56,9 +79,16 @@ func ParseTable(save []byte, table string) KernelFilter {
 			}
 			chain, text := m[1], m[2]
 			pos[chain]++
-			if strings.HasPrefix(chain, ChainPrefix) {
+			if strings.HasPrefix(chain, prefix) {
 				k.Chains[chain] = append(k.Chains[chain], ruleHash(text))
-			} else if strings.Contains(text, "-j "+ChainPrefix) || strings.Contains(text, "-g "+ChainPrefix) {
+				continue
+			}
+			if !below[chain] && slices.ContainsFunc(earlier, func(p string) bool { return jumpsTo(text, p) }) {
+				k.Lead[chain]++
+			} else {
+				below[chain] = true
+			}
+			if jumpsTo(text, prefix) {
 				k.Hooks[chain] = append(k.Hooks[chain], hookRule{pos: pos[chain], text: text})
 			}
 		}

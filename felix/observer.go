@@ -10,6 +10,9 @@ const (
 	WriterVXLAN    = "vxlan"    // VXLANReconciler.Apply
 	WriterIPIP     = "ipip"     // IPIPReconciler.Apply
 	WriterNFTables = "nftables" // ServiceProxy: the tabby nftables tables (Service load balancing)
+	// WriterIPTablesProxy is ServiceProxyIPTables: the TABBY- chains (Service load
+	// balancing, iptables mode).
+	WriterIPTablesProxy = "iptables-proxy"
 )
 
 // ApplyObserver is told of every apply of every felix writer: which writer (WriterIPTables,

@@ -54,7 +54,7 @@ func (c *dataplaneCache) wroteTable(key tableKey, have KernelFilter, want *Filte
 			delete(c.tables, key)
 			return
 		}
-		have.Hooks[h.Chain] = []hookRule{{pos: 1, text: h.Rule()}}
+		have.Hooks[h.Chain] = []hookRule{{pos: have.Lead[h.Chain] + 1, text: h.Rule()}}
 	}
 	c.setTable(key, have)
 }

@@ -10,6 +10,8 @@ import (
 	"os/exec"
 	"sync"
 	"time"
+
+	"github.com/tabby-net/tabby/proxy"
 )
 
 // PolicySyncer makes the kernel's filter table and ipsets match a FilterState.
@@ -382,17 +384,23 @@ func (s *PolicySyncer) syncTable(ctx context.Context, saveCmd, restoreCmd, table
 
 // RemoveAll deletes every chain, hook and ipset of tabby's from the filter tables (IPv4
 // and IPv6) and the IPv4 nat and raw tables of both backends (whichever has them) and the
-// kernel's ipsets.
+// kernel's ipsets, and the Service proxy's TABBY- chains and hooks (iptables mode) from
+// the nat and filter tables of both families and backends.
 func RemoveAll(ctx context.Context, run CommandRunner) (chains, sets int, err error) {
 	empty := &FilterState{Chains: map[string][]string{}, IPSets: map[string]*IPSet{}}
 	var errs []error
 	for _, b := range []Backend{BackendNFT, BackendLegacy} {
-		for _, cmds := range [][3]string{{b.Save, b.Restore, "filter"}, {b.Save6, b.Restore6, "filter"}, {b.Save, b.Restore, "nat"}, {b.Save, b.Restore, "raw"}} {
+		for _, cmds := range [][4]string{
+			{b.Save, b.Restore, "filter", ChainPrefix}, {b.Save6, b.Restore6, "filter", ChainPrefix},
+			{b.Save, b.Restore, "nat", ChainPrefix}, {b.Save, b.Restore, "raw", ChainPrefix},
+			{b.Save, b.Restore, "nat", proxy.IPTablesChainPrefix}, {b.Save, b.Restore, "filter", proxy.IPTablesChainPrefix},
+			{b.Save6, b.Restore6, "nat", proxy.IPTablesChainPrefix}, {b.Save6, b.Restore6, "filter", proxy.IPTablesChainPrefix},
+		} {
 			save, err := run.Run(ctx, nil, cmds[0], "-t", cmds[2])
 			if err != nil {
 				continue // backend or family not installed or not usable
 			}
-			fp := PlanTable(ParseTable(save, cmds[2]), empty, cmds[2])
+			fp := PlanTable(ParseTableOf(save, cmds[2], cmds[3]), empty, cmds[2])
 			if fp.Restore == nil {
 				continue
 			}

@@ -93,13 +93,58 @@ func newServiceProxy(cfg ServiceProxyConfig, nfts ...knftables.Interface) *Servi
 func (p *ServiceProxy) SetPodCIDRs(cidrs []netip.Prefix) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for i := range p.fams {
-		f := &p.fams[i]
-		if !slices.Equal(f.cfg.PodCIDRs, cidrs) {
-			f.cfg.PodCIDRs = slices.Clone(cidrs)
-			f.applied = nil
+	setPodCIDRs(p.fams, cidrs)
+}
+
+// proxyFamily is what both proxy writers (ServiceProxy, ServiceProxyIPTables) keep per
+// address family: how it renders, and a cache of what the kernel holds.
+type proxyFamily interface {
+	renderConfig() *proxy.RenderConfig
+	cached() bool
+	forget() // the kernel may hold anything: the next apply of the family is full
+}
+
+func (f *spFamily) renderConfig() *proxy.RenderConfig { return &f.cfg }
+func (f *spFamily) cached() bool                      { return f.applied != nil }
+func (f *spFamily) forget()                           { f.applied = nil }
+
+// setPodCIDRs changes the pod CIDRs of every family; a family whose CIDRs differ forgets
+// its cache, since the rules that mark traffic from outside them change.
+func setPodCIDRs[T any, F interface {
+	*T
+	proxyFamily
+}](fams []T, cidrs []netip.Prefix) {
+	for i := range fams {
+		f := F(&fams[i])
+		if c := f.renderConfig(); !slices.Equal(c.PodCIDRs, cidrs) {
+			c.PodCIDRs = slices.Clone(cidrs)
+			f.forget()
 		}
 	}
+}
+
+// applyFamilies applies st to every family: a full pass when full, when the family has
+// no cache or when nothing was applied before (last nil), else only the change from
+// last. A family that fails forgets its cache; the errors are joined.
+func applyFamilies[T any, F interface {
+	*T
+	proxyFamily
+}](ctx context.Context, fams []T, st, last *proxy.LBState, full bool, applyFull, applyChange func(context.Context, F, *proxy.LBState) error) error {
+	var err error
+	for i := range fams {
+		f := F(&fams[i])
+		var ferr error
+		if full || !f.cached() || last == nil {
+			ferr = applyFull(ctx, f, st)
+		} else {
+			ferr = applyChange(ctx, f, st)
+		}
+		if ferr != nil {
+			f.forget()
+			err = errors.Join(err, ferr)
+		}
+	}
+	return err
 }
 
 // Apply is a full pass: it lists what each table holds and rewrites all of it to st
@@ -126,19 +171,7 @@ func (p *ServiceProxy) apply(ctx context.Context, st *proxy.LBState, full bool) 
 		st = &proxy.LBState{}
 	}
 	st = st.Clone() // kept as p.last: the caller may change st; sorted, as PlanChange needs
-	for i := range p.fams {
-		f := &p.fams[i]
-		var ferr error
-		if full || f.applied == nil || p.last == nil {
-			ferr = p.applyFull(ctx, f, st)
-		} else {
-			ferr = p.applyChange(ctx, f, st)
-		}
-		if ferr != nil {
-			f.applied = nil // the kernel may hold anything now: the next apply is full
-			err = errors.Join(err, ferr)
-		}
-	}
+	err = applyFamilies(ctx, p.fams, st, p.last, full, p.applyFull, p.applyChange)
 	p.last = st
 	return err
 }

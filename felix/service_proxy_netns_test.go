@@ -30,7 +30,6 @@ type proxyLab struct {
 
 func newProxyLab(t *testing.T) *proxyLab {
 	t.Helper()
-	testenv.RequireTools(t, testenv.Tool{Cmd: "nft", Package: "nftables"})
 	l := &proxyLab{client: newTestNS(t), backend: newTestNS(t), workload: newTestNS(t)}
 	link := func(dev string, other *testNS) {
 		peer := "p" + randomHex(10)
@@ -156,16 +155,107 @@ func (l *proxyLab) spread(t *testing.T, addr string, n int) map[string]int {
 	return counts
 }
 
+// serviceWriter is what the netns tests drive of either proxy mode's writer.
+type serviceWriter interface {
+	Apply(context.Context, *proxy.LBState) error
+	ApplyCached(context.Context, *proxy.LBState) error
+	Remove(context.Context) error
+}
+
+// proxyMode is one proxy mode (and iptables backend) under test.
+type proxyMode struct {
+	name   string
+	writer string // as an ApplyObserver is told it
+	new    func(t *testing.T, cfg ServiceProxyConfig) serviceWriter
+	// observe sets the writer's ApplyObserver.
+	observe func(w serviceWriter, o ApplyObserver)
+	// leftover lists what the node holds of the mode's Service rules (chains and
+	// tables), "" for nothing; drift breaks them out of band: it empties the lookup of
+	// every frontend and adds a stray chain named "stray".
+	leftover func(t *testing.T, l *proxyLab, v6 bool) string
+	drift    func(t *testing.T, l *proxyLab)
+}
+
+// proxyModes are the nftables mode and the iptables mode on each backend.
+func proxyModes() []proxyMode {
+	modes := []proxyMode{{
+		name: "nftables", writer: WriterNFTables,
+		new: func(t *testing.T, cfg ServiceProxyConfig) serviceWriter {
+			testenv.RequireTools(t, testenv.Tool{Cmd: "nft", Package: "nftables"})
+			sp, err := NewServiceProxy(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return sp
+		},
+		observe: func(w serviceWriter, o ApplyObserver) { w.(*ServiceProxy).Observe = o },
+		leftover: func(t *testing.T, l *proxyLab, v6 bool) string {
+			fam := "ip"
+			if v6 {
+				fam = "ip6"
+			}
+			out, err := l.nft(t, "list", "table", fam, "tabby")
+			if err != nil {
+				return ""
+			}
+			return out
+		},
+		drift: func(t *testing.T, l *proxyLab) {
+			if out, err := l.nft(t, "flush", "map", "ip", "tabby", proxy.MapServiceIPs); err != nil {
+				t.Fatalf("flush map: %v: %s", err, out)
+			}
+			if out, err := l.nft(t, "add", "chain", "ip", "tabby", "stray"); err != nil {
+				t.Fatalf("add chain: %v: %s", err, out)
+			}
+		},
+	}}
+	for _, b := range []Backend{BackendNFT, BackendLegacy} {
+		modes = append(modes, proxyMode{
+			name: "iptables-" + b.Name, writer: WriterIPTablesProxy,
+			new: func(t *testing.T, cfg ServiceProxyConfig) serviceWriter {
+				testenv.RequireTools(t, testenv.Tool{Cmd: b.Restore, Package: "iptables"})
+				return NewServiceProxyIPTables(cfg, b, Runner{NetNS: cfg.NetNS})
+			},
+			observe: func(w serviceWriter, o ApplyObserver) { w.(*ServiceProxyIPTables).Observe = o },
+			leftover: func(t *testing.T, l *proxyLab, v6 bool) string {
+				save := b.Save
+				if v6 {
+					save = b.Save6
+				}
+				var left []string
+				for line := range strings.SplitSeq(run(t, "ip", "netns", "exec", l.client.name, save), "\n") {
+					if strings.Contains(line, proxy.IPTablesChainPrefix) {
+						left = append(left, line)
+					}
+				}
+				return strings.Join(left, "\n")
+			},
+			drift: func(t *testing.T, l *proxyLab) {
+				ipt := strings.TrimSuffix(b.Save, "-save")
+				run(t, "ip", "netns", "exec", l.client.name, ipt, "-t", "nat", "-F", proxy.IPTChainServices)
+				run(t, "ip", "netns", "exec", l.client.name, ipt, "-t", "nat", "-N", proxy.IPTablesChainPrefix+"stray")
+			},
+		})
+	}
+	return modes
+}
+
+// forEachMode runs test as a subtest per proxy mode.
+func forEachMode(t *testing.T, test func(t *testing.T, m proxyMode)) {
+	for _, m := range proxyModes() {
+		t.Run(m.name, func(t *testing.T) { test(t, m) })
+	}
+}
+
 // TestServiceProxyNetnsIPv6 checks the ip6 table with traffic from the node: a ClusterIP
 // reaches both IPv6 backends, and a Service without endpoints refuses at once.
-func TestServiceProxyNetnsIPv6(t *testing.T) {
+func TestServiceProxyNetnsIPv6(t *testing.T) { forEachMode(t, testServiceProxyNetnsIPv6) }
+
+func testServiceProxyNetnsIPv6(t *testing.T, m proxyMode) {
 	l := newProxyLab(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	sp, err := NewServiceProxy(ServiceProxyConfig{NetNS: l.client.name, IPv6: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	sp := m.new(t, ServiceProxyConfig{NetNS: l.client.name, IPv6: true})
 	defer sp.Remove(context.Background())
 	st := &proxy.LBState{Ports: []proxy.PortLB{
 		lbPort("shop", "web", "TCP", "fd00:96::10", 80, 8080, "fd00:200::2", "fd00:200::3"),
@@ -184,8 +274,8 @@ func TestServiceProxyNetnsIPv6(t *testing.T) {
 	if err := sp.Remove(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := l.nft(t, "list", "table", "ip6", "tabby"); err == nil {
-		t.Errorf("ip6 table still there after Remove:\n%s", out)
+	if out := m.leftover(t, l, true); out != "" {
+		t.Errorf("IPv6 Service rules still there after Remove:\n%s", out)
 	}
 }
 
@@ -208,23 +298,24 @@ func lbPort(ns, name string, proto string, vip string, port uint16, backendPort 
 	return p
 }
 
-func TestServiceProxyNetns(t *testing.T) {
+func TestServiceProxyNetns(t *testing.T) { forEachMode(t, testServiceProxyNetns) }
+
+func testServiceProxyNetns(t *testing.T, m proxyMode) {
 	l := newProxyLab(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	var observed []string
-	sp, err := NewServiceProxy(ServiceProxyConfig{NetNS: l.client.name})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sp.Observe = func(w string, _ time.Duration, err error) { observed = append(observed, fmt.Sprint(w, " ", err)) }
-	// A table left by another layout, with a map of the same name and another type: the
-	// first full pass cannot rewrite it and replaces it.
-	if out, err := l.nft(t, "add", "table", "ip", "tabby"); err != nil {
-		t.Fatalf("%v: %s", err, out)
-	}
-	if out, err := l.nft(t, "add", "map", "ip", "tabby", proxy.MapServiceEndpoints, "{ type ipv4_addr : verdict ; }"); err != nil {
-		t.Fatalf("%v: %s", err, out)
+	sp := m.new(t, ServiceProxyConfig{NetNS: l.client.name})
+	m.observe(sp, func(w string, _ time.Duration, err error) { observed = append(observed, fmt.Sprint(w, " ", err)) })
+	if m.name == "nftables" {
+		// A table left by another layout, with a map of the same name and another type:
+		// the first full pass cannot rewrite it and replaces it.
+		if out, err := l.nft(t, "add", "table", "ip", "tabby"); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+		if out, err := l.nft(t, "add", "map", "ip", "tabby", proxy.MapServiceEndpoints, "{ type ipv4_addr : verdict ; }"); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
 	}
 	t.Cleanup(func() { sp.Remove(context.Background()) })
 	backends := []string{"10.200.0.2", "10.200.0.3", "10.200.0.4"}
@@ -327,19 +418,14 @@ func TestServiceProxyNetns(t *testing.T) {
 	})
 
 	t.Run("a full pass repairs drift", func(t *testing.T) {
-		if out, err := l.nft(t, "flush", "map", "ip", "tabby", proxy.MapServiceIPs); err != nil {
-			t.Fatalf("flush map: %v: %s", err, out)
-		}
-		if out, err := l.nft(t, "add", "chain", "ip", "tabby", "stray"); err != nil {
-			t.Fatalf("add chain: %v: %s", err, out)
-		}
+		m.drift(t, l)
 		if err := sp.Apply(ctx, st); err != nil {
 			t.Fatal(err)
 		}
 		if got, err := l.dial("tcp4", "10.96.0.10:80"); err != nil || (got != backends[0] && got != backends[1]) {
 			t.Errorf("after the full pass: %q, %v", got, err)
 		}
-		if out, _ := l.nft(t, "list", "table", "ip", "tabby"); strings.Contains(out, "stray") {
+		if out := m.leftover(t, l, false); strings.Contains(out, "stray") {
 			t.Errorf("stray chain left:\n%s", out)
 		}
 	})
@@ -348,8 +434,8 @@ func TestServiceProxyNetns(t *testing.T) {
 		if err := sp.ApplyCached(ctx, &proxy.LBState{}); err != nil {
 			t.Fatal(err)
 		}
-		out, _ := l.nft(t, "list", "table", "ip", "tabby")
-		if strings.Contains(out, "chain service-") || strings.Contains(out, "chain endpoint-") {
+		out := m.leftover(t, l, false)
+		if strings.Contains(out, "chain service-") || strings.Contains(out, "chain endpoint-") || strings.Contains(out, "TABBY-SVC-") || strings.Contains(out, "TABBY-SEP-") {
 			t.Errorf("Service chains left:\n%s", out)
 		}
 	})
@@ -357,13 +443,13 @@ func TestServiceProxyNetns(t *testing.T) {
 	if err := sp.Remove(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := l.nft(t, "list", "table", "ip", "tabby"); err == nil {
-		t.Errorf("table still there after Remove:\n%s", out)
+	if out := m.leftover(t, l, false); out != "" {
+		t.Errorf("Service rules still there after Remove:\n%s", out)
 	}
 	if err := sp.Remove(ctx); err != nil {
-		t.Errorf("Remove of a removed table: %v", err)
+		t.Errorf("Remove of removed rules: %v", err)
 	}
-	if len(observed) == 0 || !strings.HasPrefix(observed[0], WriterNFTables+" <nil>") {
+	if len(observed) == 0 || !strings.HasPrefix(observed[0], m.writer+" <nil>") {
 		t.Errorf("observed %v", observed)
 	}
 }
@@ -371,7 +457,9 @@ func TestServiceProxyNetns(t *testing.T) {
 // TestServiceProxyNetnsNodePort reaches NodePorts of the node (the client namespace) from
 // an outside namespace, 10.202.0.2 behind veth2 (10.202.0.1), to the workload 10.201.0.2
 // (the pod CIDR 10.201.0.0/24), whose server answers with its peer's address.
-func TestServiceProxyNetnsNodePort(t *testing.T) {
+func TestServiceProxyNetnsNodePort(t *testing.T) { forEachMode(t, testServiceProxyNetnsNodePort) }
+
+func testServiceProxyNetnsNodePort(t *testing.T, m proxyMode) {
 	l := newProxyLab(t)
 	outside := newTestNS(t)
 	peer := "p" + randomHex(10)
@@ -386,10 +474,7 @@ func TestServiceProxyNetnsNodePort(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	sp, err := NewServiceProxy(ServiceProxyConfig{NetNS: l.client.name, PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.201.0.0/24")}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	sp := m.new(t, ServiceProxyConfig{NetNS: l.client.name, PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.201.0.0/24")}})
 	defer sp.Remove(context.Background())
 	cluster := lbPort("shop", "cluster", "TCP", "10.96.0.30", 80, 8080, "10.201.0.2")
 	cluster.NodePort, cluster.NodePortFamilies = 30080, [2]bool{true, false}

@@ -11,7 +11,8 @@ import (
 // StaleFlow names the conntrack entries of UDP packets to Frontend:Port that were DNATed
 // to Backend: once Backend no longer stands behind that port, they would keep sending a
 // client's datagrams to it (UDP has no end to wait for), so they are deleted, as
-// kube-proxy does.
+// kube-proxy does. A NodePort's flow has no Frontend (the zero Addr): its entries are
+// those to any address on Port, the node port.
 type StaleFlow struct {
 	Frontend netip.Addr
 	Port     uint16
@@ -25,7 +26,9 @@ func (f StaleFlow) compare(o StaleFlow) int {
 // StaleUDP returns the flows to forget after old was replaced by next: for every UDP port
 // of old, each backend that is no longer among the port's backends in next (all of them
 // when the port or its Service is gone), paired with each of the port's frontends in old
-// of the backend's family. Sorted, without duplicates; nil when old is nil.
+// of the backend's family, and with its node port when it had one in that family (all
+// its backends when the node port changed). Sorted, without duplicates; nil when old is
+// nil.
 func StaleUDP(old, next *LBState) []StaleFlow {
 	if old == nil {
 		return nil
@@ -41,18 +44,24 @@ func StaleUDP(old, next *LBState) []StaleFlow {
 		if p.Protocol != api.PortProtocolUDP {
 			continue
 		}
-		var kept []Backend
-		if n := now[p.Key]; n != nil && n.Port == p.Port {
+		var kept, keptNodePort []Backend
+		n := now[p.Key]
+		if n != nil && n.Port == p.Port {
 			kept = n.Backends
 		}
+		if n != nil && n.NodePort == p.NodePort {
+			keptNodePort = n.Backends
+		}
 		for _, b := range p.Backends {
-			if slices.Contains(kept, b) {
-				continue
-			}
-			for _, f := range p.Frontends {
-				if f.Is4() == b.Addr.Is4() {
-					out = append(out, StaleFlow{Frontend: f, Port: p.Port, Backend: b})
+			if !slices.Contains(kept, b) {
+				for _, f := range p.Frontends {
+					if f.Is4() == b.Addr.Is4() {
+						out = append(out, StaleFlow{Frontend: f, Port: p.Port, Backend: b})
+					}
 				}
+			}
+			if p.NodePort != 0 && p.NodePortFamilies[boolIndex(b.Addr.Is6())] && !slices.Contains(keptNodePort, b) {
+				out = append(out, StaleFlow{Port: p.NodePort, Backend: b})
 			}
 		}
 	}

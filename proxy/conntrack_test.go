@@ -15,6 +15,10 @@ func TestStaleUDP(t *testing.T) {
 	vips := []string{"10.96.0.10", "fd00:96::10", "192.0.2.7"}
 	a, b, c6 := be("10.65.0.2", 53), be("10.65.0.3", 53), be("fd00::3", 53)
 	st := func(ports ...PortLB) *LBState { return &LBState{Ports: ports} }
+	withNodePort := func(p PortLB, np uint16) PortLB {
+		p.NodePort, p.NodePortFamilies = np, [2]bool{true, false}
+		return p
+	}
 	flow := func(front string, port uint16, b Backend) StaleFlow {
 		return StaleFlow{Frontend: addrs(front)[0], Port: port, Backend: b}
 	}
@@ -35,6 +39,12 @@ func TestStaleUDP(t *testing.T) {
 		}},
 		{"the Service gone", st(dns(false, 53, vips[:1], a), web(a)), st(web(a)), []StaleFlow{flow("10.96.0.10", 53, a)}},
 		{"the Service's port changed", st(dns(false, 53, vips[:1], a)), st(dns(false, 54, vips[:1], a)), []StaleFlow{flow("10.96.0.10", 53, a)}},
+		{"a NodePort's backend gone: its node port too, in the families it has", st(withNodePort(dns(true, 53, vips[2:], a, b, c6), 30053)),
+			st(withNodePort(dns(true, 53, vips[2:], a), 30053)), []StaleFlow{
+				{Port: 30053, Backend: b}, flow("192.0.2.7", 53, b),
+			}},
+		{"the node port changed: every backend's old node port", st(withNodePort(dns(true, 53, vips[2:], a), 30053)),
+			st(withNodePort(dns(true, 53, vips[2:], a), 30054)), []StaleFlow{{Port: 30053, Backend: a}}},
 		{"external key of a Local Service on its own", st(dns(false, 53, vips[:1], a), dns(true, 53, vips[2:], a, b)),
 			st(dns(false, 53, vips[:1], a), dns(true, 53, vips[2:], a)), []StaleFlow{flow("192.0.2.7", 53, b)}},
 	}

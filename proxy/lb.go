@@ -84,8 +84,12 @@ type PortLB struct {
 	LocalBackends []Backend
 }
 
-// BackendsOf returns the backends of p whose address has the family of v6.
+// BackendsOf returns the backends of p whose address has the family of v6: p.Backends
+// itself when they all have it (callers must not change it).
 func (p *PortLB) BackendsOf(v6 bool) []Backend {
+	if p.countOf(v6) == len(p.Backends) {
+		return p.Backends // the common case: one family, nothing to copy
+	}
 	var out []Backend
 	for _, b := range p.Backends {
 		if b.Addr.Is6() == v6 {
@@ -93,6 +97,17 @@ func (p *PortLB) BackendsOf(v6 bool) []Backend {
 		}
 	}
 	return out
+}
+
+// countOf is len(p.BackendsOf(v6)), without the copy.
+func (p *PortLB) countOf(v6 bool) int {
+	n := 0
+	for _, b := range p.Backends {
+		if b.Addr.Is6() == v6 {
+			n++
+		}
+	}
+	return n
 }
 
 // LBState is the desired load balancing of one node: every Service port, sorted by Key.
@@ -106,12 +121,46 @@ type LBState struct {
 // keeps only node's endpoints behind the cluster IPs. The result is sorted, so equal
 // inputs give equal states whatever their order.
 func Desired(node string, services []ServiceInput) *LBState {
+	return new(LBCache).Desired(node, services)
+}
+
+// LBCache computes Desired again and again, carrying each Service's ports over from the
+// call before when the Service and its endpoints are the same objects (the agent's views
+// share what did not change): a one-Service change among 10k Services computes the ports
+// of one. The states it returns share their ports' slices: nothing may change them.
+type LBCache struct {
+	memo map[*api.Service]lbMemo
+}
+
+type lbMemo struct {
+	node      string
+	endpoints []Endpoint // what the ports were computed from
+	ports     []PortLB
+}
+
+// Desired is the package's Desired, from what c remembers where it can.
+func (c *LBCache) Desired(node string, services []ServiceInput) *LBState {
 	st := &LBState{}
+	memo := make(map[*api.Service]lbMemo, len(services))
 	for _, in := range services {
-		st.Ports = append(st.Ports, servicePorts(node, in)...)
+		m, ok := c.memo[in.Service]
+		if !ok || m.node != node || !sameSlice(m.endpoints, in.Endpoints) {
+			m = lbMemo{node: node, endpoints: in.Endpoints, ports: servicePorts(node, in)}
+		}
+		memo[in.Service] = m
+		st.Ports = append(st.Ports, m.ports...)
 	}
-	slices.SortFunc(st.Ports, func(a, b PortLB) int { return a.Key.compare(b.Key) })
+	c.memo = memo
+	compare := func(a, b PortLB) int { return a.Key.compare(b.Key) }
+	if !slices.IsSortedFunc(st.Ports, compare) {
+		slices.SortFunc(st.Ports, compare)
+	}
 	return st
+}
+
+// sameSlice says whether a and b are the same slice of the same array (not only equal).
+func sameSlice[T any](a, b []T) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
 }
 
 func servicePorts(node string, in ServiceInput) []PortLB {
@@ -183,25 +232,9 @@ func boolIndex(b bool) int {
 }
 
 // externalAddrs returns the Service's external IPs and load-balancer ingress IPs, sorted
-// and without duplicates; addresses that do not parse are skipped (validation refuses
-// them).
+// and without duplicates.
 func externalAddrs(svc *api.Service) []netip.Addr {
-	var out []netip.Addr
-	add := func(s string) {
-		if a, err := netip.ParseAddr(s); err == nil {
-			out = append(out, a.Unmap())
-		}
-	}
-	for _, s := range svc.Spec.ExternalIPs {
-		add(s)
-	}
-	if svc.Status != nil {
-		for _, in := range svc.Status.LoadBalancer.Ingress {
-			if in.IP != "" {
-				add(in.IP)
-			}
-		}
-	}
+	out := append(svc.ExternalAddrs(), svc.LoadBalancerAddrs()...)
 	slices.SortFunc(out, netip.Addr.Compare)
 	return slices.Compact(out)
 }
@@ -256,4 +289,29 @@ func (st *LBState) Clone() *LBState {
 	}
 	slices.SortFunc(c.Ports, func(a, b PortLB) int { return a.Key.compare(b.Key) })
 	return c
+}
+
+// ChangedPorts returns the ports that differ between old and st: before holds those of
+// old (gone or changed), after those of st (new or changed). It walks both port lists
+// once, so both must be sorted by Key, as Desired returns them.
+func ChangedPorts(old, st *LBState) (before, after *LBState) {
+	before, after = &LBState{}, &LBState{}
+	i, j := 0, 0
+	for i < len(old.Ports) || j < len(st.Ports) {
+		switch {
+		case j == len(st.Ports) || (i < len(old.Ports) && old.Ports[i].Key.compare(st.Ports[j].Key) < 0):
+			before.Ports = append(before.Ports, old.Ports[i])
+			i++
+		case i == len(old.Ports) || old.Ports[i].Key.compare(st.Ports[j].Key) > 0:
+			after.Ports = append(after.Ports, st.Ports[j])
+			j++
+		default:
+			if !old.Ports[i].equal(&st.Ports[j]) {
+				before.Ports = append(before.Ports, old.Ports[i])
+				after.Ports = append(after.Ports, st.Ports[j])
+			}
+			i, j = i+1, j+1
+		}
+	}
+	return before, after
 }

@@ -1,7 +1,10 @@
 package proxy
 
 import (
+	"fmt"
+	"math/rand/v2"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -171,5 +174,47 @@ func TestDesired(t *testing.T) {
 				t.Errorf("Desired =\n%+v\nwant\n%+v", got.Ports, tt.want)
 			}
 		})
+	}
+}
+
+// TestLBCacheMatchesDesired replays random changes of a few Services, each a new object
+// or the one before, with its endpoints new or the same slice, as the agent's views share
+// what did not change. LBCache must give what Desired gives from nothing at every step,
+// including when the node changes.
+func TestLBCacheMatchesDesired(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	http := map[string]uint16{"http": 8080}
+	service := func(i, net int) *api.Service {
+		s := clusterSvc("ns", fmt.Sprintf("s%d", i), fmt.Sprintf("10.96.%d.%d", net, i), api.ServicePort{Name: "http", Protocol: "TCP", Port: 80})
+		if i < 2 {
+			s.Spec.InternalTrafficPolicy = api.TrafficPolicyLocal // its ports depend on the node
+		}
+		return s
+	}
+	in := make([]ServiceInput, 5)
+	for i := range in {
+		in[i] = ServiceInput{Service: service(i, 0)}
+	}
+	var c LBCache
+	for step := range 300 {
+		next := slices.Clone(in)
+		for i := range next {
+			switch rng.IntN(6) {
+			case 0: // a new Service object, another cluster IP
+				next[i].Service = service(i, rng.IntN(3))
+			case 1: // new endpoints
+				var eps []Endpoint
+				for j := range rng.IntN(4) {
+					eps = append(eps, ep(fmt.Sprintf("node%d", 1+rng.IntN(2)), rng.IntN(4) > 0, http, fmt.Sprintf("10.65.%d.%d", i, j)))
+				}
+				next[i].Endpoints = eps
+			}
+		}
+		rng.Shuffle(len(next), func(i, j int) { next[i], next[j] = next[j], next[i] })
+		in = next
+		node := fmt.Sprintf("node%d", 1+step/100)
+		if got, want := c.Desired(node, in), Desired(node, in); !reflect.DeepEqual(got, want) {
+			t.Fatalf("step %d: LBCache\n%+v\nDesired\n%+v", step, got, want)
+		}
 	}
 }

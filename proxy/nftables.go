@@ -42,6 +42,15 @@ const (
 	MapNodePorts           = "service-nodeports"
 	MapNodePortEndpoints   = "nodeport-endpoints"
 	MapNoEndpointNodePorts = "no-endpoint-nodeports"
+	// The endpoints of Service ports without affinity, DNATed to straight from a lookup,
+	// one map per transport protocol (serviceDNATMap, nodePortDNATMap):
+	// "frontend . l4proto . port . index" (or "l4proto . nodeport . index") to
+	// "address . port".
+	MapServiceDNATPrefix  = "service-dnat-"
+	MapNodePortDNATPrefix = "nodeport-dnat-"
+	// SetHairpin holds "address . address" of every endpoint: a connection it makes to a
+	// Service and that lands on itself is masqueraded.
+	SetHairpin = "hairpin"
 	// SetPodCIDRs holds the pod CIDRs (RenderConfig.PodCIDRs): traffic from elsewhere is
 	// masqueraded.
 	SetPodCIDRs = "pod-cidrs"
@@ -61,8 +70,8 @@ type Ruleset struct {
 	Chains map[string][]string
 	// Sets holds the ClientIP affinity sets and their timeouts.
 	Sets map[string]time.Duration
-	// Elements holds the elements of the fixed maps (MapServiceIPs,
-	// MapServiceEndpoints, MapNoEndpoints): their verdicts.
+	// Elements holds the elements of the fixed maps and sets: a map element's value (a
+	// verdict, or "address . port" in the DNAT maps), "" for a set element.
 	Elements map[ElementKey]string
 }
 
@@ -120,9 +129,9 @@ func (c RenderConfig) podCIDRs() []netip.Prefix {
 	})
 }
 
-// Render returns the tabby table of one family for st: the fixed chains and maps, and per
-// Service port with frontends of the family its map elements, an endpoint chain per
-// backend and, with affinity, a service chain; or a reject element when it has no
+// Render returns the tabby table of one family for st: the fixed chains, maps and sets,
+// and per Service port with frontends of the family its map elements (with affinity also
+// a service chain, and a chain and a set per backend), or a reject element when it has no
 // backend of the family (see addPort).
 func Render(st *LBState, c RenderConfig) *Ruleset {
 	w := c.words()
@@ -159,6 +168,7 @@ func fixedChains(w familyWords, mark uint32) map[string][]string {
 		},
 		ChainReject: {"meta l4proto tcp reject with tcp reset", "reject"},
 		ChainMasquerading: {
+			fmt.Sprintf("ct status dnat %s saddr . %s daddr @%s jump %s", w.ip, w.ip, SetHairpin, ChainMarkMasq),
 			"meta mark & " + m + " == 0 return",
 			"meta mark set meta mark ^ " + m,
 			"masquerade fully-random",
@@ -167,8 +177,24 @@ func fixedChains(w familyWords, mark uint32) map[string][]string {
 	}
 }
 
-// fixedMaps are the verdict maps every table has.
-var fixedMaps = []string{MapServiceIPs, MapServiceEndpoints, MapNoEndpoints, MapNodePorts, MapNodePortEndpoints, MapNoEndpointNodePorts}
+// dnatProtocols are the transport protocols of the DNAT maps: a Service port's protocol,
+// lower case.
+var dnatProtocols = []string{"tcp", "udp", "sctp"}
+
+func serviceDNATMap(proto string) string  { return MapServiceDNATPrefix + proto }
+func nodePortDNATMap(proto string) string { return MapNodePortDNATPrefix + proto }
+
+// fixedMaps are the maps every table has.
+var fixedMaps = func() []string {
+	m := []string{MapServiceIPs, MapServiceEndpoints, MapNoEndpoints, MapNodePorts, MapNodePortEndpoints, MapNoEndpointNodePorts}
+	for _, proto := range dnatProtocols {
+		m = append(m, serviceDNATMap(proto), nodePortDNATMap(proto))
+	}
+	return m
+}()
+
+// fixedSets are the sets every table has.
+var fixedSets = []string{SetPodCIDRs, SetHairpin}
 
 type baseChain struct {
 	name     string
@@ -210,43 +236,84 @@ func objName(prefix string, k PortKey, b *Backend, extra string) string {
 	return prefix + "-" + h + "-" + readable
 }
 
-// pickChain is the chain that picks one of n endpoints at random: shared by every
-// Service port with n backends, so that the kernel's verdict-map loop checks stay cheap
-// (see addPort). It first marks traffic from outside the pod CIDRs for masquerade.
+// pickChain is the chain that picks one of n endpoints at random for a Service port
+// with ClientIP affinity: it looks the frontend and a random number below n up in
+// MapServiceEndpoints, whose elements go to the endpoint chains (which record the
+// client). It is shared by every such port with n backends, so that the kernel's
+// verdict-map loop checks stay cheap (see addPort). It first marks traffic from outside
+// the pod CIDRs for masquerade.
 func pickChain(n int) string { return "pick-" + strconv.Itoa(n) }
 
-// nodePortPickChain picks one of n endpoints of a NodePort, looked up by protocol and
-// port (the destination is any address of the node).
+// nodePortPickChain is pickChain for a NodePort, looked up by protocol and port (the
+// destination is any address of the node).
 func nodePortPickChain(n int) string { return "pick-nodeport-" + strconv.Itoa(n) }
 
-// addPicks adds the shared pick chains p needs in the family of w, if missing.
+// dnatChain picks one of n endpoints of a Service port without affinity and DNATs to it
+// in one rule per transport protocol, from the protocol's serviceDNATMap: no chain per
+// endpoint.
+func dnatChain(n int) string { return "dnat-" + strconv.Itoa(n) }
+
+// nodePortDNATChain is dnatChain for a NodePort, from nodePortDNATMap.
+func nodePortDNATChain(n int) string { return "dnat-nodeport-" + strconv.Itoa(n) }
+
+// sharedChain says whether a chain is one of those shared by every Service port with as
+// many backends (pickChain, dnatChain and their NodePort twins).
+func sharedChain(name string) bool {
+	return strings.HasPrefix(name, "pick-") || strings.HasPrefix(name, "dnat-")
+}
+
+// addPicks adds the shared pick or DNAT chains p needs in the family of w, if missing.
+// PlanChange calls it for every port of a table, so it builds rules only when missing.
 func addPicks(chains map[string][]string, p *PortLB, w familyWords) {
 	v6 := w.family == knftables.IPv6Family
-	n := len(p.BackendsOf(v6))
+	n := p.countOf(v6)
 	if n == 0 {
 		return
 	}
-	if _, ok := chains[pickChain(n)]; !ok && p.hasFrontendOf(v6) {
+	pick, npPick := dnatChain(n), nodePortDNATChain(n)
+	if p.Affinity > 0 {
+		pick, npPick = pickChain(n), nodePortPickChain(n)
+	}
+	if _, ok := chains[pick]; !ok && p.hasFrontendOf(v6) {
 		var rules []string
 		if w.outside != "" {
 			rules = append(rules, w.outside)
 		}
-		chains[pickChain(n)] = append(rules, fmt.Sprintf("%s daddr . meta l4proto . th dport . numgen random mod %d vmap @%s", w.ip, n, MapServiceEndpoints))
+		if p.Affinity > 0 {
+			rules = append(rules, fmt.Sprintf("%s daddr . meta l4proto . th dport . numgen random mod %d vmap @%s", w.ip, n, MapServiceEndpoints))
+		} else {
+			// nft makes each rule match only its map's protocol (see addFixed).
+			for _, proto := range dnatProtocols {
+				rules = append(rules, fmt.Sprintf("dnat %s to %s daddr . meta l4proto . th dport . numgen random mod %d map @%s", w.ip, w.ip, n, serviceDNATMap(proto)))
+			}
+		}
+		chains[pick] = rules
 	}
-	if _, ok := chains[nodePortPickChain(n)]; !ok && p.hasNodePortOf(v6) {
-		chains[nodePortPickChain(n)] = []string{fmt.Sprintf("meta l4proto . th dport . numgen random mod %d vmap @%s", n, MapNodePortEndpoints)}
+	if _, ok := chains[npPick]; !ok && p.hasNodePortOf(v6) {
+		var rules []string
+		if p.Affinity > 0 {
+			rules = append(rules, fmt.Sprintf("meta l4proto . th dport . numgen random mod %d vmap @%s", n, MapNodePortEndpoints))
+		} else {
+			for _, proto := range dnatProtocols {
+				rules = append(rules, fmt.Sprintf("dnat %s to meta l4proto . th dport . numgen random mod %d map @%s", w.ip, n, nodePortDNATMap(proto)))
+			}
+		}
+		chains[npPick] = rules
 	}
 }
 
-// addPort adds one Service port. Its frontends go, through MapServiceIPs, to the pick
-// chain of its backend count (or, with affinity, to a service chain of its own that
-// first sends a known client to its endpoint); the pick chain looks up the frontend and
-// a random number below the count in MapServiceEndpoints, whose elements go to the
-// endpoint chains. One anonymous "numgen ... vmap { }" per service, as kube-proxy writes
-// it, made loading 10k Services take minutes on this kernel: every jump into a chain
-// makes the kernel walk every verdict map of the table and its bindings, so the cost of
-// a table grows with the square of its verdict maps. Here the table has three verdict
-// maps, bound by few rules.
+// addPort adds one Service port. Its frontends go, through MapServiceIPs, to the DNAT
+// chain of its backend count, which looks the frontend and a random number below the
+// count up in the DNAT map of its protocol and DNATs to the endpoint found: a Service costs map
+// elements, not chains, so a change to it is a few elements, and nft, which reads every
+// chain of the table before it writes, stays fast at 10k Services. With ClientIP affinity
+// the frontends go to a service chain of its own, which first sends a known client to its
+// endpoint chain and otherwise goes to the pick chain of the count; that looks the
+// endpoint chain up in MapServiceEndpoints, and the endpoint chain records the client.
+// One anonymous "numgen ... vmap { }" per service, as kube-proxy writes it, made loading
+// 10k Services take minutes on this kernel: every jump into a chain makes the kernel walk
+// every verdict map of the table and its bindings, so the cost of a table grows with the
+// square of its verdict maps. Here the table has six verdict maps, bound by few rules.
 func (rs *Ruleset) addPort(p *PortLB, w familyWords) {
 	var fronts []string
 	for _, a := range p.Frontends {
@@ -273,49 +340,63 @@ func (rs *Ruleset) addPort(p *PortLB, w familyWords) {
 		return
 	}
 	addPicks(rs.Chains, p, w)
-	pick := pickChain(len(backends))
-	target := pick
+	target, npTarget := dnatChain(len(backends)), nodePortDNATChain(len(backends))
+	if p.Affinity > 0 {
+		target, npTarget = pickChain(len(backends)), nodePortPickChain(len(backends))
+	}
 	var affinity []string
-	epChains := make(map[Backend]string, len(backends))
+	// endpoints are the endpoint chains (with affinity) or "address . port" (without)
+	// of the backends.
+	endpoints := make(map[Backend]string, len(backends))
 	for i := range backends {
 		b := &backends[i]
-		epChain := objName("endpoint", p.Key, b, "")
-		addr := b.Addr.String()
-		rules := []string{w.ip + " saddr " + addr + " jump " + ChainMarkMasq}
-		if p.Affinity > 0 {
-			set := objName("affinity", p.Key, b, p.Affinity.String())
-			rs.Sets[set] = p.Affinity
-			affinity = append(affinity, fmt.Sprintf("%s saddr @%s goto %s", w.ip, set, epChain))
-			rules = append(rules, fmt.Sprintf("update @%s { %s saddr }", set, w.ip))
+		rs.Elements[ElementKey{SetHairpin, b.Addr.String() + " . " + b.Addr.String()}] = ""
+		idx := strconv.Itoa(i)
+		if p.Affinity == 0 {
+			ep := b.Addr.String() + " . " + strconv.Itoa(int(b.Port))
+			endpoints[*b] = ep
+			for _, f := range fronts {
+				rs.Elements[ElementKey{serviceDNATMap(proto), f + " . " + proto + " . " + port + " . " + idx}] = ep
+			}
+			if np {
+				rs.Elements[ElementKey{nodePortDNATMap(proto), nodePort + " . " + idx}] = ep
+			}
+			continue
 		}
-		rules = append(rules, "meta l4proto "+proto+" dnat to "+b.String())
-		rs.Chains[epChain] = rules
-		epChains[*b] = epChain
+		epChain := objName("endpoint", p.Key, b, "")
+		set := objName("affinity", p.Key, b, p.Affinity.String())
+		rs.Sets[set] = p.Affinity
+		affinity = append(affinity, fmt.Sprintf("%s saddr @%s goto %s", w.ip, set, epChain))
+		rs.Chains[epChain] = []string{
+			fmt.Sprintf("update @%s { %s saddr }", set, w.ip),
+			"meta l4proto " + proto + " dnat to " + b.String(),
+		}
+		endpoints[*b] = epChain
 		for _, f := range fronts {
-			rs.Elements[ElementKey{MapServiceEndpoints, f + " . " + proto + " . " + port + " . " + strconv.Itoa(i)}] = "goto " + epChain
+			rs.Elements[ElementKey{MapServiceEndpoints, f + " . " + proto + " . " + port + " . " + idx}] = "goto " + epChain
 		}
 		if np {
-			rs.Elements[ElementKey{MapNodePortEndpoints, nodePort + " . " + strconv.Itoa(i)}] = "goto " + epChain
+			rs.Elements[ElementKey{MapNodePortEndpoints, nodePort + " . " + idx}] = "goto " + epChain
 		}
 	}
 	if p.Affinity > 0 && len(fronts) > 0 {
-		target = objName("service", p.Key, nil, "")
+		svc := objName("service", p.Key, nil, "")
 		var rules []string
 		if w.outside != "" {
 			rules = append(rules, w.outside)
 		}
-		rs.Chains[target] = append(append(rules, affinity...), "goto "+pick)
+		rs.Chains[svc] = append(append(rules, affinity...), "goto "+target)
+		target = svc
 	}
-	npTarget := nodePortPickChain(len(backends))
 	if p.ExternalLocal {
 		if len(fronts) > 0 {
 			ext := objName("external", p.Key, nil, "")
-			rs.Chains[ext] = rs.localRules(p, w, target, epChains)
+			rs.Chains[ext] = rs.localRules(p, w, target, endpoints)
 			target = ext
 		}
 		if np {
 			npChain := objName("nodeport", p.Key, nil, "")
-			rs.Chains[npChain] = rs.localRules(p, w, npTarget, epChains)
+			rs.Chains[npChain] = rs.localRules(p, w, npTarget, endpoints)
 			npTarget = npChain
 		}
 	} else if np {
@@ -336,28 +417,36 @@ func (rs *Ruleset) addPort(p *PortLB, w familyWords) {
 // localRules are the rules of an externalTrafficPolicy Local chain (kube-proxy's external
 // chain): traffic from the pod CIDRs and from the node itself goes to cluster, every
 // backend (the node's own traffic masqueraded); the rest keeps its source and goes to a
-// local backend (sticky with affinity), or is dropped when the node has none.
-func (rs *Ruleset) localRules(p *PortLB, w familyWords, cluster string, epChains map[Backend]string) []string {
+// local backend (sticky with affinity), or is dropped when the node has none. endpoints
+// are the backends' endpoint chains (with affinity) or "address . port" to DNAT to.
+func (rs *Ruleset) localRules(p *PortLB, w familyWords, cluster string, endpoints map[Backend]string) []string {
 	rules := []string{
 		w.ip + " saddr @" + SetPodCIDRs + " goto " + cluster,
 		"fib saddr type local jump " + ChainMarkMasq,
 		"fib saddr type local goto " + cluster,
 	}
-	var vm []string
+	var picks []string
 	for _, b := range p.LocalBackends {
-		ep, ok := epChains[b]
+		ep, ok := endpoints[b]
 		if !ok {
 			continue // another family
 		}
 		if p.Affinity > 0 {
 			rules = append(rules, fmt.Sprintf("%s saddr @%s goto %s", w.ip, objName("affinity", p.Key, &b, p.Affinity.String()), ep))
+			ep = "goto " + ep
 		}
-		vm = append(vm, strconv.Itoa(len(vm))+" : goto "+ep)
+		picks = append(picks, strconv.Itoa(len(picks))+" : "+ep)
 	}
-	if len(vm) == 0 {
+	switch {
+	case len(picks) == 0:
 		return append(rules, "drop")
+	case p.Affinity > 0:
+		return append(rules, fmt.Sprintf("numgen random mod %d vmap { %s }", len(picks), strings.Join(picks, ", ")))
+	default:
+		// A DNAT to a port needs the transport protocol matched first.
+		return append(rules, fmt.Sprintf("meta l4proto %s dnat %s to numgen random mod %d map { %s }",
+			strings.ToLower(string(p.Protocol)), w.ip, len(picks), strings.Join(picks, ", ")))
 	}
-	return append(rules, fmt.Sprintf("numgen random mod %d vmap { %s }", len(vm), strings.Join(vm, ", ")))
 }
 
 func (rs *Ruleset) table() *knftables.Table {
@@ -378,7 +467,19 @@ func (rs *Ruleset) addFixed(tx *knftables.Transaction) {
 	}
 	tx.Add(&knftables.Map{Family: rs.Family, Table: TableName, Name: MapNodePortEndpoints,
 		TypeOf: "meta l4proto . th dport . numgen random mod 1 : verdict"})
+	// The DNAT maps' values are "address . port": a port has to be typed as a protocol's
+	// ("tcp dport"), which makes nft match that protocol in every rule that looks the map
+	// up, hence a map per protocol. ("th dport" would not: but nft 1.0.6 cannot read a
+	// map so declared back, and every later rule naming it fails with "conflicting
+	// protocols specified: ip vs. th".)
+	for _, proto := range dnatProtocols {
+		tx.Add(&knftables.Map{Family: rs.Family, Table: TableName, Name: serviceDNATMap(proto),
+			TypeOf: w.ip + " daddr . meta l4proto . th dport . numgen random mod 1 : " + w.ip + " daddr . " + proto + " dport"})
+		tx.Add(&knftables.Map{Family: rs.Family, Table: TableName, Name: nodePortDNATMap(proto),
+			TypeOf: "meta l4proto . th dport . numgen random mod 1 : " + w.ip + " daddr . " + proto + " dport"})
+	}
 	tx.Add(&knftables.Set{Family: rs.Family, Table: TableName, Name: SetPodCIDRs, Type: w.addrType, Flags: []knftables.SetFlag{knftables.IntervalFlag}})
+	tx.Add(&knftables.Set{Family: rs.Family, Table: TableName, Name: SetHairpin, Type: w.addrType + " . " + w.addrType})
 	for _, bc := range baseChains {
 		tx.Add(&knftables.Chain{Family: rs.Family, Table: TableName, Name: bc.name, Type: &bc.typ, Hook: &bc.hook, Priority: &bc.priority})
 	}
@@ -408,11 +509,11 @@ func (rs *Ruleset) fillChain(tx *knftables.Transaction, name string, flush bool)
 
 func (rs *Ruleset) element(k ElementKey, value string) *knftables.Element {
 	e := &knftables.Element{Family: rs.Family, Table: TableName, Map: k.Map, Key: strings.Split(k.Key, " . ")}
-	if k.Map == SetPodCIDRs {
+	if slices.Contains(fixedSets, k.Map) {
 		e.Map, e.Set = "", k.Map
 	}
 	if value != "" {
-		e.Value = []string{value}
+		e.Value = strings.Split(value, " . ")
 	}
 	return e
 }
@@ -437,7 +538,9 @@ func (rs *Ruleset) PlanFull(tx *knftables.Transaction, existing map[string][]str
 	for _, m := range fixedMaps {
 		tx.Flush(&knftables.Map{Family: rs.Family, Table: TableName, Name: m})
 	}
-	tx.Flush(&knftables.Set{Family: rs.Family, Table: TableName, Name: SetPodCIDRs})
+	for _, set := range fixedSets {
+		tx.Flush(&knftables.Set{Family: rs.Family, Table: TableName, Name: set})
+	}
 	for _, k := range sortedElements(rs.Elements) {
 		tx.Add(rs.element(k, rs.Elements[k]))
 	}
@@ -461,7 +564,7 @@ func (rs *Ruleset) PlanFull(tx *knftables.Transaction, existing map[string][]str
 	for _, kind := range []string{"set", "map"} {
 		for _, name := range slices.Sorted(slices.Values(existing[kind])) {
 			_, keep := rs.Sets[name]
-			keep = keep || name == SetPodCIDRs
+			keep = keep || slices.Contains(fixedSets, name)
 			if kind == "map" {
 				keep = slices.Contains(fixedMaps, name)
 			}
@@ -573,41 +676,58 @@ type Change struct {
 // walk over both port lists, not a render of the table. Both states must be sorted by
 // Key, as Desired returns them.
 func PlanChange(tx *knftables.Transaction, applied *Ruleset, old, st *LBState, c RenderConfig) *Change {
-	var before, after LBState
-	i, j := 0, 0
-	for i < len(old.Ports) || j < len(st.Ports) {
-		switch {
-		case j == len(st.Ports) || (i < len(old.Ports) && old.Ports[i].Key.compare(st.Ports[j].Key) < 0):
-			before.Ports = append(before.Ports, old.Ports[i])
-			i++
-		case i == len(old.Ports) || old.Ports[i].Key.compare(st.Ports[j].Key) > 0:
-			after.Ports = append(after.Ports, st.Ports[j])
-			j++
-		default:
-			if !old.Ports[i].equal(&st.Ports[j]) {
-				before.Ports = append(before.Ports, old.Ports[i])
-				after.Ports = append(after.Ports, st.Ports[j])
-			}
-			i, j = i+1, j+1
-		}
-	}
-	ch := &Change{before: Render(&before, c), after: Render(&after, c)}
-	// The pick chains are shared: compare those of the whole tables.
+	before, after := ChangedPorts(old, st)
+	ch := &Change{before: Render(before, c), after: Render(after, c)}
+	// The pick and DNAT chains are shared: compare those of the whole tables.
 	for _, rs := range []*Ruleset{ch.before, ch.after} {
 		for name := range rs.Chains {
-			if strings.HasPrefix(name, "pick-") {
+			if sharedChain(name) {
 				delete(rs.Chains, name)
 			}
 		}
 	}
 	for name, rules := range applied.Chains {
-		if strings.HasPrefix(name, "pick-") {
+		if sharedChain(name) {
 			ch.before.Chains[name] = rules
 		}
 	}
 	w := c.words()
 	for p := range st.Ports {
 		addPicks(ch.after.Chains, &st.Ports[p], w)
+	}
+	// A hairpin element is shared by every port with that endpoint address: one that
+	// comes with the changed ports may be there already, and one that leaves them stays
+	// while another port still has it.
+	for k := range ch.after.Elements {
+		if _, ok := ch.before.Elements[k]; !ok && k.Map == SetHairpin {
+			if _, ok := applied.Elements[k]; ok {
+				ch.before.Elements[k] = ""
+			}
+		}
+	}
+	var left []ElementKey
+	for k := range ch.before.Elements {
+		if _, ok := ch.after.Elements[k]; !ok && k.Map == SetHairpin {
+			left = append(left, k)
+		}
+	}
+	if len(left) > 0 {
+		wanted := make(map[netip.Addr]ElementKey, len(left))
+		for _, k := range left {
+			a, _, _ := strings.Cut(k.Key, " . ")
+			wanted[netip.MustParseAddr(a)] = k
+		}
+		for p := range st.Ports {
+			p := &st.Ports[p]
+			if !p.hasFrontendOf(c.IPv6) && !p.hasNodePortOf(c.IPv6) {
+				continue // not rendered in this family
+			}
+			for _, b := range p.Backends {
+				if k, ok := wanted[b.Addr]; ok {
+					ch.after.Elements[k] = ""
+				}
+			}
+		}
 	}
 	ch.after.Plan(tx, ch.before)
 	return ch

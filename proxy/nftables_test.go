@@ -65,7 +65,6 @@ func TestRenderRuleset(t *testing.T) {
 		},
 		"pick-2": {"ip daddr . meta l4proto . th dport . numgen random mod 2 vmap @service-endpoints"},
 		ep2: {
-			"ip saddr 10.65.0.2 jump mark-for-masquerade",
 			"update @affinity-Y5YXIBG5-shop/web/tcp/http__10.65.0.2/8080 { ip saddr }",
 			"meta l4proto tcp dnat to 10.65.0.2:8080",
 		},
@@ -83,6 +82,8 @@ func TestRenderRuleset(t *testing.T) {
 		{MapServiceEndpoints, "192.0.2.7 . tcp . 80 . 0"}:  "goto " + ep2,
 		{MapServiceEndpoints, "192.0.2.7 . tcp . 80 . 1"}:  "goto " + ep3,
 		{MapNoEndpoints, "10.96.0.53 . udp . 53"}:          "goto " + ChainReject,
+		{SetHairpin, "10.65.0.2 . 10.65.0.2"}:              "",
+		{SetHairpin, "10.65.0.3 . 10.65.0.3"}:              "",
 	}
 	if len(rs.Elements) != len(wantElems) {
 		t.Errorf("elements %v, want %v", rs.Elements, wantElems)
@@ -98,7 +99,7 @@ func TestRenderRuleset(t *testing.T) {
 	// The ip6 table holds the IPv6 frontend and its one IPv6 backend, and the DNS
 	// Service, which has no IPv6 frontend, not at all.
 	rs6 := Render(st, RenderConfig{IPv6: true})
-	if len(rs6.Elements) != 2 || !strings.Contains(strings.Join(rs6.Chains[ChainServices], ""), "ip6 daddr") {
+	if len(rs6.Elements) != 3 || !strings.Contains(strings.Join(rs6.Chains[ChainServices], ""), "ip6 daddr") {
 		t.Errorf("ip6 table: elements %v, services %v", rs6.Elements, rs6.Chains[ChainServices])
 	}
 	// A full plan of it runs on the fake, which checks every reference.
@@ -108,49 +109,41 @@ func TestRenderRuleset(t *testing.T) {
 // TestPlanOneService checks the exact transaction for adding, changing and deleting one
 // Service beside another, and that each leaves the table as a full plan would.
 func TestPlanOneService(t *testing.T) {
-	const (
-		dnsEp  = "endpoint-VQRNA6XR-kube/dns/udp/dns__10.65.0.53/53"
-		dnsEp2 = "endpoint-4IEHULCU-kube/dns/udp/dns__10.65.0.54/53"
-	)
 	web := webPort(be("10.65.0.2", 8080))
 	steps := []struct {
 		name  string
 		state *LBState
 		want  string
 	}{{
-		name:  "add a Service (web, with one backend, has made pick-1 already)",
+		name:  "add a Service (web, with one backend, has made dnat-1 already)",
 		state: &LBState{Ports: []PortLB{dnsPort(be("10.65.0.53", 53)), web}},
-		want: `add chain ip tabby ` + dnsEp + `
-add rule ip tabby ` + dnsEp + ` ip saddr 10.65.0.53 jump mark-for-masquerade
-add rule ip tabby ` + dnsEp + ` meta l4proto udp dnat to 10.65.0.53:53
-add element ip tabby service-endpoints { 10.96.0.53 . udp . 53 . 0 : goto ` + dnsEp + ` }
-add element ip tabby service-ips { 10.96.0.53 . udp . 53 : goto pick-1 }
+		want: `add element ip tabby hairpin { 10.65.0.53 . 10.65.0.53 }
+add element ip tabby service-dnat-udp { 10.96.0.53 . udp . 53 . 0 : 10.65.0.53 . 53 }
+add element ip tabby service-ips { 10.96.0.53 . udp . 53 : goto dnat-1 }
 `,
 	}, {
 		name:  "add an endpoint",
 		state: &LBState{Ports: []PortLB{dnsPort(be("10.65.0.53", 53), be("10.65.0.54", 53)), web}},
-		want: `add chain ip tabby ` + dnsEp2 + `
-add chain ip tabby pick-2
-add rule ip tabby ` + dnsEp2 + ` ip saddr 10.65.0.54 jump mark-for-masquerade
-add rule ip tabby ` + dnsEp2 + ` meta l4proto udp dnat to 10.65.0.54:53
-add rule ip tabby pick-2 ip daddr . meta l4proto . th dport . numgen random mod 2 vmap @service-endpoints
+		want: `add chain ip tabby dnat-2
+add rule ip tabby dnat-2 dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 2 map @service-dnat-tcp
+add rule ip tabby dnat-2 dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 2 map @service-dnat-udp
+add rule ip tabby dnat-2 dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 2 map @service-dnat-sctp
 delete element ip tabby service-ips { 10.96.0.53 . udp . 53 }
-add element ip tabby service-endpoints { 10.96.0.53 . udp . 53 . 1 : goto ` + dnsEp2 + ` }
-add element ip tabby service-ips { 10.96.0.53 . udp . 53 : goto pick-2 }
+add element ip tabby hairpin { 10.65.0.54 . 10.65.0.54 }
+add element ip tabby service-dnat-udp { 10.96.0.53 . udp . 53 . 1 : 10.65.0.54 . 53 }
+add element ip tabby service-ips { 10.96.0.53 . udp . 53 : goto dnat-2 }
 `,
 	}, {
 		name:  "lose every endpoint: reject",
 		state: &LBState{Ports: []PortLB{dnsPort(), web}},
-		want: `delete element ip tabby service-endpoints { 10.96.0.53 . udp . 53 . 0 }
-delete element ip tabby service-endpoints { 10.96.0.53 . udp . 53 . 1 }
+		want: `delete element ip tabby hairpin { 10.65.0.53 . 10.65.0.53 }
+delete element ip tabby hairpin { 10.65.0.54 . 10.65.0.54 }
+delete element ip tabby service-dnat-udp { 10.96.0.53 . udp . 53 . 0 }
+delete element ip tabby service-dnat-udp { 10.96.0.53 . udp . 53 . 1 }
 delete element ip tabby service-ips { 10.96.0.53 . udp . 53 }
 add element ip tabby no-endpoint-services { 10.96.0.53 . udp . 53 : goto reject-chain }
-flush chain ip tabby ` + dnsEp2 + `
-flush chain ip tabby ` + dnsEp + `
-flush chain ip tabby pick-2
-delete chain ip tabby ` + dnsEp2 + `
-delete chain ip tabby ` + dnsEp + `
-delete chain ip tabby pick-2
+flush chain ip tabby dnat-2
+delete chain ip tabby dnat-2
 `,
 	}, {
 		name:  "delete the Service",
@@ -233,7 +226,9 @@ func TestPlanChangeMatchesPlan(t *testing.T) {
 			}
 			for j := range 4 {
 				if rng.IntN(2) == 0 {
-					p.Backends = append(p.Backends, be(fmt.Sprintf("10.65.%d.%d", i, j), 8080))
+					// Services 0, 2 and 4 share endpoint addresses, as do 1, 3
+					// and 5: a hairpin element stays while one of them has it.
+					p.Backends = append(p.Backends, be(fmt.Sprintf("10.65.%d.%d", i%2, j), 8080+uint16(i)))
 					if p.ExternalLocal && j%2 == 0 {
 						p.LocalBackends = append(p.LocalBackends, p.Backends[len(p.Backends)-1])
 					}
@@ -272,10 +267,7 @@ func TestPlanChangeMatchesPlan(t *testing.T) {
 func TestPlanNodePort(t *testing.T) {
 	c := RenderConfig{PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.65.0.0/16"), netip.MustParsePrefix("10.65.1.0/24"), netip.MustParsePrefix("fd00::/64")}}
 	const (
-		ep2  = "endpoint-M3XQRGBU-shop/web/tcp/http__10.65.0.2/8080"
 		np   = "nodeport-V6VNXBVG-shop/web/tcp/http"
-		lep2 = "endpoint-X4B73G4K-shop/web/tcp/http/ext__10.65.0.2/8080"
-		lep3 = "endpoint-2TSZT3NR-shop/web/tcp/http/ext__10.65.1.3/8080"
 		lext = "external-HQX3TJK2-shop/web/tcp/http/ext"
 		lnp  = "nodeport-HQX3TJK2-shop/web/tcp/http/ext"
 	)
@@ -295,50 +287,51 @@ func TestPlanNodePort(t *testing.T) {
 	}{{
 		name:  "externalTrafficPolicy Cluster: every source masqueraded",
 		state: &LBState{Ports: []PortLB{cluster}},
-		want: `add chain ip tabby ` + ep2 + `
+		want: `add chain ip tabby dnat-1
+add chain ip tabby dnat-nodeport-1
 add chain ip tabby ` + np + `
-add chain ip tabby pick-1
-add chain ip tabby pick-nodeport-1
-add rule ip tabby ` + ep2 + ` ip saddr 10.65.0.2 jump mark-for-masquerade
-add rule ip tabby ` + ep2 + ` meta l4proto tcp dnat to 10.65.0.2:8080
+add rule ip tabby dnat-1 ip saddr != @pod-cidrs jump mark-for-masquerade
+add rule ip tabby dnat-1 dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 1 map @service-dnat-tcp
+add rule ip tabby dnat-1 dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 1 map @service-dnat-udp
+add rule ip tabby dnat-1 dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 1 map @service-dnat-sctp
+add rule ip tabby dnat-nodeport-1 dnat ip to meta l4proto . th dport . numgen random mod 1 map @nodeport-dnat-tcp
+add rule ip tabby dnat-nodeport-1 dnat ip to meta l4proto . th dport . numgen random mod 1 map @nodeport-dnat-udp
+add rule ip tabby dnat-nodeport-1 dnat ip to meta l4proto . th dport . numgen random mod 1 map @nodeport-dnat-sctp
 add rule ip tabby ` + np + ` jump mark-for-masquerade
-add rule ip tabby ` + np + ` goto pick-nodeport-1
-add rule ip tabby pick-1 ip saddr != @pod-cidrs jump mark-for-masquerade
-add rule ip tabby pick-1 ip daddr . meta l4proto . th dport . numgen random mod 1 vmap @service-endpoints
-add rule ip tabby pick-nodeport-1 meta l4proto . th dport . numgen random mod 1 vmap @nodeport-endpoints
-add element ip tabby nodeport-endpoints { tcp . 30080 . 0 : goto ` + ep2 + ` }
-add element ip tabby service-endpoints { 10.96.0.10 . tcp . 80 . 0 : goto ` + ep2 + ` }
-add element ip tabby service-ips { 10.96.0.10 . tcp . 80 : goto pick-1 }
+add rule ip tabby ` + np + ` goto dnat-nodeport-1
+add element ip tabby hairpin { 10.65.0.2 . 10.65.0.2 }
+add element ip tabby nodeport-dnat-tcp { tcp . 30080 . 0 : 10.65.0.2 . 8080 }
+add element ip tabby service-dnat-tcp { 10.96.0.10 . tcp . 80 . 0 : 10.65.0.2 . 8080 }
+add element ip tabby service-ips { 10.96.0.10 . tcp . 80 : goto dnat-1 }
 add element ip tabby service-nodeports { tcp . 30080 : goto ` + np + ` }
 `,
 	}, {
 		name:  "externalTrafficPolicy Local: pods and the node to every endpoint, the rest to the local one",
 		state: &LBState{Ports: []PortLB{cluster, local}},
-		want: `add chain ip tabby ` + lep3 + `
-add chain ip tabby ` + lep2 + `
+		want: `add chain ip tabby dnat-2
+add chain ip tabby dnat-nodeport-2
 add chain ip tabby ` + lext + `
 add chain ip tabby ` + lnp + `
-add chain ip tabby pick-2
-add chain ip tabby pick-nodeport-2
-add rule ip tabby ` + lep3 + ` ip saddr 10.65.1.3 jump mark-for-masquerade
-add rule ip tabby ` + lep3 + ` meta l4proto tcp dnat to 10.65.1.3:8080
-add rule ip tabby ` + lep2 + ` ip saddr 10.65.0.2 jump mark-for-masquerade
-add rule ip tabby ` + lep2 + ` meta l4proto tcp dnat to 10.65.0.2:8080
-add rule ip tabby ` + lext + ` ip saddr @pod-cidrs goto pick-2
+add rule ip tabby dnat-2 ip saddr != @pod-cidrs jump mark-for-masquerade
+add rule ip tabby dnat-2 dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 2 map @service-dnat-tcp
+add rule ip tabby dnat-2 dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 2 map @service-dnat-udp
+add rule ip tabby dnat-2 dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 2 map @service-dnat-sctp
+add rule ip tabby dnat-nodeport-2 dnat ip to meta l4proto . th dport . numgen random mod 2 map @nodeport-dnat-tcp
+add rule ip tabby dnat-nodeport-2 dnat ip to meta l4proto . th dport . numgen random mod 2 map @nodeport-dnat-udp
+add rule ip tabby dnat-nodeport-2 dnat ip to meta l4proto . th dport . numgen random mod 2 map @nodeport-dnat-sctp
+add rule ip tabby ` + lext + ` ip saddr @pod-cidrs goto dnat-2
 add rule ip tabby ` + lext + ` fib saddr type local jump mark-for-masquerade
-add rule ip tabby ` + lext + ` fib saddr type local goto pick-2
-add rule ip tabby ` + lext + ` numgen random mod 1 vmap { 0 : goto ` + lep2 + ` }
-add rule ip tabby ` + lnp + ` ip saddr @pod-cidrs goto pick-nodeport-2
+add rule ip tabby ` + lext + ` fib saddr type local goto dnat-2
+add rule ip tabby ` + lext + ` meta l4proto tcp dnat ip to numgen random mod 1 map { 0 : 10.65.0.2 . 8080 }
+add rule ip tabby ` + lnp + ` ip saddr @pod-cidrs goto dnat-nodeport-2
 add rule ip tabby ` + lnp + ` fib saddr type local jump mark-for-masquerade
-add rule ip tabby ` + lnp + ` fib saddr type local goto pick-nodeport-2
-add rule ip tabby ` + lnp + ` numgen random mod 1 vmap { 0 : goto ` + lep2 + ` }
-add rule ip tabby pick-2 ip saddr != @pod-cidrs jump mark-for-masquerade
-add rule ip tabby pick-2 ip daddr . meta l4proto . th dport . numgen random mod 2 vmap @service-endpoints
-add rule ip tabby pick-nodeport-2 meta l4proto . th dport . numgen random mod 2 vmap @nodeport-endpoints
-add element ip tabby nodeport-endpoints { tcp . 30081 . 0 : goto ` + lep2 + ` }
-add element ip tabby nodeport-endpoints { tcp . 30081 . 1 : goto ` + lep3 + ` }
-add element ip tabby service-endpoints { 192.0.2.7 . tcp . 80 . 0 : goto ` + lep2 + ` }
-add element ip tabby service-endpoints { 192.0.2.7 . tcp . 80 . 1 : goto ` + lep3 + ` }
+add rule ip tabby ` + lnp + ` fib saddr type local goto dnat-nodeport-2
+add rule ip tabby ` + lnp + ` meta l4proto tcp dnat ip to numgen random mod 1 map { 0 : 10.65.0.2 . 8080 }
+add element ip tabby hairpin { 10.65.1.3 . 10.65.1.3 }
+add element ip tabby nodeport-dnat-tcp { tcp . 30081 . 0 : 10.65.0.2 . 8080 }
+add element ip tabby nodeport-dnat-tcp { tcp . 30081 . 1 : 10.65.1.3 . 8080 }
+add element ip tabby service-dnat-tcp { 192.0.2.7 . tcp . 80 . 0 : 10.65.0.2 . 8080 }
+add element ip tabby service-dnat-tcp { 192.0.2.7 . tcp . 80 . 1 : 10.65.1.3 . 8080 }
 add element ip tabby service-ips { 192.0.2.7 . tcp . 80 : goto ` + lext + ` }
 add element ip tabby service-nodeports { tcp . 30081 : goto ` + lnp + ` }
 `,
@@ -346,14 +339,14 @@ add element ip tabby service-nodeports { tcp . 30081 : goto ` + lnp + ` }
 		name:  "externalTrafficPolicy Local without a local endpoint: dropped",
 		state: &LBState{Ports: []PortLB{cluster, noLocal}},
 		want: `flush chain ip tabby ` + lext + `
-add rule ip tabby ` + lext + ` ip saddr @pod-cidrs goto pick-2
+add rule ip tabby ` + lext + ` ip saddr @pod-cidrs goto dnat-2
 add rule ip tabby ` + lext + ` fib saddr type local jump mark-for-masquerade
-add rule ip tabby ` + lext + ` fib saddr type local goto pick-2
+add rule ip tabby ` + lext + ` fib saddr type local goto dnat-2
 add rule ip tabby ` + lext + ` drop
 flush chain ip tabby ` + lnp + `
-add rule ip tabby ` + lnp + ` ip saddr @pod-cidrs goto pick-nodeport-2
+add rule ip tabby ` + lnp + ` ip saddr @pod-cidrs goto dnat-nodeport-2
 add rule ip tabby ` + lnp + ` fib saddr type local jump mark-for-masquerade
-add rule ip tabby ` + lnp + ` fib saddr type local goto pick-nodeport-2
+add rule ip tabby ` + lnp + ` fib saddr type local goto dnat-nodeport-2
 add rule ip tabby ` + lnp + ` drop
 `,
 	}}

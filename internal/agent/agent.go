@@ -44,7 +44,8 @@ type Config struct {
 	Policy         PolicyConfig
 	BGP            BGPConfig
 	DNS            DNSConfig
-	// ProxyMode is how Services are load-balanced: ProxyNFTables or ProxyNone.
+	// ProxyMode is how Services are load-balanced: ProxyNFTables, ProxyIPTables or
+	// ProxyNone.
 	ProxyMode string
 	// StatusSocket is the Unix socket tabbyctl node status reads.
 	StatusSocket string
@@ -52,6 +53,8 @@ type Config struct {
 	HealthListen string
 	// MetricsListen serves Prometheus metrics on /metrics ("" turns it off).
 	MetricsListen string
+	// PprofListen serves Go's runtime profiles on /debug/pprof/ ("" turns it off).
+	PprofListen string
 	// Version is reported in tabby_build_info.
 	Version string
 }
@@ -136,11 +139,9 @@ func (cfg Config) Validate() error {
 		return errors.New("no status socket path")
 	}
 	switch cfg.ProxyMode {
-	case ProxyNFTables, ProxyNone:
-	case "iptables":
-		return errors.New("--proxy-mode iptables: not implemented yet; use nftables (or none)")
+	case ProxyNFTables, ProxyIPTables, ProxyNone:
 	default:
-		return fmt.Errorf("--proxy-mode %q: want nftables or none", cfg.ProxyMode)
+		return fmt.Errorf("--proxy-mode %q: want nftables, iptables or none", cfg.ProxyMode)
 	}
 	if cfg.DNS.Enabled {
 		if len(cfg.DNS.Addresses) == 0 {
@@ -185,6 +186,9 @@ func Run(ctx context.Context, cfg Config, ds *datastore.Client, m *Metrics) erro
 
 	var learned *handoff[learnedRoutes] // BGP → routes
 	var bgpSub *bgpSubsystem
+	// The proxy, DNS and BGP derive Services' endpoints once per view; none on a route
+	// reflector, which has no endpoints.
+	var services *serviceIndex
 	if cfg.Role == RoleNode {
 		dp, err := felix.NewDataplane(felix.Config{
 			ResyncInterval: cfg.RouteRefresh,
@@ -208,7 +212,7 @@ func Run(ctx context.Context, cfg Config, ds *datastore.Client, m *Metrics) erro
 		}
 		pol := newPolicySubsystem(cfg.NodeName, cfg.Policy, v4.IsValid(), snap, syncer, ready, m)
 		var exempt []netip.Addr
-		services := &serviceIndex{} // the proxy and DNS derive Services' endpoints once per view
+		services = &serviceIndex{}
 		if cfg.DNS.Enabled {
 			d, err := newDNSSubsystem(cfg.DNS, snap, services, syncer, ready, m)
 			if err != nil {
@@ -216,8 +220,8 @@ func Run(ctx context.Context, cfg Config, ds *datastore.Client, m *Metrics) erro
 			}
 			subs, exempt = append(subs, d), cfg.DNS.Addresses
 		}
-		if cfg.ProxyMode == ProxyNFTables {
-			p, err := newProxySubsystem(cfg.NodeName, exempt, snap, services, ready, m)
+		if cfg.ProxyMode != ProxyNone {
+			p, err := newProxySubsystem(cfg.NodeName, cfg.ProxyMode, syncer.Backend(), exempt, snap, services, ready, m)
 			if err != nil {
 				return err
 			}
@@ -235,10 +239,11 @@ func Run(ctx context.Context, cfg Config, ds *datastore.Client, m *Metrics) erro
 		}
 	}
 	if cfg.BGP.Enabled {
-		bgpSub = newBGPSubsystem(cfg, snap, learned, ready)
+		bgpSub = newBGPSubsystem(cfg, snap, services, learned, ready)
 		m.watchBGP(bgpSub)
 		subs = append(subs, bgpSub)
 	}
+	subs = append(subs, newMemoryTrim(snap))
 	st := &statusServer{node: cfg.NodeName, role: cfg.Role, ready: ready, bgp: bgpSub}
 	subs = append(subs, runFunc("status-socket", func(ctx context.Context) error { return st.serveSocket(ctx, cfg.StatusSocket) }))
 	if cfg.HealthListen != "" {
@@ -246,6 +251,9 @@ func Run(ctx context.Context, cfg Config, ds *datastore.Client, m *Metrics) erro
 	}
 	if cfg.MetricsListen != "" {
 		subs = append(subs, runFunc("metrics", func(ctx context.Context) error { return m.serve(ctx, cfg.MetricsListen) }))
+	}
+	if cfg.PprofListen != "" {
+		subs = append(subs, runFunc("pprof", func(ctx context.Context) error { return servePprof(ctx, cfg.PprofListen) }))
 	}
 	slog.Info("agent running", "node", cfg.NodeName, "role", cfg.Role, "bgp", cfg.BGP.Enabled)
 	return runAll(ctx, subs)

@@ -14,6 +14,7 @@ import (
 	"github.com/tabby-net/tabby/felix"
 	"github.com/tabby-net/tabby/internal/nodestatus"
 	"github.com/tabby-net/tabby/internal/snapshot"
+	"github.com/tabby-net/tabby/proxy"
 )
 
 // publishInterval is the least time between two hand-overs of learned routes to felix.
@@ -23,10 +24,16 @@ const publishInterval = 250 * time.Millisecond
 // derives the desired peers and advertisements and hands the speaker only the
 // differences. Learned routes go to the routes subsystem through learned.
 type bgpSubsystem struct {
-	cfg     BGPConfig
-	node    string
-	role    string
-	snap    *snapshot.Snapshot
+	cfg  BGPConfig
+	node string
+	role string
+	snap *snapshot.Snapshot
+	// services derives Services' endpoints, shared with the proxy and DNS; nil on a route
+	// reflector, which has no endpoints.
+	services *serviceIndex
+	// local are the Services with a ready endpoint here and externalTrafficPolicy Local
+	// (localServices), derived again only on a view that changes serviceInputKinds.
+	local   []*api.Service
 	learned *handoff[learnedRoutes] // nil on a route reflector: it installs nothing
 	ready   *Readiness
 	log     *slog.Logger
@@ -39,9 +46,9 @@ type bgpSubsystem struct {
 	published *learnedRoutes
 }
 
-func newBGPSubsystem(cfg Config, snap *snapshot.Snapshot, learned *handoff[learnedRoutes], ready *Readiness) *bgpSubsystem {
+func newBGPSubsystem(cfg Config, snap *snapshot.Snapshot, services *serviceIndex, learned *handoff[learnedRoutes], ready *Readiness) *bgpSubsystem {
 	ready.Set("bgp", "bgp: the speaker is not running yet")
-	return &bgpSubsystem{cfg: cfg.BGP, node: cfg.NodeName, role: cfg.Role, snap: snap, learned: learned, ready: ready,
+	return &bgpSubsystem{cfg: cfg.BGP, node: cfg.NodeName, role: cfg.Role, snap: snap, services: services, learned: learned, ready: ready,
 		log: slog.Default().With("component", "bgp"), status: make(chan chan nodestatus.Status)}
 }
 
@@ -70,7 +77,7 @@ func (a *bgpSubsystem) Run(ctx context.Context) error {
 			return nil
 		case <-sub:
 			v := a.snap.View()
-			if !v.Synced || !v.Differs(prev, a.role == RoleNode, kindNodes, kindBGPPeers, kindBGPConfigs, kindIPPools, kindWorkloadEndpoints) {
+			if !a.take(prev, v) {
 				continue
 			}
 			prev = v
@@ -102,13 +109,29 @@ func (a *bgpSubsystem) Run(ctx context.Context) error {
 	}
 }
 
+// take says whether view v, after prev (the last view taken), changes what the speaker is
+// told; if it changed what the local Services are derived from, it derives them again.
+func (a *bgpSubsystem) take(prev, v *snapshot.View) bool {
+	kinds := []*api.Kind{kindNodes, kindBGPPeers, kindBGPConfigs, kindIPPools, kindWorkloadEndpoints}
+	if a.services != nil {
+		kinds = append(kinds, serviceInputKinds...)
+	}
+	if !v.Synced || !v.Differs(prev, a.role == RoleNode, kinds...) {
+		return false
+	}
+	if a.services != nil && v.Differs(prev, false, serviceInputKinds...) {
+		a.local = localServices(a.node, a.services.inputs(v))
+	}
+	return true
+}
+
 // notReady is BGP's reason not to be ready: no speaker, or learned routes not synced.
 func (a *bgpSubsystem) notReady() []string {
 	if a.speaker == nil {
 		return []string{"bgp: the speaker is not running yet"}
 	}
 	if _, synced := a.speaker.Learned(); !synced {
-		return []string{"bgp: learned routes not synced yet (waiting for End-of-RIB from every peer, at most --bgp-sync-timeout)"}
+		return []string{"bgp: learned routes not synced yet (waiting for End-of-RIB from every peer, at most --bgp-sync-timeout or a peer's graceful restart time)"}
 	}
 	return nil
 }
@@ -141,6 +164,19 @@ func bgpInput(v *snapshot.View, node string, role string) (me *api.Node, configs
 		blocks, addrs = localRoutes(state)
 	}
 	return me, configs, blocks, addrs
+}
+
+// localServices returns the Services of in that have a ready endpoint on node and
+// externalTrafficPolicy Local: bgp.DesiredAdvertisements gives their addresses host
+// routes from this node (it ignores any other Service, so they are left out here).
+func localServices(node string, in []proxy.ServiceInput) []*api.Service {
+	var out []*api.Service
+	for _, s := range in {
+		if s.Service.Spec.ExternalTrafficPolicy == api.TrafficPolicyLocal && localReadyEndpoints(node, s.Endpoints) > 0 {
+			out = append(out, s.Service)
+		}
+	}
+	return out
 }
 
 func (a *bgpSubsystem) reconcile(ctx context.Context, v *snapshot.View) error {
@@ -204,11 +240,13 @@ func (a *bgpSubsystem) reconcile(ctx context.Context, v *snapshot.View) error {
 		a.log.Warn("BGP configuration problems", "problems", problems)
 	}
 	a.problems = problems
-	perr := a.speaker.SetPeers(ctx, desired)
+	// Advertisements before peers: a restarted speaker's first UPDATE to a peer (and its
+	// End-of-RIB, on which the peer drops the routes it kept) must already hold them all.
 	adverts := bgp.DesiredAdvertisements(bgp.AdvertInput{
-		Pools: snapshot.List[*api.IPPool](v), Blocks: blocks, Addrs: addrs, ServiceCIDRs: cfg.ServiceCIDRs,
+		Pools: snapshot.List[*api.IPPool](v), Blocks: blocks, Addrs: addrs, Services: cfg.Services, LocalServices: a.local,
 	})
 	aerr := a.speaker.SetAdvertisements(ctx, adverts)
+	perr := a.speaker.SetPeers(ctx, desired)
 	a.publishLearned()
 	if perr != nil {
 		return perr

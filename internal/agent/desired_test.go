@@ -2,6 +2,7 @@ package agent
 
 import (
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -10,6 +11,7 @@ import (
 	"github.com/tabby-net/tabby/felix"
 	"github.com/tabby-net/tabby/internal/snapshot"
 	"github.com/tabby-net/tabby/policy"
+	"github.com/tabby-net/tabby/proxy"
 )
 
 func wep(ns, name, node, iface string, nets ...string) *api.WorkloadEndpoint {
@@ -171,6 +173,11 @@ func TestConfigValidate(t *testing.T) {
 	if err := good.Validate(); err != nil {
 		t.Fatalf("a good config: %v", err)
 	}
+	ipt := good
+	ipt.ProxyMode = ProxyIPTables
+	if err := ipt.Validate(); err != nil {
+		t.Errorf("--proxy-mode iptables refused: %v", err)
+	}
 	for _, tc := range []struct {
 		change func(*Config)
 		want   string
@@ -179,7 +186,6 @@ func TestConfigValidate(t *testing.T) {
 		{func(c *Config) { c.Role = "router" }, `--role "router"`},
 		{func(c *Config) { c.Policy.EndpointToHostAction = "drop" }, "--default-endpoint-to-host-action"},
 		{func(c *Config) { c.Role = RoleRouteReflector }, "a route reflector needs BGP"},
-		{func(c *Config) { c.ProxyMode = "iptables" }, "--proxy-mode iptables: not implemented yet"},
 		{func(c *Config) { c.ProxyMode = "ipvs" }, `--proxy-mode "ipvs"`},
 	} {
 		c := good
@@ -246,5 +252,74 @@ func TestServiceInputsFromEndpointSlices(t *testing.T) {
 	if len(in) != 1 || len(in[0].Endpoints) != 2 || in[0].Endpoints[0].Addrs[0] != netip.MustParseAddr("192.0.2.1") ||
 		in[0].Endpoints[1].Addrs[0] != netip.MustParseAddr("192.0.2.2") || in[0].Endpoints[1].Ports["dns"] != 5353 {
 		t.Errorf("inputs = %+v, want the two slices of shop/ext", in)
+	}
+}
+
+// TestServiceIndexCarriesOver checks that serviceIndex re-derives a Service's endpoints
+// exactly when what they come from changed: the same Service and Endpoints objects keep
+// their endpoints (the same slice), a new Endpoints object or any change to the
+// WorkloadEndpoints (for a selector's Service) derives them afresh.
+func TestServiceIndexCarriesOver(t *testing.T) {
+	web := &api.Service{TypeMeta: api.TypeMeta{Kind: "Service", APIVersion: api.VersionCore}}
+	web.Namespace, web.Name = "shop", "web"
+	web.Spec.ClusterIP, web.Spec.Selector = "10.96.12.7", map[string]string{"app": "web"}
+	web.Spec.Ports = []api.ServicePort{{Name: "http", Protocol: "TCP", Port: 80, TargetPort: api.IntOrString{IntVal: 8080}}}
+	ext := &api.Service{TypeMeta: api.TypeMeta{Kind: "Service", APIVersion: api.VersionCore}}
+	ext.Namespace, ext.Name = "shop", "ext"
+	ext.Spec.ClusterIP, ext.Spec.Ports = "10.96.12.8", []api.ServicePort{{Name: "http", Protocol: "TCP", Port: 80}}
+	endpoints := func(ips ...string) *api.Endpoints {
+		e := &api.Endpoints{TypeMeta: api.TypeMeta{Kind: "Endpoints", APIVersion: api.VersionCore}}
+		e.Namespace, e.Name = "shop", "ext"
+		sub := api.EndpointSubset{Ports: []api.EndpointPort{{Name: "http", Port: 80, Protocol: "TCP"}}}
+		for _, ip := range ips {
+			sub.Addresses = append(sub.Addresses, api.EndpointAddress{IP: ip})
+		}
+		e.Subsets = []api.EndpointSubset{sub}
+		return e
+	}
+	labelled := func(w *api.WorkloadEndpoint) *api.WorkloadEndpoint {
+		w.Labels = map[string]string{"app": "web"}
+		return w
+	}
+	w1 := labelled(wep("shop", "web-1", "node1", "tabbya", "10.244.0.1/32"))
+	w2 := labelled(wep("shop", "web-2", "node2", "tabbyb", "10.244.1.1/32"))
+	eps1, eps2 := endpoints("192.0.2.1"), endpoints("192.0.2.1", "192.0.2.2")
+
+	var x serviceIndex
+	count := func(in []proxy.ServiceInput) map[string]int {
+		out := map[string]int{}
+		for _, s := range in {
+			out[s.Service.Name] = len(s.Endpoints)
+		}
+		return out
+	}
+	first := x.inputs(mustView(t, nil, web, ext, w1, eps1))
+	if got := count(first); got["web"] != 1 || got["ext"] != 1 {
+		t.Fatalf("first view: endpoints per Service %v, want web 1, ext 1", got)
+	}
+	// A second workload: web's endpoints grow although web is the same object; ext's
+	// are carried over.
+	second := x.inputs(mustView(t, nil, web, ext, w1, w2, eps1))
+	if got := count(second); got["web"] != 2 || got["ext"] != 1 {
+		t.Errorf("a workload added: endpoints per Service %v, want web 2, ext 1", got)
+	}
+	if &second[0].Endpoints[0] != &first[0].Endpoints[0] || second[0].Service != ext {
+		t.Errorf("ext's endpoints were derived again, though its Service and Endpoints are the same objects")
+	}
+	// A new Endpoints object for ext: derived again.
+	third := x.inputs(mustView(t, nil, web, ext, w1, w2, eps2))
+	if got := count(third); got["web"] != 2 || got["ext"] != 2 {
+		t.Errorf("ext's Endpoints changed: endpoints per Service %v, want web 2, ext 2", got)
+	}
+	// And it matches a derivation from nothing.
+	if fresh := serviceInputs(mustView(t, nil, web, ext, w1, w2, eps2)); !reflect.DeepEqual(fresh, third) {
+		t.Errorf("carried over:\n%+v\nfrom nothing:\n%+v", third, fresh)
+	}
+	// A new selector Service in a namespace whose workloads did not change finds them.
+	api2 := &api.Service{TypeMeta: web.TypeMeta, Spec: web.Spec}
+	api2.Namespace, api2.Name = "shop", "api"
+	fourth := x.inputs(mustView(t, nil, web, api2, ext, w1, w2, eps2))
+	if got := count(fourth); got["api"] != 2 || got["web"] != 2 {
+		t.Errorf("a Service added: endpoints per Service %v, want api 2, web 2", got)
 	}
 }

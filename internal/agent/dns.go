@@ -126,7 +126,7 @@ func (d *dnsSubsystem) Run(ctx context.Context) error {
 	)
 	rebuild := func() {
 		v := d.snap.View()
-		if !v.Synced || !v.Differs(prev, false, serviceKinds...) {
+		if !v.Synced || !v.Differs(prev, false, serviceInputKinds...) {
 			return
 		}
 		prev = v

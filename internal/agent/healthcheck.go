@@ -36,13 +36,7 @@ func healthChecks(node string, in []proxy.ServiceInput) map[uint16]healthCheck {
 		if !svc.NeedsHealthCheckNodePort() || hc <= 0 || hc > 65535 {
 			continue
 		}
-		n := 0
-		for _, ep := range s.Endpoints {
-			if ep.Ready && ep.Node == node {
-				n++
-			}
-		}
-		c := healthCheck{LocalEndpoints: n}
+		c := healthCheck{LocalEndpoints: localReadyEndpoints(node, s.Endpoints)}
 		c.Service.Namespace, c.Service.Name = svc.Namespace, svc.Name
 		out[uint16(hc)] = c
 	}

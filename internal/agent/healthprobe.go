@@ -79,7 +79,7 @@ func (h *healthProbeSubsystem) Run(ctx context.Context) error {
 			return nil
 		case <-sub:
 			v := h.snap.View()
-			if !v.Synced || !v.Differs(prev, false, serviceKinds...) {
+			if !v.Synced || !v.Differs(prev, false, serviceInputKinds...) {
 				continue
 			}
 			prev = v

@@ -183,3 +183,44 @@ func BenchmarkServiceInputs(b *testing.B) {
 	b.ReportMetric(float64(took[1].Nanoseconds())/float64(b.N), "checked-ns/op")
 	b.ReportMetric(float64(took[1])/float64(took[0]), "checked/plain")
 }
+
+// TestServiceIndexHealthChange: a view that changes only health records re-applies them
+// to the endpoints the index carried over: a failing record takes its endpoint out, a
+// passing one brings it back.
+func TestServiceIndexHealthChange(t *testing.T) {
+	x := &serviceIndex{}
+	ready := func(v *snapshot.View) []string {
+		var out []string
+		for _, in := range x.inputs(v) {
+			if in.Service.Name != "web" {
+				continue
+			}
+			for _, ep := range in.Endpoints {
+				if ep.Ready {
+					out = append(out, ep.Workload)
+				}
+			}
+		}
+		return out
+	}
+	v := mustView(t, nil, healthFixture()...)
+	steps := []struct {
+		record *api.EndpointHealth
+		want   []string
+	}{
+		{nil, []string{"shop/w1", "shop/w2", "shop/w3"}},
+		{healthRecord("w1", "node1", false), []string{"shop/w2", "shop/w3"}},
+		{healthRecord("w1", "node1", true), []string{"shop/w1", "shop/w2", "shop/w3"}},
+	}
+	for i, st := range steps {
+		if st.record != nil {
+			var err error
+			if v, err = v.With(st.record); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got := ready(v); !slices.Equal(got, st.want) {
+			t.Errorf("step %d: ready %v, want %v", i, got, st.want)
+		}
+	}
+}

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/tabby-net/tabby/api"
 	"github.com/tabby-net/tabby/felix"
 	"github.com/tabby-net/tabby/internal/snapshot"
@@ -18,8 +20,19 @@ import (
 // Service proxy modes.
 const (
 	ProxyNFTables = "nftables"
+	ProxyIPTables = "iptables"
 	ProxyNone     = "none"
 )
+
+// serviceWriter is felix's writer of a proxy mode: ServiceProxy (nftables) or
+// ServiceProxyIPTables.
+type serviceWriter interface {
+	Apply(context.Context, *proxy.LBState) error
+	ApplyCached(context.Context, *proxy.LBState) error
+	SetPodCIDRs([]netip.Prefix)
+	DeleteStaleUDP([]proxy.StaleFlow) (uint, error)
+	Remove(context.Context) error
+}
 
 // Full passes over the nftables tables (they repair drift) come every proxyRefresh, and at
 // least proxyRefreshRatio times the last pass's own length apart.
@@ -29,8 +42,9 @@ const (
 )
 
 // proxySubsystem load-balances Services on this node: on every view that changes
-// Services, Endpoints, EndpointSlices, WorkloadEndpoints or EndpointHealths (serviceKinds)
-// it derives the node's load balancing (proxy.Desired) and has felix's ServiceProxy write only the difference; every
+// Services, Endpoints, EndpointSlices, WorkloadEndpoints or EndpointHealths
+// (serviceInputKinds) it derives the node's load balancing
+// (proxy.Desired, through an LBCache) and has felix's ServiceProxy write only the difference; every
 // proxyRefresh it rewrites the tables whole.
 type proxySubsystem struct {
 	node string
@@ -39,21 +53,52 @@ type proxySubsystem struct {
 	exempt   []netip.Addr
 	snap     *snapshot.Snapshot
 	services *serviceIndex
-	sp       *felix.ServiceProxy
-	health   *healthCheckServer
-	ready    *Readiness
-	log      *slog.Logger
+	lb       proxy.LBCache
+	mode     string
+	sp       serviceWriter
+	// other is the other mode's writer, if it can run here: Run removes what it left.
+	other  serviceWriter
+	health *healthCheckServer
+	ready  *Readiness
+	log    *slog.Logger
 }
 
-func newProxySubsystem(node string, exempt []netip.Addr, snap *snapshot.Snapshot, services *serviceIndex, ready *Readiness, m *Metrics) (*proxySubsystem, error) {
+// newProxySubsystem returns the proxy in mode (ProxyNFTables or ProxyIPTables; the
+// latter writes through backend, the one policy detected).
+func newProxySubsystem(node, mode string, backend felix.Backend, exempt []netip.Addr, snap *snapshot.Snapshot, services *serviceIndex, ready *Readiness, m *Metrics) (*proxySubsystem, error) {
 	log := slog.Default().With("component", "proxy")
-	sp, err := felix.NewServiceProxy(felix.ServiceProxyConfig{Log: log})
-	if err != nil {
-		return nil, fmt.Errorf("service proxy: %w", err)
+	nft, nftErr := felix.NewServiceProxy(felix.ServiceProxyConfig{Log: log})
+	ipt := felix.NewServiceProxyIPTables(felix.ServiceProxyConfig{Log: log}, backend, felix.Runner{})
+	p := &proxySubsystem{node: node, mode: mode, exempt: exempt, snap: snap, services: services, health: newHealthCheckServer("", log), ready: ready, log: log}
+	switch {
+	case mode == ProxyIPTables:
+		ipt.Observe = m.observeApply
+		p.sp = ipt
+		if nftErr == nil {
+			p.other = nft
+		}
+	case nftErr != nil:
+		return nil, fmt.Errorf("service proxy: %w", nftErr)
+	default:
+		nft.Observe = m.observeApply
+		p.sp, p.other = nft, ipt
+		backend = felix.Backend{Name: "nftables"}
 	}
-	sp.Observe = m.observeApply
+	log.Info("service proxy", "mode", mode, "backend", backend.Name)
+	m.proxyInfo(mode, backend.Name)
 	ready.Set("proxy", "proxy: Services not programmed yet")
-	return &proxySubsystem{node: node, exempt: exempt, snap: snap, services: services, sp: sp, health: newHealthCheckServer("", log), ready: ready, log: log}, nil
+	return p, nil
+}
+
+// proxyInfo registers tabby_proxy_info: which mode and backend the proxy writes with.
+func (m *Metrics) proxyInfo(mode, backend string) {
+	if m == nil {
+		return
+	}
+	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "tabby_proxy_info", Help: "Always 1; the labels say the Service proxy's mode and the backend it writes with (nftables, or the iptables backend: nft or legacy).",
+		ConstLabels: prometheus.Labels{"mode": mode, "backend": backend}})
+	g.Set(1)
+	m.reg.MustRegister(g)
 }
 
 func (p *proxySubsystem) Name() string { return "proxy" }
@@ -66,6 +111,12 @@ func (p *proxySubsystem) Run(ctx context.Context) error {
 	refresh := time.NewTimer(proxyRefresh)
 	defer refresh.Stop()
 	defer p.health.Close()
+	if p.other != nil {
+		// Switching modes: what the other mode wrote would still catch the traffic.
+		if err := p.other.Remove(ctx); err != nil {
+			p.log.Warn("removing the other proxy mode's rules failed", "err", err)
+		}
+	}
 	var prev *snapshot.View
 	var st, applied *proxy.LBState
 	for {
@@ -75,13 +126,13 @@ func (p *proxySubsystem) Run(ctx context.Context) error {
 			return nil
 		case <-sub:
 			v := p.snap.View()
-			if !v.Synced || !v.Differs(prev, false, append(serviceKinds, kindIPPools)...) {
+			if !v.Synced || !v.Differs(prev, false, append(serviceInputKinds, kindIPPools)...) {
 				continue
 			}
 			prev = v
 			p.sp.SetPodCIDRs(podCIDRs(v))
 			in := p.inputs(v)
-			st = proxy.Desired(p.node, in)
+			st = p.lb.Desired(p.node, in)
 			p.health.Update(healthChecks(p.node, in))
 		case <-refresh.C:
 			full = true
@@ -100,7 +151,7 @@ func (p *proxySubsystem) Run(ctx context.Context) error {
 		if err := apply(ctx, st); err != nil {
 			p.log.Warn("service proxy apply failed; retrying with a full pass", "err", err)
 			if err = p.sp.Apply(ctx, st); err != nil && ctx.Err() == nil {
-				p.ready.Set("proxy", "proxy: the last nftables apply failed: "+err.Error())
+				p.ready.Set("proxy", "proxy: the last "+p.mode+" apply failed: "+err.Error())
 				if full {
 					refresh.Reset(proxyRefresh)
 				}

@@ -187,3 +187,26 @@ func TestOverEtcd(t *testing.T) {
 		t.Error("a deleted pool is still in the view")
 	}
 }
+
+// With shares the kinds it does not touch, so Differs sees only the written kind changed,
+// and leaves the view it started from as it was.
+func TestViewWith(t *testing.T) {
+	nodes, pools := kind(t, "nodes"), kind(t, "ippools")
+	v, err := NewView(nil, node("n1"), pool("a", "10.0.0.0/16"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	next, err := v.With(pool("b", "10.1.0.0/16"), pool("a", "10.2.0.0/16"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if next.Differs(v, true, nodes) || !next.Differs(v, false, pools) {
+		t.Errorf("Differs: nodes %v (want false), pools %v (want true)", next.Differs(v, true, nodes), next.Differs(v, false, pools))
+	}
+	if got := List[*api.IPPool](next); len(got) != 2 || got[0].Spec.CIDR != "10.2.0.0/16" {
+		t.Errorf("next's pools = %v, want a replaced and b added", got)
+	}
+	if got := List[*api.IPPool](v); len(got) != 1 || got[0].Spec.CIDR != "10.0.0.0/16" {
+		t.Errorf("the first view's pools changed: %v", got)
+	}
+}
