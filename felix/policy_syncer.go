@@ -88,6 +88,9 @@ func NewPolicySyncer(ctx context.Context, run CommandRunner, log *slog.Logger) (
 // Backend says which backend the syncer uses.
 func (s *PolicySyncer) Backend() Backend { return s.backend }
 
+// IPv6 says whether ip6tables works here, so that IPv6 state is synced.
+func (s *PolicySyncer) IPv6() bool { return !s.noIPv6 }
+
 // Version is the backend's iptables version ("1.8.9"), from go-iptables; "" when unknown
 // or the syncer does not run the real Runner.
 func (s *PolicySyncer) Version() string { return s.version }

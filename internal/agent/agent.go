@@ -221,7 +221,7 @@ func Run(ctx context.Context, cfg Config, ds *datastore.Client, m *Metrics) erro
 			subs, exempt = append(subs, d), cfg.DNS.Addresses
 		}
 		if cfg.ProxyMode != ProxyNone {
-			p, err := newProxySubsystem(cfg.NodeName, cfg.ProxyMode, syncer.Backend(), exempt, snap, services, ready, m)
+			p, err := newProxySubsystem(cfg.NodeName, cfg.ProxyMode, syncer.Backend(), syncer.IPv6(), exempt, snap, services, ready, m)
 			if err != nil {
 				return err
 			}
