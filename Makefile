@@ -42,6 +42,7 @@ bench:
 	TABBY_VM_BENCH=1 $(GO) test -run '^TestIPIPThroughputVM$$' -v ./felix
 
 demo: deps build
+	$(GO) build -o $(BIN)/ ./examples/demo/demo-web
 	./examples/demo.sh
 
 clean:

@@ -434,6 +434,7 @@ func TestLookupKind(t *testing.T) {
 		"endpoints":             {"endpoints", "ep"},
 		"endpointslices":        {"endpointslice", "endpointslices", "epslice", "EndpointSlice"},
 		"k8snetworkpolicies":    {"k8snetworkpolicy", "k8snetworkpolicies", "knp"},
+		"endpointhealths":       {"endpointhealth", "endpointhealths", "EndpointHealth"},
 	}
 	if len(Kinds()) != len(names) {
 		t.Errorf("%d kinds registered, want %d", len(Kinds()), len(names))
@@ -446,7 +447,7 @@ func TestLookupKind(t *testing.T) {
 		}
 	}
 	namespaced := map[string]bool{"networkpolicies": true, "networksets": true, "workloadendpoints": true,
-		"services": true, "endpoints": true, "endpointslices": true, "k8snetworkpolicies": true}
+		"services": true, "endpoints": true, "endpointslices": true, "k8snetworkpolicies": true, "endpointhealths": true}
 	for _, k := range Kinds() {
 		if k.Namespaced != namespaced[k.Plural] {
 			t.Errorf("%s: Namespaced = %v", k.Plural, k.Namespaced)

@@ -41,6 +41,9 @@ func (a Action) String() string {
 type Op struct {
 	Action   Action
 	Resource api.Resource
+	// Lease, when not zero, is the etcd lease a create, update or apply puts the key
+	// under: the key is deleted when the lease expires (records whose writer is gone).
+	Lease clientv3.LeaseID
 }
 
 // maxTxnAttempts bounds how often a transaction re-reads and retries when other writers
@@ -72,6 +75,7 @@ type pending struct {
 	obj    api.Resource // the defaulted copy to store; for deletes, the request
 	base   api.Resource // for writes, obj as prepared, before any write hook changed it
 	rv     int64        // the ResourceVersion the op requires, 0 for none
+	lease  clientv3.LeaseID
 }
 
 // snapshot is what a transaction read: the current value of each op's key and, when
@@ -189,7 +193,7 @@ func prepare(op Op, prefix string) (*pending, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s%s: %w", prefix, op.Action, err)
 	}
-	p := &pending{action: op.Action, obj: op.Resource}
+	p := &pending{action: op.Action, obj: op.Resource, lease: op.Lease}
 	if op.Action != OpDelete {
 		// Store a defaulted copy: the caller's resource is not ours to change.
 		if p.obj, err = clone(kind, op.Resource); err != nil {
@@ -290,7 +294,7 @@ func plan(ps []*pending, snap *snapshot, writesPools bool, checks []WriteCheck, 
 		if err != nil {
 			return nil, nil, fmt.Errorf("%s: encode: %w", p.desc, err)
 		}
-		writes = append(writes, clientv3.OpPut(p.ref.key, val))
+		writes = append(writes, clientv3.OpPut(p.ref.key, val, clientv3.WithLease(p.lease)))
 	}
 	if writesPools {
 		if err := checkPools(ps, snap); err != nil {

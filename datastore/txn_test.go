@@ -193,3 +193,35 @@ func TestCreateOfTakenName(t *testing.T) {
 		t.Errorf("the failed Txn created networksets/default/free: %v", err)
 	}
 }
+
+// TestTxnLease: a resource put under a lease is deleted with the lease (a watcher sees
+// it go); one put without stays.
+func TestTxnLease(t *testing.T) {
+	c := datastoretest.Start(t)
+	ctx := testCtx(t)
+	lease, err := c.Etcd().Grant(ctx, 60)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Txn(ctx, []datastore.Op{
+		{Action: datastore.OpApply, Resource: newNetSet("default", "leased"), Lease: lease.ID},
+		{Action: datastore.OpApply, Resource: newNetSet("default", "kept")},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	events := c.Watch(ctx, netsetKind, "", 0)
+	for ev := range events {
+		if ev.Type == datastore.Synced {
+			break
+		}
+	}
+	if _, err := c.Etcd().Revoke(ctx, lease.ID); err != nil {
+		t.Fatal(err)
+	}
+	if ev := <-events; ev.Type != datastore.Deleted || ev.Resource.GetObjectMeta().Name != "leased" {
+		t.Errorf("after the lease's revocation: %v %s, want leased deleted", ev.Type, ev.Resource.GetObjectMeta().Name)
+	}
+	if sets, _, _ := c.List(ctx, netsetKind, ""); len(sets) != 1 || sets[0].GetObjectMeta().Name != "kept" {
+		t.Errorf("left: %s, want kept", asJSON(t, sets))
+	}
+}

@@ -176,6 +176,10 @@ func readManifests(paths []string, stdin io.Reader, namespace string) ([]manifes
 		}
 		for i, r := range rs {
 			m := manifest{res: r, source: name, doc: i + 1}
+			if _, ok := r.(*api.EndpointHealth); ok {
+				errs = append(errs, fmt.Errorf("%s: EndpointHealth records are written by the agent of the endpoint's node, not by hand", m))
+				continue
+			}
 			if err := setNamespace(r, namespace); err != nil {
 				errs = append(errs, fmt.Errorf("%s: %w", m, err))
 				continue

@@ -1,7 +1,8 @@
 // Package agent is tabby-node: it registers the node, keeps one snapshot of the datastore,
 // and runs the subsystems that derive their desired state from it (routes, encapsulation,
-// policy, BGP, IPAM garbage collection), with the status socket, health and metrics
-// endpoints. cmd/tabby-node only turns flags into a Config and calls Run.
+// policy, BGP, IPAM garbage collection, the Service proxy, cluster DNS, endpoint health
+// probes), with the status socket, health and metrics endpoints. cmd/tabby-node only
+// turns flags into a Config and calls Run.
 package agent
 
 import (
@@ -89,7 +90,7 @@ type Subsystem interface {
 
 // snapshotKinds are the kinds the agent watches: one watch each, read by every subsystem.
 func snapshotKinds() []*api.Kind {
-	plurals := []string{"nodes", "ippools", "bgppeers", "bgpconfigurations", "services", "endpoints", "endpointslices"}
+	plurals := []string{"nodes", "ippools", "bgppeers", "bgpconfigurations", "services", "endpoints", "endpointslices", "endpointhealths"}
 	for _, p := range policy.InputKinds {
 		if !slices.Contains(plurals, p) {
 			plurals = append(plurals, p)
@@ -226,6 +227,9 @@ func Run(ctx context.Context, cfg Config, ds *datastore.Client, m *Metrics) erro
 			}
 			subs = append(subs, p)
 		}
+		// Every node probes its own endpoints of health-checked Services, whatever its
+		// proxy mode: the other nodes' proxies and DNS read the results.
+		subs = append(subs, newHealthProbeSubsystem(cfg.NodeName, ds, snap, services, m))
 		subs = append(subs, routes, pol,
 			runFunc("ipam-gc", func(ctx context.Context) error {
 				return ipamc.RunGarbageCollector(ctx, cfg.NodeName, cfg.IPAMGCInterval, ipam.GCOptions{})

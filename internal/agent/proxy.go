@@ -42,7 +42,8 @@ const (
 )
 
 // proxySubsystem load-balances Services on this node: on every view that changes
-// Services, Endpoints, EndpointSlices or WorkloadEndpoints it derives the node's load balancing
+// Services, Endpoints, EndpointSlices, WorkloadEndpoints or EndpointHealths
+// (serviceInputKinds) it derives the node's load balancing
 // (proxy.Desired, through an LBCache) and has felix's ServiceProxy write only the difference; every
 // proxyRefresh it rewrites the tables whole.
 type proxySubsystem struct {
@@ -131,7 +132,7 @@ func (p *proxySubsystem) Run(ctx context.Context) error {
 			return nil
 		case <-sub:
 			v := p.snap.View()
-			if !v.Synced || !v.Differs(prev, false, kindServices, kindEndpoints, kindEndpointSlices, kindWorkloadEndpoints, kindIPPools) {
+			if !v.Synced || !v.Differs(prev, false, append(serviceInputKinds, kindIPPools)...) {
 				continue
 			}
 			prev = v
