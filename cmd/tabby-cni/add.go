@@ -23,7 +23,8 @@ const undoTimeout = 30 * time.Second
 // cmdAdd attaches the container: addresses from IPAM, the veth, the WorkloadEndpoint. It
 // checks everything it can before changing anything, and undoes what it did if a later
 // step fails. A repeated ADD for the same container returns the same result, repairing
-// the attachment if it was damaged.
+// the attachment if it was damaged. It holds the container's lock (lockContainer)
+// throughout, so an overlapping ADD or DEL of the container waits its turn.
 func cmdAdd(ctx context.Context, inv *invocation) error {
 	id, err := newWorkloadID(inv.conf, inv.args.ContainerID, inv.args.IfName, inv.args.Args)
 	if err != nil {
@@ -36,6 +37,12 @@ func cmdAdd(ctx context.Context, inv *invocation) error {
 		return err
 	}
 	inv.timings.mark("checks")
+	lock, err := lockContainer(ctx, lockDir, id.ContainerID)
+	if err != nil {
+		return err
+	}
+	defer lock.unlock(false)
+	inv.timings.mark("lock")
 	ds, err := inv.connect(ctx)
 	if err != nil {
 		return err
