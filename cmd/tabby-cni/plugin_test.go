@@ -193,6 +193,14 @@ func TestFailuresLeaveNothing(t *testing.T) {
 	wantError(t, "ADD without etcd", l.cni("ADD", closed, c).Error, types.ErrTryAgainLater, "is etcd running, and does etcd_endpoints (http://172.31.1.1:2999) reach it")
 	wantError(t, "DEL without etcd", l.cni("DEL", closed, c).Error, types.ErrTryAgainLater, "unreachable")
 
+	// A node that is not registered: refused before IPAM claims a block for it.
+	wantError(t, "ADD for a node that does not exist", l.cni("ADD", l.confList("1.1.0", map[string]any{"nodename": "nodez"}), l.container("nodez")).Error,
+		types.ErrInvalidNetworkConfig, `node "nodez" (nodename in the network configuration) is not registered in etcd`)
+	if out := l.OK("ctl", "ipam", "show", "--show-blocks"); strings.Contains(out, "nodez") {
+		t.Errorf("a block was claimed for the node that does not exist:\n%s", out)
+	}
+	l.settle("after ADD for a node that does not exist", before)
+
 	// etcd stopped (SIGSTOP) under a running lab: ADD gives up and changes nothing.
 	etcd := l.Status().Etcd.Process.PID
 	if etcd == 0 {
