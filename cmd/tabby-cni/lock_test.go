@@ -65,9 +65,10 @@ func TestLockSerialises(t *testing.T) {
 	}
 }
 
-// TestLockRemovedWhileWaiting: a waiter whose file the holder removed (DEL) takes the
-// lock of a new file, so that two holders never share one container; a file left by a
-// holder that is gone (its flock died with it) does not block.
+// TestLockRemovedWhileWaiting: when the holder removes the lock file (DEL), a waiting call
+// takes the lock on the file now at the path, never on the removed one (which would let a
+// third call in beside it); a file whose holder is gone (its flock went with it) does not
+// block.
 func TestLockRemovedWhileWaiting(t *testing.T) {
 	dir := t.TempDir()
 	ctx := context.Background()
