@@ -16,7 +16,8 @@ import (
 // cmdGC removes this network's attachments on this node that the runtime no longer
 // knows (not in cni.dev/valid-attachments): each one's host interface, addresses and
 // endpoint, as DEL would. Attachments are found through their endpoints; addresses left
-// without one are the IPAM garbage collector's (tabby-node), after its grace period.
+// without one are the IPAM garbage collector's (tabby-node), after its grace period. It
+// also removes the lock files no call holds (sweepLocks).
 func cmdGC(ctx context.Context, inv *invocation) error {
 	ds, err := inv.connect(ctx)
 	if err != nil {
@@ -33,7 +34,9 @@ func cmdGC(ctx context.Context, inv *invocation) error {
 	for _, w := range stale {
 		errs = append(errs, collect(ctx, inv, ds, ic, w))
 	}
-	inv.log.Info("garbage collected", "valid", len(inv.conf.ValidAttachments), "removed", len(stale))
+	locks, err := sweepLocks(lockDir)
+	errs = append(errs, err)
+	inv.log.Info("garbage collected", "valid", len(inv.conf.ValidAttachments), "removed", len(stale), "lockFiles", locks)
 	return errors.Join(errs...)
 }
 

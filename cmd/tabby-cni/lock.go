@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -19,7 +20,9 @@ import (
 // lockDir holds one lock file per container ID that an ADD, DEL or GC is working on, so
 // that overlapping calls for one container on a node (a runtime retrying, or a DEL sent
 // while its ADD still runs) take turns: without that, an ADD's undo or a DEL releases, by
-// the handle they share, addresses another ADD just handed out. /run is emptied at boot.
+// the handle they share, addresses another ADD just handed out. DEL removes its
+// container's file; GC removes every file no call holds (sweepLocks); /run is emptied at
+// boot.
 const lockDir = "/run/tabby/cni-locks"
 
 // lockTimeout bounds the wait for another invocation's lock, well inside the command's
@@ -127,4 +130,32 @@ func (l *containerLock) unlock(remove bool) {
 		os.Remove(l.path)
 	}
 	l.f.Close()
+}
+
+// sweepLocks removes the lock files in dir that no call holds: those of containers whose
+// DEL never came (a runtime that lost them, a killed plugin), which would otherwise stay
+// until the next boot. Removing a free lock file is always safe: a later call for its
+// container makes a new one, and tryLock never keeps a removed file's lock. It returns
+// how many it removed.
+func sweepLocks(dir string) (int, error) {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("sweep lock files: %w", err)
+	}
+	removed := 0
+	for _, e := range entries {
+		if e.IsDir() || !strings.HasSuffix(e.Name(), ".lock") {
+			continue
+		}
+		l, err := tryLock(filepath.Join(dir, e.Name()))
+		if err != nil || l == nil {
+			continue // held, or gone meanwhile
+		}
+		l.unlock(true)
+		removed++
+	}
+	return removed, nil
 }

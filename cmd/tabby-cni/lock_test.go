@@ -123,3 +123,42 @@ func TestLockPath(t *testing.T) {
 		}
 	}
 }
+
+// TestSweepLocks: lock files nobody holds go, a held one stays and stays held; a missing
+// directory is nothing to sweep.
+func TestSweepLocks(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	held, err := lockContainer(ctx, dir, "held")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.unlock(true)
+	for _, id := range []string{"left1", "left2"} {
+		l, err := lockContainer(ctx, dir, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.unlock(false) // as an ADD leaves it
+	}
+	os.WriteFile(filepath.Join(dir, "other.txt"), nil, 0o600)
+	if n, err := sweepLocks(dir); n != 2 || err != nil {
+		t.Errorf("sweep removed %d (%v), want 2", n, err)
+	}
+	var left []string
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		left = append(left, e.Name())
+	}
+	if strings.Join(left, " ") != "held.lock other.txt" {
+		t.Errorf("after the sweep: %v, want held.lock other.txt", left)
+	}
+	short, cancel := context.WithTimeout(ctx, 10*time.Millisecond)
+	defer cancel()
+	if _, err := lockContainer(short, dir, "held"); cniError(err).Code != types.ErrTryAgainLater {
+		t.Errorf("the held lock after the sweep: %v", err)
+	}
+	if n, err := sweepLocks(filepath.Join(dir, "nosuch")); n != 0 || err != nil {
+		t.Errorf("sweep of a missing directory: %d %v", n, err)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -307,6 +308,13 @@ func TestGCAndStatus(t *testing.T) {
 	s := l.state()
 	if len(s.Links) != 1 || s.InUse != 1 || s.Handles != 1 || s.Problems != "" || len(s.Endpoints) != 1 {
 		t.Errorf("after GC: %+v", s)
+	}
+	// The removed attachments' lock files went with them, and the valid one's (left by
+	// its ADD, held by no call) went in the sweep.
+	for _, c := range cs {
+		if _, err := os.Stat(lockPath(lockDir, c.ID)); !os.IsNotExist(err) {
+			t.Errorf("lock file of %s after GC: %v", c.ID, err)
+		}
 	}
 	l.mustCNI("DEL", tiny, cs[0])
 	l.settle("after the last DEL", before)
