@@ -16,21 +16,24 @@ import (
 // started although ~15 MB of it was live. memoryTrim collects and hands it back once the
 // snapshot has been quiet for trimQuiet after a change, when the heap memory the process
 // holds has grown by trimMin since the last trim; each trim is a full GC, so small
-// changes never cause one.
+// changes never cause one. Growth without changes (the DNS server's answer caches and
+// garbage under load) is checked every trimEvery.
 const (
 	trimQuiet = 2 * time.Second
+	trimEvery = time.Minute
 	trimMin   = 16 << 20
 )
 
 type memoryTrim struct {
 	changes <-chan struct{} // the snapshot's change notifications
 	quiet   time.Duration   // trimQuiet
+	every   time.Duration   // trimEvery
 	min     uint64          // trimMin
 	log     *slog.Logger
 }
 
 func newMemoryTrim(snap *snapshot.Snapshot) memoryTrim {
-	return memoryTrim{changes: snap.Subscribe(), quiet: trimQuiet, min: trimMin, log: slog.Default().With("component", "memory")}
+	return memoryTrim{changes: snap.Subscribe(), quiet: trimQuiet, every: trimEvery, min: trimMin, log: slog.Default().With("component", "memory")}
 }
 
 func (memoryTrim) Name() string { return "memory-trim" }
@@ -39,6 +42,8 @@ func (t memoryTrim) Run(ctx context.Context) error {
 	quiet := time.NewTimer(t.quiet)
 	quiet.Stop()
 	defer quiet.Stop()
+	every := time.NewTicker(t.every)
+	defer every.Stop()
 	var base uint64 // heldHeap after the last trim
 	for {
 		select {
@@ -46,13 +51,15 @@ func (t memoryTrim) Run(ctx context.Context) error {
 			return nil
 		case <-t.changes:
 			quiet.Reset(t.quiet)
+			continue
 		case <-quiet.C:
-			if held := heldHeap(); held >= base+t.min {
-				start := time.Now()
-				debug.FreeOSMemory()
-				base = heldHeap()
-				t.log.Debug("returned heap memory to the OS", "held_before", held, "held_after", base, "took", time.Since(start))
-			}
+		case <-every.C:
+		}
+		if held := heldHeap(); held >= base+t.min {
+			start := time.Now()
+			debug.FreeOSMemory()
+			base = heldHeap()
+			t.log.Debug("returned heap memory to the OS", "held_before", held, "held_after", base, "took", time.Since(start))
 		}
 	}
 }

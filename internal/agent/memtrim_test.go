@@ -35,7 +35,7 @@ func (l *lockedBuffer) String() string {
 func TestMemoryTrim(t *testing.T) {
 	var logs lockedBuffer
 	changes := make(chan struct{}, 1)
-	trim := memoryTrim{changes: changes, quiet: 20 * time.Millisecond, min: 16 << 20,
+	trim := memoryTrim{changes: changes, quiet: 20 * time.Millisecond, every: time.Hour, min: 16 << 20,
 		log: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -85,4 +85,29 @@ func TestMemoryTrim(t *testing.T) {
 		t.Errorf("%d trims after a change that grew nothing, want still 1: %s", n, logs.String())
 	}
 	runtime.KeepAlive(live)
+}
+
+// TestMemoryTrimPeriodic: growth without any snapshot change (a server's caches under
+// load) is trimmed on the periodic check.
+func TestMemoryTrimPeriodic(t *testing.T) {
+	var logs lockedBuffer
+	trim := memoryTrim{changes: make(chan struct{}), quiet: time.Hour, every: 20 * time.Millisecond, min: 16 << 20,
+		log: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	func() { // 48 MiB of garbage
+		b := make([][]byte, 48)
+		for i := range b {
+			b[i] = make([]byte, 1<<20)
+			b[i][0] = 1
+		}
+	}()
+	go trim.Run(ctx)
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(logs.String(), "returned heap memory") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no periodic trim within 10 s, holding %d bytes", heldHeap())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
