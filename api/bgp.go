@@ -156,21 +156,32 @@ var (
 	largeCommunityRE    = regexp.MustCompile(`^(\d+):(\d+):(\d+)$`)
 )
 
-// isCommunityValue says whether s is "aa:nn" with 16-bit parts or "aa:nn:mm" with 32-bit parts.
-func isCommunityValue(s string) bool {
+// ParseCommunity parses a community value: "aa:nn", a standard community (RFC 1997) with
+// 16-bit parts, or "aa:nn:mm", a large community (RFC 8092) with 32-bit parts. It returns
+// the two or three parts.
+func ParseCommunity(s string) ([]uint32, error) {
 	parts, bits := standardCommunityRE.FindStringSubmatch(s), 16
 	if parts == nil {
 		parts, bits = largeCommunityRE.FindStringSubmatch(s), 32
 	}
 	if parts == nil {
-		return false
+		return nil, fmt.Errorf("%q is not a community value (\"aa:nn\" with 16-bit numbers, or \"aa:nn:mm\" with 32-bit numbers)", s)
 	}
+	out := make([]uint32, 0, 3)
 	for _, p := range parts[1:] {
-		if _, err := strconv.ParseUint(p, 10, bits); err != nil {
-			return false
+		n, err := strconv.ParseUint(p, 10, bits)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a community value: %s does not fit in %d bits", s, p, bits)
 		}
+		out = append(out, uint32(n))
 	}
-	return true
+	return out, nil
+}
+
+// isCommunityValue says whether s is "aa:nn" with 16-bit parts or "aa:nn:mm" with 32-bit parts.
+func isCommunityValue(s string) bool {
+	_, err := ParseCommunity(s)
+	return err == nil
 }
 
 func (c *BGPConfiguration) validate(errs *FieldErrors) {
@@ -215,9 +226,6 @@ func (c *BGPConfiguration) validate(errs *FieldErrors) {
 		if checkRequired(errs, f+".value", cm.Value) && !isCommunityValue(cm.Value) {
 			errs.add(f+".value", cm.Value, "%q is not a community value (\"aa:nn\" with 16-bit numbers, or \"aa:nn:mm\" with 32-bit numbers)", cm.Value)
 		}
-	}
-	if len(s.Communities) > 0 && len(s.PrefixAdvertisements) == 0 {
-		errs.add("spec.communities", nil, "communities are defined but no prefixAdvertisements use them")
 	}
 	for i, pa := range s.PrefixAdvertisements {
 		f := index("spec.prefixAdvertisements", i)

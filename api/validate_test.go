@@ -150,11 +150,10 @@ var validationCases = []struct {
 			`spec.communities[2].name: required`,
 			`spec.prefixAdvertisements[0].communities[1]: "b" is neither a community defined in spec.communities nor a value "aa:nn" or "aa:nn:mm"`,
 		}},
-	{"unused communities and restart time without the mesh", calico + "kind: BGPConfiguration\nmetadata: {name: default}\nspec: {nodeToNodeMeshEnabled: false, nodeMeshMaxRestartTime: 2h, communities: [{name: a, value: \"1:2\"}]}\n",
+	{"restart time without the mesh (communities only node overrides use are fine)", calico + "kind: BGPConfiguration\nmetadata: {name: default}\nspec: {nodeToNodeMeshEnabled: false, nodeMeshMaxRestartTime: 2h, communities: [{name: a, value: \"1:2\"}]}\n",
 		[]string{
 			`spec.nodeMeshMaxRestartTime: 2h0m0s is out of range: BGP's graceful restart time is a whole number of seconds, 0s-4095s`,
 			`spec.nodeMeshMaxRestartTime: set, but the node-to-node mesh is disabled`,
-			`spec.communities: communities are defined but no prefixAdvertisements use them`,
 		}},
 
 	// BGPPeer.

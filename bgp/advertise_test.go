@@ -120,3 +120,37 @@ func TestExportPolicy(t *testing.T) {
 		}
 	}
 }
+
+func TestWithCommunities(t *testing.T) {
+	pp := netip.MustParsePrefix
+	rules := []PrefixCommunities{
+		{pp("10.65.0.0/16"), Communities{Standard: []uint32{65001<<16 | 100}}},
+		{pp("10.65.1.0/24"), Communities{Standard: []uint32{65001<<16 | 100, 65001<<16 | 200}, Large: []LargeCommunity{{65001, 1, 2}}}},
+		{pp("192.0.2.7/32"), Communities{Large: []LargeCommunity{{4200000000, 0, 7}, {65001, 1, 2}}}},
+	}
+	for _, tt := range []struct {
+		name   string
+		prefix string
+		want   string
+	}{
+		{"no rule covers it", "10.66.0.0/26", ""},
+		{"inside one CIDR", "10.65.0.0/26", "(65001,100)"},
+		{"the CIDR itself", "10.65.0.0/16", "(65001,100)"},
+		{"inside two CIDRs: merged, no duplicates", "10.65.1.64/26", "(65001,100) (65001,200) (65001,1,2)"},
+		{"wider than a CIDR: not covered", "10.64.0.0/15", ""},
+		{"a host route equal to a /32 rule, large sorted", "192.0.2.7/32", "(65001,1,2) (4200000000,0,7)"},
+		{"a host route next to it", "192.0.2.8/32", ""},
+		{"IPv6 never inside an IPv4 CIDR", "::a41:100/120", ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got := WithCommunities([]netip.Prefix{pp(tt.prefix)}, rules)
+			if len(got) != 1 || got[0].Prefix != pp(tt.prefix) || got[0].Communities.String() != tt.want {
+				t.Errorf("WithCommunities(%s) = %+v, want communities %q", tt.prefix, got, tt.want)
+			}
+		})
+	}
+	if got := WithCommunities([]netip.Prefix{pp("10.65.1.0/26"), pp("10.65.0.0/26")}, nil); len(got) != 2 ||
+		got[0].Prefix != pp("10.65.1.0/26") || !got[0].Communities.IsZero() || !got[1].Communities.IsZero() {
+		t.Errorf("without rules: %+v", got)
+	}
+}

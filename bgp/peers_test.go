@@ -3,6 +3,7 @@ package bgp
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -195,5 +196,43 @@ func TestConfigFrom(t *testing.T) {
 	}
 	if c, _ := ConfigFrom(nil, nil); c.ASN != 64512 || !c.Mesh || c.MeshMaxRestart != 120*time.Second {
 		t.Errorf("defaults: %+v", c)
+	}
+}
+
+// prefixAdvertisements resolve community names from the default object, take literal
+// values, report unknown names (dropping only that entry), and a node's override
+// replaces the default's entry for the same CIDR.
+func TestConfigFromCommunities(t *testing.T) {
+	def := &api.BGPConfiguration{Spec: api.BGPConfigurationSpec{
+		Communities: []api.Community{{Name: "rack", Value: "65001:100"}, {Name: "big", Value: "4200000000:1:2"}},
+		PrefixAdvertisements: []api.PrefixAdvertisement{
+			{CIDR: "10.65.0.0/16", Communities: []string{"rack", "65001:300"}},
+			{CIDR: "10.66.0.0/16", Communities: []string{"big", "rack", "rack"}},
+			{CIDR: "10.67.0.0/16", Communities: []string{"nosuch"}},
+			{CIDR: "10.68.0.0/16", Communities: []string{"rack"}},
+		}}}
+	def.Name = "default"
+	node := &api.BGPConfiguration{Spec: api.BGPConfigurationSpec{PrefixAdvertisements: []api.PrefixAdvertisement{
+		{CIDR: "10.68.0.0/16", Communities: []string{"big"}},
+		{CIDR: "10.69.0.0/24", Communities: []string{"1:2:3"}},
+	}}}
+	node.Name = "node.node1"
+	c, problems := ConfigFrom(def, node)
+	var got []string
+	for _, pc := range c.Communities {
+		got = append(got, pc.CIDR.String()+" "+pc.Communities.String())
+	}
+	want := []string{
+		"10.65.0.0/16 (65001,100) (65001,300)",
+		"10.66.0.0/16 (65001,100) (4200000000,1,2)",
+		"10.68.0.0/16 (4200000000,1,2)",
+		"10.69.0.0/24 (1,2,3)",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("communities:\n got %q\nwant %q", got, want)
+	}
+	if len(problems) != 1 || !strings.Contains(problems[0], `"nosuch" is neither a name defined in communities nor a value`) ||
+		!strings.Contains(problems[0], "BGPConfiguration default") {
+		t.Errorf("problems: %q", problems)
 	}
 }

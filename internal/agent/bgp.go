@@ -242,9 +242,9 @@ func (a *bgpSubsystem) reconcile(ctx context.Context, v *snapshot.View) error {
 	a.problems = problems
 	// Advertisements before peers: a restarted speaker's first UPDATE to a peer (and its
 	// End-of-RIB, on which the peer drops the routes it kept) must already hold them all.
-	adverts := bgp.DesiredAdvertisements(bgp.AdvertInput{
+	adverts := bgp.WithCommunities(bgp.DesiredAdvertisements(bgp.AdvertInput{
 		Pools: snapshot.List[*api.IPPool](v), Blocks: blocks, Addrs: addrs, Services: cfg.Services, LocalServices: a.local,
-	})
+	}), cfg.Communities)
 	aerr := a.speaker.SetAdvertisements(ctx, adverts)
 	perr := a.speaker.SetPeers(ctx, desired)
 	a.publishLearned()
