@@ -40,6 +40,8 @@ type Config struct {
 	Mesh           bool
 	MeshMaxRestart time.Duration
 	Services       ServiceCIDRs
+	// LogSeverity is logSeverityScreen, GoBGP's log level (Speaker.SetLogSeverity).
+	LogSeverity string
 	// Communities are prefixAdvertisements, sorted by CIDR: the default object's, an
 	// entry of the node's override replacing the one for the same CIDR.
 	Communities []PrefixCommunities
@@ -48,7 +50,8 @@ type Config struct {
 // ConfigFrom merges the default BGPConfiguration and this node's "node.<name>" override
 // (either may be nil) over Calico's defaults.
 func ConfigFrom(def, node *api.BGPConfiguration) (Config, []string) {
-	c := Config{ASN: uint32(api.DefaultASNumber), ListenPort: api.DefaultBGPListenPort, Mesh: true, MeshMaxRestart: api.DefaultMaxRestartTime}
+	c := Config{ASN: uint32(api.DefaultASNumber), ListenPort: api.DefaultBGPListenPort, Mesh: true, MeshMaxRestart: api.DefaultMaxRestartTime,
+		LogSeverity: api.DefaultBGPLogSeverity}
 	var problems []string
 	names := map[string]string{} // community name -> value
 	byCIDR := map[netip.Prefix]PrefixCommunities{}
@@ -62,6 +65,9 @@ func ConfigFrom(def, node *api.BGPConfiguration) (Config, []string) {
 		}
 		if s.ListenPort != 0 {
 			c.ListenPort = s.ListenPort
+		}
+		if s.LogSeverityScreen != "" {
+			c.LogSeverity = s.LogSeverityScreen
 		}
 		if s.NodeToNodeMeshEnabled != nil {
 			c.Mesh = *s.NodeToNodeMeshEnabled

@@ -194,8 +194,16 @@ func TestConfigFrom(t *testing.T) {
 	if got := fmt.Sprint(c.Services); got != "{[10.96.0.0/12] [198.51.100.0/24] [203.0.113.0/24 fd00:113::/120]}" {
 		t.Errorf("Service CIDRs: %s", got)
 	}
-	if c, _ := ConfigFrom(nil, nil); c.ASN != 64512 || !c.Mesh || c.MeshMaxRestart != 120*time.Second {
+	if c, _ := ConfigFrom(nil, nil); c.ASN != 64512 || !c.Mesh || c.MeshMaxRestart != 120*time.Second || c.LogSeverity != "Info" {
 		t.Errorf("defaults: %+v", c)
+	}
+	def.Spec.LogSeverityScreen = "Warning"
+	node := &api.BGPConfiguration{Spec: api.BGPConfigurationSpec{LogSeverityScreen: "Debug"}}
+	if c, _ := ConfigFrom(def, nil); c.LogSeverity != "Warning" {
+		t.Errorf("logSeverityScreen from default: %q", c.LogSeverity)
+	}
+	if c, _ := ConfigFrom(def, node); c.LogSeverity != "Debug" {
+		t.Errorf("logSeverityScreen from the node's override: %q", c.LogSeverity)
 	}
 }
 

@@ -173,6 +173,11 @@ func (s *Speaker) Close() {
 	s.cancel()
 }
 
+// SetLogSeverity sets the level of GoBGP's messages written, from BGPConfiguration
+// logSeverityScreen (Debug, Info, Warning, Error, Fatal; "" is Info), at once. It is
+// GoBGP's level alone, independent of the slog handler's (the agent's --log-level).
+func (s *Speaker) SetLogSeverity(severity string) error { return s.glog.setScreen(severity) }
+
 // Changed is poked after every change of the learned routes or of Synced.
 func (s *Speaker) Changed() <-chan struct{} { return s.changed }
 
