@@ -1,3 +1,7 @@
+// The speaker's tests listen with plain TCP, as tabby-node does (its main package says
+// why: Linux refuses TCP MD5 keys on Go's default MPTCP listeners).
+//
+//go:debug multipathtcp=0
 package bgp
 
 import (
@@ -279,4 +283,28 @@ func TestSpeakerCommunities(t *testing.T) {
 			t.Errorf("b learned %q", got)
 		}
 	}
+}
+
+// Two speakers with the same TCP MD5 key on their session, the one with the higher
+// address waiting for the other (as between nodes): the session comes up and routes pass.
+func TestSpeakerMD5(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "bgp"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "bgp", "mesh"), []byte("mesh-secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a := startSpeaker(t, "127.0.0.1", 64512, Options{PasswordDir: dir})
+	b := startSpeaker(t, "127.0.0.2", 64512, Options{PasswordDir: dir})
+	ctx := t.Context()
+	pa, pb := a.peer(b, PeerMesh), b.peer(a, PeerMesh)
+	pa.Password, pb.Password, pb.Passive = "bgp/mesh", "bgp/mesh", true
+	if err := errors.Join(a.SetPeers(ctx, []Peer{pa}), b.SetPeers(ctx, []Peer{pb})); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.SetAdvertisements(ctx, plain("10.65.0.0/26")); err != nil {
+		t.Fatal(err)
+	}
+	waitLearned(t, b, "10.65.0.0/26 via 127.0.0.1")
 }
