@@ -24,6 +24,7 @@ type BGPConfigurationSpec struct {
 	ASNumber               *ASNumber             `json:"asNumber,omitempty"`
 	ListenPort             uint16                `json:"listenPort,omitempty"`
 	NodeMeshMaxRestartTime *Duration             `json:"nodeMeshMaxRestartTime,omitempty"`
+	NodeMeshPassword       *BGPPassword          `json:"nodeMeshPassword,omitempty"`
 	ServiceClusterIPs      []ServiceIPBlock      `json:"serviceClusterIPs,omitempty"`
 	ServiceExternalIPs     []ServiceIPBlock      `json:"serviceExternalIPs,omitempty"`
 	ServiceLoadBalancerIPs []ServiceIPBlock      `json:"serviceLoadBalancerIPs,omitempty"`
@@ -199,6 +200,12 @@ func (c *BGPConfiguration) validate(errs *FieldErrors) {
 			errs.add("spec.nodeMeshMaxRestartTime", d.String(), "set, but the node-to-node mesh is disabled")
 		}
 	}
+	if pw := s.NodeMeshPassword; pw != nil {
+		checkPassword(errs, "spec.nodeMeshPassword", pw)
+		if s.NodeToNodeMeshEnabled != nil && !*s.NodeToNodeMeshEnabled {
+			errs.add("spec.nodeMeshPassword", nil, "set, but the node-to-node mesh is disabled")
+		}
+	}
 	for _, b := range []struct {
 		field  string
 		blocks []ServiceIPBlock
@@ -248,6 +255,7 @@ func (c *BGPConfiguration) validate(errs *FieldErrors) {
 			{"spec.nodeToNodeMeshEnabled", s.NodeToNodeMeshEnabled != nil},
 			{"spec.asNumber", s.ASNumber != nil},
 			{"spec.nodeMeshMaxRestartTime", s.NodeMeshMaxRestartTime != nil},
+			{"spec.nodeMeshPassword", s.NodeMeshPassword != nil},
 			{"spec.serviceClusterIPs", len(s.ServiceClusterIPs) > 0},
 			{"spec.serviceExternalIPs", len(s.ServiceExternalIPs) > 0},
 			{"spec.serviceLoadBalancerIPs", len(s.ServiceLoadBalancerIPs) > 0},
@@ -258,6 +266,24 @@ func (c *BGPConfiguration) validate(errs *FieldErrors) {
 			}
 		}
 	}
+}
+
+// checkPassword checks a password's secretKeyRef, at field.
+func checkPassword(errs *FieldErrors, field string, pw *BGPPassword) {
+	if pw.SecretKeyRef == nil {
+		errs.add(field+".secretKeyRef", nil, "required")
+		return
+	}
+	checkSubdomain(errs, field+".secretKeyRef.name", pw.SecretKeyRef.Name)
+	checkRequired(errs, field+".secretKeyRef.key", pw.SecretKeyRef.Key)
+}
+
+// PasswordRef names a password's key as "<secret name>/<key>", "" for none.
+func (pw *BGPPassword) PasswordRef() string {
+	if pw == nil || pw.SecretKeyRef == nil {
+		return ""
+	}
+	return pw.SecretKeyRef.Name + "/" + pw.SecretKeyRef.Key
 }
 
 // checkRestartTime bounds a graceful restart time by the 12 bits BGP's capability gives it.
@@ -323,13 +349,8 @@ func (p *BGPPeer) validate(errs *FieldErrors) {
 		// Calico takes a selected node's AS number from its Node resource.
 		errs.add("spec.asNumber", uint32(s.ASNumber), "must be empty when spec.peerSelector is set")
 	}
-	if pw := s.Password; pw != nil {
-		if pw.SecretKeyRef == nil {
-			errs.add("spec.password.secretKeyRef", nil, "required")
-		} else {
-			checkSubdomain(errs, "spec.password.secretKeyRef.name", pw.SecretKeyRef.Name)
-			checkRequired(errs, "spec.password.secretKeyRef.key", pw.SecretKeyRef.Key)
-		}
+	if s.Password != nil {
+		checkPassword(errs, "spec.password", s.Password)
 	}
 	checkEnum(errs, "spec.sourceAddress", s.SourceAddress, SourceAddressUseNodeIP, SourceAddressNone)
 	if s.MaxRestartTime != nil {

@@ -39,7 +39,9 @@ type Config struct {
 	ListenPort     uint16
 	Mesh           bool
 	MeshMaxRestart time.Duration
-	Services       ServiceCIDRs
+	// MeshPassword names the mesh sessions' TCP MD5 key, as Peer.Password.
+	MeshPassword string
+	Services     ServiceCIDRs
 	// LogSeverity is logSeverityScreen, GoBGP's log level (Speaker.SetLogSeverity).
 	LogSeverity string
 	// Communities are prefixAdvertisements, sorted by CIDR: the default object's, an
@@ -74,6 +76,9 @@ func ConfigFrom(def, node *api.BGPConfiguration) (Config, []string) {
 		}
 		if s.NodeMeshMaxRestartTime != nil {
 			c.MeshMaxRestart = s.NodeMeshMaxRestartTime.Duration
+		}
+		if s.NodeMeshPassword != nil {
+			c.MeshPassword = s.NodeMeshPassword.PasswordRef()
 		}
 		for _, k := range []struct {
 			blocks []api.ServiceIPBlock
@@ -276,7 +281,9 @@ func DesiredPeers(in PeerInput) ([]Peer, []string) {
 			if n.Name == self.Name || !n.Addr.IsValid() || n.ClusterID.IsValid() {
 				continue
 			}
-			cands = append(cands, candidate{nodePeer(n, PeerMesh, in.Config.MeshMaxRestart), 2, n.Name})
+			p := nodePeer(n, PeerMesh, in.Config.MeshMaxRestart)
+			p.Password = in.Config.MeshPassword
+			cands = append(cands, candidate{p, 2, n.Name})
 		}
 	}
 	bgpPeers := slices.Clone(in.Peers)
@@ -299,10 +306,7 @@ func DesiredPeers(in PeerInput) ([]Peer, []string) {
 			typ, rank = PeerNodeSpecific, 0
 			localSide = func(_ string, labels map[string]string) bool { return sel.Evaluate(labels) }
 		}
-		var password string
-		if pw := s.Password; pw != nil && pw.SecretKeyRef != nil {
-			password = pw.SecretKeyRef.Name + "/" + pw.SecretKeyRef.Key
-		}
+		password := s.Password.PasswordRef()
 		var local netip.Addr
 		if s.SourceAddress != api.SourceAddressNone {
 			local = self.Addr

@@ -59,6 +59,8 @@ func TestDesiredPeers(t *testing.T) {
 	cfg := Config{ASN: 64512, ListenPort: 179, Mesh: true, MeshMaxRestart: 120 * time.Second}
 	noMesh := cfg
 	noMesh.Mesh = false
+	meshPW := cfg
+	meshPW.MeshPassword = "bgp/mesh"
 	n1 := node("node1", "10.0.0.1", nil)
 	n2 := node("node2", "10.0.0.2", nil)
 	n3 := node("node3", "10.0.0.3", map[string]string{"rack": "a"})
@@ -89,6 +91,13 @@ func TestDesiredPeers(t *testing.T) {
 			name: "between nodes the lower address dials, the higher one waits",
 			self: selfOf(n2, 64512), cfg: cfg, nodes: []NodeInfo{n3, n1, n2},
 			want: "10.0.0.1:179 64512 node-to-node mesh node1 llgr passive\n10.0.0.3:179 64512 node-to-node mesh node3 llgr\n",
+		},
+		{
+			name: "nodeMeshPassword on the mesh sessions only, not on a BGPPeer to a node or a reflector",
+			self: selfOf(n1, 64512), cfg: meshPW, nodes: []NodeInfo{n1, n2, n3, r1},
+			peers: []*api.BGPPeer{toRRs, bgpPeer("n3", api.BGPPeerSpec{PeerIP: "10.0.0.3", ASNumber: 64512})},
+			want: "10.0.0.2:179 64512 node-to-node mesh node2 pw=bgp/mesh llgr\n10.0.0.3:0 64512 global BGPPeer n3 llgr\n" +
+				"10.0.0.101:179 64512 route reflector rr1 llgr\n",
 		},
 		{
 			name: "mesh off: nothing",
@@ -242,5 +251,30 @@ func TestConfigFromCommunities(t *testing.T) {
 	if len(problems) != 1 || !strings.Contains(problems[0], `"nosuch" is neither a name defined in communities nor a value`) ||
 		!strings.Contains(problems[0], "BGPConfiguration default") {
 		t.Errorf("problems: %q", problems)
+	}
+}
+
+// nodeMeshMaxRestartTime and nodeMeshPassword reach the mesh sessions only; a BGPPeer's
+// session keeps its own restart time and password.
+func TestMeshSessionSettings(t *testing.T) {
+	restart := api.Duration{Duration: 7 * time.Second}
+	def := &api.BGPConfiguration{Spec: api.BGPConfigurationSpec{NodeMeshMaxRestartTime: &restart,
+		NodeMeshPassword: &api.BGPPassword{SecretKeyRef: &api.SecretKeySelector{Name: "bgp", Key: "mesh"}}}}
+	def.Name = "default"
+	cfg, problems := ConfigFrom(def, nil)
+	if len(problems) > 0 || cfg.MeshMaxRestart != 7*time.Second || cfg.MeshPassword != "bgp/mesh" {
+		t.Fatalf("ConfigFrom: %+v %q", cfg, problems)
+	}
+	n1, n2 := node("node1", "10.0.0.1", nil), node("node2", "10.0.0.2", nil)
+	tor := bgpPeer("tor", api.BGPPeerSpec{PeerIP: "10.0.0.254", ASNumber: 65001})
+	peers, _ := DesiredPeers(PeerInput{Self: selfOf(n1, 64512), Config: cfg, Nodes: []NodeInfo{n1, n2}, Peers: []*api.BGPPeer{tor}})
+	if len(peers) != 2 {
+		t.Fatalf("peers: %+v", peers)
+	}
+	if p := peers[0]; p.Type != PeerMesh || p.RestartTime != 7*time.Second || p.Password != "bgp/mesh" {
+		t.Errorf("mesh peer: %+v", p)
+	}
+	if p := peers[1]; p.Type != PeerGlobal || p.RestartTime != api.DefaultMaxRestartTime || p.Password != "" {
+		t.Errorf("BGPPeer: %+v", p)
 	}
 }
