@@ -156,11 +156,26 @@ func (c Communities) Equal(o Communities) bool {
 // IsZero says whether c holds no community.
 func (c Communities) IsZero() bool { return len(c.Standard) == 0 && len(c.Large) == 0 }
 
-// add merges o into c, keeping both lists sorted and without duplicates.
+// add merges o into c, keeping both lists sorted and without duplicates. It never
+// writes to the slices c or o hold, which other values may share; a zero c takes o's.
 func (c *Communities) add(o Communities) {
-	c.Standard = slices.Compact(slices.Sorted(slices.Values(append(slices.Clone(c.Standard), o.Standard...))))
-	c.Large = slices.CompactFunc(slices.SortedFunc(slices.Values(append(slices.Clone(c.Large), o.Large...)), compareLarge),
+	if c.IsZero() {
+		*c = o
+		return
+	}
+	c.Standard = slices.Compact(slices.Sorted(slices.Values(append(slices.Clip(c.Standard), o.Standard...))))
+	c.Large = slices.CompactFunc(slices.SortedFunc(slices.Values(append(slices.Clip(c.Large), o.Large...)), compareLarge),
 		func(a, b LargeCommunity) bool { return a == b })
+}
+
+// normalized returns c's communities sorted and without duplicates, in new slices.
+func (c Communities) normalized() Communities {
+	n := Communities{Standard: slices.Clone(c.Standard), Large: slices.Clone(c.Large)}
+	slices.Sort(n.Standard)
+	slices.SortFunc(n.Large, compareLarge)
+	n.Standard = slices.Compact(n.Standard)
+	n.Large = slices.Compact(n.Large)
+	return n
 }
 
 func compareLarge(a, b LargeCommunity) int {
@@ -183,15 +198,40 @@ type Advertisement struct {
 // WithCommunities returns the advertisements of prefixes, in their order: each carries
 // the communities of every rule whose CIDR contains it (the CIDR itself or any prefix
 // inside it, as Calico's BIRD filter `net ~ <cidr>` matches), merged. A prefix no rule
-// covers carries none.
+// covers carries none; one that a single rule covers shares that rule's slices.
 func WithCommunities(prefixes []netip.Prefix, rules []PrefixCommunities) []Advertisement {
+	rules = slices.Clone(rules)
+	for i := range rules {
+		rules[i].Communities = rules[i].Communities.normalized()
+	}
+	covers := func(r PrefixCommunities, p netip.Prefix) bool {
+		return r.CIDR.Bits() <= p.Bits() && r.CIDR.Contains(p.Addr())
+	}
+	// Prefixes covered by the same rules share one merge (up to 64 rules, by bit mask).
+	merged := map[uint64]Communities{}
 	out := make([]Advertisement, 0, len(prefixes))
 	for _, p := range prefixes {
 		a := Advertisement{Prefix: p}
+		var mask uint64
+		if len(rules) <= 64 {
+			for i, r := range rules {
+				if covers(r, p) {
+					mask |= 1 << i
+				}
+			}
+			if c, ok := merged[mask]; ok {
+				a.Communities = c
+				out = append(out, a)
+				continue
+			}
+		}
 		for _, r := range rules {
-			if r.CIDR.Bits() <= p.Bits() && r.CIDR.Contains(p.Addr()) {
+			if covers(r, p) {
 				a.Communities.add(r.Communities)
 			}
+		}
+		if len(rules) <= 64 {
+			merged[mask] = a.Communities
 		}
 		out = append(out, a)
 	}
