@@ -126,6 +126,40 @@ func NewServer(cfg Config) (*Server, error) {
 	return s, nil
 }
 
+// listenOn binds ap's UDP sockets and its TCP listener (the port UDP got, for port 0),
+// closing what it bound when one fails.
+func (s *Server) listenOn(lc net.ListenConfig, ap netip.AddrPort) error {
+	addr := ap
+	var udp []*net.UDPConn
+	closeUDP := func() {
+		for _, c := range udp {
+			c.Close()
+		}
+	}
+	for i := range s.cfg.UDPSockets {
+		pc, err := lc.ListenPacket(context.Background(), "udp", addr.String())
+		if err != nil {
+			closeUDP()
+			return fmt.Errorf("dns server: listen udp %s: %w", ap, err)
+		}
+		c := pc.(*net.UDPConn)
+		udp = append(udp, c)
+		if i == 0 {
+			// Port 0: the others (and TCP) take the port this one got.
+			addr = netip.AddrPortFrom(ap.Addr(), c.LocalAddr().(*net.UDPAddr).AddrPort().Port())
+		}
+	}
+	l, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(addr))
+	if err != nil {
+		closeUDP()
+		return fmt.Errorf("dns server: listen tcp %s: %w", addr, err)
+	}
+	s.udp = append(s.udp, udp...)
+	s.tcp = append(s.tcp, l)
+	s.addrs = append(s.addrs, addr)
+	return nil
+}
+
 // Listen binds every listen address (UDP and TCP). Run calls it when it was not called
 // before; calling it first lets the caller read Addrs before serving.
 func (s *Server) Listen() error {
@@ -138,29 +172,18 @@ func (s *Server) Listen() error {
 	if s.cfg.UDPSockets > 1 {
 		lc.Control = reusePort
 	}
-	ctx := context.Background()
 	for _, ap := range s.listen {
-		addr := ap
-		for i := range s.cfg.UDPSockets {
-			pc, err := lc.ListenPacket(ctx, "udp", addr.String())
-			if err != nil {
-				s.closeLocked()
-				return fmt.Errorf("dns server: listen udp %s: %w", ap, err)
-			}
-			c := pc.(*net.UDPConn)
-			s.udp = append(s.udp, c)
-			if i == 0 {
-				// Port 0: the others (and TCP) take the port this one got.
-				addr = netip.AddrPortFrom(ap.Addr(), c.LocalAddr().(*net.UDPAddr).AddrPort().Port())
+		// Port 0 picks a UDP port that TCP may hold elsewhere: pick again then.
+		var err error
+		for try := 0; try < 10; try++ {
+			if err = s.listenOn(lc, ap); err == nil || ap.Port() != 0 || !errors.Is(err, syscall.EADDRINUSE) {
+				break
 			}
 		}
-		l, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(addr))
 		if err != nil {
 			s.closeLocked()
-			return fmt.Errorf("dns server: listen tcp %s: %w", addr, err)
+			return err
 		}
-		s.tcp = append(s.tcp, l)
-		s.addrs = append(s.addrs, addr)
 	}
 	s.listening.Store(true)
 	return nil
