@@ -1,4 +1,5 @@
-// Package agent is tabby-node: it registers the node, keeps one snapshot of the datastore,
+// Package agent is tabby-node: it registers the node, creates the default IP pools on
+// first boot (when the cluster has none of their IP version), keeps one snapshot of the datastore,
 // and runs the subsystems that derive their desired state from it (routes, encapsulation,
 // policy, BGP, IPAM garbage collection), with the status socket, health and metrics
 // endpoints. cmd/tabby-node only turns flags into a Config and calls Run.
