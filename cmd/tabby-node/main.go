@@ -201,8 +201,9 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	defer ds.Close()
-	// The agent writes no pools today; the guard keeps any pool write it makes from
-	// stranding allocated addresses, as tabbyctl's does.
+	// The agent writes pools only on first boot (creates, which the guard never refuses);
+	// it is registered all the same, so every pool write of the agent's is guarded as
+	// tabbyctl's is.
 	ds.AddWriteCheck(ipam.PoolInUseCheck())
 	return agent.Run(ctx, o.agent, ds, metrics)
 }
