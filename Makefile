@@ -7,10 +7,11 @@ LDFLAGS  := -X main.version=$(VERSION)
 # qemu-system-x86 and xz-utils: internal/vmtest boots Debian's kernel for what this one lacks (ipip).
 # tcpdump: the encapsulation tests capture the underlay; iperf3: the encapsulation benchmark.
 # systemd: the install test runs systemd-analyze verify on the units.
-APT_PACKAGES := iproute2 iputils-ping curl dnsutils dnsmasq-base iptables ipset conntrack bird2 frr gobgpd qemu-system-x86 xz-utils tcpdump iperf3 systemd
-# What `make demo` needs and no more: the tools examples/demo.sh checks for (ip, ping, dig)
-# and those the agent runs (iptables, ipset). TestDemoPackages keeps the two lists in step.
-DEMO_PACKAGES := iproute2 iputils-ping dnsutils iptables ipset
+APT_PACKAGES := iproute2 iputils-ping curl dnsutils dnsmasq-base iptables ipset nftables conntrack bird2 frr gobgpd qemu-system-x86 xz-utils tcpdump iperf3 systemd
+# What `make demo` needs and no more: the tools examples/demo.sh checks for (ip, ping, dig,
+# curl, nft) and those the agent runs (iptables, ipset). TestDemoPackages keeps the two
+# lists in step.
+DEMO_PACKAGES := iproute2 iputils-ping dnsutils curl nftables iptables ipset
 FUZZTIME ?= 15s
 
 # make install: PREFIX and DESTDIR as usual; the CNI plugin and its configuration go where
@@ -78,6 +79,7 @@ bench:
 	TABBY_VM_BENCH=1 $(GO) test -run '^TestIPIPThroughputVM$$' -v ./felix
 
 demo: demo-deps build
+	$(GO) build -o $(BIN)/ ./examples/demo/demo-web
 	./examples/demo.sh
 
 clean:

@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"math"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
+	yamlv2 "go.yaml.in/yaml/v2"
 	"sigs.k8s.io/yaml"
 )
 
@@ -160,6 +163,9 @@ var yamlLineRE = regexp.MustCompile(`line (\d+)`)
 
 func (d *docDecoder) decode(text []byte, firstLine int) {
 	j, err := yaml.YAMLToJSONStrict(text)
+	if err != nil && d.nonFinite(text) {
+		return
+	}
 	if err != nil {
 		// Report lines of the source, not of the document.
 		msg := yamlLineRE.ReplaceAllStringFunc(err.Error(), func(m string) string {
@@ -201,6 +207,55 @@ func (d *docDecoder) decode(text []byte, firstLine int) {
 		}
 	}
 	d.decodeResource(obj, "", apiVersion, kind)
+}
+
+// nonFinite reports each .inf, -.inf or .nan in a document, which YAML has and JSON
+// (tabby's storage) has not, by its field path; false if there is none.
+func (d *docDecoder) nonFinite(text []byte) bool {
+	var v any
+	if yamlv2.Unmarshal(text, &v) != nil {
+		return false
+	}
+	kind, name := "", ""
+	if m, ok := v.(map[any]any); ok {
+		kind, _ = m["kind"].(string)
+		if md, ok := m["metadata"].(map[any]any); ok {
+			name, _ = md["name"].(string)
+		}
+	}
+	found := false
+	var walk func(path string, v any)
+	walk = func(path string, v any) {
+		switch v := v.(type) {
+		case float64:
+			if math.IsInf(v, 0) || math.IsNaN(v) {
+				found = true
+				yv := map[bool]string{true: ".inf", false: "-.inf"}[v > 0]
+				if math.IsNaN(v) {
+					yv = ".nan"
+				}
+				d.fail(kind, name, path, "%s: expected a finite number, got %s", path, yv)
+			}
+		case map[any]any:
+			keys := make([]string, 0, len(v))
+			byKey := make(map[string]any, len(v))
+			for k, e := range v {
+				ks := fmt.Sprint(k)
+				keys = append(keys, ks)
+				byKey[ks] = e
+			}
+			slices.Sort(keys)
+			for _, k := range keys {
+				walk(mapPath(path, k), byKey[k])
+			}
+		case []any:
+			for i, e := range v {
+				walk(path+"["+strconv.Itoa(i)+"]", e)
+			}
+		}
+	}
+	walk("", v)
+	return found
 }
 
 // typeOf reads apiVersion and kind, reporting them missing or mistyped.

@@ -225,6 +225,13 @@ var decodeErrorCases = []struct {
 	{"wrong type",
 		"apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: p}\nspec: {cidr: 10.0.0.0/16, blockSize: x}\n",
 		`examples/pools.yaml: document 1 (IPPool "p"): spec.blockSize: expected integer, got string "x"`},
+	{"infinity, which JSON cannot hold",
+		"apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: p}\nspec: {order: .inf, selector: all()}\n",
+		`examples/pools.yaml: document 1 (GlobalNetworkPolicy "p"): spec.order: expected a finite number, got .inf`},
+	{"every non-number, in a list",
+		"apiVersion: v1\nkind: List\nitems:\n- apiVersion: projectcalico.org/v3\n  kind: GlobalNetworkPolicy\n  metadata: {name: p}\n  spec: {order: -.inf, ingress: [{action: Allow, protocol: TCP, destination: {ports: [.nan]}}]}\n",
+		`examples/pools.yaml: document 1 (List): items[0].spec.ingress[0].destination.ports[0]: expected a finite number, got .nan` + "\n" +
+			`examples/pools.yaml: document 1 (List): items[0].spec.order: expected a finite number, got -.inf`},
 	{"fraction for an integer",
 		"apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: p}\nspec: {cidr: 10.0.0.0/16, blockSize: 26.5}\n",
 		`examples/pools.yaml: document 1 (IPPool "p"): spec.blockSize: expected integer, got number 26.5`},
@@ -434,6 +441,7 @@ func TestLookupKind(t *testing.T) {
 		"endpoints":             {"endpoints", "ep"},
 		"endpointslices":        {"endpointslice", "endpointslices", "epslice", "EndpointSlice"},
 		"k8snetworkpolicies":    {"k8snetworkpolicy", "k8snetworkpolicies", "knp"},
+		"endpointhealths":       {"endpointhealth", "endpointhealths", "EndpointHealth"},
 	}
 	if len(Kinds()) != len(names) {
 		t.Errorf("%d kinds registered, want %d", len(Kinds()), len(names))
@@ -446,7 +454,7 @@ func TestLookupKind(t *testing.T) {
 		}
 	}
 	namespaced := map[string]bool{"networkpolicies": true, "networksets": true, "workloadendpoints": true,
-		"services": true, "endpoints": true, "endpointslices": true, "k8snetworkpolicies": true}
+		"services": true, "endpoints": true, "endpointslices": true, "k8snetworkpolicies": true, "endpointhealths": true}
 	for _, k := range Kinds() {
 		if k.Namespaced != namespaced[k.Plural] {
 			t.Errorf("%s: Namespaced = %v", k.Plural, k.Namespaced)

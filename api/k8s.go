@@ -477,6 +477,7 @@ func (s *Service) validate(errs *FieldErrors) {
 		errs.add("spec.healthCheckNodePort", hc, "%d is out of the node port range %d-%d", hc, NodePortMin, NodePortMax)
 	}
 	checkEnum(errs, "spec.internalTrafficPolicy", sp.InternalTrafficPolicy, TrafficPolicyCluster, TrafficPolicyLocal)
+	s.healthCheck(errs)
 	checkEnum(errs, "spec.ipFamilyPolicy", sp.IPFamilyPolicy, IPFamilyPolicySingleStack, IPFamilyPolicyPreferDualStack, IPFamilyPolicyRequireDualStack)
 	families := map[IPFamily]bool{}
 	for i, fam := range sp.IPFamilies {

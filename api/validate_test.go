@@ -37,10 +37,11 @@ func TestNamespaceIsTheCallersChoice(t *testing.T) {
 }
 
 const (
-	calico = "apiVersion: projectcalico.org/v3\n"
-	core   = "apiVersion: v1\n"
-	netv1  = "apiVersion: networking.k8s.io/v1\n"
-	discv1 = "apiVersion: discovery.k8s.io/v1\n"
+	calico  = "apiVersion: projectcalico.org/v3\n"
+	core    = "apiVersion: v1\n"
+	netv1   = "apiVersion: networking.k8s.io/v1\n"
+	discv1  = "apiVersion: discovery.k8s.io/v1\n"
+	tabbyv1 = "apiVersion: tabby.io/v1\n"
 )
 
 // gnpRule wraps one ingress rule (indented YAML) in a GlobalNetworkPolicy.
@@ -352,6 +353,42 @@ var validationCases = []struct {
 		[]string{
 			`spec.externalName: required`,
 			`spec.clusterIP: must be empty for type ExternalName`,
+		}},
+	{"health check", core + "kind: Service\nmetadata:\n  name: web\n  annotations: {tabby.io/health-check: \"http:healthz\", tabby.io/health-check-interval: \"2\", tabby.io/health-check-threshold: \"0\"}\nspec: {selector: {app: web}, ports: [{port: 80}]}\n",
+		[]string{
+			`metadata.annotations["tabby.io/health-check"]: "http:healthz": want tcp or http:/path (an absolute path, no spaces or fragment)`,
+			`metadata.annotations["tabby.io/health-check-interval"]: "2" is not a duration (like 2s or 500ms)`,
+			`metadata.annotations["tabby.io/health-check-threshold"]: "0": want a whole number of probes, 1-100`,
+		}},
+	{"health check range", core + "kind: Service\nmetadata:\n  name: web\n  annotations: {tabby.io/health-check: udp, tabby.io/health-check-interval: 10ms, tabby.io/health-check-threshold: \"101\"}\nspec: {selector: {app: web}, ports: [{port: 80}]}\n",
+		[]string{
+			`metadata.annotations["tabby.io/health-check"]: "udp": want tcp or http:/path (an absolute path, no spaces or fragment)`,
+			`metadata.annotations["tabby.io/health-check-interval"]: "10ms" is out of range 100ms-1h0m0s`,
+			`metadata.annotations["tabby.io/health-check-threshold"]: "101": want a whole number of probes, 1-100`,
+		}},
+	{"health check settings without a check", core + "kind: Service\nmetadata:\n  name: web\n  annotations: {tabby.io/health-check-interval: 1s, tabby.io/health-check-threshold: \"3\"}\nspec: {selector: {app: web}, ports: [{port: 80}]}\n",
+		[]string{
+			`metadata.annotations["tabby.io/health-check-interval"]: only valid with tabby.io/health-check`,
+			`metadata.annotations["tabby.io/health-check-threshold"]: only valid with tabby.io/health-check`,
+		}},
+	{"health check without a selector", core + "kind: Service\nmetadata:\n  name: web\n  annotations: {tabby.io/health-check: tcp}\nspec: {ports: [{port: 80}]}\n",
+		[]string{
+			`metadata.annotations["tabby.io/health-check"]: needs spec.selector: tabby probes the WorkloadEndpoints a selector picks`,
+		}},
+	{"health check of a UDP port", core + "kind: Service\nmetadata:\n  name: web\n  annotations: {tabby.io/health-check: \"http:/\"}\nspec: {selector: {app: web}, ports: [{name: dns, port: 53, protocol: UDP}, {name: http, port: 80}]}\n",
+		[]string{
+			`metadata.annotations["tabby.io/health-check"]: the check probes the first port's targetPort over TCP, but spec.ports[0] is UDP`,
+		}},
+	{"health check of an external name", core + "kind: Service\nmetadata:\n  name: web\n  annotations: {tabby.io/health-check: tcp}\nspec: {type: ExternalName, externalName: example.com}\n",
+		[]string{
+			`metadata.annotations["tabby.io/health-check"]: not valid for type ExternalName: it has no endpoints`,
+		}},
+	{"endpoint health", tabbyv1 + "kind: EndpointHealth\nmetadata: {name: web.w1}\nspec: {service: web, workload: w2, node: Node1}\n",
+		[]string{
+			`spec.node: "Node1" is not a valid DNS-1123 subdomain (lower case alphanumerics, '-' and '.')`,
+			`metadata.name: must be "web.w2": <spec.service>.<spec.workload>`,
+			`spec.reason: required when the check is not passing`,
+			`spec.check: required`,
 		}},
 	{"endpoints", core + "kind: Endpoints\nmetadata: {name: web}\nsubsets:\n- addresses: [{ip: 10.0.0.300, hostname: Web, nodeName: Node_1}, {}]\n  notReadyAddresses: [{ip: \"fe80::1%eth0\"}]\n  ports: [{port: 0, protocol: tcp}, {port: 80}]\n",
 		[]string{

@@ -13,6 +13,9 @@
 // (no zebra): the agent hands them to felix, which installs them with tabby's route
 // protocol. Graceful restart is on by default: Close ends the speaker without CEASE so
 // peers keep this node's routes for its restart time, and Learned reports synced only once
-// every peer has sent End-of-RIB (or SyncTimeout passed), until when the agent asks felix to
-// keep the gateway routes of the previous run.
+// every peer has sent End-of-RIB (or was given up on: SyncTimeout, or its restart time if
+// longer), until when the agent asks felix to keep the gateway routes of the previous run.
+// Sessions between two tabby nodes are dialed from the lower address only and negotiate
+// long-lived graceful restart, which GoBGP needs to come back from a restart in seconds
+// without dropping the restarting peer's routes (see Peer.Passive and Peer.LongLived).
 package bgp

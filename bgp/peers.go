@@ -136,6 +136,20 @@ type Peer struct {
 	RestartTime         time.Duration
 	// LocalAddr binds the session to this node's address (sourceAddress: UseNodeIP).
 	LocalAddr netip.Addr
+	// Passive: wait for the peer to connect, never dial it. Between two tabby nodes only
+	// the one with the lower address dials: GoBGP resolves no connection collision (it
+	// closes a connection that arrives while its own attempt is under way, or while it
+	// sits in its 5 s idle hold after a failure), so two nodes dialing each other after a
+	// restart can fail each other's attempts for minutes. The waiting side accepts only a
+	// connection from the dialing node's address: one dialing without LocalAddr (a
+	// BGPPeer with sourceAddress None) must have the kernel pick that address.
+	Passive bool
+	// LongLived negotiates long-lived graceful restart (RFC 9494) with a stale time of
+	// RestartTime, on sessions between tabby nodes: GoBGP, as graceful restart helper,
+	// drops the restarting peer's routes on the first failed reconnection attempt (any
+	// fall back to Idle), not when the restart time runs out; with long-lived graceful
+	// restart negotiated it keeps them instead.
+	LongLived bool
 }
 
 // Key identifies a peer in the speaker: its address.
@@ -175,11 +189,23 @@ func DesiredPeers(in PeerInput) ([]Peer, []string) {
 		return in.Config.ASN
 	}
 	isRR := self.ClusterID.IsValid()
+	// Sessions between two tabby nodes: one side dials, and long-lived graceful restart
+	// (see Peer). Both ends read the same Nodes, so they agree on which side waits.
+	betweenNodes := func(p *Peer) {
+		p.Passive, p.LongLived = self.Addr.Compare(p.Addr) > 0, true
+	}
+	nodeAddrs := map[netip.Addr]bool{}
+	for _, n := range nodes {
+		if n.Name != self.Name && n.Addr.IsValid() {
+			nodeAddrs[n.Addr] = true
+		}
+	}
 	nodePeer := func(n NodeInfo, typ PeerType, restart time.Duration) Peer {
 		p := Peer{Addr: n.Addr, Port: in.Config.ListenPort, ASN: asnOf(n), Type: typ, Source: n.Name, RestartTime: restart, LocalAddr: self.Addr}
 		if isRR && n.ClusterID != self.ClusterID && p.ASN == self.ASN {
 			p.RRClient = true
 		}
+		betweenNodes(&p)
 		return p
 	}
 
@@ -239,6 +265,9 @@ func DesiredPeers(in PeerInput) ([]Peer, []string) {
 			}
 			p := Peer{Addr: addr, Port: port, ASN: uint32(s.ASNumber), Type: typ, Source: "BGPPeer " + bp.Name,
 				Password: password, KeepOriginalNextHop: s.KeepOriginalNextHop, RestartTime: s.RestartTime(), LocalAddr: local}
+			if nodeAddrs[addr] && (port == 0 || port == in.Config.ListenPort) {
+				betweenNodes(&p) // another node's speaker
+			}
 			cands = append(cands, candidate{p, rank, bp.Name})
 			continue
 		}

@@ -29,7 +29,7 @@ func bgpPeer(name string, spec api.BGPPeerSpec) *api.BGPPeer {
 	return p
 }
 
-// describe prints peers as "addr asn type source [rr-client] [pw=...]" lines.
+// describe prints peers as "addr:port asn type source [rr-client] [pw=...] [keep-nh] [llgr] [passive]" lines.
 func describe(peers []Peer) string {
 	var b strings.Builder
 	for _, p := range peers {
@@ -42,6 +42,12 @@ func describe(peers []Peer) string {
 		}
 		if p.KeepOriginalNextHop {
 			b.WriteString(" keep-nh")
+		}
+		if p.LongLived {
+			b.WriteString(" llgr")
+		}
+		if p.Passive {
+			b.WriteString(" passive")
 		}
 		b.WriteString("\n")
 	}
@@ -76,7 +82,12 @@ func TestDesiredPeers(t *testing.T) {
 		{
 			name: "mesh: every other node with an address",
 			self: selfOf(n1, 64512), cfg: cfg, nodes: []NodeInfo{n3, n1, n2, noAddr},
-			want: "10.0.0.2:179 64512 node-to-node mesh node2\n10.0.0.3:179 64512 node-to-node mesh node3\n",
+			want: "10.0.0.2:179 64512 node-to-node mesh node2 llgr\n10.0.0.3:179 64512 node-to-node mesh node3 llgr\n",
+		},
+		{
+			name: "between nodes the lower address dials, the higher one waits",
+			self: selfOf(n2, 64512), cfg: cfg, nodes: []NodeInfo{n3, n1, n2},
+			want: "10.0.0.1:179 64512 node-to-node mesh node1 llgr passive\n10.0.0.3:179 64512 node-to-node mesh node3 llgr\n",
 		},
 		{
 			name: "mesh off: nothing",
@@ -85,23 +96,23 @@ func TestDesiredPeers(t *testing.T) {
 		{
 			name: "node with its own AS",
 			self: selfOf(n1, 64512), cfg: cfg, nodes: []NodeInfo{n1, {Name: "node2", Addr: n2.Addr, ASN: 65099}},
-			want: "10.0.0.2:179 65099 node-to-node mesh node2\n",
+			want: "10.0.0.2:179 65099 node-to-node mesh node2 llgr\n",
 		},
 		{
 			name: "client peers only with the reflectors",
 			self: selfOf(n1, 64512), cfg: noMesh, nodes: []NodeInfo{n1, n2, n3, r1, r2}, peers: []*api.BGPPeer{toRRs},
-			want: "10.0.0.101:179 64512 route reflector rr1\n10.0.0.102:179 64512 route reflector rr2\n",
+			want: "10.0.0.101:179 64512 route reflector rr1 llgr\n10.0.0.102:179 64512 route reflector rr2 llgr\n",
 		},
 		{
 			name: "reflector: clients (symmetric peering) and the other reflector of its cluster",
 			self: selfOf(r1, 64512), cfg: noMesh, nodes: []NodeInfo{n1, n2, r1, r2}, peers: []*api.BGPPeer{toRRs},
-			want: "10.0.0.1:179 64512 route reflector node1 rr-client\n10.0.0.2:179 64512 route reflector node2 rr-client\n" +
-				"10.0.0.102:179 64512 route reflector rr2\n",
+			want: "10.0.0.1:179 64512 route reflector node1 rr-client llgr passive\n10.0.0.2:179 64512 route reflector node2 rr-client llgr passive\n" +
+				"10.0.0.102:179 64512 route reflector rr2 llgr\n",
 		},
 		{
 			name: "reflectors are excluded from the mesh",
 			self: selfOf(n1, 64512), cfg: cfg, nodes: []NodeInfo{n1, n2, r1},
-			want: "10.0.0.2:179 64512 node-to-node mesh node2\n",
+			want: "10.0.0.2:179 64512 node-to-node mesh node2 llgr\n",
 		},
 		{
 			name: "reflector with the mesh on meshes with no one",
@@ -121,7 +132,13 @@ func TestDesiredPeers(t *testing.T) {
 			name: "explicit peer wins over the mesh",
 			self: selfOf(n1, 64512), cfg: cfg, nodes: []NodeInfo{n1, n2},
 			peers: []*api.BGPPeer{bgpPeer("n2", api.BGPPeerSpec{PeerIP: "10.0.0.2", ASNumber: 64512})},
-			want:  "10.0.0.2:0 64512 global BGPPeer n2\n",
+			want:  "10.0.0.2:0 64512 global BGPPeer n2 llgr\n",
+		},
+		{
+			name: "a peer at a node's address but another port is not that node's speaker",
+			self: selfOf(n3, 64512), cfg: noMesh, nodes: []NodeInfo{n1, n2, n3},
+			peers: []*api.BGPPeer{bgpPeer("n1", api.BGPPeerSpec{PeerIP: "10.0.0.1:1179", ASNumber: 64512}), bgpPeer("n2", api.BGPPeerSpec{PeerIP: "10.0.0.2:179", ASNumber: 64512})},
+			want:  "10.0.0.1:1179 64512 global BGPPeer n1\n10.0.0.2:179 64512 global BGPPeer n2 llgr passive\n",
 		},
 		{
 			name: "a peer at this node's own address is skipped",

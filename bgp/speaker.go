@@ -34,7 +34,10 @@ type Options struct {
 	HoldTime, KeepaliveTime, ConnectRetry time.Duration
 	// NoGracefulRestart turns graceful restart off for every session.
 	NoGracefulRestart bool
-	// SyncTimeout bounds how long Synced waits for End-of-RIB from peers (default 30 s).
+	// SyncTimeout bounds how long Synced waits for End-of-RIB from a peer without graceful
+	// restart (default 30 s); a graceful-restart peer is waited for as long as its restart
+	// time if that is longer. It is also GoBGP's selection deferral time: how long a
+	// restarted speaker holds back its updates while waiting for its peers' End-of-RIB.
 	SyncTimeout time.Duration
 	Log         *slog.Logger
 }
@@ -168,8 +171,8 @@ func (s *Speaker) Close() {
 func (s *Speaker) Changed() <-chan struct{} { return s.changed }
 
 // Learned returns the learned best paths, sorted by destination, and whether the speaker
-// has synced: every established peer sent End-of-RIB and every configured peer is
-// established, or SyncTimeout passed since start.
+// has synced: every configured peer is established and sent End-of-RIB, or was given up
+// on at its deadline (peerSynced).
 func (s *Speaker) Learned() ([]LearnedRoute, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -219,36 +222,70 @@ const (
 	noGREORGrace = 1 * time.Second
 )
 
-// checkSyncedLocked sets synced once the speaker has heard all it is going to hear.
+// peerSync is what the speaker knows of one configured peer's sync.
+type peerSync struct {
+	up      bool      // established
+	upSince time.Time // when it came up
+	eor     bool      // End-of-RIB received since it came up
+	// restartTime is the peer's graceful restart time; 0 without graceful restart.
+	restartTime time.Duration
+}
+
+// peerSynced says whether the speaker has heard all it is going to hear from one peer at
+// now: the peer sent End-of-RIB; or it has been up for the grace of a peer that sends
+// none; or its deadline passed since start: SyncTimeout, or for a graceful-restart peer
+// its restart time if that is longer. Until then the previous run's routes stay in the
+// kernel: the peer keeps this node's routes for as long while it is away (graceful
+// restart), so this node keeps the peer's routes while the peer (or only the session) is
+// still coming back, rather than cutting them at a fixed timeout.
+func peerSynced(p peerSync, now, start time.Time, timeout time.Duration) bool {
+	if p.up && p.eor {
+		return true
+	}
+	grace, deadline := noGREORGrace, timeout
+	if p.restartTime > 0 {
+		grace, deadline = noEORGrace, max(timeout, p.restartTime)
+	}
+	if p.up && now.Sub(p.upSince) >= grace {
+		return true
+	}
+	return now.Sub(start) >= deadline
+}
+
+// checkSyncedLocked sets synced once the speaker has heard all it is going to hear from
+// every configured peer (peerSynced).
 func (s *Speaker) checkSyncedLocked() {
 	if s.synced {
 		return
 	}
-	if time.Since(s.start) > s.opts.SyncTimeout {
-		s.log.Info("BGP sync timeout: installing learned routes without End-of-RIB from every peer")
-		s.synced = true
-		return
-	}
+	now := time.Now()
 	if len(s.peers) == 0 {
 		// Wait a moment for the first SetPeers: an agent feeds peers right after start.
-		if time.Since(s.start) > 2*time.Second {
+		if now.Sub(s.start) > 2*time.Second {
 			s.synced = true
 		}
 		return
 	}
+	var late []string // peers given up on: no End-of-RIB by their deadline
 	for a, p := range s.peers {
-		if !s.up[a] {
+		ps := peerSync{up: s.up[a], upSince: s.since[a], eor: s.eor[a]}
+		if !s.opts.NoGracefulRestart {
+			ps.restartTime = p.RestartTime
+		}
+		if !peerSynced(ps, now, s.start, s.opts.SyncTimeout) {
 			return
 		}
-		// GoBGP sends End-of-RIB only where graceful restart is on, and a peer may not
-		// send one: then what the peer sent in its first moments is taken as complete.
-		gr := !s.opts.NoGracefulRestart && p.RestartTime > 0
-		if !s.eor[a] && (gr && time.Since(s.since[a]) < noEORGrace || !gr && time.Since(s.since[a]) < noGREORGrace) {
-			return
+		if !ps.up {
+			late = append(late, a.String())
 		}
 	}
-	s.log.Info("BGP synced: End-of-RIB from every peer", "peers", len(s.peers))
 	s.synced = true
+	if len(late) > 0 {
+		slices.Sort(late)
+		s.log.Info("BGP synced without these peers: not established by their deadline (--bgp-sync-timeout, or the restart time)", "peers", late)
+		return
+	}
+	s.log.Info("BGP synced: End-of-RIB from every peer", "peers", len(s.peers))
 }
 
 func (s *Speaker) onEvent(r *gobgpapi.WatchEventResponse) {
@@ -475,6 +512,7 @@ func (s *Speaker) apiPeer(p Peer) (*gobgpapi.Peer, error) {
 		return nil, err
 	}
 	gr := !s.opts.NoGracefulRestart && p.RestartTime > 0
+	restartTime := uint32(seconds(p.RestartTime, time.Second))
 	port := uint32(p.Port)
 	if port == 0 {
 		port = 179
@@ -486,7 +524,7 @@ func (s *Speaker) apiPeer(p Peer) (*gobgpapi.Peer, error) {
 			AuthPassword:    pw,
 			Description:     string(p.Type) + ": " + p.Source,
 		},
-		Transport: &gobgpapi.Transport{RemotePort: port},
+		Transport: &gobgpapi.Transport{RemotePort: port, PassiveMode: p.Passive},
 		Timers: &gobgpapi.Timers{Config: &gobgpapi.TimersConfig{
 			HoldTime:          seconds(s.opts.HoldTime, 90*time.Second),
 			KeepaliveInterval: seconds(s.opts.KeepaliveTime, 30*time.Second),
@@ -501,7 +539,21 @@ func (s *Speaker) apiPeer(p Peer) (*gobgpapi.Peer, error) {
 		ap.Transport.LocalAddress = p.LocalAddr.String()
 	}
 	if gr {
-		ap.GracefulRestart = &gobgpapi.GracefulRestart{Enabled: true, RestartTime: uint32(seconds(p.RestartTime, time.Second))}
+		// LocalRestarting: a peer configured before the speaker first synced is taken as
+		// one this node had before a restart (every start may be one; Calico starts BIRD
+		// with -R for the same reason). The OPEN then carries the Restart State bit and
+		// the Forwarding State bit (felix kept the routes), so a helper keeps this node's
+		// routes rather than flushing them when the session comes back (BIRD and FRR
+		// flush them at once on a new session without the F bit), and GoBGP defers this
+		// node's updates until the peers' End-of-RIB (or DeferralTime), so that it never
+		// sends a table without the routes it is still to learn.
+		ap.GracefulRestart = &gobgpapi.GracefulRestart{Enabled: true, RestartTime: restartTime,
+			LocalRestarting: !s.synced, DeferralTime: uint32(seconds(s.opts.SyncTimeout, time.Second)),
+			LonglivedEnabled: p.LongLived}
+		if p.LongLived {
+			ap.AfiSafis[0].LongLivedGracefulRestart = &gobgpapi.LongLivedGracefulRestart{
+				Config: &gobgpapi.LongLivedGracefulRestartConfig{Enabled: true, RestartTime: restartTime}}
+		}
 	}
 	if p.RRClient {
 		ap.RouteReflector = &gobgpapi.RouteReflector{RouteReflectorClient: true, RouteReflectorClusterId: s.opts.Self.ClusterID.String()}
@@ -616,6 +668,9 @@ func (s *Speaker) Status(ctx context.Context) ([]PeerStatus, error) {
 			ps.Info = s.glog.lastProblem(a.String())
 			if ps.Info == "" {
 				ps.Info = "no session yet"
+				if p.Passive {
+					ps.Info = "waiting for the peer to connect (between nodes the lower address dials)"
+				}
 			}
 			if p.Password != "" && !strings.Contains(ps.Info, "notification") {
 				// A TCP MD5 mismatch is silent: each side's kernel drops the other's segments.

@@ -172,3 +172,33 @@ func TestSpeakerPasswordFile(t *testing.T) {
 		t.Errorf("no dir: %v", err)
 	}
 }
+
+func TestPeerSynced(t *testing.T) {
+	start := time.Unix(1000, 0)
+	at := func(d time.Duration) time.Time { return start.Add(d) }
+	const timeout = 30 * time.Second
+	gr := 120 * time.Second
+	tests := []struct {
+		name string
+		p    peerSync
+		now  time.Duration // since start
+		want bool
+	}{
+		{"End-of-RIB received", peerSync{up: true, upSince: at(time.Second), eor: true, restartTime: gr}, 2 * time.Second, true},
+		{"up, no End-of-RIB yet", peerSync{up: true, upSince: at(time.Second), restartTime: gr}, 5 * time.Second, false},
+		{"up, a GR peer that sends no End-of-RIB: 10 s grace", peerSync{up: true, upSince: at(time.Second), restartTime: gr}, 11 * time.Second, true},
+		{"up, no GR: 1 s grace", peerSync{up: true, upSince: at(time.Second)}, 2 * time.Second, true},
+		{"down, GR: waited for past the sync timeout", peerSync{restartTime: gr}, 31 * time.Second, false},
+		{"down, GR: given up on after its restart time", peerSync{restartTime: gr}, 120 * time.Second, true},
+		{"down, GR with a restart time below the sync timeout", peerSync{restartTime: 5 * time.Second}, 30 * time.Second, true},
+		{"down, GR with a restart time below the sync timeout, before it", peerSync{restartTime: 5 * time.Second}, 29 * time.Second, false},
+		{"down, no GR: the sync timeout", peerSync{}, 30 * time.Second, true},
+		{"down, no GR: before the sync timeout", peerSync{}, 29 * time.Second, false},
+		{"down again after End-of-RIB, before its deadline", peerSync{eor: true, restartTime: gr}, 60 * time.Second, false},
+	}
+	for _, tt := range tests {
+		if got := peerSynced(tt.p, at(tt.now), start, timeout); got != tt.want {
+			t.Errorf("%s: peerSynced(%+v) at +%s = %v, want %v", tt.name, tt.p, tt.now, got, tt.want)
+		}
+	}
+}

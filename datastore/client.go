@@ -27,6 +27,17 @@ import (
 // DefaultEndpoint is where Connect looks for etcd when Config.Endpoints is empty.
 const DefaultEndpoint = "http://127.0.0.1:2379"
 
+// MaxRequestBytes is the largest request tabby sends etcd: a write (and a transaction
+// with all its compares and writes) larger than this is refused before it is sent
+// (ErrTooLarge). The embedded etcd accepts requests this large; it is etcd's recommended
+// maximum (its default is 1.5 MiB: an external etcd needs --max-request-bytes=10485760 to
+// take tabby's largest transactions).
+const MaxRequestBytes = 10 << 20
+
+// grpcOverheadBytes is what gRPC framing adds to a request, as etcd reckons it: the client
+// may send MaxRequestBytes of keys and values with this on top.
+const grpcOverheadBytes = 512 << 10
+
 // DefaultDialTimeout bounds Connect when Config.DialTimeout is zero.
 const DefaultDialTimeout = 5 * time.Second
 
@@ -92,6 +103,8 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 		// The client logs every retry at warn level; only its errors are worth reading.
 		Logger:      zap.New(zapslog.NewCore(log.With("component", "etcd-client"), zapcore.ErrorLevel, nil)),
 		DialOptions: observeOptions(cfg.Observe),
+		// The client's default (2 MiB) would refuse a transaction the server accepts.
+		MaxCallSendMsgSize: MaxRequestBytes + grpcOverheadBytes,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("etcd at %s: %w", strings.Join(endpoints, ","), err)

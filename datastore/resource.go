@@ -26,6 +26,8 @@ var (
 	ErrAlreadyExists = errors.New("already exists")
 	// ErrConflict: the resource's revision is not the one the write expected.
 	ErrConflict = errors.New("revision conflict")
+	// ErrTooLarge: a write is larger than one etcd request may be.
+	ErrTooLarge = errors.New("too large for one etcd request")
 )
 
 // ref names one resource: its storage key and the "<plural>/[<ns>/]<name>" users read.

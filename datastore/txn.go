@@ -3,6 +3,7 @@ package datastore
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"math/rand/v2"
@@ -11,7 +12,11 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/tabby-net/tabby/api"
 )
@@ -41,6 +46,9 @@ func (a Action) String() string {
 type Op struct {
 	Action   Action
 	Resource api.Resource
+	// Lease, when not zero, is the etcd lease a create, update or apply puts the key
+	// under: the key is deleted when the lease expires (records whose writer is gone).
+	Lease clientv3.LeaseID
 }
 
 // maxTxnAttempts bounds how often a transaction re-reads and retries when other writers
@@ -58,8 +66,8 @@ var poolsPrefix = ResourcePrefix + ippools.Plural + "/"
 // delete need the given ResourceVersion, delete needs the resource to exist. A failed
 // precondition is an error naming the op index and resource; a race with another writer
 // that leaves the preconditions true is retried. No two ops may name the same resource,
-// and etcd caps a transaction's ops (--max-txn-ops, 128 by default; the embedded etcd
-// allows 10000).
+// etcd caps a transaction's ops (--max-txn-ops, 128 by default; the embedded etcd
+// allows 10000), and its keys and values may not exceed MaxRequestBytes (ErrTooLarge).
 func (c *Client) Txn(ctx context.Context, ops []Op) ([]api.Resource, error) {
 	return c.txn(ctx, ops, true)
 }
@@ -72,6 +80,7 @@ type pending struct {
 	obj    api.Resource // the defaulted copy to store; for deletes, the request
 	base   api.Resource // for writes, obj as prepared, before any write hook changed it
 	rv     int64        // the ResourceVersion the op requires, 0 for none
+	lease  clientv3.LeaseID
 }
 
 // snapshot is what a transaction read: the current value of each op's key and, when
@@ -141,7 +150,7 @@ func (c *Client) txn(ctx context.Context, ops []Op, multi bool) ([]api.Resource,
 	} else {
 		resp, err := c.etcd.Txn(ctx).Then(reads...).Commit()
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", what, err)
+			return nil, txnError(what, err)
 		}
 		snap = readSnapshot(resp, len(ps), writesPools, prefixes)
 	}
@@ -150,10 +159,13 @@ func (c *Client) txn(ctx context.Context, ops []Op, multi bool) ([]api.Resource,
 		if err != nil {
 			return nil, err
 		}
+		if err := checkSize(what, cmps, writes, reads); err != nil {
+			return nil, err
+		}
 		// The Else branch re-reads, so a lost race costs no extra round trip.
 		resp, err := c.etcd.Txn(ctx).If(cmps...).Then(writes...).Else(reads...).Commit()
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", what, err)
+			return nil, txnError(what, err)
 		}
 		if resp.Succeeded {
 			return results(ps, snap, resp.Header.Revision), nil
@@ -176,6 +188,42 @@ func (c *Client) txn(ctx context.Context, ops []Op, multi bool) ([]api.Resource,
 	}
 }
 
+// checkSize refuses a transaction whose keys and values exceed MaxRequestBytes, before
+// it is sent: etcd would refuse it anyway, less clearly.
+func checkSize(what string, cmps []clientv3.Cmp, writes, reads []clientv3.Op) error {
+	n := 0
+	for i := range cmps {
+		n += proto.Size(cmps[i].GetCompare())
+	}
+	for _, ops := range [][]clientv3.Op{writes, reads} {
+		for _, o := range ops {
+			n += len(o.KeyBytes()) + len(o.RangeBytes()) + len(o.ValueBytes()) + 8
+		}
+	}
+	if n > MaxRequestBytes {
+		return fmt.Errorf("%s: %w: %s of keys and values, more than the %s one etcd request may carry; write fewer resources at a time",
+			what, ErrTooLarge, mib(n), mib(MaxRequestBytes))
+	}
+	return nil
+}
+
+// txnError wraps the error of transaction what; etcd's limits on a transaction's size
+// are ErrTooLarge, saying which limit and what to do.
+func txnError(what string, err error) error {
+	switch {
+	case errors.Is(err, rpctypes.ErrRequestTooLarge), status.Code(err) == codes.ResourceExhausted:
+		return fmt.Errorf("%s: %w: etcd refused it (%v): it accepts smaller requests than tabby's %s (--max-request-bytes); write fewer resources at a time, or raise its limit",
+			what, ErrTooLarge, err, mib(MaxRequestBytes))
+	case errors.Is(err, rpctypes.ErrTooManyOps):
+		return fmt.Errorf("%s: %w: etcd allows fewer operations in one transaction (--max-txn-ops; the embedded etcd allows 10000): write fewer resources at a time",
+			what, ErrTooLarge)
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+// mib formats a byte count in MiB.
+func mib(n int) string { return strconv.FormatFloat(float64(n)/(1<<20), 'f', 1, 64) + " MiB" }
+
 // prepare checks one op on its own: kind, names, resourceVersion, and for writes a
 // defaulted copy of the resource that api.Validate accepts.
 func prepare(op Op, prefix string) (*pending, error) {
@@ -189,7 +237,7 @@ func prepare(op Op, prefix string) (*pending, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s%s: %w", prefix, op.Action, err)
 	}
-	p := &pending{action: op.Action, obj: op.Resource}
+	p := &pending{action: op.Action, obj: op.Resource, lease: op.Lease}
 	if op.Action != OpDelete {
 		// Store a defaulted copy: the caller's resource is not ours to change.
 		if p.obj, err = clone(kind, op.Resource); err != nil {
@@ -290,7 +338,7 @@ func plan(ps []*pending, snap *snapshot, writesPools bool, checks []WriteCheck, 
 		if err != nil {
 			return nil, nil, fmt.Errorf("%s: encode: %w", p.desc, err)
 		}
-		writes = append(writes, clientv3.OpPut(p.ref.key, val))
+		writes = append(writes, clientv3.OpPut(p.ref.key, val, clientv3.WithLease(p.lease)))
 	}
 	if writesPools {
 		if err := checkPools(ps, snap); err != nil {

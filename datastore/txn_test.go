@@ -2,6 +2,7 @@ package datastore_test
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -191,5 +192,71 @@ func TestCreateOfTakenName(t *testing.T) {
 	}
 	if _, err := c.Get(ctx, netsetKind, "default", "free"); !errors.Is(err, datastore.ErrNotFound) {
 		t.Errorf("the failed Txn created networksets/default/free: %v", err)
+	}
+}
+
+// TestTxnLease: a resource put under a lease is deleted with the lease (a watcher sees
+// it go); one put without stays.
+func TestTxnLease(t *testing.T) {
+	c := datastoretest.Start(t)
+	ctx := testCtx(t)
+	lease, err := c.Etcd().Grant(ctx, 60)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Txn(ctx, []datastore.Op{
+		{Action: datastore.OpApply, Resource: newNetSet("default", "leased"), Lease: lease.ID},
+		{Action: datastore.OpApply, Resource: newNetSet("default", "kept")},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	events := c.Watch(ctx, netsetKind, "", 0)
+	for ev := range events {
+		if ev.Type == datastore.Synced {
+			break
+		}
+	}
+	if _, err := c.Etcd().Revoke(ctx, lease.ID); err != nil {
+		t.Fatal(err)
+	}
+	if ev := <-events; ev.Type != datastore.Deleted || ev.Resource.GetObjectMeta().Name != "leased" {
+		t.Errorf("after the lease's revocation: %v %s, want leased deleted", ev.Type, ev.Resource.GetObjectMeta().Name)
+	}
+	if sets, _, _ := c.List(ctx, netsetKind, ""); len(sets) != 1 || sets[0].GetObjectMeta().Name != "kept" {
+		t.Errorf("left: %s, want kept", asJSON(t, sets))
+	}
+}
+
+// TestTxnLimits: 10,000 small writes go in one transaction (etcd's default request limit
+// refused 5,000, and the client's default message size 10,000); a transaction whose keys
+// and values exceed MaxRequestBytes is refused before it is sent, saying so, and writes
+// nothing.
+func TestTxnLimits(t *testing.T) {
+	c := datastoretest.Start(t)
+	ctx := testCtx(t)
+	ops := make([]datastore.Op, 10000)
+	for i := range ops {
+		ops[i] = datastore.Op{Action: datastore.OpApply, Resource: newNetSet("default", fmt.Sprintf("set-%05d", i), fmt.Sprintf("10.%d.%d.0/24", i/256, i%256))}
+	}
+	if _, err := c.Txn(ctx, ops); err != nil {
+		t.Fatalf("10,000 writes in one transaction: %v", err)
+	}
+	// Again: now each write also compares against the stored revision.
+	if _, err := c.Txn(ctx, ops); err != nil {
+		t.Fatalf("10,000 updates in one transaction: %v", err)
+	}
+
+	big := make([]datastore.Op, 20)
+	for i := range big {
+		s := newNetSet("big", fmt.Sprintf("big-%02d", i))
+		s.Annotations = map[string]string{"note": strings.Repeat("x", 600<<10)}
+		big[i] = datastore.Op{Action: datastore.OpCreate, Resource: s}
+	}
+	_, err := c.Txn(ctx, big)
+	if !errors.Is(err, datastore.ErrTooLarge) || !strings.Contains(err.Error(), "MiB of keys and values, more than the 10.0 MiB one etcd request may carry") {
+		t.Errorf("a transaction of 12 MiB: %v", err)
+	}
+	if got, _, err := datastore.ListAs[*api.NetworkSet](ctx, c, "big"); err != nil || len(got) != 0 {
+		t.Errorf("after the refused transaction: %d sets (%v)", len(got), err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
@@ -42,19 +43,40 @@ const (
 
 // Forwarder sends queries to upstream resolvers: in order, UDP first and TCP when the
 // reply is truncated, the next upstream after a timeout, an error, SERVFAIL or REFUSED.
-// It remembers the queries it has in flight so that the server can recognise one that
-// comes back to it (a forwarding loop) and answer it SERVFAIL instead of forwarding it
-// again.
+// Identical queries asked while one is on its way upstream wait for its answer rather
+// than go upstream again (as CoreDNS's forward does not, but its cache's prefetch and
+// dnsmasq do). It remembers the queries it has in flight so that the server can
+// recognise one that comes back to it (a forwarding loop) and answer it SERVFAIL instead
+// of forwarding it again; a loop through another resolver, which asks afresh, is found
+// by a probe (Probe) and cannot spin, since its queries wait for the one in flight.
 type Forwarder struct {
 	upstreams []*upstream
 	timeout   time.Duration
 	metrics   Metrics
 	log       *slog.Logger
+	probeName string // Probe's question: a name no one else asks
 
 	mu       sync.Mutex
 	inflight map[loopKey]netip.AddrPort // forwarded query → its upstream
+	flights  map[flightKey]*flight      // queries on their way upstream, by question
 	nflight  atomic.Int32
 	loops    atomic.Uint64
+	merged   atomic.Uint64
+}
+
+// flightKey is what makes two queries the same to an upstream: the question (its name in
+// lower case) and the bits that change the answer.
+type flightKey struct {
+	name          string
+	qtype, qclass uint16
+	do, cd        bool
+}
+
+// flight is one query on its way upstream; done closes when resp or err is set.
+type flight struct {
+	done chan struct{}
+	resp *mdns.Msg
+	err  error
 }
 
 type upstream struct {
@@ -88,10 +110,12 @@ func NewForwarder(cfg ForwarderConfig) (*Forwarder, error) {
 		cfg.Log = slog.Default()
 	}
 	f := &Forwarder{
-		timeout:  cfg.Timeout,
-		metrics:  cfg.Metrics,
-		log:      cfg.Log,
-		inflight: make(map[loopKey]netip.AddrPort),
+		timeout:   cfg.Timeout,
+		metrics:   cfg.Metrics,
+		log:       cfg.Log,
+		probeName: fmt.Sprintf("%d.%d.tabby-loop-probe.", rand.Uint64(), rand.Uint64()),
+		inflight:  make(map[loopKey]netip.AddrPort),
+		flights:   make(map[flightKey]*flight),
 	}
 	addrs, source := cfg.Upstreams, "the configured upstreams"
 	if len(addrs) == 0 {
@@ -224,11 +248,49 @@ func localAddrs() []netip.Addr {
 
 // Forward sends req to the upstreams and returns the first good answer, with req's ID
 // and question. After every upstream failed it returns the last SERVFAIL/REFUSED answer
-// if there was one, else the last error.
+// if there was one, else the last error. A query the same as one already on its way
+// upstream waits for that one's answer (or error).
 func (f *Forwarder) Forward(ctx context.Context, req *mdns.Msg) (*mdns.Msg, error) {
 	if len(req.Question) != 1 {
 		return nil, errors.New("dns forwarder: a query needs exactly one question")
 	}
+	q0 := req.Question[0]
+	k := flightKey{name: strings.ToLower(q0.Name), qtype: q0.Qtype, qclass: q0.Qclass, cd: req.CheckingDisabled}
+	if opt := req.IsEdns0(); opt != nil {
+		k.do = opt.Do()
+	}
+	f.mu.Lock()
+	if fl, ok := f.flights[k]; ok {
+		f.mu.Unlock()
+		f.merged.Add(1)
+		select {
+		case <-fl.done:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("dns forwarder: %s: %w", q0.Name, ctx.Err())
+		}
+		if fl.err != nil {
+			return nil, fl.err
+		}
+		resp := *fl.resp // shared RRs: the server never changes them
+		resp.Id, resp.Question = req.Id, req.Question
+		return &resp, nil
+	}
+	fl := &flight{done: make(chan struct{})}
+	f.flights[k] = fl
+	f.mu.Unlock()
+	fl.resp, fl.err = f.forward(ctx, req)
+	f.mu.Lock()
+	delete(f.flights, k)
+	f.mu.Unlock()
+	close(fl.done)
+	return fl.resp, fl.err
+}
+
+// Merged returns how many queries waited for an identical one's answer.
+func (f *Forwarder) Merged() uint64 { return f.merged.Load() }
+
+// forward is Forward for a query no other is waiting on.
+func (f *Forwarder) forward(ctx context.Context, req *mdns.Msg) (*mdns.Msg, error) {
 	q := new(mdns.Msg)
 	q.MsgHdr = req.MsgHdr
 	q.Id = mdns.Id()
@@ -392,24 +454,44 @@ func (f *Forwarder) track(q *mdns.Msg, up netip.AddrPort) func() {
 }
 
 // isLoop reports whether req, received by the server from src, is a query this
-// forwarder sent and is still waiting for: an upstream led back to us. The first loop
-// is logged as an error; Loops counts them all.
+// forwarder sent and is still waiting for (an upstream led straight back to us), or its
+// probe (Probe), which only a loop through some resolver brings here. The first loop is
+// logged as an error; Loops counts them all.
 func (f *Forwarder) isLoop(req *mdns.Msg, src netip.AddrPort) bool {
-	if f == nil || f.nflight.Load() == 0 || len(req.Question) != 1 {
+	if f == nil || len(req.Question) != 1 {
 		return false
 	}
-	k := loopKey{name: strings.ToLower(req.Question[0].Name), qtype: req.Question[0].Qtype, id: req.Id}
-	f.mu.Lock()
-	up, ok := f.inflight[k]
-	f.mu.Unlock()
-	if !ok {
+	name := strings.ToLower(req.Question[0].Name)
+	var up netip.AddrPort
+	switch {
+	case name == f.probeName:
+		// The probe came back: through which upstream is not known.
+	case f.nflight.Load() == 0:
 		return false
+	default:
+		k := loopKey{name: name, qtype: req.Question[0].Qtype, id: req.Id}
+		f.mu.Lock()
+		u, ok := f.inflight[k]
+		f.mu.Unlock()
+		if !ok {
+			return false
+		}
+		up = u
 	}
 	if f.loops.Add(1) == 1 {
-		f.log.Error("dns: forwarding loop: a query sent upstream came back to this server; it is answered SERVFAIL",
+		f.log.Error("dns: forwarding loop: a query sent upstream came back to this server; such queries are answered SERVFAIL",
 			"upstream", up, "from", src, "name", req.Question[0].Name)
 	}
 	return true
+}
+
+// Probe asks the upstreams for a name made up for the purpose (HINFO, as CoreDNS's loop
+// plugin does): an upstream that forwards it back to this server through any chain of
+// resolvers shows a loop, which isLoop then reports. Its own answer does not matter.
+func (f *Forwarder) Probe(ctx context.Context) {
+	q := new(mdns.Msg)
+	q.SetQuestion(f.probeName, mdns.TypeHINFO)
+	f.Forward(ctx, q)
 }
 
 // Loops returns how many forwarded queries came back to the server (0: no loop seen).

@@ -32,6 +32,9 @@ type Config struct {
 	Cache *Cache
 	// Forwarder answers the names Authority does not own; nil: they are REFUSED.
 	Forwarder *Forwarder
+	// LoopProbe has Run send the Forwarder's probe once it listens, to find a forwarding
+	// loop through other resolvers (Forwarder.Probe).
+	LoopProbe bool
 	// Metrics counts queries and cache lookups; nil: nothing is counted.
 	Metrics Metrics
 	// Log (default slog.Default()).
@@ -217,6 +220,9 @@ func (s *Server) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	for _, c := range udp {
 		wg.Go(func() { s.serveUDP(ctx, c, &wg) })
+	}
+	if f := s.cfg.Forwarder; f != nil && s.cfg.LoopProbe {
+		wg.Go(func() { f.Probe(ctx) })
 	}
 	for _, l := range tcp {
 		wg.Go(func() { s.serveTCP(ctx, l, &wg) })

@@ -657,3 +657,113 @@ func TestServerWireCache(t *testing.T) {
 		t.Errorf("metrics %v: want 6 A NOERROR, the kept answers counted too", met.queries)
 	}
 }
+
+// TestServerLoopThroughResolver: the upstream is a resolver that asks this server again,
+// with a query of its own (a loop no query ID gives away). The probe finds the loop, and
+// a client's query for an outside name gets SERVFAIL without spinning: the looped query
+// waits for the one on its way upstream, so the resolver is asked once.
+func TestServerLoopThroughResolver(t *testing.T) {
+	var self atomic.Value // the server's address, once it listens
+	var asked sync.Map    // name -> *atomic.Int32: what the resolver was asked
+	resolver := startUpstream(t, func(req *mdns.Msg, _ bool) *mdns.Msg {
+		n, _ := asked.LoadOrStore(strings.ToLower(req.Question[0].Name), new(atomic.Int32))
+		n.(*atomic.Int32).Add(1)
+		addr, _ := self.Load().(string)
+		q := new(mdns.Msg)
+		q.SetQuestion(req.Question[0].Name, req.Question[0].Qtype)
+		resp, err := mdns.Exchange(q, addr)
+		if err != nil {
+			return nil
+		}
+		resp.Id = req.Id
+		return resp
+	})
+	f := newTestForwarder(t, time.Second, resolver.addr)
+	s, err := NewServer(Config{Listen: []string{"127.0.0.1:0"}, Forwarder: f, Cache: NewCache(CacheConfig{}), LoopProbe: true, Log: quietLog()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	addr := s.Addrs()[0].String()
+	self.Store(addr)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	deadline := time.Now().Add(10 * time.Second)
+	for f.Loops() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the probe found no loop within 10 s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	resp := exchange(t, "udp", addr, query("loop.example.org.", mdns.TypeA))
+	if resp.Rcode != mdns.RcodeServerFailure {
+		t.Errorf("rcode %s, want SERVFAIL", mdns.RcodeToString[resp.Rcode])
+	}
+	if n, ok := asked.Load("loop.example.org."); !ok || n.(*atomic.Int32).Load() != 1 {
+		t.Errorf("the resolver was asked for loop.example.org. %v times, want once (no spinning)", n)
+	}
+	if f.Merged() == 0 {
+		t.Error("the looped query did not wait for the one in flight")
+	}
+}
+
+// TestForwarderMerges: identical queries asked together go upstream once, each answered
+// with its own ID and question; a query that differs (type, DO bit) goes on its own.
+func TestForwarderMerges(t *testing.T) {
+	release := make(chan struct{})
+	up := startUpstream(t, func(req *mdns.Msg, tcp bool) *mdns.Msg {
+		<-release
+		return answerA("192.0.2.9")(req, tcp)
+	})
+	f := newTestForwarder(t, 5*time.Second, up.addr)
+	type result struct {
+		resp *mdns.Msg
+		err  error
+		id   uint16
+		name string
+	}
+	results := make(chan result)
+	ask := func(name string, qtype uint16, do bool) {
+		q := query(name, qtype)
+		if do {
+			q.SetEdns0(1232, true)
+		}
+		go func() {
+			resp, err := f.Forward(context.Background(), q)
+			results <- result{resp, err, q.Id, name}
+		}()
+	}
+	for i := range 10 {
+		name := "www.example.org."
+		if i%2 == 1 {
+			name = "WWW.example.org."
+		}
+		ask(name, mdns.TypeA, false)
+	}
+	ask("www.example.org.", mdns.TypeAAAA, false)
+	ask("www.example.org.", mdns.TypeA, true)
+	// Every query is asked before the upstream answers: the first of each kind is there,
+	// the rest wait behind it.
+	deadline := time.Now().Add(5 * time.Second)
+	for up.seen() < 3 || f.Merged() < 9 {
+		if time.Now().After(deadline) {
+			t.Fatalf("upstream saw %d, merged %d; want 3 and 9", up.seen(), f.Merged())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	close(release)
+	for range 12 {
+		r := <-results
+		if r.err != nil || r.resp.Id != r.id || r.resp.Question[0].Name != r.name {
+			t.Errorf("%s: %v, %v (want id %d)", r.name, r.resp, r.err, r.id)
+		}
+	}
+	if n := up.seen(); n != 3 {
+		t.Errorf("upstream saw %d queries, want 3 (A, AAAA, A with DO)", n)
+	}
+}

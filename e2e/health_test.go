@@ -17,7 +17,7 @@ import (
 )
 
 // curl fetches url inside node's namespace: the HTTP code and the body.
-func curl(t *testing.T, l *labtest.Lab, node, url string) (int, string) {
+func curl(t testing.TB, l *labtest.Lab, node, url string) (int, string) {
 	t.Helper()
 	out, stderr, code := l.Run("", "exec", node, "--", "curl", "-s", "--max-time", "5", "-w", "\n%{http_code}", url)
 	if code != 0 {
@@ -33,7 +33,7 @@ func curl(t *testing.T, l *labtest.Lab, node, url string) (int, string) {
 
 // metrics scrapes node's agent and returns its series as name{labels} -> value, where
 // labels are k=v joined by commas in the order the exposition gives them.
-func metrics(t *testing.T, l *labtest.Lab, node string) map[string]float64 {
+func metrics(t testing.TB, l *labtest.Lab, node string) map[string]float64 {
 	t.Helper()
 	code, body := curl(t, l, node, "http://127.0.0.1:9091/metrics")
 	if code != 200 {

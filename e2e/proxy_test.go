@@ -12,6 +12,7 @@ import (
 
 	"github.com/tabby-net/tabby/internal/labtest"
 	"github.com/tabby-net/tabby/internal/teststats"
+	"github.com/tabby-net/tabby/proxy"
 )
 
 // probeCounts runs svcprobe from a lab namespace and returns its outcome counts.
@@ -38,7 +39,7 @@ var proxyModes = []string{"nftables", "iptables"}
 // checkProxyMode sees.
 var otherModeLeftovers = map[string]string{
 	"iptables": "nft add table ip tabby\nnft add map ip tabby service-ips '{ type ipv4_addr . inet_proto . inet_service : verdict ; }'\n",
-	"nftables": "iptables-nft -t nat -N TABBY-SERVICES\niptables-nft -t nat -A PREROUTING -m comment --comment tby:hook -j TABBY-SERVICES\n",
+	"nftables": "iptables-nft -t nat -N " + proxy.IPTChainServices + "\niptables-nft -t nat -A PREROUTING -m comment --comment tby:hook -j " + proxy.IPTChainServices + "\n",
 }
 
 // forEachProxyMode runs test as a subtest per proxy mode, with an agent script (for
@@ -59,8 +60,23 @@ func forEachProxyMode(t *testing.T, test func(t *testing.T, mode, agent string))
 	}
 }
 
+// checkProxyIPv6 fails the test unless node's agent balances IPv6 too: the ip6 tabby
+// table, or the services chain in ip6tables' nat table (the lab's nodes have IPv6).
+func checkProxyIPv6(t *testing.T, l *labtest.Lab, node, mode string) {
+	t.Helper()
+	if mode == "nftables" {
+		if out, _, code := l.Run("", "exec", node, "--", "nft", "list", "table", "ip6", "tabby"); code != 0 || !strings.Contains(out, "service-ips") {
+			t.Errorf("%s: no ip6 tabby table with its service-ips map: %s", node, out)
+		}
+		return
+	}
+	if out, _, _ := l.Run("", "exec", node, "--", "ip6tables-nft-save", "-t", "nat"); !strings.Contains(out, ":"+proxy.IPTChainServices+" ") {
+		t.Errorf("%s: no %s chain in ip6tables' nat table:\n%s", node, proxy.IPTChainServices, out)
+	}
+}
+
 // checkProxyMode fails the test unless node's Services are in mode's rules alone (the
-// other mode's leftovers removed): the nftables table ip tabby, or TABBY- chains in the
+// other mode's leftovers removed): the nftables table ip tabby, or tby-k- chains in the
 // nat table of either iptables backend;
 // and unless the agent says so in tabby_proxy_info (the iptables mode on the backend the
 // lab's nodes detect, nft: their tables hold nothing else).
@@ -76,9 +92,9 @@ func checkProxyMode(t *testing.T, l *labtest.Lab, node, mode string) {
 		out, _, _ := l.Run("", "exec", node, "--", save, "-t", "nat")
 		chains += out
 	}
-	hasTable, hasChains := code == 0 && strings.Contains(table, "service-ips"), strings.Contains(chains, ":TABBY-SERVICES")
+	hasTable, hasChains := code == 0 && strings.Contains(table, "service-ips"), strings.Contains(chains, ":"+proxy.IPTChainServices+" ")
 	if hasTable != (mode == "nftables") || hasChains != (mode == "iptables") {
-		t.Errorf("%s in proxy mode %s: nftables table %v, iptables TABBY- chains %v", node, mode, hasTable, hasChains)
+		t.Errorf("%s in proxy mode %s: nftables table %v, iptables tby-k- chains %v", node, mode, hasTable, hasChains)
 	}
 }
 
@@ -87,7 +103,7 @@ func checkProxyMode(t *testing.T, l *labtest.Lab, node, mode string) {
 // the other node 300 connections spread over the 3 endpoints (chi-square, 2 degrees of
 // freedom, p = 0.001: 13.8), UDP too; from a node itself (the OUTPUT path); a workload
 // reaching its own Service lands on itself too (hairpin); ClientIP affinity keeps a
-// client on one endpoint; a Service without endpoints refuses at once (TCP reset, ICMP
+// client on one endpoint, and after its timeoutSeconds lets it spread again; a Service without endpoints refuses at once (TCP reset, ICMP
 // port unreachable), never a silent timeout; an endpoint deleted gets no new connections.
 func TestServiceProxyClusterIP(t *testing.T) { forEachProxyMode(t, testServiceProxyClusterIP) }
 
@@ -132,6 +148,16 @@ spec:
   selector: {app: web}
   sessionAffinity: ClientIP
   ports: [{name: http, protocol: TCP, port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: brief, namespace: shop}
+spec:
+  clusterIP: 10.96.20.4
+  selector: {app: web}
+  sessionAffinity: ClientIP
+  sessionAffinityConfig: {clientIP: {timeoutSeconds: 2}}
+  ports: [{name: http, protocol: TCP, port: 80, targetPort: 8080}]
 `)
 	names := []string{"web1", "web2", "web3"}
 	labtest.Poll(t, "every endpoint answers through the ClusterIP", 60*time.Second, func() string {
@@ -146,6 +172,7 @@ spec:
 
 	for _, node := range []string{"node1", "node2"} {
 		checkProxyMode(t, l, node, mode)
+		checkProxyIPv6(t, l, node, mode)
 	}
 
 	c := probeCounts(t, l, probe, "shop/client", "tcp", 300, "10.96.20.1:80")
@@ -180,6 +207,25 @@ spec:
 	if c := probeCounts(t, l, probe, "shop/client", "tcp", 30, "10.96.20.3:80"); len(c) != 1 || c["web1"]+c["web2"]+c["web3"] != 30 {
 		t.Errorf("30 connections with ClientIP affinity: %v, want all to one endpoint", c)
 	}
+
+	// Affinity expires: a client idle for longer than timeoutSeconds (2 s) is free to
+	// land elsewhere, while the connections of one burst still stick. With 3 endpoints,
+	// ten idle spells landing on one endpoint is a chance of 1 in 20,000.
+	seen := map[string]bool{}
+	labtest.Poll(t, "the 2 s affinity lets the client spread again after it", 90*time.Second, func() string {
+		time.Sleep(3 * time.Second) // idle past the timeout: the behaviour under test
+		c := probeCounts(t, l, probe, "shop/client", "tcp", 5, "10.96.20.4:80")
+		if len(c) != 1 || c["web1"]+c["web2"]+c["web3"] != 5 {
+			t.Errorf("5 connections in a burst with ClientIP affinity: %v, want all to one endpoint", c)
+		}
+		for name := range c {
+			seen[name] = true
+		}
+		if len(seen) < 2 {
+			return fmt.Sprintf("every burst after an idle spell landed on %v", seen)
+		}
+		return ""
+	})
 
 	// No endpoints: refused at once, over TCP and UDP, never a timeout.
 	if c := probeCounts(t, l, probe, "shop/client", "tcp", 10, "10.96.20.2:80"); c["refused"] != 10 {

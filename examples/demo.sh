@@ -4,8 +4,9 @@
 # example resources applied with
 # tabbyctl, two workloads per node attached through tabby-cni, their endpoints and the
 # routes the agents installed, pings between workloads on the same node and, over BGP, on
-# different nodes. The lab is
-# removed on exit; TABBY_DEMO_KEEP=1 leaves it up. TABBY_DEMO_LAB names it (default demo).
+# different nodes, cluster DNS, a health-checked Service (curl through its ClusterIP, a
+# backend killed and skipped), and policy. The lab is removed on exit; TABBY_DEMO_KEEP=1
+# leaves it up (and the web servers running). TABBY_DEMO_LAB names it (default demo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,7 +17,7 @@ if [[ $(id -u) != 0 ]]; then
 	echo "the demo builds network namespaces and needs root: sudo make demo" >&2
 	exit 1
 fi
-for tool in ip:iproute2 ping:iputils-ping dig:dnsutils iptables:iptables ipset:ipset; do
+for tool in ip:iproute2 ping:iputils-ping dig:dnsutils curl:curl nft:nftables iptables:iptables ipset:ipset; do
 	command -v "${tool%%:*}" >/dev/null || { echo "the demo needs ${tool%%:*} (Debian package ${tool#*:}): make demo-deps" >&2; exit 1; }
 done
 
@@ -25,18 +26,31 @@ say() { printf '\n\033[36m# %s\033[0m\n' "$*"; }
 # addr prints a workload's IPv4 address.
 addr() { "${L[@]}" exec "$1" -- ip -4 -o addr show dev eth0 | awk '{split($4, a, "/"); print a[1]}'; }
 
+[[ -x bin/demo-web ]] || { echo "the demo needs bin/demo-web: make demo builds it" >&2; exit 1; }
+# wait_until SECONDS WHAT CMD...: run CMD every 0.1 s until it succeeds; fail the demo
+# naming WHAT if it has not within SECONDS.
+wait_until() {
+	local secs=$1 what=$2
+	shift 2
+	for _ in $(seq $((secs * 10))); do
+		if "$@" >/dev/null 2>&1; then return 0; fi
+		sleep 0.1
+	done
+	echo "$what: not within ${secs}s" >&2
+	exit 1
+}
+
+declare -A servers # web workload → the pid of its demo-web
+stop_servers() { for pid in "${servers[@]}"; do kill "$pid" 2>/dev/null || true; done; }
 if [[ -z ${TABBY_DEMO_KEEP:-} ]]; then
-	trap 'say "Removing the lab."; "${L[@]}" down' EXIT
+	trap 'stop_servers; say "Removing the lab."; "${L[@]}" down' EXIT
 fi
 
 say "A lab of three nodes: network namespaces joined through a router namespace, one etcd, and tabby-node running on every node."
 step "${L[@]}" up --nodes 3
 
 say "On an empty datastore the first agent created an IP pool, as calico-node does (the lab's agents ask for 10.244.0.0/16 unencapsulated): workloads need no manifest."
-for _ in $(seq 50); do # created right after the agents register; allow 5 s
-	"${L[@]}" ctl get ippool default-ipv4-ippool >/dev/null 2>&1 && break
-	sleep 0.1
-done
+wait_until 5 "the first agent's IP pool" "${L[@]}" ctl get ippool default-ipv4-ippool
 step "${L[@]}" ctl get ippools -o wide
 
 say "The example resources, written as a Calico user writes them (the IPv4 pool's changes apply to the pool the agent created). A file with a mistake is refused whole."
@@ -50,6 +64,11 @@ for n in 1 2 3; do
 	step "${L[@]}" workload add "node$n" "default/db$((2 * n))" --labels app=db
 done
 step "${L[@]}" ctl get workloadendpoints -A -o wide
+say "Each web workload runs a small HTTP server on port 8080 (bin/demo-web), for the Service below."
+for w in web1 web3 web5; do
+	"${L[@]}" exec "default/$w" -- bin/demo-web "$w" >/dev/null 2>&1 &
+	servers[$w]=$!
+done
 step "${L[@]}" ctl ipam show --show-blocks
 
 say "node1's agent routes to each of its workloads through the workload's veth, and blackholes the rest of its block (route protocol 116)."
@@ -82,6 +101,37 @@ done
 step "${L[@]}" exec default/db6 -- getent hosts web
 [[ -n $resolved ]] || { echo "web did not resolve" >&2; exit 1; }
 step "${L[@]}" exec default/db6 -- dig +short @169.254.20.10 _http._tcp.web.default.svc.cluster.local SRV
+
+say "Service proxy: every node load-balances the ClusterIP 10.96.0.80:80 over the web workloads' port 8080, in nftables (table ip tabby). Each node probes its own web workloads (GET /healthz every second) and records the result in etcd."
+# passing N: the endpoints list shows N endpoints of web passing their check.
+passing() { [[ $("${L[@]}" ctl get endpoints web | grep -c ' passing') == "$1" ]]; }
+wait_until 20 "every web endpoint passing its health check" passing 3
+step "${L[@]}" ctl get services -o wide
+step "${L[@]}" ctl get endpoints web -o wide
+say "curl through the ClusterIP from db6, a workload on node3: the requests spread over web1 (node1), web3 (node2) and web5 (node3)."
+for _ in 1 2 3 4 5 6; do
+	step "${L[@]}" exec default/db6 -- curl -sS --max-time 2 http://10.96.0.80/
+done
+
+say "Kill web3's server. node2 sees its check fail twice in a row (about 2 s), records web3 as failing, and every node leaves it out."
+kill "${servers[web3]}"
+wait "${servers[web3]}" 2>/dev/null || true
+unset 'servers[web3]'
+web3=$(addr default/web3)
+wait_until 20 "web3 failing its health check" passing 2
+# node3's proxy drops web3 a moment after the record changes.
+wait_until 5 "node3's nftables without web3" bash -c "! ${L[*]} exec node3 -- nft list table ip tabby | grep -qF '$web3 . 8080'"
+step "${L[@]}" ctl get endpoints web -o wide
+say "20 requests from db6: every one answered, none by web3."
+answers=$(for _ in $(seq 20); do "${L[@]}" exec default/db6 -- curl -sS --max-time 2 http://10.96.0.80/ 2>&1 || echo failed; done | sort | uniq -c)
+echo "$answers"
+if grep -q 'web3\|failed\|curl' <<<"$answers"; then echo "a request failed or reached web3" >&2; exit 1; fi
+
+say "web3's server back: two passing checks and it is in the Service again."
+"${L[@]}" exec default/web3 -- bin/demo-web web3 >/dev/null 2>&1 &
+servers[web3]=$!
+wait_until 20 "web3 passing its health check again" passing 3
+step "${L[@]}" ctl get endpoints web
 
 say "Policy: the example policies select only the shop namespace, so these workloads are open. tabbyctl policy check says which policy and rule decide a flow."
 step "${L[@]}" ctl policy check default/web3 default/db2 --port 5432 --protocol tcp

@@ -59,7 +59,8 @@ type Status struct {
 	Rejected []Rejection
 }
 
-// Dataplane keeps the kernel's routes and sysctls equal to the latest LocalState: it
+// Dataplane keeps the kernel's routes and sysctls equal to the latest LocalState, and its
+// workload interfaces up (DesiredUp): it
 // reconciles when the state changes, when netlink reports a change to a route or interface
 // it cares about, and every ResyncInterval. It never flushes: a new Dataplane over routes a
 // previous agent installed changes only what is wrong.
@@ -203,7 +204,8 @@ func (d *Dataplane) Run(ctx context.Context) error {
 	}
 }
 
-// sync runs one pass: sysctls first (an IPv6 route needs IPv6 on its interface), then routes.
+// sync runs one pass: workload interfaces up, sysctls (an IPv6 route needs IPv6 on its
+// interface), then routes.
 func (d *Dataplane) sync(s LocalState, full bool) error {
 	start := time.Now()
 	routes, rejected := DesiredRoutes(s)
@@ -213,10 +215,14 @@ func (d *Dataplane) sync(s LocalState, full bool) error {
 	w := newWatchSnapshot(routes, sysctls)
 	d.watched.Store(w)
 	links := d.links.subset(w.ifaces)
+	raised, uerr := setUp(d.h, DesiredUp(s), links)
 	written, serr := d.sysctls.apply(sysctls, links, full)
 	st, rerr := d.routes.apply(routes, links, s.HoldLearned)
-	err := errors.Join(serr, rerr)
+	err := errors.Join(uerr, serr, rerr)
 	end := time.Now()
+	if len(raised) > 0 {
+		d.log.Warn("set workload interfaces up that were down", "count", len(raised), "interfaces", raised)
+	}
 
 	d.mu.Lock()
 	prev := d.status

@@ -115,7 +115,6 @@ func TestDataplaneRestoresDeletedRoutes(t *testing.T) {
 }
 
 // A workload's veth may appear after its state; its route follows within the event's time.
-// A veth set down loses its routes in the kernel; they come back when it is up again.
 func TestDataplaneInterfaceAppearsLater(t *testing.T) {
 	ns := newTestNS(t)
 	a := vethName()
@@ -133,11 +132,36 @@ func TestDataplaneInterfaceAppearsLater(t *testing.T) {
 		v := ns.sysctl(t, "net/ipv4/conf/"+a+"/proxy_arp")
 		return v == "1", v
 	})
+}
 
+// A workload's veth set down by hand (the kernel drops its routes) is set up again by the
+// next pass, woken by the link event (the periodic pass is an hour away), and its routes
+// return; so is one set down repeatedly, and one found down at the first pass. An
+// interface that is not a workload's is left down.
+func TestDataplaneSetsWorkloadLinksUp(t *testing.T) {
+	ns := newTestNS(t)
+	a, other := vethName(), vethName()
+	ns.veth(t, a)
+	ns.veth(t, other)
 	ns.ip(t, "link", "set", a, "down")
-	waitRoutes(t, ns, "removed by the kernel with the link down")
-	ns.ip(t, "link", "set", a, "up")
-	waitRoutes(t, ns, "back with the link up", want)
+	ns.ip(t, "link", "set", other, "down")
+	d := startDataplane(t, ns, time.Hour)
+	d.Update(LocalState{Workloads: []Workload{{Name: "ns/a", Interface: a, Addrs: addrs("10.65.0.5", "fd00::5")}}})
+	want := []string{"10.65.0.5 dev " + a + " scope link", "fd00::5 dev " + a + " metric 1024 pref medium"}
+	waitRoutes(t, ns, "routed after the first pass set the veth up", want...)
+	for round := range 3 {
+		start := time.Now()
+		ns.ip(t, "link", "set", a, "down")
+		eventually(t, 5*time.Second, fmt.Sprintf("round %d: veth up again", round), func() (bool, string) {
+			out := ns.ip(t, "-o", "link", "show", a)
+			return strings.Contains(out, ",UP"), out
+		})
+		waitRoutes(t, ns, fmt.Sprintf("round %d: routes back", round), want...)
+		t.Logf("round %d: up and routed again in %v", round, time.Since(start))
+	}
+	if out := ns.ip(t, "-o", "link", "show", other); strings.Contains(out, ",UP") {
+		t.Errorf("an interface that is no workload's was set up: %s", out)
+	}
 }
 
 // A workload that goes away takes its route with it; a restarted agent changes nothing.

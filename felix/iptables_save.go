@@ -11,24 +11,50 @@ import (
 	"github.com/tabby-net/tabby/proxy"
 )
 
-// KernelFilter is what the kernel has of tabby's in the filter table.
+// KernelFilter is what the kernel has of one of tabby's iptables writers in a table.
 type KernelFilter struct {
-	// Chains maps each tby- chain to its rules' hashes, in order; a rule without a tabby
-	// hash (added by someone else) has "".
+	// Chains maps each of the writer's chains to its rules' hashes, in order; a rule
+	// without a tabby hash (added by someone else) has "".
 	Chains map[string][]string
-	// Hooks maps a kernel chain (FORWARD, INPUT) to the positions (1-based) of rules that
-	// jump to tabby chains, with those rules' text.
+	// Hooks maps a chain that is not tabby's (FORWARD, INPUT) to the positions (1-based)
+	// of rules that jump to the writer's chains, with those rules' text.
 	Hooks map[string][]hookRule
 	// Lead maps a kernel chain to how many rules at its top are hooks of writers whose
 	// hooks stand before these (hookOrder): this writer's hook belongs right after them.
 	Lead map[string]int
 }
 
-// hookOrder lists the prefixes of the chains of felix's two iptables writers, in the
-// order their hooks stand at the top of a kernel chain they share: the Service proxy's
-// (iptables mode) first, so that its REJECT of a new connection to a Service without
-// endpoints comes before policy's ACCEPT in FORWARD.
-var hookOrder = []string{proxy.IPTablesChainPrefix, ChainPrefix}
+// Owner is which of felix's two iptables writers owns a chain. All of tabby's chains
+// start with ChainPrefix (tby-); the Service proxy's (iptables mode) with the longer
+// proxy.IPTablesChainPrefix (tby-k-), and every other tby- chain is policy's. Each writer
+// reads, rewrites and deletes only the chains it owns and the hooks jumping to them,
+// and deletes those of its own it did not render, leftovers of an older tabby included;
+// so a tby- chain is always someone's to clean, and neither writer touches the other's.
+type Owner int
+
+// The owners of a chain.
+const (
+	OwnerNone   Owner = iota // not tabby's
+	OwnerPolicy              // PolicySyncer (and RenderNATOutgoing, RenderNoTrack)
+	OwnerProxy               // ServiceProxyIPTables
+)
+
+// ChainOwner returns the writer that owns the chain named name.
+func ChainOwner(name string) Owner {
+	switch {
+	case strings.HasPrefix(name, proxy.IPTablesChainPrefix):
+		return OwnerProxy
+	case strings.HasPrefix(name, ChainPrefix):
+		return OwnerPolicy
+	}
+	return OwnerNone
+}
+
+// hookOrder lists felix's two iptables writers in the order their hooks stand at the top
+// of a kernel chain they share: the Service proxy's (iptables mode) first, so that its
+// REJECT of a new connection to a Service without endpoints comes before policy's ACCEPT
+// in FORWARD.
+var hookOrder = []Owner{OwnerProxy, OwnerPolicy}
 
 // hookMu serializes those writers from reading a table to restoring it: a hook's place
 // depends on the other writer's hooks (KernelFilter.Lead), so a plan made on a read that
@@ -46,24 +72,39 @@ func (r hookRule) is(h Hook) bool { return strings.ReplaceAll(r.text, `"`, "") =
 
 var ruleLineRE = regexp.MustCompile(`^-A (\S+) (.*)$`)
 
-// ParseFilter reads iptables-save output of the filter table, keeping only tabby's
+// jumpTarget returns the chain a rule's text jumps to or goes to (-j, -g); "" if none.
+// It reads the words in place: ParseTableOf calls it on every rule of other programs'.
+func jumpTarget(text string) string {
+	word := func(s string) (string, string) {
+		w, rest, _ := strings.Cut(strings.TrimLeft(s, " "), " ")
+		return w, rest
+	}
+	for rest := text; rest != ""; {
+		var w string
+		if w, rest = word(rest); w == "-j" || w == "-g" {
+			target, _ := word(rest)
+			return target
+		}
+	}
+	return ""
+}
+
+// ParseFilter reads iptables-save output of the filter table, keeping only policy's
 // chains and the rules of other chains that jump to them.
 func ParseFilter(save []byte) KernelFilter { return ParseTable(save, "filter") }
 
-// ParseTable is ParseFilter for any table (filter, nat).
+// ParseTable is ParseFilter for any table (filter, nat, raw).
 func ParseTable(save []byte, table string) KernelFilter {
-	return ParseTableOf(save, table, ChainPrefix)
+	return ParseTableOf(save, table, OwnerPolicy)
 }
 
-// ParseTableOf is ParseTable for the chains starting with prefix (ChainPrefix, or
-// proxy.IPTablesChainPrefix for the Service proxy's) and the hooks that jump to them.
-func ParseTableOf(save []byte, table, prefix string) KernelFilter {
+// ParseTableOf is ParseTable for the chains of owner (OwnerPolicy, or OwnerProxy for the
+// Service proxy's) and the hooks that jump to them from chains that are not tabby's. The
+// other writer's chains are not read at all.
+func ParseTableOf(save []byte, table string, owner Owner) KernelFilter {
 	k := KernelFilter{Chains: map[string][]string{}, Hooks: map[string][]hookRule{}, Lead: map[string]int{}}
-	earlier := hookOrder[:max(0, slices.Index(hookOrder, prefix))]
-	jumpsTo := func(text, prefix string) bool {
-		return strings.Contains(text, "-j "+prefix) || strings.Contains(text, "-g "+prefix)
-	}
-	inFilter := false
+	earlier := hookOrder[:max(0, slices.Index(hookOrder, owner))]
+	inTable := false
 	pos := map[string]int{}
 	below := map[string]bool{} // a chain has had a rule that is not an earlier writer's hook
 	sc := bufio.NewScanner(bytes.NewReader(save))
@@ -72,11 +113,11 @@ func ParseTableOf(save []byte, table, prefix string) KernelFilter {
 		line := sc.Text()
 		switch {
 		case strings.HasPrefix(line, "*"):
-			inFilter = line == "*"+table
-		case !inFilter:
-		case strings.HasPrefix(line, ":"+prefix):
+			inTable = line == "*"+table
+		case !inTable:
+		case strings.HasPrefix(line, ":"):
 			name, _, _ := strings.Cut(line[1:], " ")
-			if _, ok := k.Chains[name]; !ok {
+			if _, ok := k.Chains[name]; !ok && ChainOwner(name) == owner {
 				k.Chains[name] = []string{}
 			}
 		case strings.HasPrefix(line, "-A "):
@@ -85,17 +126,22 @@ func ParseTableOf(save []byte, table, prefix string) KernelFilter {
 				continue
 			}
 			chain, text := m[1], m[2]
-			pos[chain]++
-			if strings.HasPrefix(chain, prefix) {
+			switch ChainOwner(chain) {
+			case owner:
 				k.Chains[chain] = append(k.Chains[chain], ruleHash(text))
 				continue
+			case OwnerNone:
+			default:
+				continue // the other writer's
 			}
-			if !below[chain] && slices.ContainsFunc(earlier, func(p string) bool { return jumpsTo(text, p) }) {
+			pos[chain]++
+			target := ChainOwner(jumpTarget(text))
+			if !below[chain] && slices.Contains(earlier, target) {
 				k.Lead[chain]++
 			} else {
 				below[chain] = true
 			}
-			if jumpsTo(text, prefix) {
+			if target == owner {
 				k.Hooks[chain] = append(k.Hooks[chain], hookRule{pos: pos[chain], text: text})
 			}
 		}

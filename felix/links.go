@@ -1,8 +1,10 @@
 package felix
 
 import (
+	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"sync"
 
 	"github.com/vishvananda/netlink"
@@ -127,4 +129,44 @@ func (lt *linkTracker) name(index int) linkTable {
 		t.byName[name] = lt.t.byName[name]
 	}
 	return t
+}
+
+// DesiredUp returns the interfaces felix keeps up, sorted: every local workload's host
+// veth. The CNI plugin sets it up when it attaches the workload; one set down later (by
+// hand, say) has lost its routes and its workload's traffic, so felix sets it up again
+// as it restores a deleted route.
+func DesiredUp(s LocalState) []string {
+	var up []string
+	for _, w := range s.Workloads {
+		if w.Interface != "" {
+			up = append(up, w.Interface)
+		}
+	}
+	slices.Sort(up)
+	return slices.Compact(up)
+}
+
+// setUp sets up each interface of want that links holds down, and records it up in links
+// so that the same pass programs its routes. An interface links does not hold is left for
+// a later pass, as its routes are. It returns the names it set up.
+func setUp(h *netlink.Handle, want []string, links linkTable) ([]string, error) {
+	var done []string
+	var errs errorList
+	for _, name := range want {
+		l, ok := links.byName[name]
+		if !ok || l.up {
+			continue
+		}
+		err := h.LinkSetUp(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: l.index, Name: name}})
+		switch {
+		case err == nil:
+			links.byName[name] = linkState{index: l.index, up: true}
+			done = append(done, name)
+		case errors.Is(err, unix.ENODEV):
+			// The interface went away since it was listed.
+		default:
+			errs.add(fmt.Errorf("set %s up: %w", name, err))
+		}
+	}
+	return done, errs.err()
 }

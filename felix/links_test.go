@@ -62,3 +62,13 @@ func TestLinkTracker(t *testing.T) {
 		t.Errorf("name(5) = %v, want nothing", got)
 	}
 }
+
+func TestDesiredUp(t *testing.T) {
+	s := LocalState{Workloads: []Workload{
+		{Name: "ns/b", Interface: "tabbyb"}, {Name: "ns/a", Interface: "tabbya"},
+		{Name: "ns/a2", Interface: "tabbya"}, {Name: "ns/none"},
+	}}
+	if got, want := DesiredUp(s), []string{"tabbya", "tabbyb"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("DesiredUp = %v, want %v", got, want)
+	}
+}

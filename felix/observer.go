@@ -10,7 +10,7 @@ const (
 	WriterVXLAN    = "vxlan"    // VXLANReconciler.Apply
 	WriterIPIP     = "ipip"     // IPIPReconciler.Apply
 	WriterNFTables = "nftables" // ServiceProxy: the tabby nftables tables (Service load balancing)
-	// WriterIPTablesProxy is ServiceProxyIPTables: the TABBY- chains (Service load
+	// WriterIPTablesProxy is ServiceProxyIPTables: the tby-k- chains (Service load
 	// balancing, iptables mode).
 	WriterIPTablesProxy = "iptables-proxy"
 )

@@ -10,8 +10,6 @@ import (
 	"os/exec"
 	"sync"
 	"time"
-
-	"github.com/tabby-net/tabby/proxy"
 )
 
 // PolicySyncer makes the kernel's filter table and ipsets match a FilterState.
@@ -87,6 +85,9 @@ func NewPolicySyncer(ctx context.Context, run CommandRunner, log *slog.Logger) (
 
 // Backend says which backend the syncer uses.
 func (s *PolicySyncer) Backend() Backend { return s.backend }
+
+// IPv6 says whether ip6tables works here, so that IPv6 state is synced.
+func (s *PolicySyncer) IPv6() bool { return !s.noIPv6 }
 
 // Version is the backend's iptables version ("1.8.9"), from go-iptables; "" when unknown
 // or the syncer does not run the real Runner.
@@ -387,33 +388,40 @@ func (s *PolicySyncer) syncTable(ctx context.Context, saveCmd, restoreCmd, table
 	return fp, nil
 }
 
-// RemoveAll deletes every chain, hook and ipset of tabby's from the filter tables (IPv4
-// and IPv6) and the IPv4 nat and raw tables of both backends (whichever has them) and the
-// kernel's ipsets, and the Service proxy's TABBY- chains and hooks (iptables mode) from
-// the nat and filter tables of both families and backends.
+// RemoveAll deletes every chain of both of felix's iptables writers (ChainOwner: policy's
+// and the Service proxy's in iptables mode) and the hooks into them, from the tables they
+// write (filter and nat of both families, IPv4 raw) of both backends (whichever has them),
+// and tabby's ipsets.
 func RemoveAll(ctx context.Context, run CommandRunner) (chains, sets int, err error) {
 	empty := &FilterState{Chains: map[string][]string{}, IPSets: map[string]*IPSet{}}
 	var errs []error
 	for _, b := range []Backend{BackendNFT, BackendLegacy} {
-		for _, cmds := range [][4]string{
-			{b.Save, b.Restore, "filter", ChainPrefix}, {b.Save6, b.Restore6, "filter", ChainPrefix},
-			{b.Save, b.Restore, "nat", ChainPrefix}, {b.Save, b.Restore, "raw", ChainPrefix},
-			{b.Save, b.Restore, "nat", proxy.IPTablesChainPrefix}, {b.Save, b.Restore, "filter", proxy.IPTablesChainPrefix},
-			{b.Save6, b.Restore6, "nat", proxy.IPTablesChainPrefix}, {b.Save6, b.Restore6, "filter", proxy.IPTablesChainPrefix},
-		} {
-			save, err := run.Run(ctx, nil, cmds[0], "-t", cmds[2])
-			if err != nil {
-				continue // backend or family not installed or not usable
+		for _, cmds := range [][2]string{{b.Save, b.Restore}, {b.Save6, b.Restore6}} {
+			tables := []string{"filter", "nat", "raw"}
+			if cmds[0] == b.Save6 {
+				tables = tables[:2] // nothing of tabby's is in IPv6 raw: don't load the table
 			}
-			fp := PlanTable(ParseTableOf(save, cmds[2], cmds[3]), empty, cmds[2])
-			if fp.Restore == nil {
-				continue
+			for _, table := range tables {
+				save, err := run.Run(ctx, nil, cmds[0], "-t", table)
+				if err != nil {
+					continue // backend, family or table not installed or not usable
+				}
+				var restore []byte
+				deleted := 0
+				for _, owner := range hookOrder {
+					fp := PlanTable(ParseTableOf(save, table, owner), empty, table)
+					restore = append(restore, fp.Restore...)
+					deleted += len(fp.Deleted)
+				}
+				if restore == nil {
+					continue
+				}
+				if _, err := run.Run(ctx, restore, cmds[1], "--noflush", "-w", "5"); err != nil {
+					errs = append(errs, fmt.Errorf("%s -t %s: %w", cmds[1], table, err))
+					continue
+				}
+				chains += deleted
 			}
-			if _, err := run.Run(ctx, fp.Restore, cmds[1], "--noflush", "-w", "5"); err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", cmds[1], err))
-				continue
-			}
-			chains += len(fp.Deleted)
 		}
 	}
 	if out, err := run.Run(ctx, nil, "ipset", "save"); err == nil {

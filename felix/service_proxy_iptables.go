@@ -21,7 +21,7 @@ import (
 // minutes for 10k Services; legacy 2.6 s).
 const LargeIPTablesNFT = 1000
 
-// ServiceProxyIPTables is the Service proxy's iptables mode: it owns the TABBY- chains
+// ServiceProxyIPTables is the Service proxy's iptables mode: it owns the tby-k- chains
 // of the nat and filter tables (IPv4, and IPv6 with ServiceProxyConfig.IPv6) and their
 // hooks, and makes them match the proxy's load balancing (proxy.RenderIPTables) through
 // iptables-restore --noflush of the backend policy uses. Like ServiceProxy, Apply reads
@@ -81,7 +81,7 @@ func (f *iptFamily) cached() bool                      { return f.applied != nil
 func (f *iptFamily) forget()                           { f.applied = nil }
 
 // Apply is a full pass: it reads the tables (one iptables-save per family) and rewrites
-// every TABBY- chain that differs from st, deletes those not wanted and puts the hooks
+// every tby-k- chain that differs from st, deletes those not wanted and puts the hooks
 // first in their kernel chains, in one iptables-restore --noflush per family.
 func (p *ServiceProxyIPTables) Apply(ctx context.Context, st *proxy.LBState) error {
 	return p.apply(ctx, st, true)
@@ -176,7 +176,7 @@ func (p *ServiceProxyIPTables) applyFull(ctx context.Context, f *iptFamily, st *
 	return nil
 }
 
-// restoreFull makes f's nat and filter tables hold exactly want's TABBY- chains and
+// restoreFull makes f's nat and filter tables hold exactly want's tby-k- chains and
 // hooks (none: want empty), in one save and one restore.
 func (p *ServiceProxyIPTables) restoreFull(ctx context.Context, f *iptFamily, want map[string]*FilterState) error {
 	hookMu.Lock()
@@ -191,7 +191,7 @@ func (p *ServiceProxyIPTables) restoreFull(ctx context.Context, f *iptFamily, wa
 		if w == nil {
 			w = &FilterState{Chains: map[string][]string{}}
 		}
-		fp := PlanTable(ParseTableOf(save, table, proxy.IPTablesChainPrefix), w, table)
+		fp := PlanTable(ParseTableOf(save, table, OwnerProxy), w, table)
 		restore = append(restore, fp.Restore...)
 	}
 	return p.restore(ctx, f, restore)
@@ -294,7 +294,7 @@ func planList(b *bytes.Buffer, applied *proxy.IPTables, l proxy.IPTList, old, ne
 	applied.Lists[l] = list
 }
 
-// Remove deletes every TABBY- chain of the nat and filter tables, and the hooks into
+// Remove deletes every tby-k- chain of the nat and filter tables, and the hooks into
 // them, in each family the writer has.
 func (p *ServiceProxyIPTables) Remove(ctx context.Context) error {
 	p.mu.Lock()

@@ -24,10 +24,11 @@ func (r *countingRunner) Run(ctx context.Context, stdin []byte, name string, arg
 }
 
 // TestServiceProxyIPTablesBesidePolicyNetns: the iptables proxy mode and policy share the
-// kernel's chains in both orders of start. The proxy's hooks stand first (its REJECT
+// kernel's chains in both orders of start. Each deletes its own leftover chain of an
+// older tabby and leaves the other's chains; the proxy's hooks stand first (its REJECT
 // before policy's ACCEPT), policy's right after them; a full pass of either then writes
-// nothing (no fight over the top of a chain); RemoveAll (tabby-node cleanup) removes the
-// TABBY- chains and hooks with policy's and leaves another program's rules.
+// nothing (no fight over the top of a chain or over chains); RemoveAll (tabby-node cleanup) removes the
+// tby-k- chains and hooks with policy's and leaves another program's rules.
 func TestServiceProxyIPTablesBesidePolicyNetns(t *testing.T) {
 	requireTools(t, "iptables-nft-restore", "iptables-legacy-restore", "ipset")
 	for _, backend := range []Backend{BackendNFT, BackendLegacy} {
@@ -41,6 +42,12 @@ func TestServiceProxyIPTablesBesidePolicyNetns(t *testing.T) {
 				ctx := context.Background()
 				r := Runner{NetNS: ns.name}
 				runIptables(t, r, backend, "-A", "FORWARD", "-s", "1.2.3.4/32", "-j", "DROP")
+				// Leftovers of an older tabby, one of each writer's, hooked: each is
+				// deleted by its owner's first full pass.
+				for _, gone := range []string{"tby-gone", proxy.IPTablesChainPrefix + "gone"} {
+					runIptables(t, r, backend, "-N", gone)
+					runIptables(t, r, backend, "-A", "OUTPUT", "-j", gone)
+				}
 				pol := testSyncer(t, r, backend)
 				want := *RenderPolicy(buildModel(t, renderWorld), "node1", PolicyConfig{})
 				want.NAT = RenderNATOutgoing([]EncapPool{{Name: "a", CIDR: netip.MustParsePrefix("10.244.0.0/16"), NATOutgoing: true}})
@@ -64,6 +71,9 @@ func TestServiceProxyIPTablesBesidePolicyNetns(t *testing.T) {
 				}
 				check := func() {
 					t.Helper()
+					if out := saveTable(t, r, backend, "filter"); strings.Contains(out, "gone") {
+						t.Errorf("an older tabby's chains are left:\n%s", out)
+					}
 					for table, hooks := range map[string][][2]string{
 						"filter": {{"FORWARD", proxy.IPTChainServices}, {"INPUT", proxy.IPTChainServices}},
 						"nat":    {{"POSTROUTING", proxy.IPTChainPostrouting}},
@@ -76,7 +86,7 @@ func TestServiceProxyIPTablesBesidePolicyNetns(t *testing.T) {
 									rules = append(rules, line)
 								}
 							}
-							if len(rules) < 2 || !strings.HasSuffix(rules[0], "-j "+h[1]) || !strings.Contains(rules[1], "-j "+ChainPrefix) {
+							if len(rules) < 2 || !strings.HasSuffix(rules[0], "-j "+h[1]) || ChainOwner(jumpTarget(rules[1])) != OwnerPolicy {
 								t.Errorf("%s %s: %q; want the proxy's hook, then policy's", table, h[0], rules)
 							}
 						}

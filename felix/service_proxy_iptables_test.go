@@ -93,18 +93,18 @@ func TestPlanIPTablesChange(t *testing.T) {
 	if strings.Contains(text, "*filter") || strings.Contains(text, "-D ") || strings.Contains(text, "-I ") {
 		t.Errorf("moving a backend touched the filter table or a list:\n%s", text)
 	}
-	for _, frag := range []string{":TABBY-SVC-", ":TABBY-SEP-", "--to-destination 10.244.0.4:8080", "-X TABBY-SEP-"} {
+	for _, frag := range []string{":tby-k-svc-", ":tby-k-sep-", "--to-destination 10.244.0.4:8080", "-X tby-k-sep-"} {
 		if !strings.Contains(text, frag) {
 			t.Errorf("moving a backend: no %q in\n%s", frag, text)
 		}
 	}
-	// The last backend goes: the Service's line leaves nat TABBY-SERVICES, and a REJECT
-	// line goes into filter TABBY-SERVICES, after the head and the REJECT of "a"
+	// The last backend goes: the Service's line leaves nat tby-k-services, and a REJECT
+	// line goes into filter tby-k-services, after the head and the REJECT of "a"
 	// (position 3), before that of "z".
 	text = string(PlanIPTablesChange(applied, proxy.IPTablesChangeOf(next, web(), proxy.RenderConfig{})))
 	for _, frag := range []string{
-		"-D TABBY-SERVICES -m comment --comment tby:",
-		"-I TABBY-SERVICES 3 -m comment --comment tby:",
+		"-D tby-k-services -m comment --comment tby:",
+		"-I tby-k-services 3 -m comment --comment tby:",
 		"-d 10.96.0.1/32 -p tcp -m tcp --dport 80 -j REJECT --reject-with tcp-reset",
 	} {
 		if !strings.Contains(text, frag) {

@@ -435,7 +435,7 @@ func testServiceProxyNetns(t *testing.T, m proxyMode) {
 			t.Fatal(err)
 		}
 		out := m.leftover(t, l, false)
-		if strings.Contains(out, "chain service-") || strings.Contains(out, "chain endpoint-") || strings.Contains(out, "TABBY-SVC-") || strings.Contains(out, "TABBY-SEP-") {
+		if strings.Contains(out, "chain service-") || strings.Contains(out, "chain endpoint-") || strings.Contains(out, proxy.IPTablesChainPrefix+"svc-") || strings.Contains(out, proxy.IPTablesChainPrefix+"sep-") {
 			t.Errorf("Service chains left:\n%s", out)
 		}
 	})

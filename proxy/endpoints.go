@@ -11,6 +11,7 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
+	"strings"
 
 	"github.com/tabby-net/tabby/api"
 )
@@ -68,6 +69,37 @@ func ServiceEndpoints(svc *api.Service, weps []*api.WorkloadEndpoint, eps *api.E
 		out = append(out, ep)
 	}
 	slices.SortFunc(out, func(a, b Endpoint) int { return cmp.Compare(a.Workload, b.Workload) })
+	return out
+}
+
+// WithHealth applies health records to eps, the endpoints ServiceEndpoints derived for
+// svc: when svc has a valid health check (tabby.io/health-check), an endpoint whose
+// workload's record (records: svc's namespace's EndpointHealths by name) is failing, and
+// was written by the endpoint's own node, is neither ready nor serving, so no proxy
+// picks it and DNS does not list it. An endpoint without a record (not probed yet)
+// keeps its conditions. eps is not changed: the result is a copy when anything fails.
+func WithHealth(svc *api.Service, eps []Endpoint, records func(name string) (*api.EndpointHealth, bool)) []Endpoint {
+	if hc, err := svc.HealthCheck(); hc == nil || err != nil {
+		return eps
+	}
+	var out []Endpoint
+	for i, ep := range eps {
+		_, workload, ok := strings.Cut(ep.Workload, "/")
+		if !ok {
+			continue
+		}
+		h, ok := records(api.EndpointHealthName(svc.Name, workload))
+		if !ok || h.Spec.Passing || h.Spec.Node != ep.Node {
+			continue
+		}
+		if out == nil {
+			out = slices.Clone(eps)
+		}
+		out[i].Ready, out[i].Serving = false, false
+	}
+	if out == nil {
+		return eps
+	}
 	return out
 }
 

@@ -194,3 +194,83 @@ func TestDesiredServingTerminating(t *testing.T) {
 		})
 	}
 }
+
+// TestWithHealth: a failing record written by the endpoint's node takes the endpoint
+// out (neither ready nor serving, so Desired balances over the rest and rejects when
+// none is left); a passing one, none, one from another node, or a Service without a
+// check leave the endpoints as they are.
+func TestWithHealth(t *testing.T) {
+	weps := []*api.WorkloadEndpoint{
+		wep("shop", "web-a", map[string]string{"app": "web"}, nil, "10.244.0.1/32"),
+		wep("shop", "web-b", map[string]string{"app": "web"}, nil, "10.244.0.2/32"),
+		wep("shop", "web-c", map[string]string{"app": "web"}, nil, "10.244.0.3/32"),
+	}
+	s := svc("shop", "web", map[string]string{"app": "web"}, api.ServicePort{Name: "http", Protocol: "TCP", Port: 80, TargetPort: api.IntOrString{IntVal: 8080}})
+	s.Spec.ClusterIP = "10.96.0.5"
+	s.Annotations = map[string]string{api.AnnotationHealthCheck: "tcp"}
+	record := func(workload, node string, passing bool) *api.EndpointHealth {
+		h := &api.EndpointHealth{Spec: api.EndpointHealthSpec{Service: "web", Workload: workload, Node: node, Passing: passing}}
+		h.Namespace, h.Name = "shop", api.EndpointHealthName("web", workload)
+		return h
+	}
+	lookup := func(rs ...*api.EndpointHealth) func(string) (*api.EndpointHealth, bool) {
+		return func(name string) (*api.EndpointHealth, bool) {
+			for _, r := range rs {
+				if r.Name == name {
+					return r, true
+				}
+			}
+			return nil, false
+		}
+	}
+	eps := ServiceEndpoints(s, weps, nil, nil)
+	backends := func(eps []Endpoint) []string {
+		var out []string
+		for _, p := range Desired("node1", []ServiceInput{{Service: s, Endpoints: eps}}).Ports {
+			for _, b := range p.Backends {
+				out = append(out, b.String())
+			}
+		}
+		return out
+	}
+	ready := func(eps []Endpoint) (out []bool) {
+		for _, ep := range eps {
+			out = append(out, ep.Ready && ep.Serving)
+		}
+		return out
+	}
+	for _, tt := range []struct {
+		name     string
+		records  []*api.EndpointHealth
+		noCheck  bool
+		ready    []bool
+		backends []string
+	}{
+		{"no records", nil, false, []bool{true, true, true}, []string{"10.244.0.1:8080", "10.244.0.2:8080", "10.244.0.3:8080"}},
+		{"one failing", []*api.EndpointHealth{record("web-a", "node1", true), record("web-b", "node1", false)}, false,
+			[]bool{true, false, true}, []string{"10.244.0.1:8080", "10.244.0.3:8080"}},
+		{"failing, from another node", []*api.EndpointHealth{record("web-b", "node2", false)}, false,
+			[]bool{true, true, true}, []string{"10.244.0.1:8080", "10.244.0.2:8080", "10.244.0.3:8080"}},
+		{"all failing", []*api.EndpointHealth{record("web-a", "node1", false), record("web-b", "node1", false), record("web-c", "node1", false)}, false,
+			[]bool{false, false, false}, nil},
+		{"check removed", []*api.EndpointHealth{record("web-b", "node1", false)}, true,
+			[]bool{true, true, true}, []string{"10.244.0.1:8080", "10.244.0.2:8080", "10.244.0.3:8080"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s := *s
+			if tt.noCheck {
+				s.Annotations = nil
+			}
+			got := WithHealth(&s, eps, lookup(tt.records...))
+			if !reflect.DeepEqual(ready(got), tt.ready) {
+				t.Errorf("ready and serving: %v, want %v", ready(got), tt.ready)
+			}
+			if !reflect.DeepEqual(ready(eps), []bool{true, true, true}) {
+				t.Errorf("WithHealth changed its input: %v", ready(eps))
+			}
+			if b := backends(got); !reflect.DeepEqual(b, tt.backends) {
+				t.Errorf("backends %v, want %v", b, tt.backends)
+			}
+		})
+	}
+}

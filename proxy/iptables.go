@@ -11,23 +11,33 @@ import (
 	"strings"
 )
 
-// IPTablesChainPrefix starts the name of every chain of the iptables mode (kube-proxy's
-// KUBE-, renamed), so that tabby-node cleanup finds them and policy's tby- chains stay
-// apart.
-const IPTablesChainPrefix = "TABBY-"
+// IPTablesChainPrefix starts the name of every chain of the iptables mode: tabby's chain
+// prefix tby- (DESIGN.md, "Names on the host") and k- for kube-proxy, whose KUBE-
+// chains these are, renamed and lower-cased (KUBE-SVC-<hash> is tby-k-svc-<hash>). Every
+// other tby- chain is policy's: felix tells the two writers' chains apart by this prefix
+// alone (felix.ChainOwner). Every name is at most 28 characters, the kernel's limit.
+const IPTablesChainPrefix = "tby-k-"
 
-// The fixed chains of the iptables mode. TABBY-SERVICES is in both tables: in nat it
+// The fixed chains of the iptables mode. tby-k-services is in both tables: in nat it
 // sends each frontend to its Service chain, in filter it rejects new connections to
 // Services without endpoints (and drops those of externalTrafficPolicy Local without a
 // local one).
 const (
-	IPTChainServices    = "TABBY-SERVICES"
-	IPTChainNodePorts   = "TABBY-NODEPORTS"
-	IPTChainPostrouting = "TABBY-POSTROUTING"
-	IPTChainMarkMasq    = "TABBY-MARK-MASQ"
+	IPTChainServices    = IPTablesChainPrefix + "services"
+	IPTChainNodePorts   = IPTablesChainPrefix + "nodeports"
+	IPTChainPostrouting = IPTablesChainPrefix + "postrouting"
+	IPTChainMarkMasq    = IPTablesChainPrefix + "mark-masq"
 	// IPTChainMasqOutside marks for masquerade what comes from outside the pod CIDRs
 	// (only with pod CIDRs).
-	IPTChainMasqOutside = "TABBY-MASQ-OUTSIDE"
+	IPTChainMasqOutside = IPTablesChainPrefix + "masq-outside"
+)
+
+// The per-port chains of the iptables mode: their role, then a hash (iptName).
+const (
+	iptRoleService  = "svc" // a Service port: picks an endpoint (kube-proxy's KUBE-SVC-)
+	iptRoleEndpoint = "sep" // an endpoint: masquerades hairpin, DNATs (KUBE-SEP-)
+	iptRoleExternal = "ext" // external traffic: NodePort, and frontends with externalTrafficPolicy Local (KUBE-EXT-)
+	iptRoleLocal    = "svl" // externalTrafficPolicy Local: picks a local endpoint (KUBE-SVL-)
 )
 
 // IPTHook is a jump from a kernel chain into the proxy's chains.
@@ -62,7 +72,7 @@ var (
 )
 
 // IPTables is the proxy's part of one family's nat and filter tables: the rule texts
-// (what follows "-A <chain> ") of every TABBY- chain. RenderIPTables makes it.
+// (what follows "-A <chain> ") of every tby-k- chain. RenderIPTables makes it.
 type IPTables struct {
 	IPv6 bool
 	// Chains holds each table's chains ("nat", "filter") other than the lists.
@@ -117,19 +127,19 @@ func (c RenderConfig) iptWords() iptWords {
 // RenderIPTables returns the iptables mode's chains of one family for st, kube-proxy's
 // layout:
 //
-//	nat TABBY-SERVICES     -d <frontend> -p tcp -m tcp --dport 80 -j TABBY-SVC-<hash>  (per frontend)
-//	                       -m addrtype --dst-type LOCAL ! -d 127.0.0.0/8 -j TABBY-NODEPORTS  (last)
-//	nat TABBY-NODEPORTS    -p tcp -m tcp --dport 30080 -j TABBY-EXT-<hash>
-//	nat TABBY-SVC-<hash>   -j TABBY-MASQ-OUTSIDE (with pod CIDRs), affinity checks, then
-//	                       -m statistic --mode random --probability 1/(n-i) -j TABBY-SEP-<hash>
-//	nat TABBY-SEP-<hash>   -s <endpoint> -j TABBY-MARK-MASQ (hairpin), [-m recent --set], DNAT
-//	nat TABBY-EXT-<hash>   Cluster: mark, then TABBY-SVC; Local: pods and the node to
-//	                       TABBY-SVC (the node masqueraded), the rest to TABBY-SVL-<hash>
-//	nat TABBY-SVL-<hash>   like TABBY-SVC over the local endpoints, source kept
-//	filter TABBY-SERVICES  new connections without an endpoint: REJECT (tcp-reset for TCP);
-//	                       externalTrafficPolicy Local without a local endpoint: DROP
+//	nat tby-k-services      -d <frontend> -p tcp -m tcp --dport 80 -j tby-k-svc-<hash>  (per frontend)
+//	                        -m addrtype --dst-type LOCAL ! -d 127.0.0.0/8 -j tby-k-nodeports  (last)
+//	nat tby-k-nodeports     -p tcp -m tcp --dport 30080 -j tby-k-ext-<hash>
+//	nat tby-k-svc-<hash>    -j tby-k-masq-outside (with pod CIDRs), affinity checks, then
+//	                        -m statistic --mode random --probability 1/(n-i) -j tby-k-sep-<hash>
+//	nat tby-k-sep-<hash>    -s <endpoint> -j tby-k-mark-masq (hairpin), [-m recent --set], DNAT
+//	nat tby-k-ext-<hash>    Cluster: mark, then tby-k-svc; Local: pods and the node to
+//	                        tby-k-svc (the node masqueraded), the rest to tby-k-svl-<hash>
+//	nat tby-k-svl-<hash>    like tby-k-svc over the local endpoints, source kept
+//	filter tby-k-services   new connections without an endpoint: REJECT (tcp-reset for TCP);
+//	                        externalTrafficPolicy Local without a local endpoint: DROP
 //
-// Masquerade is a mark (RenderConfig.MasqueradeMark) that TABBY-POSTROUTING turns into
+// Masquerade is a mark (RenderConfig.MasqueradeMark) that tby-k-postrouting turns into
 // MASQUERADE, as the nftables mode does it. Pure.
 func RenderIPTables(st *LBState, c RenderConfig) *IPTables {
 	w := c.iptWords()
@@ -168,15 +178,16 @@ func RenderIPTables(st *LBState, c RenderConfig) *IPTables {
 	return t
 }
 
-// iptName is a chain name: prefix and 16 characters of a hash of the port key (and
-// backend), as kube-proxy names its chains; at most 26 characters.
-func iptName(prefix string, k PortKey, b *Backend) string {
+// iptName is a chain name: the prefix, role (iptRoleService, ...) and 16 characters of a
+// hash of the port key (and backend) in [a-z2-7], as kube-proxy names its chains; 26
+// characters.
+func iptName(role string, k PortKey, b *Backend) string {
 	s := k.String()
 	if b != nil {
 		s += "|" + b.String()
 	}
 	sum := sha256.Sum256([]byte(s))
-	return IPTablesChainPrefix + prefix + "-" + base32.StdEncoding.EncodeToString(sum[:])[:16]
+	return IPTablesChainPrefix + role + "-" + strings.ToLower(base32.StdEncoding.EncodeToString(sum[:])[:16])
 }
 
 // Probability is the text of `-m statistic --mode random --probability` for 1/n as
@@ -225,7 +236,7 @@ func (t *IPTables) addPort(p *PortLB, w iptWords) {
 	seps := make(map[Backend]string, len(backends))
 	for i := range backends {
 		b := &backends[i]
-		sep := iptName("SEP", p.Key, b)
+		sep := iptName(iptRoleEndpoint, p.Key, b)
 		seps[*b] = sep
 		dnat := "-p " + proto
 		if p.Affinity > 0 {
@@ -236,7 +247,7 @@ func (t *IPTables) addPort(p *PortLB, w iptWords) {
 			dnat + " -j DNAT --to-destination " + b.String(),
 		}
 	}
-	svc := iptName("SVC", p.Key, nil)
+	svc := iptName(iptRoleService, p.Key, nil)
 	var rules []string
 	if len(w.pods) > 0 {
 		rules = append(rules, "-j "+IPTChainMasqOutside)
@@ -244,7 +255,7 @@ func (t *IPTables) addPort(p *PortLB, w iptWords) {
 	nat[svc] = append(rules, pickRules(p, backends, seps)...)
 	target := svc
 	if p.ExternalLocal {
-		ext := iptName("EXT", p.Key, nil)
+		ext := iptName(iptRoleExternal, p.Key, nil)
 		var rules []string
 		for _, c := range w.pods {
 			rules = append(rules, "-s "+c+" -j "+svc)
@@ -257,7 +268,7 @@ func (t *IPTables) addPort(p *PortLB, w iptWords) {
 			}
 		}
 		if len(local) > 0 {
-			svl := iptName("SVL", p.Key, nil)
+			svl := iptName(iptRoleLocal, p.Key, nil)
 			nat[svl] = pickRules(p, local, seps)
 			rules = append(rules, "-j "+svl)
 		} else {
@@ -275,13 +286,13 @@ func (t *IPTables) addPort(p *PortLB, w iptWords) {
 	} else if np {
 		// externalTrafficPolicy Cluster: a NodePort is masqueraded whatever the source,
 		// so that the reply of an endpoint on another node comes back through this one.
-		nat[iptName("EXT", p.Key, nil)] = []string{"-j " + IPTChainMarkMasq, "-j " + svc}
+		nat[iptName(iptRoleExternal, p.Key, nil)] = []string{"-j " + IPTChainMarkMasq, "-j " + svc}
 	}
 	for _, f := range fronts {
 		t.Lists[IPTListServices] = append(t.Lists[IPTListServices], "-d "+f+" "+svcMatch+" -j "+target)
 	}
 	if np {
-		t.Lists[IPTListNodePorts] = append(t.Lists[IPTListNodePorts], matchPort(proto, p.NodePort)+" -j "+iptName("EXT", p.Key, nil))
+		t.Lists[IPTListNodePorts] = append(t.Lists[IPTListNodePorts], matchPort(proto, p.NodePort)+" -j "+iptName(iptRoleExternal, p.Key, nil))
 	}
 }
 

@@ -23,7 +23,8 @@ const undoTimeout = 30 * time.Second
 // cmdAdd attaches the container: addresses from IPAM, the veth, the WorkloadEndpoint. It
 // checks everything it can before changing anything, and undoes what it did if a later
 // step fails. A repeated ADD for the same container returns the same result, repairing
-// the attachment if it was damaged.
+// the attachment if it was damaged. It holds the container's lock (lockContainer)
+// throughout, so an overlapping ADD or DEL of the container waits its turn.
 func cmdAdd(ctx context.Context, inv *invocation) error {
 	id, err := newWorkloadID(inv.conf, inv.args.ContainerID, inv.args.IfName, inv.args.Args)
 	if err != nil {
@@ -36,6 +37,12 @@ func cmdAdd(ctx context.Context, inv *invocation) error {
 		return err
 	}
 	inv.timings.mark("checks")
+	lock, err := lockContainer(ctx, lockDir, id.ContainerID)
+	if err != nil {
+		return err
+	}
+	defer lock.unlock(false)
+	inv.timings.mark("lock")
 	ds, err := inv.connect(ctx)
 	if err != nil {
 		return err
@@ -78,16 +85,18 @@ type adder struct {
 func (ad *adder) add(ctx context.Context) (*types100.Result, error) {
 	id, conf, tm := ad.id, ad.inv.conf, ad.inv.timings
 	att := &attachment{NetNS: ad.inv.args.Netns, IfName: id.IfName, HostVeth: id.HostVeth, MTU: conf.MTU}
-	// The node's MTU and an existing endpoint are independent reads: one round trip
-	// for both.
+	// The node and an existing endpoint are independent reads: one round trip for both.
+	var node *api.Node
+	var nodeErr error
 	var wg sync.WaitGroup
-	if att.MTU == 0 {
-		wg.Go(func() { att.MTU = nodeWorkloadMTU(ctx, ad.ds, conf.NodeName, ad.log) })
-	}
+	wg.Go(func() { node, nodeErr = readNode(ctx, ad.ds, conf) })
 	old, err := getEndpoint(ctx, ad.ds, id.Namespace, id.Endpoint)
 	wg.Wait()
-	if err != nil {
+	if err = errors.Join(nodeErr, err); err != nil {
 		return nil, err
+	}
+	if att.MTU == 0 {
+		att.MTU = nodeWorkloadMTU(node, ad.log)
 	}
 	if old != nil && !sameWorkload(old, id) {
 		return nil, errorf(codeConflict, "workload endpoint %s/%s belongs to another workload (%s %q, interface %s); this one is %s %q, interface %s",
@@ -214,6 +223,23 @@ func getEndpoint(ctx context.Context, ds *datastore.Client, namespace, name stri
 		return nil, nil
 	}
 	return w, err
+}
+
+// readNode reads the node ADD attaches to. A node that is not registered is refused:
+// an endpoint there would be one no agent routes to, and its IPAM block a claim for a
+// host that does not exist. Named in the configuration, it is a configuration error (7);
+// taken from the host name, the node's agent has probably not registered yet (11).
+func readNode(ctx context.Context, ds *datastore.Client, conf *netConf) (*api.Node, error) {
+	n, err := datastore.GetAs[*api.Node](ctx, ds, "", conf.NodeName)
+	switch {
+	case errors.Is(err, datastore.ErrNotFound) && conf.nodeFromHostname:
+		return nil, errorf(types.ErrTryAgainLater, "node %q (the host name: the configuration sets no nodename) is not registered in etcd: start tabby-node on this host, or set nodename to the name its agent registered", conf.NodeName)
+	case errors.Is(err, datastore.ErrNotFound):
+		return nil, errorf(types.ErrInvalidNetworkConfig, "node %q (nodename in the network configuration) is not registered in etcd: no agent would route to the workload; set nodename to a node tabby-node registered (tabbyctl get nodes), or start tabby-node on it", conf.NodeName)
+	case err != nil:
+		return nil, fmt.Errorf("read node %q: %w", conf.NodeName, err)
+	}
+	return n, nil
 }
 
 // sameWorkload says whether an existing endpoint of the name ADD wants is this

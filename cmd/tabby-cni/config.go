@@ -41,6 +41,8 @@ type netConf struct {
 	endpoints []string
 	level     slog.Level
 	labels    map[string]string
+	// nodeFromHostname: nodename is not set, so NodeName is the host name.
+	nodeFromHostname bool
 }
 
 // ipamConf selects what ADD allocates. As in Calico, IPv4 is on and IPv6 off unless
@@ -201,7 +203,7 @@ func (c *netConf) check(hostname string) error {
 		c.ClusterDomain = "cluster.local"
 	}
 	if c.NodeName == "" {
-		c.NodeName = hostname
+		c.NodeName, c.nodeFromHostname = hostname, true
 	}
 	if c.NodeName == "" {
 		return fmt.Errorf("nodename: not set, and the host name is unknown")

@@ -17,13 +17,20 @@ const maxDeleteAttempts = 5
 // cmdDel detaches the container: its endpoint (only if it is still this container's: a
 // newer sandbox of the same pod may own it), its interface (the host end goes with it) and
 // its addresses. Whatever is already gone is not an error, so DEL can be repeated, and
-// runs for a container ADD never finished. The endpoint goes first, so that no agent
+// runs for a container ADD never finished. It holds the container's lock (lockContainer),
+// and removes the lock file once the container is detached. The endpoint goes first, so that no agent
 // routes to addresses IPAM may hand out again.
 func cmdDel(ctx context.Context, inv *invocation) error {
 	id, err := newWorkloadID(inv.conf, inv.args.ContainerID, inv.args.IfName, inv.args.Args)
 	if err != nil {
 		return err
 	}
+	lock, err := lockContainer(ctx, lockDir, id.ContainerID)
+	if err != nil {
+		return err
+	}
+	done := false
+	defer func() { lock.unlock(done) }()
 	ds, err := inv.connect(ctx)
 	if err != nil {
 		return err
@@ -44,6 +51,7 @@ func cmdDel(ctx context.Context, inv *invocation) error {
 		return fmt.Errorf("release the addresses of handle %s: %w", id.Handle, err)
 	}
 	log.Info("detached", "released", released)
+	done = true
 	return nil
 }
 

@@ -16,7 +16,8 @@ import (
 // cmdGC removes this network's attachments on this node that the runtime no longer
 // knows (not in cni.dev/valid-attachments): each one's host interface, addresses and
 // endpoint, as DEL would. Attachments are found through their endpoints; addresses left
-// without one are the IPAM garbage collector's (tabby-node), after its grace period.
+// without one are the IPAM garbage collector's (tabby-node), after its grace period. It
+// also removes the lock files no call holds (sweepLocks).
 func cmdGC(ctx context.Context, inv *invocation) error {
 	ds, err := inv.connect(ctx)
 	if err != nil {
@@ -31,21 +32,11 @@ func cmdGC(ctx context.Context, inv *invocation) error {
 	var errs []error
 	stale := staleEndpoints(weps, inv.conf)
 	for _, w := range stale {
-		log := inv.log.With("endpoint", w.Namespace+"/"+w.Name, "containerID", w.Spec.ContainerID, "ifname", w.Spec.Endpoint)
-		log.Info("removing an attachment the runtime no longer knows")
-		if l, err := netlink.LinkByName(w.Spec.InterfaceName); err == nil {
-			if err := netlink.LinkDel(l); err != nil {
-				errs = append(errs, fmt.Errorf("delete %s of %s/%s: %w", w.Spec.InterfaceName, w.Namespace, w.Name, err))
-				continue
-			}
-		}
-		if _, err := ic.ReleaseByHandle(ctx, ipam.WorkloadHandle(inv.conf.Name, w.Spec.ContainerID)); err != nil {
-			errs = append(errs, fmt.Errorf("release the addresses of %s/%s: %w", w.Namespace, w.Name, err))
-			continue
-		}
-		errs = append(errs, deleteEndpoint(ctx, ds, w.Namespace, w.Name, w.Spec.ContainerID, log))
+		errs = append(errs, collect(ctx, inv, ds, ic, w))
 	}
-	inv.log.Info("garbage collected", "valid", len(inv.conf.ValidAttachments), "removed", len(stale))
+	locks, err := sweepLocks(lockDir)
+	errs = append(errs, err)
+	inv.log.Info("garbage collected", "valid", len(inv.conf.ValidAttachments), "removed", len(stale), "lockFiles", locks)
 	return errors.Join(errs...)
 }
 
@@ -64,4 +55,27 @@ func staleEndpoints(weps []*api.WorkloadEndpoint, c *netConf) []*api.WorkloadEnd
 		}
 	}
 	return out
+}
+
+// collect removes one stale attachment, holding its container's lock (lockContainer).
+func collect(ctx context.Context, inv *invocation, ds *datastore.Client, ic *ipam.Client, w *api.WorkloadEndpoint) error {
+	log := inv.log.With("endpoint", w.Namespace+"/"+w.Name, "containerID", w.Spec.ContainerID, "ifname", w.Spec.Endpoint)
+	lock, err := lockContainer(ctx, lockDir, w.Spec.ContainerID)
+	if err != nil {
+		return fmt.Errorf("%s/%s: %w", w.Namespace, w.Name, err)
+	}
+	log.Info("removing an attachment the runtime no longer knows")
+	if l, err := netlink.LinkByName(w.Spec.InterfaceName); err == nil {
+		if err := netlink.LinkDel(l); err != nil {
+			lock.unlock(false)
+			return fmt.Errorf("delete %s of %s/%s: %w", w.Spec.InterfaceName, w.Namespace, w.Name, err)
+		}
+	}
+	if _, err := ic.ReleaseByHandle(ctx, ipam.WorkloadHandle(inv.conf.Name, w.Spec.ContainerID)); err != nil {
+		lock.unlock(false)
+		return fmt.Errorf("release the addresses of %s/%s: %w", w.Namespace, w.Name, err)
+	}
+	err = deleteEndpoint(ctx, ds, w.Namespace, w.Name, w.Spec.ContainerID, log)
+	lock.unlock(err == nil)
+	return err
 }

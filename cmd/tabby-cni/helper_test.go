@@ -65,6 +65,10 @@ type helperRequest struct {
 	Timings string `json:"timings,omitempty"`
 	// state
 	Etcd string `json:"etcd,omitempty"`
+	// race: the plugin binary run by hand (as exec) for each of Commands on Container,
+	// all at once, the k-th started k×Stagger after the first.
+	Commands []string      `json:"commands,omitempty"`
+	Stagger  time.Duration `json:"stagger,omitempty"`
 }
 
 type helperResponse struct {
@@ -83,6 +87,8 @@ type helperResponse struct {
 	AddWall  time.Duration `json:"addWall,omitempty"`
 	// state
 	State *nodeState `json:"state,omitempty"`
+	// race: each command's answer, in the order of Commands
+	Race []*helperResponse `json:"race,omitempty"`
 }
 
 // nodeState is what attachments leave on a node and in the datastore; every attachment
@@ -126,6 +132,8 @@ func serveHelper(ctx context.Context, req *helperRequest) (*helperResponse, erro
 		return execPlugin(ctx, req)
 	case "cycles":
 		return cycles(ctx, req)
+	case "race":
+		return race(ctx, req)
 	case "state":
 		st, err := readNodeState(ctx, req.Etcd)
 		return &helperResponse{State: st}, err
@@ -189,6 +197,26 @@ func execPlugin(ctx context.Context, req *helperRequest) (*helperResponse, error
 		return nil, err
 	}
 	return resp, nil
+}
+
+// race runs the plugin for each of req.Commands on req.Container concurrently, the k-th
+// k×req.Stagger after the first.
+func race(ctx context.Context, req *helperRequest) (*helperResponse, error) {
+	out := &helperResponse{Race: make([]*helperResponse, len(req.Commands))}
+	errs := make([]error, len(req.Commands))
+	start := time.Now()
+	var wg sync.WaitGroup
+	for k, command := range req.Commands {
+		wg.Go(func() {
+			time.Sleep(time.Until(start.Add(time.Duration(k) * req.Stagger)))
+			one := *req
+			one.Env = slices.DeleteFunc(slices.Clone(req.Env), func(e string) bool { return strings.HasPrefix(e, "CNI_COMMAND=") })
+			one.Env = append(one.Env, "CNI_COMMAND="+command)
+			out.Race[k], errs[k] = execPlugin(ctx, &one)
+		})
+	}
+	wg.Wait()
+	return out, errors.Join(errs...)
 }
 
 // addCall is when an ADD of container ID started and returned (Unix nanoseconds).

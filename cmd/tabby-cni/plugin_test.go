@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -193,6 +194,14 @@ func TestFailuresLeaveNothing(t *testing.T) {
 	wantError(t, "ADD without etcd", l.cni("ADD", closed, c).Error, types.ErrTryAgainLater, "is etcd running, and does etcd_endpoints (http://172.31.1.1:2999) reach it")
 	wantError(t, "DEL without etcd", l.cni("DEL", closed, c).Error, types.ErrTryAgainLater, "unreachable")
 
+	// A node that is not registered: refused before IPAM claims a block for it.
+	wantError(t, "ADD for a node that does not exist", l.cni("ADD", l.confList("1.1.0", map[string]any{"nodename": "nodez"}), l.container("nodez")).Error,
+		types.ErrInvalidNetworkConfig, `node "nodez" (nodename in the network configuration) is not registered in etcd`)
+	if out := l.OK("ctl", "ipam", "show", "--show-blocks"); strings.Contains(out, "nodez") {
+		t.Errorf("a block was claimed for the node that does not exist:\n%s", out)
+	}
+	l.settle("after ADD for a node that does not exist", before)
+
 	// etcd stopped (SIGSTOP) under a running lab: ADD gives up and changes nothing.
 	etcd := l.Status().Etcd.Process.PID
 	if etcd == 0 {
@@ -299,6 +308,13 @@ func TestGCAndStatus(t *testing.T) {
 	s := l.state()
 	if len(s.Links) != 1 || s.InUse != 1 || s.Handles != 1 || s.Problems != "" || len(s.Endpoints) != 1 {
 		t.Errorf("after GC: %+v", s)
+	}
+	// The removed attachments' lock files went with them, and the valid one's (left by
+	// its ADD, held by no call) went in the sweep.
+	for _, c := range cs {
+		if _, err := os.Stat(lockPath(lockDir, c.ID)); !os.IsNotExist(err) {
+			t.Errorf("lock file of %s after GC: %v", c.ID, err)
+		}
 	}
 	l.mustCNI("DEL", tiny, cs[0])
 	l.settle("after the last DEL", before)

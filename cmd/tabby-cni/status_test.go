@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"math/big"
 	"net/netip"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/tabby-net/tabby/api"
+	"github.com/tabby-net/tabby/datastore/datastoretest"
 	"github.com/tabby-net/tabby/ipam"
 )
 
@@ -67,4 +69,30 @@ func TestStaleEndpoints(t *testing.T) {
 	if strings.Join(names, " ") != "other-iface gone" {
 		t.Errorf("stale: %v", names)
 	}
+}
+
+// TestReadNode: ADD refuses a node that is not registered, naming it and where its name
+// came from: nodename in the configuration (7) or the host name (11).
+func TestReadNode(t *testing.T) {
+	ds := datastoretest.Start(t)
+	ctx := context.Background()
+	if _, err := ds.Create(ctx, &api.Node{TypeMeta: api.TypeMeta{Kind: "Node", APIVersion: api.VersionCalico}, ObjectMeta: api.ObjectMeta{Name: "node1"}}); err != nil {
+		t.Fatal(err)
+	}
+	configured, err := parseConfig([]byte(`{"cniVersion": "1.1.0", "name": "n", "type": "tabby-cni", "nodename": "node1"}`), "host-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := readNode(ctx, ds, configured); err != nil || n.Name != "node1" {
+		t.Errorf("registered node: %v %v", n, err)
+	}
+	configured.NodeName = "nodez"
+	_, err = readNode(ctx, ds, configured)
+	wantError(t, "configured node not registered", cniError(err), types.ErrInvalidNetworkConfig, `node "nodez" (nodename in the network configuration) is not registered in etcd`)
+	fromHost, err := parseConfig([]byte(`{"cniVersion": "1.1.0", "name": "n", "type": "tabby-cni"}`), "host-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = readNode(ctx, ds, fromHost)
+	wantError(t, "host name not registered", cniError(err), types.ErrTryAgainLater, `node "host-a" (the host name: the configuration sets no nodename) is not registered in etcd: start tabby-node on this host`)
 }

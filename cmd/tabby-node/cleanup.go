@@ -15,9 +15,9 @@ func newCleanupCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "cleanup",
 		Short: "remove every iptables chain and rule, ipset and route tabby owns on this host",
-		Long: `cleanup removes tabby's iptables chains (tby-*, and TABBY-* of the Service proxy's
-iptables mode) and the rules that jump to them from the filter, nat and raw tables of
-both iptables backends, its ipsets (tby*), the
+		Long: `cleanup removes tabby's iptables chains (tby-*: policy's, and tby-k-* of the Service
+proxy's iptables mode) and the rules that jump to them from the filter, nat and raw
+tables of both families and both iptables backends, its ipsets (tby*), the
 addresses it put on lo (label lo:tby, the node-local DNS server's), the Service proxy's
 nftables table (ip tabby), and every route of
 tabby's route protocol (` + fmt.Sprint(felix.RouteProtocol) + `) in every table. Stop the agent first, or it puts them back.`,

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"net"
 	"sort"
 	"strconv"
 	"strings"
@@ -15,6 +16,19 @@ type column struct {
 	header string
 	wide   bool
 	value  func(api.Resource) string
+}
+
+// storedEndpoints lists an Endpoints resource's ready addresses with each port.
+func storedEndpoints(e *api.Endpoints) string {
+	var eps []string
+	for _, s := range e.Subsets {
+		for _, a := range s.Addresses {
+			for _, p := range s.Ports {
+				eps = append(eps, net.JoinHostPort(a.IP, strconv.Itoa(int(p.Port))))
+			}
+		}
+	}
+	return strings.Join(eps, ",")
 }
 
 // columnsFor returns the columns after NAME for a kind's table, as calicoctl and kubectl
@@ -158,17 +172,7 @@ var kindColumns = map[string][]column{
 		{header: "SELECTOR", wide: true, value: func(r api.Resource) string { return formatLabels(r.(*api.Service).Spec.Selector) }},
 	},
 	"endpoints": {
-		{header: "ENDPOINTS", value: func(r api.Resource) string {
-			var eps []string
-			for _, s := range r.(*api.Endpoints).Subsets {
-				for _, a := range s.Addresses {
-					for _, p := range s.Ports {
-						eps = append(eps, fmt.Sprintf("%s:%d", a.IP, p.Port))
-					}
-				}
-			}
-			return strings.Join(eps, ",")
-		}},
+		{header: "ENDPOINTS", value: func(r api.Resource) string { return storedEndpoints(r.(*api.Endpoints)) }},
 	},
 	"endpointslices": {
 		{header: "ADDRESSTYPE", value: func(r api.Resource) string { return string(r.(*api.EndpointSlice).AddressType) }},

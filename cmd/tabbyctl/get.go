@@ -4,12 +4,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 	"sigs.k8s.io/yaml"
 
 	"github.com/tabby-net/tabby/api"
+	"github.com/tabby-net/tabby/datastore"
 )
 
 func newGetCommand(conn *connection) *cobra.Command {
@@ -42,6 +44,20 @@ func newGetCommand(conn *connection) *cobra.Command {
 			}
 			defer ds.Close()
 
+			showNS := kind.Namespaced && allNamespaces
+			tabular := output == "" || output == "wide"
+			if kind.Plural == "endpoints" && tabular {
+				// The endpoints every agent derives, not only the stored resources.
+				d, err := loadServiceData(cmd.Context(), ds, ns)
+				if err != nil {
+					return err
+				}
+				stored, _, err := datastore.ListAs[*api.Endpoints](cmd.Context(), ds, ns)
+				if err != nil {
+					return err
+				}
+				return printEndpoints(cmd.OutOrStdout(), d, stored, args[1:], showNS, output == "wide")
+			}
 			var rs []api.Resource
 			if names := args[1:]; len(names) > 0 {
 				for _, name := range names {
@@ -56,13 +72,20 @@ func newGetCommand(conn *connection) *cobra.Command {
 			}
 
 			out := cmd.OutOrStdout()
-			switch output {
-			case "yaml", "json":
+			if !tabular {
 				return printObjects(out, output, rs, len(args) == 2)
-			default:
-				showNS := kind.Namespaced && allNamespaces
-				return printTable(out, kind, rs, showNS, output == "wide")
 			}
+			cols := columnsFor(kind, output == "wide")
+			if kind.Plural == "services" && output == "wide" {
+				d, err := loadServiceData(cmd.Context(), ds, ns)
+				if err != nil {
+					return err
+				}
+				// Before LABELS and AGE: the ready endpoints the agents derive.
+				endpoints := column{header: "ENDPOINTS", value: func(r api.Resource) string { return d.readyEndpoints(r.(*api.Service)) }}
+				cols = slices.Insert(cols, len(cols)-2, endpoints)
+			}
+			return printTable(out, cols, rs, showNS)
 		},
 	}
 	cmd.Flags().StringVarP(&namespace, "namespace", "n", "", "namespace of namespaced kinds (default \"default\")")
@@ -93,8 +116,7 @@ func printObjects(w io.Writer, format string, rs []api.Resource, single bool) er
 	return err
 }
 
-func printTable(w io.Writer, kind *api.Kind, rs []api.Resource, showNamespace, wide bool) error {
-	cols := columnsFor(kind, wide)
+func printTable(w io.Writer, cols []column, rs []api.Resource, showNamespace bool) error {
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
 	if showNamespace {
 		fmt.Fprint(tw, "NAMESPACE\t")

@@ -364,6 +364,41 @@ func TestApplyManyInOneTransaction(t *testing.T) {
 	}
 }
 
+// TestApplyLimits: 10,000 resources from one file apply in one transaction, as the README
+// promises; manifests over the input limit are refused before they are decoded, saying
+// what the limit is, and write nothing.
+func TestApplyLimits(t *testing.T) {
+	n := startNode(t, t.TempDir())
+	var b strings.Builder
+	for i := range 10000 {
+		fmt.Fprintf(&b, "---\napiVersion: projectcalico.org/v3\nkind: GlobalNetworkSet\nmetadata: {name: set-%05d}\nspec: {nets: [10.%d.%d.0/24]}\n", i, i/256, i%256)
+	}
+	file := filepath.Join(t.TempDir(), "sets.yaml")
+	if err := os.WriteFile(file, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	n.ok(t, "apply", "-f", file)
+	if got := names(t, n, "globalnetworksets"); len(got) != 10000 {
+		t.Fatalf("got %d sets, want 10000", len(got))
+	}
+	n.ok(t, "delete", "-f", file)
+
+	// Just over the limit: padded with a comment, so that it decodes fine otherwise.
+	huge := b.String() + "# " + strings.Repeat("x", maxManifestBytes-b.Len()) + "\n"
+	if err := os.WriteFile(file, []byte(huge), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	assertContains(t, "too large a file", n.fails(t, "apply", "-f", file), file+": the manifests come to more than 10 MiB, tabbyctl's limit")
+	_, errOut, err := n.ctl(t, huge, "apply", "-f", "-")
+	if err == nil {
+		t.Fatal("apply of too large a standard input succeeded")
+	}
+	assertContains(t, "too large a standard input", errOut, "<stdin>: the manifests come to more than 10 MiB")
+	if got := names(t, n, "globalnetworksets"); len(got) != 0 {
+		t.Errorf("%d sets written by refused applies", len(got))
+	}
+}
+
 // TestServiceAddresses: a Service applied without clusterIP or nodePort gets both,
 // keeps them when applied again, and another Service cannot take them.
 func TestServiceAddresses(t *testing.T) {

@@ -153,19 +153,21 @@ func readManifests(paths []string, stdin io.Reader, namespace string) ([]manifes
 
 	var ms []manifest
 	var errs []error
+	total := 0
 	for _, src := range sources {
-		var data []byte
-		var err error
 		name := src
 		if src == "-" {
 			name = "<stdin>"
-			data, err = io.ReadAll(stdin)
-		} else {
-			data, err = os.ReadFile(src)
+		}
+		data, err := readLimited(src, stdin, maxManifestBytes-total)
+		if errors.Is(err, errManifestTooLarge) {
+			return nil, fmt.Errorf("nothing was written: %s: the manifests come to more than %d MiB, tabbyctl's limit (one transaction carries at most %d MiB of keys and values): split them and apply each part",
+				name, maxManifestBytes>>20, datastore.MaxRequestBytes>>20)
 		}
 		if err != nil {
 			return nil, err
 		}
+		total += len(data)
 		rs, err := api.Decode(data, name)
 		if err != nil {
 			errs = append(errs, err)
@@ -176,6 +178,10 @@ func readManifests(paths []string, stdin io.Reader, namespace string) ([]manifes
 		}
 		for i, r := range rs {
 			m := manifest{res: r, source: name, doc: i + 1}
+			if _, ok := r.(*api.EndpointHealth); ok {
+				errs = append(errs, fmt.Errorf("%s: EndpointHealth records are written by the agent of the endpoint's node, not by hand", m))
+				continue
+			}
 			if err := setNamespace(r, namespace); err != nil {
 				errs = append(errs, fmt.Errorf("%s: %w", m, err))
 				continue
@@ -191,6 +197,35 @@ func readManifests(paths []string, stdin io.Reader, namespace string) ([]manifes
 		return nil, fmt.Errorf("nothing was written:\n%w", errors.Join(errs...))
 	}
 	return ms, nil
+}
+
+// maxManifestBytes caps what one command reads, before decoding: what one transaction
+// can write (datastore.MaxRequestBytes) is less, and decoding takes up to twenty times
+// the input's size in memory (190 MB for 10 MiB of small resources).
+const maxManifestBytes = datastore.MaxRequestBytes
+
+var errManifestTooLarge = errors.New("manifest too large")
+
+// readLimited reads a file (or standard input for "-") of at most limit bytes; a larger
+// one is errManifestTooLarge, found without reading it all.
+func readLimited(src string, stdin io.Reader, limit int) ([]byte, error) {
+	r := stdin
+	if src != "-" {
+		f, err := os.Open(src)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() && fi.Size() > int64(limit) {
+			return nil, errManifestTooLarge
+		}
+		r = f
+	}
+	data, err := io.ReadAll(io.LimitReader(r, int64(limit)+1))
+	if err == nil && len(data) > limit {
+		return nil, errManifestTooLarge
+	}
+	return data, err
 }
 
 // setNamespace gives a namespaced resource the --namespace flag's namespace (or "default")

@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/tabby-net/tabby/datastore"
 	"github.com/tabby-net/tabby/datastore/internal/zapslog"
 )
 
@@ -82,6 +83,8 @@ func Start(ctx context.Context, cfg Config) (*Etcd, error) {
 	// tabbyctl applies a whole directory in one transaction; etcd's default of 128 ops
 	// would cap that at about 60 resources.
 	ec.MaxTxnOps = 10000
+	// and its default request limit (1.5 MiB) at about 2,000 small ones.
+	ec.MaxRequestBytes = datastore.MaxRequestBytes
 	ec.UnsafeNoFsync = cfg.UnsafeNoFsync
 	ec.LogLevel = "warn"
 	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.New(zapslog.NewCore(log.With("component", "etcd"), zapcore.WarnLevel, mute,

@@ -1,8 +1,9 @@
 // Package agent is tabby-node: it registers the node, creates the default IP pools on
 // first boot (when the cluster has none of their IP version), keeps one snapshot of the datastore,
 // and runs the subsystems that derive their desired state from it (routes, encapsulation,
-// policy, BGP, IPAM garbage collection), with the status socket, health and metrics
-// endpoints. cmd/tabby-node only turns flags into a Config and calls Run.
+// policy, BGP, IPAM garbage collection, the Service proxy, cluster DNS, endpoint health
+// probes), with the status socket, health and metrics endpoints. cmd/tabby-node only
+// turns flags into a Config and calls Run.
 package agent
 
 import (
@@ -55,6 +56,8 @@ type Config struct {
 	HealthListen string
 	// MetricsListen serves Prometheus metrics on /metrics ("" turns it off).
 	MetricsListen string
+	// PprofListen serves Go's runtime profiles on /debug/pprof/ ("" turns it off).
+	PprofListen string
 	// Version is reported in tabby_build_info.
 	Version string
 }
@@ -90,7 +93,7 @@ type Subsystem interface {
 
 // snapshotKinds are the kinds the agent watches: one watch each, read by every subsystem.
 func snapshotKinds() []*api.Kind {
-	plurals := []string{"nodes", "ippools", "bgppeers", "bgpconfigurations", "services", "endpoints", "endpointslices"}
+	plurals := []string{"nodes", "ippools", "bgppeers", "bgpconfigurations", "services", "endpoints", "endpointslices", "endpointhealths"}
 	for _, p := range policy.InputKinds {
 		if !slices.Contains(plurals, p) {
 			plurals = append(plurals, p)
@@ -228,12 +231,15 @@ func Run(ctx context.Context, cfg Config, ds *datastore.Client, m *Metrics) erro
 			subs, exempt = append(subs, d), cfg.DNS.Addresses
 		}
 		if cfg.ProxyMode != ProxyNone {
-			p, err := newProxySubsystem(cfg.NodeName, cfg.ProxyMode, syncer.Backend(), exempt, snap, services, ready, m)
+			p, err := newProxySubsystem(cfg.NodeName, cfg.ProxyMode, syncer.Backend(), syncer.IPv6(), exempt, snap, services, ready, m)
 			if err != nil {
 				return err
 			}
 			subs = append(subs, p)
 		}
+		// Every node probes its own endpoints of health-checked Services, whatever its
+		// proxy mode: the other nodes' proxies and DNS read the results.
+		subs = append(subs, newHealthProbeSubsystem(cfg.NodeName, ds, snap, services, m))
 		subs = append(subs, routes, pol,
 			runFunc("ipam-gc", func(ctx context.Context) error {
 				return ipamc.RunGarbageCollector(ctx, cfg.NodeName, cfg.IPAMGCInterval, ipam.GCOptions{})
@@ -247,6 +253,7 @@ func Run(ctx context.Context, cfg Config, ds *datastore.Client, m *Metrics) erro
 		m.watchBGP(bgpSub)
 		subs = append(subs, bgpSub)
 	}
+	subs = append(subs, newMemoryTrim(snap))
 	st := &statusServer{node: cfg.NodeName, role: cfg.Role, ready: ready, bgp: bgpSub}
 	subs = append(subs, runFunc("status-socket", func(ctx context.Context) error { return st.serveSocket(ctx, cfg.StatusSocket) }))
 	if cfg.HealthListen != "" {
@@ -254,6 +261,9 @@ func Run(ctx context.Context, cfg Config, ds *datastore.Client, m *Metrics) erro
 	}
 	if cfg.MetricsListen != "" {
 		subs = append(subs, runFunc("metrics", func(ctx context.Context) error { return m.serve(ctx, cfg.MetricsListen) }))
+	}
+	if cfg.PprofListen != "" {
+		subs = append(subs, runFunc("pprof", func(ctx context.Context) error { return servePprof(ctx, cfg.PprofListen) }))
 	}
 	slog.Info("agent running", "node", cfg.NodeName, "role", cfg.Role, "bgp", cfg.BGP.Enabled)
 	return runAll(ctx, subs)

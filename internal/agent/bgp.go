@@ -131,7 +131,7 @@ func (a *bgpSubsystem) notReady() []string {
 		return []string{"bgp: the speaker is not running yet"}
 	}
 	if _, synced := a.speaker.Learned(); !synced {
-		return []string{"bgp: learned routes not synced yet (waiting for End-of-RIB from every peer, at most --bgp-sync-timeout)"}
+		return []string{"bgp: learned routes not synced yet (waiting for End-of-RIB from every peer, at most --bgp-sync-timeout or a peer's graceful restart time)"}
 	}
 	return nil
 }
@@ -240,11 +240,13 @@ func (a *bgpSubsystem) reconcile(ctx context.Context, v *snapshot.View) error {
 		a.log.Warn("BGP configuration problems", "problems", problems)
 	}
 	a.problems = problems
-	perr := a.speaker.SetPeers(ctx, desired)
+	// Advertisements before peers: a restarted speaker's first UPDATE to a peer (and its
+	// End-of-RIB, on which the peer drops the routes it kept) must already hold them all.
 	adverts := bgp.DesiredAdvertisements(bgp.AdvertInput{
 		Pools: snapshot.List[*api.IPPool](v), Blocks: blocks, Addrs: addrs, Services: cfg.Services, LocalServices: a.local,
 	})
 	aerr := a.speaker.SetAdvertisements(ctx, adverts)
+	perr := a.speaker.SetPeers(ctx, desired)
 	a.publishLearned()
 	if perr != nil {
 		return perr

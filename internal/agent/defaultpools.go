@@ -22,11 +22,11 @@ const (
 
 // DefaultPoolsConfig says which IPPools the agent creates when the cluster has no pool of
 // their IP version (first boot), as calico-node does with CALICO_IPV4POOL_CIDR and its
-// siblings.
+// siblings. The zero value creates none.
 type DefaultPoolsConfig struct {
 	// Off creates none (--no-default-pools).
 	Off bool
-	// IPv4CIDR is the IPv4 pool's CIDR. IPv4IPIP and IPv4VXLAN are its modes as Calico
+	// IPv4CIDR is the IPv4 pool's CIDR; empty creates none. IPv4IPIP and IPv4VXLAN are its modes as Calico
 	// spells them (Always, CrossSubnet, Never; any case; Off for Never); an empty IPv4IPIP
 	// is Always, or Never when IPv4VXLAN turns VXLAN on.
 	IPv4CIDR, IPv4IPIP, IPv4VXLAN string
@@ -64,11 +64,14 @@ func (cfg DefaultPoolsConfig) Pools() ([]*api.IPPool, error) {
 			ipip = api.EncapNever
 		}
 	}
-	v4, err := defaultPool("--default-ipv4-pool-cidr", DefaultIPv4PoolName, cfg.IPv4CIDR, false, api.IPPoolSpec{IPIPMode: ipip, VXLANMode: vxlan, NATOutgoing: true})
-	if err != nil {
-		return nil, err
+	var pools []*api.IPPool
+	if cfg.IPv4CIDR != "" {
+		v4, err := defaultPool("--default-ipv4-pool-cidr", DefaultIPv4PoolName, cfg.IPv4CIDR, false, api.IPPoolSpec{IPIPMode: ipip, VXLANMode: vxlan, NATOutgoing: true})
+		if err != nil {
+			return nil, err
+		}
+		pools = append(pools, v4)
 	}
-	pools := []*api.IPPool{v4}
 	if cfg.IPv6CIDR != "" {
 		v6, err := defaultPool("--default-ipv6-pool-cidr", DefaultIPv6PoolName, cfg.IPv6CIDR, true, api.IPPoolSpec{})
 		if err != nil {

@@ -38,6 +38,8 @@ func TestDefaultPoolsConfig(t *testing.T) {
 		{"IPv6 when given, no NAT as Calico", DefaultPoolsConfig{IPv4CIDR: "192.168.0.0/16", IPv6CIDR: "fd00:1::/48"},
 			[]string{v4("192.168.0.0/16", api.EncapAlways, api.EncapNever), DefaultIPv6PoolName + " fd00:1::/48 ipip=Never vxlan=Never nat=false block=122"}},
 		{"off", DefaultPoolsConfig{Off: true, IPv4CIDR: "bogus"}, nil},
+		{"the zero value: none", DefaultPoolsConfig{}, nil},
+		{"IPv6 only", DefaultPoolsConfig{IPv6CIDR: "fd00:1::/48"}, []string{DefaultIPv6PoolName + " fd00:1::/48"}},
 		{"bad CIDR", DefaultPoolsConfig{IPv4CIDR: "192.168.0.1/16"}, []string{`--default-ipv4-pool-cidr "192.168.0.1/16"`}},
 		{"IPv6 CIDR for IPv4", DefaultPoolsConfig{IPv4CIDR: "fd00::/48"}, []string{`--default-ipv4-pool-cidr "fd00::/48": want an IPv4 CIDR`}},
 		{"IPv4 CIDR for IPv6", DefaultPoolsConfig{IPv4CIDR: "10.0.0.0/8", IPv6CIDR: "10.1.0.0/16"}, []string{`--default-ipv6-pool-cidr "10.1.0.0/16": want an IPv6 CIDR`}},

@@ -74,9 +74,15 @@ func newDNSSubsystem(cfg DNSConfig, snap *snapshot.Snapshot, services *serviceIn
 		listen[i] = netip.AddrPortFrom(a, 53).String()
 	}
 	srv, err := dns.NewServer(dns.Config{Listen: listen, Authority: zone, Cache: dns.NewCache(dns.CacheConfig{Size: cfg.CacheSize}),
-		Forwarder: fwd, Metrics: m.dnsMetrics(), Log: log})
+		Forwarder: fwd, LoopProbe: true, Metrics: m.dnsMetrics(), Log: log})
 	if err != nil {
 		return nil, fmt.Errorf("dns: %w", err)
+	}
+	if fwd != nil && m != nil {
+		m.counterFunc("tabby_dns_forward_loops_total", "Forwarded DNS queries (or the loop probe) that came back to this server: a forwarding loop.",
+			func() float64 { return float64(fwd.Loops()) })
+		m.counterFunc("tabby_dns_forward_merged_total", "DNS queries that waited for an identical one already on its way upstream.",
+			func() float64 { return float64(fwd.Merged()) })
 	}
 	lo := felix.NewLoopbackReconciler(nil)
 	lo.Observe = m.observeApply

@@ -14,8 +14,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/tabby-net/tabby/api"
 	"github.com/tabby-net/tabby/dns"
 	"github.com/tabby-net/tabby/felix"
+	"github.com/tabby-net/tabby/internal/healthprobe"
 	"github.com/tabby-net/tabby/internal/snapshot"
 )
 
@@ -28,6 +30,8 @@ type Metrics struct {
 	applyErrs  *prometheus.CounterVec
 	datastore  *prometheus.HistogramVec
 	ipamAllocs *prometheus.CounterVec
+	probes     *prometheus.CounterVec
+	probed     *prometheus.GaugeVec
 	dns        *dnsMetrics // registered by the DNS subsystem, if it runs
 }
 
@@ -53,8 +57,16 @@ func NewMetrics(version string) *Metrics {
 			Name: "tabby_ipam_allocations_total",
 			Help: "IPAM allocations the agent made (tunnel addresses), by result (ok, error).",
 		}, []string{"result"}),
+		probes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tabby_endpoint_probes_total",
+			Help: "Health probes of this node's endpoints of health-checked Services, by check (tcp, http) and result (pass, fail).",
+		}, []string{"check", "result"}),
+		probed: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "tabby_endpoints_health_checked",
+			Help: "This node's endpoints of health-checked Services, by state (unknown: not probed yet, passing, failing).",
+		}, []string{"state"}),
 	}
-	m.reg.MustRegister(m.apply, m.applyErrs, m.datastore, m.ipamAllocs,
+	m.reg.MustRegister(m.apply, m.applyErrs, m.datastore, m.ipamAllocs, m.probes, m.probed,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	info := prometheus.NewGauge(prometheus.GaugeOpts{Name: "tabby_build_info", Help: "Always 1; the version label says which tabby-node runs.",
 		ConstLabels: prometheus.Labels{"version": version}})
@@ -90,6 +102,36 @@ func (m *Metrics) observeTunnelAllocation(err error) {
 		return
 	}
 	m.ipamAllocs.WithLabelValues(result(err)).Inc()
+}
+
+// observeProbe counts one health probe.
+func (m *Metrics) observeProbe(hc api.HealthCheck, err error) {
+	if m == nil {
+		return
+	}
+	check, res := "tcp", "pass"
+	if hc.Path != "" {
+		check = "http"
+	}
+	if err != nil {
+		res = "fail"
+	}
+	m.probes.WithLabelValues(check, res).Inc()
+}
+
+// setProbeStates counts the prober's targets by state.
+func (m *Metrics) setProbeStates(p *healthprobe.Prober) {
+	if m == nil {
+		return
+	}
+	var n [3]int
+	for _, t := range p.Targets() {
+		st, _ := p.Status(t.Key)
+		n[st.State]++
+	}
+	for _, s := range []healthprobe.State{healthprobe.Unknown, healthprobe.Passing, healthprobe.Failing} {
+		m.probed.WithLabelValues(s.String()).Set(float64(n[s]))
+	}
 }
 
 func result(err error) string {

@@ -5,6 +5,10 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/tabby-net/tabby/api"
+	"github.com/tabby-net/tabby/internal/healthprobe"
 )
 
 // TestDNSMetrics: queries are counted by type and rcode (unlisted ones as OTHER), cache
@@ -68,4 +72,48 @@ func BenchmarkDNSMetricsQuery(b *testing.B) {
 			d.Query("A", "NOERROR")
 		}
 	})
+}
+
+// TestProbeMetrics: probes are counted by check and result, endpoints by state.
+func TestProbeMetrics(t *testing.T) {
+	m := NewMetrics("test")
+	tcp, http := api.HealthCheck{Interval: time.Second, Threshold: 1}, api.HealthCheck{Path: "/", Interval: time.Second, Threshold: 1}
+	m.observeProbe(tcp, nil)
+	m.observeProbe(tcp, errString("refused"))
+	m.observeProbe(http, errString("HTTP 503"))
+	p := healthprobe.New()
+	now := time.Now()
+	p.Set(now, []healthprobe.Target{{Key: "a", Check: tcp}, {Key: "b", Check: tcp}, {Key: "c", Check: tcp}})
+	p.Result(now, "a", nil)
+	p.Result(now, "b", errString("refused"))
+	m.setProbeStates(p)
+	want := []string{
+		`tabby_endpoint_probes_total{check="http",result="fail"} 1`,
+		`tabby_endpoint_probes_total{check="tcp",result="fail"} 1`,
+		`tabby_endpoint_probes_total{check="tcp",result="pass"} 1`,
+		`tabby_endpoints_health_checked{state="failing"} 1`,
+		`tabby_endpoints_health_checked{state="passing"} 1`,
+		`tabby_endpoints_health_checked{state="unknown"} 1`,
+	}
+	mfs, err := m.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, mf := range mfs {
+		if !strings.HasPrefix(mf.GetName(), "tabby_endpoint") {
+			continue
+		}
+		for _, s := range mf.GetMetric() {
+			var labels []string
+			for _, l := range s.GetLabel() {
+				labels = append(labels, fmt.Sprintf("%s=%q", l.GetName(), l.GetValue()))
+			}
+			got = append(got, fmt.Sprintf("%s{%s} %g", mf.GetName(), strings.Join(labels, ","), s.GetCounter().GetValue()+s.GetGauge().GetValue()))
+		}
+	}
+	slices.Sort(got)
+	if !slices.Equal(got, want) {
+		t.Errorf("series:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
 }

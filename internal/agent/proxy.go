@@ -42,7 +42,8 @@ const (
 )
 
 // proxySubsystem load-balances Services on this node: on every view that changes
-// Services, Endpoints, EndpointSlices or WorkloadEndpoints it derives the node's load balancing
+// Services, Endpoints, EndpointSlices, WorkloadEndpoints or EndpointHealths
+// (serviceInputKinds) it derives the node's load balancing
 // (proxy.Desired, through an LBCache) and has felix's ServiceProxy write only the difference; every
 // proxyRefresh it rewrites the tables whole.
 type proxySubsystem struct {
@@ -63,11 +64,17 @@ type proxySubsystem struct {
 }
 
 // newProxySubsystem returns the proxy in mode (ProxyNFTables or ProxyIPTables; the
-// latter writes through backend, the one policy detected).
-func newProxySubsystem(node, mode string, backend felix.Backend, exempt []netip.Addr, snap *snapshot.Snapshot, services *serviceIndex, ready *Readiness, m *Metrics) (*proxySubsystem, error) {
+// latter writes through backend, the one policy detected). Both families are balanced
+// where the host can: IPv6 when ip6tables works (ipv6) and, in nftables mode, nft takes
+// the ip6 table.
+func newProxySubsystem(node, mode string, backend felix.Backend, ipv6 bool, exempt []netip.Addr, snap *snapshot.Snapshot, services *serviceIndex, ready *Readiness, m *Metrics) (*proxySubsystem, error) {
 	log := slog.Default().With("component", "proxy")
-	nft, nftErr := felix.NewServiceProxy(felix.ServiceProxyConfig{Log: log})
-	ipt := felix.NewServiceProxyIPTables(felix.ServiceProxyConfig{Log: log}, backend, felix.Runner{})
+	nft, nftErr := felix.NewServiceProxy(felix.ServiceProxyConfig{Log: log, IPv6: ipv6})
+	if nftErr != nil && ipv6 {
+		log.Warn("nftables: no ip6 table here: IPv6 Services are not balanced", "err", nftErr)
+		nft, nftErr = felix.NewServiceProxy(felix.ServiceProxyConfig{Log: log})
+	}
+	ipt := felix.NewServiceProxyIPTables(felix.ServiceProxyConfig{Log: log, IPv6: ipv6}, backend, felix.Runner{})
 	p := &proxySubsystem{node: node, mode: mode, exempt: exempt, snap: snap, services: services, health: newHealthCheckServer("", log), ready: ready, log: log}
 	switch {
 	case mode == ProxyIPTables:
@@ -83,7 +90,7 @@ func newProxySubsystem(node, mode string, backend felix.Backend, exempt []netip.
 		p.sp, p.other = nft, ipt
 		backend = felix.Backend{Name: "nftables"}
 	}
-	log.Info("service proxy", "mode", mode, "backend", backend.Name)
+	log.Info("service proxy", "mode", mode, "backend", backend.Name, "ipv6", ipv6)
 	m.proxyInfo(mode, backend.Name)
 	ready.Set("proxy", "proxy: Services not programmed yet")
 	return p, nil
@@ -125,7 +132,7 @@ func (p *proxySubsystem) Run(ctx context.Context) error {
 			return nil
 		case <-sub:
 			v := p.snap.View()
-			if !v.Synced || !v.Differs(prev, false, kindServices, kindEndpoints, kindEndpointSlices, kindWorkloadEndpoints, kindIPPools) {
+			if !v.Synced || !v.Differs(prev, false, append(serviceInputKinds, kindIPPools)...) {
 				continue
 			}
 			prev = v

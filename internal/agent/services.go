@@ -11,16 +11,19 @@ import (
 )
 
 var (
-	kindServices       = mustKind("services")
-	kindEndpoints      = mustKind("endpoints")
-	kindEndpointSlices = mustKind("endpointslices")
+	kindServices        = mustKind("services")
+	kindEndpoints       = mustKind("endpoints")
+	kindEndpointSlices  = mustKind("endpointslices")
+	kindEndpointHealths = mustKind("endpointhealths")
 	// serviceInputKinds are the kinds serviceInputs reads: a view that changes none of them
 	// derives the same inputs.
-	serviceInputKinds = []*api.Kind{kindServices, kindEndpoints, kindEndpointSlices, kindWorkloadEndpoints}
+	serviceInputKinds = []*api.Kind{kindServices, kindEndpoints, kindEndpointSlices, kindWorkloadEndpoints, kindEndpointHealths}
 )
 
 // serviceInputs pairs every Service of a view with its endpoints, derived once for the
 // Service proxy, cluster DNS and BGP alike (proxy.ServiceEndpoints), in key order.
+// Endpoints that fail their Service's health check, by the EndpointHealth records of
+// their nodes, are neither ready nor serving (proxy.WithHealth).
 func serviceInputs(v *snapshot.View) []proxy.ServiceInput {
 	return new(serviceIndex).inputs(v)
 }
@@ -41,10 +44,12 @@ type serviceIndex struct {
 	memo map[*api.Service]serviceMemo
 }
 
-// serviceMemo is what a Service's endpoints were derived from, and the endpoints.
+// serviceMemo is what a Service's endpoints were derived from, the endpoints as derived
+// (raw), and with the health records applied.
 type serviceMemo struct {
 	eps       *api.Endpoints
 	slices    []*api.EndpointSlice
+	raw       []proxy.Endpoint
 	endpoints []proxy.Endpoint
 }
 
@@ -96,6 +101,9 @@ func (x *serviceIndex) inputs(v *snapshot.View) []proxy.ServiceInput {
 			bySvc[[2]string{s.Namespace, name}] = append(bySvc[[2]string{s.Namespace, name}], s)
 		}
 	}
+	// Health records apply afresh to every Service when they change.
+	health := v.Resources(kindEndpointHealths)
+	healthChanged := x.view == nil || v.Differs(x.view, false, kindEndpointHealths)
 	in := make([]proxy.ServiceInput, 0, len(x.keys))
 	memo := make(map[*api.Service]serviceMemo, len(x.keys))
 	for _, key := range x.keys {
@@ -108,13 +116,27 @@ func (x *serviceIndex) inputs(v *snapshot.View) []proxy.ServiceInput {
 			if len(svc.Spec.Selector) > 0 {
 				ws = workloads(svc.Namespace)
 			}
-			m = serviceMemo{eps: eps, slices: epslices, endpoints: proxy.ServiceEndpoints(svc, ws, eps, epslices)}
+			m = serviceMemo{eps: eps, slices: epslices, raw: proxy.ServiceEndpoints(svc, ws, eps, epslices)}
+			m.endpoints = withHealth(svc, m.raw, health)
+		} else if healthChanged {
+			m.endpoints = withHealth(svc, m.raw, health)
 		}
 		in = append(in, proxy.ServiceInput{Service: svc, Endpoints: m.endpoints})
 		memo[svc] = m
 	}
 	x.view, x.in, x.memo = v, in, memo
 	return in
+}
+
+// withHealth is proxy.WithHealth over a view's EndpointHealth records (by key).
+func withHealth(svc *api.Service, eps []proxy.Endpoint, records map[string]api.Resource) []proxy.Endpoint {
+	return proxy.WithHealth(svc, eps, func(name string) (*api.EndpointHealth, bool) {
+		r, ok := records[svc.Namespace+"/"+name]
+		if !ok {
+			return nil, false
+		}
+		return r.(*api.EndpointHealth), true
+	})
 }
 
 // workloadsByNamespace groups the WorkloadEndpoints (a view's, by key) by namespace, in

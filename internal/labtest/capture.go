@@ -15,24 +15,33 @@ import (
 	"github.com/tabby-net/tabby/internal/testenv"
 )
 
-// Capture is a tcpdump on one interface of the lab's router.
-type Capture struct {
-	cmd *exec.Cmd
+// syncBuffer is the output of a command that the test reads while the command runs.
+type syncBuffer struct {
 	mu  sync.Mutex
 	out bytes.Buffer
 }
 
-func (c *Capture) Write(b []byte) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.out.Write(b)
+func (s *syncBuffer) Write(b []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.out.Write(b)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.out.String()
+}
+
+// Capture is a tcpdump on one interface of the lab's router.
+type Capture struct {
+	syncBuffer
+	cmd *exec.Cmd
 }
 
 // Lines are the packets captured so far, one line each.
 func (c *Capture) Lines() []string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return strings.Split(strings.TrimSpace(c.out.String()), "\n")
+	return strings.Split(strings.TrimSpace(c.String()), "\n")
 }
 
 // StartCapture runs tcpdump (IPv4 packets) in the lab's router on a bridge port (a node's

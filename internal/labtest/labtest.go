@@ -9,9 +9,10 @@
 //     rule (skip outside CI, fail under CI);
 //   - a Lab: a unique name (CI runs right after a killed session, and tabby-lab up clears
 //     a stale lab of the same name), tabby-lab driven as Run/OK/Fails, the lab's state and
-//     status (internal/labstate's types), tabbyctl against its etcd, Ping/NoPing, felix's
-//     routes, tcpdump captures on the router; tabby-lab down at the test's end, with the
-//     agents' log tails when the test failed;
+//     status (internal/labstate's types), tabbyctl against its etcd, Ping/NoPing, a ping
+//     left running to count losses (StartPinger, Lost), felix's routes, tcpdump captures
+//     on the router; tabby-lab down at the test's end, with the agents' log tails when the
+//     test failed;
 //   - waiting without sleeps: Poll (until a condition holds, within a deadline) and Steady
 //     (a condition holds throughout a period).
 //

@@ -4,10 +4,13 @@
 //	svcprobe serve-peer NAME PORT...   # as serve, but answer NAME@PEER, the address the packets came from
 //	svcprobe tcp N TIMEOUT ADDR:PORT   # N connections one after another
 //	svcprobe udp N TIMEOUT ADDR:PORT   # N queries one after another, each from a new socket
+//	svcprobe loop DURATION TIMEOUT ADDR:PORT  # TCP connections every 20 ms for DURATION
 //
 // tcp and udp print one line per outcome: "<name> <count>" for each server that answered,
 // and "refused <count>", "timeout <count>" and "error <count>" for the rest, so a test can
-// tell a spread over endpoints from a refusal and a refusal from a silent drop.
+// tell a spread over endpoints from a refusal and a refusal from a silent drop. loop
+// prints one line per connection, "<unix nanoseconds at its start> <outcome>", so a
+// test can tell when an endpoint stopped answering.
 package main
 
 import (
@@ -42,13 +45,26 @@ func main() {
 			usage()
 		}
 		probe(os.Args[1], n, d, os.Args[4])
+	case "loop":
+		if len(os.Args) != 5 {
+			usage()
+		}
+		total, err1 := time.ParseDuration(os.Args[2])
+		d, err2 := time.ParseDuration(os.Args[3])
+		if err1 != nil || err2 != nil {
+			usage()
+		}
+		for end := time.Now().Add(total); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+			start := time.Now()
+			fmt.Println(start.UnixNano(), once("tcp", d, os.Args[4]))
+		}
 	default:
 		usage()
 	}
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: svcprobe serve|serve-peer NAME PORT... | tcp|udp N TIMEOUT ADDR:PORT")
+	fmt.Fprintln(os.Stderr, "usage: svcprobe serve|serve-peer NAME PORT... | tcp|udp N TIMEOUT ADDR:PORT | loop DURATION TIMEOUT ADDR:PORT")
 	os.Exit(2)
 }
 
