@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tabby-net/tabby/proxy"
 )
 
 // fakeState is a small policy state: two chains, a hook, and one set.
@@ -402,9 +404,10 @@ func TestPolicySyncerHookAfterProxy(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The proxy's iptables mode hooks INPUT, the cache knowing nothing of it.
-	f.outside(t, "iptables-nft", "*filter\n:TABBY-SERVICES - [0:0]\n-I INPUT 1 -m comment --comment tby:hook -j TABBY-SERVICES\nCOMMIT\n")
-	want.Chains["tby-INPUT"] = []string{"-m comment --comment tby:hhhhhhhhhhhhhhhh -j ACCEPT"}
-	want.Hooks = append(want.Hooks, Hook{Chain: "INPUT", Target: "tby-INPUT"})
+	svc := proxy.IPTChainServices
+	f.outside(t, "iptables-nft", "*filter\n:"+svc+" - [0:0]\n-I INPUT 1 -m comment --comment tby:hook -j "+svc+"\nCOMMIT\n")
+	want.Chains[ChainInput] = []string{"-m comment --comment tby:hhhhhhhhhhhhhhhh -j ACCEPT"}
+	want.Hooks = append(want.Hooks, Hook{Chain: "INPUT", Target: ChainInput})
 	m := f.mark()
 	if err := s.ApplyCached(ctx, want); err != nil {
 		t.Fatal(err)
@@ -415,7 +418,7 @@ func TestPolicySyncerHookAfterProxy(t *testing.T) {
 	f.mu.Lock()
 	input := slices.Clone(f.table("iptables-nft", "filter").rules["INPUT"])
 	f.mu.Unlock()
-	if len(input) != 2 || !strings.HasSuffix(input[0], "-j TABBY-SERVICES") || !strings.HasSuffix(input[1], "-j tby-INPUT") {
+	if len(input) != 2 || !strings.HasSuffix(input[0], "-j "+svc) || !strings.HasSuffix(input[1], "-j "+ChainInput) {
 		t.Errorf("INPUT: %q, want the proxy's hook, then policy's", input)
 	}
 }
