@@ -24,6 +24,7 @@ type BGPConfigurationSpec struct {
 	ASNumber               *ASNumber             `json:"asNumber,omitempty"`
 	ListenPort             uint16                `json:"listenPort,omitempty"`
 	NodeMeshMaxRestartTime *Duration             `json:"nodeMeshMaxRestartTime,omitempty"`
+	NodeMeshPassword       *BGPPassword          `json:"nodeMeshPassword,omitempty"`
 	ServiceClusterIPs      []ServiceIPBlock      `json:"serviceClusterIPs,omitempty"`
 	ServiceExternalIPs     []ServiceIPBlock      `json:"serviceExternalIPs,omitempty"`
 	ServiceLoadBalancerIPs []ServiceIPBlock      `json:"serviceLoadBalancerIPs,omitempty"`
@@ -156,21 +157,32 @@ var (
 	largeCommunityRE    = regexp.MustCompile(`^(\d+):(\d+):(\d+)$`)
 )
 
-// isCommunityValue says whether s is "aa:nn" with 16-bit parts or "aa:nn:mm" with 32-bit parts.
-func isCommunityValue(s string) bool {
+// ParseCommunity parses a community value: "aa:nn", a standard community (RFC 1997) with
+// 16-bit parts, or "aa:nn:mm", a large community (RFC 8092) with 32-bit parts. It returns
+// the two or three parts.
+func ParseCommunity(s string) ([]uint32, error) {
 	parts, bits := standardCommunityRE.FindStringSubmatch(s), 16
 	if parts == nil {
 		parts, bits = largeCommunityRE.FindStringSubmatch(s), 32
 	}
 	if parts == nil {
-		return false
+		return nil, fmt.Errorf("%q is not a community value (\"aa:nn\" with 16-bit numbers, or \"aa:nn:mm\" with 32-bit numbers)", s)
 	}
+	out := make([]uint32, 0, 3)
 	for _, p := range parts[1:] {
-		if _, err := strconv.ParseUint(p, 10, bits); err != nil {
-			return false
+		n, err := strconv.ParseUint(p, 10, bits)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a community value: %s does not fit in %d bits", s, p, bits)
 		}
+		out = append(out, uint32(n))
 	}
-	return true
+	return out, nil
+}
+
+// isCommunityValue says whether s is "aa:nn" with 16-bit parts or "aa:nn:mm" with 32-bit parts.
+func isCommunityValue(s string) bool {
+	_, err := ParseCommunity(s)
+	return err == nil
 }
 
 func (c *BGPConfiguration) validate(errs *FieldErrors) {
@@ -186,6 +198,12 @@ func (c *BGPConfiguration) validate(errs *FieldErrors) {
 		checkRestartTime(errs, "spec.nodeMeshMaxRestartTime", d)
 		if s.NodeToNodeMeshEnabled != nil && !*s.NodeToNodeMeshEnabled {
 			errs.add("spec.nodeMeshMaxRestartTime", d.String(), "set, but the node-to-node mesh is disabled")
+		}
+	}
+	if pw := s.NodeMeshPassword; pw != nil {
+		checkPassword(errs, "spec.nodeMeshPassword", pw)
+		if s.NodeToNodeMeshEnabled != nil && !*s.NodeToNodeMeshEnabled {
+			errs.add("spec.nodeMeshPassword", nil, "set, but the node-to-node mesh is disabled")
 		}
 	}
 	for _, b := range []struct {
@@ -216,9 +234,6 @@ func (c *BGPConfiguration) validate(errs *FieldErrors) {
 			errs.add(f+".value", cm.Value, "%q is not a community value (\"aa:nn\" with 16-bit numbers, or \"aa:nn:mm\" with 32-bit numbers)", cm.Value)
 		}
 	}
-	if len(s.Communities) > 0 && len(s.PrefixAdvertisements) == 0 {
-		errs.add("spec.communities", nil, "communities are defined but no prefixAdvertisements use them")
-	}
 	for i, pa := range s.PrefixAdvertisements {
 		f := index("spec.prefixAdvertisements", i)
 		if checkRequired(errs, f+".cidr", pa.CIDR) {
@@ -240,6 +255,7 @@ func (c *BGPConfiguration) validate(errs *FieldErrors) {
 			{"spec.nodeToNodeMeshEnabled", s.NodeToNodeMeshEnabled != nil},
 			{"spec.asNumber", s.ASNumber != nil},
 			{"spec.nodeMeshMaxRestartTime", s.NodeMeshMaxRestartTime != nil},
+			{"spec.nodeMeshPassword", s.NodeMeshPassword != nil},
 			{"spec.serviceClusterIPs", len(s.ServiceClusterIPs) > 0},
 			{"spec.serviceExternalIPs", len(s.ServiceExternalIPs) > 0},
 			{"spec.serviceLoadBalancerIPs", len(s.ServiceLoadBalancerIPs) > 0},
@@ -250,6 +266,24 @@ func (c *BGPConfiguration) validate(errs *FieldErrors) {
 			}
 		}
 	}
+}
+
+// checkPassword checks a password's secretKeyRef, at field.
+func checkPassword(errs *FieldErrors, field string, pw *BGPPassword) {
+	if pw.SecretKeyRef == nil {
+		errs.add(field+".secretKeyRef", nil, "required")
+		return
+	}
+	checkSubdomain(errs, field+".secretKeyRef.name", pw.SecretKeyRef.Name)
+	checkRequired(errs, field+".secretKeyRef.key", pw.SecretKeyRef.Key)
+}
+
+// PasswordRef names a password's key as "<secret name>/<key>", "" for none.
+func (pw *BGPPassword) PasswordRef() string {
+	if pw == nil || pw.SecretKeyRef == nil {
+		return ""
+	}
+	return pw.SecretKeyRef.Name + "/" + pw.SecretKeyRef.Key
 }
 
 // checkRestartTime bounds a graceful restart time by the 12 bits BGP's capability gives it.
@@ -315,13 +349,8 @@ func (p *BGPPeer) validate(errs *FieldErrors) {
 		// Calico takes a selected node's AS number from its Node resource.
 		errs.add("spec.asNumber", uint32(s.ASNumber), "must be empty when spec.peerSelector is set")
 	}
-	if pw := s.Password; pw != nil {
-		if pw.SecretKeyRef == nil {
-			errs.add("spec.password.secretKeyRef", nil, "required")
-		} else {
-			checkSubdomain(errs, "spec.password.secretKeyRef.name", pw.SecretKeyRef.Name)
-			checkRequired(errs, "spec.password.secretKeyRef.key", pw.SecretKeyRef.Key)
-		}
+	if s.Password != nil {
+		checkPassword(errs, "spec.password", s.Password)
 	}
 	checkEnum(errs, "spec.sourceAddress", s.SourceAddress, SourceAddressUseNodeIP, SourceAddressNone)
 	if s.MaxRestartTime != nil {

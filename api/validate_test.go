@@ -151,11 +151,21 @@ var validationCases = []struct {
 			`spec.communities[2].name: required`,
 			`spec.prefixAdvertisements[0].communities[1]: "b" is neither a community defined in spec.communities nor a value "aa:nn" or "aa:nn:mm"`,
 		}},
-	{"unused communities and restart time without the mesh", calico + "kind: BGPConfiguration\nmetadata: {name: default}\nspec: {nodeToNodeMeshEnabled: false, nodeMeshMaxRestartTime: 2h, communities: [{name: a, value: \"1:2\"}]}\n",
+	{"restart time and password without the mesh (communities only node overrides use are fine)", calico + "kind: BGPConfiguration\nmetadata: {name: default}\nspec: {nodeToNodeMeshEnabled: false, nodeMeshMaxRestartTime: 2h, nodeMeshPassword: {secretKeyRef: {name: bgp, key: mesh}}, communities: [{name: a, value: \"1:2\"}]}\n",
 		[]string{
 			`spec.nodeMeshMaxRestartTime: 2h0m0s is out of range: BGP's graceful restart time is a whole number of seconds, 0s-4095s`,
 			`spec.nodeMeshMaxRestartTime: set, but the node-to-node mesh is disabled`,
-			`spec.communities: communities are defined but no prefixAdvertisements use them`,
+			`spec.nodeMeshPassword: set, but the node-to-node mesh is disabled`,
+		}},
+	{"mesh password without a key", calico + "kind: BGPConfiguration\nmetadata: {name: default}\nspec: {nodeMeshPassword: {secretKeyRef: {name: Bgp}}}\n",
+		[]string{
+			`spec.nodeMeshPassword.secretKeyRef.name: "Bgp" is not a valid DNS-1123 subdomain (lower case alphanumerics, '-' and '.')`,
+			`spec.nodeMeshPassword.secretKeyRef.key: required`,
+		}},
+	{"mesh password in a node's override", calico + "kind: BGPConfiguration\nmetadata: {name: node.n1}\nspec: {nodeMeshPassword: {}}\n",
+		[]string{
+			`spec.nodeMeshPassword.secretKeyRef: required`,
+			`spec.nodeMeshPassword: only valid in the BGPConfiguration named "default" (a node's AS number is set in its Node resource)`,
 		}},
 
 	// BGPPeer.

@@ -1,8 +1,11 @@
 package bgp
 
 import (
+	"cmp"
+	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 
 	"github.com/tabby-net/tabby/api"
 )
@@ -133,4 +136,116 @@ func comparePrefix(a, b netip.Prefix) int {
 		return c
 	}
 	return a.Bits() - b.Bits()
+}
+
+// LargeCommunity is a large BGP community (RFC 8092), "ASN:Local1:Local2".
+type LargeCommunity struct{ ASN, Local1, Local2 uint32 }
+
+// Communities are the communities a path carries: standard ones (RFC 1997; "aa:nn" is
+// aa<<16 | nn) and large ones, each sorted and without duplicates.
+type Communities struct {
+	Standard []uint32
+	Large    []LargeCommunity
+}
+
+// Equal says whether c and o hold the same communities.
+func (c Communities) Equal(o Communities) bool {
+	return slices.Equal(c.Standard, o.Standard) && slices.Equal(c.Large, o.Large)
+}
+
+// IsZero says whether c holds no community.
+func (c Communities) IsZero() bool { return len(c.Standard) == 0 && len(c.Large) == 0 }
+
+// add merges o into c, keeping both lists sorted and without duplicates. It never
+// writes to the slices c or o hold, which other values may share; a zero c takes o's.
+func (c *Communities) add(o Communities) {
+	if c.IsZero() {
+		*c = o
+		return
+	}
+	c.Standard = slices.Compact(slices.Sorted(slices.Values(append(slices.Clip(c.Standard), o.Standard...))))
+	c.Large = slices.CompactFunc(slices.SortedFunc(slices.Values(append(slices.Clip(c.Large), o.Large...)), compareLarge),
+		func(a, b LargeCommunity) bool { return a == b })
+}
+
+// normalized returns c's communities sorted and without duplicates, in new slices.
+func (c Communities) normalized() Communities {
+	n := Communities{Standard: slices.Clone(c.Standard), Large: slices.Clone(c.Large)}
+	slices.Sort(n.Standard)
+	slices.SortFunc(n.Large, compareLarge)
+	n.Standard = slices.Compact(n.Standard)
+	n.Large = slices.Compact(n.Large)
+	return n
+}
+
+func compareLarge(a, b LargeCommunity) int {
+	return cmp.Or(cmp.Compare(a.ASN, b.ASN), cmp.Compare(a.Local1, b.Local1), cmp.Compare(a.Local2, b.Local2))
+}
+
+// PrefixCommunities attaches communities to the advertised routes inside CIDR: one entry
+// of BGPConfiguration prefixAdvertisements, names resolved.
+type PrefixCommunities struct {
+	CIDR        netip.Prefix
+	Communities Communities
+}
+
+// Advertisement is one prefix this node originates and the communities it carries.
+type Advertisement struct {
+	Prefix      netip.Prefix
+	Communities Communities
+}
+
+// WithCommunities returns the advertisements of prefixes, in their order: each carries
+// the communities of every rule whose CIDR contains it (the CIDR itself or any prefix
+// inside it, as Calico's BIRD filter `net ~ <cidr>` matches), merged. A prefix no rule
+// covers carries none; one that a single rule covers shares that rule's slices.
+func WithCommunities(prefixes []netip.Prefix, rules []PrefixCommunities) []Advertisement {
+	rules = slices.Clone(rules)
+	for i := range rules {
+		rules[i].Communities = rules[i].Communities.normalized()
+	}
+	covers := func(r PrefixCommunities, p netip.Prefix) bool {
+		return r.CIDR.Bits() <= p.Bits() && r.CIDR.Contains(p.Addr())
+	}
+	// Prefixes covered by the same rules share one merge (up to 64 rules, by bit mask).
+	merged := map[uint64]Communities{}
+	out := make([]Advertisement, 0, len(prefixes))
+	for _, p := range prefixes {
+		a := Advertisement{Prefix: p}
+		var mask uint64
+		if len(rules) <= 64 {
+			for i, r := range rules {
+				if covers(r, p) {
+					mask |= 1 << i
+				}
+			}
+			if c, ok := merged[mask]; ok {
+				a.Communities = c
+				out = append(out, a)
+				continue
+			}
+		}
+		for _, r := range rules {
+			if covers(r, p) {
+				a.Communities.add(r.Communities)
+			}
+		}
+		if len(rules) <= 64 {
+			merged[mask] = a.Communities
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+// String writes c as BIRD and Calico do: "(aa,nn)" and "(aa,nn,mm)", space separated.
+func (c Communities) String() string {
+	var b strings.Builder
+	for _, v := range c.Standard {
+		fmt.Fprintf(&b, " (%d,%d)", v>>16, v&0xffff)
+	}
+	for _, l := range c.Large {
+		fmt.Fprintf(&b, " (%d,%d,%d)", l.ASN, l.Local1, l.Local2)
+	}
+	return strings.TrimPrefix(b.String(), " ")
 }

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tabby-net/tabby/api"
 )
@@ -119,4 +120,94 @@ func TestExportPolicy(t *testing.T) {
 			t.Errorf("statement %s accepts external routes", st.Name)
 		}
 	}
+}
+
+func TestWithCommunities(t *testing.T) {
+	pp := netip.MustParsePrefix
+	rules := []PrefixCommunities{
+		{pp("10.65.0.0/16"), Communities{Standard: []uint32{65001<<16 | 100}}},
+		{pp("10.65.1.0/24"), Communities{Standard: []uint32{65001<<16 | 100, 65001<<16 | 200}, Large: []LargeCommunity{{65001, 1, 2}}}},
+		{pp("192.0.2.7/32"), Communities{Large: []LargeCommunity{{4200000000, 0, 7}, {65001, 1, 2}}}},
+	}
+	for _, tt := range []struct {
+		name   string
+		prefix string
+		want   string
+	}{
+		{"no rule covers it", "10.66.0.0/26", ""},
+		{"inside one CIDR", "10.65.0.0/26", "(65001,100)"},
+		{"the CIDR itself", "10.65.0.0/16", "(65001,100)"},
+		{"inside two CIDRs: merged, no duplicates", "10.65.1.64/26", "(65001,100) (65001,200) (65001,1,2)"},
+		{"wider than a CIDR: not covered", "10.64.0.0/15", ""},
+		{"a host route equal to a /32 rule, large sorted", "192.0.2.7/32", "(65001,1,2) (4200000000,0,7)"},
+		{"a host route next to it", "192.0.2.8/32", ""},
+		{"IPv6 never inside an IPv4 CIDR", "::a41:100/120", ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got := WithCommunities([]netip.Prefix{pp(tt.prefix)}, rules)
+			if len(got) != 1 || got[0].Prefix != pp(tt.prefix) || got[0].Communities.String() != tt.want {
+				t.Errorf("WithCommunities(%s) = %+v, want communities %q", tt.prefix, got, tt.want)
+			}
+		})
+	}
+	// More rules than the merge cache keys (64): merged all the same.
+	var many []PrefixCommunities
+	for i := range 70 {
+		many = append(many, PrefixCommunities{netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i), 0, 0}), 16),
+			Communities{Standard: []uint32{uint32(i)}}})
+	}
+	many = append(many, PrefixCommunities{pp("10.69.0.0/24"), Communities{Large: []LargeCommunity{{1, 2, 3}}}})
+	if got := WithCommunities([]netip.Prefix{pp("10.69.0.0/26"), pp("10.69.1.0/26"), pp("10.2.0.0/26")}, many); len(got) != 3 ||
+		got[0].Communities.String() != "(0,69) (1,2,3)" || got[1].Communities.String() != "(0,69)" || got[2].Communities.String() != "(0,2)" {
+		t.Errorf("71 rules: %+v", got)
+	}
+	if got := WithCommunities([]netip.Prefix{pp("10.65.1.0/26"), pp("10.65.0.0/26")}, nil); len(got) != 2 ||
+		got[0].Prefix != pp("10.65.1.0/26") || !got[0].Communities.IsZero() || !got[1].Communities.IsZero() {
+		t.Errorf("without rules: %+v", got)
+	}
+}
+
+// BenchmarkWithCommunities measures attaching communities to a node's advertisements: 64
+// blocks, 2,000 borrowed addresses and 3 Service CIDRs, under 10 prefixAdvertisements
+// entries (3 covering the pool, one of them per half, 7 elsewhere), beside
+// DesiredAdvertisements of the same input, which computes those prefixes, as the
+// baseline. It reports both per call and their ratio.
+func BenchmarkWithCommunities(b *testing.B) {
+	pp := netip.MustParsePrefix
+	in := AdvertInput{Pools: []*api.IPPool{pool("10.65.0.0/16", false)},
+		Services: ServiceCIDRs{ClusterIPs: []netip.Prefix{pp("10.96.0.0/12")}, ExternalIPs: []netip.Prefix{pp("198.51.100.0/24")},
+			LoadBalancerIPs: []netip.Prefix{pp("203.0.113.0/24")}}}
+	for i := range 64 {
+		in.Blocks = append(in.Blocks, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 65, byte(i), 0}), 26))
+	}
+	for i := range 2000 {
+		in.Addrs = append(in.Addrs, netip.AddrFrom4([4]byte{10, 65, byte(100 + i/250), byte(i % 250)}))
+	}
+	rules := []PrefixCommunities{
+		{pp("10.65.0.0/16"), Communities{Standard: []uint32{65001<<16 | 100}}},
+		{pp("10.65.0.0/17"), Communities{Standard: []uint32{65001<<16 | 200}, Large: []LargeCommunity{{65001, 1, 2}}}},
+		{pp("10.65.128.0/17"), Communities{Standard: []uint32{65001<<16 | 300}}},
+	}
+	for i := range 7 {
+		rules = append(rules, PrefixCommunities{netip.PrefixFrom(netip.AddrFrom4([4]byte{172, byte(16 + i), 0, 0}), 16),
+			Communities{Standard: []uint32{65001<<16 | uint32(i)}}})
+	}
+	var desired, comms time.Duration
+	var n int
+	for b.Loop() {
+		start := time.Now()
+		prefixes := DesiredAdvertisements(in)
+		mid := time.Now()
+		out := WithCommunities(prefixes, rules)
+		comms += time.Since(mid)
+		desired += mid.Sub(start)
+		n = len(out)
+	}
+	if want := 64 + 2000 + 3; n != want {
+		b.Fatalf("%d advertisements, want %d", n, want)
+	}
+	ops := float64(b.N)
+	b.ReportMetric(float64(desired.Nanoseconds())/ops, "desired-ns/op")
+	b.ReportMetric(float64(comms.Nanoseconds())/ops, "communities-ns/op")
+	b.ReportMetric(float64(comms)/float64(desired), "communities/desired")
 }

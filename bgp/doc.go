@@ -4,8 +4,11 @@
 // reflectors and their clients, global and node-specific BGPPeers, selectors) and
 // DesiredAdvertisements (affine blocks, borrowed addresses, Service CIDRs, and host routes
 // for the addresses of Services with externalTrafficPolicy Local that have a ready
-// endpoint on the node, as Calico does; never a pool with disableBGPExport). A Speaker applies the difference to GoBGP: SetPeers touches only
-// peers whose configuration changed, SetAdvertisements adds and withdraws paths. A global
+// endpoint on the node, as Calico does; never a pool with disableBGPExport), and
+// WithCommunities (the communities BGPConfiguration prefixAdvertisements attach to them).
+// A Speaker applies the difference to GoBGP: SetPeers touches only peers whose
+// configuration changed, SetAdvertisements adds and withdraws paths and re-advertises
+// those whose communities changed. A global
 // export policy lets only this node's own routes out, plus iBGP-learned routes where BGP
 // allows (route reflection); routes learned from eBGP peers are never passed on.
 //

@@ -6,22 +6,54 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	gobgplog "github.com/osrg/gobgp/v3/pkg/log"
+
+	"github.com/tabby-net/tabby/api"
 )
 
 // slogLogger adapts GoBGP's logger to slog. It also remembers the last warning or error
 // GoBGP logged about each neighbor (its "Key" field), which node status shows as the
 // session's info: why a session to a misconfigured peer does not come up.
+//
+// Two levels: GoBGP is always asked for everything down to debug (level), since the
+// reason a peer does not answer comes only in a debug message; screen, BGPConfiguration
+// logSeverityScreen, says what is written. Like BIRD's log level under Calico, it is the
+// BGP log level on its own: messages at or above it are written whatever the agent's
+// --log-level, those below it never.
 type slogLogger struct {
-	log   *slog.Logger
-	mu    sync.Mutex
-	level gobgplog.LogLevel
-	last  map[string]string // neighbor address -> last problem
+	log    *slog.Logger
+	screen atomic.Int32 // a gobgplog.LogLevel: messages above it (less severe) are dropped
+	mu     sync.Mutex
+	level  gobgplog.LogLevel
+	last   map[string]string // neighbor address -> last problem
 }
 
 func newSlogLogger(l *slog.Logger) *slogLogger {
-	return &slogLogger{log: l, level: gobgplog.DebugLevel, last: map[string]string{}}
+	g := &slogLogger{log: l, level: gobgplog.DebugLevel, last: map[string]string{}}
+	g.screen.Store(int32(gobgplog.InfoLevel))
+	return g
+}
+
+// logSeverities maps logSeverityScreen's values to GoBGP's levels.
+var logSeverities = map[string]gobgplog.LogLevel{
+	"Debug": gobgplog.DebugLevel, "Info": gobgplog.InfoLevel, "Warning": gobgplog.WarnLevel,
+	"Error": gobgplog.ErrorLevel, "Fatal": gobgplog.FatalLevel,
+}
+
+// setScreen sets the level written from a logSeverityScreen value; "" is Info.
+func (l *slogLogger) setScreen(severity string) error {
+	if severity == "" {
+		severity = api.DefaultBGPLogSeverity
+	}
+	lv, ok := logSeverities[severity]
+	if !ok {
+		return fmt.Errorf("logSeverityScreen %q: want Debug, Info, Warning, Error or Fatal", severity)
+	}
+	l.screen.Store(int32(lv))
+	return nil
 }
 
 func (l *slogLogger) attrs(fields gobgplog.Fields) []any {
@@ -37,7 +69,7 @@ func (l *slogLogger) attrs(fields gobgplog.Fields) []any {
 	return out
 }
 
-func (l *slogLogger) emit(level slog.Level, msg string, fields gobgplog.Fields) {
+func (l *slogLogger) emit(gl gobgplog.LogLevel, level slog.Level, msg string, fields gobgplog.Fields) {
 	// A peer that never answers only shows in GoBGP's debug messages about connecting.
 	if level >= slog.LevelWarn || msg == "failed to connect" {
 		if key, ok := fields["Key"].(string); ok && key != "" {
@@ -52,7 +84,14 @@ func (l *slogLogger) emit(level slog.Level, msg string, fields gobgplog.Fields) 
 			l.mu.Unlock()
 		}
 	}
-	l.log.Log(context.Background(), level, msg, l.attrs(fields)...)
+	if int32(gl) > l.screen.Load() {
+		return
+	}
+	// Straight to the handler: screen alone decides (slog.Logger.Log would also apply the
+	// agent's --log-level).
+	r := slog.NewRecord(time.Now(), level, msg, 0)
+	r.Add(l.attrs(fields)...)
+	_ = l.log.Handler().Handle(context.Background(), r)
 }
 
 // lastProblem returns the last problem logged about the neighbor at addr.
@@ -69,14 +108,24 @@ func (l *slogLogger) forget(addr string) {
 }
 
 func (l *slogLogger) Panic(msg string, fields gobgplog.Fields) {
-	l.emit(slog.LevelError, msg, fields)
+	l.emit(gobgplog.PanicLevel, slog.LevelError, msg, fields)
 	panic(msg)
 }
-func (l *slogLogger) Fatal(msg string, fields gobgplog.Fields) { l.emit(slog.LevelError, msg, fields) }
-func (l *slogLogger) Error(msg string, fields gobgplog.Fields) { l.emit(slog.LevelError, msg, fields) }
-func (l *slogLogger) Warn(msg string, fields gobgplog.Fields)  { l.emit(slog.LevelWarn, msg, fields) }
-func (l *slogLogger) Info(msg string, fields gobgplog.Fields)  { l.emit(slog.LevelInfo, msg, fields) }
-func (l *slogLogger) Debug(msg string, fields gobgplog.Fields) { l.emit(slog.LevelDebug, msg, fields) }
+func (l *slogLogger) Fatal(msg string, fields gobgplog.Fields) {
+	l.emit(gobgplog.FatalLevel, slog.LevelError, msg, fields)
+}
+func (l *slogLogger) Error(msg string, fields gobgplog.Fields) {
+	l.emit(gobgplog.ErrorLevel, slog.LevelError, msg, fields)
+}
+func (l *slogLogger) Warn(msg string, fields gobgplog.Fields) {
+	l.emit(gobgplog.WarnLevel, slog.LevelWarn, msg, fields)
+}
+func (l *slogLogger) Info(msg string, fields gobgplog.Fields) {
+	l.emit(gobgplog.InfoLevel, slog.LevelInfo, msg, fields)
+}
+func (l *slogLogger) Debug(msg string, fields gobgplog.Fields) {
+	l.emit(gobgplog.DebugLevel, slog.LevelDebug, msg, fields)
+}
 func (l *slogLogger) SetLevel(level gobgplog.LogLevel) {
 	l.mu.Lock()
 	l.level = level

@@ -39,14 +39,24 @@ type Config struct {
 	ListenPort     uint16
 	Mesh           bool
 	MeshMaxRestart time.Duration
-	Services       ServiceCIDRs
+	// MeshPassword names the mesh sessions' TCP MD5 key, as Peer.Password.
+	MeshPassword string
+	Services     ServiceCIDRs
+	// LogSeverity is logSeverityScreen, GoBGP's log level (Speaker.SetLogSeverity).
+	LogSeverity string
+	// Communities are prefixAdvertisements, sorted by CIDR: the default object's, an
+	// entry of the node's override replacing the one for the same CIDR.
+	Communities []PrefixCommunities
 }
 
 // ConfigFrom merges the default BGPConfiguration and this node's "node.<name>" override
 // (either may be nil) over Calico's defaults.
 func ConfigFrom(def, node *api.BGPConfiguration) (Config, []string) {
-	c := Config{ASN: uint32(api.DefaultASNumber), ListenPort: api.DefaultBGPListenPort, Mesh: true, MeshMaxRestart: api.DefaultMaxRestartTime}
+	c := Config{ASN: uint32(api.DefaultASNumber), ListenPort: api.DefaultBGPListenPort, Mesh: true, MeshMaxRestart: api.DefaultMaxRestartTime,
+		LogSeverity: api.DefaultBGPLogSeverity}
 	var problems []string
+	names := map[string]string{} // community name -> value
+	byCIDR := map[netip.Prefix]PrefixCommunities{}
 	for _, bc := range []*api.BGPConfiguration{def, node} {
 		if bc == nil {
 			continue
@@ -58,11 +68,17 @@ func ConfigFrom(def, node *api.BGPConfiguration) (Config, []string) {
 		if s.ListenPort != 0 {
 			c.ListenPort = s.ListenPort
 		}
+		if s.LogSeverityScreen != "" {
+			c.LogSeverity = s.LogSeverityScreen
+		}
 		if s.NodeToNodeMeshEnabled != nil {
 			c.Mesh = *s.NodeToNodeMeshEnabled
 		}
 		if s.NodeMeshMaxRestartTime != nil {
 			c.MeshMaxRestart = s.NodeMeshMaxRestartTime.Duration
+		}
+		if s.NodeMeshPassword != nil {
+			c.MeshPassword = s.NodeMeshPassword.PasswordRef()
 		}
 		for _, k := range []struct {
 			blocks []api.ServiceIPBlock
@@ -81,8 +97,53 @@ func ConfigFrom(def, node *api.BGPConfiguration) (Config, []string) {
 				*k.to = append(*k.to, p)
 			}
 		}
+		for _, cm := range s.Communities {
+			names[cm.Name] = cm.Value
+		}
+		for _, pa := range s.PrefixAdvertisements {
+			pc, err := prefixCommunities(pa, names)
+			if err != nil {
+				problems = append(problems, fmt.Sprintf("BGPConfiguration %s: prefixAdvertisements: %v", bc.Name, err))
+				continue
+			}
+			byCIDR[pc.CIDR] = pc
+		}
 	}
+	for _, pc := range byCIDR {
+		c.Communities = append(c.Communities, pc)
+	}
+	slices.SortFunc(c.Communities, func(a, b PrefixCommunities) int { return comparePrefix(a.CIDR, b.CIDR) })
 	return c, problems
+}
+
+// prefixCommunities resolves one prefixAdvertisements entry: each of its communities is a
+// name defined in communities (names) or a literal value.
+func prefixCommunities(pa api.PrefixAdvertisement, names map[string]string) (PrefixCommunities, error) {
+	cidr, err := api.ParseNet(pa.CIDR)
+	if err != nil {
+		return PrefixCommunities{}, err
+	}
+	pc := PrefixCommunities{CIDR: cidr}
+	for _, name := range pa.Communities {
+		v, ok := names[name]
+		if !ok {
+			v = name
+		}
+		parts, err := api.ParseCommunity(v)
+		if err != nil && !ok {
+			return PrefixCommunities{}, fmt.Errorf("%s: %q is neither a name defined in communities nor a value: %w", cidr, name, err)
+		} else if err != nil {
+			return PrefixCommunities{}, fmt.Errorf("%s: community %s: %w", cidr, name, err)
+		}
+		var c Communities
+		if len(parts) == 2 {
+			c.Standard = []uint32{parts[0]<<16 | parts[1]}
+		} else {
+			c.Large = []LargeCommunity{{parts[0], parts[1], parts[2]}}
+		}
+		pc.Communities.add(c)
+	}
+	return pc, nil
 }
 
 // NodeInfo is what the peer computation needs of one Node resource.
@@ -220,7 +281,9 @@ func DesiredPeers(in PeerInput) ([]Peer, []string) {
 			if n.Name == self.Name || !n.Addr.IsValid() || n.ClusterID.IsValid() {
 				continue
 			}
-			cands = append(cands, candidate{nodePeer(n, PeerMesh, in.Config.MeshMaxRestart), 2, n.Name})
+			p := nodePeer(n, PeerMesh, in.Config.MeshMaxRestart)
+			p.Password = in.Config.MeshPassword
+			cands = append(cands, candidate{p, 2, n.Name})
 		}
 	}
 	bgpPeers := slices.Clone(in.Peers)
@@ -243,10 +306,7 @@ func DesiredPeers(in PeerInput) ([]Peer, []string) {
 			typ, rank = PeerNodeSpecific, 0
 			localSide = func(_ string, labels map[string]string) bool { return sel.Evaluate(labels) }
 		}
-		var password string
-		if pw := s.Password; pw != nil && pw.SecretKeyRef != nil {
-			password = pw.SecretKeyRef.Name + "/" + pw.SecretKeyRef.Key
-		}
+		password := s.Password.PasswordRef()
 		var local netip.Addr
 		if s.SourceAddress != api.SourceAddressNone {
 			local = self.Addr

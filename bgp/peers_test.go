@@ -3,6 +3,7 @@ package bgp
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -58,6 +59,8 @@ func TestDesiredPeers(t *testing.T) {
 	cfg := Config{ASN: 64512, ListenPort: 179, Mesh: true, MeshMaxRestart: 120 * time.Second}
 	noMesh := cfg
 	noMesh.Mesh = false
+	meshPW := cfg
+	meshPW.MeshPassword = "bgp/mesh"
 	n1 := node("node1", "10.0.0.1", nil)
 	n2 := node("node2", "10.0.0.2", nil)
 	n3 := node("node3", "10.0.0.3", map[string]string{"rack": "a"})
@@ -88,6 +91,13 @@ func TestDesiredPeers(t *testing.T) {
 			name: "between nodes the lower address dials, the higher one waits",
 			self: selfOf(n2, 64512), cfg: cfg, nodes: []NodeInfo{n3, n1, n2},
 			want: "10.0.0.1:179 64512 node-to-node mesh node1 llgr passive\n10.0.0.3:179 64512 node-to-node mesh node3 llgr\n",
+		},
+		{
+			name: "nodeMeshPassword on the mesh sessions only, not on a BGPPeer to a node or a reflector",
+			self: selfOf(n1, 64512), cfg: meshPW, nodes: []NodeInfo{n1, n2, n3, r1},
+			peers: []*api.BGPPeer{toRRs, bgpPeer("n3", api.BGPPeerSpec{PeerIP: "10.0.0.3", ASNumber: 64512})},
+			want: "10.0.0.2:179 64512 node-to-node mesh node2 pw=bgp/mesh llgr\n10.0.0.3:0 64512 global BGPPeer n3 llgr\n" +
+				"10.0.0.101:179 64512 route reflector rr1 llgr\n",
 		},
 		{
 			name: "mesh off: nothing",
@@ -193,7 +203,78 @@ func TestConfigFrom(t *testing.T) {
 	if got := fmt.Sprint(c.Services); got != "{[10.96.0.0/12] [198.51.100.0/24] [203.0.113.0/24 fd00:113::/120]}" {
 		t.Errorf("Service CIDRs: %s", got)
 	}
-	if c, _ := ConfigFrom(nil, nil); c.ASN != 64512 || !c.Mesh || c.MeshMaxRestart != 120*time.Second {
+	if c, _ := ConfigFrom(nil, nil); c.ASN != 64512 || !c.Mesh || c.MeshMaxRestart != 120*time.Second || c.LogSeverity != "Info" {
 		t.Errorf("defaults: %+v", c)
+	}
+	def.Spec.LogSeverityScreen = "Warning"
+	node := &api.BGPConfiguration{Spec: api.BGPConfigurationSpec{LogSeverityScreen: "Debug"}}
+	if c, _ := ConfigFrom(def, nil); c.LogSeverity != "Warning" {
+		t.Errorf("logSeverityScreen from default: %q", c.LogSeverity)
+	}
+	if c, _ := ConfigFrom(def, node); c.LogSeverity != "Debug" {
+		t.Errorf("logSeverityScreen from the node's override: %q", c.LogSeverity)
+	}
+}
+
+// prefixAdvertisements resolve community names from the default object, take literal
+// values, report unknown names (dropping only that entry), and a node's override
+// replaces the default's entry for the same CIDR.
+func TestConfigFromCommunities(t *testing.T) {
+	def := &api.BGPConfiguration{Spec: api.BGPConfigurationSpec{
+		Communities: []api.Community{{Name: "rack", Value: "65001:100"}, {Name: "big", Value: "4200000000:1:2"}},
+		PrefixAdvertisements: []api.PrefixAdvertisement{
+			{CIDR: "10.65.0.0/16", Communities: []string{"rack", "65001:300"}},
+			{CIDR: "10.66.0.0/16", Communities: []string{"big", "rack", "rack"}},
+			{CIDR: "10.67.0.0/16", Communities: []string{"nosuch"}},
+			{CIDR: "10.68.0.0/16", Communities: []string{"rack"}},
+		}}}
+	def.Name = "default"
+	node := &api.BGPConfiguration{Spec: api.BGPConfigurationSpec{PrefixAdvertisements: []api.PrefixAdvertisement{
+		{CIDR: "10.68.0.0/16", Communities: []string{"big"}},
+		{CIDR: "10.69.0.0/24", Communities: []string{"1:2:3"}},
+	}}}
+	node.Name = "node.node1"
+	c, problems := ConfigFrom(def, node)
+	var got []string
+	for _, pc := range c.Communities {
+		got = append(got, pc.CIDR.String()+" "+pc.Communities.String())
+	}
+	want := []string{
+		"10.65.0.0/16 (65001,100) (65001,300)",
+		"10.66.0.0/16 (65001,100) (4200000000,1,2)",
+		"10.68.0.0/16 (4200000000,1,2)",
+		"10.69.0.0/24 (1,2,3)",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("communities:\n got %q\nwant %q", got, want)
+	}
+	if len(problems) != 1 || !strings.Contains(problems[0], `"nosuch" is neither a name defined in communities nor a value`) ||
+		!strings.Contains(problems[0], "BGPConfiguration default") {
+		t.Errorf("problems: %q", problems)
+	}
+}
+
+// nodeMeshMaxRestartTime and nodeMeshPassword reach the mesh sessions only; a BGPPeer's
+// session keeps its own restart time and password.
+func TestMeshSessionSettings(t *testing.T) {
+	restart := api.Duration{Duration: 7 * time.Second}
+	def := &api.BGPConfiguration{Spec: api.BGPConfigurationSpec{NodeMeshMaxRestartTime: &restart,
+		NodeMeshPassword: &api.BGPPassword{SecretKeyRef: &api.SecretKeySelector{Name: "bgp", Key: "mesh"}}}}
+	def.Name = "default"
+	cfg, problems := ConfigFrom(def, nil)
+	if len(problems) > 0 || cfg.MeshMaxRestart != 7*time.Second || cfg.MeshPassword != "bgp/mesh" {
+		t.Fatalf("ConfigFrom: %+v %q", cfg, problems)
+	}
+	n1, n2 := node("node1", "10.0.0.1", nil), node("node2", "10.0.0.2", nil)
+	tor := bgpPeer("tor", api.BGPPeerSpec{PeerIP: "10.0.0.254", ASNumber: 65001})
+	peers, _ := DesiredPeers(PeerInput{Self: selfOf(n1, 64512), Config: cfg, Nodes: []NodeInfo{n1, n2}, Peers: []*api.BGPPeer{tor}})
+	if len(peers) != 2 {
+		t.Fatalf("peers: %+v", peers)
+	}
+	if p := peers[0]; p.Type != PeerMesh || p.RestartTime != 7*time.Second || p.Password != "bgp/mesh" {
+		t.Errorf("mesh peer: %+v", p)
+	}
+	if p := peers[1]; p.Type != PeerGlobal || p.RestartTime != api.DefaultMaxRestartTime || p.Password != "" {
+		t.Errorf("BGPPeer: %+v", p)
 	}
 }

@@ -42,7 +42,7 @@ func TestHelperSpeakerProcess(t *testing.T) {
 	s, err := Start(ctx, Options{Self: Self{Name: h.Addr.String(), Addr: h.Addr, ASN: h.Peer.ASN}, ListenPort: h.Port,
 		ConnectRetry: time.Second, HoldTime: 9 * time.Second, KeepaliveTime: 3 * time.Second})
 	if err == nil {
-		err = s.SetAdvertisements(ctx, []netip.Prefix{h.Prefix})
+		err = s.SetAdvertisements(ctx, []Advertisement{{Prefix: h.Prefix}})
 	}
 	if err == nil {
 		err = s.SetPeers(ctx, []Peer{h.Peer})

@@ -77,13 +77,19 @@ type Speaker struct {
 	mu      sync.Mutex
 	peers   map[netip.Addr]Peer      // applied
 	since   map[netip.Addr]time.Time // last state change
-	adverts map[netip.Prefix][]byte  // originated prefix -> GoBGP path UUID
+	adverts map[netip.Prefix]advert  // originated prefixes
 	sets    [2][]string              // applied neighbor sets: ibgp, keep-next-hop
 	learned map[netip.Prefix]LearnedRoute
 	eor     map[netip.Addr]bool // End-of-RIB received since the session came up
 	up      map[netip.Addr]bool // established
 	synced  bool
 	changed chan struct{}
+}
+
+// advert is one originated path as applied.
+type advert struct {
+	uuid        []byte // GoBGP's path UUID
+	communities Communities
 }
 
 var familyV4 = &gobgpapi.Family{Afi: gobgpapi.Family_AFI_IP, Safi: gobgpapi.Family_SAFI_UNICAST}
@@ -104,7 +110,7 @@ func Start(ctx context.Context, o Options) (*Speaker, error) {
 	}
 	s := &Speaker{
 		opts: o, log: o.Log, glog: newSlogLogger(o.Log.With("component", "gobgp")), start: time.Now(),
-		peers: map[netip.Addr]Peer{}, since: map[netip.Addr]time.Time{}, adverts: map[netip.Prefix][]byte{},
+		peers: map[netip.Addr]Peer{}, since: map[netip.Addr]time.Time{}, adverts: map[netip.Prefix]advert{},
 		learned: map[netip.Prefix]LearnedRoute{}, eor: map[netip.Addr]bool{}, up: map[netip.Addr]bool{},
 		changed: make(chan struct{}, 1),
 	}
@@ -166,6 +172,11 @@ func (s *Speaker) Stop(ctx context.Context) {
 func (s *Speaker) Close() {
 	s.cancel()
 }
+
+// SetLogSeverity sets the level of GoBGP's messages written, from BGPConfiguration
+// logSeverityScreen (Debug, Info, Warning, Error, Fatal; "" is Info), at once. It is
+// GoBGP's level alone, independent of the slog handler's (the agent's --log-level).
+func (s *Speaker) SetLogSeverity(severity string) error { return s.glog.setScreen(severity) }
 
 // Changed is poked after every change of the learned routes or of Synced.
 func (s *Speaker) Changed() <-chan struct{} { return s.changed }
@@ -561,39 +572,59 @@ func (s *Speaker) apiPeer(p Peer) (*gobgpapi.Peer, error) {
 	return ap, nil
 }
 
-// SetAdvertisements makes the prefixes this node originates equal to prefixes.
-func (s *Speaker) SetAdvertisements(ctx context.Context, prefixes []netip.Prefix) error {
+// SetAdvertisements makes the paths this node originates equal to adverts: it adds new
+// prefixes, withdraws those no longer wanted, and re-advertises a prefix whose
+// communities changed (the new path replaces the old one at the peers, with no
+// withdrawal between).
+func (s *Speaker) SetAdvertisements(ctx context.Context, adverts []Advertisement) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	want := map[netip.Prefix]bool{}
 	var errs []error
-	for _, p := range prefixes {
+	for _, a := range adverts {
+		p := a.Prefix
 		if !p.Addr().Is4() {
 			continue // IPv6 sessions are not implemented yet
 		}
 		want[p] = true
-		if _, ok := s.adverts[p]; ok {
+		if old, ok := s.adverts[p]; ok && old.communities.Equal(a.Communities) {
 			continue
 		}
-		path, err := apiutil.NewPath(bgp.NewIPAddrPrefix(uint8(p.Bits()), p.Addr().String()), false, []bgp.PathAttributeInterface{
+		attrs := []bgp.PathAttributeInterface{
 			bgp.NewPathAttributeOrigin(bgp.BGP_ORIGIN_ATTR_TYPE_IGP),
 			bgp.NewPathAttributeNextHop(s.opts.Self.Addr.String()),
-		}, time.Now())
+		}
+		if c := a.Communities.Standard; len(c) > 0 {
+			attrs = append(attrs, bgp.NewPathAttributeCommunities(c))
+		}
+		if c := a.Communities.Large; len(c) > 0 {
+			large := make([]*bgp.LargeCommunity, 0, len(c))
+			for _, l := range c {
+				large = append(large, bgp.NewLargeCommunity(l.ASN, l.Local1, l.Local2))
+			}
+			attrs = append(attrs, bgp.NewPathAttributeLargeCommunities(large))
+		}
+		path, err := apiutil.NewPath(bgp.NewIPAddrPrefix(uint8(p.Bits()), p.Addr().String()), false, attrs, time.Now())
 		if err == nil {
+			// GoBGP keys local paths by prefix: adding one again replaces the old path.
 			var resp *gobgpapi.AddPathResponse
 			if resp, err = s.srv.AddPath(ctx, &gobgpapi.AddPathRequest{TableType: gobgpapi.TableType_GLOBAL, Path: path}); err == nil {
-				s.adverts[p] = resp.Uuid
-				s.log.Info("BGP advertising", "prefix", p)
+				s.adverts[p] = advert{uuid: resp.Uuid, communities: a.Communities}
+				if a.Communities.IsZero() {
+					s.log.Info("BGP advertising", "prefix", p)
+				} else {
+					s.log.Info("BGP advertising", "prefix", p, "communities", a.Communities.String())
+				}
 				continue
 			}
 		}
 		errs = append(errs, fmt.Errorf("advertise %s: %w", p, err))
 	}
-	for p, uuid := range s.adverts {
+	for p, a := range s.adverts {
 		if want[p] {
 			continue
 		}
-		if err := s.srv.DeletePath(ctx, &gobgpapi.DeletePathRequest{TableType: gobgpapi.TableType_GLOBAL, Family: familyV4, Uuid: uuid}); err != nil {
+		if err := s.srv.DeletePath(ctx, &gobgpapi.DeletePathRequest{TableType: gobgpapi.TableType_GLOBAL, Family: familyV4, Uuid: a.uuid}); err != nil {
 			errs = append(errs, fmt.Errorf("withdraw %s: %w", p, err))
 			continue
 		}

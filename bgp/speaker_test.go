@@ -1,7 +1,12 @@
+// The speaker's tests listen with plain TCP, as tabby-node does (its main package says
+// why: Linux refuses TCP MD5 keys on Go's default MPTCP listeners).
+//
+//go:debug multipathtcp=0
 package bgp
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -11,6 +16,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	gobgpapi "github.com/osrg/gobgp/v3/api"
+	"github.com/osrg/gobgp/v3/pkg/apiutil"
+	"github.com/osrg/gobgp/v3/pkg/packet/bgp"
 )
 
 // freePort returns a TCP port free on loopback right now.
@@ -46,6 +55,15 @@ func startSpeaker(t *testing.T, addr string, asn uint32, opts Options) *testSpea
 	}
 	t.Cleanup(func() { s.Stop(context.Background()) })
 	return &testSpeaker{s, a, opts.ListenPort, asn}
+}
+
+// plain is advertisements of prefixes without communities.
+func plain(prefixes ...string) []Advertisement {
+	var ps []netip.Prefix
+	for _, p := range prefixes {
+		ps = append(ps, netip.MustParsePrefix(p))
+	}
+	return WithCommunities(ps, nil)
 }
 
 func (s *testSpeaker) peer(o *testSpeaker, typ PeerType) Peer {
@@ -103,9 +121,9 @@ func TestSpeakerLoopback(t *testing.T) {
 	must(a.SetPeers(ctx, []Peer{a.peer(b, PeerMesh)}))
 	must(b.SetPeers(ctx, []Peer{b.peer(a, PeerMesh), b.peer(x, PeerGlobal)}))
 	must(x.SetPeers(ctx, []Peer{x.peer(b, PeerGlobal)}))
-	must(a.SetAdvertisements(ctx, []netip.Prefix{netip.MustParsePrefix("10.65.0.0/26")}))
-	must(b.SetAdvertisements(ctx, []netip.Prefix{netip.MustParsePrefix("10.65.1.0/26")}))
-	must(x.SetAdvertisements(ctx, []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}))
+	must(a.SetAdvertisements(ctx, plain("10.65.0.0/26")))
+	must(b.SetAdvertisements(ctx, plain("10.65.1.0/26")))
+	must(x.SetAdvertisements(ctx, plain("192.0.2.0/24")))
 
 	waitLearned(t, b, "10.65.0.0/26 via 127.0.0.1, 192.0.2.0/24 via 127.0.0.3")
 	waitLearned(t, a, "10.65.1.0/26 via 127.0.0.2")
@@ -201,4 +219,92 @@ func TestPeerSynced(t *testing.T) {
 			t.Errorf("%s: peerSynced(%+v) at +%s = %v, want %v", tt.name, tt.p, tt.now, got, tt.want)
 		}
 	}
+}
+
+// communitiesAt returns the communities on s's best path to prefix, as
+// Communities.String writes them, or "none" when s has no path.
+func communitiesAt(t *testing.T, s *testSpeaker, prefix string) string {
+	t.Helper()
+	got := "none"
+	err := s.srv.ListPath(t.Context(), &gobgpapi.ListPathRequest{TableType: gobgpapi.TableType_GLOBAL, Family: familyV4,
+		Prefixes: []*gobgpapi.TableLookupPrefix{{Prefix: prefix}}}, func(d *gobgpapi.Destination) {
+		for _, p := range d.GetPaths() {
+			if !p.GetBest() {
+				continue
+			}
+			attrs, err := apiutil.GetNativePathAttributes(p)
+			if err != nil {
+				t.Errorf("path attributes: %v", err)
+			}
+			var c Communities
+			for _, a := range attrs {
+				switch a := a.(type) {
+				case *bgp.PathAttributeCommunities:
+					c.Standard = a.Value
+				case *bgp.PathAttributeLargeCommunities:
+					for _, l := range a.Values {
+						c.Large = append(c.Large, LargeCommunity{l.ASN, l.LocalData1, l.LocalData2})
+					}
+				}
+			}
+			got = c.String()
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+// Communities go out on the path, and a change of them reaches the peer as a new path
+// for the same prefix: added, changed, and removed, the route staying learned throughout.
+func TestSpeakerCommunities(t *testing.T) {
+	a := startSpeaker(t, "127.0.0.1", 64512, Options{})
+	b := startSpeaker(t, "127.0.0.2", 64512, Options{})
+	ctx := t.Context()
+	if err := errors.Join(a.SetPeers(ctx, []Peer{a.peer(b, PeerMesh)}), b.SetPeers(ctx, []Peer{b.peer(a, PeerMesh)})); err != nil {
+		t.Fatal(err)
+	}
+	pfx := netip.MustParsePrefix("10.65.0.0/26")
+	for _, c := range []Communities{
+		{Standard: []uint32{65001<<16 | 100}, Large: []LargeCommunity{{4200000000, 1, 2}}},
+		{Standard: []uint32{65001<<16 | 100, 65001<<16 | 200}},
+		{},
+	} {
+		if err := a.SetAdvertisements(ctx, []Advertisement{{Prefix: pfx, Communities: c}}); err != nil {
+			t.Fatal(err)
+		}
+		want := c.String()
+		waitFor(t, "b sees "+pfx.String()+" with communities "+want, 20*time.Second, func() (bool, string) {
+			got := communitiesAt(t, b, pfx.String())
+			return got == want, got
+		})
+		if got := learnedString(b); got != "10.65.0.0/26 via 127.0.0.1" {
+			t.Errorf("b learned %q", got)
+		}
+	}
+}
+
+// Two speakers with the same TCP MD5 key on their session, the one with the higher
+// address waiting for the other (as between nodes): the session comes up and routes pass.
+func TestSpeakerMD5(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "bgp"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "bgp", "mesh"), []byte("mesh-secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a := startSpeaker(t, "127.0.0.1", 64512, Options{PasswordDir: dir})
+	b := startSpeaker(t, "127.0.0.2", 64512, Options{PasswordDir: dir})
+	ctx := t.Context()
+	pa, pb := a.peer(b, PeerMesh), b.peer(a, PeerMesh)
+	pa.Password, pb.Password, pb.Passive = "bgp/mesh", "bgp/mesh", true
+	if err := errors.Join(a.SetPeers(ctx, []Peer{pa}), b.SetPeers(ctx, []Peer{pb})); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.SetAdvertisements(ctx, plain("10.65.0.0/26")); err != nil {
+		t.Fatal(err)
+	}
+	waitLearned(t, b, "10.65.0.0/26 via 127.0.0.1")
 }

@@ -32,12 +32,13 @@ const (
 // bounded). The record and tabbyctl get endpoints say failing, not ready. Restarted,
 // web3 gets connections again. The kill is swept over the probe schedule (0, 1.25, 2.5
 // and 5.75 s into the client's loop, which starts as soon as web3 is back, so the first
-// kill overlaps its return).
-func TestServiceHealthCheck(t *testing.T) {
-	labtest.Need(t)
+// kill overlaps its return). In each proxy mode.
+func TestServiceHealthCheck(t *testing.T) { forEachProxyMode(t, testServiceHealthCheck) }
+
+func testServiceHealthCheck(t *testing.T, mode, agent string) {
 	probe := labtest.Build(t, "./testdata/svcprobe", "svcprobe")
 	l := labtest.New(t)
-	l.OK("up", "--nodes", "2", "--subnets", "1", "--agent-binary", labtest.AgentScript(t, labtest.FastBGP...))
+	l.OK("up", "--nodes", "2", "--subnets", "1", "--agent-binary", agent)
 	l.Apply(labtest.Pool)
 	serve := func(name string) *exec.Cmd {
 		srv := l.Command("exec", "shop/"+name, "--", probe, "serve", name, "8080")
@@ -86,8 +87,13 @@ spec:
 	})
 
 	web3 := l.WorkloadIP("shop", "web3").String()
-	// programmed says whether node2's Service proxy still sends connections to web3.
+	// programmed says whether node2's Service proxy still sends connections to web3: a
+	// DNAT map element, or a DNAT rule.
 	programmed := func() bool {
+		if mode == "iptables" {
+			out, _, code := l.Run("", "exec", "node2", "--", "iptables-nft-save", "-t", "nat")
+			return code == 0 && strings.Contains(out, "--to-destination "+web3+":8080")
+		}
 		out, _, code := l.Run("", "exec", "node2", "--", "nft", "list", "table", "ip", "tabby")
 		return code == 0 && strings.Contains(out, web3+" . 8080")
 	}

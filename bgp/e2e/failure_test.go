@@ -26,6 +26,25 @@ func (l *lab) hostAddr(name string) (netns, addr string) {
 	return "", ""
 }
 
+// torBIRD is the configuration of a BIRD at tor, AS 65001, as eBGP ToR of the lab's nodes
+// at the addresses nodes (AS 64512): it imports their routes and exports none; extra is
+// added to it.
+func torBIRD(tor string, nodes []string, extra string) string {
+	conf := `router id ` + tor + `;
+protocol device {}
+template bgp tabby {
+  local ` + tor + ` as 65001;
+  hold time 9; keepalive time 3; connect retry time 1;
+  graceful restart;
+  ipv4 { import all; export none; };
+}
+` + extra
+	for i, n := range nodes {
+		conf += fmt.Sprintf("protocol bgp node%d from tabby { neighbor %s as 64512; }\n", i+1, n)
+	}
+	return conf
+}
+
 // startBIRD runs BIRD in a lab host namespace with conf (written to a temp dir); it is
 // killed at cleanup and its log shown if the test failed. It returns the control socket.
 func startBIRD(t testing.TB, netns, conf string) string {

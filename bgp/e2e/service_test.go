@@ -49,18 +49,7 @@ spec:
 	block1, block2 := labtest.BlockOf(l.WorkloadIP("default", "w1")), labtest.BlockOf(l.WorkloadIP("default", "w2"))
 	st := l.State()
 	node1, node2 := st.Nodes[0].Address.Addr().String(), st.Nodes[1].Address.Addr().String()
-	sock := startBIRD(t, torNS, `router id `+tor+`;
-protocol device {}
-template bgp tabby {
-  local `+tor+` as 65001;
-  hold time 9; keepalive time 3; connect retry time 1;
-  graceful restart;
-  ipv4 { import all; export none; };
-}
-protocol kernel { ipv4 { import none; export all; }; }
-protocol bgp node1 from tabby { neighbor `+node1+` as 64512; }
-protocol bgp node2 from tabby { neighbor `+node2+` as 64512; }
-`)
+	sock := startBIRD(t, torNS, torBIRD(tor, []string{node1, node2}, "protocol kernel { ipv4 { import none; export all; }; }\n"))
 	t.Cleanup(func() {
 		if t.Failed() {
 			out, _, _ := l.Run("", "exec", "tor", "--", "birdc", "-s", sock, "show", "route", "all")

@@ -1,6 +1,13 @@
 // Command tabby-node is tabby's per-node agent. It turns its flags into an agent.Config
 // and runs the agent (internal/agent); without --etcd-endpoints it also runs the embedded
 // etcd that tabbyctl, tabby-cni and other nodes' agents connect to.
+//
+// Listeners are plain TCP: since Go 1.24 net.ListenConfig opens MPTCP sockets, on which
+// Linux refuses TCP MD5 keys (ENOPROTOOPT), so GoBGP could not key its listener and a
+// BGP peer with a password that connects to the node (a mesh node with the higher
+// address waits for the other) would never get its session.
+//
+//go:debug multipathtcp=0
 package main
 
 import (

@@ -41,6 +41,7 @@ type bgpSubsystem struct {
 
 	speaker  *bgp.Speaker
 	identity bgp.Options // what the running speaker was started with
+	severity string      // logSeverityScreen applied to the running speaker
 	problems []string
 	// published is what felix was last given, so that only changes are sent.
 	published *learnedRoutes
@@ -220,8 +221,16 @@ func (a *bgpSubsystem) reconcile(ctx context.Context, v *snapshot.View) error {
 			return err
 		}
 		a.identity = ident
+		a.severity = ""
 		a.log.Info("BGP speaker started", "asn", self.ASN, "router-id", self.RouterID, "port", cfg.ListenPort,
 			"route-reflector", self.ClusterID.IsValid(), "grpc", opts.GRPCAddress)
+	}
+
+	if err := a.speaker.SetLogSeverity(cfg.LogSeverity); err != nil {
+		problems = append(problems, err.Error())
+	} else if cfg.LogSeverity != a.severity {
+		a.log.Info("GoBGP's log level (logSeverityScreen)", "severity", cfg.LogSeverity)
+		a.severity = cfg.LogSeverity
 	}
 
 	nodes := snapshot.List[*api.Node](v)
@@ -242,9 +251,9 @@ func (a *bgpSubsystem) reconcile(ctx context.Context, v *snapshot.View) error {
 	a.problems = problems
 	// Advertisements before peers: a restarted speaker's first UPDATE to a peer (and its
 	// End-of-RIB, on which the peer drops the routes it kept) must already hold them all.
-	adverts := bgp.DesiredAdvertisements(bgp.AdvertInput{
+	adverts := bgp.WithCommunities(bgp.DesiredAdvertisements(bgp.AdvertInput{
 		Pools: snapshot.List[*api.IPPool](v), Blocks: blocks, Addrs: addrs, Services: cfg.Services, LocalServices: a.local,
-	})
+	}), cfg.Communities)
 	aerr := a.speaker.SetAdvertisements(ctx, adverts)
 	perr := a.speaker.SetPeers(ctx, desired)
 	a.publishLearned()

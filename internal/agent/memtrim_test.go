@@ -29,29 +29,34 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-// TestMemoryTrim: after a change and a quiet spell, the trimmer returns the idle heap a
-// burst left behind to the OS; with less idle than its minimum it does nothing.
+// TestMemoryTrim: after a change and a quiet spell, the trimmer collects and returns the
+// heap a burst left behind to the OS; when the heap held has not grown by its minimum
+// since, it does nothing.
 func TestMemoryTrim(t *testing.T) {
 	var logs lockedBuffer
 	changes := make(chan struct{}, 1)
-	trim := memoryTrim{changes: changes, quiet: 20 * time.Millisecond, min: 16 << 20,
+	trim := memoryTrim{changes: changes, quiet: 20 * time.Millisecond, every: time.Hour, min: 16 << 20,
 		log: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go trim.Run(ctx)
 
-	// Little idle heap: a change and ten quiet spells later, nothing was trimmed.
-	runtime.GC()
-	if idle := idleHeap(); idle < trim.min {
+	trims := func() int { return strings.Count(logs.String(), "returned heap memory") }
+	quietSpells := func() {
 		changes <- struct{}{}
 		time.Sleep(10 * trim.quiet) // asserting that nothing happens needs a wait
-		if strings.Contains(logs.String(), "returned idle heap") {
-			t.Fatalf("trimmed with %d idle bytes, below the minimum: %s", idle, logs.String())
+	}
+
+	// A small heap: a change and ten quiet spells later, nothing was trimmed.
+	runtime.GC()
+	if held := heldHeap(); held < trim.min {
+		quietSpells()
+		if n := trims(); n != 0 {
+			t.Fatalf("trimmed %d times holding %d bytes, below the minimum: %s", n, held, logs.String())
 		}
 	}
 
-	// A burst: 48 MiB allocated and dropped beside 48 MiB that stays live, so that the
-	// heap's goal stays above what is left and the runtime keeps the freed memory.
+	// A burst: 48 MiB that stays live, and 48 MiB of garbage not yet collected.
 	alloc := func(mib int) [][]byte {
 		b := make([][]byte, mib)
 		for i := range b {
@@ -62,20 +67,47 @@ func TestMemoryTrim(t *testing.T) {
 	}
 	live := alloc(48)
 	alloc(48)
-	runtime.GC()
-	if idle := idleHeap(); idle < trim.min {
-		t.Fatalf("the test expects the runtime to keep the burst's memory: only %d bytes idle", idle)
-	}
+	before := heldHeap()
 	changes <- struct{}{}
 	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(logs.String(), "returned idle heap") {
+	for trims() == 0 {
 		if time.Now().After(deadline) {
-			t.Fatalf("no trim within 10 s of the change; idle %d bytes; log: %s", idleHeap(), logs.String())
+			t.Fatalf("no trim within 10 s of the change, holding %d bytes; log: %s", heldHeap(), logs.String())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if idle := idleHeap(); idle >= trim.min {
-		t.Errorf("after the trim %d bytes idle and not returned", idle)
+	if after := heldHeap(); after+trim.min > before {
+		t.Errorf("held %d bytes before the trim, %d after: want the garbage returned", before, after)
+	}
+	// Nothing grew since: another change trims nothing.
+	quietSpells()
+	if n := trims(); n != 1 {
+		t.Errorf("%d trims after a change that grew nothing, want still 1: %s", n, logs.String())
 	}
 	runtime.KeepAlive(live)
+}
+
+// TestMemoryTrimPeriodic: growth without any snapshot change (a server's caches under
+// load) is trimmed on the periodic check.
+func TestMemoryTrimPeriodic(t *testing.T) {
+	var logs lockedBuffer
+	trim := memoryTrim{changes: make(chan struct{}), quiet: time.Hour, every: 20 * time.Millisecond, min: 16 << 20,
+		log: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	func() { // 48 MiB of garbage
+		b := make([][]byte, 48)
+		for i := range b {
+			b[i] = make([]byte, 1<<20)
+			b[i][0] = 1
+		}
+	}()
+	go trim.Run(ctx)
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(logs.String(), "returned heap memory") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no periodic trim within 10 s, holding %d bytes", heldHeap())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
