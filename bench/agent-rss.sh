@@ -17,7 +17,7 @@ for dir in "${dirs[@]}"; do
 	"${L[@]}" ctl apply -f - >/dev/null <<'YAML'
 apiVersion: projectcalico.org/v3
 kind: IPPool
-metadata: {name: rss-pool}
+metadata: {name: default-ipv4-ippool}
 spec: {cidr: 10.244.0.0/16, blockSize: 26}
 ---
 apiVersion: projectcalico.org/v3

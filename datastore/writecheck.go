@@ -92,3 +92,12 @@ func runWriteChecks(ps []*pending, snap *snapshot, checks []WriteCheck) ([]clien
 	}
 	return cmps, nil
 }
+
+// WithWriteCheck returns a client on c's connection whose writes run c's checks and wc:
+// a check for the writes of one caller only (a precondition of one write), where
+// AddWriteCheck is for every write through c. Close c, not the returned client.
+func (c *Client) WithWriteCheck(wc WriteCheck) *Client {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return &Client{etcd: c.etcd, log: c.log, hooks: c.hooks, checks: append(slices.Clone(c.checks), wc)}
+}

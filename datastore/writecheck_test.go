@@ -121,3 +121,31 @@ func TestWriteCheckRace(t *testing.T) {
 		t.Error("the held set was deleted")
 	}
 }
+
+// TestWithWriteCheck: a check given to WithWriteCheck vets the writes of the client it
+// returns, on top of the checks of the client it came from, and never the writes of that
+// client.
+func TestWithWriteCheck(t *testing.T) {
+	c := datastoretest.Start(t)
+	ctx := testCtx(t)
+	base, extra := &holdCheck{}, &holdCheck{}
+	c.AddWriteCheck(base.writeCheck())
+	view := c.WithWriteCheck(extra.writeCheck())
+
+	mustCreate(t, view, newNetSet("default", "a", "10.0.0.1"))
+	mustCreate(t, c, newNetSet("default", "b", "10.0.0.2"))
+	if _, err := c.Etcd().Put(ctx, holdPrefix+"x", "b"); err != nil {
+		t.Fatal(err)
+	}
+	// The base client's check, which the view inherits, refuses deleting b through the
+	// view (before the view's own check runs).
+	if _, err := view.Delete(ctx, netsetKind, "default", "b", ""); err == nil || !strings.Contains(err.Error(), "held by") {
+		t.Errorf("delete of a held set through the view: %v", err)
+	}
+	if got, want := strings.Join(extra.calls, "; "), "nil -> a=10.0.0.1"; got != want {
+		t.Errorf("the view's check was called for %q, want %q (never for the base client's writes)", got, want)
+	}
+	if got, want := strings.Join(base.calls, "; "), "nil -> a=10.0.0.1; nil -> b=10.0.0.2; b=10.0.0.2 -> nil"; got != want {
+		t.Errorf("the base client's check was called for %q, want %q (its writes and the view's)", got, want)
+	}
+}

@@ -59,7 +59,7 @@ func TestReadinessWithoutBGP(t *testing.T) {
 		t.Logf("%s after %v:\n%s", what, took.Round(time.Millisecond), last)
 	}
 
-	waitReady("ready without BGP and without pools")
+	waitReady("ready without BGP, with the lab's default pool (no encapsulation)")
 	l.Apply(ipipPool("Always"))
 	waitNotReady("not ready with an IPIP pool")
 	out, code := ctl("status", "--socket", sock)

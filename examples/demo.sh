@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The quick-start demo (make demo; needs root): a 3-node tabby-lab on this machine (network
-# namespaces, one etcd, tabby-node on every node), the example resources applied with
+# namespaces, one etcd, tabby-node on every node), the IP pool the first agent created, the
+# example resources applied with
 # tabbyctl, two workloads per node attached through tabby-cni, their endpoints and the
 # routes the agents installed, pings between workloads on the same node and, over BGP, on
 # different nodes, cluster DNS, a health-checked Service (curl through its ClusterIP, a
@@ -16,8 +17,8 @@ if [[ $(id -u) != 0 ]]; then
 	echo "the demo builds network namespaces and needs root: sudo make demo" >&2
 	exit 1
 fi
-for tool in ip:iproute2 ping:iputils-ping dig:dnsutils curl:curl nft:nftables; do
-	command -v "${tool%%:*}" >/dev/null || { echo "the demo needs ${tool%%:*} (Debian package ${tool#*:}): make deps" >&2; exit 1; }
+for tool in ip:iproute2 ping:iputils-ping dig:dnsutils curl:curl nft:nftables iptables:iptables ipset:ipset; do
+	command -v "${tool%%:*}" >/dev/null || { echo "the demo needs ${tool%%:*} (Debian package ${tool#*:}): make demo-deps" >&2; exit 1; }
 done
 
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
@@ -48,7 +49,11 @@ fi
 say "A lab of three nodes: network namespaces joined through a router namespace, one etcd, and tabby-node running on every node."
 step "${L[@]}" up --nodes 3
 
-say "The example resources, written as a Calico user writes them. A file with a mistake is refused whole."
+say "On an empty datastore the first agent created an IP pool, as calico-node does (the lab's agents ask for 10.244.0.0/16 unencapsulated): workloads need no manifest."
+wait_until 5 "the first agent's IP pool" "${L[@]}" ctl get ippool default-ipv4-ippool
+step "${L[@]}" ctl get ippools -o wide
+
+say "The example resources, written as a Calico user writes them (the IPv4 pool's changes apply to the pool the agent created). A file with a mistake is refused whole."
 step "${L[@]}" ctl apply -f examples/
 step "${L[@]}" ctl get ippools -o wide
 step "${L[@]}" ctl apply -f examples/invalid/typo.yaml || true

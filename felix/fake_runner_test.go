@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -198,10 +199,11 @@ func (f *fakeRunner) restore(family, in string) error {
 				return err
 			}
 			pos, r, _ := strings.Cut(rule, " ")
-			if pos != "1" {
-				return fmt.Errorf("fakeRunner: insert at %s", pos)
+			n, err := strconv.Atoi(pos)
+			if err != nil || n < 1 || n > len(t.rules[chain])+1 {
+				return fmt.Errorf("fakeRunner: insert at %s of %s (%d rules)", pos, chain, len(t.rules[chain]))
 			}
-			t.rules[chain] = slices.Insert(t.rules[chain], 0, r)
+			t.rules[chain] = slices.Insert(t.rules[chain], n-1, r)
 		case verb == "-D":
 			i := slices.Index(t.rules[chain], rule)
 			if i < 0 {

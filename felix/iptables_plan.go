@@ -16,6 +16,23 @@ type FilterPlan struct {
 	Hooks            int // hook rules (re)inserted
 }
 
+// hookInPlace says whether h is the only hook into its kernel chain and stands right
+// after the hooks of the writers before this one.
+func (k KernelFilter) hookInPlace(h Hook) bool {
+	hs := k.Hooks[h.Chain]
+	return len(hs) == 1 && hs[0].pos == k.Lead[h.Chain]+1 && hs[0].is(h)
+}
+
+// hooksInPlace says whether every hook of want is in place in k (hookInPlace).
+func (k KernelFilter) hooksInPlace(want *FilterState) bool {
+	for _, h := range want.Hooks {
+		if !k.hookInPlace(h) {
+			return false
+		}
+	}
+	return true
+}
+
 // PlanTable compares the kernel's table (filter, nat, raw) with the desired state and
 // writes only what differs: a chain whose hashes differ is rewritten whole (declaring it
 // flushes it), a chain of k not desired is flushed and deleted, and each hook must be its
@@ -52,17 +69,15 @@ func PlanTable(k KernelFilter, want *FilterState, table string) FilterPlan {
 				want1 = &want.Hooks[i]
 			}
 		}
-		hs := k.Hooks[chain]
-		if want1 != nil && len(hs) == 1 && hs[0].pos == k.Lead[chain]+1 && hs[0].is(*want1) {
+		if want1 != nil && k.hookInPlace(*want1) {
 			continue
 		}
-		for _, h := range hs {
+		for _, h := range k.Hooks[chain] {
 			fmt.Fprintf(&b, "-D %s %s\n", chain, h.text)
 		}
 	}
 	for _, h := range want.Hooks {
-		hs := k.Hooks[h.Chain]
-		if len(hs) == 1 && hs[0].pos == k.Lead[h.Chain]+1 && hs[0].is(h) {
+		if k.hookInPlace(h) {
 			continue
 		}
 		fmt.Fprintf(&b, "-I %s %d %s\n", h.Chain, k.Lead[h.Chain]+1, h.Rule())

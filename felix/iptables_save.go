@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/tabby-net/tabby/proxy"
 )
@@ -54,6 +55,12 @@ func ChainOwner(name string) Owner {
 // REJECT of a new connection to a Service without endpoints comes before policy's ACCEPT
 // in FORWARD.
 var hookOrder = []Owner{OwnerProxy, OwnerPolicy}
+
+// hookMu serializes those writers from reading a table to restoring it: a hook's place
+// depends on the other writer's hooks (KernelFilter.Lead), so a plan made on a read that
+// the other's restore changed meanwhile would insert the hook in the wrong place (policy's
+// ACCEPT before the proxy's REJECT until the proxy's next full pass).
+var hookMu sync.Mutex
 
 type hookRule struct {
 	pos  int

@@ -356,11 +356,16 @@ func (s *PolicySyncer) syncTables(ctx context.Context, fs, v6 *FilterState) (fp,
 
 // syncTable makes one table (filter or nat, of iptables or ip6tables) match want's
 // chains and hooks with one restore --noflush of what differs, planned against the cache
-// (the table is read when not cached); nothing to write runs nothing.
+// (the table is read when not cached, or when a hook is to be inserted); nothing to write
+// runs nothing.
 func (s *PolicySyncer) syncTable(ctx context.Context, saveCmd, restoreCmd, table string, want *FilterState) (FilterPlan, error) {
+	hookMu.Lock()
+	defer hookMu.Unlock()
 	key := tableKey{saveCmd, table}
 	have, ok := s.cache.table(key)
-	if !ok {
+	// A hook to (re)insert goes after the Service proxy's hooks, which the cache may not
+	// know of (they came after it was read): read the table first.
+	if !ok || !have.hooksInPlace(want) {
 		save, err := s.run.Run(ctx, nil, saveCmd, "-t", table)
 		if err != nil {
 			return FilterPlan{}, fmt.Errorf("read %s table: %w", table, err)

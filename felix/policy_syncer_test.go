@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tabby-net/tabby/proxy"
 )
 
 // fakeState is a small policy state: two chains, a hook, and one set.
@@ -386,5 +388,37 @@ func cacheMatchesKernel(t *testing.T, what string, s *PolicySyncer, f *fakeRunne
 	}
 	if ks := ParseIPSets(save); !reflect.DeepEqual(sorted(s.cache.sets), sorted(ks)) {
 		t.Errorf("%s: cached sets %+v, the kernel has %+v", what, show(s.cache.sets), show(ks))
+	}
+}
+
+// TestPolicySyncerHookAfterProxy: a hook the policy syncer inserts between full passes
+// goes after the Service proxy's hook in the same kernel chain, though the proxy put its
+// hook there after the syncer's cache was read: the syncer reads the table again before
+// inserting a hook, so the proxy's REJECT stays before policy's ACCEPT.
+func TestPolicySyncerHookAfterProxy(t *testing.T) {
+	f := newFakeRunner("iptables-legacy-save")
+	s := newFakeSyncer(t, f)
+	ctx := context.Background()
+	want := cachedState()
+	if err := s.ApplyCached(ctx, want); err != nil {
+		t.Fatal(err)
+	}
+	// The proxy's iptables mode hooks INPUT, the cache knowing nothing of it.
+	svc := proxy.IPTChainServices
+	f.outside(t, "iptables-nft", "*filter\n:"+svc+" - [0:0]\n-I INPUT 1 -m comment --comment tby:hook -j "+svc+"\nCOMMIT\n")
+	want.Chains[ChainInput] = []string{"-m comment --comment tby:hhhhhhhhhhhhhhhh -j ACCEPT"}
+	want.Hooks = append(want.Hooks, Hook{Chain: "INPUT", Target: ChainInput})
+	m := f.mark()
+	if err := s.ApplyCached(ctx, want); err != nil {
+		t.Fatal(err)
+	}
+	if got, wantCalls := f.since(m), []string{"iptables-nft-save -t filter", "iptables-nft-restore --noflush -w 5"}; !slices.Equal(got, wantCalls) {
+		t.Errorf("a new hook between full passes ran %q, want %q (read the table, then write)", got, wantCalls)
+	}
+	f.mu.Lock()
+	input := slices.Clone(f.table("iptables-nft", "filter").rules["INPUT"])
+	f.mu.Unlock()
+	if len(input) != 2 || !strings.HasSuffix(input[0], "-j "+svc) || !strings.HasSuffix(input[1], "-j "+ChainInput) {
+		t.Errorf("INPUT: %q, want the proxy's hook, then policy's", input)
 	}
 }

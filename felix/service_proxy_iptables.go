@@ -179,6 +179,8 @@ func (p *ServiceProxyIPTables) applyFull(ctx context.Context, f *iptFamily, st *
 // restoreFull makes f's nat and filter tables hold exactly want's tby-k- chains and
 // hooks (none: want empty), in one save and one restore.
 func (p *ServiceProxyIPTables) restoreFull(ctx context.Context, f *iptFamily, want map[string]*FilterState) error {
+	hookMu.Lock()
+	defer hookMu.Unlock()
 	save, err := p.run.Run(ctx, nil, f.save)
 	if err != nil {
 		return fmt.Errorf("read iptables (%s): %w", f.save, err)

@@ -25,7 +25,7 @@ func TestNeverNeedsBGPRouter(t *testing.T) {
 	l.OK("up", "--nodes", "2", "--subnets", "2", "--agent-binary", bgpAgent(t))
 	l.Apply(`apiVersion: projectcalico.org/v3
 kind: IPPool
-metadata: {name: lab-v4}
+metadata: {name: default-ipv4-ippool}
 spec: {cidr: 10.244.0.0/16, blockSize: 26, ipipMode: Never, vxlanMode: Never}
 ---
 apiVersion: projectcalico.org/v3

@@ -67,7 +67,7 @@ type lab struct {
 func newLab(t testing.TB, nodes int) *lab {
 	t.Helper()
 	l := &lab{Lab: labtest.New(t), t: t, cache: t.TempDir()}
-	l.OK("up", "--nodes", strconv.Itoa(nodes))
+	l.OK("up", "--nodes", strconv.Itoa(nodes), "--no-default-pools") // testPools only
 	if _, stderr, code := l.Run(testPools, "ctl", "apply", "-f", "-"); code != 0 {
 		t.Fatalf("apply pools: %s", stderr)
 	}

@@ -28,7 +28,9 @@
 //     subnet ((k-1) mod S)+1 (round-robin over S subnets) with address 172.31.<s>.<9+k>/24
 //     (node1 .10, node2 .11, ...: the last octet names the node whatever its subnet) and a
 //     default route via 172.31.<s>.1. IPv4 forwarding is on, as kubeadm requires of a node.
-//     Each node runs its own tabby-node agent.
+//     Each node runs its own tabby-node agent; the first to start creates the lab's IP
+//     pool, default-ipv4-ippool 10.244.0.0/16 without encapsulation (not with up
+//     --no-default-pools).
 //   - tby-L-h-<name>: an extra host (host add): a BIRD or FRR router peering with the nodes,
 //     or an "internet" host for NAT tests. It is attached like a node (eth0, router port
 //     h-<name>) with address 172.31.<s>.<200+j>/24 and a default route via the router, but

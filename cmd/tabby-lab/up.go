@@ -32,6 +32,7 @@ type upOptions struct {
 	cniBinDir      string
 	agentBinary    string
 	noAgents       bool
+	noDefaultPools bool
 	wait           time.Duration
 }
 
@@ -56,6 +57,7 @@ lab up for inspection and exits non-zero.`,
 	f.StringVar(&o.cniBinDir, "cni-bin-dir", os.Getenv("TABBY_LAB_CNI_BIN_DIR"), "CNI plugin directory, where tabby-cni is (env TABBY_LAB_CNI_BIN_DIR; default: --bin-dir)")
 	f.StringVar(&o.agentBinary, "agent-binary", os.Getenv("TABBY_LAB_AGENT"), "program run as each node's agent (env TABBY_LAB_AGENT; default: tabby-node in --bin-dir)")
 	f.BoolVar(&o.noAgents, "no-agents", envBool("TABBY_LAB_NO_AGENTS"), "run no agents: the topology and etcd only (env TABBY_LAB_NO_AGENTS=1)")
+	f.BoolVar(&o.noDefaultPools, "no-default-pools", false, "the agents create no IP pool on first boot (default: the first creates "+labstate.DefaultPoolCIDR+", no encapsulation)")
 	f.DurationVar(&o.wait, "wait", 60*time.Second, "how long to wait for the agents to register their Nodes")
 	return cmd
 }
@@ -89,6 +91,7 @@ func up(ctx context.Context, g *globals, o upOptions, stdout, stderr io.Writer) 
 	}
 
 	st.Binaries = bins
+	st.NoDefaultPools = o.noDefaultPools
 	st.Created = time.Now().UTC().Truncate(time.Second)
 	if err := build(ctx, st); err != nil {
 		return fmt.Errorf("up lab %s: %w", g.name, undo(g, err, &gone))
@@ -456,7 +459,7 @@ func startAgents(ctx context.Context, st *labstate.State, wait time.Duration) ([
 
 // agentArgv is the command line of a node's agent.
 func agentArgv(st *labstate.State, n *labstate.Node) []string {
-	return []string{st.Binaries.Agent,
+	argv := []string{st.Binaries.Agent,
 		"--node-name", n.Name,
 		"--etcd-endpoints", st.Etcd.Endpoint,
 		"--data-dir", n.DataDir,
@@ -465,6 +468,12 @@ func agentArgv(st *labstate.State, n *labstate.Node) []string {
 		// upstream in the lab (a later --dns-upstream of the agent's own wins).
 		"--dns-upstream", "none",
 	}
+	if st.NoDefaultPools {
+		return append(argv, "--no-default-pools")
+	}
+	// The lab's pods get 10.244.0.0/16 (the host's own 192.168.0.0/16 may be in use),
+	// unencapsulated: a one-subnet lab routes it natively, and this kernel may lack ipip.
+	return append(argv, "--default-ipv4-pool-cidr", labstate.DefaultPoolCIDR, "--default-ipv4-pool-ipip", "Never")
 }
 
 func indent(s string) string {

@@ -60,7 +60,6 @@ func main() {
 
 func newRootCommand() *cobra.Command {
 	var o options
-	hostname, _ := os.Hostname()
 	a := &o.agent
 	cmd := &cobra.Command{
 		Use:   "tabby-node",
@@ -70,12 +69,22 @@ func newRootCommand() *cobra.Command {
 It registers the node (its address autodetected as Calico does), and keeps a route to
 every local workload and a blackhole route for every IPAM block the node owns. Without
 --etcd-endpoints it also runs an embedded etcd; with --datastore-only it runs only that,
-as on a control host.`,
+as on a control host.
+
+Every flag can also be set by an environment variable: TABBY_ and the flag's name in
+upper case, dashes as underscores (--etcd-endpoints: TABBY_ETCD_ENDPOINTS). A flag on
+the command line wins over its variable.`,
 		Version:       version,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Args:          cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := setFromEnv(cmd.Flags(), os.LookupEnv); err != nil {
+				return err
+			}
+			if a.NodeName == "" {
+				a.NodeName, _ = os.Hostname()
+			}
 			if !o.bgpGRPC {
 				a.BGP.GRPCAddress = ""
 			}
@@ -99,6 +108,13 @@ as on a control host.`,
 			} else {
 				a.DNS.Upstreams = splitList(o.dnsUpstreams)
 			}
+			if a.DefaultPools.Off {
+				for _, name := range []string{"default-ipv4-pool-cidr", "default-ipv4-pool-ipip", "default-ipv4-pool-vxlan", "default-ipv6-pool-cidr"} {
+					if cmd.Flags().Changed(name) {
+						return fmt.Errorf("--no-default-pools and --%s: the pool would not be created; give one or the other", name)
+					}
+				}
+			}
 			if !o.datastoreOnly {
 				if err := a.Validate(); err != nil {
 					return err
@@ -112,11 +128,11 @@ as on a control host.`,
 	f.DurationVar(&a.Policy.Refresh, "policy-refresh-interval", 5*time.Second, "period of full iptables and ipset passes (repairs chains changed from outside)")
 	f.StringVar(&a.Policy.EndpointToHostAction, "default-endpoint-to-host-action", "ACCEPT", "traffic from a workload to its own host, once its egress policy allowed it: ACCEPT, DROP or RETURN (on to the host's INPUT rules)")
 	f.BoolVar(&o.datastoreOnly, "datastore-only", false, "run only the embedded etcd datastore")
-	f.StringVar(&a.NodeName, "node-name", envOr("TABBY_NODENAME", hostname), "this node's name (env TABBY_NODENAME)")
-	f.StringVar(&o.etcdEndpoints, "etcd-endpoints", os.Getenv("TABBY_ETCD_ENDPOINTS"), "comma-separated etcd endpoints; empty runs an embedded etcd (env TABBY_ETCD_ENDPOINTS)")
-	f.StringVar(&o.etcdCAFile, "etcd-ca-cert-file", os.Getenv("TABBY_ETCD_CA_CERT_FILE"), "CA certificate for etcd TLS (env TABBY_ETCD_CA_CERT_FILE)")
-	f.StringVar(&o.etcdCertFile, "etcd-cert-file", os.Getenv("TABBY_ETCD_CERT_FILE"), "client certificate for etcd TLS (env TABBY_ETCD_CERT_FILE)")
-	f.StringVar(&o.etcdKeyFile, "etcd-key-file", os.Getenv("TABBY_ETCD_KEY_FILE"), "client key for etcd TLS (env TABBY_ETCD_KEY_FILE)")
+	f.StringVar(&a.NodeName, "node-name", "", "this node's name (default: the host name)")
+	f.StringVar(&o.etcdEndpoints, "etcd-endpoints", "", "comma-separated etcd endpoints; empty runs an embedded etcd")
+	f.StringVar(&o.etcdCAFile, "etcd-ca-cert-file", "", "CA certificate for etcd TLS")
+	f.StringVar(&o.etcdCertFile, "etcd-cert-file", "", "client certificate for etcd TLS")
+	f.StringVar(&o.etcdKeyFile, "etcd-key-file", "", "client key for etcd TLS")
 	f.StringVar(&o.dataDir, "data-dir", "/var/lib/tabby", "directory for the embedded etcd's data")
 	f.StringVar(&o.etcdListenClient, "etcd-listen-client", "http://127.0.0.1:2379", "URL the embedded etcd serves clients on")
 	f.StringVar(&o.etcdListenPeer, "etcd-listen-peer", "http://127.0.0.1:2380", "URL the embedded etcd listens on for peers")
@@ -126,6 +142,11 @@ as on a control host.`,
 	f.StringVar(&a.IPv6Method, "ip6-autodetection-method", "first-found", "how --ip6=autodetect finds the address (as --ip-autodetection-method)")
 	f.DurationVar(&a.RouteRefresh, "route-refresh-interval", 0, "period of full route and sysctl passes (default 10s)")
 	f.DurationVar(&a.IPAMGCInterval, "ipam-gc-interval", time.Minute, "period of IPAM garbage collection passes (one agent in the cluster runs them)")
+	f.BoolVar(&a.DefaultPools.Off, "no-default-pools", false, "create no IP pool on first boot")
+	f.StringVar(&a.DefaultPools.IPv4CIDR, "default-ipv4-pool-cidr", "192.168.0.0/16", "CIDR of the IPv4 pool "+agent.DefaultIPv4PoolName+" that the first agent creates when the cluster has no IPv4 pool")
+	f.StringVar(&a.DefaultPools.IPv4IPIP, "default-ipv4-pool-ipip", "", "ipipMode of that pool: Always, CrossSubnet or Never (default Always, or Never when --default-ipv4-pool-vxlan is not Never)")
+	f.StringVar(&a.DefaultPools.IPv4VXLAN, "default-ipv4-pool-vxlan", "Never", "vxlanMode of that pool: Always, CrossSubnet or Never")
+	f.StringVar(&a.DefaultPools.IPv6CIDR, "default-ipv6-pool-cidr", "", "CIDR of the IPv6 pool "+agent.DefaultIPv6PoolName+" that the first agent creates when the cluster has no IPv6 pool (default: none)")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.StringVar(&a.Role, "role", agent.RoleNode, "node (workloads and BGP) or route-reflector (BGP only: no workloads, no routes, no iptables)")
 	f.StringVar(&a.StatusSocket, "status-socket", "", "Unix socket serving node status to tabbyctl (default <data-dir>/status.sock)")
@@ -149,6 +170,7 @@ as on a control host.`,
 	f.DurationVar(&a.BGP.ConnectRetry, "bgp-connect-retry", 5*time.Second, "BGP connect retry interval")
 	f.BoolVar(&a.BGP.NoGR, "bgp-no-graceful-restart", false, "turn BGP graceful restart off: peers drop this node's routes as soon as its sessions close")
 	f.DurationVar(&a.BGP.SyncTimeout, "bgp-sync-timeout", 30*time.Second, "after a restart, how long felix keeps the previous run's learned routes while waiting for End-of-RIB from every peer")
+	noteEnv(f)
 	return cmd
 }
 
@@ -187,8 +209,9 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	defer ds.Close()
-	// The agent writes no pools today; the guard keeps any pool write it makes from
-	// stranding allocated addresses, as tabbyctl's does.
+	// The agent writes pools only on first boot (creates, which the guard never refuses);
+	// it is registered all the same, so every pool write of the agent's is guarded as
+	// tabbyctl's is.
 	ds.AddWriteCheck(ipam.PoolInUseCheck())
 	return agent.Run(ctx, o.agent, ds, metrics)
 }
@@ -226,11 +249,4 @@ func splitList(s string) []string {
 		}
 	}
 	return out
-}
-
-func envOr(name, def string) string {
-	if v := os.Getenv(name); v != "" {
-		return v
-	}
-	return def
 }

@@ -1,4 +1,5 @@
-// Package agent is tabby-node: it registers the node, keeps one snapshot of the datastore,
+// Package agent is tabby-node: it registers the node, creates the default IP pools on
+// first boot (when the cluster has none of their IP version), keeps one snapshot of the datastore,
 // and runs the subsystems that derive their desired state from it (routes, encapsulation,
 // policy, BGP, IPAM garbage collection, the Service proxy, cluster DNS, endpoint health
 // probes), with the status socket, health and metrics endpoints. cmd/tabby-node only
@@ -41,9 +42,11 @@ type Config struct {
 	RouteRefresh time.Duration
 	// IPAMGCInterval is the period of IPAM garbage collection (one agent runs it).
 	IPAMGCInterval time.Duration
-	Policy         PolicyConfig
-	BGP            BGPConfig
-	DNS            DNSConfig
+	// DefaultPools are the IPPools the agent creates when the cluster has none.
+	DefaultPools DefaultPoolsConfig
+	Policy       PolicyConfig
+	BGP          BGPConfig
+	DNS          DNSConfig
 	// ProxyMode is how Services are load-balanced: ProxyNFTables, ProxyIPTables or
 	// ProxyNone.
 	ProxyMode string
@@ -138,6 +141,9 @@ func (cfg Config) Validate() error {
 	if cfg.StatusSocket == "" {
 		return errors.New("no status socket path")
 	}
+	if _, err := cfg.DefaultPools.Pools(); err != nil {
+		return err
+	}
 	switch cfg.ProxyMode {
 	case ProxyNFTables, ProxyIPTables, ProxyNone:
 	default:
@@ -177,6 +183,10 @@ func Run(ctx context.Context, cfg Config, ds *datastore.Client, m *Metrics) erro
 		return err
 	}
 	slog.Info("node registered", "node", cfg.NodeName, "ipv4", v4, "ipv6", v6)
+	pools, _ := cfg.DefaultPools.Pools() // validated above
+	if err := ensureDefaultPools(ctx, ds, pools, slog.Default()); err != nil {
+		return err
+	}
 
 	ipamc := ipam.New(ds, nil)
 	snap := snapshot.New(ds, ipamc, snapshotKinds(), slog.Default().With("component", "snapshot"))

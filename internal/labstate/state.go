@@ -18,6 +18,10 @@ import (
 // File is the name of a lab's state file in its state directory.
 const File = "state.json"
 
+// DefaultPoolCIDR is the CIDR of the IPv4 pool a lab's first agent creates
+// (default-ipv4-ippool) unless the lab is up with --no-default-pools.
+const DefaultPoolCIDR = "10.244.0.0/16"
+
 // NsPrefix starts the name of every lab's network namespaces.
 const NsPrefix = "tby-"
 
@@ -32,14 +36,18 @@ type State struct {
 	Created  time.Time `json:"created"`
 	// Ready is set once the topology and the datastore are up; a state without it is
 	// the trace of an up that did not finish.
-	Ready     bool       `json:"ready"`
-	Binaries  Binaries   `json:"binaries"`
-	Router    Router     `json:"router"`
-	Etcd      Etcd       `json:"etcd"`
-	Subnets   []Subnet   `json:"subnets"`
-	Nodes     []Node     `json:"nodes"`
-	Hosts     []Host     `json:"hosts,omitempty"`
-	Workloads []Workload `json:"workloads,omitempty"`
+	Ready    bool     `json:"ready"`
+	Binaries Binaries `json:"binaries"`
+	// NoDefaultPools says the agents create no IP pool on first boot (up
+	// --no-default-pools); otherwise the first creates default-ipv4-ippool with
+	// DefaultPoolCIDR.
+	NoDefaultPools bool       `json:"noDefaultPools,omitempty"`
+	Router         Router     `json:"router"`
+	Etcd           Etcd       `json:"etcd"`
+	Subnets        []Subnet   `json:"subnets"`
+	Nodes          []Node     `json:"nodes"`
+	Hosts          []Host     `json:"hosts,omitempty"`
+	Workloads      []Workload `json:"workloads,omitempty"`
 }
 
 // Binaries are the programs the lab runs, resolved to absolute paths by up.

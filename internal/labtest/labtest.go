@@ -465,10 +465,13 @@ func Steady(t testing.TB, what string, d, interval time.Duration, cond func() st
 	}
 }
 
-// Pool is the lab's IPv4 pool for workloads: 10.244.0.0/16 in /26 blocks.
+// Pool is the lab's IPv4 pool for workloads, the one its first agent creates on first
+// boot (default-ipv4-ippool, 10.244.0.0/16 in /26 blocks), without encapsulation or NAT
+// outgoing. Applying it makes the pool exactly this whether an agent created it already
+// or not (up --no-default-pools: it creates it).
 const Pool = `apiVersion: projectcalico.org/v3
 kind: IPPool
-metadata: {name: lab-v4}
+metadata: {name: default-ipv4-ippool}
 spec: {cidr: 10.244.0.0/16, blockSize: 26}
 `
 
@@ -477,7 +480,7 @@ spec: {cidr: 10.244.0.0/16, blockSize: 26}
 func VXLANPool(mode, nat string) string {
 	return `apiVersion: projectcalico.org/v3
 kind: IPPool
-metadata: {name: lab-v4}
+metadata: {name: default-ipv4-ippool}
 spec: {cidr: 10.244.0.0/16, blockSize: 26, vxlanMode: ` + mode + `, natOutgoing: ` + nat + `}
 `
 }
