@@ -42,7 +42,22 @@ type PolicyConfig struct {
 	// the workload's egress policy allowed it: ACCEPT (default), DROP or RETURN (on to the
 	// host's INPUT rules).
 	EndpointToHostAction string
+	// Tunnels limits who may send the node encapsulated packets.
+	Tunnels TunnelGuard
 }
+
+// TunnelGuard says which tunnels the node terminates: IPIP, and VXLAN on VXLANPort.
+// Packets of those addressed to the node are dropped unless their source is one of Peers
+// (every node's address), as Calico's all-hosts set does: anyone else on the underlay
+// could otherwise send packets into the node's workloads through a tunnel, past
+// everything that checks where packets come from. IPv4 only, as the tunnels are.
+type TunnelGuard struct {
+	IPIP, VXLAN bool
+	Peers       []netip.Addr
+}
+
+// IPSetTunnelPeers holds TunnelGuard.Peers.
+const IPSetTunnelPeers = "tby-tunnel-peers"
 
 func (c PolicyConfig) withDefaults() PolicyConfig {
 	if c.InterfacePrefix == "" {
@@ -150,6 +165,29 @@ func shortHash(s string, n int) string {
 
 func (r *renderer) put(c *chainBuilder) { r.fs.Chains[c.name] = c.rules }
 
+// tunnelGuard adds the rules of the TunnelGuard to in (IPv4 only), and its set.
+func (r *renderer) tunnelGuard(in *chainBuilder) {
+	g := r.cfg.Tunnels
+	if r.v6 || (!g.IPIP && !g.VXLAN) {
+		return
+	}
+	var peers []string
+	for _, a := range g.Peers {
+		if a.Unmap().Is4() {
+			peers = append(peers, a.Unmap().String())
+		}
+	}
+	slices.Sort(peers)
+	r.fs.IPSets[IPSetTunnelPeers] = &IPSet{Name: IPSetTunnelPeers, Type: "hash:ip", Members: slices.Compact(peers)}
+	notPeer := "-m addrtype --dst-type LOCAL -m set ! --match-set " + IPSetTunnelPeers + " src"
+	if g.IPIP {
+		in.add("-p 4 " + notPeer + " -m comment --comment ipip-from-a-non-node -j DROP")
+	}
+	if g.VXLAN {
+		in.add(fmt.Sprintf("-p udp -m udp --dport %d %s -m comment --comment vxlan-from-a-non-node -j DROP", VXLANPort, notPeer))
+	}
+}
+
 // chainName is prefix+name when it fits the kernel's limit and uses only plain
 // characters, else prefix+"_"+hash.
 func chainName(prefix, name string) string {
@@ -201,6 +239,7 @@ func (r *renderer) render(node string) {
 	r.put(fwd)
 
 	in := &chainBuilder{name: ChainInput}
+	r.tunnelGuard(in)
 	in.add("-i " + wl + " -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT")
 	in.add("-i " + wl + " -m conntrack --ctstate INVALID -j DROP")
 	if r.v6 {

@@ -3,6 +3,7 @@ package felix
 import (
 	"fmt"
 	"maps"
+	"net/netip"
 	"regexp"
 	"slices"
 	"strings"
@@ -225,6 +226,44 @@ func TestRuleHashMatchesRegexp(t *testing.T) {
 	for _, r := range rules {
 		if got, want := ruleHash(r), want(r); got != want {
 			t.Errorf("ruleHash(%q) = %q, the regexp finds %q", r, got, want)
+		}
+	}
+}
+
+// TestRenderTunnelGuard: with IPIP or VXLAN in use, tby-INPUT first drops those packets
+// addressed to the node from anyone but a node (the tby-tunnel-peers set); without a
+// tunnel, and in IPv6, there is no guard.
+func TestRenderTunnelGuard(t *testing.T) {
+	m, err := policy.Build(policy.Input{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	peers := []netip.Addr{netip.MustParseAddr("172.31.1.12"), netip.MustParseAddr("172.31.1.11"), netip.MustParseAddr("fd00::1")}
+	for _, tc := range []struct {
+		name        string
+		guard       TunnelGuard
+		ipip, vxlan bool
+	}{
+		{"no tunnel", TunnelGuard{Peers: peers}, false, false},
+		{"VXLAN", TunnelGuard{VXLAN: true, Peers: peers}, false, true},
+		{"IPIP and VXLAN", TunnelGuard{IPIP: true, VXLAN: true, Peers: peers}, true, true},
+	} {
+		fs := RenderPolicy(m, "node1", PolicyConfig{Tunnels: tc.guard})
+		in := strings.Join(fs.Chains[ChainInput], "\n")
+		ipip := strings.Contains(in, "-p 4 -m addrtype --dst-type LOCAL -m set ! --match-set tby-tunnel-peers src")
+		vxlan := strings.Contains(in, "-p udp -m udp --dport 4789 -m addrtype --dst-type LOCAL -m set ! --match-set tby-tunnel-peers src")
+		if ipip != tc.ipip || vxlan != tc.vxlan {
+			t.Errorf("%s: IPIP guard %v, VXLAN guard %v, want %v, %v:\n%s", tc.name, ipip, vxlan, tc.ipip, tc.vxlan, in)
+		}
+		set, ok := fs.IPSets[IPSetTunnelPeers]
+		if ok != (tc.ipip || tc.vxlan) || (ok && (set.Type != "hash:ip" || !slices.Equal(set.Members, []string{"172.31.1.11", "172.31.1.12"}))) {
+			t.Errorf("%s: set %+v (present %v)", tc.name, set, ok)
+		}
+		if ok && !strings.Contains(fs.Chains[ChainInput][0], IPSetTunnelPeers) {
+			t.Errorf("%s: the guard is not first in %s:\n%s", tc.name, ChainInput, in)
+		}
+		if g6 := strings.Join(fs.IPv6.Chains[ChainInput], "\n"); strings.Contains(g6, IPSetTunnelPeers) || fs.IPv6.IPSets[IPSetTunnelPeers] != nil {
+			t.Errorf("%s: a guard in IPv6:\n%s", tc.name, g6)
 		}
 	}
 }

@@ -323,3 +323,29 @@ func TestServiceIndexCarriesOver(t *testing.T) {
 		t.Errorf("a Service added: endpoints per Service %v, want api 2, web 2", got)
 	}
 }
+
+// TestTunnelGuard: the guard covers the tunnels an enabled IPv4 pool uses, with every
+// Node's IPv4 address as a peer.
+func TestTunnelGuard(t *testing.T) {
+	nodes := []api.Resource{testNode("node1", "172.31.1.11/24"), testNode("node2", "172.31.2.12/24")}
+	ipip := testPool("ipip", "10.244.0.0/16", api.EncapNever, false)
+	ipip.Spec.IPIPMode = api.EncapCrossSubnet
+	disabled := testPool("off", "10.245.0.0/16", api.EncapAlways, false)
+	disabled.Spec.Disabled = true
+	for _, tc := range []struct {
+		name        string
+		pools       []api.Resource
+		ipip, vxlan bool
+	}{
+		{"no encapsulation", []api.Resource{testPool("plain", "10.244.0.0/16", api.EncapNever, false)}, false, false},
+		{"VXLAN", []api.Resource{testPool("vx", "10.244.0.0/16", api.EncapAlways, false)}, false, true},
+		{"IPIP CrossSubnet", []api.Resource{ipip}, true, false},
+		{"a disabled VXLAN pool", []api.Resource{disabled}, false, false},
+	} {
+		g := tunnelGuard(mustView(t, nil, append(slices.Clone(nodes), tc.pools...)...))
+		want := []netip.Addr{netip.MustParseAddr("172.31.1.11"), netip.MustParseAddr("172.31.2.12")}
+		if g.IPIP != tc.ipip || g.VXLAN != tc.vxlan || !slices.Equal(g.Peers, want) {
+			t.Errorf("%s: %+v, want IPIP %v, VXLAN %v, peers %v", tc.name, g, tc.ipip, tc.vxlan, want)
+		}
+	}
+}

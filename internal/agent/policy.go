@@ -3,7 +3,9 @@ package agent
 import (
 	"context"
 	"log/slog"
+	"net/netip"
 	"reflect"
+	"slices"
 	"time"
 
 	"github.com/tabby-net/tabby/api"
@@ -56,6 +58,8 @@ func (p *policySubsystem) Run(ctx context.Context) error {
 	var prev *snapshot.View
 	var lastNAT *felix.FilterState
 	fcfg := felix.PolicyConfig{EndpointToHostAction: p.cfg.EndpointToHostAction}
+	// The tunnel guard reads the Nodes and IP pools besides policy's kinds.
+	renderKinds := append(slices.Clone(p.kinds), kindNodes, kindIPPools)
 	for {
 		select {
 		case <-ctx.Done():
@@ -75,8 +79,9 @@ func (p *policySubsystem) Run(ctx context.Context) error {
 				p.log.Debug("natOutgoing state", "sets", len(ns.IPSets), "chains", len(ns.Chains))
 			}
 		}
-		if v.Differs(prev, false, p.kinds...) {
+		if v.Differs(prev, false, renderKinds...) {
 			start := time.Now()
+			fcfg.Tunnels = tunnelGuard(v)
 			m, err := policy.Build(policyInput(v, p.kinds))
 			if err != nil {
 				p.log.Warn("resources left out of policy", "err", err)
@@ -89,6 +94,30 @@ func (p *policySubsystem) Run(ctx context.Context) error {
 		}
 		prev = v
 	}
+}
+
+// tunnelGuard is the view's felix.TunnelGuard: the tunnels an enabled IP pool uses, and
+// every Node's IPv4 address as the peers that may send through them.
+func tunnelGuard(v *snapshot.View) felix.TunnelGuard {
+	var g felix.TunnelGuard
+	for _, p := range encapPools(v) {
+		if p.Disabled || !p.CIDR.Addr().Is4() {
+			continue
+		}
+		g.IPIP = g.IPIP || (p.IPIPMode != "" && p.IPIPMode != api.EncapNever)
+		g.VXLAN = g.VXLAN || (p.VXLANMode != "" && p.VXLANMode != api.EncapNever)
+	}
+	for _, n := range snapshot.List[*api.Node](v) {
+		if n.Spec.BGP == nil {
+			continue
+		}
+		if pfx, err := netip.ParsePrefix(n.Spec.BGP.IPv4Address); err == nil {
+			g.Peers = append(g.Peers, pfx.Addr())
+		} else if a, err := netip.ParseAddr(n.Spec.BGP.IPv4Address); err == nil {
+			g.Peers = append(g.Peers, a)
+		}
+	}
+	return g
 }
 
 // policyInput collects the view's resources of policy's input kinds.
