@@ -13,6 +13,9 @@ import (
 // was given.
 type ClusterData struct {
 	Services []Service
+	// Namespaces are the cluster's namespaces: "<namespace>.svc.<zone>" exists (NODATA)
+	// for each, with Services or not, as CoreDNS answers; another is NXDOMAIN.
+	Namespaces []string
 }
 
 // Service is one Service as DNS sees it.

@@ -205,6 +205,13 @@ func (z *Zone) build(d *ClusterData) *zoneIndex {
 	idx.names["dns-version"+z.dotZone] = &zoneNode{more: &nodeMore{txt: []string{SpecVersion}}}
 	idx.names["svc"+z.dotZone] = entNode
 	idx.names[z.podZone] = entNode
+	if d != nil {
+		for _, ns := range d.Namespaces {
+			if name := strings.ToLower(ns) + ".svc" + z.dotZone; idx.names[name] == nil {
+				idx.names[name] = entNode
+			}
+		}
+	}
 	for i := range services {
 		if err := b.addService(&services[i]); err != nil {
 			z.log.Warn("dns zone: Service left out", "err", err)

@@ -674,3 +674,28 @@ func TestReverseName(t *testing.T) {
 		}
 	}
 }
+
+// TestZoneNamespaces: "<namespace>.svc.<zone>" of a namespace without Services is NODATA
+// (it exists, as CoreDNS answers), one of no namespace NXDOMAIN; names below an empty
+// namespace stay NXDOMAIN.
+func TestZoneNamespaces(t *testing.T) {
+	z := NewZone(ZoneConfig{Logger: quiet})
+	d := fixture()
+	d.Namespaces = []string{"shop", "Empty"}
+	z.Update(d)
+	for _, tc := range []struct {
+		qname string
+		rcode int
+	}{
+		{"empty.svc.cluster.local.", mdns.RcodeSuccess},
+		{"EMPTY.svc.cluster.local.", mdns.RcodeSuccess},
+		{"shop.svc.cluster.local.", mdns.RcodeSuccess},
+		{"nope.svc.cluster.local.", mdns.RcodeNameError},
+		{"web.empty.svc.cluster.local.", mdns.RcodeNameError},
+	} {
+		resp, ok := z.Answer(new(mdns.Msg).SetQuestion(tc.qname, mdns.TypeA))
+		if !ok || resp.Rcode != tc.rcode || len(resp.Answer) != 0 || len(resp.Ns) != 1 {
+			t.Errorf("%s: %v %v, want %s, no answer, the SOA", tc.qname, resp, ok, mdns.RcodeToString[tc.rcode])
+		}
+	}
+}

@@ -349,3 +349,15 @@ func TestTunnelGuard(t *testing.T) {
 		}
 	}
 }
+
+// TestNamespaceNames: the cluster zone gets every Namespace of the view, Services or not.
+func TestNamespaceNames(t *testing.T) {
+	ns := func(name string) *api.Namespace {
+		n := &api.Namespace{TypeMeta: api.TypeMeta{Kind: "Namespace", APIVersion: api.VersionCore}}
+		n.Name = name
+		return n
+	}
+	if got := namespaceNames(mustView(t, nil, ns("shop"), ns("empty"))); !slices.Equal(got, []string{"empty", "shop"}) {
+		t.Errorf("namespaceNames = %v, want [empty shop]", got)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -101,6 +102,10 @@ func newDNSSubsystem(cfg DNSConfig, snap *snapshot.Snapshot, services *serviceIn
 
 func (d *dnsSubsystem) Name() string { return "dns" }
 
+// dnsKinds are the kinds the cluster zone is built from: the Services' inputs and the
+// Namespaces.
+var dnsKinds = append(slices.Clone(serviceInputKinds), kindNamespaces)
+
 func (d *dnsSubsystem) Run(ctx context.Context) error {
 	d.syncer.UpdateRaw(felix.RenderDNSNotrack(d.cfg.Addresses))
 	// The addresses must be on lo before the server binds them.
@@ -132,12 +137,13 @@ func (d *dnsSubsystem) Run(ctx context.Context) error {
 	)
 	rebuild := func() {
 		v := d.snap.View()
-		if !v.Synced || !v.Differs(prev, false, serviceInputKinds...) {
+		if !v.Synced || !v.Differs(prev, false, dnsKinds...) {
 			return
 		}
 		prev = v
 		start := time.Now()
 		data := dnsData(d.services.inputs(v))
+		data.Namespaces = namespaceNames(v)
 		d.zone.Update(data)
 		took := time.Since(start)
 		nextBuild = time.Now().Add(max(dnsRebuildGap, took))

@@ -3,6 +3,7 @@ package agent
 import (
 	"github.com/tabby-net/tabby/api"
 	"github.com/tabby-net/tabby/dns"
+	"github.com/tabby-net/tabby/internal/snapshot"
 	"github.com/tabby-net/tabby/proxy"
 )
 
@@ -34,4 +35,14 @@ func dnsData(inputs []proxy.ServiceInput) *dns.ClusterData {
 		data.Services = append(data.Services, ds)
 	}
 	return data
+}
+
+// namespaceNames are the names of the view's Namespaces: each has its "<ns>.svc" name in
+// the cluster zone, with Services or not.
+func namespaceNames(v *snapshot.View) []string {
+	var out []string
+	for _, ns := range snapshot.List[*api.Namespace](v) {
+		out = append(out, ns.Name)
+	}
+	return out
 }

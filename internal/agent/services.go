@@ -15,6 +15,7 @@ var (
 	kindEndpoints       = mustKind("endpoints")
 	kindEndpointSlices  = mustKind("endpointslices")
 	kindEndpointHealths = mustKind("endpointhealths")
+	kindNamespaces      = mustKind("namespaces")
 	// serviceInputKinds are the kinds serviceInputs reads: a view that changes none of them
 	// derives the same inputs.
 	serviceInputKinds = []*api.Kind{kindServices, kindEndpoints, kindEndpointSlices, kindWorkloadEndpoints, kindEndpointHealths}
