@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -28,14 +29,7 @@ type fakeUpstream struct {
 // startUpstream serves handler; tcp tells it which transport the query came over.
 func startUpstream(t testing.TB, handler func(req *mdns.Msg, tcp bool) *mdns.Msg) *fakeUpstream {
 	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
+	pc, l := udpAndTCP(t)
 	u := &fakeUpstream{addr: pc.LocalAddr().String()}
 	h := mdns.HandlerFunc(func(w mdns.ResponseWriter, req *mdns.Msg) {
 		_, tcp := w.LocalAddr().(*net.TCPAddr)
@@ -58,6 +52,26 @@ func startUpstream(t testing.TB, handler func(req *mdns.Msg, tcp bool) *mdns.Msg
 func (u *fakeUpstream) seen() int { return int(u.udpSeen.Load() + u.tcpSeen.Load()) }
 
 // answerA answers every A query with addr (TTL 60), everything else NXDOMAIN with an SOA.
+// udpAndTCP listens on one port of 127.0.0.1 for UDP and TCP: a port UDP got may be
+// taken for TCP by another process, so then it tries another.
+func udpAndTCP(t testing.TB) (net.PacketConn, net.Listener) {
+	t.Helper()
+	for try := 0; ; try++ {
+		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := net.Listen("tcp", pc.LocalAddr().String())
+		if err == nil {
+			return pc, l
+		}
+		pc.Close()
+		if !errors.Is(err, syscall.EADDRINUSE) || try == 10 {
+			t.Fatal(err)
+		}
+	}
+}
+
 func answerA(addr string) func(*mdns.Msg, bool) *mdns.Msg {
 	return func(req *mdns.Msg, _ bool) *mdns.Msg {
 		m := new(mdns.Msg)
