@@ -137,21 +137,11 @@ func TestGracefulRestartThroughFailedReconnect(t *testing.T) {
 				t.Fatal(err)
 			}
 			_ = proc.Wait()
-			var refused atomic.Int32
 			ln, err := net.Listen("tcp", netip.AddrPortFrom(bAddr, bPort).String())
 			if err != nil {
 				t.Fatal(err)
 			}
-			go func() {
-				for {
-					c, err := ln.Accept()
-					if err != nil {
-						return
-					}
-					c.Close()
-					refused.Add(1)
-				}
-			}()
+			refused := closeAccepted(ln)
 			waitFor(t, "a dials b again and its connection is closed", 20*time.Second, func() (bool, string) {
 				return refused.Load() > 0, "no connection yet"
 			})
@@ -184,6 +174,22 @@ func TestGracefulRestartThroughFailedReconnect(t *testing.T) {
 	}
 }
 
+// closeAccepted closes every connection ln accepts, until ln is closed, and counts them.
+func closeAccepted(ln net.Listener) *atomic.Int32 {
+	var n atomic.Int32
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+			n.Add(1)
+		}
+	}()
+	return &n
+}
+
 // TestSpeakerPassivePeerWaits: a Passive peer is never dialed (a listener at its address
 // sees no connection over three connect-retry intervals), and status says the session
 // waits for the peer.
@@ -194,17 +200,7 @@ func TestSpeakerPassivePeerWaits(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	var dialed atomic.Int32
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-			dialed.Add(1)
-		}
-	}()
+	dialed := closeAccepted(ln)
 	port := uint16(ln.Addr().(*net.TCPAddr).Port)
 	p := Peer{Addr: netip.MustParseAddr("127.0.0.9"), Port: port, ASN: 64512, Type: PeerMesh, Source: "node9",
 		RestartTime: time.Minute, LocalAddr: a.addr, Passive: true, LongLived: true}
