@@ -221,14 +221,15 @@ func Run(ctx context.Context, cfg Config, ds *datastore.Client, m *Metrics) erro
 			return fmt.Errorf("policy: %w", err)
 		}
 		pol := newPolicySubsystem(cfg.NodeName, cfg.Policy, v4.IsValid(), snap, syncer, ready, m)
-		var exempt []netip.Addr
+		var exempt func(*snapshot.View) []netip.Addr
 		services = &serviceIndex{}
 		if cfg.DNS.Enabled {
 			d, err := newDNSSubsystem(cfg.DNS, snap, services, syncer, ready, m)
 			if err != nil {
 				return err
 			}
-			subs, exempt = append(subs, d), cfg.DNS.Addresses
+			subs = append(subs, d)
+			exempt = func(v *snapshot.View) []netip.Addr { return dnsAddrs(cfg.DNS.Addresses, v) }
 		}
 		if cfg.ProxyMode != ProxyNone {
 			p, err := newProxySubsystem(cfg.NodeName, cfg.ProxyMode, syncer.Backend(), syncer.IPv6(), exempt, snap, services, ready, m)
