@@ -29,10 +29,18 @@ const AnnotationWorkloadMTU = "tabby.io/workload-mtu"
 
 // NodeSpec is Calico's Node spec.
 type NodeSpec struct {
-	BGP                 *NodeBGPSpec `json:"bgp,omitempty"`
-	IPv4VXLANTunnelAddr string       `json:"ipv4VXLANTunnelAddr,omitempty"`
-	VXLANTunnelMACAddr  string       `json:"vxlanTunnelMACAddr,omitempty"`
-	OrchRefs            []OrchRef    `json:"orchRefs,omitempty"`
+	BGP                 *NodeBGPSpec       `json:"bgp,omitempty"`
+	IPv4VXLANTunnelAddr string             `json:"ipv4VXLANTunnelAddr,omitempty"`
+	VXLANTunnelMACAddr  string             `json:"vxlanTunnelMACAddr,omitempty"`
+	OrchRefs            []OrchRef          `json:"orchRefs,omitempty"`
+	Wireguard           *NodeWireguardSpec `json:"wireguard,omitempty"`
+}
+
+// NodeWireguardSpec is the address of the node's wireguard.tabby, from IPAM (handle
+// wireguard-tunnel-addr-<node>), as Calico's: the source of the node's own traffic to
+// other nodes' workloads through it.
+type NodeWireguardSpec struct {
+	InterfaceIPv4Address string `json:"interfaceIPv4Address,omitempty"`
 }
 
 // NodeBGPSpec is a node's BGP identity. IPv4Address and IPv6Address carry the node's
@@ -107,6 +115,9 @@ func (n *Node) validate(errs *FieldErrors) {
 	}
 	for i, r := range s.OrchRefs {
 		checkRequired(errs, index("spec.orchRefs", i)+".orchestrator", r.Orchestrator)
+	}
+	if w := s.Wireguard; w != nil && w.InterfaceIPv4Address != "" {
+		checkAddr(errs, "spec.wireguard.interfaceIPv4Address", w.InterfaceIPv4Address, ipv4Only)
 	}
 	if st := n.Status; st != nil && st.WireguardPublicKey != "" {
 		if k, err := base64.StdEncoding.DecodeString(st.WireguardPublicKey); err != nil || len(k) != 32 {

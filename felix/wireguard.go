@@ -49,6 +49,9 @@ type WireGuardPeer struct {
 
 // WireGuardConfig is a node's desired WireGuard state.
 type WireGuardConfig struct {
+	// Addr is the device's own address (a /32; invalid: none yet): the source of the
+	// node's own traffic through it, inside one of its blocks, so peers accept it.
+	Addr       netip.Addr
 	PrivateKey wgtypes.Key
 	ListenPort int
 	MTU        int
@@ -190,6 +193,11 @@ func (r *WireGuardReconciler) apply(cfg *WireGuardConfig) (int, error) {
 	if err != nil {
 		return writes, err
 	}
+	n, err = r.setAddr(l, cfg.Addr)
+	writes += n
+	if err != nil {
+		return writes, err
+	}
 	if l.Attrs().Flags&net.FlagUp == 0 {
 		if err := r.h.LinkSetUp(l); err != nil {
 			return writes, fmt.Errorf("set %s up: %w", WireGuardDevice, err)
@@ -206,6 +214,34 @@ func (r *WireGuardReconciler) apply(cfg *WireGuardConfig) (int, error) {
 	}
 	n, err = r.ensureRule(true)
 	return writes + n, err
+}
+
+// setAddr makes addr (a /32) the device's only IPv4 address; invalid: none.
+func (r *WireGuardReconciler) setAddr(l netlink.Link, addr netip.Addr) (int, error) {
+	have, err := r.h.AddrList(l, netlink.FAMILY_V4)
+	if err != nil {
+		return 0, fmt.Errorf("list %s's addresses: %w", WireGuardDevice, err)
+	}
+	writes, found := 0, false
+	for _, a := range have {
+		ip, _ := netip.AddrFromSlice(a.IP)
+		if ones, _ := a.Mask.Size(); ip.Unmap() == addr && ones == 32 {
+			found = true
+			continue
+		}
+		if err := r.h.AddrDel(l, &a); err != nil {
+			return writes, fmt.Errorf("remove %s from %s: %w", a.IPNet, WireGuardDevice, err)
+		}
+		writes++
+	}
+	if addr.IsValid() && !found {
+		a := &netlink.Addr{IPNet: &net.IPNet{IP: addr.AsSlice(), Mask: net.CIDRMask(32, 32)}}
+		if err := r.h.AddrAdd(l, a); err != nil {
+			return writes, fmt.Errorf("add %s/32 to %s: %w", addr, WireGuardDevice, err)
+		}
+		writes++
+	}
+	return writes, nil
 }
 
 // configure sets the device's key, port, mark and peers when they differ.

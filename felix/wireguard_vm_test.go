@@ -54,7 +54,7 @@ const plainMarker = "7461626279706c61696e" // "tabbyplain"
 // - 60) with the other node as its peer, allowed the other's block, the block's route in
 // table 51820 and the rule that looks it up; a second pass writes nothing. Workloads then
 // ping each other (a payload with a known pattern), while tcpdump on node a's underlay
-// captures every IP packet: all are UDP to or from port 51820 and the pattern appears
+// captures every IP packet (node a also pings workload b, from the device's address): all are UDP to or from port 51820 and the pattern appears
 // nowhere in the capture. A DF ping that fits the device's MTU crosses, one byte more is
 // refused. Removed (nil config), the device, the rule and the table's routes go.
 func TestWireGuardVM(t *testing.T) {
@@ -104,7 +104,8 @@ func TestWireGuardVM(t *testing.T) {
 		if len(problems) > 0 || len(peers) != 1 {
 			t.Fatalf("node %d: peers %v, problems %v", i, peers, problems)
 		}
-		cfg := &WireGuardConfig{PrivateKey: keys[i], ListenPort: WireGuardPort, MTU: 1500 - WireGuardOverhead, Peers: peers}
+		devAddr := netip.MustParseAddr(fmt.Sprintf("10.245.%d.1", i+1)) // from its own block, as IPAM gives it
+		cfg := &WireGuardConfig{Addr: devAddr, PrivateKey: keys[i], ListenPort: WireGuardPort, MTU: 1500 - WireGuardOverhead, Peers: peers}
 		r := NewWireGuardReconciler(ns.h, wgClientIn(ns.name), log)
 		t.Cleanup(func() { r.Close() })
 		reconcilers[i] = r
@@ -114,7 +115,8 @@ func TestWireGuardVM(t *testing.T) {
 		if n, err := r.Apply(cfg); err != nil || n != 0 {
 			t.Errorf("node %d: second Apply: %d writes, %v; want none", i, n, err)
 		}
-		if out := ns.ip(t, "link", "show", "dev", WireGuardDevice); !strings.Contains(out, "mtu 1440") || !strings.Contains(out, "UP") {
+		if out := ns.ip(t, "addr", "show", "dev", WireGuardDevice); !strings.Contains(out, "mtu 1440") || !strings.Contains(out, "UP") ||
+			!strings.Contains(out, "inet "+devAddr.String()+"/32") {
 			t.Errorf("node %d: %s:\n%s", i, WireGuardDevice, out)
 		}
 		if out := ns.ip(t, "rule", "show"); !strings.Contains(out, "99:\tnot from all fwmark 0x100000/0x100000 lookup 51820") {
@@ -163,6 +165,11 @@ func TestWireGuardVM(t *testing.T) {
 		if out, err := ping(i, addrs[1-i]); err != nil {
 			t.Fatalf("workload %d pings workload %d through WireGuard: %v\n%s", i, 1-i, err, out)
 		}
+	}
+	// The node itself reaches the other's workload: its packets leave from the device's
+	// address, which the peer allows.
+	if out, err := exec.Command("ip", "netns", "exec", a.name, "ping", "-c", "2", "-i", "0.2", "-W", "2", "-p", plainMarker, addrs[1]).CombinedOutput(); err != nil {
+		t.Errorf("node a pings workload b through WireGuard: %v\n%s", err, out)
 	}
 	// 1440 through the device: 1412 bytes of ICMP payload.
 	if out, err := ping(0, "-M", "do", "-s", "1412", addrs[1]); err != nil {

@@ -134,7 +134,15 @@ func (a *encapSubsystem) reconcile(ctx context.Context, v *snapshot.View) error 
 	if wg.mtu > 0 {
 		mtu = min(mtu, wg.mtu)
 	}
-	if err := a.recordOnNode(ctx, self, e, mtu, publish); err != nil {
+	var wgPools []string
+	if wg.needAddr {
+		for _, p := range encapPools(v) {
+			if !p.Disabled && p.CIDR.Addr().Is4() {
+				wgPools = append(wgPools, p.Name)
+			}
+		}
+	}
+	if err := a.recordOnNode(ctx, self, e, mtu, publish, wgPools); err != nil {
 		errs = append(errs, err)
 	}
 	var cfg *felix.VXLANDeviceConfig
@@ -187,11 +195,12 @@ func (a *encapSubsystem) reconcile(ctx context.Context, v *snapshot.View) error 
 	return errors.Join(errs...)
 }
 
-// recordOnNode allocates the tunnel addresses that pools need, releases those that none
-// needs any more, and records them, the VTEP MAC, the workload MTU and the WireGuard
-// public key (unless wgKey is nil; "" removes it) on this node's Node resource. The
-// snapshot brings the change back, which makes another pass.
-func (a *encapSubsystem) recordOnNode(ctx context.Context, self *api.Node, e felix.Encap, mtu int, wgKey *string) error {
+// recordOnNode allocates the tunnel addresses that pools need (wireguard.tabby's from
+// wgPools, when WireGuard works), releases those that none needs any more, and records
+// them, the VTEP MAC, the workload MTU and the WireGuard public key (unless wgKey is nil;
+// "" removes it) on this node's Node resource. The snapshot brings the change back,
+// which makes another pass.
+func (a *encapSubsystem) recordOnNode(ctx context.Context, self *api.Node, e felix.Encap, mtu int, wgKey *string, wgPools []string) error {
 	n := *self
 	n.Spec.BGP = cloneBGP(self.Spec.BGP)
 	n.Annotations = maps.Clone(self.Annotations)
@@ -231,6 +240,24 @@ func (a *encapSubsystem) recordOnNode(ctx context.Context, self *api.Node, e fel
 		a.tunnels.Release(ctx, ipam.TunnelIPIP)
 		n.Spec.BGP.IPv4IPIPTunnelAddr, changed = "", true
 	}
+	var wgErr error
+	if len(wgPools) > 0 {
+		var recorded netip.Addr
+		if w := n.Spec.Wireguard; w != nil {
+			recorded, _ = netip.ParseAddr(w.InterfaceIPv4Address)
+		}
+		addr, err := a.tunnels.Ensure(ctx, ipam.TunnelWireGuard, recorded, wgPools)
+		a.metrics.observeTunnelAllocation(err)
+		if err != nil {
+			wgErr = err
+		} else if s := addr.String(); recorded != addr {
+			n.Spec.Wireguard, changed = &api.NodeWireguardSpec{InterfaceIPv4Address: s}, true
+		}
+	} else if wgKey != nil && n.Spec.Wireguard != nil {
+		a.tunnels.Release(ctx, ipam.TunnelWireGuard)
+		n.Spec.Wireguard, changed = nil, true
+	}
+	ipipErr = errors.Join(ipipErr, wgErr)
 	if have := wireguardKeyOf(self); wgKey != nil && *wgKey != have {
 		n.Status, changed = nil, true
 		if *wgKey != "" {

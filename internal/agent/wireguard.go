@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -42,10 +43,12 @@ func newWireGuard(cfg WireGuardConfig, m *Metrics, log *slog.Logger) *wireGuard 
 	return &wireGuard{cfg: cfg, r: r, log: log}
 }
 
-// wireGuardPass is what one pass decided: the key to publish ("" none), the MTU
-// WireGuard allows workloads (0: no limit), and problems for readiness.
+// wireGuardPass is what one pass decided: the key to publish ("" none), whether the node
+// needs a device address (the device works), the MTU WireGuard allows workloads (0: no
+// limit), and problems for readiness.
 type wireGuardPass struct {
 	publish  string
+	needAddr bool
 	mtu      int
 	problems []string
 }
@@ -69,12 +72,16 @@ func (w *wireGuard) pass(v *snapshot.View, self string, underlayMTU int) (wireGu
 		w.key = &k
 	}
 	var nodes []felix.WireGuardNode
+	var addr netip.Addr
 	for _, n := range snapshot.List[*api.Node](v) {
+		if n.Name == self && n.Spec.Wireguard != nil {
+			addr, _ = netip.ParseAddr(n.Spec.Wireguard.InterfaceIPv4Address)
+		}
 		nodes = append(nodes, felix.WireGuardNode{Name: n.Name, Addr: encapNode(n).Addr.Addr(), PublicKey: wireguardKeyOf(n)})
 	}
 	peers, problems := felix.DesiredWireGuardPeers(self, nodes, v.Affinities, w.cfg.Port)
 	out := wireGuardPass{mtu: underlayMTU - felix.WireGuardOverhead, problems: problems}
-	cfg := &felix.WireGuardConfig{PrivateKey: *w.key, ListenPort: w.cfg.Port, MTU: out.mtu, Peers: peers}
+	cfg := &felix.WireGuardConfig{Addr: addr, PrivateKey: *w.key, ListenPort: w.cfg.Port, MTU: out.mtu, Peers: peers}
 	n, err := w.r.Apply(cfg)
 	switch {
 	case errors.Is(err, felix.ErrNoWireGuard):
@@ -88,7 +95,7 @@ func (w *wireGuard) pass(v *snapshot.View, self string, underlayMTU int) (wireGu
 	case n > 0:
 		w.log.Info("wireguard updated", "writes", n, "peers", len(peers))
 	}
-	out.publish = w.key.PublicKey().String()
+	out.publish, out.needAddr = w.key.PublicKey().String(), true
 	return out, nil
 }
 
