@@ -20,31 +20,32 @@ datastore unreachable, as in an outage of the whole etcd cluster. etcd start run
 again with the command line it was first started with, on the same data, and returns once
 it serves.`,
 	}
-	stop := &cobra.Command{
-		Use:   "stop",
-		Short: "stop the lab's etcd (a stopped one stays stopped)",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+	// locked runs f with the lab's state, holding its lock.
+	locked := func(f func(cmd *cobra.Command, st *labstate.State) error) func(*cobra.Command, []string) error {
+		return func(cmd *cobra.Command, _ []string) error {
 			lk, st, err := g.lockAndLoad()
 			if err != nil {
 				return err
 			}
 			defer lk.unlock(false)
+			return f(cmd, st)
+		}
+	}
+	stop := &cobra.Command{
+		Use:   "stop",
+		Short: "stop the lab's etcd (a stopped one stays stopped)",
+		Args:  cobra.NoArgs,
+		RunE: locked(func(cmd *cobra.Command, st *labstate.State) error {
 			return stopEtcd(st, cmd.ErrOrStderr())
-		},
+		}),
 	}
 	start := &cobra.Command{
 		Use:   "start",
 		Short: "start the lab's etcd again and wait until it serves",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			lk, st, err := g.lockAndLoad()
-			if err != nil {
-				return err
-			}
-			defer lk.unlock(false)
+		RunE: locked(func(cmd *cobra.Command, st *labstate.State) error {
 			return startEtcd(cmd.Context(), st)
-		},
+		}),
 	}
 	cmd.AddCommand(stop, start)
 	return cmd
