@@ -190,7 +190,7 @@ spec:
 			t.Logf("the ADD racing etcd's stop failed (%v; a runtime retries it): %s", err, strings.TrimSpace(string(out)))
 			l.OK("workload", "add", "node2", "default/race")
 		}
-		t.Logf("the workload added while etcd stopped answers %s after etcd returned", answers(t, "race").Round(time.Millisecond))
+		t.Logf("the workload added while etcd stopped answers %s after the agents were ready again", answers(t, "race").Round(time.Millisecond))
 	})
 
 	t.Run("60s", func(t *testing.T) {
