@@ -111,7 +111,7 @@ func restartAfter(node string, d time.Duration) restartCase {
 //
 // The agents run with tabby-node's default timers, as in the probe (with
 // labtest.FastBGP's it passes alike). The lab is built once and restarted case after
-// case; the whole test takes about 3 minutes.
+// case; the whole test takes 3-6 minutes (6 at a load average of 30 on 2 cores).
 func TestRestartDelays(t *testing.T) {
 	l := newLab(t)
 	// tabby-node as an operator runs it: default timers (hold 90 s, connect retry 5 s).
