@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -44,6 +45,7 @@ type Etcd struct {
 	etcd      *embed.Etcd
 	endpoints []string
 	mute      *atomic.Bool
+	closeOnce sync.Once
 }
 
 // Start starts etcd and waits until it serves clients, or fails: a port in use is an
@@ -141,9 +143,12 @@ func (e *Etcd) Endpoints() []string { return e.endpoints }
 func (e *Etcd) Err() <-chan error { return e.etcd.Err() }
 
 // Close stops etcd; connected clients see it as unavailable. etcd's graceful stop waits
-// about 5s for clients' open watch streams, so close local clients first.
+// about 5s for clients' open watch streams, so close local clients first. Closing again
+// does nothing (a test that stops etcd early, and its cleanup).
 func (e *Etcd) Close() {
-	// etcd logs its orderly shutdown's closed listeners as errors.
-	e.mute.Store(true)
-	e.etcd.Close()
+	e.closeOnce.Do(func() {
+		// etcd logs its orderly shutdown's closed listeners as errors.
+		e.mute.Store(true)
+		e.etcd.Close()
+	})
 }

@@ -75,6 +75,9 @@ type Process struct {
 	PID       int    `json:"pid"`
 	StartTime uint64 `json:"startTime"` // /proc/<pid>/stat field 22: tells a reused pid apart
 	Log       string `json:"log"`
+	// Argv is the command line it was started with (run in its namespace), so that it
+	// can be started again the same way (tabby-lab etcd start).
+	Argv []string `json:"argv,omitempty"`
 }
 
 // Subnet is one underlay L2 segment: a bridge in the router namespace.
