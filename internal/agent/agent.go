@@ -191,7 +191,8 @@ func Run(ctx context.Context, cfg Config, ds *datastore.Client, m *Metrics) erro
 	ipamc := ipam.New(ds, nil)
 	snap := snapshot.New(ds, ipamc, snapshotKinds(), slog.Default().With("component", "snapshot"))
 	ready := NewReadiness()
-	subs := []Subsystem{runFunc("snapshot", snap.Run), newDatastoreHealth(ds, snap, ready)}
+	lease := newAgentLease(ds, cfg.NodeName, cfg.Version)
+	subs := []Subsystem{runFunc("snapshot", snap.Run), newDatastoreHealth(ds, snap, ready), lease}
 	m.watchSnapshot(snap)
 
 	var learned *handoff[learnedRoutes] // BGP → routes
@@ -239,7 +240,7 @@ func Run(ctx context.Context, cfg Config, ds *datastore.Client, m *Metrics) erro
 		}
 		// Every node probes its own endpoints of health-checked Services, whatever its
 		// proxy mode: the other nodes' proxies and DNS read the results.
-		subs = append(subs, newHealthProbeSubsystem(cfg.NodeName, ds, snap, services, m))
+		subs = append(subs, newHealthProbeSubsystem(cfg.NodeName, ds, snap, services, lease, m))
 		subs = append(subs, routes, pol,
 			runFunc("ipam-gc", func(ctx context.Context) error {
 				return ipamc.RunGarbageCollector(ctx, cfg.NodeName, cfg.IPAMGCInterval, ipam.GCOptions{})
