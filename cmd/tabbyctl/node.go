@@ -23,7 +23,7 @@ func newNodeCommand(conn *connection) *cobra.Command {
 		Use:   "node",
 		Short: "show this node's BGP status, list or delete nodes",
 	}
-	cmd.AddCommand(newNodeStatusCommand(), newNodeReadinessCommand(), newNodeListCommand(conn), newNodeDeleteCommand(conn))
+	cmd.AddCommand(newNodeStatusCommand(), newNodeReadinessCommand(), newNodeListCommand(conn), newNodeDeleteCommand(conn), newNodeDiagsCommand())
 	return cmd
 }
 

@@ -60,6 +60,10 @@ type Config struct {
 	PprofListen string
 	// Version is reported in tabby_build_info.
 	Version string
+	// Flags are the effective command-line settings ("--name=value"), for diagnostics.
+	Flags []string
+	// Logs keeps the recent log lines for diagnostics; nil keeps none.
+	Logs *LogRing
 }
 
 // PolicyConfig configures policy enforcement.
@@ -256,6 +260,7 @@ func Run(ctx context.Context, cfg Config, ds *datastore.Client, m *Metrics) erro
 	}
 	subs = append(subs, newMemoryTrim(snap))
 	st := &statusServer{node: cfg.NodeName, role: cfg.Role, ready: ready, bgp: bgpSub}
+	st.diags = &diagCollector{status: st, version: cfg.Version, flags: cfg.Flags, logs: cfg.Logs, ipam: ipamc, run: runDiagCommand}
 	subs = append(subs, runFunc("status-socket", func(ctx context.Context) error { return st.serveSocket(ctx, cfg.StatusSocket) }))
 	if cfg.HealthListen != "" {
 		subs = append(subs, runFunc("health", func(ctx context.Context) error { return st.serveHealth(ctx, cfg.HealthListen) }))
