@@ -128,19 +128,6 @@ spec: {cidr: 10.70.0.0/20, blockSize: 28}
 	}
 }
 
-// dsOn connects a datastore client to the node.
-func dsOn(t *testing.T, n *node) *datastore.Client {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	ds, err := datastore.Connect(ctx, datastore.Config{Endpoints: []string{n.endpoint}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ds.Close() })
-	return ds
-}
-
 func addWorkload(ctx context.Context, t *testing.T, ds *datastore.Client, c *ipam.Client, node, containerID string) {
 	t.Helper()
 	if err := tryAddWorkload(ctx, ds, c, node, containerID); err != nil {
