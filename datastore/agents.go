@@ -57,12 +57,3 @@ func (c *Client) AgentRecords(ctx context.Context) (map[string]AgentRecord, erro
 	}
 	return out, nil
 }
-
-// DeleteAgentRecord removes a node's record (a node deleted by force while its agent
-// runs); it is no error if there is none.
-func (c *Client) DeleteAgentRecord(ctx context.Context, node string) error {
-	if _, err := c.etcd.Delete(ctx, AgentsPrefix+node); err != nil {
-		return fmt.Errorf("delete the agent record of node %q: %w", node, err)
-	}
-	return nil
-}

@@ -59,7 +59,8 @@ const maxNodeDeletePasses = 5
 const wepDeleteBatch = 100
 
 // deleteNode deletes the Node (first, so CNI ADDs on the node are refused from then
-// on), then in passes its endpoints and IPAM state, then its agent record.
+// on), then in passes its endpoints and IPAM state. An agent record (--force on a live
+// agent) is left to go with the agent's lease.
 func deleteNode(ctx context.Context, ds *datastore.Client, c *ipam.Client, name string, out io.Writer) error {
 	kind, err := api.KindForType[*api.Node]()
 	if err != nil {
@@ -88,9 +89,6 @@ func deleteNode(ctx context.Context, ds *datastore.Client, c *ipam.Client, name 
 		if pass == maxNodeDeletePasses {
 			return fmt.Errorf("delete node %q: workloads are still being added to it after %d passes; stop them and run delete again", name, pass)
 		}
-	}
-	if err := ds.DeleteAgentRecord(ctx, name); err != nil {
-		return err
 	}
 	if !existed && weps+addrs+affinities == 0 {
 		return fmt.Errorf("node %q: %w (and nothing in IPAM or any endpoint refers to it)", name, datastore.ErrNotFound)

@@ -69,10 +69,4 @@ func TestAgentLease(t *testing.T) {
 	if recs, err := ds.AgentRecords(ctx); err != nil || len(recs) != 1 {
 		t.Errorf("after a stop: records %v, %v; want the record until the lease expires", recs, err)
 	}
-	if err := ds.DeleteAgentRecord(ctx, "node1"); err != nil {
-		t.Fatal(err)
-	}
-	if recs, err := ds.AgentRecords(ctx); err != nil || len(recs) != 0 {
-		t.Errorf("after DeleteAgentRecord: %v, %v", recs, err)
-	}
 }
