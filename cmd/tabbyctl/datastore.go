@@ -20,7 +20,7 @@ import (
 // exportKind and exportVersion name the document datastore export writes.
 const (
 	exportKind    = "DatastoreExport"
-	exportVersion = "tabby.io/v1"
+	exportVersion = api.VersionTabby
 )
 
 // exportFile is what datastore export writes and import reads: every resource, then
