@@ -13,6 +13,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -23,6 +24,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/tabby-net/tabby/datastore"
 	"github.com/tabby-net/tabby/datastore/embedded"
@@ -123,6 +125,7 @@ the command line wins over its variable.`,
 					return err
 				}
 			}
+			cmd.Flags().VisitAll(func(f *pflag.Flag) { a.Flags = append(a.Flags, "--"+f.Name+"="+f.Value.String()) })
 			return run(cmd.Context(), o)
 		},
 	}
@@ -181,7 +184,9 @@ the command line wins over its variable.`,
 }
 
 func run(ctx context.Context, o options) error {
-	logger, err := newLogger(o.logLevel)
+	// The recent lines are kept for tabbyctl node diags.
+	o.agent.Logs = agent.NewLogRing(agent.DefaultLogLines)
+	logger, err := newLogger(o.logLevel, io.MultiWriter(os.Stderr, o.agent.Logs))
 	if err != nil {
 		return err
 	}
@@ -239,12 +244,12 @@ func startDatastore(ctx context.Context, o options) (*embedded.Etcd, error) {
 	return etcd, nil
 }
 
-func newLogger(level string) (*slog.Logger, error) {
+func newLogger(level string, w io.Writer) (*slog.Logger, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
 }
 
 func splitList(s string) []string {

@@ -21,9 +21,9 @@ import (
 func newNodeCommand(conn *connection) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "node",
-		Short: "show this node's BGP status, or every node",
+		Short: "show this node's BGP status, list or delete nodes",
 	}
-	cmd.AddCommand(newNodeStatusCommand(), newNodeReadinessCommand(), newNodeListCommand(conn))
+	cmd.AddCommand(newNodeStatusCommand(), newNodeReadinessCommand(), newNodeListCommand(conn), newNodeDeleteCommand(conn), newNodeDiagsCommand())
 	return cmd
 }
 
@@ -161,8 +161,12 @@ func printReadiness(w io.Writer, st *nodestatus.Status) {
 func newNodeListCommand(conn *connection) *cobra.Command {
 	return &cobra.Command{
 		Use:   "list",
-		Short: "list every node with its AS number, address and role",
-		Args:  cobra.NoArgs,
+		Short: "list every node with its AS number, address, role and whether its agent is alive",
+		Long: `list prints every node with its AS number, addresses and role, and in AGENT
+whether its tabby-node is alive: "alive" (since when it runs, and its version) while the
+agent keeps its etcd lease, "down" once the lease expired (the agent stopped, or has not
+reached etcd for the lease's 15 s).`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ds, err := conn.connect(cmd.Context())
 			if err != nil {
@@ -173,27 +177,49 @@ func newNodeListCommand(conn *connection) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			agents, err := ds.AgentRecords(cmd.Context())
+			if err != nil {
+				return err
+			}
 			asn := api.DefaultASNumber
 			if def, err := datastore.GetAs[*api.BGPConfiguration](cmd.Context(), ds, "", api.DefaultBGPConfigurationName); err == nil && def.Spec.ASNumber != nil {
 				asn = *def.Spec.ASNumber
 			}
-			slices.SortFunc(nodes, func(a, b *api.Node) int { return cmp.Compare(a.Name, b.Name) })
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 8, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tASN\tIPV4\tIPV6\tROLE")
-			for _, n := range nodes {
-				a, v4, v6, role := fmt.Sprintf("%d (cluster)", asn), "-", "-", "node"
-				if b := n.Spec.BGP; b != nil {
-					if b.ASNumber != nil {
-						a = fmt.Sprint(uint32(*b.ASNumber))
-					}
-					v4, v6 = cmp.Or(b.IPv4Address, "-"), cmp.Or(b.IPv6Address, "-")
-					if b.RouteReflectorClusterID != "" {
-						role = "route reflector (cluster " + b.RouteReflectorClusterID + ")"
-					}
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", n.Name, a, v4, v6, role)
-			}
-			return tw.Flush()
+			printNodes(cmd.OutOrStdout(), nodes, agents, asn, time.Now())
+			return nil
 		},
 	}
+}
+
+func printNodes(w io.Writer, nodes []*api.Node, agents map[string]datastore.AgentRecord, asn api.ASNumber, now time.Time) {
+	slices.SortFunc(nodes, func(a, b *api.Node) int { return cmp.Compare(a.Name, b.Name) })
+	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tASN\tIPV4\tIPV6\tROLE\tAGENT")
+	for _, n := range nodes {
+		a, v4, v6, role := fmt.Sprintf("%d (cluster)", asn), "-", "-", "node"
+		if b := n.Spec.BGP; b != nil {
+			if b.ASNumber != nil {
+				a = fmt.Sprint(uint32(*b.ASNumber))
+			}
+			v4, v6 = cmp.Or(b.IPv4Address, "-"), cmp.Or(b.IPv6Address, "-")
+			if b.RouteReflectorClusterID != "" {
+				role = "route reflector (cluster " + b.RouteReflectorClusterID + ")"
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", n.Name, a, v4, v6, role, agentState(agents, n.Name, now))
+	}
+	tw.Flush()
+}
+
+// agentState is a node's AGENT column: "alive since 15:04:05 (2h3m0s), v1.2" or "down".
+func agentState(agents map[string]datastore.AgentRecord, node string, now time.Time) string {
+	r, ok := agents[node]
+	if !ok {
+		return "down"
+	}
+	s := "alive since " + r.Started.Local().Format("15:04:05") + " (" + now.Sub(r.Started).Round(time.Second).String() + ")"
+	if r.Version != "" {
+		s += ", " + r.Version
+	}
+	return s
 }
