@@ -399,11 +399,11 @@ func (l *Lab) NoPing(from, addr string) {
 }
 
 // felixRoutes maps a lab namespace's routes of felix's protocol that have a via (the
-// device, or the gateway) by destination: destination → via.
-func (l *Lab) felixRoutes(target string, via func(dev, gateway string) string) map[string]string {
+// device, or the gateway) by destination: destination → via. family is ip's: -4 or -6.
+func (l *Lab) felixRoutes(target, family string, via func(dev, gateway string) string) map[string]string {
 	l.t.Helper()
 	var routes []struct{ Dst, Dev, Gateway string }
-	out := l.OK("exec", target, "--", "ip", "-j", "route", "show", "proto", strconv.Itoa(felix.RouteProtocol))
+	out := l.OK("exec", target, "--", "ip", family, "-j", "route", "show", "proto", strconv.Itoa(felix.RouteProtocol))
 	if err := json.Unmarshal([]byte(out), &routes); err != nil {
 		l.t.Fatalf("ip -j route in %s: %v: %s", target, err, out)
 	}
@@ -420,14 +420,20 @@ func (l *Lab) felixRoutes(target string, via func(dev, gateway string) string) m
 // device (to workloads, and through tunnels).
 func (l *Lab) DeviceRoutes(target string) map[string]string {
 	l.t.Helper()
-	return l.felixRoutes(target, func(dev, _ string) string { return dev })
+	return l.felixRoutes(target, "-4", func(dev, _ string) string { return dev })
 }
 
 // GatewayRoutes lists a lab namespace's felix routes with a gateway: destination →
 // gateway (learned over BGP).
 func (l *Lab) GatewayRoutes(target string) map[string]string {
 	l.t.Helper()
-	return l.felixRoutes(target, func(_, gateway string) string { return gateway })
+	return l.felixRoutes(target, "-4", func(_, gateway string) string { return gateway })
+}
+
+// GatewayRoutes6 is GatewayRoutes for IPv6 routes.
+func (l *Lab) GatewayRoutes6(target string) map[string]string {
+	l.t.Helper()
+	return l.felixRoutes(target, "-6", func(_, gateway string) string { return gateway })
 }
 
 // pollInterval is how often Poll looks again.

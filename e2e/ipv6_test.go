@@ -1,0 +1,154 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"maps"
+	"net/netip"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tabby-net/tabby/internal/labtest"
+	"github.com/tabby-net/tabby/internal/nodestatus"
+	"github.com/tabby-net/tabby/internal/testenv"
+)
+
+// dualStackIPs returns a lab workload's IPv4 and IPv6 addresses.
+func dualStackIPs(t testing.TB, l *labtest.Lab, namespace, name string) (v4, v6 netip.Addr) {
+	t.Helper()
+	w := l.State().Workload(namespace, name)
+	if w == nil {
+		t.Fatalf("no workload %s/%s", namespace, name)
+	}
+	for _, p := range w.IPs {
+		if p.Addr().Is4() {
+			v4 = p.Addr()
+		} else {
+			v6 = p.Addr()
+		}
+	}
+	if !v4.IsValid() || !v6.IsValid() {
+		t.Fatalf("workload %s/%s is not dual stack: %v", namespace, name, w.IPs)
+	}
+	return v4, v6
+}
+
+// TestDualStack: a two-node lab up with --ipv6 (default pools of both families). Each
+// node has an IPv4 and an IPv6 session to the other, shown in node status; each learns the
+// other's IPv4 block via its IPv4 address and its IPv6 block via its IPv6 address, from
+// the session of that family; a workload on node1 reaches one on node2 over both (ping and
+// TCP). An IPv6 policy applies across the nodes: a policy on b allowing TCP only from the
+// IPv4 pool denies a's IPv6 connections (IPv4 ones pass), then one allowing only the IPv6
+// pool lets them through (IPv4 ones now denied), and without policy both pass again.
+func TestDualStack(t *testing.T) {
+	labtest.Need(t)
+	testenv.RequireTools(t, testenv.Tool{Cmd: "ping", Package: "iputils-ping"}, testenv.Tool{Cmd: "ip6tables-nft-restore", Package: "iptables"}, testenv.Tool{Cmd: "ipset", Package: "ipset"})
+	m := &matrixLab{l: labtest.New(t), probe: labtest.Build(t, "./testdata/policyprobe", "policyprobe")}
+	l := m.l
+	l.OK("up", "--nodes", "2", "--ipv6")
+	l.Apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: ds}\n")
+	l.OK("workload", "add", "node1", "ds/a", "--labels", "pod=a")
+	l.OK("workload", "add", "node2", "ds/b", "--labels", "pod=b")
+	a4, a6 := dualStackIPs(t, l, "ds", "a")
+	b4, b6 := dualStackIPs(t, l, "ds", "b")
+	st := l.State()
+	addr4 := map[string]string{}
+	addr6 := map[string]string{}
+	for _, n := range st.Nodes {
+		addr4[n.Name], addr6[n.Name] = n.Address.Addr().String(), n.Address6.Addr().String()
+	}
+
+	// Each family over its own session, one route each.
+	labtest.Poll(t, "each node learns the other's blocks of both families", 40*time.Second, func() string {
+		for _, c := range []struct {
+			node, peer string
+			ips        []netip.Addr
+		}{{"node1", "node2", []netip.Addr{b4, b6}}, {"node2", "node1", []netip.Addr{a4, a6}}} {
+			routes := l.GatewayRoutes(c.node)
+			maps.Copy(routes, l.GatewayRoutes6(c.node))
+			want := map[string]string{labtest.BlockOf(c.ips[0]): addr4[c.peer], blockOf6(c.ips[1]): addr6[c.peer]}
+			for dst, via := range want {
+				if routes[dst] != via {
+					return fmt.Sprintf("%s: route to %s via %q, want %s; routes %v", c.node, dst, routes[dst], via, routes)
+				}
+			}
+		}
+		return ""
+	})
+	var status nodestatus.Status
+	labtest.Poll(t, "node1's status: an IPv4 and an IPv6 session to node2, one prefix received on each", 30*time.Second, func() string {
+		out, stderr, code := l.Tabbyctl("node1", "node", "status", "--socket", filepath.Join(l.NodeDataDir("node1"), "status.sock"), "-o", "json")
+		if code != 0 {
+			return stderr
+		}
+		if err := json.Unmarshal([]byte(out), &status); err != nil {
+			return err.Error()
+		}
+		var got []string
+		for _, p := range status.Peers {
+			got = append(got, fmt.Sprintf("%s %s %d", p.Address, p.State, p.Received))
+		}
+		want := []string{addr4["node2"] + " Established 1", addr6["node2"] + " Established 1"}
+		if !slices.Equal(got, want) || status.Address6 != addr6["node1"] {
+			return fmt.Sprintf("peers %q, want %q; address6 %q", got, want, status.Address6)
+		}
+		return ""
+	})
+	text := l.OK("exec", "node1", "--", labtest.Bin(t, "tabbyctl"), "node", "status", "--socket", filepath.Join(l.NodeDataDir("node1"), "status.sock"))
+	if !strings.Contains(text, "IPv4 BGP status") || !strings.Contains(text, "IPv6 BGP status") {
+		t.Errorf("node status text has not both tables:\n%s", text)
+	}
+
+	l.Ping("ds/a", b6.String())
+	l.Ping("ds/a", b4.String())
+	m.serve(t, matrixPod{key: "ds/b", ns: l.NS("w-ds.b")})
+	tcp4, tcp6 := "tcp/"+netip.AddrPortFrom(b4, 80).String(), "tcp/"+netip.AddrPortFrom(b6, 80).String()
+	probe := func() string {
+		out, err := exec.Command("ip", "netns", "exec", l.NS("w-ds.a"), m.probe, "probe", "600ms", tcp4, tcp6).Output()
+		if err != nil {
+			t.Fatalf("probe: %v", err)
+		}
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		slices.Sort(lines)
+		return strings.Join(lines, "; ")
+	}
+	expect := func(what, v4, v6 string) {
+		t.Helper()
+		want := []string{tcp4 + " " + v4, tcp6 + " " + v6}
+		slices.Sort(want)
+		labtest.Poll(t, what, 20*time.Second, func() string {
+			if got := probe(); got != strings.Join(want, "; ") {
+				return "got " + got
+			}
+			return ""
+		})
+	}
+	expect("TCP from a to b over both families, no policy", "ok", "ok")
+
+	onlyFrom := func(cidr string) string {
+		return fmt.Sprintf(`apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: b-ingress, namespace: ds}
+spec:
+  selector: pod == 'b'
+  types: [Ingress]
+  ingress: [{action: Allow, protocol: TCP, source: {nets: [%q]}}]
+`, cidr)
+	}
+	l.Apply(onlyFrom("10.244.0.0/16"))
+	expect("a policy allowing only the IPv4 pool denies IPv6 across nodes", "ok", "fail")
+	l.Apply(onlyFrom("fd00:10:244::/64"))
+	expect("a policy allowing only the IPv6 pool allows IPv6 across nodes", "fail", "ok")
+	l.OK("ctl", "delete", "networkpolicy", "-n", "ds", "b-ingress")
+	expect("TCP over both families again without policy", "ok", "ok")
+}
+
+// blockOf6 is the /122 block (IPv6 pools' default block size) holding a.
+func blockOf6(a netip.Addr) string {
+	p, _ := a.Prefix(122)
+	return p.String()
+}
