@@ -152,3 +152,58 @@ func blockOf6(a netip.Addr) string {
 	p, _ := a.Prefix(122)
 	return p.String()
 }
+
+// TestNATOutgoingIPv6: in a lab up with --ipv6, a workload of an IPv6 pool with
+// natOutgoing pings an "internet" host's IPv6 address on a subnet of its own behind the
+// lab's router, which has no route to the pool: the reply comes back only because node1
+// masquerades the request. With natOutgoing off it does not, and the ip6tables nat table
+// and inet6 sets of natOutgoing are gone from node1.
+func TestNATOutgoingIPv6(t *testing.T) {
+	l := labtest.New(t)
+	l.OK("up", "--nodes", "1", "--ipv6", "--no-default-pools")
+	pools := func(nat bool) string {
+		return fmt.Sprintf(`apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {name: v4}
+spec: {cidr: 10.244.0.0/16}
+---
+apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {name: v6}
+spec: {cidr: "fd00:10:244::/64", natOutgoing: %v}
+`, nat)
+	}
+	l.Apply(pools(true))
+	l.OK("host", "add", "inet", "--subnet", "9")
+	l.OK("workload", "add", "node1", "default/w1")
+	inet := l.State().Host("inet").Address6.Addr()
+	if !inet.IsValid() {
+		t.Fatalf("host inet has no IPv6 address: %+v", l.State().Host("inet"))
+	}
+	pingInet := func() (string, bool) {
+		out, stderr, code := l.Run("", "exec", "default/w1", "--", "ping", "-c", "1", "-W", "1", inet.String())
+		return out + stderr, code == 0
+	}
+	took := labtest.Poll(t, "w1 reaches the internet host over IPv6 through natOutgoing", 30*time.Second, func() string {
+		if out, ok := pingInet(); !ok {
+			return out
+		}
+		return ""
+	})
+	t.Logf("IPv6 natOutgoing in effect %v after the workload was added", took.Round(time.Millisecond))
+	if out := l.OK("exec", "node1", "--", "ip6tables-save", "-t", "nat"); !strings.Contains(out, "--match-set tby-masq-pools6 src") {
+		t.Errorf("node1's ip6tables nat table:\n%s", out)
+	}
+
+	l.Apply(pools(false))
+	labtest.Poll(t, "IPv6 natOutgoing state gone from node1", 30*time.Second, func() string {
+		out, _, _ := l.Run("", "exec", "node1", "--", "ipset", "list", "-n")
+		if strings.Contains(out, "tby-masq-pools6") {
+			return "ipset tby-masq-pools6 still there"
+		}
+		return ""
+	})
+	if out, ok := pingInet(); ok {
+		t.Errorf("without natOutgoing the IPv6 reply came back across a router without pod routes: %s", out)
+	}
+}
