@@ -17,26 +17,6 @@ import (
 	"github.com/tabby-net/tabby/internal/testenv"
 )
 
-// dualStackIPs returns a lab workload's IPv4 and IPv6 addresses.
-func dualStackIPs(t testing.TB, l *labtest.Lab, namespace, name string) (v4, v6 netip.Addr) {
-	t.Helper()
-	w := l.State().Workload(namespace, name)
-	if w == nil {
-		t.Fatalf("no workload %s/%s", namespace, name)
-	}
-	for _, p := range w.IPs {
-		if p.Addr().Is4() {
-			v4 = p.Addr()
-		} else {
-			v6 = p.Addr()
-		}
-	}
-	if !v4.IsValid() || !v6.IsValid() {
-		t.Fatalf("workload %s/%s is not dual stack: %v", namespace, name, w.IPs)
-	}
-	return v4, v6
-}
-
 // TestDualStack: a two-node lab up with --ipv6 (default pools of both families). Each
 // node has an IPv4 and an IPv6 session to the other, shown in node status; each learns the
 // other's IPv4 block via its IPv4 address and its IPv6 block via its IPv6 address, from
@@ -53,8 +33,8 @@ func TestDualStack(t *testing.T) {
 	l.Apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: ds}\n")
 	l.OK("workload", "add", "node1", "ds/a", "--labels", "pod=a")
 	l.OK("workload", "add", "node2", "ds/b", "--labels", "pod=b")
-	a4, a6 := dualStackIPs(t, l, "ds", "a")
-	b4, b6 := dualStackIPs(t, l, "ds", "b")
+	a4, a6 := l.WorkloadIPs("ds", "a")
+	b4, b6 := l.WorkloadIPs("ds", "b")
 	st := l.State()
 	addr4 := map[string]string{}
 	addr6 := map[string]string{}
@@ -70,7 +50,7 @@ func TestDualStack(t *testing.T) {
 		}{{"node1", "node2", []netip.Addr{b4, b6}}, {"node2", "node1", []netip.Addr{a4, a6}}} {
 			routes := l.GatewayRoutes(c.node)
 			maps.Copy(routes, l.GatewayRoutes6(c.node))
-			want := map[string]string{labtest.BlockOf(c.ips[0]): addr4[c.peer], blockOf6(c.ips[1]): addr6[c.peer]}
+			want := map[string]string{labtest.BlockOf(c.ips[0]): addr4[c.peer], labtest.BlockOf6(c.ips[1]): addr6[c.peer]}
 			for dst, via := range want {
 				if routes[dst] != via {
 					return fmt.Sprintf("%s: route to %s via %q, want %s; routes %v", c.node, dst, routes[dst], via, routes)
@@ -145,12 +125,6 @@ spec:
 	expect("a policy allowing only the IPv6 pool allows IPv6 across nodes", "fail", "ok")
 	l.OK("ctl", "delete", "networkpolicy", "-n", "ds", "b-ingress")
 	expect("TCP over both families again without policy", "ok", "ok")
-}
-
-// blockOf6 is the /122 block (IPv6 pools' default block size) holding a.
-func blockOf6(a netip.Addr) string {
-	p, _ := a.Prefix(122)
-	return p.String()
 }
 
 // TestNATOutgoingIPv6: in a lab up with --ipv6, a workload of an IPv6 pool with

@@ -41,16 +41,10 @@ spec: {bgp: {routeReflectorClusterID: 1.0.0.1}}
 	l.OK("workload", "add", "node1", "default/w1")
 	l.OK("workload", "add", "node2", "default/w2")
 	st := l.State()
-	ips := map[string][]netip.Addr{}
-	for _, w := range st.Workloads {
-		for _, p := range w.IPs {
-			ips[w.Node] = append(ips[w.Node], p.Addr())
-		}
-	}
-	for _, n := range st.Nodes {
-		if len(ips[n.Name]) != 2 || !ips[n.Name][0].Is4() || !ips[n.Name][1].Is6() {
-			t.Fatalf("%s's workload is not dual stack: %v", n.Name, ips[n.Name])
-		}
+	ips := map[string][]netip.Addr{} // node -> its workload's IPv4 and IPv6 addresses
+	for _, w := range []string{"w1", "w2"} {
+		v4, v6 := l.WorkloadIPs("default", w)
+		ips["node"+w[1:]] = []netip.Addr{v4, v6}
 	}
 	node := func(name string) (v4, v6 string) {
 		n := st.Node(name)
@@ -71,9 +65,8 @@ spec: {bgp: {routeReflectorClusterID: 1.0.0.1}}
 			routes := l.GatewayRoutes(c[0])
 			maps.Copy(routes, l.GatewayRoutes6(c[0]))
 			v4, v6 := node(c[1])
-			b4, _ := ips[c[1]][0].Prefix(26)
-			b6, _ := ips[c[1]][1].Prefix(122)
-			if routes[b4.String()] != v4 || routes[b6.String()] != v6 {
+			b4, b6 := labtest.BlockOf(ips[c[1]][0]), labtest.BlockOf6(ips[c[1]][1])
+			if routes[b4] != v4 || routes[b6] != v6 {
 				return fmt.Sprintf("%s: routes %v, want %s via %s and %s via %s", c[0], routes, b4, v4, b6, v6)
 			}
 		}

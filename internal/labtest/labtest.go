@@ -370,6 +370,27 @@ func (l *Lab) WorkloadIP(namespace, name string) netip.Addr {
 	return netip.Addr{}
 }
 
+// WorkloadIPs are the IPv4 and IPv6 addresses of a dual-stack workload of the lab (it
+// must have one of each).
+func (l *Lab) WorkloadIPs(namespace, name string) (v4, v6 netip.Addr) {
+	l.t.Helper()
+	w := l.State().Workload(namespace, name)
+	if w == nil {
+		l.t.Fatalf("lab %s has no workload %s/%s", l.Name, namespace, name)
+	}
+	for _, p := range w.IPs {
+		if p.Addr().Is4() {
+			v4 = p.Addr()
+		} else {
+			v6 = p.Addr()
+		}
+	}
+	if len(w.IPs) != 2 || !v4.IsValid() || !v6.IsValid() {
+		l.t.Fatalf("workload %s/%s of lab %s is not dual stack: %v", namespace, name, l.Name, w.IPs)
+	}
+	return v4, v6
+}
+
 // WorkloadVeth is the host side of a workload's veth, from its WorkloadEndpoint.
 func (l *Lab) WorkloadVeth(namespace, name string) string {
 	l.t.Helper()
@@ -494,5 +515,11 @@ spec: {cidr: 10.244.0.0/16, blockSize: 26, vxlanMode: ` + mode + `, natOutgoing:
 // BlockOf is the /26 a workload address sits in (Pool's block size).
 func BlockOf(a netip.Addr) string {
 	p, _ := a.Prefix(26)
+	return p.String()
+}
+
+// BlockOf6 is the /122 an IPv6 workload address sits in (IPv6 pools' default block size).
+func BlockOf6(a netip.Addr) string {
+	p, _ := a.Prefix(122)
 	return p.String()
 }
