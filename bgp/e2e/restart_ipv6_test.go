@@ -5,6 +5,7 @@ import (
 	"maps"
 	"net/netip"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -20,14 +21,8 @@ import (
 func TestRestartDelaysDualStack(t *testing.T) {
 	l := newLab(t)
 	l.OK("up", "--nodes", "2", "--ipv6", "--agent-binary", labtest.Bin(t, "tabby-node"))
-	l.OK("workload", "add", "node1", "default/w1")
-	l.OK("workload", "add", "node2", "default/w2")
+	ips := l.dualStackWorkloads()
 	st := l.State()
-	ips := map[string][]netip.Addr{} // node -> its workload's IPv4 and IPv6 addresses
-	for _, w := range []string{"w1", "w2"} {
-		v4, v6 := l.WorkloadIPs("default", w)
-		ips["node"+w[1:]] = []netip.Addr{v4, v6}
-	}
 	agents := map[string]*agentProc{}
 	for _, n := range st.Nodes {
 		agents[n.Name] = &agentProc{node: n.Name, netns: n.Netns, dataDir: n.DataDir,
@@ -61,4 +56,18 @@ func TestRestartDelaysDualStack(t *testing.T) {
 			runRestartCase(t, l, agents, c, settled, pings...)
 		})
 	}
+}
+
+// dualStackWorkloads adds workload default/w1 on node1 and default/w2 on node2 to a lab
+// up with --ipv6 and returns each node's workload's IPv4 and IPv6 addresses.
+func (l *lab) dualStackWorkloads() map[string][]netip.Addr {
+	l.t.Helper()
+	ips := map[string][]netip.Addr{}
+	for _, node := range []string{"node1", "node2"} {
+		w := "w" + strings.TrimPrefix(node, "node")
+		l.OK("workload", "add", node, "default/"+w)
+		v4, v6 := l.WorkloadIPs("default", w)
+		ips[node] = []netip.Addr{v4, v6}
+	}
+	return ips
 }

@@ -3,7 +3,6 @@ package e2e
 import (
 	"fmt"
 	"maps"
-	"net/netip"
 	"slices"
 	"testing"
 	"time"
@@ -38,14 +37,8 @@ spec: {bgp: {routeReflectorClusterID: 1.0.0.1}}
 	// The first host on subnet 1 gets .200 (fd00:172:31:1::200).
 	rr := l.startHostAgent("rr1", "--role", "route-reflector", "--ip6", "fd00:172:31:1::200/64")
 	rr6 := "fd00:172:31:1::200"
-	l.OK("workload", "add", "node1", "default/w1")
-	l.OK("workload", "add", "node2", "default/w2")
+	ips := l.dualStackWorkloads()
 	st := l.State()
-	ips := map[string][]netip.Addr{} // node -> its workload's IPv4 and IPv6 addresses
-	for _, w := range []string{"w1", "w2"} {
-		v4, v6 := l.WorkloadIPs("default", w)
-		ips["node"+w[1:]] = []netip.Addr{v4, v6}
-	}
 	node := func(name string) (v4, v6 string) {
 		n := st.Node(name)
 		return n.Address.Addr().String(), n.Address6.Addr().String()
