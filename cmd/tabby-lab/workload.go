@@ -198,6 +198,9 @@ func cniConfList(st *labstate.State, node string, labels map[string]string) ([]b
 		// The node-local DNS address every agent serves (tabby-node --dns-addresses).
 		"cluster_dns": []string{labClusterDNS},
 	}
+	if st.IPv6 {
+		plugin["ipam"] = map[string]any{"assign_ipv4": "true", "assign_ipv6": "true"}
+	}
 	if len(labels) > 0 {
 		keys := make([]string, 0, len(labels))
 		for k := range labels {

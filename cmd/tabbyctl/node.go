@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -116,15 +117,41 @@ func printStatus(w io.Writer, st *nodestatus.Status, now time.Time) {
 		printReadiness(w, st)
 		return
 	}
-	fmt.Fprintf(w, "tabby-node %s (%s) is running: AS %d, address %s, router ID %s", st.Node, st.Role, st.ASN, st.Address, st.RouterID)
+	fmt.Fprintf(w, "tabby-node %s (%s) is running: AS %d, address %s", st.Node, st.Role, st.ASN, st.Address)
+	if st.Address6 != "" {
+		fmt.Fprintf(w, " and %s", st.Address6)
+	}
+	fmt.Fprintf(w, ", router ID %s", st.RouterID)
 	if st.ClusterID != "" {
 		fmt.Fprintf(w, ", route reflector cluster %s", st.ClusterID)
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintf(w, "\nIPv4 BGP status\n")
+	// Each family has sessions of its own, as calicoctl prints them: IPv4, then IPv6.
+	for _, fam := range []struct {
+		name string
+		v4   bool
+	}{{"IPv4", true}, {"IPv6", false}} {
+		var peers []nodestatus.Peer
+		for _, p := range st.Peers {
+			if a, err := netip.ParseAddr(p.Address); err == nil && a.Is4() == fam.v4 {
+				peers = append(peers, p)
+			}
+		}
+		if len(peers) == 0 && !fam.v4 {
+			continue
+		}
+		fmt.Fprintf(w, "\n%s BGP status\n", fam.name)
+		printPeers(w, peers, now)
+	}
+	fmt.Fprintf(w, "\nAdvertised: %s\nLearned routes: %d (synced: %v)\n", strings.Join(st.Advertised, ", "), st.Learned, st.Synced)
+	printReadiness(w, st)
+}
+
+// printPeers prints a table of peers.
+func printPeers(w io.Writer, peers []nodestatus.Peer, now time.Time) {
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
 	fmt.Fprintln(tw, "PEER ADDRESS\tPEER TYPE\tAS\tSTATE\tSINCE\tRECEIVED\tADVERTISED\tINFO")
-	for _, p := range st.Peers {
+	for _, p := range peers {
 		since := "-"
 		if !p.Since.IsZero() {
 			since = p.Since.Local().Format("15:04:05") + " (" + now.Sub(p.Since).Round(time.Second).String() + ")"
@@ -136,8 +163,6 @@ func printStatus(w io.Writer, st *nodestatus.Status, now time.Time) {
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%d\t%d\t%s\n", p.Address, p.Type, p.ASN, p.State, since, p.Received, p.Advertised, info)
 	}
 	tw.Flush()
-	fmt.Fprintf(w, "\nAdvertised: %s\nLearned routes: %d (synced: %v)\n", strings.Join(st.Advertised, ", "), st.Learned, st.Synced)
-	printReadiness(w, st)
 }
 
 // printReadiness prints the problems and whether the agent is ready (reasons that are

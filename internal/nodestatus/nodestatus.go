@@ -27,6 +27,7 @@ type Status struct {
 	Role       string   `json:"role"`
 	ASN        uint32   `json:"asn"`
 	Address    string   `json:"address"`
+	Address6   string   `json:"address6,omitempty"` // the IPv6 session address, if any
 	RouterID   string   `json:"routerID"`
 	ClusterID  string   `json:"clusterID,omitempty"`
 	Synced     bool     `json:"synced"`
