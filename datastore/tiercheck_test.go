@@ -42,10 +42,13 @@ func TestTierInUseCheck(t *testing.T) {
 	if _, err := c.Delete(ctx, npKind, "x", "ops.p", ""); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Delete(ctx, gnpKind, "", "g", ""); err != nil {
-		t.Fatal(err)
+	// A tier deleted with its last policies in one transaction is not in use.
+	tier := &api.Tier{TypeMeta: api.TypeMeta{Kind: "Tier", APIVersion: api.VersionCalico}, ObjectMeta: api.ObjectMeta{Name: "ops"}}
+	g := &api.GlobalNetworkPolicy{TypeMeta: api.TypeMeta{Kind: "GlobalNetworkPolicy", APIVersion: api.VersionCalico}, ObjectMeta: api.ObjectMeta{Name: "g"}}
+	if _, err := c.Txn(ctx, []datastore.Op{{Action: datastore.OpDelete, Resource: tier}, {Action: datastore.OpDelete, Resource: g}}); err != nil {
+		t.Errorf("delete a tier with its last policy: %v", err)
 	}
-	if _, err := c.Delete(ctx, tierKind, "", "ops", ""); err != nil {
-		t.Errorf("delete a tier no longer in use: %v", err)
+	if _, err := c.Get(ctx, gnpKind, "", "in-default"); err != nil {
+		t.Error(err)
 	}
 }
