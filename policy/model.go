@@ -637,7 +637,8 @@ func compileEntity(field string, e *api.EntityRule, namespace string) (Entity, e
 		}
 		global = strings.TrimSpace(e.NamespaceSelector) == "global()"
 	}
-	scope := func(s string) (*Scope, error) {
+	// serviceAccounts restrict the selector, not the notSelector.
+	scope := func(s string, sa *ServiceAccountMatch) (*Scope, error) {
 		sel, err := parseSel(field, s)
 		if err != nil {
 			return nil, err
@@ -649,20 +650,18 @@ func compileEntity(field string, e *api.EntityRule, namespace string) (Entity, e
 	}
 	switch {
 	case e.Selector != "":
-		if out.Selector, err = scope(e.Selector); err != nil {
+		if out.Selector, err = scope(e.Selector, sa); err != nil {
 			return out, err
 		}
 	case e.NamespaceSelector != "" || sa != nil:
 		// A namespaceSelector or serviceAccounts alone matches everything in those
 		// namespaces (of those service accounts).
-		if out.Selector, err = scope("all()"); err != nil {
+		if out.Selector, err = scope("all()", sa); err != nil {
 			return out, err
 		}
 	}
-	// serviceAccounts restrict the selector, not the notSelector.
-	sa = nil
 	if e.NotSelector != "" {
-		if out.NotSelector, err = scope(e.NotSelector); err != nil {
+		if out.NotSelector, err = scope(e.NotSelector, nil); err != nil {
 			return out, err
 		}
 	}
