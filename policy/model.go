@@ -68,7 +68,6 @@ type Endpoint struct {
 	Labels          map[string]string // own labels over its profiles' labelsToApply, plus Calico's
 	Profiles        []string
 	Ports           []api.WorkloadEndpointPort
-	ServiceAccount  string
 }
 
 // Key is "namespace/name".
@@ -368,7 +367,6 @@ func Build(in Input) (*Model, error) {
 		e := &Endpoint{
 			Namespace: w.Namespace, Name: w.Name, Node: w.Spec.Node, Interface: w.Spec.InterfaceName,
 			Addrs: addrs, Labels: labels, Profiles: w.Spec.Profiles, Ports: w.Spec.Ports,
-			ServiceAccount: w.Spec.ServiceAccountName,
 		}
 		m.Endpoints = append(m.Endpoints, e)
 	}
