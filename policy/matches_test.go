@@ -1,5 +1,7 @@
 package policy
 
+import "testing"
+
 // matchTests are TestEvaluate's cases of serviceAccounts, serviceAccountSelector and
 // services matches.
 var matchTests = []evalCase{
@@ -86,4 +88,15 @@ spec:
 `, []probe{
 		why(tcp("x/b", "x/a", 80, true), "deny-ghost ingress[1] (Allow)"),
 	}},
+}
+
+// TestUsesServices: a model depends on the Services' endpoints only while a rule has a
+// services match.
+func TestUsesServices(t *testing.T) {
+	if world(t, matchTests[0].yaml).UsesServices() {
+		t.Error("a model without services matches uses services")
+	}
+	if !world(t, matchTests[3].yaml).UsesServices() {
+		t.Error("a model with services matches does not use services")
+	}
 }

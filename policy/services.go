@@ -104,6 +104,25 @@ func compareMember(a, b NamedPortMember) int {
 	return cmp.Or(a.Addr.Compare(b.Addr), cmp.Compare(a.Protocol, b.Protocol), cmp.Compare(a.Port, b.Port))
 }
 
+// UsesServices says whether any rule has a services match: whether the model depends on
+// the Services' endpoints.
+func (m *Model) UsesServices() bool {
+	has := func(rules []Rule) bool {
+		return slices.ContainsFunc(rules, func(r Rule) bool { return r.Src.Service != nil || r.Dst.Service != nil })
+	}
+	for _, p := range m.Policies {
+		if has(p.IngressRules) || has(p.EgressRules) {
+			return true
+		}
+	}
+	for _, pr := range m.Profiles {
+		if has(pr.IngressRules) || has(pr.EgressRules) {
+			return true
+		}
+	}
+	return false
+}
+
 // ServiceOf returns the match of a Service; a Service that does not exist matches
 // nothing.
 func (m *Model) ServiceOf(r ServiceRef) *Service {

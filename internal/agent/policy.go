@@ -61,8 +61,11 @@ func (p *policySubsystem) Run(ctx context.Context) error {
 	var lastNAT *felix.FilterState
 	fcfg := felix.PolicyConfig{EndpointToHostAction: p.cfg.EndpointToHostAction}
 	// The tunnel guard reads the Nodes and IP pools besides policy's kinds; services
-	// matches the Services' endpoints.
-	renderKinds := append(slices.Clone(p.kinds), kindNodes, kindIPPools, kindServices, kindEndpoints, kindEndpointSlices)
+	// matches read the Services' endpoints, so a change of those renders again only while
+	// some rule has one.
+	renderKinds := append(slices.Clone(p.kinds), kindNodes, kindIPPools)
+	serviceKinds := []*api.Kind{kindServices, kindEndpoints, kindEndpointSlices}
+	usesServices := false
 	for {
 		select {
 		case <-ctx.Done():
@@ -82,7 +85,7 @@ func (p *policySubsystem) Run(ctx context.Context) error {
 				p.log.Debug("natOutgoing state", "sets", len(ns.IPSets), "chains", len(ns.Chains))
 			}
 		}
-		if v.Differs(prev, false, renderKinds...) {
+		if v.Differs(prev, false, renderKinds...) || (usesServices && v.Differs(prev, false, serviceKinds...)) {
 			start := time.Now()
 			fcfg.Tunnels = tunnelGuard(v)
 			in := policyInput(v, p.kinds)
@@ -91,6 +94,7 @@ func (p *policySubsystem) Run(ctx context.Context) error {
 			if err != nil {
 				p.log.Warn("resources left out of policy", "err", err)
 			}
+			usesServices = m.UsesServices()
 			fs := felix.RenderPolicy(m, p.node, fcfg)
 			p.syncer.Update(fs)
 			p.log.Debug("policy rendered", "policies", len(m.Policies), "endpoints", len(m.Endpoints),
