@@ -297,6 +297,17 @@ var validationCases = []struct {
 			`spec.selector: global() can only be used in a rule's namespaceSelector`,
 			`spec.serviceAccountSelector: selector "x in": …`,
 		}},
+	{"policy name prefixed with another tier", calico + "kind: GlobalNetworkPolicy\nmetadata: {name: security.p}\nspec: {tier: ops}\n",
+		[]string{`metadata.name: "security.p" is prefixed with tier "security" but the policy's spec.tier is "ops"`}},
+	{"policy name prefixed without a tier", calico + "kind: NetworkPolicy\nmetadata: {name: security.p, namespace: prod}\n",
+		[]string{`metadata.name: "security.p" is prefixed with tier "security" but the policy's spec.tier is "default"`}},
+	{"tier", calico + "kind: Tier\nmetadata: {name: Ops.x}\nspec: {defaultAction: Allow}\n",
+		[]string{
+			`metadata.name: "Ops.x" is not a valid DNS-1123 label (lower case alphanumerics and '-')`,
+			`spec.defaultAction: "Allow" is not one of Deny, Pass`,
+		}},
+	{"default tier's order", calico + "kind: Tier\nmetadata: {name: default}\nspec: {order: 5}\n",
+		[]string{`spec.order: the default tier's order is 1000000`}},
 	{"global policy flags", calico + "kind: GlobalNetworkPolicy\nmetadata: {name: p}\nspec:\n  doNotTrack: true\n  preDNAT: true\n  types: [Ingress, Egress]\n  namespaceSelector: \"!\"\n  ingress: [{action: Allow, source: {services: {name: web}}}]\n  egress: [{action: Allow}]\n",
 		[]string{
 			`spec.namespaceSelector: selector "!": …`,

@@ -88,6 +88,8 @@ func (c *connection) connect(ctx context.Context) (*datastore.Client, error) {
 	}
 	// Deleting a pool, or changing its CIDR, is refused while addresses are allocated in it.
 	ds.AddWriteCheck(ipam.PoolInUseCheck())
+	// Deleting a tier is refused while policies name it.
+	ds.AddWriteCheck(datastore.TierInUseCheck())
 	return ds, nil
 }
 

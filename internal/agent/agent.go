@@ -229,9 +229,9 @@ func Run(ctx context.Context, cfg Config, ds *datastore.Client, m *Metrics) erro
 		if err != nil {
 			return fmt.Errorf("policy: %w", err)
 		}
-		pol := newPolicySubsystem(cfg.NodeName, cfg.Policy, v4.IsValid(), snap, syncer, ready, m)
-		var exempt func(*snapshot.View) []netip.Addr
 		services = &serviceIndex{}
+		pol := newPolicySubsystem(cfg.NodeName, cfg.Policy, v4.IsValid(), snap, syncer, services, ready, m)
+		var exempt func(*snapshot.View) []netip.Addr
 		if cfg.DNS.Enabled {
 			d, err := newDNSSubsystem(cfg.DNS, snap, services, syncer, ready, m)
 			if err != nil {
