@@ -36,6 +36,7 @@ type Input struct {
 	Namespaces            []*api.Namespace
 	NetworkSets           []*api.NetworkSet
 	GlobalNetworkSets     []*api.GlobalNetworkSet
+	HostEndpoints         []*api.HostEndpoint
 }
 
 // Model is the policy state of a cluster, compiled: parsed selectors, resolved labels,
@@ -46,6 +47,8 @@ type Model struct {
 	Policies    []*Policy // in evaluation order: tier, then order, then name
 	Profiles    map[string]*Profile
 	Namespaces  map[string]map[string]string // name → labels (with the name labels)
+	// HostEndpoints are sorted by name.
+	HostEndpoints []*HostEndpoint
 
 	byAddr map[netip.Addr]*Endpoint
 }
@@ -99,6 +102,10 @@ type Policy struct {
 	Ingress, Egress bool // the policy's types
 	IngressRules    []Rule
 	EgressRules     []Rule
+
+	// DoNotTrack, PreDNAT and ApplyOnForward are a global policy's host endpoint stages
+	// (see Stage); a doNotTrack or preDNAT policy applies to host endpoints only.
+	DoNotTrack, PreDNAT, ApplyOnForward bool
 }
 
 // Key names the policy uniquely: "namespace/name" or "name".
@@ -210,7 +217,8 @@ func (s *Scope) MatchesNetworkSet(m *Model, n *NetworkSet) bool {
 }
 
 // Members are the networks of the objects in the scope, sorted: every address of a
-// matching endpoint (as a /32 or /128) and every net of a matching network set.
+// matching endpoint or host endpoint (as a /32 or /128) and every net of a matching
+// network set.
 func (s *Scope) Members(m *Model) []netip.Prefix {
 	var out []netip.Prefix
 	for _, e := range m.Endpoints {
@@ -223,6 +231,13 @@ func (s *Scope) Members(m *Model) []netip.Prefix {
 	for _, n := range m.NetworkSets {
 		if s.MatchesNetworkSet(m, n) {
 			out = append(out, n.Nets...)
+		}
+	}
+	for _, h := range m.HostEndpoints {
+		if s.MatchesHostEndpoint(m, h) {
+			for _, a := range h.Addrs {
+				out = append(out, netip.PrefixFrom(a, a.BitLen()))
+			}
 		}
 	}
 	slices.SortFunc(out, comparePrefix)
@@ -250,7 +265,7 @@ func (m *Model) EndpointByKey(key string) *Endpoint {
 
 // Applies says whether policy p selects endpoint e (in either direction).
 func (p *Policy) Applies(m *Model, e *Endpoint) bool {
-	if p.NoEndpoints {
+	if p.NoEndpoints || p.DoNotTrack || p.PreDNAT {
 		return false
 	}
 	if p.Namespace != "" && p.Namespace != e.Namespace {
@@ -309,6 +324,7 @@ func Build(in Input) (*Model, error) {
 		}
 		m.Profiles[p.Name] = pr
 	}
+	errs = append(errs, buildHostEndpoints(m, in.HostEndpoints)...)
 	for _, w := range in.Endpoints {
 		addrs, err := w.Spec.Addrs()
 		if err != nil {
@@ -471,9 +487,6 @@ func compileNetworkPolicy(p *api.NetworkPolicy) (*Policy, error) {
 
 func compileGlobalNetworkPolicy(p *api.GlobalNetworkPolicy) (*Policy, error) {
 	s := &p.Spec
-	if s.DoNotTrack || s.PreDNAT {
-		return nil, errors.New("doNotTrack and preDNAT policies apply to host endpoints, which tabby does not have")
-	}
 	sel, err := parseSel("spec.selector", s.Selector)
 	if err != nil {
 		return nil, err
@@ -492,6 +505,7 @@ func compileGlobalNetworkPolicy(p *api.GlobalNetworkPolicy) (*Policy, error) {
 		Kind: KindGlobalNetworkPolicy, Name: p.Name, Tier: tierOf(s.Tier), Order: orderOf(s.Order),
 		Selector: sel, NamespaceSelector: nsSel, NoEndpoints: s.ServiceAccountSelector != "",
 		Ingress: hasType(types, api.PolicyTypeIngress), Egress: hasType(types, api.PolicyTypeEgress),
+		DoNotTrack: s.DoNotTrack, PreDNAT: s.PreDNAT, ApplyOnForward: s.ApplyOnForward,
 	}
 	if cp.IngressRules, err = compileRules("spec.ingress", s.Ingress, ""); err != nil {
 		return nil, err
@@ -642,6 +656,8 @@ func (in *Input) Add(r api.Resource) bool {
 		in.NetworkSets = append(in.NetworkSets, r)
 	case *api.GlobalNetworkSet:
 		in.GlobalNetworkSets = append(in.GlobalNetworkSets, r)
+	case *api.HostEndpoint:
+		in.HostEndpoints = append(in.HostEndpoints, r)
 	default:
 		return false
 	}
@@ -651,5 +667,5 @@ func (in *Input) Add(r api.Resource) bool {
 // InputKinds are the plural names of the kinds Build reads.
 var InputKinds = []string{
 	"workloadendpoints", "networkpolicies", "globalnetworkpolicies", "k8snetworkpolicies",
-	"profiles", "namespaces", "networksets", "globalnetworksets",
+	"profiles", "namespaces", "networksets", "globalnetworksets", "hostendpoints",
 }
