@@ -164,6 +164,23 @@ func (r *renderer) skipLocal(c *chainBuilder, flag string) {
 	c.add(flag + " lo -j RETURN")
 }
 
+// tunnelsFromNodes accepts (IPv4) the tunnels' packets from other nodes (dir "src") or to
+// them ("dst"), as Calico does before host endpoint policy: the pools' encapsulation
+// keeps working under any host policy.
+func (r *renderer) tunnelsFromNodes(c *chainBuilder, dir string) {
+	g := r.cfg.Tunnels
+	if r.v6 {
+		return
+	}
+	peer := "-m set --match-set " + IPSetTunnelPeers + " " + dir
+	if g.IPIP {
+		c.add("-p 4 " + peer + " -m comment --comment ipip-of-a-node -j ACCEPT")
+	}
+	if g.VXLAN {
+		c.add(fmt.Sprintf("-p udp -m udp --dport %d %s -m comment --comment vxlan-of-a-node -j ACCEPT", VXLANPort, peer))
+	}
+}
+
 // hostInput adds to tby-INPUT (after the workloads' rules) the host endpoints' ingress:
 // what untracked or preDNAT policy allowed, then the failsafe ports, then each endpoint's
 // chain.
@@ -172,6 +189,7 @@ func (r *renderer) hostInput(in *chainBuilder, heps []*policy.HostEndpoint, used
 		return
 	}
 	in.add(markRule(MarkAccept, MarkAccept) + " -m comment --comment allowed-by-untracked-or-prednat-policy -j ACCEPT")
+	r.tunnelsFromNodes(in, "src")
 	failsafe(in, r.cfg.FailsafeInbound, "--dports", "failsafe-in")
 	in.add("-i lo -j RETURN")
 	hostDispatch(in, heps, policy.StageNormal, true, func(*policy.HostEndpoint) bool { return true })
@@ -188,6 +206,7 @@ func (r *renderer) hostOutput(heps []*policy.HostEndpoint, usedPolicies, usedPro
 	out := &chainBuilder{name: ChainOutput}
 	out.add(markRule(MarkAccept, MarkAccept) + " -m comment --comment allowed-by-untracked-policy -j ACCEPT")
 	r.skipLocal(out, "-o")
+	r.tunnelsFromNodes(out, "dst")
 	failsafe(out, r.cfg.FailsafeOutbound, "--dports", "failsafe-out")
 	hostDispatch(out, heps, policy.StageNormal, false, func(*policy.HostEndpoint) bool { return true })
 	r.put(out)

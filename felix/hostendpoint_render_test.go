@@ -185,6 +185,15 @@ func TestRenderHostEndpoints(t *testing.T) {
 		t.Error("host endpoints of another node changed node2's tby-INPUT")
 	}
 
+	// Tunnels from and to other nodes pass before host endpoint policy.
+	fs4 := RenderPolicy(m, "node1", PolicyConfig{Tunnels: TunnelGuard{VXLAN: true, Peers: []netip.Addr{netip.MustParseAddr("192.168.0.2")}}})
+	if in := stripped(fs4.Chains[ChainInput]); !slices.Contains(in, "-p udp -m udp --dport 4789 -m set --match-set tby-tunnel-peers src -m comment --comment vxlan-of-a-node -j ACCEPT") {
+		t.Errorf("tby-INPUT does not accept VXLAN from nodes:\n%s", strings.Join(in, "\n"))
+	}
+	if out := stripped(fs4.Chains[ChainOutput]); !slices.Contains(out, "-p udp -m udp --dport 4789 -m set --match-set tby-tunnel-peers dst -m comment --comment vxlan-of-a-node -j ACCEPT") {
+		t.Errorf("tby-OUTPUT does not accept VXLAN to nodes:\n%s", strings.Join(out, "\n"))
+	}
+
 	// Configured failsafe ports; none.
 	fs3 := RenderPolicy(m, "node1", PolicyConfig{FailsafeInbound: mustFailsafe("tcp:2222"), FailsafeOutbound: mustFailsafe("none")})
 	in3 := strings.Join(fs3.Chains[ChainInput], "\n")
