@@ -129,7 +129,15 @@ func (s *Scope) MatchesHostEndpoint(m *Model, h *HostEndpoint) bool {
 	return s.matchesObject(m, "", h.Labels, false)
 }
 
+// DefaultAllowProfile is Calico's built-in profile that allows everything both ways,
+// which automatic host endpoints carry; a Profile of that name replaces it.
+const DefaultAllowProfile = "projectcalico-default-allow"
+
 func buildHostEndpoints(m *Model, heps []*api.HostEndpoint) []error {
+	if m.Profiles[DefaultAllowProfile] == nil {
+		allow := func(origin string) []Rule { return []Rule{{Origin: origin, Action: api.ActionAllow}} }
+		m.Profiles[DefaultAllowProfile] = &Profile{Name: DefaultAllowProfile, IngressRules: allow("ingress[0]"), EgressRules: allow("egress[0]")}
+	}
 	var errs []error
 	for _, h := range heps {
 		addrs, err := h.Spec.Addrs()

@@ -21,7 +21,8 @@ spec: {node: node2, interfaceName: "*", expectedIPs: [192.168.0.2]}
 `
 
 func TestHostEndpoints(t *testing.T) {
-	node1, node2, outside := netip.MustParseAddr("192.168.0.1"), netip.MustParseAddr("192.168.0.2"), netip.MustParseAddr("203.0.113.9")
+	node1, node2, node3 := netip.MustParseAddr("192.168.0.1"), netip.MustParseAddr("192.168.0.2"), netip.MustParseAddr("192.168.0.3")
+	outside := netip.MustParseAddr("203.0.113.9")
 	type probe struct {
 		src, dst netip.Addr
 		port     uint16
@@ -42,6 +43,23 @@ func TestHostEndpoints(t *testing.T) {
 			{xa, node1, 80, true, ""}, // a workload to its own host: not host endpoint policy
 			{outside, xa, 80, true, ""},
 			{xa, xb, 80, true, ""},
+		}},
+		{"the built-in default-allow profile; a policy's end of tier still denies", `---
+apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata: {name: node3-auto-hep, labels: {host: node3}}
+spec: {node: node3, interfaceName: "*", expectedIPs: [192.168.0.3], profiles: [projectcalico-default-allow]}
+---
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: ssh-only}
+spec:
+  selector: host == 'node1'
+  ingress: [{action: Allow, protocol: TCP, destination: {ports: [22]}}]
+`, []probe{
+			{outside, node3, 80, true, "Profile projectcalico-default-allow ingress[0] (Allow)"},
+			{node3, outside, 80, true, "Profile projectcalico-default-allow egress[0] (Allow)"},
+			{outside, node1, 80, false, "no rule of tier"},
 		}},
 		{"allow etcd clients, deny the rest", `---
 apiVersion: projectcalico.org/v3
