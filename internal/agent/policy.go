@@ -57,7 +57,8 @@ func (p *policySubsystem) Run(ctx context.Context) error {
 	sub := p.snap.Subscribe()
 	var prev *snapshot.View
 	var lastNAT *felix.FilterState
-	fcfg := felix.PolicyConfig{EndpointToHostAction: p.cfg.EndpointToHostAction}
+	fcfg := felix.PolicyConfig{EndpointToHostAction: p.cfg.EndpointToHostAction,
+		FailsafeInbound: p.cfg.FailsafeInbound, FailsafeOutbound: p.cfg.FailsafeOutbound}
 	// The tunnel guard reads the Nodes and IP pools besides policy's kinds.
 	renderKinds := append(slices.Clone(p.kinds), kindNodes, kindIPPools)
 	for {
