@@ -2,6 +2,7 @@ package policy
 
 import (
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 )
@@ -171,5 +172,45 @@ spec: {selector: all(), ingress: [{action: Allow, source: {selector: role == 'et
 	}
 	if len(members) != 2 || len(members[0]) != 1 || members[0][0].String() != "192.168.0.1/32" || len(members[1]) != 0 {
 		t.Errorf("members of role == 'etcd' in the global and the namespaced policy: %v", members)
+	}
+}
+
+// TestEtcdProtectionExample evaluates the README's manifests that keep workloads off the
+// etcd host: the nodes reach etcd, workloads (in any namespace, on any node) do not, and
+// the rest of the etcd host and the workloads' other traffic are as before.
+func TestEtcdProtectionExample(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, after, ok := strings.Cut(string(readme), "Keeping workloads off the datastore hosts")
+	_, block, ok2 := strings.Cut(after, "```yaml\n")
+	block, _, ok3 := strings.Cut(block, "```")
+	if !ok || !ok2 || !ok3 {
+		t.Fatal("README has no yaml block after \"Keeping workloads off the datastore hosts\"")
+	}
+	m := world(t, "---\n"+block)
+	etcd, node, outside := netip.MustParseAddr("10.0.0.2"), netip.MustParseAddr("10.0.0.7"), netip.MustParseAddr("203.0.113.9")
+	for _, p := range []struct {
+		src  netip.Addr
+		port uint16
+		want bool
+	}{
+		{node, 2379, true},
+		{node, 2380, true},
+		{outside, 2379, false},
+		{podAddr(t, "x/a"), 2379, false},
+		{podAddr(t, "y/b"), 2380, false},
+		{podAddr(t, "z/c"), 443, true},
+		{outside, 22, true},
+	} {
+		v := m.Evaluate(Packet{Src: p.src, Dst: etcd, Protocol: ProtoTCP, SrcPort: 40000, DstPort: p.port})
+		if v.Allowed != p.want {
+			t.Errorf("%s -> etcd:%d: allowed %v, want %v (egress %v, host ingress %v)", p.src, p.port, v.Allowed, p.want, v.Egress, v.HostIngress)
+		}
+	}
+	// The workloads' other traffic is as before: the security tier passes it.
+	if v := m.Evaluate(Packet{Src: podAddr(t, "x/a"), Dst: podAddr(t, "y/b"), Protocol: ProtoTCP, SrcPort: 40000, DstPort: 80}); !v.Allowed {
+		t.Errorf("x/a -> y/b: %v", v.Egress)
 	}
 }
