@@ -148,16 +148,7 @@ func buildHostEndpoints(m *Model, heps []*api.HostEndpoint) []error {
 		for i, a := range addrs {
 			addrs[i] = a.Unmap()
 		}
-		labels := map[string]string{}
-		for _, name := range h.Spec.Profiles {
-			if pr := m.Profiles[name]; pr != nil {
-				for k, v := range pr.LabelsToApply {
-					if _, ok := labels[k]; !ok {
-						labels[k] = v
-					}
-				}
-			}
-		}
+		labels := m.profileLabels(h.Spec.Profiles)
 		maps.Copy(labels, h.Labels)
 		m.HostEndpoints = append(m.HostEndpoints, &HostEndpoint{
 			Name: h.Name, Node: h.Spec.Node, Interface: h.Spec.InterfaceName, Addrs: addrs,

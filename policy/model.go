@@ -332,16 +332,7 @@ func Build(in Input) (*Model, error) {
 			continue
 		}
 		nsLabels(w.Namespace)
-		labels := map[string]string{}
-		for _, name := range w.Spec.Profiles {
-			if pr := m.Profiles[name]; pr != nil {
-				for k, v := range pr.LabelsToApply {
-					if _, ok := labels[k]; !ok {
-						labels[k] = v
-					}
-				}
-			}
-		}
+		labels := m.profileLabels(w.Spec.Profiles)
 		maps.Copy(labels, w.Labels)
 		labels[LabelNamespace] = w.Namespace
 		if w.Spec.Orchestrator != "" {
@@ -408,6 +399,21 @@ func Build(in Input) (*Model, error) {
 	}
 	slices.SortStableFunc(m.Policies, comparePolicies)
 	return m, errors.Join(errs...)
+}
+
+// profileLabels are the labelsToApply of profiles, the first profile's winning.
+func (m *Model) profileLabels(profiles []string) map[string]string {
+	labels := map[string]string{}
+	for _, name := range profiles {
+		if pr := m.Profiles[name]; pr != nil {
+			for k, v := range pr.LabelsToApply {
+				if _, ok := labels[k]; !ok {
+					labels[k] = v
+				}
+			}
+		}
+	}
+	return labels
 }
 
 // comparePolicies is Calico's evaluation order: tiers (see tierRank), then order (lower
