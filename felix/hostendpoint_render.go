@@ -255,10 +255,7 @@ func (r *renderer) hostForward(fwd *chainBuilder, heps []*policy.HostEndpoint, u
 			if !has(h) {
 				continue
 			}
-			c := &chainBuilder{name: HostEndpointChain(h, policy.StageForward, ingress)}
-			c.add(setMark(0, MarkAccept|MarkPass))
-			r.tierJumps(c, r.m.HostPoliciesFor(h, policy.StageForward, ingress), ingress, true, usedPolicies, "RETURN")
-			r.put(c)
+			r.stageChain(h, policy.StageForward, ingress, usedPolicies, "RETURN")
 		}
 	}
 }
@@ -296,10 +293,7 @@ func (r *renderer) hostRawAndMangle(heps []*policy.HostEndpoint) {
 			sub.put(d)
 			for _, h := range heps {
 				if has(h) {
-					c := &chainBuilder{name: HostEndpointChain(h, policy.StageUntracked, ingress)}
-					c.add(setMark(0, MarkAccept|MarkPass))
-					sub.tierJumps(c, r.m.HostPoliciesFor(h, policy.StageUntracked, ingress), ingress, false, used, "NOTRACK", "ACCEPT")
-					sub.put(c)
+					sub.stageChain(h, policy.StageUntracked, ingress, used, "NOTRACK", "ACCEPT")
 				}
 			}
 		}
@@ -322,15 +316,22 @@ func (r *renderer) hostRawAndMangle(heps []*policy.HostEndpoint) {
 	sub.put(d)
 	for _, h := range heps {
 		if has(h) {
-			c := &chainBuilder{name: HostEndpointChain(h, policy.StagePreDNAT, true)}
-			c.add(setMark(0, MarkAccept|MarkPass))
-			sub.tierJumps(c, r.m.HostPoliciesFor(h, policy.StagePreDNAT, true), true, false, used, "ACCEPT")
-			sub.put(c)
+			sub.stageChain(h, policy.StagePreDNAT, true, used, "ACCEPT")
 		}
 	}
 	sub.policyChains(used, map[string]bool{})
 	sub.fs.Hooks = []Hook{{"PREROUTING", ChainManglePre}}
 	r.fs.Mangle = sub.fs
+}
+
+// stageChain renders a host endpoint's chain of a stage other than normal for a
+// direction: its policies' tiers, each of onAllow once one allowed. Only the forward
+// stage drops at the end of a tier; in the others a packet no rule decided goes on.
+func (r *renderer) stageChain(h *policy.HostEndpoint, s policy.Stage, ingress bool, usedPolicies map[string]bool, onAllow ...string) {
+	c := &chainBuilder{name: HostEndpointChain(h, s, ingress)}
+	c.add(setMark(0, MarkAccept|MarkPass))
+	r.tierJumps(c, r.m.HostPoliciesFor(h, s, ingress), ingress, s == policy.StageForward, usedPolicies, onAllow...)
+	r.put(c)
 }
 
 // sub is a renderer for another table of the same family: its own chains, the same
