@@ -181,6 +181,18 @@ func (r *renderer) tunnelsFromNodes(c *chainBuilder, dir string) {
 	}
 }
 
+// neighbourDiscovery accepts (IPv6) neighbour discovery and MLD before host endpoint
+// policy, as for workloads: without them a host endpoint's default deny would cut the
+// host's IPv6 off its link.
+func (r *renderer) neighbourDiscovery(c *chainBuilder) {
+	if !r.v6 {
+		return
+	}
+	for _, typ := range ndpTypes {
+		c.add(fmt.Sprintf("-p ipv6-icmp -m icmp6 --icmpv6-type %d -j ACCEPT", typ))
+	}
+}
+
 // hostInput adds to tby-INPUT (after the workloads' rules) the host endpoints' ingress:
 // what untracked or preDNAT policy allowed, then the failsafe ports, then each endpoint's
 // chain.
@@ -190,6 +202,7 @@ func (r *renderer) hostInput(in *chainBuilder, heps []*policy.HostEndpoint, used
 	}
 	in.add(markRule(MarkAccept, MarkAccept) + " -m comment --comment allowed-by-untracked-or-prednat-policy -j ACCEPT")
 	r.tunnelsFromNodes(in, "src")
+	r.neighbourDiscovery(in)
 	failsafe(in, r.cfg.FailsafeInbound, "--dports", "failsafe-in")
 	in.add("-i lo -j RETURN")
 	hostDispatch(in, heps, policy.StageNormal, true, func(*policy.HostEndpoint) bool { return true })
@@ -207,6 +220,7 @@ func (r *renderer) hostOutput(heps []*policy.HostEndpoint, usedPolicies, usedPro
 	out.add(markRule(MarkAccept, MarkAccept) + " -m comment --comment allowed-by-untracked-policy -j ACCEPT")
 	r.skipLocal(out, "-o")
 	r.tunnelsFromNodes(out, "dst")
+	r.neighbourDiscovery(out)
 	failsafe(out, r.cfg.FailsafeOutbound, "--dports", "failsafe-out")
 	hostDispatch(out, heps, policy.StageNormal, false, func(*policy.HostEndpoint) bool { return true })
 	r.put(out)

@@ -171,9 +171,19 @@ func TestRenderHostEndpoints(t *testing.T) {
 	if got := stripped(fs.Mangle.Chains["tby-pi-nodeport"]); len(got) != 1 || got[0] != "-p tcp -s 203.0.113.0/24 -m multiport --dports 30080 -j DROP" {
 		t.Errorf("tby-pi-nodeport in mangle: %q", got)
 	}
-	// IPv6: the filter part, no raw or mangle.
+	// IPv6: the filter part, with neighbour discovery before it; no raw or mangle.
 	if fs.IPv6.Raw != nil || fs.IPv6.Mangle != nil || fs.IPv6.Chains["tby-fh-eth0"] == nil {
 		t.Errorf("IPv6: raw %v, mangle %v, tby-fh-eth0 %v", fs.IPv6.Raw, fs.IPv6.Mangle, fs.IPv6.Chains["tby-fh-eth0"])
+	}
+	for _, chain := range []string{ChainInput, ChainOutput} {
+		rules := stripped(fs.IPv6.Chains[chain])
+		nd := slices.Index(rules, "-p ipv6-icmp -m icmp6 --icmpv6-type 135 -j ACCEPT")
+		dispatch := slices.IndexFunc(rules, func(r string) bool {
+			return strings.Contains(r, "-g tby-fh-eth0") || strings.Contains(r, "-g tby-th-eth0")
+		})
+		if nd < 0 || dispatch < nd {
+			t.Errorf("IPv6 %s: neighbour solicitation not accepted before the host endpoints:\n%s", chain, strings.Join(rules, "\n"))
+		}
 	}
 
 	// A node without host endpoints: nothing of this.
