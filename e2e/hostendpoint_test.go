@@ -45,7 +45,9 @@ func (p hepProbe) String() string {
 //     untracked policy's too); allowing the replies as well opens it, and the flows leave
 //     no conntrack entry on node1, where a tracked one left some;
 //   - a preDNAT policy closes a NodePort to one outside host and leaves it open to
-//     another.
+//     another;
+//   - an applyOnForward policy denying the other host closes the NodePort's forwarded
+//     traffic to it, and node1's own port.
 //
 // At each step, tabbyctl policy check agrees with what the kernel did, on every flow
 // but the failsafe ports' (outside the model), and but the untracked flow whose replies
@@ -223,6 +225,21 @@ spec:
   ingress: [{action: Deny, protocol: TCP, source: {nets: [` + outside + `/32]}, destination: {ports: [30080]}}]
 `)
 	expect("preDNAT deny of the NodePort from outside", true, []hepProbe{nodePort, nodePort2, in}, nodePort)
+
+	// applyOnForward: a normal policy that denies outside2 polices the NodePort's
+	// forwarded traffic (after the DNAT) as well as the host's own.
+	l.OK("ctl", "delete", "globalnetworkpolicy", "nodeport-from-outside")
+	l.Apply(`apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: forward-not-from-outside2}
+spec:
+  selector: protect == 'yes'
+  applyOnForward: true
+  types: [Ingress]
+  ingress: [{action: Deny, source: {nets: [` + outside2 + `/32]}}, {action: Allow}]
+`)
+	in2 := hepProbe{name: "outside2 to node1's 8080", from: "outside2", src: outside2, dst: node1, addr: node1, proto: "tcp", port: 8080}
+	expect("applyOnForward deny from outside2", true, []hepProbe{nodePort, nodePort2, in, in2}, nodePort2, in2)
 }
 
 // labelNode sets a label on a Node, retrying when the agent wrote the Node meanwhile.
