@@ -450,6 +450,7 @@ func TestLookupKind(t *testing.T) {
 		"k8snetworkpolicies":    {"k8snetworkpolicy", "k8snetworkpolicies", "knp"},
 		"endpointhealths":       {"endpointhealth", "endpointhealths", "EndpointHealth"},
 		"tiers":                 {"tier", "tiers", "Tier"},
+		"hostendpoints":         {"hostendpoint", "hostendpoints", "hep", "heps", "HostEndpoint"},
 	}
 	if len(Kinds()) != len(names) {
 		t.Errorf("%d kinds registered, want %d", len(Kinds()), len(names))

@@ -11,9 +11,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/tabby-net/tabby/internal/labtest"
 	"github.com/tabby-net/tabby/internal/teststats"
 )
 
@@ -23,16 +25,104 @@ import (
 // every 5 ms (20 ms timeout) and the first probe with the new verdict ends the
 // measurement. Two kinds of change, 20 of each: a Kubernetes NetworkPolicy denying x/a's
 // ingress created or deleted, and y/a's WorkloadEndpoint relabelled in or out of the
-// peers a policy allows. Printed, never asserted: p50/p99 from the apply command's start,
-// the command's own time, and felix's sync time on node1 (from its debug log).
+// peers a policy allows. It measures twice in the same lab: first as it is (the
+// baseline), then with both nodes' host endpoints present (hostEndpointLoad: normal,
+// untracked and preDNAT host policy, so every table of host endpoint policy is written
+// and synced on each change), and reports the second's figures with the prefix hep- and
+// their ratios to the first's. Printed, never asserted: p50/p99 from the apply command's
+// start, the command's own time, and felix's sync time on node1 (from its debug log).
 func BenchmarkPolicyApplyToEnforced(b *testing.B) {
 	m := newMatrixLab(b)
 	m.expectMatrix(b, "before the changes") // routes between the nodes are up
+	b.ResetTimer()
+	base := m.measureApplyToEnforced(b, "baseline")
+	m.apply(b, hostEndpointLoad(m))
+	m.expectMatrix(b, "host endpoints present")
+	hep := m.measureApplyToEnforced(b, "host endpoints present")
+	b.StopTimer()
+	b.ReportMetric(0, "ns/op")
+	base.report(b, "")
+	hep.report(b, "hep-")
+	for _, r := range []struct {
+		name     string
+		hep, was time.Duration
+	}{
+		{"policy-p50", hep.policyP50(), base.policyP50()},
+		{"relabel-p50", hep.relabelP50(), base.relabelP50()},
+		{"felix-sync-p50", teststats.Quantile(hep.syncs, 0.5), teststats.Quantile(base.syncs, 0.5)},
+	} {
+		if r.was > 0 {
+			b.ReportMetric(float64(r.hep)/float64(r.was), r.name+"-ratio")
+		}
+	}
+}
+
+// hostEndpointLoad is host endpoints for both of m's nodes (every interface) with a host
+// policy of each stage that leaves the matrix's traffic alone: an allow-all profile, a
+// normal policy allowing the servers' ports from the pool, an untracked one allowing
+// 8080, a preDNAT one denying 30080 from outside the pool.
+func hostEndpointLoad(m *matrixLab) string {
+	var b strings.Builder
+	for _, h := range m.hosts {
+		fmt.Fprintf(&b, "---\napiVersion: projectcalico.org/v3\nkind: HostEndpoint\nmetadata: {name: %s-bench, labels: {bench-host: %q}}\n"+
+			"spec: {node: %s, interfaceName: \"*\", expectedIPs: [%s], profiles: [projectcalico-default-allow]}\n", h.key, h.key, h.key, h.addr)
+	}
+	b.WriteString(`---
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: bench-hosts}
+spec:
+  selector: has(bench-host)
+  ingress: [{action: Allow, source: {nets: [10.244.0.0/16]}}, {action: Allow, protocol: TCP, destination: {ports: [22, 80, 81, 179, 2379]}}, {action: Allow, protocol: UDP}]
+  egress: [{action: Allow}]
+---
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: bench-untracked}
+spec:
+  selector: has(bench-host)
+  doNotTrack: true
+  applyOnForward: true
+  ingress: [{action: Allow, protocol: TCP, destination: {ports: [8080]}}]
+  egress: [{action: Allow, protocol: TCP, source: {ports: [8080]}}]
+---
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: bench-prednat}
+spec:
+  selector: has(bench-host)
+  preDNAT: true
+  applyOnForward: true
+  ingress: [{action: Deny, protocol: TCP, source: {notNets: [10.244.0.0/16]}, destination: {ports: [30080]}}]
+`)
+	return b.String()
+}
+
+// applyToEnforced is one measurement's figures.
+type applyToEnforced struct {
+	policyRuns, policyCLI, labelRuns, labelCLI, syncs, renders []time.Duration
+}
+
+func (a applyToEnforced) policyP50() time.Duration  { return teststats.Quantile(a.policyRuns, 0.5) }
+func (a applyToEnforced) relabelP50() time.Duration { return teststats.Quantile(a.labelRuns, 0.5) }
+
+// measureApplyToEnforced runs the 20 policy changes and the 20 relabels, and reads
+// node1's felix times of them from its log.
+func (m *matrixLab) measureApplyToEnforced(b *testing.B, what string) applyToEnforced {
+	var a applyToEnforced
 	src, dst := m.pod(b, "y/a"), m.pod(b, "x/a")
 	target := fmt.Sprintf("tcp/%s:80", dst.addr)
 	logFile := filepath.Join(m.l.StateDir(), "node1.log")
 	logStart := fileSize(b, logFile)
-	b.ResetTimer()
+	// The prober's 20 ms timeout is short on a loaded machine: start once three probes in
+	// a row got through, so that the first change does not find its verdict already there.
+	labtest.Poll(b, what+": y/a reaches x/a within 20 ms three times in a row", 30*time.Second, func() string {
+		out, err := exec.Command("ip", "netns", "exec", src.ns, m.probe, "probe", "20ms", target, target, target).Output()
+		if err != nil || strings.Count(string(out), " ok") != 3 {
+			return fmt.Sprintf("%q %v", out, err)
+		}
+		return ""
+	})
 
 	const deny = `
 apiVersion: networking.k8s.io/v1
@@ -40,25 +130,24 @@ kind: NetworkPolicy
 metadata: {name: deny-a, namespace: x}
 spec: {podSelector: {matchLabels: {pod: a}}}
 `
-	var policyRuns, policyCLI []time.Duration
 	for i := range 20 {
 		verb, want := "apply", "fail"
 		if i%2 == 1 {
 			verb, want = "delete", "ok"
 		}
 		total, cli := m.timeChange(b, src, target, want, deny, "ctl", verb, "-f", "-")
-		policyRuns, policyCLI = append(policyRuns, total), append(policyCLI, cli)
+		a.policyRuns, a.policyCLI = append(a.policyRuns, total), append(a.policyCLI, cli)
 	}
 
-	m.apply(b, `
+	const fromClients = `
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
 metadata: {name: from-clients, namespace: x}
 spec:
   podSelector: {matchLabels: {pod: a}}
   ingress: [{from: [{namespaceSelector: {}, podSelector: {matchLabels: {role: client}}}]}]
-`)
-	var labelRuns, labelCLI []time.Duration
+`
+	m.apply(b, fromClients)
 	for i := range 20 {
 		role, want := "client", "ok"
 		if i%2 == 1 {
@@ -66,24 +155,28 @@ spec:
 		}
 		manifest := m.relabelled(b, "y/a", map[string]string{"role": role})
 		total, cli := m.timeChange(b, src, target, want, manifest, "ctl", "apply", "-f", "-")
-		labelRuns, labelCLI = append(labelRuns, total), append(labelCLI, cli)
+		a.labelRuns, a.labelCLI = append(a.labelRuns, total), append(a.labelCLI, cli)
 	}
-	b.StopTimer()
+	m.remove(b, fromClients)
+	a.syncs, a.renders = agentTimes(b, logFile, logStart)
+	b.Logf("%s: apply to enforced, %d policy changes: p50 %v p99 %v; %d relabels: p50 %v p99 %v; "+
+		"the apply command itself p50 %v; node1's felix syncs (%d): p50 %v p99 %v; compile+render (%d): p50 %v", what,
+		len(a.policyRuns), a.policyP50(), teststats.Quantile(a.policyRuns, 0.99), len(a.labelRuns), a.relabelP50(), teststats.Quantile(a.labelRuns, 0.99),
+		teststats.Quantile(slices.Concat(a.policyCLI, a.labelCLI), 0.5), len(a.syncs), teststats.Quantile(a.syncs, 0.5), teststats.Quantile(a.syncs, 0.99),
+		len(a.renders), teststats.Quantile(a.renders, 0.5))
+	return a
+}
 
-	syncs, renders := agentTimes(b, logFile, logStart)
+// report reports a's figures as metrics, their names prefixed.
+func (a applyToEnforced) report(b *testing.B, prefix string) {
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-	b.ReportMetric(0, "ns/op")
-	b.ReportMetric(ms(teststats.Quantile(policyRuns, 0.5)), "policy-p50-ms")
-	b.ReportMetric(ms(teststats.Quantile(policyRuns, 0.99)), "policy-p99-ms")
-	b.ReportMetric(ms(teststats.Quantile(labelRuns, 0.5)), "relabel-p50-ms")
-	b.ReportMetric(ms(teststats.Quantile(labelRuns, 0.99)), "relabel-p99-ms")
-	b.ReportMetric(ms(teststats.Quantile(slices.Concat(policyCLI, labelCLI), 0.5)), "cli-p50-ms")
-	b.ReportMetric(ms(teststats.Quantile(syncs, 0.5)), "felix-sync-p50-ms")
-	b.ReportMetric(ms(teststats.Quantile(syncs, 0.99)), "felix-sync-p99-ms")
-	b.Logf("apply to enforced, %d policy changes: p50 %v p99 %v; %d relabels: p50 %v p99 %v; "+
-		"the apply command itself p50 %v; node1's felix syncs (%d): p50 %v p99 %v; compile+render (%d): p50 %v",
-		len(policyRuns), teststats.Quantile(policyRuns, 0.5), teststats.Quantile(policyRuns, 0.99), len(labelRuns), teststats.Quantile(labelRuns, 0.5), teststats.Quantile(labelRuns, 0.99),
-		teststats.Quantile(slices.Concat(policyCLI, labelCLI), 0.5), len(syncs), teststats.Quantile(syncs, 0.5), teststats.Quantile(syncs, 0.99), len(renders), teststats.Quantile(renders, 0.5))
+	b.ReportMetric(ms(a.policyP50()), prefix+"policy-p50-ms")
+	b.ReportMetric(ms(teststats.Quantile(a.policyRuns, 0.99)), prefix+"policy-p99-ms")
+	b.ReportMetric(ms(a.relabelP50()), prefix+"relabel-p50-ms")
+	b.ReportMetric(ms(teststats.Quantile(a.labelRuns, 0.99)), prefix+"relabel-p99-ms")
+	b.ReportMetric(ms(teststats.Quantile(slices.Concat(a.policyCLI, a.labelCLI), 0.5)), prefix+"cli-p50-ms")
+	b.ReportMetric(ms(teststats.Quantile(a.syncs, 0.5)), prefix+"felix-sync-p50-ms")
+	b.ReportMetric(ms(teststats.Quantile(a.syncs, 0.99)), prefix+"felix-sync-p99-ms")
 }
 
 func (m *matrixLab) pod(t testing.TB, key string) matrixPod {
@@ -101,38 +194,21 @@ func (m *matrixLab) pod(t testing.TB, key string) matrixPod {
 // first probe with the new verdict, and the command's own time.
 func (m *matrixLab) timeChange(t testing.TB, src matrixPod, target, want, stdin string, args ...string) (total, cli time.Duration) {
 	t.Helper()
-	cmd := exec.Command("ip", "netns", "exec", src.ns, m.probe, "until", want, "20ms", target)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Wait()
-	defer cmd.Process.Kill()
-	lines := make(chan string, 2)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			lines <- sc.Text()
+	// A prober whose first probe already has the new verdict (a probe slower than its
+	// 20 ms timeout on a loaded machine reads as "fail") is restarted, up to 10 times.
+	var next func(what string) string
+	for attempt := 1; ; attempt++ {
+		var stop func()
+		next, stop = m.startProber(t, src, target, want)
+		defer stop()
+		l := next("ready")
+		if l == "ready" {
+			break
 		}
-		close(lines)
-	}()
-	next := func(what string) string {
-		select {
-		case l, ok := <-lines:
-			if !ok {
-				t.Fatalf("prober exited before %s", what)
-			}
-			return l
-		case <-time.After(10 * time.Second):
-			t.Fatalf("%s -> %s: no %s within 10s", src.key, target, what)
+		if attempt == 10 {
+			t.Fatalf("%s -> %s is %s before the change (prober said %q, 10 times)", src.key, target, want, l)
 		}
-		return ""
-	}
-	if l := next("ready"); l != "ready" {
-		t.Fatalf("%s -> %s is %s before the change (prober said %q)", src.key, target, want, l)
+		stop()
 	}
 	start := time.Now()
 	if _, stderr, code := m.l.Run(stdin, args...); code != 0 {
@@ -144,6 +220,43 @@ func (m *matrixLab) timeChange(t testing.TB, src matrixPod, target, want, stdin 
 		t.Fatal(err)
 	}
 	return time.Unix(0, ns).Sub(start), cli
+}
+
+// startProber starts policyprobe until want from src to target and returns a function
+// that reads its next line (failing the test after 10 s) and one that stops it.
+func (m *matrixLab) startProber(t testing.TB, src matrixPod, target, want string) (next func(what string) string, stop func()) {
+	t.Helper()
+	cmd := exec.Command("ip", "netns", "exec", src.ns, m.probe, "until", want, "20ms", target)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	stop = func() { once.Do(func() { cmd.Process.Kill(); cmd.Wait() }) }
+	lines := make(chan string, 2)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	next = func(what string) string {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("prober exited before %s", what)
+			}
+			return l
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s -> %s: no %s within 10s", src.key, target, what)
+		}
+		return ""
+	}
+	return next, stop
 }
 
 // relabelled is a pod's WorkloadEndpoint with labels set (or removed, with ""), as YAML.

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -45,10 +46,12 @@ type cell struct {
 
 func (c cell) String() string { return fmt.Sprintf("%s -> %s %s/%d", c.from, c.to, c.proto, c.port) }
 
-// matrixLab is a lab with the matrix's workloads and their servers running.
+// matrixLab is a lab with the matrix's workloads and their servers running, and the
+// same servers on its two nodes (hosts: probed from the pods, not probing).
 type matrixLab struct {
 	l     *labtest.Lab
 	pods  []matrixPod
+	hosts []matrixPod // key "node1", "node2"
 	probe string
 }
 
@@ -101,6 +104,12 @@ func newMatrixLab(t testing.TB) *matrixLab {
 		m.serve(t, m.pods[i])
 	}
 	m.addNamedPorts(t)
+	st := l.State()
+	for _, node := range []string{"node1", "node2"} {
+		h := matrixPod{key: node, addr: st.Node(node).Address.Addr(), ns: l.NS(node)}
+		m.hosts = append(m.hosts, h)
+		m.serve(t, h)
+	}
 	return m
 }
 
@@ -179,7 +188,7 @@ func (m *matrixLab) oracle(t testing.TB) map[cell]bool {
 }
 
 func (m *matrixLab) addr(key string) netip.Addr {
-	for _, p := range m.pods {
+	for _, p := range slices.Concat(m.pods, m.hosts) {
 		if p.key == key {
 			return p.addr
 		}
@@ -187,12 +196,12 @@ func (m *matrixLab) addr(key string) netip.Addr {
 	return netip.Addr{}
 }
 
-// cells are every pair of distinct pods and every port (a pod reaching itself stays in
-// its own namespace, where no policy applies).
+// cells are every pair of distinct pods, and every pod to every node, and every port (a
+// pod reaching itself stays in its own namespace, where no policy applies).
 func (m *matrixLab) cells() []cell {
 	var out []cell
 	for _, from := range m.pods {
-		for _, to := range m.pods {
+		for _, to := range slices.Concat(m.pods, m.hosts) {
 			if from.key == to.key {
 				continue
 			}
@@ -312,6 +321,7 @@ func TestPolicyMatrix(t *testing.T) {
 	}
 	m.expectMatrix(t, "all policies removed")
 	m.relabelling(t)
+	m.hostEndpoints(t)
 }
 
 // relabelling changes an endpoint's labels and a namespace's labels while the servers
@@ -515,4 +525,73 @@ spec: {nets: [10.244.0.0/16]}
 	tiersScenario,
 	serviceAccountScenario,
 	servicesScenario,
+}
+
+// hostEndpoints protects both nodes with host endpoints (node1's every interface,
+// node2's underlay interface by name) and a policy that lets in TCP 80 from namespace y
+// and UDP 81 from pods b, and expects the matrix (pods to nodes included) to follow;
+// then tabbyctl policy check agrees with each pod-to-node cell; then the host endpoints
+// go and every node is open again.
+func (m *matrixLab) hostEndpoints(t *testing.T) {
+	st := m.l.State()
+	node2 := st.Node("node2").Address.Addr()
+	iface := ""
+	out, _, _ := m.l.Run("", "exec", "node2", "--", "ip", "-4", "-o", "addr", "show")
+	for line := range strings.Lines(out) {
+		if f := strings.Fields(line); len(f) > 3 && strings.HasPrefix(f[3], node2.String()+"/") {
+			iface = f[1]
+		}
+	}
+	if iface == "" {
+		t.Fatalf("no interface of node2 holds %s:\n%s", node2, out)
+	}
+	manifest := fmt.Sprintf(`
+apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata: {name: node1-all, labels: {host: node1}}
+spec: {node: node1, interfaceName: "*", expectedIPs: [%s]}
+---
+apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata: {name: node2-%s, labels: {host: node2}}
+spec: {node: node2, interfaceName: %s, expectedIPs: [%s]}
+---
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: hosts-in}
+spec:
+  selector: has(host)
+  ingress:
+  - {action: Allow, protocol: TCP, source: {namespaceSelector: ns == 'y'}, destination: {ports: [80]}}
+  - {action: Allow, protocol: UDP, source: {selector: pod == 'b'}, destination: {ports: [81]}}
+  egress: [{action: Allow}]
+`, st.Node("node1").Address.Addr(), iface, iface, node2)
+	m.apply(t, manifest)
+	m.expectMatrix(t, "host endpoints: TCP 80 from y, UDP 81 from pods b")
+	var checked, denied int
+	oracle := m.oracle(t)
+	for _, c := range m.cells() {
+		if c.to != "node1" && c.to != "node2" {
+			continue
+		}
+		want := oracle[c]
+		got, stderr, code := m.l.Run("", "ctl", "policy", "check", c.from, m.addr(c.to).String(), "--protocol", c.proto, "--port", strconv.Itoa(int(c.port)))
+		if code != 0 {
+			t.Fatalf("policy check %s: %s", c, stderr)
+		}
+		verdict, _, _ := strings.Cut(got, "\n")
+		if strings.HasSuffix(verdict, "ALLOWED") != want {
+			t.Errorf("%s: policy check says %q, the kernel %s", c, verdict, verdictWord(want))
+		}
+		checked++
+		if !want {
+			denied++
+		}
+	}
+	t.Logf("host endpoints: policy check agrees on %d pod-to-node cells (%d denied)", checked, denied)
+	if denied == 0 || denied == checked {
+		t.Errorf("host endpoints: %d of %d pod-to-node cells denied: the scenario tests nothing", denied, checked)
+	}
+	m.remove(t, manifest)
+	m.expectMatrix(t, "host endpoints removed")
 }

@@ -44,6 +44,9 @@ type PolicyConfig struct {
 	EndpointToHostAction string
 	// Tunnels limits who may send the node encapsulated packets.
 	Tunnels TunnelGuard
+	// FailsafeInbound and FailsafeOutbound are the ports host endpoint policy never
+	// closes (to the host, and from it); nil is Calico's defaults, empty is none.
+	FailsafeInbound, FailsafeOutbound []FailsafePort
 }
 
 // TunnelGuard says which tunnels the node terminates: IPIP, and VXLAN on VXLANPort.
@@ -66,6 +69,12 @@ func (c PolicyConfig) withDefaults() PolicyConfig {
 	if c.EndpointToHostAction == "" {
 		c.EndpointToHostAction = "ACCEPT"
 	}
+	if c.FailsafeInbound == nil {
+		c.FailsafeInbound = DefaultFailsafeInbound
+	}
+	if c.FailsafeOutbound == nil {
+		c.FailsafeOutbound = DefaultFailsafeOutbound
+	}
 	return c
 }
 
@@ -84,9 +93,13 @@ type FilterState struct {
 	// NAT is the IPv4 nat table's state (natOutgoing, RenderNATOutgoing) with its sets;
 	// nil leaves the nat table and those sets as they are.
 	NAT *FilterState
-	// Raw is the IPv4 raw table's state (RenderDNSNotrack), without sets; nil leaves the
-	// raw table as it is.
+	// Raw is the IPv4 raw table's state (RenderDNSNotrack; RenderPolicy's holds the
+	// untracked host endpoint policies, which the syncer puts beside it), without sets;
+	// nil leaves the raw table as it is.
 	Raw *FilterState
+	// Mangle is the IPv4 mangle table's state (RenderPolicy's preDNAT host endpoint
+	// policies), without sets; nil is none (the syncer deletes what it wrote before).
+	Mangle *FilterState
 }
 
 // Hook is a jump from a kernel chain to one of tabby's.
@@ -227,7 +240,11 @@ func EndpointChain(iface string, ingress bool) string {
 
 func (r *renderer) render(node string) {
 	wl := r.cfg.InterfacePrefix + "+"
+	usedPolicies := map[string]bool{}
+	usedProfiles := map[string]bool{}
+	heps := r.m.HostEndpointsOf(node)
 	fwd := &chainBuilder{name: ChainForward}
+	r.hostForward(fwd, heps, usedPolicies)
 	fwd.add("-i " + wl + " -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT")
 	fwd.add("-o " + wl + " -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT")
 	fwd.add("-i " + wl + " -m conntrack --ctstate INVALID -j DROP")
@@ -248,6 +265,7 @@ func (r *renderer) render(node string) {
 		}
 	}
 	in.add("-i " + wl + " -g " + ChainWLToHost)
+	r.hostInput(in, heps, usedPolicies, usedProfiles)
 	r.put(in)
 
 	toHost := &chainBuilder{name: ChainWLToHost}
@@ -257,11 +275,11 @@ func (r *renderer) render(node string) {
 	}
 	r.put(toHost)
 	r.fs.Hooks = []Hook{{"FORWARD", ChainForward}, {"INPUT", ChainInput}}
+	r.hostOutput(heps, usedPolicies, usedProfiles)
+	r.hostRawAndMangle(heps)
 
 	from := &chainBuilder{name: ChainFromWLDisp}
 	to := &chainBuilder{name: ChainToWLDisp}
-	usedPolicies := map[string]bool{}
-	usedProfiles := map[string]bool{}
 	for _, e := range r.m.Endpoints {
 		if e.Node != node || e.Interface == "" || !slices.ContainsFunc(e.Addrs, r.family) {
 			continue
@@ -280,7 +298,11 @@ func (r *renderer) render(node string) {
 	to.add("-m comment --comment unknown-workload -j DROP")
 	r.put(from)
 	r.put(to)
+	r.policyChains(usedPolicies, usedProfiles)
+}
 
+// policyChains renders the chains of the used policies and profiles.
+func (r *renderer) policyChains(usedPolicies, usedProfiles map[string]bool) {
 	for _, p := range r.m.Policies {
 		for _, ingress := range []bool{false, true} {
 			name := PolicyChain(p, ingress)
@@ -323,7 +345,20 @@ func setMark(bits, mask int) string { return fmt.Sprintf("-j MARK --set-xmark %#
 func (r *renderer) endpointChain(e *policy.Endpoint, name string, ingress bool, usedPolicies, usedProfiles map[string]bool) {
 	c := &chainBuilder{name: name}
 	c.add(setMark(0, MarkAccept|MarkPass))
-	pols := r.m.PoliciesFor(e, ingress)
+	r.tierJumps(c, r.m.PoliciesFor(e, ingress), ingress, true, usedPolicies, "RETURN")
+	if r.profileJumps(c, e.Profiles, ingress, usedProfiles, "RETURN") {
+		c.add("-m comment --comment no-profile-matched -j DROP")
+	} else {
+		c.add(setMark(MarkAccept, MarkAccept))
+	}
+	r.put(c)
+}
+
+// tierJumps adds to c the jumps to pols' chains, tier by tier: a policy's chain runs
+// unless an earlier one of its tier passed; once one allowed, each of onAllow is the
+// target of a rule matching the accept mark; with endOfTierDrop a tier in which nothing
+// allowed or passed drops.
+func (r *renderer) tierJumps(c *chainBuilder, pols []*policy.Policy, ingress, endOfTierDrop bool, usedPolicies map[string]bool, onAllow ...string) {
 	for i := 0; i < len(pols); {
 		j := i
 		for j < len(pols) && pols[j].Tier == pols[i].Tier {
@@ -334,15 +369,23 @@ func (r *renderer) endpointChain(e *policy.Endpoint, name string, ingress bool, 
 			pc := PolicyChain(p, ingress)
 			usedPolicies[pc] = true
 			c.add(markRule(0, MarkPass) + " -j " + pc)
-			c.add(markRule(MarkAccept, MarkAccept) + " -j RETURN")
+			for _, target := range onAllow {
+				c.add(markRule(MarkAccept, MarkAccept) + " -j " + target)
+			}
 		}
-		if !r.m.TierOf(pols[i].Tier).Pass() {
+		if endOfTierDrop && !r.m.TierOf(pols[i].Tier).Pass() {
 			c.add(markRule(0, MarkPass) + " -m comment --comment end-of-tier-" + pols[i].Tier + " -j DROP")
 		}
 		i = j
 	}
+}
+
+// profileJumps adds to c the jumps to the chains of the profiles with rules in the
+// direction, each followed by rules with onAllow's targets for the accept mark, and
+// says whether there were any.
+func (r *renderer) profileJumps(c *chainBuilder, profiles []string, ingress bool, usedProfiles map[string]bool, onAllow ...string) bool {
 	withRules := false
-	for _, pname := range e.Profiles {
+	for _, pname := range profiles {
 		pr := r.m.Profiles[pname]
 		if pr == nil {
 			continue
@@ -358,14 +401,11 @@ func (r *renderer) endpointChain(e *policy.Endpoint, name string, ingress bool, 
 		pc := ProfileChain(pname, ingress)
 		usedProfiles[pc] = true
 		c.add("-j " + pc)
-		c.add(markRule(MarkAccept, MarkAccept) + " -j RETURN")
+		for _, target := range onAllow {
+			c.add(markRule(MarkAccept, MarkAccept) + " -j " + target)
+		}
 	}
-	if withRules {
-		c.add("-m comment --comment no-profile-matched -j DROP")
-	} else {
-		c.add(setMark(MarkAccept, MarkAccept))
-	}
-	r.put(c)
+	return withRules
 }
 
 // rules renders a policy's or profile's rules into chain c.

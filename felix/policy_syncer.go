@@ -35,6 +35,11 @@ type PolicySyncer struct {
 	raw     *FilterState // from UpdateRaw; nil until then
 	kick    chan struct{}
 	stats   SyncStats
+
+	// mangleWritten says the mangle table may hold chains of tabby's: a nil Mangle then
+	// is applied as an empty one. True at first, so stale chains of a past run go.
+	// Guarded by applyMu.
+	mangleWritten bool
 }
 
 // SyncStats counts what the syncer did.
@@ -69,7 +74,7 @@ func NewPolicySyncer(ctx context.Context, run CommandRunner, log *slog.Logger) (
 	if err != nil {
 		return nil, err
 	}
-	s := &PolicySyncer{run: run, backend: b, log: log, kick: make(chan struct{}, 1)}
+	s := &PolicySyncer{run: run, backend: b, log: log, kick: make(chan struct{}, 1), mangleWritten: true}
 	if _, err := run.Run(ctx, nil, b.Save6, "-t", "filter"); err != nil {
 		s.noIPv6 = true
 		log.Warn("ip6tables does not work: IPv6 policy is not enforced", "err", err)
@@ -119,7 +124,8 @@ func (s *PolicySyncer) UpdateNAT(nat *FilterState) {
 }
 
 // UpdateRaw sets the desired raw table state (RenderDNSNotrack), which Run applies beside
-// the filter state of Update.
+// the filter state of Update, with that state's own Raw (untracked host endpoint policy)
+// after it. Until UpdateRaw is called, Run leaves the raw table alone.
 func (s *PolicySyncer) UpdateRaw(raw *FilterState) {
 	s.mu.Lock()
 	s.raw = raw
@@ -148,9 +154,12 @@ func (s *PolicySyncer) Run(ctx context.Context, interval time.Duration) error {
 		}
 		s.mu.Lock()
 		fs := s.desired
-		if fs != nil && (s.nat != nil || s.raw != nil) {
+		if fs != nil {
 			c := *fs
-			c.NAT, c.Raw = s.nat, s.raw
+			c.NAT, c.Raw = s.nat, nil
+			if s.raw != nil {
+				c.Raw = combineRaw(s.raw, fs.Raw)
+			}
 			fs = &c
 		}
 		s.mu.Unlock()
@@ -235,7 +244,7 @@ func (s *PolicySyncer) apply(ctx context.Context, fs *FilterState) error {
 		return err
 	}
 	tablesStart := time.Now()
-	fp, fp6, fpNAT, fpRaw, err := s.syncTables(ctx, fs, v6)
+	fp, fp6, fpNAT, fpRaw, fpMangle, err := s.syncTables(ctx, fs, v6)
 	s.Observe.observeSince(WriterIPTables, tablesStart, err)
 	if err != nil {
 		s.Observe.observe(WriterIPSets, setsTook, nil) // what ran of the ipset steps succeeded
@@ -247,7 +256,8 @@ func (s *PolicySyncer) apply(ctx context.Context, fs *FilterState) error {
 	if err != nil {
 		return err
 	}
-	wrote := fp.Restore != nil || fp6.Restore != nil || fpNAT.Restore != nil || fpRaw.Restore != nil || len(sp.Restore) > 0 || len(sp.Destroy) > 0
+	s.mangleWritten = fs.Mangle != nil
+	wrote := fp.Restore != nil || fp6.Restore != nil || fpNAT.Restore != nil || fpRaw.Restore != nil || fpMangle.Restore != nil || len(sp.Restore) > 0 || len(sp.Destroy) > 0
 	took := time.Since(start)
 	if wrote {
 		s.log.Debug("policy synced", "chains", len(fp.Written), "deleted", len(fp.Deleted),
@@ -334,25 +344,25 @@ func (s *PolicySyncer) destroySets(ctx context.Context, sp SetsPlan, stale int) 
 }
 
 // syncTables makes the IPv4 filter table, the IPv6 one (v6, unless nil), the nat table
-// (fs.NAT, unless nil; its IPv6 part too unless v6 is nil) and the raw table (fs.Raw,
-// unless nil) match.
-func (s *PolicySyncer) syncTables(ctx context.Context, fs, v6 *FilterState) (fp, fp6, fpNAT, fpRaw FilterPlan, err error) {
+// (fs.NAT, unless nil; its IPv6 part too unless v6 is nil), the raw table (fs.Raw, unless
+// nil) and the mangle table (fs.Mangle; when nil, empty if mangleWritten) match.
+func (s *PolicySyncer) syncTables(ctx context.Context, fs, v6 *FilterState) (fp, fp6, fpNAT, fpRaw, fpMangle FilterPlan, err error) {
 	if fp, err = s.syncTable(ctx, s.backend.Save, s.backend.Restore, "filter", fs); err != nil {
-		return fp, fp6, fpNAT, fpRaw, err
+		return fp, fp6, fpNAT, fpRaw, fpMangle, err
 	}
 	if v6 != nil {
 		if fp6, err = s.syncTable(ctx, s.backend.Save6, s.backend.Restore6, "filter", v6); err != nil {
-			return fp, fp6, fpNAT, fpRaw, fmt.Errorf("IPv6: %w", err)
+			return fp, fp6, fpNAT, fpRaw, fpMangle, fmt.Errorf("IPv6: %w", err)
 		}
 	}
 	if fs.NAT != nil {
 		if fpNAT, err = s.syncTable(ctx, s.backend.Save, s.backend.Restore, "nat", fs.NAT); err != nil {
-			return fp, fp6, fpNAT, fpRaw, fmt.Errorf("nat table: %w", err)
+			return fp, fp6, fpNAT, fpRaw, fpMangle, fmt.Errorf("nat table: %w", err)
 		}
 		if fs.NAT.IPv6 != nil && v6 != nil {
 			fpNAT6, err := s.syncTable(ctx, s.backend.Save6, s.backend.Restore6, "nat", fs.NAT.IPv6)
 			if err != nil {
-				return fp, fp6, fpNAT, fpRaw, fmt.Errorf("IPv6 nat table: %w", err)
+				return fp, fp6, fpNAT, fpRaw, fpMangle, fmt.Errorf("IPv6 nat table: %w", err)
 			}
 			fpNAT.Written = append(fpNAT.Written, fpNAT6.Written...)
 			if fpNAT.Restore == nil {
@@ -362,10 +372,19 @@ func (s *PolicySyncer) syncTables(ctx context.Context, fs, v6 *FilterState) (fp,
 	}
 	if fs.Raw != nil {
 		if fpRaw, err = s.syncTable(ctx, s.backend.Save, s.backend.Restore, "raw", fs.Raw); err != nil {
-			return fp, fp6, fpNAT, fpRaw, fmt.Errorf("raw table: %w", err)
+			return fp, fp6, fpNAT, fpRaw, fpMangle, fmt.Errorf("raw table: %w", err)
 		}
 	}
-	return fp, fp6, fpNAT, fpRaw, nil
+	mangle := fs.Mangle
+	if mangle == nil && s.mangleWritten {
+		mangle = &FilterState{Chains: map[string][]string{}, IPSets: map[string]*IPSet{}}
+	}
+	if mangle != nil {
+		if fpMangle, err = s.syncTable(ctx, s.backend.Save, s.backend.Restore, "mangle", mangle); err != nil {
+			return fp, fp6, fpNAT, fpRaw, fpMangle, fmt.Errorf("mangle table: %w", err)
+		}
+	}
+	return fp, fp6, fpNAT, fpRaw, fpMangle, nil
 }
 
 // syncTable makes one table (filter or nat, of iptables or ip6tables) match want's
@@ -404,16 +423,16 @@ func (s *PolicySyncer) syncTable(ctx context.Context, saveCmd, restoreCmd, table
 
 // RemoveAll deletes every chain of both of felix's iptables writers (ChainOwner: policy's
 // and the Service proxy's in iptables mode) and the hooks into them, from the tables they
-// write (filter and nat of both families, IPv4 raw) of both backends (whichever has them),
+// write (filter and nat of both families, IPv4 raw and mangle) of both backends (whichever has them),
 // and tabby's ipsets.
 func RemoveAll(ctx context.Context, run CommandRunner) (chains, sets int, err error) {
 	empty := &FilterState{Chains: map[string][]string{}, IPSets: map[string]*IPSet{}}
 	var errs []error
 	for _, b := range []Backend{BackendNFT, BackendLegacy} {
 		for _, cmds := range [][2]string{{b.Save, b.Restore}, {b.Save6, b.Restore6}} {
-			tables := []string{"filter", "nat", "raw"}
+			tables := []string{"filter", "nat", "raw", "mangle"}
 			if cmds[0] == b.Save6 {
-				tables = tables[:2] // nothing of tabby's is in IPv6 raw: don't load the table
+				tables = tables[:2] // nothing of tabby's is in IPv6 raw or mangle: don't load them
 			}
 			for _, table := range tables {
 				save, err := run.Run(ctx, nil, cmds[0], "-t", table)

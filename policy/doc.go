@@ -3,7 +3,7 @@
 //
 // Build compiles the datastore's resources (workload endpoints, Calico NetworkPolicy and
 // GlobalNetworkPolicy, Kubernetes NetworkPolicy, Profiles, Namespaces, NetworkSets and
-// GlobalNetworkSets) into a Model: selectors parsed, endpoint labels resolved (their own
+// GlobalNetworkSets, HostEndpoints) into a Model: selectors parsed, endpoint labels resolved (their own
 // over their profiles' labelsToApply, plus projectcalico.org/namespace and
 // projectcalico.org/orchestrator), Kubernetes policies translated to Calico's shape
 // (TranslateK8s), and policies sorted in evaluation order (tier, order, name).

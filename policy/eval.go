@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 
 	"github.com/tabby-net/tabby/api"
 )
@@ -38,11 +39,15 @@ type Verdict struct {
 	Allowed bool
 	Egress  *Decision // nil when the source is not a workload endpoint
 	Ingress *Decision // nil when the destination is not a workload endpoint
+	// HostEgress and HostIngress decide a side that is a host endpoint's address (traffic
+	// from or to the host itself, not from or to its own workloads): nil when it is not.
+	HostEgress, HostIngress *Decision
 }
 
 // Decision is how one endpoint's policy decided in one direction.
 type Decision struct {
-	Endpoint string // "namespace/name"
+	Endpoint string // "namespace/name", or a host endpoint's name
+	Host     bool   // Endpoint is a host endpoint
 	Ingress  bool
 	Allowed  bool
 	// Policy decided (with Rule, its index in the policy's compiled rules, and Origin),
@@ -89,6 +94,7 @@ func (m *Model) Evaluate(p Packet) Verdict {
 		v.Ingress = m.decide(dst, p, true)
 		v.Allowed = v.Allowed && v.Ingress.Allowed
 	}
+	m.evaluateHosts(&v, p)
 	return v
 }
 
@@ -100,6 +106,15 @@ func (m *Model) Decide(e *Endpoint, p Packet, ingress bool) *Decision {
 func (m *Model) decide(e *Endpoint, p Packet, ingress bool) *Decision {
 	d := &Decision{Endpoint: e.Key(), Ingress: ingress, Rule: -1}
 	pols := m.PoliciesFor(e, ingress)
+	if m.decideTiers(d, pols, p, ingress, true) {
+		return d
+	}
+	return m.decideProfiles(d, e.Profiles, p, ingress, len(pols) > 0)
+}
+
+// decideTiers evaluates pols, in order and grouped by tier, and says whether a rule (or,
+// with endOfTierDeny, a tier's end) decided d.
+func (m *Model) decideTiers(d *Decision, pols []*Policy, p Packet, ingress, endOfTierDeny bool) bool {
 	for i := 0; i < len(pols); {
 		tier := pols[i].Tier
 		j := i
@@ -125,7 +140,7 @@ func (m *Model) decide(e *Endpoint, p Packet, ingress bool) *Decision {
 					d.Allowed = r.Action == api.ActionAllow
 					d.Policy, d.Tier, d.Rule, d.Origin = pol, tier, ri, r.Origin
 					d.Reason = fmt.Sprintf("tier %s: %s %s (%s)", tier, pol, r.Origin, r.Action)
-					return d
+					return true
 				case api.ActionPass:
 					passed = true
 					d.Logged = append(d.Logged, fmt.Sprintf("%s %s passed", pol, r.Origin))
@@ -135,20 +150,20 @@ func (m *Model) decide(e *Endpoint, p Packet, ingress bool) *Decision {
 		}
 		if !passed && m.TierOf(tier).Pass() {
 			d.Logged = append(d.Logged, fmt.Sprintf("tier %s: no rule decided; its defaultAction Pass passed", tier))
-		} else if !passed {
+		} else if !passed && endOfTierDeny {
 			last := pols[j-1]
 			d.Policy, d.Tier = last, tier
 			d.Reason = fmt.Sprintf("tier %s: no rule allowed it (default deny: the tier applies and its defaultAction is Deny; last policy: %s)", tier, last)
-			return d
+			return true
 		}
 		i = j
 	}
-	return m.decideProfiles(d, e, p, ingress, len(pols) > 0)
+	return false
 }
 
-func (m *Model) decideProfiles(d *Decision, e *Endpoint, p Packet, ingress, passed bool) *Decision {
+func (m *Model) decideProfiles(d *Decision, profiles []string, p Packet, ingress, passed bool) *Decision {
 	withRules := 0
-	for _, name := range e.Profiles {
+	for _, name := range profiles {
 		pr := m.Profiles[name]
 		if pr == nil {
 			continue
@@ -260,6 +275,11 @@ func prefixesContain(ps []netip.Prefix, a netip.Addr) bool {
 func (m *Model) scopeHasAddr(s *Scope, a netip.Addr) bool {
 	if e := m.EndpointByAddr(a); e != nil && s.MatchesEndpoint(m, e) {
 		return true
+	}
+	for _, h := range m.HostEndpoints {
+		if slices.Contains(h.Addrs, a.Unmap()) && s.MatchesHostEndpoint(m, h) {
+			return true
+		}
 	}
 	for _, n := range m.NetworkSets {
 		if prefixesContain(n.Nets, a) && s.MatchesNetworkSet(m, n) {

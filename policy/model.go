@@ -43,6 +43,7 @@ type Input struct {
 	// ServiceKinds given to Add; the agent gives those it derived already.
 	Services []proxy.ServiceInput
 	services serviceResources
+	HostEndpoints         []*api.HostEndpoint
 }
 
 // Model is the policy state of a cluster, compiled: parsed selectors, resolved labels,
@@ -55,6 +56,8 @@ type Model struct {
 	Namespaces  map[string]map[string]string // name → labels (with the name labels)
 	Tiers       map[string]*Tier             // by name, those Tier resources define (see TierOf)
 	Services    map[string]*Service          // by "namespace/name" (see ServiceOf)
+	// HostEndpoints are sorted by name.
+	HostEndpoints []*HostEndpoint
 
 	byAddr map[netip.Addr]*Endpoint
 }
@@ -107,6 +110,10 @@ type Policy struct {
 	Ingress, Egress        bool // the policy's types
 	IngressRules           []Rule
 	EgressRules            []Rule
+
+	// DoNotTrack, PreDNAT and ApplyOnForward are a global policy's host endpoint stages
+	// (see Stage); a doNotTrack or preDNAT policy applies to host endpoints only.
+	DoNotTrack, PreDNAT, ApplyOnForward bool
 }
 
 // Key names the policy uniquely: "namespace/name" or "name".
@@ -228,7 +235,8 @@ func (s *Scope) MatchesNetworkSet(m *Model, n *NetworkSet) bool {
 }
 
 // Members are the networks of the objects in the scope, sorted: every address of a
-// matching endpoint (as a /32 or /128) and every net of a matching network set.
+// matching endpoint or host endpoint (as a /32 or /128) and every net of a matching
+// network set.
 func (s *Scope) Members(m *Model) []netip.Prefix {
 	var out []netip.Prefix
 	for _, e := range m.Endpoints {
@@ -241,6 +249,13 @@ func (s *Scope) Members(m *Model) []netip.Prefix {
 	for _, n := range m.NetworkSets {
 		if s.MatchesNetworkSet(m, n) {
 			out = append(out, n.Nets...)
+		}
+	}
+	for _, h := range m.HostEndpoints {
+		if s.MatchesHostEndpoint(m, h) {
+			for _, a := range h.Addrs {
+				out = append(out, netip.PrefixFrom(a, a.BitLen()))
+			}
 		}
 	}
 	slices.SortFunc(out, comparePrefix)
@@ -268,6 +283,9 @@ func (m *Model) EndpointByKey(key string) *Endpoint {
 
 // Applies says whether policy p selects endpoint e (in either direction).
 func (p *Policy) Applies(m *Model, e *Endpoint) bool {
+	if p.DoNotTrack || p.PreDNAT {
+		return false
+	}
 	if p.ServiceAccountSelector != nil && !p.ServiceAccountSelector.EvaluateLabels(serviceAccountLabels(e.Labels)) {
 		return false
 	}
@@ -339,6 +357,7 @@ func Build(in Input) (*Model, error) {
 		}
 		m.Profiles[p.Name] = pr
 	}
+	errs = append(errs, buildHostEndpoints(m, in.HostEndpoints)...)
 	for _, w := range in.Endpoints {
 		addrs, err := w.Spec.Addrs()
 		if err != nil {
@@ -346,16 +365,7 @@ func Build(in Input) (*Model, error) {
 			continue
 		}
 		nsLabels(w.Namespace)
-		labels := map[string]string{}
-		for _, name := range w.Spec.Profiles {
-			if pr := m.Profiles[name]; pr != nil {
-				for k, v := range pr.LabelsToApply {
-					if _, ok := labels[k]; !ok {
-						labels[k] = v
-					}
-				}
-			}
-		}
+		labels := m.profileLabels(w.Spec.Profiles)
 		maps.Copy(labels, w.Labels)
 		if _, ok := labels[LabelServiceAccount]; !ok && w.Spec.ServiceAccountName != "" {
 			labels[LabelServiceAccount] = w.Spec.ServiceAccountName
@@ -424,6 +434,21 @@ func Build(in Input) (*Model, error) {
 	}
 	slices.SortStableFunc(m.Policies, m.comparePolicies)
 	return m, errors.Join(errs...)
+}
+
+// profileLabels are the labelsToApply of profiles, the first profile's winning.
+func (m *Model) profileLabels(profiles []string) map[string]string {
+	labels := map[string]string{}
+	for _, name := range profiles {
+		if pr := m.Profiles[name]; pr != nil {
+			for k, v := range pr.LabelsToApply {
+				if _, ok := labels[k]; !ok {
+					labels[k] = v
+				}
+			}
+		}
+	}
+	return labels
 }
 
 // comparePolicies is Calico's evaluation order: tiers (compareTiers), then order (lower
@@ -499,9 +524,6 @@ func compileNetworkPolicy(p *api.NetworkPolicy) (*Policy, error) {
 
 func compileGlobalNetworkPolicy(p *api.GlobalNetworkPolicy) (*Policy, error) {
 	s := &p.Spec
-	if s.DoNotTrack || s.PreDNAT {
-		return nil, errors.New("doNotTrack and preDNAT policies apply to host endpoints, which tabby does not have")
-	}
 	sel, err := parseSel("spec.selector", s.Selector)
 	if err != nil {
 		return nil, err
@@ -520,6 +542,7 @@ func compileGlobalNetworkPolicy(p *api.GlobalNetworkPolicy) (*Policy, error) {
 		Kind: KindGlobalNetworkPolicy, Name: p.Name, Tier: tierOf(s.Tier), Order: orderOf(s.Order),
 		Selector: sel, NamespaceSelector: nsSel,
 		Ingress: hasType(types, api.PolicyTypeIngress), Egress: hasType(types, api.PolicyTypeEgress),
+		DoNotTrack: s.DoNotTrack, PreDNAT: s.PreDNAT, ApplyOnForward: s.ApplyOnForward,
 	}
 	if cp.ServiceAccountSelector, err = parseOptionalSel("spec.serviceAccountSelector", s.ServiceAccountSelector); err != nil {
 		return nil, err
@@ -690,6 +713,8 @@ func (in *Input) Add(r api.Resource) bool {
 		in.Tiers = append(in.Tiers, r)
 	case *api.Service, *api.Endpoints, *api.EndpointSlice:
 		in.services.add(r)
+	case *api.HostEndpoint:
+		in.HostEndpoints = append(in.HostEndpoints, r)
 	default:
 		return false
 	}
@@ -699,5 +724,5 @@ func (in *Input) Add(r api.Resource) bool {
 // InputKinds are the plural names of the kinds Build reads, besides ServiceKinds.
 var InputKinds = []string{
 	"workloadendpoints", "networkpolicies", "globalnetworkpolicies", "k8snetworkpolicies",
-	"profiles", "namespaces", "networksets", "globalnetworksets", "tiers",
+	"profiles", "namespaces", "networksets", "globalnetworksets", "tiers", "hostendpoints",
 }

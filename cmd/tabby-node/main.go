@@ -28,6 +28,7 @@ import (
 
 	"github.com/tabby-net/tabby/datastore"
 	"github.com/tabby-net/tabby/datastore/embedded"
+	"github.com/tabby-net/tabby/felix"
 	"github.com/tabby-net/tabby/internal/agent"
 	"github.com/tabby-net/tabby/internal/nodestatus"
 	"github.com/tabby-net/tabby/ipam"
@@ -50,6 +51,8 @@ type options struct {
 	bgpGRPC          bool
 	dnsAddresses     string
 	dnsUpstreams     string
+	failsafeIn       string
+	failsafeOut      string
 	agent            agent.Config
 }
 
@@ -108,6 +111,19 @@ the command line wins over its variable.`,
 				}
 				a.DNS.Addresses = append(a.DNS.Addresses, addr)
 			}
+			for _, fs := range []struct {
+				flag, value string
+				ports       *[]felix.FailsafePort
+			}{
+				{"failsafe-inbound-host-ports", o.failsafeIn, &a.Policy.FailsafeInbound},
+				{"failsafe-outbound-host-ports", o.failsafeOut, &a.Policy.FailsafeOutbound},
+			} {
+				ports, err := felix.ParseFailsafePorts(fs.value)
+				if err != nil {
+					return fmt.Errorf("--%s: %w", fs.flag, err)
+				}
+				*fs.ports = ports
+			}
 			if o.dnsUpstreams == "none" {
 				a.DNS.NoForward = true
 			} else {
@@ -133,6 +149,9 @@ the command line wins over its variable.`,
 	f := cmd.Flags()
 	f.DurationVar(&a.Policy.Refresh, "policy-refresh-interval", 5*time.Second, "period of full iptables and ipset passes (repairs chains changed from outside)")
 	f.StringVar(&a.Policy.EndpointToHostAction, "default-endpoint-to-host-action", "ACCEPT", "traffic from a workload to its own host, once its egress policy allowed it: ACCEPT, DROP or RETURN (on to the host's INPUT rules)")
+	f.StringVar(&o.failsafeIn, "failsafe-inbound-host-ports", felix.FormatFailsafePorts(felix.DefaultFailsafeInbound), "ports to the host that host endpoint policy never closes: protocol:port,... or none")
+	f.StringVar(&o.failsafeOut, "failsafe-outbound-host-ports", felix.FormatFailsafePorts(felix.DefaultFailsafeOutbound), "ports from the host that host endpoint policy never closes: protocol:port,... or none")
+	f.BoolVar(&a.Policy.AutoHostEndpoints, "auto-host-endpoints", false, "keep this node's automatic host endpoint <node>-auto-hep (every interface, the node's labels, allow-all profile); off deletes it")
 	f.BoolVar(&o.datastoreOnly, "datastore-only", false, "run only the embedded etcd datastore")
 	f.StringVar(&a.NodeName, "node-name", "", "this node's name (default: the host name)")
 	f.StringVar(&o.etcdEndpoints, "etcd-endpoints", "", "comma-separated etcd endpoints; empty runs an embedded etcd")

@@ -149,6 +149,14 @@ var kindColumns = map[string][]column{
 		{header: "ORDER", value: func(r api.Resource) string { return formatOrder(r.(*api.Tier).Spec.Order) }},
 		{header: "DEFAULTACTION", value: func(r api.Resource) string { return string(r.(*api.Tier).Spec.DefaultAction) }},
 	},
+	"hostendpoints": {
+		{header: "NODE", value: func(r api.Resource) string { return r.(*api.HostEndpoint).Spec.Node }},
+		{header: "INTERFACE", value: func(r api.Resource) string { return r.(*api.HostEndpoint).Spec.InterfaceName }},
+		{header: "EXPECTEDIPS", value: func(r api.Resource) string { return strings.Join(r.(*api.HostEndpoint).Spec.ExpectedIPs, ",") }},
+		{header: "PROFILES", wide: true, value: func(r api.Resource) string {
+			return strings.Join(r.(*api.HostEndpoint).Spec.Profiles, ",")
+		}},
+	},
 	"globalnetworksets": {
 		{header: "NETS", value: func(r api.Resource) string { return strings.Join(r.(*api.GlobalNetworkSet).Spec.Nets, ",") }},
 	},

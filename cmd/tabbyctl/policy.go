@@ -33,7 +33,9 @@ func newPolicyCheckCommand(conn *connection) *cobra.Command {
 		Short: "say whether policy allows a flow, and which policy and rule decide it",
 		Long: `check evaluates the cluster's policy for the first packet of a flow from SRC to DST,
 each a workload endpoint (namespace/name) or an IP address, as every node enforces it:
-the source endpoint's egress and the destination endpoint's ingress must both allow it.`,
+the source endpoint's egress and the destination endpoint's ingress must both allow it.
+An address that is a host endpoint's expectedIP is that host: its host endpoint policy
+decides (untracked, preDNAT, then normal policy; failsafe ports are not considered).`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			proto, ok := api.ParseProtocol(protocol).Number()
@@ -135,17 +137,22 @@ func printVerdict(w io.Writer, m *policy.Model, srcArg, dstArg string, p policy.
 	for _, side := range []struct {
 		name string
 		d    *policy.Decision
+		host *policy.Decision
 		addr netip.Addr
-	}{{"egress", v.Egress, p.Src}, {"ingress", v.Ingress, p.Dst}} {
+	}{{"egress", v.Egress, v.HostEgress, p.Src}, {"ingress", v.Ingress, v.HostIngress, p.Dst}} {
+		what := ""
+		if side.d == nil && side.host != nil {
+			side.d, what = side.host, "host endpoint "
+		}
 		if side.d == nil {
-			fmt.Fprintf(w, "  %-7s %s is not a workload endpoint: no %s policy\n", side.name, side.addr, side.name)
+			fmt.Fprintf(w, "  %-7s %s is not a workload or host endpoint: no %s policy\n", side.name, side.addr, side.name)
 			continue
 		}
 		r := "denied"
 		if side.d.Allowed {
 			r = "allowed"
 		}
-		fmt.Fprintf(w, "  %-7s of %s: %s by %s\n", side.name, side.d.Endpoint, r, side.d.Reason)
+		fmt.Fprintf(w, "  %-7s of %s%s: %s by %s\n", side.name, what, side.d.Endpoint, r, side.d.Reason)
 		for _, l := range side.d.Logged {
 			fmt.Fprintf(w, "          on the way: %s\n", l)
 		}

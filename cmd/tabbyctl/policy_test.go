@@ -32,7 +32,7 @@ spec:
 	out = n.ok(t, "policy", "check", "prod/web", "10.1.0.2", "--port", "5433")
 	assertContains(t, "denied port", out, "DENIED", "default deny")
 	out = n.ok(t, "policy", "check", "192.0.2.7", "prod/db", "--port", "5432", "--protocol", "udp")
-	assertContains(t, "outside source", out, "DENIED", "192.0.2.7 is not a workload endpoint")
+	assertContains(t, "outside source", out, "DENIED", "192.0.2.7 is not a workload or host endpoint")
 	n.fails(t, "policy", "check", "prod/nope", "prod/db")
 	n.fails(t, "policy", "check", "prod/web", "prod/db", "--protocol", "bogus")
 }

@@ -74,6 +74,12 @@ type PolicyConfig struct {
 	// EndpointToHostAction is what happens to traffic from a workload to its own host once
 	// its egress policy allowed it: ACCEPT, DROP or RETURN.
 	EndpointToHostAction string
+	// FailsafeInbound and FailsafeOutbound are the ports host endpoint policy never
+	// closes; nil is Calico's defaults.
+	FailsafeInbound, FailsafeOutbound []felix.FailsafePort
+	// AutoHostEndpoints keeps the node's automatic host endpoint ("<node>-auto-hep",
+	// every interface, the node's labels); off deletes it.
+	AutoHostEndpoints bool
 }
 
 // BGPConfig are the BGP speaker's settings.
@@ -239,6 +245,9 @@ func Run(ctx context.Context, cfg Config, ds *datastore.Client, m *Metrics) erro
 			}
 			subs = append(subs, d)
 			exempt = func(v *snapshot.View) []netip.Addr { return dnsAddrs(cfg.DNS.Addresses, v) }
+		} else {
+			// No DNS exemption: the raw table holds only untracked host endpoint policy.
+			syncer.UpdateRaw(felix.RenderDNSNotrack(nil))
 		}
 		if cfg.ProxyMode != ProxyNone {
 			p, err := newProxySubsystem(cfg.NodeName, cfg.ProxyMode, syncer.Backend(), syncer.IPv6(), exempt, snap, services, ready, m)
@@ -250,6 +259,8 @@ func Run(ctx context.Context, cfg Config, ds *datastore.Client, m *Metrics) erro
 		// Every node probes its own endpoints of health-checked Services, whatever its
 		// proxy mode: the other nodes' proxies and DNS read the results.
 		subs = append(subs, newHealthProbeSubsystem(cfg.NodeName, ds, snap, services, lease, m))
+		subs = append(subs, &autoHEPSubsystem{node: cfg.NodeName, enabled: cfg.Policy.AutoHostEndpoints, ds: ds, snap: snap,
+			log: slog.Default().With("component", "auto-host-endpoint")})
 		subs = append(subs, routes, pol,
 			runFunc("ipam-gc", func(ctx context.Context) error {
 				return ipamc.RunGarbageCollector(ctx, cfg.NodeName, cfg.IPAMGCInterval, ipam.GCOptions{})

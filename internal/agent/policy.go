@@ -59,7 +59,8 @@ func (p *policySubsystem) Run(ctx context.Context) error {
 	sub := p.snap.Subscribe()
 	var prev *snapshot.View
 	var lastNAT *felix.FilterState
-	fcfg := felix.PolicyConfig{EndpointToHostAction: p.cfg.EndpointToHostAction}
+	fcfg := felix.PolicyConfig{EndpointToHostAction: p.cfg.EndpointToHostAction,
+		FailsafeInbound: p.cfg.FailsafeInbound, FailsafeOutbound: p.cfg.FailsafeOutbound}
 	// The tunnel guard reads the Nodes and IP pools besides policy's kinds; services
 	// matches read the Services' endpoints, so a change of those renders again only while
 	// some rule has one.
