@@ -41,9 +41,9 @@ type Input struct {
 	// Services are the Services with their endpoints as the Service proxy derives them,
 	// for rules' services matches. When nil, Build derives them from the resources of
 	// ServiceKinds given to Add; the agent gives those it derived already.
-	Services []proxy.ServiceInput
-	services serviceResources
-	HostEndpoints         []*api.HostEndpoint
+	Services      []proxy.ServiceInput
+	services      serviceResources
+	HostEndpoints []*api.HostEndpoint
 }
 
 // Model is the policy state of a cluster, compiled: parsed selectors, resolved labels,
