@@ -194,7 +194,7 @@ func Run(ctx context.Context, cfg Config, ds *datastore.Client, m *Metrics) erro
 	subs := []Subsystem{runFunc("snapshot", snap.Run), newDatastoreHealth(ds, snap, ready)}
 	m.watchSnapshot(snap)
 
-	var learned *handoff[learnedRoutes] // BGP → routes
+	var learned *learnedRoutes // BGP → felix
 	var bgpSub *bgpSubsystem
 	// The proxy, DNS and BGP derive Services' endpoints once per view; none on a route
 	// reflector, which has no endpoints.
@@ -211,7 +211,7 @@ func Run(ctx context.Context, cfg Config, ds *datastore.Client, m *Metrics) erro
 		defer dp.Close()
 		m.watchDataplane(dp)
 		if cfg.BGP.Enabled {
-			learned = newHandoff[learnedRoutes]()
+			learned = newLearnedRoutes(dp)
 		}
 		encapOut := newHandoff[*felix.Encap]()
 		routes := &routesSubsystem{node: cfg.NodeName, snap: snap, dp: dp, learned: learned, encap: encapOut,
