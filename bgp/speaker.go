@@ -385,11 +385,7 @@ func (s *Speaker) onEvent(r *gobgpapi.WatchEventResponse) {
 
 // notePathLocked records a best-path change; it reports whether learned changed.
 func (s *Speaker) notePathLocked(p *gobgpapi.Path) bool {
-	nlri, err := apiutil.GetNativeNlri(p)
-	if err != nil {
-		return false
-	}
-	dst, err := netip.ParsePrefix(nlri.String())
+	dst, err := pathDst(p)
 	if err != nil {
 		return false
 	}
@@ -398,17 +394,7 @@ func (s *Speaker) notePathLocked(p *gobgpapi.Path) bool {
 		// Withdrawn, or the best path is now this node's own: nothing learned.
 		return s.forgetLocked(dst)
 	}
-	var nh netip.Addr
-	attrs, _ := apiutil.GetNativePathAttributes(p)
-	for _, a := range attrs {
-		switch a := a.(type) {
-		case *bgp.PathAttributeNextHop:
-			nh, _ = netip.AddrFromSlice(a.Value)
-		case *bgp.PathAttributeMpReachNLRI:
-			nh, _ = netip.AddrFromSlice(a.Nexthop)
-		}
-	}
-	nh = nh.Unmap()
+	nh := pathNextHop(p)
 	if !nh.IsValid() || nh.IsUnspecified() || nh == s.opts.Self.Addr {
 		return s.forgetLocked(dst)
 	}
