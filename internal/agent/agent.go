@@ -253,7 +253,7 @@ func Run(ctx context.Context, cfg Config, ds *datastore.Client, m *Metrics) erro
 		m.watchBGP(bgpSub)
 		subs = append(subs, bgpSub)
 	}
-	subs = append(subs, newMemoryTrim(snap))
+	subs = append(subs, newMemoryTrim(snap, learned))
 	st := &statusServer{node: cfg.NodeName, role: cfg.Role, ready: ready, bgp: bgpSub}
 	subs = append(subs, runFunc("status-socket", func(ctx context.Context) error { return st.serveSocket(ctx, cfg.StatusSocket) }))
 	if cfg.HealthListen != "" {

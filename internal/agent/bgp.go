@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -243,7 +244,8 @@ func (a *bgpSubsystem) reconcile(ctx context.Context, v *snapshot.View) error {
 		}
 		infos = append(infos, ni)
 	}
-	desired, pp := bgp.DesiredPeers(bgp.PeerInput{Self: self, Config: cfg, Nodes: infos, Peers: snapshot.List[*api.BGPPeer](v)})
+	bgpPeers := snapshot.List[*api.BGPPeer](v)
+	desired, pp := bgp.DesiredPeers(bgp.PeerInput{Self: self, Config: cfg, Nodes: infos, Peers: bgpPeers})
 	problems = append(problems, pp...)
 	if !slices.Equal(problems, a.problems) && len(problems) > 0 {
 		a.log.Warn("BGP configuration problems", "problems", problems)
@@ -257,10 +259,7 @@ func (a *bgpSubsystem) reconcile(ctx context.Context, v *snapshot.View) error {
 	aerr := a.speaker.SetAdvertisements(ctx, adverts)
 	perr := a.speaker.SetPeers(ctx, desired)
 	a.publishLearned()
-	if perr != nil {
-		return perr
-	}
-	return aerr
+	return errors.Join(perr, aerr)
 }
 
 // publishLearned hands felix the changes to the speaker's learned routes, then whether it
@@ -281,7 +280,7 @@ func (a *bgpSubsystem) publishLearned() {
 		// felix rewrites it for next hops behind a tunnel.
 		routes = append(routes, felix.Route{Dst: r.Dst, Type: felix.RouteGateway, Gateway: r.NextHop})
 	}
-	a.learned.dp.Learn(routes, withdrawn)
+	a.learned.learn(routes, withdrawn)
 	if synced := a.speaker.Synced(); a.published == nil || *a.published != synced {
 		a.published = &synced
 		a.learned.synced.put(synced)
@@ -300,7 +299,7 @@ func (a *bgpSubsystem) forgetLearned() {
 	for _, r := range rs {
 		withdrawn = append(withdrawn, r.Dst)
 	}
-	a.learned.dp.Learn(nil, withdrawn)
+	a.learned.learn(nil, withdrawn)
 	a.published = nil
 	a.learned.synced.put(false)
 }

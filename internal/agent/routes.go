@@ -21,6 +21,8 @@ import (
 type learnedRoutes struct {
 	dp     learner
 	synced *handoff[bool]
+	// batches is poked after every batch of changes (memoryTrim trims after a burst).
+	batches chan struct{}
 }
 
 // learner is the part of felix's Dataplane that BGP feeds.
@@ -29,7 +31,27 @@ type learner interface {
 }
 
 func newLearnedRoutes(dp learner) *learnedRoutes {
-	return &learnedRoutes{dp: dp, synced: newHandoff[bool]()}
+	return &learnedRoutes{dp: dp, synced: newHandoff[bool](), batches: make(chan struct{}, 1)}
+}
+
+// learn hands felix a batch of changes.
+func (l *learnedRoutes) learn(routes []felix.Route, withdrawn []netip.Prefix) {
+	if len(routes) == 0 && len(withdrawn) == 0 {
+		return
+	}
+	l.dp.Learn(routes, withdrawn)
+	select {
+	case l.batches <- struct{}{}:
+	default:
+	}
+}
+
+// batchesC signals batches of changes; nil without BGP.
+func (l *learnedRoutes) batchesC() <-chan struct{} {
+	if l == nil {
+		return nil
+	}
+	return l.batches
 }
 
 // syncedChanged signals a change of BGP's synced state; nil without BGP.
