@@ -86,6 +86,11 @@ type Speaker struct {
 	up      map[netip.Addr]bool // established
 	synced  bool
 	changed chan struct{}
+	// filters are the BGPFilter rules applied (SetFilters), as GoBGP policies of
+	// generation filterGen.
+	filters        map[netip.Addr]PeerFilters
+	filterGen      int
+	filterPolicies []*filterPolicy
 }
 
 // advert is one originated path as applied.

@@ -93,7 +93,7 @@ type Subsystem interface {
 
 // snapshotKinds are the kinds the agent watches: one watch each, read by every subsystem.
 func snapshotKinds() []*api.Kind {
-	plurals := []string{"nodes", "ippools", "bgppeers", "bgpconfigurations", "services", "endpoints", "endpointslices", "endpointhealths"}
+	plurals := []string{"nodes", "ippools", "bgppeers", "bgpfilters", "bgpconfigurations", "services", "endpoints", "endpointslices", "endpointhealths"}
 	for _, p := range policy.InputKinds {
 		if !slices.Contains(plurals, p) {
 			plurals = append(plurals, p)
@@ -118,6 +118,7 @@ var (
 	kindNodes             = mustKind("nodes")
 	kindIPPools           = mustKind("ippools")
 	kindBGPPeers          = mustKind("bgppeers")
+	kindBGPFilters        = mustKind("bgpfilters")
 	kindBGPConfigs        = mustKind("bgpconfigurations")
 	kindWorkloadEndpoints = mustKind("workloadendpoints")
 )

@@ -113,7 +113,7 @@ func (a *bgpSubsystem) Run(ctx context.Context) error {
 // take says whether view v, after prev (the last view taken), changes what the speaker is
 // told; if it changed what the local Services are derived from, it derives them again.
 func (a *bgpSubsystem) take(prev, v *snapshot.View) bool {
-	kinds := []*api.Kind{kindNodes, kindBGPPeers, kindBGPConfigs, kindIPPools, kindWorkloadEndpoints}
+	kinds := []*api.Kind{kindNodes, kindBGPPeers, kindBGPFilters, kindBGPConfigs, kindIPPools, kindWorkloadEndpoints}
 	if a.services != nil {
 		kinds = append(kinds, serviceInputKinds...)
 	}
@@ -247,6 +247,8 @@ func (a *bgpSubsystem) reconcile(ctx context.Context, v *snapshot.View) error {
 	bgpPeers := snapshot.List[*api.BGPPeer](v)
 	desired, pp := bgp.DesiredPeers(bgp.PeerInput{Self: self, Config: cfg, Nodes: infos, Peers: bgpPeers})
 	problems = append(problems, pp...)
+	filters, fp := bgp.DesiredFilters(desired, bgpPeers, snapshot.List[*api.BGPFilter](v))
+	problems = append(problems, fp...)
 	if !slices.Equal(problems, a.problems) && len(problems) > 0 {
 		a.log.Warn("BGP configuration problems", "problems", problems)
 	}
@@ -257,9 +259,11 @@ func (a *bgpSubsystem) reconcile(ctx context.Context, v *snapshot.View) error {
 		Pools: snapshot.List[*api.IPPool](v), Blocks: blocks, Addrs: addrs, Services: cfg.Services, LocalServices: a.local,
 	}), cfg.Communities)
 	aerr := a.speaker.SetAdvertisements(ctx, adverts)
+	// Filters before peers, so a new peer's first UPDATE already follows them.
+	ferr := a.speaker.SetFilters(ctx, filters)
 	perr := a.speaker.SetPeers(ctx, desired)
 	a.publishLearned()
-	return errors.Join(perr, aerr)
+	return errors.Join(perr, ferr, aerr)
 }
 
 // publishLearned hands felix the changes to the speaker's learned routes, then whether it
