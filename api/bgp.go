@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -81,6 +82,8 @@ type BGPPeerSpec struct {
 	Password            *BGPPassword  `json:"password,omitempty"`
 	SourceAddress       SourceAddress `json:"sourceAddress,omitempty"`
 	MaxRestartTime      *Duration     `json:"maxRestartTime,omitempty"`
+	// Filters names the BGPFilters applied to the session, in order.
+	Filters []string `json:"filters,omitempty"`
 }
 
 // BGPPassword says where a session's TCP MD5 password is kept.
@@ -355,5 +358,11 @@ func (p *BGPPeer) validate(errs *FieldErrors) {
 	checkEnum(errs, "spec.sourceAddress", s.SourceAddress, SourceAddressUseNodeIP, SourceAddressNone)
 	if s.MaxRestartTime != nil {
 		checkRestartTime(errs, "spec.maxRestartTime", s.MaxRestartTime)
+	}
+	for i, f := range s.Filters {
+		checkSubdomain(errs, fmt.Sprintf("spec.filters[%d]", i), f)
+		if slices.Contains(s.Filters[:i], f) {
+			errs.add(fmt.Sprintf("spec.filters[%d]", i), f, "%q is named twice", f)
+		}
 	}
 }

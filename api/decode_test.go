@@ -283,13 +283,6 @@ var decodeErrorCases = []struct {
 	{"kind tabby does not implement",
 		"apiVersion: v1\nkind: Pod\nmetadata: {name: web}\n",
 		`examples/pools.yaml: document 1 (Pod "web"): kind "Pod" (apiVersion "v1") is not a resource tabby implements`},
-	// Calico's BGP filtering is not implemented: refused, never silently ignored.
-	{"BGPFilter",
-		"apiVersion: projectcalico.org/v3\nkind: BGPFilter\nmetadata: {name: f}\nspec: {exportV4: [{action: Reject, matchOperator: In, cidr: 10.0.0.0/8}]}\n",
-		`examples/pools.yaml: document 1 (BGPFilter "f"): kind "BGPFilter" (apiVersion "projectcalico.org/v3") is not a resource tabby implements`},
-	{"BGPPeer filters",
-		"apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: tor}\nspec: {peerIP: 10.0.0.1, asNumber: 65001, filters: [f]}\n",
-		`examples/pools.yaml: document 1 (BGPPeer "tor"): unknown field "spec.filters"`},
 	{"wrong apiVersion",
 		"apiVersion: crd.projectcalico.org/v1\nkind: IPPool\nmetadata: {name: p}\n",
 		`examples/pools.yaml: document 1 (IPPool "p"): kind IPPool: apiVersion "crd.projectcalico.org/v1" not supported (use projectcalico.org/v3)`},
@@ -451,6 +444,7 @@ func TestLookupKind(t *testing.T) {
 		"endpointhealths":       {"endpointhealth", "endpointhealths", "EndpointHealth"},
 		"tiers":                 {"tier", "tiers", "Tier"},
 		"hostendpoints":         {"hostendpoint", "hostendpoints", "hep", "heps", "HostEndpoint"},
+		"bgpfilters":            {"bgpfilter", "bgpfilters", "BGPFilter"},
 	}
 	if len(Kinds()) != len(names) {
 		t.Errorf("%d kinds registered, want %d", len(Kinds()), len(names))

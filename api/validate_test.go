@@ -198,6 +198,27 @@ var validationCases = []struct {
 		}},
 	{"password without a secret", calico + "kind: BGPPeer\nmetadata: {name: p}\nspec: {peerIP: 10.0.0.1, asNumber: 65000, password: {}}\n",
 		[]string{`spec.password.secretKeyRef: required`}},
+	{"peer filters", calico + "kind: BGPPeer\nmetadata: {name: p}\nspec: {peerIP: 10.0.0.1, asNumber: 65000, filters: [f, F, f]}\n",
+		[]string{
+			`spec.filters[1]: "F" is not a valid DNS-1123 subdomain (lower case alphanumerics, '-' and '.')`,
+			`spec.filters[2]: "f" is named twice`,
+		}},
+
+	// BGPFilter.
+	{"filter rule without action, operator without cidr, interface", calico + "kind: BGPFilter\nmetadata: {name: f}\nspec: {exportV4: [{matchOperator: In}, {action: Accept, interface: eth0}]}\n",
+		[]string{
+			`spec.exportV4[0].action: required: Accept or Reject`,
+			`spec.exportV4[0].cidr: required when matchOperator is set`,
+			`spec.exportV4[1].interface: "eth0": not implemented: tabby matches no routes by interface`,
+		}},
+	{"filter wrong family, bad operator and action, source on import", calico + "kind: BGPFilter\nmetadata: {name: f}\nspec: {importV6: [{action: Drop, matchOperator: Within, cidr: 10.0.0.0/8, source: RemotePeers}], importV4: [{action: Accept, matchOperator: In, cidr: 10.0.0.1/8}]}\n",
+		[]string{
+			`spec.importV4[0].cidr: "10.0.0.1/8" has host bits set (did you mean 10.0.0.0/8?)`,
+			`spec.importV6[0].action: "Drop" is not one of Accept, Reject`,
+			`spec.importV6[0].matchOperator: "Within" is not one of Equal, NotEqual, In, NotIn`,
+			`spec.importV6[0].cidr: 10.0.0.0/8 is not an IPv6 network`,
+			`spec.importV6[0].source: only export rules take a source`,
+		}},
 
 	// WorkloadEndpoint.
 	{"workload endpoint", calico + "kind: WorkloadEndpoint\nmetadata: {name: w}\nspec:\n  containerID: -abc\n  mac: zz:zz\n  ipNetworks: [10.0.0.0/24, 10.0.1.5]\n  ipNATs: [{internalIP: 10.9.9.9, externalIP: \"2001:db8::1\"}]\n  profiles: [Kns]\n  ports: [{port: 0, protocol: ICMP}, {name: HTTP, port: 80}]\n",

@@ -80,10 +80,17 @@ type Speaker struct {
 	adverts map[netip.Prefix]advert  // originated prefixes
 	sets    [2][]string              // applied neighbor sets: ibgp, keep-next-hop
 	learned map[netip.Prefix]LearnedRoute
+	// dirty are the destinations whose learned route changed since the last Changes.
+	dirty   map[netip.Prefix]struct{}
 	eor     map[netip.Addr]bool // End-of-RIB received since the session came up
 	up      map[netip.Addr]bool // established
 	synced  bool
 	changed chan struct{}
+	// filters are the BGPFilter rules applied (SetFilters), as GoBGP policies of
+	// generation filterGen.
+	filters        map[netip.Addr]PeerFilters
+	filterGen      int
+	filterPolicies []*filterPolicy
 }
 
 // advert is one originated path as applied.
@@ -122,7 +129,7 @@ func Start(ctx context.Context, o Options) (*Speaker, error) {
 	s := &Speaker{
 		opts: o, log: o.Log, glog: newSlogLogger(o.Log.With("component", "gobgp")), start: time.Now(),
 		peers: map[netip.Addr]Peer{}, since: map[netip.Addr]time.Time{}, adverts: map[netip.Prefix]advert{},
-		learned: map[netip.Prefix]LearnedRoute{}, eor: map[netip.Addr]bool{}, up: map[netip.Addr]bool{},
+		learned: map[netip.Prefix]LearnedRoute{}, dirty: map[netip.Prefix]struct{}{}, eor: map[netip.Addr]bool{}, up: map[netip.Addr]bool{},
 		changed: make(chan struct{}, 1),
 	}
 	sopts := []server.ServerOption{server.LoggerOption(s.glog)}
@@ -208,6 +215,44 @@ func (s *Speaker) Learned() ([]LearnedRoute, bool) {
 	}
 	slices.SortFunc(out, func(a, b LearnedRoute) int { return comparePrefix(a.Dst, b.Dst) })
 	return out, s.synced
+}
+
+// Changes returns, for every destination whose learned route changed since the last call,
+// its route now, in no particular order: a route without a NextHop is a withdrawal. A
+// destination that changed several times is reported once, as it is now; one that
+// changed and changed back may be reported unchanged. Between calls the changes cost a set
+// of destinations, however large the table: the caller keeps the routes (felix does).
+func (s *Speaker) Changes() []LearnedRoute {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.dirty) == 0 {
+		return nil
+	}
+	out := make([]LearnedRoute, 0, len(s.dirty))
+	for dst := range s.dirty {
+		r, ok := s.learned[dst]
+		if !ok {
+			r = LearnedRoute{Dst: dst}
+		}
+		out = append(out, r)
+	}
+	// A new map rather than clear: clear keeps a full table's buckets for good.
+	s.dirty = map[netip.Prefix]struct{}{}
+	return out
+}
+
+// Synced reports whether the speaker has synced (see Learned).
+func (s *Speaker) Synced() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.synced
+}
+
+// LearnedCount is how many destinations have a learned route.
+func (s *Speaker) LearnedCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.learned)
 }
 
 func (s *Speaker) poke() {
@@ -360,42 +405,35 @@ func (s *Speaker) onEvent(r *gobgpapi.WatchEventResponse) {
 
 // notePathLocked records a best-path change; it reports whether learned changed.
 func (s *Speaker) notePathLocked(p *gobgpapi.Path) bool {
-	nlri, err := apiutil.GetNativeNlri(p)
-	if err != nil {
-		return false
-	}
-	dst, err := netip.ParsePrefix(nlri.String())
+	dst, err := pathDst(p)
 	if err != nil {
 		return false
 	}
 	peer, err := netip.ParseAddr(p.GetNeighborIp())
 	if p.GetIsWithdraw() || err != nil || !peer.IsValid() || peer.IsUnspecified() {
 		// Withdrawn, or the best path is now this node's own: nothing learned.
-		_, had := s.learned[dst]
-		delete(s.learned, dst)
-		return had
+		return s.forgetLocked(dst)
 	}
-	var nh netip.Addr
-	attrs, _ := apiutil.GetNativePathAttributes(p)
-	for _, a := range attrs {
-		switch a := a.(type) {
-		case *bgp.PathAttributeNextHop:
-			nh, _ = netip.AddrFromSlice(a.Value)
-		case *bgp.PathAttributeMpReachNLRI:
-			nh, _ = netip.AddrFromSlice(a.Nexthop)
-		}
-	}
-	nh = nh.Unmap()
+	nh := pathNextHop(p)
 	if !nh.IsValid() || nh.IsUnspecified() || nh == s.opts.Self.Addr || nh == s.opts.Self.Addr6 {
-		_, had := s.learned[dst]
-		delete(s.learned, dst)
-		return had
+		return s.forgetLocked(dst)
 	}
 	r := LearnedRoute{Dst: dst, NextHop: nh, Peer: peer}
 	if s.learned[dst] == r {
 		return false
 	}
 	s.learned[dst] = r
+	s.dirty[dst] = struct{}{}
+	return true
+}
+
+// forgetLocked removes dst's learned route; it reports whether there was one.
+func (s *Speaker) forgetLocked(dst netip.Prefix) bool {
+	if _, had := s.learned[dst]; !had {
+		return false
+	}
+	delete(s.learned, dst)
+	s.dirty[dst] = struct{}{}
 	return true
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -79,6 +80,16 @@ type Dataplane struct {
 	mu      sync.Mutex
 	state   *LocalState // nil until the first Update
 	status  Status
+	// learned are BGP's routes as Learn left them, beside LocalState.Learned; learnDirty
+	// the destinations Learn changed since a pass last took them, and learnedC the wake-up.
+	learned    map[netip.Prefix]Route
+	learnDirty map[netip.Prefix]struct{}
+	learnedC   chan struct{}
+
+	// Run's alone: the destinations of the last full pass's local routes, which win over
+	// learned ones, and those of learned routes whose slot another protocol's route holds.
+	local   map[netip.Prefix]struct{}
+	foreign map[netip.Prefix]struct{}
 
 	// watched is what the last pass wanted and saw, for telling events worth a pass from the
 	// echoes of felix's own writes.
@@ -88,12 +99,15 @@ type Dataplane struct {
 // NewDataplane opens the namespace and a netlink handle in it. Close releases them.
 func NewDataplane(cfg Config) (*Dataplane, error) {
 	d := &Dataplane{
-		log:      cfg.Log,
-		observe:  cfg.Observe,
-		interval: cfg.ResyncInterval,
-		table:    cfg.Table,
-		ns:       netns.None(),
-		updated:  make(chan struct{}, 1),
+		log:        cfg.Log,
+		observe:    cfg.Observe,
+		interval:   cfg.ResyncInterval,
+		table:      cfg.Table,
+		ns:         netns.None(),
+		updated:    make(chan struct{}, 1),
+		learned:    map[netip.Prefix]Route{},
+		learnDirty: map[netip.Prefix]struct{}{},
+		learnedC:   make(chan struct{}, 1),
 	}
 	if d.log == nil {
 		d.log = slog.New(slog.DiscardHandler)
@@ -179,6 +193,7 @@ func (d *Dataplane) Run(ctx context.Context) error {
 	full := true // the first pass reads every sysctl
 	failures := 0
 	for {
+		onlyLearned := false
 		select {
 		case <-ctx.Done():
 			return nil
@@ -187,11 +202,21 @@ func (d *Dataplane) Run(ctx context.Context) error {
 		case <-retry.C:
 		case <-tick.C:
 			full = true
+		case <-d.learnedC:
+			onlyLearned = true
 		}
 		d.mu.Lock()
 		s := d.state
 		d.mu.Unlock()
 		if s == nil {
+			continue
+		}
+		if onlyLearned && d.watched.Load() != nil {
+			// Only learned routes changed: write just those, with no dump of the table.
+			if err := d.syncLearned(*s); err != nil {
+				failures++
+				retry.Reset(min(time.Second<<min(failures-1, 6), d.interval))
+			}
 			continue
 		}
 		if err := d.sync(*s, full); err != nil {
@@ -208,7 +233,27 @@ func (d *Dataplane) Run(ctx context.Context) error {
 // interface), then routes.
 func (d *Dataplane) sync(s LocalState, full bool) error {
 	start := time.Now()
-	routes, rejected := DesiredRoutes(s)
+	byDst, rejected := desiredLocal(s)
+	d.local = make(map[netip.Prefix]struct{}, len(byDst))
+	for dst := range byDst {
+		d.local[dst] = struct{}{}
+	}
+	d.mu.Lock()
+	learned := make([]Route, 0, len(s.Learned)+len(d.learned))
+	learned = append(learned, s.Learned...)
+	for _, r := range d.learned {
+		learned = append(learned, r)
+	}
+	d.learnDirty = map[netip.Prefix]struct{}{} // this pass writes every learned route
+	d.mu.Unlock()
+	for _, r := range learned {
+		if r, ok := s.learnedRoute(r); ok {
+			if _, ok := byDst[r.Dst]; !ok {
+				byDst[r.Dst] = r
+			}
+		}
+	}
+	routes := sortedRoutes(byDst)
 	sysctls := DesiredSysctls(s)
 	// Published before the links are read, so that a link event from now on wakes another
 	// pass if this one missed it.
@@ -219,6 +264,12 @@ func (d *Dataplane) sync(s LocalState, full bool) error {
 	written, serr := d.sysctls.apply(sysctls, links, full)
 	st, rerr := d.routes.apply(routes, links, s.HoldLearned)
 	err := errors.Join(uerr, serr, rerr)
+	d.foreign = map[netip.Prefix]struct{}{}
+	for _, sk := range st.Skipped {
+		if sk.Reason == heldByOther {
+			d.foreign[sk.Route.Dst] = struct{}{}
+		}
+	}
 	end := time.Now()
 	if len(raised) > 0 {
 		d.log.Warn("set workload interfaces up that were down", "count", len(raised), "interfaces", raised)
@@ -271,10 +322,44 @@ func firstFew[T fmt.Stringer](xs []T) string {
 	return b.String()
 }
 
-// watchSnapshot is what the last pass wanted.
+// watchSnapshot is what the last pass wanted, and learned routes written since.
 type watchSnapshot struct {
+	mu     sync.RWMutex // written by syncLearned while events are read
 	routes map[netip.Prefix]Route
 	ifaces map[string]bool // interfaces of desired routes and sysctls
+}
+
+func (w *watchSnapshot) route(dst netip.Prefix) (Route, bool) {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	r, ok := w.routes[dst]
+	return r, ok
+}
+
+func (w *watchSnapshot) ifacesCopy() map[string]bool {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	return maps.Clone(w.ifaces)
+}
+
+func (w *watchSnapshot) wantsIface(name string) bool {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	return w.ifaces[name]
+}
+
+// set records r as wanted (deleted when want is false).
+func (w *watchSnapshot) set(r Route, want bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !want {
+		delete(w.routes, r.Dst)
+		return
+	}
+	w.routes[r.Dst] = r
+	if r.Interface != "" {
+		w.ifaces[r.Interface] = true
+	}
 }
 
 func newWatchSnapshot(routes []Route, sysctls []Sysctl) *watchSnapshot {
@@ -305,7 +390,7 @@ func (d *Dataplane) routeEventMatters(u netlink.RouteUpdate) bool {
 		return false // no pass yet: the first one reads everything anyway
 	}
 	k := fromNetlink(u.Route, d.links.name(u.LinkIndex))
-	want, wanted := w.routes[k.Route.Dst]
+	want, wanted := w.route(k.Route.Dst)
 	if u.Protocol != RouteProtocol {
 		// Another protocol's route gave up a destination felix may have been kept from.
 		return u.Type == unix.RTM_DELROUTE && wanted
@@ -321,7 +406,7 @@ func (d *Dataplane) routeEventMatters(u netlink.RouteUpdate) bool {
 func (d *Dataplane) linkEventMatters(u netlink.LinkUpdate) bool {
 	changed := d.links.update(u)
 	w := d.watched.Load()
-	return w != nil && slices.ContainsFunc(changed, func(name string) bool { return w.ifaces[name] })
+	return w != nil && slices.ContainsFunc(changed, w.wantsIface)
 }
 
 // watchKernel subscribes to route and link events in the namespace, loads the link

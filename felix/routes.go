@@ -48,6 +48,9 @@ func (s SkippedRoute) String() string { return s.Route.String() + ": " + s.Reaso
 // Changed reports whether the pass wrote to the kernel.
 func (s Stats) Changed() bool { return s.Added+s.Replaced+s.Deleted > 0 }
 
+// heldByOther is why a route whose destination another protocol's route holds is skipped.
+const heldByOther = "destination held by a route of another protocol"
+
 // RouteReconciler makes one routing table's routes of RouteProtocol, both families, equal
 // to a desired list. It is not safe for concurrent use.
 type RouteReconciler struct {
@@ -131,7 +134,7 @@ func (r *RouteReconciler) apply(desired []Route, links linkTable, holdGateways b
 				r.log.Debug("route "+verb, "route", op.route)
 			case errors.Is(err, unix.EEXIST):
 				// Only adds are exclusive: the slot is another protocol's, and stays so.
-				st.Skipped = append(st.Skipped, SkippedRoute{op.route, "destination held by a route of another protocol"})
+				st.Skipped = append(st.Skipped, SkippedRoute{op.route, heldByOther})
 			case errors.Is(err, unix.ENODEV), errors.Is(err, unix.ENETDOWN):
 				st.Skipped = append(st.Skipped, SkippedRoute{op.route, "interface went away or down"})
 			case op.route.Type == RouteGateway && errors.Is(err, unix.ENETUNREACH):

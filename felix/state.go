@@ -112,6 +112,39 @@ func (r Rejection) String() string {
 // every agent and every pass agrees; the other is returned as a Rejection, as are
 // workloads without an interface and invalid addresses.
 func DesiredRoutes(s LocalState) ([]Route, []Rejection) {
+	byDst, rejected := desiredLocal(s)
+	for _, r := range s.Learned {
+		if r, ok := s.learnedRoute(r); ok {
+			if _, ok := byDst[r.Dst]; !ok {
+				byDst[r.Dst] = r
+			}
+		}
+	}
+	return sortedRoutes(byDst), rejected
+}
+
+func sortedRoutes(byDst map[netip.Prefix]Route) []Route {
+	routes := make([]Route, 0, len(byDst))
+	for _, r := range byDst {
+		routes = append(routes, r)
+	}
+	slices.SortFunc(routes, func(a, b Route) int { return comparePrefix(a.Dst, b.Dst) })
+	return routes
+}
+
+// learnedRoute is the route felix installs for learned route r (see DesiredRoutes), and
+// false if r is not a valid gateway route.
+func (s LocalState) learnedRoute(r Route) (Route, bool) {
+	if r.Type != RouteGateway || !r.Dst.IsValid() || !r.Gateway.IsValid() {
+		return Route{}, false
+	}
+	r.Dst, r.Gateway = r.Dst.Masked(), r.Gateway.Unmap()
+	return s.Encap.encapLearned(r), true
+}
+
+// desiredLocal is DesiredRoutes without the learned routes: the routes of the node's
+// workloads, blocks and encapsulation, by destination.
+func desiredLocal(s LocalState) (map[netip.Prefix]Route, []Rejection) {
 	workloads := slices.Clone(s.Workloads)
 	slices.SortStableFunc(workloads, func(a, b Workload) int {
 		return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.Interface, b.Interface))
@@ -158,23 +191,7 @@ func DesiredRoutes(s LocalState) ([]Route, []Rejection) {
 			}
 		}
 	}
-	for _, r := range s.Learned {
-		if r.Type != RouteGateway || !r.Dst.IsValid() || !r.Gateway.IsValid() {
-			continue
-		}
-		r.Dst, r.Gateway = r.Dst.Masked(), r.Gateway.Unmap()
-		r = s.Encap.encapLearned(r)
-		if _, ok := byDst[r.Dst]; !ok {
-			byDst[r.Dst] = r
-		}
-	}
-
-	routes := make([]Route, 0, len(byDst))
-	for _, r := range byDst {
-		routes = append(routes, r)
-	}
-	slices.SortFunc(routes, func(a, b Route) int { return comparePrefix(a.Dst, b.Dst) })
-	return routes, rejected
+	return byDst, rejected
 }
 
 // comparePrefix orders IPv4 before IPv6, then by address, then shorter prefixes first.

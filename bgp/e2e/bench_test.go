@@ -86,7 +86,9 @@ func meshConvergence(b *testing.B, n int) {
 // its own namespace). Reported: seconds from the announcer's start until all N are in each
 // receiver's kernel and from each receiver's first route (the install proper; the poll
 // counts routes with ip every ~0.1-0.5 s, so short times are coarse), the ratio of the
-// latter, and the agent's RSS growth per 10k routes (Go heap not collected back).
+// latter, the agent's RSS when all are installed and 5 s later, and its growth per 10k
+// routes; then the announcer withdraws them all (its static protocol disabled) and the
+// seconds until each kernel has none, and their ratio.
 func BenchmarkRouteInstall(b *testing.B) {
 	for _, n := range []int{10_000, 100_000} {
 		b.Run(fmt.Sprintf("routes=%d", n), func(b *testing.B) {
@@ -138,7 +140,7 @@ protocol bgp ann { local `+ref+` as 64513; neighbor `+ann+` as 65001; direct;
 		return c
 	}
 	start := time.Now()
-	startBIRD(b, annNS, `router id `+ann+`;
+	annSock := startBIRD(b, annNS, `router id `+ann+`;
 protocol device {}
 protocol static many { ipv4;
 `+routes.String()+`}
@@ -171,6 +173,27 @@ protocol bgp ref from feed { neighbor `+ref+` as 64513; }
 	})
 	rss1 := rssKB(b, agentPID)
 	perTenK := float64(rss1-rss0) / 1024 / (float64(n) / 10_000)
+	time.Sleep(5 * time.Second) // not a wait for anything: the RSS settled is a figure of its own
+	rssSettled := rssKB(b, agentPID)
+
+	// Full withdrawal: the announcer's static routes go, both sessions carry withdrawals.
+	wstart := time.Now()
+	l.OK("exec", "ann", "--", "birdc", "-s", annSock, "disable", "many")
+	var tabbyW, birdW time.Duration
+	labtest.Poll(b, "no routes left in either kernel", 180*time.Second, func() string {
+		tn, bn := count("node1", "116"), count("ref", "bird")
+		now := time.Since(wstart)
+		if tn == 0 && tabbyW == 0 {
+			tabbyW = now
+		}
+		if bn == 0 && birdW == 0 {
+			birdW = now
+		}
+		if tabbyW == 0 || birdW == 0 {
+			return fmt.Sprintf("tabby %d, bird %d left", tn, bn)
+		}
+		return ""
+	})
 	b.ReportMetric(tabbyT.Seconds(), "s-tabby")
 	b.ReportMetric(birdT.Seconds(), "s-bird")
 	ratio := (tabbyT - tabbyFirst).Seconds() / (birdT - birdFirst).Seconds()
@@ -178,8 +201,14 @@ protocol bgp ref from feed { neighbor `+ref+` as 64513; }
 	b.ReportMetric((tabbyT - tabbyFirst).Seconds(), "s-tabby-first-to-all")
 	b.ReportMetric((birdT - birdFirst).Seconds(), "s-bird-first-to-all")
 	b.ReportMetric(perTenK, "MB-RSS-per-10k")
-	b.Logf("%d prefixes from BIRD: in tabby-node's kernel %.2fs after the announcer started (%.2fs from the first), in BIRD's kernel after %.2fs (%.2fs from the first); install ratio (from the first) %.1f; agent RSS %d -> %d MB (%.1f MB per 10k routes)",
-		n, tabbyT.Seconds(), (tabbyT - tabbyFirst).Seconds(), birdT.Seconds(), (birdT - birdFirst).Seconds(), ratio, rss0/1024, rss1/1024, perTenK)
+	b.ReportMetric(float64(rss1)/1024, "MB-RSS-installed")
+	b.ReportMetric(float64(rssSettled)/1024, "MB-RSS-settled")
+	b.ReportMetric(tabbyW.Seconds(), "s-tabby-withdraw")
+	b.ReportMetric(birdW.Seconds(), "s-bird-withdraw")
+	b.ReportMetric(tabbyW.Seconds()/birdW.Seconds(), "tabby/bird-withdraw")
+	b.Logf("%d prefixes from BIRD: in tabby-node's kernel %.2fs after the announcer started (%.2fs from the first), in BIRD's kernel after %.2fs (%.2fs from the first); install ratio (from the first) %.2f; agent RSS %d -> %d MB (%.1f MB per 10k routes), %d MB 5 s later; all withdrawn from tabby-node's kernel in %.2fs, from BIRD's in %.2fs (%.2f)",
+		n, tabbyT.Seconds(), (tabbyT - tabbyFirst).Seconds(), birdT.Seconds(), (birdT - birdFirst).Seconds(), ratio, rss0/1024, rss1/1024, perTenK,
+		rssSettled/1024, tabbyW.Seconds(), birdW.Seconds(), tabbyW.Seconds()/birdW.Seconds())
 }
 
 // rssKB reads a process's resident set size.

@@ -18,6 +18,21 @@ import (
 // birdPrefix matches the first column of `birdc show route` lines.
 var birdPrefix = regexp.MustCompile(`(?m)^(\d+\.\d+\.\d+\.\d+/\d+)\s`)
 
+// birdLearned returns the prefixes the BIRD at host tor (control socket sock) learned,
+// those of its protocol "own" left out, sorted, and birdc's output.
+func (l *lab) birdLearned(sock string) ([]string, string, error) {
+	out, stderr, code := l.Run("", "exec", "tor", "--", "birdc", "-s", sock, "show", "route", "where", "proto", "!=", `"own"`)
+	if code != 0 {
+		return nil, out, fmt.Errorf("birdc show route: exit %d: %s", code, stderr)
+	}
+	var got []string
+	for _, m := range birdPrefix.FindAllStringSubmatch(out, -1) {
+		got = append(got, m[1])
+	}
+	slices.Sort(got)
+	return slices.Compact(got), out, nil
+}
+
 // TestBIRDToR: BIRD 2 as an eBGP top-of-rack router (AS 65001) peering with every node
 // through a global BGPPeer. BIRD learns exactly the nodes' blocks (each from its owner,
 // nothing another node learned, nothing of its own sent back), and its own prefix reaches
@@ -72,16 +87,10 @@ protocol bgp node2 from tabby { neighbor 172.31.1.11 as 64512; }
 	})
 
 	took := labtest.Poll(t, "BIRD learns every block and nothing else", 40*time.Second, func() string {
-		out, stderr, code := l.Run("", "exec", "tor", "--", "birdc", "-s", sock, "show", "route", "where", "proto", "!=", `"own"`)
-		if code != 0 {
-			return stderr
+		got, out, err := l.birdLearned(sock)
+		if err != nil {
+			return err.Error()
 		}
-		var got []string
-		for _, m := range birdPrefix.FindAllStringSubmatch(out, -1) {
-			got = append(got, m[1])
-		}
-		slices.Sort(got)
-		got = slices.Compact(got)
 		if !slices.Equal(got, blocks) {
 			return fmt.Sprintf("BIRD has %v, want %v:\n%s", got, blocks, out)
 		}

@@ -104,7 +104,7 @@ type Subsystem interface {
 
 // snapshotKinds are the kinds the agent watches: one watch each, read by every subsystem.
 func snapshotKinds() []*api.Kind {
-	plurals := []string{"nodes", "ippools", "bgppeers", "bgpconfigurations", "services", "endpoints", "endpointslices", "endpointhealths"}
+	plurals := []string{"nodes", "ippools", "bgppeers", "bgpfilters", "bgpconfigurations", "services", "endpoints", "endpointslices", "endpointhealths"}
 	for _, p := range policy.InputKinds {
 		if !slices.Contains(plurals, p) {
 			plurals = append(plurals, p)
@@ -129,6 +129,7 @@ var (
 	kindNodes             = mustKind("nodes")
 	kindIPPools           = mustKind("ippools")
 	kindBGPPeers          = mustKind("bgppeers")
+	kindBGPFilters        = mustKind("bgpfilters")
 	kindBGPConfigs        = mustKind("bgpconfigurations")
 	kindWorkloadEndpoints = mustKind("workloadendpoints")
 )
@@ -209,7 +210,7 @@ func Run(ctx context.Context, cfg Config, ds *datastore.Client, m *Metrics) erro
 	subs := []Subsystem{runFunc("snapshot", snap.Run), newDatastoreHealth(ds, snap, ready), lease}
 	m.watchSnapshot(snap)
 
-	var learned *handoff[learnedRoutes] // BGP → routes
+	var learned *learnedRoutes // BGP → felix
 	var bgpSub *bgpSubsystem
 	// The proxy, DNS and BGP derive Services' endpoints once per view; none on a route
 	// reflector, which has no endpoints.
@@ -226,7 +227,7 @@ func Run(ctx context.Context, cfg Config, ds *datastore.Client, m *Metrics) erro
 		defer dp.Close()
 		m.watchDataplane(dp)
 		if cfg.BGP.Enabled {
-			learned = newHandoff[learnedRoutes]()
+			learned = newLearnedRoutes(dp)
 		}
 		encapOut := newHandoff[*felix.Encap]()
 		routes := &routesSubsystem{node: cfg.NodeName, snap: snap, dp: dp, learned: learned, encap: encapOut,
@@ -274,7 +275,7 @@ func Run(ctx context.Context, cfg Config, ds *datastore.Client, m *Metrics) erro
 		m.watchBGP(bgpSub)
 		subs = append(subs, bgpSub)
 	}
-	subs = append(subs, newMemoryTrim(snap))
+	subs = append(subs, newMemoryTrim(snap, learned))
 	st := &statusServer{node: cfg.NodeName, role: cfg.Role, ready: ready, bgp: bgpSub}
 	st.diags = &diagCollector{status: st, version: cfg.Version, flags: cfg.Flags, logs: cfg.Logs, ipam: ipamc, run: runDiagCommand}
 	subs = append(subs, runFunc("status-socket", func(ctx context.Context) error { return st.serveSocket(ctx, cfg.StatusSocket) }))

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -34,7 +35,7 @@ type bgpSubsystem struct {
 	// local are the Services with a ready endpoint here and externalTrafficPolicy Local
 	// (localServices), derived again only on a view that changes serviceInputKinds.
 	local   []*api.Service
-	learned *handoff[learnedRoutes] // nil on a route reflector: it installs nothing
+	learned *learnedRoutes // nil on a route reflector: it installs nothing
 	ready   *Readiness
 	log     *slog.Logger
 	status  chan chan nodestatus.Status // requests from the status socket and metrics
@@ -43,11 +44,11 @@ type bgpSubsystem struct {
 	identity bgp.Options // what the running speaker was started with
 	severity string      // logSeverityScreen applied to the running speaker
 	problems []string
-	// published is what felix was last given, so that only changes are sent.
-	published *learnedRoutes
+	// published is the synced state felix was last given; nil before the first.
+	published *bool
 }
 
-func newBGPSubsystem(cfg Config, snap *snapshot.Snapshot, services *serviceIndex, learned *handoff[learnedRoutes], ready *Readiness) *bgpSubsystem {
+func newBGPSubsystem(cfg Config, snap *snapshot.Snapshot, services *serviceIndex, learned *learnedRoutes, ready *Readiness) *bgpSubsystem {
 	ready.Set("bgp", "bgp: the speaker is not running yet")
 	return &bgpSubsystem{cfg: cfg.BGP, node: cfg.NodeName, role: cfg.Role, snap: snap, services: services, learned: learned, ready: ready,
 		log: slog.Default().With("component", "bgp"), status: make(chan chan nodestatus.Status)}
@@ -64,9 +65,8 @@ func (a *bgpSubsystem) Run(ctx context.Context) error {
 	sub := a.snap.Subscribe()
 	var prev *snapshot.View
 	var changed <-chan struct{}
-	// Learned routes go to felix at most every publishInterval: a first change at once, a
-	// burst (a peer sending a full table) in batches, so that re-publishing the whole set
-	// does not starve the speaker.
+	// Learned routes' changes go to felix at most every publishInterval: a first change at
+	// once, a burst (a peer sending a full table) in batches.
 	var lastPublish time.Time
 	var publishC <-chan time.Time
 	// The readiness reason is refreshed on a timer too: "synced" changes inside the speaker.
@@ -113,7 +113,7 @@ func (a *bgpSubsystem) Run(ctx context.Context) error {
 // take says whether view v, after prev (the last view taken), changes what the speaker is
 // told; if it changed what the local Services are derived from, it derives them again.
 func (a *bgpSubsystem) take(prev, v *snapshot.View) bool {
-	kinds := []*api.Kind{kindNodes, kindBGPPeers, kindBGPConfigs, kindIPPools, kindWorkloadEndpoints}
+	kinds := []*api.Kind{kindNodes, kindBGPPeers, kindBGPFilters, kindBGPConfigs, kindIPPools, kindWorkloadEndpoints}
 	if a.services != nil {
 		kinds = append(kinds, serviceInputKinds...)
 	}
@@ -131,7 +131,7 @@ func (a *bgpSubsystem) notReady() []string {
 	if a.speaker == nil {
 		return []string{"bgp: the speaker is not running yet"}
 	}
-	if _, synced := a.speaker.Learned(); !synced {
+	if !a.speaker.Synced() {
 		return []string{"bgp: learned routes not synced yet (waiting for End-of-RIB from every peer, at most --bgp-sync-timeout or a peer's graceful restart time)"}
 	}
 	return nil
@@ -161,7 +161,7 @@ func bgpInput(v *snapshot.View, node string, role string) (me *api.Node, configs
 	configs[0], _ = snapshot.Get[*api.BGPConfiguration](v, "", api.DefaultBGPConfigurationName)
 	configs[1], _ = snapshot.Get[*api.BGPConfiguration](v, "", api.NodeBGPConfigurationPrefix+node)
 	if role == RoleNode {
-		state, _ := localState(v, node, learnedRoutes{}, nil)
+		state, _ := localState(v, node, true, nil)
 		blocks, addrs = localRoutes(state)
 	}
 	return me, configs, blocks, addrs
@@ -213,6 +213,7 @@ func (a *bgpSubsystem) reconcile(ctx context.Context, v *snapshot.View) error {
 	ident.Self.Labels = nil
 	if a.speaker != nil && !reflect.DeepEqual(ident, a.identity) {
 		a.log.Info("BGP identity changed; restarting the speaker", "asn", self.ASN, "router-id", self.RouterID, "cluster-id", self.ClusterID)
+		a.forgetLearned()
 		a.speaker.Stop(ctx)
 		a.speaker = nil
 	}
@@ -243,8 +244,11 @@ func (a *bgpSubsystem) reconcile(ctx context.Context, v *snapshot.View) error {
 		}
 		infos = append(infos, ni)
 	}
-	desired, pp := bgp.DesiredPeers(bgp.PeerInput{Self: self, Config: cfg, Nodes: infos, Peers: snapshot.List[*api.BGPPeer](v)})
+	bgpPeers := snapshot.List[*api.BGPPeer](v)
+	desired, pp := bgp.DesiredPeers(bgp.PeerInput{Self: self, Config: cfg, Nodes: infos, Peers: bgpPeers})
 	problems = append(problems, pp...)
+	filters, fp := bgp.DesiredFilters(desired, bgpPeers, snapshot.List[*api.BGPFilter](v))
+	problems = append(problems, fp...)
 	if !slices.Equal(problems, a.problems) && len(problems) > 0 {
 		a.log.Warn("BGP configuration problems", "problems", problems)
 	}
@@ -255,31 +259,53 @@ func (a *bgpSubsystem) reconcile(ctx context.Context, v *snapshot.View) error {
 		Pools: snapshot.List[*api.IPPool](v), Blocks: blocks, Addrs: addrs, Services: cfg.Services, LocalServices: a.local,
 	}), cfg.Communities)
 	aerr := a.speaker.SetAdvertisements(ctx, adverts)
+	// Filters before peers, so a new peer's first UPDATE already follows them.
+	ferr := a.speaker.SetFilters(ctx, filters)
 	perr := a.speaker.SetPeers(ctx, desired)
 	a.publishLearned()
-	if perr != nil {
-		return perr
-	}
-	return aerr
+	return errors.Join(perr, ferr, aerr)
 }
 
-// publishLearned hands the routes subsystem the speaker's learned routes.
+// publishLearned hands felix the changes to the speaker's learned routes, then whether it
+// has synced (so the pass that follows the sync has every route).
 func (a *bgpSubsystem) publishLearned() {
 	if a.learned == nil || a.speaker == nil {
 		return
 	}
-	rs, synced := a.speaker.Learned()
-	out := learnedRoutes{routes: make([]felix.Route, 0, len(rs)), synced: synced}
-	for _, r := range rs {
+	changes := a.speaker.Changes()
+	routes := make([]felix.Route, 0, len(changes))
+	var withdrawn []netip.Prefix
+	for _, r := range changes {
+		if !r.NextHop.IsValid() {
+			withdrawn = append(withdrawn, r.Dst)
+			continue
+		}
 		// A plain route via the next hop: on the node's subnet the kernel resolves it;
 		// felix rewrites it for next hops behind a tunnel.
-		out.routes = append(out.routes, felix.Route{Dst: r.Dst, Type: felix.RouteGateway, Gateway: r.NextHop})
+		routes = append(routes, felix.Route{Dst: r.Dst, Type: felix.RouteGateway, Gateway: r.NextHop})
 	}
-	if p := a.published; p != nil && p.synced == out.synced && slices.Equal(p.routes, out.routes) {
+	a.learned.learn(routes, withdrawn)
+	if synced := a.speaker.Synced(); a.published == nil || *a.published != synced {
+		a.published = &synced
+		a.learned.synced.put(synced)
+	}
+}
+
+// forgetLearned withdraws from felix every route the running speaker learned, before it
+// is replaced: the new speaker reports only what it learns itself. felix holds them
+// until the new one syncs, as after a restart of the agent.
+func (a *bgpSubsystem) forgetLearned() {
+	if a.learned == nil {
 		return
 	}
-	a.published = &out
-	a.learned.put(out)
+	rs, _ := a.speaker.Learned()
+	withdrawn := make([]netip.Prefix, 0, len(rs))
+	for _, r := range rs {
+		withdrawn = append(withdrawn, r.Dst)
+	}
+	a.learned.learn(nil, withdrawn)
+	a.published = nil
+	a.learned.synced.put(false)
 }
 
 func (a *bgpSubsystem) report(ctx context.Context) nodestatus.Status {
@@ -307,7 +333,6 @@ func (a *bgpSubsystem) report(ctx context.Context) nodestatus.Status {
 	for _, p := range a.speaker.Advertised() {
 		r.Advertised = append(r.Advertised, p.String())
 	}
-	learned, synced := a.speaker.Learned()
-	r.Learned, r.Synced = len(learned), synced
+	r.Learned, r.Synced = a.speaker.LearnedCount(), a.speaker.Synced()
 	return r
 }

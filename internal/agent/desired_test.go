@@ -57,8 +57,7 @@ func TestLocalState(t *testing.T) {
 		wep("shop", "db", "node2", "tabbyc", "10.244.1.1/32"),
 		wep("shop", "broken", "node1", "", "10.244.0.3/32"),
 	)
-	learned := learnedRoutes{routes: []felix.Route{{Dst: blockC, Type: felix.RouteGateway, Gateway: netip.MustParseAddr("172.31.1.2")}}}
-	state, bad := localState(v, "node1", learned, nil)
+	state, bad := localState(v, "node1", false, nil)
 	if want := []netip.Prefix{blockA, blockB}; !slices.Equal(state.Blocks, want) {
 		t.Errorf("blocks = %v, want %v (only node1's, sorted)", state.Blocks, want)
 	}
@@ -72,8 +71,8 @@ func TestLocalState(t *testing.T) {
 	if len(bad) != 1 || !strings.Contains(bad[0], "shop/broken") || !strings.Contains(bad[0], "interfaceName") {
 		t.Errorf("bad = %q, want shop/broken without an interfaceName", bad)
 	}
-	if !state.HoldLearned || len(state.Learned) != 1 {
-		t.Errorf("learned = %v hold %v, want the one route held until BGP syncs", state.Learned, state.HoldLearned)
+	if !state.HoldLearned {
+		t.Error("HoldLearned not set: want learned routes held until BGP syncs")
 	}
 	blocks, addrs := localRoutes(state)
 	if len(blocks) != 2 || len(addrs) != 3 {

@@ -10,7 +10,8 @@ import (
 	"github.com/tabby-net/tabby/internal/snapshot"
 )
 
-// After a burst of datastore changes (the first sync, a large apply) the Go heap keeps the
+// After a burst of datastore changes (the first sync, a large apply) or of learned routes
+// (a peer's full table) the Go heap keeps the
 // burst's high-water mark as idle memory, which the runtime's scavenger hands back to the
 // OS only slowly: a node agent that loaded 10k Services stayed ~50 MB above where it
 // started although ~15 MB of it was live. memoryTrim collects and hands it back once the
@@ -26,14 +27,15 @@ const (
 
 type memoryTrim struct {
 	changes <-chan struct{} // the snapshot's change notifications
+	learned <-chan struct{} // batches of learned routes handed to felix; nil without BGP
 	quiet   time.Duration   // trimQuiet
 	every   time.Duration   // trimEvery
 	min     uint64          // trimMin
 	log     *slog.Logger
 }
 
-func newMemoryTrim(snap *snapshot.Snapshot) memoryTrim {
-	return memoryTrim{changes: snap.Subscribe(), quiet: trimQuiet, every: trimEvery, min: trimMin, log: slog.Default().With("component", "memory")}
+func newMemoryTrim(snap *snapshot.Snapshot, learned *learnedRoutes) memoryTrim {
+	return memoryTrim{changes: snap.Subscribe(), learned: learned.batchesC(), quiet: trimQuiet, every: trimEvery, min: trimMin, log: slog.Default().With("component", "memory")}
 }
 
 func (memoryTrim) Name() string { return "memory-trim" }
@@ -50,6 +52,9 @@ func (t memoryTrim) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.changes:
+			quiet.Reset(t.quiet)
+			continue
+		case <-t.learned:
 			quiet.Reset(t.quiet)
 			continue
 		case <-quiet.C:

@@ -14,10 +14,61 @@ import (
 	"github.com/tabby-net/tabby/internal/snapshot"
 )
 
-// learnedRoutes is what BGP tells the routes subsystem.
+// learnedRoutes takes BGP's learned routes to felix: their changes go straight to the
+// Dataplane, which keeps the table and writes only what changed; whether BGP has synced
+// (until then felix holds the gateway routes a previous run installed) goes through the
+// routes subsystem into LocalState.HoldLearned.
 type learnedRoutes struct {
-	routes []felix.Route
-	synced bool
+	dp     learner
+	synced *handoff[bool]
+	// batches is poked after every batch of changes (memoryTrim trims after a burst).
+	batches chan struct{}
+}
+
+// learner is the part of felix's Dataplane that BGP feeds.
+type learner interface {
+	Learn(routes []felix.Route, withdrawn []netip.Prefix)
+}
+
+func newLearnedRoutes(dp learner) *learnedRoutes {
+	return &learnedRoutes{dp: dp, synced: newHandoff[bool](), batches: make(chan struct{}, 1)}
+}
+
+// learn hands felix a batch of changes.
+func (l *learnedRoutes) learn(routes []felix.Route, withdrawn []netip.Prefix) {
+	if len(routes) == 0 && len(withdrawn) == 0 {
+		return
+	}
+	l.dp.Learn(routes, withdrawn)
+	select {
+	case l.batches <- struct{}{}:
+	default:
+	}
+}
+
+// batchesC signals batches of changes; nil without BGP.
+func (l *learnedRoutes) batchesC() <-chan struct{} {
+	if l == nil {
+		return nil
+	}
+	return l.batches
+}
+
+// syncedChanged signals a change of BGP's synced state; nil without BGP.
+func (l *learnedRoutes) syncedChanged() <-chan struct{} {
+	if l == nil {
+		return nil
+	}
+	return l.synced.changed()
+}
+
+// bgpSynced says whether BGP has synced; true without BGP, which has nothing to wait for.
+func (l *learnedRoutes) bgpSynced() bool {
+	if l == nil {
+		return true
+	}
+	synced, _ := l.synced.get()
+	return synced
 }
 
 // routesSubsystem hands felix's Dataplane the node's local state: its workloads and the
@@ -29,8 +80,8 @@ type routesSubsystem struct {
 	node    string
 	snap    *snapshot.Snapshot
 	dp      *felix.Dataplane
-	learned *handoff[learnedRoutes] // nil without BGP
-	encap   *handoff[*felix.Encap]  // the encapsulation subsystem's last pass
+	learned *learnedRoutes         // nil without BGP
+	encap   *handoff[*felix.Encap] // the encapsulation subsystem's last pass
 	ready   *Readiness
 	log     *slog.Logger
 }
@@ -61,18 +112,14 @@ func (r *routesSubsystem) Run(ctx context.Context) error {
 				continue
 			}
 			prev = v
-		case <-r.learned.changed():
+		case <-r.learned.syncedChanged():
 		case <-r.encap.changed():
 		}
 		if prev == nil || !prev.Synced {
 			continue
 		}
-		learned, ok := r.learned.get()
-		if !ok {
-			learned.synced = r.learned == nil // without BGP there is nothing to wait for
-		}
 		encap, _ := r.encap.get()
-		state, bad := localState(prev, r.node, learned, encap)
+		state, bad := localState(prev, r.node, r.learned.bgpSynced(), encap)
 		if s := strings.Join(bad, "; "); s != lastBad {
 			if s != "" {
 				r.log.Warn("ignoring workload endpoints", "problems", s)
@@ -84,10 +131,10 @@ func (r *routesSubsystem) Run(ctx context.Context) error {
 }
 
 // localState is felix's desired local state from a view: node's workloads (in key order)
-// and affine blocks, the learned routes and the encapsulation state (nil until its first
-// pass). bad lists the node's endpoints left out, and why.
-func localState(v *snapshot.View, node string, learned learnedRoutes, encap *felix.Encap) (state felix.LocalState, bad []string) {
-	state = felix.LocalState{Blocks: v.AffineBlocks(node), Learned: learned.routes, HoldLearned: !learned.synced, Encap: encap}
+// and affine blocks, and the encapsulation state (nil until its first pass); the learned
+// routes are held until bgpSynced. bad lists the node's endpoints left out, and why.
+func localState(v *snapshot.View, node string, bgpSynced bool, encap *felix.Encap) (state felix.LocalState, bad []string) {
+	state = felix.LocalState{Blocks: v.AffineBlocks(node), HoldLearned: !bgpSynced, Encap: encap}
 	for _, w := range snapshot.List[*api.WorkloadEndpoint](v) {
 		if w.Spec.Node != node {
 			continue

@@ -1,0 +1,170 @@
+package felix
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Learn hands the Dataplane changes to BGP's learned routes: routes (each of type
+// RouteGateway) replace those of their destinations, and the destinations in withdrawn
+// lose theirs. They join LocalState.Learned. Run writes only the destinations that
+// changed, without reading the table back, unless a full pass is due anyway; the periodic
+// full pass still compares every route with the kernel's. Learn does not block and keeps
+// no reference to its arguments.
+func (d *Dataplane) Learn(routes []Route, withdrawn []netip.Prefix) {
+	if len(routes) == 0 && len(withdrawn) == 0 {
+		return
+	}
+	d.mu.Lock()
+	for _, r := range routes {
+		d.learned[r.Dst] = r
+		d.learnDirty[r.Dst] = struct{}{}
+	}
+	for _, dst := range withdrawn {
+		delete(d.learned, dst)
+		d.learnDirty[dst] = struct{}{}
+	}
+	if len(d.learned) == 0 {
+		d.learned = map[netip.Prefix]Route{} // a map keeps a full table's buckets for good
+	}
+	d.mu.Unlock()
+	poke(d.learnedC)
+}
+
+// learnedChange is one destination Learn changed: its learned route now, if any.
+type learnedChange struct {
+	dst   netip.Prefix
+	route Route
+	ok    bool
+}
+
+// takeLearned returns the destinations Learn changed since the last pass took them.
+func (d *Dataplane) takeLearned() []learnedChange {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make([]learnedChange, 0, len(d.learnDirty))
+	for dst := range d.learnDirty {
+		r, ok := d.learned[dst]
+		out = append(out, learnedChange{dst, r, ok})
+	}
+	d.learnDirty = map[netip.Prefix]struct{}{}
+	return out
+}
+
+// syncLearned writes the learned routes that changed since the last pass against what
+// the passes since the last full one wanted: an added destination is added (exclusively,
+// so another protocol's route keeps its slot), a changed one replaced, a withdrawn one
+// deleted, except that with s.HoldLearned it stays until BGP has synced (the full pass then
+// deletes it). Local routes win as in DesiredRoutes. The kernel's echo of each write is
+// then no news to routeEventMatters; anything else that differs, the next full pass finds.
+func (d *Dataplane) syncLearned(s LocalState) error {
+	changes := d.takeLearned()
+	if len(changes) == 0 {
+		return nil
+	}
+	start := time.Now()
+	w := d.watched.Load()
+	var st Stats
+	var errs errorList
+	var links linkTable
+	for _, c := range changes {
+		if _, ok := d.local[c.dst]; ok {
+			continue
+		}
+		want, ok := c.route, c.ok
+		if ok {
+			want, ok = s.learnedRoute(want)
+		}
+		old, had := w.route(c.dst)
+		switch {
+		case ok && had && old == want:
+			continue
+		case !ok && !had:
+			continue
+		case !ok:
+			if s.HoldLearned && old.Type == RouteGateway {
+				continue
+			}
+			w.set(old, false)
+			if _, foreign := d.foreign[c.dst]; foreign {
+				delete(d.foreign, c.dst)
+				continue // never written: the slot is another protocol's
+			}
+			nr := netlink.Route{Dst: prefixToIPNet(c.dst), Table: d.table, Protocol: netlink.RouteProtocol(RouteProtocol)}
+			switch err := d.h.RouteDel(&nr); {
+			case err == nil:
+				st.Deleted++
+				d.log.Debug("route deleted", "route", old)
+			case errors.Is(err, unix.ESRCH): // gone already
+			default:
+				errs.add(fmt.Errorf("delete route %s: %w", old, err))
+			}
+			continue
+		}
+		w.set(want, true)
+		if want.Interface != "" {
+			if links.byName == nil {
+				links = d.links.subset(w.ifacesCopy())
+			}
+			if l, ok := links.byName[want.Interface]; !ok || !l.up {
+				st.Skipped = append(st.Skipped, SkippedRoute{want, "interface does not exist or is down"})
+				continue
+			}
+		}
+		_, foreign := d.foreign[c.dst]
+		nr := d.routes.toNetlink(want, links)
+		write, verb := d.h.RouteAdd, "add"
+		if had && !foreign {
+			write, verb = d.h.RouteReplace, "replace"
+		}
+		switch err := write(&nr); {
+		case err == nil:
+			delete(d.foreign, c.dst)
+			if verb == "add" {
+				st.Added++
+			} else {
+				st.Replaced++
+			}
+			d.log.Debug("route "+verb, "route", want)
+		case errors.Is(err, unix.EEXIST):
+			d.foreign[c.dst] = struct{}{}
+			st.Skipped = append(st.Skipped, SkippedRoute{want, heldByOther})
+		case errors.Is(err, unix.ENETUNREACH), errors.Is(err, unix.ENODEV), errors.Is(err, unix.ENETDOWN):
+			// The next full pass (or a link event) retries it.
+			st.Skipped = append(st.Skipped, SkippedRoute{want, "gateway or interface not reachable now"})
+		default:
+			errs.add(fmt.Errorf("%s route %s: %w", verb, want, err))
+		}
+	}
+	err := errs.err()
+	end := time.Now()
+	d.mu.Lock()
+	prev := d.status
+	d.status.Passes++
+	d.status.LastPass = end
+	d.status.Err = err
+	if err == nil {
+		d.status.LastOK = end
+	}
+	d.status.Stats = Stats{Added: st.Added, Replaced: st.Replaced, Deleted: st.Deleted, Skipped: slices.Concat(prev.Stats.Skipped, st.Skipped)}
+	d.status.Routes = prev.Routes + st.Added - st.Deleted
+	d.mu.Unlock()
+	d.observe.observe(WriterRoutes, end.Sub(start), err)
+	took := end.Sub(start).Round(time.Microsecond)
+	if err != nil {
+		d.log.Error("learned routes pass failed", "err", err, "added", st.Added, "replaced", st.Replaced, "deleted", st.Deleted, "took", took)
+	} else if st.Changed() {
+		d.log.Debug("learned routes updated", "changes", len(changes), "added", st.Added, "replaced", st.Replaced,
+			"deleted", st.Deleted, "took", took)
+	}
+	if len(st.Skipped) > 0 {
+		d.log.Warn("learned routes not programmed, retried by the next full pass", "count", len(st.Skipped), "first", firstFew(st.Skipped))
+	}
+	return err
+}
