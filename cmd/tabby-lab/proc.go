@@ -36,7 +36,7 @@ func startDetached(ns string, argv []string, logPath string) (*started, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s in %s: %w", argv[0], ns, err)
 	}
-	p := &started{Process: &labstate.Process{PID: cmd.Process.Pid, Log: logPath}, done: make(chan struct{})}
+	p := &started{Process: &labstate.Process{PID: cmd.Process.Pid, Log: logPath, Argv: argv}, done: make(chan struct{})}
 	// Read before anything can reap it: the start time tells this process from a later
 	// one that reuses its pid.
 	p.StartTime, _ = procStartTime(p.PID)
