@@ -55,6 +55,8 @@ type Config struct {
 	// Observe, when set, is told of every unary request to etcd: its gRPC method's short
 	// name ("Range", "Txn", "LeaseGrant"), how long it took and its error (metrics).
 	Observe func(method string, d time.Duration, err error)
+
+	interceptor grpc.UnaryClientInterceptor // tests' fault injection (export_test.go)
 }
 
 // Client is a connection to etcd with typed access to tabby's resources. It is safe for
@@ -111,7 +113,7 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 		TLS:         tlsCfg,
 		// The client logs every retry at warn level; only its errors are worth reading.
 		Logger:      zap.New(zapslog.NewCore(log.With("component", "etcd-client"), zapcore.ErrorLevel, nil)),
-		DialOptions: observeOptions(cfg.Observe),
+		DialOptions: append(observeOptions(cfg.Observe), interceptorOptions(cfg.interceptor)...),
 		// The client's default (2 MiB) would refuse a transaction the server accepts.
 		MaxCallSendMsgSize: MaxRequestBytes + grpcOverheadBytes,
 	})
@@ -148,6 +150,13 @@ func observeOptions(observe func(string, time.Duration, error)) []grpc.DialOptio
 			observe(method[strings.LastIndexByte(method, '/')+1:], time.Since(start), err)
 			return err
 		})}
+}
+
+func interceptorOptions(i grpc.UnaryClientInterceptor) []grpc.DialOption {
+	if i == nil {
+		return nil
+	}
+	return []grpc.DialOption{grpc.WithChainUnaryInterceptor(i)}
 }
 
 // checkEndpoint accepts "host:port" and "http(s)://host:port" and returns the scheme
