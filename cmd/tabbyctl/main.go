@@ -60,6 +60,7 @@ func newRootCommand() *cobra.Command {
 		newIPAMCommand(conn),
 		newNodeCommand(conn),
 		newPolicyCommand(conn),
+		newEtcdCommand(conn),
 	)
 	return root
 }
