@@ -12,6 +12,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -214,9 +215,15 @@ func run(ctx context.Context, o options) error {
 		}
 		defer etcd.Close()
 		if o.datastoreOnly {
-			<-ctx.Done()
-			slog.Info("shutting down")
-			return nil
+			select {
+			case <-ctx.Done():
+				slog.Info("shutting down")
+				return nil
+			case err := <-etcd.Err():
+				return fmt.Errorf("embedded etcd: %w", err)
+			case <-etcd.Stopped():
+				return errors.New("embedded etcd stopped serving: was this member removed from the cluster (tabbyctl etcd member list)?")
+			}
 		}
 		endpoints = etcd.Endpoints()
 	}

@@ -39,8 +39,19 @@ func TestEtcdMemberGrow(t *testing.T) {
 			t.Fatalf("member list lacks %s started:\n%s", name, list)
 		}
 	}
-	members[2].stop(t)
+	// Removed while it runs, the member's tabby-node exits saying why.
 	reconfigure(t, first, "remove", "m3")
+	exited := make(chan error, 1)
+	go func() { exited <- members[2].cmd.Wait() }()
+	select {
+	case err := <-exited:
+		if err == nil || !strings.Contains(members[2].log.String(), "was this member removed from the cluster") {
+			t.Errorf("m3's tabby-node exited with %v after its removal; log:\n%s", err, members[2].log)
+		}
+	case <-time.After(30 * time.Second):
+		t.Errorf("m3's tabby-node still runs 30s after its removal; log:\n%s", members[2].log)
+		members[2].stop(t)
+	}
 	if list := first.ok(t, "etcd", "member", "list"); strings.Contains(list, "m3") {
 		t.Errorf("m3 still listed after remove:\n%s", list)
 	}

@@ -209,6 +209,10 @@ func (e *Etcd) Endpoints() []string { return e.endpoints }
 // Err delivers an error if etcd fails while running.
 func (e *Etcd) Err() <-chan error { return e.etcd.Err() }
 
+// Stopped is closed when the etcd server stops serving: after Close, or when this member
+// was removed from its cluster.
+func (e *Etcd) Stopped() <-chan struct{} { return e.etcd.Server.StopNotify() }
+
 // Close stops etcd; connected clients see it as unavailable. etcd's graceful stop waits
 // about 5s for clients' open watch streams, so close local clients first. Closing again
 // does nothing.
