@@ -2,12 +2,14 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // newEtcdCommand is tabbyctl etcd member list|add|remove: growing and shrinking the etcd
@@ -20,25 +22,9 @@ func newEtcdCommand(conn *connection) *cobra.Command {
 		Short: "list the members: name, ID, started or not, peer and client URLs",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ds, err := conn.connect(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer ds.Close()
-			resp, err := ds.Etcd().MemberList(cmd.Context())
-			if err != nil {
-				return fmt.Errorf("etcd member list: %w", err)
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 8, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tID\tSTATUS\tPEER URLS\tCLIENT URLS")
-			for _, m := range resp.Members {
-				status := "started"
-				if m.Name == "" { // added, not yet started
-					status = "unstarted"
-				}
-				fmt.Fprintf(tw, "%s\t%x\t%s\t%s\t%s\n", orNone(m.Name), m.ID, status, strings.Join(m.PeerURLs, ","), orNone(strings.Join(m.ClientURLs, ",")))
-			}
-			return tw.Flush()
+			return withMembers(cmd, conn, func(_ *clientv3.Client, members []*etcdserverpb.Member) error {
+				return printMembers(cmd.OutOrStdout(), members)
+			})
 		},
 	}
 	var peerURL string
@@ -76,35 +62,56 @@ not been connected to the others for 5 s.`,
 	add.Flags().StringVar(&peerURL, "peer-url", "", "the new member's peer URL (its --etcd-listen-peer)")
 	remove := &cobra.Command{
 		Use:   "remove NAME|ID",
-		Short: "remove a member (stop its tabby-node first, and remove its data directory before it joins again)",
+		Short: "remove a member (its tabby-node --datastore-only then exits; empty its data directory before it joins again)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ds, err := conn.connect(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer ds.Close()
-			resp, err := ds.Etcd().MemberList(cmd.Context())
-			if err != nil {
-				return fmt.Errorf("etcd member list: %w", err)
-			}
-			var names []string
-			for _, m := range resp.Members {
-				if m.Name == args[0] || strconv.FormatUint(m.ID, 16) == args[0] {
-					if _, err := ds.Etcd().MemberRemove(cmd.Context(), m.ID); err != nil {
-						return reconfigError("remove "+args[0], err)
+			return withMembers(cmd, conn, func(etcd *clientv3.Client, members []*etcdserverpb.Member) error {
+				var names []string
+				for _, m := range members {
+					if m.Name == args[0] || strconv.FormatUint(m.ID, 16) == args[0] {
+						if _, err := etcd.MemberRemove(cmd.Context(), m.ID); err != nil {
+							return reconfigError("remove "+args[0], err)
+						}
+						fmt.Fprintf(cmd.OutOrStdout(), "member %s (ID %x) removed\n", orNone(m.Name), m.ID)
+						return nil
 					}
-					fmt.Fprintf(cmd.OutOrStdout(), "member %s (ID %x) removed\n", orNone(m.Name), m.ID)
-					return nil
+					names = append(names, fmt.Sprintf("%s (%x)", orNone(m.Name), m.ID))
 				}
-				names = append(names, fmt.Sprintf("%s (%x)", orNone(m.Name), m.ID))
-			}
-			return fmt.Errorf("etcd member remove %s: no such member (members: %s)", args[0], strings.Join(names, ", "))
+				return fmt.Errorf("etcd member remove %s: no such member (members: %s)", args[0], strings.Join(names, ", "))
+			})
 		},
 	}
 	member.AddCommand(list, add, remove)
 	etcd.AddCommand(member)
 	return etcd
+}
+
+// withMembers connects to etcd and runs f with the client and the cluster's members.
+func withMembers(cmd *cobra.Command, conn *connection, f func(*clientv3.Client, []*etcdserverpb.Member) error) error {
+	ds, err := conn.connect(cmd.Context())
+	if err != nil {
+		return err
+	}
+	defer ds.Close()
+	resp, err := ds.Etcd().MemberList(cmd.Context())
+	if err != nil {
+		return fmt.Errorf("etcd member list: %w", err)
+	}
+	return f(ds.Etcd(), resp.Members)
+}
+
+// printMembers writes the members as a table.
+func printMembers(w io.Writer, members []*etcdserverpb.Member) error {
+	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tID\tSTATUS\tPEER URLS\tCLIENT URLS")
+	for _, m := range members {
+		status := "started"
+		if m.Name == "" { // added, not yet started
+			status = "unstarted"
+		}
+		fmt.Fprintf(tw, "%s\t%x\t%s\t%s\t%s\n", orNone(m.Name), m.ID, status, strings.Join(m.PeerURLs, ","), orNone(strings.Join(m.ClientURLs, ",")))
+	}
+	return tw.Flush()
 }
 
 // reconfigError explains etcd's refusal of a membership change while a member is new or
