@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -21,15 +23,20 @@ const probeTimeout = time.Second
 // a client certificate the server wants and did not get or does not trust, a refused
 // connection. It probes every endpoint with the client's own TLS configuration (nil:
 // plain) and returns one line per endpoint it can explain, or "" when none has a fault it
-// can see (a cluster without quorum, say).
+// can see (a cluster without quorum, say). The endpoints are probed at once: a few
+// seconds at most, however many members are down.
 func diagnose(ctx context.Context, endpoints []string, tc *tls.Config) string {
-	var found []string
-	for _, ep := range endpoints {
-		if why := probe(ctx, ep, tc); why != "" {
-			found = append(found, ep+": "+why)
-		}
+	whys := make([]string, len(endpoints))
+	var wg sync.WaitGroup
+	for i, ep := range endpoints {
+		wg.Go(func() {
+			if why := probe(ctx, ep, tc); why != "" {
+				whys[i] = ep + ": " + why
+			}
+		})
 	}
-	return strings.Join(found, "; ")
+	wg.Wait()
+	return strings.Join(slices.DeleteFunc(whys, func(s string) bool { return s == "" }), "; ")
 }
 
 // probe explains what is wrong with one endpoint, or returns "".
