@@ -1,6 +1,7 @@
 package api
 
 import (
+	"encoding/base64"
 	"fmt"
 	"net/netip"
 	"reflect"
@@ -10,7 +11,15 @@ import (
 type Node struct {
 	TypeMeta   `json:",inline"`
 	ObjectMeta `json:"metadata"`
-	Spec       NodeSpec `json:"spec"`
+	Spec       NodeSpec    `json:"spec"`
+	Status     *NodeStatus `json:"status,omitempty"`
+}
+
+// NodeStatus is what a node's agent reports of itself, as Calico's.
+type NodeStatus struct {
+	// WireguardPublicKey is the node's WireGuard public key (base64), published once its
+	// wireguard.tabby device is up; the other nodes then encrypt to it.
+	WireguardPublicKey string `json:"wireguardPublicKey,omitempty"`
 }
 
 // AnnotationWorkloadMTU is the Node annotation in which a node's agent records the MTU its
@@ -20,10 +29,18 @@ const AnnotationWorkloadMTU = "tabby.io/workload-mtu"
 
 // NodeSpec is Calico's Node spec.
 type NodeSpec struct {
-	BGP                 *NodeBGPSpec `json:"bgp,omitempty"`
-	IPv4VXLANTunnelAddr string       `json:"ipv4VXLANTunnelAddr,omitempty"`
-	VXLANTunnelMACAddr  string       `json:"vxlanTunnelMACAddr,omitempty"`
-	OrchRefs            []OrchRef    `json:"orchRefs,omitempty"`
+	BGP                 *NodeBGPSpec       `json:"bgp,omitempty"`
+	IPv4VXLANTunnelAddr string             `json:"ipv4VXLANTunnelAddr,omitempty"`
+	VXLANTunnelMACAddr  string             `json:"vxlanTunnelMACAddr,omitempty"`
+	OrchRefs            []OrchRef          `json:"orchRefs,omitempty"`
+	Wireguard           *NodeWireguardSpec `json:"wireguard,omitempty"`
+}
+
+// NodeWireguardSpec is the address of the node's wireguard.tabby, from IPAM (handle
+// wireguard-tunnel-addr-<node>), as Calico's: the source of the node's own traffic to
+// other nodes' workloads through it.
+type NodeWireguardSpec struct {
+	InterfaceIPv4Address string `json:"interfaceIPv4Address,omitempty"`
 }
 
 // NodeBGPSpec is a node's BGP identity. IPv4Address and IPv6Address carry the node's
@@ -98,6 +115,14 @@ func (n *Node) validate(errs *FieldErrors) {
 	}
 	for i, r := range s.OrchRefs {
 		checkRequired(errs, index("spec.orchRefs", i)+".orchestrator", r.Orchestrator)
+	}
+	if w := s.Wireguard; w != nil && w.InterfaceIPv4Address != "" {
+		checkAddr(errs, "spec.wireguard.interfaceIPv4Address", w.InterfaceIPv4Address, ipv4Only)
+	}
+	if st := n.Status; st != nil && st.WireguardPublicKey != "" {
+		if k, err := base64.StdEncoding.DecodeString(st.WireguardPublicKey); err != nil || len(k) != 32 {
+			errs.add("status.wireguardPublicKey", st.WireguardPublicKey, "%q is not a WireGuard key (32 bytes in base64)", st.WireguardPublicKey)
+		}
 	}
 }
 

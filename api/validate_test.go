@@ -131,6 +131,8 @@ var validationCases = []struct {
 		[]string{`spec.bgp: empty; omit it for a node without BGP`}},
 	{"node address not parseable", calico + "kind: Node\nmetadata: {name: node1}\nspec: {bgp: {ipv4Address: 10.0.0.1/99}}\n",
 		[]string{`spec.bgp.ipv4Address: "10.0.0.1/99" is not an address with optional prefix length, like "10.0.0.1/24"`}},
+	{"node wireguard key", calico + "kind: Node\nmetadata: {name: node1}\nspec: {}\nstatus: {wireguardPublicKey: c2hvcnQ=}\n",
+		[]string{`status.wireguardPublicKey: "c2hvcnQ=" is not a WireGuard key (32 bytes in base64)`}},
 
 	// BGPConfiguration.
 	{"BGP configuration name", calico + "kind: BGPConfiguration\nmetadata: {name: global}\n",

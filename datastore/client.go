@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -20,6 +21,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"google.golang.org/grpc"
+	grpcbackoff "google.golang.org/grpc/backoff"
 
 	"github.com/tabby-net/tabby/datastore/internal/zapslog"
 )
@@ -113,7 +115,7 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 		TLS:         tlsCfg,
 		// The client logs every retry at warn level; only its errors are worth reading.
 		Logger:      zap.New(zapslog.NewCore(log.With("component", "etcd-client"), zapcore.ErrorLevel, nil)),
-		DialOptions: append(observeOptions(cfg.Observe), interceptorOptions(cfg.interceptor)...),
+		DialOptions: slices.Concat(reconnectOptions(timeout), observeOptions(cfg.Observe), interceptorOptions(cfg.interceptor)),
 		// The client's default (2 MiB) would refuse a transaction the server accepts.
 		MaxCallSendMsgSize: MaxRequestBytes + grpcOverheadBytes,
 	})
@@ -136,6 +138,22 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 		return nil, fmt.Errorf("etcd at %s unreachable after %s: %w", strings.Join(endpoints, ","), timeout, err)
 	}
 	return c, nil
+}
+
+// reconnectMaxDelay caps the wait between attempts to reconnect to an etcd that went away.
+// gRPC's default grows to 120 s: after a one-minute outage an agent found etcd back only
+// tens of seconds after it returned, its watches and readiness waiting on the connection.
+// One refused connection a second per client is nothing to etcd.
+const reconnectMaxDelay = time.Second
+
+// reconnectOptions make the client retry a lost connection quickly and at least every
+// reconnectMaxDelay; an attempt may take up to the dial timeout (a TLS handshake on a
+// busy machine).
+func reconnectOptions(dialTimeout time.Duration) []grpc.DialOption {
+	return []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+		Backoff:           grpcbackoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: reconnectMaxDelay},
+		MinConnectTimeout: dialTimeout,
+	})}
 }
 
 // observeOptions times every unary request for observe (none when it is nil).

@@ -76,15 +76,35 @@ const (
 type Server struct {
 	cfg    Config
 	log    *slog.Logger
-	listen []netip.AddrPort
 	fwdSem chan struct{}
 	tcpSem chan struct{}
 
 	mu        sync.Mutex
-	udp       []*net.UDPConn
-	tcp       []*net.TCPListener
-	addrs     []netip.AddrPort
+	listen    []netip.AddrPort // as configured (port 0: any)
+	bound     []*listener      // one per listen address, after Listen
+	serving   *serving         // while Run serves
 	listening atomic.Bool
+}
+
+// listener is one listen address's sockets: SO_REUSEPORT UDP sockets and a TCP listener.
+type listener struct {
+	want netip.AddrPort // as configured
+	addr netip.AddrPort // as bound (port 0 resolved)
+	udp  []*net.UDPConn
+	tcp  *net.TCPListener
+}
+
+func (l *listener) close() {
+	for _, c := range l.udp {
+		c.Close()
+	}
+	l.tcp.Close()
+}
+
+// serving is what a running server starts the loops of a listener bound later with.
+type serving struct {
+	ctx context.Context
+	wg  *sync.WaitGroup
 }
 
 // NewServer checks cfg. It drops (with a warning) forwarder upstreams that are the
@@ -111,12 +131,9 @@ func NewServer(cfg Config) (*Server, error) {
 		fwdSem: make(chan struct{}, cfg.MaxForwards),
 		tcpSem: make(chan struct{}, maxTCPConns),
 	}
-	for _, l := range cfg.Listen {
-		ap, err := netip.ParseAddrPort(l)
-		if err != nil {
-			return nil, fmt.Errorf("dns server: listen address %q: %w", l, err)
-		}
-		s.listen = append(s.listen, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
+	var err error
+	if s.listen, err = parseListen(cfg.Listen); err != nil {
+		return nil, err
 	}
 	if cfg.Forwarder != nil {
 		if err := cfg.Forwarder.excludeSelf(s.listen); err != nil {
@@ -126,38 +143,60 @@ func NewServer(cfg Config) (*Server, error) {
 	return s, nil
 }
 
+func parseListen(listen []string) ([]netip.AddrPort, error) {
+	var out []netip.AddrPort
+	for _, l := range listen {
+		ap, err := netip.ParseAddrPort(l)
+		if err != nil {
+			return nil, fmt.Errorf("dns server: listen address %q: %w", l, err)
+		}
+		out = append(out, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
+	}
+	return out, nil
+}
+
 // listenOn binds ap's UDP sockets and its TCP listener (the port UDP got, for port 0),
-// closing what it bound when one fails.
-func (s *Server) listenOn(lc net.ListenConfig, ap netip.AddrPort) error {
-	addr := ap
-	var udp []*net.UDPConn
+// closing what it bound when one fails. Port 0 picks a UDP port that TCP may hold
+// elsewhere: it picks again then.
+func (s *Server) listenOn(ap netip.AddrPort) (*listener, error) {
+	lc := net.ListenConfig{}
+	if s.cfg.UDPSockets > 1 {
+		lc.Control = reusePort
+	}
+	for try := 0; ; try++ {
+		l, err := s.bind(lc, ap)
+		if err == nil || ap.Port() != 0 || !errors.Is(err, syscall.EADDRINUSE) || try == 9 {
+			return l, err
+		}
+	}
+}
+
+func (s *Server) bind(lc net.ListenConfig, ap netip.AddrPort) (*listener, error) {
+	l := &listener{want: ap, addr: ap}
 	closeUDP := func() {
-		for _, c := range udp {
+		for _, c := range l.udp {
 			c.Close()
 		}
 	}
 	for i := range s.cfg.UDPSockets {
-		pc, err := lc.ListenPacket(context.Background(), "udp", addr.String())
+		pc, err := lc.ListenPacket(context.Background(), "udp", l.addr.String())
 		if err != nil {
 			closeUDP()
-			return fmt.Errorf("dns server: listen udp %s: %w", ap, err)
+			return nil, fmt.Errorf("dns server: listen udp %s: %w", ap, err)
 		}
 		c := pc.(*net.UDPConn)
-		udp = append(udp, c)
+		l.udp = append(l.udp, c)
 		if i == 0 {
 			// Port 0: the others (and TCP) take the port this one got.
-			addr = netip.AddrPortFrom(ap.Addr(), c.LocalAddr().(*net.UDPAddr).AddrPort().Port())
+			l.addr = netip.AddrPortFrom(ap.Addr(), c.LocalAddr().(*net.UDPAddr).AddrPort().Port())
 		}
 	}
-	l, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(addr))
-	if err != nil {
+	var err error
+	if l.tcp, err = net.ListenTCP("tcp", net.TCPAddrFromAddrPort(l.addr)); err != nil {
 		closeUDP()
-		return fmt.Errorf("dns server: listen tcp %s: %w", addr, err)
+		return nil, fmt.Errorf("dns server: listen tcp %s: %w", l.addr, err)
 	}
-	s.udp = append(s.udp, udp...)
-	s.tcp = append(s.tcp, l)
-	s.addrs = append(s.addrs, addr)
-	return nil
+	return l, nil
 }
 
 // Listen binds every listen address (UDP and TCP). Run calls it when it was not called
@@ -168,25 +207,68 @@ func (s *Server) Listen() error {
 	if s.listening.Load() {
 		return nil
 	}
-	lc := net.ListenConfig{}
-	if s.cfg.UDPSockets > 1 {
-		lc.Control = reusePort
-	}
 	for _, ap := range s.listen {
-		// Port 0 picks a UDP port that TCP may hold elsewhere: pick again then.
-		var err error
-		for try := 0; try < 10; try++ {
-			if err = s.listenOn(lc, ap); err == nil || ap.Port() != 0 || !errors.Is(err, syscall.EADDRINUSE) {
-				break
-			}
-		}
+		l, err := s.listenOn(ap)
 		if err != nil {
 			s.closeLocked()
 			return err
 		}
+		s.bound = append(s.bound, l)
 	}
 	s.listening.Store(true)
 	return nil
+}
+
+// SetListen changes the listen addresses, before or while the server runs: it binds
+// and serves the new ones and closes those no longer listed (their queries in progress
+// are still answered). Addresses that stay keep their sockets. When an address cannot
+// be bound the others are still changed; the error names it, and a later SetListen
+// tries it again.
+func (s *Server) SetListen(listen []string) error {
+	want, err := parseListen(listen)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.listen = want
+	if !s.listening.Load() {
+		return nil // Listen binds them
+	}
+	kept := s.bound[:0]
+	for _, l := range s.bound {
+		if slices.Contains(want, l.want) {
+			kept = append(kept, l)
+		} else {
+			l.close()
+		}
+	}
+	s.bound = kept
+	var errs []error
+	for _, ap := range want {
+		if slices.ContainsFunc(s.bound, func(l *listener) bool { return l.want == ap }) {
+			continue
+		}
+		l, err := s.listenOn(ap)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		s.bound = append(s.bound, l)
+		if s.serving != nil {
+			s.start(l)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// start starts l's loops; s.mu held, s.serving set.
+func (s *Server) start(l *listener) {
+	ctx, wg := s.serving.ctx, s.serving.wg
+	for _, c := range l.udp {
+		wg.Go(func() { s.serveUDP(ctx, c, wg) })
+	}
+	wg.Go(func() { s.serveTCP(ctx, l.tcp, wg) })
 }
 
 func reusePort(_, _ string, c syscall.RawConn) error {
@@ -201,13 +283,10 @@ func reusePort(_, _ string, c syscall.RawConn) error {
 }
 
 func (s *Server) closeLocked() {
-	for _, c := range s.udp {
-		c.Close()
+	for _, l := range s.bound {
+		l.close()
 	}
-	for _, l := range s.tcp {
-		l.Close()
-	}
-	s.udp, s.tcp, s.addrs = nil, nil, nil
+	s.bound = nil
 	s.listening.Store(false)
 }
 
@@ -215,7 +294,11 @@ func (s *Server) closeLocked() {
 func (s *Server) Addrs() []netip.AddrPort {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]netip.AddrPort(nil), s.addrs...)
+	out := make([]netip.AddrPort, len(s.bound))
+	for i, l := range s.bound {
+		out[i] = l.addr
+	}
+	return out
 }
 
 // Ready reports whether the server is listening and its Authority has its data (an
@@ -236,22 +319,19 @@ func (s *Server) Run(ctx context.Context) error {
 	if err := s.Listen(); err != nil {
 		return err
 	}
-	s.mu.Lock()
-	udp, tcp := s.udp, s.tcp
-	s.mu.Unlock()
-
 	var wg sync.WaitGroup
-	for _, c := range udp {
-		wg.Go(func() { s.serveUDP(ctx, c, &wg) })
+	s.mu.Lock()
+	s.serving = &serving{ctx: ctx, wg: &wg}
+	for _, l := range s.bound {
+		s.start(l)
 	}
+	s.mu.Unlock()
 	if f := s.cfg.Forwarder; f != nil && s.cfg.LoopProbe {
 		wg.Go(func() { f.Probe(ctx) })
 	}
-	for _, l := range tcp {
-		wg.Go(func() { s.serveTCP(ctx, l, &wg) })
-	}
 	<-ctx.Done()
 	s.mu.Lock()
+	s.serving = nil // no loop starts after this: wg.Wait below is safe
 	s.closeLocked()
 	s.mu.Unlock()
 	wg.Wait()

@@ -421,6 +421,59 @@ func TestServerReadyAndBind(t *testing.T) {
 	}
 }
 
+// TestServerSetListen: addresses added while the server runs are served, removed ones
+// are closed, and those that stay keep their sockets; a bad address errors and changes
+// nothing else.
+func TestServerSetListen(t *testing.T) {
+	s, first := startServer(t, Config{Authority: newFakeAuthority(0), UDPSockets: 2})
+	q := new(mdns.Msg).SetQuestion("web.shop.svc.cluster.local.", mdns.TypeA)
+	if err := s.SetListen([]string{"127.0.0.1:0", "127.0.0.2:0"}); err != nil {
+		t.Fatal(err)
+	}
+	addrs := s.Addrs()
+	if len(addrs) != 2 || addrs[0].String() != first || addrs[1].Addr() != netip.MustParseAddr("127.0.0.2") {
+		t.Fatalf("after adding 127.0.0.2: bound %v, want %s kept and 127.0.0.2 added", addrs, first)
+	}
+	second := addrs[1].String()
+	for _, addr := range []string{first, second} {
+		for _, proto := range []string{"udp", "tcp"} {
+			if r := exchange(t, proto, addr, q); r.Rcode != mdns.RcodeSuccess || len(r.Answer) != 1 {
+				t.Errorf("%s %s: %v", proto, addr, r)
+			}
+		}
+	}
+	if err := s.SetListen([]string{"127.0.0.2:0"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.Addrs(); len(got) != 1 || got[0].String() != second {
+		t.Fatalf("after removing 127.0.0.1: bound %v, want only %s", got, second)
+	}
+	exchange(t, "udp", second, q)
+	c := &mdns.Client{Net: "tcp", Timeout: time.Second}
+	if _, _, err := c.Exchange(q, first); err == nil {
+		t.Errorf("tcp %s still answers after it was removed", first)
+	}
+	if err := s.SetListen([]string{"127.0.0.2:0", "nonsense"}); err == nil {
+		t.Error("SetListen accepted a listen address that is not addr:port")
+	}
+	if got := s.Addrs(); len(got) != 1 || got[0].String() != second {
+		t.Errorf("a refused SetListen changed the bound addresses: %v", got)
+	}
+	// An address that cannot be bound (taken over TCP) is named; the rest still change.
+	taken, err := net.Listen("tcp", "127.0.0.3:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	err = s.SetListen([]string{"127.0.0.4:0", taken.Addr().String()})
+	if err == nil || !strings.Contains(err.Error(), taken.Addr().String()) {
+		t.Errorf("SetListen with a taken address: %v, want an error naming it", err)
+	}
+	if got := s.Addrs(); len(got) != 1 || got[0].Addr() != netip.MustParseAddr("127.0.0.4") {
+		t.Errorf("after SetListen with a taken address: bound %v, want only 127.0.0.4", got)
+	}
+}
+
 // FuzzServeDNS: any packet in, a parseable reply with the request's ID or nothing out,
 // never a panic.
 func FuzzServeDNS(f *testing.F) {

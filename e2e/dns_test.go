@@ -28,7 +28,13 @@ spec:
 // answer ("" for none) or, with full, the whole output.
 func dig(t *testing.T, l *labtest.Lab, from string, args ...string) string {
 	t.Helper()
-	out, stderr, code := l.Run("", append([]string{"exec", from, "--", "dig", "@169.254.20.10", "+time=2", "+tries=1"}, args...)...)
+	return digAt(t, l, "169.254.20.10", from, args...)
+}
+
+// digAt is dig against server.
+func digAt(t *testing.T, l *labtest.Lab, server, from string, args ...string) string {
+	t.Helper()
+	out, stderr, code := l.Run("", append([]string{"exec", from, "--", "dig", "@" + server, "+time=2", "+tries=1"}, args...)...)
 	if code != 0 {
 		return fmt.Sprintf("dig failed (exit %d): %s%s", code, out, stderr)
 	}
@@ -38,7 +44,8 @@ func dig(t *testing.T, l *labtest.Lab, from string, args ...string) string {
 // TestClusterDNS runs the agents' node-local DNS in a two-node lab: workloads on both
 // nodes resolve a Service by its short name (getent, through the resolv.conf the CNI
 // result gave them) and by dig (A, SRV, PTR); a Service created resolves and a deleted one
-// is NXDOMAIN again; a name outside the cluster is forwarded to an upstream in the lab
+// is NXDOMAIN again; a kube-system/kube-dns Service's address is served while it exists;
+// a name outside the cluster is forwarded to an upstream in the lab
 // (dnsmasq) and cached, so the upstream sees one query for many; with the upstream gone,
 // cluster names still answer.
 func TestClusterDNS(t *testing.T) {
@@ -103,6 +110,43 @@ spec: {clusterIP: 10.96.12.8, ports: [{port: 443}]}
 		}
 		return ""
 	})
+
+	// A kube-system/kube-dns Service names the cluster DNS address: every node serves it,
+	// and the Service proxy leaves it alone (the Service has no endpoints: load-balanced,
+	// it would be rejected). Deleted, the address leaves the nodes.
+	l.Apply(`apiVersion: v1
+kind: Service
+metadata: {name: kube-dns, namespace: kube-system}
+spec:
+  clusterIP: 10.96.0.53
+  ports: [{name: dns, protocol: UDP, port: 53}, {name: dns-tcp, protocol: TCP, port: 53}]
+`)
+	for _, from := range []string{"shop/client", "shop/web1"} {
+		labtest.Poll(t, "the kube-dns Service's address answers from "+from, 30*time.Second, func() string {
+			if got := digAt(t, l, "10.96.0.53", from, "+short", "web.shop.svc.cluster.local"); got != "10.96.12.7" {
+				return got
+			}
+			if got := digAt(t, l, "10.96.0.53", from, "+tcp", "+short", "web.shop.svc.cluster.local"); got != "10.96.12.7" {
+				return "over TCP: " + got
+			}
+			return ""
+		})
+	}
+	l.OK("ctl", "delete", "service", "kube-dns", "-n", "kube-system")
+	for _, node := range []string{"node1", "node2"} {
+		labtest.Poll(t, "10.96.0.53 leaves "+node+"'s lo", 30*time.Second, func() string {
+			if out, _, _ := l.Run("", "exec", node, "--", "ip", "-4", "-o", "addr", "show", "dev", "lo"); strings.Contains(out, " 10.96.0.53/") {
+				return out
+			}
+			return ""
+		})
+	}
+	if got := digAt(t, l, "10.96.0.53", "shop/client", "+short", "web.shop.svc.cluster.local"); !strings.HasPrefix(got, "dig failed") {
+		t.Errorf("the deleted kube-dns Service's address still answers: %q", got)
+	}
+	if got := digAt(t, l, "10.96.0.10", "shop/client", "+short", "web.shop.svc.cluster.local"); got != "10.96.12.7" {
+		t.Errorf("the configured cluster DNS address after kube-dns went: %q", got)
+	}
 
 	// The upstream: dnsmasq on a lab host, logging every query it gets.
 	l.OK("host", "add", "upstream")

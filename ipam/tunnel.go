@@ -15,8 +15,9 @@ type Tunnel string
 
 // The tunnels that take addresses from IPAM.
 const (
-	TunnelIPIP  Tunnel = "ipip"
-	TunnelVXLAN Tunnel = "vxlan"
+	TunnelIPIP      Tunnel = "ipip"
+	TunnelVXLAN     Tunnel = "vxlan"
+	TunnelWireGuard Tunnel = "wireguard"
 )
 
 // Handle is the IPAM handle of node's tunnel address: "ipip-tunnel-addr-<node>", as Calico.

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -18,13 +19,47 @@ type agentProc struct {
 	pid                       int
 }
 
-// kill kills the agent with SIGKILL, as a crash would, and waits until it is gone.
-func (a *agentProc) kill(t testing.TB) {
+// kill sends the agent sig (SIGKILL, as a crash; SIGTERM, as systemctl stop) and waits
+// until it is gone.
+func (a *agentProc) kill(t testing.TB, sig syscall.Signal) {
 	t.Helper()
-	if err := syscall.Kill(a.pid, syscall.SIGKILL); err != nil {
-		t.Fatalf("kill %s's agent (pid %d): %v", a.node, a.pid, err)
+	if err := syscall.Kill(a.pid, sig); err != nil {
+		t.Fatalf("kill -%d %s's agent (pid %d): %v", sig, a.node, a.pid, err)
 	}
 	waitExit(t, a.pid, 10*time.Second)
+}
+
+// upgrade installs a new copy of the agent's program over the one it runs, as a package
+// upgrade does: written beside it and renamed over it, so the running agent keeps the old
+// file and the next start runs the new one.
+func (a *agentProc) upgrade(t testing.TB) {
+	t.Helper()
+	path := a.argv[0]
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path+".new", data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(path+".new", path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// runsInstalled says whether the agent runs the program now installed at its argv[0]
+// (after an upgrade: whether it was restarted onto the new one).
+func (a *agentProc) runsInstalled(t testing.TB) bool {
+	t.Helper()
+	running, err := os.Stat(fmt.Sprintf("/proc/%d/exe", a.pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	installed, err := os.Stat(a.argv[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return os.SameFile(running, installed)
 }
 
 // start starts the agent again with the same command line; owner (the test that owns the
@@ -36,11 +71,13 @@ func (a *agentProc) start(t, owner testing.TB) {
 	owner.Cleanup(func() { _ = p.Signal(syscall.SIGKILL) })
 }
 
-// step kills one node's agent (kill -9) or starts it again, after waiting.
+// step stops one node's agent with a signal, starts it again, or installs a new agent
+// program (upgrade), after waiting.
 type step struct {
-	after time.Duration // since the previous step: the scenario's delay
-	kill  bool          // kill, else start
-	node  string
+	after   time.Duration  // since the previous step: the scenario's delay
+	kill    syscall.Signal // stop the agent with it (SIGKILL: a crash); 0: start it
+	upgrade bool           // install a new agent program instead
+	node    string
 }
 
 type restartCase struct {
@@ -50,7 +87,7 @@ type restartCase struct {
 
 // restartAfter is the case of one agent started again d after it was killed.
 func restartAfter(node string, d time.Duration) restartCase {
-	return restartCase{fmt.Sprintf("%s-after-%s", node, d), []step{{kill: true, node: node}, {after: d, node: node}}}
+	return restartCase{fmt.Sprintf("%s-after-%s", node, d), []step{{kill: syscall.SIGKILL, node: node}, {after: d, node: node}}}
 }
 
 // TestRestartDelays: a workload on node1 pings one on node2 every 50 ms while agents are
@@ -59,7 +96,10 @@ func restartAfter(node string, d time.Duration) restartCase {
 // node1's address being lower) after 0, 0.5, 1, 1.5, 2, 3 and 5 s, node1's (the side that
 // dials) after 0, 1 and 2 s, both ends of the session in turn (node2's, then node1's
 // while node2's sessions are still coming up), and node2's while node1's agent is away for
-// 35 s, longer than the sync timeout (30 s). For every case:
+// 35 s, longer than the sync timeout (30 s); and upgrades as an operator does them: a new
+// tabby-node installed over the old one, then SIGTERM and the same command line started
+// again (systemctl restart), on node2, and on every node in turn (then each restarted
+// agent must run the new file). For every case:
 //
 //   - no ping is lost: graceful restart keeps each side's routes to the other (the
 //     helper keeps the restarting agent's routes, the restarted agent keeps its previous
@@ -71,7 +111,7 @@ func restartAfter(node string, d time.Duration) restartCase {
 //
 // The agents run with tabby-node's default timers, as in the probe (with
 // labtest.FastBGP's it passes alike). The lab is built once and restarted case after
-// case; the whole test takes about 3 minutes.
+// case; the whole test takes 3-6 minutes (6 at a load average of 30 on 2 cores).
 func TestRestartDelays(t *testing.T) {
 	l := newLab(t)
 	// tabby-node as an operator runs it: default timers (hold 90 s, connect retry 5 s).
@@ -123,14 +163,24 @@ func TestRestartDelays(t *testing.T) {
 	}
 	cases = append(cases,
 		restartCase{"node2-then-node1", []step{
-			{kill: true, node: "node2"}, {after: time.Second, node: "node2"},
-			{after: time.Second, kill: true, node: "node1"}, {after: time.Second, node: "node1"}}},
+			{kill: syscall.SIGKILL, node: "node2"}, {after: time.Second, node: "node2"},
+			{after: time.Second, kill: syscall.SIGKILL, node: "node1"}, {after: time.Second, node: "node1"}}},
 		// node2 restarts while node1's agent is away for longer than the sync timeout
 		// (30 s): node2 keeps its route to node1's block until node1 is back (node1's
 		// restart time is 120 s), and node1's kernel forwards meanwhile.
 		restartCase{"node2-while-node1-away-35s", []step{
-			{kill: true, node: "node1"}, {kill: true, node: "node2"}, {node: "node2"},
+			{kill: syscall.SIGKILL, node: "node1"}, {kill: syscall.SIGKILL, node: "node2"}, {node: "node2"},
 			{after: 35 * time.Second, node: "node1"}}},
+		// Upgrades, as an operator does them: a new tabby-node installed over the old,
+		// then systemctl restart (SIGTERM, and the same command line started again), on
+		// one node, and on every node in turn.
+		restartCase{"node2-upgrade", []step{
+			{upgrade: true, node: "node2"}, {kill: syscall.SIGTERM, node: "node2"}, {node: "node2"}}},
+		restartCase{"rolling-upgrade", []step{
+			{upgrade: true, node: "node1"},
+			{kill: syscall.SIGTERM, node: "node1"}, {node: "node1"},
+			{after: 3 * time.Second, kill: syscall.SIGTERM, node: "node2"}, {node: "node2"},
+			{after: 3 * time.Second, kill: syscall.SIGTERM, node: "node3"}, {node: "node3"}}},
 	)
 
 	const interval = 50 * time.Millisecond
@@ -145,16 +195,26 @@ func TestRestartDelays(t *testing.T) {
 				return ""
 			})
 			killed := time.Now()
+			started := map[string]bool{}
 			for _, s := range c.steps {
 				// The scenario's delay, not a wait for a condition.
 				time.Sleep(s.after)
-				if s.kill {
-					agents[s.node].kill(t)
-				} else {
-					agents[s.node].start(t, l.t)
+				switch a := agents[s.node]; {
+				case s.upgrade:
+					a.upgrade(t)
+				case s.kill != 0:
+					a.kill(t, s.kill)
+				default:
+					a.start(t, l.t)
+					started[s.node] = true
 				}
 			}
 			took := labtest.Poll(t, "sessions re-established and synced, routes in place", 60*time.Second, settled)
+			for n := range started {
+				if !agents[n].runsInstalled(t) {
+					t.Errorf("%s's agent (pid %d) does not run the program installed at %s", n, agents[n].pid, agents[n].argv[0])
+				}
+			}
 			done := time.Now()
 			// Grace: the re-converged state holds and pings keep being answered after it.
 			labtest.Steady(t, "routes stay after re-sync", 2*time.Second, 100*time.Millisecond, settled)

@@ -138,6 +138,7 @@ own network namespace, and several labs (--name) coexist.`,
 		newCtlCommand(g),
 		newWorkloadCommand(g),
 		newHostCommand(g),
+		newEtcdCommand(g),
 		newCNICommand(),
 	)
 	return root

@@ -19,7 +19,7 @@ func newCleanupCommand() *cobra.Command {
 proxy's iptables mode) and the rules that jump to them from the filter, nat and raw
 tables of both families and both iptables backends, its ipsets (tby*), the
 addresses it put on lo (label lo:tby, the node-local DNS server's), the Service proxy's
-nftables table (ip tabby), and every route of
+nftables table (ip tabby), wireguard.tabby with its rule, and every route of
 tabby's route protocol (` + fmt.Sprint(felix.RouteProtocol) + `) in every table. Stop the agent first, or it puts them back.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -42,7 +42,11 @@ tabby's route protocol (` + fmt.Sprint(felix.RouteProtocol) + `) in every table.
 			if err != nil {
 				return fmt.Errorf("lo addresses: %w", err)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "removed %d chains, %d ipsets, %d routes, %d lo addresses\n", chains, sets, routes, addrs)
+			wg, err := felix.NewWireGuardReconciler(nil, nil, slog.Default()).Apply(nil)
+			if err != nil {
+				return fmt.Errorf("wireguard: %w", err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "removed %d chains, %d ipsets, %d routes, %d lo addresses, %d wireguard objects\n", chains, sets, routes, addrs, wg)
 			return nil
 		},
 	}

@@ -93,6 +93,9 @@ the command line wins over its variable.`,
 			if a.StatusSocket == "" {
 				a.StatusSocket = filepath.Join(o.dataDir, nodestatus.SocketName)
 			}
+			if a.WireGuard.KeyFile == "" {
+				a.WireGuard.KeyFile = filepath.Join(o.dataDir, "wireguard.key")
+			}
 			a.Version = version
 			a.DNS.Enabled = a.DNS.Enabled && a.Role == agent.RoleNode
 			if a.Role != agent.RoleNode {
@@ -179,6 +182,9 @@ the command line wins over its variable.`,
 	f.StringVar(&o.dnsUpstreams, "dns-upstream", "", "comma-separated upstream servers (ip or ip:port) for every other name, or none (refused) (default: the nameservers of /etc/resolv.conf)")
 	f.IntVar(&a.DNS.CacheSize, "dns-cache-size", 10000, "entries of the cache of upstream answers")
 	f.StringVar(&a.ProxyMode, "proxy-mode", agent.ProxyNFTables, "how Services are load-balanced on this node: nftables (the table ip tabby), iptables (tby-k- chains, on the iptables backend policy uses; slow above 1k Services on nft) or none (role node only)")
+	f.BoolVar(&a.WireGuard.Enabled, "wireguard", false, "encrypt traffic between workloads of different nodes with WireGuard (wireguard.tabby; nodes without it still talk in the clear)")
+	f.IntVar(&a.WireGuard.Port, "wireguard-port", 51820, "UDP port of wireguard.tabby")
+	f.StringVar(&a.WireGuard.KeyFile, "wireguard-key-file", "", "the node's WireGuard private key, made on first start (default <data-dir>/wireguard.key)")
 	f.BoolVar(&a.BGP.Enabled, "bgp", true, "run the BGP speaker")
 	f.StringVar(&a.BGP.RouterID, "bgp-router-id", "", "BGP router ID (default: the node's IPv4 address)")
 	f.StringVar(&a.BGP.PasswordDir, "bgp-password-dir", "/etc/tabby/bgp-secrets", "directory of BGPPeer passwords: secretKeyRef {name, key} is read from <dir>/<name>/<key>")

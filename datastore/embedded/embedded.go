@@ -215,7 +215,7 @@ func (e *Etcd) Stopped() <-chan struct{} { return e.etcd.Server.StopNotify() }
 
 // Close stops etcd; connected clients see it as unavailable. etcd's graceful stop waits
 // about 5s for clients' open watch streams, so close local clients first. Closing again
-// does nothing.
+// does nothing (a test that stops etcd early, and its cleanup).
 func (e *Etcd) Close() {
 	e.closeOnce.Do(func() {
 		// etcd logs its orderly shutdown's closed listeners as errors.

@@ -47,6 +47,7 @@ type Config struct {
 	Policy       PolicyConfig
 	BGP          BGPConfig
 	DNS          DNSConfig
+	WireGuard    WireGuardConfig
 	// ProxyMode is how Services are load-balanced: ProxyNFTables, ProxyIPTables or
 	// ProxyNone.
 	ProxyMode string
@@ -149,6 +150,9 @@ func (cfg Config) Validate() error {
 	default:
 		return fmt.Errorf("--proxy-mode %q: want nftables, iptables or none", cfg.ProxyMode)
 	}
+	if cfg.WireGuard.Enabled && (cfg.WireGuard.Port < 1 || cfg.WireGuard.Port > 65535) {
+		return fmt.Errorf("--wireguard-port %d: want 1-65535", cfg.WireGuard.Port)
+	}
 	if cfg.DNS.Enabled {
 		if len(cfg.DNS.Addresses) == 0 {
 			return errors.New("--dns-addresses: none given (--dns=false turns DNS off)")
@@ -221,14 +225,15 @@ func Run(ctx context.Context, cfg Config, ds *datastore.Client, m *Metrics) erro
 			return fmt.Errorf("policy: %w", err)
 		}
 		pol := newPolicySubsystem(cfg.NodeName, cfg.Policy, v4.IsValid(), snap, syncer, ready, m)
-		var exempt []netip.Addr
+		var exempt func(*snapshot.View) []netip.Addr
 		services = &serviceIndex{}
 		if cfg.DNS.Enabled {
 			d, err := newDNSSubsystem(cfg.DNS, snap, services, syncer, ready, m)
 			if err != nil {
 				return err
 			}
-			subs, exempt = append(subs, d), cfg.DNS.Addresses
+			subs = append(subs, d)
+			exempt = func(v *snapshot.View) []netip.Addr { return dnsAddrs(cfg.DNS.Addresses, v) }
 		}
 		if cfg.ProxyMode != ProxyNone {
 			p, err := newProxySubsystem(cfg.NodeName, cfg.ProxyMode, syncer.Backend(), syncer.IPv6(), exempt, snap, services, ready, m)
@@ -245,7 +250,7 @@ func Run(ctx context.Context, cfg Config, ds *datastore.Client, m *Metrics) erro
 				return ipamc.RunGarbageCollector(ctx, cfg.NodeName, cfg.IPAMGCInterval, ipam.GCOptions{})
 			}))
 		if v4.IsValid() {
-			subs = append(subs, newEncapSubsystem(cfg.NodeName, v4, ds, ipamc, snap, encapOut, ready, m))
+			subs = append(subs, newEncapSubsystem(cfg.NodeName, v4, cfg.WireGuard, ds, ipamc, snap, encapOut, ready, m))
 		}
 	}
 	if cfg.BGP.Enabled {

@@ -7,8 +7,10 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/tabby-net/tabby/api"
 	"github.com/tabby-net/tabby/dns"
 	"github.com/tabby-net/tabby/felix"
 	"github.com/tabby-net/tabby/internal/snapshot"
@@ -18,7 +20,8 @@ import (
 type DNSConfig struct {
 	Enabled bool
 	// Addresses are put on lo and served on port 53: the cluster DNS address and the
-	// node-local one (NodeLocal DNSCache's 169.254.20.10).
+	// node-local one (NodeLocal DNSCache's 169.254.20.10). The cluster addresses of the
+	// Service kube-system/kube-dns, when there is one, are served as well (dnsAddrs).
 	Addresses []netip.Addr
 	Zone      string        // the cluster domain
 	TTL       time.Duration // of the cluster zone's answers
@@ -27,6 +30,30 @@ type DNSConfig struct {
 	// NoForward answers only the cluster zone: every other name is REFUSED.
 	NoForward bool
 	CacheSize int
+}
+
+// The Service whose cluster addresses are the cluster DNS address, as kubelet's
+// --cluster-dns names kube-dns's ClusterIP.
+const (
+	kubeDNSNamespace = "kube-system"
+	kubeDNSName      = "kube-dns"
+)
+
+// dnsAddrs are the addresses the DNS server serves in view v: the configured ones and the
+// IPv4 cluster addresses of the kube-system/kube-dns Service, sorted. A kube-dns Service
+// with a bad address (the datastore refuses those) adds nothing.
+func dnsAddrs(configured []netip.Addr, v *snapshot.View) []netip.Addr {
+	out := slices.Clone(configured)
+	if svc, ok := snapshot.Get[*api.Service](v, kubeDNSNamespace, kubeDNSName); ok {
+		addrs, _ := svc.ClusterAddrs()
+		for _, a := range addrs {
+			if a.Is4() {
+				out = append(out, a)
+			}
+		}
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return slices.Compact(out)
 }
 
 // dnsRetry is how soon a failed lo or server setup is tried again.
@@ -53,6 +80,11 @@ type dnsSubsystem struct {
 	server   *dns.Server
 	ready    *Readiness
 	log      *slog.Logger
+
+	// want are the addresses to serve (dnsAddrs of the last view), served those last
+	// put on lo and bound; they differ until an apply succeeds.
+	mu           sync.Mutex
+	want, served []netip.Addr
 }
 
 func newDNSSubsystem(cfg DNSConfig, snap *snapshot.Snapshot, services *serviceIndex, syncer *felix.PolicySyncer, ready *Readiness, m *Metrics) (*dnsSubsystem, error) {
@@ -70,11 +102,7 @@ func newDNSSubsystem(cfg DNSConfig, snap *snapshot.Snapshot, services *serviceIn
 			fwd = nil
 		}
 	}
-	listen := make([]string, len(cfg.Addresses))
-	for i, a := range cfg.Addresses {
-		listen[i] = netip.AddrPortFrom(a, 53).String()
-	}
-	srv, err := dns.NewServer(dns.Config{Listen: listen, Authority: zone, Cache: dns.NewCache(dns.CacheConfig{Size: cfg.CacheSize}),
+	srv, err := dns.NewServer(dns.Config{Listen: listenOn(cfg.Addresses), Authority: zone, Cache: dns.NewCache(dns.CacheConfig{Size: cfg.CacheSize}),
 		Forwarder: fwd, LoopProbe: true, Metrics: m.dnsMetrics(), Log: log})
 	if err != nil {
 		return nil, fmt.Errorf("dns: %w", err)
@@ -87,17 +115,50 @@ func newDNSSubsystem(cfg DNSConfig, snap *snapshot.Snapshot, services *serviceIn
 	}
 	lo := felix.NewLoopbackReconciler(nil)
 	lo.Observe = m.observeApply
-	d := &dnsSubsystem{cfg: cfg, snap: snap, services: services, syncer: syncer, lo: lo, zone: zone, server: srv, ready: ready, log: log}
+	d := &dnsSubsystem{cfg: cfg, snap: snap, services: services, syncer: syncer, lo: lo, zone: zone, server: srv, ready: ready, log: log,
+		want: cfg.Addresses}
 	ready.Check("dns", func() []string {
 		switch {
 		case !zone.Synced():
 			return []string{"dns: the cluster zone has no data yet"}
 		case !srv.Ready():
-			return []string{"dns: not serving on " + strings.Join(listen, ", ") + " yet"}
+			d.mu.Lock()
+			defer d.mu.Unlock()
+			return []string{"dns: not serving on " + strings.Join(listenOn(d.want), ", ") + " yet"}
 		}
 		return nil
 	})
 	return d, nil
+}
+
+// listenOn is port 53 of every address.
+func listenOn(addrs []netip.Addr) []string {
+	out := make([]string, len(addrs))
+	for i, a := range addrs {
+		out[i] = netip.AddrPortFrom(a, 53).String()
+	}
+	return out
+}
+
+// setAddrs serves want: its NOTRACK rules, lo, and the server's sockets, in that order
+// (a query for a new address is untracked from the first). It returns whether it
+// changed anything; on an error the next call tries again.
+func (d *dnsSubsystem) setAddrs(want []netip.Addr) (bool, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.want = want
+	if slices.Equal(d.served, want) {
+		return false, nil
+	}
+	d.syncer.UpdateRaw(felix.RenderDNSNotrack(want))
+	if _, err := d.lo.Apply(want); err != nil {
+		return true, fmt.Errorf("put its addresses on lo: %w", err)
+	}
+	if err := d.server.SetListen(listenOn(want)); err != nil {
+		return true, err
+	}
+	d.served = want
+	return true, nil
 }
 
 func (d *dnsSubsystem) Name() string { return "dns" }
@@ -107,18 +168,15 @@ func (d *dnsSubsystem) Name() string { return "dns" }
 var dnsKinds = append(slices.Clone(serviceInputKinds), kindNamespaces)
 
 func (d *dnsSubsystem) Run(ctx context.Context) error {
-	d.syncer.UpdateRaw(felix.RenderDNSNotrack(d.cfg.Addresses))
 	// The addresses must be on lo before the server binds them.
 	for {
-		n, err := d.lo.Apply(d.cfg.Addresses)
+		_, err := d.setAddrs(d.cfg.Addresses)
 		if err == nil {
-			if n > 0 {
-				d.log.Info("dns addresses on lo", "addrs", d.cfg.Addresses)
-			}
+			d.log.Info("dns addresses on lo", "addrs", d.cfg.Addresses)
 			d.ready.SetProblems("dns")
 			break
 		}
-		d.ready.SetProblems("dns", "dns: cannot put its addresses on lo: "+err.Error())
+		d.ready.SetProblems("dns", "dns: "+err.Error())
 		select {
 		case <-ctx.Done():
 			return nil
@@ -145,6 +203,7 @@ func (d *dnsSubsystem) Run(ctx context.Context) error {
 		data := dnsData(d.services.inputs(v))
 		data.Namespaces = namespaceNames(v)
 		d.zone.Update(data)
+		d.follow(dnsAddrs(d.cfg.Addresses, v))
 		took := time.Since(start)
 		nextBuild = time.Now().Add(max(dnsRebuildGap, took))
 		d.log.Debug("cluster zone updated", "services", len(data.Services), "took", took)
@@ -156,12 +215,17 @@ func (d *dnsSubsystem) Run(ctx context.Context) error {
 		case err := <-serverDone:
 			return fmt.Errorf("dns server: %w", err)
 		case <-tick.C:
-			// Repair: an address removed from lo by hand comes back.
-			if n, err := d.lo.Apply(d.cfg.Addresses); err != nil {
+			// Repair: an address removed from lo by hand comes back, and a failed
+			// change is tried again.
+			d.mu.Lock()
+			want := d.want
+			d.mu.Unlock()
+			if n, err := d.lo.Apply(want); err != nil {
 				d.log.Warn("dns addresses on lo", "err", err)
 			} else if n > 0 {
 				d.log.Info("dns addresses on lo repaired", "writes", n)
 			}
+			d.follow(want)
 		case <-sub:
 			if wait != nil {
 				continue // a rebuild is due already; it takes the latest view
@@ -175,5 +239,19 @@ func (d *dnsSubsystem) Run(ctx context.Context) error {
 			wait = nil
 			rebuild()
 		}
+	}
+}
+
+// follow serves want, logging a change and keeping a failure in the readiness problems
+// until a later call succeeds.
+func (d *dnsSubsystem) follow(want []netip.Addr) {
+	changed, err := d.setAddrs(want)
+	switch {
+	case err != nil:
+		d.log.Warn("dns addresses", "addrs", want, "err", err)
+		d.ready.SetProblems("dns", fmt.Sprintf("dns: serving %v: %v", want, err))
+	case changed:
+		d.log.Info("dns addresses changed", "addrs", want)
+		d.ready.SetProblems("dns")
 	}
 }

@@ -39,6 +39,7 @@ type encapSubsystem struct {
 	log      *slog.Logger
 	vxlan    *felix.VXLANReconciler
 	ipip     *felix.IPIPReconciler
+	wg       *wireGuard
 	// ipipMissing is set once the kernel was found without ipip (warned once); it is
 	// checked again whenever the set of IPIP pools changes (a module may have been
 	// loaded meanwhile).
@@ -46,12 +47,13 @@ type encapSubsystem struct {
 	ipipPools   []string // the IPIP pools of the last pass
 }
 
-func newEncapSubsystem(node string, underlay netip.Prefix, ds *datastore.Client, ipamc *ipam.Client, snap *snapshot.Snapshot,
+func newEncapSubsystem(node string, underlay netip.Prefix, wg WireGuardConfig, ds *datastore.Client, ipamc *ipam.Client, snap *snapshot.Snapshot,
 	out *handoff[*felix.Encap], ready *Readiness, m *Metrics) *encapSubsystem {
 	log := slog.Default().With("component", "encap")
 	ready.Set("encapsulation", "encapsulation: no complete pass yet (tunnel devices, tunnel addresses, MTU)")
 	a := &encapSubsystem{node: node, underlay: underlay, ds: ds, tunnels: ipamc.TunnelAddrs(node, log), snap: snap, out: out,
-		ready: ready, metrics: m, log: log, vxlan: felix.NewVXLANReconciler(nil, log), ipip: felix.NewIPIPReconciler(nil, log)}
+		ready: ready, metrics: m, log: log, vxlan: felix.NewVXLANReconciler(nil, log), ipip: felix.NewIPIPReconciler(nil, log),
+		wg: newWireGuard(wg, m, log)}
 	a.vxlan.Observe, a.ipip.Observe = m.observeApply, m.observeApply
 	return a
 }
@@ -122,7 +124,25 @@ func (a *encapSubsystem) reconcile(ctx context.Context, v *snapshot.View) error 
 	}
 	mtu := felix.WorkloadMTU(underlayMTU, e)
 	var errs []error
-	if err := a.recordOnNode(ctx, self, e, mtu); err != nil {
+	// WireGuard first: its key is published (recordOnNode) once its device works. After
+	// an error the published key stays as it is.
+	wg, err := a.wg.pass(v, a.node, underlayMTU)
+	publish := &wg.publish
+	if err != nil {
+		errs, publish = append(errs, err), nil
+	}
+	if wg.mtu > 0 {
+		mtu = min(mtu, wg.mtu)
+	}
+	var wgPools []string
+	if wg.needAddr {
+		for _, p := range encapPools(v) {
+			if !p.Disabled && p.CIDR.Addr().Is4() {
+				wgPools = append(wgPools, p.Name)
+			}
+		}
+	}
+	if err := a.recordOnNode(ctx, self, e, mtu, publish, wgPools); err != nil {
 		errs = append(errs, err)
 	}
 	var cfg *felix.VXLANDeviceConfig
@@ -167,7 +187,7 @@ func (a *encapSubsystem) reconcile(ctx context.Context, v *snapshot.View) error 
 		problems = append(problems, fmt.Sprintf("encapsulation: IPIP pools %s need the kernel's ipip support, which this kernel lacks: their tunnelled routes are not programmed",
 			strings.Join(e.IPIPPools, ", ")))
 	}
-	a.ready.SetProblems("encapsulation", problems...)
+	a.ready.SetProblems("encapsulation", append(problems, wg.problems...)...)
 	if len(e.Problems) > 0 {
 		a.log.Debug("encapsulation incomplete", "problems", e.Problems)
 	}
@@ -175,10 +195,12 @@ func (a *encapSubsystem) reconcile(ctx context.Context, v *snapshot.View) error 
 	return errors.Join(errs...)
 }
 
-// recordOnNode allocates the tunnel addresses that pools need, releases those that none
-// needs any more, and records them, the VTEP MAC and the workload MTU on this node's Node
-// resource. The snapshot brings the change back, which makes another pass.
-func (a *encapSubsystem) recordOnNode(ctx context.Context, self *api.Node, e felix.Encap, mtu int) error {
+// recordOnNode allocates the tunnel addresses that pools need (wireguard.tabby's from
+// wgPools, when WireGuard works), releases those that none needs any more, and records
+// them, the VTEP MAC, the workload MTU and the WireGuard public key (unless wgKey is nil;
+// "" removes it) on this node's Node resource. The snapshot brings the change back,
+// which makes another pass.
+func (a *encapSubsystem) recordOnNode(ctx context.Context, self *api.Node, e felix.Encap, mtu int, wgKey *string, wgPools []string) error {
 	n := *self
 	n.Spec.BGP = cloneBGP(self.Spec.BGP)
 	n.Annotations = maps.Clone(self.Annotations)
@@ -218,6 +240,30 @@ func (a *encapSubsystem) recordOnNode(ctx context.Context, self *api.Node, e fel
 		a.tunnels.Release(ctx, ipam.TunnelIPIP)
 		n.Spec.BGP.IPv4IPIPTunnelAddr, changed = "", true
 	}
+	var wgErr error
+	if len(wgPools) > 0 {
+		var recorded netip.Addr
+		if w := n.Spec.Wireguard; w != nil {
+			recorded, _ = netip.ParseAddr(w.InterfaceIPv4Address)
+		}
+		addr, err := a.tunnels.Ensure(ctx, ipam.TunnelWireGuard, recorded, wgPools)
+		a.metrics.observeTunnelAllocation(err)
+		if err != nil {
+			wgErr = err
+		} else if s := addr.String(); recorded != addr {
+			n.Spec.Wireguard, changed = &api.NodeWireguardSpec{InterfaceIPv4Address: s}, true
+		}
+	} else if wgKey != nil && n.Spec.Wireguard != nil {
+		a.tunnels.Release(ctx, ipam.TunnelWireGuard)
+		n.Spec.Wireguard, changed = nil, true
+	}
+	ipipErr = errors.Join(ipipErr, wgErr)
+	if have := wireguardKeyOf(self); wgKey != nil && *wgKey != have {
+		n.Status, changed = nil, true
+		if *wgKey != "" {
+			n.Status = &api.NodeStatus{WireguardPublicKey: *wgKey}
+		}
+	}
 	if v := strconv.Itoa(mtu); n.Annotations[api.AnnotationWorkloadMTU] != v {
 		if n.Annotations == nil {
 			n.Annotations = map[string]string{}
@@ -231,6 +277,14 @@ func (a *encapSubsystem) recordOnNode(ctx context.Context, self *api.Node, e fel
 		return errors.Join(ipipErr, fmt.Errorf("record tunnel address and MTU on node %s: %w", a.node, err))
 	}
 	return ipipErr // a conflict: the snapshot brings the newer Node and another pass
+}
+
+// wireguardKeyOf is the WireGuard public key n publishes ("" none).
+func wireguardKeyOf(n *api.Node) string {
+	if n.Status == nil {
+		return ""
+	}
+	return n.Status.WireguardPublicKey
 }
 
 func encapNode(n *api.Node) felix.EncapNode {

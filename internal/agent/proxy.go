@@ -48,9 +48,10 @@ const (
 // proxyRefresh it rewrites the tables whole.
 type proxySubsystem struct {
 	node string
-	// exempt are the node-local DNS addresses: a Service on one of them (kube-dns's
-	// 10.96.0.10) is answered by the node's own DNS server, not load-balanced away.
-	exempt   []netip.Addr
+	// exempt are the node-local DNS addresses of a view (nil: none): a Service on one of
+	// them (kube-dns's 10.96.0.10) is answered by the node's own DNS server, not
+	// load-balanced away.
+	exempt   func(*snapshot.View) []netip.Addr
 	snap     *snapshot.Snapshot
 	services *serviceIndex
 	lb       proxy.LBCache
@@ -67,7 +68,7 @@ type proxySubsystem struct {
 // latter writes through backend, the one policy detected). Both families are balanced
 // where the host can: IPv6 when ip6tables works (ipv6) and, in nftables mode, nft takes
 // the ip6 table.
-func newProxySubsystem(node, mode string, backend felix.Backend, ipv6 bool, exempt []netip.Addr, snap *snapshot.Snapshot, services *serviceIndex, ready *Readiness, m *Metrics) (*proxySubsystem, error) {
+func newProxySubsystem(node, mode string, backend felix.Backend, ipv6 bool, exempt func(*snapshot.View) []netip.Addr, snap *snapshot.Snapshot, services *serviceIndex, ready *Readiness, m *Metrics) (*proxySubsystem, error) {
 	log := slog.Default().With("component", "proxy")
 	nft, nftErr := felix.NewServiceProxy(felix.ServiceProxyConfig{Log: log, IPv6: ipv6})
 	if nftErr != nil && ipv6 {
@@ -192,10 +193,14 @@ func podCIDRs(v *snapshot.View) []netip.Prefix {
 
 // inputs are the view's Services and endpoints, less those on an exempt address.
 func (p *proxySubsystem) inputs(v *snapshot.View) []proxy.ServiceInput {
-	in := slices.Clone(p.services.inputs(v)) // shared with DNS: filter a copy
-	return slices.DeleteFunc(in, func(s proxy.ServiceInput) bool {
+	in := p.services.inputs(v)
+	if p.exempt == nil {
+		return in
+	}
+	exempt := p.exempt(v)
+	return slices.DeleteFunc(slices.Clone(in), func(s proxy.ServiceInput) bool { // shared with DNS: filter a copy
 		addrs, err := s.Service.ClusterAddrs()
-		return err == nil && slices.ContainsFunc(addrs, func(a netip.Addr) bool { return slices.Contains(p.exempt, a) })
+		return err == nil && slices.ContainsFunc(addrs, func(a netip.Addr) bool { return slices.Contains(exempt, a) })
 	})
 }
 
