@@ -3,7 +3,6 @@ package e2e
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -26,7 +25,8 @@ import (
 //     after the first add, a different member each round (the first is every client's
 //     first endpoint): every add succeeds, the new workloads are reachable across nodes,
 //     a ping across nodes loses nothing throughout, tabbyctl ipam check is clean, and the
-//     member started again with its command line rejoins and serves the latest data.
+//     member started again (tabby-lab etcd start --member) rejoins and serves the latest
+//     data.
 func TestEtcdClusterTLS(t *testing.T) {
 	labtest.Need(t)
 	l := labtest.New(t)
@@ -82,7 +82,7 @@ func TestEtcdClusterTLS(t *testing.T) {
 		if out := l.OK("ctl", "ipam", "check"); !strings.Contains(out, "No problems found") {
 			t.Errorf("round %d: ipam check with %s down:\n%s", round, victim.Name, out)
 		}
-		restartMember(t, st, victim)
+		l.OK("etcd", "start", "--member", victim.Name)
 		// Rejoined: the member alone answers a linearizable read (it has a leader) and
 		// has the endpoints added while it was down.
 		labtest.Poll(t, fmt.Sprintf("round %d: %s rejoins with the latest data", round, victim.Name), 60*time.Second, func() string {
@@ -140,22 +140,4 @@ func probeEtcdFromWorkload(t *testing.T, l *labtest.Lab, st *labstate.State) {
 	if code == 0 || !strings.Contains(stderr, "the server requires a client certificate and none was given") {
 		t.Errorf("tabbyctl without a client certificate: exit %d: %s", code, stderr)
 	}
-}
-
-// restartMember starts a killed etcd member again with the command line the lab
-// recorded, in the router namespace, appending to its log; tabby-lab down stops it.
-func restartMember(t *testing.T, st *labstate.State, m labstate.EtcdMember) {
-	t.Helper()
-	log, err := os.OpenFile(m.Process.Log, os.O_WRONLY|os.O_APPEND, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer log.Close()
-	cmd := exec.Command("ip", append([]string{"netns", "exec", st.Etcd.Netns}, m.Process.Argv...)...)
-	cmd.Stdout, cmd.Stderr = log, log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("restart %s: %v", m.Name, err)
-	}
-	go cmd.Wait() // reaped when tabby-lab down stops it
 }
