@@ -449,6 +449,7 @@ func TestLookupKind(t *testing.T) {
 		"endpointslices":        {"endpointslice", "endpointslices", "epslice", "EndpointSlice"},
 		"k8snetworkpolicies":    {"k8snetworkpolicy", "k8snetworkpolicies", "knp"},
 		"endpointhealths":       {"endpointhealth", "endpointhealths", "EndpointHealth"},
+		"tiers":                 {"tier", "tiers", "Tier"},
 	}
 	if len(Kinds()) != len(names) {
 		t.Errorf("%d kinds registered, want %d", len(Kinds()), len(names))

@@ -141,6 +141,9 @@ func (p *IPPool) validatePrefix(errs *FieldErrors, prefix netip.Prefix) {
 		if encapEnabled(s.IPIPMode) {
 			errs.add("spec.ipipMode", string(s.IPIPMode), "IPIP is not supported on an IPv6 pool; use Never")
 		}
+		if encapEnabled(s.VXLANMode) {
+			errs.add("spec.vxlanMode", string(s.VXLANMode), "VXLAN over an IPv6 underlay is not implemented yet; use Never (IPv6 blocks are routed natively, learned over the IPv6 BGP sessions)")
+		}
 	}
 	maxBlock := prefix.Addr().BitLen()
 	switch {

@@ -180,8 +180,15 @@ func checkPolicyName(errs *FieldErrors, name string) {
 	}
 }
 
-func (p *NetworkPolicy) checkName(errs *FieldErrors)       { checkPolicyName(errs, p.Name) }
-func (p *GlobalNetworkPolicy) checkName(errs *FieldErrors) { checkPolicyName(errs, p.Name) }
+func (p *NetworkPolicy) checkName(errs *FieldErrors) {
+	checkPolicyName(errs, p.Name)
+	checkPolicyTier(errs, p.Name, p.Spec.Tier)
+}
+
+func (p *GlobalNetworkPolicy) checkName(errs *FieldErrors) {
+	checkPolicyName(errs, p.Name)
+	checkPolicyTier(errs, p.Name, p.Spec.Tier)
+}
 
 func (p *NetworkPolicy) validate(errs *FieldErrors) {
 	s := &p.Spec

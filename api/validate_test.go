@@ -95,6 +95,8 @@ var validationCases = []struct {
 		[]string{`spec.ipipMode: ipipMode and vxlanMode cannot both be enabled (vxlanMode is CrossSubnet)`}},
 	{"IPIP on IPv6", calico + "kind: IPPool\nmetadata: {name: p}\nspec: {cidr: \"fd00::/64\", ipipMode: CrossSubnet}\n",
 		[]string{`spec.ipipMode: IPIP is not supported on an IPv6 pool; use Never`}},
+	{"VXLAN on IPv6", calico + "kind: IPPool\nmetadata: {name: p}\nspec: {cidr: \"fd00::/64\", vxlanMode: Always}\n",
+		[]string{`spec.vxlanMode: VXLAN over an IPv6 underlay is not implemented yet; use Never (IPv6 blocks are routed natively, learned over the IPv6 BGP sessions)`}},
 	{"unknown modes and uses", calico + "kind: IPPool\nmetadata: {name: p}\nspec: {cidr: 10.0.0.0/16, ipipMode: Sometimes, vxlanMode: always, allowedUses: [Workload, LoadBalancer, Workload]}\n",
 		[]string{
 			`spec.ipipMode: "Sometimes" is not one of Never, Always, CrossSubnet`,
@@ -295,6 +297,17 @@ var validationCases = []struct {
 			`spec.selector: global() can only be used in a rule's namespaceSelector`,
 			`spec.serviceAccountSelector: selector "x in": …`,
 		}},
+	{"policy name prefixed with another tier", calico + "kind: GlobalNetworkPolicy\nmetadata: {name: security.p}\nspec: {tier: ops}\n",
+		[]string{`metadata.name: "security.p" is prefixed with tier "security" but the policy's spec.tier is "ops"`}},
+	{"policy name prefixed without a tier", calico + "kind: NetworkPolicy\nmetadata: {name: security.p, namespace: prod}\n",
+		[]string{`metadata.name: "security.p" is prefixed with tier "security" but the policy's spec.tier is "default"`}},
+	{"tier", calico + "kind: Tier\nmetadata: {name: Ops.x}\nspec: {defaultAction: Allow}\n",
+		[]string{
+			`metadata.name: "Ops.x" is not a valid DNS-1123 label (lower case alphanumerics and '-')`,
+			`spec.defaultAction: "Allow" is not one of Deny, Pass`,
+		}},
+	{"default tier's order", calico + "kind: Tier\nmetadata: {name: default}\nspec: {order: 5}\n",
+		[]string{`spec.order: the default tier's order is 1000000`}},
 	{"global policy flags", calico + "kind: GlobalNetworkPolicy\nmetadata: {name: p}\nspec:\n  doNotTrack: true\n  preDNAT: true\n  types: [Ingress, Egress]\n  namespaceSelector: \"!\"\n  ingress: [{action: Allow, source: {services: {name: web}}}]\n  egress: [{action: Allow}]\n",
 		[]string{
 			`spec.namespaceSelector: selector "!": …`,
@@ -523,9 +536,9 @@ func TestDefaults(t *testing.T) {
 			&IPPool{TypeMeta{"IPPool", VersionCalico}, ObjectMeta{Name: "p"}, IPPoolSpec{
 				CIDR: "10.0.0.0/16", BlockSize: 26, IPIPMode: EncapNever, VXLANMode: EncapNever, NodeSelector: "all()",
 				AllowedUses: []IPPoolAllowedUse{IPPoolAllowedUseWorkload, IPPoolAllowedUseTunnel}}}},
-		{"IPv6 pool keeps what is set", calico + "kind: IPPool\nmetadata: {name: p}\nspec: {cidr: \"fd00::/48\", vxlanMode: Always, nodeSelector: \"!all()\", allowedUses: [Tunnel]}\n",
+		{"IPv6 pool keeps what is set", calico + "kind: IPPool\nmetadata: {name: p}\nspec: {cidr: \"fd00::/48\", natOutgoing: true, nodeSelector: \"!all()\", allowedUses: [Tunnel]}\n",
 			&IPPool{TypeMeta{"IPPool", VersionCalico}, ObjectMeta{Name: "p"}, IPPoolSpec{
-				CIDR: "fd00::/48", BlockSize: 122, IPIPMode: EncapNever, VXLANMode: EncapAlways, NodeSelector: "!all()",
+				CIDR: "fd00::/48", BlockSize: 122, IPIPMode: EncapNever, VXLANMode: EncapNever, NATOutgoing: true, NodeSelector: "!all()",
 				AllowedUses: []IPPoolAllowedUse{IPPoolAllowedUseTunnel}}}},
 		{"default BGP configuration", calico + "kind: BGPConfiguration\nmetadata: {name: default}\n",
 			&BGPConfiguration{TypeMeta{"BGPConfiguration", VersionCalico}, ObjectMeta{Name: "default"}, BGPConfigurationSpec{

@@ -24,8 +24,11 @@ const (
 
 // Self is this node's BGP identity.
 type Self struct {
-	Name     string
-	Addr     netip.Addr // the session address (Node.spec.bgp.ipv4Address)
+	Name string
+	Addr netip.Addr // the IPv4 session address (Node.spec.bgp.ipv4Address)
+	// Addr6 is the IPv6 session address (Node.spec.bgp.ipv6Address); invalid: no IPv6
+	// sessions. IPv6 prefixes go over IPv6 sessions only, with it as next hop, as Calico's.
+	Addr6    netip.Addr
 	ASN      uint32
 	RouterID netip.Addr
 	// ClusterID is set on a route reflector (Node.spec.bgp.routeReflectorClusterID).
@@ -150,6 +153,7 @@ func prefixCommunities(pa api.PrefixAdvertisement, names map[string]string) (Pre
 type NodeInfo struct {
 	Name      string
 	Addr      netip.Addr // invalid: the node has no IPv4 BGP address
+	Addr6     netip.Addr // invalid: the node has no IPv6 BGP address
 	ASN       uint32     // 0: the cluster's
 	ClusterID netip.Addr // set on route reflectors
 	Labels    map[string]string
@@ -172,12 +176,39 @@ func NodeInfoFrom(n *api.Node) (NodeInfo, error) {
 	if p.IsValid() {
 		ni.Addr = p.Addr()
 	}
+	p6, err := b.IPv6Prefix()
+	if err != nil {
+		return ni, fmt.Errorf("node %s: %w", n.Name, err)
+	}
+	if p6.IsValid() {
+		ni.Addr6 = p6.Addr()
+	}
 	if b.RouteReflectorClusterID != "" {
 		if ni.ClusterID, err = netip.ParseAddr(b.RouteReflectorClusterID); err != nil {
 			return ni, fmt.Errorf("node %s: routeReflectorClusterID: %w", n.Name, err)
 		}
 	}
 	return ni, nil
+}
+
+// addrFor is this node's address of a's family: the session address toward a.
+func (s Self) addrFor(a netip.Addr) netip.Addr {
+	if a.Is4() {
+		return s.Addr
+	}
+	return s.Addr6
+}
+
+// sessionAddrs are n's addresses of the families self has one of too: where self has
+// sessions with n, IPv4 first.
+func (n NodeInfo) sessionAddrs(self Self) []netip.Addr {
+	var out []netip.Addr
+	for _, a := range []netip.Addr{n.Addr, n.Addr6} {
+		if a.IsValid() && self.addrFor(a).IsValid() {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // Peer is one BGP session the node should have. It is comparable: a peer whose Peer value
@@ -230,6 +261,9 @@ type PeerInput struct {
 // DesiredPeers computes the sessions this node should have, sorted by address, and the
 // problems (bad selectors, unusable peers) met on the way. Rules, as Calico's:
 //
+//   - each family over its own sessions: a session with another node for each of IPv4
+//     and IPv6 that both nodes have an address of (Self.Addr, Self.Addr6), a BGPPeer's
+//     peerIP only if this node has an address of its family;
 //   - node-to-node mesh (Config.Mesh): every other node with an address, except that route
 //     reflectors (nodes with a cluster ID) are neither in the mesh nor mesh with others;
 //   - BGPPeers that apply to this node (no node and no nodeSelector: global; node or
@@ -253,21 +287,28 @@ func DesiredPeers(in PeerInput) ([]Peer, []string) {
 	// Sessions between two tabby nodes: one side dials, and long-lived graceful restart
 	// (see Peer). Both ends read the same Nodes, so they agree on which side waits.
 	betweenNodes := func(p *Peer) {
-		p.Passive, p.LongLived = self.Addr.Compare(p.Addr) > 0, true
+		p.Passive, p.LongLived = self.addrFor(p.Addr).Compare(p.Addr) > 0, true
 	}
 	nodeAddrs := map[netip.Addr]bool{}
 	for _, n := range nodes {
-		if n.Name != self.Name && n.Addr.IsValid() {
-			nodeAddrs[n.Addr] = true
+		if n.Name != self.Name {
+			for _, a := range n.sessionAddrs(self) {
+				nodeAddrs[a] = true
+			}
 		}
 	}
-	nodePeer := func(n NodeInfo, typ PeerType, restart time.Duration) Peer {
-		p := Peer{Addr: n.Addr, Port: in.Config.ListenPort, ASN: asnOf(n), Type: typ, Source: n.Name, RestartTime: restart, LocalAddr: self.Addr}
-		if isRR && n.ClusterID != self.ClusterID && p.ASN == self.ASN {
-			p.RRClient = true
+	// nodePeers are the sessions with node n: one per family both have an address of.
+	nodePeers := func(n NodeInfo, typ PeerType, restart time.Duration) []Peer {
+		var out []Peer
+		for _, a := range n.sessionAddrs(self) {
+			p := Peer{Addr: a, Port: in.Config.ListenPort, ASN: asnOf(n), Type: typ, Source: n.Name, RestartTime: restart, LocalAddr: self.addrFor(a)}
+			if isRR && n.ClusterID != self.ClusterID && p.ASN == self.ASN {
+				p.RRClient = true
+			}
+			betweenNodes(&p)
+			out = append(out, p)
 		}
-		betweenNodes(&p)
-		return p
+		return out
 	}
 
 	type candidate struct {
@@ -278,12 +319,13 @@ func DesiredPeers(in PeerInput) ([]Peer, []string) {
 	var cands []candidate
 	if in.Config.Mesh && !isRR {
 		for _, n := range nodes {
-			if n.Name == self.Name || !n.Addr.IsValid() || n.ClusterID.IsValid() {
+			if n.Name == self.Name || n.ClusterID.IsValid() {
 				continue
 			}
-			p := nodePeer(n, PeerMesh, in.Config.MeshMaxRestart)
-			p.Password = in.Config.MeshPassword
-			cands = append(cands, candidate{p, 2, n.Name})
+			for _, p := range nodePeers(n, PeerMesh, in.Config.MeshMaxRestart) {
+				p.Password = in.Config.MeshPassword
+				cands = append(cands, candidate{p, 2, n.Name})
+			}
 		}
 	}
 	bgpPeers := slices.Clone(in.Peers)
@@ -307,9 +349,13 @@ func DesiredPeers(in PeerInput) ([]Peer, []string) {
 			localSide = func(_ string, labels map[string]string) bool { return sel.Evaluate(labels) }
 		}
 		password := s.Password.PasswordRef()
-		var local netip.Addr
-		if s.SourceAddress != api.SourceAddressNone {
-			local = self.Addr
+		// local is the session's source address for a peer at a: this node's address of
+		// a's family, unless sourceAddress is None.
+		local := func(a netip.Addr) netip.Addr {
+			if s.SourceAddress == api.SourceAddressNone {
+				return netip.Addr{}
+			}
+			return self.addrFor(a)
 		}
 		if s.PeerIP != "" {
 			if !localSide(self.Name, self.Labels) {
@@ -320,11 +366,16 @@ func DesiredPeers(in PeerInput) ([]Peer, []string) {
 				problems = append(problems, fmt.Sprintf("BGPPeer %s: %v", bp.Name, err))
 				continue
 			}
-			if addr == self.Addr {
+			if addr == self.Addr || addr == self.Addr6 {
+				continue
+			}
+			if !self.addrFor(addr).IsValid() {
+				problems = append(problems, fmt.Sprintf("BGPPeer %s: peerIP %s: node %s has no IP%s address of that family to peer from",
+					bp.Name, addr, self.Name, map[bool]string{true: "v4", false: "v6 (--ip6)"}[addr.Is4()]))
 				continue
 			}
 			p := Peer{Addr: addr, Port: port, ASN: uint32(s.ASNumber), Type: typ, Source: "BGPPeer " + bp.Name,
-				Password: password, KeepOriginalNextHop: s.KeepOriginalNextHop, RestartTime: s.RestartTime(), LocalAddr: local}
+				Password: password, KeepOriginalNextHop: s.KeepOriginalNextHop, RestartTime: s.RestartTime(), LocalAddr: local(addr)}
 			if nodeAddrs[addr] && (port == 0 || port == in.Config.ListenPort) {
 				betweenNodes(&p) // another node's speaker
 			}
@@ -340,7 +391,7 @@ func DesiredPeers(in PeerInput) ([]Peer, []string) {
 		// with the nodes peerSelector selects, and each selected node peers back.
 		selfLocal, selfSelected := localSide(self.Name, self.Labels), sel.Evaluate(self.Labels)
 		for _, n := range nodes {
-			if n.Name == self.Name || !n.Addr.IsValid() {
+			if n.Name == self.Name {
 				continue
 			}
 			if !(selfLocal && sel.Evaluate(n.Labels)) && !(selfSelected && localSide(n.Name, n.Labels)) {
@@ -350,9 +401,10 @@ func DesiredPeers(in PeerInput) ([]Peer, []string) {
 			if n.ClusterID.IsValid() || isRR {
 				t = PeerRouteReflector
 			}
-			p := nodePeer(n, t, s.RestartTime())
-			p.Password, p.KeepOriginalNextHop, p.LocalAddr = password, s.KeepOriginalNextHop, local
-			cands = append(cands, candidate{p, rank, bp.Name})
+			for _, p := range nodePeers(n, t, s.RestartTime()) {
+				p.Password, p.KeepOriginalNextHop, p.LocalAddr = password, s.KeepOriginalNextHop, local(p.Addr)
+				cands = append(cands, candidate{p, rank, bp.Name})
+			}
 		}
 	}
 

@@ -20,8 +20,14 @@ func rr(n NodeInfo, cluster string) NodeInfo {
 	return n
 }
 
+// dual gives n an IPv6 address too.
+func dual(n NodeInfo, addr6 string) NodeInfo {
+	n.Addr6 = netip.MustParseAddr(addr6)
+	return n
+}
+
 func selfOf(n NodeInfo, asn uint32) Self {
-	return Self{Name: n.Name, Addr: n.Addr, ASN: asn, RouterID: n.Addr, ClusterID: n.ClusterID, Labels: n.Labels}
+	return Self{Name: n.Name, Addr: n.Addr, Addr6: n.Addr6, ASN: asn, RouterID: n.Addr, ClusterID: n.ClusterID, Labels: n.Labels}
 }
 
 func bgpPeer(name string, spec api.BGPPeerSpec) *api.BGPPeer {
@@ -154,6 +160,34 @@ func TestDesiredPeers(t *testing.T) {
 			name: "a peer at this node's own address is skipped",
 			self: selfOf(n1, 64512), cfg: noMesh, nodes: []NodeInfo{n1},
 			peers: []*api.BGPPeer{bgpPeer("self", api.BGPPeerSpec{PeerIP: "10.0.0.1", ASNumber: 64512})},
+		},
+		{
+			name: "dual stack: a session per family both nodes have, each side dialing by its family's addresses",
+			self: selfOf(dual(n2, "fd00::2"), 64512), cfg: cfg, nodes: []NodeInfo{n1, dual(n2, "fd00::2"), dual(n3, "fd00::3"), {Name: "v6only", Addr6: netip.MustParseAddr("fd00::1")}},
+			want: "10.0.0.1:179 64512 node-to-node mesh node1 llgr passive\n10.0.0.3:179 64512 node-to-node mesh node3 llgr\n" +
+				"fd00::1:179 64512 node-to-node mesh v6only llgr passive\nfd00::3:179 64512 node-to-node mesh node3 llgr\n",
+		},
+		{
+			name: "an IPv4-only node has no IPv6 sessions",
+			self: selfOf(n1, 64512), cfg: cfg, nodes: []NodeInfo{n1, dual(n2, "fd00::2")},
+			want: "10.0.0.2:179 64512 node-to-node mesh node2 llgr\n",
+		},
+		{
+			name: "dual stack reflectors: a client peers with both addresses of each",
+			self: selfOf(dual(n1, "fd00::1"), 64512), cfg: noMesh, nodes: []NodeInfo{dual(n1, "fd00::1"), dual(r1, "fd00::101")}, peers: []*api.BGPPeer{toRRs},
+			want: "10.0.0.101:179 64512 route reflector rr1 llgr\nfd00::101:179 64512 route reflector rr1 llgr\n",
+		},
+		{
+			name: "a BGPPeer with an IPv6 peerIP, and one at a node's IPv6 address",
+			self: selfOf(dual(n1, "fd00::1"), 64512), cfg: noMesh, nodes: []NodeInfo{dual(n1, "fd00::1"), dual(n2, "fd00::2")},
+			peers: []*api.BGPPeer{bgpPeer("tor6", api.BGPPeerSpec{PeerIP: "fd00::fe", ASNumber: 65001}), bgpPeer("n2", api.BGPPeerSpec{PeerIP: "[fd00::2]:179", ASNumber: 64512})},
+			want:  "fd00::2:179 64512 global BGPPeer n2 llgr\nfd00::fe:0 65001 global BGPPeer tor6\n",
+		},
+		{
+			name: "an IPv6 peerIP on a node without an IPv6 address is a problem",
+			self: selfOf(n1, 64512), cfg: noMesh, nodes: []NodeInfo{n1},
+			peers:    []*api.BGPPeer{bgpPeer("tor6", api.BGPPeerSpec{PeerIP: "fd00::fe", ASNumber: 65001})},
+			problems: 1,
 		},
 		{
 			name: "bad selector is a problem, not a crash",

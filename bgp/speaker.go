@@ -92,7 +92,18 @@ type advert struct {
 	communities Communities
 }
 
-var familyV4 = &gobgpapi.Family{Afi: gobgpapi.Family_AFI_IP, Safi: gobgpapi.Family_SAFI_UNICAST}
+var (
+	familyV4 = &gobgpapi.Family{Afi: gobgpapi.Family_AFI_IP, Safi: gobgpapi.Family_SAFI_UNICAST}
+	familyV6 = &gobgpapi.Family{Afi: gobgpapi.Family_AFI_IP6, Safi: gobgpapi.Family_SAFI_UNICAST}
+)
+
+// familyOf is the unicast family of a: each family has sessions of its own, as Calico's.
+func familyOf(a netip.Addr) *gobgpapi.Family {
+	if a.Is4() {
+		return familyV4
+	}
+	return familyV6
+}
 
 // Start starts a speaker with no peers and nothing to advertise.
 func Start(ctx context.Context, o Options) (*Speaker, error) {
@@ -124,11 +135,15 @@ func Start(ctx context.Context, o Options) (*Speaker, error) {
 	if port == 0 {
 		port = 179
 	}
+	listen := []string{"0.0.0.0"}
+	if o.Self.Addr6.IsValid() {
+		listen = append(listen, "::") // GoBGP listens with tcp6: IPv6 only
+	}
 	err := s.srv.StartBgp(ctx, &gobgpapi.StartBgpRequest{Global: &gobgpapi.Global{
 		Asn:             o.Self.ASN,
 		RouterId:        o.Self.RouterID.String(),
 		ListenPort:      port,
-		ListenAddresses: []string{"0.0.0.0"},
+		ListenAddresses: listen,
 	}})
 	if err != nil {
 		s.srv.Stop()
@@ -371,7 +386,7 @@ func (s *Speaker) notePathLocked(p *gobgpapi.Path) bool {
 		}
 	}
 	nh = nh.Unmap()
-	if !nh.IsValid() || nh.IsUnspecified() || nh == s.opts.Self.Addr {
+	if !nh.IsValid() || nh.IsUnspecified() || nh == s.opts.Self.Addr || nh == s.opts.Self.Addr6 {
 		_, had := s.learned[dst]
 		delete(s.learned, dst)
 		return had
@@ -542,7 +557,7 @@ func (s *Speaker) apiPeer(p Peer) (*gobgpapi.Peer, error) {
 			ConnectRetry:      seconds(s.opts.ConnectRetry, 120*time.Second),
 		}},
 		AfiSafis: []*gobgpapi.AfiSafi{{
-			Config:            &gobgpapi.AfiSafiConfig{Family: familyV4, Enabled: true},
+			Config:            &gobgpapi.AfiSafiConfig{Family: familyOf(p.Addr), Enabled: true},
 			MpGracefulRestart: &gobgpapi.MpGracefulRestart{Config: &gobgpapi.MpGracefulRestartConfig{Enabled: gr}},
 		}},
 	}
@@ -583,16 +598,22 @@ func (s *Speaker) SetAdvertisements(ctx context.Context, adverts []Advertisement
 	var errs []error
 	for _, a := range adverts {
 		p := a.Prefix
-		if !p.Addr().Is4() {
-			continue // IPv6 sessions are not implemented yet
+		nh := s.opts.Self.addrFor(p.Addr())
+		if !nh.IsValid() {
+			continue // no session of the prefix's family to carry it
 		}
 		want[p] = true
 		if old, ok := s.adverts[p]; ok && old.communities.Equal(a.Communities) {
 			continue
 		}
-		attrs := []bgp.PathAttributeInterface{
-			bgp.NewPathAttributeOrigin(bgp.BGP_ORIGIN_ATTR_TYPE_IGP),
-			bgp.NewPathAttributeNextHop(s.opts.Self.Addr.String()),
+		attrs := []bgp.PathAttributeInterface{bgp.NewPathAttributeOrigin(bgp.BGP_ORIGIN_ATTR_TYPE_IGP)}
+		var nlri bgp.AddrPrefixInterface
+		if p.Addr().Is4() {
+			nlri = bgp.NewIPAddrPrefix(uint8(p.Bits()), p.Addr().String())
+			attrs = append(attrs, bgp.NewPathAttributeNextHop(nh.String()))
+		} else {
+			nlri = bgp.NewIPv6AddrPrefix(uint8(p.Bits()), p.Addr().String())
+			attrs = append(attrs, bgp.NewPathAttributeMpReachNLRI(nh.String(), []bgp.AddrPrefixInterface{nlri}))
 		}
 		if c := a.Communities.Standard; len(c) > 0 {
 			attrs = append(attrs, bgp.NewPathAttributeCommunities(c))
@@ -604,7 +625,7 @@ func (s *Speaker) SetAdvertisements(ctx context.Context, adverts []Advertisement
 			}
 			attrs = append(attrs, bgp.NewPathAttributeLargeCommunities(large))
 		}
-		path, err := apiutil.NewPath(bgp.NewIPAddrPrefix(uint8(p.Bits()), p.Addr().String()), false, attrs, time.Now())
+		path, err := apiutil.NewPath(nlri, false, attrs, time.Now())
 		if err == nil {
 			// GoBGP keys local paths by prefix: adding one again replaces the old path.
 			var resp *gobgpapi.AddPathResponse
@@ -624,7 +645,7 @@ func (s *Speaker) SetAdvertisements(ctx context.Context, adverts []Advertisement
 		if want[p] {
 			continue
 		}
-		if err := s.srv.DeletePath(ctx, &gobgpapi.DeletePathRequest{TableType: gobgpapi.TableType_GLOBAL, Family: familyV4, Uuid: a.uuid}); err != nil {
+		if err := s.srv.DeletePath(ctx, &gobgpapi.DeletePathRequest{TableType: gobgpapi.TableType_GLOBAL, Family: familyOf(p.Addr()), Uuid: a.uuid}); err != nil {
 			errs = append(errs, fmt.Errorf("withdraw %s: %w", p, err))
 			continue
 		}
@@ -719,7 +740,7 @@ func (s *Speaker) Status(ctx context.Context) ([]PeerStatus, error) {
 // countAdjOut counts the prefixes sent to a peer after the export policy.
 func (s *Speaker) countAdjOut(ctx context.Context, peer netip.Addr) uint64 {
 	var n uint64
-	_ = s.srv.ListPath(ctx, &gobgpapi.ListPathRequest{TableType: gobgpapi.TableType_ADJ_OUT, Name: peer.String(), Family: familyV4},
+	_ = s.srv.ListPath(ctx, &gobgpapi.ListPathRequest{TableType: gobgpapi.TableType_ADJ_OUT, Name: peer.String(), Family: familyOf(peer)},
 		func(d *gobgpapi.Destination) {
 			for _, p := range d.GetPaths() {
 				if !p.GetIsWithdraw() {

@@ -23,7 +23,9 @@ type WriteCheck struct {
 	Prefixes []string
 	// Check returns an error to refuse the op. old is the stored resource (nil if there
 	// is none, or it does not decode), new the resource to be stored (defaulted and
-	// validated; nil for a delete); read holds the key-values under each prefix. The
+	// validated; nil for a delete); read holds the key-values under each prefix, less
+	// the keys the same transaction deletes (deleting a thing and its users together is
+	// no use of it). The
 	// error is wrapped with the op, as in "delete ippools/pool-a: <err>".
 	Check func(old, new api.Resource, read map[string][]*mvccpb.KeyValue) error
 }
@@ -65,7 +67,7 @@ func runWriteChecks(ps []*pending, snap *snapshot, checks []WriteCheck) ([]clien
 	for _, wc := range checks {
 		read := make(map[string][]*mvccpb.KeyValue, len(wc.Prefixes))
 		for _, prefix := range wc.Prefixes {
-			read[prefix] = snap.prefixes[prefix]
+			read[prefix] = withoutDeleted(snap.prefixes[prefix], ps)
 		}
 		for i, p := range ps {
 			if p.ref.kind != wc.Kind {
@@ -91,6 +93,20 @@ func runWriteChecks(ps []*pending, snap *snapshot, checks []WriteCheck) ([]clien
 		}
 	}
 	return cmps, nil
+}
+
+// withoutDeleted is kvs less the keys ps delete.
+func withoutDeleted(kvs []*mvccpb.KeyValue, ps []*pending) []*mvccpb.KeyValue {
+	deleted := map[string]bool{}
+	for _, p := range ps {
+		if p.action == OpDelete {
+			deleted[p.ref.key] = true
+		}
+	}
+	if len(deleted) == 0 {
+		return kvs
+	}
+	return slices.DeleteFunc(slices.Clone(kvs), func(kv *mvccpb.KeyValue) bool { return deleted[string(kv.Key)] })
 }
 
 // WithWriteCheck returns a client on c's connection whose writes run c's checks and wc:

@@ -77,7 +77,9 @@ func newMatrixLab(t testing.TB) *matrixLab {
 			go func() {
 				defer wg.Done()
 				key := n + "/" + p
-				if _, stderr, code := l.Run("", "workload", "add", node, key, "--labels", "pod="+p); code != 0 {
+				// The service account reaches the endpoint through tabby-cni's args labels.
+				labels := "pod=" + p + ",projectcalico.org/serviceaccount=sa-" + p
+				if _, stderr, code := l.Run("", "workload", "add", node, key, "--labels", labels); code != 0 {
 					errs <- fmt.Errorf("workload add %s: %s", key, stderr)
 					return
 				}
@@ -151,7 +153,7 @@ func (m *matrixLab) addNamedPorts(t testing.TB) {
 // oracle reads the lab's resources and computes the expected matrix.
 func (m *matrixLab) oracle(t testing.TB) map[cell]bool {
 	var in policy.Input
-	for _, kind := range policy.InputKinds {
+	for _, kind := range slices.Concat(policy.InputKinds, policy.ServiceKinds) {
 		rs, err := api.Decode([]byte(m.l.OK("ctl", "get", kind, "-A", "-o", "yaml")), kind)
 		if err != nil {
 			t.Fatal(err)
@@ -291,7 +293,8 @@ func (m *matrixLab) remove(t testing.TB, manifest string) {
 }
 
 // TestPolicyMatrix: for each scenario the observed connectivity of the 3x3 matrix (TCP
-// and UDP, ports 80 and 81) equals the evaluator's; workloads are on two nodes.
+// and UDP, ports 80 and 81) equals the evaluator's (and, where a scenario checks it,
+// tabbyctl policy check's on every cell); workloads are on two nodes.
 func TestPolicyMatrix(t *testing.T) {
 	m := newMatrixLab(t)
 	m.expectMatrix(t, "no policy")
@@ -414,11 +417,14 @@ func expectLogged(t *testing.T, m *matrixLab) {
 	t.Logf("Log rule: packets logged per node %v", hits)
 }
 
-var policyScenarios = []struct {
+// policyScenario is a manifest TestPolicyMatrix applies, probes and removes.
+type policyScenario struct {
 	name, manifest string
 	then           string // applied next, while the servers run: an update
 	check          func(*testing.T, *matrixLab)
-}{
+}
+
+var policyScenarios = []policyScenario{
 	{"default deny ingress and egress", `
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
@@ -471,6 +477,11 @@ spec:
 `, "", nil},
 	{"calico order, Deny before Allow, Pass, GlobalNetworkPolicy, NetworkSets, Log", `
 apiVersion: projectcalico.org/v3
+kind: Tier
+metadata: {name: security}
+spec: {order: 100}
+---
+apiVersion: projectcalico.org/v3
 kind: GlobalNetworkPolicy
 metadata: {name: security.pass-or-deny}
 spec:
@@ -501,4 +512,7 @@ kind: GlobalNetworkSet
 metadata: {name: friends, labels: {role: friends}}
 spec: {nets: [10.244.0.0/16]}
 `, expectLogged},
+	tiersScenario,
+	serviceAccountScenario,
+	servicesScenario,
 }

@@ -318,7 +318,8 @@ func markRule(bits, mask int) string { return fmt.Sprintf("-m mark --mark %#x/%#
 func setMark(bits, mask int) string { return fmt.Sprintf("-j MARK --set-xmark %#x/%#x", bits, mask) }
 
 // endpointChain renders one endpoint's chain for a direction: the tiers' policies in
-// order (each tier ending in a drop unless a policy passed), then the profiles.
+// order (each tier ending in a drop unless a policy passed or the tier's defaultAction is
+// Pass), then the profiles.
 func (r *renderer) endpointChain(e *policy.Endpoint, name string, ingress bool, usedPolicies, usedProfiles map[string]bool) {
 	c := &chainBuilder{name: name}
 	c.add(setMark(0, MarkAccept|MarkPass))
@@ -335,7 +336,9 @@ func (r *renderer) endpointChain(e *policy.Endpoint, name string, ingress bool, 
 			c.add(markRule(0, MarkPass) + " -j " + pc)
 			c.add(markRule(MarkAccept, MarkAccept) + " -j RETURN")
 		}
-		c.add(markRule(0, MarkPass) + " -m comment --comment end-of-tier-" + pols[i].Tier + " -j DROP")
+		if !r.m.TierOf(pols[i].Tier).Pass() {
+			c.add(markRule(0, MarkPass) + " -m comment --comment end-of-tier-" + pols[i].Tier + " -j DROP")
+		}
 		i = j
 	}
 	withRules := false
@@ -409,7 +412,7 @@ func protoArg(n uint8) string {
 // space, ready for the action); false when the rule cannot match traffic of the family
 // rendered (its ipVersion, ICMP version or nets are of the other one).
 func (r *renderer) matches(rule *policy.Rule) ([]string, bool) {
-	if rule.Never || rule.IPVersion == 6 && !r.v6 || rule.IPVersion == 4 && r.v6 {
+	if rule.IPVersion == 6 && !r.v6 || rule.IPVersion == 4 && r.v6 {
 		return nil, false
 	}
 	otherICMP := uint8(policy.ProtoICMPv6)
@@ -479,6 +482,9 @@ func (r *renderer) matches(rule *policy.Rule) ([]string, bool) {
 		}
 		if e.NotSelector != nil {
 			fixed.WriteString("-m set ! --match-set " + r.selectorSet(e.NotSelector) + " " + side.dir + " ")
+		}
+		if e.Service != nil {
+			fixed.WriteString(r.serviceMatch(*e.Service, side.dir))
 		}
 		var proto uint8
 		if rule.Protocol != nil {

@@ -224,6 +224,9 @@ func (s *PolicySyncer) apply(ctx context.Context, fs *FilterState) error {
 		}
 		if fs.NAT != nil {
 			maps.Copy(sets, fs.NAT.IPSets)
+			if nat6 := fs.NAT.IPv6; nat6 != nil && v6 != nil {
+				maps.Copy(sets, nat6.IPSets)
+			}
 		}
 	}
 	sp, stale, setsTook, err := s.syncSets(ctx, fs.NAT == nil, sets)
@@ -282,7 +285,7 @@ func (s *PolicySyncer) syncSets(ctx context.Context, keepNAT bool, sets map[stri
 	have := s.cache.cloneSets()
 	members := 0
 	if keepNAT {
-		for _, name := range []string{IPSetAllPools, IPSetMasqPools} {
+		for _, name := range []string{IPSetAllPools, IPSetMasqPools, IPSetAllPools6, IPSetMasqPools6} {
 			if h := have[name]; h != nil {
 				members += len(h.Members)
 				delete(have, name)
@@ -331,7 +334,8 @@ func (s *PolicySyncer) destroySets(ctx context.Context, sp SetsPlan, stale int) 
 }
 
 // syncTables makes the IPv4 filter table, the IPv6 one (v6, unless nil), the nat table
-// (fs.NAT, unless nil) and the raw table (fs.Raw, unless nil) match.
+// (fs.NAT, unless nil; its IPv6 part too unless v6 is nil) and the raw table (fs.Raw,
+// unless nil) match.
 func (s *PolicySyncer) syncTables(ctx context.Context, fs, v6 *FilterState) (fp, fp6, fpNAT, fpRaw FilterPlan, err error) {
 	if fp, err = s.syncTable(ctx, s.backend.Save, s.backend.Restore, "filter", fs); err != nil {
 		return fp, fp6, fpNAT, fpRaw, err
@@ -344,6 +348,16 @@ func (s *PolicySyncer) syncTables(ctx context.Context, fs, v6 *FilterState) (fp,
 	if fs.NAT != nil {
 		if fpNAT, err = s.syncTable(ctx, s.backend.Save, s.backend.Restore, "nat", fs.NAT); err != nil {
 			return fp, fp6, fpNAT, fpRaw, fmt.Errorf("nat table: %w", err)
+		}
+		if fs.NAT.IPv6 != nil && v6 != nil {
+			fpNAT6, err := s.syncTable(ctx, s.backend.Save6, s.backend.Restore6, "nat", fs.NAT.IPv6)
+			if err != nil {
+				return fp, fp6, fpNAT, fpRaw, fmt.Errorf("IPv6 nat table: %w", err)
+			}
+			fpNAT.Written = append(fpNAT.Written, fpNAT6.Written...)
+			if fpNAT.Restore == nil {
+				fpNAT.Restore = fpNAT6.Restore
+			}
 		}
 	}
 	if fs.Raw != nil {

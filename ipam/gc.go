@@ -166,38 +166,47 @@ func (g *GarbageCollector) GarbageCollect(ctx context.Context) (GCReport, error)
 // errOwnerBack: the owner of a leak candidate exists again; leave it.
 var errOwnerBack = errors.New("owner exists again")
 
-// releaseLeaks releases one group after re-reading its owner, in transactions that
-// also require the owner still gone.
+// releaseLeaks releases one group, as releaseGroup, under the collector's fence.
 func (g *GarbageCollector) releaseLeaks(ctx context.Context, lg *leakGroup, rep *GCReport) error {
+	leaks, err := g.c.releaseGroup(ctx, "gc", lg, g.fence)
+	rep.Released = append(rep.Released, leaks...)
+	return err
+}
+
+// releaseGroup releases one group after re-reading its owner, in transactions that also
+// require the owner still gone, the allocations unchanged and the fence, and returns
+// what it released. An owner back, or a block gone, leaves the rest alone.
+func (c *Client) releaseGroup(ctx context.Context, who string, lg *leakGroup, fence []clientv3.Cmp) ([]Leak, error) {
+	var out []Leak
 	for chunk := range slices.Chunk(lg.opts, maxReleasePerTxn) {
-		err := g.c.retry(ctx, fmt.Sprintf("gc: release from block %s", lg.cidr), func() error {
-			cmps, err := g.ownerStillGone(ctx, lg.owner)
+		err := c.retry(ctx, fmt.Sprintf("%s: release from block %s", who, lg.cidr), func() error {
+			cmps, err := c.ownerStillGone(ctx, lg.owner)
 			if err != nil {
 				return err
 			}
-			rel, _, err := g.c.releaseOnce(ctx, lg.cidr, pickUnchanged(chunk), append(cmps, g.fence...))
+			rel, _, err := c.releaseOnce(ctx, lg.cidr, pickUnchanged(chunk), append(cmps, fence...))
 			if err != nil {
 				return err
 			}
 			for _, r := range rel {
-				g.c.log.Info("released leaked address", "addr", r.addr, "handle", r.handle, "reason", lg.why)
-				rep.Released = append(rep.Released, Leak{Addr: r.addr, Block: lg.cidr, Handle: r.handle, Reason: lg.why})
+				c.log.Info("released address", "by", who, "addr", r.addr, "handle", r.handle, "reason", lg.why)
+				out = append(out, Leak{Addr: r.addr, Block: lg.cidr, Handle: r.handle, Reason: lg.why})
 			}
 			return nil
 		})
 		if err != nil && !errors.Is(err, errOwnerBack) && !errors.Is(err, errNoBlock) {
-			return err
+			return out, err
 		}
 	}
-	return nil
+	return out, nil
 }
 
 // ownerStillGone re-reads an owner and returns compares that hold only while it stays
 // gone; errOwnerBack if it exists.
-func (g *GarbageCollector) ownerStillGone(ctx context.Context, o owner) ([]clientv3.Cmp, error) {
+func (c *Client) ownerStillGone(ctx context.Context, o owner) ([]clientv3.Cmp, error) {
 	if o.workload == (workloadRef{}) {
 		key := resourceKey(nodeKind, "", o.node)
-		resp, err := g.c.etcd.Get(ctx, key, clientv3.WithCountOnly())
+		resp, err := c.etcd.Get(ctx, key, clientv3.WithCountOnly())
 		if err != nil {
 			return nil, err
 		}
@@ -206,7 +215,7 @@ func (g *GarbageCollector) ownerStillGone(ctx context.Context, o owner) ([]clien
 		}
 		return []clientv3.Cmp{unchanged(key, 0)}, nil
 	}
-	weps, rev, err := datastore.ListAs[*api.WorkloadEndpoint](ctx, g.c.ds, o.workload.namespace)
+	weps, rev, err := datastore.ListAs[*api.WorkloadEndpoint](ctx, c.ds, o.workload.namespace)
 	if err != nil {
 		return nil, err
 	}
@@ -231,13 +240,24 @@ func pickUnchanged(opts []ReleaseOptions) picker {
 	}
 }
 
-// releaseAffinity removes a deleted node's claim: its empty block is deleted with it,
-// a block still holding addresses (borrowed by other nodes, or within their grace
-// period) loses its affinity and stays until empty.
+// releaseAffinity removes a deleted node's claim, as dropAffinity, under the
+// collector's fence.
 func (g *GarbageCollector) releaseAffinity(ctx context.Context, ref affinityRef, rep *GCReport) error {
+	err := g.c.dropAffinity(ctx, "gc", ref, g.fence)
+	if err == nil {
+		rep.AffinitiesReleased = append(rep.AffinitiesReleased, AffinityProblem{ref.node, ref.cidr, "the node does not exist"})
+	}
+	return err
+}
+
+// dropAffinity removes a deleted node's claim, in a transaction that requires the node
+// still absent and the fence: its empty block is deleted with it, a block still holding
+// addresses (borrowed by other nodes, or within their grace period) loses its affinity
+// and stays until empty.
+func (c *Client) dropAffinity(ctx context.Context, who string, ref affinityRef, fence []clientv3.Cmp) error {
 	aKey, bKey, nKey := affinityKey(ref.node, ref.cidr), blockKey(ref.cidr), resourceKey(nodeKind, "", ref.node)
-	err := g.c.retry(ctx, fmt.Sprintf("gc: release affinity of node %q for %s", ref.node, ref.cidr), func() error {
-		resp, err := g.c.etcd.Txn(ctx).Then(clientv3.OpGet(aKey), clientv3.OpGet(bKey)).Commit()
+	err := c.retry(ctx, fmt.Sprintf("%s: release affinity of node %q for %s", who, ref.node, ref.cidr), func() error {
+		resp, err := c.etcd.Txn(ctx).Then(clientv3.OpGet(aKey), clientv3.OpGet(bKey)).Commit()
 		if err != nil {
 			return err
 		}
@@ -245,7 +265,7 @@ func (g *GarbageCollector) releaseAffinity(ctx context.Context, ref affinityRef,
 		if akv == nil {
 			return nil
 		}
-		cmps := append([]clientv3.Cmp{unchanged(aKey, akv.ModRevision), unchanged(bKey, modRev(bkv)), unchanged(nKey, 0)}, g.fence...)
+		cmps := append([]clientv3.Cmp{unchanged(aKey, akv.ModRevision), unchanged(bKey, modRev(bkv)), unchanged(nKey, 0)}, fence...)
 		ops := []clientv3.Op{clientv3.OpDelete(aKey)}
 		if bkv != nil {
 			b, err := decodeJSON[block](bkv)
@@ -261,11 +281,10 @@ func (g *GarbageCollector) releaseAffinity(ctx context.Context, ref affinityRef,
 				ops = append(ops, putJSON(bKey, b))
 			}
 		}
-		return g.c.commit(ctx, cmps, ops)
+		return c.commit(ctx, cmps, ops)
 	})
 	if err == nil {
-		g.c.log.Info("released the block affinity of a deleted node", "node", ref.node, "block", ref.cidr)
-		rep.AffinitiesReleased = append(rep.AffinitiesReleased, AffinityProblem{ref.node, ref.cidr, "the node does not exist"})
+		c.log.Info("released the block affinity of a deleted node", "by", who, "node", ref.node, "block", ref.cidr)
 	}
 	return err
 }

@@ -46,9 +46,12 @@ type Decision struct {
 	Ingress  bool
 	Allowed  bool
 	// Policy decided (with Rule, its index in the policy's compiled rules, and Origin),
-	// or, with Rule -1, ended its tier without a rule matching (end-of-tier deny). Empty
-	// when a profile or the default decided.
-	Policy  *Policy
+	// or, with Rule -1, ended its tier without a rule matching (the tier's defaultAction
+	// Deny). Empty when a profile or the default decided.
+	Policy *Policy
+	// Tier is the tier of Policy: the one that decided ("" when a profile or the default
+	// did).
+	Tier    string
 	Profile string
 	Rule    int
 	Origin  string
@@ -70,9 +73,10 @@ func (d *Decision) String() string {
 
 // Evaluate decides a flow from the model alone: the oracle that the dataplane must agree
 // with. Calico's semantics: the tiers' policies that apply to an endpoint in a direction
-// are evaluated in order; a rule's Allow or Deny ends evaluation, Log records and goes on,
-// Pass skips the rest of the tier; a tier with applying policies where no rule decided
-// or passed denies (default deny). With no applying policy, or every tier passed, the
+// are evaluated in order, tier by tier (Tier order); a rule's Allow or Deny ends
+// evaluation, Log records and goes on, Pass skips the rest of the tier; a tier with
+// applying policies where no rule decided or passed ends in its defaultAction: Deny, or
+// Pass to the next tier. With no applying policy, or every tier passed, the
 // endpoint's profiles decide: their rules in order, deny when profiles with rules in
 // that direction exist but none matched, allow when there are none.
 func (m *Model) Evaluate(p Packet) Verdict {
@@ -119,8 +123,8 @@ func (m *Model) decide(e *Endpoint, p Packet, ingress bool) *Decision {
 					d.Logged = append(d.Logged, fmt.Sprintf("%s %s", pol, r.Origin))
 				case api.ActionAllow, api.ActionDeny:
 					d.Allowed = r.Action == api.ActionAllow
-					d.Policy, d.Rule, d.Origin = pol, ri, r.Origin
-					d.Reason = fmt.Sprintf("%s %s (%s)", pol, r.Origin, r.Action)
+					d.Policy, d.Tier, d.Rule, d.Origin = pol, tier, ri, r.Origin
+					d.Reason = fmt.Sprintf("tier %s: %s %s (%s)", tier, pol, r.Origin, r.Action)
 					return d
 				case api.ActionPass:
 					passed = true
@@ -129,10 +133,12 @@ func (m *Model) decide(e *Endpoint, p Packet, ingress bool) *Decision {
 				}
 			}
 		}
-		if !passed {
+		if !passed && m.TierOf(tier).Pass() {
+			d.Logged = append(d.Logged, fmt.Sprintf("tier %s: no rule decided; its defaultAction Pass passed", tier))
+		} else if !passed {
 			last := pols[j-1]
-			d.Policy = last
-			d.Reason = fmt.Sprintf("no rule of tier %q allowed it (default deny once a policy applies; last policy: %s)", tier, last)
+			d.Policy, d.Tier = last, tier
+			d.Reason = fmt.Sprintf("tier %s: no rule allowed it (default deny: the tier applies and its defaultAction is Deny; last policy: %s)", tier, last)
 			return d
 		}
 		i = j
@@ -187,9 +193,6 @@ func (m *Model) decideProfiles(d *Decision, e *Endpoint, p Packet, ingress, pass
 
 // ruleMatches says whether a rule matches a packet.
 func (m *Model) ruleMatches(r *Rule, p Packet) bool {
-	if r.Never {
-		return false
-	}
 	if r.IPVersion == 4 && !p.Src.Is4() || r.IPVersion == 6 && p.Src.Is4() {
 		return false
 	}
@@ -205,7 +208,7 @@ func (m *Model) ruleMatches(r *Rule, p Packet) bool {
 	if r.NotICMP != nil && p.isICMP() && icmpMatches(r.NotICMP, p) {
 		return false
 	}
-	return m.entityMatches(&r.Src, p, p.Src, p.SrcPort) && m.entityMatches(&r.Dst, p, p.Dst, p.DstPort)
+	return m.entityMatches(&r.Src, p, p.Src, p.SrcPort, false) && m.entityMatches(&r.Dst, p, p.Dst, p.DstPort, true)
 }
 
 func icmpMatches(f *api.ICMPFields, p Packet) bool {
@@ -218,7 +221,10 @@ func icmpMatches(f *api.ICMPFields, p Packet) bool {
 	return true
 }
 
-func (m *Model) entityMatches(e *Entity, p Packet, addr netip.Addr, port uint16) bool {
+func (m *Model) entityMatches(e *Entity, p Packet, addr netip.Addr, port uint16, dst bool) bool {
+	if e.Service != nil && !m.serviceHas(*e.Service, addr, p.Protocol, port, dst) {
+		return false
+	}
 	if len(e.Nets) > 0 && !prefixesContain(e.Nets, addr) {
 		return false
 	}

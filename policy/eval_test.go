@@ -11,7 +11,8 @@ import (
 
 // world is the matrix of the upstream Kubernetes network policy e2e suite: namespaces
 // x, y, z with pods a, b, c; pod a of namespace n has address 10.0.<n>.<a>, with named
-// ports serve-80-tcp, serve-81-tcp, serve-80-udp, serve-81-udp.
+// ports serve-80-tcp, serve-81-tcp, serve-80-udp, serve-81-udp and service account
+// sa-a, sa-b or sa-c by its name.
 func world(t testing.TB, extra string) *Model {
 	t.Helper()
 	var b strings.Builder
@@ -26,6 +27,7 @@ spec:
   node: node%[4]d
   orchestrator: k8s
   interfaceName: tabby%[1]s%[2]s
+  serviceAccountName: sa-%[2]s
   ipNetworks: ["10.0.%[3]d.%[4]d/32"]
   profiles: [kns.%[1]s]
   ports:
@@ -61,26 +63,34 @@ func podAddr(t testing.TB, pod string) netip.Addr {
 	return netip.AddrFrom4([4]byte{10, 0, ns[0] - 'x' + 1, name[0] - 'a' + 1})
 }
 
+// probe is one flow of an evalCase and the verdict it expects.
+type probe struct {
+	src, dst string // "x/a" or an address
+	proto    uint8
+	port     uint16
+	want     bool
+	reason   string // substring of the deciding side's reason
+}
+
+func tcp(src, dst string, port uint16, want bool) probe {
+	return probe{src: src, dst: dst, proto: ProtoTCP, port: port, want: want}
+}
+
+func udp(src, dst string, port uint16, want bool) probe {
+	return probe{src: src, dst: dst, proto: ProtoUDP, port: port, want: want}
+}
+
+func why(p probe, reason string) probe { p.reason = reason; return p }
+
+// evalCase is resources added to the world and flows probed in it.
+type evalCase struct {
+	name   string
+	yaml   string
+	probes []probe
+}
+
 func TestEvaluate(t *testing.T) {
-	type probe struct {
-		src, dst string // "x/a" or an address
-		proto    uint8
-		port     uint16
-		want     bool
-		reason   string // substring of the deciding side's reason
-	}
-	tcp := func(src, dst string, port uint16, want bool) probe {
-		return probe{src: src, dst: dst, proto: ProtoTCP, port: port, want: want}
-	}
-	why := func(p probe, reason string) probe { p.reason = reason; return p }
-	udp := func(src, dst string, port uint16, want bool) probe {
-		return probe{src: src, dst: dst, proto: ProtoUDP, port: port, want: want}
-	}
-	tests := []struct {
-		name   string
-		yaml   string
-		probes []probe
-	}{
+	tests := []evalCase{
 		{"no policy allows", "", []probe{
 			why(tcp("x/a", "y/b", 80, true), "no policy applies"),
 			udp("z/c", "x/a", 81, true),
@@ -253,6 +263,11 @@ spec:
 		}},
 		{"calico pass goes to the next tier, then profiles", `---
 apiVersion: projectcalico.org/v3
+kind: Tier
+metadata: {name: security}
+spec: {order: 100}
+---
+apiVersion: projectcalico.org/v3
 kind: GlobalNetworkPolicy
 metadata: {name: security.pass-y}
 spec:
@@ -269,7 +284,7 @@ spec:
 			tcp("y/b", "x/a", 80, true),  // passed, then only-b allows
 			tcp("y/c", "x/a", 80, false), // passed, then only-b's tier denies
 			tcp("z/c", "x/a", 80, true),  // security tier allows
-			why(tcp("x/c", "x/a", 80, false), `tier "security"`),
+			why(tcp("x/c", "x/a", 80, false), `tier security: no rule allowed it`),
 			why(tcp("y/c", "x/b", 80, true), "every tier passed"),
 		}},
 		{"global policy with namespaceSelector; network set", `---
@@ -337,6 +352,8 @@ spec:
 			udp("y/a", "x/a", 80, true),
 		}},
 	}
+	tests = append(tests, tierTests...)
+	tests = append(tests, matchTests...)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			m := world(t, tc.yaml)

@@ -168,13 +168,13 @@ func k8sRules(origin, peerField string, ports []api.K8sNetworkPolicyPort, peers 
 				return nil, err
 			}
 			if peer.NamespaceSelector == nil {
-				e.Selector = newScope(podSel, nil, namespace, false, true)
+				e.Selector = newScope(podSel, nil, namespace, false, true, nil)
 			} else {
 				nsSel, err := parseSel(o+".namespaceSelector", LabelSelectorString(peer.NamespaceSelector))
 				if err != nil {
 					return nil, err
 				}
-				e.Selector = newScope(podSel, nsSel, "", false, true)
+				e.Selector = newScope(podSel, nsSel, "", false, true, nil)
 			}
 		}
 		pm = append(pm, peerMatch{origin: o, entity: e})

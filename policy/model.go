@@ -12,6 +12,7 @@ import (
 
 	"github.com/tabby-net/tabby/api"
 	"github.com/tabby-net/tabby/policy/selector"
+	"github.com/tabby-net/tabby/proxy"
 )
 
 // Labels every endpoint carries besides its own, as Calico gives them.
@@ -36,6 +37,12 @@ type Input struct {
 	Namespaces            []*api.Namespace
 	NetworkSets           []*api.NetworkSet
 	GlobalNetworkSets     []*api.GlobalNetworkSet
+	Tiers                 []*api.Tier
+	// Services are the Services with their endpoints as the Service proxy derives them,
+	// for rules' services matches. When nil, Build derives them from the resources of
+	// ServiceKinds given to Add; the agent gives those it derived already.
+	Services []proxy.ServiceInput
+	services serviceResources
 }
 
 // Model is the policy state of a cluster, compiled: parsed selectors, resolved labels,
@@ -46,6 +53,8 @@ type Model struct {
 	Policies    []*Policy // in evaluation order: tier, then order, then name
 	Profiles    map[string]*Profile
 	Namespaces  map[string]map[string]string // name → labels (with the name labels)
+	Tiers       map[string]*Tier             // by name, those Tier resources define (see TierOf)
+	Services    map[string]*Service          // by "namespace/name" (see ServiceOf)
 
 	byAddr map[netip.Addr]*Endpoint
 }
@@ -59,7 +68,6 @@ type Endpoint struct {
 	Labels          map[string]string // own labels over its profiles' labelsToApply, plus Calico's
 	Profiles        []string
 	Ports           []api.WorkloadEndpointPort
-	ServiceAccount  string
 }
 
 // Key is "namespace/name".
@@ -93,12 +101,12 @@ type Policy struct {
 	// NamespaceSelector restricts a global policy to endpoints of matching namespaces; nil
 	// is every namespace.
 	NamespaceSelector *selector.Selector
-	// NoEndpoints is set when the policy cannot select any endpoint (a
-	// serviceAccountSelector, which tabby does not evaluate).
-	NoEndpoints     bool
-	Ingress, Egress bool // the policy's types
-	IngressRules    []Rule
-	EgressRules     []Rule
+	// ServiceAccountSelector restricts the policy to endpoints whose service account's
+	// labels it matches (serviceAccountLabels); nil is every endpoint.
+	ServiceAccountSelector *selector.Selector
+	Ingress, Egress        bool // the policy's types
+	IngressRules           []Rule
+	EgressRules            []Rule
 }
 
 // Key names the policy uniquely: "namespace/name" or "name".
@@ -129,9 +137,6 @@ type Rule struct {
 	ICMP        *api.ICMPFields
 	NotICMP     *api.ICMPFields
 	Src, Dst    Entity
-	// Never is set for a rule that can match nothing tabby knows (service account or
-	// service matches, which tabby does not evaluate).
-	Never bool
 }
 
 // Entity is one end of a rule.
@@ -140,6 +145,9 @@ type Entity struct {
 	Selector        *Scope // nil: any
 	NotSelector     *Scope
 	Ports, NotPorts []api.Port
+	// Service is a services match: the Service's endpoints and, as a destination, their
+	// ports of the Service's ports.
+	Service *ServiceRef
 }
 
 // Scope is what a rule's selector matches: labelled objects (endpoints, network sets)
@@ -154,11 +162,15 @@ type Scope struct {
 	Global bool
 	// EndpointsOnly leaves network sets out (Kubernetes peers select pods).
 	EndpointsOnly bool
-	Key           string
+	// ServiceAccounts, when set, keeps only endpoints of those service accounts (and so
+	// leaves network sets out).
+	ServiceAccounts *ServiceAccountMatch
+	Key             string
 }
 
-func newScope(sel, nsSel *selector.Selector, namespace string, global, endpointsOnly bool) *Scope {
-	s := &Scope{Selector: sel, Namespace: namespace, NamespaceSelector: nsSel, Global: global, EndpointsOnly: endpointsOnly}
+func newScope(sel, nsSel *selector.Selector, namespace string, global, endpointsOnly bool, sa *ServiceAccountMatch) *Scope {
+	s := &Scope{Selector: sel, Namespace: namespace, NamespaceSelector: nsSel, Global: global,
+		EndpointsOnly: endpointsOnly || sa != nil, ServiceAccounts: sa}
 	var b strings.Builder
 	b.WriteString(sel.String())
 	switch {
@@ -169,8 +181,11 @@ func newScope(sel, nsSel *selector.Selector, namespace string, global, endpoints
 	case namespace != "":
 		b.WriteString(" in namespace " + namespace)
 	}
-	if endpointsOnly {
+	if s.EndpointsOnly {
 		b.WriteString(" endpoints")
+	}
+	if sa != nil {
+		b.WriteString(sa.key())
 	}
 	s.Key = b.String()
 	return s
@@ -195,6 +210,9 @@ func (s *Scope) matchesObject(m *Model, ns string, labels map[string]string, isE
 		if ns != s.Namespace {
 			return false
 		}
+	}
+	if s.ServiceAccounts != nil && !s.ServiceAccounts.matches(labels) {
+		return false
 	}
 	return s.Selector.Evaluate(labels)
 }
@@ -250,7 +268,7 @@ func (m *Model) EndpointByKey(key string) *Endpoint {
 
 // Applies says whether policy p selects endpoint e (in either direction).
 func (p *Policy) Applies(m *Model, e *Endpoint) bool {
-	if p.NoEndpoints {
+	if p.ServiceAccountSelector != nil && !p.ServiceAccountSelector.EvaluateLabels(serviceAccountLabels(e.Labels)) {
 		return false
 	}
 	if p.Namespace != "" && p.Namespace != e.Namespace {
@@ -283,9 +301,21 @@ func Build(in Input) (*Model, error) {
 	m := &Model{
 		Profiles:   map[string]*Profile{},
 		Namespaces: map[string]map[string]string{},
+		Tiers:      map[string]*Tier{},
+		Services:   map[string]*Service{},
 		byAddr:     map[netip.Addr]*Endpoint{},
 	}
 	var errs []error
+	for _, t := range in.Tiers {
+		m.Tiers[t.Name] = compileTier(t)
+	}
+	services := in.Services
+	if services == nil {
+		services = in.services.derive(in.Endpoints)
+	}
+	for _, s := range services {
+		m.Services[s.Service.Namespace+"/"+s.Service.Name] = compileService(s)
+	}
 	for _, ns := range in.Namespaces {
 		l := maps.Clone(ns.Labels)
 		if l == nil {
@@ -327,6 +357,9 @@ func Build(in Input) (*Model, error) {
 			}
 		}
 		maps.Copy(labels, w.Labels)
+		if _, ok := labels[LabelServiceAccount]; !ok && w.Spec.ServiceAccountName != "" {
+			labels[LabelServiceAccount] = w.Spec.ServiceAccountName
+		}
 		labels[LabelNamespace] = w.Namespace
 		if w.Spec.Orchestrator != "" {
 			labels[LabelOrchestrator] = w.Spec.Orchestrator
@@ -334,7 +367,6 @@ func Build(in Input) (*Model, error) {
 		e := &Endpoint{
 			Namespace: w.Namespace, Name: w.Name, Node: w.Spec.Node, Interface: w.Spec.InterfaceName,
 			Addrs: addrs, Labels: labels, Profiles: w.Spec.Profiles, Ports: w.Spec.Ports,
-			ServiceAccount: w.Spec.ServiceAccountName,
 		}
 		m.Endpoints = append(m.Endpoints, e)
 	}
@@ -390,35 +422,20 @@ func Build(in Input) (*Model, error) {
 		}
 		m.Policies = append(m.Policies, cp)
 	}
-	slices.SortStableFunc(m.Policies, comparePolicies)
+	slices.SortStableFunc(m.Policies, m.comparePolicies)
 	return m, errors.Join(errs...)
 }
 
-// comparePolicies is Calico's evaluation order: tiers (see tierRank), then order (lower
+// comparePolicies is Calico's evaluation order: tiers (compareTiers), then order (lower
 // first, unset last), then name; a namespaced policy's name is "namespace/name" here.
-func comparePolicies(a, b *Policy) int {
-	if c := compareTiers(a.Tier, b.Tier); c != 0 {
+func (m *Model) comparePolicies(a, b *Policy) int {
+	if c := m.compareTiers(a.Tier, b.Tier); c != 0 {
 		return c
 	}
 	if c := cmp.Compare(a.Order, b.Order); c != 0 {
 		return c
 	}
 	return strings.Compare(a.Key(), b.Key())
-}
-
-// compareTiers orders tiers. tabby has no Tier resource, so tiers have no order field:
-// named tiers come first, by name, and the default tier last (as Calico's default tier,
-// order 1,000,000, usually does).
-func compareTiers(a, b string) int {
-	switch {
-	case a == b:
-		return 0
-	case a == api.DefaultTier:
-		return 1
-	case b == api.DefaultTier:
-		return -1
-	}
-	return strings.Compare(a, b)
 }
 
 func orderOf(o *float64) float64 {
@@ -434,6 +451,14 @@ func parseSel(field, s string) (*selector.Selector, error) {
 		return nil, fmt.Errorf("%s: %w", field, err)
 	}
 	return sel, nil
+}
+
+// parseOptionalSel parses a selector that may be empty (nil).
+func parseOptionalSel(field, s string) (*selector.Selector, error) {
+	if s == "" {
+		return nil, nil
+	}
+	return parseSel(field, s)
 }
 
 func hasType(types []api.PolicyType, t api.PolicyType) bool { return slices.Contains(types, t) }
@@ -457,8 +482,11 @@ func compileNetworkPolicy(p *api.NetworkPolicy) (*Policy, error) {
 	}
 	cp := &Policy{
 		Kind: KindNetworkPolicy, Namespace: p.Namespace, Name: p.Name, Tier: tierOf(s.Tier),
-		Order: orderOf(s.Order), Selector: sel, NoEndpoints: s.ServiceAccountSelector != "",
+		Order: orderOf(s.Order), Selector: sel,
 		Ingress: hasType(types, api.PolicyTypeIngress), Egress: hasType(types, api.PolicyTypeEgress),
+	}
+	if cp.ServiceAccountSelector, err = parseOptionalSel("spec.serviceAccountSelector", s.ServiceAccountSelector); err != nil {
+		return nil, err
 	}
 	if cp.IngressRules, err = compileRules("spec.ingress", s.Ingress, p.Namespace); err != nil {
 		return nil, err
@@ -490,8 +518,11 @@ func compileGlobalNetworkPolicy(p *api.GlobalNetworkPolicy) (*Policy, error) {
 	}
 	cp := &Policy{
 		Kind: KindGlobalNetworkPolicy, Name: p.Name, Tier: tierOf(s.Tier), Order: orderOf(s.Order),
-		Selector: sel, NamespaceSelector: nsSel, NoEndpoints: s.ServiceAccountSelector != "",
+		Selector: sel, NamespaceSelector: nsSel,
 		Ingress: hasType(types, api.PolicyTypeIngress), Egress: hasType(types, api.PolicyTypeEgress),
+	}
+	if cp.ServiceAccountSelector, err = parseOptionalSel("spec.serviceAccountSelector", s.ServiceAccountSelector); err != nil {
+		return nil, err
 	}
 	if cp.IngressRules, err = compileRules("spec.ingress", s.Ingress, ""); err != nil {
 		return nil, err
@@ -568,10 +599,6 @@ func compileRule(field string, r *api.Rule, namespace string) (Rule, error) {
 	if out.Dst, err = compileEntity(field+".destination", &r.Destination, namespace); err != nil {
 		return out, err
 	}
-	if r.Source.ServiceAccounts != nil || r.Source.Services != nil ||
-		r.Destination.ServiceAccounts != nil || r.Destination.Services != nil {
-		out.Never = true
-	}
 	return out, nil
 }
 
@@ -585,6 +612,21 @@ func compileEntity(field string, e *api.EntityRule, namespace string) (Entity, e
 		return out, fmt.Errorf("%s.notNets: %w", field, err)
 	}
 	out.Ports, out.NotPorts = e.Ports, e.NotPorts
+	if svc := e.Services; svc != nil {
+		ns := svc.Namespace
+		if ns == "" {
+			ns = namespace
+		}
+		out.Service = &ServiceRef{Namespace: ns, Name: svc.Name}
+	}
+	var sa *ServiceAccountMatch
+	if e.ServiceAccounts != nil {
+		saSel, err := parseOptionalSel(field+".serviceAccounts.selector", e.ServiceAccounts.Selector)
+		if err != nil {
+			return out, err
+		}
+		sa = newServiceAccountMatch(e.ServiceAccounts.Names, saSel)
+	}
 	var nsSel *selector.Selector
 	global := false
 	if e.NamespaceSelector != "" {
@@ -593,29 +635,31 @@ func compileEntity(field string, e *api.EntityRule, namespace string) (Entity, e
 		}
 		global = strings.TrimSpace(e.NamespaceSelector) == "global()"
 	}
-	scope := func(s string) (*Scope, error) {
+	// serviceAccounts restrict the selector, not the notSelector.
+	scope := func(s string, sa *ServiceAccountMatch) (*Scope, error) {
 		sel, err := parseSel(field, s)
 		if err != nil {
 			return nil, err
 		}
 		if global {
-			return newScope(sel, nil, "", true, false), nil
+			return newScope(sel, nil, "", true, false, sa), nil
 		}
-		return newScope(sel, nsSel, namespace, false, false), nil
+		return newScope(sel, nsSel, namespace, false, false, sa), nil
 	}
 	switch {
 	case e.Selector != "":
-		if out.Selector, err = scope(e.Selector); err != nil {
+		if out.Selector, err = scope(e.Selector, sa); err != nil {
 			return out, err
 		}
-	case e.NamespaceSelector != "":
-		// A namespaceSelector alone matches everything in those namespaces.
-		if out.Selector, err = scope("all()"); err != nil {
+	case e.NamespaceSelector != "" || sa != nil:
+		// A namespaceSelector or serviceAccounts alone matches everything in those
+		// namespaces (of those service accounts).
+		if out.Selector, err = scope("all()", sa); err != nil {
 			return out, err
 		}
 	}
 	if e.NotSelector != "" {
-		if out.NotSelector, err = scope(e.NotSelector); err != nil {
+		if out.NotSelector, err = scope(e.NotSelector, nil); err != nil {
 			return out, err
 		}
 	}
@@ -642,14 +686,18 @@ func (in *Input) Add(r api.Resource) bool {
 		in.NetworkSets = append(in.NetworkSets, r)
 	case *api.GlobalNetworkSet:
 		in.GlobalNetworkSets = append(in.GlobalNetworkSets, r)
+	case *api.Tier:
+		in.Tiers = append(in.Tiers, r)
+	case *api.Service, *api.Endpoints, *api.EndpointSlice:
+		in.services.add(r)
 	default:
 		return false
 	}
 	return true
 }
 
-// InputKinds are the plural names of the kinds Build reads.
+// InputKinds are the plural names of the kinds Build reads, besides ServiceKinds.
 var InputKinds = []string{
 	"workloadendpoints", "networkpolicies", "globalnetworkpolicies", "k8snetworkpolicies",
-	"profiles", "namespaces", "networksets", "globalnetworksets",
+	"profiles", "namespaces", "networksets", "globalnetworksets", "tiers",
 }

@@ -183,56 +183,73 @@ func TestRestartDelays(t *testing.T) {
 			{after: 3 * time.Second, kill: syscall.SIGTERM, node: "node3"}, {node: "node3"}}},
 	)
 
-	const interval = 50 * time.Millisecond
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			labtest.Poll(t, "settled before the case", 60*time.Second, settled)
-			p := l.With(t).StartPinger("w-default.w1", ip2.String(), interval)
-			labtest.Poll(t, "ping from w1 answered", 10*time.Second, func() string {
-				if len(p.Replies()) == 0 {
-					return "no reply yet"
-				}
-				return ""
-			})
-			killed := time.Now()
-			started := map[string]bool{}
-			for _, s := range c.steps {
-				// The scenario's delay, not a wait for a condition.
-				time.Sleep(s.after)
-				switch a := agents[s.node]; {
-				case s.upgrade:
-					a.upgrade(t)
-				case s.kill != 0:
-					a.kill(t, s.kill)
-				default:
-					a.start(t, l.t)
-					started[s.node] = true
-				}
-			}
-			took := labtest.Poll(t, "sessions re-established and synced, routes in place", 60*time.Second, settled)
-			for n := range started {
-				if !agents[n].runsInstalled(t) {
-					t.Errorf("%s's agent (pid %d) does not run the program installed at %s", n, agents[n].pid, agents[n].argv[0])
-				}
-			}
-			done := time.Now()
-			// Grace: the re-converged state holds and pings keep being answered after it.
-			labtest.Steady(t, "routes stay after re-sync", 2*time.Second, 100*time.Millisecond, settled)
-			replies, out := p.Stop(t)
-			after := 0
-			for _, r := range replies {
-				if r.At.After(done) {
-					after++
-				}
-			}
-			lost := labtest.Lost(replies)
-			t.Logf("%s: settled %s after the last restart (%s after the first kill); %d replies, %d lost, %d after settling",
-				c.name, took.Round(time.Millisecond), done.Sub(killed).Round(time.Millisecond), len(replies), len(lost), after)
-			if len(lost) > 0 || after == 0 {
-				lines := strings.Split(out, "\n")
-				t.Errorf("%s: %d pings lost (icmp_seq %v), %d answered after settling; ping output (tail):\n%s",
-					c.name, len(lost), lost, after, strings.Join(lines[max(0, len(lines)-30):], "\n"))
-			}
+			runRestartCase(t, l, agents, c, settled, pingTarget{"w-default.w1", ip2.String()})
 		})
+	}
+}
+
+// pingTarget is a ping kept running through a restart case: from a lab namespace (its
+// suffix) to an address.
+type pingTarget struct{ from, to string }
+
+// runRestartCase runs one case's steps while each ping of pings runs every 50 ms, waits
+// until settled holds again (and keeps holding for a grace period), and fails the test if
+// any ping lost a reply, or none was answered after settling.
+func runRestartCase(t *testing.T, l *lab, agents map[string]*agentProc, c restartCase, settled func() string, pings ...pingTarget) {
+	const interval = 50 * time.Millisecond
+	labtest.Poll(t, "settled before the case", 60*time.Second, settled)
+	pingers := make([]*labtest.Pinger, len(pings))
+	for i, pt := range pings {
+		p := l.With(t).StartPinger(pt.from, pt.to, interval)
+		labtest.Poll(t, "ping to "+pt.to+" answered", 10*time.Second, func() string {
+			if len(p.Replies()) == 0 {
+				return "no reply yet"
+			}
+			return ""
+		})
+		pingers[i] = p
+	}
+	killed := time.Now()
+	started := map[string]bool{}
+	for _, s := range c.steps {
+		// The scenario's delay, not a wait for a condition.
+		time.Sleep(s.after)
+		switch a := agents[s.node]; {
+		case s.upgrade:
+			a.upgrade(t)
+		case s.kill != 0:
+			a.kill(t, s.kill)
+		default:
+			a.start(t, l.t)
+			started[s.node] = true
+		}
+	}
+	took := labtest.Poll(t, "sessions re-established and synced, routes in place", 60*time.Second, settled)
+	for n := range started {
+		if !agents[n].runsInstalled(t) {
+			t.Errorf("%s's agent (pid %d) does not run the program installed at %s", n, agents[n].pid, agents[n].argv[0])
+		}
+	}
+	done := time.Now()
+	// Grace: the re-converged state holds and pings keep being answered after it.
+	labtest.Steady(t, "routes stay after re-sync", 2*time.Second, 100*time.Millisecond, settled)
+	for i, p := range pingers {
+		replies, out := p.Stop(t)
+		after := 0
+		for _, r := range replies {
+			if r.At.After(done) {
+				after++
+			}
+		}
+		lost := labtest.Lost(replies)
+		t.Logf("%s: ping to %s: settled %s after the last restart (%s after the first kill); %d replies, %d lost, %d after settling",
+			c.name, pings[i].to, took.Round(time.Millisecond), done.Sub(killed).Round(time.Millisecond), len(replies), len(lost), after)
+		if len(lost) > 0 || after == 0 {
+			lines := strings.Split(out, "\n")
+			t.Errorf("%s: ping to %s: %d pings lost (icmp_seq %v), %d answered after settling; ping output (tail):\n%s",
+				c.name, pings[i].to, len(lost), lost, after, strings.Join(lines[max(0, len(lines)-30):], "\n"))
+		}
 	}
 }

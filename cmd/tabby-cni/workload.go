@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"crypto/sha1"
 	"encoding/hex"
 	"errors"
@@ -32,6 +33,9 @@ const defaultNamespace = "default"
 const (
 	labelNamespace    = "projectcalico.org/namespace"
 	labelOrchestrator = "projectcalico.org/orchestrator"
+	// labelServiceAccount is the pod's service account, which policy's serviceAccounts
+	// matches read.
+	labelServiceAccount = "projectcalico.org/serviceaccount"
 )
 
 // Labels a runtime may pass in args naming the pod, as CRI runtimes label pod sandboxes;
@@ -60,6 +64,9 @@ type workloadID struct {
 	Workload     string // the pod's name, or the container ID
 	Orchestrator string
 	Labels       map[string]string // from the configuration's args
+	// ServiceAccount is the pod's service account: K8S_POD_SERVICE_ACCOUNT in CNI_ARGS,
+	// else the args' label projectcalico.org/serviceaccount ("" for none).
+	ServiceAccount string
 
 	Endpoint string // the WorkloadEndpoint's name
 	HostVeth string
@@ -73,6 +80,7 @@ type k8sArgs struct {
 	K8S_POD_NAME               types.UnmarshallableString
 	K8S_POD_INFRA_CONTAINER_ID types.UnmarshallableString
 	K8S_POD_UID                types.UnmarshallableString
+	K8S_POD_SERVICE_ACCOUNT    types.UnmarshallableString
 }
 
 // newWorkloadID derives a workload's identity from the configuration and the CNI_*
@@ -94,6 +102,8 @@ func newWorkloadID(c *netConf, containerID, ifName, cniArgs string) (*workloadID
 		Workload:     containerID,
 		Orchestrator: orchestratorCNI,
 		Labels:       c.labels,
+		// As Multus and CRI runtimes pass it; Calico's CNI plugin reads the pod instead.
+		ServiceAccount: cmp.Or(string(ka.K8S_POD_SERVICE_ACCOUNT), c.labels[labelServiceAccount]),
 	}
 	ns, pod := string(ka.K8S_POD_NAMESPACE), string(ka.K8S_POD_NAME)
 	switch {
@@ -144,6 +154,9 @@ func (id *workloadID) endpoint(addrs []netip.Addr, mac string) *api.WorkloadEndp
 	}
 	labels[labelNamespace] = id.Namespace
 	labels[labelOrchestrator] = id.Orchestrator
+	if id.ServiceAccount != "" {
+		labels[labelServiceAccount] = id.ServiceAccount
+	}
 	w := &api.WorkloadEndpoint{
 		TypeMeta: api.TypeMeta{Kind: "WorkloadEndpoint", APIVersion: api.VersionCalico},
 		ObjectMeta: api.ObjectMeta{
@@ -153,15 +166,16 @@ func (id *workloadID) endpoint(addrs []netip.Addr, mac string) *api.WorkloadEndp
 			Annotations: map[string]string{annotationNetwork: id.Network},
 		},
 		Spec: api.WorkloadEndpointSpec{
-			Orchestrator:  id.Orchestrator,
-			Workload:      id.Workload,
-			Node:          id.Node,
-			ContainerID:   id.ContainerID,
-			Pod:           id.Pod,
-			Endpoint:      id.IfName,
-			Profiles:      []string{"kns." + id.Namespace},
-			InterfaceName: id.HostVeth,
-			MAC:           mac,
+			Orchestrator:       id.Orchestrator,
+			Workload:           id.Workload,
+			Node:               id.Node,
+			ContainerID:        id.ContainerID,
+			Pod:                id.Pod,
+			Endpoint:           id.IfName,
+			Profiles:           []string{"kns." + id.Namespace},
+			InterfaceName:      id.HostVeth,
+			MAC:                mac,
+			ServiceAccountName: id.ServiceAccount,
 		},
 	}
 	for _, a := range addrs {
@@ -186,6 +200,7 @@ var fieldSources = []struct {
 	field, source string
 	code          uint
 }{
+	{"spec.serviceAccountName", "K8S_POD_SERVICE_ACCOUNT in CNI_ARGS or the label " + labelServiceAccount, types.ErrInvalidEnvironmentVariables},
 	{"metadata.labels", "args.cni.labels or args.tabby.labels in the network configuration", types.ErrInvalidNetworkConfig},
 	{"spec.node", "nodename in the network configuration (or the host name)", types.ErrInvalidNetworkConfig},
 	{"metadata.namespace", "K8S_POD_NAMESPACE in CNI_ARGS", types.ErrInvalidEnvironmentVariables},

@@ -125,6 +125,37 @@ func TestEndpoint(t *testing.T) {
 	}
 }
 
+// TestEndpointServiceAccount: the pod's service account, from K8S_POD_SERVICE_ACCOUNT
+// (which wins) or the args' label, is the endpoint's serviceAccountName and its label
+// projectcalico.org/serviceaccount, which policy's serviceAccounts matches read.
+func TestEndpointServiceAccount(t *testing.T) {
+	for _, c := range []struct{ extra, args, want string }{
+		{``, "K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-1;K8S_POD_SERVICE_ACCOUNT=robot", "robot"},
+		{`, "args": {"cni": {"labels": [{"key": "projectcalico.org/serviceaccount", "value": "clerk"}]}}`, "K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-1", "clerk"},
+		{`, "args": {"cni": {"labels": [{"key": "projectcalico.org/serviceaccount", "value": "clerk"}]}}`, "K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-1;K8S_POD_SERVICE_ACCOUNT=robot", "robot"},
+		{``, "K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-1", ""},
+	} {
+		id, err := newWorkloadID(testConf(t, c.extra), testCID, "eth0", c.args)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := id.endpoint([]netip.Addr{netip.MustParseAddr("10.244.0.5")}, "02:00:00:00:00:01")
+		if err := api.Validate(w); err != nil {
+			t.Fatal(err)
+		}
+		if label, ok := w.Labels[labelServiceAccount]; w.Spec.ServiceAccountName != c.want || label != c.want || ok != (c.want != "") {
+			t.Errorf("%s %s: serviceAccountName %q, label %q (%v), want %q", c.extra, c.args, w.Spec.ServiceAccountName, label, ok, c.want)
+		}
+	}
+	id, err := newWorkloadID(testConf(t, ""), testCID, "eth0", "K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-1;K8S_POD_SERVICE_ACCOUNT=Bad_SA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := id.validate(); err == nil || !strings.Contains(err.Error(), "K8S_POD_SERVICE_ACCOUNT") {
+		t.Errorf("invalid service account: %v", err)
+	}
+}
+
 func TestWorkloadValidate(t *testing.T) {
 	for _, c := range []struct {
 		extra, cid, ifName, args string

@@ -1,7 +1,7 @@
 // Command tabby-lab builds a multi-node tabby lab out of network namespaces on one machine:
 // the demo, and the base of every end-to-end test.
 //
-//	tabby-lab up --nodes 3 [--subnets 2] [--name lab] [--etcd-members 3] [--etcd-tls]
+//	tabby-lab up --nodes 3 [--subnets 2] [--ipv6] [--name lab] [--etcd-members 3] [--etcd-tls]
 //	tabby-lab workload add node1 NAMESPACE/NAME [--labels k=v,...]
 //	tabby-lab workload del NAMESPACE/NAME
 //	tabby-lab host add NAME [--subnet N]        # an extra namespace: a BIRD router, an "internet"
@@ -34,6 +34,11 @@
 //     Each node runs its own tabby-node agent; the first to start creates the lab's IP
 //     pool, default-ipv4-ippool 10.244.0.0/16 without encapsulation (not with up
 //     --no-default-pools).
+//
+// With up --ipv6 the underlay is dual stack: subnet i also has fd00:172:31:<i>::/64 (the
+// router at ::1, forwarding IPv6), each node and host the IPv6 address with its IPv4
+// address's digits (fd00:172:31:1::10 for 172.31.1.10), the agents --ip6 and the default
+// IPv6 pool fd00:10:244::/64, and the CNI configuration assigns IPv6 too.
 //   - tby-L-h-<name>: an extra host (host add): a BIRD or FRR router peering with the nodes,
 //     or an "internet" host for NAT tests. It is attached like a node (eth0, router port
 //     h-<name>) with address 172.31.<s>.<200+j>/24 and a default route via the router, but

@@ -81,6 +81,9 @@ func addHost(cmd *cobra.Command, st *labstate.State, h labstate.Host) (err error
 	defer rh.Close()
 	if st.Subnet(h.Subnet) == nil {
 		s := newSubnet(h.Subnet)
+		if st.IPv6 {
+			setSubnet6(&s)
+		}
 		if err := addBridge(rh, s); err != nil {
 			return err
 		}

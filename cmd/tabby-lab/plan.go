@@ -74,6 +74,44 @@ func subnetAddr(subnet, host int) netip.Addr {
 	return netip.AddrFrom4([4]byte{172, 31, byte(subnet), byte(host)})
 }
 
+// subnetAddr6 is subnetAddr's IPv6 twin in a dual-stack lab: fd00:172:31:<subnet>::<host>,
+// the subnet and host written with the same digits as in the IPv4 address (172.31.1.10 is
+// fd00:172:31:1::10), in a /64 per subnet.
+func subnetAddr6(subnet, host int) netip.Addr {
+	digits := func(n int) uint16 { // n's decimal digits read as hex
+		v, _ := strconv.ParseUint(strconv.Itoa(n), 16, 16)
+		return uint16(v)
+	}
+	var a [16]byte
+	for i, g := range []uint16{0xfd00, 0x172, 0x31, digits(subnet), 0, 0, 0, digits(host)} {
+		a[2*i], a[2*i+1] = byte(g>>8), byte(g)
+	}
+	return netip.AddrFrom16(a)
+}
+
+// dualStack gives a planned lab its IPv6 underlay: a /64 per subnet with the router at
+// ::1, and each node the IPv6 address with its IPv4 address's host part.
+func dualStack(st *labstate.State) {
+	st.IPv6 = true
+	for i := range st.Subnets {
+		setSubnet6(&st.Subnets[i])
+	}
+	for i := range st.Nodes {
+		setAddress6(&st.Nodes[i].Attachment)
+	}
+}
+
+// setSubnet6 gives a subnet its IPv6 prefix and the router's address on it.
+func setSubnet6(s *labstate.Subnet) {
+	s.CIDR6, s.Gateway6 = netip.PrefixFrom(subnetAddr6(s.Index, 0), 64), subnetAddr6(s.Index, 1)
+}
+
+// setAddress6 gives an attachment its IPv6 address and gateway from its IPv4 address.
+func setAddress6(a *labstate.Attachment) {
+	host := int(a.Address.Addr().As4()[3])
+	a.Address6, a.Gateway6 = netip.PrefixFrom(subnetAddr6(a.Subnet, host), 64), subnetAddr6(a.Subnet, 1)
+}
+
 func nodeAddress(k, subnet int) netip.Prefix {
 	return netip.PrefixFrom(subnetAddr(subnet, nodeHostBase+k), 24)
 }
@@ -210,14 +248,18 @@ func planHost(st *labstate.State, name string, subnet int) (labstate.Host, error
 		if used[a] {
 			continue
 		}
-		return labstate.Host{Name: name, Attachment: labstate.Attachment{
+		h := labstate.Host{Name: name, Attachment: labstate.Attachment{
 			Netns:      hostNetns(st.Name, name),
 			Interface:  nodeIfName,
 			RouterPort: hostRouterPort(name),
 			Subnet:     subnet,
 			Address:    netip.PrefixFrom(a, 24),
 			Gateway:    subnetGateway(subnet),
-		}}, nil
+		}}
+		if st.IPv6 {
+			setAddress6(&h.Attachment)
+		}
+		return h, nil
 	}
 	return labstate.Host{}, fmt.Errorf("subnet %d has no free host address left (.%d to .254)", subnet, hostHostBase)
 }

@@ -71,6 +71,9 @@ func collectStatus(st *labstate.State) *labstate.Status {
 	}
 	for _, sub := range st.Subnets {
 		s.Router.Addresses = append(s.Router.Addresses, netip.PrefixFrom(sub.Gateway, sub.CIDR.Bits()))
+		if sub.CIDR6.IsValid() {
+			s.Router.Addresses = append(s.Router.Addresses, netip.PrefixFrom(sub.Gateway6, sub.CIDR6.Bits()))
+		}
 	}
 	if !st.Ready {
 		s.Problems = append(s.Problems, "the lab's up did not finish: remove it with tabby-lab down")
@@ -138,7 +141,7 @@ func printStatus(w io.Writer, s *labstate.Status) error {
 
 	fmt.Fprintf(tw, "\nSUBNET\tCIDR\tBRIDGE (in %s)\tGATEWAY\n", s.Router.Netns)
 	for _, sub := range s.Subnets {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", sub.Index, sub.CIDR, sub.Bridge, sub.Gateway)
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", sub.Index, both(sub.CIDR, sub.CIDR6), sub.Bridge, both(sub.Gateway, sub.Gateway6))
 	}
 
 	fmt.Fprintf(tw, "\nNODE\tNETNS\tADDRESS\tSUBNET\tAGENT\tLOG\n")
@@ -147,12 +150,12 @@ func printStatus(w io.Writer, s *labstate.Status) error {
 		if n.Agent != nil {
 			agent, log = procWord(n.Agent), n.Agent.Log
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", n.Name, n.Netns, n.Address, n.Subnet, agent, log)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", n.Name, n.Netns, both(n.Address, n.Address6), n.Subnet, agent, log)
 	}
 	if len(s.Hosts) > 0 {
 		fmt.Fprintf(tw, "\nHOST\tNETNS\tADDRESS\tSUBNET\n")
 		for _, h := range s.Hosts {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\n", h.Name, h.Netns, h.Address, h.Subnet)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\n", h.Name, h.Netns, both(h.Address, h.Address6), h.Subnet)
 		}
 	}
 	if len(s.Workloads) > 0 {
@@ -207,4 +210,15 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// both prints an IPv4 value and, in a dual-stack lab, its IPv6 twin after a comma.
+func both[T interface {
+	IsValid() bool
+	String() string
+}](v4, v6 T) string {
+	if !v6.IsValid() {
+		return v4.String()
+	}
+	return v4.String() + "," + v6.String()
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/tabby-net/tabby/internal/labstate"
 	"github.com/tabby-net/tabby/internal/pki"
@@ -34,6 +35,7 @@ type upOptions struct {
 	agentBinary    string
 	noAgents       bool
 	noDefaultPools bool
+	ipv6           bool
 	wait           time.Duration
 	etcdMembers    int
 	etcdTLS        bool
@@ -61,6 +63,7 @@ lab up for inspection and exits non-zero.`,
 	f.StringVar(&o.agentBinary, "agent-binary", os.Getenv("TABBY_LAB_AGENT"), "program run as each node's agent (env TABBY_LAB_AGENT; default: tabby-node in --bin-dir)")
 	f.BoolVar(&o.noAgents, "no-agents", envBool("TABBY_LAB_NO_AGENTS"), "run no agents: the topology and etcd only (env TABBY_LAB_NO_AGENTS=1)")
 	f.BoolVar(&o.noDefaultPools, "no-default-pools", false, "the agents create no IP pool on first boot (default: the first creates "+labstate.DefaultPoolCIDR+", no encapsulation)")
+	f.BoolVar(&o.ipv6, "ipv6", false, "dual-stack underlay: a ULA /64 per subnet (fd00:172:31:<subnet>::/64), agents run with --ip6, workloads get IPv6 addresses too (default pools: also "+labstate.DefaultPool6CIDR+")")
 	f.DurationVar(&o.wait, "wait", 60*time.Second, "how long to wait for the agents to register their Nodes")
 	f.IntVar(&o.etcdMembers, "etcd-members", 1, fmt.Sprintf("members of the lab's etcd cluster (1 to %d), each a tabby-node --datastore-only in the router namespace on its own address", maxEtcdMembers))
 	f.BoolVar(&o.etcdTLS, "etcd-tls", false, "etcd serves only https, to clients with a certificate of a CA the lab makes; the agents, the CNI and tabbyctl get one")
@@ -100,6 +103,9 @@ func up(ctx context.Context, g *globals, o upOptions, stdout, stderr io.Writer) 
 
 	st.Binaries = bins
 	st.NoDefaultPools = o.noDefaultPools
+	if o.ipv6 {
+		dualStack(st)
+	}
 	st.Created = time.Now().UTC().Truncate(time.Second)
 	if err := build(ctx, st); err != nil {
 		return fmt.Errorf("up lab %s: %w", g.name, undo(g, err, &gone))
@@ -216,6 +222,11 @@ func build(ctx context.Context, st *labstate.State) error {
 	if err := setSysctl(st.Router.Netns, "net/ipv4/ip_forward", "1"); err != nil {
 		return err
 	}
+	if st.IPv6 {
+		if err := setSysctl(st.Router.Netns, "net/ipv6/conf/all/forwarding", "1"); err != nil {
+			return err
+		}
+	}
 	for _, s := range st.Subnets {
 		if err := addBridge(rh, s); err != nil {
 			return err
@@ -321,9 +332,14 @@ func addBridge(rh *nsHandle, s labstate.Subnet) error {
 	if err := rh.LinkAdd(br); err != nil {
 		return fmt.Errorf("router: add bridge %s: %w", s.Bridge, err)
 	}
-	addr := netip.PrefixFrom(s.Gateway, s.CIDR.Bits())
-	if err := rh.AddrAdd(br, &netlink.Addr{IPNet: ipNet(addr)}); err != nil {
-		return fmt.Errorf("router: address %s on %s: %w", addr, s.Bridge, err)
+	addrs := []netip.Prefix{netip.PrefixFrom(s.Gateway, s.CIDR.Bits())}
+	if s.CIDR6.IsValid() {
+		addrs = append(addrs, netip.PrefixFrom(s.Gateway6, s.CIDR6.Bits()))
+	}
+	for _, addr := range addrs {
+		if err := rh.AddrAdd(br, underlayAddr(addr)); err != nil {
+			return fmt.Errorf("router: address %s on %s: %w", addr, s.Bridge, err)
+		}
 	}
 	return rh.linkUp(s.Bridge)
 }
@@ -368,17 +384,41 @@ func attach(ctx context.Context, rh *nsHandle, a labstate.Attachment) error {
 	if err != nil {
 		return fmt.Errorf("%s: %s: %w", a.Netns, a.Interface, err)
 	}
-	if err := h.AddrAdd(eth, &netlink.Addr{IPNet: ipNet(a.Address)}); err != nil {
-		return fmt.Errorf("%s: address %s: %w", a.Netns, a.Address, err)
+	for _, addr := range []netip.Prefix{a.Address, a.Address6} {
+		if !addr.IsValid() {
+			continue
+		}
+		if err := h.AddrAdd(eth, underlayAddr(addr)); err != nil {
+			return fmt.Errorf("%s: address %s: %w", a.Netns, addr, err)
+		}
 	}
 	if err := h.LinkSetUp(eth); err != nil {
 		return fmt.Errorf("%s: set %s up: %w", a.Netns, a.Interface, err)
 	}
-	def := &netlink.Route{LinkIndex: eth.Attrs().Index, Dst: ipNet(netip.MustParsePrefix("0.0.0.0/0")), Gw: a.Gateway.AsSlice()}
-	if err := h.RouteAdd(def); err != nil {
-		return fmt.Errorf("%s: default route via %s: %w", a.Netns, a.Gateway, err)
+	for _, gw := range []netip.Addr{a.Gateway, a.Gateway6} {
+		if !gw.IsValid() {
+			continue
+		}
+		dst := netip.PrefixFrom(netip.IPv4Unspecified(), 0)
+		if gw.Is6() {
+			dst = netip.PrefixFrom(netip.IPv6Unspecified(), 0)
+		}
+		def := &netlink.Route{LinkIndex: eth.Attrs().Index, Dst: ipNet(dst), Gw: gw.AsSlice()}
+		if err := h.RouteAdd(def); err != nil {
+			return fmt.Errorf("%s: default route via %s: %w", a.Netns, gw, err)
+		}
 	}
 	return nil
+}
+
+// underlayAddr is an underlay address to add: an IPv6 one without duplicate address
+// detection, so that it is usable at once rather than tentative for a second or two.
+func underlayAddr(p netip.Prefix) *netlink.Addr {
+	a := &netlink.Addr{IPNet: ipNet(p)}
+	if p.Addr().Is6() {
+		a.Flags = unix.IFA_F_NODAD
+	}
+	return a
 }
 
 func ipNet(p netip.Prefix) *net.IPNet {
@@ -533,12 +573,19 @@ func agentArgv(st *labstate.State, n *labstate.Node) []string {
 		// upstream in the lab (a later --dns-upstream of the agent's own wins).
 		"--dns-upstream", "none",
 	)
+	if n.Address6.IsValid() {
+		argv = append(argv, "--ip6", n.Address6.String())
+	}
 	if st.NoDefaultPools {
 		return append(argv, "--no-default-pools")
 	}
 	// The lab's pods get 10.244.0.0/16 (the host's own 192.168.0.0/16 may be in use),
 	// unencapsulated: a one-subnet lab routes it natively, and this kernel may lack ipip.
-	return append(argv, "--default-ipv4-pool-cidr", labstate.DefaultPoolCIDR, "--default-ipv4-pool-ipip", "Never")
+	argv = append(argv, "--default-ipv4-pool-cidr", labstate.DefaultPoolCIDR, "--default-ipv4-pool-ipip", "Never")
+	if st.IPv6 {
+		argv = append(argv, "--default-ipv6-pool-cidr", labstate.DefaultPool6CIDR)
+	}
+	return argv
 }
 
 func indent(s string) string {

@@ -196,6 +196,9 @@ func cniConfList(st *labstate.State, node string, labels map[string]string) ([]b
 	plugin["log_file"] = filepath.Join(st.StateDir, "cni.log")
 	// The node-local DNS address every agent serves (tabby-node --dns-addresses).
 	plugin["cluster_dns"] = []string{labClusterDNS}
+	if st.IPv6 {
+		plugin["ipam"] = map[string]any{"assign_ipv4": "true", "assign_ipv6": "true"}
+	}
 	if len(labels) > 0 {
 		keys := make([]string, 0, len(labels))
 		for k := range labels {

@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -24,6 +25,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/tabby-net/tabby/datastore"
 	"github.com/tabby-net/tabby/datastore/embedded"
@@ -132,6 +134,7 @@ the command line wins over its variable.`,
 					return err
 				}
 			}
+			cmd.Flags().VisitAll(func(f *pflag.Flag) { a.Flags = append(a.Flags, "--"+f.Name+"="+f.Value.String()) })
 			return run(cmd.Context(), o)
 		},
 	}
@@ -205,7 +208,9 @@ var embeddedEtcdFlags = []string{"etcd-listen-client", "etcd-listen-peer", "etcd
 	"etcd-initial-cluster", "etcd-initial-cluster-state"}
 
 func run(ctx context.Context, o options) error {
-	logger, err := newLogger(o.logLevel)
+	// The recent lines are kept for tabbyctl node diags.
+	o.agent.Logs = agent.NewLogRing(agent.DefaultLogLines)
+	logger, err := newLogger(o.logLevel, io.MultiWriter(os.Stderr, o.agent.Logs))
 	if err != nil {
 		return err
 	}
@@ -266,12 +271,12 @@ func startDatastore(ctx context.Context, o options) (*embedded.Etcd, error) {
 	return etcd, nil
 }
 
-func newLogger(level string) (*slog.Logger, error) {
+func newLogger(level string, w io.Writer) (*slog.Logger, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
 }
 
 func splitList(s string) []string {

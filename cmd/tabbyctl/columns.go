@@ -145,6 +145,10 @@ var kindColumns = map[string][]column{
 			return r.(*api.GlobalNetworkPolicy).Spec.NamespaceSelector
 		}},
 	},
+	"tiers": {
+		{header: "ORDER", value: func(r api.Resource) string { return formatOrder(r.(*api.Tier).Spec.Order) }},
+		{header: "DEFAULTACTION", value: func(r api.Resource) string { return string(r.(*api.Tier).Spec.DefaultAction) }},
+	},
 	"globalnetworksets": {
 		{header: "NETS", value: func(r api.Resource) string { return strings.Join(r.(*api.GlobalNetworkSet).Spec.Nets, ",") }},
 	},

@@ -20,6 +20,12 @@ import (
 // ipamOn connects an IPAM client to the node, for the allocations tabby-cni would make.
 func ipamOn(t *testing.T, n *node) *ipam.Client {
 	t.Helper()
+	return ipam.New(dsOn(t, n), slog.New(slog.DiscardHandler))
+}
+
+// dsOn connects a datastore client to the node.
+func dsOn(t *testing.T, n *node) *datastore.Client {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	ds, err := datastore.Connect(ctx, datastore.Config{Endpoints: []string{n.endpoint}})
@@ -27,7 +33,7 @@ func ipamOn(t *testing.T, n *node) *ipam.Client {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ds.Close() })
-	return ipam.New(ds, slog.New(slog.DiscardHandler))
+	return ds
 }
 
 func apply(t *testing.T, n *node, manifest string) {

@@ -60,6 +60,7 @@ func newRootCommand() *cobra.Command {
 		newIPAMCommand(conn),
 		newNodeCommand(conn),
 		newPolicyCommand(conn),
+		newDatastoreCommand(conn),
 		newEtcdCommand(conn),
 	)
 	return root
@@ -88,6 +89,8 @@ func (c *connection) connect(ctx context.Context) (*datastore.Client, error) {
 	}
 	// Deleting a pool, or changing its CIDR, is refused while addresses are allocated in it.
 	ds.AddWriteCheck(ipam.PoolInUseCheck())
+	// Deleting a tier is refused while policies name it.
+	ds.AddWriteCheck(datastore.TierInUseCheck())
 	return ds, nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -21,9 +22,9 @@ import (
 func newNodeCommand(conn *connection) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "node",
-		Short: "show this node's BGP status, or every node",
+		Short: "show this node's BGP status, list or delete nodes",
 	}
-	cmd.AddCommand(newNodeStatusCommand(), newNodeReadinessCommand(), newNodeListCommand(conn))
+	cmd.AddCommand(newNodeStatusCommand(), newNodeReadinessCommand(), newNodeListCommand(conn), newNodeDeleteCommand(conn), newNodeDiagsCommand())
 	return cmd
 }
 
@@ -116,15 +117,41 @@ func printStatus(w io.Writer, st *nodestatus.Status, now time.Time) {
 		printReadiness(w, st)
 		return
 	}
-	fmt.Fprintf(w, "tabby-node %s (%s) is running: AS %d, address %s, router ID %s", st.Node, st.Role, st.ASN, st.Address, st.RouterID)
+	fmt.Fprintf(w, "tabby-node %s (%s) is running: AS %d, address %s", st.Node, st.Role, st.ASN, st.Address)
+	if st.Address6 != "" {
+		fmt.Fprintf(w, " and %s", st.Address6)
+	}
+	fmt.Fprintf(w, ", router ID %s", st.RouterID)
 	if st.ClusterID != "" {
 		fmt.Fprintf(w, ", route reflector cluster %s", st.ClusterID)
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintf(w, "\nIPv4 BGP status\n")
+	// Each family has sessions of its own, as calicoctl prints them: IPv4, then IPv6.
+	for _, fam := range []struct {
+		name string
+		v4   bool
+	}{{"IPv4", true}, {"IPv6", false}} {
+		var peers []nodestatus.Peer
+		for _, p := range st.Peers {
+			if a, err := netip.ParseAddr(p.Address); err == nil && a.Is4() == fam.v4 {
+				peers = append(peers, p)
+			}
+		}
+		if len(peers) == 0 && !fam.v4 {
+			continue
+		}
+		fmt.Fprintf(w, "\n%s BGP status\n", fam.name)
+		printPeers(w, peers, now)
+	}
+	fmt.Fprintf(w, "\nAdvertised: %s\nLearned routes: %d (synced: %v)\n", strings.Join(st.Advertised, ", "), st.Learned, st.Synced)
+	printReadiness(w, st)
+}
+
+// printPeers prints a table of peers.
+func printPeers(w io.Writer, peers []nodestatus.Peer, now time.Time) {
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
 	fmt.Fprintln(tw, "PEER ADDRESS\tPEER TYPE\tAS\tSTATE\tSINCE\tRECEIVED\tADVERTISED\tINFO")
-	for _, p := range st.Peers {
+	for _, p := range peers {
 		since := "-"
 		if !p.Since.IsZero() {
 			since = p.Since.Local().Format("15:04:05") + " (" + now.Sub(p.Since).Round(time.Second).String() + ")"
@@ -136,8 +163,6 @@ func printStatus(w io.Writer, st *nodestatus.Status, now time.Time) {
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%d\t%d\t%s\n", p.Address, p.Type, p.ASN, p.State, since, p.Received, p.Advertised, info)
 	}
 	tw.Flush()
-	fmt.Fprintf(w, "\nAdvertised: %s\nLearned routes: %d (synced: %v)\n", strings.Join(st.Advertised, ", "), st.Learned, st.Synced)
-	printReadiness(w, st)
 }
 
 // printReadiness prints the problems and whether the agent is ready (reasons that are
@@ -161,8 +186,12 @@ func printReadiness(w io.Writer, st *nodestatus.Status) {
 func newNodeListCommand(conn *connection) *cobra.Command {
 	return &cobra.Command{
 		Use:   "list",
-		Short: "list every node with its AS number, address and role",
-		Args:  cobra.NoArgs,
+		Short: "list every node with its AS number, address, role and whether its agent is alive",
+		Long: `list prints every node with its AS number, addresses and role, and in AGENT
+whether its tabby-node is alive: "alive" (since when it runs, and its version) while the
+agent keeps its etcd lease, "down" once the lease expired (the agent stopped, or has not
+reached etcd for the lease's 15 s).`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ds, err := conn.connect(cmd.Context())
 			if err != nil {
@@ -173,27 +202,49 @@ func newNodeListCommand(conn *connection) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			agents, err := ds.AgentRecords(cmd.Context())
+			if err != nil {
+				return err
+			}
 			asn := api.DefaultASNumber
 			if def, err := datastore.GetAs[*api.BGPConfiguration](cmd.Context(), ds, "", api.DefaultBGPConfigurationName); err == nil && def.Spec.ASNumber != nil {
 				asn = *def.Spec.ASNumber
 			}
-			slices.SortFunc(nodes, func(a, b *api.Node) int { return cmp.Compare(a.Name, b.Name) })
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 8, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tASN\tIPV4\tIPV6\tROLE")
-			for _, n := range nodes {
-				a, v4, v6, role := fmt.Sprintf("%d (cluster)", asn), "-", "-", "node"
-				if b := n.Spec.BGP; b != nil {
-					if b.ASNumber != nil {
-						a = fmt.Sprint(uint32(*b.ASNumber))
-					}
-					v4, v6 = cmp.Or(b.IPv4Address, "-"), cmp.Or(b.IPv6Address, "-")
-					if b.RouteReflectorClusterID != "" {
-						role = "route reflector (cluster " + b.RouteReflectorClusterID + ")"
-					}
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", n.Name, a, v4, v6, role)
-			}
-			return tw.Flush()
+			printNodes(cmd.OutOrStdout(), nodes, agents, asn, time.Now())
+			return nil
 		},
 	}
+}
+
+func printNodes(w io.Writer, nodes []*api.Node, agents map[string]datastore.AgentRecord, asn api.ASNumber, now time.Time) {
+	slices.SortFunc(nodes, func(a, b *api.Node) int { return cmp.Compare(a.Name, b.Name) })
+	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tASN\tIPV4\tIPV6\tROLE\tAGENT")
+	for _, n := range nodes {
+		a, v4, v6, role := fmt.Sprintf("%d (cluster)", asn), "-", "-", "node"
+		if b := n.Spec.BGP; b != nil {
+			if b.ASNumber != nil {
+				a = fmt.Sprint(uint32(*b.ASNumber))
+			}
+			v4, v6 = cmp.Or(b.IPv4Address, "-"), cmp.Or(b.IPv6Address, "-")
+			if b.RouteReflectorClusterID != "" {
+				role = "route reflector (cluster " + b.RouteReflectorClusterID + ")"
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", n.Name, a, v4, v6, role, agentState(agents, n.Name, now))
+	}
+	tw.Flush()
+}
+
+// agentState is a node's AGENT column: "alive since 15:04:05 (2h3m0s), v1.2" or "down".
+func agentState(agents map[string]datastore.AgentRecord, node string, now time.Time) string {
+	r, ok := agents[node]
+	if !ok {
+		return "down"
+	}
+	s := "alive since " + r.Started.Local().Format("15:04:05") + " (" + now.Sub(r.Started).Round(time.Second).String() + ")"
+	if r.Version != "" {
+		s += ", " + r.Version
+	}
+	return s
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -73,11 +74,12 @@ the source endpoint's egress and the destination endpoint's ingress must both al
 	return cmd
 }
 
-// loadPolicyModel reads every resource policy depends on and compiles the model. A
+// loadPolicyModel reads every resource policy depends on (with the Services whose
+// endpoints services matches stand for) and compiles the model. A
 // resource that does not compile is reported on the way, not fatal.
 func loadPolicyModel(ctx context.Context, ds *datastore.Client) (*policy.Model, error) {
 	var in policy.Input
-	for _, plural := range policy.InputKinds {
+	for _, plural := range slices.Concat(policy.InputKinds, policy.ServiceKinds) {
 		kind, err := api.LookupKind(plural)
 		if err != nil {
 			return nil, err

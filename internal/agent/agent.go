@@ -61,6 +61,10 @@ type Config struct {
 	PprofListen string
 	// Version is reported in tabby_build_info.
 	Version string
+	// Flags are the effective command-line settings ("--name=value"), for diagnostics.
+	Flags []string
+	// Logs keeps the recent log lines for diagnostics; nil keeps none.
+	Logs *LogRing
 }
 
 // PolicyConfig configures policy enforcement.
@@ -195,7 +199,8 @@ func Run(ctx context.Context, cfg Config, ds *datastore.Client, m *Metrics) erro
 	ipamc := ipam.New(ds, nil)
 	snap := snapshot.New(ds, ipamc, snapshotKinds(), slog.Default().With("component", "snapshot"))
 	ready := NewReadiness()
-	subs := []Subsystem{runFunc("snapshot", snap.Run), newDatastoreHealth(ds, snap, ready)}
+	lease := newAgentLease(ds, cfg.NodeName, cfg.Version)
+	subs := []Subsystem{runFunc("snapshot", snap.Run), newDatastoreHealth(ds, snap, ready), lease}
 	m.watchSnapshot(snap)
 
 	var learned *handoff[learnedRoutes] // BGP → routes
@@ -224,9 +229,9 @@ func Run(ctx context.Context, cfg Config, ds *datastore.Client, m *Metrics) erro
 		if err != nil {
 			return fmt.Errorf("policy: %w", err)
 		}
-		pol := newPolicySubsystem(cfg.NodeName, cfg.Policy, v4.IsValid(), snap, syncer, ready, m)
-		var exempt func(*snapshot.View) []netip.Addr
 		services = &serviceIndex{}
+		pol := newPolicySubsystem(cfg.NodeName, cfg.Policy, v4.IsValid(), snap, syncer, services, ready, m)
+		var exempt func(*snapshot.View) []netip.Addr
 		if cfg.DNS.Enabled {
 			d, err := newDNSSubsystem(cfg.DNS, snap, services, syncer, ready, m)
 			if err != nil {
@@ -244,7 +249,7 @@ func Run(ctx context.Context, cfg Config, ds *datastore.Client, m *Metrics) erro
 		}
 		// Every node probes its own endpoints of health-checked Services, whatever its
 		// proxy mode: the other nodes' proxies and DNS read the results.
-		subs = append(subs, newHealthProbeSubsystem(cfg.NodeName, ds, snap, services, m))
+		subs = append(subs, newHealthProbeSubsystem(cfg.NodeName, ds, snap, services, lease, m))
 		subs = append(subs, routes, pol,
 			runFunc("ipam-gc", func(ctx context.Context) error {
 				return ipamc.RunGarbageCollector(ctx, cfg.NodeName, cfg.IPAMGCInterval, ipam.GCOptions{})
@@ -260,6 +265,7 @@ func Run(ctx context.Context, cfg Config, ds *datastore.Client, m *Metrics) erro
 	}
 	subs = append(subs, newMemoryTrim(snap))
 	st := &statusServer{node: cfg.NodeName, role: cfg.Role, ready: ready, bgp: bgpSub}
+	st.diags = &diagCollector{status: st, version: cfg.Version, flags: cfg.Flags, logs: cfg.Logs, ipam: ipamc, run: runDiagCommand}
 	subs = append(subs, runFunc("status-socket", func(ctx context.Context) error { return st.serveSocket(ctx, cfg.StatusSocket) }))
 	if cfg.HealthListen != "" {
 		subs = append(subs, runFunc("health", func(ctx context.Context) error { return st.serveHealth(ctx, cfg.HealthListen) }))

@@ -193,7 +193,7 @@ func (a *bgpSubsystem) reconcile(ctx context.Context, v *snapshot.View) error {
 	if !selfInfo.Addr.IsValid() {
 		return fmt.Errorf("node %s has no spec.bgp.ipv4Address: BGP needs one", a.node)
 	}
-	self := bgp.Self{Name: a.node, Addr: selfInfo.Addr, ASN: cfg.ASN, RouterID: selfInfo.Addr, ClusterID: selfInfo.ClusterID, Labels: me.Labels}
+	self := bgp.Self{Name: a.node, Addr: selfInfo.Addr, Addr6: selfInfo.Addr6, ASN: cfg.ASN, RouterID: selfInfo.Addr, ClusterID: selfInfo.ClusterID, Labels: me.Labels}
 	if selfInfo.ASN != 0 {
 		self.ASN = selfInfo.ASN
 	}
@@ -222,7 +222,7 @@ func (a *bgpSubsystem) reconcile(ctx context.Context, v *snapshot.View) error {
 		}
 		a.identity = ident
 		a.severity = ""
-		a.log.Info("BGP speaker started", "asn", self.ASN, "router-id", self.RouterID, "port", cfg.ListenPort,
+		a.log.Info("BGP speaker started", "asn", self.ASN, "router-id", self.RouterID, "address6", self.Addr6, "port", cfg.ListenPort,
 			"route-reflector", self.ClusterID.IsValid(), "grpc", opts.GRPCAddress)
 	}
 
@@ -290,6 +290,9 @@ func (a *bgpSubsystem) report(ctx context.Context) nodestatus.Status {
 	}
 	self := a.identity.Self
 	r.ASN, r.Address, r.RouterID = self.ASN, self.Addr.String(), self.RouterID.String()
+	if self.Addr6.IsValid() {
+		r.Address6 = self.Addr6.String()
+	}
 	if self.ClusterID.IsValid() {
 		r.ClusterID = self.ClusterID.String()
 	}

@@ -20,16 +20,12 @@ import (
 	"github.com/tabby-net/tabby/proxy"
 )
 
-// healthLeaseTTL is how long the EndpointHealth records of an agent that stopped stay
-// (seconds): a restarted agent takes them over, one gone for good takes them with it.
-const healthLeaseTTL = 15
-
 // healthRetry spaces out record writes and lease grants that failed.
 const healthRetry = time.Second
 
 // healthProbeSubsystem probes this node's own endpoints of health-checked Services
 // (tabby.io/health-check) from the host, and records each endpoint's result in etcd
-// (EndpointHealth) when it changes, under a lease of this agent's. Every node's
+// (EndpointHealth) when it changes, under the agent's lease (agentLease). Every node's
 // serviceInputs read the records, so every proxy drops a failing endpoint.
 type healthProbeSubsystem struct {
 	node     string
@@ -37,12 +33,13 @@ type healthProbeSubsystem struct {
 	snap     *snapshot.Snapshot
 	services *serviceIndex
 	checker  *healthprobe.Checker
+	lease    *agentLease
 	m        *Metrics
 	log      *slog.Logger
 }
 
-func newHealthProbeSubsystem(node string, ds *datastore.Client, snap *snapshot.Snapshot, services *serviceIndex, m *Metrics) *healthProbeSubsystem {
-	return &healthProbeSubsystem{node: node, ds: ds, snap: snap, services: services, checker: healthprobe.NewChecker(nil), m: m,
+func newHealthProbeSubsystem(node string, ds *datastore.Client, snap *snapshot.Snapshot, services *serviceIndex, lease *agentLease, m *Metrics) *healthProbeSubsystem {
+	return &healthProbeSubsystem{node: node, ds: ds, snap: snap, services: services, checker: healthprobe.NewChecker(nil), lease: lease, m: m,
 		log: slog.Default().With("component", "healthprobe")}
 }
 
@@ -180,19 +177,17 @@ func desiredRecords(node string, p *healthprobe.Prober) map[string]*api.Endpoint
 }
 
 // writeRecords keeps this node's EndpointHealth records in etcd equal to the latest
-// desired set, under a lease it keeps alive: it puts a record that is new or changed
-// (or written under an earlier lease) and deletes one no longer desired. It starts
-// from this node's records in the first synced view (a previous run's, under its lease,
-// to be taken over or deleted). A write that fails is tried again after healthRetry; a
-// lease that expired (etcd out of reach longer than its TTL) is granted anew and every
-// record written again.
+// desired set, under the agent's lease: it puts a record that is new or changed (or
+// written under an earlier lease) and deletes one no longer desired. It starts from this
+// node's records in the first synced view (a previous run's, under its lease, to be
+// taken over or deleted). A write that fails is tried again after healthRetry; when the
+// lease expired and a new one was granted, every record is written again under it.
 func (h *healthProbeSubsystem) writeRecords(ctx context.Context, desired *handoff[map[string]*api.EndpointHealth]) {
 	var (
-		lease   clientv3.LeaseID
-		alive   <-chan *clientv3.LeaseKeepAliveResponse
 		written map[string]writtenRecord
 		retry   <-chan time.Time
 	)
+	lease, leaseChanged := h.lease.current()
 	for {
 		select {
 		case <-ctx.Done():
@@ -200,35 +195,17 @@ func (h *healthProbeSubsystem) writeRecords(ctx context.Context, desired *handof
 		case <-desired.changed():
 		case <-retry:
 			retry = nil
-		case _, ok := <-alive:
-			if ok {
-				continue
-			}
-			h.log.Warn("the lease of the endpoint health records expired; writing them again")
-			lease, alive = 0, nil
+		case <-leaseChanged:
+			lease, leaseChanged = h.lease.current()
 		}
 		want, ok := desired.get()
-		if !ok {
+		if !ok || lease == 0 {
 			continue
 		}
 		if written == nil {
 			written = map[string]writtenRecord{}
 			for k, r := range ownRecords(h.snap.View(), h.node) {
 				written[k] = writtenRecord{spec: r.Spec} // lease 0: the previous run's
-			}
-		}
-		if lease == 0 {
-			l, err := h.ds.Etcd().Grant(ctx, healthLeaseTTL)
-			if err == nil {
-				var ka <-chan *clientv3.LeaseKeepAliveResponse
-				if ka, err = h.ds.Etcd().KeepAlive(ctx, l.ID); err == nil {
-					lease, alive = l.ID, ka
-				}
-			}
-			if err != nil {
-				h.log.Warn("granting the lease of the endpoint health records failed; retrying", "err", err)
-				retry = time.After(healthRetry)
-				continue
 			}
 		}
 		if err := h.syncRecords(ctx, lease, want, written); err != nil && ctx.Err() == nil {

@@ -23,13 +23,15 @@ func runHealthProbes(t *testing.T, ds *datastore.Client, node string) (stop func
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	snap := snapshot.New(ds, nil, snapshotKinds(), slog.Default())
-	h := newHealthProbeSubsystem(node, ds, snap, &serviceIndex{}, nil)
-	done := make(chan error, 2)
+	lease := newAgentLease(ds, node, "test")
+	h := newHealthProbeSubsystem(node, ds, snap, &serviceIndex{}, lease, nil)
+	done := make(chan error, 3)
 	go func() { done <- snap.Run(ctx) }()
+	go func() { done <- lease.Run(ctx) }()
 	go func() { done <- h.Run(ctx) }()
 	return func() {
 		cancel()
-		for range 2 {
+		for range 3 {
 			if err := <-done; err != nil {
 				t.Errorf("%s: %v", node, err)
 			}

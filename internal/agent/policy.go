@@ -17,18 +17,20 @@ import (
 // policySubsystem compiles the policy model from the snapshot on every change that matters,
 // renders this node's filter table and hands it to felix's syncer, which writes only what
 // differs and repairs drift every refresh interval. The same syncer writes natOutgoing's
-// nat table (one writer for every tabby ipset).
+// nat table (one writer for every tabby ipset). Rules' services matches read the
+// Services' endpoints the proxy, DNS and BGP share (services).
 type policySubsystem struct {
-	node   string
-	cfg    PolicyConfig
-	nat    bool // render natOutgoing (the node has an IPv4 address)
-	snap   *snapshot.Snapshot
-	syncer *felix.PolicySyncer
-	kinds  []*api.Kind
-	log    *slog.Logger
+	node     string
+	cfg      PolicyConfig
+	nat      bool // render natOutgoing (the node has an IPv4 address)
+	snap     *snapshot.Snapshot
+	syncer   *felix.PolicySyncer
+	services *serviceIndex
+	kinds    []*api.Kind
+	log      *slog.Logger
 }
 
-func newPolicySubsystem(node string, cfg PolicyConfig, nat bool, snap *snapshot.Snapshot, syncer *felix.PolicySyncer, ready *Readiness, m *Metrics) *policySubsystem {
+func newPolicySubsystem(node string, cfg PolicyConfig, nat bool, snap *snapshot.Snapshot, syncer *felix.PolicySyncer, services *serviceIndex, ready *Readiness, m *Metrics) *policySubsystem {
 	syncer.Observe = m.observeApply
 	m.watchPolicy(syncer)
 	ready.Check("policy", func() []string {
@@ -43,7 +45,7 @@ func newPolicySubsystem(node string, cfg PolicyConfig, nat bool, snap *snapshot.
 	for i, p := range policy.InputKinds {
 		kinds[i] = mustKind(p)
 	}
-	return &policySubsystem{node: node, cfg: cfg, nat: nat, snap: snap, syncer: syncer, kinds: kinds,
+	return &policySubsystem{node: node, cfg: cfg, nat: nat, snap: snap, syncer: syncer, services: services, kinds: kinds,
 		log: slog.Default().With("component", "policy")}
 }
 
@@ -58,8 +60,12 @@ func (p *policySubsystem) Run(ctx context.Context) error {
 	var prev *snapshot.View
 	var lastNAT *felix.FilterState
 	fcfg := felix.PolicyConfig{EndpointToHostAction: p.cfg.EndpointToHostAction}
-	// The tunnel guard reads the Nodes and IP pools besides policy's kinds.
+	// The tunnel guard reads the Nodes and IP pools besides policy's kinds; services
+	// matches read the Services' endpoints, so a change of those renders again only while
+	// some rule has one.
 	renderKinds := append(slices.Clone(p.kinds), kindNodes, kindIPPools)
+	serviceKinds := []*api.Kind{kindServices, kindEndpoints, kindEndpointSlices}
+	usesServices := false
 	for {
 		select {
 		case <-ctx.Done():
@@ -79,13 +85,16 @@ func (p *policySubsystem) Run(ctx context.Context) error {
 				p.log.Debug("natOutgoing state", "sets", len(ns.IPSets), "chains", len(ns.Chains))
 			}
 		}
-		if v.Differs(prev, false, renderKinds...) {
+		if v.Differs(prev, false, renderKinds...) || (usesServices && v.Differs(prev, false, serviceKinds...)) {
 			start := time.Now()
 			fcfg.Tunnels = tunnelGuard(v)
-			m, err := policy.Build(policyInput(v, p.kinds))
+			in := policyInput(v, p.kinds)
+			in.Services = p.services.inputs(v)
+			m, err := policy.Build(in)
 			if err != nil {
 				p.log.Warn("resources left out of policy", "err", err)
 			}
+			usesServices = m.UsesServices()
 			fs := felix.RenderPolicy(m, p.node, fcfg)
 			p.syncer.Update(fs)
 			p.log.Debug("policy rendered", "policies", len(m.Policies), "endpoints", len(m.Endpoints),

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -16,11 +17,13 @@ import (
 )
 
 // statusServer answers node status and readiness: on the Unix socket tabbyctl reads
-// (GET /bgp, GET /readiness) and on the health port (GET /liveness, GET /readiness).
+// (GET /bgp, GET /readiness, GET /diags) and on the health port (GET /liveness, GET
+// /readiness).
 type statusServer struct {
 	node, role string
 	ready      *Readiness
-	bgp        *bgpSubsystem // nil with BGP off
+	bgp        *bgpSubsystem  // nil with BGP off
+	diags      *diagCollector // nil: GET /diags is 404
 }
 
 func (s *statusServer) status(ctx context.Context) (nodestatus.Status, bool) {
@@ -80,10 +83,26 @@ func (s *statusServer) serveSocket(ctx context.Context, path string) error {
 		_ = json.NewEncoder(w).Encode(st)
 	})
 	mux.HandleFunc("GET /readiness", s.serveReadiness)
+	if s.diags != nil {
+		mux.HandleFunc("GET /diags", s.serveDiags)
+	}
 	slog.Info("status socket listening", "path", path)
 	err = serveHTTP(ctx, l, mux)
 	os.Remove(path)
 	return err
+}
+
+// serveDiags answers GET /diags with the diagnostics archive (tar.gz), built whole
+// before it is sent so that a failure is a 500, not a cut archive.
+func (s *statusServer) serveDiags(w http.ResponseWriter, r *http.Request) {
+	var buf bytes.Buffer
+	if err := s.diags.write(r.Context(), &buf); err != nil {
+		http.Error(w, "diagnostics: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/gzip")
+	w.Header().Set(nodestatus.NodeHeader, s.node)
+	_, _ = w.Write(buf.Bytes())
 }
 
 // serveHealth serves GET /liveness and GET /readiness on addr (felix's health port), for

@@ -22,6 +22,10 @@ const File = "state.json"
 // (default-ipv4-ippool) unless the lab is up with --no-default-pools.
 const DefaultPoolCIDR = "10.244.0.0/16"
 
+// DefaultPool6CIDR is the CIDR of the IPv6 pool the first agent of a lab up with --ipv6
+// creates (unless NoDefaultPools): a ULA prefix that mirrors DefaultPoolCIDR.
+const DefaultPool6CIDR = "fd00:10:244::/64"
+
 // NsPrefix starts the name of every lab's network namespaces.
 const NsPrefix = "tby-"
 
@@ -41,13 +45,17 @@ type State struct {
 	// NoDefaultPools says the agents create no IP pool on first boot (up
 	// --no-default-pools); otherwise the first creates default-ipv4-ippool with
 	// DefaultPoolCIDR.
-	NoDefaultPools bool       `json:"noDefaultPools,omitempty"`
-	Router         Router     `json:"router"`
-	Etcd           Etcd       `json:"etcd"`
-	Subnets        []Subnet   `json:"subnets"`
-	Nodes          []Node     `json:"nodes"`
-	Hosts          []Host     `json:"hosts,omitempty"`
-	Workloads      []Workload `json:"workloads,omitempty"`
+	NoDefaultPools bool `json:"noDefaultPools,omitempty"`
+	// IPv6 says the underlay is dual stack (up --ipv6): every subnet has an IPv6 prefix,
+	// the router forwards IPv6, nodes and hosts have IPv6 addresses, the agents run with
+	// --ip6 and the lab's CNI configuration assigns IPv6 addresses too.
+	IPv6      bool       `json:"ipv6,omitempty"`
+	Router    Router     `json:"router"`
+	Etcd      Etcd       `json:"etcd"`
+	Subnets   []Subnet   `json:"subnets"`
+	Nodes     []Node     `json:"nodes"`
+	Hosts     []Host     `json:"hosts,omitempty"`
+	Workloads []Workload `json:"workloads,omitempty"`
 }
 
 // Binaries are the programs the lab runs, resolved to absolute paths by up.
@@ -145,6 +153,10 @@ type Subnet struct {
 	CIDR    netip.Prefix `json:"cidr"`
 	Bridge  string       `json:"bridge"`
 	Gateway netip.Addr   `json:"gateway"` // the router's address on it
+	// CIDR6 and Gateway6 are the subnet's IPv6 prefix and the router's IPv6 address on
+	// it; invalid unless the lab is dual stack.
+	CIDR6    netip.Prefix `json:"cidr6,omitzero"`
+	Gateway6 netip.Addr   `json:"gateway6,omitzero"`
 }
 
 // Attachment is how a node or host namespace hangs off the router: its interface, the
@@ -156,6 +168,9 @@ type Attachment struct {
 	Subnet     int          `json:"subnet"`
 	Address    netip.Prefix `json:"address"`
 	Gateway    netip.Addr   `json:"gateway"`
+	// Address6 and Gateway6 are the IPv6 address and default gateway of a dual-stack lab.
+	Address6 netip.Prefix `json:"address6,omitzero"`
+	Gateway6 netip.Addr   `json:"gateway6,omitzero"`
 }
 
 // Node is a lab node: a namespace running a tabby-node agent.

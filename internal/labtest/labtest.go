@@ -370,6 +370,27 @@ func (l *Lab) WorkloadIP(namespace, name string) netip.Addr {
 	return netip.Addr{}
 }
 
+// WorkloadIPs are the IPv4 and IPv6 addresses of a dual-stack workload of the lab (it
+// must have one of each).
+func (l *Lab) WorkloadIPs(namespace, name string) (v4, v6 netip.Addr) {
+	l.t.Helper()
+	w := l.State().Workload(namespace, name)
+	if w == nil {
+		l.t.Fatalf("lab %s has no workload %s/%s", l.Name, namespace, name)
+	}
+	for _, p := range w.IPs {
+		if p.Addr().Is4() {
+			v4 = p.Addr()
+		} else {
+			v6 = p.Addr()
+		}
+	}
+	if len(w.IPs) != 2 || !v4.IsValid() || !v6.IsValid() {
+		l.t.Fatalf("workload %s/%s of lab %s is not dual stack: %v", namespace, name, l.Name, w.IPs)
+	}
+	return v4, v6
+}
+
 // WorkloadVeth is the host side of a workload's veth, from its WorkloadEndpoint.
 func (l *Lab) WorkloadVeth(namespace, name string) string {
 	l.t.Helper()
@@ -399,11 +420,11 @@ func (l *Lab) NoPing(from, addr string) {
 }
 
 // felixRoutes maps a lab namespace's routes of felix's protocol that have a via (the
-// device, or the gateway) by destination: destination → via.
-func (l *Lab) felixRoutes(target string, via func(dev, gateway string) string) map[string]string {
+// device, or the gateway) by destination: destination → via. family is ip's: -4 or -6.
+func (l *Lab) felixRoutes(target, family string, via func(dev, gateway string) string) map[string]string {
 	l.t.Helper()
 	var routes []struct{ Dst, Dev, Gateway string }
-	out := l.OK("exec", target, "--", "ip", "-j", "route", "show", "proto", strconv.Itoa(felix.RouteProtocol))
+	out := l.OK("exec", target, "--", "ip", family, "-j", "route", "show", "proto", strconv.Itoa(felix.RouteProtocol))
 	if err := json.Unmarshal([]byte(out), &routes); err != nil {
 		l.t.Fatalf("ip -j route in %s: %v: %s", target, err, out)
 	}
@@ -420,14 +441,20 @@ func (l *Lab) felixRoutes(target string, via func(dev, gateway string) string) m
 // device (to workloads, and through tunnels).
 func (l *Lab) DeviceRoutes(target string) map[string]string {
 	l.t.Helper()
-	return l.felixRoutes(target, func(dev, _ string) string { return dev })
+	return l.felixRoutes(target, "-4", func(dev, _ string) string { return dev })
 }
 
 // GatewayRoutes lists a lab namespace's felix routes with a gateway: destination →
 // gateway (learned over BGP).
 func (l *Lab) GatewayRoutes(target string) map[string]string {
 	l.t.Helper()
-	return l.felixRoutes(target, func(_, gateway string) string { return gateway })
+	return l.felixRoutes(target, "-4", func(_, gateway string) string { return gateway })
+}
+
+// GatewayRoutes6 is GatewayRoutes for IPv6 routes.
+func (l *Lab) GatewayRoutes6(target string) map[string]string {
+	l.t.Helper()
+	return l.felixRoutes(target, "-6", func(_, gateway string) string { return gateway })
 }
 
 // pollInterval is how often Poll looks again.
@@ -488,5 +515,11 @@ spec: {cidr: 10.244.0.0/16, blockSize: 26, vxlanMode: ` + mode + `, natOutgoing:
 // BlockOf is the /26 a workload address sits in (Pool's block size).
 func BlockOf(a netip.Addr) string {
 	p, _ := a.Prefix(26)
+	return p.String()
+}
+
+// BlockOf6 is the /122 an IPv6 workload address sits in (IPv6 pools' default block size).
+func BlockOf6(a netip.Addr) string {
+	p, _ := a.Prefix(122)
 	return p.String()
 }

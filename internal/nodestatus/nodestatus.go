@@ -27,6 +27,7 @@ type Status struct {
 	Role       string   `json:"role"`
 	ASN        uint32   `json:"asn"`
 	Address    string   `json:"address"`
+	Address6   string   `json:"address6,omitempty"` // the IPv6 session address, if any
 	RouterID   string   `json:"routerID"`
 	ClusterID  string   `json:"clusterID,omitempty"`
 	Synced     bool     `json:"synced"`
@@ -53,6 +54,9 @@ type Peer struct {
 	Received   uint64    `json:"received"`
 	Advertised uint64    `json:"advertised"`
 }
+
+// NodeHeader names the node whose agent answered GET /diags.
+const NodeHeader = "X-Tabby-Node"
 
 // Readiness is what GET /readiness serves: 200 when Ready, else 503 with the reasons.
 type Readiness struct {
@@ -94,6 +98,28 @@ func (c *Client) Readiness(ctx context.Context) (*Readiness, error) {
 		return nil, fmt.Errorf("tabby-node readiness: %w", err)
 	}
 	return &rr, nil
+}
+
+// Diags fetches GET /diags: the diagnostics archive (tar.gz) of the agent, and its node.
+// The caller closes the body.
+func (c *Client) Diags(ctx context.Context) (node string, body io.ReadCloser, err error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://tabby-node/diags", nil)
+	if err != nil {
+		return "", nil, err
+	}
+	// Collecting runs commands and an IPAM check: allow more than a status read.
+	hc := *c.http
+	hc.Timeout = 2 * time.Minute
+	resp, err := hc.Do(req)
+	if err != nil {
+		return "", nil, fmt.Errorf("tabby-node diags: status socket %s: %w (is the agent running on this host? --socket names another)", c.Socket, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		resp.Body.Close()
+		return "", nil, fmt.Errorf("tabby-node diags: %s: %s", resp.Status, strings.TrimSpace(string(b)))
+	}
+	return resp.Header.Get(NodeHeader), resp.Body, nil
 }
 
 func (c *Client) get(ctx context.Context, path string, out any, okCodes ...int) error {
