@@ -106,3 +106,28 @@ func BenchmarkWatchLatency(b *testing.B) {
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
 }
+
+// BenchmarkConnect is what every tabby-cni and tabbyctl run pays to reach etcd: Connect
+// (dial, and a linearizable read of one key) and Close, over plain HTTP (the baseline)
+// and over TLS with a client certificate, in the same run.
+func BenchmarkConnect(b *testing.B) {
+	plain := datastoretest.StartEmbedded(b)
+	secure, files := datastoretest.StartEmbeddedTLS(b)
+	for _, bc := range []struct {
+		name string
+		cfg  datastore.Config
+	}{
+		{"plain", datastore.Config{Endpoints: plain.Endpoints()}},
+		{"tls", datastore.Config{Endpoints: secure.Endpoints(), CAFile: files.CAFile, CertFile: files.Client.CertFile, KeyFile: files.Client.KeyFile}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			for b.Loop() {
+				c, err := datastore.Connect(context.Background(), bc.cfg)
+				if err != nil {
+					b.Fatal(err)
+				}
+				c.Close()
+			}
+		})
+	}
+}

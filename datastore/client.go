@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -56,6 +57,8 @@ type Config struct {
 	// Observe, when set, is told of every unary request to etcd: its gRPC method's short
 	// name ("Range", "Txn", "LeaseGrant"), how long it took and its error (metrics).
 	Observe func(method string, d time.Duration, err error)
+
+	interceptor grpc.UnaryClientInterceptor // tests' fault injection (export_test.go)
 }
 
 // Client is a connection to etcd with typed access to tabby's resources. It is safe for
@@ -77,14 +80,23 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 	if len(endpoints) == 0 {
 		endpoints = []string{DefaultEndpoint}
 	}
-	secure := false
+	schemes := map[string]bool{}
 	for _, ep := range endpoints {
-		https, err := checkEndpoint(ep)
+		scheme, err := checkEndpoint(ep)
 		if err != nil {
 			return nil, err
 		}
-		secure = secure || https
+		schemes[scheme] = true
 	}
+	// The etcd client takes plain or TLS from the first endpoint for all of them, and
+	// drops the TLS files for http://: either would fail later as a mere timeout.
+	if schemes["http"] && schemes["https"] {
+		return nil, fmt.Errorf("etcd endpoints %s: some http://, some https://: give every member with the scheme it serves", strings.Join(endpoints, ","))
+	}
+	if len(cfg.Endpoints) > 0 && schemes["http"] && (cfg.CAFile != "" || cfg.CertFile != "" || cfg.KeyFile != "") {
+		return nil, fmt.Errorf("etcd endpoints %s are http:// but etcd TLS files are given: use https:// endpoints for a TLS etcd", strings.Join(endpoints, ","))
+	}
+	secure := schemes["https"]
 	tlsCfg, err := loadTLS(cfg, secure)
 	if err != nil {
 		return nil, err
@@ -103,7 +115,7 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 		TLS:         tlsCfg,
 		// The client logs every retry at warn level; only its errors are worth reading.
 		Logger:      zap.New(zapslog.NewCore(log.With("component", "etcd-client"), zapcore.ErrorLevel, nil)),
-		DialOptions: append(reconnectOptions(timeout), observeOptions(cfg.Observe)...),
+		DialOptions: slices.Concat(reconnectOptions(timeout), observeOptions(cfg.Observe), interceptorOptions(cfg.interceptor)),
 		// The client's default (2 MiB) would refuse a transaction the server accepts.
 		MaxCallSendMsgSize: MaxRequestBytes + grpcOverheadBytes,
 	})
@@ -118,6 +130,10 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 		etcd.Close()
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("connect to etcd at %s: %w", strings.Join(endpoints, ","), ctx.Err())
+		}
+		// The client only times out: a probe of each endpoint names what it can see.
+		if why := diagnose(ctx, endpoints, tlsCfg); why != "" {
+			return nil, fmt.Errorf("etcd at %s unreachable after %s: %s", strings.Join(endpoints, ","), timeout, why)
 		}
 		return nil, fmt.Errorf("etcd at %s unreachable after %s: %w", strings.Join(endpoints, ","), timeout, err)
 	}
@@ -154,19 +170,27 @@ func observeOptions(observe func(string, time.Duration, error)) []grpc.DialOptio
 		})}
 }
 
-// checkEndpoint accepts "host:port" and "http(s)://host:port" and says whether it is https.
-func checkEndpoint(ep string) (https bool, err error) {
+func interceptorOptions(i grpc.UnaryClientInterceptor) []grpc.DialOption {
+	if i == nil {
+		return nil
+	}
+	return []grpc.DialOption{grpc.WithChainUnaryInterceptor(i)}
+}
+
+// checkEndpoint accepts "host:port" and "http(s)://host:port" and returns the scheme
+// ("" for none).
+func checkEndpoint(ep string) (scheme string, err error) {
 	hostPort := ep
-	switch {
-	case strings.HasPrefix(ep, "https://"):
-		hostPort, https = strings.TrimPrefix(ep, "https://"), true
-	case strings.HasPrefix(ep, "http://"):
-		hostPort = strings.TrimPrefix(ep, "http://")
+	for _, s := range []string{"https", "http"} {
+		if rest, ok := strings.CutPrefix(ep, s+"://"); ok {
+			hostPort, scheme = rest, s
+			break
+		}
 	}
 	if host, port, err := net.SplitHostPort(hostPort); err != nil || host == "" || port == "" {
-		return false, fmt.Errorf("etcd endpoint %q: want host:port or http(s)://host:port", ep)
+		return "", fmt.Errorf("etcd endpoint %q: want host:port or http(s)://host:port", ep)
 	}
-	return https, nil
+	return scheme, nil
 }
 
 // loadTLS builds the client TLS config from the files in cfg; nil when neither a file

@@ -21,7 +21,8 @@ func TestConnectUnreachable(t *testing.T) {
 			c.Close()
 			t.Fatalf("Connect to %s succeeded", ep)
 		}
-		want := "etcd at " + ep + " unreachable after 300ms: context deadline exceeded"
+		// The client's own error is "context deadline exceeded"; the probe after it names the cause.
+		want := "etcd at " + ep + " unreachable after 300ms: " + ep + ": dial tcp " + addr + ": connect: connection refused"
 		if err.Error() != want {
 			t.Errorf("Connect to %s: %q, want %q", ep, err, want)
 		}

@@ -163,7 +163,7 @@ func (c *Client) txn(ctx context.Context, ops []Op, multi bool) ([]api.Resource,
 			return nil, err
 		}
 		// The Else branch re-reads, so a lost race costs no extra round trip.
-		resp, err := c.etcd.Txn(ctx).If(cmps...).Then(writes...).Else(reads...).Commit()
+		resp, err := c.commit(ctx, what, cmps, writes, reads)
 		if err != nil {
 			return nil, txnError(what, err)
 		}
@@ -186,6 +186,72 @@ func (c *Client) txn(ctx context.Context, ops []Op, multi bool) ([]api.Resource,
 		case <-time.After(backoff):
 		}
 	}
+}
+
+// maxResends bounds how often commit sends a transaction again after the member serving
+// it failed; the client moves to another member meanwhile.
+const maxResends = 5
+
+// commit sends a transaction. When the member serving it fails mid-request (Unavailable:
+// it died, or its connection broke), etcd may or may not have applied it, so commit sends
+// it again, unchanged, until a member answers. Its compares keep it from applying twice;
+// when they fail because an earlier send was applied, the keys read back hold exactly
+// what it wrote (a create's value has its own UID), and that is success, at the revision
+// that wrote them.
+func (c *Client) commit(ctx context.Context, what string, cmps []clientv3.Cmp, writes, reads []clientv3.Op) (*clientv3.TxnResponse, error) {
+	resp, err := c.etcd.Txn(ctx).If(cmps...).Then(writes...).Else(reads...).Commit()
+	for resend := 1; resend <= maxResends && status.Code(err) == codes.Unavailable; resend++ {
+		c.log.Info("etcd member failed during a transaction; sending it again", "txn", what, "resend", resend, "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(time.Duration(resend) * 100 * time.Millisecond):
+		}
+		resp, err = c.etcd.Txn(ctx).If(cmps...).Then(writes...).Else(reads...).Commit()
+		if err == nil && !resp.Succeeded {
+			if rev, ok := appliedEarlier(resp, writes, reads); ok {
+				resp.Succeeded, resp.Header.Revision = true, rev
+			}
+		}
+	}
+	return resp, err
+}
+
+// appliedEarlier says whether the keys a failed transaction read back hold what its writes
+// would have written (puts: that value; deletes: no key), as when an earlier send of it
+// was applied. It returns the revision of that write. Writes to keys it did not read
+// (a write hook's) go with the others: one transaction.
+func appliedEarlier(resp *clientv3.TxnResponse, writes, reads []clientv3.Op) (int64, bool) {
+	read := map[string]bool{}
+	for _, o := range reads {
+		if len(o.RangeBytes()) == 0 {
+			read[string(o.KeyBytes())] = true
+		}
+	}
+	cur := map[string]*mvccpb.KeyValue{}
+	for _, r := range resp.Responses {
+		for _, kv := range r.GetResponseRange().GetKvs() {
+			cur[string(kv.Key)] = kv
+		}
+	}
+	rev, checked := resp.Header.Revision, 0
+	for _, w := range writes {
+		key := string(w.KeyBytes())
+		if !read[key] {
+			continue
+		}
+		kv := cur[key]
+		switch {
+		case w.IsPut() && (kv == nil || string(kv.Value) != string(w.ValueBytes())):
+			return 0, false
+		case w.IsPut():
+			rev = kv.ModRevision
+		case w.IsDelete() && kv != nil:
+			return 0, false
+		}
+		checked++
+	}
+	return rev, checked > 0
 }
 
 // checkSize refuses a transaction whose keys and values exceed MaxRequestBytes, before

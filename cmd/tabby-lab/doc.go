@@ -1,14 +1,14 @@
 // Command tabby-lab builds a multi-node tabby lab out of network namespaces on one machine:
 // the demo, and the base of every end-to-end test.
 //
-//	tabby-lab up --nodes 3 [--subnets 2] [--ipv6] [--name lab]
+//	tabby-lab up --nodes 3 [--subnets 2] [--ipv6] [--name lab] [--etcd-members 3] [--etcd-tls]
 //	tabby-lab workload add node1 NAMESPACE/NAME [--labels k=v,...]
 //	tabby-lab workload del NAMESPACE/NAME
 //	tabby-lab host add NAME [--subnet N]        # an extra namespace: a BIRD router, an "internet"
 //	tabby-lab host del NAME
 //	tabby-lab exec TARGET -- CMD [ARG...]       # TARGET: router, nodeN, a host, NAMESPACE/NAME
 //	tabby-lab ctl [--node nodeN] ARG...         # tabbyctl inside the lab
-//	tabby-lab etcd stop|start                   # a datastore outage: stop the etcd, start it again
+//	tabby-lab etcd stop|start [--member etcdK]  # a datastore outage: stop the etcd, start it again
 //	tabby-lab status [-o json]
 //	tabby-lab list [-q]                         # every lab here, with leftovers of crashes
 //	tabby-lab down
@@ -23,7 +23,9 @@
 //     with the router's address 172.31.<i>.1/24 on bridge i, and forwards between them. It
 //     knows only its connected subnets, never a pod route, as a plain L3 underlay router.
 //     The lab's etcd (tabby-node --datastore-only) runs here, serving clients on
-//     http://172.31.1.1:2379, so every node reaches it through its gateway.
+//     http://172.31.1.1:2379, so every node reaches it through its gateway. With
+//     --etcd-members N, member etcd<k> runs here on an address of its own, 172.31.1.<k>
+//     on br1; with --etcd-tls on https only, for clients with the lab's certificate.
 //   - tby-L-node<k> (k = 1..N): one per node, named node<k>. Its eth0 is a veth whose peer,
 //     named node<k> in the router namespace, is a port of its subnet's bridge. Node k sits on
 //     subnet ((k-1) mod S)+1 (round-robin over S subnets) with address 172.31.<s>.<9+k>/24
@@ -55,7 +57,7 @@
 //
 //   - /run/tabby-lab/L/state.json: the lab's topology, process ids (with their start times,
 //     so a reused pid is never mistaken for ours), binaries and workloads. Written atomically.
-//   - /run/tabby-lab/L/etcd.log, node<k>.log: the output of the etcd and of each agent.
+//   - /run/tabby-lab/L/etcd<k>.log, node<k>.log: the output of each etcd member and of each agent.
 //   - /run/tabby-lab/L/cni.log (the plugin's log file) and cni-cache/ (libcni's cache of
 //     results, which DEL reads back).
 //   - /var/tmp/tabby-lab/L/: data: datastore/ for etcd, node<k>/ for each agent.

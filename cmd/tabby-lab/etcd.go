@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -18,8 +19,10 @@ func newEtcdCommand(g *globals) *cobra.Command {
 and everything else of the lab in place: the agents, the CNI and tabbyctl then find the
 datastore unreachable, as in an outage of the whole etcd cluster. etcd start runs it
 again with the command line it was first started with, on the same data, and returns once
-it serves.`,
+it serves. With --member NAME (etcd1, etcd2, ... of up --etcd-members) only that member
+stops or starts: the cluster goes on while a majority runs.`,
 	}
+	var member string
 	// locked runs f with the lab's state, holding its lock.
 	locked := func(f func(cmd *cobra.Command, st *labstate.State) error) func(*cobra.Command, []string) error {
 		return func(cmd *cobra.Command, _ []string) error {
@@ -36,7 +39,7 @@ it serves.`,
 		Short: "stop the lab's etcd (a stopped one stays stopped)",
 		Args:  cobra.NoArgs,
 		RunE: locked(func(cmd *cobra.Command, st *labstate.State) error {
-			return stopEtcd(st, cmd.ErrOrStderr())
+			return stopEtcd(st, member, cmd.ErrOrStderr())
 		}),
 	}
 	start := &cobra.Command{
@@ -44,49 +47,88 @@ it serves.`,
 		Short: "start the lab's etcd again and wait until it serves",
 		Args:  cobra.NoArgs,
 		RunE: locked(func(cmd *cobra.Command, st *labstate.State) error {
-			return startEtcd(cmd.Context(), st)
+			return startEtcd(cmd.Context(), st, member)
 		}),
 	}
+	cmd.PersistentFlags().StringVar(&member, "member", "", "only this member of the lab's etcd (default: every member)")
 	cmd.AddCommand(stop, start)
 	return cmd
 }
 
-// stopEtcd stops the etcd the lab records; one that is not running is left as it is.
-func stopEtcd(st *labstate.State, stderr io.Writer) error {
-	p := st.Etcd.Process
-	if p == nil {
-		return fmt.Errorf("lab %s records no etcd process", st.Name)
+// etcdMembers are the indexes of the members that member names: all of them when it is
+// empty.
+func etcdMembers(st *labstate.State, member string) ([]int, error) {
+	var idx []int
+	var names []string
+	for i, m := range st.Etcd.Members {
+		if member == "" || m.Name == member {
+			idx = append(idx, i)
+		}
+		names = append(names, m.Name)
 	}
-	if !alive(p) {
-		fmt.Fprintf(stderr, "tabby-lab: etcd (pid %d) of lab %s is not running\n", p.PID, st.Name)
-		return nil
+	switch {
+	case len(st.Etcd.Members) == 0:
+		return nil, fmt.Errorf("lab %s records no etcd members (made by an older tabby-lab?): tabby-lab up --name %s", st.Name, st.Name)
+	case len(idx) == 0:
+		return nil, fmt.Errorf("lab %s has no etcd member %q (its members: %s)", st.Name, member, strings.Join(names, ", "))
 	}
-	if err := stopAll([]int{p.PID}); err != nil {
+	return idx, nil
+}
+
+// stopEtcd stops the lab's etcd members (or the one named); one that is not running is
+// left as it is.
+func stopEtcd(st *labstate.State, member string, stderr io.Writer) error {
+	idx, err := etcdMembers(st, member)
+	if err != nil {
+		return err
+	}
+	var pids []int
+	for _, i := range idx {
+		m := st.Etcd.Members[i]
+		if !alive(m.Process) {
+			fmt.Fprintf(stderr, "tabby-lab: etcd member %s (pid %d) of lab %s is not running\n", m.Name, pidOf(m.Process), st.Name)
+			continue
+		}
+		pids = append(pids, m.Process.PID)
+	}
+	if err := stopAll(pids); err != nil {
 		return fmt.Errorf("stop etcd of lab %s: %w", st.Name, err)
 	}
 	return nil
 }
 
-// startEtcd starts the lab's etcd again with its recorded command line, in its namespace
-// and appending to its log, and waits until it serves.
-func startEtcd(ctx context.Context, st *labstate.State) error {
-	p := st.Etcd.Process
-	switch {
-	case p == nil || len(p.Argv) == 0:
-		return fmt.Errorf("lab %s records no etcd command line to start again (made by an older tabby-lab?): tabby-lab up --name %s", st.Name, st.Name)
-	case alive(p):
-		return fmt.Errorf("etcd (pid %d) of lab %s is running already", p.PID, st.Name)
-	}
-	etcd, err := startDetached(st.Etcd.Netns, p.Argv, p.Log)
+// startEtcd starts the lab's stopped etcd members (or the one named) again as up started
+// them, on the same data, and waits until etcd serves.
+func startEtcd(ctx context.Context, st *labstate.State, member string) error {
+	idx, err := etcdMembers(st, member)
 	if err != nil {
-		return fmt.Errorf("start etcd of lab %s: %w", st.Name, err)
+		return err
 	}
-	st.Etcd.Process = etcd.Process
+	var procs []*started
+	for _, i := range idx {
+		m := st.Etcd.Members[i]
+		if alive(m.Process) {
+			if member != "" || len(idx) == 1 {
+				return fmt.Errorf("etcd member %s (pid %d) of lab %s is running already", m.Name, m.Process.PID, st.Name)
+			}
+			continue
+		}
+		p, err := startEtcdMember(st, i)
+		if err != nil {
+			return fmt.Errorf("start etcd of lab %s: %w", st.Name, err)
+		}
+		procs = append(procs, p)
+	}
+	if len(procs) == 0 {
+		return fmt.Errorf("every etcd member of lab %s is running already", st.Name)
+	}
 	if err := st.Save(); err != nil {
 		return err
 	}
-	if err := waitEtcd(ctx, st, etcd, etcdWait); err != nil {
-		return fmt.Errorf("start etcd of lab %s: %w", st.Name, err)
+	for _, p := range procs {
+		if err := waitEtcd(ctx, st, p, etcdWait); err != nil {
+			return fmt.Errorf("start etcd of lab %s: %w", st.Name, err)
+		}
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/netip"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -25,7 +26,9 @@ const (
 	hostHostBase   = 200 // hosts have host parts 200..254
 	maxHostName    = 12  // so that the router port "h-<name>" fits IFNAMSIZ
 	etcdClientPort = 2379
-	etcdPeerURL    = "http://127.0.0.1:2380"
+	etcdPeerPort   = 2380
+	etcdPeerURL    = "http://127.0.0.1:2380" // a lone member's: on loopback, no peer reaches it
+	maxEtcdMembers = 7                       // addresses .1 to .7 of subnet 1; nodes start at .10
 	nodeIfName     = "eth0"
 	workloadIfName = "eth0"
 	routerName     = "router"
@@ -53,17 +56,14 @@ func validateLabName(name string) error {
 // labPrefix is the prefix of every namespace of the lab.
 func labPrefix(lab string) string { return labstate.NetnsPrefix(lab) }
 
-func routerNetns(lab string) string     { return labPrefix(lab) + routerName }
-func nodeNetns(lab, node string) string { return labPrefix(lab) + node }
-func hostNetns(lab, host string) string { return labPrefix(lab) + "h-" + host }
-func nodeName(k int) string             { return "node" + strconv.Itoa(k) }
-func bridgeName(subnet int) string      { return "br" + strconv.Itoa(subnet) }
-func hostRouterPort(host string) string { return "h-" + host }
-func netnsPath(ns string) string        { return netnsDir + "/" + ns }
-func nodeSubnet(k, subnets int) int     { return (k-1)%subnets + 1 }
-func etcdEndpoint() string {
-	return "http://" + netip.AddrPortFrom(subnetGateway(1), etcdClientPort).String()
-}
+func routerNetns(lab string) string       { return labPrefix(lab) + routerName }
+func nodeNetns(lab, node string) string   { return labPrefix(lab) + node }
+func hostNetns(lab, host string) string   { return labPrefix(lab) + "h-" + host }
+func nodeName(k int) string               { return "node" + strconv.Itoa(k) }
+func bridgeName(subnet int) string        { return "br" + strconv.Itoa(subnet) }
+func hostRouterPort(host string) string   { return "h-" + host }
+func netnsPath(ns string) string          { return netnsDir + "/" + ns }
+func nodeSubnet(k, subnets int) int       { return (k-1)%subnets + 1 }
 func subnetGateway(subnet int) netip.Addr { return subnetAddr(subnet, 1) }
 
 func subnetCIDR(subnet int) netip.Prefix {
@@ -198,7 +198,10 @@ func plan(lab string, nodes, subnets int, stateDir, dataDir string) (*labstate.S
 		StateDir: stateDir,
 		DataDir:  dataDir,
 		Router:   labstate.Router{Netns: routerNetns(lab)},
-		Etcd:     labstate.Etcd{Endpoint: etcdEndpoint(), Netns: routerNetns(lab)},
+		Etcd:     labstate.Etcd{Netns: routerNetns(lab)},
+	}
+	if err := planEtcd(st, 1, false); err != nil {
+		return nil, err
 	}
 	for i := 1; i <= subnets; i++ {
 		st.Subnets = append(st.Subnets, newSubnet(i))
@@ -259,4 +262,75 @@ func planHost(st *labstate.State, name string, subnet int) (labstate.Host, error
 		return h, nil
 	}
 	return labstate.Host{}, fmt.Errorf("subnet %d has no free host address left (.%d to .254)", subnet, hostHostBase)
+}
+
+// planEtcd lays out the lab's etcd: members etcd1..etcdN in the router namespace, member k
+// on subnet 1's address .k (the router's own address is .1), serving clients on 2379 and
+// peers on 2380 of that address. A lone member keeps its peer port on loopback. With
+// useTLS every URL is https and the PEM files are in the state directory's pki/.
+func planEtcd(st *labstate.State, members int, useTLS bool) error {
+	if members < 1 || members > maxEtcdMembers {
+		return fmt.Errorf("--etcd-members %d: want 1 to %d (odd: etcd needs a majority of its members)", members, maxEtcdMembers)
+	}
+	scheme := "http"
+	st.Etcd.TLS = nil
+	if useTLS {
+		scheme = "https"
+		dir := filepath.Join(st.StateDir, "pki")
+		st.Etcd.TLS = &labstate.EtcdTLS{
+			CAFile:   filepath.Join(dir, "ca.pem"),
+			CertFile: filepath.Join(dir, "client.pem"), KeyFile: filepath.Join(dir, "client-key.pem"),
+			ServerCertFile: filepath.Join(dir, "server.pem"), ServerKeyFile: filepath.Join(dir, "server-key.pem"),
+		}
+	}
+	st.Etcd.Members = nil
+	var endpoints []string
+	for k := 1; k <= members; k++ {
+		a := subnetAddr(1, k)
+		m := labstate.EtcdMember{
+			Name:      "etcd" + strconv.Itoa(k),
+			Address:   a,
+			ClientURL: scheme + "://" + netip.AddrPortFrom(a, etcdClientPort).String(),
+			PeerURL:   scheme + "://" + netip.AddrPortFrom(a, etcdPeerPort).String(),
+		}
+		if members == 1 {
+			m.PeerURL = etcdPeerURL
+		}
+		m.DataDir = filepath.Join(st.DataDir, m.Name)
+		st.Etcd.Members = append(st.Etcd.Members, m)
+		endpoints = append(endpoints, m.ClientURL)
+	}
+	st.Etcd.Endpoint = strings.Join(endpoints, ",")
+	return nil
+}
+
+// etcdInitialCluster is --etcd-initial-cluster for the lab's members.
+func etcdInitialCluster(st *labstate.State) string {
+	var parts []string
+	for _, m := range st.Etcd.Members {
+		parts = append(parts, m.Name+"="+m.PeerURL)
+	}
+	return strings.Join(parts, ",")
+}
+
+// etcdMemberArgv is the command line of member i of the lab's etcd.
+func etcdMemberArgv(st *labstate.State, i int) []string {
+	m := st.Etcd.Members[i]
+	argv := []string{st.Binaries.TabbyNode, "--datastore-only",
+		"--data-dir", m.DataDir,
+		"--etcd-name", m.Name,
+		"--etcd-listen-client", m.ClientURL, "--etcd-listen-peer", m.PeerURL,
+		"--log-level", "info"}
+	if len(st.Etcd.Members) > 1 {
+		argv = append(argv, "--etcd-initial-cluster", etcdInitialCluster(st))
+	}
+	if t := st.Etcd.TLS; t != nil {
+		argv = append(argv, "--etcd-server-cert-file", t.ServerCertFile, "--etcd-server-key-file", t.ServerKeyFile,
+			"--etcd-client-ca-file", t.CAFile)
+		if len(st.Etcd.Members) > 1 {
+			argv = append(argv, "--etcd-peer-cert-file", t.ServerCertFile, "--etcd-peer-key-file", t.ServerKeyFile,
+				"--etcd-peer-ca-file", t.CAFile)
+		}
+	}
+	return argv
 }

@@ -209,3 +209,54 @@ func TestNsRank(t *testing.T) {
 		t.Errorf("ranks = %v", got)
 	}
 }
+
+func TestPlanEtcd(t *testing.T) {
+	st, err := plan("lab", 3, 1, "/run/tabby-lab/lab", "/var/tmp/tabby-lab/lab")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Binaries.TabbyNode = "/bin/tabby-node"
+	// One member, plain: as labs have always been, its peer port on loopback.
+	if argv := strings.Join(etcdMemberArgv(st, 0), " "); argv != "/bin/tabby-node --datastore-only --data-dir /var/tmp/tabby-lab/lab/etcd1 --etcd-name etcd1 "+
+		"--etcd-listen-client http://172.31.1.1:2379 --etcd-listen-peer http://127.0.0.1:2380 --log-level info" {
+		t.Errorf("one member: %s", argv)
+	}
+	if err := planEtcd(st, 3, true); err != nil {
+		t.Fatal(err)
+	}
+	if st.Etcd.Endpoint != "https://172.31.1.1:2379,https://172.31.1.2:2379,https://172.31.1.3:2379" {
+		t.Errorf("endpoint %s", st.Etcd.Endpoint)
+	}
+	want := "/bin/tabby-node --datastore-only --data-dir /var/tmp/tabby-lab/lab/etcd2 --etcd-name etcd2 " +
+		"--etcd-listen-client https://172.31.1.2:2379 --etcd-listen-peer https://172.31.1.2:2380 --log-level info " +
+		"--etcd-initial-cluster etcd1=https://172.31.1.1:2380,etcd2=https://172.31.1.2:2380,etcd3=https://172.31.1.3:2380 " +
+		"--etcd-server-cert-file /run/tabby-lab/lab/pki/server.pem --etcd-server-key-file /run/tabby-lab/lab/pki/server-key.pem --etcd-client-ca-file /run/tabby-lab/lab/pki/ca.pem " +
+		"--etcd-peer-cert-file /run/tabby-lab/lab/pki/server.pem --etcd-peer-key-file /run/tabby-lab/lab/pki/server-key.pem --etcd-peer-ca-file /run/tabby-lab/lab/pki/ca.pem"
+	if argv := strings.Join(etcdMemberArgv(st, 1), " "); argv != want {
+		t.Errorf("member 2 of 3 with TLS:\n%s\nwant\n%s", argv, want)
+	}
+	// Every client of the lab gets every member and the client certificate.
+	wantArgs := "--etcd-endpoints " + st.Etcd.Endpoint + " --etcd-ca-cert-file /run/tabby-lab/lab/pki/ca.pem --etcd-cert-file /run/tabby-lab/lab/pki/client.pem --etcd-key-file /run/tabby-lab/lab/pki/client-key.pem"
+	if args := strings.Join(st.Etcd.ClientArgs(), " "); args != wantArgs {
+		t.Errorf("client args %s", args)
+	}
+	st.Nodes[0].DataDir = "/d"
+	if argv := strings.Join(agentArgv(st, &st.Nodes[0]), " "); !strings.Contains(argv, wantArgs) {
+		t.Errorf("agent argv %s lacks %s", argv, wantArgs)
+	}
+	conf, err := cniConfList(st, "node1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{`"etcd_endpoints":"` + st.Etcd.Endpoint + `"`, `"etcd_ca_cert_file":"/run/tabby-lab/lab/pki/ca.pem"`,
+		`"etcd_cert_file":"/run/tabby-lab/lab/pki/client.pem"`, `"etcd_key_file":"/run/tabby-lab/lab/pki/client-key.pem"`} {
+		if !strings.Contains(string(conf), f) {
+			t.Errorf("CNI config lacks %s: %s", f, conf)
+		}
+	}
+	for _, bad := range []int{0, 8} {
+		if err := planEtcd(st, bad, false); err == nil || !strings.Contains(err.Error(), "--etcd-members") {
+			t.Errorf("planEtcd(%d): %v", bad, err)
+		}
+	}
+}

@@ -91,10 +91,10 @@ its subcommand.`,
 // resolveTarget maps an exec target to its namespace and the environment to run with.
 func resolveTarget(st *labstate.State, target string) (ns string, env []string, err error) {
 	env = os.Environ()
-	etcdEnv := "TABBY_ETCD_ENDPOINTS=" + st.Etcd.Endpoint
+	etcdEnv := st.Etcd.ClientEnv()
 	switch {
 	case target == routerName:
-		return st.Router.Netns, append(env, etcdEnv), nil
+		return st.Router.Netns, append(env, etcdEnv...), nil
 	case strings.Contains(target, "/"):
 		namespace, name, err := parseWorkloadName(target)
 		if err != nil {
@@ -108,7 +108,7 @@ func resolveTarget(st *labstate.State, target string) (ns string, env []string, 
 	case st.Node(target) != nil:
 		// The agent serves node status under its --data-dir, which the lab sets per node.
 		n := st.Node(target)
-		return n.Netns, append(env, etcdEnv, "TABBY_STATUS_SOCKET="+filepath.Join(n.DataDir, "status.sock")), nil
+		return n.Netns, append(append(env, etcdEnv...), "TABBY_STATUS_SOCKET="+filepath.Join(n.DataDir, "status.sock")), nil
 	case st.Host(target) != nil:
 		return st.Host(target).Netns, env, nil
 	}

@@ -83,6 +83,15 @@ func collectStatus(st *labstate.State) *labstate.Status {
 	} else if !s.Etcd.Process.Alive {
 		s.Problems = append(s.Problems, fmt.Sprintf("etcd (pid %d) is not running", st.Etcd.Process.PID))
 	}
+	s.Etcd.TLS = st.Etcd.TLS != nil
+	s.Etcd.Members = []labstate.EtcdMemberStatus{}
+	for i, m := range st.Etcd.Members {
+		ms := labstate.EtcdMemberStatus{Name: m.Name, ClientURL: m.ClientURL, PeerURL: m.PeerURL, Process: processStatus(m.Process)}
+		s.Etcd.Members = append(s.Etcd.Members, ms)
+		if i > 0 && m.Process != nil && !ms.Process.Alive { // the first is etcd's Process above
+			s.Problems = append(s.Problems, fmt.Sprintf("etcd member %s (pid %d) is not running", m.Name, m.Process.PID))
+		}
+	}
 	for _, n := range st.Nodes {
 		ns := labstate.NodeStatus{Node: n}
 		if n.Agent != nil {
@@ -117,7 +126,18 @@ func printStatus(w io.Writer, s *labstate.Status) error {
 		state = "incomplete"
 	}
 	fmt.Fprintf(tw, "lab %s: %s (state %s, data %s)\n", s.Name, state, s.StateDir, s.DataDir)
-	fmt.Fprintf(tw, "etcd: %s in %s, %s, log %s\n", s.Etcd.Endpoint, s.Etcd.Netns, procWord(&s.Etcd.Process), s.Etcd.Process.Log)
+	tls := ""
+	if s.Etcd.TLS {
+		tls = " (TLS with client certificates)"
+	}
+	if len(s.Etcd.Members) > 1 {
+		fmt.Fprintf(tw, "etcd: %d members in %s%s\n", len(s.Etcd.Members), s.Etcd.Netns, tls)
+		for _, m := range s.Etcd.Members {
+			fmt.Fprintf(tw, "  %s: %s, %s, log %s\n", m.Name, m.ClientURL, procWord(&m.Process), m.Process.Log)
+		}
+	} else {
+		fmt.Fprintf(tw, "etcd: %s in %s%s, %s, log %s\n", s.Etcd.Endpoint, s.Etcd.Netns, tls, procWord(&s.Etcd.Process), s.Etcd.Process.Log)
+	}
 
 	fmt.Fprintf(tw, "\nSUBNET\tCIDR\tBRIDGE (in %s)\tGATEWAY\n", s.Router.Netns)
 	for _, sub := range s.Subnets {

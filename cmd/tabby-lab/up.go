@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tabby-net/tabby/internal/labstate"
+	"github.com/tabby-net/tabby/internal/pki"
 )
 
 // etcdWait bounds how long up waits for the lab's etcd to serve.
@@ -36,6 +37,8 @@ type upOptions struct {
 	noDefaultPools bool
 	ipv6           bool
 	wait           time.Duration
+	etcdMembers    int
+	etcdTLS        bool
 }
 
 func newUpCommand(g *globals) *cobra.Command {
@@ -62,12 +65,17 @@ lab up for inspection and exits non-zero.`,
 	f.BoolVar(&o.noDefaultPools, "no-default-pools", false, "the agents create no IP pool on first boot (default: the first creates "+labstate.DefaultPoolCIDR+", no encapsulation)")
 	f.BoolVar(&o.ipv6, "ipv6", false, "dual-stack underlay: a ULA /64 per subnet (fd00:172:31:<subnet>::/64), agents run with --ip6, workloads get IPv6 addresses too (default pools: also "+labstate.DefaultPool6CIDR+")")
 	f.DurationVar(&o.wait, "wait", 60*time.Second, "how long to wait for the agents to register their Nodes")
+	f.IntVar(&o.etcdMembers, "etcd-members", 1, fmt.Sprintf("members of the lab's etcd cluster (1 to %d), each a tabby-node --datastore-only in the router namespace on its own address", maxEtcdMembers))
+	f.BoolVar(&o.etcdTLS, "etcd-tls", false, "etcd serves only https, to clients with a certificate of a CA the lab makes; the agents, the CNI and tabbyctl get one")
 	return cmd
 }
 
 func up(ctx context.Context, g *globals, o upOptions, stdout, stderr io.Writer) error {
 	st, err := plan(g.name, o.nodes, o.subnets, g.stateDir(), g.dataDir())
 	if err != nil {
+		return err
+	}
+	if err := planEtcd(st, o.etcdMembers, o.etcdTLS); err != nil {
 		return err
 	}
 	bins, err := resolveBinaries(o)
@@ -242,22 +250,80 @@ func build(ctx context.Context, st *labstate.State) error {
 		return err
 	}
 
-	etcd, err := startDetached(st.Router.Netns, []string{st.Binaries.TabbyNode, "--datastore-only",
-		"--data-dir", filepath.Join(st.DataDir, "datastore"),
-		"--etcd-listen-client", st.Etcd.Endpoint, "--etcd-listen-peer", etcdPeerURL,
-		"--log-level", "info"}, filepath.Join(st.StateDir, "etcd.log"))
-	if err != nil {
-		return fmt.Errorf("etcd: %w", err)
+	if err := makeEtcdCerts(st); err != nil {
+		return err
 	}
-	st.Etcd.Process = etcd.Process
+	for _, m := range st.Etcd.Members[1:] { // the first member has the router's address
+		if err := addEtcdAddress(rh, m.Address); err != nil {
+			return err
+		}
+	}
+	procs := make([]*started, len(st.Etcd.Members))
+	for i := range st.Etcd.Members {
+		if procs[i], err = startEtcdMember(st, i); err != nil {
+			return err
+		}
+	}
 	if err := st.Save(); err != nil {
 		return err
 	}
-	if err := waitEtcd(ctx, st, etcd, etcdWait); err != nil {
-		return err
+	for _, p := range procs {
+		if err := waitEtcd(ctx, st, p, etcdWait); err != nil {
+			return err
+		}
 	}
 	st.Ready = true
 	return st.Save()
+}
+
+// startEtcdMember starts member i of the lab's etcd in the router namespace and records
+// its process (the first member's is also st.Etcd.Process); the caller saves the state.
+func startEtcdMember(st *labstate.State, i int) (*started, error) {
+	m := &st.Etcd.Members[i]
+	p, err := startDetached(st.Etcd.Netns, etcdMemberArgv(st, i), filepath.Join(st.StateDir, m.Name+".log"))
+	if err != nil {
+		return nil, fmt.Errorf("etcd member %s: %w", m.Name, err)
+	}
+	m.Process = p.Process
+	if i == 0 {
+		st.Etcd.Process = p.Process
+	}
+	return p, nil
+}
+
+// addEtcdAddress gives an etcd member its own address on subnet 1's bridge.
+func addEtcdAddress(rh *nsHandle, a netip.Addr) error {
+	br, err := rh.LinkByName(bridgeName(1))
+	if err != nil {
+		return fmt.Errorf("router: bridge %s: %w", bridgeName(1), err)
+	}
+	if err := rh.AddrAdd(br, &netlink.Addr{IPNet: ipNet(netip.PrefixFrom(a, subnetCIDR(1).Bits()))}); err != nil {
+		return fmt.Errorf("router: etcd address %s on %s: %w", a, bridgeName(1), err)
+	}
+	return nil
+}
+
+// makeEtcdCerts makes the lab's CA, the members' certificate (for every member's
+// address, as server and peer) and the clients' certificate, when the lab's etcd serves TLS.
+func makeEtcdCerts(st *labstate.State) error {
+	t := st.Etcd.TLS
+	if t == nil {
+		return nil
+	}
+	dir := filepath.Dir(t.CAFile)
+	ca, err := pki.NewCA(dir, "tabby-lab "+st.Name+" etcd CA")
+	if err != nil {
+		return err
+	}
+	hosts := []string{"127.0.0.1"}
+	for _, m := range st.Etcd.Members {
+		hosts = append(hosts, m.Address.String())
+	}
+	if _, err := ca.Issue(dir, "server", "etcd", pki.Server, hosts...); err != nil {
+		return err
+	}
+	_, err = ca.Issue(dir, "client", "tabby-lab", pki.Client)
+	return err
 }
 
 // addBridge creates a subnet's bridge in the router namespace with the router's address.
@@ -387,7 +453,7 @@ func waitEtcd(ctx context.Context, st *labstate.State, etcd *started, wait time.
 func tabbyctlIn(ctx context.Context, st *labstate.State, ns string, args ...string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	argv := append([]string{"netns", "exec", ns, st.Binaries.Tabbyctl, "--etcd-endpoints", st.Etcd.Endpoint}, args...)
+	argv := append(append([]string{"netns", "exec", ns, st.Binaries.Tabbyctl}, st.Etcd.ClientArgs()...), args...)
 	cmd := exec.CommandContext(ctx, "ip", argv...)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
@@ -499,15 +565,14 @@ func startAgents(ctx context.Context, st *labstate.State, wait time.Duration) ([
 
 // agentArgv is the command line of a node's agent.
 func agentArgv(st *labstate.State, n *labstate.Node) []string {
-	argv := []string{st.Binaries.Agent,
-		"--node-name", n.Name,
-		"--etcd-endpoints", st.Etcd.Endpoint,
+	argv := append([]string{st.Binaries.Agent, "--node-name", n.Name}, st.Etcd.ClientArgs()...)
+	argv = append(argv,
 		"--data-dir", n.DataDir,
 		"--log-level", "debug",
 		// A lab is a world of its own: its DNS forwards nowhere unless a test gives an
 		// upstream in the lab (a later --dns-upstream of the agent's own wins).
 		"--dns-upstream", "none",
-	}
+	)
 	if n.Address6.IsValid() {
 		argv = append(argv, "--ip6", n.Address6.String())
 	}

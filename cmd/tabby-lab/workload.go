@@ -189,15 +189,13 @@ func delWorkload(ctx context.Context, st *labstate.State, namespace, name string
 // cniConfList is the network configuration list for a workload on node. Labels are passed
 // as CNI's conventional args.cni.labels.
 func cniConfList(st *labstate.State, node string, labels map[string]string) ([]byte, error) {
-	plugin := map[string]any{
-		"type":           cniPluginType,
-		"etcd_endpoints": st.Etcd.Endpoint,
-		"nodename":       node,
-		"log_level":      "debug",
-		"log_file":       filepath.Join(st.StateDir, "cni.log"),
-		// The node-local DNS address every agent serves (tabby-node --dns-addresses).
-		"cluster_dns": []string{labClusterDNS},
-	}
+	plugin := st.Etcd.CNIConfig()
+	plugin["type"] = cniPluginType
+	plugin["nodename"] = node
+	plugin["log_level"] = "debug"
+	plugin["log_file"] = filepath.Join(st.StateDir, "cni.log")
+	// The node-local DNS address every agent serves (tabby-node --dns-addresses).
+	plugin["cluster_dns"] = []string{labClusterDNS}
 	if st.IPv6 {
 		plugin["ipam"] = map[string]any{"assign_ipv4": "true", "assign_ipv6": "true"}
 	}

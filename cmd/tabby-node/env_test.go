@@ -70,3 +70,26 @@ func TestNoDefaultPoolsConflict(t *testing.T) {
 		}
 	}
 }
+
+// TestEmbeddedEtcdFlagsNeedEmbeddedEtcd: a flag of the embedded etcd given with
+// --etcd-endpoints (on the command line or in the environment) is an error, not ignored.
+func TestEmbeddedEtcdFlagsNeedEmbeddedEtcd(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		env  map[string]string
+		flag string
+	}{
+		{args: []string{"--etcd-endpoints", "https://10.0.0.2:2379", "--etcd-server-cert-file", "s.pem"}, flag: "etcd-server-cert-file"},
+		{args: []string{"--etcd-initial-cluster", "a=https://10.0.0.2:2380"}, env: map[string]string{"TABBY_ETCD_ENDPOINTS": "https://10.0.0.2:2379"}, flag: "etcd-initial-cluster"},
+	} {
+		for k, v := range tc.env {
+			t.Setenv(k, v)
+		}
+		cmd := newRootCommand()
+		cmd.SetArgs(tc.args)
+		err := cmd.Execute()
+		if err == nil || !strings.Contains(err.Error(), "--"+tc.flag+" and --etcd-endpoints: with endpoints no embedded etcd runs") {
+			t.Errorf("%v %v: %v", tc.args, tc.env, err)
+		}
+	}
+}

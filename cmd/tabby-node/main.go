@@ -12,6 +12,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -47,6 +48,7 @@ type options struct {
 	dataDir          string
 	etcdListenClient string
 	etcdListenPeer   string
+	etcdServer       embedded.Config // the embedded etcd's member and TLS flags
 	logLevel         string
 	bgpGRPC          bool
 	dnsAddresses     string
@@ -136,6 +138,13 @@ the command line wins over its variable.`,
 					}
 				}
 			}
+			if !o.datastoreOnly && o.etcdEndpoints != "" {
+				for _, name := range embeddedEtcdFlags {
+					if cmd.Flags().Changed(name) {
+						return fmt.Errorf("--%s and --etcd-endpoints: with endpoints no embedded etcd runs (--datastore-only runs one)", name)
+					}
+				}
+			}
 			if !o.datastoreOnly {
 				if err := a.Validate(); err != nil {
 					return err
@@ -161,6 +170,16 @@ the command line wins over its variable.`,
 	f.StringVar(&o.dataDir, "data-dir", "/var/lib/tabby", "directory for the embedded etcd's data")
 	f.StringVar(&o.etcdListenClient, "etcd-listen-client", "http://127.0.0.1:2379", "URL the embedded etcd serves clients on")
 	f.StringVar(&o.etcdListenPeer, "etcd-listen-peer", "http://127.0.0.1:2380", "URL the embedded etcd listens on for peers")
+	es := &o.etcdServer
+	f.StringVar(&es.ClientTLS.CertFile, "etcd-server-cert-file", "", "certificate the embedded etcd serves clients with (needs an https --etcd-listen-client)")
+	f.StringVar(&es.ClientTLS.KeyFile, "etcd-server-key-file", "", "key of --etcd-server-cert-file")
+	f.StringVar(&es.ClientTLS.CAFile, "etcd-client-ca-file", "", "CA whose client certificates the embedded etcd accepts; no others are served")
+	f.StringVar(&es.PeerTLS.CertFile, "etcd-peer-cert-file", "", "certificate the embedded etcd serves and dials its peers with (needs an https --etcd-listen-peer)")
+	f.StringVar(&es.PeerTLS.KeyFile, "etcd-peer-key-file", "", "key of --etcd-peer-cert-file")
+	f.StringVar(&es.PeerTLS.CAFile, "etcd-peer-ca-file", "", "CA of the peers' certificates")
+	f.StringVar(&es.Name, "etcd-name", "tabby", "the embedded etcd's member name")
+	f.StringVar(&es.InitialCluster, "etcd-initial-cluster", "", "every member the cluster starts with, NAME=PEER-URL comma-separated (default: this member alone)")
+	f.StringVar(&es.ClusterState, "etcd-initial-cluster-state", "new", "new (start a cluster) or existing (join one that has added this member)")
 	f.StringVar(&a.IPv4, "ip", "autodetect", "this node's IPv4 address with its prefix length (10.0.0.5/24), autodetect or none")
 	f.StringVar(&a.IPv4Method, "ip-autodetection-method", "first-found", "how --ip=autodetect finds the address: first-found, interface=REGEX, skip-interface=REGEX, can-reach=IP or cidr=CIDR")
 	f.StringVar(&a.IPv6, "ip6", "none", "this node's IPv6 address with its prefix length, autodetect or none")
@@ -202,6 +221,11 @@ the command line wins over its variable.`,
 	return cmd
 }
 
+// embeddedEtcdFlags configure the embedded etcd only.
+var embeddedEtcdFlags = []string{"etcd-listen-client", "etcd-listen-peer", "etcd-server-cert-file", "etcd-server-key-file",
+	"etcd-client-ca-file", "etcd-peer-cert-file", "etcd-peer-key-file", "etcd-peer-ca-file", "etcd-name",
+	"etcd-initial-cluster", "etcd-initial-cluster-state"}
+
 func run(ctx context.Context, o options) error {
 	// The recent lines are kept for tabbyctl node diags.
 	o.agent.Logs = agent.NewLogRing(agent.DefaultLogLines)
@@ -221,9 +245,15 @@ func run(ctx context.Context, o options) error {
 		}
 		defer etcd.Close()
 		if o.datastoreOnly {
-			<-ctx.Done()
-			slog.Info("shutting down")
-			return nil
+			select {
+			case <-ctx.Done():
+				slog.Info("shutting down")
+				return nil
+			case err := <-etcd.Err():
+				return fmt.Errorf("embedded etcd: %w", err)
+			case <-etcd.Stopped():
+				return errors.New("embedded etcd stopped serving: was this member removed from the cluster (tabbyctl etcd member list)?")
+			}
 		}
 		endpoints = etcd.Endpoints()
 	}
@@ -250,12 +280,9 @@ func startDatastore(ctx context.Context, o options) (*embedded.Etcd, error) {
 	if err := os.MkdirAll(o.dataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
-	etcd, err := embedded.Start(ctx, embedded.Config{
-		Name:         "tabby",
-		DataDir:      o.dataDir + "/etcd",
-		ListenClient: o.etcdListenClient,
-		ListenPeer:   o.etcdListenPeer,
-	})
+	cfg := o.etcdServer
+	cfg.DataDir, cfg.ListenClient, cfg.ListenPeer = o.dataDir+"/etcd", o.etcdListenClient, o.etcdListenPeer
+	etcd, err := embedded.Start(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("start embedded etcd: %w", err)
 	}

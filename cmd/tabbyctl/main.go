@@ -61,6 +61,7 @@ func newRootCommand() *cobra.Command {
 		newNodeCommand(conn),
 		newPolicyCommand(conn),
 		newDatastoreCommand(conn),
+		newEtcdCommand(conn),
 	)
 	return root
 }

@@ -61,9 +61,16 @@ func startNode(t *testing.T, dataDir string) *node {
 	t.Helper()
 	client := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
 	peer := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
+	return startNodeWith(t, dataDir, client, peer)
+}
+
+// startNodeWith starts tabby-node --datastore-only with these URLs and more flags, and
+// waits until it serves.
+func startNodeWith(t *testing.T, dataDir, client, peer string, flags ...string) *node {
+	t.Helper()
 	n := &node{endpoint: client, log: &bytes.Buffer{}}
-	n.cmd = exec.Command(filepath.Join(binDir, "tabby-node"), "--datastore-only", "--data-dir", dataDir,
-		"--etcd-listen-client", client, "--etcd-listen-peer", peer)
+	n.cmd = exec.Command(filepath.Join(binDir, "tabby-node"), append([]string{"--datastore-only", "--data-dir", dataDir,
+		"--etcd-listen-client", client, "--etcd-listen-peer", peer}, flags...)...)
 	n.cmd.Stderr = n.log
 	if err := n.cmd.Start(); err != nil {
 		t.Fatal(err)

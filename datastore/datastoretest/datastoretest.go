@@ -10,6 +10,7 @@ import (
 
 	"github.com/tabby-net/tabby/datastore"
 	"github.com/tabby-net/tabby/datastore/embedded"
+	"github.com/tabby-net/tabby/internal/pki"
 )
 
 // StartEmbedded starts etcd in a temporary directory on free loopback ports (the kernel
@@ -49,4 +50,49 @@ func Connect(t testing.TB, e *embedded.Etcd) *datastore.Client {
 	}
 	t.Cleanup(func() { c.Close() })
 	return c
+}
+
+// TLS are the files of a TLS etcd started by StartEmbeddedTLS.
+type TLS struct {
+	// CAFile signs the server's and the client's certificates.
+	CAFile string
+	// Client is a client certificate the server accepts.
+	Client pki.Files
+	// CA signs more certificates the server accepts or trusts.
+	CA *pki.CA
+}
+
+// StartEmbeddedTLS starts etcd as StartEmbedded does, serving https with client
+// certificates required, signed by a CA made for the test.
+func StartEmbeddedTLS(t testing.TB) (*embedded.Etcd, TLS) {
+	t.Helper()
+	dir := t.TempDir()
+	ca, err := pki.NewCA(filepath.Join(dir, "pki"), "tabby test CA")
+	if err != nil {
+		t.Fatalf("datastoretest: %v", err)
+	}
+	server, err := ca.Issue(filepath.Join(dir, "pki"), "server", "etcd", pki.Server, "127.0.0.1", "localhost")
+	if err != nil {
+		t.Fatalf("datastoretest: %v", err)
+	}
+	client, err := ca.Issue(filepath.Join(dir, "pki"), "client", "tabby", pki.Client)
+	if err != nil {
+		t.Fatalf("datastoretest: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	files := embedded.TLS{CertFile: server.CertFile, KeyFile: server.KeyFile, CAFile: ca.CertFile}
+	e, err := embedded.Start(ctx, embedded.Config{
+		DataDir:       filepath.Join(dir, "etcd"),
+		ListenClient:  "https://127.0.0.1:0",
+		ListenPeer:    "https://127.0.0.1:0",
+		ClientTLS:     files,
+		PeerTLS:       files,
+		UnsafeNoFsync: true,
+	})
+	if err != nil {
+		t.Fatalf("datastoretest: %v", err)
+	}
+	t.Cleanup(e.Close)
+	return e, TLS{CAFile: ca.CertFile, Client: client, CA: ca}
 }

@@ -71,11 +71,70 @@ type Router struct {
 	Netns string `json:"netns"`
 }
 
-// Etcd is the lab's datastore.
+// Etcd is the lab's datastore: one etcd member, or a cluster of them, in the router
+// namespace.
 type Etcd struct {
-	Endpoint string   `json:"endpoint"`
-	Netns    string   `json:"netns"`
-	Process  *Process `json:"process,omitempty"`
+	// Endpoint is every member's client URL, comma-separated: what --etcd-endpoints and
+	// the CNI config's etcd_endpoints take.
+	Endpoint string `json:"endpoint"`
+	Netns    string `json:"netns"`
+	// Process is the first member's (Members[0].Process).
+	Process *Process     `json:"process,omitempty"`
+	Members []EtcdMember `json:"members,omitempty"`
+	// TLS, when set, is what the lab's clients use: etcd serves https only, and only to
+	// clients with a certificate of the lab's CA.
+	TLS *EtcdTLS `json:"tls,omitempty"`
+}
+
+// EtcdMember is one member of the lab's etcd: a tabby-node --datastore-only.
+type EtcdMember struct {
+	Name string `json:"name"`
+	// Address is the member's own address on subnet 1's bridge in the router namespace,
+	// where it serves clients and peers.
+	Address   netip.Addr `json:"address"`
+	ClientURL string     `json:"clientURL"`
+	PeerURL   string     `json:"peerURL"`
+	DataDir   string     `json:"dataDir,omitempty"`
+	Process   *Process   `json:"process,omitempty"`
+}
+
+// EtcdTLS are the PEM files of a lab whose etcd serves TLS (tabby-lab up --etcd-tls).
+type EtcdTLS struct {
+	// CAFile signs every certificate below.
+	CAFile string `json:"caFile"`
+	// CertFile and KeyFile are the client certificate of the agents, the CNI and tabbyctl.
+	CertFile string `json:"certFile"`
+	KeyFile  string `json:"keyFile"`
+	// ServerCertFile and ServerKeyFile are the members', for clients and peers.
+	ServerCertFile string `json:"serverCertFile"`
+	ServerKeyFile  string `json:"serverKeyFile"`
+}
+
+// ClientArgs are the flags of tabby-node and tabbyctl that reach the lab's etcd.
+func (e *Etcd) ClientArgs() []string {
+	args := []string{"--etcd-endpoints", e.Endpoint}
+	if e.TLS != nil {
+		args = append(args, "--etcd-ca-cert-file", e.TLS.CAFile, "--etcd-cert-file", e.TLS.CertFile, "--etcd-key-file", e.TLS.KeyFile)
+	}
+	return args
+}
+
+// ClientEnv is ClientArgs as environment variables (TABBY_ETCD_ENDPOINTS, ...).
+func (e *Etcd) ClientEnv() []string {
+	env := []string{"TABBY_ETCD_ENDPOINTS=" + e.Endpoint}
+	if e.TLS != nil {
+		env = append(env, "TABBY_ETCD_CA_CERT_FILE="+e.TLS.CAFile, "TABBY_ETCD_CERT_FILE="+e.TLS.CertFile, "TABBY_ETCD_KEY_FILE="+e.TLS.KeyFile)
+	}
+	return env
+}
+
+// CNIConfig is what a tabby-cni network configuration needs to reach the lab's etcd.
+func (e *Etcd) CNIConfig() map[string]any {
+	conf := map[string]any{"etcd_endpoints": e.Endpoint}
+	if e.TLS != nil {
+		conf["etcd_ca_cert_file"], conf["etcd_cert_file"], conf["etcd_key_file"] = e.TLS.CAFile, e.TLS.CertFile, e.TLS.KeyFile
+	}
+	return conf
 }
 
 // Process is a detached process the lab started.
@@ -205,6 +264,11 @@ func (st *State) Processes() []*Process {
 	var ps []*Process
 	if st.Etcd.Process != nil {
 		ps = append(ps, st.Etcd.Process)
+	}
+	for _, m := range st.Etcd.Members[min(1, len(st.Etcd.Members)):] { // the first is Process
+		if m.Process != nil {
+			ps = append(ps, m.Process)
+		}
 	}
 	for _, n := range st.Nodes {
 		if n.Agent != nil {

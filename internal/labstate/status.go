@@ -22,7 +22,18 @@ type Status struct {
 type EtcdStatus struct {
 	Endpoint string        `json:"endpoint"`
 	Netns    string        `json:"netns"`
-	Process  ProcessStatus `json:"process"`
+	Process  ProcessStatus `json:"process"` // the first member's
+	// TLS says etcd serves only https to clients with the lab's certificates.
+	TLS     bool               `json:"tls"`
+	Members []EtcdMemberStatus `json:"members"`
+}
+
+// EtcdMemberStatus is the status of one member of the lab's etcd.
+type EtcdMemberStatus struct {
+	Name      string        `json:"name"`
+	ClientURL string        `json:"clientURL"`
+	PeerURL   string        `json:"peerURL"`
+	Process   ProcessStatus `json:"process"`
 }
 
 // RouterStatus is the status of the lab's router namespace.
