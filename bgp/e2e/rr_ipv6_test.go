@@ -19,21 +19,7 @@ import (
 func TestRouteReflectorDualStack(t *testing.T) {
 	l := newLab(t)
 	l.OK("up", "--nodes", "2", "--ipv6", "--agent-binary", bgpAgent(t))
-	l.Apply(`apiVersion: projectcalico.org/v3
-kind: BGPConfiguration
-metadata: {name: default}
-spec: {nodeToNodeMeshEnabled: false}
----
-apiVersion: projectcalico.org/v3
-kind: BGPPeer
-metadata: {name: to-reflectors}
-spec: {peerSelector: "route-reflector == 'true'"}
----
-apiVersion: projectcalico.org/v3
-kind: Node
-metadata: {name: rr1, labels: {route-reflector: "true"}}
-spec: {bgp: {routeReflectorClusterID: 1.0.0.1}}
-`)
+	l.Apply(reflectorMesh)
 	// The first host on subnet 1 gets .200 (fd00:172:31:1::200).
 	rr := l.startHostAgent("rr1", "--role", "route-reflector", "--ip6", "fd00:172:31:1::200/64")
 	rr6 := "fd00:172:31:1::200"

@@ -87,11 +87,9 @@ func peerRows(s *nodestatus.Status) map[string]string {
 // so its routes go at once when its sessions drop): the nodes see that session go down
 // and keep full reachability through the other reflector; node5's first workload, added
 // only now, gets its block to every node through the surviving reflector alone.
-func TestRouteReflectors(t *testing.T) {
-	l := newLab(t)
-	l.OK("up", "--nodes", "5", "--subnets", "1", "--agent-binary", bgpAgent(t))
-	l.Apply(labtest.Pool + `---
-apiVersion: projectcalico.org/v3
+// reflectorMesh turns the node mesh off and peers every node with the nodes labelled
+// route-reflector, of which it makes rr1 one (cluster ID 1.0.0.1).
+const reflectorMesh = `apiVersion: projectcalico.org/v3
 kind: BGPConfiguration
 metadata: {name: default}
 spec: {nodeToNodeMeshEnabled: false}
@@ -105,7 +103,12 @@ apiVersion: projectcalico.org/v3
 kind: Node
 metadata: {name: rr1, labels: {route-reflector: "true"}}
 spec: {bgp: {routeReflectorClusterID: 1.0.0.1}}
----
+`
+
+func TestRouteReflectors(t *testing.T) {
+	l := newLab(t)
+	l.OK("up", "--nodes", "5", "--subnets", "1", "--agent-binary", bgpAgent(t))
+	l.Apply(labtest.Pool + "---\n" + reflectorMesh + `---
 apiVersion: projectcalico.org/v3
 kind: Node
 metadata: {name: rr2, labels: {route-reflector: "true"}}
