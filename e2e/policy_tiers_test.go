@@ -10,7 +10,8 @@ import (
 
 // policyCheck runs tabbyctl policy check on a cell: its verdict and its report.
 func (m *matrixLab) policyCheck(c cell) (bool, string, error) {
-	out, stderr, code := m.l.Run("", "ctl", "policy", "check", c.from, c.to, "--protocol", c.proto, "--port", fmt.Sprint(c.port))
+	// A node is named by its address: policy check takes workloads' names, not nodes'.
+	out, stderr, code := m.l.Run("", "ctl", "policy", "check", c.from, m.addr(c.to).String(), "--protocol", c.proto, "--port", fmt.Sprint(c.port))
 	if code != 0 {
 		return false, "", fmt.Errorf("policy check %s: exit %d: %s", c, code, stderr)
 	}
