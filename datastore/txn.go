@@ -200,7 +200,7 @@ const maxResends = 5
 // that wrote them.
 func (c *Client) commit(ctx context.Context, what string, cmps []clientv3.Cmp, writes, reads []clientv3.Op) (*clientv3.TxnResponse, error) {
 	resp, err := c.etcd.Txn(ctx).If(cmps...).Then(writes...).Else(reads...).Commit()
-	for resend := 1; resend <= maxResends && status.Code(err) == codes.Unavailable; resend++ {
+	for resend := 1; resend <= maxResends && MemberFailed(err); resend++ {
 		c.log.Info("etcd member failed during a transaction; sending it again", "txn", what, "resend", resend, "err", err)
 		select {
 		case <-ctx.Done():
@@ -215,6 +215,18 @@ func (c *Client) commit(ctx context.Context, what string, cmps []clientv3.Cmp, w
 		}
 	}
 	return resp, err
+}
+
+// MemberFailed says whether err is etcd's Unavailable: the member serving a request died,
+// its connection broke, or its leader changed ("etcdserver: leader changed", which the
+// client returns as its own error type with a Code method, not a gRPC status). Whether a
+// write so failed was applied is unknown.
+func MemberFailed(err error) bool {
+	var coded interface{ Code() codes.Code }
+	if errors.As(err, &coded) {
+		return coded.Code() == codes.Unavailable
+	}
+	return status.Code(err) == codes.Unavailable
 }
 
 // appliedEarlier says whether the keys a failed transaction read back hold what its writes

@@ -113,7 +113,7 @@ func (ad *adder) add(ctx context.Context) (*types100.Result, error) {
 	// Addresses allocated here are released if ADD fails.
 	var mine []ipam.Assignment
 	if len(att.Addrs) == 0 {
-		got, err := ad.ipam.AutoAssign(ctx, ipam.AutoAssignArgs{
+		got, err := ad.assign(ctx, ipam.AutoAssignArgs{
 			Num4: boolInt(conf.IPAM.v4()), Num6: boolInt(conf.IPAM.v6()),
 			Handle: id.Handle, Attrs: id.ipamAttrs(), Node: id.Node,
 			IPv4Pools: conf.IPAM.IPv4Pools, IPv6Pools: conf.IPAM.IPv6Pools,
@@ -146,6 +146,26 @@ func (ad *adder) add(ctx context.Context) (*types100.Result, error) {
 // returned as it is (res set), a damaged one removed for add to rebuild (att.Addrs set).
 // Otherwise the container's interface is removed and add allocates afresh (both nil); any
 // addresses the handle still holds go at DEL.
+// assignTries bounds the allocations assign tries.
+const assignTries = 3
+
+// assign allocates through IPAM. When the etcd member serving it fails mid-request
+// (Unavailable: it died, or "leader changed"), the allocation may or may not have been
+// applied: assign releases what the container's handle holds (nothing else can hold it:
+// this call has the container's lock, and the container has no endpoint) and tries again.
+func (ad *adder) assign(ctx context.Context, args ipam.AutoAssignArgs) (*ipam.AutoAssignResult, error) {
+	for try := 1; ; try++ {
+		got, err := ad.ipam.AutoAssign(ctx, args)
+		if err == nil || try == assignTries || !datastore.MemberFailed(err) {
+			return got, err
+		}
+		ad.log.Info("etcd member failed during the allocation; releasing what it may have left and trying again", "try", try, "err", err)
+		if _, rerr := ad.ipam.ReleaseByHandle(ctx, args.Handle); rerr != nil {
+			return nil, errors.Join(err, fmt.Errorf("release handle %s after it: %w", args.Handle, rerr))
+		}
+	}
+}
+
 func (ad *adder) repeat(ctx context.Context, old *api.WorkloadEndpoint, att *attachment) (*types100.Result, error) {
 	addrs, err := old.Spec.Addrs()
 	if err != nil || len(addrs) == 0 {
