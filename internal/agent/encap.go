@@ -135,7 +135,7 @@ func (a *encapSubsystem) reconcile(ctx context.Context, v *snapshot.View) error 
 		mtu = min(mtu, wg.mtu)
 	}
 	var wgPools []string
-	if wg.needAddr {
+	if wg.publish != "" {
 		for _, p := range encapPools(v) {
 			if !p.Disabled && p.CIDR.Addr().Is4() {
 				wgPools = append(wgPools, p.Name)

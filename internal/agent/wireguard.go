@@ -29,12 +29,14 @@ type WireGuardConfig struct {
 
 // wireGuard is the encapsulation subsystem's WireGuard part: each pass it keeps
 // wireguard.tabby as the view's nodes ask and says which public key to publish on this
-// node's Node. Off, it removes what an earlier run left.
+// node's Node. Off, its first pass removes what an earlier run left; nothing else makes
+// them, so later passes do no netlink work.
 type wireGuard struct {
-	cfg WireGuardConfig
-	r   *felix.WireGuardReconciler
-	key *wgtypes.Key // loaded on the first pass that needs it
-	log *slog.Logger
+	cfg     WireGuardConfig
+	r       *felix.WireGuardReconciler
+	key     *wgtypes.Key // loaded on the first pass that needs it
+	removed bool         // off, and what an earlier run left is gone
+	log     *slog.Logger
 }
 
 func newWireGuard(cfg WireGuardConfig, m *Metrics, log *slog.Logger) *wireGuard {
@@ -43,12 +45,11 @@ func newWireGuard(cfg WireGuardConfig, m *Metrics, log *slog.Logger) *wireGuard 
 	return &wireGuard{cfg: cfg, r: r, log: log}
 }
 
-// wireGuardPass is what one pass decided: the key to publish ("" none), whether the node
-// needs a device address (the device works), the MTU WireGuard allows workloads (0: no
+// wireGuardPass is what one pass decided: the key to publish ("" none: the device does
+// not work, and needs no address either), the MTU WireGuard allows workloads (0: no
 // limit), and problems for readiness.
 type wireGuardPass struct {
 	publish  string
-	needAddr bool
 	mtu      int
 	problems []string
 }
@@ -57,11 +58,17 @@ type wireGuardPass struct {
 // only once the device works, so no node encrypts to this one before it can decrypt.
 func (w *wireGuard) pass(v *snapshot.View, self string, underlayMTU int) (wireGuardPass, error) {
 	if !w.cfg.Enabled {
-		if n, err := w.r.Apply(nil); err != nil {
+		if w.removed {
+			return wireGuardPass{}, nil
+		}
+		n, err := w.r.Apply(nil)
+		if err != nil {
 			return wireGuardPass{}, fmt.Errorf("remove wireguard: %w", err)
-		} else if n > 0 {
+		}
+		if n > 0 {
 			w.log.Info("wireguard removed", "writes", n)
 		}
+		w.removed = true
 		return wireGuardPass{}, nil
 	}
 	if w.key == nil {
@@ -95,7 +102,7 @@ func (w *wireGuard) pass(v *snapshot.View, self string, underlayMTU int) (wireGu
 	case n > 0:
 		w.log.Info("wireguard updated", "writes", n, "peers", len(peers))
 	}
-	out.publish, out.needAddr = w.key.PublicKey().String(), true
+	out.publish = w.key.PublicKey().String()
 	return out, nil
 }
 
