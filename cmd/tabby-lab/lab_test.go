@@ -453,7 +453,14 @@ func TestLabHosts(t *testing.T) {
 	before := takeSnapshot(t)
 	l := labtest.New(t)
 	l.OK("up", "--nodes", "2", "--subnets", "2", "--no-agents")
+	routerMAC := bridgeMACOf(t, l)
 	assertContains(t, "host add bird1", l.OK("host", "add", "bird1"), "172.31.1.200/24")
+	// A bridge takes its lowest port's MAC unless it has one of its own; a host joining
+	// must not move the router's MAC from under the nodes' ARP caches.
+	ipCmd(t, "-n", l.NS("router"), "link", "set", "h-bird1", "address", "00:00:00:00:00:01")
+	if got := bridgeMACOf(t, l); got != routerMAC {
+		t.Errorf("the router's MAC on br1 moved from %s to %s when a host joined", routerMAC, got)
+	}
 	assertContains(t, "host add internet", l.OK("host", "add", "internet", "--subnet", "9"), "172.31.9.200/24", "br9")
 	l.Fails("host", "add", "bird1")
 
@@ -486,6 +493,25 @@ func TestLabHosts(t *testing.T) {
 
 	l.OK("down")
 	assertGone(t, before, l)
+}
+
+// bridgeMACOf is the MAC of the router's subnet-1 bridge.
+func bridgeMACOf(t *testing.T, l *labtest.Lab) string {
+	t.Helper()
+	f := strings.Fields(ipCmd(t, "-n", l.NS("router"), "-br", "link", "show", "br1"))
+	if len(f) < 3 {
+		t.Fatalf("ip link show br1: %q", f)
+	}
+	return f[2]
+}
+
+func ipCmd(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := exec.Command("ip", args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
 }
 
 func assertContains(t *testing.T, what, s string, wants ...string) {

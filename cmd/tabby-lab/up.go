@@ -328,7 +328,7 @@ func makeEtcdCerts(st *labstate.State) error {
 
 // addBridge creates a subnet's bridge in the router namespace with the router's address.
 func addBridge(rh *nsHandle, s labstate.Subnet) error {
-	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: s.Bridge}}
+	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: s.Bridge, HardwareAddr: bridgeMAC(s.Index)}}
 	if err := rh.LinkAdd(br); err != nil {
 		return fmt.Errorf("router: add bridge %s: %w", s.Bridge, err)
 	}
@@ -342,6 +342,13 @@ func addBridge(rh *nsHandle, s labstate.Subnet) error {
 		}
 	}
 	return rh.linkUp(s.Bridge)
+}
+
+// bridgeMAC is the fixed, locally administered MAC of subnet index's bridge. A bridge
+// without one takes its lowest port's MAC, so a host added later could change the
+// router's MAC under the nodes' ARP caches and drop their traffic to etcd for seconds.
+func bridgeMAC(index int) net.HardwareAddr {
+	return net.HardwareAddr{0x02, 0x74, 0x62, 0x00, byte(index >> 8), byte(index)}
 }
 
 // attach creates a node's or host's namespace and joins it to its subnet's bridge: a veth
