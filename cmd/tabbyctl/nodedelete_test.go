@@ -71,8 +71,14 @@ metadata: {name: n3}
 		t.Fatal(err)
 	}
 	assertContains(t, "node list after the lease went", n.ok(t, "node", "list"), "down")
-	out = n.ok(t, "node", "delete", "n3")
+	// The command says what it did on stdout; IPAM's own log lines of it show on stderr
+	// only when asked for with --log-level.
+	out, errOut, err = n.ctl(t, "", "--log-level", "info", "node", "delete", "n3")
 	assertContains(t, "node delete", out, "Deleted node n3: 2 workload endpoints, 3 addresses released, 1 block affinities released.")
+	assertContains(t, "node delete --log-level info: stderr", errOut, `level=INFO msg="released the block affinity of a deleted node"`)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if got := names(t, n, "nodes"); len(got) != 1 || got[0] != "n1" {
 		t.Errorf("nodes after delete: %v", got)
 	}
@@ -111,6 +117,9 @@ spec: {cidr: 10.70.0.0/20, blockSize: 28}
 		wg.Wait()
 		if err != nil {
 			t.Fatalf("round %d: node delete: %v\n%s%s", round, err, out, errOut)
+		}
+		if strings.Contains(errOut, "INFO") {
+			t.Errorf("round %d: node delete logged at info level without --log-level:\n%s", round, errOut)
 		}
 		assertContains(t, fmt.Sprintf("round %d: ipam check", round), n.ok(t, "ipam", "check"), "No problems found.")
 		// An add that read the Node before it went may land after; delete again clears it.
