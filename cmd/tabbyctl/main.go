@@ -102,8 +102,11 @@ func (c *connection) connect(ctx context.Context) (*datastore.Client, error) {
 	}
 	// Deleting a pool, or changing its CIDR, is refused while addresses are allocated in it.
 	ds.AddWriteCheck(ipam.PoolInUseCheck())
-	// Deleting a tier is refused while policies name it.
-	ds.AddWriteCheck(datastore.TierInUseCheck())
+	// Deleting a tier is refused while policies name it, and a policy naming no tier
+	// that exists is refused.
+	for _, wc := range datastore.TierChecks() {
+		ds.AddWriteCheck(wc)
+	}
 	return ds, nil
 }
 
