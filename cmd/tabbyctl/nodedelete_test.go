@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -32,6 +33,26 @@ metadata: {name: n1}
 apiVersion: projectcalico.org/v3
 kind: Node
 metadata: {name: n3}
+---
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {name: tor-of-n3}
+spec: {node: n3, peerIP: 192.0.2.1, asNumber: 65001}
+---
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {name: tor-of-n1}
+spec: {node: n1, peerIP: 192.0.2.2, asNumber: 65001}
+---
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {name: everyone}
+spec: {peerIP: 192.0.2.3, asNumber: 65001}
+---
+apiVersion: projectcalico.org/v3
+kind: BGPConfiguration
+metadata: {name: node.n3}
+spec: {listenPort: 1790}
 `)
 	c := ipamOn(t, n)
 	ds := dsOn(t, n)
@@ -74,7 +95,13 @@ metadata: {name: n3}
 	// The command says what it did on stdout; IPAM's own log lines of it show on stderr
 	// only when asked for with --log-level.
 	out, errOut, err = n.ctl(t, "", "--log-level", "info", "node", "delete", "n3")
-	assertContains(t, "node delete", out, "Deleted node n3: 2 workload endpoints, 3 addresses released, 1 block affinities released.")
+	assertContains(t, "node delete", out, "Deleted node n3: 2 workload endpoints, 3 addresses released, 1 block affinities released, 2 node-scoped BGP peers and configurations deleted.")
+	if got := names(t, n, "bgppeers"); !slices.Equal(got, []string{"everyone", "tor-of-n1"}) {
+		t.Errorf("BGP peers after delete: %v, want the global one and n1's", got)
+	}
+	if got := names(t, n, "bgpconfigurations"); len(got) != 0 {
+		t.Errorf("BGP configurations after delete: %v, want n3's override gone", got)
+	}
 	assertContains(t, "node delete --log-level info: stderr", errOut, `level=INFO msg="released the block affinity of a deleted node"`)
 	if err != nil {
 		t.Fatal(err)
