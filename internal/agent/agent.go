@@ -276,7 +276,8 @@ func Run(ctx context.Context, cfg Config, ds *datastore.Client, m *Metrics) erro
 		subs = append(subs, bgpSub)
 	}
 	subs = append(subs, newMemoryTrim(snap, learned))
-	st := &statusServer{node: cfg.NodeName, role: cfg.Role, ready: ready, bgp: bgpSub}
+	st := &statusServer{node: cfg.NodeName, role: cfg.Role, ready: ready, bgp: bgpSub,
+		stalled: func() []string { return snap.Stalled(livenessStall) }}
 	st.diags = &diagCollector{status: st, version: cfg.Version, flags: cfg.Flags, logs: cfg.Logs, ipam: ipamc, run: runDiagCommand}
 	subs = append(subs, runFunc("status-socket", func(ctx context.Context) error { return st.serveSocket(ctx, cfg.StatusSocket) }))
 	if cfg.HealthListen != "" {
