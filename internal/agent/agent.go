@@ -267,7 +267,7 @@ func Run(ctx context.Context, cfg Config, ds *datastore.Client, m *Metrics) erro
 				return ipamc.RunGarbageCollector(ctx, cfg.NodeName, cfg.IPAMGCInterval, ipam.GCOptions{})
 			}))
 		if v4.IsValid() {
-			subs = append(subs, newEncapSubsystem(cfg.NodeName, v4, cfg.WireGuard, ds, ipamc, snap, encapOut, ready, m))
+			subs = append(subs, newEncapSubsystem(cfg.NodeName, v4, v6, cfg.WireGuard, ds, ipamc, snap, encapOut, ready, m))
 		}
 	}
 	if cfg.BGP.Enabled {

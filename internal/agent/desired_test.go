@@ -117,6 +117,22 @@ func TestEncapInputAndNAT(t *testing.T) {
 	}
 }
 
+// An IPv6 VXLAN pool and the Nodes' IPv6 addresses and IPv6 VTEPs reach DesiredEncap.
+func TestEncapInputV6(t *testing.T) {
+	node1, node2 := testNode("node1", "172.31.1.1/24"), testNode("node2", "172.31.2.1/24")
+	node1.Spec.BGP.IPv6Address, node2.Spec.BGP.IPv6Address = "fd00:172:31:1::1/64", "fd00:172:31:2::1/64"
+	node2.Spec.IPv6VXLANTunnelAddr, node2.Spec.VXLANTunnelMACAddrV6 = "fd00:10:244::40", felix.VXLANMACV6("node2").String()
+	block := netip.MustParsePrefix("fd00:10:244::40/122")
+	v := mustView(t, map[netip.Prefix]string{block: "node2"}, node1, node2, testPool("vx6", "fd00:10:244::/64", api.EncapAlways, false))
+	e := felix.DesiredEncap(encapInput(v, "node1"))
+	if !slices.Equal(e.VXLANPoolsV6, []string{"vx6"}) || len(e.VXLANPeersV6) != 1 || e.VXLANPeersV6[0].Underlay != netip.MustParseAddr("fd00:172:31:2::1") {
+		t.Errorf("IPv6 VXLAN pools %v, peers %+v", e.VXLANPoolsV6, e.VXLANPeersV6)
+	}
+	if len(e.Routes) != 1 || e.Routes[0].String() != "fd00:10:244::40/122 via fd00:10:244::40 dev vxlan-v6.tabby onlink" {
+		t.Errorf("routes %v", e.Routes)
+	}
+}
+
 func TestPolicyInputTakesEveryPolicyKind(t *testing.T) {
 	gnp := &api.GlobalNetworkPolicy{TypeMeta: api.TypeMeta{Kind: "GlobalNetworkPolicy", APIVersion: api.VersionCalico}}
 	gnp.Name = "deny"

@@ -24,22 +24,24 @@ import (
 // encapResync is the period of full passes over the tunnel devices.
 const encapResync = 10 * time.Second
 
-// encapSubsystem allocates this node's tunnel addresses, records them with the VTEP MAC
-// and the workload MTU on its Node, keeps vxlan.tabby and tunl0 right, and hands the
-// routes subsystem the encapsulation state.
+// encapSubsystem allocates this node's tunnel addresses, records them with the VTEP MACs
+// and the workload MTU on its Node, keeps vxlan.tabby, vxlan-v6.tabby and tunl0 right, and
+// hands the routes subsystem the encapsulation state.
 type encapSubsystem struct {
-	node     string
-	underlay netip.Prefix // this node's address
-	ds       *datastore.Client
-	tunnels  *ipam.TunnelAddrs
-	snap     *snapshot.Snapshot
-	out      *handoff[*felix.Encap]
-	ready    *Readiness
-	metrics  *Metrics
-	log      *slog.Logger
-	vxlan    *felix.VXLANReconciler
-	ipip     *felix.IPIPReconciler
-	wg       *wireGuard
+	node      string
+	underlay  netip.Prefix // this node's address
+	underlay6 netip.Prefix // this node's IPv6 address (invalid: none)
+	ds        *datastore.Client
+	tunnels   *ipam.TunnelAddrs
+	snap      *snapshot.Snapshot
+	out       *handoff[*felix.Encap]
+	ready     *Readiness
+	metrics   *Metrics
+	log       *slog.Logger
+	vxlan     *felix.VXLANReconciler
+	vxlan6    *felix.VXLANReconciler
+	ipip      *felix.IPIPReconciler
+	wg        *wireGuard
 	// ipipMissing is set once the kernel was found without ipip (warned once); it is
 	// checked again whenever the set of IPIP pools changes (a module may have been
 	// loaded meanwhile).
@@ -47,14 +49,14 @@ type encapSubsystem struct {
 	ipipPools   []string // the IPIP pools of the last pass
 }
 
-func newEncapSubsystem(node string, underlay netip.Prefix, wg WireGuardConfig, ds *datastore.Client, ipamc *ipam.Client, snap *snapshot.Snapshot,
+func newEncapSubsystem(node string, underlay, underlay6 netip.Prefix, wg WireGuardConfig, ds *datastore.Client, ipamc *ipam.Client, snap *snapshot.Snapshot,
 	out *handoff[*felix.Encap], ready *Readiness, m *Metrics) *encapSubsystem {
 	log := slog.Default().With("component", "encap")
 	ready.Set("encapsulation", "encapsulation: no complete pass yet (tunnel devices, tunnel addresses, MTU)")
-	a := &encapSubsystem{node: node, underlay: underlay, ds: ds, tunnels: ipamc.TunnelAddrs(node, log), snap: snap, out: out,
-		ready: ready, metrics: m, log: log, vxlan: felix.NewVXLANReconciler(nil, log), ipip: felix.NewIPIPReconciler(nil, log),
-		wg: newWireGuard(wg, m, log)}
-	a.vxlan.Observe, a.ipip.Observe = m.observeApply, m.observeApply
+	a := &encapSubsystem{node: node, underlay: underlay, underlay6: underlay6, ds: ds, tunnels: ipamc.TunnelAddrs(node, log), snap: snap, out: out,
+		ready: ready, metrics: m, log: log, vxlan: felix.NewVXLANReconciler(nil, log), vxlan6: felix.NewVXLANReconcilerV6(nil, log),
+		ipip: felix.NewIPIPReconciler(nil, log), wg: newWireGuard(wg, m, log)}
+	a.vxlan.Observe, a.vxlan6.Observe, a.ipip.Observe = m.observeApply, m.observeApply, m.observeApply
 	return a
 }
 
@@ -145,22 +147,37 @@ func (a *encapSubsystem) reconcile(ctx context.Context, v *snapshot.View) error 
 	if err := a.recordOnNode(ctx, self, e, mtu, publish, wgPools); err != nil {
 		errs = append(errs, err)
 	}
-	var cfg *felix.VXLANDeviceConfig
+	var cfg, cfg6 *felix.VXLANDeviceConfig
 	if len(e.VXLANPools) > 0 {
 		if vtep := encapNode(self).VXLANAddr; vtep.IsValid() {
 			cfg = &felix.VXLANDeviceConfig{VTEP: vtep, MAC: felix.VXLANMAC(a.node), Underlay: a.underlay.Addr(), MTU: underlayMTU - felix.VXLANOverhead}
 		}
 	}
+	if vtep := encapNode(self).VXLANAddrV6; len(e.VXLANPoolsV6) > 0 && vtep.IsValid() && a.underlay6.IsValid() {
+		if mtu6, err := felix.LinkMTUOf(a.underlay6.Addr()); err != nil {
+			errs = append(errs, err)
+		} else {
+			cfg6 = &felix.VXLANDeviceConfig{VTEP: vtep, MAC: felix.VXLANMACV6(a.node), Underlay: a.underlay6.Addr(), MTU: mtu6 - felix.VXLANOverheadV6}
+		}
+	}
 	var problems []string
-	if cfg != nil || len(e.VXLANPools) == 0 {
-		if n, err := a.vxlan.Apply(cfg, e.VXLANPeers); errors.Is(err, unix.EOPNOTSUPP) {
+	for _, d := range []struct {
+		r     *felix.VXLANReconciler
+		cfg   *felix.VXLANDeviceConfig
+		pools []string
+		peers []felix.VXLANPeer
+	}{{a.vxlan, cfg, e.VXLANPools, e.VXLANPeers}, {a.vxlan6, cfg6, e.VXLANPoolsV6, e.VXLANPeersV6}} {
+		if d.cfg == nil && len(d.pools) > 0 {
+			continue // no VTEP address yet: recordOnNode allocated it; the snapshot brings it back
+		}
+		if n, err := d.r.Apply(d.cfg, d.peers); errors.Is(err, unix.EOPNOTSUPP) {
 			// Tried again every pass: the problem goes once the kernel can.
 			problems = append(problems, fmt.Sprintf("encapsulation: VXLAN pools %s need the kernel's vxlan support, which this kernel lacks (%v): their tunnelled routes do not work",
-				strings.Join(e.VXLANPools, ", "), err))
+				strings.Join(d.pools, ", "), err))
 		} else if err != nil {
 			errs = append(errs, err)
 		} else if n > 0 {
-			a.log.Info("vxlan updated", "writes", n, "peers", len(e.VXLANPeers), "routes", len(e.Routes))
+			a.log.Info("vxlan updated", "writes", n, "pools", d.pools, "peers", len(d.peers), "routes", len(e.Routes))
 		}
 	}
 	if !slices.Equal(e.IPIPPools, a.ipipPools) {
@@ -222,6 +239,26 @@ func (a *encapSubsystem) recordOnNode(ctx context.Context, self *api.Node, e fel
 		a.tunnels.Release(ctx, ipam.TunnelVXLAN)
 		n.Spec.IPv4VXLANTunnelAddr, n.Spec.VXLANTunnelMACAddr, changed = "", "", true
 	}
+	var vxlan6Err error
+	if len(e.VXLANPoolsV6) > 0 {
+		// Not fatal to the rest of the Node's record (IPv4 VXLAN, MTU).
+		recorded, _ := netip.ParseAddr(n.Spec.IPv6VXLANTunnelAddr)
+		addr, err := a.tunnels.Ensure(ctx, ipam.TunnelVXLANV6, recorded, e.VXLANPoolsV6)
+		a.metrics.observeTunnelAllocation(err)
+		if err != nil {
+			vxlan6Err = err
+		} else {
+			if s := addr.String(); n.Spec.IPv6VXLANTunnelAddr != s {
+				n.Spec.IPv6VXLANTunnelAddr, changed = s, true
+			}
+			if mac := felix.VXLANMACV6(a.node).String(); n.Spec.VXLANTunnelMACAddrV6 != mac {
+				n.Spec.VXLANTunnelMACAddrV6, changed = mac, true
+			}
+		}
+	} else if n.Spec.IPv6VXLANTunnelAddr != "" || n.Spec.VXLANTunnelMACAddrV6 != "" {
+		a.tunnels.Release(ctx, ipam.TunnelVXLANV6)
+		n.Spec.IPv6VXLANTunnelAddr, n.Spec.VXLANTunnelMACAddrV6, changed = "", "", true
+	}
 	var ipipErr error
 	if len(e.IPIPPools) > 0 {
 		if n.Spec.BGP == nil {
@@ -257,7 +294,7 @@ func (a *encapSubsystem) recordOnNode(ctx context.Context, self *api.Node, e fel
 		a.tunnels.Release(ctx, ipam.TunnelWireGuard)
 		n.Spec.Wireguard, changed = nil, true
 	}
-	ipipErr = errors.Join(ipipErr, wgErr)
+	ipipErr = errors.Join(ipipErr, vxlan6Err, wgErr)
 	if have := wireguardKeyOf(self); wgKey != nil && *wgKey != have {
 		n.Status, changed = nil, true
 		if *wgKey != "" {
@@ -288,10 +325,12 @@ func wireguardKeyOf(n *api.Node) string {
 }
 
 func encapNode(n *api.Node) felix.EncapNode {
-	en := felix.EncapNode{Name: n.Name, VXLANMAC: n.Spec.VXLANTunnelMACAddr}
+	en := felix.EncapNode{Name: n.Name, VXLANMAC: n.Spec.VXLANTunnelMACAddr, VXLANMACV6: n.Spec.VXLANTunnelMACAddrV6}
 	en.VXLANAddr, _ = netip.ParseAddr(n.Spec.IPv4VXLANTunnelAddr)
+	en.VXLANAddrV6, _ = netip.ParseAddr(n.Spec.IPv6VXLANTunnelAddr)
 	if b := n.Spec.BGP; b != nil {
 		en.Addr, _ = b.IPv4Prefix()
+		en.Addr6, _ = b.IPv6Prefix()
 		en.IPIPAddr, _ = netip.ParseAddr(b.IPv4IPIPTunnelAddr)
 	}
 	return en
