@@ -24,7 +24,8 @@ type NodeStatus struct {
 
 // AnnotationWorkloadMTU is the Node annotation in which a node's agent records the MTU its
 // workloads get: the underlay interface's, less the header of the tunnel a pool uses (20
-// for IPIP, 50 for VXLAN). tabby-cni uses it when its configuration sets no mtu.
+// for IPIP, 50 for VXLAN, 70 for VXLAN over IPv6). tabby-cni uses it when its
+// configuration sets no mtu.
 const AnnotationWorkloadMTU = "tabby.io/workload-mtu"
 
 // NodeSpec is Calico's Node spec.
