@@ -12,7 +12,8 @@ import (
 
 // vxlanInject sends count VXLAN packets (tabby's VNI, to port 4789) to node from the lab
 // namespace it runs in, each carrying an ICMP echo from src to dst in an Ethernet frame
-// to mac (the node's VXLAN device): what anyone on the underlay can send.
+// to mac (the node's VXLAN device): what anyone on the underlay can send. With IPv6
+// addresses, it is VXLAN over IPv6 carrying ICMPv6 echoes.
 const vxlanInject = `
 import socket, struct, sys
 def csum(b):
@@ -22,13 +23,19 @@ def csum(b):
     s += s >> 16
     return ~s & 0xffff
 src, dst, mac, node, count = sys.argv[1:6]
-icmp = struct.pack("!BBHHH", 8, 0, 0, 0x7ab, 1) + b"tabby tunnel guard"
-icmp = icmp[:2] + struct.pack("!H", csum(icmp)) + icmp[4:]
-ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(icmp), 0, 0, 64, 1, 0, socket.inet_aton(src), socket.inet_aton(dst))
-ip = ip[:10] + struct.pack("!H", csum(ip)) + ip[12:]
-eth = bytes.fromhex(mac.replace(":", "")) + bytes.fromhex("02aabbccddee") + b"\x08\x00"
+v6 = ":" in src
+icmp = struct.pack("!BBHHH", 128 if v6 else 8, 0, 0, 0x7ab, 1) + b"tabby tunnel guard"
+if v6:
+    s6, d6 = socket.inet_pton(socket.AF_INET6, src), socket.inet_pton(socket.AF_INET6, dst)
+    icmp = icmp[:2] + struct.pack("!H", csum(s6 + d6 + struct.pack("!I3xB", len(icmp), 58) + icmp)) + icmp[4:]
+    ip = struct.pack("!IHBB16s16s", 6 << 28, len(icmp), 58, 64, s6, d6)
+else:
+    icmp = icmp[:2] + struct.pack("!H", csum(icmp)) + icmp[4:]
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(icmp), 0, 0, 64, 1, 0, socket.inet_aton(src), socket.inet_aton(dst))
+    ip = ip[:10] + struct.pack("!H", csum(ip)) + ip[12:]
+eth = bytes.fromhex(mac.replace(":", "")) + bytes.fromhex("02aabbccddee") + (b"\x86\xdd" if v6 else b"\x08\x00")
 vxlan = struct.pack("!II", 0x08000000, 4096 << 8)
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
 for _ in range(int(count)):
     s.sendto(vxlan + eth + ip + icmp, (node, 4789))
 `
@@ -58,18 +65,18 @@ func TestTunnelGuard(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("node1's vxlan.tabby: %s", mac)
 	}
-	injectRounds(t, l, vxlanInject, []string{w2, w1, strings.TrimSpace(mac), node1}, ping, func() int { return inEchos(t, l, "default/w1", false) })
+	injectRounds(t, l, []string{w2, w1, strings.TrimSpace(mac), node1}, ping, func() int { return inEchos(t, l, "default/w1", false) })
 }
 
-// injectRounds sends, three times, 5 crafted packets from the lab host "outside" (python3
-// program with args and the count) and then one real ping (ping returns what went wrong),
+// injectRounds sends, three times, 5 crafted packets from the lab host "outside"
+// (vxlanInject with args and the count) and then one real ping (ping returns what went wrong),
 // and checks that echoes (the target's echo requests received) moved by 1 each time: the
 // real one only.
-func injectRounds(t *testing.T, l *labtest.Lab, program string, args []string, ping func() string, echoes func() int) {
+func injectRounds(t *testing.T, l *labtest.Lab, args []string, ping func() string, echoes func() int) {
 	t.Helper()
 	for round := range 3 {
 		before := echoes()
-		if out, stderr, code := l.Run("", append([]string{"exec", "outside", "--", "python3", "-c", program}, append(args, "5")...)...); code != 0 {
+		if out, stderr, code := l.Run("", append([]string{"exec", "outside", "--", "python3", "-c", vxlanInject}, append(args, "5")...)...); code != 0 {
 			t.Fatalf("sending the crafted packets: %s%s", out, stderr)
 		}
 		// One real echo through the tunnel after the crafted ones: once it is answered,
@@ -118,28 +125,6 @@ func inEchos(t *testing.T, l *labtest.Lab, workload string, v6 bool) int {
 	return 0
 }
 
-// vxlanInject6 is vxlanInject over IPv6: VXLAN to node's IPv6 address, carrying ICMPv6
-// echoes from src to dst.
-const vxlanInject6 = `
-import socket, struct, sys
-def csum(b):
-    if len(b) % 2: b += b"\0"
-    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
-    s = (s >> 16) + (s & 0xffff)
-    s += s >> 16
-    return ~s & 0xffff
-src, dst, mac, node, count = sys.argv[1:6]
-s6, d6 = socket.inet_pton(socket.AF_INET6, src), socket.inet_pton(socket.AF_INET6, dst)
-icmp = struct.pack("!BBHHH", 128, 0, 0, 0x7ab, 1) + b"tabby tunnel guard"
-icmp = icmp[:2] + struct.pack("!H", csum(s6 + d6 + struct.pack("!I3xB", len(icmp), 58) + icmp)) + icmp[4:]
-ip = struct.pack("!IHBB16s16s", 6 << 28, len(icmp), 58, 64, s6, d6)
-eth = bytes.fromhex(mac.replace(":", "")) + bytes.fromhex("02aabbccddee") + b"\x86\xdd"
-vxlan = struct.pack("!II", 0x08000000, 4096 << 8)
-s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-for _ in range(int(count)):
-    s.sendto(vxlan + eth + ip + icmp, (node, 4789))
-`
-
 // TestTunnelGuardIPv6: TestTunnelGuard over the IPv6 underlay: with an IPv6 pool at
 // vxlanMode Always in a lab up with --ipv6, a namespace on the underlay that is not a node
 // sends node1 VXLAN packets over IPv6 carrying ICMPv6 echoes to node1's workload as if
@@ -172,6 +157,6 @@ func TestTunnelGuardIPv6(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("node1's %s: %s", felix.VXLANDeviceV6, mac)
 	}
-	injectRounds(t, l, vxlanInject6, []string{w2.String(), w1.String(), strings.TrimSpace(mac), node1}, ping,
+	injectRounds(t, l, []string{w2.String(), w1.String(), strings.TrimSpace(mac), node1}, ping,
 		func() int { return inEchos(t, l, "default/w1", true) })
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -214,51 +215,20 @@ func (a *encapSubsystem) reconcile(ctx context.Context, v *snapshot.View) error 
 
 // recordOnNode allocates the tunnel addresses that pools need (wireguard.tabby's from
 // wgPools, when WireGuard works), releases those that none needs any more, and records
-// them, the VTEP MAC, the workload MTU and the WireGuard public key (unless wgKey is nil;
+// them, the VTEP MACs, the workload MTU and the WireGuard public key (unless wgKey is nil;
 // "" removes it) on this node's Node resource. The snapshot brings the change back,
 // which makes another pass.
 func (a *encapSubsystem) recordOnNode(ctx context.Context, self *api.Node, e felix.Encap, mtu int, wgKey *string, wgPools []string) error {
 	n := *self
 	n.Spec.BGP = cloneBGP(self.Spec.BGP)
 	n.Annotations = maps.Clone(self.Annotations)
-	changed := false
-	if len(e.VXLANPools) > 0 {
-		recorded, _ := netip.ParseAddr(n.Spec.IPv4VXLANTunnelAddr)
-		addr, err := a.tunnels.Ensure(ctx, ipam.TunnelVXLAN, recorded, e.VXLANPools)
-		a.metrics.observeTunnelAllocation(err)
-		if err != nil {
-			return err
-		}
-		if s := addr.String(); n.Spec.IPv4VXLANTunnelAddr != s {
-			n.Spec.IPv4VXLANTunnelAddr, changed = s, true
-		}
-		if mac := felix.VXLANMAC(a.node).String(); n.Spec.VXLANTunnelMACAddr != mac {
-			n.Spec.VXLANTunnelMACAddr, changed = mac, true
-		}
-	} else if n.Spec.IPv4VXLANTunnelAddr != "" || n.Spec.VXLANTunnelMACAddr != "" {
-		a.tunnels.Release(ctx, ipam.TunnelVXLAN)
-		n.Spec.IPv4VXLANTunnelAddr, n.Spec.VXLANTunnelMACAddr, changed = "", "", true
+	changed, err := a.recordVTEP(ctx, ipam.TunnelVXLAN, e.VXLANPools, felix.VXLANMAC(a.node), &n.Spec.IPv4VXLANTunnelAddr, &n.Spec.VXLANTunnelMACAddr)
+	if err != nil {
+		return err
 	}
-	var vxlan6Err error
-	if len(e.VXLANPoolsV6) > 0 {
-		// Not fatal to the rest of the Node's record (IPv4 VXLAN, MTU).
-		recorded, _ := netip.ParseAddr(n.Spec.IPv6VXLANTunnelAddr)
-		addr, err := a.tunnels.Ensure(ctx, ipam.TunnelVXLANV6, recorded, e.VXLANPoolsV6)
-		a.metrics.observeTunnelAllocation(err)
-		if err != nil {
-			vxlan6Err = err
-		} else {
-			if s := addr.String(); n.Spec.IPv6VXLANTunnelAddr != s {
-				n.Spec.IPv6VXLANTunnelAddr, changed = s, true
-			}
-			if mac := felix.VXLANMACV6(a.node).String(); n.Spec.VXLANTunnelMACAddrV6 != mac {
-				n.Spec.VXLANTunnelMACAddrV6, changed = mac, true
-			}
-		}
-	} else if n.Spec.IPv6VXLANTunnelAddr != "" || n.Spec.VXLANTunnelMACAddrV6 != "" {
-		a.tunnels.Release(ctx, ipam.TunnelVXLANV6)
-		n.Spec.IPv6VXLANTunnelAddr, n.Spec.VXLANTunnelMACAddrV6, changed = "", "", true
-	}
+	// The IPv6 VTEP's failure is not fatal to the rest of the Node's record (IPv4 VXLAN, MTU).
+	vtepChanged, vxlan6Err := a.recordVTEP(ctx, ipam.TunnelVXLANV6, e.VXLANPoolsV6, felix.VXLANMACV6(a.node), &n.Spec.IPv6VXLANTunnelAddr, &n.Spec.VXLANTunnelMACAddrV6)
+	changed = changed || vtepChanged
 	var ipipErr error
 	if len(e.IPIPPools) > 0 {
 		if n.Spec.BGP == nil {
@@ -314,6 +284,34 @@ func (a *encapSubsystem) recordOnNode(ctx context.Context, self *api.Node, e fel
 		return errors.Join(ipipErr, fmt.Errorf("record tunnel address and MTU on node %s: %w", a.node, err))
 	}
 	return ipipErr // a conflict: the snapshot brings the newer Node and another pass
+}
+
+// recordVTEP sets a VXLAN device's VTEP address (allocated for tun from pools) and MAC in
+// the Node fields addr and mac, or, when no pool uses the device, releases the address
+// and clears both. It reports whether it changed them.
+func (a *encapSubsystem) recordVTEP(ctx context.Context, tun ipam.Tunnel, pools []string, hw net.HardwareAddr, addr, mac *string) (bool, error) {
+	if len(pools) == 0 {
+		if *addr == "" && *mac == "" {
+			return false, nil
+		}
+		a.tunnels.Release(ctx, tun)
+		*addr, *mac = "", ""
+		return true, nil
+	}
+	recorded, _ := netip.ParseAddr(*addr)
+	vtep, err := a.tunnels.Ensure(ctx, tun, recorded, pools)
+	a.metrics.observeTunnelAllocation(err)
+	if err != nil {
+		return false, err
+	}
+	changed := false
+	if s := vtep.String(); *addr != s {
+		*addr, changed = s, true
+	}
+	if s := hw.String(); *mac != s {
+		*mac, changed = s, true
+	}
+	return changed, nil
 }
 
 // wireguardKeyOf is the WireGuard public key n publishes ("" none).
