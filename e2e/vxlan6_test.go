@@ -129,23 +129,10 @@ func TestVXLANIPv6(t *testing.T) {
 	vxTo := func(node string) string {
 		return regexp.QuoteMeta(addr6["node1"]) + `\.\d+ > ` + regexp.QuoteMeta(addr6[node]) + `\.4789: VXLAN`
 	}
-	lines := pingBoth(vxTo("node2"), toW(w3))
-	vx2, vx3, plain3, plain2 := labtest.Count(lines, vxTo("node2")), labtest.Count(lines, vxTo("node3")), labtest.Count(lines, toW(w3)), labtest.Count(lines, toW(w2))
-	t.Logf("CrossSubnet capture on node1's link: %d VXLAN to node2, %d VXLAN to node3, %d plain ICMPv6 to w3, %d plain to w2", vx2, vx3, plain3, plain2)
-	if vx2 == 0 || vx3 != 0 || plain3 == 0 || plain2 != 0 {
-		t.Errorf("CrossSubnet: want VXLAN only towards node2 and plain ICMPv6 only towards w3; capture:\n%s", strings.Join(lines, "\n"))
-	}
+	checkCrossSubnet(t, pingBoth(vxTo("node2"), toW(w3)), vxTo("node2"), vxTo("node3"), toW(w3), toW(w2))
 
-	// 1430 bytes with DF (IPv6 40 + ICMPv6 8 + 1382) fit through the tunnel; 1431 do not fit
-	// the workload's link.
-	if out, stderr, code := l.Run("", "exec", "default/w1", "--", "ping", "-c", "1", "-W", "2", "-M", "do", "-s", "1382", w2.String()); code != 0 {
-		t.Errorf("1430-byte DF ping across VXLAN over IPv6: %s%s", out, stderr)
-	}
-	if out, stderr, code := l.Run("", "exec", "default/w1", "--", "ping", "-c", "1", "-W", "2", "-M", "do", "-s", "1383", w2.String()); code == 0 {
-		t.Errorf("1431-byte DF ping across VXLAN over IPv6 succeeded, want refused: %s", out)
-	} else if !strings.Contains(out+stderr, "mtu") && !strings.Contains(out+stderr, "too long") {
-		t.Errorf("1431-byte DF ping failed, but not for its size: %s%s", out, stderr)
-	}
+	// 1430 bytes with DF fit through the tunnel; 1431 do not fit the workload's link.
+	checkDFPings(t, l, "default/w1", w2, 1430, 1431)
 
 	// The guard: VXLAN to node1 over IPv6 only from the nodes' IPv6 addresses.
 	if rules := l.OK("exec", "node1", "--", "ip6tables-save", "-t", "filter"); !strings.Contains(rules, "--dport 4789 -m addrtype --dst-type LOCAL -m set ! --match-set tby-tunnel-peers6 src") {
@@ -160,8 +147,8 @@ func TestVXLANIPv6(t *testing.T) {
 
 	l.Apply(vxlanPool6("Always"))
 	labtest.Poll(t, "Always routes on node1", 30*time.Second, wantRoutes(tunnelled("node2"), tunnelled("node3")))
-	lines = pingBoth(vxTo("node2"), vxTo("node3"))
-	vx3, plain3 = labtest.Count(lines, vxTo("node3")), labtest.Count(lines, toW(w3))
+	lines := pingBoth(vxTo("node2"), vxTo("node3"))
+	vx3, plain3 := labtest.Count(lines, vxTo("node3")), labtest.Count(lines, toW(w3))
 	t.Logf("Always capture on node1's link: %d VXLAN to node3, %d plain ICMPv6 to w3", vx3, plain3)
 	if vx3 == 0 || plain3 != 0 {
 		t.Errorf("Always: want same-subnet traffic encapsulated too; capture:\n%s", strings.Join(lines, "\n"))
