@@ -291,6 +291,23 @@ func TestVXLANReconcilerNetns(t *testing.T) {
 			if fdb := run(t, "ip", "netns", "exec", ns.name, "bridge", "fdb", "show", "dev", tc.dev); strings.Contains(fdb, peers[1].Underlay.String()) {
 				t.Errorf("removed peer's fdb left:\n%s", fdb)
 			}
+			// The node's address changed (a restart with another --ip/--ip6): the device is
+			// made again from that address, with its VTEP and peers.
+			moved := *cfg
+			moved.Underlay = moved.Underlay.Next()
+			ns.ip(t, "addr", "add", netip.PrefixFrom(moved.Underlay, netip.MustParsePrefix(tc.underlay).Bits()).String(), "dev", "eth0", "nodad")
+			if _, err := r.Apply(&moved, peers[:1]); err != nil {
+				t.Fatal(err)
+			}
+			if link := ns.ip(t, "-d", "link", "show", tc.dev); !strings.Contains(link, "local "+moved.Underlay.String()+" ") {
+				t.Errorf("device not moved to %s:\n%s", moved.Underlay, link)
+			}
+			if a := ns.ip(t, "addr", "show", tc.dev); !strings.Contains(a, tc.addr) {
+				t.Errorf("address %s missing after the move: %s", tc.addr, a)
+			}
+			if neigh := ns.ip(t, "neigh", "show", "dev", tc.dev); !strings.Contains(neigh, peers[0].VTEP.String()+" lladdr "+peers[0].MAC+" PERMANENT") {
+				t.Errorf("peer's neighbor missing after the move:\n%s", neigh)
+			}
 			if _, err := r.Apply(nil, nil); err != nil {
 				t.Fatal(err)
 			}
