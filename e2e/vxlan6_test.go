@@ -182,3 +182,39 @@ func TestVXLANIPv6(t *testing.T) {
 		}
 	}
 }
+
+// TestVXLANIPv6Only: nodes with an IPv6 address only (--ip none, without BGP), on two
+// subnets behind a router that knows no pod routes: with the IPv6 pool at vxlanMode
+// Always, a workload on node1 reaches one on node2 over IPv6 through vxlan-v6.tabby, and
+// no IPv4 tunnel is made (the IPv4 pool at Always too: its Nodes have no IPv4 address).
+func TestVXLANIPv6Only(t *testing.T) {
+	labtest.Need(t)
+	testenv.RequireTools(t, testenv.Tool{Cmd: "ping", Package: "iputils-ping"})
+	l := labtest.New(t)
+	l.OK("up", "--nodes", "2", "--subnets", "2", "--ipv6", "--agent-binary", labtest.AgentScript(t, "--ip", "none", "--bgp=false", "--route-refresh-interval", "2s"))
+	l.Apply(vxlanPool6("Always"))
+	l.Apply(labtest.VXLANPool("Always", "false"))
+	labtest.Poll(t, "node1 records its IPv6 VTEP and the IPv6 tunnel's MTU, and no IPv4 address", 30*time.Second, func() string {
+		out := l.OK("ctl", "get", "node", "node1", "-o", "yaml")
+		if !strings.Contains(out, "ipv6VXLANTunnelAddr:") || !strings.Contains(out, api.AnnotationWorkloadMTU+`: "1430"`) ||
+			strings.Contains(out, "ipv4Address") || strings.Contains(out, "ipv4VXLANTunnelAddr") {
+			return out
+		}
+		return ""
+	})
+	l.OK("workload", "add", "node1", "default/w1")
+	l.OK("workload", "add", "node2", "default/w2")
+	_, w2 := l.WorkloadIPs("default", "w2")
+	labtest.Poll(t, "w1 pings w2 over IPv6 through the tunnel", 30*time.Second, func() string {
+		if r, _, _ := l.Run("", "exec", "node1", "--", "ip", "-6", "route", "show", "proto", "116", labtest.BlockOf6(w2)); !strings.Contains(r, "dev "+felix.VXLANDeviceV6+" ") {
+			return "node1's route to w2's block: " + r
+		}
+		if out, _, code := l.Run("", "exec", "default/w1", "--", "ping", "-c", "1", "-W", "1", w2.String()); code != 0 {
+			return out
+		}
+		return ""
+	})
+	if out, _, code := l.Run("", "exec", "node1", "--", "ip", "link", "show", felix.VXLANDevice); code == 0 {
+		t.Errorf("an IPv6-only node made %s:\n%s", felix.VXLANDevice, out)
+	}
+}

@@ -201,31 +201,33 @@ func DesiredEncap(in EncapInput) Encap {
 	pools := slices.Clone(in.Pools)
 	slices.SortFunc(pools, func(a, b EncapPool) int { return cmp.Compare(a.Name, b.Name) })
 	var vxlanPools []EncapPool // of both families: a block overlaps pools of its own only
-	var noUnderlay6 []string
+	noUnderlay := map[vxlanFamily][]string{} // tunnelled pools of a family this node has no address of
 	for _, p := range pools {
 		if p.Disabled || !p.CIDR.IsValid() {
 			continue
 		}
-		if p.VXLANMode == api.EncapAlways || p.VXLANMode == api.EncapCrossSubnet {
-			switch {
-			case p.CIDR.Addr().Is4():
-				e.VXLANPools = append(e.VXLANPools, p.Name)
-			case !self.Addr6.IsValid():
-				noUnderlay6 = append(noUnderlay6, p.Name)
-				continue
-			default:
-				e.VXLANPoolsV6 = append(e.VXLANPoolsV6, p.Name)
-			}
+		f := familyOf(p.CIDR)
+		vxlan := p.VXLANMode == api.EncapAlways || p.VXLANMode == api.EncapCrossSubnet
+		ipip := !f.v6 && (p.IPIPMode == api.EncapAlways || p.IPIPMode == api.EncapCrossSubnet)
+		switch {
+		case (vxlan || ipip) && !f.underlay(self).IsValid():
+			noUnderlay[f] = append(noUnderlay[f], p.Name)
+		case vxlan && f.v6:
+			e.VXLANPoolsV6 = append(e.VXLANPoolsV6, p.Name)
 			vxlanPools = append(vxlanPools, p)
-		}
-		if p.CIDR.Addr().Is4() && (p.IPIPMode == api.EncapAlways || p.IPIPMode == api.EncapCrossSubnet) {
+		case vxlan:
+			e.VXLANPools = append(e.VXLANPools, p.Name)
+			vxlanPools = append(vxlanPools, p)
+		case ipip:
 			e.IPIPPools = append(e.IPIPPools, p.Name)
 			e.ipip = append(e.ipip, p)
 		}
 	}
-	if len(noUnderlay6) > 0 {
-		e.Problems = append(e.Problems, fmt.Sprintf("this node has no IPv6 address: VXLAN pools %s need one to tunnel over IPv6",
-			strings.Join(noUnderlay6, ", ")))
+	for _, f := range []vxlanFamily{vxlanV4, vxlanV6} {
+		if len(noUnderlay[f]) > 0 {
+			e.Problems = append(e.Problems, fmt.Sprintf("this node has no %s address: pools %s need one to tunnel over %s",
+				f, strings.Join(noUnderlay[f], ", "), f))
+		}
 	}
 	var problems []string
 	if len(e.VXLANPools) > 0 {

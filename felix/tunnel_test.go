@@ -178,7 +178,25 @@ func TestDesiredEncapV6(t *testing.T) {
 	if len(e.VXLANPoolsV6) != 0 || len(e.VXLANPeersV6) != 0 || len(e.Routes) != 0 {
 		t.Errorf("without an IPv6 address: pools %v peers %v routes %q; want none", e.VXLANPoolsV6, e.VXLANPeersV6, routeStrings(e.Routes))
 	}
-	if !slices.Contains(e.Problems, "this node has no IPv6 address: VXLAN pools p6 need one to tunnel over IPv6") {
+	if !slices.Contains(e.Problems, "this node has no IPv6 address: pools p6 need one to tunnel over IPv6") {
+		t.Errorf("problems %q", e.Problems)
+	}
+
+	// Nor one without an IPv4 address over IPv4 (an IPv6-only node), while it tunnels over
+	// IPv6 to the others.
+	in = encapInputV6(api.EncapAlways)
+	in.Pools[0].VXLANMode = api.EncapAlways
+	in.Nodes[0].Addr = netip.Prefix{}
+	e = DesiredEncap(in)
+	if len(e.VXLANPools) != 0 || len(e.VXLANPeers) != 0 || !slices.Equal(e.VXLANPoolsV6, []string{"p6"}) || len(e.VXLANPeersV6) != 2 {
+		t.Errorf("IPv6-only node: pools %v/%v, peers %d/%d; want IPv6 only", e.VXLANPools, e.VXLANPoolsV6, len(e.VXLANPeers), len(e.VXLANPeersV6))
+	}
+	for _, r := range e.Routes {
+		if r.Dst.Addr().Is4() {
+			t.Errorf("IPv6-only node routes %s", r)
+		}
+	}
+	if !slices.Contains(e.Problems, "this node has no IPv4 address: pools p need one to tunnel over IPv4") {
 		t.Errorf("problems %q", e.Problems)
 	}
 }

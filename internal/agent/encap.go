@@ -30,7 +30,7 @@ const encapResync = 10 * time.Second
 // hands the routes subsystem the encapsulation state.
 type encapSubsystem struct {
 	node      string
-	underlay  netip.Prefix // this node's address
+	underlay  netip.Prefix // this node's IPv4 address (invalid: none, an IPv6-only node)
 	underlay6 netip.Prefix // this node's IPv6 address (invalid: none)
 	ds        *datastore.Client
 	tunnels   *ipam.TunnelAddrs
@@ -121,7 +121,12 @@ func (a *encapSubsystem) reconcile(ctx context.Context, v *snapshot.View) error 
 	if !ok {
 		return errors.New("own Node resource not found")
 	}
-	underlayMTU, err := felix.LinkMTUOf(a.underlay.Addr())
+	// The MTU of the link of the node's address (its IPv6 one on an IPv6-only node).
+	link := a.underlay
+	if !link.IsValid() {
+		link = a.underlay6
+	}
+	underlayMTU, err := felix.LinkMTUOf(link.Addr())
 	if err != nil {
 		return err
 	}
@@ -149,7 +154,7 @@ func (a *encapSubsystem) reconcile(ctx context.Context, v *snapshot.View) error 
 		errs = append(errs, err)
 	}
 	var cfg, cfg6 *felix.VXLANDeviceConfig
-	if len(e.VXLANPools) > 0 {
+	if len(e.VXLANPools) > 0 && a.underlay.IsValid() {
 		if vtep := encapNode(self).VXLANAddr; vtep.IsValid() {
 			cfg = &felix.VXLANDeviceConfig{VTEP: vtep, MAC: felix.VXLANMAC(a.node), Underlay: a.underlay.Addr(), MTU: underlayMTU - felix.VXLANOverhead}
 		}
