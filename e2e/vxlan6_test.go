@@ -33,7 +33,8 @@ spec: {cidr: "fd00:10:244::/64", vxlanMode: ` + mode + `}
 // Workloads get MTU 1430: a 1430-byte DF ping crosses the tunnel, a 1431-byte one is
 // refused at the sender. With Always, both go through the tunnel. ip6tables drops VXLAN
 // from non-nodes (tby-tunnel-peers6 holds the nodes' IPv6 addresses). With Never, the
-// device and the IPv6 VTEPs go, and w2 is unreachable over IPv6 again.
+// device and the IPv6 VTEPs go, w2 is unreachable over IPv6 again, and once the workloads
+// are gone the pool can be deleted.
 func TestVXLANIPv6(t *testing.T) {
 	labtest.Need(t)
 	testenv.RequireTools(t, testenv.Tool{Cmd: "ping", Package: "iputils-ping"}, testenv.Tool{Cmd: "ip6tables-nft-restore", Package: "iptables"}, testenv.Tool{Cmd: "ipset", Package: "ipset"})
@@ -181,6 +182,11 @@ func TestVXLANIPv6(t *testing.T) {
 			t.Errorf("IPAM still holds the IPv6 VTEP %s:\n%s", a, out)
 		}
 	}
+	// Nothing of the tunnel keeps the pool: once its workloads are gone, it can be deleted.
+	for i := 1; i <= 3; i++ {
+		l.OK("workload", "del", fmt.Sprintf("default/w%d", i))
+	}
+	l.OK("ctl", "delete", "ippool", "default-ipv6-ippool")
 }
 
 // TestVXLANIPv6Only: nodes with an IPv6 address only (--ip none, without BGP), on two
