@@ -133,7 +133,7 @@ the command line wins over its variable.`,
 				a.DNS.Upstreams = splitList(o.dnsUpstreams)
 			}
 			if a.DefaultPools.Off {
-				for _, name := range []string{"default-ipv4-pool-cidr", "default-ipv4-pool-ipip", "default-ipv4-pool-vxlan", "default-ipv6-pool-cidr"} {
+				for _, name := range []string{"default-ipv4-pool-cidr", "default-ipv4-pool-ipip", "default-ipv4-pool-vxlan", "default-ipv6-pool-cidr", "default-ipv6-pool-vxlan"} {
 					if cmd.Flags().Changed(name) {
 						return fmt.Errorf("--no-default-pools and --%s: the pool would not be created; give one or the other", name)
 					}
@@ -192,6 +192,7 @@ the command line wins over its variable.`,
 	f.StringVar(&a.DefaultPools.IPv4IPIP, "default-ipv4-pool-ipip", "", "ipipMode of that pool: Always, CrossSubnet or Never (default Always, or Never when --default-ipv4-pool-vxlan is not Never)")
 	f.StringVar(&a.DefaultPools.IPv4VXLAN, "default-ipv4-pool-vxlan", "Never", "vxlanMode of that pool: Always, CrossSubnet or Never")
 	f.StringVar(&a.DefaultPools.IPv6CIDR, "default-ipv6-pool-cidr", "", "CIDR of the IPv6 pool "+agent.DefaultIPv6PoolName+" that the first agent creates when the cluster has no IPv6 pool (default: none)")
+	f.StringVar(&a.DefaultPools.IPv6VXLAN, "default-ipv6-pool-vxlan", "Never", "vxlanMode of that pool (VXLAN over the IPv6 underlay): Always, CrossSubnet or Never")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.StringVar(&a.Role, "role", agent.RoleNode, "node (workloads and BGP) or route-reflector (BGP only: no workloads, no routes, no iptables)")
 	f.StringVar(&a.StatusSocket, "status-socket", "", "Unix socket serving node status to tabbyctl (default <data-dir>/status.sock)")

@@ -266,8 +266,8 @@ func Run(ctx context.Context, cfg Config, ds *datastore.Client, m *Metrics) erro
 			runFunc("ipam-gc", func(ctx context.Context) error {
 				return ipamc.RunGarbageCollector(ctx, cfg.NodeName, cfg.IPAMGCInterval, ipam.GCOptions{})
 			}))
-		if v4.IsValid() {
-			subs = append(subs, newEncapSubsystem(cfg.NodeName, v4, cfg.WireGuard, ds, ipamc, snap, encapOut, ready, m))
+		if v4.IsValid() || v6.IsValid() {
+			subs = append(subs, newEncapSubsystem(cfg.NodeName, v4, v6, cfg.WireGuard, ds, ipamc, snap, encapOut, ready, m))
 		}
 	}
 	if cfg.BGP.Enabled {
