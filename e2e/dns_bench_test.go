@@ -76,7 +76,7 @@ func BenchmarkAgentDNS(b *testing.B) {
 		time.Sleep(250 * time.Millisecond)
 		settled = min(settled, rssMiB(b, agent))
 	}
-	heap := metrics(b, l, "node1")
+	heap := labtest.Metrics(b, l, "node1")
 	mib := func(name string) float64 { return heap[name+"{}"] / (1 << 20) }
 	b.Logf("agent Go heap with %d Services: spans in use %.1f MiB (objects allocated %.1f MiB, next GC at %.1f MiB), idle %.1f MiB of which %.1f MiB released to the OS",
 		benchServices, mib("go_memstats_heap_inuse_bytes"), mib("go_memstats_heap_alloc_bytes"), mib("go_memstats_next_gc_bytes"),

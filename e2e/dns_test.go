@@ -24,23 +24,6 @@ spec:
   ports: [{name: http, protocol: TCP, port: 80, targetPort: 8080}]
 `
 
-// dig runs dig in a lab namespace against the node-local address and returns its short
-// answer ("" for none) or, with full, the whole output.
-func dig(t *testing.T, l *labtest.Lab, from string, args ...string) string {
-	t.Helper()
-	return digAt(t, l, "169.254.20.10", from, args...)
-}
-
-// digAt is dig against server.
-func digAt(t *testing.T, l *labtest.Lab, server, from string, args ...string) string {
-	t.Helper()
-	out, stderr, code := l.Run("", append([]string{"exec", from, "--", "dig", "@" + server, "+time=2", "+tries=1"}, args...)...)
-	if code != 0 {
-		return fmt.Sprintf("dig failed (exit %d): %s%s", code, out, stderr)
-	}
-	return strings.TrimSpace(out)
-}
-
 // TestClusterDNS runs the agents' node-local DNS in a two-node lab: workloads on both
 // nodes resolve a Service by its short name (getent, through the resolv.conf the CNI
 // result gave them) and by dig (A, SRV, PTR); a Service created resolves and a deleted one
@@ -80,12 +63,12 @@ func TestClusterDNS(t *testing.T) {
 	}
 	for _, from := range []string{"shop/client", "default/other"} {
 		for _, c := range checks {
-			if got := dig(t, l, from, strings.Fields(c.args)...); got != c.want {
+			if got := labtest.Dig(t, l, from, strings.Fields(c.args)...); got != c.want {
 				t.Errorf("from %s: dig %s = %q, want %q", from, c.args, got, c.want)
 			}
 		}
 	}
-	if got := dig(t, l, "shop/client", "nope.shop.svc.cluster.local", "A"); !strings.Contains(got, "status: NXDOMAIN") {
+	if got := labtest.Dig(t, l, "shop/client", "nope.shop.svc.cluster.local", "A"); !strings.Contains(got, "status: NXDOMAIN") {
 		t.Errorf("a name that does not exist:\n%s", got)
 	}
 
@@ -97,7 +80,7 @@ spec: {clusterIP: 10.96.12.8, ports: [{port: 443}]}
 `)
 	start := time.Now()
 	labtest.Poll(t, "a new Service resolves", 30*time.Second, func() string {
-		if got := dig(t, l, "shop/client", "+short", "api.shop.svc.cluster.local"); got != "10.96.12.8" {
+		if got := labtest.Dig(t, l, "shop/client", "+short", "api.shop.svc.cluster.local"); got != "10.96.12.8" {
 			return got
 		}
 		return ""
@@ -105,7 +88,7 @@ spec: {clusterIP: 10.96.12.8, ports: [{port: 443}]}
 	t.Logf("a new Service resolved %v after its apply", time.Since(start).Round(time.Millisecond))
 	l.OK("ctl", "delete", "service", "api", "-n", "shop")
 	labtest.Poll(t, "a deleted Service is NXDOMAIN", 30*time.Second, func() string {
-		if got := dig(t, l, "shop/client", "api.shop.svc.cluster.local"); !strings.Contains(got, "status: NXDOMAIN") {
+		if got := labtest.Dig(t, l, "shop/client", "api.shop.svc.cluster.local"); !strings.Contains(got, "status: NXDOMAIN") {
 			return got
 		}
 		return ""
@@ -123,10 +106,10 @@ spec:
 `)
 	for _, from := range []string{"shop/client", "shop/web1"} {
 		labtest.Poll(t, "the kube-dns Service's address answers from "+from, 30*time.Second, func() string {
-			if got := digAt(t, l, "10.96.0.53", from, "+short", "web.shop.svc.cluster.local"); got != "10.96.12.7" {
+			if got := labtest.DigAt(t, l, "10.96.0.53", from, "+short", "web.shop.svc.cluster.local"); got != "10.96.12.7" {
 				return got
 			}
-			if got := digAt(t, l, "10.96.0.53", from, "+tcp", "+short", "web.shop.svc.cluster.local"); got != "10.96.12.7" {
+			if got := labtest.DigAt(t, l, "10.96.0.53", from, "+tcp", "+short", "web.shop.svc.cluster.local"); got != "10.96.12.7" {
 				return "over TCP: " + got
 			}
 			return ""
@@ -141,10 +124,10 @@ spec:
 			return ""
 		})
 	}
-	if got := digAt(t, l, "10.96.0.53", "shop/client", "+short", "web.shop.svc.cluster.local"); !strings.HasPrefix(got, "dig failed") {
+	if got := labtest.DigAt(t, l, "10.96.0.53", "shop/client", "+short", "web.shop.svc.cluster.local"); !strings.HasPrefix(got, "dig failed") {
 		t.Errorf("the deleted kube-dns Service's address still answers: %q", got)
 	}
-	if got := digAt(t, l, "10.96.0.10", "shop/client", "+short", "web.shop.svc.cluster.local"); got != "10.96.12.7" {
+	if got := labtest.DigAt(t, l, "10.96.0.10", "shop/client", "+short", "web.shop.svc.cluster.local"); got != "10.96.12.7" {
 		t.Errorf("the configured cluster DNS address after kube-dns went: %q", got)
 	}
 
@@ -170,14 +153,14 @@ spec:
 	}
 	t.Cleanup(stop)
 	labtest.Poll(t, "an outside name is forwarded to the upstream", 30*time.Second, func() string {
-		if got := dig(t, l, "shop/client", "+short", "www.example.test"); got != "192.0.2.80" {
+		if got := labtest.Dig(t, l, "shop/client", "+short", "www.example.test"); got != "192.0.2.80" {
 			return got
 		}
 		return ""
 	})
 	for range 20 {
-		if got := dig(t, l, "shop/client", "+short", "www.example.test"); got != "192.0.2.80" {
-			t.Fatalf("a cached outside name: %q; again in full:\n%s", got, dig(t, l, "shop/client", "www.example.test"))
+		if got := labtest.Dig(t, l, "shop/client", "+short", "www.example.test"); got != "192.0.2.80" {
+			t.Fatalf("a cached outside name: %q; again in full:\n%s", got, labtest.Dig(t, l, "shop/client", "www.example.test"))
 		}
 	}
 	if n := countQueries(t, queries, "www.example.test"); n != 1 {
@@ -186,10 +169,10 @@ spec:
 
 	// The upstream gone: cluster names still answer.
 	stop()
-	if got := dig(t, l, "shop/client", "+short", "web.shop.svc.cluster.local"); got != "10.96.12.7" {
+	if got := labtest.Dig(t, l, "shop/client", "+short", "web.shop.svc.cluster.local"); got != "10.96.12.7" {
 		t.Errorf("with the upstream down, web = %q", got)
 	}
-	if got := dig(t, l, "shop/client", "never-asked.example.test"); !strings.Contains(got, "status: SERVFAIL") {
+	if got := labtest.Dig(t, l, "shop/client", "never-asked.example.test"); !strings.Contains(got, "status: SERVFAIL") {
 		t.Errorf("with the upstream down, an outside name:\n%s", got)
 	}
 }

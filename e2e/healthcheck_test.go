@@ -173,7 +173,7 @@ spec:
 	}
 	// node1 probes web1 and web3 (node2 probes web2): both passing, its failures counted.
 	labtest.Poll(t, "node1's probe metrics", 10*time.Second, func() string {
-		m := metrics(t, l, "node1")
+		m := labtest.Metrics(t, l, "node1")
 		passing, failing := m[`tabby_endpoints_health_checked{state=passing}`], m[`tabby_endpoints_health_checked{state=failing}`]
 		pass, fail := m[`tabby_endpoint_probes_total{check=tcp,result=pass}`], m[`tabby_endpoint_probes_total{check=tcp,result=fail}`]
 		if passing != 2 || failing != 0 || pass == 0 || fail < 4*healthThreshold {

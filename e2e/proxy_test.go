@@ -83,7 +83,7 @@ func checkProxyIPv6(t *testing.T, l *labtest.Lab, node, mode string) {
 func checkProxyMode(t *testing.T, l *labtest.Lab, node, mode string) {
 	t.Helper()
 	backend := map[string]string{"nftables": "nftables", "iptables": "nft"}[mode]
-	if v := metrics(t, l, node)["tabby_proxy_info{backend="+backend+",mode="+mode+"}"]; v != 1 {
+	if v := labtest.Metrics(t, l, node)["tabby_proxy_info{backend="+backend+",mode="+mode+"}"]; v != 1 {
 		t.Errorf("%s: tabby_proxy_info of mode %s, backend %s: %v, want 1", node, mode, backend, v)
 	}
 	table, _, code := l.Run("", "exec", node, "--", "nft", "list", "table", "ip", "tabby")

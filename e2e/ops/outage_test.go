@@ -1,4 +1,4 @@
-package e2e
+package ops
 
 import (
 	"fmt"
@@ -19,7 +19,7 @@ var outageNodes = []string{"node1", "node2", "node3"}
 // readiness is GET /readiness on node's agent health port: the code and the body.
 func readiness(t testing.TB, l *labtest.Lab, node string) (int, string) {
 	t.Helper()
-	return curl(t, l, node, "http://127.0.0.1:9099/readiness")
+	return labtest.Curl(t, l, node, "http://127.0.0.1:9099/readiness")
 }
 
 // allReady says which nodes' agents are not ready, and why ("" when all are).
@@ -84,7 +84,7 @@ func TestEtcdOutage(t *testing.T) {
 	labtest.Need(t)
 	testenv.RequireTools(t, testenv.Tool{Cmd: "dig", Package: "dnsutils"}, testenv.Tool{Cmd: "curl", Package: "curl"},
 		testenv.Tool{Cmd: "nft", Package: "nftables"}, testenv.Tool{Cmd: "ipset", Package: "ipset"})
-	probe := labtest.Build(t, "./testdata/svcprobe", "svcprobe")
+	probe := labtest.Build(t, "../testdata/svcprobe", "svcprobe")
 	l := labtest.New(t)
 	l.OK("up", "--nodes", "3", "--subnets", "1", "--agent-binary", labtest.AgentScript(t, labtest.FastBGP...))
 	l.Apply(labtest.Pool)
@@ -119,7 +119,7 @@ spec:
 		if out, _, code := l.Run("", "exec", "default/a1", "--", probe, "tcp", "5", "1s", "10.96.30.1:80"); code != 0 || !strings.Contains(out, "web1 5") {
 			return fmt.Sprintf("5 connections to the Service: exit %d: %s", code, out)
 		}
-		if got := dig(t, l, "default/a1", "+short", "web.shop.svc.cluster.local"); got != "10.96.30.1" {
+		if got := labtest.Dig(t, l, "default/a1", "+short", "web.shop.svc.cluster.local"); got != "10.96.30.1" {
 			return "dig web.shop.svc.cluster.local: " + got
 		}
 		return ""

@@ -1,69 +1,15 @@
-package e2e
+package ops
 
 import (
 	"fmt"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
-	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
-
 	"github.com/tabby-net/tabby/internal/labtest"
 	"github.com/tabby-net/tabby/internal/testenv"
 )
-
-// curl fetches url inside node's namespace: the HTTP code and the body.
-func curl(t testing.TB, l *labtest.Lab, node, url string) (int, string) {
-	t.Helper()
-	out, stderr, code := l.Run("", "exec", node, "--", "curl", "-s", "--max-time", "5", "-w", "\n%{http_code}", url)
-	if code != 0 {
-		return 0, stderr
-	}
-	i := strings.LastIndexByte(out, '\n')
-	status, err := strconv.Atoi(strings.TrimSpace(out[i+1:]))
-	if err != nil {
-		t.Fatalf("curl %s: no status in %q", url, out)
-	}
-	return status, out[:i]
-}
-
-// metrics scrapes node's agent and returns its series as name{labels} -> value, where
-// labels are k=v joined by commas in the order the exposition gives them.
-func metrics(t testing.TB, l *labtest.Lab, node string) map[string]float64 {
-	t.Helper()
-	code, body := curl(t, l, node, "http://127.0.0.1:9091/metrics")
-	if code != 200 {
-		t.Fatalf("GET /metrics on %s: %d %s", node, code, body)
-	}
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(strings.NewReader(body))
-	if err != nil {
-		t.Fatalf("parse /metrics: %v", err)
-	}
-	out := map[string]float64{}
-	for name, f := range fams {
-		for _, m := range f.Metric {
-			var labels []string
-			for _, lp := range m.Label {
-				labels = append(labels, lp.GetName()+"="+lp.GetValue())
-			}
-			key := name + "{" + strings.Join(labels, ",") + "}"
-			switch f.GetType() {
-			case dto.MetricType_COUNTER:
-				out[key] = m.Counter.GetValue()
-			case dto.MetricType_GAUGE:
-				out[key] = m.Gauge.GetValue()
-			case dto.MetricType_HISTOGRAM:
-				out[key+"_count"] = float64(m.Histogram.GetSampleCount())
-			}
-		}
-	}
-	return out
-}
 
 // TestHealthAndMetrics checks the agent's health and metrics endpoints in a lab node:
 // /liveness answers; /readiness is 200 "ready" once the node is ready; /metrics has tabby_
@@ -80,7 +26,7 @@ func TestHealthAndMetrics(t *testing.T) {
 	// up returns once the agents registered their nodes; their HTTP listeners may come a
 	// moment later.
 	labtest.Poll(t, "liveness answers 200", 10*time.Second, func() string {
-		if code, body := curl(t, l, "node1", "http://127.0.0.1:9099/liveness"); code != 200 {
+		if code, body := labtest.Curl(t, l, "node1", "http://127.0.0.1:9099/liveness"); code != 200 {
 			return fmt.Sprintf("%d %s", code, body)
 		}
 		return ""
@@ -88,7 +34,7 @@ func TestHealthAndMetrics(t *testing.T) {
 	waitReadiness := func(what string, want int, wantBody string) {
 		t.Helper()
 		took := labtest.Poll(t, what, 60*time.Second, func() string {
-			code, body := curl(t, l, "node1", "http://127.0.0.1:9099/readiness")
+			code, body := labtest.Curl(t, l, "node1", "http://127.0.0.1:9099/readiness")
 			if code != want || !strings.Contains(body, wantBody) {
 				return fmt.Sprintf("%d %s", code, body)
 			}
@@ -99,7 +45,7 @@ func TestHealthAndMetrics(t *testing.T) {
 	waitReady := func(what string) { waitReadiness(what, 200, "ready") }
 	waitReady("node1 ready")
 
-	before := metrics(t, l, "node1")
+	before := labtest.Metrics(t, l, "node1")
 	for _, series := range []string{
 		`tabby_snapshot_resources{kind=workloadendpoints}`, `tabby_routes_programmed{}`, `tabby_iptables_restores_total{}`,
 		`tabby_iptables_lines_written_total{}`, `tabby_ipset_members{}`, `tabby_bgp_peers{state=Established}`,
@@ -122,7 +68,7 @@ func TestHealthAndMetrics(t *testing.T) {
 	l.Apply(labtest.Pool)
 	l.OK("workload", "add", "node1", "default/w1")
 	labtest.Poll(t, "metrics move with a workload", 30*time.Second, func() string {
-		m := metrics(t, l, "node1")
+		m := labtest.Metrics(t, l, "node1")
 		w, r := m[`tabby_snapshot_resources{kind=workloadendpoints}`], m[`tabby_routes_programmed{}`]
 		if w != before[`tabby_snapshot_resources{kind=workloadendpoints}`]+1 || r < before[`tabby_routes_programmed{}`]+2 {
 			return fmt.Sprintf("workloadendpoints %v routes %v (before %v, %v)", w, r,
@@ -132,7 +78,7 @@ func TestHealthAndMetrics(t *testing.T) {
 	})
 
 	// A policy: in the snapshot, and written through iptables-restore.
-	mid := metrics(t, l, "node1")
+	mid := labtest.Metrics(t, l, "node1")
 	l.Apply(`apiVersion: projectcalico.org/v3
 kind: GlobalNetworkPolicy
 metadata: {name: metrics-probe}
@@ -141,7 +87,7 @@ spec:
   ingress: [{action: Allow, protocol: TCP, destination: {ports: [8080]}}]
 `)
 	labtest.Poll(t, "metrics move with a policy", 30*time.Second, func() string {
-		m := metrics(t, l, "node1")
+		m := labtest.Metrics(t, l, "node1")
 		p := m[`tabby_snapshot_resources{kind=globalnetworkpolicies}`]
 		r, lines := m[`tabby_iptables_restores_total{}`], m[`tabby_iptables_lines_written_total{}`]
 		if p != mid[`tabby_snapshot_resources{kind=globalnetworkpolicies}`]+1 || r <= mid[`tabby_iptables_restores_total{}`] ||
@@ -182,7 +128,7 @@ spec:
 		name := fmt.Sprintf("after-outage-%d", i)
 		l.Apply("apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: " + name + "}\nspec: {selector: all(), order: 1000}\n")
 		labtest.Poll(t, "a policy written after a "+outage.String()+" outage in node1's snapshot", 30*time.Second, func() string {
-			if got := metrics(t, l, "node1")[`tabby_snapshot_resources{kind=globalnetworkpolicies}`]; got != float64(2+i) {
+			if got := labtest.Metrics(t, l, "node1")[`tabby_snapshot_resources{kind=globalnetworkpolicies}`]; got != float64(2+i) {
 				return fmt.Sprintf("globalnetworkpolicies %v, want %d", got, 2+i)
 			}
 			return ""
