@@ -70,12 +70,32 @@ type Client struct {
 	mu     sync.Mutex
 	checks []WriteCheck // see AddWriteCheck
 	hooks  []writeHook  // fixed at Connect: builtinHooks
+
+	endpoints   []string
+	tls         *tls.Config
+	dialTimeout time.Duration
 }
 
 // Connect dials etcd and checks, within cfg.DialTimeout, that the cluster answers a
 // linearizable read of one key (so it has a leader); an unreachable cluster is an error
 // naming the endpoints, never a hang.
 func Connect(ctx context.Context, cfg Config) (*Client, error) {
+	c, err := Dial(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.CheckReachable(ctx); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// Dial makes a client of the etcd at cfg's endpoints without waiting for it to answer: a
+// program that can start without etcd (the agent, from its snapshot cache) checks with
+// CheckReachable, and its requests and watches wait for etcd and resume when it answers.
+// The error is about cfg only (endpoints, TLS files).
+func Dial(cfg Config) (*Client, error) {
 	endpoints := cfg.Endpoints
 	if len(endpoints) == 0 {
 		endpoints = []string{DefaultEndpoint}
@@ -122,23 +142,48 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("etcd at %s: %w", strings.Join(endpoints, ","), err)
 	}
-	c := &Client{etcd: etcd, log: log, hooks: builtinHooks()}
-
-	pingCtx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	if err := c.ping(pingCtx); err != nil {
-		etcd.Close()
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("connect to etcd at %s: %w", strings.Join(endpoints, ","), ctx.Err())
-		}
-		// The client only times out: a probe of each endpoint names what it can see.
-		if why := diagnose(ctx, endpoints, tlsCfg); why != "" {
-			return nil, fmt.Errorf("etcd at %s unreachable after %s: %s", strings.Join(endpoints, ","), timeout, why)
-		}
-		return nil, fmt.Errorf("etcd at %s unreachable after %s: %w", strings.Join(endpoints, ","), timeout, err)
-	}
-	return c, nil
+	return &Client{etcd: etcd, log: log, hooks: builtinHooks(), endpoints: endpoints, tls: tlsCfg, dialTimeout: timeout}, nil
 }
+
+// ErrUnreachable marks CheckReachable's error: etcd did not answer within the dial
+// timeout (as opposed to the caller's context ending).
+var ErrUnreachable = errors.New("etcd unreachable")
+
+// CheckReachable checks, within the dial timeout, that the cluster answers a linearizable
+// read of one key. Its error names the endpoints and the cause a probe of each finds; it
+// wraps ErrUnreachable unless ctx ended first.
+func (c *Client) CheckReachable(ctx context.Context) error {
+	endpoints := strings.Join(c.endpoints, ",")
+	pingCtx, cancel := context.WithTimeout(ctx, c.dialTimeout)
+	defer cancel()
+	err := c.ping(pingCtx)
+	if err == nil {
+		return nil
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("connect to etcd at %s: %w", endpoints, ctx.Err())
+	}
+	// The client only times out: a probe of each endpoint names what it can see.
+	if why := diagnose(ctx, c.endpoints, c.tls); why != "" {
+		return &unreachableError{fmt.Sprintf("etcd at %s unreachable after %s: %s", endpoints, c.dialTimeout, why), nil}
+	}
+	return &unreachableError{fmt.Sprintf("etcd at %s unreachable after %s", endpoints, c.dialTimeout), err}
+}
+
+// unreachableError reads as msg (": " and the cause when there is one) and is ErrUnreachable.
+type unreachableError struct {
+	msg   string
+	cause error
+}
+
+func (e *unreachableError) Error() string {
+	if e.cause == nil {
+		return e.msg
+	}
+	return e.msg + ": " + e.cause.Error()
+}
+
+func (e *unreachableError) Unwrap() []error { return []error{ErrUnreachable, e.cause} }
 
 // reconnectMaxDelay caps the wait between attempts to reconnect to an etcd that went away.
 // gRPC's default grows to 120 s: after a one-minute outage an agent found etcd back only
