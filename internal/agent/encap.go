@@ -31,6 +31,7 @@ type encapSubsystem struct {
 	node     string
 	underlay netip.Prefix // this node's address
 	ds       *datastore.Client
+	writes   *writeGate // closed: the Node is not written (tunnel addresses, MTU, WireGuard key)
 	tunnels  *ipam.TunnelAddrs
 	snap     *snapshot.Snapshot
 	out      *handoff[*felix.Encap]
@@ -48,10 +49,10 @@ type encapSubsystem struct {
 }
 
 func newEncapSubsystem(node string, underlay netip.Prefix, wg WireGuardConfig, ds *datastore.Client, ipamc *ipam.Client, snap *snapshot.Snapshot,
-	out *handoff[*felix.Encap], ready *Readiness, m *Metrics) *encapSubsystem {
+	out *handoff[*felix.Encap], writes *writeGate, ready *Readiness, m *Metrics) *encapSubsystem {
 	log := slog.Default().With("component", "encap")
 	ready.Set("encapsulation", "encapsulation: no complete pass yet (tunnel devices, tunnel addresses, MTU)")
-	a := &encapSubsystem{node: node, underlay: underlay, ds: ds, tunnels: ipamc.TunnelAddrs(node, log), snap: snap, out: out,
+	a := &encapSubsystem{node: node, underlay: underlay, ds: ds, writes: writes, tunnels: ipamc.TunnelAddrs(node, log), snap: snap, out: out,
 		ready: ready, metrics: m, log: log, vxlan: felix.NewVXLANReconciler(nil, log), ipip: felix.NewIPIPReconciler(nil, log),
 		wg: newWireGuard(wg, m, log)}
 	a.vxlan.Observe, a.ipip.Observe = m.observeApply, m.observeApply
@@ -142,7 +143,9 @@ func (a *encapSubsystem) reconcile(ctx context.Context, v *snapshot.View) error 
 			}
 		}
 	}
-	if err := a.recordOnNode(ctx, self, e, mtu, publish, wgPools); err != nil {
+	if !a.writes.isOpen() {
+		// Started from the cache: the cached Node's record stands until etcd answers.
+	} else if err := a.recordOnNode(ctx, self, e, mtu, publish, wgPools); err != nil {
 		errs = append(errs, err)
 	}
 	var cfg *felix.VXLANDeviceConfig
