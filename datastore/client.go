@@ -77,8 +77,8 @@ type Client struct {
 }
 
 // Connect dials etcd and checks, within cfg.DialTimeout, that the cluster answers a
-// linearizable read of one key (so it has a leader); an unreachable cluster is an error
-// naming the endpoints, never a hang.
+// linearizable read of one key (so it has a leader); an unreachable cluster is a
+// *ConnectError naming the endpoints, never a hang.
 func Connect(ctx context.Context, cfg Config) (*Client, error) {
 	c, err := Dial(cfg)
 	if err != nil {
@@ -145,13 +145,9 @@ func Dial(cfg Config) (*Client, error) {
 	return &Client{etcd: etcd, log: log, hooks: builtinHooks(), endpoints: endpoints, tls: tlsCfg, dialTimeout: timeout}, nil
 }
 
-// ErrUnreachable marks CheckReachable's error: etcd did not answer within the dial
-// timeout (as opposed to the caller's context ending).
-var ErrUnreachable = errors.New("etcd unreachable")
-
 // CheckReachable checks, within the dial timeout, that the cluster answers a linearizable
-// read of one key. Its error names the endpoints and the cause a probe of each finds; it
-// wraps ErrUnreachable unless ctx ended first.
+// read of one key. When it does not, the error is a *ConnectError naming the endpoints and
+// the cause a probe of each finds; when ctx ends first, ctx's error.
 func (c *Client) CheckReachable(ctx context.Context) error {
 	endpoints := strings.Join(c.endpoints, ",")
 	pingCtx, cancel := context.WithTimeout(ctx, c.dialTimeout)
@@ -164,26 +160,25 @@ func (c *Client) CheckReachable(ctx context.Context) error {
 		return fmt.Errorf("connect to etcd at %s: %w", endpoints, ctx.Err())
 	}
 	// The client only times out: a probe of each endpoint names what it can see.
-	if why := diagnose(ctx, c.endpoints, c.tls); why != "" {
-		return &unreachableError{fmt.Sprintf("etcd at %s unreachable after %s: %s", endpoints, c.dialTimeout, why), nil}
+	prefix := fmt.Sprintf("etcd at %s unreachable after %s: ", endpoints, c.dialTimeout)
+	if why, tlsFault := diagnose(ctx, c.endpoints, c.tls); why != "" {
+		return &ConnectError{msg: prefix + why, TLS: tlsFault, err: err}
 	}
-	return &unreachableError{fmt.Sprintf("etcd at %s unreachable after %s", endpoints, c.dialTimeout), err}
+	return &ConnectError{msg: prefix + err.Error(), err: err}
 }
 
-// unreachableError reads as msg (": " and the cause when there is one) and is ErrUnreachable.
-type unreachableError struct {
-	msg   string
-	cause error
+// A ConnectError is Connect's (and CheckReachable's) failure to reach etcd in time. TLS
+// says a probe of the endpoints found a mismatch of TLS settings (a configuration to fix)
+// rather than a server that is down or out of reach, so a caller's hint can say which to
+// look at.
+type ConnectError struct {
+	msg string
+	TLS bool
+	err error
 }
 
-func (e *unreachableError) Error() string {
-	if e.cause == nil {
-		return e.msg
-	}
-	return e.msg + ": " + e.cause.Error()
-}
-
-func (e *unreachableError) Unwrap() []error { return []error{ErrUnreachable, e.cause} }
+func (e *ConnectError) Error() string { return e.msg }
+func (e *ConnectError) Unwrap() error { return e.err }
 
 // reconnectMaxDelay caps the wait between attempts to reconnect to an etcd that went away.
 // gRPC's default grows to 120 s: after a one-minute outage an agent found etcd back only

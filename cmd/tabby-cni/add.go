@@ -269,10 +269,12 @@ func sameWorkload(w *api.WorkloadEndpoint, id *workloadID) bool {
 }
 
 // writeEndpoint creates the endpoint, or replaces old (compare-and-swap on its revision:
-// an earlier sandbox's endpoint, or this container's own). Losing a race with another
-// writer is worth retrying (11).
+// an earlier sandbox's endpoint, or this container's own), while its Node exists (a
+// node delete since readNode refuses it). Losing a race with another writer is worth
+// retrying (11).
 func writeEndpoint(ctx context.Context, ds *datastore.Client, w *api.WorkloadEndpoint, old *api.WorkloadEndpoint) error {
 	var err error
+	ds = ds.WithWriteCheck(datastore.NodeExistsCheck(w.Spec.Node))
 	if old == nil {
 		_, err = ds.Create(ctx, w)
 	} else {
@@ -281,6 +283,9 @@ func writeEndpoint(ctx context.Context, ds *datastore.Client, w *api.WorkloadEnd
 	}
 	if errors.Is(err, datastore.ErrAlreadyExists) || errors.Is(err, datastore.ErrConflict) || errors.Is(err, datastore.ErrNotFound) {
 		return withCode(types.ErrTryAgainLater, fmt.Errorf("write workload endpoint: another writer changed it meanwhile: %w", err))
+	}
+	if errors.Is(err, datastore.ErrNodeNotRegistered) {
+		return withCode(types.ErrInvalidNetworkConfig, fmt.Errorf("write workload endpoint: %w: the node was deleted (tabbyctl node delete) after this ADD read it", err))
 	}
 	if err != nil {
 		return fmt.Errorf("write workload endpoint: %w", err)

@@ -31,6 +31,7 @@ import (
 	"github.com/tabby-net/tabby/datastore/embedded"
 	"github.com/tabby-net/tabby/felix"
 	"github.com/tabby-net/tabby/internal/agent"
+	"github.com/tabby-net/tabby/internal/logsetup"
 	"github.com/tabby-net/tabby/internal/nodestatus"
 	"github.com/tabby-net/tabby/ipam"
 )
@@ -236,7 +237,7 @@ var embeddedEtcdFlags = []string{"etcd-listen-client", "etcd-listen-peer", "etcd
 func run(ctx context.Context, o options) error {
 	// The recent lines are kept for tabbyctl node diags.
 	o.agent.Logs = agent.NewLogRing(agent.DefaultLogLines)
-	logger, err := newLogger(o.logLevel, io.MultiWriter(os.Stderr, o.agent.Logs))
+	logger, err := logsetup.New(o.logLevel, io.MultiWriter(os.Stderr, o.agent.Logs))
 	if err != nil {
 		return err
 	}
@@ -296,14 +297,6 @@ func startDatastore(ctx context.Context, o options) (*embedded.Etcd, error) {
 	}
 	slog.Info("datastore ready", "endpoints", strings.Join(etcd.Endpoints(), ","), "data-dir", o.dataDir)
 	return etcd, nil
-}
-
-func newLogger(level string, w io.Writer) (*slog.Logger, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
-	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
 }
 
 func splitList(s string) []string {

@@ -34,7 +34,7 @@ func startSource(reachErr error, cachePath string, cached *snapshot.View, cacheE
 	switch {
 	case reachErr == nil:
 		return nil, nil
-	case !errors.Is(reachErr, datastore.ErrUnreachable):
+	case !isConnectError(reachErr):
 		return nil, reachErr // the start was cancelled
 	case cachePath == "":
 		return nil, fmt.Errorf("%w (no snapshot cache configured to start from)", reachErr)
@@ -54,10 +54,17 @@ func chooseStart(ctx context.Context, ds *datastore.Client, cfg Config) (*snapsh
 	reachErr := ds.CheckReachable(ctx)
 	var cached *snapshot.View
 	var cacheErr error
-	if errors.Is(reachErr, datastore.ErrUnreachable) && cfg.SnapshotCache != "" {
+	if isConnectError(reachErr) && cfg.SnapshotCache != "" {
 		cached, cacheErr = snapshot.ReadCache(cfg.SnapshotCache, cfg.NodeName, snapshotKinds())
 	}
 	return startSource(reachErr, cfg.SnapshotCache, cached, cacheErr)
+}
+
+// isConnectError says whether err is etcd not answering in time (down, out of reach, or a
+// TLS mismatch: any of them leaves the cache the best the agent has).
+func isConnectError(err error) bool {
+	_, ok := errors.AsType[*datastore.ConnectError](err)
+	return ok
 }
 
 // writeGate holds back the agent's datastore writes (node registration, default pools,

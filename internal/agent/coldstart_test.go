@@ -23,7 +23,7 @@ func TestStartSource(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	unreachable := fmt.Errorf("etcd at http://10.0.0.1:2379 unreachable after 5s: %w", datastore.ErrUnreachable)
+	unreachable := unreachableClient(t).CheckReachable(context.Background()) // a *datastore.ConnectError
 	missing := fmt.Errorf("snapshot cache: %w", os.ErrNotExist)
 	corrupt := errors.New("snapshot cache /var/lib/tabby/snapshot-cache.json: checksum mismatch: the file is corrupt")
 	for _, c := range []struct {
@@ -39,7 +39,9 @@ func TestStartSource(t *testing.T) {
 		{name: "etcd answers, no cache", path: "/c", cacheErr: missing},
 		{name: "unreachable, cache", reachErr: unreachable, path: "/c", cached: cached, wantCache: true},
 		{name: "unreachable, no cache (new node)", reachErr: unreachable, path: "/c", cacheErr: missing,
-			wantErr: "unreachable after 5s: etcd unreachable (no snapshot cache at /c to start from: a node's first start needs etcd)"},
+			wantErr: "unreachable after 200ms: 127.0.0.1:"},
+		{name: "unreachable, no cache (new node), why", reachErr: unreachable, path: "/c", cacheErr: missing,
+			wantErr: "connection refused (no snapshot cache at /c to start from: a node's first start needs etcd)"},
 		{name: "unreachable, corrupt cache", reachErr: unreachable, path: "/c", cacheErr: corrupt,
 			wantErr: "(and the snapshot cache cannot be used: snapshot cache /var/lib/tabby/snapshot-cache.json: checksum mismatch: the file is corrupt)"},
 		{name: "unreachable, cache off", reachErr: unreachable, wantErr: "(no snapshot cache configured to start from)"},
