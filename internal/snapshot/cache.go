@@ -53,32 +53,56 @@ type cachePayload struct {
 // WriteCache writes v to path as node's cache, atomically (a temporary file in the same
 // directory, synced, then renamed over path; mode 0600): a reader sees the old file or
 // the new one, never part of either. written is recorded as the view's time.
+//
+// The payload is assembled from each resource's JSON, which is all that costs: encoding
+// it again as one document would go over every byte twice more.
 func WriteCache(path, node string, v *View, written time.Time) error {
-	p := cachePayload{Node: node, Written: written.UTC(), Kinds: map[string][]json.RawMessage{}, Affinities: map[string]string{}}
-	for k, rs := range v.resources {
-		items := make([]json.RawMessage, 0, len(rs))
-		for _, key := range slices.Sorted(maps.Keys(rs)) {
+	var p bytes.Buffer
+	head, err := json.Marshal(struct {
+		Node    string    `json:"node"`
+		Written time.Time `json:"written"`
+	}{node, written.UTC()})
+	if err != nil {
+		return fmt.Errorf("snapshot cache %s: %w", path, err)
+	}
+	p.Write(head[:len(head)-1]) // without its closing brace
+	p.WriteString(`,"kinds":{`)
+	kinds := slices.SortedFunc(maps.Keys(v.resources), func(a, b *api.Kind) int { return strings.Compare(a.Plural, b.Plural) })
+	for i, k := range kinds {
+		if i > 0 {
+			p.WriteByte(',')
+		}
+		fmt.Fprintf(&p, "%q:[", k.Plural)
+		rs := v.resources[k]
+		for j, key := range slices.Sorted(maps.Keys(rs)) {
 			b, err := json.Marshal(rs[key])
 			if err != nil {
 				return fmt.Errorf("snapshot cache %s: encode %s %s: %w", path, k.Plural, key, err)
 			}
-			items = append(items, b)
+			if j > 0 {
+				p.WriteByte(',')
+			}
+			p.Write(b)
 		}
-		p.Kinds[k.Plural] = items
+		p.WriteByte(']')
 	}
+	aff := make(map[string]string, len(v.Affinities))
 	for b, n := range v.Affinities {
-		p.Affinities[b.String()] = n
+		aff[b.String()] = n
 	}
-	payload, err := json.Marshal(p)
+	affJSON, err := json.Marshal(aff)
 	if err != nil {
 		return fmt.Errorf("snapshot cache %s: %w", path, err)
 	}
-	sum := sha256.Sum256(payload)
-	data, err := json.Marshal(cacheFile{Format: cacheFormat, Version: CacheVersion, SHA256: hex.EncodeToString(sum[:]), Payload: payload})
-	if err != nil {
-		return fmt.Errorf("snapshot cache %s: %w", path, err)
-	}
-	return writeAtomic(path, append(data, '\n'))
+	p.WriteString(`},"affinities":`)
+	p.Write(affJSON)
+	p.WriteByte('}')
+	sum := sha256.Sum256(p.Bytes())
+	var f bytes.Buffer
+	fmt.Fprintf(&f, `{"format":%q,"version":%d,"sha256":%q,"payload":`, cacheFormat, CacheVersion, hex.EncodeToString(sum[:]))
+	f.Write(p.Bytes())
+	f.WriteString("}\n")
+	return writeAtomic(path, f.Bytes())
 }
 
 func writeAtomic(path string, data []byte) error {
