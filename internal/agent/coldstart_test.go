@@ -199,7 +199,7 @@ func TestDatastoreHealthFromCache(t *testing.T) {
 			t.Errorf("reasons:\n%s\nwant %q", got, want)
 		}
 	}
-	if strings.Contains(got, "has not synced") {
+	if strings.Contains(got, "the snapshot has not synced yet") {
 		t.Errorf("reasons say not synced though the cached view is whole:\n%s", got)
 	}
 }

@@ -59,7 +59,7 @@ func (h *datastoreHealth) reasons(pingErr error) []string {
 		out = append(out, "datastore: unreachable: "+pingErr.Error())
 	}
 	if v := h.snap.View(); !v.CachedAt.IsZero() {
-		out = append(out, fmt.Sprintf("datastore: running from the snapshot cache %s, written %s ago (%s): etcd has not answered since the agent started",
+		out = append(out, fmt.Sprintf("datastore: running from the snapshot cache %s, written %s ago (%s): the live datastore has not synced since the agent started",
 			h.cache, time.Since(v.CachedAt).Round(time.Second), v.CachedAt.UTC().Format(time.RFC3339)))
 	} else if !v.Synced {
 		out = append(out, "datastore: the snapshot has not synced yet")
