@@ -32,9 +32,10 @@ type WriteCheck struct {
 	// is none, or it does not decode), new the resource to be stored (defaulted and
 	// validated; nil for a delete); read holds the key-values under each prefix as the
 	// same transaction leaves them: less the keys it deletes (deleting a thing and its
-	// users together is no use of it), with the resources it writes (a policy and the
-	// tier it names may come in one manifest). The error is wrapped with the op, as in
-	// "delete ippools/pool-a: <err>".
+	// users together is no use of it), with the resources of other kinds than Kind it
+	// writes (a policy and the tier it names may come in one manifest; a check that looks
+	// for others of its own kind, "no second pool of a family", does not see the one it
+	// vets). The error is wrapped with the op, as in "delete ippools/pool-a: <err>".
 	Check func(old, new api.Resource, read map[string][]*mvccpb.KeyValue) error
 }
 
@@ -75,7 +76,7 @@ func runWriteChecks(ps []*pending, snap *snapshot, checks []WriteCheck) ([]clien
 	for _, wc := range checks {
 		read := make(map[string][]*mvccpb.KeyValue, len(wc.Prefixes))
 		for _, prefix := range wc.Prefixes {
-			kvs, err := asWritten(snap.prefixes[prefix], prefix, ps)
+			kvs, err := asWritten(snap.prefixes[prefix], prefix, ps, wc.Kind)
 			if err != nil {
 				return nil, err
 			}
@@ -114,12 +115,13 @@ func runWriteChecks(ps []*pending, snap *snapshot, checks []WriteCheck) ([]clien
 }
 
 // asWritten is kvs, the key-values under prefix, as ps would leave them: less the keys
-// they delete, with the resources they write under prefix (in place of the stored ones).
-func asWritten(kvs []*mvccpb.KeyValue, prefix string, ps []*pending) ([]*mvccpb.KeyValue, error) {
+// they delete, with the resources they write under prefix (in place of the stored
+// ones), except those of kind checked.
+func asWritten(kvs []*mvccpb.KeyValue, prefix string, ps []*pending, checked *api.Kind) ([]*mvccpb.KeyValue, error) {
 	touched := map[string]bool{}
 	var written []*mvccpb.KeyValue
 	for _, p := range ps {
-		if !strings.HasPrefix(p.ref.key, prefix) {
+		if !strings.HasPrefix(p.ref.key, prefix) || (p.action != OpDelete && p.ref.kind == checked) {
 			continue
 		}
 		touched[p.ref.key] = true

@@ -134,6 +134,9 @@ func (ad *adder) add(ctx context.Context) (*types100.Result, error) {
 	}
 	tm.mark("veth")
 	if err := writeEndpoint(ctx, ad.ds, id.endpoint(att.Addrs, li.MAC), old); err != nil {
+		if datastore.Unknown(err) {
+			return nil, ad.undoUnknownWrite(ctx, err, mine, att)
+		}
 		return nil, ad.undo(ctx, err, mine, att)
 	}
 	tm.mark("endpoint")
@@ -219,6 +222,22 @@ func (ad *adder) undo(ctx context.Context, step error, mine []ipam.Assignment, m
 	}
 	ad.log.Info("undid a failed ADD", "released", len(mine), "removedVeth", made != nil)
 	return step
+}
+
+// undoUnknownWrite undoes an ADD whose endpoint write failed in a way that may have
+// applied it (datastore.Unknown). The endpoint, if this container's write made it, goes
+// before the addresses: released under an endpoint that names them, they could be
+// handed to another workload while agents still route them here. When the endpoint
+// cannot be read or deleted, the addresses stay allocated (the garbage collector
+// releases them once no endpoint holds the handle) and the error says so.
+func (ad *adder) undoUnknownWrite(ctx context.Context, step error, mine []ipam.Assignment, made *attachment) error {
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoTimeout)
+	defer cancel()
+	if err := deleteEndpoint(dctx, ad.ds, ad.id.Namespace, ad.id.Endpoint, ad.id.ContainerID, ad.log); err != nil {
+		ad.log.Error("the endpoint write may have been applied and cannot be undone; its addresses stay allocated", "err", err)
+		return ad.undo(ctx, fmt.Errorf("%w (it may have been applied, and removing it failed: %v; its addresses stay allocated until the IPAM garbage collector finds no endpoint holding them)", step, err), nil, made)
+	}
+	return ad.undo(ctx, step, mine, made)
 }
 
 func boolInt(b bool) int {
