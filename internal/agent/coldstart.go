@@ -43,8 +43,6 @@ func startSource(reachErr error, cachePath string, cached *snapshot.View, cacheE
 		return nil, fmt.Errorf("%w (no snapshot cache at %s to start from: a node's first start needs etcd)", reachErr, cachePath)
 	case cacheErr != nil:
 		return nil, fmt.Errorf("%w (and the snapshot cache cannot be used: %v)", reachErr, cacheErr)
-	case cached == nil:
-		return nil, fmt.Errorf("%w (the snapshot cache %s held no view)", reachErr, cachePath)
 	}
 	return cached, nil
 }
