@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -40,12 +41,13 @@ func lostBetween(replies []labtest.Reply, from, to int) int {
 // etcd running (the same-run baseline: what a kill and a normal start cost), then etcd is
 // stopped and node2's agent is killed and started again 0, 1, 2 and 5 s after each kill.
 // Each time, with etcd still stopped, the new agent must re-establish its BGP sessions to
-// node1 and node3, say why it is not ready (the datastore, the cache and its age), and
-// leave node2's routes, iptables, nftables and ipsets as they were; no more pings may be
-// lost than in the baseline. Then etcd starts: node2's agent becomes ready by itself
-// (its deferred writes made), and a workload added on node2 afterwards answers from
-// node1 and node3. The figures (pings lost per restart, time to BGP Established, time to
-// readiness after etcd returns) are logged; OPERATIONS.md reports them.
+// node1 and node3, say why it is not ready (the datastore, the cache and its age) on
+// /readiness and in tabbyctl node status, and leave node2's routes, iptables, nftables
+// and ipsets as they were; no more pings may be lost than in the baseline. Then etcd
+// starts: node2's agent becomes ready by itself (its deferred writes made), and a
+// workload added on node2 afterwards answers from node1 and node3. The figures (pings
+// lost per restart, time to BGP Established, time to readiness after etcd returns) are
+// logged; OPERATIONS.md reports them.
 func TestAgentStartsWithoutEtcd(t *testing.T) {
 	labtest.Need(t)
 	testenv.RequireTools(t, testenv.Tool{Cmd: "curl", Package: "curl"},
@@ -172,6 +174,10 @@ spec:
 			if code != 503 || !strings.Contains(body, "datastore: running from the snapshot cache "+cache+", written ") ||
 				!strings.Contains(body, "datastore: unreachable") || !strings.Contains(body, "datastore: writes wait for etcd") {
 				t.Errorf("node2's readiness from the cache: %d %s", code, body)
+			}
+			st := established(t)
+			if st.Ready || !slices.ContainsFunc(st.NotReady, func(r string) bool { return strings.HasPrefix(r, "datastore: running from the snapshot cache "+cache) }) {
+				t.Errorf("tabbyctl node status on node2 from the cache: ready %v, %q; want not ready, naming the cache", st.Ready, st.NotReady)
 			}
 			if after := dataplane(t, l, "node2"); after != before {
 				t.Errorf("node2's dataplane changed across the restart from the cache:\nbefore:\n%s\nafter:\n%s", before, after)
