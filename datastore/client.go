@@ -70,12 +70,32 @@ type Client struct {
 	mu     sync.Mutex
 	checks []WriteCheck // see AddWriteCheck
 	hooks  []writeHook  // fixed at Connect: builtinHooks
+
+	endpoints   []string
+	tls         *tls.Config
+	dialTimeout time.Duration
 }
 
 // Connect dials etcd and checks, within cfg.DialTimeout, that the cluster answers a
-// linearizable read of one key (so it has a leader); an unreachable cluster is an error
-// naming the endpoints, never a hang.
+// linearizable read of one key (so it has a leader); an unreachable cluster is a
+// *ConnectError naming the endpoints, never a hang.
 func Connect(ctx context.Context, cfg Config) (*Client, error) {
+	c, err := Dial(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.CheckReachable(ctx); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// Dial makes a client of the etcd at cfg's endpoints without waiting for it to answer: a
+// program that can start without etcd (the agent, from its snapshot cache) checks with
+// CheckReachable, and its requests and watches wait for etcd and resume when it answers.
+// The error is about cfg only (endpoints, TLS files).
+func Dial(cfg Config) (*Client, error) {
 	endpoints := cfg.Endpoints
 	if len(endpoints) == 0 {
 		endpoints = []string{DefaultEndpoint}
@@ -122,28 +142,35 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("etcd at %s: %w", strings.Join(endpoints, ","), err)
 	}
-	c := &Client{etcd: etcd, log: log, hooks: builtinHooks()}
-
-	pingCtx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	if err := c.ping(pingCtx); err != nil {
-		etcd.Close()
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("connect to etcd at %s: %w", strings.Join(endpoints, ","), ctx.Err())
-		}
-		// The client only times out: a probe of each endpoint names what it can see.
-		prefix := fmt.Sprintf("etcd at %s unreachable after %s: ", strings.Join(endpoints, ","), timeout)
-		if why, tlsFault := diagnose(ctx, endpoints, tlsCfg); why != "" {
-			return nil, &ConnectError{msg: prefix + why, TLS: tlsFault, err: err}
-		}
-		return nil, &ConnectError{msg: prefix + err.Error(), err: err}
-	}
-	return c, nil
+	return &Client{etcd: etcd, log: log, hooks: builtinHooks(), endpoints: endpoints, tls: tlsCfg, dialTimeout: timeout}, nil
 }
 
-// A ConnectError is Connect's failure to reach etcd in time. TLS says a probe of the
-// endpoints found a mismatch of TLS settings (a configuration to fix) rather than a
-// server that is down or out of reach, so a caller's hint can say which to look at.
+// CheckReachable checks, within the dial timeout, that the cluster answers a linearizable
+// read of one key. When it does not, the error is a *ConnectError naming the endpoints and
+// the cause a probe of each finds; when ctx ends first, ctx's error.
+func (c *Client) CheckReachable(ctx context.Context) error {
+	endpoints := strings.Join(c.endpoints, ",")
+	pingCtx, cancel := context.WithTimeout(ctx, c.dialTimeout)
+	defer cancel()
+	err := c.ping(pingCtx)
+	if err == nil {
+		return nil
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("connect to etcd at %s: %w", endpoints, ctx.Err())
+	}
+	// The client only times out: a probe of each endpoint names what it can see.
+	prefix := fmt.Sprintf("etcd at %s unreachable after %s: ", endpoints, c.dialTimeout)
+	if why, tlsFault := diagnose(ctx, c.endpoints, c.tls); why != "" {
+		return &ConnectError{msg: prefix + why, TLS: tlsFault, err: err}
+	}
+	return &ConnectError{msg: prefix + err.Error(), err: err}
+}
+
+// A ConnectError is Connect's (and CheckReachable's) failure to reach etcd in time. TLS
+// says a probe of the endpoints found a mismatch of TLS settings (a configuration to fix)
+// rather than a server that is down or out of reach, so a caller's hint can say which to
+// look at.
 type ConnectError struct {
 	msg string
 	TLS bool

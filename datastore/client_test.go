@@ -33,6 +33,28 @@ func TestConnectUnreachable(t *testing.T) {
 	}
 }
 
+// Dial makes a client of an etcd that does not answer; CheckReachable says so with a
+// ConnectError, and tells a context that ended from an unreachable etcd.
+func TestDialThenReachable(t *testing.T) {
+	addr := freePort(t)
+	c, err := datastore.Dial(datastore.Config{Endpoints: []string{addr}, DialTimeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, ok := errors.AsType[*datastore.ConnectError](c.CheckReachable(context.Background())); !ok {
+		t.Fatalf("CheckReachable with nothing at %s: want a ConnectError", addr)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := c.CheckReachable(ctx); err == nil || !errors.Is(err, context.Canceled) {
+		t.Errorf("CheckReachable with its context ended: %v, want the context's error", err)
+	}
+	if _, err := datastore.Dial(datastore.Config{Endpoints: []string{"nohost"}}); err == nil {
+		t.Error("Dial of a malformed endpoint succeeded")
+	}
+}
+
 func TestConnectConfigErrors(t *testing.T) {
 	dir := t.TempDir()
 	for _, tc := range []struct {

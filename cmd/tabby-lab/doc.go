@@ -9,6 +9,7 @@
 //	tabby-lab exec TARGET -- CMD [ARG...]       # TARGET: router, nodeN, a host, NAMESPACE/NAME
 //	tabby-lab ctl [--node nodeN] ARG...         # tabbyctl inside the lab
 //	tabby-lab etcd stop|start [--member etcdK]  # a datastore outage: stop the etcd, start it again
+//	tabby-lab agent kill|start NODE            # a crash of a node's agent (SIGKILL); start it again
 //	tabby-lab status [-o json]
 //	tabby-lab list [-q]                         # every lab here, with leftovers of crashes
 //	tabby-lab down

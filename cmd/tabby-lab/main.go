@@ -139,6 +139,7 @@ own network namespace, and several labs (--name) coexist.`,
 		newWorkloadCommand(g),
 		newHostCommand(g),
 		newEtcdCommand(g),
+		newAgentCommand(g),
 		newCNICommand(),
 	)
 	return root

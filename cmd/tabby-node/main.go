@@ -102,6 +102,12 @@ the command line wins over its variable.`,
 			if a.WireGuard.KeyFile == "" {
 				a.WireGuard.KeyFile = filepath.Join(o.dataDir, "wireguard.key")
 			}
+			switch a.SnapshotCache {
+			case "":
+				a.SnapshotCache = filepath.Join(o.dataDir, "snapshot-cache.json")
+			case "none":
+				a.SnapshotCache = ""
+			}
 			a.Version = version
 			a.DNS.Enabled = a.DNS.Enabled && a.Role == agent.RoleNode
 			if a.Role != agent.RoleNode {
@@ -196,6 +202,7 @@ the command line wins over its variable.`,
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.StringVar(&a.Role, "role", agent.RoleNode, "node (workloads and BGP) or route-reflector (BGP only: no workloads, no routes, no iptables)")
 	f.StringVar(&a.StatusSocket, "status-socket", "", "Unix socket serving node status to tabbyctl (default <data-dir>/status.sock)")
+	f.StringVar(&a.SnapshotCache, "snapshot-cache", "", "file keeping the last synced datastore snapshot, to start from when etcd does not answer at start; none keeps none (default <data-dir>/snapshot-cache.json)")
 	f.StringVar(&a.HealthListen, "health-listen", "127.0.0.1:9099", "address serving GET /liveness and GET /readiness (empty turns it off)")
 	f.StringVar(&a.MetricsListen, "metrics-listen", "127.0.0.1:9091", "address serving Prometheus metrics on /metrics (empty turns it off)")
 	f.StringVar(&a.PprofListen, "pprof-listen", "", "address serving Go's runtime profiles on /debug/pprof/ for go tool pprof (empty, the default, turns it off)")
@@ -260,7 +267,8 @@ func run(ctx context.Context, o options) error {
 		endpoints = etcd.Endpoints()
 	}
 	metrics := agent.NewMetrics(version)
-	ds, err := datastore.Connect(ctx, datastore.Config{
+	// Dial, not Connect: the agent starts from its snapshot cache when etcd does not answer.
+	ds, err := datastore.Dial(datastore.Config{
 		Endpoints: endpoints,
 		CAFile:    o.etcdCAFile,
 		CertFile:  o.etcdCertFile,

@@ -53,6 +53,9 @@ type Config struct {
 	ProxyMode string
 	// StatusSocket is the Unix socket tabbyctl node status reads.
 	StatusSocket string
+	// SnapshotCache is the file that keeps the last synced snapshot, for a start while
+	// etcd does not answer ("" keeps none: such a start fails).
+	SnapshotCache string
 	// HealthListen serves GET /liveness and /readiness ("" turns it off).
 	HealthListen string
 	// MetricsListen serves Prometheus metrics on /metrics ("" turns it off).
@@ -180,8 +183,10 @@ func (cfg Config) Validate() error {
 	return nil
 }
 
-// Run registers the node and runs the agent until ctx ends. ds is the datastore, already
-// connected; the caller closes it.
+// Run registers the node and runs the agent until ctx ends. ds is the datastore client
+// (datastore.Dial); the caller closes it. When etcd does not answer within the dial
+// timeout, the agent runs from its snapshot cache and registers once etcd answers; with
+// no usable cache the error says so.
 func Run(ctx context.Context, cfg Config, ds *datastore.Client, m *Metrics) error {
 	if err := cfg.Validate(); err != nil {
 		return err
@@ -194,20 +199,41 @@ func Run(ctx context.Context, cfg Config, ds *datastore.Client, m *Metrics) erro
 	if err != nil {
 		return err
 	}
-	if _, err := registerNode(ctx, ds, cfg.NodeName, v4, v6); err != nil {
+	cached, err := chooseStart(ctx, ds, cfg)
+	if err != nil {
 		return err
 	}
-	slog.Info("node registered", "node", cfg.NodeName, "ipv4", v4, "ipv6", v6)
-	pools, _ := cfg.DefaultPools.Pools() // validated above
-	if err := ensureDefaultPools(ctx, ds, pools, slog.Default()); err != nil {
-		return err
+	register := func(ctx context.Context) error {
+		if _, err := registerNode(ctx, ds, cfg.NodeName, v4, v6); err != nil {
+			return err
+		}
+		slog.Info("node registered", "node", cfg.NodeName, "ipv4", v4, "ipv6", v6)
+		pools, _ := cfg.DefaultPools.Pools() // validated above
+		return ensureDefaultPools(ctx, ds, pools, slog.Default())
+	}
+	writes := newWriteGate(cached == nil)
+	if cached == nil {
+		if err := register(ctx); err != nil {
+			return err
+		}
 	}
 
 	ipamc := ipam.New(ds, nil)
 	snap := snapshot.New(ds, ipamc, snapshotKinds(), slog.Default().With("component", "snapshot"))
 	ready := NewReadiness()
 	lease := newAgentLease(ds, cfg.NodeName, cfg.Version)
-	subs := []Subsystem{runFunc("snapshot", snap.Run), newDatastoreHealth(ds, snap, ready), lease}
+	subs := []Subsystem{runFunc("snapshot", snap.Run), newDatastoreHealth(ds, snap, cfg.SnapshotCache, writes, ready), afterWrites(writes, lease)}
+	if cached != nil {
+		slog.Warn("etcd does not answer: starting from the snapshot cache; datastore writes wait for etcd",
+			"cache", cfg.SnapshotCache, "written", cached.CachedAt, "age", time.Since(cached.CachedAt).Round(time.Second))
+		snap.Seed(cached)
+		subs = append(subs, deferredWrites(ds, writes, register, slog.Default().With("component", "deferred-writes")))
+	}
+	if cfg.SnapshotCache != "" {
+		subs = append(subs, runFunc("snapshot-cache", func(ctx context.Context) error {
+			return snap.KeepCache(ctx, cfg.SnapshotCache, cfg.NodeName, snapshotCacheDebounce)
+		}))
+	}
 	m.watchSnapshot(snap)
 
 	var learned *learnedRoutes // BGP → felix
@@ -259,15 +285,15 @@ func Run(ctx context.Context, cfg Config, ds *datastore.Client, m *Metrics) erro
 		}
 		// Every node probes its own endpoints of health-checked Services, whatever its
 		// proxy mode: the other nodes' proxies and DNS read the results.
-		subs = append(subs, newHealthProbeSubsystem(cfg.NodeName, ds, snap, services, lease, m))
-		subs = append(subs, &autoHEPSubsystem{node: cfg.NodeName, enabled: cfg.Policy.AutoHostEndpoints, ds: ds, snap: snap,
-			log: slog.Default().With("component", "auto-host-endpoint")})
+		subs = append(subs, afterWrites(writes, newHealthProbeSubsystem(cfg.NodeName, ds, snap, services, lease, m)))
+		subs = append(subs, afterWrites(writes, &autoHEPSubsystem{node: cfg.NodeName, enabled: cfg.Policy.AutoHostEndpoints, ds: ds, snap: snap,
+			log: slog.Default().With("component", "auto-host-endpoint")}))
 		subs = append(subs, routes, pol,
-			runFunc("ipam-gc", func(ctx context.Context) error {
+			afterWrites(writes, runFunc("ipam-gc", func(ctx context.Context) error {
 				return ipamc.RunGarbageCollector(ctx, cfg.NodeName, cfg.IPAMGCInterval, ipam.GCOptions{})
-			}))
+			})))
 		if v4.IsValid() || v6.IsValid() {
-			subs = append(subs, newEncapSubsystem(cfg.NodeName, v4, v6, cfg.WireGuard, ds, ipamc, snap, encapOut, ready, m))
+			subs = append(subs, newEncapSubsystem(cfg.NodeName, v4, v6, cfg.WireGuard, ds, ipamc, snap, encapOut, writes, ready, m))
 		}
 	}
 	if cfg.BGP.Enabled {

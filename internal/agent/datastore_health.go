@@ -21,14 +21,16 @@ const (
 // etcd answers. An unreachable etcd takes nothing down: the kernel keeps what felix
 // programmed, and the watches resync by themselves once etcd is back.
 type datastoreHealth struct {
-	ds    *datastore.Client
-	snap  *snapshot.Snapshot
-	ready *Readiness
+	ds     *datastore.Client
+	snap   *snapshot.Snapshot
+	cache  string     // the snapshot cache's path
+	writes *writeGate // closed while the agent runs from its cache
+	ready  *Readiness
 }
 
-func newDatastoreHealth(ds *datastore.Client, snap *snapshot.Snapshot, ready *Readiness) *datastoreHealth {
+func newDatastoreHealth(ds *datastore.Client, snap *snapshot.Snapshot, cache string, writes *writeGate, ready *Readiness) *datastoreHealth {
 	ready.Set("datastore", "datastore: the snapshot has not synced yet")
-	return &datastoreHealth{ds: ds, snap: snap, ready: ready}
+	return &datastoreHealth{ds: ds, snap: snap, cache: cache, writes: writes, ready: ready}
 }
 
 func (h *datastoreHealth) Name() string { return "datastore-health" }
@@ -56,8 +58,14 @@ func (h *datastoreHealth) reasons(pingErr error) []string {
 	if pingErr != nil {
 		out = append(out, "datastore: unreachable: "+pingErr.Error())
 	}
-	if !h.snap.Synced() {
+	if v := h.snap.View(); !v.CachedAt.IsZero() {
+		out = append(out, fmt.Sprintf("datastore: running from the snapshot cache %s, written %s ago (%s): the live datastore has not synced since the agent started",
+			h.cache, time.Since(v.CachedAt).Round(time.Second), v.CachedAt.UTC().Format(time.RFC3339)))
+	} else if !v.Synced {
 		out = append(out, "datastore: the snapshot has not synced yet")
+	}
+	if !h.writes.isOpen() {
+		out = append(out, "datastore: writes wait for etcd (node registration, IPAM, the agent's lease, health probe results)")
 	}
 	errs := h.snap.WatchErrors()
 	for _, kind := range slices.Sorted(maps.Keys(errs)) {

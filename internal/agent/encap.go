@@ -33,6 +33,7 @@ type encapSubsystem struct {
 	underlay  netip.Prefix // this node's IPv4 address (invalid: none, an IPv6-only node)
 	underlay6 netip.Prefix // this node's IPv6 address (invalid: none)
 	ds        *datastore.Client
+	writes    *writeGate // closed: the Node is not written (tunnel addresses, MTU, WireGuard key)
 	tunnels   *ipam.TunnelAddrs
 	snap      *snapshot.Snapshot
 	out       *handoff[*felix.Encap]
@@ -51,10 +52,10 @@ type encapSubsystem struct {
 }
 
 func newEncapSubsystem(node string, underlay, underlay6 netip.Prefix, wg WireGuardConfig, ds *datastore.Client, ipamc *ipam.Client, snap *snapshot.Snapshot,
-	out *handoff[*felix.Encap], ready *Readiness, m *Metrics) *encapSubsystem {
+	out *handoff[*felix.Encap], writes *writeGate, ready *Readiness, m *Metrics) *encapSubsystem {
 	log := slog.Default().With("component", "encap")
 	ready.Set("encapsulation", "encapsulation: no complete pass yet (tunnel devices, tunnel addresses, MTU)")
-	a := &encapSubsystem{node: node, underlay: underlay, underlay6: underlay6, ds: ds, tunnels: ipamc.TunnelAddrs(node, log), snap: snap, out: out,
+	a := &encapSubsystem{node: node, underlay: underlay, underlay6: underlay6, ds: ds, writes: writes, tunnels: ipamc.TunnelAddrs(node, log), snap: snap, out: out,
 		ready: ready, metrics: m, log: log, vxlan: felix.NewVXLANReconciler(nil, log), vxlan6: felix.NewVXLANReconcilerV6(nil, log),
 		ipip: felix.NewIPIPReconciler(nil, log), wg: newWireGuard(wg, m, log)}
 	a.vxlan.Observe, a.vxlan6.Observe, a.ipip.Observe = m.observeApply, m.observeApply, m.observeApply
@@ -150,7 +151,9 @@ func (a *encapSubsystem) reconcile(ctx context.Context, v *snapshot.View) error 
 			}
 		}
 	}
-	if err := a.recordOnNode(ctx, self, e, mtu, publish, wgPools); err != nil {
+	if !a.writes.isOpen() {
+		// Started from the cache: the cached Node's record stands until etcd answers.
+	} else if err := a.recordOnNode(ctx, self, e, mtu, publish, wgPools); err != nil {
 		errs = append(errs, err)
 	}
 	var cfg, cfg6 *felix.VXLANDeviceConfig

@@ -44,6 +44,9 @@ type View struct {
 	Generation uint64
 	// Affinities maps every block with a confirmed affinity to its node.
 	Affinities map[netip.Prefix]string
+	// CachedAt is zero for a view of the live datastore; for one read from the local
+	// cache (Seed), when the cache was written.
+	CachedAt time.Time
 
 	resources map[*api.Kind]map[string]api.Resource // by "<namespace>/<name>"
 }
@@ -247,6 +250,7 @@ func (s *Snapshot) Run(ctx context.Context) error {
 		state[k] = map[string]api.Resource{}
 	}
 	affinities := map[netip.Prefix]string{}
+	seeded := !s.View().CachedAt.IsZero()
 	synced := map[*api.Kind]bool{}
 	dirty := map[*api.Kind]bool{}
 	affDirty := false
@@ -298,10 +302,21 @@ func (s *Snapshot) Run(ctx context.Context) error {
 				break drain
 			}
 		}
+		whole := len(synced) == len(s.kinds) && affRead
+		if seeded {
+			if !whole {
+				continue // the cached view stands until the live state is whole
+			}
+			for _, k := range s.kinds {
+				dirty[k] = true
+			}
+			affDirty, seeded = true, false
+			s.log.Info("the live datastore state replaces the cached snapshot")
+		}
 		if len(dirty) == 0 && !affDirty {
 			continue
 		}
-		s.publish(state, dirty, affinities, affDirty, len(synced) == len(s.kinds) && affRead)
+		s.publish(state, dirty, affinities, affDirty, whole)
 		clear(dirty)
 		affDirty = false
 	}
