@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sync"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/tabby-net/tabby/api"
 )
@@ -68,7 +71,13 @@ func (t *TunnelAddrs) Ensure(ctx context.Context, tun Tunnel, recorded netip.Add
 		t.mu.Unlock()
 	}
 	if t.holds(ctx, cur, handle) {
-		return cur, nil
+		in, err := t.inPools(ctx, cur, pools)
+		if err != nil || in {
+			return cur, err
+		}
+		// Its pool was disabled, or stopped using the tunnel: the address moves to a pool
+		// that does, as Calico moves it, so that the old pool can be deleted.
+		t.log.Info("tunnel address is in a pool the tunnel no longer uses; moving it", "handle", handle, "addr", cur, "pools", pools)
 	}
 	// A pass that read an older Node, whose update then lost the compare-and-swap, would
 	// otherwise leave the handle with a second address that no Node records.
@@ -110,6 +119,23 @@ func (t *TunnelAddrs) release(ctx context.Context, handle string) {
 	} else if len(addrs) > 0 {
 		t.log.Info("tunnel addresses released", "handle", handle, "addrs", addrs)
 	}
+}
+
+// inPools says whether addr lies in one of the pools named (none named: any pool will do).
+func (t *TunnelAddrs) inPools(ctx context.Context, addr netip.Addr, pools []string) (bool, error) {
+	if len(pools) == 0 {
+		return true, nil
+	}
+	resp, err := t.c.etcd.Get(ctx, poolsPrefix, clientv3.WithPrefix())
+	if err != nil {
+		return false, fmt.Errorf("read pools: %w", err)
+	}
+	all, err := poolsFromKVs(resp.Kvs)
+	if err != nil {
+		return false, err
+	}
+	p := poolContaining(all, addr)
+	return p != nil && slices.Contains(pools, p.Name), nil
 }
 
 // holds says whether addr is allocated to handle.

@@ -65,3 +65,35 @@ func TestTunnelAddrsVXLANV6(t *testing.T) {
 	}
 	e.checkClean()
 }
+
+// TestTunnelAddrMovesOffUnusedPool: a tunnel address whose pool the tunnel no longer uses
+// (disabled, or its mode changed: the caller names the pools that still use it) moves to
+// one that does, and the old pool holds nothing of it any more, so it can be deleted.
+func TestTunnelAddrMovesOffUnusedPool(t *testing.T) {
+	e := newEnv(t)
+	e.pool("old", "10.0.0.0/24", 28)
+	e.pool("new", "10.1.0.0/24", 28)
+	e.node("n1", nil)
+	ctx := testCtx(t)
+	ta := e.c.TunnelAddrs("n1", nil)
+	a, err := ta.Ensure(ctx, TunnelVXLAN, netip.Addr{}, []string{"old"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !netip.MustParsePrefix("10.0.0.0/24").Contains(a) {
+		t.Fatalf("first address %s is not from pool old", a)
+	}
+	if again, err := ta.Ensure(ctx, TunnelVXLAN, a, []string{"old", "new"}); err != nil || again != a {
+		t.Errorf("Ensure while its pool is still used = %s, %v; want %s kept", again, err, a)
+	}
+	moved, err := ta.Ensure(ctx, TunnelVXLAN, a, []string{"new"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !netip.MustParsePrefix("10.1.0.0/24").Contains(moved) {
+		t.Errorf("Ensure after pool old stopped being used = %s, want an address of pool new", moved)
+	}
+	if _, err := e.c.GetAllocation(ctx, a); !errors.Is(err, ErrNotAllocated) {
+		t.Errorf("the address in pool old after the move: %v, want not allocated", err)
+	}
+}
