@@ -11,8 +11,8 @@ import (
 )
 
 // Chains of host endpoint policy (policy.HostEndpoint), besides the per-endpoint ones
-// HostEndpointChain names. The raw and mangle ones are IPv4 only, as those tables'
-// states are.
+// HostEndpointChain names. Each family's tables have their own of these (iptables and
+// ip6tables).
 const (
 	ChainOutput     = "tby-OUTPUT"       // filter OUTPUT: traffic from the host
 	ChainFromHEPFwd = "tby-from-hep-fwd" // filter FORWARD: routed in through a host endpoint
@@ -271,14 +271,12 @@ func (r *renderer) hostForward(fwd *chainBuilder, heps []*policy.HostEndpoint, u
 	}
 }
 
-// hostRawAndMangle renders (IPv4 only) the untracked policies into fs.Raw and the
-// preDNAT ones into fs.Mangle, for the host endpoints they select. Each endpoint's chain
-// runs its tiers without end-of-tier drops: a packet no rule decided goes on to the next
-// stage. Raw and Mangle stay nil when no such policy selects an endpoint of the node.
+// hostRawAndMangle renders the untracked policies into fs.Raw and the preDNAT ones into
+// fs.Mangle, for the host endpoints they select, in the family being rendered (the rules
+// that can match it, as in the filter table). Each endpoint's chain runs its tiers
+// without end-of-tier drops: a packet no rule decided goes on to the next stage. Raw and
+// Mangle stay nil when no such policy selects an endpoint of the node.
 func (r *renderer) hostRawAndMangle(heps []*policy.HostEndpoint) {
-	if r.v6 {
-		return
-	}
 	// Untracked: both directions, with the failsafe ports both ways (no conntrack lets
 	// the replies through).
 	untracked := false

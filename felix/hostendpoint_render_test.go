@@ -171,10 +171,29 @@ func TestRenderHostEndpoints(t *testing.T) {
 	if got := stripped(fs.Mangle.Chains["tby-pi-nodeport"]); len(got) != 1 || got[0] != "-p tcp -s 203.0.113.0/24 -m multiport --dports 30080 -j DROP" {
 		t.Errorf("tby-pi-nodeport in mangle: %q", got)
 	}
-	// IPv6: the filter part, with neighbour discovery before it; no raw or mangle.
-	if fs.IPv6.Raw != nil || fs.IPv6.Mangle != nil || fs.IPv6.Chains["tby-fh-eth0"] == nil {
-		t.Errorf("IPv6: raw %v, mangle %v, tby-fh-eth0 %v", fs.IPv6.Raw, fs.IPv6.Mangle, fs.IPv6.Chains["tby-fh-eth0"])
+	// IPv6: every stage, raw and mangle too, with the rules that match IPv6: the preDNAT
+	// policy's IPv4 source leaves its chain empty there, an IPv6 one is IPv6's alone.
+	if fs.IPv6.Raw == nil || fs.IPv6.Mangle == nil || fs.IPv6.Chains["tby-fh-eth0"] == nil {
+		t.Fatalf("IPv6: raw %v, mangle %v, tby-fh-eth0 %v", fs.IPv6.Raw, fs.IPv6.Mangle, fs.IPv6.Chains["tby-fh-eth0"])
 	}
+	check("IPv6 raw hooks", hookStrings(fs.IPv6.Raw.Hooks), "PREROUTING>"+ChainRawHEPPre, "OUTPUT>"+ChainRawHEPOut)
+	check("IPv6 tby-ufh-eth0", stripped(fs.IPv6.Raw.Chains["tby-ufh-eth0"]), stripped(fs.Raw.Chains["tby-ufh-eth0"])...)
+	check("IPv6 tby-pi-untracked", stripped(fs.IPv6.Raw.Chains["tby-pi-untracked"]), stripped(fs.Raw.Chains["tby-pi-untracked"])...)
+	check("IPv6 mangle hooks", hookStrings(fs.IPv6.Mangle.Hooks), "PREROUTING>"+ChainManglePre)
+	check("IPv6 "+ChainManglePre, stripped(fs.IPv6.Mangle.Chains[ChainManglePre]), mp...)
+	check("IPv6 tby-pi-nodeport", stripped(fs.IPv6.Mangle.Chains["tby-pi-nodeport"]))
+	prednat6 := RenderPolicy(buildModel(t, hostWorld+`---
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: nodeport6}
+spec:
+  selector: has(host)
+  preDNAT: true
+  applyOnForward: true
+  ingress: [{action: Deny, protocol: TCP, source: {nets: ["2001:db8::/32"]}, destination: {ports: [30080]}}]
+`), "node1", PolicyConfig{})
+	check("IPv6 tby-pi-nodeport6", stripped(prednat6.IPv6.Mangle.Chains["tby-pi-nodeport6"]), "-p tcp -s 2001:db8::/32 -m multiport --dports 30080 -j DROP")
+	check("IPv4 tby-pi-nodeport6", stripped(prednat6.Mangle.Chains["tby-pi-nodeport6"]))
 	for _, chain := range []string{ChainInput, ChainOutput} {
 		rules := stripped(fs.IPv6.Chains[chain])
 		nd := slices.Index(rules, "-p ipv6-icmp -m icmp6 --icmpv6-type 135 -j ACCEPT")
@@ -282,7 +301,8 @@ func TestCombineRaw(t *testing.T) {
 }
 
 // TestHostEndpointSyncerNetns writes every table of host endpoint policy (filter, raw
-// beside the DNS exemption, mangle) in a namespace with both backends, finds nothing to
+// beside the DNS exemption, mangle; IPv6 filter, raw and mangle) in a namespace with both
+// backends, finds nothing to
 // write on a second pass, removes the mangle and raw parts when the host endpoints go,
 // and RemoveAll leaves nothing.
 func TestHostEndpointSyncerNetns(t *testing.T) {
@@ -311,6 +331,17 @@ func TestHostEndpointSyncerNetns(t *testing.T) {
 					}
 				}
 			}
+			for table, frags := range map[string][]string{
+				"raw":    {`-A PREROUTING -m comment --comment "tby:hook" -j tby-raw-hep-pre`, `-A OUTPUT -m comment --comment "tby:hook" -j tby-raw-hep-out`, "-A tby-ufh-eth0", "-j NOTRACK", "-j tby-pi-untracked"},
+				"mangle": {`-A PREROUTING -m comment --comment "tby:hook" -j tby-mangle-pre`, "-A tby-pfh-eth0"},
+			} {
+				out := saveTable6(t, r, backend, table)
+				for _, frag := range frags {
+					if !strings.Contains(out, frag) {
+						t.Errorf("IPv6 %s table lacks %q:\n%s", table, frag, out)
+					}
+				}
+			}
 			if err := s.Apply(ctx, &with); err != nil {
 				t.Fatal(err)
 			}
@@ -331,6 +362,11 @@ func TestHostEndpointSyncerNetns(t *testing.T) {
 			if out := saveTable(t, r, backend, "filter"); strings.Contains(out, "tby-OUTPUT") || strings.Contains(out, "tby-fh-") {
 				t.Errorf("filter table after the host endpoints went:\n%s", out)
 			}
+			for _, table := range []string{"raw", "mangle"} {
+				if out := saveTable6(t, r, backend, table); strings.Contains(out, "tby") {
+					t.Errorf("IPv6 %s table after the host endpoints went:\n%s", table, out)
+				}
+			}
 			if err := s.Apply(ctx, &with); err != nil {
 				t.Fatal(err)
 			}
@@ -340,6 +376,9 @@ func TestHostEndpointSyncerNetns(t *testing.T) {
 			for _, table := range []string{"filter", "raw", "mangle"} {
 				if out := saveTable(t, r, backend, table); strings.Contains(out, "tby") {
 					t.Errorf("RemoveAll left tabby's %s rules:\n%s", table, out)
+				}
+				if out := saveTable6(t, r, backend, table); strings.Contains(out, "tby") {
+					t.Errorf("RemoveAll left tabby's IPv6 %s rules:\n%s", table, out)
 				}
 			}
 		})

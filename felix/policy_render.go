@@ -97,11 +97,12 @@ type FilterState struct {
 	// NAT is the IPv4 nat table's state (natOutgoing, RenderNATOutgoing) with its sets;
 	// nil leaves the nat table and those sets as they are.
 	NAT *FilterState
-	// Raw is the IPv4 raw table's state (RenderDNSNotrack; RenderPolicy's holds the
-	// untracked host endpoint policies, which the syncer puts beside it), without sets;
-	// nil leaves the raw table as it is.
+	// Raw is the raw table's state, without sets: in IPv4 RenderDNSNotrack's, and
+	// RenderPolicy's untracked host endpoint policies, which the syncer puts beside it
+	// (nil leaves the IPv4 raw table as it is); in IPv6 those policies alone (nil is none:
+	// the syncer deletes what it wrote before).
 	Raw *FilterState
-	// Mangle is the IPv4 mangle table's state (RenderPolicy's preDNAT host endpoint
+	// Mangle is the mangle table's state (RenderPolicy's preDNAT host endpoint
 	// policies), without sets; nil is none (the syncer deletes what it wrote before).
 	Mangle *FilterState
 }

@@ -36,10 +36,11 @@ type PolicySyncer struct {
 	kick    chan struct{}
 	stats   SyncStats
 
-	// mangleWritten says the mangle table may hold chains of tabby's: a nil Mangle then
-	// is applied as an empty one. True at first, so stale chains of a past run go.
+	// clean lists the tables only host endpoint policy writes (mangle of both families,
+	// IPv6 raw) that are known to hold nothing of tabby's, so that a nil state for them
+	// costs no command; any other is synced, a nil state as an empty one (syncHostTable).
 	// Guarded by applyMu.
-	mangleWritten bool
+	clean map[tableKey]bool
 }
 
 // SyncStats counts what the syncer did.
@@ -74,7 +75,7 @@ func NewPolicySyncer(ctx context.Context, run CommandRunner, log *slog.Logger) (
 	if err != nil {
 		return nil, err
 	}
-	s := &PolicySyncer{run: run, backend: b, log: log, kick: make(chan struct{}, 1), mangleWritten: true}
+	s := &PolicySyncer{run: run, backend: b, log: log, kick: make(chan struct{}, 1)}
 	if _, err := run.Run(ctx, nil, b.Save6, "-t", "filter"); err != nil {
 		s.noIPv6 = true
 		log.Warn("ip6tables does not work: IPv6 policy is not enforced", "err", err)
@@ -244,7 +245,7 @@ func (s *PolicySyncer) apply(ctx context.Context, fs *FilterState) error {
 		return err
 	}
 	tablesStart := time.Now()
-	fp, fp6, fpNAT, fpRaw, fpMangle, err := s.syncTables(ctx, fs, v6)
+	tp, err := s.syncTables(ctx, fs, v6)
 	s.Observe.observeSince(WriterIPTables, tablesStart, err)
 	if err != nil {
 		s.Observe.observe(WriterIPSets, setsTook, nil) // what ran of the ipset steps succeeded
@@ -256,8 +257,8 @@ func (s *PolicySyncer) apply(ctx context.Context, fs *FilterState) error {
 	if err != nil {
 		return err
 	}
-	s.mangleWritten = fs.Mangle != nil
-	wrote := fp.Restore != nil || fp6.Restore != nil || fpNAT.Restore != nil || fpRaw.Restore != nil || fpMangle.Restore != nil || len(sp.Restore) > 0 || len(sp.Destroy) > 0
+	fp, fp6 := tp.filter, tp.filter6
+	wrote := tp.wrote() || len(sp.Restore) > 0 || len(sp.Destroy) > 0
 	took := time.Since(start)
 	if wrote {
 		s.log.Debug("policy synced", "chains", len(fp.Written), "deleted", len(fp.Deleted),
@@ -274,7 +275,7 @@ func (s *PolicySyncer) apply(ctx context.Context, fs *FilterState) error {
 	s.stats.RestoreLines6 = bytes.Count(fp6.Restore, []byte("\n"))
 	s.stats.LastWritten6 = fp6.Written
 	s.stats.LastSetsUpdated = sp.Updated
-	s.stats.LastWrittenNAT = fpNAT.Written
+	s.stats.LastWrittenNAT = tp.nat.Written
 	s.mu.Unlock()
 	return nil
 }
@@ -343,48 +344,90 @@ func (s *PolicySyncer) destroySets(ctx context.Context, sp SetsPlan, stale int) 
 	return nil
 }
 
+// tablePlans are the plans one apply ran, by table.
+type tablePlans struct {
+	filter, filter6, nat, raw, mangle, raw6, mangle6 FilterPlan
+}
+
+// wrote says whether any of the plans wrote something.
+func (p tablePlans) wrote() bool {
+	for _, fp := range []FilterPlan{p.filter, p.filter6, p.nat, p.raw, p.mangle, p.raw6, p.mangle6} {
+		if fp.Restore != nil {
+			return true
+		}
+	}
+	return false
+}
+
 // syncTables makes the IPv4 filter table, the IPv6 one (v6, unless nil), the nat table
-// (fs.NAT, unless nil; its IPv6 part too unless v6 is nil), the raw table (fs.Raw, unless
-// nil) and the mangle table (fs.Mangle; when nil, empty if mangleWritten) match.
-func (s *PolicySyncer) syncTables(ctx context.Context, fs, v6 *FilterState) (fp, fp6, fpNAT, fpRaw, fpMangle FilterPlan, err error) {
-	if fp, err = s.syncTable(ctx, s.backend.Save, s.backend.Restore, "filter", fs); err != nil {
-		return fp, fp6, fpNAT, fpRaw, fpMangle, err
+// (fs.NAT, unless nil; its IPv6 part too unless v6 is nil), the IPv4 raw table (fs.Raw,
+// unless nil) and the mangle tables and the IPv6 raw one (fs.Mangle, v6.Raw, v6.Mangle:
+// host endpoint policy; when nil, empty unless the table is known to hold nothing of
+// tabby's) match.
+func (s *PolicySyncer) syncTables(ctx context.Context, fs, v6 *FilterState) (tp tablePlans, err error) {
+	b := s.backend
+	if tp.filter, err = s.syncTable(ctx, b.Save, b.Restore, "filter", fs); err != nil {
+		return tp, err
 	}
 	if v6 != nil {
-		if fp6, err = s.syncTable(ctx, s.backend.Save6, s.backend.Restore6, "filter", v6); err != nil {
-			return fp, fp6, fpNAT, fpRaw, fpMangle, fmt.Errorf("IPv6: %w", err)
+		if tp.filter6, err = s.syncTable(ctx, b.Save6, b.Restore6, "filter", v6); err != nil {
+			return tp, fmt.Errorf("IPv6: %w", err)
 		}
 	}
 	if fs.NAT != nil {
-		if fpNAT, err = s.syncTable(ctx, s.backend.Save, s.backend.Restore, "nat", fs.NAT); err != nil {
-			return fp, fp6, fpNAT, fpRaw, fpMangle, fmt.Errorf("nat table: %w", err)
+		if tp.nat, err = s.syncTable(ctx, b.Save, b.Restore, "nat", fs.NAT); err != nil {
+			return tp, fmt.Errorf("nat table: %w", err)
 		}
 		if fs.NAT.IPv6 != nil && v6 != nil {
-			fpNAT6, err := s.syncTable(ctx, s.backend.Save6, s.backend.Restore6, "nat", fs.NAT.IPv6)
+			fpNAT6, err := s.syncTable(ctx, b.Save6, b.Restore6, "nat", fs.NAT.IPv6)
 			if err != nil {
-				return fp, fp6, fpNAT, fpRaw, fpMangle, fmt.Errorf("IPv6 nat table: %w", err)
+				return tp, fmt.Errorf("IPv6 nat table: %w", err)
 			}
-			fpNAT.Written = append(fpNAT.Written, fpNAT6.Written...)
-			if fpNAT.Restore == nil {
-				fpNAT.Restore = fpNAT6.Restore
+			tp.nat.Written = append(tp.nat.Written, fpNAT6.Written...)
+			if tp.nat.Restore == nil {
+				tp.nat.Restore = fpNAT6.Restore
 			}
 		}
 	}
 	if fs.Raw != nil {
-		if fpRaw, err = s.syncTable(ctx, s.backend.Save, s.backend.Restore, "raw", fs.Raw); err != nil {
-			return fp, fp6, fpNAT, fpRaw, fpMangle, fmt.Errorf("raw table: %w", err)
+		if tp.raw, err = s.syncTable(ctx, b.Save, b.Restore, "raw", fs.Raw); err != nil {
+			return tp, fmt.Errorf("raw table: %w", err)
 		}
 	}
-	mangle := fs.Mangle
-	if mangle == nil && s.mangleWritten {
-		mangle = &FilterState{Chains: map[string][]string{}, IPSets: map[string]*IPSet{}}
+	if tp.mangle, err = s.syncHostTable(ctx, b.Save, b.Restore, "mangle", fs.Mangle); err != nil {
+		return tp, fmt.Errorf("mangle table: %w", err)
 	}
-	if mangle != nil {
-		if fpMangle, err = s.syncTable(ctx, s.backend.Save, s.backend.Restore, "mangle", mangle); err != nil {
-			return fp, fp6, fpNAT, fpRaw, fpMangle, fmt.Errorf("mangle table: %w", err)
+	if v6 == nil {
+		return tp, nil
+	}
+	if tp.raw6, err = s.syncHostTable(ctx, b.Save6, b.Restore6, "raw", v6.Raw); err != nil {
+		return tp, fmt.Errorf("IPv6 raw table: %w", err)
+	}
+	if tp.mangle6, err = s.syncHostTable(ctx, b.Save6, b.Restore6, "mangle", v6.Mangle); err != nil {
+		return tp, fmt.Errorf("IPv6 mangle table: %w", err)
+	}
+	return tp, nil
+}
+
+// syncHostTable is syncTable for a table only host endpoint policy writes: want nil is
+// an empty state, synced unless the table is known to hold nothing of tabby's (a sync of
+// nil succeeded before; at first, it is not known, so that a past run's chains go).
+func (s *PolicySyncer) syncHostTable(ctx context.Context, saveCmd, restoreCmd, table string, want *FilterState) (FilterPlan, error) {
+	key := tableKey{saveCmd, table}
+	if want == nil {
+		if s.clean[key] {
+			return FilterPlan{}, nil
 		}
+		want = &FilterState{Chains: map[string][]string{}, IPSets: map[string]*IPSet{}}
 	}
-	return fp, fp6, fpNAT, fpRaw, fpMangle, nil
+	fp, err := s.syncTable(ctx, saveCmd, restoreCmd, table, want)
+	if err == nil {
+		if s.clean == nil {
+			s.clean = map[tableKey]bool{}
+		}
+		s.clean[key] = len(want.Chains) == 0 && len(want.Hooks) == 0
+	}
+	return fp, err
 }
 
 // syncTable makes one table (filter or nat, of iptables or ip6tables) match want's
@@ -423,18 +466,14 @@ func (s *PolicySyncer) syncTable(ctx context.Context, saveCmd, restoreCmd, table
 
 // RemoveAll deletes every chain of both of felix's iptables writers (ChainOwner: policy's
 // and the Service proxy's in iptables mode) and the hooks into them, from the tables they
-// write (filter and nat of both families, IPv4 raw and mangle) of both backends (whichever has them),
+// write (filter, nat, raw and mangle of both families) of both backends (whichever has them),
 // and tabby's ipsets.
 func RemoveAll(ctx context.Context, run CommandRunner) (chains, sets int, err error) {
 	empty := &FilterState{Chains: map[string][]string{}, IPSets: map[string]*IPSet{}}
 	var errs []error
 	for _, b := range []Backend{BackendNFT, BackendLegacy} {
 		for _, cmds := range [][2]string{{b.Save, b.Restore}, {b.Save6, b.Restore6}} {
-			tables := []string{"filter", "nat", "raw", "mangle"}
-			if cmds[0] == b.Save6 {
-				tables = tables[:2] // nothing of tabby's is in IPv6 raw or mangle: don't load them
-			}
-			for _, table := range tables {
+			for _, table := range []string{"filter", "nat", "raw", "mangle"} {
 				save, err := run.Run(ctx, nil, cmds[0], "-t", table)
 				if err != nil {
 					continue // backend, family or table not installed or not usable
