@@ -61,8 +61,8 @@ spec:
 func TestRenderHostEndpoints(t *testing.T) {
 	m := buildModel(t, hostWorld)
 	fs := RenderPolicy(m, "node1", PolicyConfig{})
-	eth0 := m.HostEndpointsOf("node1")[0]
-	all := m.HostEndpointsOf("node1")[1]
+	eth0 := m.HostEndpointsOf("node1", nil)[0]
+	all := m.HostEndpointsOf("node1", nil)[1]
 	if eth0.Name != "node1-eth0" || all.Name != "node1-auto-hep" {
 		t.Fatalf("HostEndpointsOf: %v, %v", eth0.Name, all.Name)
 	}
@@ -382,5 +382,40 @@ func TestHostEndpointSyncerNetns(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestRenderHostEndpointByAddress renders a host endpoint without interfaceName on the
+// interface that holds its address (PolicyConfig.HostInterfaces), and on none while no
+// interface does.
+func TestRenderHostEndpointByAddress(t *testing.T) {
+	m := buildModel(t, renderWorld+`---
+apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata: {name: node1-by-addr, labels: {host: node1}}
+spec: {node: node1, expectedIPs: [192.168.0.1, "fd00::1"]}
+---
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: host-web}
+spec:
+  selector: has(host)
+  ingress: [{action: Allow, protocol: TCP, destination: {ports: [80]}}]
+`)
+	none := RenderPolicy(m, "node1", PolicyConfig{HostInterfaces: map[string][]netip.Addr{"eth0": {netip.MustParseAddr("192.168.0.9")}}})
+	if none.Chains[ChainOutput] != nil || slices.ContainsFunc(none.Chains[ChainInput], func(r string) bool { return strings.Contains(r, "tby-fh-") }) {
+		t.Errorf("rendered a host endpoint no interface holds the addresses of:\n%s", strings.Join(stripped(none.Chains[ChainInput]), "\n"))
+	}
+	fs := RenderPolicy(m, "node1", PolicyConfig{HostInterfaces: map[string][]netip.Addr{
+		"eth0": {netip.MustParseAddr("10.0.0.5")}, "ens4": {netip.MustParseAddr("fd00::1")},
+	}})
+	for _, f := range []*FilterState{fs, fs.IPv6} {
+		in := stripped(f.Chains[ChainInput])
+		if !slices.Contains(in, "-i ens4 -g tby-fh-ens4") || slices.ContainsFunc(in, func(r string) bool { return strings.Contains(r, "eth0") }) {
+			t.Errorf("tby-INPUT does not dispatch ens4 (and ens4 alone) to the endpoint:\n%s", strings.Join(in, "\n"))
+		}
+		if !slices.Contains(stripped(f.Chains["tby-fh-ens4"]), "-m mark --mark 0x0/0x20000 -j tby-pi-host-web") {
+			t.Errorf("tby-fh-ens4 does not run the endpoint's policy:\n%s", strings.Join(stripped(f.Chains["tby-fh-ens4"]), "\n"))
+		}
 	}
 }

@@ -34,6 +34,10 @@ const (
 	MarkPass   = 0x20000
 )
 
+// WorkloadInterfacePrefix starts the name of every workload's host-side interface (as
+// tabby-cni names them): the default PolicyConfig.InterfacePrefix.
+const WorkloadInterfacePrefix = "tabby"
+
 // PolicyConfig shapes the rendered rules.
 type PolicyConfig struct {
 	// InterfacePrefix is the prefix of workload host-side interfaces ("tabby").
@@ -47,6 +51,9 @@ type PolicyConfig struct {
 	// FailsafeInbound and FailsafeOutbound are the ports host endpoint policy never
 	// closes (to the host, and from it); nil is Calico's defaults, empty is none.
 	FailsafeInbound, FailsafeOutbound []FailsafePort
+	// HostInterfaces are the node's interfaces with their addresses
+	// (HostInterfaceAddrs), which host endpoints without interfaceName are found by.
+	HostInterfaces map[string][]netip.Addr
 }
 
 // TunnelGuard says which tunnels the node terminates: IPIP, and VXLAN on VXLANPort over
@@ -68,7 +75,7 @@ const (
 
 func (c PolicyConfig) withDefaults() PolicyConfig {
 	if c.InterfacePrefix == "" {
-		c.InterfacePrefix = "tabby"
+		c.InterfacePrefix = WorkloadInterfacePrefix
 	}
 	if c.EndpointToHostAction == "" {
 		c.EndpointToHostAction = "ACCEPT"
@@ -258,7 +265,7 @@ func (r *renderer) render(node string) {
 	wl := r.cfg.InterfacePrefix + "+"
 	usedPolicies := map[string]bool{}
 	usedProfiles := map[string]bool{}
-	heps := r.m.HostEndpointsOf(node)
+	heps := r.m.HostEndpointsOf(node, r.cfg.HostInterfaces)
 	fwd := &chainBuilder{name: ChainForward}
 	r.hostForward(fwd, heps, usedPolicies)
 	fwd.add("-i " + wl + " -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT")
