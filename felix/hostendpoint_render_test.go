@@ -419,3 +419,33 @@ spec:
 		}
 	}
 }
+
+// TestHostEndpointFullPassReads: with host endpoints, a full pass syncs six tables (the
+// filter, raw and mangle tables of both families) but reads each family once, as it does
+// without them; a change then runs only the restore of what it changed.
+func TestHostEndpointFullPassReads(t *testing.T) {
+	f := newFakeRunner("iptables-legacy-save")
+	s := newFakeSyncer(t, f)
+	ctx := context.Background()
+	fs := RenderPolicy(buildModel(t, hostWorld), "node1", PolicyConfig{})
+	fs.Raw = combineRaw(RenderDNSNotrack(nil), fs.Raw)
+	if err := s.Apply(ctx, fs); err != nil {
+		t.Fatal(err)
+	}
+	m := f.mark()
+	if err := s.Apply(ctx, fs); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := f.since(m), []string{"ipset save", "iptables-nft-save", "ip6tables-nft-save"}; !slices.Equal(got, want) {
+		t.Errorf("full pass with nothing to write ran %q, want %q", got, want)
+	}
+	changed := RenderPolicy(buildModel(t, hostWorld+"---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny-a, namespace: x}\nspec: {podSelector: {matchLabels: {pod: a}}}\n"), "node1", PolicyConfig{})
+	changed.Raw = combineRaw(RenderDNSNotrack(nil), changed.Raw)
+	m = f.mark()
+	if err := s.ApplyCached(ctx, changed); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := f.since(m), []string{"iptables-nft-restore --noflush -w 5"}; !slices.Equal(got, want) {
+		t.Errorf("a workload policy change with host endpoints ran %q, want %q", got, want)
+	}
+}

@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"maps"
 	"os/exec"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -38,7 +40,7 @@ type PolicySyncer struct {
 
 	// clean lists the tables only host endpoint policy writes (mangle of both families,
 	// IPv6 raw) that are known to hold nothing of tabby's, so that a nil state for them
-	// costs no command; any other is synced, a nil state as an empty one (syncHostTable).
+	// costs no command; any other is synced, a nil state as an empty one (syncTables).
 	// Guarded by applyMu.
 	clean map[tableKey]bool
 }
@@ -363,85 +365,116 @@ func (p tablePlans) wrote() bool {
 // (fs.NAT, unless nil; its IPv6 part too unless v6 is nil), the IPv4 raw table (fs.Raw,
 // unless nil) and the mangle tables and the IPv6 raw one (fs.Mangle, v6.Raw, v6.Mangle:
 // host endpoint policy; when nil, empty unless the table is known to hold nothing of
-// tabby's) match.
+// tabby's) match. The tables of a family that are not cached are read with one save of
+// them all (readUncached): a full pass reads each family once, however many tables it
+// syncs.
 func (s *PolicySyncer) syncTables(ctx context.Context, fs, v6 *FilterState) (tp tablePlans, err error) {
 	b := s.backend
-	if tp.filter, err = s.syncTable(ctx, b.Save, b.Restore, "filter", fs); err != nil {
-		return tp, err
-	}
+	var nat6 FilterPlan
+	jobs := []tableJob{{b.Save, b.Restore, "filter", fs, false, &tp.filter, ""}}
 	if v6 != nil {
-		if tp.filter6, err = s.syncTable(ctx, b.Save6, b.Restore6, "filter", v6); err != nil {
-			return tp, fmt.Errorf("IPv6: %w", err)
-		}
+		jobs = append(jobs, tableJob{b.Save6, b.Restore6, "filter", v6, false, &tp.filter6, "IPv6: "})
 	}
 	if fs.NAT != nil {
-		if tp.nat, err = s.syncTable(ctx, b.Save, b.Restore, "nat", fs.NAT); err != nil {
-			return tp, fmt.Errorf("nat table: %w", err)
-		}
+		jobs = append(jobs, tableJob{b.Save, b.Restore, "nat", fs.NAT, false, &tp.nat, "nat table: "})
 		if fs.NAT.IPv6 != nil && v6 != nil {
-			fpNAT6, err := s.syncTable(ctx, b.Save6, b.Restore6, "nat", fs.NAT.IPv6)
-			if err != nil {
-				return tp, fmt.Errorf("IPv6 nat table: %w", err)
-			}
-			tp.nat.Written = append(tp.nat.Written, fpNAT6.Written...)
-			if tp.nat.Restore == nil {
-				tp.nat.Restore = fpNAT6.Restore
-			}
+			jobs = append(jobs, tableJob{b.Save6, b.Restore6, "nat", fs.NAT.IPv6, false, &nat6, "IPv6 nat table: "})
 		}
 	}
 	if fs.Raw != nil {
-		if tp.raw, err = s.syncTable(ctx, b.Save, b.Restore, "raw", fs.Raw); err != nil {
-			return tp, fmt.Errorf("raw table: %w", err)
+		jobs = append(jobs, tableJob{b.Save, b.Restore, "raw", fs.Raw, false, &tp.raw, "raw table: "})
+	}
+	jobs = append(jobs, tableJob{b.Save, b.Restore, "mangle", fs.Mangle, true, &tp.mangle, "mangle table: "})
+	if v6 != nil {
+		jobs = append(jobs, tableJob{b.Save6, b.Restore6, "raw", v6.Raw, true, &tp.raw6, "IPv6 raw table: "},
+			tableJob{b.Save6, b.Restore6, "mangle", v6.Mangle, true, &tp.mangle6, "IPv6 mangle table: "})
+	}
+	jobs = slices.DeleteFunc(jobs, func(j tableJob) bool { return j.want == nil && s.clean[tableKey{j.save, j.table}] })
+	// One lock over the pass: a table read here is as fresh as syncTable's own read.
+	hookMu.Lock()
+	defer hookMu.Unlock()
+	fresh, err := s.readUncached(ctx, jobs)
+	if err != nil {
+		return tp, err
+	}
+	for _, j := range jobs {
+		want := j.want
+		if want == nil {
+			want = &FilterState{Chains: map[string][]string{}, IPSets: map[string]*IPSet{}}
+		}
+		if *j.plan, err = s.syncTable(ctx, j.save, j.restore, j.table, want, fresh[tableKey{j.save, j.table}]); err != nil {
+			return tp, fmt.Errorf("%s%w", j.what, err)
+		}
+		if j.hostOnly {
+			if s.clean == nil {
+				s.clean = map[tableKey]bool{}
+			}
+			s.clean[tableKey{j.save, j.table}] = len(want.Chains) == 0 && len(want.Hooks) == 0
 		}
 	}
-	if tp.mangle, err = s.syncHostTable(ctx, b.Save, b.Restore, "mangle", fs.Mangle); err != nil {
-		return tp, fmt.Errorf("mangle table: %w", err)
-	}
-	if v6 == nil {
-		return tp, nil
-	}
-	if tp.raw6, err = s.syncHostTable(ctx, b.Save6, b.Restore6, "raw", v6.Raw); err != nil {
-		return tp, fmt.Errorf("IPv6 raw table: %w", err)
-	}
-	if tp.mangle6, err = s.syncHostTable(ctx, b.Save6, b.Restore6, "mangle", v6.Mangle); err != nil {
-		return tp, fmt.Errorf("IPv6 mangle table: %w", err)
+	tp.nat.Written = append(tp.nat.Written, nat6.Written...)
+	if tp.nat.Restore == nil {
+		tp.nat.Restore = nat6.Restore
 	}
 	return tp, nil
 }
 
-// syncHostTable is syncTable for a table only host endpoint policy writes: want nil is
-// an empty state, synced unless the table is known to hold nothing of tabby's (a sync of
-// nil succeeded before; at first, it is not known, so that a past run's chains go).
-func (s *PolicySyncer) syncHostTable(ctx context.Context, saveCmd, restoreCmd, table string, want *FilterState) (FilterPlan, error) {
-	key := tableKey{saveCmd, table}
-	if want == nil {
-		if s.clean[key] {
-			return FilterPlan{}, nil
+// tableJob is one table a pass syncs: its family's save and restore commands, the table,
+// the state wanted (nil, for a table only host endpoint policy writes, hostOnly, is an
+// empty one), where its plan goes and what an error of it is prefixed with.
+type tableJob struct {
+	save, restore, table string
+	want                 *FilterState
+	hostOnly             bool
+	plan                 *FilterPlan
+	what                 string
+}
+
+// readUncached reads, for each family with two or more of jobs' tables not cached, all
+// its tables with one save (no -t) and caches jobs' tables from it, which it returns; a
+// table the save does not print (not in the kernel yet) is cached as empty. A family with
+// one uncached table is left to syncTable, which reads that table alone. The caller holds
+// hookMu.
+func (s *PolicySyncer) readUncached(ctx context.Context, jobs []tableJob) (map[tableKey]bool, error) {
+	uncached := map[string][]string{} // save command: tables
+	var saves []string
+	for _, j := range jobs {
+		if _, ok := s.cache.table(tableKey{j.save, j.table}); ok {
+			continue
 		}
-		want = &FilterState{Chains: map[string][]string{}, IPSets: map[string]*IPSet{}}
-	}
-	fp, err := s.syncTable(ctx, saveCmd, restoreCmd, table, want)
-	if err == nil {
-		if s.clean == nil {
-			s.clean = map[tableKey]bool{}
+		if uncached[j.save] == nil {
+			saves = append(saves, j.save)
 		}
-		s.clean[key] = len(want.Chains) == 0 && len(want.Hooks) == 0
+		uncached[j.save] = append(uncached[j.save], j.table)
 	}
-	return fp, err
+	fresh := map[tableKey]bool{}
+	for _, save := range saves {
+		tables := uncached[save]
+		if len(tables) < 2 {
+			continue
+		}
+		out, err := s.run.Run(ctx, nil, save)
+		if err != nil {
+			return nil, fmt.Errorf("read %s tables: %w", strings.Join(tables, ", "), err)
+		}
+		for _, table := range tables {
+			s.cache.setTable(tableKey{save, table}, ParseTable(out, table))
+			fresh[tableKey{save, table}] = true
+		}
+	}
+	return fresh, nil
 }
 
 // syncTable makes one table (filter or nat, of iptables or ip6tables) match want's
 // chains and hooks with one restore --noflush of what differs, planned against the cache
-// (the table is read when not cached, or when a hook is to be inserted); nothing to write
-// runs nothing.
-func (s *PolicySyncer) syncTable(ctx context.Context, saveCmd, restoreCmd, table string, want *FilterState) (FilterPlan, error) {
-	hookMu.Lock()
-	defer hookMu.Unlock()
+// (the table is read when not cached, or when a hook is to be inserted and the cache was
+// not read in this pass, fresh); nothing to write runs nothing. The caller holds hookMu.
+func (s *PolicySyncer) syncTable(ctx context.Context, saveCmd, restoreCmd, table string, want *FilterState, fresh bool) (FilterPlan, error) {
 	key := tableKey{saveCmd, table}
 	have, ok := s.cache.table(key)
 	// A hook to (re)insert goes after the Service proxy's hooks, which the cache may not
 	// know of (they came after it was read): read the table first.
-	if !ok || !have.hooksInPlace(want) {
+	if !ok || (!fresh && !have.hooksInPlace(want)) {
 		save, err := s.run.Run(ctx, nil, saveCmd, "-t", table)
 		if err != nil {
 			return FilterPlan{}, fmt.Errorf("read %s table: %w", table, err)
