@@ -37,17 +37,20 @@ const (
 // HostEndpointChain names a host endpoint's chain: the stage and direction's prefix and
 // its interface ("*" gives a hash, as any name with characters chains do not take).
 func HostEndpointChain(h *policy.HostEndpoint, s policy.Stage, ingress bool) string {
-	prefix := map[policy.Stage][2]string{
-		policy.StageNormal:    {prefixToHEP, prefixFromHEP},
-		policy.StageForward:   {prefixToHEPFwd, prefixFromHEPFwd},
-		policy.StageUntracked: {prefixToHEPUntr, prefixFromHEPUntr},
-		policy.StagePreDNAT:   {"", prefixFromHEPPreDN},
-	}[s]
 	i := 0
 	if ingress {
 		i = 1
 	}
-	return chainName(prefix[i], h.Interface)
+	return chainName(hepChainPrefixes[s][i], h.Interface)
+}
+
+// hepChainPrefixes are the per-host-endpoint chains' prefixes by stage, egress then
+// ingress.
+var hepChainPrefixes = [...][2]string{
+	policy.StageUntracked: {prefixToHEPUntr, prefixFromHEPUntr},
+	policy.StagePreDNAT:   {"", prefixFromHEPPreDN},
+	policy.StageNormal:    {prefixToHEP, prefixFromHEP},
+	policy.StageForward:   {prefixToHEPFwd, prefixFromHEPFwd},
 }
 
 // FailsafePort is a port the host keeps open whatever its host endpoints' policy says,

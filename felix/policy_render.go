@@ -168,15 +168,20 @@ type chainBuilder struct {
 	name  string
 	rules []string
 	prev  string
+	buf   []byte // what add hashes, kept between rules
 }
 
 // add appends a rule with its hash comment: the hash covers the chain, the previous
-// rule's hash and this rule, so a rule's hash changes when anything before it does.
+// rule's hash and this rule, so a rule's hash changes when anything before it does. The
+// hash is the first hashLen characters of the base32 of the SHA-256, which encode its
+// first hashLen*5/8 bytes.
 func (c *chainBuilder) add(rule string) {
-	h := sha256.Sum256([]byte(c.name + "\x00" + c.prev + "\x00" + rule))
-	hash := b32(h[:])[:16]
-	c.prev = hash
-	c.rules = append(c.rules, "-m comment --comment "+hashCommentPrefix+hash+" "+rule)
+	c.buf = append(append(append(append(append(c.buf[:0], c.name...), 0), c.prev...), 0), rule...)
+	sum := sha256.Sum256(c.buf)
+	var hash [hashLen]byte
+	b32enc.Encode(hash[:], sum[:hashLen*5/8])
+	c.prev = string(hash[:])
+	c.rules = append(c.rules, "-m comment --comment "+hashCommentPrefix+c.prev+" "+rule)
 }
 
 var b32enc = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)

@@ -282,3 +282,16 @@ func TestRenderTunnelGuard(t *testing.T) {
 		}
 	}
 }
+
+// TestChainBuilderHashes pins the rule hashes: the first 16 base32 characters of the
+// SHA-256 of the chain, the previous rule's hash and the rule. A tabby that hashed
+// otherwise would rewrite every chain of a node it is upgraded on.
+func TestChainBuilderHashes(t *testing.T) {
+	c := &chainBuilder{name: "tby-x"}
+	c.add("-j ACCEPT")
+	c.add("-j DROP")
+	want := []string{"-m comment --comment tby:msuadyz4rp5pwcox -j ACCEPT", "-m comment --comment tby:3f746ijgkf3mqqhq -j DROP"}
+	if !slices.Equal(c.rules, want) {
+		t.Errorf("rules %q, want %q", c.rules, want)
+	}
+}
