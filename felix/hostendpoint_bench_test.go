@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tabby-net/tabby/api"
 	"github.com/tabby-net/tabby/internal/teststats"
 	"github.com/tabby-net/tabby/policy"
 )
@@ -96,16 +95,3 @@ func BenchmarkPolicySyncHostEndpoints(b *testing.B) {
 	b.ReportMetric(float64(teststats.Quantile(hep.full, 0.5))/float64(teststats.Quantile(base.full, 0.5)), "full-pass-p50-ratio")
 }
 
-// decodeInput decodes a world's manifests into policy's input, once.
-func decodeInput(t testing.TB, yaml string) policy.Input {
-	t.Helper()
-	rs, err := api.Decode([]byte(yaml), "bench")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var in policy.Input
-	for _, r := range rs {
-		in.Add(r)
-	}
-	return in
-}

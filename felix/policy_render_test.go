@@ -15,6 +15,16 @@ import (
 
 func buildModel(t testing.TB, yaml string) *policy.Model {
 	t.Helper()
+	m, err := policy.Build(decodeInput(t, yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// decodeInput decodes and validates a world's manifests into policy's input.
+func decodeInput(t testing.TB, yaml string) policy.Input {
+	t.Helper()
 	rs, err := api.Decode([]byte(yaml), "test")
 	if err != nil {
 		t.Fatal(err)
@@ -26,11 +36,7 @@ func buildModel(t testing.TB, yaml string) *policy.Model {
 		}
 		in.Add(r)
 	}
-	m, err := policy.Build(in)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m
+	return in
 }
 
 const renderWorld = `
