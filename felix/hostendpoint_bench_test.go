@@ -94,4 +94,3 @@ func BenchmarkPolicySyncHostEndpoints(b *testing.B) {
 	b.ReportMetric(ms(teststats.Quantile(hep.full, 0.5)), "hep-full-pass-p50-ms")
 	b.ReportMetric(float64(teststats.Quantile(hep.full, 0.5))/float64(teststats.Quantile(base.full, 0.5)), "full-pass-p50-ratio")
 }
-
