@@ -18,8 +18,8 @@ type HostEndpointSpec struct {
 	// Node is the host whose interface this is.
 	Node string `json:"node"`
 	// InterfaceName is the interface policy is enforced on; "*" is every interface of
-	// the host but workloads'. Required: tabby does not yet find the interface from
-	// ExpectedIPs, as Calico does when it is empty.
+	// the host but workloads'. Empty, as in Calico, it is each interface of the node
+	// that holds one of ExpectedIPs (then required).
 	InterfaceName string `json:"interfaceName,omitempty"`
 	// ExpectedIPs are the interface's addresses: what rule selectors matching this
 	// endpoint match.
@@ -58,7 +58,9 @@ func (h *HostEndpoint) validate(errs *FieldErrors) {
 	checkSubdomain(errs, "spec.node", s.Node)
 	switch {
 	case s.InterfaceName == "":
-		errs.add("spec.interfaceName", "", "required (tabby does not find the interface from expectedIPs)")
+		if len(s.ExpectedIPs) == 0 {
+			errs.add("spec.interfaceName", "", "required when expectedIPs is empty (a host endpoint names its interface, or the addresses that find it)")
+		}
 	case s.InterfaceName == AllInterfaces:
 	case !interfaceNameRE.MatchString(s.InterfaceName):
 		errs.add("spec.interfaceName", s.InterfaceName, "%q is not a valid interface name (\"*\", or at most 15 alphanumerics, '_', '.' or '-')", s.InterfaceName)

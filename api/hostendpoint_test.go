@@ -14,9 +14,13 @@ func TestHostEndpointValidate(t *testing.T) {
 	if err := Validate(decodeOne(t, all)); err != nil {
 		t.Errorf("interfaceName *: %v", err)
 	}
+	byAddr := calico + "kind: HostEndpoint\nmetadata: {name: n1-by-ip}\nspec: {node: n1, expectedIPs: [10.0.0.1]}\n"
+	if err := Validate(decodeOne(t, byAddr)); err != nil {
+		t.Errorf("expectedIPs without interfaceName (found by address, as Calico): %v", err)
+	}
 	for _, tt := range []struct{ name, spec, want string }{
 		{"no node", "{interfaceName: eth0}", `spec.node: required`},
-		{"no interface", "{node: n1, expectedIPs: [10.0.0.1]}", `spec.interfaceName: required (tabby does not find the interface from expectedIPs)`},
+		{"no interface nor address", "{node: n1, profiles: [p]}", `spec.interfaceName: required when expectedIPs is empty`},
 		{"bad interface", "{node: n1, interfaceName: eth0/1}", `spec.interfaceName: "eth0/1" is not a valid interface name`},
 		{"long interface", "{node: n1, interfaceName: abcdefghijklmnop}", `spec.interfaceName: "abcdefghijklmnop" is not a valid interface name`},
 		{"bad ip", "{node: n1, interfaceName: eth0, expectedIPs: [10.0.0.0/24]}", `spec.expectedIPs[0]: `},

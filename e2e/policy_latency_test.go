@@ -25,20 +25,27 @@ import (
 // every 5 ms (20 ms timeout) and the first probe with the new verdict ends the
 // measurement. Two kinds of change, 20 of each: a Kubernetes NetworkPolicy denying x/a's
 // ingress created or deleted, and y/a's WorkloadEndpoint relabelled in or out of the
-// peers a policy allows. It measures twice in the same lab: first as it is (the
-// baseline), then with both nodes' host endpoints present (hostEndpointLoad: normal,
-// untracked and preDNAT host policy, so every table of host endpoint policy is written
-// and synced on each change), and reports the second's figures with the prefix hep- and
-// their ratios to the first's. Printed, never asserted: p50/p99 from the apply command's
-// start, the command's own time, and felix's sync time on node1 (from its debug log).
+// peers a policy allows. It measures the lab as it is (the baseline) and with both
+// nodes' host endpoints present (hostEndpointLoad: normal, untracked and preDNAT host
+// policy, so every table of host endpoint policy is written and synced on each change),
+// in two rounds of half the changes each (baseline, host endpoints, baseline, host
+// endpoints), so that a machine whose load changes meanwhile weighs on both alike; it
+// reports the second's figures with the prefix hep- and their ratios to the first's.
+// Printed, never asserted: p50/p99 from the apply command's start, the command's own
+// time, felix's sync time on node1 (from its debug log), and the CPU time the two
+// agents used per change.
 func BenchmarkPolicyApplyToEnforced(b *testing.B) {
 	m := newMatrixLab(b)
 	m.expectMatrix(b, "before the changes") // routes between the nodes are up
 	b.ResetTimer()
-	base := m.measureApplyToEnforced(b, "baseline")
-	m.apply(b, hostEndpointLoad(m))
-	m.expectMatrix(b, "host endpoints present")
-	hep := m.measureApplyToEnforced(b, "host endpoints present")
+	var base, hep applyToEnforced
+	for round := range 2 {
+		base.add(m.measureApplyToEnforced(b, fmt.Sprintf("baseline, round %d", round+1), 10))
+		m.apply(b, hostEndpointLoad(m))
+		m.expectMatrix(b, "host endpoints present")
+		hep.add(m.measureApplyToEnforced(b, fmt.Sprintf("host endpoints present, round %d", round+1), 10))
+		m.remove(b, hostEndpointLoad(m))
+	}
 	b.StopTimer()
 	b.ReportMetric(0, "ns/op")
 	base.report(b, "")
@@ -49,7 +56,10 @@ func BenchmarkPolicyApplyToEnforced(b *testing.B) {
 	}{
 		{"policy-p50", hep.policyP50(), base.policyP50()},
 		{"relabel-p50", hep.relabelP50(), base.relabelP50()},
+		{"cli-p50", hep.cliP50(), base.cliP50()},
 		{"felix-sync-p50", teststats.Quantile(hep.syncs, 0.5), teststats.Quantile(base.syncs, 0.5)},
+		{"render-p50", teststats.Quantile(hep.renders, 0.5), teststats.Quantile(base.renders, 0.5)},
+		{"agent-cpu", hep.cpuPerChange(), base.cpuPerChange()},
 	} {
 		if r.was > 0 {
 			b.ReportMetric(float64(r.hep)/float64(r.was), r.name+"-ratio")
@@ -101,19 +111,70 @@ spec:
 // applyToEnforced is one measurement's figures.
 type applyToEnforced struct {
 	policyRuns, policyCLI, labelRuns, labelCLI, syncs, renders []time.Duration
+	// agentCPU is the CPU time both agents used (with the iptables and ipset commands
+	// they ran), over changes changes.
+	agentCPU time.Duration
+	changes  int
 }
 
 func (a applyToEnforced) policyP50() time.Duration  { return teststats.Quantile(a.policyRuns, 0.5) }
 func (a applyToEnforced) relabelP50() time.Duration { return teststats.Quantile(a.labelRuns, 0.5) }
+func (a applyToEnforced) cliP50() time.Duration {
+	return teststats.Quantile(slices.Concat(a.policyCLI, a.labelCLI), 0.5)
+}
 
-// measureApplyToEnforced runs the 20 policy changes and the 20 relabels, and reads
-// node1's felix times of them from its log.
-func (m *matrixLab) measureApplyToEnforced(b *testing.B, what string) applyToEnforced {
+// add appends o's figures to a's.
+func (a *applyToEnforced) add(o applyToEnforced) {
+	a.policyRuns, a.policyCLI = append(a.policyRuns, o.policyRuns...), append(a.policyCLI, o.policyCLI...)
+	a.labelRuns, a.labelCLI = append(a.labelRuns, o.labelRuns...), append(a.labelCLI, o.labelCLI...)
+	a.syncs, a.renders = append(a.syncs, o.syncs...), append(a.renders, o.renders...)
+	a.agentCPU, a.changes = a.agentCPU+o.agentCPU, a.changes+o.changes
+}
+
+// cpuPerChange is the agents' CPU time per change.
+func (a applyToEnforced) cpuPerChange() time.Duration {
+	if a.changes == 0 {
+		return 0
+	}
+	return a.agentCPU / time.Duration(a.changes)
+}
+
+// agentsCPU is the CPU time the lab's agents used so far, their waited-for children's
+// (iptables-restore, ipset, ...) included: /proc/<pid>/stat's utime, stime, cutime and
+// cstime.
+func (m *matrixLab) agentsCPU(t testing.TB) time.Duration {
+	var total time.Duration
+	for _, n := range m.l.State().Nodes {
+		if n.Agent == nil {
+			continue
+		}
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", n.Agent.PID))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Fields after the command's closing parenthesis: state is field 3, utime 14.
+		_, rest, _ := strings.Cut(string(data), ") ")
+		f := strings.Fields(rest)
+		for _, i := range []int{14, 15, 16, 17} {
+			ticks, err := strconv.ParseInt(f[i-3], 10, 64)
+			if err != nil {
+				t.Fatalf("/proc/%d/stat field %d: %v", n.Agent.PID, i, err)
+			}
+			total += time.Duration(ticks) * time.Second / 100 // USER_HZ
+		}
+	}
+	return total
+}
+
+// measureApplyToEnforced runs n policy changes and n relabels (n even, so that each
+// kind ends as it began), and reads node1's felix times of them from its log.
+func (m *matrixLab) measureApplyToEnforced(b *testing.B, what string, n int) applyToEnforced {
 	var a applyToEnforced
 	src, dst := m.pod(b, "y/a"), m.pod(b, "x/a")
 	target := fmt.Sprintf("tcp/%s:80", dst.addr)
 	logFile := filepath.Join(m.l.StateDir(), "node1.log")
 	logStart := fileSize(b, logFile)
+	cpuStart := m.agentsCPU(b)
 	// The prober's 20 ms timeout is short on a loaded machine: start once three probes in
 	// a row got through, so that the first change does not find its verdict already there.
 	labtest.Poll(b, what+": y/a reaches x/a within 20 ms three times in a row", 30*time.Second, func() string {
@@ -130,7 +191,7 @@ kind: NetworkPolicy
 metadata: {name: deny-a, namespace: x}
 spec: {podSelector: {matchLabels: {pod: a}}}
 `
-	for i := range 20 {
+	for i := range n {
 		verb, want := "apply", "fail"
 		if i%2 == 1 {
 			verb, want = "delete", "ok"
@@ -148,7 +209,7 @@ spec:
   ingress: [{from: [{namespaceSelector: {}, podSelector: {matchLabels: {role: client}}}]}]
 `
 	m.apply(b, fromClients)
-	for i := range 20 {
+	for i := range n {
 		role, want := "client", "ok"
 		if i%2 == 1 {
 			role, want = "", "fail"
@@ -158,12 +219,13 @@ spec:
 		a.labelRuns, a.labelCLI = append(a.labelRuns, total), append(a.labelCLI, cli)
 	}
 	m.remove(b, fromClients)
+	a.agentCPU, a.changes = m.agentsCPU(b)-cpuStart, 2*n
 	a.syncs, a.renders = agentTimes(b, logFile, logStart)
 	b.Logf("%s: apply to enforced, %d policy changes: p50 %v p99 %v; %d relabels: p50 %v p99 %v; "+
-		"the apply command itself p50 %v; node1's felix syncs (%d): p50 %v p99 %v; compile+render (%d): p50 %v", what,
+		"the apply command itself p50 %v; node1's felix syncs (%d): p50 %v p99 %v; compile+render (%d): p50 %v; agents' CPU %v a change", what,
 		len(a.policyRuns), a.policyP50(), teststats.Quantile(a.policyRuns, 0.99), len(a.labelRuns), a.relabelP50(), teststats.Quantile(a.labelRuns, 0.99),
-		teststats.Quantile(slices.Concat(a.policyCLI, a.labelCLI), 0.5), len(a.syncs), teststats.Quantile(a.syncs, 0.5), teststats.Quantile(a.syncs, 0.99),
-		len(a.renders), teststats.Quantile(a.renders, 0.5))
+		a.cliP50(), len(a.syncs), teststats.Quantile(a.syncs, 0.5), teststats.Quantile(a.syncs, 0.99),
+		len(a.renders), teststats.Quantile(a.renders, 0.5), a.cpuPerChange())
 	return a
 }
 
@@ -174,9 +236,10 @@ func (a applyToEnforced) report(b *testing.B, prefix string) {
 	b.ReportMetric(ms(teststats.Quantile(a.policyRuns, 0.99)), prefix+"policy-p99-ms")
 	b.ReportMetric(ms(a.relabelP50()), prefix+"relabel-p50-ms")
 	b.ReportMetric(ms(teststats.Quantile(a.labelRuns, 0.99)), prefix+"relabel-p99-ms")
-	b.ReportMetric(ms(teststats.Quantile(slices.Concat(a.policyCLI, a.labelCLI), 0.5)), prefix+"cli-p50-ms")
+	b.ReportMetric(ms(a.cliP50()), prefix+"cli-p50-ms")
 	b.ReportMetric(ms(teststats.Quantile(a.syncs, 0.5)), prefix+"felix-sync-p50-ms")
 	b.ReportMetric(ms(teststats.Quantile(a.syncs, 0.99)), prefix+"felix-sync-p99-ms")
+	b.ReportMetric(ms(a.cpuPerChange()), prefix+"agent-cpu-ms")
 }
 
 func (m *matrixLab) pod(t testing.TB, key string) matrixPod {

@@ -41,6 +41,8 @@ type fakeTable struct {
 var fakeBuiltins = map[string][]string{
 	"filter": {"INPUT", "FORWARD", "OUTPUT"},
 	"nat":    {"PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"},
+	"raw":    {"PREROUTING", "OUTPUT"},
+	"mangle": {"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"},
 }
 
 func newFakeRunner(missing ...string) *fakeRunner {
@@ -130,7 +132,11 @@ func (f *fakeRunner) Run(ctx context.Context, stdin []byte, name string, args ..
 		return nil, f.ipsetRestore(string(stdin))
 	case strings.HasSuffix(name, "-save"):
 		family := strings.TrimSuffix(name, "-save")
-		tables := []string{"filter"}
+		// Without -t, every table (filter at least), as iptables-save prints those loaded.
+		tables := slices.Sorted(maps.Keys(f.tables[family]))
+		if !slices.Contains(tables, "filter") {
+			tables = append(tables, "filter")
+		}
 		if len(args) == 2 && args[0] == "-t" {
 			tables = args[1:]
 		}

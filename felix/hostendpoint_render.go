@@ -11,8 +11,8 @@ import (
 )
 
 // Chains of host endpoint policy (policy.HostEndpoint), besides the per-endpoint ones
-// HostEndpointChain names. The raw and mangle ones are IPv4 only, as those tables'
-// states are.
+// HostEndpointChain names. Each family's tables have their own of these (iptables and
+// ip6tables).
 const (
 	ChainOutput     = "tby-OUTPUT"       // filter OUTPUT: traffic from the host
 	ChainFromHEPFwd = "tby-from-hep-fwd" // filter FORWARD: routed in through a host endpoint
@@ -37,17 +37,20 @@ const (
 // HostEndpointChain names a host endpoint's chain: the stage and direction's prefix and
 // its interface ("*" gives a hash, as any name with characters chains do not take).
 func HostEndpointChain(h *policy.HostEndpoint, s policy.Stage, ingress bool) string {
-	prefix := map[policy.Stage][2]string{
-		policy.StageNormal:    {prefixToHEP, prefixFromHEP},
-		policy.StageForward:   {prefixToHEPFwd, prefixFromHEPFwd},
-		policy.StageUntracked: {prefixToHEPUntr, prefixFromHEPUntr},
-		policy.StagePreDNAT:   {"", prefixFromHEPPreDN},
-	}[s]
 	i := 0
 	if ingress {
 		i = 1
 	}
-	return chainName(prefix[i], h.Interface)
+	return chainName(hepChainPrefixes[s][i], h.Interface)
+}
+
+// hepChainPrefixes are the per-host-endpoint chains' prefixes by stage, egress then
+// ingress.
+var hepChainPrefixes = [...][2]string{
+	policy.StageUntracked: {prefixToHEPUntr, prefixFromHEPUntr},
+	policy.StagePreDNAT:   {"", prefixFromHEPPreDN},
+	policy.StageNormal:    {prefixToHEP, prefixFromHEP},
+	policy.StageForward:   {prefixToHEPFwd, prefixFromHEPFwd},
 }
 
 // FailsafePort is a port the host keeps open whatever its host endpoints' policy says,
@@ -271,14 +274,12 @@ func (r *renderer) hostForward(fwd *chainBuilder, heps []*policy.HostEndpoint, u
 	}
 }
 
-// hostRawAndMangle renders (IPv4 only) the untracked policies into fs.Raw and the
-// preDNAT ones into fs.Mangle, for the host endpoints they select. Each endpoint's chain
-// runs its tiers without end-of-tier drops: a packet no rule decided goes on to the next
-// stage. Raw and Mangle stay nil when no such policy selects an endpoint of the node.
+// hostRawAndMangle renders the untracked policies into fs.Raw and the preDNAT ones into
+// fs.Mangle, for the host endpoints they select, in the family being rendered (the rules
+// that can match it, as in the filter table). Each endpoint's chain runs its tiers
+// without end-of-tier drops: a packet no rule decided goes on to the next stage. Raw and
+// Mangle stay nil when no such policy selects an endpoint of the node.
 func (r *renderer) hostRawAndMangle(heps []*policy.HostEndpoint) {
-	if r.v6 {
-		return
-	}
 	// Untracked: both directions, with the failsafe ports both ways (no conntrack lets
 	// the replies through).
 	untracked := false

@@ -61,8 +61,8 @@ spec:
 func TestRenderHostEndpoints(t *testing.T) {
 	m := buildModel(t, hostWorld)
 	fs := RenderPolicy(m, "node1", PolicyConfig{})
-	eth0 := m.HostEndpointsOf("node1")[0]
-	all := m.HostEndpointsOf("node1")[1]
+	eth0 := m.HostEndpointsOf("node1", nil)[0]
+	all := m.HostEndpointsOf("node1", nil)[1]
 	if eth0.Name != "node1-eth0" || all.Name != "node1-auto-hep" {
 		t.Fatalf("HostEndpointsOf: %v, %v", eth0.Name, all.Name)
 	}
@@ -171,10 +171,29 @@ func TestRenderHostEndpoints(t *testing.T) {
 	if got := stripped(fs.Mangle.Chains["tby-pi-nodeport"]); len(got) != 1 || got[0] != "-p tcp -s 203.0.113.0/24 -m multiport --dports 30080 -j DROP" {
 		t.Errorf("tby-pi-nodeport in mangle: %q", got)
 	}
-	// IPv6: the filter part, with neighbour discovery before it; no raw or mangle.
-	if fs.IPv6.Raw != nil || fs.IPv6.Mangle != nil || fs.IPv6.Chains["tby-fh-eth0"] == nil {
-		t.Errorf("IPv6: raw %v, mangle %v, tby-fh-eth0 %v", fs.IPv6.Raw, fs.IPv6.Mangle, fs.IPv6.Chains["tby-fh-eth0"])
+	// IPv6: every stage, raw and mangle too, with the rules that match IPv6: the preDNAT
+	// policy's IPv4 source leaves its chain empty there, an IPv6 one is IPv6's alone.
+	if fs.IPv6.Raw == nil || fs.IPv6.Mangle == nil || fs.IPv6.Chains["tby-fh-eth0"] == nil {
+		t.Fatalf("IPv6: raw %v, mangle %v, tby-fh-eth0 %v", fs.IPv6.Raw, fs.IPv6.Mangle, fs.IPv6.Chains["tby-fh-eth0"])
 	}
+	check("IPv6 raw hooks", hookStrings(fs.IPv6.Raw.Hooks), "PREROUTING>"+ChainRawHEPPre, "OUTPUT>"+ChainRawHEPOut)
+	check("IPv6 tby-ufh-eth0", stripped(fs.IPv6.Raw.Chains["tby-ufh-eth0"]), stripped(fs.Raw.Chains["tby-ufh-eth0"])...)
+	check("IPv6 tby-pi-untracked", stripped(fs.IPv6.Raw.Chains["tby-pi-untracked"]), stripped(fs.Raw.Chains["tby-pi-untracked"])...)
+	check("IPv6 mangle hooks", hookStrings(fs.IPv6.Mangle.Hooks), "PREROUTING>"+ChainManglePre)
+	check("IPv6 "+ChainManglePre, stripped(fs.IPv6.Mangle.Chains[ChainManglePre]), mp...)
+	check("IPv6 tby-pi-nodeport", stripped(fs.IPv6.Mangle.Chains["tby-pi-nodeport"]))
+	prednat6 := RenderPolicy(buildModel(t, hostWorld+`---
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: nodeport6}
+spec:
+  selector: has(host)
+  preDNAT: true
+  applyOnForward: true
+  ingress: [{action: Deny, protocol: TCP, source: {nets: ["2001:db8::/32"]}, destination: {ports: [30080]}}]
+`), "node1", PolicyConfig{})
+	check("IPv6 tby-pi-nodeport6", stripped(prednat6.IPv6.Mangle.Chains["tby-pi-nodeport6"]), "-p tcp -s 2001:db8::/32 -m multiport --dports 30080 -j DROP")
+	check("IPv4 tby-pi-nodeport6", stripped(prednat6.Mangle.Chains["tby-pi-nodeport6"]))
 	for _, chain := range []string{ChainInput, ChainOutput} {
 		rules := stripped(fs.IPv6.Chains[chain])
 		nd := slices.Index(rules, "-p ipv6-icmp -m icmp6 --icmpv6-type 135 -j ACCEPT")
@@ -282,7 +301,8 @@ func TestCombineRaw(t *testing.T) {
 }
 
 // TestHostEndpointSyncerNetns writes every table of host endpoint policy (filter, raw
-// beside the DNS exemption, mangle) in a namespace with both backends, finds nothing to
+// beside the DNS exemption, mangle; IPv6 filter, raw and mangle) in a namespace with both
+// backends, finds nothing to
 // write on a second pass, removes the mangle and raw parts when the host endpoints go,
 // and RemoveAll leaves nothing.
 func TestHostEndpointSyncerNetns(t *testing.T) {
@@ -311,6 +331,17 @@ func TestHostEndpointSyncerNetns(t *testing.T) {
 					}
 				}
 			}
+			for table, frags := range map[string][]string{
+				"raw":    {`-A PREROUTING -m comment --comment "tby:hook" -j tby-raw-hep-pre`, `-A OUTPUT -m comment --comment "tby:hook" -j tby-raw-hep-out`, "-A tby-ufh-eth0", "-j NOTRACK", "-j tby-pi-untracked"},
+				"mangle": {`-A PREROUTING -m comment --comment "tby:hook" -j tby-mangle-pre`, "-A tby-pfh-eth0"},
+			} {
+				out := saveTable6(t, r, backend, table)
+				for _, frag := range frags {
+					if !strings.Contains(out, frag) {
+						t.Errorf("IPv6 %s table lacks %q:\n%s", table, frag, out)
+					}
+				}
+			}
 			if err := s.Apply(ctx, &with); err != nil {
 				t.Fatal(err)
 			}
@@ -331,6 +362,11 @@ func TestHostEndpointSyncerNetns(t *testing.T) {
 			if out := saveTable(t, r, backend, "filter"); strings.Contains(out, "tby-OUTPUT") || strings.Contains(out, "tby-fh-") {
 				t.Errorf("filter table after the host endpoints went:\n%s", out)
 			}
+			for _, table := range []string{"raw", "mangle"} {
+				if out := saveTable6(t, r, backend, table); strings.Contains(out, "tby") {
+					t.Errorf("IPv6 %s table after the host endpoints went:\n%s", table, out)
+				}
+			}
 			if err := s.Apply(ctx, &with); err != nil {
 				t.Fatal(err)
 			}
@@ -341,7 +377,75 @@ func TestHostEndpointSyncerNetns(t *testing.T) {
 				if out := saveTable(t, r, backend, table); strings.Contains(out, "tby") {
 					t.Errorf("RemoveAll left tabby's %s rules:\n%s", table, out)
 				}
+				if out := saveTable6(t, r, backend, table); strings.Contains(out, "tby") {
+					t.Errorf("RemoveAll left tabby's IPv6 %s rules:\n%s", table, out)
+				}
 			}
 		})
+	}
+}
+
+// TestRenderHostEndpointByAddress renders a host endpoint without interfaceName on the
+// interface that holds its address (PolicyConfig.HostInterfaces), and on none while no
+// interface does.
+func TestRenderHostEndpointByAddress(t *testing.T) {
+	m := buildModel(t, renderWorld+`---
+apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata: {name: node1-by-addr, labels: {host: node1}}
+spec: {node: node1, expectedIPs: [192.168.0.1, "fd00::1"]}
+---
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: host-web}
+spec:
+  selector: has(host)
+  ingress: [{action: Allow, protocol: TCP, destination: {ports: [80]}}]
+`)
+	none := RenderPolicy(m, "node1", PolicyConfig{HostInterfaces: map[string][]netip.Addr{"eth0": {netip.MustParseAddr("192.168.0.9")}}})
+	if none.Chains[ChainOutput] != nil || slices.ContainsFunc(none.Chains[ChainInput], func(r string) bool { return strings.Contains(r, "tby-fh-") }) {
+		t.Errorf("rendered a host endpoint no interface holds the addresses of:\n%s", strings.Join(stripped(none.Chains[ChainInput]), "\n"))
+	}
+	fs := RenderPolicy(m, "node1", PolicyConfig{HostInterfaces: map[string][]netip.Addr{
+		"eth0": {netip.MustParseAddr("10.0.0.5")}, "ens4": {netip.MustParseAddr("fd00::1")},
+	}})
+	for _, f := range []*FilterState{fs, fs.IPv6} {
+		in := stripped(f.Chains[ChainInput])
+		if !slices.Contains(in, "-i ens4 -g tby-fh-ens4") || slices.ContainsFunc(in, func(r string) bool { return strings.Contains(r, "eth0") }) {
+			t.Errorf("tby-INPUT does not dispatch ens4 (and ens4 alone) to the endpoint:\n%s", strings.Join(in, "\n"))
+		}
+		if !slices.Contains(stripped(f.Chains["tby-fh-ens4"]), "-m mark --mark 0x0/0x20000 -j tby-pi-host-web") {
+			t.Errorf("tby-fh-ens4 does not run the endpoint's policy:\n%s", strings.Join(stripped(f.Chains["tby-fh-ens4"]), "\n"))
+		}
+	}
+}
+
+// TestHostEndpointFullPassReads: with host endpoints, a full pass syncs six tables (the
+// filter, raw and mangle tables of both families) but reads each family once, as it does
+// without them; a change then runs only the restore of what it changed.
+func TestHostEndpointFullPassReads(t *testing.T) {
+	f := newFakeRunner("iptables-legacy-save")
+	s := newFakeSyncer(t, f)
+	ctx := context.Background()
+	fs := RenderPolicy(buildModel(t, hostWorld), "node1", PolicyConfig{})
+	fs.Raw = combineRaw(RenderDNSNotrack(nil), fs.Raw)
+	if err := s.Apply(ctx, fs); err != nil {
+		t.Fatal(err)
+	}
+	m := f.mark()
+	if err := s.Apply(ctx, fs); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := f.since(m), []string{"ipset save", "iptables-nft-save", "ip6tables-nft-save"}; !slices.Equal(got, want) {
+		t.Errorf("full pass with nothing to write ran %q, want %q", got, want)
+	}
+	changed := RenderPolicy(buildModel(t, hostWorld+"---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny-a, namespace: x}\nspec: {podSelector: {matchLabels: {pod: a}}}\n"), "node1", PolicyConfig{})
+	changed.Raw = combineRaw(RenderDNSNotrack(nil), changed.Raw)
+	m = f.mark()
+	if err := s.ApplyCached(ctx, changed); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := f.since(m), []string{"iptables-nft-restore --noflush -w 5"}; !slices.Equal(got, want) {
+		t.Errorf("a workload policy change with host endpoints ran %q, want %q", got, want)
 	}
 }

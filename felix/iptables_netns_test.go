@@ -43,7 +43,18 @@ func testSyncer(t *testing.T, r Runner, backend Backend) *PolicySyncer {
 // saveTable returns the backend's iptables-save of table in r's namespace.
 func saveTable(t *testing.T, r Runner, backend Backend, table string) string {
 	t.Helper()
-	out, err := r.Run(context.Background(), nil, backend.Save, "-t", table)
+	return saveWith(t, r, backend.Save, table)
+}
+
+// saveTable6 is saveTable for ip6tables.
+func saveTable6(t *testing.T, r Runner, backend Backend, table string) string {
+	t.Helper()
+	return saveWith(t, r, backend.Save6, table)
+}
+
+func saveWith(t *testing.T, r Runner, save, table string) string {
+	t.Helper()
+	out, err := r.Run(context.Background(), nil, save, "-t", table)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -34,6 +34,10 @@ const (
 	MarkPass   = 0x20000
 )
 
+// WorkloadInterfacePrefix starts the name of every workload's host-side interface (as
+// tabby-cni names them): the default PolicyConfig.InterfacePrefix.
+const WorkloadInterfacePrefix = "tabby"
+
 // PolicyConfig shapes the rendered rules.
 type PolicyConfig struct {
 	// InterfacePrefix is the prefix of workload host-side interfaces ("tabby").
@@ -47,6 +51,9 @@ type PolicyConfig struct {
 	// FailsafeInbound and FailsafeOutbound are the ports host endpoint policy never
 	// closes (to the host, and from it); nil is Calico's defaults, empty is none.
 	FailsafeInbound, FailsafeOutbound []FailsafePort
+	// HostInterfaces are the node's interfaces with their addresses
+	// (HostInterfaceAddrs), which host endpoints without interfaceName are found by.
+	HostInterfaces map[string][]netip.Addr
 }
 
 // TunnelGuard says which tunnels the node terminates: IPIP, and VXLAN on VXLANPort over
@@ -68,7 +75,7 @@ const (
 
 func (c PolicyConfig) withDefaults() PolicyConfig {
 	if c.InterfacePrefix == "" {
-		c.InterfacePrefix = "tabby"
+		c.InterfacePrefix = WorkloadInterfacePrefix
 	}
 	if c.EndpointToHostAction == "" {
 		c.EndpointToHostAction = "ACCEPT"
@@ -97,11 +104,12 @@ type FilterState struct {
 	// NAT is the IPv4 nat table's state (natOutgoing, RenderNATOutgoing) with its sets;
 	// nil leaves the nat table and those sets as they are.
 	NAT *FilterState
-	// Raw is the IPv4 raw table's state (RenderDNSNotrack; RenderPolicy's holds the
-	// untracked host endpoint policies, which the syncer puts beside it), without sets;
-	// nil leaves the raw table as it is.
+	// Raw is the raw table's state, without sets: in IPv4 RenderDNSNotrack's, and
+	// RenderPolicy's untracked host endpoint policies, which the syncer puts beside it
+	// (nil leaves the IPv4 raw table as it is); in IPv6 those policies alone (nil is none:
+	// the syncer deletes what it wrote before).
 	Raw *FilterState
-	// Mangle is the IPv4 mangle table's state (RenderPolicy's preDNAT host endpoint
+	// Mangle is the mangle table's state (RenderPolicy's preDNAT host endpoint
 	// policies), without sets; nil is none (the syncer deletes what it wrote before).
 	Mangle *FilterState
 }
@@ -160,15 +168,20 @@ type chainBuilder struct {
 	name  string
 	rules []string
 	prev  string
+	buf   []byte // what add hashes, kept between rules
 }
 
 // add appends a rule with its hash comment: the hash covers the chain, the previous
-// rule's hash and this rule, so a rule's hash changes when anything before it does.
+// rule's hash and this rule, so a rule's hash changes when anything before it does. The
+// hash is the first hashLen characters of the base32 of the SHA-256, which encode its
+// first hashLen*5/8 bytes.
 func (c *chainBuilder) add(rule string) {
-	h := sha256.Sum256([]byte(c.name + "\x00" + c.prev + "\x00" + rule))
-	hash := b32(h[:])[:16]
-	c.prev = hash
-	c.rules = append(c.rules, "-m comment --comment "+hashCommentPrefix+hash+" "+rule)
+	c.buf = append(append(append(append(append(c.buf[:0], c.name...), 0), c.prev...), 0), rule...)
+	sum := sha256.Sum256(c.buf)
+	var hash [hashLen]byte
+	b32enc.Encode(hash[:], sum[:hashLen*5/8])
+	c.prev = string(hash[:])
+	c.rules = append(c.rules, "-m comment --comment "+hashCommentPrefix+c.prev+" "+rule)
 }
 
 var b32enc = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
@@ -257,7 +270,7 @@ func (r *renderer) render(node string) {
 	wl := r.cfg.InterfacePrefix + "+"
 	usedPolicies := map[string]bool{}
 	usedProfiles := map[string]bool{}
-	heps := r.m.HostEndpointsOf(node)
+	heps := r.m.HostEndpointsOf(node, r.cfg.HostInterfaces)
 	fwd := &chainBuilder{name: ChainForward}
 	r.hostForward(fwd, heps, usedPolicies)
 	fwd.add("-i " + wl + " -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT")

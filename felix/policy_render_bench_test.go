@@ -11,7 +11,8 @@ import (
 
 // BenchmarkBuildRender: policy.Build and RenderPolicy of benchPolicyWorld (1,000
 // endpoints, 1,000 policies), decoded once, without the kernel: in the default tier
-// alone (as before tiers), and spread over ten Tier resources.
+// alone (as before tiers), spread over ten Tier resources, and in the default tier with
+// node1's host endpoints and a host policy of each stage (benchHostEndpoints).
 func BenchmarkBuildRender(b *testing.B) {
 	tiered := benchPolicyWorld(b, -1, -1)
 	for i := range 10 {
@@ -29,7 +30,8 @@ func BenchmarkBuildRender(b *testing.B) {
 			tb.WriteString("---\n" + doc)
 		}
 	}
-	for _, w := range []struct{ name, yaml string }{{"default-tier", benchPolicyWorld(b, -1, -1)}, {"ten-tiers", tb.String()}} {
+	for _, w := range []struct{ name, yaml string }{{"default-tier", benchPolicyWorld(b, -1, -1)}, {"ten-tiers", tb.String()},
+		{"host-endpoints", benchPolicyWorld(b, -1, -1) + benchHostEndpoints}} {
 		rs, err := api.Decode([]byte(w.yaml), w.name)
 		if err != nil {
 			b.Fatal(err)
@@ -49,3 +51,20 @@ func BenchmarkBuildRender(b *testing.B) {
 		})
 	}
 }
+
+// benchHostEndpoints are node1's host endpoints (two named interfaces, one found by
+// address, and "*") and ten global host policies of each stage: normal, applyOnForward,
+// doNotTrack and preDNAT.
+var benchHostEndpoints = func() string {
+	var b strings.Builder
+	for _, spec := range []string{"interfaceName: eth0", "interfaceName: eth1", "expectedIPs: [192.168.9.1]", `interfaceName: "*"`} {
+		fmt.Fprintf(&b, "---\napiVersion: projectcalico.org/v3\nkind: HostEndpoint\nmetadata: {name: hep%d, labels: {host: node1}}\nspec: {node: node1, %s}\n", b.Len(), spec)
+	}
+	for i := range 10 {
+		for _, stage := range []string{"", "applyOnForward: true", "doNotTrack: true\n  applyOnForward: true", "preDNAT: true\n  applyOnForward: true"} {
+			fmt.Fprintf(&b, "---\napiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: host%d-%d}\nspec:\n  selector: has(host)\n  %s\n  ingress: [{action: Allow, protocol: TCP, destination: {ports: [%d]}}]\n",
+				i, b.Len(), stage, 8000+i)
+		}
+	}
+	return b.String()
+}()

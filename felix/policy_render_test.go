@@ -15,6 +15,16 @@ import (
 
 func buildModel(t testing.TB, yaml string) *policy.Model {
 	t.Helper()
+	m, err := policy.Build(decodeInput(t, yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// decodeInput decodes and validates a world's manifests into policy's input.
+func decodeInput(t testing.TB, yaml string) policy.Input {
+	t.Helper()
 	rs, err := api.Decode([]byte(yaml), "test")
 	if err != nil {
 		t.Fatal(err)
@@ -26,11 +36,7 @@ func buildModel(t testing.TB, yaml string) *policy.Model {
 		}
 		in.Add(r)
 	}
-	m, err := policy.Build(in)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m
+	return in
 }
 
 const renderWorld = `
@@ -280,5 +286,18 @@ func TestRenderTunnelGuard(t *testing.T) {
 		if fs.IPv6.IPSets[IPSetTunnelPeers] != nil || fs.IPSets[IPSetTunnelPeers6] != nil {
 			t.Errorf("%s: a set in the other family", tc.name)
 		}
+	}
+}
+
+// TestChainBuilderHashes pins the rule hashes: the first 16 base32 characters of the
+// SHA-256 of the chain, the previous rule's hash and the rule. A tabby that hashed
+// otherwise would rewrite every chain of a node it is upgraded on.
+func TestChainBuilderHashes(t *testing.T) {
+	c := &chainBuilder{name: "tby-x"}
+	c.add("-j ACCEPT")
+	c.add("-j DROP")
+	want := []string{"-m comment --comment tby:msuadyz4rp5pwcox -j ACCEPT", "-m comment --comment tby:3f746ijgkf3mqqhq -j DROP"}
+	if !slices.Equal(c.rules, want) {
+		t.Errorf("rules %q, want %q", c.rules, want)
 	}
 }

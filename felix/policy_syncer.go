@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"maps"
 	"os/exec"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -36,10 +38,11 @@ type PolicySyncer struct {
 	kick    chan struct{}
 	stats   SyncStats
 
-	// mangleWritten says the mangle table may hold chains of tabby's: a nil Mangle then
-	// is applied as an empty one. True at first, so stale chains of a past run go.
+	// clean lists the tables only host endpoint policy writes (mangle of both families,
+	// IPv6 raw) that are known to hold nothing of tabby's, so that a nil state for them
+	// costs no command; any other is synced, a nil state as an empty one (syncTables).
 	// Guarded by applyMu.
-	mangleWritten bool
+	clean map[tableKey]bool
 }
 
 // SyncStats counts what the syncer did.
@@ -74,7 +77,7 @@ func NewPolicySyncer(ctx context.Context, run CommandRunner, log *slog.Logger) (
 	if err != nil {
 		return nil, err
 	}
-	s := &PolicySyncer{run: run, backend: b, log: log, kick: make(chan struct{}, 1), mangleWritten: true}
+	s := &PolicySyncer{run: run, backend: b, log: log, kick: make(chan struct{}, 1)}
 	if _, err := run.Run(ctx, nil, b.Save6, "-t", "filter"); err != nil {
 		s.noIPv6 = true
 		log.Warn("ip6tables does not work: IPv6 policy is not enforced", "err", err)
@@ -244,7 +247,7 @@ func (s *PolicySyncer) apply(ctx context.Context, fs *FilterState) error {
 		return err
 	}
 	tablesStart := time.Now()
-	fp, fp6, fpNAT, fpRaw, fpMangle, err := s.syncTables(ctx, fs, v6)
+	tp, err := s.syncTables(ctx, fs, v6)
 	s.Observe.observeSince(WriterIPTables, tablesStart, err)
 	if err != nil {
 		s.Observe.observe(WriterIPSets, setsTook, nil) // what ran of the ipset steps succeeded
@@ -256,8 +259,8 @@ func (s *PolicySyncer) apply(ctx context.Context, fs *FilterState) error {
 	if err != nil {
 		return err
 	}
-	s.mangleWritten = fs.Mangle != nil
-	wrote := fp.Restore != nil || fp6.Restore != nil || fpNAT.Restore != nil || fpRaw.Restore != nil || fpMangle.Restore != nil || len(sp.Restore) > 0 || len(sp.Destroy) > 0
+	fp, fp6 := tp.filter, tp.filter6
+	wrote := tp.wrote() || len(sp.Restore) > 0 || len(sp.Destroy) > 0
 	took := time.Since(start)
 	if wrote {
 		s.log.Debug("policy synced", "chains", len(fp.Written), "deleted", len(fp.Deleted),
@@ -274,7 +277,7 @@ func (s *PolicySyncer) apply(ctx context.Context, fs *FilterState) error {
 	s.stats.RestoreLines6 = bytes.Count(fp6.Restore, []byte("\n"))
 	s.stats.LastWritten6 = fp6.Written
 	s.stats.LastSetsUpdated = sp.Updated
-	s.stats.LastWrittenNAT = fpNAT.Written
+	s.stats.LastWrittenNAT = tp.nat.Written
 	s.mu.Unlock()
 	return nil
 }
@@ -343,62 +346,135 @@ func (s *PolicySyncer) destroySets(ctx context.Context, sp SetsPlan, stale int) 
 	return nil
 }
 
-// syncTables makes the IPv4 filter table, the IPv6 one (v6, unless nil), the nat table
-// (fs.NAT, unless nil; its IPv6 part too unless v6 is nil), the raw table (fs.Raw, unless
-// nil) and the mangle table (fs.Mangle; when nil, empty if mangleWritten) match.
-func (s *PolicySyncer) syncTables(ctx context.Context, fs, v6 *FilterState) (fp, fp6, fpNAT, fpRaw, fpMangle FilterPlan, err error) {
-	if fp, err = s.syncTable(ctx, s.backend.Save, s.backend.Restore, "filter", fs); err != nil {
-		return fp, fp6, fpNAT, fpRaw, fpMangle, err
-	}
-	if v6 != nil {
-		if fp6, err = s.syncTable(ctx, s.backend.Save6, s.backend.Restore6, "filter", v6); err != nil {
-			return fp, fp6, fpNAT, fpRaw, fpMangle, fmt.Errorf("IPv6: %w", err)
+// tablePlans are the plans one apply ran, by table.
+type tablePlans struct {
+	filter, filter6, nat, raw, mangle, raw6, mangle6 FilterPlan
+}
+
+// wrote says whether any of the plans wrote something.
+func (p tablePlans) wrote() bool {
+	for _, fp := range []FilterPlan{p.filter, p.filter6, p.nat, p.raw, p.mangle, p.raw6, p.mangle6} {
+		if fp.Restore != nil {
+			return true
 		}
+	}
+	return false
+}
+
+// syncTables makes the IPv4 filter table, the IPv6 one (v6, unless nil), the nat table
+// (fs.NAT, unless nil; its IPv6 part too unless v6 is nil), the IPv4 raw table (fs.Raw,
+// unless nil) and the mangle tables and the IPv6 raw one (fs.Mangle, v6.Raw, v6.Mangle:
+// host endpoint policy; when nil, empty unless the table is known to hold nothing of
+// tabby's) match. The tables of a family that are not cached are read with one save of
+// them all (readUncached): a full pass reads each family once, however many tables it
+// syncs.
+func (s *PolicySyncer) syncTables(ctx context.Context, fs, v6 *FilterState) (tp tablePlans, err error) {
+	b := s.backend
+	var nat6 FilterPlan
+	jobs := []tableJob{{b.Save, b.Restore, "filter", fs, false, &tp.filter, ""}}
+	if v6 != nil {
+		jobs = append(jobs, tableJob{b.Save6, b.Restore6, "filter", v6, false, &tp.filter6, "IPv6: "})
 	}
 	if fs.NAT != nil {
-		if fpNAT, err = s.syncTable(ctx, s.backend.Save, s.backend.Restore, "nat", fs.NAT); err != nil {
-			return fp, fp6, fpNAT, fpRaw, fpMangle, fmt.Errorf("nat table: %w", err)
-		}
+		jobs = append(jobs, tableJob{b.Save, b.Restore, "nat", fs.NAT, false, &tp.nat, "nat table: "})
 		if fs.NAT.IPv6 != nil && v6 != nil {
-			fpNAT6, err := s.syncTable(ctx, s.backend.Save6, s.backend.Restore6, "nat", fs.NAT.IPv6)
-			if err != nil {
-				return fp, fp6, fpNAT, fpRaw, fpMangle, fmt.Errorf("IPv6 nat table: %w", err)
-			}
-			fpNAT.Written = append(fpNAT.Written, fpNAT6.Written...)
-			if fpNAT.Restore == nil {
-				fpNAT.Restore = fpNAT6.Restore
-			}
+			jobs = append(jobs, tableJob{b.Save6, b.Restore6, "nat", fs.NAT.IPv6, false, &nat6, "IPv6 nat table: "})
 		}
 	}
 	if fs.Raw != nil {
-		if fpRaw, err = s.syncTable(ctx, s.backend.Save, s.backend.Restore, "raw", fs.Raw); err != nil {
-			return fp, fp6, fpNAT, fpRaw, fpMangle, fmt.Errorf("raw table: %w", err)
+		jobs = append(jobs, tableJob{b.Save, b.Restore, "raw", fs.Raw, false, &tp.raw, "raw table: "})
+	}
+	jobs = append(jobs, tableJob{b.Save, b.Restore, "mangle", fs.Mangle, true, &tp.mangle, "mangle table: "})
+	if v6 != nil {
+		jobs = append(jobs, tableJob{b.Save6, b.Restore6, "raw", v6.Raw, true, &tp.raw6, "IPv6 raw table: "},
+			tableJob{b.Save6, b.Restore6, "mangle", v6.Mangle, true, &tp.mangle6, "IPv6 mangle table: "})
+	}
+	jobs = slices.DeleteFunc(jobs, func(j tableJob) bool { return j.want == nil && s.clean[tableKey{j.save, j.table}] })
+	// One lock over the pass: a table read here is as fresh as syncTable's own read.
+	hookMu.Lock()
+	defer hookMu.Unlock()
+	fresh, err := s.readUncached(ctx, jobs)
+	if err != nil {
+		return tp, err
+	}
+	for _, j := range jobs {
+		want := j.want
+		if want == nil {
+			want = &FilterState{Chains: map[string][]string{}, IPSets: map[string]*IPSet{}}
+		}
+		if *j.plan, err = s.syncTable(ctx, j.save, j.restore, j.table, want, fresh[tableKey{j.save, j.table}]); err != nil {
+			return tp, fmt.Errorf("%s%w", j.what, err)
+		}
+		if j.hostOnly {
+			if s.clean == nil {
+				s.clean = map[tableKey]bool{}
+			}
+			s.clean[tableKey{j.save, j.table}] = len(want.Chains) == 0 && len(want.Hooks) == 0
 		}
 	}
-	mangle := fs.Mangle
-	if mangle == nil && s.mangleWritten {
-		mangle = &FilterState{Chains: map[string][]string{}, IPSets: map[string]*IPSet{}}
+	tp.nat.Written = append(tp.nat.Written, nat6.Written...)
+	if tp.nat.Restore == nil {
+		tp.nat.Restore = nat6.Restore
 	}
-	if mangle != nil {
-		if fpMangle, err = s.syncTable(ctx, s.backend.Save, s.backend.Restore, "mangle", mangle); err != nil {
-			return fp, fp6, fpNAT, fpRaw, fpMangle, fmt.Errorf("mangle table: %w", err)
+	return tp, nil
+}
+
+// tableJob is one table a pass syncs: its family's save and restore commands, the table,
+// the state wanted (nil, for a table only host endpoint policy writes, hostOnly, is an
+// empty one), where its plan goes and what an error of it is prefixed with.
+type tableJob struct {
+	save, restore, table string
+	want                 *FilterState
+	hostOnly             bool
+	plan                 *FilterPlan
+	what                 string
+}
+
+// readUncached reads, for each family with two or more of jobs' tables not cached, all
+// its tables with one save (no -t) and caches jobs' tables from it, which it returns; a
+// table the save does not print (not in the kernel yet) is cached as empty. A family with
+// one uncached table is left to syncTable, which reads that table alone. The caller holds
+// hookMu.
+func (s *PolicySyncer) readUncached(ctx context.Context, jobs []tableJob) (map[tableKey]bool, error) {
+	uncached := map[string][]string{} // save command: tables
+	var saves []string
+	for _, j := range jobs {
+		if _, ok := s.cache.table(tableKey{j.save, j.table}); ok {
+			continue
+		}
+		if uncached[j.save] == nil {
+			saves = append(saves, j.save)
+		}
+		uncached[j.save] = append(uncached[j.save], j.table)
+	}
+	fresh := map[tableKey]bool{}
+	for _, save := range saves {
+		tables := uncached[save]
+		if len(tables) < 2 {
+			continue
+		}
+		out, err := s.run.Run(ctx, nil, save)
+		if err != nil {
+			return nil, fmt.Errorf("read %s tables: %w", strings.Join(tables, ", "), err)
+		}
+		for _, table := range tables {
+			s.cache.setTable(tableKey{save, table}, ParseTable(out, table))
+			fresh[tableKey{save, table}] = true
 		}
 	}
-	return fp, fp6, fpNAT, fpRaw, fpMangle, nil
+	return fresh, nil
 }
 
 // syncTable makes one table (filter or nat, of iptables or ip6tables) match want's
 // chains and hooks with one restore --noflush of what differs, planned against the cache
-// (the table is read when not cached, or when a hook is to be inserted); nothing to write
-// runs nothing.
-func (s *PolicySyncer) syncTable(ctx context.Context, saveCmd, restoreCmd, table string, want *FilterState) (FilterPlan, error) {
-	hookMu.Lock()
-	defer hookMu.Unlock()
+// (the table is read when not cached, or when a hook is to be inserted and the cache was
+// not read in this pass, fresh); nothing to write runs nothing. The caller holds hookMu.
+func (s *PolicySyncer) syncTable(ctx context.Context, saveCmd, restoreCmd, table string, want *FilterState, fresh bool) (FilterPlan, error) {
 	key := tableKey{saveCmd, table}
 	have, ok := s.cache.table(key)
 	// A hook to (re)insert goes after the Service proxy's hooks, which the cache may not
 	// know of (they came after it was read): read the table first.
-	if !ok || !have.hooksInPlace(want) {
+	if !ok || (!fresh && !have.hooksInPlace(want)) {
 		save, err := s.run.Run(ctx, nil, saveCmd, "-t", table)
 		if err != nil {
 			return FilterPlan{}, fmt.Errorf("read %s table: %w", table, err)
@@ -423,18 +499,14 @@ func (s *PolicySyncer) syncTable(ctx context.Context, saveCmd, restoreCmd, table
 
 // RemoveAll deletes every chain of both of felix's iptables writers (ChainOwner: policy's
 // and the Service proxy's in iptables mode) and the hooks into them, from the tables they
-// write (filter and nat of both families, IPv4 raw and mangle) of both backends (whichever has them),
+// write (filter, nat, raw and mangle of both families) of both backends (whichever has them),
 // and tabby's ipsets.
 func RemoveAll(ctx context.Context, run CommandRunner) (chains, sets int, err error) {
 	empty := &FilterState{Chains: map[string][]string{}, IPSets: map[string]*IPSet{}}
 	var errs []error
 	for _, b := range []Backend{BackendNFT, BackendLegacy} {
 		for _, cmds := range [][2]string{{b.Save, b.Restore}, {b.Save6, b.Restore6}} {
-			tables := []string{"filter", "nat", "raw", "mangle"}
-			if cmds[0] == b.Save6 {
-				tables = tables[:2] // nothing of tabby's is in IPv6 raw or mangle: don't load them
-			}
-			for _, table := range tables {
+			for _, table := range []string{"filter", "nat", "raw", "mangle"} {
 				save, err := run.Run(ctx, nil, cmds[0], "-t", table)
 				if err != nil {
 					continue // backend, family or table not installed or not usable

@@ -10,8 +10,9 @@ import (
 	"github.com/tabby-net/tabby/api"
 )
 
-// HostEndpoint is a host interface (or every one, Interface "*") with its effective
-// labels: its own over its profiles' labelsToApply.
+// HostEndpoint is a host interface (or every one, Interface "*"; or, Interface "", each
+// one that holds one of Addrs) with its effective labels: its own over its profiles'
+// labelsToApply.
 type HostEndpoint struct {
 	Name      string
 	Node      string
@@ -83,26 +84,51 @@ func (m *Model) HostPoliciesFor(h *HostEndpoint, s Stage, ingress bool) []*Polic
 	return out
 }
 
-// HostEndpointsOf lists node's host endpoints that felix enforces: one per interface
-// (the first by name when several name the same one), the "*" one last.
-func (m *Model) HostEndpointsOf(node string) []*HostEndpoint {
+// HostEndpointsOf lists node's host endpoints that felix enforces, given the node's
+// interfaces (not workloads' nor lo) with their addresses: one per interface, as Calico
+// resolves them. An endpoint naming an interface takes it, present or not; one without
+// interfaceName takes each interface that holds one of its expectedIPs, as a copy with
+// Interface set to it; of several for one interface, the first by name wins. The first
+// "*" one comes last, for the interfaces no other took.
+func (m *Model) HostEndpointsOf(node string, ifaces map[string][]netip.Addr) []*HostEndpoint {
 	var out []*HostEndpoint
 	var all *HostEndpoint
-	seen := map[string]bool{}
-	for _, h := range m.HostEndpoints {
+	taken := map[string]bool{}
+	names := slices.Sorted(maps.Keys(ifaces))
+	for _, h := range m.HostEndpoints { // by name
 		switch {
-		case h.Node != node || seen[h.Interface]:
+		case h.Node != node:
 		case h.AllInterfaces():
-			all = h
+			if all == nil {
+				all = h
+			}
+		case h.Interface != "":
+			if !taken[h.Interface] {
+				taken[h.Interface] = true
+				out = append(out, h)
+			}
 		default:
-			out = append(out, h)
+			for _, name := range names {
+				if taken[name] || !slices.ContainsFunc(ifaces[name], func(a netip.Addr) bool { return slices.Contains(h.Addrs, a.Unmap()) }) {
+					continue
+				}
+				taken[name] = true
+				c := *h
+				c.Interface = name
+				out = append(out, &c)
+			}
 		}
-		seen[h.Interface] = true
 	}
 	if all != nil {
 		out = append(out, all)
 	}
 	return out
+}
+
+// FindsInterfaceByAddr says whether node has a host endpoint without interfaceName,
+// which HostEndpointsOf resolves by the node's interfaces' addresses.
+func (m *Model) FindsInterfaceByAddr(node string) bool {
+	return slices.ContainsFunc(m.HostEndpoints, func(h *HostEndpoint) bool { return h.Node == node && h.Interface == "" })
 }
 
 // HostEndpointByAddr finds the host endpoint whose expectedIPs hold a: one naming an

@@ -130,6 +130,79 @@ spec:
 	}
 }
 
+// TestHostEndpointsByAddress resolves host endpoints without interfaceName as Calico
+// does: each interface of the node holding one of their expectedIPs, the first by name
+// when several (named or found by address) want one interface, and another node's
+// endpoints taking nothing.
+func TestHostEndpointsByAddress(t *testing.T) {
+	m := world(t, `---
+apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata: {name: a-node2-eth0}
+spec: {node: node2, interfaceName: eth0}
+---
+apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata: {name: b-by-addr}
+spec: {node: node1, expectedIPs: [192.168.0.1, "fd00::1", 10.1.0.1]}
+---
+apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata: {name: c-eth1}
+spec: {node: node1, interfaceName: eth1}
+---
+apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata: {name: d-by-addr}
+spec: {node: node1, expectedIPs: [192.168.0.1, 172.16.0.1]}
+---
+apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata: {name: e-eth0}
+spec: {node: node1, interfaceName: eth0}
+---
+apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata: {name: f-all}
+spec: {node: node1, interfaceName: "*"}
+`)
+	a := netip.MustParseAddr
+	resolved := func(ifaces map[string][]netip.Addr) string {
+		var out []string
+		for _, h := range m.HostEndpointsOf("node1", ifaces) {
+			out = append(out, h.Interface+"="+h.Name)
+		}
+		return strings.Join(out, ",")
+	}
+	for _, tt := range []struct {
+		name   string
+		ifaces map[string][]netip.Addr
+		want   string
+	}{
+		{"no interface holds the addresses: the named ones only", nil, "eth1=c-eth1,eth0=e-eth0,*=f-all"},
+		{"one address on eth0: b before the named e (the first by name)",
+			map[string][]netip.Addr{"eth0": {a("192.168.0.1")}, "eth1": {a("10.9.9.9")}},
+			"eth0=b-by-addr,eth1=c-eth1,*=f-all"},
+		{"b's addresses on eth1 (named by c, after b), eth2 (IPv6) and eth3: all three b's",
+			map[string][]netip.Addr{"eth1": {a("10.1.0.1")}, "eth2": {a("fd00::1")}, "eth3": {a("10.1.0.1")}},
+			"eth1=b-by-addr,eth2=b-by-addr,eth3=b-by-addr,eth0=e-eth0,*=f-all"},
+		{"d takes the interface b does not hold",
+			map[string][]netip.Addr{"ens5": {a("172.16.0.1")}},
+			"eth1=c-eth1,ens5=d-by-addr,eth0=e-eth0,*=f-all"},
+	} {
+		if got := resolved(tt.ifaces); got != tt.want {
+			t.Errorf("%s: HostEndpointsOf = %s, want %s", tt.name, got, tt.want)
+		}
+	}
+	if !m.FindsInterfaceByAddr("node1") || m.FindsInterfaceByAddr("node2") {
+		t.Errorf("FindsInterfaceByAddr node1 %v, node2 %v; want true, false", m.FindsInterfaceByAddr("node1"), m.FindsInterfaceByAddr("node2"))
+	}
+	// The model's own endpoints keep no interface: policy check finds them by address.
+	if h := m.HostEndpointByAddr(a("fd00::1")); h == nil || h.Name != "b-by-addr" || h.Interface != "" {
+		t.Errorf("HostEndpointByAddr(fd00::1) = %+v", h)
+	}
+}
+
 func TestHostEndpointsOfAndSelectors(t *testing.T) {
 	m := world(t, hosts+`---
 apiVersion: projectcalico.org/v3
@@ -143,7 +216,7 @@ metadata: {name: node1-eth0-again}
 spec: {node: node1, interfaceName: eth0}
 `)
 	var names []string
-	for _, h := range m.HostEndpointsOf("node1") {
+	for _, h := range m.HostEndpointsOf("node1", nil) {
 		names = append(names, h.Name)
 	}
 	// One per interface (the first by name), the "*" one last.

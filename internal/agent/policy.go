@@ -1,8 +1,10 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"reflect"
 	"slices"
@@ -67,17 +69,40 @@ func (p *policySubsystem) Run(ctx context.Context) error {
 	renderKinds := append(slices.Clone(p.kinds), kindNodes, kindIPPools)
 	serviceKinds := []*api.Kind{kindServices, kindEndpoints, kindEndpointSlices}
 	usesServices := false
+	// Host endpoints without interfaceName are found by the interfaces' addresses: while
+	// the node has any, an address change (an event, or the periodic re-read should the
+	// events fail) renders again when the interfaces' addresses differ.
+	addrKick := make(chan struct{}, 1)
+	if err := felix.SubscribeAddrs(ctx, addrKick, func(err error) {
+		p.log.Warn("address events failed; interfaces are re-read every refresh interval", "err", err)
+	}); err != nil {
+		p.log.Warn("no address events; interfaces are re-read every refresh interval", "err", err)
+	}
+	refresh := time.NewTicker(cmp.Or(p.cfg.Refresh, 5*time.Second))
+	defer refresh.Stop()
+	byAddr := false // the last model had host endpoints of the node found by address
 	for {
+		ifacesMayDiffer := false
 		select {
 		case <-ctx.Done():
 			return <-syncDone
 		case err := <-syncDone:
 			return err
 		case <-sub:
+		case <-addrKick:
+			ifacesMayDiffer = byAddr
+		case <-refresh.C:
+			ifacesMayDiffer = byAddr
 		}
 		v := p.snap.View()
 		if !v.Synced {
 			continue
+		}
+		if ifacesMayDiffer {
+			if ifaces := p.hostInterfaces(); !maps.EqualFunc(ifaces, fcfg.HostInterfaces, slices.Equal) {
+				fcfg.HostInterfaces = ifaces
+				prev = nil // render again
+			}
 		}
 		if p.nat && v.Differs(prev, false, kindIPPools) {
 			if ns := felix.RenderNATOutgoing(encapPools(v)); !reflect.DeepEqual(ns, lastNAT) {
@@ -96,6 +121,9 @@ func (p *policySubsystem) Run(ctx context.Context) error {
 				p.log.Warn("resources left out of policy", "err", err)
 			}
 			usesServices = m.UsesServices()
+			if byAddr = m.FindsInterfaceByAddr(p.node); byAddr && !ifacesMayDiffer {
+				fcfg.HostInterfaces = p.hostInterfaces()
+			}
 			fs := felix.RenderPolicy(m, p.node, fcfg)
 			p.syncer.Update(fs)
 			p.log.Debug("policy rendered", "policies", len(m.Policies), "endpoints", len(m.Endpoints),
@@ -104,6 +132,17 @@ func (p *policySubsystem) Run(ctx context.Context) error {
 		}
 		prev = v
 	}
+}
+
+// hostInterfaces reads the node's interfaces and their addresses, for host endpoints
+// found by address; on failure it keeps none (those endpoints then govern nothing) and
+// warns.
+func (p *policySubsystem) hostInterfaces() map[string][]netip.Addr {
+	ifaces, err := felix.HostInterfaceAddrs(nil, felix.WorkloadInterfacePrefix)
+	if err != nil {
+		p.log.Warn("interfaces not read: host endpoints without interfaceName govern none", "err", err)
+	}
+	return ifaces
 }
 
 // tunnelGuard is the view's felix.TunnelGuard: the tunnels an enabled IP pool uses (VXLAN
