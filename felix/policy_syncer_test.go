@@ -423,3 +423,89 @@ func TestPolicySyncerHookAfterProxy(t *testing.T) {
 		t.Errorf("INPUT: %q, want the proxy's hook, then policy's", input)
 	}
 }
+
+// TestPolicySyncerLiveSettings: settings changed while Run runs reach the kernel without
+// a restart. Append mode moves the hook below another program's rule in FORWARD (and
+// back on Insert); a backend switch writes the chains to the new backend and removes
+// them and their hook from the old one, leaving other programs' rules; a shorter
+// interval makes the full passes that repair drift.
+func TestPolicySyncerLiveSettings(t *testing.T) {
+	f := newFakeRunner()
+	f.outside(t, "iptables-legacy", "*filter\n-A FORWARD -s 10.9.0.0/16 -j ACCEPT\nCOMMIT\n") // auto picks legacy, which has rules
+	s := newFakeSyncer(t, f)
+	if got := s.Backend().Name; got != "legacy" {
+		t.Fatalf("detected backend %s, want legacy", got)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx, time.Hour) }()
+	defer func() { cancel(); <-done }()
+	s.Update(fakeState())
+	forward := func(family string) []string {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if tb := f.table(family, "filter"); tb != nil {
+			return slices.Clone(tb.rules["FORWARD"])
+		}
+		return nil
+	}
+	waitFor := func(what string, ok func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); !ok(); time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within 5s; legacy FORWARD %q, nft FORWARD %q", what, forward("iptables-legacy"), forward("iptables-nft"))
+			}
+		}
+	}
+	hookAt := func(family string, i int) func() bool {
+		return func() bool {
+			fw := forward(family)
+			n := 0
+			for _, r := range fw {
+				if strings.HasSuffix(r, "-j "+ChainForward) {
+					n++
+				}
+			}
+			if i < 0 {
+				i = len(fw) - 1
+			}
+			return n == 1 && len(fw) == 2 && i < len(fw) && strings.HasSuffix(fw[i], "-j "+ChainForward)
+		}
+	}
+	waitFor("hook inserted at the top", hookAt("iptables-legacy", 0))
+
+	s.SetChainInsertMode(true)
+	waitFor("hook moved to the bottom", hookAt("iptables-legacy", -1))
+	s.SetChainInsertMode(false)
+	waitFor("hook back at the top", hookAt("iptables-legacy", 0))
+
+	if err := s.SetBackend("nftables"); err == nil {
+		t.Error("SetBackend(nftables) succeeded, want an error naming the choices")
+	}
+	if err := s.SetBackend("nft"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("chains on nft, gone from legacy", func() bool {
+		return f.hasChain("iptables-nft", "filter", "tby-pi-x") && !f.hasChain("iptables-legacy", "filter", "tby-pi-x") &&
+			slices.Equal(forward("iptables-legacy"), []string{"-s 10.9.0.0/16 -j ACCEPT"}) && len(forward("iptables-nft")) == 1
+	})
+	if got := s.Backend().Name; got != "nft" {
+		t.Errorf("Backend() = %s after the switch, want nft", got)
+	}
+	if err := s.SetBackend("auto"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("back on the detected backend", func() bool {
+		return f.hasChain("iptables-legacy", "filter", "tby-pi-x") && !f.hasChain("iptables-nft", "filter", "tby-pi-x")
+	})
+
+	// A chain flushed from outside waits for the next full pass: an hour, until the
+	// interval is shortened.
+	s.SetInterval(20 * time.Millisecond)
+	f.outside(t, "iptables-legacy", "*filter\n-F tby-pi-x\nCOMMIT\n")
+	waitFor("drift repaired by the shorter full pass", func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return len(f.table("iptables-legacy", "filter").rules["tby-pi-x"]) == 2
+	})
+}
