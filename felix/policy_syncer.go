@@ -13,6 +13,9 @@ import (
 	"time"
 )
 
+// DefaultPolicyRefresh is the period of the syncer's full passes when none is given.
+const DefaultPolicyRefresh = 5 * time.Second
+
 // PolicySyncer makes the kernel's filter table and ipsets match a FilterState.
 type PolicySyncer struct {
 	run     CommandRunner
@@ -111,7 +114,8 @@ func (s *PolicySyncer) Backend() Backend {
 // SetBackend moves policy's chains to another backend: "auto" (the one detected at
 // start), "legacy" or "nft". The next pass writes every chain to the new backend, then
 // removes policy's chains and hooks from the old one (until that succeeds, every pass
-// tries again); ipsets, which both backends share, stay.
+// tries again); ipsets, which both backends share, stay. Before the syncer was given a
+// state, it only chooses the backend, which Backend then returns.
 func (s *PolicySyncer) SetBackend(name string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -126,6 +130,10 @@ func (s *PolicySyncer) SetBackend(name string) error {
 	default:
 		return fmt.Errorf("iptables backend %q: want auto, legacy or nft", name)
 	}
+	if s.desired == nil && s.stats.Syncs == 0 {
+		s.backend, s.nextBackend = b, nil // nothing written yet: only a choice
+		return nil
+	}
 	if s.nextBackend == nil && b == s.backend || s.nextBackend != nil && b == *s.nextBackend {
 		return nil
 	}
@@ -134,8 +142,8 @@ func (s *PolicySyncer) SetBackend(name string) error {
 	return nil
 }
 
-// SetInterval changes the period of full passes, Run's argument until then; 0 is the
-// default (5 s).
+// SetInterval changes the period of full passes, Run's argument until then; 0 is
+// DefaultPolicyRefresh.
 func (s *PolicySyncer) SetInterval(d time.Duration) {
 	s.mu.Lock()
 	s.interval, s.intervalSet = d, true
@@ -256,7 +264,7 @@ func (s *PolicySyncer) period() time.Duration {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.interval <= 0 {
-		return 5 * time.Second
+		return DefaultPolicyRefresh
 	}
 	return s.interval
 }

@@ -188,14 +188,34 @@ func (e *Encap) encapLearned(r Route) Route {
 	return r
 }
 
-// WorkloadMTU is the MTU workloads get over an underlay of MTU underlay: less the VXLAN or
-// IPIP header when an enabled pool uses that tunnel (VXLAN's, the larger, when both do).
-func WorkloadMTU(underlay int, e Encap) int {
-	switch {
-	case len(e.VXLANPools) > 0:
-		return underlay - VXLANOverhead
-	case len(e.IPIPPools) > 0:
-		return underlay - IPIPOverhead
+// TunnelMTUs are the MTUs of the underlay and of the tunnel devices.
+type TunnelMTUs struct {
+	Underlay, VXLAN, IPIP int
+}
+
+// NewTunnelMTUs returns the tunnels' MTUs over an underlay of MTU underlay: vxlan and
+// ipip as given (Calico's vxlanMTU and ipipMTU), or when 0 the underlay's less the
+// tunnel's header.
+func NewTunnelMTUs(underlay, vxlan, ipip int) TunnelMTUs {
+	t := TunnelMTUs{Underlay: underlay, VXLAN: vxlan, IPIP: ipip}
+	if t.VXLAN == 0 {
+		t.VXLAN = underlay - VXLANOverhead
 	}
-	return underlay
+	if t.IPIP == 0 {
+		t.IPIP = underlay - IPIPOverhead
+	}
+	return t
+}
+
+// WorkloadMTU is the MTU workloads get: the smallest MTU of the tunnels an enabled pool
+// uses, or the underlay's when none does.
+func WorkloadMTU(e Encap, t TunnelMTUs) int {
+	mtu := t.Underlay
+	if len(e.VXLANPools) > 0 {
+		mtu = min(mtu, t.VXLAN)
+	}
+	if len(e.IPIPPools) > 0 {
+		mtu = min(mtu, t.IPIP)
+	}
+	return mtu
 }

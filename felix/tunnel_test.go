@@ -76,7 +76,7 @@ func TestDesiredEncapModes(t *testing.T) {
 			if !slices.ContainsFunc(e.Problems, func(p string) bool { return strings.Contains(p, "node4") }) {
 				t.Errorf("problems %q do not name node4 (no VTEP)", e.Problems)
 			}
-			if got := WorkloadMTU(1500, e); got != 1450 {
+			if got := WorkloadMTU(e, NewTunnelMTUs(1500, 0, 0)); got != 1450 {
 				t.Errorf("WorkloadMTU = %d, want 1450", got)
 			}
 		})
@@ -96,8 +96,8 @@ func TestDesiredRoutesEncap(t *testing.T) {
 	in := encapInput(api.EncapNever)
 	in.Pools[0].IPIPMode = api.EncapCrossSubnet
 	e = DesiredEncap(in)
-	if !slices.Equal(e.IPIPPools, []string{"p"}) || WorkloadMTU(1500, e) != 1480 {
-		t.Fatalf("IPIP pools %v, MTU %d", e.IPIPPools, WorkloadMTU(1500, e))
+	if !slices.Equal(e.IPIPPools, []string{"p"}) || WorkloadMTU(e, NewTunnelMTUs(1500, 0, 0)) != 1480 {
+		t.Fatalf("IPIP pools %v, MTU %d", e.IPIPPools, WorkloadMTU(e, NewTunnelMTUs(1500, 0, 0)))
 	}
 	learned = append(learned, Route{Dst: netip.MustParsePrefix("10.244.0.128/26"), Type: RouteGateway, Gateway: netip.MustParseAddr("172.31.1.12")},
 		Route{Dst: netip.MustParsePrefix("10.99.0.0/26"), Type: RouteGateway, Gateway: netip.MustParseAddr("172.31.2.11")})

@@ -23,6 +23,7 @@ type statusServer struct {
 	node, role string
 	ready      *Readiness
 	bgp        *bgpSubsystem  // nil with BGP off
+	felix      *felixConfigSubsystem
 	diags      *diagCollector // nil: GET /diags is 404
 }
 
@@ -36,6 +37,9 @@ func (s *statusServer) status(ctx context.Context) (nodestatus.Status, bool) {
 		st = rep
 	}
 	st.Problems = append(st.Problems, s.ready.Problems()...)
+	if s.felix != nil {
+		st.Settings = s.felix.Settings()
+	}
 	st.NotReady = s.ready.NotReady()
 	st.Ready = len(st.NotReady) == 0
 	return st, true
