@@ -22,7 +22,7 @@ import (
 type statusServer struct {
 	node, role string
 	ready      *Readiness
-	bgp        *bgpSubsystem  // nil with BGP off
+	bgp        *bgpSubsystem // nil with BGP off
 	felix      *felixConfigSubsystem
 	diags      *diagCollector // nil: GET /diags is 404
 }
