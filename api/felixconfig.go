@@ -102,13 +102,7 @@ func init() {
 func (c *FelixConfiguration) IsDefault() bool { return c.Name == DefaultFelixConfigurationName }
 
 // NodeName returns the node a "node.<name>" configuration applies to, or "".
-func (c *FelixConfiguration) NodeName() string {
-	name, ok := strings.CutPrefix(c.Name, NodeFelixConfigurationPrefix)
-	if !ok {
-		return ""
-	}
-	return name
-}
+func (c *FelixConfiguration) NodeName() string { return overrideNode(c.Name) }
 
 // setDefaults spells the enumerations as Calico does, whatever their case in the
 // manifest (Calico matches them case-insensitively: "DROP" and "insert" are common).

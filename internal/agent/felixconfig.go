@@ -74,7 +74,36 @@ func formatMTU(mtu int) string {
 	return strconv.Itoa(mtu)
 }
 
-// felixSettings lists the fields in Calico's order of the brief's table.
+// optional makes a felixSetting's from for a pointer field of the spec (get), which
+// set copies into the settings when it is there.
+func optional[T any](get func(*api.FelixConfigurationSpec) *T, set func(*FelixSettings, T)) func(*api.FelixConfigurationSpec, *FelixSettings) bool {
+	return func(c *api.FelixConfigurationSpec, s *FelixSettings) bool {
+		v := get(c)
+		if v != nil {
+			set(s, *v)
+		}
+		return v != nil
+	}
+}
+
+// enumeration makes a felixSetting's from for a string field of the spec (get), which
+// set copies into the settings in lower case (upper, with upper), when it is not empty.
+func enumeration(get func(*api.FelixConfigurationSpec) string, upper bool, set func(*FelixSettings, string)) func(*api.FelixConfigurationSpec, *FelixSettings) bool {
+	return func(c *api.FelixConfigurationSpec, s *FelixSettings) bool {
+		v := get(c)
+		if v == "" {
+			return false
+		}
+		if upper {
+			set(s, strings.ToUpper(v))
+		} else {
+			set(s, strings.ToLower(v))
+		}
+		return true
+	}
+}
+
+// felixSettings lists the fields in the order of Calico's documentation of them.
 var felixSettings = []felixSetting{
 	{"logSeverityScreen", "log-level",
 		func(c *api.FelixConfigurationSpec, s *FelixSettings) bool {
@@ -86,84 +115,41 @@ var felixSettings = []felixSetting{
 		},
 		func(s *FelixSettings) string { return formatLevel(s.LogLevel) }},
 	{"ipipMTU", "ipip-mtu",
-		func(c *api.FelixConfigurationSpec, s *FelixSettings) bool {
-			if c.IPIPMTU != nil {
-				s.IPIPMTU = *c.IPIPMTU
-			}
-			return c.IPIPMTU != nil
-		},
+		optional(func(c *api.FelixConfigurationSpec) *int { return c.IPIPMTU }, func(s *FelixSettings, v int) { s.IPIPMTU = v }),
 		func(s *FelixSettings) string { return formatMTU(s.IPIPMTU) }},
 	{"vxlanMTU", "vxlan-mtu",
-		func(c *api.FelixConfigurationSpec, s *FelixSettings) bool {
-			if c.VXLANMTU != nil {
-				s.VXLANMTU = *c.VXLANMTU
-			}
-			return c.VXLANMTU != nil
-		},
+		optional(func(c *api.FelixConfigurationSpec) *int { return c.VXLANMTU }, func(s *FelixSettings, v int) { s.VXLANMTU = v }),
 		func(s *FelixSettings) string { return formatMTU(s.VXLANMTU) }},
 	{"failsafeInboundHostPorts", "failsafe-inbound-host-ports",
-		func(c *api.FelixConfigurationSpec, s *FelixSettings) bool {
-			if c.FailsafeInboundHostPorts != nil {
-				s.FailsafeInbound = failsafePorts(*c.FailsafeInboundHostPorts)
-			}
-			return c.FailsafeInboundHostPorts != nil
-		},
+		optional(func(c *api.FelixConfigurationSpec) *[]api.ProtoPort { return c.FailsafeInboundHostPorts },
+			func(s *FelixSettings, v []api.ProtoPort) { s.FailsafeInbound = failsafePorts(v) }),
 		func(s *FelixSettings) string { return felix.FormatFailsafePorts(s.FailsafeInbound) }},
 	{"failsafeOutboundHostPorts", "failsafe-outbound-host-ports",
-		func(c *api.FelixConfigurationSpec, s *FelixSettings) bool {
-			if c.FailsafeOutboundHostPorts != nil {
-				s.FailsafeOutbound = failsafePorts(*c.FailsafeOutboundHostPorts)
-			}
-			return c.FailsafeOutboundHostPorts != nil
-		},
+		optional(func(c *api.FelixConfigurationSpec) *[]api.ProtoPort { return c.FailsafeOutboundHostPorts },
+			func(s *FelixSettings, v []api.ProtoPort) { s.FailsafeOutbound = failsafePorts(v) }),
 		func(s *FelixSettings) string { return felix.FormatFailsafePorts(s.FailsafeOutbound) }},
 	{"defaultEndpointToHostAction", "default-endpoint-to-host-action",
-		func(c *api.FelixConfigurationSpec, s *FelixSettings) bool {
-			if c.DefaultEndpointToHostAction != "" {
-				s.EndpointToHostAction = strings.ToUpper(c.DefaultEndpointToHostAction)
-			}
-			return c.DefaultEndpointToHostAction != ""
-		},
+		enumeration(func(c *api.FelixConfigurationSpec) string { return c.DefaultEndpointToHostAction }, true,
+			func(s *FelixSettings, v string) { s.EndpointToHostAction = v }),
 		func(s *FelixSettings) string { return s.EndpointToHostAction }},
 	{"iptablesBackend", "iptables-backend",
-		func(c *api.FelixConfigurationSpec, s *FelixSettings) bool {
-			if c.IptablesBackend != "" {
-				s.IptablesBackend = strings.ToLower(c.IptablesBackend)
-			}
-			return c.IptablesBackend != ""
-		},
+		enumeration(func(c *api.FelixConfigurationSpec) string { return c.IptablesBackend }, false,
+			func(s *FelixSettings, v string) { s.IptablesBackend = v }),
 		func(s *FelixSettings) string { return s.IptablesBackend }},
 	{"routeRefreshInterval", "route-refresh-interval",
-		func(c *api.FelixConfigurationSpec, s *FelixSettings) bool {
-			if c.RouteRefreshInterval != nil {
-				s.RouteRefresh = c.RouteRefreshInterval.Duration
-			}
-			return c.RouteRefreshInterval != nil
-		},
+		optional(func(c *api.FelixConfigurationSpec) *api.Duration { return c.RouteRefreshInterval },
+			func(s *FelixSettings, v api.Duration) { s.RouteRefresh = v.Duration }),
 		func(s *FelixSettings) string { return s.RouteRefresh.String() }},
 	{"iptablesRefreshInterval", "policy-refresh-interval",
-		func(c *api.FelixConfigurationSpec, s *FelixSettings) bool {
-			if c.IptablesRefreshInterval != nil {
-				s.IptablesRefresh = c.IptablesRefreshInterval.Duration
-			}
-			return c.IptablesRefreshInterval != nil
-		},
+		optional(func(c *api.FelixConfigurationSpec) *api.Duration { return c.IptablesRefreshInterval },
+			func(s *FelixSettings, v api.Duration) { s.IptablesRefresh = v.Duration }),
 		func(s *FelixSettings) string { return s.IptablesRefresh.String() }},
 	{"wireguardEnabled", "wireguard",
-		func(c *api.FelixConfigurationSpec, s *FelixSettings) bool {
-			if c.WireguardEnabled != nil {
-				s.WireGuard = *c.WireguardEnabled
-			}
-			return c.WireguardEnabled != nil
-		},
+		optional(func(c *api.FelixConfigurationSpec) *bool { return c.WireguardEnabled }, func(s *FelixSettings, v bool) { s.WireGuard = v }),
 		func(s *FelixSettings) string { return strconv.FormatBool(s.WireGuard) }},
 	{"chainInsertMode", "chain-insert-mode",
-		func(c *api.FelixConfigurationSpec, s *FelixSettings) bool {
-			if c.ChainInsertMode != "" {
-				s.ChainInsertMode = strings.ToLower(c.ChainInsertMode)
-			}
-			return c.ChainInsertMode != ""
-		},
+		enumeration(func(c *api.FelixConfigurationSpec) string { return c.ChainInsertMode }, false,
+			func(s *FelixSettings, v string) { s.ChainInsertMode = v }),
 		func(s *FelixSettings) string { return s.ChainInsertMode }},
 }
 
