@@ -509,3 +509,51 @@ func TestPolicySyncerLiveSettings(t *testing.T) {
 		return len(f.table("iptables-legacy", "filter").rules["tby-pi-x"]) == 2
 	})
 }
+
+// TestPolicySyncerAppendCache: an appended hook goes below another program's rule, the
+// cache records where (it matches the kernel read back, and an unchanged pass writes
+// nothing), a rule another program appends later does not move the hook (as Calico's
+// append mode leaves it), and insert mode takes it back to the top.
+func TestPolicySyncerAppendCache(t *testing.T) {
+	f := newFakeRunner("iptables-legacy-save")
+	f.outside(t, "iptables-nft", "*filter\n-A FORWARD -s 10.9.0.0/16 -j ACCEPT\nCOMMIT\n")
+	s := newFakeSyncer(t, f)
+	ctx := context.Background()
+	forward := func() []string {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return slices.Clone(f.table("iptables-nft", "filter").rules["FORWARD"])
+	}
+	isHook := func(r string) bool { return strings.HasSuffix(r, "-j "+ChainForward) }
+	apply := func(what string, appendHooks bool) {
+		t.Helper()
+		if err := s.ApplyCached(ctx, hooksAppended(fakeState(), appendHooks)); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		cacheMatchesKernel(t, what, s, f)
+	}
+
+	apply("appended", true)
+	if fw := forward(); len(fw) != 2 || !isHook(fw[1]) {
+		t.Fatalf("FORWARD after an appended hook: %q, want the other rule, then the hook", fw)
+	}
+	m := f.mark()
+	apply("appended again", true)
+	if got := f.since(m); slices.ContainsFunc(got, func(c string) bool { return strings.Contains(c, "restore") }) {
+		t.Errorf("an unchanged pass wrote: %q", got)
+	}
+
+	f.outside(t, "iptables-nft", "*filter\n-A FORWARD -s 10.8.0.0/16 -j DROP\nCOMMIT\n")
+	if err := s.Apply(ctx, hooksAppended(fakeState(), true)); err != nil {
+		t.Fatal(err)
+	}
+	cacheMatchesKernel(t, "a rule appended after the hook", s, f)
+	if fw := forward(); len(fw) != 3 || !isHook(fw[1]) {
+		t.Errorf("FORWARD after another program appended a rule: %q, want the hook left in the middle", fw)
+	}
+
+	apply("inserted", false)
+	if fw := forward(); len(fw) != 3 || !isHook(fw[0]) || slices.IndexFunc(fw[1:], isHook) >= 0 {
+		t.Errorf("FORWARD back in insert mode: %q, want the hook first and once", fw)
+	}
+}
