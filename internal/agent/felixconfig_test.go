@@ -1,14 +1,19 @@
 package agent
 
 import (
+	"context"
 	"log/slog"
 	"reflect"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/tabby-net/tabby/api"
+	"github.com/tabby-net/tabby/datastore"
 	"github.com/tabby-net/tabby/felix"
+	"github.com/tabby-net/tabby/internal/snapshot"
 )
 
 // TestEffectiveFelixSettings: an explicit flag wins over both FelixConfigurations (and
@@ -160,4 +165,78 @@ spec:
 	if base := (Config{Policy: PolicyConfig{EndpointToHostAction: "ACCEPT", Refresh: 5 * time.Second}}.felixSettings()); !reflect.DeepEqual(flags, base) {
 		t.Errorf("the flags' settings changed: %+v", flags)
 	}
+}
+
+// fakeWatches is a snapshot.Source whose watches deliver fixed resources, then Synced,
+// then stay open; send delivers more to a kind's watch.
+type fakeWatches struct {
+	mu    sync.Mutex
+	have  map[string][]api.Resource
+	chans map[string]chan datastore.Event
+}
+
+func (f *fakeWatches) Watch(ctx context.Context, kind *api.Kind, _ string, _ int64) <-chan datastore.Event {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ch := make(chan datastore.Event, 16)
+	for _, r := range f.have[kind.Plural] {
+		ch <- datastore.Event{Type: datastore.Added, Resource: r}
+	}
+	ch <- datastore.Event{Type: datastore.Synced}
+	f.chans[kind.Plural] = ch
+	return ch
+}
+
+func (f *fakeWatches) send(kind string, ev datastore.Event) {
+	f.mu.Lock()
+	ch := f.chans[kind]
+	f.mu.Unlock()
+	ch <- ev
+}
+
+type fakeResync struct{ d atomic.Int64 }
+
+func (f *fakeResync) SetResyncInterval(d time.Duration) { f.d.Store(int64(d)) }
+
+// TestFelixConfigSubsystem: the log level and the route pass period follow the
+// FelixConfigurations as they change, and node status gets every setting's source.
+func TestFelixConfigSubsystem(t *testing.T) {
+	spec := func(name string, s api.FelixConfigurationSpec) *api.FelixConfiguration {
+		return &api.FelixConfiguration{TypeMeta: api.TypeMeta{Kind: "FelixConfiguration", APIVersion: api.VersionCalico},
+			ObjectMeta: api.ObjectMeta{Name: name}, Spec: s}
+	}
+	src := &fakeWatches{chans: map[string]chan datastore.Event{}, have: map[string][]api.Resource{"felixconfigurations": {
+		spec("default", api.FelixConfigurationSpec{LogSeverityScreen: "Warning", RouteRefreshInterval: &api.Duration{Duration: time.Minute}}),
+		spec("node.n1", api.FelixConfigurationSpec{LogSeverityScreen: "Debug"}),
+	}}}
+	snap := snapshot.New(src, nil, []*api.Kind{kindFelixConfigs}, slog.New(slog.DiscardHandler))
+	level := new(slog.LevelVar)
+	dp := &fakeResync{}
+	cfg := Config{Policy: PolicyConfig{EndpointToHostAction: "ACCEPT"}, LogLevel: level}
+	f := &felixConfigSubsystem{cfg: &felixConfig{node: "n1", flags: cfg.felixSettings()}, snap: snap, level: level, dp: dp,
+		log: slog.New(slog.DiscardHandler)}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go snap.Run(ctx)
+	go f.Run(ctx)
+	waitFor := func(what string, ok func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); !ok(); time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within 5s: level %v, route refresh %v, settings %v", what, level.Level(), time.Duration(dp.d.Load()), f.Settings())
+			}
+		}
+	}
+	waitFor("node's level, default's period", func() bool {
+		return level.Level() == slog.LevelDebug && dp.d.Load() == int64(time.Minute) && len(f.Settings()) == len(felixSettings)
+	})
+	if s := f.Settings()[0]; s.String() != "logSeverityScreen: debug from FelixConfiguration node.n1" {
+		t.Errorf("logSeverityScreen's source: %s", s)
+	}
+	src.send("felixconfigurations", datastore.Event{Type: datastore.Deleted, Resource: spec("node.n1", api.FelixConfigurationSpec{})})
+	waitFor("the default's level once the node's is deleted", func() bool { return level.Level() == slog.LevelWarn })
+	src.send("felixconfigurations", datastore.Event{Type: datastore.Deleted, Resource: spec("default", api.FelixConfigurationSpec{})})
+	waitFor("the flags' level and period once both are deleted", func() bool {
+		return level.Level() == slog.LevelInfo && dp.d.Load() == int64(felix.DefaultResyncInterval)
+	})
 }
