@@ -49,6 +49,7 @@ exec ` + labtest.AgentScript(t, flags...) + ` "${args[@]}"
 //   - iptablesBackend Legacy (node2): policy's chains move from nft to legacy;
 //   - ipipMTU: the flag wins, and node status says what the default says.
 //
+// tabbyctl gets them, and refuses a field of Calico's that tabby does not implement.
 // Deleting the FelixConfigurations brings every default back.
 func TestFelixConfiguration(t *testing.T) {
 	probe := labtest.Build(t, "./testdata/svcprobe", "svcprobe")
@@ -186,6 +187,14 @@ kind: FelixConfiguration
 metadata: {name: node.node2}
 spec: {iptablesBackend: Legacy}
 `)
+	if got := l.OK("ctl", "get", "felixconfig"); !strings.Contains(got, "node.node1") || !strings.Contains(got, "default") {
+		t.Errorf("tabbyctl get felixconfig:\n%s", got)
+	}
+	// A field of Calico's that tabby does not implement is refused, naming it.
+	if _, stderr, code := l.Run("apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: {name: default}\nspec: {bpfEnabled: true}\n",
+		"ctl", "apply", "-f", "-"); code == 0 || !strings.Contains(stderr, "spec.bpfEnabled: not implemented") {
+		t.Errorf("apply of bpfEnabled: exit %d, %s; want it refused as not implemented", code, stderr)
+	}
 	expect("FelixConfigurations applied",
 		"vxlan.tabby node1 1300 node2 1400; workload MTU node1 1300 node2 1400; hook bottom; backend legacy; 7777 true, 8080 false, w1 to its host false")
 	l.OK("workload", "add", "node1", "default/w3")
