@@ -172,15 +172,19 @@ func (d *Dataplane) Update(s LocalState) {
 }
 
 // SetResyncInterval changes the period of full passes while Run runs; 0 is
-// DefaultResyncInterval.
+// DefaultResyncInterval. Setting the period it has changes nothing (the next full pass
+// is not put off).
 func (d *Dataplane) SetResyncInterval(interval time.Duration) {
 	if interval <= 0 {
 		interval = DefaultResyncInterval
 	}
 	d.mu.Lock()
+	changed := d.interval != interval
 	d.interval = interval
 	d.mu.Unlock()
-	poke(d.newInterval)
+	if changed {
+		poke(d.newInterval)
+	}
 }
 
 func (d *Dataplane) resyncInterval() time.Duration {

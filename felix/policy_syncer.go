@@ -143,12 +143,16 @@ func (s *PolicySyncer) SetBackend(name string) error {
 }
 
 // SetInterval changes the period of full passes, Run's argument until then; 0 is
-// DefaultPolicyRefresh.
+// DefaultPolicyRefresh. Setting the period it has changes nothing (the next full pass
+// is not put off).
 func (s *PolicySyncer) SetInterval(d time.Duration) {
 	s.mu.Lock()
+	changed := !s.intervalSet || s.interval != d
 	s.interval, s.intervalSet = d, true
 	s.mu.Unlock()
-	poke(s.newInterval)
+	if changed {
+		poke(s.newInterval)
+	}
 }
 
 // SetChainInsertMode says whether the hooks into the kernel's chains are appended at

@@ -557,3 +557,19 @@ func TestPolicySyncerAppendCache(t *testing.T) {
 		t.Errorf("FORWARD back in insert mode: %q, want the hook first and once", fw)
 	}
 }
+
+// TestPolicySyncerSameInterval: setting the interval the syncer has (the agent does on
+// every render) does not wake Run to reset its ticker, which would put the full pass
+// off for as long as renders come faster than the interval.
+func TestPolicySyncerSameInterval(t *testing.T) {
+	s := newFakeSyncer(t, newFakeRunner("iptables-legacy-save"))
+	s.SetInterval(time.Second)
+	if len(s.newInterval) != 1 {
+		t.Fatal("a new interval did not wake Run")
+	}
+	<-s.newInterval
+	s.SetInterval(time.Second)
+	if len(s.newInterval) != 0 {
+		t.Error("the same interval woke Run to reset its ticker")
+	}
+}

@@ -234,9 +234,10 @@ func (f *felixConfigSubsystem) Run(ctx context.Context) error {
 		}
 		prev = v
 		s, sources := f.cfg.effective(v)
-		// Logged at the level before the change, so that raising it still shows why.
+		// Logged at the level before the change, so that raising it still shows why; at
+		// start, only the settings that are not the flags' defaults.
 		for i, st := range sources {
-			if last == nil || !reflect.DeepEqual(last[i], st) {
+			if last == nil && st.Source != "default" || last != nil && !reflect.DeepEqual(last[i], st) {
 				f.log.Info("felix setting", "setting", st.Name, "value", st.Value, "source", st.Source, "shadowed", st.Shadowed)
 			}
 		}
