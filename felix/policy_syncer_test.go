@@ -573,3 +573,47 @@ func TestPolicySyncerSameInterval(t *testing.T) {
 		t.Error("the same interval woke Run to reset its ticker")
 	}
 }
+
+// TestPolicySyncerBackendCleanupRetried: when removing policy's chains from the old
+// backend fails, the new backend keeps working and a later pass removes them.
+func TestPolicySyncerBackendCleanupRetried(t *testing.T) {
+	f := newFakeRunner()
+	s := newFakeSyncer(t, f)
+	if got := s.Backend().Name; got != "nft" {
+		t.Fatalf("detected %s on empty tables, want nft", got)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx, time.Hour) }()
+	defer func() { cancel(); <-done }()
+	s.Update(fakeState())
+	waitFor := func(what string, ok func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); !ok(); time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within 5s; calls %q", what, f.since(0))
+			}
+		}
+	}
+	waitFor("chains on nft", func() bool { return f.hasChain("iptables-nft", "filter", "tby-pi-x") })
+	f.mu.Lock()
+	f.failNext["iptables-nft-restore"] = 1 // the cleanup's first restore
+	f.mu.Unlock()
+	if err := s.SetBackend("legacy"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("chains on legacy, the failed cleanup leaving nft's", func() bool {
+		f.mu.Lock()
+		failed := f.failNext["iptables-nft-restore"] == 0
+		f.mu.Unlock()
+		return failed && f.hasChain("iptables-legacy", "filter", "tby-pi-x")
+	})
+	if !f.hasChain("iptables-nft", "filter", "tby-pi-x") {
+		t.Fatal("the failed cleanup removed nft's chains")
+	}
+	s.SetInterval(20 * time.Millisecond) // the next full pass retries
+	waitFor("nft cleaned by a later pass", func() bool { return !f.hasChain("iptables-nft", "filter", "tby-pi-x") })
+	if !f.hasChain("iptables-legacy", "filter", "tby-pi-x") {
+		t.Error("legacy lost policy's chains")
+	}
+}
