@@ -139,10 +139,7 @@ func (p *IPPool) validatePrefix(errs *FieldErrors, prefix netip.Prefix) {
 	if prefix.Addr().Is6() {
 		minBlock, linkLocal = minBlockSizeV6, linkLocalV6
 		if encapEnabled(s.IPIPMode) {
-			errs.add("spec.ipipMode", string(s.IPIPMode), "IPIP is not supported on an IPv6 pool; use Never")
-		}
-		if encapEnabled(s.VXLANMode) {
-			errs.add("spec.vxlanMode", string(s.VXLANMode), "VXLAN over an IPv6 underlay is not implemented yet; use Never (IPv6 blocks are routed natively, learned over the IPv6 BGP sessions)")
+			errs.add("spec.ipipMode", string(s.IPIPMode), "IPIP is not supported on an IPv6 pool; use vxlanMode (VXLAN over the IPv6 underlay) or Never")
 		}
 	}
 	maxBlock := prefix.Addr().BitLen()

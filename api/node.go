@@ -24,16 +24,21 @@ type NodeStatus struct {
 
 // AnnotationWorkloadMTU is the Node annotation in which a node's agent records the MTU its
 // workloads get: the underlay interface's, less the header of the tunnel a pool uses (20
-// for IPIP, 50 for VXLAN). tabby-cni uses it when its configuration sets no mtu.
+// for IPIP, 50 for VXLAN, 70 for VXLAN over IPv6). tabby-cni uses it when its
+// configuration sets no mtu.
 const AnnotationWorkloadMTU = "tabby.io/workload-mtu"
 
 // NodeSpec is Calico's Node spec.
 type NodeSpec struct {
-	BGP                 *NodeBGPSpec       `json:"bgp,omitempty"`
-	IPv4VXLANTunnelAddr string             `json:"ipv4VXLANTunnelAddr,omitempty"`
-	VXLANTunnelMACAddr  string             `json:"vxlanTunnelMACAddr,omitempty"`
-	OrchRefs            []OrchRef          `json:"orchRefs,omitempty"`
-	Wireguard           *NodeWireguardSpec `json:"wireguard,omitempty"`
+	BGP                 *NodeBGPSpec `json:"bgp,omitempty"`
+	IPv4VXLANTunnelAddr string       `json:"ipv4VXLANTunnelAddr,omitempty"`
+	VXLANTunnelMACAddr  string       `json:"vxlanTunnelMACAddr,omitempty"`
+	// IPv6VXLANTunnelAddr and VXLANTunnelMACAddrV6 are the VTEP of vxlan-v6.tabby, the
+	// device of IPv6 pools with a vxlanMode (VXLAN over the IPv6 underlay), as Calico's.
+	IPv6VXLANTunnelAddr  string             `json:"ipv6VXLANTunnelAddr,omitempty"`
+	VXLANTunnelMACAddrV6 string             `json:"vxlanTunnelMACAddrV6,omitempty"`
+	OrchRefs             []OrchRef          `json:"orchRefs,omitempty"`
+	Wireguard            *NodeWireguardSpec `json:"wireguard,omitempty"`
 }
 
 // NodeWireguardSpec is the address of the node's wireguard.tabby, from IPAM (handle
@@ -112,6 +117,12 @@ func (n *Node) validate(errs *FieldErrors) {
 	}
 	if s.VXLANTunnelMACAddr != "" {
 		checkMAC(errs, "spec.vxlanTunnelMACAddr", s.VXLANTunnelMACAddr)
+	}
+	if s.IPv6VXLANTunnelAddr != "" {
+		checkAddr(errs, "spec.ipv6VXLANTunnelAddr", s.IPv6VXLANTunnelAddr, ipv6Only)
+	}
+	if s.VXLANTunnelMACAddrV6 != "" {
+		checkMAC(errs, "spec.vxlanTunnelMACAddrV6", s.VXLANTunnelMACAddrV6)
 	}
 	for i, r := range s.OrchRefs {
 		checkRequired(errs, index("spec.orchRefs", i)+".orchestrator", r.Orchestrator)

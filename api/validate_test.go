@@ -94,9 +94,12 @@ var validationCases = []struct {
 	{"both encapsulations", calico + "kind: IPPool\nmetadata: {name: p}\nspec: {cidr: 10.0.0.0/16, ipipMode: Always, vxlanMode: CrossSubnet}\n",
 		[]string{`spec.ipipMode: ipipMode and vxlanMode cannot both be enabled (vxlanMode is CrossSubnet)`}},
 	{"IPIP on IPv6", calico + "kind: IPPool\nmetadata: {name: p}\nspec: {cidr: \"fd00::/64\", ipipMode: CrossSubnet}\n",
-		[]string{`spec.ipipMode: IPIP is not supported on an IPv6 pool; use Never`}},
-	{"VXLAN on IPv6", calico + "kind: IPPool\nmetadata: {name: p}\nspec: {cidr: \"fd00::/64\", vxlanMode: Always}\n",
-		[]string{`spec.vxlanMode: VXLAN over an IPv6 underlay is not implemented yet; use Never (IPv6 blocks are routed natively, learned over the IPv6 BGP sessions)`}},
+		[]string{`spec.ipipMode: IPIP is not supported on an IPv6 pool; use vxlanMode (VXLAN over the IPv6 underlay) or Never`}},
+	{"both encapsulations on IPv6", calico + "kind: IPPool\nmetadata: {name: p}\nspec: {cidr: \"fd00::/64\", ipipMode: Always, vxlanMode: Always}\n",
+		[]string{
+			`spec.ipipMode: IPIP is not supported on an IPv6 pool; use vxlanMode (VXLAN over the IPv6 underlay) or Never`,
+			`spec.ipipMode: ipipMode and vxlanMode cannot both be enabled (vxlanMode is Always)`,
+		}},
 	{"unknown modes and uses", calico + "kind: IPPool\nmetadata: {name: p}\nspec: {cidr: 10.0.0.0/16, ipipMode: Sometimes, vxlanMode: always, allowedUses: [Workload, LoadBalancer, Workload]}\n",
 		[]string{
 			`spec.ipipMode: "Sometimes" is not one of Never, Always, CrossSubnet`,
@@ -118,7 +121,7 @@ var validationCases = []struct {
 		}},
 
 	// Node.
-	{"node addresses", calico + "kind: Node\nmetadata: {name: node1}\nspec:\n  bgp: {asNumber: 0, ipv4Address: \"2001:db8::1/64\", ipv6Address: 10.0.0.1/24, ipv4IPIPTunnelAddr: 10.0.0.1/32, routeReflectorClusterID: x}\n  ipv4VXLANTunnelAddr: 10.0.0.256\n  vxlanTunnelMACAddr: 66:d1:f3:0e:6a\n  orchRefs: [{nodeName: a}]\n",
+	{"node addresses", calico + "kind: Node\nmetadata: {name: node1}\nspec:\n  bgp: {asNumber: 0, ipv4Address: \"2001:db8::1/64\", ipv6Address: 10.0.0.1/24, ipv4IPIPTunnelAddr: 10.0.0.1/32, routeReflectorClusterID: x}\n  ipv4VXLANTunnelAddr: 10.0.0.256\n  vxlanTunnelMACAddr: 66:d1:f3:0e:6a\n  ipv6VXLANTunnelAddr: 10.0.0.1\n  vxlanTunnelMACAddrV6: \"01:02\"\n  orchRefs: [{nodeName: a}]\n",
 		[]string{
 			`spec.bgp.asNumber: AS number 0 is reserved; use 1-4294967295`,
 			`spec.bgp.ipv4Address: "2001:db8::1/64" is not an IPv4 address`,
@@ -127,6 +130,8 @@ var validationCases = []struct {
 			`spec.bgp.routeReflectorClusterID: "x" is not a valid IP address`,
 			`spec.ipv4VXLANTunnelAddr: "10.0.0.256" is not a valid IP address`,
 			`spec.vxlanTunnelMACAddr: "66:d1:f3:0e:6a" is not a valid MAC address (six bytes, like 66:6a:2b:00:00:01)`,
+			`spec.ipv6VXLANTunnelAddr: "10.0.0.1" is not an IPv6 address`,
+			`spec.vxlanTunnelMACAddrV6: "01:02" is not a valid MAC address (six bytes, like 66:6a:2b:00:00:01)`,
 			`spec.orchRefs[0].orchestrator: required`,
 		}},
 	{"empty node BGP", calico + "kind: Node\nmetadata: {name: node1}\nspec: {bgp: {}}\n",
@@ -571,6 +576,10 @@ func TestDefaults(t *testing.T) {
 		{"IPv4 pool", calico + "kind: IPPool\nmetadata: {name: p}\nspec: {cidr: 10.0.0.0/16}\n",
 			&IPPool{TypeMeta{"IPPool", VersionCalico}, ObjectMeta{Name: "p"}, IPPoolSpec{
 				CIDR: "10.0.0.0/16", BlockSize: 26, IPIPMode: EncapNever, VXLANMode: EncapNever, NodeSelector: "all()",
+				AllowedUses: []IPPoolAllowedUse{IPPoolAllowedUseWorkload, IPPoolAllowedUseTunnel}}}},
+		{"IPv6 VXLAN pool", calico + "kind: IPPool\nmetadata: {name: p}\nspec: {cidr: \"fd00::/48\", vxlanMode: CrossSubnet}\n",
+			&IPPool{TypeMeta{"IPPool", VersionCalico}, ObjectMeta{Name: "p"}, IPPoolSpec{
+				CIDR: "fd00::/48", BlockSize: 122, IPIPMode: EncapNever, VXLANMode: EncapCrossSubnet, NodeSelector: "all()",
 				AllowedUses: []IPPoolAllowedUse{IPPoolAllowedUseWorkload, IPPoolAllowedUseTunnel}}}},
 		{"IPv6 pool keeps what is set", calico + "kind: IPPool\nmetadata: {name: p}\nspec: {cidr: \"fd00::/48\", natOutgoing: true, nodeSelector: \"!all()\", allowedUses: [Tunnel]}\n",
 			&IPPool{TypeMeta{"IPPool", VersionCalico}, ObjectMeta{Name: "p"}, IPPoolSpec{

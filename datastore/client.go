@@ -132,13 +132,26 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 			return nil, fmt.Errorf("connect to etcd at %s: %w", strings.Join(endpoints, ","), ctx.Err())
 		}
 		// The client only times out: a probe of each endpoint names what it can see.
-		if why := diagnose(ctx, endpoints, tlsCfg); why != "" {
-			return nil, fmt.Errorf("etcd at %s unreachable after %s: %s", strings.Join(endpoints, ","), timeout, why)
+		prefix := fmt.Sprintf("etcd at %s unreachable after %s: ", strings.Join(endpoints, ","), timeout)
+		if why, tlsFault := diagnose(ctx, endpoints, tlsCfg); why != "" {
+			return nil, &ConnectError{msg: prefix + why, TLS: tlsFault, err: err}
 		}
-		return nil, fmt.Errorf("etcd at %s unreachable after %s: %w", strings.Join(endpoints, ","), timeout, err)
+		return nil, &ConnectError{msg: prefix + err.Error(), err: err}
 	}
 	return c, nil
 }
+
+// A ConnectError is Connect's failure to reach etcd in time. TLS says a probe of the
+// endpoints found a mismatch of TLS settings (a configuration to fix) rather than a
+// server that is down or out of reach, so a caller's hint can say which to look at.
+type ConnectError struct {
+	msg string
+	TLS bool
+	err error
+}
+
+func (e *ConnectError) Error() string { return e.msg }
+func (e *ConnectError) Unwrap() error { return e.err }
 
 // reconnectMaxDelay caps the wait between attempts to reconnect to an etcd that went away.
 // gRPC's default grows to 120 s: after a one-minute outage an agent found etcd back only

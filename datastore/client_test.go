@@ -2,6 +2,7 @@ package datastore_test
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -25,6 +26,9 @@ func TestConnectUnreachable(t *testing.T) {
 		want := "etcd at " + ep + " unreachable after 300ms: " + ep + ": dial tcp " + addr + ": connect: connection refused"
 		if err.Error() != want {
 			t.Errorf("Connect to %s: %q, want %q", ep, err, want)
+		}
+		if ce, ok := errors.AsType[*datastore.ConnectError](err); !ok || ce.TLS {
+			t.Errorf("Connect to %s: %#v, want a ConnectError that is not a TLS mistake", ep, err)
 		}
 	}
 }

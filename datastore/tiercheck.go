@@ -2,6 +2,7 @@ package datastore
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -44,6 +45,34 @@ func TierInUseCheck() WriteCheck {
 		}
 		return fmt.Errorf("tier %q is in use by %s; delete or move them first", tier, strings.Join(users, ", "))
 	}}
+}
+
+// TierExistsCheck is the write check that refuses a policy (NetworkPolicy or
+// GlobalNetworkPolicy) naming a tier that does not exist, as Calico refuses ("resource
+// does not exist: Tier"): its rules would be evaluated in no tier's order. The default
+// tier always exists. A tier written in the same transaction counts. Register it on the
+// clients that write policies (tabbyctl does), with TierInUseCheck.
+func TierExistsCheck(policyKind *api.Kind) WriteCheck {
+	tiers, _ := listPrefix(mustKindFor[*api.Tier](), "")
+	return WriteCheck{Kind: policyKind, Prefixes: []string{tiers}, Present: true, Check: func(_, new api.Resource, read map[string][]*mvccpb.KeyValue) error {
+		if new == nil {
+			return nil
+		}
+		tier := policyTier(new)
+		if tier == api.DefaultTier || slices.ContainsFunc(read[tiers], func(kv *mvccpb.KeyValue) bool { return string(kv.Key) == tiers+tier }) {
+			return nil
+		}
+		return fmt.Errorf("tier %q does not exist: create the Tier first (or in the same manifest)", tier)
+	}}
+}
+
+// TierChecks are TierInUseCheck and a TierExistsCheck for each policy kind.
+func TierChecks() []WriteCheck {
+	checks := []WriteCheck{TierInUseCheck()}
+	for _, k := range tierPolicyKinds {
+		checks = append(checks, TierExistsCheck(k))
+	}
+	return checks
 }
 
 var tierPolicyKinds = []*api.Kind{mustKindFor[*api.NetworkPolicy](), mustKindFor[*api.GlobalNetworkPolicy]()}

@@ -2,6 +2,7 @@ package datastore_test
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -51,25 +52,28 @@ func TestConnectTLSMistakes(t *testing.T) {
 		name string
 		cfg  datastore.Config
 		want string
+		// refused: a mistake Connect refuses before dialling (else one a probe finds,
+		// a ConnectError that says it is of TLS settings)
+		refused bool
 	}{
 		{"no client certificate", datastore.Config{Endpoints: []string{https}, CAFile: files.CAFile},
-			"the server requires a client certificate and none was given"},
+			"the server requires a client certificate and none was given", false},
 		{"wrong CA", datastore.Config{Endpoints: []string{https}, CAFile: otherCA.CertFile, CertFile: cert, KeyFile: key},
-			"not signed by the CA of the etcd CA file"},
+			"not signed by the CA of the etcd CA file", false},
 		{"https without TLS files", datastore.Config{Endpoints: []string{https}},
-			"no etcd CA file was given"},
+			"no etcd CA file was given", false},
 		{"client certificate of another CA", datastore.Config{Endpoints: []string{https}, CAFile: files.CAFile, CertFile: stranger.CertFile, KeyFile: stranger.KeyFile},
-			"the server refused the client certificate"},
+			"the server refused the client certificate", false},
 		{"http to a TLS server", datastore.Config{Endpoints: []string{"http://" + hostPort}},
-			"the server requires TLS and this client speaks plain HTTP"},
+			"the server requires TLS and this client speaks plain HTTP", false},
 		{"bare host:port to a TLS server", datastore.Config{Endpoints: []string{hostPort}},
-			"the server requires TLS and this client speaks plain HTTP"},
+			"the server requires TLS and this client speaks plain HTTP", false},
 		{"https to a plain server", datastore.Config{Endpoints: []string{"https://" + strings.TrimPrefix(plain.Endpoints()[0], "http://")}, CAFile: files.CAFile, CertFile: cert, KeyFile: key},
-			"the server does not speak TLS"},
+			"the server does not speak TLS", false},
 		{"http with TLS files", datastore.Config{Endpoints: []string{"http://" + hostPort}, CAFile: files.CAFile, CertFile: cert, KeyFile: key},
-			"are http:// but etcd TLS files are given"},
+			"are http:// but etcd TLS files are given", true},
 		{"http and https mixed", datastore.Config{Endpoints: []string{https, plain.Endpoints()[0]}, CAFile: files.CAFile, CertFile: cert, KeyFile: key},
-			"some http://, some https://"},
+			"some http://, some https://", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.cfg.DialTimeout = 300 * time.Millisecond
@@ -83,6 +87,11 @@ func TestConnectTLSMistakes(t *testing.T) {
 			}
 			if !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "context deadline exceeded") {
 				t.Errorf("Connect: %v\nwant an error naming the cause: %q", err, tc.want)
+			}
+			// A mistake found by probing says it is one of TLS settings: the CNI's hint
+			// then points at them, not at a stopped etcd.
+			if ce, ok := errors.AsType[*datastore.ConnectError](err); !tc.refused && (!ok || !ce.TLS) {
+				t.Errorf("Connect: %v: want a ConnectError that says it is a TLS mistake", err)
 			}
 		})
 	}

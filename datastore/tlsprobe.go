@@ -23,24 +23,35 @@ const probeTimeout = time.Second
 // a client certificate the server wants and did not get or does not trust, a refused
 // connection. It probes every endpoint with the client's own TLS configuration (nil:
 // plain) and returns one line per endpoint it can explain, or "" when none has a fault it
-// can see (a cluster without quorum, say). The endpoints are probed at once: a few
-// seconds at most, however many members are down.
-func diagnose(ctx context.Context, endpoints []string, tc *tls.Config) string {
+// can see (a cluster without quorum, say), and whether a fault was one of TLS settings.
+// The endpoints are probed at once: a few seconds at most, however many members are down.
+func diagnose(ctx context.Context, endpoints []string, tc *tls.Config) (why string, tlsFault bool) {
 	whys := make([]string, len(endpoints))
 	var wg sync.WaitGroup
+	var mu sync.Mutex
 	for i, ep := range endpoints {
 		wg.Go(func() {
-			if why := probe(ctx, ep, tc); why != "" {
-				whys[i] = ep + ": " + why
+			if f := probe(ctx, ep, tc); f.why != "" {
+				whys[i] = ep + ": " + f.why
+				mu.Lock()
+				tlsFault = tlsFault || f.tls
+				mu.Unlock()
 			}
 		})
 	}
 	wg.Wait()
-	return strings.Join(slices.DeleteFunc(whys, func(s string) bool { return s == "" }), "; ")
+	return strings.Join(slices.DeleteFunc(whys, func(s string) bool { return s == "" }), "; "), tlsFault
 }
 
-// probe explains what is wrong with one endpoint, or returns "".
-func probe(ctx context.Context, ep string, tc *tls.Config) string {
+// fault is what a probe found wrong with an endpoint: why ("" for nothing), and whether
+// it is a mismatch of TLS settings rather than a server that is down or out of reach.
+type fault struct {
+	why string
+	tls bool
+}
+
+// probe explains what is wrong with one endpoint.
+func probe(ctx context.Context, ep string, tc *tls.Config) fault {
 	hostPort := ep
 	useTLS := tc != nil // a bare host:port speaks TLS when there is a TLS configuration
 	switch {
@@ -52,13 +63,13 @@ func probe(ctx context.Context, ep string, tc *tls.Config) string {
 	if !useTLS {
 		// Plain HTTP/2 to a TLS port fails only by timing out: see whether it speaks TLS.
 		if speaksTLS(ctx, hostPort) {
-			return "the server requires TLS and this client speaks plain HTTP: use an https:// endpoint with the etcd CA, client certificate and key files"
+			return fault{"the server requires TLS and this client speaks plain HTTP: use an https:// endpoint with the etcd CA, client certificate and key files", true}
 		}
-		return dialFault(ctx, hostPort)
+		return fault{why: dialFault(ctx, hostPort)}
 	}
 	raw, err := dial(ctx, hostPort)
 	if err != nil {
-		return err.Error()
+		return fault{why: err.Error()}
 	}
 	defer raw.Close()
 	cfg := tc.Clone()
@@ -68,7 +79,7 @@ func probe(ctx context.Context, ep string, tc *tls.Config) string {
 	conn := tls.Client(raw, cfg)
 	conn.SetDeadline(time.Now().Add(probeTimeout))
 	if err := conn.Handshake(); err != nil {
-		return handshakeFault(err, tc)
+		return fault{handshakeFault(err, tc), true}
 	}
 	// Under TLS 1.3 the server checks the client's certificate after the client has
 	// finished its handshake: a refusal arrives as an alert on the first read. A server
@@ -77,10 +88,10 @@ func probe(ctx context.Context, ep string, tc *tls.Config) string {
 	if _, err := conn.Read(make([]byte, 1)); err != nil {
 		var alert tls.AlertError
 		if errors.As(err, &alert) || strings.Contains(err.Error(), "remote error") {
-			return clientCertFault(err, tc)
+			return fault{clientCertFault(err, tc), true}
 		}
 	}
-	return ""
+	return fault{}
 }
 
 // handshakeFault names the cause of a failed TLS handshake.

@@ -229,6 +229,21 @@ func MemberFailed(err error) bool {
 	return status.Code(err) == codes.Unavailable
 }
 
+// Unknown says whether a write that failed with err may have been applied all the same:
+// the member serving it failed (MemberFailed) or the caller stopped waiting (a deadline
+// or a cancel) after the request was sent. A refusal (a failed compare, a check, a
+// validation error) was not applied.
+func Unknown(err error) bool {
+	if err == nil || MemberFailed(err) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return err != nil
+	}
+	switch status.Code(err) {
+	case codes.DeadlineExceeded, codes.Canceled:
+		return true
+	}
+	return false
+}
+
 // appliedEarlier says whether the keys a failed transaction read back hold what its writes
 // would have written (puts: that value; deletes: no key), as when an earlier send of it
 // was applied. It returns the revision of that write. Writes to keys it did not read

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -67,27 +68,15 @@ func TestVXLAN(t *testing.T) {
 		return `^\S+ IP ` + regexp.QuoteMeta(w1.String()) + ` > ` + regexp.QuoteMeta(w.String()) + `: ICMP`
 	}
 	const vxTo2, vxTo3 = `172\.31\.1\.10\.\d+ > 172\.31\.2\.11\.4789: VXLAN`, `172\.31\.1\.10\.\d+ > 172\.31\.1\.12\.4789: VXLAN`
-	lines := pingBoth(vxTo2, toW(w3))
-	vx2, vx3, plain3, plain2 := labtest.Count(lines, vxTo2), labtest.Count(lines, vxTo3), labtest.Count(lines, toW(w3)), labtest.Count(lines, toW(w2))
-	t.Logf("CrossSubnet capture on node1's link: %d VXLAN to node2, %d VXLAN to node3, %d plain ICMP to w3, %d plain to w2", vx2, vx3, plain3, plain2)
-	if vx2 == 0 || vx3 != 0 || plain3 == 0 || plain2 != 0 {
-		t.Errorf("CrossSubnet: want VXLAN only towards node2 and plain ICMP only towards w3; capture:\n%s", strings.Join(lines, "\n"))
-	}
+	checkCrossSubnet(t, pingBoth(vxTo2, toW(w3)), vxTo2, vxTo3, toW(w3), toW(w2))
 
 	// 1400 bytes with DF fit through the tunnel; 1451 do not fit the workload's link.
-	if out, stderr, code := l.Run("", "exec", "default/w1", "--", "ping", "-c", "1", "-W", "2", "-M", "do", "-s", "1372", w2.String()); code != 0 {
-		t.Errorf("1400-byte DF ping across VXLAN: %s%s", out, stderr)
-	}
-	if out, stderr, code := l.Run("", "exec", "default/w1", "--", "ping", "-c", "1", "-W", "2", "-M", "do", "-s", "1423", w2.String()); code == 0 {
-		t.Errorf("1451-byte DF ping across VXLAN succeeded, want refused: %s", out)
-	} else if !strings.Contains(out+stderr, "mtu") && !strings.Contains(out+stderr, "too long") {
-		t.Errorf("1451-byte DF ping failed, but not for its size: %s%s", out, stderr)
-	}
+	checkDFPings(t, l, "default/w1", w2, 1400, 1451)
 
 	l.Apply(labtest.VXLANPool("Always", "false"))
 	labtest.Poll(t, "Always routes on node1", 30*time.Second, wantRoutes("dev vxlan.tabby onlink", "dev vxlan.tabby onlink"))
-	lines = pingBoth(vxTo2, vxTo3)
-	vx3, plain3 = labtest.Count(lines, vxTo3), labtest.Count(lines, toW(w3))
+	lines := pingBoth(vxTo2, vxTo3)
+	vx3, plain3 := labtest.Count(lines, vxTo3), labtest.Count(lines, toW(w3))
 	t.Logf("Always capture on node1's link: %d VXLAN to node3, %d plain ICMP to w3", vx3, plain3)
 	if vx3 == 0 || plain3 != 0 {
 		t.Errorf("Always: want same-subnet traffic encapsulated too; capture:\n%s", strings.Join(lines, "\n"))
@@ -102,5 +91,40 @@ func TestVXLAN(t *testing.T) {
 	})
 	if out, _, code := l.Run("", "exec", "default/w1", "--", "ping", "-c", "1", "-W", "1", w2.String()); code == 0 {
 		t.Errorf("Never: w1 reached w2 across a router that knows no pod routes: %s", out)
+	}
+}
+
+// checkCrossSubnet checks a capture on node1's underlay link while its workload pinged
+// node2's (across the router) and node3's (on its subnet) under CrossSubnet: VXLAN
+// (regular expressions vxTo2, vxTo3) only towards node2, plain ICMP (plainTo3, plainTo2)
+// only towards node3's workload.
+func checkCrossSubnet(t *testing.T, lines []string, vxTo2, vxTo3, plainTo3, plainTo2 string) {
+	t.Helper()
+	vx2, vx3, plain3, plain2 := labtest.Count(lines, vxTo2), labtest.Count(lines, vxTo3), labtest.Count(lines, plainTo3), labtest.Count(lines, plainTo2)
+	t.Logf("CrossSubnet capture on node1's link: %d VXLAN to node2, %d VXLAN to node3, %d plain ICMP to w3, %d plain to w2", vx2, vx3, plain3, plain2)
+	if vx2 == 0 || vx3 != 0 || plain3 == 0 || plain2 != 0 {
+		t.Errorf("CrossSubnet: want VXLAN only towards node2 and plain ICMP only towards w3; capture:\n%s", strings.Join(lines, "\n"))
+	}
+}
+
+// checkDFPings checks that a ping of fits bytes (IP packet) with DF set crosses from a lab
+// workload to dst and one of refused bytes is refused at the sender for its size.
+func checkDFPings(t *testing.T, l *labtest.Lab, from string, dst netip.Addr, fits, refused int) {
+	t.Helper()
+	headers := 20 + 8 // IPv4, ICMP
+	if dst.Is6() {
+		headers = 40 + 8 // IPv6, ICMPv6
+	}
+	ping := func(size int) (string, int) {
+		out, stderr, code := l.Run("", "exec", from, "--", "ping", "-c", "1", "-W", "2", "-M", "do", "-s", strconv.Itoa(size-headers), dst.String())
+		return out + stderr, code
+	}
+	if out, code := ping(fits); code != 0 {
+		t.Errorf("%d-byte DF ping to %s through the tunnel: %s", fits, dst, out)
+	}
+	if out, code := ping(refused); code == 0 {
+		t.Errorf("%d-byte DF ping to %s through the tunnel succeeded, want refused: %s", refused, dst, out)
+	} else if !strings.Contains(out, "mtu") && !strings.Contains(out, "too long") {
+		t.Errorf("%d-byte DF ping to %s failed, but not for its size: %s", refused, dst, out)
 	}
 }

@@ -77,9 +77,14 @@ func TestHealthAndMetrics(t *testing.T) {
 	l := labtest.New(t)
 	l.OK("up", "--nodes", "2", "--subnets", "1", "--agent-binary", labtest.AgentScript(t, labtest.FastBGP...))
 
-	if code, body := curl(t, l, "node1", "http://127.0.0.1:9099/liveness"); code != 200 {
-		t.Fatalf("liveness: %d %s", code, body)
-	}
+	// up returns once the agents registered their nodes; their HTTP listeners may come a
+	// moment later.
+	labtest.Poll(t, "liveness answers 200", 10*time.Second, func() string {
+		if code, body := curl(t, l, "node1", "http://127.0.0.1:9099/liveness"); code != 200 {
+			return fmt.Sprintf("%d %s", code, body)
+		}
+		return ""
+	})
 	waitReadiness := func(what string, want int, wantBody string) {
 		t.Helper()
 		took := labtest.Poll(t, what, 60*time.Second, func() string {

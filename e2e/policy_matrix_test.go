@@ -53,7 +53,15 @@ type matrixLab struct {
 	pods  []matrixPod
 	hosts []matrixPod // key "node1", "node2"
 	probe string
+	// observations counts observe's rounds; each round's UDP probes leave from ports of
+	// their own (sourcePort), never one that an earlier probe left in conntrack.
+	observations int
 }
+
+// sourcePort is the first UDP source port of observation round n: rounds take turns
+// through 20000-59999, far more ports than a run's rounds use within UDP's 120 s
+// conntrack timeout.
+func sourcePort(n, perRound int) int { return 20000 + (n*perRound)%40000 }
 
 func newMatrixLab(t testing.TB) *matrixLab {
 	labtest.Need(t)
@@ -218,11 +226,13 @@ func (m *matrixLab) observe(t testing.TB) map[cell]bool {
 	got := map[cell]bool{}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
+	sport := fmt.Sprintf("--sport=%d", sourcePort(m.observations, len(m.cells())))
+	m.observations++
 	for _, from := range m.pods {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			args := []string{"netns", "exec", from.ns, m.probe, "probe", "600ms"}
+			args := []string{"netns", "exec", from.ns, m.probe, "probe", sport, "600ms"}
 			index := map[string]cell{}
 			for _, c := range m.cells() {
 				if c.from != from.key {

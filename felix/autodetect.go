@@ -20,7 +20,7 @@ var DefaultExcludedInterfaces = []string{
 	`docker.*`, `cbr.*`, `dummy.*`, `podman.*`, `virbr.*`, `lxcbr.*`, `veth.*`, `lo.*`,
 	`cali.*`, `tunl.*`, `flannel.*`, `kube-ipvs.*`, `cni.*`, `nodelocaldns.*`,
 	`vxlan\.calico.*`, `vxlan-v6\.calico.*`, `wireguard\.cali.*`, `wg-v6\.cali.*`,
-	`tabby.*`,
+	`tabby.*`, `vxlan\.tabby`, `vxlan-v6\.tabby`,
 }
 
 type methodKind uint8

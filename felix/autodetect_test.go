@@ -101,6 +101,10 @@ func TestSelectAddress(t *testing.T) {
 		{"first-found", 6, testHost, "2001:db8::5/64 on eth0"},
 		{"first-found", 4, testHost[:2], "error: first-found: no global IPv4 address: no interface to look at"},
 		{"first-found", 4, append([]hostInterface{testHost[3]}, testHost[6]), "error: first-found: no global IPv4 address on an up interface (eth1 is down)"},
+		// A restarted agent passes over its own VXLAN devices, whose VTEP addresses come first.
+		{"first-found", 6, append([]hostInterface{{Name: "vxlan-v6.tabby", Index: 2, Up: true, Addrs: prefixes("fd00:10:244::/128")},
+			{Name: "vxlan.tabby", Index: 3, Up: true, Addrs: prefixes("10.244.0.0/32")}}, testHost[2]), "2001:db8::5/64 on eth0"},
+		{"first-found", 4, append([]hostInterface{{Name: "vxlan.tabby", Index: 3, Up: true, Addrs: prefixes("10.244.0.0/32")}}, testHost[2]), "10.0.0.5/24 on eth0"},
 		{"interface=eth2", 4, testHost, "192.168.7.5/24 on eth2"},
 		{"interface=eth0", 4, testHost, "10.0.0.5/24 on eth0"}, // the whole name: not eth0.100
 		{"interface=eth0\\..*", 4, testHost, "10.100.0.5/24 on eth0.100"},

@@ -24,7 +24,7 @@ func (p *ServiceProxy) DeleteStaleUDP(flows []proxy.StaleFlow) (uint, error) {
 // deleteStaleUDP is DeleteStaleUDP in the network namespace named netNS ("": the agent's),
 // for both proxy modes.
 func deleteStaleUDP(netNS string, flows []proxy.StaleFlow) (uint, error) {
-	byFamily := map[netlink.InetFamily]staleUDPFilter{}
+	byFamily := map[netlink.InetFamily]netlink.CustomConntrackFilter{}
 	for _, f := range flows {
 		fam := netlink.InetFamily(unix.AF_INET)
 		if f.Backend.Addr.Is6() {
@@ -33,8 +33,28 @@ func deleteStaleUDP(netNS string, flows []proxy.StaleFlow) (uint, error) {
 		if byFamily[fam] == nil {
 			byFamily[fam] = staleUDPFilter{}
 		}
-		byFamily[fam][f] = true
+		byFamily[fam].(staleUDPFilter)[f] = true
 	}
+	return deleteUDPEntries(netNS, byFamily)
+}
+
+// DeleteUDPNotServing deletes the conntrack entries of UDP flows the proxy DNATed from a
+// frontend or node port of st to a backend no longer behind it (proxy.UDPServing), in
+// the ServiceProxy's namespace: kube-proxy's full cleanup, for the changes an agent
+// started after (DeleteStaleUDP covers those it saw). One dump of the table per family.
+func (p *ServiceProxy) DeleteUDPNotServing(st *proxy.LBState) (uint, error) {
+	return deleteUDPNotServing(p.netNS, st)
+}
+
+// deleteUDPNotServing is DeleteUDPNotServing in the namespace named netNS, for both modes.
+func deleteUDPNotServing(netNS string, st *proxy.LBState) (uint, error) {
+	f := notServingFilter{proxy.ServingUDP(st)}
+	return deleteUDPEntries(netNS, map[netlink.InetFamily]netlink.CustomConntrackFilter{unix.AF_INET: f, unix.AF_INET6: f})
+}
+
+// deleteUDPEntries deletes, in the namespace named netNS, the conntrack entries each
+// family's filter matches, and returns how many went.
+func deleteUDPEntries(netNS string, byFamily map[netlink.InetFamily]netlink.CustomConntrackFilter) (uint, error) {
 	var deleted uint
 	err := inNamedNetNS(netNS, func() error {
 		for _, fam := range []netlink.InetFamily{unix.AF_INET, unix.AF_INET6} {
@@ -51,6 +71,28 @@ func deleteStaleUDP(netNS string, flows []proxy.StaleFlow) (uint, error) {
 		return nil
 	})
 	return deleted, err
+}
+
+// notServingFilter matches the UDP entries that were DNATed (the reply comes from another
+// address or port than the original destination) to a backend no longer serving their
+// destination.
+type notServingFilter struct{ serving proxy.UDPServing }
+
+func (f notServingFilter) MatchConntrackFlow(fl *netlink.ConntrackFlow) bool {
+	if fl.Forward.Protocol != unix.IPPROTO_UDP {
+		return false
+	}
+	dst, ok := netip.AddrFromSlice(fl.Forward.DstIP)
+	back, ok2 := netip.AddrFromSlice(fl.Reverse.SrcIP)
+	if !ok || !ok2 {
+		return false
+	}
+	d := netip.AddrPortFrom(dst.Unmap(), fl.Forward.DstPort)
+	b := proxy.Backend{Addr: back.Unmap(), Port: fl.Reverse.SrcPort}
+	if b.Addr == d.Addr() && b.Port == d.Port() {
+		return false // not DNATed: not the proxy's
+	}
+	return f.serving.Stale(d, b)
 }
 
 // staleUDPFilter matches the conntrack entries of a set of stale flows.

@@ -42,21 +42,40 @@ func udpConntrack(t *testing.T, ns *testNS) []string {
 	return slices.Compact(flows)
 }
 
-// TestDeleteStaleUDPNetns: a client's UDP socket keeps its conntrack entry, so it keeps
-// reaching a backend the Service no longer has, until DeleteStaleUDP removes the entries
-// of that backend, through the cluster IP and through the node port; those of the backend
-// that stays, and of another Service with the same backend, stay.
-func TestDeleteStaleUDPNetns(t *testing.T) { forEachMode(t, testDeleteStaleUDPNetns) }
+// udpCleaner is a proxy writer with its two conntrack cleanups.
+type udpCleaner interface {
+	serviceWriter
+	DeleteStaleUDP([]proxy.StaleFlow) (uint, error)
+	DeleteUDPNotServing(*proxy.LBState) (uint, error)
+}
 
-func testDeleteStaleUDPNetns(t *testing.T, m proxyMode) {
+// TestDeleteStaleUDPNetns: a client's UDP socket keeps its conntrack entry, so it keeps
+// reaching a backend the Service no longer has, until the entries of that backend go,
+// through the cluster IP and through the node port; those of the backend that stays, and
+// of another Service with the same backend, stay. The entries go by DeleteStaleUDP of the
+// change (the agent saw it), or by DeleteUDPNotServing of the new state alone (an agent
+// that started after the change: nothing it saw says which backend left).
+func TestDeleteStaleUDPNetns(t *testing.T) {
+	forEachMode(t, func(t *testing.T, m proxyMode) {
+		t.Run("change", func(t *testing.T) {
+			testDeleteStaleUDPNetns(t, m, func(sp udpCleaner, old, next *proxy.LBState) (uint, error) {
+				return sp.DeleteStaleUDP(proxy.StaleUDP(old, next))
+			})
+		})
+		t.Run("full", func(t *testing.T) {
+			testDeleteStaleUDPNetns(t, m, func(sp udpCleaner, _, next *proxy.LBState) (uint, error) {
+				return sp.DeleteUDPNotServing(next)
+			})
+		})
+	})
+}
+
+func testDeleteStaleUDPNetns(t *testing.T, m proxyMode, cleanup func(sp udpCleaner, old, next *proxy.LBState) (uint, error)) {
 	testenv.RequireTools(t, testenv.Tool{Cmd: "conntrack", Package: "conntrack"})
 	l := newProxyLab(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	sp := m.new(t, ServiceProxyConfig{NetNS: l.client.name}).(interface {
-		serviceWriter
-		DeleteStaleUDP([]proxy.StaleFlow) (uint, error)
-	})
+	sp := m.new(t, ServiceProxyConfig{NetNS: l.client.name}).(udpCleaner)
 	t.Cleanup(func() { sp.Remove(context.Background()) })
 	withNodePort := func(p proxy.PortLB) proxy.PortLB {
 		p.NodePort, p.NodePortFamilies = 30053, [2]bool{true, false}
@@ -136,10 +155,9 @@ func testDeleteStaleUDPNetns(t *testing.T, m proxyMode) {
 			t.Fatalf("before the cleanup the socket to %s reached %q; the test expects the stale entry to hold", c.RemoteAddr(), got)
 		}
 	}
-	flows := proxy.StaleUDP(old, next)
-	n, err := sp.DeleteStaleUDP(flows)
+	n, err := cleanup(sp, old, next)
 	if err != nil || n != sockets["10.200.0.3"] {
-		t.Fatalf("DeleteStaleUDP(%v) = %d, %v; want %d entries deleted (one per socket)", flows, n, err, sockets["10.200.0.3"])
+		t.Fatalf("cleanup = %d, %v; want %d entries deleted (one per socket)", n, err, sockets["10.200.0.3"])
 	}
 	wantAfter := []string{"10.200.0.1:30053>10.200.0.2:5353", "10.96.0.53:53>10.200.0.2:5353", "10.96.0.54:53>10.200.0.3:5353"}
 	if got := udpConntrack(t, l.client); !slices.Equal(got, wantAfter) {
@@ -153,7 +171,7 @@ func testDeleteStaleUDPNetns(t *testing.T, m proxyMode) {
 	if got := ask(other); got != "10.200.0.3" {
 		t.Errorf("the other Service's socket reached %q, want 10.200.0.3 still", got)
 	}
-	if n, err := sp.DeleteStaleUDP(nil); n != 0 || err != nil {
-		t.Errorf("DeleteStaleUDP(nil) = %d, %v", n, err)
+	if n, err := cleanup(sp, next, next); n != 0 || err != nil {
+		t.Errorf("cleanup with nothing stale = %d, %v", n, err)
 	}
 }

@@ -164,19 +164,16 @@ func (r *renderer) skipLocal(c *chainBuilder, flag string) {
 	c.add(flag + " lo -j RETURN")
 }
 
-// tunnelsFromNodes accepts (IPv4) the tunnels' packets from other nodes (dir "src") or to
-// them ("dst"), as Calico does before host endpoint policy: the pools' encapsulation
-// keeps working under any host policy.
+// tunnelsFromNodes accepts the tunnels' packets from other nodes (dir "src") or to them
+// ("dst"), as Calico does before host endpoint policy: the pools' encapsulation keeps
+// working under any host policy.
 func (r *renderer) tunnelsFromNodes(c *chainBuilder, dir string) {
-	g := r.cfg.Tunnels
-	if r.v6 {
-		return
-	}
-	peer := "-m set --match-set " + IPSetTunnelPeers + " " + dir
-	if g.IPIP {
+	ipip, vxlan, set := r.tunnels()
+	peer := "-m set --match-set " + set + " " + dir
+	if ipip {
 		c.add("-p 4 " + peer + " -m comment --comment ipip-of-a-node -j ACCEPT")
 	}
-	if g.VXLAN {
+	if vxlan {
 		c.add(fmt.Sprintf("-p udp -m udp --dport %d %s -m comment --comment vxlan-of-a-node -j ACCEPT", VXLANPort, peer))
 	}
 }

@@ -203,6 +203,16 @@ func TestRenderHostEndpoints(t *testing.T) {
 	if out := stripped(fs4.Chains[ChainOutput]); !slices.Contains(out, "-p udp -m udp --dport 4789 -m set --match-set tby-tunnel-peers dst -m comment --comment vxlan-of-a-node -j ACCEPT") {
 		t.Errorf("tby-OUTPUT does not accept VXLAN to nodes:\n%s", strings.Join(out, "\n"))
 	}
+	if in6 := stripped(fs4.IPv6.Chains[ChainInput]); slices.ContainsFunc(in6, func(r string) bool { return strings.Contains(r, "vxlan-of-a-node") }) {
+		t.Errorf("IPv6 tby-INPUT accepts VXLAN without VXLAN over IPv6:\n%s", strings.Join(in6, "\n"))
+	}
+	fs6 := RenderPolicy(m, "node1", PolicyConfig{Tunnels: TunnelGuard{VXLANV6: true, Peers: []netip.Addr{netip.MustParseAddr("fd00::2")}}})
+	if in := stripped(fs6.IPv6.Chains[ChainInput]); !slices.Contains(in, "-p udp -m udp --dport 4789 -m set --match-set tby-tunnel-peers6 src -m comment --comment vxlan-of-a-node -j ACCEPT") {
+		t.Errorf("IPv6 tby-INPUT does not accept VXLAN from nodes:\n%s", strings.Join(in, "\n"))
+	}
+	if out := stripped(fs6.IPv6.Chains[ChainOutput]); !slices.Contains(out, "-p udp -m udp --dport 4789 -m set --match-set tby-tunnel-peers6 dst -m comment --comment vxlan-of-a-node -j ACCEPT") {
+		t.Errorf("IPv6 tby-OUTPUT does not accept VXLAN to nodes:\n%s", strings.Join(out, "\n"))
+	}
 
 	// Configured failsafe ports; none.
 	fs3 := RenderPolicy(m, "node1", PolicyConfig{FailsafeInbound: mustFailsafe("tcp:2222"), FailsafeOutbound: mustFailsafe("none")})

@@ -36,7 +36,7 @@ import (
 //   - the router has no route to the pool throughout.
 func TestIPIPCrossSubnetVM(t *testing.T) {
 	if !vmtest.InVM() {
-		vmtest.Run(t, vmtest.Options{Modules: []string{"ipip", "veth", "bridge", "nf_tables", "nft_objref"}, Timeout: 60 * time.Second})
+		vmtest.Run(t, vmtest.Options{Modules: []string{"ipip", "veth", "bridge", "nf_tables", "nft_objref"}})
 		return
 	}
 	r := vmNS(t)

@@ -6,6 +6,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -146,6 +147,8 @@ func TestPolicySyncerNetns(t *testing.T) {
 
 			// What is changed from outside (a hook and its chain deleted, a chain and a set
 			// flushed) is repaired by the loop's full pass: updates trust the syncer's cache.
+			// The changes are made before the loop starts: made under it, a full pass could
+			// put the hook back between two of them and the chain's delete would fail.
 			var set *IPSet
 			for _, name := range slices.Sorted(maps.Keys(changed.IPSets)) {
 				if set = changed.IPSets[name]; len(set.Members) > 0 {
@@ -155,10 +158,6 @@ func TestPolicySyncerNetns(t *testing.T) {
 			if set == nil || len(set.Members) == 0 {
 				t.Fatal("no set with members to flush")
 			}
-			runCtx, cancel := context.WithCancel(ctx)
-			done := make(chan error, 1)
-			go func() { done <- s.Run(runCtx, 50*time.Millisecond) }()
-			s.Update(changed)
 			ipt("-D", "FORWARD", "-m", "comment", "--comment", "tby:hook", "-j", "tby-FORWARD")
 			ipt("-F", "tby-FORWARD")
 			ipt("-X", "tby-FORWARD")
@@ -166,6 +165,11 @@ func TestPolicySyncerNetns(t *testing.T) {
 			if _, err := r.Run(ctx, nil, "ipset", "flush", set.Name); err != nil {
 				t.Fatal(err)
 			}
+			runCtx, cancel := context.WithCancel(ctx)
+			done := make(chan error, 1)
+			go func() { done <- s.Run(runCtx, 50*time.Millisecond) }()
+			stopLoop := sync.OnceFunc(func() { cancel(); <-done })
+			t.Cleanup(stopLoop) // a Fatal below must not leave the loop logging
 			s.Update(changed)
 			deadline := time.Now().Add(5 * time.Second)
 			for {
@@ -185,8 +189,7 @@ func TestPolicySyncerNetns(t *testing.T) {
 				}
 				time.Sleep(20 * time.Millisecond)
 			}
-			cancel()
-			<-done
+			stopLoop()
 
 			// Cleanup removes all of tabby's and nothing else.
 			chains, nsets, err := RemoveAll(ctx, r)

@@ -121,7 +121,7 @@ func (d *Dataplane) syncLearned(s LocalState) error {
 		nr := d.routes.toNetlink(want, links)
 		write, verb := d.h.RouteAdd, "add"
 		if had && !foreign {
-			write, verb = d.h.RouteReplace, "replace"
+			write, verb = func(nr *netlink.Route) error { return replaceRoute(d.h, nr) }, "replace"
 		}
 		switch err := write(&nr); {
 		case err == nil:

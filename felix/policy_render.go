@@ -49,18 +49,22 @@ type PolicyConfig struct {
 	FailsafeInbound, FailsafeOutbound []FailsafePort
 }
 
-// TunnelGuard says which tunnels the node terminates: IPIP, and VXLAN on VXLANPort.
-// Packets of those addressed to the node are dropped unless their source is one of Peers
-// (every node's address), as Calico's all-hosts set does: anyone else on the underlay
-// could otherwise send packets into the node's workloads through a tunnel, past
-// everything that checks where packets come from. IPv4 only, as the tunnels are.
+// TunnelGuard says which tunnels the node terminates: IPIP, and VXLAN on VXLANPort over
+// IPv4 and (VXLANV6) over IPv6. Packets of those addressed to the node are dropped unless
+// their source is one of Peers (every node's addresses), as Calico's all-hosts set does:
+// anyone else on the underlay could otherwise send packets into the node's workloads
+// through a tunnel, past everything that checks where packets come from.
 type TunnelGuard struct {
-	IPIP, VXLAN bool
-	Peers       []netip.Addr
+	IPIP, VXLAN, VXLANV6 bool
+	Peers                []netip.Addr
 }
 
-// IPSetTunnelPeers holds TunnelGuard.Peers.
-const IPSetTunnelPeers = "tby-tunnel-peers"
+// IPSetTunnelPeers holds TunnelGuard.Peers' IPv4 addresses, IPSetTunnelPeers6 (inet6)
+// their IPv6 ones.
+const (
+	IPSetTunnelPeers  = "tby-tunnel-peers"
+	IPSetTunnelPeers6 = "tby-tunnel-peers6"
+)
 
 func (c PolicyConfig) withDefaults() PolicyConfig {
 	if c.InterfacePrefix == "" {
@@ -181,25 +185,36 @@ func shortHash(s string, n int) string {
 
 func (r *renderer) put(c *chainBuilder) { r.fs.Chains[c.name] = c.rules }
 
-// tunnelGuard adds the rules of the TunnelGuard to in (IPv4 only), and its set.
-func (r *renderer) tunnelGuard(in *chainBuilder) {
+// tunnels are the tunnels of the TunnelGuard over the family rendered (IPIP has no IPv6),
+// and the name of the family's set of peers.
+func (r *renderer) tunnels() (ipip, vxlan bool, set string) {
 	g := r.cfg.Tunnels
-	if r.v6 || (!g.IPIP && !g.VXLAN) {
+	if r.v6 {
+		return false, g.VXLANV6, IPSetTunnelPeers6
+	}
+	return g.IPIP, g.VXLAN, IPSetTunnelPeers
+}
+
+// tunnelGuard adds the rules of the TunnelGuard to in, and its set, for the family
+// rendered.
+func (r *renderer) tunnelGuard(in *chainBuilder) {
+	ipip, vxlan, set := r.tunnels()
+	if !ipip && !vxlan {
 		return
 	}
 	var peers []string
-	for _, a := range g.Peers {
-		if a.Unmap().Is4() {
+	for _, a := range r.cfg.Tunnels.Peers {
+		if r.family(a) {
 			peers = append(peers, a.Unmap().String())
 		}
 	}
 	slices.Sort(peers)
-	r.fs.IPSets[IPSetTunnelPeers] = &IPSet{Name: IPSetTunnelPeers, Type: "hash:ip", Members: slices.Compact(peers)}
-	notPeer := "-m addrtype --dst-type LOCAL -m set ! --match-set " + IPSetTunnelPeers + " src"
-	if g.IPIP {
+	r.newSet(set, "hash:ip", slices.Compact(peers))
+	notPeer := "-m addrtype --dst-type LOCAL -m set ! --match-set " + set + " src"
+	if ipip {
 		in.add("-p 4 " + notPeer + " -m comment --comment ipip-from-a-non-node -j DROP")
 	}
-	if g.VXLAN {
+	if vxlan {
 		in.add(fmt.Sprintf("-p udp -m udp --dport %d %s -m comment --comment vxlan-from-a-non-node -j DROP", VXLANPort, notPeer))
 	}
 }

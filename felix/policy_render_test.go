@@ -231,22 +231,25 @@ func TestRuleHashMatchesRegexp(t *testing.T) {
 }
 
 // TestRenderTunnelGuard: with IPIP or VXLAN in use, tby-INPUT first drops those packets
-// addressed to the node from anyone but a node (the tby-tunnel-peers set); without a
-// tunnel, and in IPv6, there is no guard.
+// addressed to the node from anyone but a node (the tby-tunnel-peers set); with VXLAN
+// over IPv6, the IPv6 tby-INPUT does the same with tby-tunnel-peers6; without a tunnel
+// of a family there is no guard in it.
 func TestRenderTunnelGuard(t *testing.T) {
 	m, err := policy.Build(policy.Input{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	peers := []netip.Addr{netip.MustParseAddr("172.31.1.12"), netip.MustParseAddr("172.31.1.11"), netip.MustParseAddr("fd00::1")}
+	peers := []netip.Addr{netip.MustParseAddr("172.31.1.12"), netip.MustParseAddr("172.31.1.11"), netip.MustParseAddr("fd00::2"), netip.MustParseAddr("fd00::1")}
 	for _, tc := range []struct {
-		name        string
-		guard       TunnelGuard
-		ipip, vxlan bool
+		name                string
+		guard               TunnelGuard
+		ipip, vxlan, vxlan6 bool
 	}{
-		{"no tunnel", TunnelGuard{Peers: peers}, false, false},
-		{"VXLAN", TunnelGuard{VXLAN: true, Peers: peers}, false, true},
-		{"IPIP and VXLAN", TunnelGuard{IPIP: true, VXLAN: true, Peers: peers}, true, true},
+		{"no tunnel", TunnelGuard{Peers: peers}, false, false, false},
+		{"VXLAN", TunnelGuard{VXLAN: true, Peers: peers}, false, true, false},
+		{"IPIP and VXLAN", TunnelGuard{IPIP: true, VXLAN: true, Peers: peers}, true, true, false},
+		{"VXLAN over IPv6", TunnelGuard{VXLANV6: true, Peers: peers}, false, false, true},
+		{"VXLAN over both", TunnelGuard{VXLAN: true, VXLANV6: true, Peers: peers}, false, true, true},
 	} {
 		fs := RenderPolicy(m, "node1", PolicyConfig{Tunnels: tc.guard})
 		in := strings.Join(fs.Chains[ChainInput], "\n")
@@ -256,14 +259,26 @@ func TestRenderTunnelGuard(t *testing.T) {
 			t.Errorf("%s: IPIP guard %v, VXLAN guard %v, want %v, %v:\n%s", tc.name, ipip, vxlan, tc.ipip, tc.vxlan, in)
 		}
 		set, ok := fs.IPSets[IPSetTunnelPeers]
-		if ok != (tc.ipip || tc.vxlan) || (ok && (set.Type != "hash:ip" || !slices.Equal(set.Members, []string{"172.31.1.11", "172.31.1.12"}))) {
+		if ok != (tc.ipip || tc.vxlan) || (ok && (set.Type != "hash:ip" || set.Family != "" || !slices.Equal(set.Members, []string{"172.31.1.11", "172.31.1.12"}))) {
 			t.Errorf("%s: set %+v (present %v)", tc.name, set, ok)
 		}
 		if ok && !strings.Contains(fs.Chains[ChainInput][0], IPSetTunnelPeers) {
 			t.Errorf("%s: the guard is not first in %s:\n%s", tc.name, ChainInput, in)
 		}
-		if g6 := strings.Join(fs.IPv6.Chains[ChainInput], "\n"); strings.Contains(g6, IPSetTunnelPeers) || fs.IPv6.IPSets[IPSetTunnelPeers] != nil {
-			t.Errorf("%s: a guard in IPv6:\n%s", tc.name, g6)
+		in6 := strings.Join(fs.IPv6.Chains[ChainInput], "\n")
+		vxlan6 := strings.Contains(in6, "-p udp -m udp --dport 4789 -m addrtype --dst-type LOCAL -m set ! --match-set tby-tunnel-peers6 src")
+		if vxlan6 != tc.vxlan6 || strings.Contains(in6, "-p 4 ") || strings.Contains(in6, IPSetTunnelPeers+" ") {
+			t.Errorf("%s: IPv6 VXLAN guard %v, want %v, and no IPIP nor IPv4 set:\n%s", tc.name, vxlan6, tc.vxlan6, in6)
+		}
+		set6, ok := fs.IPv6.IPSets[IPSetTunnelPeers6]
+		if ok != tc.vxlan6 || (ok && (set6.Type != "hash:ip" || set6.Family != "inet6" || !slices.Equal(set6.Members, []string{"fd00::1", "fd00::2"}))) {
+			t.Errorf("%s: IPv6 set %+v (present %v)", tc.name, set6, ok)
+		}
+		if ok && !strings.Contains(fs.IPv6.Chains[ChainInput][0], IPSetTunnelPeers6) {
+			t.Errorf("%s: the IPv6 guard is not first in %s:\n%s", tc.name, ChainInput, in6)
+		}
+		if fs.IPv6.IPSets[IPSetTunnelPeers] != nil || fs.IPSets[IPSetTunnelPeers6] != nil {
+			t.Errorf("%s: a set in the other family", tc.name)
 		}
 	}
 }

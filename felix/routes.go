@@ -121,7 +121,7 @@ func (r *RouteReconciler) apply(desired []Route, links linkTable, holdGateways b
 			nr := r.toNetlink(op.route, links)
 			write, verb := r.h.RouteAdd, "add"
 			if op.kind == opReplace {
-				write, verb = r.h.RouteReplace, "replace"
+				write, verb = func(nr *netlink.Route) error { return replaceRoute(r.h, nr) }, "replace"
 			}
 			switch err := write(&nr); {
 			case err == nil:
@@ -160,6 +160,23 @@ func (r *RouteReconciler) apply(desired []Route, links linkTable, holdGateways b
 		}
 	}
 	return st, errs.err()
+}
+
+// replaceRoute replaces the kernel's route to nr's destination with nr. IPv6 refuses to
+// replace a route with an onlink one whose gateway lies in the destination (a VXLAN VTEP
+// in its own block): it checks the gateway against the table, finds the route being
+// replaced, through another device, and answers EINVAL. Then the old route is deleted
+// and nr added.
+func replaceRoute(h *netlink.Handle, nr *netlink.Route) error {
+	err := h.RouteReplace(nr)
+	if !errors.Is(err, unix.EINVAL) || nr.Flags&int(netlink.FLAG_ONLINK) == 0 || nr.Dst == nil || nr.Dst.IP.To4() != nil {
+		return err
+	}
+	old := netlink.Route{Dst: nr.Dst, Table: nr.Table, Protocol: nr.Protocol}
+	if derr := h.RouteDel(&old); derr != nil && !errors.Is(derr, unix.ESRCH) {
+		return errors.Join(err, fmt.Errorf("delete the route it replaces: %w", derr))
+	}
+	return h.RouteAdd(nr)
 }
 
 // list returns the kernel's routes of RouteProtocol in the reconciler's table.

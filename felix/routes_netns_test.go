@@ -1,6 +1,7 @@
 package felix
 
 import (
+	"net/netip"
 	"reflect"
 	"strings"
 	"testing"
@@ -159,4 +160,35 @@ func TestRouteReconcilerTable(t *testing.T) {
 	}
 	wantStats(t, "table 1000 emptied", st, 0, 0, 1)
 	wantLines(t, "main after", ns.routes(t, "proto", "116"), "blackhole 10.65.9.0/26")
+}
+
+// An IPv6 block routed natively via a node's address turns into one through a tunnel
+// device, onlink via the block's own first address (a VTEP, as VXLAN CrossSubnet to
+// Always does), and back: IPv6 refuses that replace (EINVAL), so the reconciler deletes
+// the old route and adds the new one.
+func TestRouteReconcilerOnLinkIPv6Replace(t *testing.T) {
+	ns := newTestNS(t)
+	eth, tun := vethName(), vethName()
+	ns.veth(t, eth)
+	ns.veth(t, tun)
+	ns.ip(t, "addr", "add", "fd00:172:31:1::10/64", "dev", eth, "nodad")
+	native := Route{Dst: netip.MustParsePrefix("fd00:10:244::80/122"), Type: RouteGateway, Gateway: netip.MustParseAddr("fd00:172:31:1::12")}
+	tunnelled := Route{Dst: native.Dst, Type: RouteGateway, Interface: tun, Gateway: netip.MustParseAddr("fd00:10:244::80"), OnLink: true}
+	r := NewRouteReconciler(ns.h, 0, nil)
+	for _, step := range []struct {
+		route       Route
+		added, repl int
+		want        string
+	}{
+		{native, 1, 0, "fd00:10:244::80/122 via fd00:172:31:1::12 dev " + eth + " metric 1024 pref medium"},
+		{tunnelled, 0, 1, "fd00:10:244::80/122 via fd00:10:244::80 dev " + tun + " metric 1024 onlink pref medium"},
+		{native, 0, 1, "fd00:10:244::80/122 via fd00:172:31:1::12 dev " + eth + " metric 1024 pref medium"},
+	} {
+		st, err := r.Apply([]Route{step.route})
+		if err != nil {
+			t.Fatalf("%s: %v", step.route, err)
+		}
+		wantStats(t, step.route.String(), st, step.added, step.repl, 0)
+		wantLines(t, "routes after "+step.route.String(), ns.routes(t, "proto", "116"), step.want)
+	}
 }

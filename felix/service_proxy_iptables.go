@@ -315,3 +315,9 @@ func (p *ServiceProxyIPTables) Remove(ctx context.Context) error {
 func (p *ServiceProxyIPTables) DeleteStaleUDP(flows []proxy.StaleFlow) (uint, error) {
 	return deleteStaleUDP(p.netNS, flows)
 }
+
+// DeleteUDPNotServing deletes the conntrack entries of UDP flows to backends no longer
+// behind their frontend in st, as ServiceProxy.DeleteUDPNotServing.
+func (p *ServiceProxyIPTables) DeleteUDPNotServing(st *proxy.LBState) (uint, error) {
+	return deleteUDPNotServing(p.netNS, st)
+}

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 
 	"github.com/tabby-net/tabby/api"
 )
@@ -17,8 +18,12 @@ const (
 	VXLANVNI      = 4096
 	VXLANPort     = 4789
 	VXLANOverhead = 50 // outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14
-	IPIPDevice    = "tunl0"
-	IPIPOverhead  = 20 // outer IPv4 header
+	// VXLANDeviceV6 carries IPv6 pools' traffic over the IPv6 underlay, with VXLAN's VNI
+	// and port (a VXLAN device of the other family does not clash with them).
+	VXLANDeviceV6   = "vxlan-v6.tabby"
+	VXLANOverheadV6 = 70 // outer IPv6 40 + UDP 8 + VXLAN 8 + inner Ethernet 14
+	IPIPDevice      = "tunl0"
+	IPIPOverhead    = 20 // outer IPv4 header
 )
 
 // EncapPool is what encapsulation needs to know of an IPPool.
@@ -39,6 +44,10 @@ type EncapNode struct {
 	VXLANAddr netip.Addr // spec.ipv4VXLANTunnelAddr
 	VXLANMAC  string     // spec.vxlanTunnelMACAddr
 	IPIPAddr  netip.Addr // spec.bgp.ipv4IPIPTunnelAddr
+	// Addr6 is spec.bgp.ipv6Address: the node's IPv6 address with its subnet's length.
+	Addr6       netip.Prefix
+	VXLANAddrV6 netip.Addr // spec.ipv6VXLANTunnelAddr
+	VXLANMACV6  string     // spec.vxlanTunnelMACAddrV6
 }
 
 // EncapInput is the cluster state encapsulation is derived from.
@@ -50,7 +59,7 @@ type EncapInput struct {
 }
 
 // VXLANPeer is a remote VTEP: a neighbor entry (VTEP -> MAC) and an FDB entry (MAC ->
-// the node's underlay address) on VXLANDevice.
+// the node's underlay address) on VXLANDevice, or on VXLANDeviceV6 for IPv6.
 type VXLANPeer struct {
 	Node     string
 	VTEP     netip.Addr
@@ -60,15 +69,20 @@ type VXLANPeer struct {
 
 // Encap is this node's desired encapsulation state.
 type Encap struct {
-	// LocalSubnet is this node's underlay subnet (spec.bgp.ipv4Address, masked).
-	LocalSubnet netip.Prefix
+	// LocalSubnet is this node's underlay subnet (spec.bgp.ipv4Address, masked), and
+	// LocalSubnetV6 its IPv6 one (spec.bgp.ipv6Address, masked).
+	LocalSubnet, LocalSubnetV6 netip.Prefix
 	// VXLANPools and IPIPPools are the enabled IPv4 pools using each tunnel (names).
 	VXLANPools, IPIPPools []string
-	// VXLANPeers are the remote VTEPs, sorted by node.
-	VXLANPeers []VXLANPeer
+	// VXLANPoolsV6 are the enabled IPv6 pools using VXLAN (over the IPv6 underlay); none
+	// while this node has no IPv6 address.
+	VXLANPoolsV6 []string
+	// VXLANPeers are the remote VTEPs, sorted by node; VXLANPeersV6 those of
+	// VXLANDeviceV6.
+	VXLANPeers, VXLANPeersV6 []VXLANPeer
 	// Routes are routes to remote blocks of VXLAN pools, from block affinities: through
-	// VXLANDevice where the pool's mode says so, natively via the node otherwise. They win
-	// over learned routes for the same destination.
+	// VXLANDevice (VXLANDeviceV6 for IPv6 blocks) where the pool's mode says so, natively
+	// via the node otherwise. They win over learned routes for the same destination.
 	Routes []Route
 	// ipip are the IPIP pools whose learned routes are rewritten through IPIPDevice.
 	ipip []EncapPool
@@ -91,11 +105,82 @@ func Encapsulates(mode api.EncapMode, local netip.Prefix, remote netip.Addr) boo
 
 // VXLANMAC is the VTEP MAC address of a node: locally administered, unicast, derived from
 // the node's name so that every run of the agent picks the same one.
-func VXLANMAC(node string) net.HardwareAddr {
-	h := sha256.Sum256([]byte("tabby-vxlan/" + node))
+func VXLANMAC(node string) net.HardwareAddr { return derivedMAC("tabby-vxlan/" + node) }
+
+// VXLANMACV6 is VXLANMAC for VXLANDeviceV6: another MAC, as the devices are apart.
+func VXLANMACV6(node string) net.HardwareAddr { return derivedMAC("tabby-vxlan-v6/" + node) }
+
+func derivedMAC(seed string) net.HardwareAddr {
+	h := sha256.Sum256([]byte(seed))
 	mac := net.HardwareAddr(h[:6])
 	mac[0] = mac[0]&^1 | 2
 	return mac
+}
+
+// vxlanFamily is what differs between VXLAN over the IPv4 underlay and over the IPv6 one.
+type vxlanFamily struct {
+	v6     bool
+	device string
+}
+
+var (
+	vxlanV4 = vxlanFamily{v6: false, device: VXLANDevice}
+	vxlanV6 = vxlanFamily{v6: true, device: VXLANDeviceV6}
+)
+
+func familyOf(p netip.Prefix) vxlanFamily {
+	if p.Addr().Is6() {
+		return vxlanV6
+	}
+	return vxlanV4
+}
+
+func (f vxlanFamily) String() string {
+	if f.v6 {
+		return "IPv6"
+	}
+	return "IPv4"
+}
+
+// underlay is n's address of the family, with its subnet's length.
+func (f vxlanFamily) underlay(n EncapNode) netip.Prefix {
+	if f.v6 {
+		return n.Addr6
+	}
+	return n.Addr
+}
+
+// vtep is n's VTEP address and MAC on the family's device.
+func (f vxlanFamily) vtep(n EncapNode) (netip.Addr, string) {
+	if f.v6 {
+		return n.VXLANAddrV6, n.VXLANMACV6
+	}
+	return n.VXLANAddr, n.VXLANMAC
+}
+
+// vxlanPeers are the remote VTEPs of the family, sorted by node, and the problems of the
+// nodes left out.
+func vxlanPeers(in EncapInput, f vxlanFamily) ([]VXLANPeer, []string) {
+	var peers []VXLANPeer
+	var problems []string
+	for _, n := range in.Nodes {
+		if n.Name == in.Node {
+			continue
+		}
+		vtep, macText := f.vtep(n)
+		mac, err := net.ParseMAC(macText)
+		switch {
+		case !vtep.IsValid() || err != nil:
+			problems = append(problems, fmt.Sprintf("node %s has no %s VXLAN tunnel address and MAC yet", n.Name, f))
+			continue
+		case !f.underlay(n).IsValid():
+			problems = append(problems, fmt.Sprintf("node %s has no %s address", n.Name, f))
+			continue
+		}
+		peers = append(peers, VXLANPeer{Node: n.Name, VTEP: vtep, MAC: mac.String(), Underlay: f.underlay(n).Addr()})
+	}
+	slices.SortFunc(peers, func(a, b VXLANPeer) int { return cmp.Compare(a.Node, b.Node) })
+	return peers, problems
 }
 
 // DesiredEncap derives this node's encapsulation state from the cluster's Nodes, pools and
@@ -106,42 +191,52 @@ func DesiredEncap(in EncapInput) Encap {
 	for _, n := range in.Nodes {
 		nodes[n.Name] = n
 	}
-	if self, ok := nodes[in.Node]; ok && self.Addr.IsValid() {
+	self := nodes[in.Node]
+	if self.Addr.IsValid() {
 		e.LocalSubnet = self.Addr.Masked()
+	}
+	if self.Addr6.IsValid() {
+		e.LocalSubnetV6 = self.Addr6.Masked()
 	}
 	pools := slices.Clone(in.Pools)
 	slices.SortFunc(pools, func(a, b EncapPool) int { return cmp.Compare(a.Name, b.Name) })
-	var vxlanPools []EncapPool
+	var vxlanPools []EncapPool               // of both families: a block overlaps pools of its own only
+	noUnderlay := map[vxlanFamily][]string{} // tunnelled pools of a family this node has no address of
 	for _, p := range pools {
-		if p.Disabled || !p.CIDR.Addr().Is4() {
+		if p.Disabled || !p.CIDR.IsValid() {
 			continue
 		}
-		if p.VXLANMode == api.EncapAlways || p.VXLANMode == api.EncapCrossSubnet {
+		f := familyOf(p.CIDR)
+		vxlan := p.VXLANMode == api.EncapAlways || p.VXLANMode == api.EncapCrossSubnet
+		ipip := !f.v6 && (p.IPIPMode == api.EncapAlways || p.IPIPMode == api.EncapCrossSubnet)
+		switch {
+		case (vxlan || ipip) && !f.underlay(self).IsValid():
+			noUnderlay[f] = append(noUnderlay[f], p.Name)
+		case vxlan && f.v6:
+			e.VXLANPoolsV6 = append(e.VXLANPoolsV6, p.Name)
+			vxlanPools = append(vxlanPools, p)
+		case vxlan:
 			e.VXLANPools = append(e.VXLANPools, p.Name)
 			vxlanPools = append(vxlanPools, p)
-		}
-		if p.IPIPMode == api.EncapAlways || p.IPIPMode == api.EncapCrossSubnet {
+		case ipip:
 			e.IPIPPools = append(e.IPIPPools, p.Name)
 			e.ipip = append(e.ipip, p)
 		}
 	}
-	if len(vxlanPools) > 0 {
-		for _, n := range in.Nodes {
-			if n.Name == in.Node {
-				continue
-			}
-			mac, err := net.ParseMAC(n.VXLANMAC)
-			switch {
-			case !n.VXLANAddr.IsValid() || err != nil:
-				e.Problems = append(e.Problems, fmt.Sprintf("node %s has no VXLAN tunnel address and MAC yet", n.Name))
-				continue
-			case !n.Addr.IsValid():
-				e.Problems = append(e.Problems, fmt.Sprintf("node %s has no IPv4 address", n.Name))
-				continue
-			}
-			e.VXLANPeers = append(e.VXLANPeers, VXLANPeer{Node: n.Name, VTEP: n.VXLANAddr, MAC: mac.String(), Underlay: n.Addr.Addr()})
+	for _, f := range []vxlanFamily{vxlanV4, vxlanV6} {
+		if len(noUnderlay[f]) > 0 {
+			e.Problems = append(e.Problems, fmt.Sprintf("this node has no %s address: pools %s need one to tunnel over %s",
+				f, strings.Join(noUnderlay[f], ", "), f))
 		}
-		slices.SortFunc(e.VXLANPeers, func(a, b VXLANPeer) int { return cmp.Compare(a.Node, b.Node) })
+	}
+	var problems []string
+	if len(e.VXLANPools) > 0 {
+		e.VXLANPeers, problems = vxlanPeers(in, vxlanV4)
+		e.Problems = append(e.Problems, problems...)
+	}
+	if len(e.VXLANPoolsV6) > 0 {
+		e.VXLANPeersV6, problems = vxlanPeers(in, vxlanV6)
+		e.Problems = append(e.Problems, problems...)
 	}
 	for block, owner := range in.Blocks {
 		if owner == in.Node {
@@ -151,20 +246,25 @@ func DesiredEncap(in EncapInput) Encap {
 		if i < 0 {
 			continue
 		}
+		f, local := familyOf(block), e.LocalSubnet
+		if f.v6 {
+			local = e.LocalSubnetV6
+		}
 		n, ok := nodes[owner]
-		if !ok || !n.Addr.IsValid() {
-			e.Problems = append(e.Problems, fmt.Sprintf("block %s: node %s has no IPv4 address", block, owner))
+		if !ok || !f.underlay(n).IsValid() {
+			e.Problems = append(e.Problems, fmt.Sprintf("block %s: node %s has no %s address", block, owner, f))
 			continue
 		}
-		if !Encapsulates(vxlanPools[i].VXLANMode, e.LocalSubnet, n.Addr.Addr()) {
-			e.Routes = append(e.Routes, Route{Dst: block, Type: RouteGateway, Gateway: n.Addr.Addr()})
+		if under := f.underlay(n).Addr(); !Encapsulates(vxlanPools[i].VXLANMode, local, under) {
+			e.Routes = append(e.Routes, Route{Dst: block, Type: RouteGateway, Gateway: under})
 			continue
 		}
-		if !n.VXLANAddr.IsValid() {
-			e.Problems = append(e.Problems, fmt.Sprintf("block %s: node %s has no VXLAN tunnel address yet", block, owner))
+		vtep, _ := f.vtep(n)
+		if !vtep.IsValid() {
+			e.Problems = append(e.Problems, fmt.Sprintf("block %s: node %s has no %s VXLAN tunnel address yet", block, owner, f))
 			continue
 		}
-		e.Routes = append(e.Routes, Route{Dst: block, Type: RouteGateway, Interface: VXLANDevice, Gateway: n.VXLANAddr, OnLink: true})
+		e.Routes = append(e.Routes, Route{Dst: block, Type: RouteGateway, Interface: f.device, Gateway: vtep, OnLink: true})
 	}
 	slices.SortFunc(e.Routes, func(a, b Route) int { return comparePrefix(a.Dst, b.Dst) })
 	slices.Sort(e.Problems)
@@ -190,14 +290,14 @@ func (e *Encap) encapLearned(r Route) Route {
 
 // TunnelMTUs are the MTUs of the underlay and of the tunnel devices.
 type TunnelMTUs struct {
-	Underlay, VXLAN, IPIP int
+	Underlay, VXLAN, VXLANV6, IPIP int
 }
 
 // NewTunnelMTUs returns the tunnels' MTUs over an underlay of MTU underlay: vxlan and
 // ipip as given (Calico's vxlanMTU and ipipMTU), or when 0 the underlay's less the
-// tunnel's header.
+// tunnel's header; VXLAN over IPv6's is always the underlay's less its header.
 func NewTunnelMTUs(underlay, vxlan, ipip int) TunnelMTUs {
-	t := TunnelMTUs{Underlay: underlay, VXLAN: vxlan, IPIP: ipip}
+	t := TunnelMTUs{Underlay: underlay, VXLAN: vxlan, VXLANV6: underlay - VXLANOverheadV6, IPIP: ipip}
 	if t.VXLAN == 0 {
 		t.VXLAN = underlay - VXLANOverhead
 	}
@@ -208,9 +308,12 @@ func NewTunnelMTUs(underlay, vxlan, ipip int) TunnelMTUs {
 }
 
 // WorkloadMTU is the MTU workloads get: the smallest MTU of the tunnels an enabled pool
-// uses, or the underlay's when none does.
+// uses (VXLAN over IPv6, VXLAN over IPv4, IPIP), or the underlay's when none does.
 func WorkloadMTU(e Encap, t TunnelMTUs) int {
 	mtu := t.Underlay
+	if len(e.VXLANPoolsV6) > 0 {
+		mtu = min(mtu, t.VXLANV6)
+	}
 	if len(e.VXLANPools) > 0 {
 		mtu = min(mtu, t.VXLAN)
 	}

@@ -12,8 +12,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// VXLANDeviceConfig is the desired VXLANDevice: its VTEP address and MAC, the underlay
-// address it sends from (the node's) and its MTU.
+// VXLANDeviceConfig is the desired VXLANDevice (or VXLANDeviceV6): its VTEP address and
+// MAC, the underlay address it sends from (the node's, of the device's family) and its MTU.
 type VXLANDeviceConfig struct {
 	VTEP     netip.Addr
 	MAC      net.HardwareAddr
@@ -21,25 +21,50 @@ type VXLANDeviceConfig struct {
 	MTU      int
 }
 
-// VXLANReconciler keeps VXLANDevice, its address, and its neighbor and FDB entries equal
-// to the desired ones. It is not safe for concurrent use.
+// VXLANReconciler keeps VXLANDevice (or VXLANDeviceV6), its address, and its neighbor and
+// FDB entries equal to the desired ones. It is not safe for concurrent use.
 type VXLANReconciler struct {
 	// Observe, if set, is told of every Apply, as writer WriterVXLAN.
 	Observe ApplyObserver
 
+	f   vxlanFamily
 	h   *netlink.Handle
 	log *slog.Logger
 }
 
-// NewVXLANReconciler works through h (nil: the current network namespace).
+// NewVXLANReconciler keeps VXLANDevice, over the IPv4 underlay, through h (nil: the
+// current network namespace).
 func NewVXLANReconciler(h *netlink.Handle, log *slog.Logger) *VXLANReconciler {
+	return newVXLANReconciler(vxlanV4, h, log)
+}
+
+// NewVXLANReconcilerV6 keeps VXLANDeviceV6, over the IPv6 underlay, with IPv6 VTEPs.
+func NewVXLANReconcilerV6(h *netlink.Handle, log *slog.Logger) *VXLANReconciler {
+	return newVXLANReconciler(vxlanV6, h, log)
+}
+
+func newVXLANReconciler(f vxlanFamily, h *netlink.Handle, log *slog.Logger) *VXLANReconciler {
 	if h == nil {
 		h = &netlink.Handle{}
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &VXLANReconciler{h: h, log: log}
+	return &VXLANReconciler{f: f, h: h, log: log}
+}
+
+// netlinkFamily is the device's address family, for its addresses and neighbors.
+func (f vxlanFamily) netlinkFamily() int {
+	if f.v6 {
+		return netlink.FAMILY_V6
+	}
+	return netlink.FAMILY_V4
+}
+
+// foreign says whether a is not the reconciler's to manage: what the kernel keeps on its
+// own, the IPv6 link-local address and multicast neighbors (MLD's ff02::16, say).
+func (f vxlanFamily) foreign(a netip.Addr) bool {
+	return a.IsMulticast() || f.v6 && a.IsLinkLocalUnicast()
 }
 
 // Apply makes the device match cfg and peers; a nil cfg removes the device (no pool uses
@@ -52,56 +77,57 @@ func (r *VXLANReconciler) Apply(cfg *VXLANDeviceConfig, peers []VXLANPeer) (int,
 }
 
 func (r *VXLANReconciler) apply(cfg *VXLANDeviceConfig, peers []VXLANPeer) (int, error) {
-	l, err := r.h.LinkByName(VXLANDevice)
+	dev := r.f.device
+	l, err := r.h.LinkByName(dev)
 	var notFound netlink.LinkNotFoundError
 	if err != nil && !errors.As(err, &notFound) {
-		return 0, fmt.Errorf("look up %s: %w", VXLANDevice, err)
+		return 0, fmt.Errorf("look up %s: %w", dev, err)
 	}
 	if cfg == nil {
 		if l == nil {
 			return 0, nil
 		}
 		if err := r.h.LinkDel(l); err != nil {
-			return 0, fmt.Errorf("delete %s: %w", VXLANDevice, err)
+			return 0, fmt.Errorf("delete %s: %w", dev, err)
 		}
-		r.log.Info("vxlan device removed: no pool uses VXLAN", "device", VXLANDevice)
+		r.log.Info("vxlan device removed: no pool uses VXLAN over its family", "device", dev, "family", r.f)
 		return 1, nil
 	}
 	writes := 0
 	if v, ok := l.(*netlink.Vxlan); l != nil && (!ok || !vxlanMatches(v, cfg)) {
 		if err := r.h.LinkDel(l); err != nil {
-			return writes, fmt.Errorf("delete mismatched %s: %w", VXLANDevice, err)
+			return writes, fmt.Errorf("delete mismatched %s: %w", dev, err)
 		}
 		writes++
 		l = nil
 	}
 	if l == nil {
 		v := &netlink.Vxlan{
-			LinkAttrs: netlink.LinkAttrs{Name: VXLANDevice, MTU: cfg.MTU, HardwareAddr: cfg.MAC},
+			LinkAttrs: netlink.LinkAttrs{Name: dev, MTU: cfg.MTU, HardwareAddr: cfg.MAC},
 			VxlanId:   VXLANVNI,
 			Port:      VXLANPort,
 			Learning:  false,
 			SrcAddr:   cfg.Underlay.AsSlice(),
 		}
 		if err := r.h.LinkAdd(v); err != nil {
-			return writes, fmt.Errorf("create %s (VNI %d, port %d): %w", VXLANDevice, VXLANVNI, VXLANPort, err)
+			return writes, fmt.Errorf("create %s (VNI %d, port %d): %w", dev, VXLANVNI, VXLANPort, err)
 		}
 		writes++
-		r.log.Info("vxlan device created", "device", VXLANDevice, "vtep", cfg.VTEP, "mac", cfg.MAC, "mtu", cfg.MTU)
-		if l, err = r.h.LinkByName(VXLANDevice); err != nil {
-			return writes, fmt.Errorf("look up %s: %w", VXLANDevice, err)
+		r.log.Info("vxlan device created", "device", dev, "vtep", cfg.VTEP, "mac", cfg.MAC, "mtu", cfg.MTU)
+		if l, err = r.h.LinkByName(dev); err != nil {
+			return writes, fmt.Errorf("look up %s: %w", dev, err)
 		}
 	}
 	a := l.Attrs()
 	if a.MTU != cfg.MTU {
 		if err := r.h.LinkSetMTU(l, cfg.MTU); err != nil {
-			return writes, fmt.Errorf("set %s mtu %d: %w", VXLANDevice, cfg.MTU, err)
+			return writes, fmt.Errorf("set %s mtu %d: %w", dev, cfg.MTU, err)
 		}
 		writes++
 	}
 	if a.HardwareAddr.String() != cfg.MAC.String() {
 		if err := r.h.LinkSetHardwareAddr(l, cfg.MAC); err != nil {
-			return writes, fmt.Errorf("set %s mac %s: %w", VXLANDevice, cfg.MAC, err)
+			return writes, fmt.Errorf("set %s mac %s: %w", dev, cfg.MAC, err)
 		}
 		writes++
 	}
@@ -112,7 +138,7 @@ func (r *VXLANReconciler) apply(cfg *VXLANDeviceConfig, peers []VXLANPeer) (int,
 	}
 	if a.Flags&net.FlagUp == 0 {
 		if err := r.h.LinkSetUp(l); err != nil {
-			return writes, fmt.Errorf("set %s up: %w", VXLANDevice, err)
+			return writes, fmt.Errorf("set %s up: %w", dev, err)
 		}
 		writes++
 	}
@@ -125,27 +151,37 @@ func vxlanMatches(v *netlink.Vxlan, cfg *VXLANDeviceConfig) bool {
 	return v.VxlanId == VXLANVNI && v.Port == VXLANPort && !v.Learning && src.Unmap() == cfg.Underlay
 }
 
-// syncAddr leaves exactly vtep/32 as the device's IPv4 address.
+// syncAddr leaves exactly vtep/32 (vtep/128) as the device's address of its family, beside
+// the IPv6 link-local address the kernel gives it.
 func (r *VXLANReconciler) syncAddr(l netlink.Link, vtep netip.Addr) (int, error) {
-	addrs, err := r.h.AddrList(l, netlink.FAMILY_V4)
+	dev := r.f.device
+	addrs, err := r.h.AddrList(l, r.f.netlinkFamily())
 	if err != nil {
-		return 0, fmt.Errorf("list %s addresses: %w", VXLANDevice, err)
+		return 0, fmt.Errorf("list %s addresses: %w", dev, err)
 	}
-	want := netip.PrefixFrom(vtep, 32)
+	want := netip.PrefixFrom(vtep, vtep.BitLen())
 	writes, found := 0, false
 	for _, a := range addrs {
-		if ipNetToPrefix(a.IPNet) == want {
+		have := ipNetToPrefix(a.IPNet)
+		if have == want {
 			found = true
 			continue
 		}
+		if r.f.foreign(have.Addr()) {
+			continue
+		}
 		if err := r.h.AddrDel(l, &a); err != nil {
-			return writes, fmt.Errorf("delete %s from %s: %w", a.IPNet, VXLANDevice, err)
+			return writes, fmt.Errorf("delete %s from %s: %w", a.IPNet, dev, err)
 		}
 		writes++
 	}
 	if !found {
-		if err := r.h.AddrAdd(l, &netlink.Addr{IPNet: prefixToIPNet(want)}); err != nil {
-			return writes, fmt.Errorf("add %s to %s: %w", want, VXLANDevice, err)
+		a := &netlink.Addr{IPNet: prefixToIPNet(want)}
+		if r.f.v6 {
+			a.Flags = unix.IFA_F_NODAD // usable at once: no other host has a VTEP's address
+		}
+		if err := r.h.AddrAdd(l, a); err != nil {
+			return writes, fmt.Errorf("add %s to %s: %w", want, dev, err)
 		}
 		writes++
 	}
@@ -155,6 +191,7 @@ func (r *VXLANReconciler) syncAddr(l netlink.Link, vtep netip.Addr) (int, error)
 // syncPeers makes the device's permanent neighbor entries (VTEP -> MAC) and FDB entries
 // (MAC -> underlay address) exactly those of peers.
 func (r *VXLANReconciler) syncPeers(index int, peers []VXLANPeer) (int, error) {
+	dev, family := r.f.device, r.f.netlinkFamily()
 	wantNeigh := map[netip.Addr]string{}
 	wantFDB := map[string]netip.Addr{}
 	for _, p := range peers {
@@ -164,14 +201,17 @@ func (r *VXLANReconciler) syncPeers(index int, peers []VXLANPeer) (int, error) {
 	writes := 0
 	var errs errorList
 
-	neighs, err := r.h.NeighList(index, unix.AF_INET)
+	neighs, err := r.h.NeighList(index, family)
 	if err != nil {
-		return 0, fmt.Errorf("list %s neighbors: %w", VXLANDevice, err)
+		return 0, fmt.Errorf("list %s neighbors: %w", dev, err)
 	}
 	have := map[netip.Addr]string{}
 	for _, n := range neighs {
 		ip, _ := netip.AddrFromSlice(n.IP)
 		ip = ip.Unmap()
+		if r.f.foreign(ip) {
+			continue
+		}
 		if mac, ok := wantNeigh[ip]; ok && n.State&netlink.NUD_PERMANENT != 0 && n.HardwareAddr.String() == mac {
 			have[ip] = mac
 			continue
@@ -180,7 +220,7 @@ func (r *VXLANReconciler) syncPeers(index int, peers []VXLANPeer) (int, error) {
 			continue // replaced below
 		}
 		if err := r.h.NeighDel(&n); err != nil && !errors.Is(err, unix.ENOENT) {
-			errs.add(fmt.Errorf("delete neighbor %s on %s: %w", ip, VXLANDevice, err))
+			errs.add(fmt.Errorf("delete neighbor %s on %s: %w", ip, dev, err))
 		} else {
 			writes++
 		}
@@ -190,9 +230,9 @@ func (r *VXLANReconciler) syncPeers(index int, peers []VXLANPeer) (int, error) {
 			continue
 		}
 		hw, _ := net.ParseMAC(mac)
-		n := netlink.Neigh{LinkIndex: index, Family: unix.AF_INET, State: netlink.NUD_PERMANENT, IP: ip.AsSlice(), HardwareAddr: hw}
+		n := netlink.Neigh{LinkIndex: index, Family: family, State: netlink.NUD_PERMANENT, IP: ip.AsSlice(), HardwareAddr: hw}
 		if err := r.h.NeighSet(&n); err != nil {
-			errs.add(fmt.Errorf("set neighbor %s lladdr %s on %s: %w", ip, mac, VXLANDevice, err))
+			errs.add(fmt.Errorf("set neighbor %s lladdr %s on %s: %w", ip, mac, dev, err))
 		} else {
 			writes++
 		}
@@ -200,7 +240,7 @@ func (r *VXLANReconciler) syncPeers(index int, peers []VXLANPeer) (int, error) {
 
 	fdb, err := r.h.NeighList(index, unix.AF_BRIDGE)
 	if err != nil {
-		return writes, fmt.Errorf("list %s fdb: %w", VXLANDevice, err)
+		return writes, fmt.Errorf("list %s fdb: %w", dev, err)
 	}
 	haveFDB := map[string]netip.Addr{}
 	for _, n := range fdb {
@@ -212,7 +252,7 @@ func (r *VXLANReconciler) syncPeers(index int, peers []VXLANPeer) (int, error) {
 			continue
 		}
 		if err := r.h.NeighDel(&n); err != nil && !errors.Is(err, unix.ENOENT) {
-			errs.add(fmt.Errorf("delete fdb %s dst %s on %s: %w", mac, dst, VXLANDevice, err))
+			errs.add(fmt.Errorf("delete fdb %s dst %s on %s: %w", mac, dst, dev, err))
 		} else {
 			writes++
 		}
@@ -225,7 +265,7 @@ func (r *VXLANReconciler) syncPeers(index int, peers []VXLANPeer) (int, error) {
 		n := netlink.Neigh{LinkIndex: index, Family: unix.AF_BRIDGE, State: netlink.NUD_PERMANENT,
 			Flags: netlink.NTF_SELF, IP: dst.AsSlice(), HardwareAddr: hw}
 		if err := r.h.NeighSet(&n); err != nil {
-			errs.add(fmt.Errorf("set fdb %s dst %s on %s: %w", mac, dst, VXLANDevice, err))
+			errs.add(fmt.Errorf("set fdb %s dst %s on %s: %w", mac, dst, dev, err))
 		} else {
 			writes++
 		}

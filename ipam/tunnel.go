@@ -17,14 +17,24 @@ type Tunnel string
 const (
 	TunnelIPIP      Tunnel = "ipip"
 	TunnelVXLAN     Tunnel = "vxlan"
+	TunnelVXLANV6   Tunnel = "vxlan-v6" // vxlan-v6.tabby's address, from an IPv6 pool
 	TunnelWireGuard Tunnel = "wireguard"
 )
 
 // Handle is the IPAM handle of node's tunnel address: "ipip-tunnel-addr-<node>", as Calico.
 func (t Tunnel) Handle(node string) string { return string(t) + "-tunnel-addr-" + node }
 
-// attrType is the allocation's "type" attribute, as Calico writes it.
-func (t Tunnel) attrType() string { return string(t) + "TunnelAddress" }
+// attrType is the allocation's "type" attribute, as Calico writes it
+// ("vxlanV6TunnelAddress" for TunnelVXLANV6).
+func (t Tunnel) attrType() string {
+	if t == TunnelVXLANV6 {
+		return "vxlanV6TunnelAddress"
+	}
+	return string(t) + "TunnelAddress"
+}
+
+// v6 says whether the tunnel's address is an IPv6 one.
+func (t Tunnel) v6() bool { return t == TunnelVXLANV6 }
 
 // TunnelAddrs allocates and releases one node's tunnel addresses. It remembers what it
 // allocated, so that a caller whose view of the Node lags behind its own write does not
@@ -63,12 +73,21 @@ func (t *TunnelAddrs) Ensure(ctx context.Context, tun Tunnel, recorded netip.Add
 	// A pass that read an older Node, whose update then lost the compare-and-swap, would
 	// otherwise leave the handle with a second address that no Node records.
 	t.release(ctx, handle)
-	res, err := t.c.AutoAssign(ctx, AutoAssignArgs{Num4: 1, Handle: handle, Node: t.node,
-		IPv4Pools: pools, Use: api.IPPoolAllowedUseTunnel, Attrs: map[string]string{"type": tun.attrType()}})
+	args := AutoAssignArgs{Num4: 1, Handle: handle, Node: t.node,
+		IPv4Pools: pools, Use: api.IPPoolAllowedUseTunnel, Attrs: map[string]string{"type": tun.attrType()}}
+	if tun.v6() {
+		args.Num4, args.Num6, args.IPv4Pools, args.IPv6Pools = 0, 1, nil, pools
+	}
+	res, err := t.c.AutoAssign(ctx, args)
 	if err != nil {
 		return netip.Addr{}, fmt.Errorf("allocate tunnel address (handle %s) from pools %v: %w", handle, pools, err)
 	}
-	addr := res.IPv4[0].Addr
+	var addr netip.Addr
+	if tun.v6() {
+		addr = res.IPv6[0].Addr
+	} else {
+		addr = res.IPv4[0].Addr
+	}
 	t.mu.Lock()
 	t.allocated[tun] = addr
 	t.mu.Unlock()

@@ -68,3 +68,49 @@ func StaleUDP(old, next *LBState) []StaleFlow {
 	slices.SortFunc(out, StaleFlow.compare)
 	return slices.Compact(out)
 }
+
+// UDPServing is, for the UDP ports of a state, the backends that stand behind each
+// frontend address and port and behind each node port (on any address). A conntrack
+// entry the proxy DNATed from one of those to a backend not among them is stale: the
+// full counterpart of StaleUDP, for changes an agent did not see (it started after
+// them).
+type UDPServing struct {
+	frontends map[netip.AddrPort][]Backend
+	nodePorts map[uint16][]Backend
+}
+
+// ServingUDP returns the UDPServing of st (nil: nothing is served).
+func ServingUDP(st *LBState) UDPServing {
+	s := UDPServing{frontends: map[netip.AddrPort][]Backend{}, nodePorts: map[uint16][]Backend{}}
+	if st == nil {
+		return s
+	}
+	for _, p := range st.Ports {
+		if p.Protocol != api.PortProtocolUDP {
+			continue
+		}
+		// LocalBackends are among Backends; both are listed so the union holds either.
+		backends := slices.Concat(p.Backends, p.LocalBackends)
+		for _, f := range p.Frontends {
+			k := netip.AddrPortFrom(f, p.Port)
+			s.frontends[k] = append(s.frontends[k], backends...)
+		}
+		if p.NodePort != 0 {
+			s.nodePorts[p.NodePort] = append(s.nodePorts[p.NodePort], backends...)
+		}
+	}
+	return s
+}
+
+// Stale says whether a UDP flow to dst (its original destination) that conntrack DNATed
+// to b is stale: dst is a frontend or a node port of a UDP port and b is not one of its
+// backends. Flows to anything else are not the proxy's to judge.
+func (s UDPServing) Stale(dst netip.AddrPort, b Backend) bool {
+	if backends, ok := s.frontends[dst]; ok {
+		return !slices.Contains(backends, b)
+	}
+	if backends, ok := s.nodePorts[dst.Port()]; ok {
+		return !slices.Contains(backends, b)
+	}
+	return false
+}

@@ -1,8 +1,11 @@
 package proxy
 
 import (
+	"net/netip"
 	"reflect"
 	"testing"
+
+	"github.com/tabby-net/tabby/api"
 )
 
 func TestStaleUDP(t *testing.T) {
@@ -54,5 +57,39 @@ func TestStaleUDP(t *testing.T) {
 				t.Errorf("StaleUDP =\n%+v\nwant\n%+v", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestServingUDP: a flow DNATed from a UDP frontend or node port to a backend that is no
+// longer behind it is stale; to one that is, or to anything the state does not serve
+// over UDP (a TCP port, another address), it is not.
+func TestServingUDP(t *testing.T) {
+	st := &LBState{Ports: []PortLB{
+		{Key: PortKey{Namespace: "shop", Name: "dns", Port: "dns"}, Protocol: api.PortProtocolUDP, Port: 53,
+			Frontends: []netip.Addr{netip.MustParseAddr("10.96.0.53")}, Backends: []Backend{be("10.200.0.2", 5353)},
+			NodePort: 30053, NodePortFamilies: [2]bool{true, false}},
+		{Key: PortKey{Namespace: "shop", Name: "web", Port: "http"}, Protocol: api.PortProtocolTCP, Port: 80,
+			Frontends: []netip.Addr{netip.MustParseAddr("10.96.0.80")}, Backends: []Backend{be("10.200.0.9", 8080)}},
+	}}
+	s := ServingUDP(st)
+	for _, c := range []struct {
+		dst   string
+		b     Backend
+		stale bool
+	}{
+		{"10.96.0.53:53", be("10.200.0.2", 5353), false},
+		{"10.96.0.53:53", be("10.200.0.3", 5353), true},
+		{"10.96.0.53:53", be("10.200.0.2", 5354), true},
+		{"172.31.1.10:30053", be("10.200.0.3", 5353), true},
+		{"172.31.1.10:30053", be("10.200.0.2", 5353), false},
+		{"10.96.0.80:80", be("10.200.0.3", 8080), false},
+		{"10.96.0.99:53", be("10.200.0.3", 5353), false},
+	} {
+		if got := s.Stale(netip.MustParseAddrPort(c.dst), c.b); got != c.stale {
+			t.Errorf("Stale(%s, %s) = %v, want %v", c.dst, c.b, got, c.stale)
+		}
+	}
+	if ServingUDP(nil).Stale(netip.MustParseAddrPort("10.96.0.53:53"), be("10.200.0.3", 5353)) {
+		t.Error("an empty state judges a flow stale")
 	}
 }

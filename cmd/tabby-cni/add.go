@@ -134,6 +134,9 @@ func (ad *adder) add(ctx context.Context) (*types100.Result, error) {
 	}
 	tm.mark("veth")
 	if err := writeEndpoint(ctx, ad.ds, id.endpoint(att.Addrs, li.MAC), old); err != nil {
+		if datastore.Unknown(err) {
+			return nil, ad.undoUnknownWrite(ctx, err, mine, att)
+		}
 		return nil, ad.undo(ctx, err, mine, att)
 	}
 	tm.mark("endpoint")
@@ -221,6 +224,22 @@ func (ad *adder) undo(ctx context.Context, step error, mine []ipam.Assignment, m
 	return step
 }
 
+// undoUnknownWrite undoes an ADD whose endpoint write failed in a way that may have
+// applied it (datastore.Unknown). The endpoint, if this container's write made it, goes
+// before the addresses: released under an endpoint that names them, they could be
+// handed to another workload while agents still route them here. When the endpoint
+// cannot be read or deleted, the addresses stay allocated (the garbage collector
+// releases them once no endpoint holds the handle) and the error says so.
+func (ad *adder) undoUnknownWrite(ctx context.Context, step error, mine []ipam.Assignment, made *attachment) error {
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoTimeout)
+	defer cancel()
+	if err := deleteEndpoint(dctx, ad.ds, ad.id.Namespace, ad.id.Endpoint, ad.id.ContainerID, ad.log); err != nil {
+		ad.log.Error("the endpoint write may have been applied and cannot be undone; its addresses stay allocated", "err", err)
+		return ad.undo(ctx, fmt.Errorf("%w (it may have been applied, and removing it failed: %v; its addresses stay allocated until the IPAM garbage collector finds no endpoint holding them)", step, err), nil, made)
+	}
+	return ad.undo(ctx, step, mine, made)
+}
+
 func boolInt(b bool) int {
 	if b {
 		return 1
@@ -269,10 +288,12 @@ func sameWorkload(w *api.WorkloadEndpoint, id *workloadID) bool {
 }
 
 // writeEndpoint creates the endpoint, or replaces old (compare-and-swap on its revision:
-// an earlier sandbox's endpoint, or this container's own). Losing a race with another
-// writer is worth retrying (11).
+// an earlier sandbox's endpoint, or this container's own), while its Node exists (a
+// node delete since readNode refuses it). Losing a race with another writer is worth
+// retrying (11).
 func writeEndpoint(ctx context.Context, ds *datastore.Client, w *api.WorkloadEndpoint, old *api.WorkloadEndpoint) error {
 	var err error
+	ds = ds.WithWriteCheck(datastore.NodeExistsCheck(w.Spec.Node))
 	if old == nil {
 		_, err = ds.Create(ctx, w)
 	} else {
@@ -281,6 +302,9 @@ func writeEndpoint(ctx context.Context, ds *datastore.Client, w *api.WorkloadEnd
 	}
 	if errors.Is(err, datastore.ErrAlreadyExists) || errors.Is(err, datastore.ErrConflict) || errors.Is(err, datastore.ErrNotFound) {
 		return withCode(types.ErrTryAgainLater, fmt.Errorf("write workload endpoint: another writer changed it meanwhile: %w", err))
+	}
+	if errors.Is(err, datastore.ErrNodeNotRegistered) {
+		return withCode(types.ErrInvalidNetworkConfig, fmt.Errorf("write workload endpoint: %w: the node was deleted (tabbyctl node delete) after this ADD read it", err))
 	}
 	if err != nil {
 		return fmt.Errorf("write workload endpoint: %w", err)

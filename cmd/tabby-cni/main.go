@@ -11,6 +11,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -160,6 +161,10 @@ func (inv *invocation) connect(ctx context.Context) (*datastore.Client, error) {
 		eps := strings.Join(c.endpoints, ",")
 		if eps == "" {
 			eps = datastore.DefaultEndpoint + " (the default)"
+		}
+		if ce, ok := errors.AsType[*datastore.ConnectError](err); ok && ce.TLS {
+			// Trying again will not help: the settings disagree with the server's.
+			return nil, errorf(types.ErrInvalidNetworkConfig, "%v: check etcd_endpoints' scheme (%s) and etcd_ca_cert_file, etcd_cert_file and etcd_key_file against etcd's TLS settings", err, eps)
 		}
 		return nil, errorf(types.ErrTryAgainLater, "%v: is etcd running, and does etcd_endpoints (%s) reach it from this node?", err, eps)
 	}

@@ -193,6 +193,10 @@ func TestFailuresLeaveNothing(t *testing.T) {
 	c := l.container("noetcd")
 	wantError(t, "ADD without etcd", l.cni("ADD", closed, c).Error, types.ErrTryAgainLater, "is etcd running, and does etcd_endpoints (http://172.31.1.1:2999) reach it")
 	wantError(t, "DEL without etcd", l.cni("DEL", closed, c).Error, types.ErrTryAgainLater, "unreachable")
+	// TLS to the lab's plain etcd: a setting to fix, not an etcd to start.
+	tlsToPlain := l.confList("1.1.0", map[string]any{"etcd_endpoints": "https://172.31.1.1:2379"})
+	wantError(t, "ADD with https:// to a plain etcd", l.cni("ADD", tlsToPlain, l.container("tlsmix")).Error, types.ErrInvalidNetworkConfig,
+		"the server does not speak TLS (it closed the connection on the TLS hello): use an http:// endpoint, or serve etcd over https: check etcd_endpoints' scheme (https://172.31.1.1:2379) and etcd_ca_cert_file")
 
 	// A node that is not registered: refused before IPAM claims a block for it.
 	wantError(t, "ADD for a node that does not exist", l.cni("ADD", l.confList("1.1.0", map[string]any{"nodename": "nodez"}), l.container("nodez")).Error,

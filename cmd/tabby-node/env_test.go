@@ -58,6 +58,7 @@ func TestNoDefaultPoolsConflict(t *testing.T) {
 	}{
 		{args: []string{"--no-default-pools", "--default-ipv4-pool-cidr", "10.0.0.0/8"}},
 		{args: []string{"--default-ipv6-pool-cidr", "fd00::/48"}, env: map[string]string{"TABBY_NO_DEFAULT_POOLS": "true"}},
+		{args: []string{"--no-default-pools", "--default-ipv6-pool-vxlan", "Always"}},
 	} {
 		for k, v := range tc.env {
 			t.Setenv(k, v)

@@ -31,6 +31,7 @@ import (
 	"github.com/tabby-net/tabby/datastore/embedded"
 	"github.com/tabby-net/tabby/felix"
 	"github.com/tabby-net/tabby/internal/agent"
+	"github.com/tabby-net/tabby/internal/logsetup"
 	"github.com/tabby-net/tabby/internal/nodestatus"
 	"github.com/tabby-net/tabby/ipam"
 )
@@ -132,7 +133,7 @@ the command line wins over its variable.`,
 				a.DNS.Upstreams = splitList(o.dnsUpstreams)
 			}
 			if a.DefaultPools.Off {
-				for _, name := range []string{"default-ipv4-pool-cidr", "default-ipv4-pool-ipip", "default-ipv4-pool-vxlan", "default-ipv6-pool-cidr"} {
+				for _, name := range []string{"default-ipv4-pool-cidr", "default-ipv4-pool-ipip", "default-ipv4-pool-vxlan", "default-ipv6-pool-cidr", "default-ipv6-pool-vxlan"} {
 					if cmd.Flags().Changed(name) {
 						return fmt.Errorf("--no-default-pools and --%s: the pool would not be created; give one or the other", name)
 					}
@@ -199,6 +200,7 @@ the command line wins over its variable.`,
 	f.StringVar(&a.DefaultPools.IPv4IPIP, "default-ipv4-pool-ipip", "", "ipipMode of that pool: Always, CrossSubnet or Never (default Always, or Never when --default-ipv4-pool-vxlan is not Never)")
 	f.StringVar(&a.DefaultPools.IPv4VXLAN, "default-ipv4-pool-vxlan", "Never", "vxlanMode of that pool: Always, CrossSubnet or Never")
 	f.StringVar(&a.DefaultPools.IPv6CIDR, "default-ipv6-pool-cidr", "", "CIDR of the IPv6 pool "+agent.DefaultIPv6PoolName+" that the first agent creates when the cluster has no IPv6 pool (default: none)")
+	f.StringVar(&a.DefaultPools.IPv6VXLAN, "default-ipv6-pool-vxlan", "Never", "vxlanMode of that pool (VXLAN over the IPv6 underlay): Always, CrossSubnet or Never")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.StringVar(&a.Role, "role", agent.RoleNode, "node (workloads and BGP) or route-reflector (BGP only: no workloads, no routes, no iptables)")
 	f.StringVar(&a.StatusSocket, "status-socket", "", "Unix socket serving node status to tabbyctl (default <data-dir>/status.sock)")
@@ -237,11 +239,12 @@ var embeddedEtcdFlags = []string{"etcd-listen-client", "etcd-listen-peer", "etcd
 func run(ctx context.Context, o options) error {
 	// The recent lines are kept for tabbyctl node diags.
 	o.agent.Logs = agent.NewLogRing(agent.DefaultLogLines)
-	o.agent.LogLevel = new(slog.LevelVar) // a FelixConfiguration's logSeverityScreen sets it
-	logger, err := newLogger(o.logLevel, o.agent.LogLevel, io.MultiWriter(os.Stderr, o.agent.Logs))
+	// A FelixConfiguration's logSeverityScreen changes the level.
+	logger, level, err := logsetup.NewVar(o.logLevel, io.MultiWriter(os.Stderr, o.agent.Logs))
 	if err != nil {
 		return err
 	}
+	o.agent.LogLevel = level
 	slog.SetDefault(logger)
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -297,15 +300,6 @@ func startDatastore(ctx context.Context, o options) (*embedded.Etcd, error) {
 	}
 	slog.Info("datastore ready", "endpoints", strings.Join(etcd.Endpoints(), ","), "data-dir", o.dataDir)
 	return etcd, nil
-}
-
-// newLogger returns a logger writing to w at level, which it sets in lv (where it may
-// change later).
-func newLogger(level string, lv *slog.LevelVar, w io.Writer) (*slog.Logger, error) {
-	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
-	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: lv})), nil
 }
 
 func splitList(s string) []string {

@@ -100,7 +100,7 @@ func exportDatastore(ctx context.Context, ds *datastore.Client, w io.Writer) err
 
 // importRank orders resources so that what others are checked against is written
 // first: the BGPConfiguration (a Service's cluster IP must lie in its service CIDRs),
-// then IPPools, then Nodes, then the rest.
+// then IPPools, then Nodes, then Tiers (a policy's tier must exist), then the rest.
 func importRank(r api.Resource) int {
 	switch r.(type) {
 	case *api.BGPConfiguration:
@@ -109,8 +109,10 @@ func importRank(r api.Resource) int {
 		return 1
 	case *api.Node:
 		return 2
+	case *api.Tier:
+		return 3
 	}
-	return 3
+	return 4
 }
 
 func newDatastoreImportCommand(conn *connection) *cobra.Command {
@@ -122,7 +124,7 @@ func newDatastoreImportCommand(conn *connection) *cobra.Command {
 resources and IPAM records into a datastore that holds nothing under /tabby/ (it refuses
 any other). The whole file is decoded and validated first: a malformed one is an error
 naming the resource or record and the field, and nothing is written. Resources are then
-created in transactions of 100, the BGPConfiguration and IPPools first, and the IPAM
+created in transactions of 100, the BGPConfiguration, IPPools, Nodes and Tiers first, and the IPAM
 records after them; Services claim their cluster IPs and node ports again. Should a
 write fail midway, the datastore holds part of the export: empty it and import again.`,
 		Args: cobra.NoArgs,

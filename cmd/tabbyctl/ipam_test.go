@@ -120,6 +120,7 @@ metadata: {name: n2}
 	assertContains(t, "release of a live workload's address", errOut, "belongs to workload endpoint default/", "--force")
 	assertContains(t, "release", n.ok(t, "ipam", "release", "--ip", leaked.String()), "released "+leaked.String())
 	assertContains(t, "release --force", n.ok(t, "ipam", "release", "--ip", live.String(), "--force"), "released "+live.String())
+	assertContains(t, "--log-level loud", n.fails(t, "--log-level", "loud", "ipam", "check"), `--log-level "loud": want debug, info, warn or error`)
 	out, _, err = n.ctl(t, "", "ipam", "check")
 	if err == nil || !strings.Contains(out, "workload endpoint default/pod-1: "+live.String()+" is not allocated") {
 		t.Errorf("check after releasing a live workload's address (%v):\n%s", err, out)

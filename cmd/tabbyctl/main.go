@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tabby-net/tabby/datastore"
+	"github.com/tabby-net/tabby/internal/logsetup"
 	"github.com/tabby-net/tabby/ipam"
 )
 
@@ -44,6 +46,17 @@ func newRootCommand() *cobra.Command {
 		SilenceErrors: true,
 	}
 	pf := root.PersistentFlags()
+	// The libraries log what they do (IPAM's "released address"); a command says what it
+	// did itself, so only warnings and errors show unless asked for.
+	logLevel := pf.String("log-level", envOr("TABBY_LOG_LEVEL", "warn"), "log level of the libraries' messages on stderr: debug, info, warn or error (env TABBY_LOG_LEVEL)")
+	root.PersistentPreRunE = func(*cobra.Command, []string) error {
+		l, err := logsetup.New(*logLevel, os.Stderr)
+		if err != nil {
+			return err
+		}
+		slog.SetDefault(l)
+		return nil
+	}
 	pf.StringVar(&conn.endpoints, "etcd-endpoints", envOr("TABBY_ETCD_ENDPOINTS", "127.0.0.1:2379"), "comma-separated etcd endpoints (env TABBY_ETCD_ENDPOINTS)")
 	pf.StringVar(&conn.caFile, "etcd-ca-cert-file", os.Getenv("TABBY_ETCD_CA_CERT_FILE"), "CA certificate for etcd TLS (env TABBY_ETCD_CA_CERT_FILE)")
 	pf.StringVar(&conn.certFile, "etcd-cert-file", os.Getenv("TABBY_ETCD_CERT_FILE"), "client certificate for etcd TLS (env TABBY_ETCD_CERT_FILE)")
@@ -89,8 +102,11 @@ func (c *connection) connect(ctx context.Context) (*datastore.Client, error) {
 	}
 	// Deleting a pool, or changing its CIDR, is refused while addresses are allocated in it.
 	ds.AddWriteCheck(ipam.PoolInUseCheck())
-	// Deleting a tier is refused while policies name it.
-	ds.AddWriteCheck(datastore.TierInUseCheck())
+	// Deleting a tier is refused while policies name it, and a policy naming no tier
+	// that exists is refused.
+	for _, wc := range datastore.TierChecks() {
+		ds.AddWriteCheck(wc)
+	}
 	return ds, nil
 }
 

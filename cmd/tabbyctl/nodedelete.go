@@ -21,8 +21,10 @@ func newNodeDeleteCommand(conn *connection) *cobra.Command {
 		Long: `delete removes a node that is gone for good: its Node resource, every
 WorkloadEndpoint on it, and, in IPAM, its workload and tunnel addresses and its block
 affinities (an empty block goes with its affinity; a block from which other nodes borrowed
-keeps their addresses and loses the affinity). Other nodes withdraw the routes to its
-blocks. Each step is a transaction; a delete that fails midway can be run again.
+keeps their addresses and loses the affinity), then the BGPPeers scoped to it (spec.node)
+and its BGPConfiguration override (node.<name>), as Calico's node delete does. Other
+nodes withdraw the routes to its blocks. Each step is a transaction; a delete that fails
+midway can be run again.
 
 A node whose agent is alive (its lease, shown by "tabbyctl node list") is refused unless
 --force is given: the agent would register the node again and keep using its blocks.`,
@@ -90,11 +92,46 @@ func deleteNode(ctx context.Context, ds *datastore.Client, c *ipam.Client, name 
 			return fmt.Errorf("delete node %q: workloads are still being added to it after %d passes; stop them and run delete again", name, pass)
 		}
 	}
-	if !existed && weps+addrs+affinities == 0 {
-		return fmt.Errorf("node %q: %w (and nothing in IPAM or any endpoint refers to it)", name, datastore.ErrNotFound)
+	scoped, err := deleteNodeScoped(ctx, ds, name)
+	if err != nil {
+		return fmt.Errorf("delete node %q: %w", name, err)
 	}
-	fmt.Fprintf(out, "Deleted node %s: %d workload endpoints, %d addresses released, %d block affinities released.\n", name, weps, addrs, affinities)
+	if !existed && weps+addrs+affinities+scoped == 0 {
+		return fmt.Errorf("node %q: %w (and nothing in IPAM, any endpoint, BGPPeer or node configuration refers to it)", name, datastore.ErrNotFound)
+	}
+	fmt.Fprintf(out, "Deleted node %s: %d workload endpoints, %d addresses released, %d block affinities released, %d node-scoped BGP peers and configurations deleted.\n",
+		name, weps, addrs, affinities, scoped)
 	return nil
+}
+
+// deleteNodeScoped deletes, in one transaction, what applies to node alone, as Calico's
+// node delete does: the BGPPeers whose spec.node is node and its BGPConfiguration
+// override (node.<name>). It returns how many it deleted.
+func deleteNodeScoped(ctx context.Context, ds *datastore.Client, node string) (int, error) {
+	peers, _, err := datastore.ListAs[*api.BGPPeer](ctx, ds, "")
+	if err != nil {
+		return 0, err
+	}
+	var ops []datastore.Op
+	for _, p := range peers {
+		if p.Spec.Node == node {
+			ops = append(ops, datastore.Op{Action: datastore.OpDelete, Resource: p})
+		}
+	}
+	override, err := datastore.GetAs[*api.BGPConfiguration](ctx, ds, "", api.NodeBGPConfigurationPrefix+node)
+	switch {
+	case err == nil:
+		ops = append(ops, datastore.Op{Action: datastore.OpDelete, Resource: override})
+	case !errors.Is(err, datastore.ErrNotFound):
+		return 0, err
+	}
+	if len(ops) == 0 {
+		return 0, nil
+	}
+	if _, err := ds.Txn(ctx, ops); err != nil {
+		return 0, fmt.Errorf("delete its BGPPeers and node configuration: %w", err)
+	}
+	return len(ops), nil
 }
 
 // deleteNodeEndpoints deletes every WorkloadEndpoint whose spec.node is node, in

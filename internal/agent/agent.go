@@ -341,8 +341,8 @@ func Run(ctx context.Context, cfg Config, ds *datastore.Client, m *Metrics) erro
 			runFunc("ipam-gc", func(ctx context.Context) error {
 				return ipamc.RunGarbageCollector(ctx, cfg.NodeName, cfg.IPAMGCInterval, ipam.GCOptions{})
 			}))
-		if v4.IsValid() {
-			subs = append(subs, newEncapSubsystem(cfg.NodeName, v4, cfg.WireGuard, fc, ds, ipamc, snap, encapOut, ready, m))
+		if v4.IsValid() || v6.IsValid() {
+			subs = append(subs, newEncapSubsystem(cfg.NodeName, v4, v6, cfg.WireGuard, fc, ds, ipamc, snap, encapOut, ready, m))
 		}
 	}
 	if cfg.BGP.Enabled {
@@ -351,7 +351,8 @@ func Run(ctx context.Context, cfg Config, ds *datastore.Client, m *Metrics) erro
 		subs = append(subs, bgpSub)
 	}
 	subs = append(subs, newMemoryTrim(snap, learned))
-	st := &statusServer{node: cfg.NodeName, role: cfg.Role, ready: ready, bgp: bgpSub, felix: fcSub}
+	st := &statusServer{node: cfg.NodeName, role: cfg.Role, ready: ready, bgp: bgpSub, felix: fcSub,
+		stalled: func() []string { return snap.Stalled(livenessStall) }}
 	st.diags = &diagCollector{status: st, version: cfg.Version, flags: cfg.Flags, logs: cfg.Logs, ipam: ipamc, run: runDiagCommand}
 	subs = append(subs, runFunc("status-socket", func(ctx context.Context) error { return st.serveSocket(ctx, cfg.StatusSocket) }))
 	if cfg.HealthListen != "" {

@@ -30,8 +30,9 @@ type DefaultPoolsConfig struct {
 	// spells them (Always, CrossSubnet, Never; any case; Off for Never); an empty IPv4IPIP
 	// is Always, or Never when IPv4VXLAN turns VXLAN on.
 	IPv4CIDR, IPv4IPIP, IPv4VXLAN string
-	// IPv6CIDR is the IPv6 pool's CIDR; empty creates none.
-	IPv6CIDR string
+	// IPv6CIDR is the IPv6 pool's CIDR; empty creates none. IPv6VXLAN is its vxlanMode
+	// (CALICO_IPV6POOL_VXLAN); empty is Never. IPv6 pools have no IPIP.
+	IPv6CIDR, IPv6VXLAN string
 }
 
 // errFamilyHasPool refuses a default pool: a pool of its IP version exists.
@@ -72,8 +73,12 @@ func (cfg DefaultPoolsConfig) Pools() ([]*api.IPPool, error) {
 		}
 		pools = append(pools, v4)
 	}
+	vxlan6, err := encapMode("--default-ipv6-pool-vxlan", cfg.IPv6VXLAN)
+	if err != nil {
+		return nil, err
+	}
 	if cfg.IPv6CIDR != "" {
-		v6, err := defaultPool("--default-ipv6-pool-cidr", DefaultIPv6PoolName, cfg.IPv6CIDR, true, api.IPPoolSpec{})
+		v6, err := defaultPool("--default-ipv6-pool-cidr", DefaultIPv6PoolName, cfg.IPv6CIDR, true, api.IPPoolSpec{VXLANMode: vxlan6})
 		if err != nil {
 			return nil, err
 		}

@@ -117,6 +117,22 @@ func TestEncapInputAndNAT(t *testing.T) {
 	}
 }
 
+// An IPv6 VXLAN pool and the Nodes' IPv6 addresses and IPv6 VTEPs reach DesiredEncap.
+func TestEncapInputV6(t *testing.T) {
+	node1, node2 := testNode("node1", "172.31.1.1/24"), testNode("node2", "172.31.2.1/24")
+	node1.Spec.BGP.IPv6Address, node2.Spec.BGP.IPv6Address = "fd00:172:31:1::1/64", "fd00:172:31:2::1/64"
+	node2.Spec.IPv6VXLANTunnelAddr, node2.Spec.VXLANTunnelMACAddrV6 = "fd00:10:244::40", felix.VXLANMACV6("node2").String()
+	block := netip.MustParsePrefix("fd00:10:244::40/122")
+	v := mustView(t, map[netip.Prefix]string{block: "node2"}, node1, node2, testPool("vx6", "fd00:10:244::/64", api.EncapAlways, false))
+	e := felix.DesiredEncap(encapInput(v, "node1"))
+	if !slices.Equal(e.VXLANPoolsV6, []string{"vx6"}) || len(e.VXLANPeersV6) != 1 || e.VXLANPeersV6[0].Underlay != netip.MustParseAddr("fd00:172:31:2::1") {
+		t.Errorf("IPv6 VXLAN pools %v, peers %+v", e.VXLANPoolsV6, e.VXLANPeersV6)
+	}
+	if len(e.Routes) != 1 || e.Routes[0].String() != "fd00:10:244::40/122 via fd00:10:244::40 dev vxlan-v6.tabby onlink" {
+		t.Errorf("routes %v", e.Routes)
+	}
+}
+
 func TestPolicyInputTakesEveryPolicyKind(t *testing.T) {
 	gnp := &api.GlobalNetworkPolicy{TypeMeta: api.TypeMeta{Kind: "GlobalNetworkPolicy", APIVersion: api.VersionCalico}}
 	gnp.Name = "deny"
@@ -327,28 +343,31 @@ func TestServiceIndexCarriesOver(t *testing.T) {
 	}
 }
 
-// TestTunnelGuard: the guard covers the tunnels an enabled IPv4 pool uses, with every
-// Node's IPv4 address as a peer.
+// TestTunnelGuard: the guard covers the tunnels an enabled pool uses (VXLAN over IPv6 for
+// an IPv6 pool), with every Node's IPv4 and IPv6 addresses as peers.
 func TestTunnelGuard(t *testing.T) {
-	nodes := []api.Resource{testNode("node1", "172.31.1.11/24"), testNode("node2", "172.31.2.12/24")}
+	node2 := testNode("node2", "172.31.2.12/24")
+	node2.Spec.BGP.IPv6Address = "fd00:172:31:2::12/64"
+	nodes := []api.Resource{testNode("node1", "172.31.1.11/24"), node2}
 	ipip := testPool("ipip", "10.244.0.0/16", api.EncapNever, false)
 	ipip.Spec.IPIPMode = api.EncapCrossSubnet
 	disabled := testPool("off", "10.245.0.0/16", api.EncapAlways, false)
 	disabled.Spec.Disabled = true
 	for _, tc := range []struct {
-		name        string
-		pools       []api.Resource
-		ipip, vxlan bool
+		name                string
+		pools               []api.Resource
+		ipip, vxlan, vxlan6 bool
 	}{
-		{"no encapsulation", []api.Resource{testPool("plain", "10.244.0.0/16", api.EncapNever, false)}, false, false},
-		{"VXLAN", []api.Resource{testPool("vx", "10.244.0.0/16", api.EncapAlways, false)}, false, true},
-		{"IPIP CrossSubnet", []api.Resource{ipip}, true, false},
-		{"a disabled VXLAN pool", []api.Resource{disabled}, false, false},
+		{"no encapsulation", []api.Resource{testPool("plain", "10.244.0.0/16", api.EncapNever, false)}, false, false, false},
+		{"VXLAN", []api.Resource{testPool("vx", "10.244.0.0/16", api.EncapAlways, false)}, false, true, false},
+		{"IPIP CrossSubnet", []api.Resource{ipip}, true, false, false},
+		{"a disabled VXLAN pool", []api.Resource{disabled}, false, false, false},
+		{"IPv6 VXLAN", []api.Resource{testPool("plain", "10.244.0.0/16", api.EncapNever, false), testPool("vx6", "fd00:10:244::/64", api.EncapCrossSubnet, false)}, false, false, true},
 	} {
 		g := tunnelGuard(mustView(t, nil, append(slices.Clone(nodes), tc.pools...)...))
-		want := []netip.Addr{netip.MustParseAddr("172.31.1.11"), netip.MustParseAddr("172.31.2.12")}
-		if g.IPIP != tc.ipip || g.VXLAN != tc.vxlan || !slices.Equal(g.Peers, want) {
-			t.Errorf("%s: %+v, want IPIP %v, VXLAN %v, peers %v", tc.name, g, tc.ipip, tc.vxlan, want)
+		want := []netip.Addr{netip.MustParseAddr("172.31.1.11"), netip.MustParseAddr("172.31.2.12"), netip.MustParseAddr("fd00:172:31:2::12")}
+		if g.IPIP != tc.ipip || g.VXLAN != tc.vxlan || g.VXLANV6 != tc.vxlan6 || !slices.Equal(g.Peers, want) {
+			t.Errorf("%s: %+v, want IPIP %v, VXLAN %v, VXLAN over IPv6 %v, peers %v", tc.name, g, tc.ipip, tc.vxlan, tc.vxlan6, want)
 		}
 	}
 }

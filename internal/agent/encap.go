@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -24,23 +25,25 @@ import (
 // encapResync is the period of full passes over the tunnel devices.
 const encapResync = 10 * time.Second
 
-// encapSubsystem allocates this node's tunnel addresses, records them with the VTEP MAC
-// and the workload MTU on its Node, keeps vxlan.tabby and tunl0 right, and hands the
-// routes subsystem the encapsulation state.
+// encapSubsystem allocates this node's tunnel addresses, records them with the VTEP MACs
+// and the workload MTU on its Node, keeps vxlan.tabby, vxlan-v6.tabby and tunl0 right, and
+// hands the routes subsystem the encapsulation state.
 type encapSubsystem struct {
-	node     string
-	underlay netip.Prefix // this node's address
-	ds       *datastore.Client
-	tunnels  *ipam.TunnelAddrs
-	snap     *snapshot.Snapshot
-	out      *handoff[*felix.Encap]
-	ready    *Readiness
-	metrics  *Metrics
-	log      *slog.Logger
-	vxlan    *felix.VXLANReconciler
-	ipip     *felix.IPIPReconciler
-	wg       *wireGuard
-	cfg      *felixConfig // MTUs and WireGuard on or off
+	node      string
+	underlay  netip.Prefix // this node's IPv4 address (invalid: none, an IPv6-only node)
+	underlay6 netip.Prefix // this node's IPv6 address (invalid: none)
+	ds        *datastore.Client
+	tunnels   *ipam.TunnelAddrs
+	snap      *snapshot.Snapshot
+	out       *handoff[*felix.Encap]
+	ready     *Readiness
+	metrics   *Metrics
+	log       *slog.Logger
+	vxlan     *felix.VXLANReconciler
+	vxlan6    *felix.VXLANReconciler
+	ipip      *felix.IPIPReconciler
+	wg        *wireGuard
+	cfg       *felixConfig // tunnel MTUs and WireGuard on or off
 	// ipipMissing is set once the kernel was found without ipip (warned once); it is
 	// checked again whenever the set of IPIP pools changes (a module may have been
 	// loaded meanwhile).
@@ -48,14 +51,14 @@ type encapSubsystem struct {
 	ipipPools   []string // the IPIP pools of the last pass
 }
 
-func newEncapSubsystem(node string, underlay netip.Prefix, wg WireGuardConfig, cfg *felixConfig, ds *datastore.Client, ipamc *ipam.Client, snap *snapshot.Snapshot,
+func newEncapSubsystem(node string, underlay, underlay6 netip.Prefix, wg WireGuardConfig, cfg *felixConfig, ds *datastore.Client, ipamc *ipam.Client, snap *snapshot.Snapshot,
 	out *handoff[*felix.Encap], ready *Readiness, m *Metrics) *encapSubsystem {
 	log := slog.Default().With("component", "encap")
 	ready.Set("encapsulation", "encapsulation: no complete pass yet (tunnel devices, tunnel addresses, MTU)")
-	a := &encapSubsystem{node: node, underlay: underlay, ds: ds, tunnels: ipamc.TunnelAddrs(node, log), snap: snap, out: out,
-		ready: ready, metrics: m, log: log, vxlan: felix.NewVXLANReconciler(nil, log), ipip: felix.NewIPIPReconciler(nil, log),
-		wg: newWireGuard(wg, m, log), cfg: cfg}
-	a.vxlan.Observe, a.ipip.Observe = m.observeApply, m.observeApply
+	a := &encapSubsystem{node: node, underlay: underlay, underlay6: underlay6, ds: ds, tunnels: ipamc.TunnelAddrs(node, log), snap: snap, out: out,
+		ready: ready, metrics: m, log: log, vxlan: felix.NewVXLANReconciler(nil, log), vxlan6: felix.NewVXLANReconcilerV6(nil, log),
+		ipip: felix.NewIPIPReconciler(nil, log), wg: newWireGuard(wg, m, log), cfg: cfg}
+	a.vxlan.Observe, a.vxlan6.Observe, a.ipip.Observe = m.observeApply, m.observeApply, m.observeApply
 	return a
 }
 
@@ -119,13 +122,18 @@ func (a *encapSubsystem) reconcile(ctx context.Context, v *snapshot.View) error 
 	if !ok {
 		return errors.New("own Node resource not found")
 	}
-	underlayMTU, err := felix.LinkMTUOf(a.underlay.Addr())
+	// The MTU of the link of the node's address (its IPv6 one on an IPv6-only node).
+	link := a.underlay
+	if !link.IsValid() {
+		link = a.underlay6
+	}
+	underlayMTU, err := felix.LinkMTUOf(link.Addr())
 	if err != nil {
 		return err
 	}
 	settings, _ := a.cfg.effective(v)
-	tunnels := felix.NewTunnelMTUs(underlayMTU, settings.VXLANMTU, settings.IPIPMTU)
-	mtu := felix.WorkloadMTU(e, tunnels)
+	mtus := felix.NewTunnelMTUs(underlayMTU, settings.VXLANMTU, settings.IPIPMTU)
+	mtu := felix.WorkloadMTU(e, mtus)
 	var errs []error
 	// WireGuard first: its key is published (recordOnNode) once its device works. After
 	// an error the published key stays as it is.
@@ -148,22 +156,37 @@ func (a *encapSubsystem) reconcile(ctx context.Context, v *snapshot.View) error 
 	if err := a.recordOnNode(ctx, self, e, mtu, publish, wgPools); err != nil {
 		errs = append(errs, err)
 	}
-	var cfg *felix.VXLANDeviceConfig
-	if len(e.VXLANPools) > 0 {
+	var cfg, cfg6 *felix.VXLANDeviceConfig
+	if len(e.VXLANPools) > 0 && a.underlay.IsValid() {
 		if vtep := encapNode(self).VXLANAddr; vtep.IsValid() {
-			cfg = &felix.VXLANDeviceConfig{VTEP: vtep, MAC: felix.VXLANMAC(a.node), Underlay: a.underlay.Addr(), MTU: tunnels.VXLAN}
+			cfg = &felix.VXLANDeviceConfig{VTEP: vtep, MAC: felix.VXLANMAC(a.node), Underlay: a.underlay.Addr(), MTU: mtus.VXLAN}
+		}
+	}
+	if vtep := encapNode(self).VXLANAddrV6; len(e.VXLANPoolsV6) > 0 && vtep.IsValid() && a.underlay6.IsValid() {
+		if mtu6, err := felix.LinkMTUOf(a.underlay6.Addr()); err != nil {
+			errs = append(errs, err)
+		} else {
+			cfg6 = &felix.VXLANDeviceConfig{VTEP: vtep, MAC: felix.VXLANMACV6(a.node), Underlay: a.underlay6.Addr(), MTU: mtu6 - felix.VXLANOverheadV6}
 		}
 	}
 	var problems []string
-	if cfg != nil || len(e.VXLANPools) == 0 {
-		if n, err := a.vxlan.Apply(cfg, e.VXLANPeers); errors.Is(err, unix.EOPNOTSUPP) {
+	for _, d := range []struct {
+		r     *felix.VXLANReconciler
+		cfg   *felix.VXLANDeviceConfig
+		pools []string
+		peers []felix.VXLANPeer
+	}{{a.vxlan, cfg, e.VXLANPools, e.VXLANPeers}, {a.vxlan6, cfg6, e.VXLANPoolsV6, e.VXLANPeersV6}} {
+		if d.cfg == nil && len(d.pools) > 0 {
+			continue // no VTEP address yet: recordOnNode allocated it; the snapshot brings it back
+		}
+		if n, err := d.r.Apply(d.cfg, d.peers); errors.Is(err, unix.EOPNOTSUPP) {
 			// Tried again every pass: the problem goes once the kernel can.
 			problems = append(problems, fmt.Sprintf("encapsulation: VXLAN pools %s need the kernel's vxlan support, which this kernel lacks (%v): their tunnelled routes do not work",
-				strings.Join(e.VXLANPools, ", "), err))
+				strings.Join(d.pools, ", "), err))
 		} else if err != nil {
 			errs = append(errs, err)
 		} else if n > 0 {
-			a.log.Info("vxlan updated", "writes", n, "peers", len(e.VXLANPeers), "routes", len(e.Routes))
+			a.log.Info("vxlan updated", "writes", n, "pools", d.pools, "peers", len(d.peers), "routes", len(e.Routes))
 		}
 	}
 	if !slices.Equal(e.IPIPPools, a.ipipPools) {
@@ -176,7 +199,7 @@ func (a *encapSubsystem) reconcile(ctx context.Context, v *snapshot.View) error 
 		}
 		if len(e.IPIPPools) > 0 && !ipipAddr.IsValid() {
 			// Not allocated yet: recordOnNode did it; the snapshot brings it back.
-		} else if n, err := a.ipip.Apply(ipipAddr, tunnels.IPIP); errors.Is(err, felix.ErrNoIPIP) {
+		} else if n, err := a.ipip.Apply(ipipAddr, mtus.IPIP); errors.Is(err, felix.ErrNoIPIP) {
 			a.ipipMissing = true
 			a.log.Warn("IPIP pools need the kernel's ipip support, which this kernel lacks: their tunnelled routes stay unprogrammed; everything else works",
 				"pools", e.IPIPPools, "err", err)
@@ -200,31 +223,20 @@ func (a *encapSubsystem) reconcile(ctx context.Context, v *snapshot.View) error 
 
 // recordOnNode allocates the tunnel addresses that pools need (wireguard.tabby's from
 // wgPools, when WireGuard works), releases those that none needs any more, and records
-// them, the VTEP MAC, the workload MTU and the WireGuard public key (unless wgKey is nil;
+// them, the VTEP MACs, the workload MTU and the WireGuard public key (unless wgKey is nil;
 // "" removes it) on this node's Node resource. The snapshot brings the change back,
 // which makes another pass.
 func (a *encapSubsystem) recordOnNode(ctx context.Context, self *api.Node, e felix.Encap, mtu int, wgKey *string, wgPools []string) error {
 	n := *self
 	n.Spec.BGP = cloneBGP(self.Spec.BGP)
 	n.Annotations = maps.Clone(self.Annotations)
-	changed := false
-	if len(e.VXLANPools) > 0 {
-		recorded, _ := netip.ParseAddr(n.Spec.IPv4VXLANTunnelAddr)
-		addr, err := a.tunnels.Ensure(ctx, ipam.TunnelVXLAN, recorded, e.VXLANPools)
-		a.metrics.observeTunnelAllocation(err)
-		if err != nil {
-			return err
-		}
-		if s := addr.String(); n.Spec.IPv4VXLANTunnelAddr != s {
-			n.Spec.IPv4VXLANTunnelAddr, changed = s, true
-		}
-		if mac := felix.VXLANMAC(a.node).String(); n.Spec.VXLANTunnelMACAddr != mac {
-			n.Spec.VXLANTunnelMACAddr, changed = mac, true
-		}
-	} else if n.Spec.IPv4VXLANTunnelAddr != "" || n.Spec.VXLANTunnelMACAddr != "" {
-		a.tunnels.Release(ctx, ipam.TunnelVXLAN)
-		n.Spec.IPv4VXLANTunnelAddr, n.Spec.VXLANTunnelMACAddr, changed = "", "", true
+	changed, err := a.recordVTEP(ctx, ipam.TunnelVXLAN, e.VXLANPools, felix.VXLANMAC(a.node), &n.Spec.IPv4VXLANTunnelAddr, &n.Spec.VXLANTunnelMACAddr)
+	if err != nil {
+		return err
 	}
+	// The IPv6 VTEP's failure is not fatal to the rest of the Node's record (IPv4 VXLAN, MTU).
+	vtepChanged, vxlan6Err := a.recordVTEP(ctx, ipam.TunnelVXLANV6, e.VXLANPoolsV6, felix.VXLANMACV6(a.node), &n.Spec.IPv6VXLANTunnelAddr, &n.Spec.VXLANTunnelMACAddrV6)
+	changed = changed || vtepChanged
 	var ipipErr error
 	if len(e.IPIPPools) > 0 {
 		if n.Spec.BGP == nil {
@@ -260,7 +272,7 @@ func (a *encapSubsystem) recordOnNode(ctx context.Context, self *api.Node, e fel
 		a.tunnels.Release(ctx, ipam.TunnelWireGuard)
 		n.Spec.Wireguard, changed = nil, true
 	}
-	ipipErr = errors.Join(ipipErr, wgErr)
+	ipipErr = errors.Join(ipipErr, vxlan6Err, wgErr)
 	if have := wireguardKeyOf(self); wgKey != nil && *wgKey != have {
 		n.Status, changed = nil, true
 		if *wgKey != "" {
@@ -282,6 +294,34 @@ func (a *encapSubsystem) recordOnNode(ctx context.Context, self *api.Node, e fel
 	return ipipErr // a conflict: the snapshot brings the newer Node and another pass
 }
 
+// recordVTEP sets a VXLAN device's VTEP address (allocated for tun from pools) and MAC in
+// the Node fields addr and mac, or, when no pool uses the device, releases the address
+// and clears both. It reports whether it changed them.
+func (a *encapSubsystem) recordVTEP(ctx context.Context, tun ipam.Tunnel, pools []string, hw net.HardwareAddr, addr, mac *string) (bool, error) {
+	if len(pools) == 0 {
+		if *addr == "" && *mac == "" {
+			return false, nil
+		}
+		a.tunnels.Release(ctx, tun)
+		*addr, *mac = "", ""
+		return true, nil
+	}
+	recorded, _ := netip.ParseAddr(*addr)
+	vtep, err := a.tunnels.Ensure(ctx, tun, recorded, pools)
+	a.metrics.observeTunnelAllocation(err)
+	if err != nil {
+		return false, err
+	}
+	changed := false
+	if s := vtep.String(); *addr != s {
+		*addr, changed = s, true
+	}
+	if s := hw.String(); *mac != s {
+		*mac, changed = s, true
+	}
+	return changed, nil
+}
+
 // wireguardKeyOf is the WireGuard public key n publishes ("" none).
 func wireguardKeyOf(n *api.Node) string {
 	if n.Status == nil {
@@ -291,10 +331,12 @@ func wireguardKeyOf(n *api.Node) string {
 }
 
 func encapNode(n *api.Node) felix.EncapNode {
-	en := felix.EncapNode{Name: n.Name, VXLANMAC: n.Spec.VXLANTunnelMACAddr}
+	en := felix.EncapNode{Name: n.Name, VXLANMAC: n.Spec.VXLANTunnelMACAddr, VXLANMACV6: n.Spec.VXLANTunnelMACAddrV6}
 	en.VXLANAddr, _ = netip.ParseAddr(n.Spec.IPv4VXLANTunnelAddr)
+	en.VXLANAddrV6, _ = netip.ParseAddr(n.Spec.IPv6VXLANTunnelAddr)
 	if b := n.Spec.BGP; b != nil {
 		en.Addr, _ = b.IPv4Prefix()
+		en.Addr6, _ = b.IPv6Prefix()
 		en.IPIPAddr, _ = netip.ParseAddr(b.IPv4IPIPTunnelAddr)
 	}
 	return en

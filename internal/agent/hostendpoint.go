@@ -44,6 +44,7 @@ func autoHostEndpoint(n *api.Node) *api.HostEndpoint {
 		add(b.IPv4IPIPTunnelAddr)
 	}
 	add(n.Spec.IPv4VXLANTunnelAddr)
+	add(n.Spec.IPv6VXLANTunnelAddr)
 	return &api.HostEndpoint{
 		TypeMeta:   api.TypeMeta{Kind: "HostEndpoint", APIVersion: api.VersionCalico},
 		ObjectMeta: api.ObjectMeta{Name: n.Name + AutoHostEndpointSuffix, Labels: maps.Clone(n.Labels)},

@@ -13,13 +13,14 @@ func TestAutoHostEndpoint(t *testing.T) {
 		Spec: api.NodeSpec{
 			BGP:                 &api.NodeBGPSpec{IPv4Address: "10.0.0.1/24", IPv6Address: "fd00::1/64", IPv4IPIPTunnelAddr: "10.244.0.1"},
 			IPv4VXLANTunnelAddr: "10.244.0.1", // the same address twice: once in expectedIPs
+			IPv6VXLANTunnelAddr: "fd00:10:244::",
 		},
 	}
 	h := autoHostEndpoint(n)
 	if h.Name != "node1-auto-hep" || h.Spec.Node != "node1" || h.Spec.InterfaceName != "*" {
 		t.Errorf("name %s, node %s, interface %s", h.Name, h.Spec.Node, h.Spec.InterfaceName)
 	}
-	if want := []string{"10.0.0.1", "fd00::1", "10.244.0.1"}; !slices.Equal(h.Spec.ExpectedIPs, want) {
+	if want := []string{"10.0.0.1", "fd00::1", "10.244.0.1", "fd00:10:244::"}; !slices.Equal(h.Spec.ExpectedIPs, want) {
 		t.Errorf("expectedIPs %v, want %v", h.Spec.ExpectedIPs, want)
 	}
 	if h.Labels["role"] != "etcd" || !slices.Equal(h.Spec.Profiles, []string{"projectcalico-default-allow"}) {

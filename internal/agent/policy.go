@@ -113,25 +113,33 @@ func (p *policySubsystem) Run(ctx context.Context) error {
 	}
 }
 
-// tunnelGuard is the view's felix.TunnelGuard: the tunnels an enabled IP pool uses, and
-// every Node's IPv4 address as the peers that may send through them.
+// tunnelGuard is the view's felix.TunnelGuard: the tunnels an enabled IP pool uses (VXLAN
+// over IPv6 for an IPv6 pool), and every Node's IPv4 and IPv6 addresses as the peers that
+// may send through them.
 func tunnelGuard(v *snapshot.View) felix.TunnelGuard {
 	var g felix.TunnelGuard
 	for _, p := range encapPools(v) {
-		if p.Disabled || !p.CIDR.Addr().Is4() {
+		if p.Disabled {
+			continue
+		}
+		vxlan := p.VXLANMode != "" && p.VXLANMode != api.EncapNever
+		if p.CIDR.Addr().Is6() {
+			g.VXLANV6 = g.VXLANV6 || vxlan
 			continue
 		}
 		g.IPIP = g.IPIP || (p.IPIPMode != "" && p.IPIPMode != api.EncapNever)
-		g.VXLAN = g.VXLAN || (p.VXLANMode != "" && p.VXLANMode != api.EncapNever)
+		g.VXLAN = g.VXLAN || vxlan
 	}
 	for _, n := range snapshot.List[*api.Node](v) {
 		if n.Spec.BGP == nil {
 			continue
 		}
-		if pfx, err := netip.ParsePrefix(n.Spec.BGP.IPv4Address); err == nil {
-			g.Peers = append(g.Peers, pfx.Addr())
-		} else if a, err := netip.ParseAddr(n.Spec.BGP.IPv4Address); err == nil {
-			g.Peers = append(g.Peers, a)
+		for _, s := range []string{n.Spec.BGP.IPv4Address, n.Spec.BGP.IPv6Address} {
+			if pfx, err := netip.ParsePrefix(s); err == nil {
+				g.Peers = append(g.Peers, pfx.Addr())
+			} else if a, err := netip.ParseAddr(s); err == nil {
+				g.Peers = append(g.Peers, a)
+			}
 		}
 	}
 	return g

@@ -31,6 +31,7 @@ type serviceWriter interface {
 	ApplyCached(context.Context, *proxy.LBState) error
 	SetPodCIDRs([]netip.Prefix)
 	DeleteStaleUDP([]proxy.StaleFlow) (uint, error)
+	DeleteUDPNotServing(*proxy.LBState) (uint, error)
 	Remove(context.Context) error
 }
 
@@ -166,7 +167,11 @@ func (p *proxySubsystem) Run(ctx context.Context) error {
 			}
 		}
 		p.ready.Set("proxy")
-		p.forgetStaleUDP(applied, st)
+		if applied == nil || full {
+			p.forgetUDPNotServing(st)
+		} else {
+			p.forgetStaleUDP(applied, st)
+		}
 		applied = st
 		took := time.Since(start)
 		if full {
@@ -204,9 +209,23 @@ func (p *proxySubsystem) inputs(v *snapshot.View) []proxy.ServiceInput {
 	})
 }
 
+// forgetUDPNotServing deletes the conntrack entries of UDP flows to backends that are not
+// behind their Service port in st: on the first applied state, for what changed while
+// no agent ran (a restart, an upgrade), and on every full pass, for what a failed
+// delete left.
+func (p *proxySubsystem) forgetUDPNotServing(st *proxy.LBState) {
+	n, err := p.sp.DeleteUDPNotServing(st)
+	if err != nil {
+		p.log.Warn("deleting stale UDP conntrack entries failed", "deleted", n, "err", err)
+		return
+	}
+	if n > 0 {
+		p.log.Info("stale UDP conntrack entries deleted", "deleted", n, "by", "full pass")
+	}
+}
+
 // forgetStaleUDP deletes the conntrack entries of UDP flows to backends that left a
-// Service port between two applied states (none on the first), once the rules no longer
-// lead to them.
+// Service port between two applied states, once the rules no longer lead to them.
 func (p *proxySubsystem) forgetStaleUDP(old, next *proxy.LBState) {
 	flows := proxy.StaleUDP(old, next)
 	if len(flows) == 0 {

@@ -25,7 +25,15 @@ type statusServer struct {
 	bgp        *bgpSubsystem // nil with BGP off
 	felix      *felixConfigSubsystem
 	diags      *diagCollector // nil: GET /diags is 404
+	// stalled names the subsystems stuck in a pass while changes wait (nil: none can
+	// be): liveness fails while there are any.
+	stalled func() []string
 }
+
+// livenessStall is how long a subsystem may leave a change untaken before liveness
+// fails: far beyond a full pass over 100k routes or 10k Services on a loaded machine,
+// so that only a subsystem that is stuck gets its agent restarted.
+const livenessStall = 5 * time.Minute
 
 func (s *statusServer) status(ctx context.Context) (nodestatus.Status, bool) {
 	st := nodestatus.Status{Node: s.node, Role: s.role, Peers: []nodestatus.Peer{}, Advertised: []string{}, BGPOff: s.bgp == nil}
@@ -111,16 +119,35 @@ func (s *statusServer) serveDiags(w http.ResponseWriter, r *http.Request) {
 
 // serveHealth serves GET /liveness and GET /readiness on addr (felix's health port), for
 // systemd, Kubernetes probes and load balancers, as text: readiness is 200 "ready", or
-// 503 with a reason per line. Liveness is 200 while the agent runs.
+// 503 with a reason per line. Liveness is 200 "live" while the agent runs and no
+// subsystem is stalled (s.stalled), else 503 naming each.
 func (s *statusServer) serveHealth(ctx context.Context, addr string) error {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("--health-listen %s: %w", addr, err)
 	}
+	slog.Info("health endpoint listening", "addr", l.Addr().String())
+	return serveHTTP(ctx, l, s.healthMux())
+}
+
+// healthMux is serveHealth's handler.
+func (s *statusServer) healthMux() *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /liveness", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		fmt.Fprintln(w, "live")
+		var stalled []string
+		if s.stalled != nil {
+			stalled = s.stalled()
+		}
+		if len(stalled) == 0 {
+			fmt.Fprintln(w, "live")
+			return
+		}
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintln(w, "stalled:")
+		for _, r := range stalled {
+			fmt.Fprintln(w, r)
+		}
 	})
 	mux.HandleFunc("GET /readiness", func(w http.ResponseWriter, _ *http.Request) {
 		rr := s.readiness()
@@ -135,8 +162,7 @@ func (s *statusServer) serveHealth(ctx context.Context, addr string) error {
 			fmt.Fprintln(w, r)
 		}
 	})
-	slog.Info("health endpoint listening", "addr", l.Addr().String())
-	return serveHTTP(ctx, l, mux)
+	return mux
 }
 
 // serveHTTP serves h on l until ctx ends.

@@ -49,9 +49,21 @@ func (c *Capture) Lines() []string {
 // listening. It needs tcpdump; the capture ends with the test if Stop does not end it.
 func (l *Lab) StartCapture(iface string) *Capture {
 	l.t.Helper()
+	return l.startCapture(iface, "ip")
+}
+
+// StartCapture6 is StartCapture for IPv6 packets.
+func (l *Lab) StartCapture6(iface string) *Capture {
+	l.t.Helper()
+	return l.startCapture(iface, "ip6")
+}
+
+// startCapture captures the packets of iface that the tcpdump filter expression keeps.
+func (l *Lab) startCapture(iface, filter string) *Capture {
+	l.t.Helper()
 	testenv.RequireTools(l.t, testenv.Tool{Cmd: "tcpdump", Package: "tcpdump"})
 	c := &Capture{}
-	c.cmd = exec.Command("ip", "netns", "exec", l.NS("router"), "tcpdump", "--immediate-mode", "-l", "-n", "-i", iface, "ip")
+	c.cmd = exec.Command("ip", "netns", "exec", l.NS("router"), "tcpdump", "--immediate-mode", "-l", "-n", "-i", iface, filter)
 	c.cmd.Stdout = c
 	stderr, err := c.cmd.StderrPipe()
 	if err != nil {

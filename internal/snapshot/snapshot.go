@@ -7,14 +7,18 @@ package snapshot
 import (
 	"cmp"
 	"context"
+	"fmt"
 	"log/slog"
 	"maps"
 	"net/netip"
+	"path"
 	"reflect"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/tabby-net/tabby/api"
 	"github.com/tabby-net/tabby/datastore"
@@ -103,7 +107,7 @@ type Snapshot struct {
 
 	mu      sync.Mutex
 	view    *View
-	subs    []chan struct{}
+	subs    []*subscriber
 	broken  map[*api.Kind]error // kinds whose watch last reported an error
 	resyncs atomic.Int64
 }
@@ -154,14 +158,55 @@ func (s *Snapshot) WatchErrors() map[string]error {
 // before Subscribe is signalled at once, so a subscriber never waits for a change that
 // already happened.
 func (s *Snapshot) Subscribe() <-chan struct{} {
-	c := make(chan struct{}, 1)
+	sub := &subscriber{c: make(chan struct{}, 1), name: "a subscriber"}
+	if pc, _, _, ok := runtime.Caller(1); ok {
+		if f := runtime.FuncForPC(pc); f != nil {
+			sub.name = path.Base(f.Name()) // agent.(*proxySubsystem).Run
+		}
+	}
 	s.mu.Lock()
-	s.subs = append(s.subs, c)
+	s.subs = append(s.subs, sub)
 	if s.view.Generation > 0 {
-		c <- struct{}{}
+		sub.notify(time.Now())
 	}
 	s.mu.Unlock()
-	return c
+	return sub.c
+}
+
+// A subscriber is a Subscribe channel, the function that subscribed, and when the
+// notification now in the channel was sent.
+type subscriber struct {
+	c       chan struct{}
+	name    string
+	pending time.Time
+}
+
+// notify puts a notification in the channel unless one is pending already (it then
+// keeps its time).
+func (sub *subscriber) notify(now time.Time) {
+	select {
+	case sub.c <- struct{}{}:
+		sub.pending = now
+	default:
+	}
+}
+
+// Stalled names the subscribers that have left a notification untaken for longer than
+// d, and for how long: a subsystem stuck in one pass (a deadlock, a call that never
+// returns) while views wait for it, as kube-proxy's health check fails when changes
+// wait longer than it allows. A subscriber with nothing pending is never stalled, however
+// long its pass.
+func (s *Snapshot) Stalled(d time.Duration) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	now := time.Now()
+	for _, sub := range s.subs {
+		if len(sub.c) > 0 && now.Sub(sub.pending) > d {
+			out = append(out, fmt.Sprintf("%s has not taken a change published %s ago", sub.name, now.Sub(sub.pending).Round(time.Second)))
+		}
+	}
+	return out
 }
 
 type kindEvent struct {
@@ -277,11 +322,9 @@ func (s *Snapshot) publish(state map[*api.Kind]map[string]api.Resource, dirty ma
 		next.Affinities = affinities // the watch sends a fresh map each time
 	}
 	s.view = next
-	for _, c := range s.subs {
-		select {
-		case c <- struct{}{}:
-		default: // a notification is pending already
-		}
+	now := time.Now()
+	for _, sub := range s.subs {
+		sub.notify(now)
 	}
 }
 

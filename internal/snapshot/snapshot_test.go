@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -208,5 +209,31 @@ func TestViewWith(t *testing.T) {
 	}
 	if got := List[*api.IPPool](v); len(got) != 1 || got[0].Spec.CIDR != "10.0.0.0/16" {
 		t.Errorf("the first view's pools changed: %v", got)
+	}
+}
+
+// TestStalled: a subscriber that leaves a notification untaken is reported, by the
+// function that subscribed, once it is older than the limit; taking it clears the
+// report, and a subscriber with nothing pending is never stalled.
+func TestStalled(t *testing.T) {
+	pools := kind(t, "ippools")
+	src := newCountingSource([]*api.Kind{pools})
+	s := New(src, nil, []*api.Kind{pools}, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	busy, idle := s.Subscribe(), s.Subscribe()
+	go s.Run(ctx)
+	src.chans["ippools"] <- datastore.Event{Type: datastore.Synced}
+	waitView(t, s, idle, func(v *View) bool { return v.Synced })
+	if got := s.Stalled(time.Hour); len(got) != 0 {
+		t.Errorf("Stalled(1h) = %v right after a publish", got)
+	}
+	got := s.Stalled(0)
+	if len(got) != 1 || !strings.Contains(got[0], "snapshot.TestStalled has not taken a change published") {
+		t.Fatalf("Stalled(0) = %v, want the busy subscriber, named by its function", got)
+	}
+	<-busy
+	if got := s.Stalled(0); len(got) != 0 {
+		t.Errorf("Stalled(0) = %v after the notification was taken", got)
 	}
 }

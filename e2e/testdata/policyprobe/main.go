@@ -1,7 +1,7 @@
 // Command policyprobe serves and probes TCP and UDP ports for the policy matrix tests.
 //
 //	policyprobe serve 80 81          # accept TCP and answer UDP on each port, until killed
-//	policyprobe probe TIMEOUT T...   # T is proto/addr:port; prints "T ok" or "T fail" per target
+//	policyprobe probe [--sport=N] TIMEOUT T...   # T is proto/addr:port; prints "T ok" or "T fail" per target
 //	policyprobe until ok|fail TIMEOUT T
 //
 // until probes T at least every 5 ms: it prints "ready" once a probe had the other verdict
@@ -10,13 +10,17 @@
 // counts only when the next probe fails too (a slow "ok" is not a flip).
 //
 // Probes run in parallel; a TCP probe succeeds when the connection is accepted, a UDP
-// probe when the echo comes back within TIMEOUT.
+// probe when the echo comes back within TIMEOUT. With --sport=N the i-th target's UDP
+// probe is sent from port N+i: a caller that never reuses a port within conntrack's UDP
+// timeout gets a new flow for every probe, not one that an earlier, allowed probe with the
+// same ephemeral port left established (policy, as Calico's, lets established flows on).
 package main
 
 import (
 	"fmt"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -31,12 +35,21 @@ func main() {
 	case "serve":
 		serve(os.Args[2:])
 	case "probe":
-		d, err := time.ParseDuration(os.Args[2])
+		args, sport := os.Args[2:], 0
+		if v, ok := strings.CutPrefix(args[0], "--sport="); ok {
+			var err error
+			if sport, err = strconv.Atoi(v); err != nil || sport < 1 || sport > 65535 {
+				fmt.Fprintln(os.Stderr, "--sport: a port number, not", v)
+				os.Exit(2)
+			}
+			args = args[1:]
+		}
+		d, err := time.ParseDuration(args[0])
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(2)
 		}
-		probe(d, os.Args[3:])
+		probe(d, sport, args[1:])
 	case "until":
 		d, err := time.ParseDuration(os.Args[3])
 		if err != nil || len(os.Args) != 5 {
@@ -99,14 +112,18 @@ func serve(ports []string) {
 	select {}
 }
 
-func probe(timeout time.Duration, targets []string) {
+func probe(timeout time.Duration, sport int, targets []string) {
 	results := make([]string, len(targets))
 	var wg sync.WaitGroup
 	for i, t := range targets {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			results[i] = t + map[bool]string{true: " ok", false: " fail"}[probeOne(t, timeout)]
+			local := 0
+			if sport != 0 {
+				local = sport + i
+			}
+			results[i] = t + map[bool]string{true: " ok", false: " fail"}[probeFrom(t, local, timeout)]
 		}()
 	}
 	wg.Wait()
@@ -115,15 +132,24 @@ func probe(timeout time.Duration, targets []string) {
 
 // probeOne says whether target (proto/addr:port) answers within timeout: a TCP
 // connection accepted, a UDP datagram echoed.
-func probeOne(target string, timeout time.Duration) bool {
+func probeOne(target string, timeout time.Duration) bool { return probeFrom(target, 0, timeout) }
+
+// probeFrom is probeOne with a UDP probe sent from local port sport (0: any).
+func probeFrom(target string, sport int, timeout time.Duration) bool {
 	proto, addr, _ := strings.Cut(target, "/")
-	ok := false
+	d := net.Dialer{Timeout: timeout}
 	if proto == "tcp" {
-		if c, err := net.DialTimeout("tcp", addr, timeout); err == nil {
+		c, err := d.Dial("tcp", addr)
+		if err == nil {
 			c.Close()
-			ok = true
 		}
-	} else if c, err := net.DialTimeout("udp", addr, timeout); err == nil {
+		return err == nil
+	}
+	if sport != 0 {
+		d.LocalAddr = &net.UDPAddr{Port: sport}
+	}
+	ok := false
+	if c, err := d.Dial("udp", addr); err == nil {
 		c.SetDeadline(time.Now().Add(timeout))
 		buf := make([]byte, 64)
 		if _, err := c.Write([]byte("x")); err == nil {
