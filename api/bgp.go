@@ -125,12 +125,16 @@ func init() {
 func (c *BGPConfiguration) IsDefault() bool { return c.Name == DefaultBGPConfigurationName }
 
 // NodeName returns the node a "node.<name>" override applies to, or "".
-func (c *BGPConfiguration) NodeName() string {
-	name, _ := strings.CutPrefix(c.Name, NodeBGPConfigurationPrefix)
-	if name == c.Name {
+func (c *BGPConfiguration) NodeName() string { return overrideNode(c.Name) }
+
+// overrideNode returns the node a configuration object named "node.<name>" (a
+// BGPConfiguration's or FelixConfiguration's) applies to, or "".
+func overrideNode(name string) string {
+	node, ok := strings.CutPrefix(name, NodeBGPConfigurationPrefix)
+	if !ok {
 		return ""
 	}
-	return name
+	return node
 }
 
 // Only the default object is defaulted: a node's override inherits what it leaves unset.

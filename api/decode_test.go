@@ -235,6 +235,10 @@ var decodeErrorCases = []struct {
 	{"fraction for an integer",
 		"apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: p}\nspec: {cidr: 10.0.0.0/16, blockSize: 26.5}\n",
 		`examples/pools.yaml: document 1 (IPPool "p"): spec.blockSize: expected integer, got number 26.5`},
+	{"a Calico FelixConfiguration field tabby does not implement",
+		"apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: {name: default}\nspec: {bpfEnabled: true, vxlanMTU: 1400, vxlanMtu: 1}\n",
+		`examples/pools.yaml: document 1 (FelixConfiguration "default"): spec.bpfEnabled: not implemented: tabby does not implement this field of Calico's FelixConfigurationSpec` + "\n" +
+			`examples/pools.yaml: document 1 (FelixConfiguration "default"): unknown field "spec.vxlanMtu"`},
 	{"integer out of range",
 		"apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata: {name: default}\nspec: {listenPort: 70000}\n",
 		`examples/pools.yaml: document 1 (BGPConfiguration "default"): spec.listenPort: 70000 is out of range 0-65535`},
@@ -445,6 +449,7 @@ func TestLookupKind(t *testing.T) {
 		"tiers":                 {"tier", "tiers", "Tier"},
 		"hostendpoints":         {"hostendpoint", "hostendpoints", "hep", "heps", "HostEndpoint"},
 		"bgpfilters":            {"bgpfilter", "bgpfilters", "BGPFilter"},
+		"felixconfigurations":   {"felixconfiguration", "felixconfigurations", "felixconfig", "felixconfigs", "FelixConfiguration"},
 	}
 	if len(Kinds()) != len(names) {
 		t.Errorf("%d kinds registered, want %d", len(Kinds()), len(names))

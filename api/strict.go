@@ -42,6 +42,18 @@ func (c *strictChecker) mismatch(path, want string, v any) {
 
 var unmarshalerType = reflect.TypeFor[json.Unmarshaler]()
 
+// notImplementer is implemented by the Calico types of which tabby implements only some
+// fields: a field of Calico's that tabby lacks is refused as not implemented rather than
+// reported as unknown, so the user knows the manifest is right and tabby is not.
+type notImplementer interface{ notImplemented(name string) bool }
+
+// notImplementedField says whether name is a field of the Calico type t that tabby does not
+// implement.
+func notImplementedField(t reflect.Type, name string) bool {
+	ni, ok := reflect.Zero(t).Interface().(notImplementer)
+	return ok && ni.notImplemented(name)
+}
+
 func (c *strictChecker) check(path string, v any, t reflect.Type) {
 	if v == nil {
 		return // null leaves the zero value, as in encoding/json and Kubernetes
@@ -71,7 +83,11 @@ func (c *strictChecker) check(path string, v any, t reflect.Type) {
 		for _, k := range sortedKeys(obj) {
 			f := mapPath(path, k)
 			ft, known := fields[k]
-			if !known {
+			switch {
+			case !known && notImplementedField(t, k):
+				c.fail(f, "%s: not implemented: tabby does not implement this field of Calico's %s", f, t.Name())
+				continue
+			case !known:
 				c.fail(f, "unknown field %q", f)
 				continue
 			}

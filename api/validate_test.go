@@ -334,6 +334,21 @@ var validationCases = []struct {
 		}},
 	{"default tier's order", calico + "kind: Tier\nmetadata: {name: default}\nspec: {order: 5}\n",
 		[]string{`spec.order: the default tier's order is 1000000`}},
+	{"felix configuration", calico + "kind: FelixConfiguration\nmetadata: {name: node-1}\nspec:\n  logSeverityScreen: Verbose\n  ipipMTU: 40\n  vxlanMTU: 70000\n  failsafeInboundHostPorts: [{protocol: SCTP, port: 22}, {protocol: tcp, port: 0, net: 10.0.0.0/8}]\n  defaultEndpointToHostAction: Allow\n  iptablesBackend: nftables\n  routeRefreshInterval: 0s\n  iptablesRefreshInterval: 100ms\n  chainInsertMode: prepend\n",
+		[]string{
+			`metadata.name: "node-1" is not a FelixConfiguration name tabby uses: "default" for the cluster, "node.<node name>" for one node`,
+			`spec.logSeverityScreen: "Verbose" is not one of Debug, Info, Warning, Error, Fatal`,
+			`spec.ipipMTU: MTU 40 is out of range 68-65535 (0 is automatic: the underlay's MTU less the tunnel header)`,
+			`spec.vxlanMTU: MTU 70000 is out of range 68-65535 (0 is automatic: the underlay's MTU less the tunnel header)`,
+			`spec.failsafeInboundHostPorts[0].protocol: "SCTP" is not TCP or UDP`,
+			`spec.failsafeInboundHostPorts[1].port: required: a port 1-65535`,
+			`spec.failsafeInboundHostPorts[1].net: "10.0.0.0/8": not implemented: tabby's failsafe ports are open to every peer`,
+			`spec.defaultEndpointToHostAction: "Allow" is not one of Drop, Accept, Return`,
+			`spec.iptablesBackend: "nftables" is not one of Auto, Legacy, NFT`,
+			`spec.routeRefreshInterval: 0s is shorter than 1s (0, Calico's "never refresh", is not implemented: tabby always repairs drift)`,
+			`spec.iptablesRefreshInterval: 100ms is shorter than 1s (0, Calico's "never refresh", is not implemented: tabby always repairs drift)`,
+			`spec.chainInsertMode: "prepend" is not one of Insert, Append`,
+		}},
 	{"global policy flags", calico + "kind: GlobalNetworkPolicy\nmetadata: {name: p}\nspec:\n  doNotTrack: true\n  preDNAT: true\n  types: [Ingress, Egress]\n  namespaceSelector: \"!\"\n  ingress: [{action: Allow, source: {services: {name: web}}}]\n  egress: [{action: Allow}]\n",
 		[]string{
 			`spec.namespaceSelector: selector "!": …`,
@@ -578,6 +593,10 @@ func TestDefaults(t *testing.T) {
 				LogSeverityScreen: "Info", NodeToNodeMeshEnabled: ptr(false), ASNumber: ptr(ASNumber(65000)), ListenPort: 179}}},
 		{"node BGP configuration is not defaulted", calico + "kind: BGPConfiguration\nmetadata: {name: node.n1}\n",
 			&BGPConfiguration{TypeMeta{"BGPConfiguration", VersionCalico}, ObjectMeta{Name: "node.n1"}, BGPConfigurationSpec{}}},
+		{"felix configuration: Calico's spellings in any case, nothing else defaulted", calico + "kind: FelixConfiguration\nmetadata: {name: node.n1}\nspec: {defaultEndpointToHostAction: DROP, chainInsertMode: append, iptablesBackend: nft, logSeverityScreen: warning, failsafeInboundHostPorts: [{protocol: udp, port: 68}]}\n",
+			&FelixConfiguration{TypeMeta{"FelixConfiguration", VersionCalico}, ObjectMeta{Name: "node.n1"}, FelixConfigurationSpec{
+				DefaultEndpointToHostAction: "Drop", ChainInsertMode: "Append", IptablesBackend: "NFT", LogSeverityScreen: "Warning",
+				FailsafeInboundHostPorts: &[]ProtoPort{{Protocol: "UDP", Port: 68}}}}},
 		{"BGP peer", calico + "kind: BGPPeer\nmetadata: {name: p}\nspec: {peerIP: 10.0.0.1, asNumber: 65000}\n",
 			&BGPPeer{TypeMeta{"BGPPeer", VersionCalico}, ObjectMeta{Name: "p"}, BGPPeerSpec{
 				PeerIP: "10.0.0.1", ASNumber: 65000, SourceAddress: SourceAddressUseNodeIP}}},

@@ -68,13 +68,15 @@ type Status struct {
 type Dataplane struct {
 	log      *slog.Logger
 	observe  ApplyObserver
-	interval time.Duration
-	table    int
-	ns       netns.NsHandle
-	h        *netlink.Handle
-	routes   *RouteReconciler
-	sysctls  sysctlReconciler
-	links    linkTracker
+	interval time.Duration // guarded by mu; SetResyncInterval changes it
+	// newInterval wakes Run to take a new interval.
+	newInterval chan struct{}
+	table       int
+	ns          netns.NsHandle
+	h           *netlink.Handle
+	routes      *RouteReconciler
+	sysctls     sysctlReconciler
+	links       linkTracker
 
 	updated chan struct{} // holds one wake-up while a state is waiting
 	mu      sync.Mutex
@@ -99,15 +101,16 @@ type Dataplane struct {
 // NewDataplane opens the namespace and a netlink handle in it. Close releases them.
 func NewDataplane(cfg Config) (*Dataplane, error) {
 	d := &Dataplane{
-		log:        cfg.Log,
-		observe:    cfg.Observe,
-		interval:   cfg.ResyncInterval,
-		table:      cfg.Table,
-		ns:         netns.None(),
-		updated:    make(chan struct{}, 1),
-		learned:    map[netip.Prefix]Route{},
-		learnDirty: map[netip.Prefix]struct{}{},
-		learnedC:   make(chan struct{}, 1),
+		log:         cfg.Log,
+		observe:     cfg.Observe,
+		interval:    cfg.ResyncInterval,
+		table:       cfg.Table,
+		ns:          netns.None(),
+		updated:     make(chan struct{}, 1),
+		newInterval: make(chan struct{}, 1),
+		learned:     map[netip.Prefix]Route{},
+		learnDirty:  map[netip.Prefix]struct{}{},
+		learnedC:    make(chan struct{}, 1),
 	}
 	if d.log == nil {
 		d.log = slog.New(slog.DiscardHandler)
@@ -168,6 +171,28 @@ func (d *Dataplane) Update(s LocalState) {
 	poke(d.updated)
 }
 
+// SetResyncInterval changes the period of full passes while Run runs; 0 is
+// DefaultResyncInterval. Setting the period it has changes nothing (the next full pass
+// is not put off).
+func (d *Dataplane) SetResyncInterval(interval time.Duration) {
+	if interval <= 0 {
+		interval = DefaultResyncInterval
+	}
+	d.mu.Lock()
+	changed := d.interval != interval
+	d.interval = interval
+	d.mu.Unlock()
+	if changed {
+		poke(d.newInterval)
+	}
+}
+
+func (d *Dataplane) resyncInterval() time.Duration {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.interval
+}
+
 // Status returns the outcome of the last pass.
 func (d *Dataplane) Status() Status {
 	d.mu.Lock()
@@ -186,7 +211,7 @@ func (d *Dataplane) Run(ctx context.Context) error {
 	if err := d.watchKernel(ctx, kick, &watcher); err != nil {
 		return err
 	}
-	tick := time.NewTicker(d.interval)
+	tick := time.NewTicker(d.resyncInterval())
 	defer tick.Stop()
 	retry := time.NewTimer(time.Hour)
 	retry.Stop()
@@ -202,6 +227,9 @@ func (d *Dataplane) Run(ctx context.Context) error {
 		case <-retry.C:
 		case <-tick.C:
 			full = true
+		case <-d.newInterval:
+			tick.Reset(d.resyncInterval())
+			continue
 		case <-d.learnedC:
 			onlyLearned = true
 		}
@@ -215,13 +243,13 @@ func (d *Dataplane) Run(ctx context.Context) error {
 			// Only learned routes changed: write just those, with no dump of the table.
 			if err := d.syncLearned(*s); err != nil {
 				failures++
-				retry.Reset(min(time.Second<<min(failures-1, 6), d.interval))
+				retry.Reset(min(time.Second<<min(failures-1, 6), d.resyncInterval()))
 			}
 			continue
 		}
 		if err := d.sync(*s, full); err != nil {
 			failures++
-			retry.Reset(min(time.Second<<min(failures-1, 6), d.interval))
+			retry.Reset(min(time.Second<<min(failures-1, 6), d.resyncInterval()))
 		} else {
 			failures = 0
 		}

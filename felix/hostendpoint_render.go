@@ -224,7 +224,7 @@ func (r *renderer) hostOutput(heps []*policy.HostEndpoint, usedPolicies, usedPro
 	failsafe(out, r.cfg.FailsafeOutbound, "--dports", "failsafe-out")
 	hostDispatch(out, heps, policy.StageNormal, false, func(*policy.HostEndpoint) bool { return true })
 	r.put(out)
-	r.fs.Hooks = append(r.fs.Hooks, Hook{"OUTPUT", ChainOutput})
+	r.fs.Hooks = append(r.fs.Hooks, Hook{Chain: "OUTPUT", Target: ChainOutput})
 	for _, h := range heps {
 		r.hostChain(h, false, usedPolicies, usedProfiles)
 	}
@@ -310,7 +310,7 @@ func (r *renderer) hostRawAndMangle(heps []*policy.HostEndpoint) {
 			}
 		}
 		sub.policyChains(used, usedProfiles)
-		sub.fs.Hooks = []Hook{{"PREROUTING", ChainRawHEPPre}, {"OUTPUT", ChainRawHEPOut}}
+		sub.fs.Hooks = []Hook{{Chain: "PREROUTING", Target: ChainRawHEPPre}, {Chain: "OUTPUT", Target: ChainRawHEPOut}}
 		r.fs.Raw = sub.fs
 	}
 	has := func(h *policy.HostEndpoint) bool { return len(r.m.HostPoliciesFor(h, policy.StagePreDNAT, true)) > 0 }
@@ -332,7 +332,7 @@ func (r *renderer) hostRawAndMangle(heps []*policy.HostEndpoint) {
 		}
 	}
 	sub.policyChains(used, map[string]bool{})
-	sub.fs.Hooks = []Hook{{"PREROUTING", ChainManglePre}}
+	sub.fs.Hooks = []Hook{{Chain: "PREROUTING", Target: ChainManglePre}}
 	r.fs.Mangle = sub.fs
 }
 

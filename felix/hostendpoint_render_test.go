@@ -71,7 +71,7 @@ func TestRenderHostEndpoints(t *testing.T) {
 	if fhAll == "tby-fh-*" || !strings.HasPrefix(fhAll, "tby-fh-_") {
 		t.Errorf("the * endpoint's chain is %q, want a hashed name", fhAll)
 	}
-	if got := fs.Hooks; !slices.Equal(got, []Hook{{"FORWARD", ChainForward}, {"INPUT", ChainInput}, {"OUTPUT", ChainOutput}}) {
+	if got := fs.Hooks; !slices.Equal(got, []Hook{{Chain: "FORWARD", Target: ChainForward}, {Chain: "INPUT", Target: ChainInput}, {Chain: "OUTPUT", Target: ChainOutput}}) {
 		t.Errorf("hooks %v", got)
 	}
 	check := func(what string, got []string, want ...string) {

@@ -17,10 +17,19 @@ type FilterPlan struct {
 }
 
 // hookInPlace says whether h is the only hook into its kernel chain and stands right
-// after the hooks of the writers before this one.
+// after the hooks of the writers before this one, or, appended, below them: last when it
+// was appended, and not moved when other programs append rules after it (as Calico's
+// append mode leaves them).
 func (k KernelFilter) hookInPlace(h Hook) bool {
 	hs := k.Hooks[h.Chain]
-	return len(hs) == 1 && hs[0].pos == k.Lead[h.Chain]+1 && hs[0].is(h)
+	if len(hs) != 1 || !hs[0].is(h) {
+		return false
+	}
+	top := k.Lead[h.Chain] + 1
+	if h.Append {
+		return hs[0].pos > top || hs[0].pos == k.Len[h.Chain]
+	}
+	return hs[0].pos == top
 }
 
 // hooksInPlace says whether every hook of want is in place in k (hookInPlace).
@@ -37,7 +46,7 @@ func (k KernelFilter) hooksInPlace(want *FilterState) bool {
 // writes only what differs: a chain whose hashes differ is rewritten whole (declaring it
 // flushes it), a chain of k not desired is flushed and deleted, and each hook must be its
 // chain's first rule after the hooks of writers that stand before it (k.Lead), exactly
-// once. Pure.
+// once; an Append hook goes to the bottom of its chain instead. Pure.
 func PlanTable(k KernelFilter, want *FilterState, table string) FilterPlan {
 	var p FilterPlan
 	var b bytes.Buffer
@@ -80,7 +89,11 @@ func PlanTable(k KernelFilter, want *FilterState, table string) FilterPlan {
 		if k.hookInPlace(h) {
 			continue
 		}
-		fmt.Fprintf(&b, "-I %s %d %s\n", h.Chain, k.Lead[h.Chain]+1, h.Rule())
+		if h.Append {
+			fmt.Fprintf(&b, "-A %s %s\n", h.Chain, h.Rule())
+		} else {
+			fmt.Fprintf(&b, "-I %s %d %s\n", h.Chain, k.Lead[h.Chain]+1, h.Rule())
+		}
 		p.Hooks++
 	}
 	for _, name := range p.Deleted {

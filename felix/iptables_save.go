@@ -22,6 +22,9 @@ type KernelFilter struct {
 	// Lead maps a kernel chain to how many rules at its top are hooks of writers whose
 	// hooks stand before these (hookOrder): this writer's hook belongs right after them.
 	Lead map[string]int
+	// Len maps each kernel chain that is not tabby's to how many rules it has (the
+	// other writer's hooks included): an appended hook belongs last.
+	Len map[string]int
 }
 
 // Owner is which of felix's two iptables writers owns a chain. All of tabby's chains
@@ -146,6 +149,7 @@ func ParseTableOf(save []byte, table string, owner Owner) KernelFilter {
 			}
 		}
 	}
+	k.Len = pos
 	return k
 }
 

@@ -52,6 +52,6 @@ func renderNATFamily(pools []EncapPool, v6 bool) *FilterState {
 	c := &chainBuilder{name: ChainNATOutgoing}
 	c.add("-m set --match-set " + masqName + " src -m set ! --match-set " + allName + " dst -j MASQUERADE")
 	fs.Chains[c.name] = c.rules
-	fs.Hooks = []Hook{{"POSTROUTING", ChainNATOutgoing}}
+	fs.Hooks = []Hook{{Chain: "POSTROUTING", Target: ChainNATOutgoing}}
 	return fs
 }

@@ -30,7 +30,7 @@ func TestRenderNATOutgoingIPv6(t *testing.T) {
 	if rules := v6.Chains[ChainNATOutgoing]; len(rules) != 1 || !strings.Contains(rules[0], "--match-set tby-masq-pools6 src -m set ! --match-set tby-all-pools6 dst -j MASQUERADE") {
 		t.Errorf("IPv6 rules %q", rules)
 	}
-	if !slices.Equal(v6.Hooks, []Hook{{"POSTROUTING", ChainNATOutgoing}}) {
+	if !slices.Equal(v6.Hooks, []Hook{{Chain: "POSTROUTING", Target: ChainNATOutgoing}}) {
 		t.Errorf("IPv6 hooks %v", v6.Hooks)
 	}
 	if got := fs.IPSets[IPSetAllPools].Members; !slices.Equal(got, []string{"10.244.0.0/16"}) {

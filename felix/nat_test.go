@@ -50,7 +50,7 @@ func TestRenderNATOutgoing(t *testing.T) {
 			if len(rules) != 1 || !strings.HasSuffix(rules[0], "-m set --match-set tby-masq-pools src -m set ! --match-set tby-all-pools dst -j MASQUERADE") || ruleHash(rules[0]) == "" {
 				t.Errorf("rules %q", rules)
 			}
-			if !slices.Equal(fs.Hooks, []Hook{{"POSTROUTING", ChainNATOutgoing}}) {
+			if !slices.Equal(fs.Hooks, []Hook{{Chain: "POSTROUTING", Target: ChainNATOutgoing}}) {
 				t.Errorf("hooks %v", fs.Hooks)
 			}
 		})

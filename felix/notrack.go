@@ -40,6 +40,6 @@ func RenderDNSNotrack(addrs []netip.Addr) *FilterState {
 		}
 	}
 	fs.Chains[pre.name], fs.Chains[out.name] = pre.rules, out.rules
-	fs.Hooks = []Hook{{"PREROUTING", ChainRawPrerouting}, {"OUTPUT", ChainRawOutput}}
+	fs.Hooks = []Hook{{Chain: "PREROUTING", Target: ChainRawPrerouting}, {Chain: "OUTPUT", Target: ChainRawOutput}}
 	return fs
 }

@@ -48,14 +48,37 @@ func (c *dataplaneCache) wroteTable(key tableKey, have KernelFilter, want *Filte
 	for _, name := range fp.Deleted {
 		delete(have.Chains, name)
 	}
-	have.Hooks = make(map[string][]hookRule, len(want.Hooks))
-	for _, h := range want.Hooks {
-		if _, dup := have.Hooks[h.Chain]; dup {
+	// The restore deleted every hook not in place and put each wanted one that was not:
+	// at the top, or appended last.
+	hooks := make(map[string][]hookRule, len(want.Hooks))
+	length := maps.Clone(have.Len)
+	if length == nil {
+		length = map[string]int{}
+	}
+	for chain, hs := range have.Hooks {
+		if i := slices.IndexFunc(want.Hooks, func(h Hook) bool { return h.Chain == chain }); i >= 0 && have.hookInPlace(want.Hooks[i]) {
+			hooks[chain] = hs
+			continue
+		}
+		length[chain] -= len(hs)
+	}
+	for i, h := range want.Hooks {
+		if slices.IndexFunc(want.Hooks, func(o Hook) bool { return o.Chain == h.Chain }) != i {
 			delete(c.tables, key)
 			return
 		}
-		have.Hooks[h.Chain] = []hookRule{{pos: have.Lead[h.Chain] + 1, text: h.Rule()}}
+		if _, kept := hooks[h.Chain]; kept {
+			continue
+		}
+		length[h.Chain]++
+		pos := have.Lead[h.Chain] + 1
+		if h.Append {
+			pos = length[h.Chain]
+		}
+		hooks[h.Chain] = []hookRule{{pos: pos, text: h.Rule()}}
 	}
+	maps.DeleteFunc(length, func(_ string, n int) bool { return n == 0 }) // as ParseTable counts
+	have.Hooks, have.Len = hooks, length
 	c.setTable(key, have)
 }
 

@@ -95,7 +95,7 @@ type FilterState struct {
 	// Chains maps each tby- chain to its rules: the text after "-A <chain> ", each ending
 	// with its hash comment.
 	Chains map[string][]string
-	// Hooks are the rules tabby inserts at the top of the kernel's chains.
+	// Hooks are the rules that jump from the kernel's chains to tabby's.
 	Hooks []Hook
 	// IPSets maps each set's name to it (family inet; inet6 in IPv6).
 	IPSets map[string]*IPSet
@@ -114,9 +114,12 @@ type FilterState struct {
 	Mangle *FilterState
 }
 
-// Hook is a jump from a kernel chain to one of tabby's.
+// Hook is a jump from a kernel chain to one of tabby's. It stands at the top of the
+// kernel chain (after the hooks of writers before this one), or with Append at the bottom,
+// after other programs' rules (Calico's chainInsertMode Append).
 type Hook struct {
 	Chain, Target string
+	Append        bool
 }
 
 // Rule is the hook's rule text (without "-A chain").
@@ -302,7 +305,7 @@ func (r *renderer) render(node string) {
 		toHost.add("-j " + r.cfg.EndpointToHostAction)
 	}
 	r.put(toHost)
-	r.fs.Hooks = []Hook{{"FORWARD", ChainForward}, {"INPUT", ChainInput}}
+	r.fs.Hooks = []Hook{{Chain: "FORWARD", Target: ChainForward}, {Chain: "INPUT", Target: ChainInput}}
 	r.hostOutput(heps, usedPolicies, usedProfiles)
 	r.hostRawAndMangle(heps)
 

@@ -14,6 +14,9 @@ import (
 	"time"
 )
 
+// DefaultPolicyRefresh is the period of the syncer's full passes when none is given.
+const DefaultPolicyRefresh = 5 * time.Second
+
 // PolicySyncer makes the kernel's filter table and ipsets match a FilterState.
 type PolicySyncer struct {
 	run     CommandRunner
@@ -43,6 +46,18 @@ type PolicySyncer struct {
 	// costs no command; any other is synced, a nil state as an empty one (syncTables).
 	// Guarded by applyMu.
 	clean map[tableKey]bool
+
+	// Settings changed while Run runs, guarded by mu: the full pass period (Run's
+	// argument until SetInterval), whether hooks are appended (SetChainInsertMode), the
+	// backend detected at start (SetBackend "auto"), the backend the next pass moves to,
+	// and the one that pass left, whose chains are removed once the new one is written.
+	interval     time.Duration
+	intervalSet  bool
+	newInterval  chan struct{}
+	appendHooks  bool
+	detected     Backend
+	nextBackend  *Backend
+	staleBackend *Backend
 }
 
 // SyncStats counts what the syncer did.
@@ -77,7 +92,7 @@ func NewPolicySyncer(ctx context.Context, run CommandRunner, log *slog.Logger) (
 	if err != nil {
 		return nil, err
 	}
-	s := &PolicySyncer{run: run, backend: b, log: log, kick: make(chan struct{}, 1)}
+	s := &PolicySyncer{run: run, backend: b, detected: b, log: log, kick: make(chan struct{}, 1), newInterval: make(chan struct{}, 1)}
 	if _, err := run.Run(ctx, nil, b.Save6, "-t", "filter"); err != nil {
 		s.noIPv6 = true
 		log.Warn("ip6tables does not work: IPv6 policy is not enforced", "err", err)
@@ -92,7 +107,68 @@ func NewPolicySyncer(ctx context.Context, run CommandRunner, log *slog.Logger) (
 }
 
 // Backend says which backend the syncer uses.
-func (s *PolicySyncer) Backend() Backend { return s.backend }
+func (s *PolicySyncer) Backend() Backend {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.backend
+}
+
+// SetBackend moves policy's chains to another backend: "auto" (the one detected at
+// start), "legacy" or "nft". The next pass writes every chain to the new backend, then
+// removes policy's chains and hooks from the old one (until that succeeds, every pass
+// tries again); ipsets, which both backends share, stay. Before the syncer was given a
+// state, it only chooses the backend, which Backend then returns.
+func (s *PolicySyncer) SetBackend(name string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var b Backend
+	switch name {
+	case "auto":
+		b = s.detected
+	case BackendLegacy.Name:
+		b = BackendLegacy
+	case BackendNFT.Name:
+		b = BackendNFT
+	default:
+		return fmt.Errorf("iptables backend %q: want auto, legacy or nft", name)
+	}
+	if s.desired == nil && s.stats.Syncs == 0 {
+		s.backend, s.nextBackend = b, nil // nothing written yet: only a choice
+		return nil
+	}
+	if s.nextBackend == nil && b == s.backend || s.nextBackend != nil && b == *s.nextBackend {
+		return nil
+	}
+	s.nextBackend = &b
+	poke(s.kick)
+	return nil
+}
+
+// SetInterval changes the period of full passes, Run's argument until then; 0 is
+// DefaultPolicyRefresh. Setting the period it has changes nothing (the next full pass
+// is not put off).
+func (s *PolicySyncer) SetInterval(d time.Duration) {
+	s.mu.Lock()
+	changed := !s.intervalSet || s.interval != d
+	s.interval, s.intervalSet = d, true
+	s.mu.Unlock()
+	if changed {
+		poke(s.newInterval)
+	}
+}
+
+// SetChainInsertMode says whether the hooks into the kernel's chains are appended at
+// their bottom (Calico's chainInsertMode Append) rather than inserted at their top; the
+// next pass moves them.
+func (s *PolicySyncer) SetChainInsertMode(appendHooks bool) {
+	s.mu.Lock()
+	changed := s.appendHooks != appendHooks
+	s.appendHooks = appendHooks
+	s.mu.Unlock()
+	if changed {
+		poke(s.kick)
+	}
+}
 
 // IPv6 says whether ip6tables works here, so that IPv6 state is synced.
 func (s *PolicySyncer) IPv6() bool { return !s.noIPv6 }
@@ -141,16 +217,21 @@ func (s *PolicySyncer) UpdateRaw(raw *FilterState) {
 // chain, a missing hook, an altered set). An update that fails against the cache is
 // retried at once with a full Apply: the kernel may have changed under the cache.
 func (s *PolicySyncer) Run(ctx context.Context, interval time.Duration) error {
-	if interval <= 0 {
-		interval = 5 * time.Second
+	s.mu.Lock()
+	if !s.intervalSet {
+		s.interval = interval
 	}
-	t := time.NewTicker(interval)
+	s.mu.Unlock()
+	t := time.NewTicker(s.period())
 	defer t.Stop()
 	for {
 		full := false
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-s.newInterval:
+			t.Reset(s.period())
+			continue
 		case <-s.kick:
 		case <-t.C:
 			full = true
@@ -163,12 +244,13 @@ func (s *PolicySyncer) Run(ctx context.Context, interval time.Duration) error {
 			if s.raw != nil {
 				c.Raw = combineRaw(s.raw, fs.Raw)
 			}
-			fs = &c
+			fs = hooksAppended(&c, s.appendHooks)
 		}
 		s.mu.Unlock()
 		if fs == nil {
 			continue
 		}
+		full = s.switchBackend() || full
 		trusted, err := s.applyOnce(ctx, fs, full)
 		if err != nil && trusted && ctx.Err() == nil {
 			s.log.Debug("policy sync against the cache failed; reading the kernel and retrying", "err", err)
@@ -177,7 +259,82 @@ func (s *PolicySyncer) Run(ctx context.Context, interval time.Duration) error {
 		if err != nil && ctx.Err() == nil {
 			s.log.Error("policy sync failed; retrying at the next resync", "err", err)
 		}
+		if err == nil {
+			s.removeStaleBackend(ctx)
+		}
 	}
+}
+
+// period is the full pass period.
+func (s *PolicySyncer) period() time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.interval <= 0 {
+		return DefaultPolicyRefresh
+	}
+	return s.interval
+}
+
+// switchBackend makes a pending SetBackend the backend, remembering the old one as
+// stale; it says whether it did (the pass must then read the new backend's tables).
+func (s *PolicySyncer) switchBackend() bool {
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.nextBackend == nil {
+		return false
+	}
+	old := s.backend
+	s.backend, s.nextBackend = *s.nextBackend, nil
+	if old == s.backend {
+		return false
+	}
+	// Switched back before the last switch's cleanup: the chains to remove are those
+	// that switch wrote.
+	s.staleBackend = &old
+	s.cache.reset()
+	s.clean = nil // the new backend's tables are read and synced whole
+	s.log.Info("iptables backend switched", "from", old.Name, "to", s.backend.Name)
+	return true
+}
+
+// removeStaleBackend removes policy's chains and hooks from the backend a switch left,
+// once the new one is written.
+func (s *PolicySyncer) removeStaleBackend(ctx context.Context) {
+	s.mu.Lock()
+	stale := s.staleBackend
+	s.mu.Unlock()
+	if stale == nil {
+		return
+	}
+	chains, err := removeFrom(ctx, s.run, *stale, []Owner{OwnerPolicy})
+	if err != nil {
+		s.log.Error("removing policy's chains from the old iptables backend failed; retrying after the next pass", "backend", stale.Name, "err", err)
+		return
+	}
+	s.mu.Lock()
+	if s.staleBackend == stale {
+		s.staleBackend = nil
+	}
+	s.mu.Unlock()
+	s.log.Info("old iptables backend cleaned", "backend", stale.Name, "chains", chains)
+}
+
+// hooksAppended is fs (and its other tables' states) with every hook appended, or
+// inserted; fs is not changed.
+func hooksAppended(fs *FilterState, appendHooks bool) *FilterState {
+	if fs == nil {
+		return nil
+	}
+	c := *fs
+	c.Hooks = slices.Clone(fs.Hooks)
+	for i := range c.Hooks {
+		c.Hooks[i].Append = appendHooks
+	}
+	c.IPv6, c.NAT, c.Raw, c.Mangle = hooksAppended(fs.IPv6, appendHooks), hooksAppended(fs.NAT, appendHooks),
+		hooksAppended(fs.Raw, appendHooks), hooksAppended(fs.Mangle, appendHooks)
+	return &c
 }
 
 // Apply makes the kernel match fs once, in a full pass: it reads the kernel's ipsets and
@@ -502,32 +659,11 @@ func (s *PolicySyncer) syncTable(ctx context.Context, saveCmd, restoreCmd, table
 // write (filter, nat, raw and mangle of both families) of both backends (whichever has them),
 // and tabby's ipsets.
 func RemoveAll(ctx context.Context, run CommandRunner) (chains, sets int, err error) {
-	empty := &FilterState{Chains: map[string][]string{}, IPSets: map[string]*IPSet{}}
 	var errs []error
 	for _, b := range []Backend{BackendNFT, BackendLegacy} {
-		for _, cmds := range [][2]string{{b.Save, b.Restore}, {b.Save6, b.Restore6}} {
-			for _, table := range []string{"filter", "nat", "raw", "mangle"} {
-				save, err := run.Run(ctx, nil, cmds[0], "-t", table)
-				if err != nil {
-					continue // backend, family or table not installed or not usable
-				}
-				var restore []byte
-				deleted := 0
-				for _, owner := range hookOrder {
-					fp := PlanTable(ParseTableOf(save, table, owner), empty, table)
-					restore = append(restore, fp.Restore...)
-					deleted += len(fp.Deleted)
-				}
-				if restore == nil {
-					continue
-				}
-				if _, err := run.Run(ctx, restore, cmds[1], "--noflush", "-w", "5"); err != nil {
-					errs = append(errs, fmt.Errorf("%s -t %s: %w", cmds[1], table, err))
-					continue
-				}
-				chains += deleted
-			}
-		}
+		n, err := removeFrom(ctx, run, b, hookOrder)
+		chains += n
+		errs = append(errs, err)
 	}
 	if out, err := run.Run(ctx, nil, "ipset", "save"); err == nil {
 		sp := PlanIPSets(ParseIPSets(out), nil)
@@ -542,4 +678,36 @@ func RemoveAll(ctx context.Context, run CommandRunner) (chains, sets int, err er
 		errs = append(errs, err)
 	}
 	return chains, sets, errors.Join(errs...)
+}
+
+// removeFrom deletes the chains of owners and the hooks into them from every table
+// tabby writes in backend b (a table or family b cannot read is skipped), and says how
+// many chains it deleted.
+func removeFrom(ctx context.Context, run CommandRunner, b Backend, owners []Owner) (chains int, err error) {
+	empty := &FilterState{Chains: map[string][]string{}, IPSets: map[string]*IPSet{}}
+	var errs []error
+	for _, cmds := range [][2]string{{b.Save, b.Restore}, {b.Save6, b.Restore6}} {
+		for _, table := range []string{"filter", "nat", "raw", "mangle"} {
+			save, err := run.Run(ctx, nil, cmds[0], "-t", table)
+			if err != nil {
+				continue // backend, family or table not installed or not usable
+			}
+			var restore []byte
+			deleted := 0
+			for _, owner := range owners {
+				fp := PlanTable(ParseTableOf(save, table, owner), empty, table)
+				restore = append(restore, fp.Restore...)
+				deleted += len(fp.Deleted)
+			}
+			if restore == nil {
+				continue
+			}
+			if _, err := run.Run(ctx, restore, cmds[1], "--noflush", "-w", "5"); err != nil {
+				errs = append(errs, fmt.Errorf("%s -t %s: %w", cmds[1], table, err))
+				continue
+			}
+			chains += deleted
+		}
+	}
+	return chains, errors.Join(errs...)
 }

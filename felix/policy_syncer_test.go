@@ -425,3 +425,197 @@ func TestPolicySyncerHookAfterProxy(t *testing.T) {
 		t.Errorf("INPUT: %q, want the proxy's hook, then policy's", input)
 	}
 }
+
+// TestPolicySyncerLiveSettings: settings changed while Run runs reach the kernel without
+// a restart. Append mode moves the hook below another program's rule in FORWARD (and
+// back on Insert); a backend switch writes the chains to the new backend and removes
+// them and their hook from the old one, leaving other programs' rules; a shorter
+// interval makes the full passes that repair drift.
+func TestPolicySyncerLiveSettings(t *testing.T) {
+	f := newFakeRunner()
+	f.outside(t, "iptables-legacy", "*filter\n-A FORWARD -s 10.9.0.0/16 -j ACCEPT\nCOMMIT\n") // auto picks legacy, which has rules
+	s := newFakeSyncer(t, f)
+	if got := s.Backend().Name; got != "legacy" {
+		t.Fatalf("detected backend %s, want legacy", got)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx, time.Hour) }()
+	defer func() { cancel(); <-done }()
+	s.Update(fakeState())
+	forward := func(family string) []string {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if tb := f.table(family, "filter"); tb != nil {
+			return slices.Clone(tb.rules["FORWARD"])
+		}
+		return nil
+	}
+	waitFor := func(what string, ok func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); !ok(); time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within 5s; legacy FORWARD %q, nft FORWARD %q", what, forward("iptables-legacy"), forward("iptables-nft"))
+			}
+		}
+	}
+	hookAt := func(family string, i int) func() bool {
+		return func() bool {
+			fw := forward(family)
+			n := 0
+			for _, r := range fw {
+				if strings.HasSuffix(r, "-j "+ChainForward) {
+					n++
+				}
+			}
+			if i < 0 {
+				i = len(fw) - 1
+			}
+			return n == 1 && len(fw) == 2 && i < len(fw) && strings.HasSuffix(fw[i], "-j "+ChainForward)
+		}
+	}
+	waitFor("hook inserted at the top", hookAt("iptables-legacy", 0))
+
+	s.SetChainInsertMode(true)
+	waitFor("hook moved to the bottom", hookAt("iptables-legacy", -1))
+	s.SetChainInsertMode(false)
+	waitFor("hook back at the top", hookAt("iptables-legacy", 0))
+
+	if err := s.SetBackend("nftables"); err == nil {
+		t.Error("SetBackend(nftables) succeeded, want an error naming the choices")
+	}
+	if err := s.SetBackend("nft"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("chains on nft, gone from legacy", func() bool {
+		return f.hasChain("iptables-nft", "filter", "tby-pi-x") && !f.hasChain("iptables-legacy", "filter", "tby-pi-x") &&
+			slices.Equal(forward("iptables-legacy"), []string{"-s 10.9.0.0/16 -j ACCEPT"}) && len(forward("iptables-nft")) == 1
+	})
+	if got := s.Backend().Name; got != "nft" {
+		t.Errorf("Backend() = %s after the switch, want nft", got)
+	}
+	if err := s.SetBackend("auto"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("back on the detected backend", func() bool {
+		return f.hasChain("iptables-legacy", "filter", "tby-pi-x") && !f.hasChain("iptables-nft", "filter", "tby-pi-x")
+	})
+
+	// A chain flushed from outside waits for the next full pass: an hour, until the
+	// interval is shortened.
+	s.SetInterval(20 * time.Millisecond)
+	f.outside(t, "iptables-legacy", "*filter\n-F tby-pi-x\nCOMMIT\n")
+	waitFor("drift repaired by the shorter full pass", func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return len(f.table("iptables-legacy", "filter").rules["tby-pi-x"]) == 2
+	})
+}
+
+// TestPolicySyncerAppendCache: an appended hook goes below another program's rule, the
+// cache records where (it matches the kernel read back, and an unchanged pass writes
+// nothing), a rule another program appends later does not move the hook (as Calico's
+// append mode leaves it), and insert mode takes it back to the top.
+func TestPolicySyncerAppendCache(t *testing.T) {
+	f := newFakeRunner("iptables-legacy-save")
+	f.outside(t, "iptables-nft", "*filter\n-A FORWARD -s 10.9.0.0/16 -j ACCEPT\nCOMMIT\n")
+	s := newFakeSyncer(t, f)
+	ctx := context.Background()
+	forward := func() []string {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return slices.Clone(f.table("iptables-nft", "filter").rules["FORWARD"])
+	}
+	isHook := func(r string) bool { return strings.HasSuffix(r, "-j "+ChainForward) }
+	apply := func(what string, appendHooks bool) {
+		t.Helper()
+		if err := s.ApplyCached(ctx, hooksAppended(fakeState(), appendHooks)); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		cacheMatchesKernel(t, what, s, f)
+	}
+
+	apply("appended", true)
+	if fw := forward(); len(fw) != 2 || !isHook(fw[1]) {
+		t.Fatalf("FORWARD after an appended hook: %q, want the other rule, then the hook", fw)
+	}
+	m := f.mark()
+	apply("appended again", true)
+	if got := f.since(m); slices.ContainsFunc(got, func(c string) bool { return strings.Contains(c, "restore") }) {
+		t.Errorf("an unchanged pass wrote: %q", got)
+	}
+
+	f.outside(t, "iptables-nft", "*filter\n-A FORWARD -s 10.8.0.0/16 -j DROP\nCOMMIT\n")
+	if err := s.Apply(ctx, hooksAppended(fakeState(), true)); err != nil {
+		t.Fatal(err)
+	}
+	cacheMatchesKernel(t, "a rule appended after the hook", s, f)
+	if fw := forward(); len(fw) != 3 || !isHook(fw[1]) {
+		t.Errorf("FORWARD after another program appended a rule: %q, want the hook left in the middle", fw)
+	}
+
+	apply("inserted", false)
+	if fw := forward(); len(fw) != 3 || !isHook(fw[0]) || slices.IndexFunc(fw[1:], isHook) >= 0 {
+		t.Errorf("FORWARD back in insert mode: %q, want the hook first and once", fw)
+	}
+}
+
+// TestPolicySyncerSameInterval: setting the interval the syncer has (the agent does on
+// every render) does not wake Run to reset its ticker, which would put the full pass
+// off for as long as renders come faster than the interval.
+func TestPolicySyncerSameInterval(t *testing.T) {
+	s := newFakeSyncer(t, newFakeRunner("iptables-legacy-save"))
+	s.SetInterval(time.Second)
+	if len(s.newInterval) != 1 {
+		t.Fatal("a new interval did not wake Run")
+	}
+	<-s.newInterval
+	s.SetInterval(time.Second)
+	if len(s.newInterval) != 0 {
+		t.Error("the same interval woke Run to reset its ticker")
+	}
+}
+
+// TestPolicySyncerBackendCleanupRetried: when removing policy's chains from the old
+// backend fails, the new backend keeps working and a later pass removes them.
+func TestPolicySyncerBackendCleanupRetried(t *testing.T) {
+	f := newFakeRunner()
+	s := newFakeSyncer(t, f)
+	if got := s.Backend().Name; got != "nft" {
+		t.Fatalf("detected %s on empty tables, want nft", got)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx, time.Hour) }()
+	defer func() { cancel(); <-done }()
+	s.Update(fakeState())
+	waitFor := func(what string, ok func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); !ok(); time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within 5s; calls %q", what, f.since(0))
+			}
+		}
+	}
+	waitFor("chains on nft", func() bool { return f.hasChain("iptables-nft", "filter", "tby-pi-x") })
+	f.mu.Lock()
+	f.failNext["iptables-nft-restore"] = 1 // the cleanup's first restore
+	f.mu.Unlock()
+	if err := s.SetBackend("legacy"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("chains on legacy, the failed cleanup leaving nft's", func() bool {
+		f.mu.Lock()
+		failed := f.failNext["iptables-nft-restore"] == 0
+		f.mu.Unlock()
+		return failed && f.hasChain("iptables-legacy", "filter", "tby-pi-x")
+	})
+	if !f.hasChain("iptables-nft", "filter", "tby-pi-x") {
+		t.Fatal("the failed cleanup removed nft's chains")
+	}
+	s.SetInterval(20 * time.Millisecond) // the next full pass retries
+	waitFor("nft cleaned by a later pass", func() bool { return !f.hasChain("iptables-nft", "filter", "tby-pi-x") })
+	if !f.hasChain("iptables-legacy", "filter", "tby-pi-x") {
+		t.Error("legacy lost policy's chains")
+	}
+}

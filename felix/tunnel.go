@@ -200,7 +200,7 @@ func DesiredEncap(in EncapInput) Encap {
 	}
 	pools := slices.Clone(in.Pools)
 	slices.SortFunc(pools, func(a, b EncapPool) int { return cmp.Compare(a.Name, b.Name) })
-	var vxlanPools []EncapPool // of both families: a block overlaps pools of its own only
+	var vxlanPools []EncapPool               // of both families: a block overlaps pools of its own only
 	noUnderlay := map[vxlanFamily][]string{} // tunnelled pools of a family this node has no address of
 	for _, p := range pools {
 		if p.Disabled || !p.CIDR.IsValid() {
@@ -288,16 +288,37 @@ func (e *Encap) encapLearned(r Route) Route {
 	return r
 }
 
-// WorkloadMTU is the MTU workloads get over an underlay of MTU underlay: less the header of
-// the largest tunnel an enabled pool uses: VXLAN over IPv6, VXLAN over IPv4, then IPIP.
-func WorkloadMTU(underlay int, e Encap) int {
-	switch {
-	case len(e.VXLANPoolsV6) > 0:
-		return underlay - VXLANOverheadV6
-	case len(e.VXLANPools) > 0:
-		return underlay - VXLANOverhead
-	case len(e.IPIPPools) > 0:
-		return underlay - IPIPOverhead
+// TunnelMTUs are the MTUs of the underlay and of the tunnel devices.
+type TunnelMTUs struct {
+	Underlay, VXLAN, VXLANV6, IPIP int
+}
+
+// NewTunnelMTUs returns the tunnels' MTUs over an underlay of MTU underlay: vxlan and
+// ipip as given (Calico's vxlanMTU and ipipMTU), or when 0 the underlay's less the
+// tunnel's header; VXLAN over IPv6's is always the underlay's less its header.
+func NewTunnelMTUs(underlay, vxlan, ipip int) TunnelMTUs {
+	t := TunnelMTUs{Underlay: underlay, VXLAN: vxlan, VXLANV6: underlay - VXLANOverheadV6, IPIP: ipip}
+	if t.VXLAN == 0 {
+		t.VXLAN = underlay - VXLANOverhead
 	}
-	return underlay
+	if t.IPIP == 0 {
+		t.IPIP = underlay - IPIPOverhead
+	}
+	return t
+}
+
+// WorkloadMTU is the MTU workloads get: the smallest MTU of the tunnels an enabled pool
+// uses (VXLAN over IPv6, VXLAN over IPv4, IPIP), or the underlay's when none does.
+func WorkloadMTU(e Encap, t TunnelMTUs) int {
+	mtu := t.Underlay
+	if len(e.VXLANPoolsV6) > 0 {
+		mtu = min(mtu, t.VXLANV6)
+	}
+	if len(e.VXLANPools) > 0 {
+		mtu = min(mtu, t.VXLAN)
+	}
+	if len(e.IPIPPools) > 0 {
+		mtu = min(mtu, t.IPIP)
+	}
+	return mtu
 }

@@ -79,7 +79,7 @@ func TestDesiredEncapModes(t *testing.T) {
 			if !slices.ContainsFunc(e.Problems, func(p string) bool { return strings.Contains(p, "node4") }) {
 				t.Errorf("problems %q do not name node4 (no VTEP)", e.Problems)
 			}
-			if got := WorkloadMTU(1500, e); got != 1450 {
+			if got := WorkloadMTU(e, NewTunnelMTUs(1500, 0, 0)); got != 1450 {
 				t.Errorf("WorkloadMTU = %d, want 1450", got)
 			}
 		})
@@ -151,7 +151,7 @@ func TestDesiredEncapV6(t *testing.T) {
 			if !slices.ContainsFunc(e.Problems, func(p string) bool { return strings.Contains(p, "node4 has no IPv6 VXLAN tunnel address") }) {
 				t.Errorf("problems %q do not name node4 (no IPv6 VTEP)", e.Problems)
 			}
-			if got := WorkloadMTU(1500, e); got != 1430 {
+			if got := WorkloadMTU(e, NewTunnelMTUs(1500, 0, 0)); got != 1430 {
 				t.Errorf("WorkloadMTU = %d, want 1430", got)
 			}
 		})
@@ -167,8 +167,8 @@ func TestDesiredEncapV6(t *testing.T) {
 			t.Errorf("dual-stack routes %q lack %q", got, want)
 		}
 	}
-	if len(e.VXLANPeers) != 2 || len(e.VXLANPeersV6) != 2 || WorkloadMTU(1500, e) != 1430 {
-		t.Errorf("dual stack: %d IPv4 peers, %d IPv6 peers, MTU %d; want 2, 2, 1430", len(e.VXLANPeers), len(e.VXLANPeersV6), WorkloadMTU(1500, e))
+	if len(e.VXLANPeers) != 2 || len(e.VXLANPeersV6) != 2 || WorkloadMTU(e, NewTunnelMTUs(1500, 0, 0)) != 1430 {
+		t.Errorf("dual stack: %d IPv4 peers, %d IPv6 peers, MTU %d; want 2, 2, 1430", len(e.VXLANPeers), len(e.VXLANPeersV6), WorkloadMTU(e, NewTunnelMTUs(1500, 0, 0)))
 	}
 
 	// This node without an IPv6 address cannot tunnel over IPv6: no device, a problem.
@@ -214,8 +214,8 @@ func TestDesiredRoutesEncap(t *testing.T) {
 	in := encapInput(api.EncapNever)
 	in.Pools[0].IPIPMode = api.EncapCrossSubnet
 	e = DesiredEncap(in)
-	if !slices.Equal(e.IPIPPools, []string{"p"}) || WorkloadMTU(1500, e) != 1480 {
-		t.Fatalf("IPIP pools %v, MTU %d", e.IPIPPools, WorkloadMTU(1500, e))
+	if !slices.Equal(e.IPIPPools, []string{"p"}) || WorkloadMTU(e, NewTunnelMTUs(1500, 0, 0)) != 1480 {
+		t.Fatalf("IPIP pools %v, MTU %d", e.IPIPPools, WorkloadMTU(e, NewTunnelMTUs(1500, 0, 0)))
 	}
 	learned = append(learned, Route{Dst: netip.MustParsePrefix("10.244.0.128/26"), Type: RouteGateway, Gateway: netip.MustParseAddr("172.31.1.12")},
 		Route{Dst: netip.MustParsePrefix("10.99.0.0/26"), Type: RouteGateway, Gateway: netip.MustParseAddr("172.31.2.11")})
@@ -333,5 +333,29 @@ func TestVXLANReconcilerNetns(t *testing.T) {
 				t.Errorf("device left: %v", out)
 			}
 		})
+	}
+}
+
+// TestWorkloadMTUConfigured: with the tunnels' MTUs set (vxlanMTU, ipipMTU), workloads
+// get the smallest of the tunnels their node's pools use; an unused tunnel's setting
+// does not count, and 0 is the underlay's less the header.
+func TestWorkloadMTUConfigured(t *testing.T) {
+	vxlan, ipip := []string{"v"}, []string{"i"}
+	for _, tc := range []struct {
+		e                 Encap
+		vxlanMTU, ipipMTU int
+		want              int
+	}{
+		{Encap{}, 1300, 1300, 1500},
+		{Encap{VXLANPools: vxlan}, 1400, 0, 1400},
+		{Encap{IPIPPools: ipip}, 1300, 0, 1480},
+		{Encap{VXLANPools: vxlan, IPIPPools: ipip}, 0, 0, 1450},
+		{Encap{VXLANPools: vxlan, IPIPPools: ipip}, 0, 1420, 1420},
+		{Encap{VXLANPools: vxlan, IPIPPools: ipip}, 1490, 1480, 1480},
+		{Encap{VXLANPoolsV6: vxlan, IPIPPools: ipip}, 0, 1490, 1430},
+	} {
+		if got := WorkloadMTU(tc.e, NewTunnelMTUs(1500, tc.vxlanMTU, tc.ipipMTU)); got != tc.want {
+			t.Errorf("%+v with vxlanMTU %d, ipipMTU %d: MTU %d, want %d", tc.e, tc.vxlanMTU, tc.ipipMTU, got, tc.want)
+		}
 	}
 }

@@ -158,13 +158,21 @@ the command line wins over its variable.`,
 				}
 			}
 			cmd.Flags().VisitAll(func(f *pflag.Flag) { a.Flags = append(a.Flags, "--"+f.Name+"="+f.Value.String()) })
+			// Given on the command line or in the environment (setFromEnv sets them),
+			// these win over a FelixConfiguration.
+			a.ExplicitFlags = map[string]bool{}
+			cmd.Flags().Visit(func(f *pflag.Flag) { a.ExplicitFlags[f.Name] = true })
 			return run(cmd.Context(), o)
 		},
 	}
 	cmd.AddCommand(newCleanupCommand())
 	f := cmd.Flags()
-	f.DurationVar(&a.Policy.Refresh, "policy-refresh-interval", 5*time.Second, "period of full iptables and ipset passes (repairs chains changed from outside)")
+	f.DurationVar(&a.Policy.Refresh, "policy-refresh-interval", felix.DefaultPolicyRefresh, "period of full iptables and ipset passes (repairs chains changed from outside)")
 	f.StringVar(&a.Policy.EndpointToHostAction, "default-endpoint-to-host-action", "ACCEPT", "traffic from a workload to its own host, once its egress policy allowed it: ACCEPT, DROP or RETURN (on to the host's INPUT rules)")
+	f.StringVar(&a.Policy.IptablesBackend, "iptables-backend", "auto", "iptables flavour policy writes: auto (detected as Calico does), legacy or nft")
+	f.StringVar(&a.Policy.ChainInsertMode, "chain-insert-mode", "insert", "where the hooks into the kernel's chains (FORWARD, INPUT, OUTPUT, ...) go: insert (at the top) or append (at the bottom, after other programs' rules)")
+	f.IntVar(&a.IPIPMTU, "ipip-mtu", 0, "MTU of tunl0; 0 is the underlay's MTU less 20 (workloads get the smallest MTU of the tunnels their node uses)")
+	f.IntVar(&a.VXLANMTU, "vxlan-mtu", 0, "MTU of vxlan.tabby; 0 is the underlay's MTU less 50")
 	f.StringVar(&o.failsafeIn, "failsafe-inbound-host-ports", felix.FormatFailsafePorts(felix.DefaultFailsafeInbound), "ports to the host that host endpoint policy never closes: protocol:port,... or none")
 	f.StringVar(&o.failsafeOut, "failsafe-outbound-host-ports", felix.FormatFailsafePorts(felix.DefaultFailsafeOutbound), "ports from the host that host endpoint policy never closes: protocol:port,... or none")
 	f.BoolVar(&a.Policy.AutoHostEndpoints, "auto-host-endpoints", false, "keep this node's automatic host endpoint <node>-auto-hep (every interface, the node's labels, allow-all profile); off deletes it")
@@ -191,7 +199,7 @@ the command line wins over its variable.`,
 	f.StringVar(&a.IPv4Method, "ip-autodetection-method", "first-found", "how --ip=autodetect finds the address: first-found, interface=REGEX, skip-interface=REGEX, can-reach=IP or cidr=CIDR")
 	f.StringVar(&a.IPv6, "ip6", "none", "this node's IPv6 address with its prefix length, autodetect or none")
 	f.StringVar(&a.IPv6Method, "ip6-autodetection-method", "first-found", "how --ip6=autodetect finds the address (as --ip-autodetection-method)")
-	f.DurationVar(&a.RouteRefresh, "route-refresh-interval", 0, "period of full route and sysctl passes (default 10s)")
+	f.DurationVar(&a.RouteRefresh, "route-refresh-interval", felix.DefaultResyncInterval, "period of full route and sysctl passes")
 	f.DurationVar(&a.IPAMGCInterval, "ipam-gc-interval", time.Minute, "period of IPAM garbage collection passes (one agent in the cluster runs them)")
 	f.BoolVar(&a.DefaultPools.Off, "no-default-pools", false, "create no IP pool on first boot")
 	f.StringVar(&a.DefaultPools.IPv4CIDR, "default-ipv4-pool-cidr", "192.168.0.0/16", "CIDR of the IPv4 pool "+agent.DefaultIPv4PoolName+" that the first agent creates when the cluster has no IPv4 pool")
@@ -238,10 +246,12 @@ var embeddedEtcdFlags = []string{"etcd-listen-client", "etcd-listen-peer", "etcd
 func run(ctx context.Context, o options) error {
 	// The recent lines are kept for tabbyctl node diags.
 	o.agent.Logs = agent.NewLogRing(agent.DefaultLogLines)
-	logger, err := logsetup.New(o.logLevel, io.MultiWriter(os.Stderr, o.agent.Logs))
+	// A FelixConfiguration's logSeverityScreen changes the level.
+	logger, level, err := logsetup.NewVar(o.logLevel, io.MultiWriter(os.Stderr, o.agent.Logs))
 	if err != nil {
 		return err
 	}
+	o.agent.LogLevel = level
 	slog.SetDefault(logger)
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

@@ -114,6 +114,7 @@ var errNotReady = errors.New("not ready")
 func printStatus(w io.Writer, st *nodestatus.Status, now time.Time) {
 	if st.BGPOff {
 		fmt.Fprintf(w, "tabby-node %s (%s) is running, BGP off\n", st.Node, st.Role)
+		printSettings(w, st)
 		printReadiness(w, st)
 		return
 	}
@@ -144,7 +145,19 @@ func printStatus(w io.Writer, st *nodestatus.Status, now time.Time) {
 		printPeers(w, peers, now)
 	}
 	fmt.Fprintf(w, "\nAdvertised: %s\nLearned routes: %d (synced: %v)\n", strings.Join(st.Advertised, ", "), st.Learned, st.Synced)
+	printSettings(w, st)
 	printReadiness(w, st)
+}
+
+// printSettings prints the FelixConfiguration settings that are not the flags' defaults,
+// each with where it came from: "ipipMTU: 1400 from flag --ipip-mtu (FelixConfiguration
+// default says 1380)".
+func printSettings(w io.Writer, st *nodestatus.Status) {
+	for _, s := range st.Settings {
+		if s.Source != "default" {
+			fmt.Fprintf(w, "Setting: %s\n", s)
+		}
+	}
 }
 
 // printPeers prints a table of peers.

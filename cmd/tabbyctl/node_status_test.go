@@ -33,3 +33,22 @@ func TestPrintStatusFamilies(t *testing.T) {
 		t.Errorf("IPv4-only status:\n%s", out)
 	}
 }
+
+// Node status names every setting that is not the flags' default with its source, and
+// what a FelixConfiguration says where a flag overrides it; defaults are left out.
+func TestPrintStatusSettings(t *testing.T) {
+	st := &nodestatus.Status{Node: "node1", Role: "node", BGPOff: true, Ready: true, Settings: []nodestatus.Setting{
+		{Name: "logSeverityScreen", Value: "info", Source: "default"},
+		{Name: "ipipMTU", Value: "1400", Source: "flag --ipip-mtu", Shadowed: "FelixConfiguration default says 1380"},
+		{Name: "vxlanMTU", Value: "1300", Source: "FelixConfiguration node.node1"},
+	}}
+	var b strings.Builder
+	printStatus(&b, st, time.Now())
+	want := "tabby-node node1 (node) is running, BGP off\n" +
+		"Setting: ipipMTU: 1400 from flag --ipip-mtu (FelixConfiguration default says 1380)\n" +
+		"Setting: vxlanMTU: 1300 from FelixConfiguration node.node1\n" +
+		"Readiness: ready\n"
+	if got := b.String(); got != want {
+		t.Errorf("status:\n%s\nwant:\n%s", got, want)
+	}
+}

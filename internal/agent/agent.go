@@ -40,6 +40,15 @@ type Config struct {
 	IPv6, IPv6Method string
 	// RouteRefresh is the period of full route and sysctl passes (0: felix's default).
 	RouteRefresh time.Duration
+	// IPIPMTU and VXLANMTU are tunl0's and vxlan.tabby's MTUs (0: the underlay's less
+	// the tunnel header).
+	IPIPMTU, VXLANMTU int
+	// LogLevel is the level of the agent's logger, which a FelixConfiguration's
+	// logSeverityScreen changes; nil leaves the logger alone.
+	LogLevel *slog.LevelVar
+	// ExplicitFlags names the flags given on the command line or in the environment:
+	// they win over a FelixConfiguration.
+	ExplicitFlags map[string]bool
 	// IPAMGCInterval is the period of IPAM garbage collection (one agent runs it).
 	IPAMGCInterval time.Duration
 	// DefaultPools are the IPPools the agent creates when the cluster has none.
@@ -83,6 +92,11 @@ type PolicyConfig struct {
 	// AutoHostEndpoints keeps the node's automatic host endpoint ("<node>-auto-hep",
 	// every interface, the node's labels); off deletes it.
 	AutoHostEndpoints bool
+	// IptablesBackend is auto (detected), legacy or nft.
+	IptablesBackend string
+	// ChainInsertMode is where the hooks into the kernel's chains go: insert (the top)
+	// or append (the bottom).
+	ChainInsertMode string
 }
 
 // BGPConfig are the BGP speaker's settings.
@@ -107,7 +121,7 @@ type Subsystem interface {
 
 // snapshotKinds are the kinds the agent watches: one watch each, read by every subsystem.
 func snapshotKinds() []*api.Kind {
-	plurals := []string{"nodes", "ippools", "bgppeers", "bgpfilters", "bgpconfigurations", "services", "endpoints", "endpointslices", "endpointhealths"}
+	plurals := []string{"nodes", "ippools", "bgppeers", "bgpfilters", "bgpconfigurations", "felixconfigurations", "services", "endpoints", "endpointslices", "endpointhealths"}
 	for _, p := range policy.InputKinds {
 		if !slices.Contains(plurals, p) {
 			plurals = append(plurals, p)
@@ -134,6 +148,7 @@ var (
 	kindBGPPeers          = mustKind("bgppeers")
 	kindBGPFilters        = mustKind("bgpfilters")
 	kindBGPConfigs        = mustKind("bgpconfigurations")
+	kindFelixConfigs      = mustKind("felixconfigurations")
 	kindWorkloadEndpoints = mustKind("workloadendpoints")
 )
 
@@ -149,6 +164,24 @@ func (cfg Config) Validate() error {
 	case "ACCEPT", "DROP", "RETURN":
 	default:
 		return fmt.Errorf("--default-endpoint-to-host-action %q: want ACCEPT, DROP or RETURN", cfg.Policy.EndpointToHostAction)
+	}
+	switch cfg.Policy.IptablesBackend {
+	case "", "auto", "legacy", "nft":
+	default:
+		return fmt.Errorf("--iptables-backend %q: want auto, legacy or nft", cfg.Policy.IptablesBackend)
+	}
+	switch cfg.Policy.ChainInsertMode {
+	case "", "insert", "append":
+	default:
+		return fmt.Errorf("--chain-insert-mode %q: want insert or append", cfg.Policy.ChainInsertMode)
+	}
+	for _, m := range []struct {
+		flag string
+		mtu  int
+	}{{"--ipip-mtu", cfg.IPIPMTU}, {"--vxlan-mtu", cfg.VXLANMTU}} {
+		if m.mtu != 0 && (m.mtu < api.MinMTU || m.mtu > api.MaxMTU) {
+			return fmt.Errorf("%s %d: want %d-%d, or 0 for the underlay's MTU less the tunnel header", m.flag, m.mtu, api.MinMTU, api.MaxMTU)
+		}
 	}
 	if cfg.Role == RoleRouteReflector && !cfg.BGP.Enabled {
 		return errors.New("nothing to run: a route reflector needs BGP (--bgp)")
@@ -181,6 +214,39 @@ func (cfg Config) Validate() error {
 		}
 	}
 	return nil
+}
+
+// felixSettings are the settings of the flags, before any FelixConfiguration.
+func (cfg Config) felixSettings() FelixSettings {
+	s := FelixSettings{
+		LogLevel: slog.LevelInfo, IPIPMTU: cfg.IPIPMTU, VXLANMTU: cfg.VXLANMTU,
+		FailsafeInbound: cfg.Policy.FailsafeInbound, FailsafeOutbound: cfg.Policy.FailsafeOutbound,
+		EndpointToHostAction: cfg.Policy.EndpointToHostAction, IptablesBackend: cfg.Policy.IptablesBackend,
+		RouteRefresh: cfg.RouteRefresh, IptablesRefresh: cfg.Policy.Refresh,
+		WireGuard: cfg.WireGuard.Enabled, ChainInsertMode: cfg.Policy.ChainInsertMode,
+	}
+	if cfg.LogLevel != nil {
+		s.LogLevel = cfg.LogLevel.Level()
+	}
+	if s.FailsafeInbound == nil {
+		s.FailsafeInbound = felix.DefaultFailsafeInbound
+	}
+	if s.FailsafeOutbound == nil {
+		s.FailsafeOutbound = felix.DefaultFailsafeOutbound
+	}
+	if s.IptablesBackend == "" {
+		s.IptablesBackend = "auto"
+	}
+	if s.ChainInsertMode == "" {
+		s.ChainInsertMode = "insert"
+	}
+	if s.RouteRefresh <= 0 {
+		s.RouteRefresh = felix.DefaultResyncInterval
+	}
+	if s.IptablesRefresh <= 0 {
+		s.IptablesRefresh = felix.DefaultPolicyRefresh
+	}
+	return s
 }
 
 // Run registers the node and runs the agent until ctx ends. ds is the datastore client
@@ -235,6 +301,9 @@ func Run(ctx context.Context, cfg Config, ds *datastore.Client, m *Metrics) erro
 		}))
 	}
 	m.watchSnapshot(snap)
+	fc := &felixConfig{node: cfg.NodeName, flags: cfg.felixSettings(), explicit: cfg.ExplicitFlags}
+	fcSub := &felixConfigSubsystem{cfg: fc, snap: snap, level: cfg.LogLevel, log: slog.Default().With("component", "felix-configuration")}
+	subs = append(subs, fcSub)
 
 	var learned *learnedRoutes // BGP → felix
 	var bgpSub *bgpSubsystem
@@ -251,6 +320,7 @@ func Run(ctx context.Context, cfg Config, ds *datastore.Client, m *Metrics) erro
 			return err
 		}
 		defer dp.Close()
+		fcSub.dp = dp
 		m.watchDataplane(dp)
 		if cfg.BGP.Enabled {
 			learned = newLearnedRoutes(dp)
@@ -262,8 +332,13 @@ func Run(ctx context.Context, cfg Config, ds *datastore.Client, m *Metrics) erro
 		if err != nil {
 			return fmt.Errorf("policy: %w", err)
 		}
+		// A backend the flag chose is the one the Service proxy starts on too; one a
+		// FelixConfiguration chooses moves policy's chains only (README).
+		if err := syncer.SetBackend(fc.flags.IptablesBackend); err != nil {
+			return fmt.Errorf("--iptables-backend: %w", err)
+		}
 		services = &serviceIndex{}
-		pol := newPolicySubsystem(cfg.NodeName, cfg.Policy, v4.IsValid(), snap, syncer, services, ready, m)
+		pol := newPolicySubsystem(cfg.NodeName, fc, v4.IsValid(), snap, syncer, services, ready, m)
 		var exempt func(*snapshot.View) []netip.Addr
 		if cfg.DNS.Enabled {
 			d, err := newDNSSubsystem(cfg.DNS, snap, services, syncer, ready, m)
@@ -293,7 +368,7 @@ func Run(ctx context.Context, cfg Config, ds *datastore.Client, m *Metrics) erro
 				return ipamc.RunGarbageCollector(ctx, cfg.NodeName, cfg.IPAMGCInterval, ipam.GCOptions{})
 			})))
 		if v4.IsValid() || v6.IsValid() {
-			subs = append(subs, newEncapSubsystem(cfg.NodeName, v4, v6, cfg.WireGuard, ds, ipamc, snap, encapOut, writes, ready, m))
+			subs = append(subs, newEncapSubsystem(cfg.NodeName, v4, v6, cfg.WireGuard, fc, ds, ipamc, snap, encapOut, writes, ready, m))
 		}
 	}
 	if cfg.BGP.Enabled {
@@ -302,7 +377,7 @@ func Run(ctx context.Context, cfg Config, ds *datastore.Client, m *Metrics) erro
 		subs = append(subs, bgpSub)
 	}
 	subs = append(subs, newMemoryTrim(snap, learned))
-	st := &statusServer{node: cfg.NodeName, role: cfg.Role, ready: ready, bgp: bgpSub,
+	st := &statusServer{node: cfg.NodeName, role: cfg.Role, ready: ready, bgp: bgpSub, felix: fcSub,
 		stalled: func() []string { return snap.Stalled(livenessStall) }}
 	st.diags = &diagCollector{status: st, version: cfg.Version, flags: cfg.Flags, logs: cfg.Logs, ipam: ipamc, run: runDiagCommand}
 	subs = append(subs, runFunc("status-socket", func(ctx context.Context) error { return st.serveSocket(ctx, cfg.StatusSocket) }))

@@ -153,7 +153,7 @@ func TestSnapshotKindsCoverEverySubsystem(t *testing.T) {
 	for _, k := range snapshotKinds() {
 		got = append(got, k.Plural)
 	}
-	for _, want := range append([]string{"nodes", "ippools", "bgppeers", "bgpconfigurations", "services", "endpoints", "endpointslices"}, policy.InputKinds...) {
+	for _, want := range append([]string{"nodes", "ippools", "bgppeers", "bgpconfigurations", "felixconfigurations", "services", "endpoints", "endpointslices"}, policy.InputKinds...) {
 		if !slices.Contains(got, want) {
 			t.Errorf("snapshot kinds %v lack %s", got, want)
 		}
@@ -202,6 +202,10 @@ func TestConfigValidate(t *testing.T) {
 		{func(c *Config) { c.Policy.EndpointToHostAction = "drop" }, "--default-endpoint-to-host-action"},
 		{func(c *Config) { c.Role = RoleRouteReflector }, "a route reflector needs BGP"},
 		{func(c *Config) { c.ProxyMode = "ipvs" }, `--proxy-mode "ipvs"`},
+		{func(c *Config) { c.Policy.IptablesBackend = "nftables" }, `--iptables-backend "nftables"`},
+		{func(c *Config) { c.Policy.ChainInsertMode = "prepend" }, `--chain-insert-mode "prepend"`},
+		{func(c *Config) { c.VXLANMTU = 40 }, "--vxlan-mtu 40"},
+		{func(c *Config) { c.IPIPMTU = 70000 }, "--ipip-mtu 70000"},
 	} {
 		c := good
 		tc.change(&c)

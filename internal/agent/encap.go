@@ -44,6 +44,7 @@ type encapSubsystem struct {
 	vxlan6    *felix.VXLANReconciler
 	ipip      *felix.IPIPReconciler
 	wg        *wireGuard
+	cfg       *felixConfig // tunnel MTUs and WireGuard on or off
 	// ipipMissing is set once the kernel was found without ipip (warned once); it is
 	// checked again whenever the set of IPIP pools changes (a module may have been
 	// loaded meanwhile).
@@ -51,13 +52,13 @@ type encapSubsystem struct {
 	ipipPools   []string // the IPIP pools of the last pass
 }
 
-func newEncapSubsystem(node string, underlay, underlay6 netip.Prefix, wg WireGuardConfig, ds *datastore.Client, ipamc *ipam.Client, snap *snapshot.Snapshot,
+func newEncapSubsystem(node string, underlay, underlay6 netip.Prefix, wg WireGuardConfig, cfg *felixConfig, ds *datastore.Client, ipamc *ipam.Client, snap *snapshot.Snapshot,
 	out *handoff[*felix.Encap], writes *writeGate, ready *Readiness, m *Metrics) *encapSubsystem {
 	log := slog.Default().With("component", "encap")
 	ready.Set("encapsulation", "encapsulation: no complete pass yet (tunnel devices, tunnel addresses, MTU)")
 	a := &encapSubsystem{node: node, underlay: underlay, underlay6: underlay6, ds: ds, writes: writes, tunnels: ipamc.TunnelAddrs(node, log), snap: snap, out: out,
 		ready: ready, metrics: m, log: log, vxlan: felix.NewVXLANReconciler(nil, log), vxlan6: felix.NewVXLANReconcilerV6(nil, log),
-		ipip: felix.NewIPIPReconciler(nil, log), wg: newWireGuard(wg, m, log)}
+		ipip: felix.NewIPIPReconciler(nil, log), wg: newWireGuard(wg, m, log), cfg: cfg}
 	a.vxlan.Observe, a.vxlan6.Observe, a.ipip.Observe = m.observeApply, m.observeApply, m.observeApply
 	return a
 }
@@ -75,7 +76,7 @@ func (a *encapSubsystem) Run(ctx context.Context) error {
 			return nil
 		case <-sub:
 			v := a.snap.View()
-			if !v.Differs(prev, true, kindNodes, kindIPPools) {
+			if !v.Differs(prev, true, kindNodes, kindIPPools, kindFelixConfigs) {
 				continue
 			}
 			prev = v
@@ -131,11 +132,13 @@ func (a *encapSubsystem) reconcile(ctx context.Context, v *snapshot.View) error 
 	if err != nil {
 		return err
 	}
-	mtu := felix.WorkloadMTU(underlayMTU, e)
+	settings, _ := a.cfg.effective(v)
+	mtus := felix.NewTunnelMTUs(underlayMTU, settings.VXLANMTU, settings.IPIPMTU)
+	mtu := felix.WorkloadMTU(e, mtus)
 	var errs []error
 	// WireGuard first: its key is published (recordOnNode) once its device works. After
 	// an error the published key stays as it is.
-	wg, err := a.wg.pass(v, a.node, underlayMTU)
+	wg, err := a.wg.pass(v, a.node, underlayMTU, settings.WireGuard)
 	publish := &wg.publish
 	if err != nil {
 		errs, publish = append(errs, err), nil
@@ -159,7 +162,7 @@ func (a *encapSubsystem) reconcile(ctx context.Context, v *snapshot.View) error 
 	var cfg, cfg6 *felix.VXLANDeviceConfig
 	if len(e.VXLANPools) > 0 && a.underlay.IsValid() {
 		if vtep := encapNode(self).VXLANAddr; vtep.IsValid() {
-			cfg = &felix.VXLANDeviceConfig{VTEP: vtep, MAC: felix.VXLANMAC(a.node), Underlay: a.underlay.Addr(), MTU: underlayMTU - felix.VXLANOverhead}
+			cfg = &felix.VXLANDeviceConfig{VTEP: vtep, MAC: felix.VXLANMAC(a.node), Underlay: a.underlay.Addr(), MTU: mtus.VXLAN}
 		}
 	}
 	if vtep := encapNode(self).VXLANAddrV6; len(e.VXLANPoolsV6) > 0 && vtep.IsValid() && a.underlay6.IsValid() {
@@ -199,7 +202,7 @@ func (a *encapSubsystem) reconcile(ctx context.Context, v *snapshot.View) error 
 		}
 		if len(e.IPIPPools) > 0 && !ipipAddr.IsValid() {
 			// Not allocated yet: recordOnNode did it; the snapshot brings it back.
-		} else if n, err := a.ipip.Apply(ipipAddr, underlayMTU-felix.IPIPOverhead); errors.Is(err, felix.ErrNoIPIP) {
+		} else if n, err := a.ipip.Apply(ipipAddr, mtus.IPIP); errors.Is(err, felix.ErrNoIPIP) {
 			a.ipipMissing = true
 			a.log.Warn("IPIP pools need the kernel's ipip support, which this kernel lacks: their tunnelled routes stay unprogrammed; everything else works",
 				"pools", e.IPIPPools, "err", err)

@@ -20,10 +20,12 @@ import (
 // renders this node's filter table and hands it to felix's syncer, which writes only what
 // differs and repairs drift every refresh interval. The same syncer writes natOutgoing's
 // nat table (one writer for every tabby ipset). Rules' services matches read the
-// Services' endpoints the proxy, DNS and BGP share (services).
+// Services' endpoints the proxy, DNS and BGP share (services). The settings it owns
+// (endpoint-to-host action, failsafe ports, chain insert mode, iptables backend and
+// refresh) come from the flags and FelixConfigurations (cfg), and change live.
 type policySubsystem struct {
 	node     string
-	cfg      PolicyConfig
+	cfg      *felixConfig
 	nat      bool // render natOutgoing (the node has an IPv4 address)
 	snap     *snapshot.Snapshot
 	syncer   *felix.PolicySyncer
@@ -32,7 +34,7 @@ type policySubsystem struct {
 	log      *slog.Logger
 }
 
-func newPolicySubsystem(node string, cfg PolicyConfig, nat bool, snap *snapshot.Snapshot, syncer *felix.PolicySyncer, services *serviceIndex, ready *Readiness, m *Metrics) *policySubsystem {
+func newPolicySubsystem(node string, cfg *felixConfig, nat bool, snap *snapshot.Snapshot, syncer *felix.PolicySyncer, services *serviceIndex, ready *Readiness, m *Metrics) *policySubsystem {
 	syncer.Observe = m.observeApply
 	m.watchPolicy(syncer)
 	ready.Check("policy", func() []string {
@@ -57,16 +59,18 @@ func (p *policySubsystem) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	syncDone := make(chan error, 1)
-	go func() { syncDone <- p.syncer.Run(ctx, p.cfg.Refresh) }()
+	go func() { syncDone <- p.syncer.Run(ctx, p.cfg.flags.IptablesRefresh) }()
 	sub := p.snap.Subscribe()
 	var prev *snapshot.View
 	var lastNAT *felix.FilterState
-	fcfg := felix.PolicyConfig{EndpointToHostAction: p.cfg.EndpointToHostAction,
-		FailsafeInbound: p.cfg.FailsafeInbound, FailsafeOutbound: p.cfg.FailsafeOutbound}
-	// The tunnel guard reads the Nodes and IP pools besides policy's kinds; services
-	// matches read the Services' endpoints, so a change of those renders again only while
-	// some rule has one.
-	renderKinds := append(slices.Clone(p.kinds), kindNodes, kindIPPools)
+	// The interfaces' addresses, for host endpoints found by address (HostInterfaces),
+	// carried from one render to the next; the rest of felix.PolicyConfig comes from the
+	// effective settings at each render.
+	var hostIfaces map[string][]netip.Addr
+	// The tunnel guard reads the Nodes and IP pools besides policy's kinds, and the
+	// FelixConfigurations hold settings; services matches read the Services' endpoints,
+	// so a change of those renders again only while some rule has one.
+	renderKinds := append(slices.Clone(p.kinds), kindNodes, kindIPPools, kindFelixConfigs)
 	serviceKinds := []*api.Kind{kindServices, kindEndpoints, kindEndpointSlices}
 	usesServices := false
 	// Host endpoints without interfaceName are found by the interfaces' addresses: while
@@ -78,7 +82,7 @@ func (p *policySubsystem) Run(ctx context.Context) error {
 	}); err != nil {
 		p.log.Warn("no address events; interfaces are re-read every refresh interval", "err", err)
 	}
-	refresh := time.NewTicker(cmp.Or(p.cfg.Refresh, 5*time.Second))
+	refresh := time.NewTicker(cmp.Or(p.cfg.flags.IptablesRefresh, 5*time.Second))
 	defer refresh.Stop()
 	byAddr := false // the last model had host endpoints of the node found by address
 	for {
@@ -99,8 +103,8 @@ func (p *policySubsystem) Run(ctx context.Context) error {
 			continue
 		}
 		if ifacesMayDiffer {
-			if ifaces := p.hostInterfaces(); !maps.EqualFunc(ifaces, fcfg.HostInterfaces, slices.Equal) {
-				fcfg.HostInterfaces = ifaces
+			if ifaces := p.hostInterfaces(); !maps.EqualFunc(ifaces, hostIfaces, slices.Equal) {
+				hostIfaces = ifaces
 				prev = nil // render again
 			}
 		}
@@ -113,7 +117,12 @@ func (p *policySubsystem) Run(ctx context.Context) error {
 		}
 		if v.Differs(prev, false, renderKinds...) || (usesServices && v.Differs(prev, false, serviceKinds...)) {
 			start := time.Now()
-			fcfg.Tunnels = tunnelGuard(v)
+			s, _ := p.cfg.effective(v)
+			p.syncer.SetInterval(s.IptablesRefresh)
+			p.syncer.SetChainInsertMode(s.ChainInsertMode == "append")
+			if err := p.syncer.SetBackend(s.IptablesBackend); err != nil {
+				p.log.Error("iptables backend not switched", "err", err) // validated: cannot happen
+			}
 			in := policyInput(v, p.kinds)
 			in.Services = p.services.inputs(v)
 			m, err := policy.Build(in)
@@ -122,8 +131,10 @@ func (p *policySubsystem) Run(ctx context.Context) error {
 			}
 			usesServices = m.UsesServices()
 			if byAddr = m.FindsInterfaceByAddr(p.node); byAddr && !ifacesMayDiffer {
-				fcfg.HostInterfaces = p.hostInterfaces()
+				hostIfaces = p.hostInterfaces()
 			}
+			fcfg := felix.PolicyConfig{EndpointToHostAction: s.EndpointToHostAction, Tunnels: tunnelGuard(v),
+				FailsafeInbound: s.FailsafeInbound, FailsafeOutbound: s.FailsafeOutbound, HostInterfaces: hostIfaces}
 			fs := felix.RenderPolicy(m, p.node, fcfg)
 			p.syncer.Update(fs)
 			p.log.Debug("policy rendered", "policies", len(m.Policies), "endpoints", len(m.Endpoints),

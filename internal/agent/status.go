@@ -22,7 +22,8 @@ import (
 type statusServer struct {
 	node, role string
 	ready      *Readiness
-	bgp        *bgpSubsystem  // nil with BGP off
+	bgp        *bgpSubsystem // nil with BGP off
+	felix      *felixConfigSubsystem
 	diags      *diagCollector // nil: GET /diags is 404
 	// stalled names the subsystems stuck in a pass while changes wait (nil: none can
 	// be): liveness fails while there are any.
@@ -44,6 +45,9 @@ func (s *statusServer) status(ctx context.Context) (nodestatus.Status, bool) {
 		st = rep
 	}
 	st.Problems = append(st.Problems, s.ready.Problems()...)
+	if s.felix != nil {
+		st.Settings = s.felix.Settings()
+	}
 	st.NotReady = s.ready.NotReady()
 	st.Ready = len(st.NotReady) == 0
 	return st, true

@@ -17,8 +17,8 @@ import (
 	"github.com/tabby-net/tabby/internal/snapshot"
 )
 
-// WireGuardConfig configures WireGuard encryption between nodes (Calico's
-// wireguardEnabled).
+// WireGuardConfig configures WireGuard encryption between nodes. Enabled is the flag's
+// setting (Calico's wireguardEnabled), which a FelixConfiguration may change.
 type WireGuardConfig struct {
 	Enabled bool
 	Port    int
@@ -29,13 +29,13 @@ type WireGuardConfig struct {
 
 // wireGuard is the encapsulation subsystem's WireGuard part: each pass it keeps
 // wireguard.tabby as the view's nodes ask and says which public key to publish on this
-// node's Node. Off, its first pass removes what an earlier run left; nothing else makes
-// them, so later passes do no netlink work.
+// node's Node. Off, its first pass (after start, or after it was on) removes what an
+// earlier run or pass left; nothing else makes them, so later passes do no netlink work.
 type wireGuard struct {
 	cfg     WireGuardConfig
 	r       *felix.WireGuardReconciler
 	key     *wgtypes.Key // loaded on the first pass that needs it
-	removed bool         // off, and what an earlier run left is gone
+	removed bool         // off, and what an earlier run or an earlier "on" left is gone
 	log     *slog.Logger
 }
 
@@ -54,10 +54,11 @@ type wireGuardPass struct {
 	problems []string
 }
 
-// pass applies the view's WireGuard state for node self. The public key is published
-// only once the device works, so no node encrypts to this one before it can decrypt.
-func (w *wireGuard) pass(v *snapshot.View, self string, underlayMTU int) (wireGuardPass, error) {
-	if !w.cfg.Enabled {
+// pass applies the view's WireGuard state for node self, on or off (enabled). The public
+// key is published only once the device works, so no node encrypts to this one before it
+// can decrypt.
+func (w *wireGuard) pass(v *snapshot.View, self string, underlayMTU int, enabled bool) (wireGuardPass, error) {
+	if !enabled {
 		if w.removed {
 			return wireGuardPass{}, nil
 		}
@@ -71,6 +72,7 @@ func (w *wireGuard) pass(v *snapshot.View, self string, underlayMTU int) (wireGu
 		w.removed = true
 		return wireGuardPass{}, nil
 	}
+	w.removed = false // turned on: when turned off again, the device goes
 	if w.key == nil {
 		k, err := loadOrCreateKey(w.cfg.KeyFile)
 		if err != nil {

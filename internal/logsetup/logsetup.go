@@ -11,9 +11,16 @@ import (
 // New returns a text logger to w that drops records below level (debug, info, warn or
 // error).
 func New(level string, w io.Writer) (*slog.Logger, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	l, _, err := NewVar(level, w)
+	return l, err
+}
+
+// NewVar is New whose level may change later, through the LevelVar it returns (as a
+// FelixConfiguration's logSeverityScreen changes the agent's).
+func NewVar(level string, w io.Writer) (*slog.Logger, *slog.LevelVar, error) {
+	lv := new(slog.LevelVar)
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
 	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: lv})), lv, nil
 }

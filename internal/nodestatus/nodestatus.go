@@ -39,6 +39,29 @@ type Status struct {
 	BGPOff     bool     `json:"bgpOff,omitempty"`
 	Ready      bool     `json:"ready"`
 	NotReady   []string `json:"notReady,omitempty"`
+	// Settings are the agent's effective FelixConfiguration settings and where each
+	// came from (none on a route reflector).
+	Settings []Setting `json:"settings,omitempty"`
+}
+
+// Setting is one effective agent setting that a FelixConfiguration may change.
+type Setting struct {
+	Name   string `json:"name"`   // Calico's field name: "ipipMTU"
+	Value  string `json:"value"`  // as the flag writes it: "1400", "tcp:22,udp:68"
+	Source string `json:"source"` // "flag --ipip-mtu", "FelixConfiguration node.n1", "FelixConfiguration default" or "default"
+	// Shadowed is what a FelixConfiguration says when a flag wins over it:
+	// "FelixConfiguration default says 1380".
+	Shadowed string `json:"shadowed,omitempty"`
+}
+
+// String is the setting as node status prints it: "ipipMTU: 1400 from flag --ipip-mtu
+// (FelixConfiguration default says 1380)".
+func (s Setting) String() string {
+	out := s.Name + ": " + s.Value + " from " + s.Source
+	if s.Shadowed != "" {
+		out += " (" + s.Shadowed + ")"
+	}
+	return out
 }
 
 // Peer is one row of the BGP peer table.
