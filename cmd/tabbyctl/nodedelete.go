@@ -22,7 +22,8 @@ func newNodeDeleteCommand(conn *connection) *cobra.Command {
 WorkloadEndpoint on it, and, in IPAM, its workload and tunnel addresses and its block
 affinities (an empty block goes with its affinity; a block from which other nodes borrowed
 keeps their addresses and loses the affinity), then the BGPPeers scoped to it (spec.node)
-and its BGPConfiguration override (node.<name>), as Calico's node delete does. Other
+and its BGPConfiguration and FelixConfiguration overrides (node.<name>), as Calico's node
+delete does. Other
 nodes withdraw the routes to its blocks. Each step is a transaction; a delete that fails
 midway can be run again.
 
@@ -105,8 +106,8 @@ func deleteNode(ctx context.Context, ds *datastore.Client, c *ipam.Client, name 
 }
 
 // deleteNodeScoped deletes, in one transaction, what applies to node alone, as Calico's
-// node delete does: the BGPPeers whose spec.node is node and its BGPConfiguration
-// override (node.<name>). It returns how many it deleted.
+// node delete does: the BGPPeers whose spec.node is node and its BGPConfiguration and
+// FelixConfiguration overrides (node.<name>). It returns how many it deleted.
 func deleteNodeScoped(ctx context.Context, ds *datastore.Client, node string) (int, error) {
 	peers, _, err := datastore.ListAs[*api.BGPPeer](ctx, ds, "")
 	if err != nil {
@@ -118,10 +119,17 @@ func deleteNodeScoped(ctx context.Context, ds *datastore.Client, node string) (i
 			ops = append(ops, datastore.Op{Action: datastore.OpDelete, Resource: p})
 		}
 	}
-	override, err := datastore.GetAs[*api.BGPConfiguration](ctx, ds, "", api.NodeBGPConfigurationPrefix+node)
+	bgpOverride, err := datastore.GetAs[*api.BGPConfiguration](ctx, ds, "", api.NodeBGPConfigurationPrefix+node)
 	switch {
 	case err == nil:
-		ops = append(ops, datastore.Op{Action: datastore.OpDelete, Resource: override})
+		ops = append(ops, datastore.Op{Action: datastore.OpDelete, Resource: bgpOverride})
+	case !errors.Is(err, datastore.ErrNotFound):
+		return 0, err
+	}
+	felixOverride, err := datastore.GetAs[*api.FelixConfiguration](ctx, ds, "", api.NodeFelixConfigurationPrefix+node)
+	switch {
+	case err == nil:
+		ops = append(ops, datastore.Op{Action: datastore.OpDelete, Resource: felixOverride})
 	case !errors.Is(err, datastore.ErrNotFound):
 		return 0, err
 	}

@@ -53,6 +53,11 @@ apiVersion: projectcalico.org/v3
 kind: BGPConfiguration
 metadata: {name: node.n3}
 spec: {listenPort: 1790}
+---
+apiVersion: projectcalico.org/v3
+kind: FelixConfiguration
+metadata: {name: node.n3}
+spec: {ipipMTU: 1400}
 `)
 	c := ipamOn(t, n)
 	ds := dsOn(t, n)
@@ -95,12 +100,15 @@ spec: {listenPort: 1790}
 	// The command says what it did on stdout; IPAM's own log lines of it show on stderr
 	// only when asked for with --log-level.
 	out, errOut, err = n.ctl(t, "", "--log-level", "info", "node", "delete", "n3")
-	assertContains(t, "node delete", out, "Deleted node n3: 2 workload endpoints, 3 addresses released, 1 block affinities released, 2 node-scoped BGP peers and configurations deleted.")
+	assertContains(t, "node delete", out, "Deleted node n3: 2 workload endpoints, 3 addresses released, 1 block affinities released, 3 node-scoped BGP peers and configurations deleted.")
 	if got := names(t, n, "bgppeers"); !slices.Equal(got, []string{"everyone", "tor-of-n1"}) {
 		t.Errorf("BGP peers after delete: %v, want the global one and n1's", got)
 	}
 	if got := names(t, n, "bgpconfigurations"); len(got) != 0 {
 		t.Errorf("BGP configurations after delete: %v, want n3's override gone", got)
+	}
+	if got := names(t, n, "felixconfigurations"); len(got) != 0 {
+		t.Errorf("Felix configurations after delete: %v, want n3's override gone", got)
 	}
 	assertContains(t, "node delete --log-level info: stderr", errOut, `level=INFO msg="released the block affinity of a deleted node"`)
 	if err != nil {
