@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -103,8 +104,9 @@ func BenchmarkRouteInstall(b *testing.B) {
 
 func routeInstall(b *testing.B, n int) {
 	l := newLab(b)
-	// The agent logs at info here (the lab's default is debug: a line per path).
-	l.OK("up", "--nodes", "1", "--subnets", "1", "--agent-binary", bgpAgent(b, "--log-level", "info"))
+	// The agent logs at info here (the lab's default is debug: a line per path); it serves
+	// pprof on its namespace's loopback for the heap profile below.
+	l.OK("up", "--nodes", "1", "--subnets", "1", "--agent-binary", bgpAgent(b, "--log-level", "info", "--pprof-listen", benchPprof))
 	l.OK("host", "add", "ann", "--subnet", "1")
 	l.OK("host", "add", "ref", "--subnet", "1")
 	annNS, ann := l.hostAddr("ann")
@@ -172,6 +174,7 @@ protocol bgp ref from feed { neighbor `+ref+` as 64513; }
 		return ""
 	})
 	rss1 := rssKB(b, agentPID)
+	saveHeapProfile(l, n)
 	perTenK := float64(rss1-rss0) / 1024 / (float64(n) / 10_000)
 	time.Sleep(5 * time.Second) // not a wait for anything: the RSS settled is a figure of its own
 	rssSettled := rssKB(b, agentPID)
@@ -209,6 +212,22 @@ protocol bgp ref from feed { neighbor `+ref+` as 64513; }
 	b.Logf("%d prefixes from BIRD: in tabby-node's kernel %.2fs after the announcer started (%.2fs from the first), in BIRD's kernel after %.2fs (%.2fs from the first); install ratio (from the first) %.2f; agent RSS %d -> %d MB (%.1f MB per 10k routes), %d MB 5 s later; all withdrawn from tabby-node's kernel in %.2fs, from BIRD's in %.2fs (%.2f)",
 		n, tabbyT.Seconds(), (tabbyT - tabbyFirst).Seconds(), birdT.Seconds(), (birdT - birdFirst).Seconds(), ratio, rss0/1024, rss1/1024, perTenK,
 		rssSettled/1024, tabbyW.Seconds(), birdW.Seconds(), tabbyW.Seconds()/birdW.Seconds())
+}
+
+// benchPprof is where the benchmarked agent serves pprof, inside its node's namespace.
+const benchPprof = "127.0.0.1:6061"
+
+// saveHeapProfile writes the agent's heap profile, all routes installed, to
+// $TABBY_BENCH_HEAP/heap-<n>-<time>.pb.gz when that is set (read it with go tool pprof
+// -sample_index=inuse_space bin/tabby-node <file>).
+func saveHeapProfile(l *lab, n int) {
+	dir := os.Getenv("TABBY_BENCH_HEAP")
+	if dir == "" {
+		return
+	}
+	path := filepath.Join(dir, fmt.Sprintf("heap-%d-%s.pb.gz", n, time.Now().UTC().Format("150405")))
+	l.OK("exec", "node1", "--", "curl", "-sf", "-o", path, "http://"+benchPprof+"/debug/pprof/heap")
+	l.t.Logf("heap profile at %d routes: %s", n, path)
 }
 
 // rssKB reads a process's resident set size.
