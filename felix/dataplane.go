@@ -47,7 +47,10 @@ type Config struct {
 
 // Status says how the last reconciliation pass went.
 type Status struct {
-	Passes   uint64    // passes run so far
+	Passes uint64 // passes run so far
+	// Dumps counts the passes that read the whole table (every pass but those of learned
+	// routes alone).
+	Dumps    uint64
 	LastPass time.Time // end of the last pass
 	LastOK   time.Time // end of the last pass without error
 	Err      error     // the last pass's error, nil if it succeeded
@@ -186,12 +189,14 @@ func (d *Dataplane) Run(ctx context.Context) error {
 	if err := d.watchKernel(ctx, kick, &watcher); err != nil {
 		return err
 	}
-	tick := time.NewTicker(d.interval)
-	defer tick.Stop()
+	rs := resync{interval: d.interval, due: time.Now().Add(d.interval)}
+	periodic := time.NewTimer(d.interval)
+	defer periodic.Stop()
 	retry := time.NewTimer(time.Hour)
 	retry.Stop()
 	full := true // the first pass reads every sysctl
 	failures := 0
+	var lastLearned time.Time // the last pass of learned routes alone
 	for {
 		onlyLearned := false
 		select {
@@ -200,7 +205,17 @@ func (d *Dataplane) Run(ctx context.Context) error {
 		case <-d.updated:
 		case <-kick:
 		case <-retry.C:
-		case <-tick.C:
+		case <-periodic.C:
+			now := time.Now()
+			run, again := rs.check(now, d.learnPending() || now.Sub(lastLearned) < learnQuiet)
+			if !run {
+				periodic.Reset(again)
+				if !d.learnPending() {
+					continue
+				}
+				onlyLearned = true
+				break
+			}
 			full = true
 		case <-d.learnedC:
 			onlyLearned = true
@@ -217,6 +232,7 @@ func (d *Dataplane) Run(ctx context.Context) error {
 				failures++
 				retry.Reset(min(time.Second<<min(failures-1, 6), d.interval))
 			}
+			lastLearned = time.Now()
 			continue
 		}
 		if err := d.sync(*s, full); err != nil {
@@ -225,8 +241,49 @@ func (d *Dataplane) Run(ctx context.Context) error {
 		} else {
 			failures = 0
 		}
+		if full {
+			rs.ran(time.Now())
+			periodic.Reset(d.interval)
+		}
 		full = false
 	}
+}
+
+// learnQuiet is how long after the last pass of learned routes alone the periodic full
+// pass still counts them as being written.
+const learnQuiet = time.Second
+
+// resync schedules the periodic full pass. It is due an interval after the end of the
+// last one, so a pass that takes longer than the interval (dumping a full BGP table on a
+// loaded machine) never runs back to back with the next. While BGP's learned routes are
+// being written it waits, learnQuiet at a time but at most another interval: at 100k routes
+// its dump and comparison take seconds that every learned change would wait behind, and
+// the writes of those changes are what it would check.
+type resync struct {
+	interval time.Duration
+	due      time.Time
+}
+
+// check says whether the full pass runs at now, given whether learned routes are being
+// written; if not, again is when to ask next.
+func (r *resync) check(now time.Time, learning bool) (run bool, again time.Duration) {
+	if now.Before(r.due) {
+		return false, r.due.Sub(now)
+	}
+	if learning && now.Sub(r.due) < r.interval {
+		return false, min(learnQuiet, r.due.Add(r.interval).Sub(now))
+	}
+	return true, 0
+}
+
+// ran records a full pass that ended at end.
+func (r *resync) ran(end time.Time) { r.due = end.Add(r.interval) }
+
+// learnPending says whether Learn left changes no pass has taken yet.
+func (d *Dataplane) learnPending() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.learnDirty) > 0
 }
 
 // sync runs one pass: workload interfaces up, sysctls (an IPv6 route needs IPv6 on its
@@ -278,7 +335,7 @@ func (d *Dataplane) sync(s LocalState, full bool) error {
 	d.mu.Lock()
 	prev := d.status
 	d.status = Status{
-		Passes: prev.Passes + 1, LastPass: end, LastOK: prev.LastOK,
+		Passes: prev.Passes + 1, Dumps: prev.Dumps + 1, LastPass: end, LastOK: prev.LastOK,
 		Err: err, Stats: st, Sysctls: written, Routes: prev.Routes, Rejected: rejected,
 	}
 	if err == nil {

@@ -79,3 +79,50 @@ func TestDataplaneLearnLeavesOthersRoutes(t *testing.T) {
 	ns.ip(t, "route", "del", "10.65.7.0/26", "proto", "bird")
 	waitRoutes(t, ns, "taken once BIRD's route went", "10.65.7.0/26 via 172.31.9.4 dev "+up)
 }
+
+// While learned routes keep coming, the periodic full pass waits for them, but no longer
+// than another interval: a stream of Learn calls that never pauses still sees full passes,
+// every streamed route is written, and the periodic passes go on once the stream stops.
+func TestDataplaneFullPassWaitsForLearning(t *testing.T) {
+	ns := newTestNS(t)
+	up := vethName()
+	ns.veth(t, up)
+	ns.ip(t, "addr", "add", "172.31.9.1/24", "dev", up)
+	const interval = 200 * time.Millisecond
+	d := startDataplane(t, ns, interval)
+	d.Update(LocalState{Blocks: prefixes("10.65.0.0/26")})
+	waitRoutes(t, ns, "the block", "blackhole 10.65.0.0/26")
+
+	stop, done := make(chan struct{}), make(chan int)
+	go func() {
+		n := 0
+		for {
+			select {
+			case <-stop:
+				done <- n
+				return
+			default:
+			}
+			dst := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 66, byte(n >> 8), byte(n)}), 32)
+			d.Learn([]Route{{Dst: dst, Type: RouteGateway, Gateway: netip.MustParseAddr("172.31.9.2")}}, nil)
+			n++
+			time.Sleep(10 * time.Millisecond) // the stream's pace, not a wait
+		}
+	}()
+	start := d.Status().Dumps
+	eventually(t, 10*time.Second, "a full pass while learned routes keep coming", func() (bool, string) {
+		st := d.Status()
+		return st.Dumps > start+1, fmt.Sprintf("%d full passes since the stream started", st.Dumps-start)
+	})
+	close(stop)
+	n := <-done
+	eventually(t, 10*time.Second, "every streamed route written", func() (bool, string) {
+		got := len(ns.routes(t, "proto", "116"))
+		return got == n+1, fmt.Sprintf("%d routes of %d", got, n+1)
+	})
+	after := d.Status().Dumps
+	eventually(t, 10*time.Second, "full passes go on after the stream", func() (bool, string) {
+		st := d.Status()
+		return st.Dumps > after+1, fmt.Sprintf("%d full passes since the stream stopped", st.Dumps-after)
+	})
+}

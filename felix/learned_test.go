@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 func via(dst, gw, iface string, onlink bool) Route {
@@ -74,5 +75,38 @@ func TestPlanRoutesGateways(t *testing.T) {
 				t.Errorf("ops:\n got %q\nwant %q", ops, tt.ops)
 			}
 		})
+	}
+}
+
+// The periodic full pass is due an interval after the last one ended; while learned
+// routes are being written it waits, learnQuiet at a time, up to another interval.
+func TestResyncWaitsForLearning(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	const iv = 10 * time.Second
+	r := resync{interval: iv, due: t0.Add(iv)}
+	for _, c := range []struct {
+		at       time.Duration // since t0
+		learning bool
+		run      bool
+		again    time.Duration
+	}{
+		{0, false, false, iv},
+		{3 * time.Second, true, false, 7 * time.Second},
+		{iv, false, true, 0},
+		{iv, true, false, learnQuiet},
+		{iv + 5*time.Second, true, false, learnQuiet},
+		{2*iv - 300*time.Millisecond, true, false, 300 * time.Millisecond},
+		{2 * iv, true, true, 0},
+		{3 * iv, true, true, 0},
+	} {
+		run, again := r.check(t0.Add(c.at), c.learning)
+		if run != c.run || again != c.again {
+			t.Errorf("at %v learning %v: run %v again %v, want %v %v", c.at, c.learning, run, again, c.run, c.again)
+		}
+	}
+	// A pass that ran long: the next is due an interval after its end, not at once.
+	r.ran(t0.Add(25 * time.Second))
+	if run, again := r.check(t0.Add(25*time.Second), false); run || again != iv {
+		t.Errorf("right after a pass: run %v again %v, want false %v", run, again, iv)
 	}
 }

@@ -141,6 +141,7 @@ protocol bgp ann { local `+ref+` as 64513; neighbor `+ann+` as 65001; direct;
 		}
 		return c
 	}
+	cpu := startCPUProfile(l, n)
 	start := time.Now()
 	annSock := startBIRD(b, annNS, `router id `+ann+`;
 protocol device {}
@@ -197,6 +198,7 @@ protocol bgp ref from feed { neighbor `+ref+` as 64513; }
 		}
 		return ""
 	})
+	cpu()
 	b.ReportMetric(tabbyT.Seconds(), "s-tabby")
 	b.ReportMetric(birdT.Seconds(), "s-bird")
 	ratio := (tabbyT - tabbyFirst).Seconds() / (birdT - birdFirst).Seconds()
@@ -228,6 +230,30 @@ func saveHeapProfile(l *lab, n int) {
 	path := filepath.Join(dir, fmt.Sprintf("heap-%d-%s.pb.gz", n, time.Now().UTC().Format("150405")))
 	l.OK("exec", "node1", "--", "curl", "-sf", "-o", path, "http://"+benchPprof+"/debug/pprof/heap")
 	l.t.Logf("heap profile at %d routes: %s", n, path)
+}
+
+// startCPUProfile starts a 40 s CPU profile of the agent (learning and installing) into
+// $TABBY_BENCH_HEAP when that is set; the function returned waits for it and copies the
+// agent's log beside it.
+func startCPUProfile(l *lab, n int) func() {
+	dir := os.Getenv("TABBY_BENCH_HEAP")
+	if dir == "" {
+		return func() {}
+	}
+	stamp := time.Now().UTC().Format("150405")
+	path := filepath.Join(dir, fmt.Sprintf("cpu-%d-%s.pb.gz", n, stamp))
+	cmd := l.Command("exec", "node1", "--", "curl", "-sf", "-o", path, "http://"+benchPprof+"/debug/pprof/profile?seconds=40")
+	if err := cmd.Start(); err != nil {
+		l.t.Fatal(err)
+	}
+	return func() {
+		if err := cmd.Wait(); err != nil {
+			l.t.Logf("CPU profile: %v", err)
+		}
+		log, _ := os.ReadFile(filepath.Join(l.StateDir(), "node1.log"))
+		_ = os.WriteFile(filepath.Join(dir, fmt.Sprintf("agent-%d-%s.log", n, stamp)), log, 0o644)
+		l.t.Logf("CPU profile from the announcer's start: %s", path)
+	}
 }
 
 // rssKB reads a process's resident set size.
