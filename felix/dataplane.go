@@ -199,13 +199,18 @@ func (d *Dataplane) Run(ctx context.Context) error {
 	var lastLearned time.Time // the last pass of learned routes alone
 	for {
 		onlyLearned := false
+		var cause string // why a full pass runs, for its log line
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-d.updated:
+			cause = "state"
 		case <-kick:
+			cause = "kernel event"
 		case <-retry.C:
+			cause = "retry"
 		case <-periodic.C:
+			cause = "periodic"
 			now := time.Now()
 			run, again := rs.check(now, d.learnPending() || now.Sub(lastLearned) < learnQuiet)
 			if !run {
@@ -218,7 +223,7 @@ func (d *Dataplane) Run(ctx context.Context) error {
 			}
 			full = true
 		case <-d.learnedC:
-			onlyLearned = true
+			onlyLearned, cause = true, "learned routes before the first pass"
 		}
 		d.mu.Lock()
 		s := d.state
@@ -235,7 +240,7 @@ func (d *Dataplane) Run(ctx context.Context) error {
 			lastLearned = time.Now()
 			continue
 		}
-		if err := d.sync(*s, full); err != nil {
+		if err := d.sync(*s, full, cause); err != nil {
 			failures++
 			retry.Reset(min(time.Second<<min(failures-1, 6), d.interval))
 		} else {
@@ -288,7 +293,7 @@ func (d *Dataplane) learnPending() bool {
 
 // sync runs one pass: workload interfaces up, sysctls (an IPv6 route needs IPv6 on its
 // interface), then routes.
-func (d *Dataplane) sync(s LocalState, full bool) error {
+func (d *Dataplane) sync(s LocalState, full bool, cause string) error {
 	start := time.Now()
 	byDst, rejected := desiredLocal(s)
 	d.local = make(map[netip.Prefix]struct{}, len(byDst))
@@ -351,12 +356,12 @@ func (d *Dataplane) sync(s LocalState, full bool) error {
 	switch {
 	case err != nil:
 		d.log.Error("dataplane pass failed", "err", err, "added", st.Added, "replaced", st.Replaced,
-			"deleted", st.Deleted, "took", took)
+			"deleted", st.Deleted, "cause", cause, "took", took)
 	case st.Changed() || written > 0:
 		d.log.Info("dataplane updated", "added", st.Added, "replaced", st.Replaced, "deleted", st.Deleted,
-			"sysctls", written, "routes", len(routes), "took", took)
+			"sysctls", written, "routes", len(routes), "cause", cause, "took", took)
 	default:
-		d.log.Debug("dataplane in sync", "routes", len(routes), "full", full, "took", took)
+		d.log.Debug("dataplane in sync", "routes", len(routes), "full", full, "cause", cause, "took", took)
 	}
 	if !slices.Equal(st.Skipped, prev.Stats.Skipped) && len(st.Skipped) > 0 {
 		d.log.Warn("routes not programmed, retrying when their interfaces change", "count", len(st.Skipped),
