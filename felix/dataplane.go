@@ -189,7 +189,7 @@ func (d *Dataplane) Run(ctx context.Context) error {
 	if err := d.watchKernel(ctx, kick, &watcher); err != nil {
 		return err
 	}
-	rs := resync{interval: d.interval, due: time.Now().Add(d.interval)}
+	rs := newResync(d.interval, time.Now())
 	periodic := time.NewTimer(d.interval)
 	defer periodic.Stop()
 	retry := time.NewTimer(time.Hour)
@@ -240,6 +240,7 @@ func (d *Dataplane) Run(ctx context.Context) error {
 			lastLearned = time.Now()
 			continue
 		}
+		start := time.Now()
 		if err := d.sync(*s, full, cause); err != nil {
 			failures++
 			retry.Reset(min(time.Second<<min(failures-1, 6), d.interval))
@@ -247,8 +248,7 @@ func (d *Dataplane) Run(ctx context.Context) error {
 			failures = 0
 		}
 		if full {
-			rs.ran(time.Now())
-			periodic.Reset(d.interval)
+			periodic.Reset(rs.ran(time.Since(start), time.Now()))
 		}
 		full = false
 	}
@@ -258,15 +258,25 @@ func (d *Dataplane) Run(ctx context.Context) error {
 // pass still counts them as being written.
 const learnQuiet = time.Second
 
+// fullPassShare bounds the periodic full passes to about 1/fullPassShare of the
+// dataplane's time: the next is due at least fullPassShare-1 times the last one's length
+// after it ended.
+const fullPassShare = 5
+
 // resync schedules the periodic full pass. It is due an interval after the end of the
-// last one, so a pass that takes longer than the interval (dumping a full BGP table on a
-// loaded machine) never runs back to back with the next. While BGP's learned routes are
-// being written it waits, learnQuiet at a time but at most another interval: at 100k routes
-// its dump and comparison take seconds that every learned change would wait behind, and
-// the writes of those changes are what it would check.
+// last one, or (fullPassShare-1)× that pass's length if longer: dumping and comparing a full BGP
+// table takes seconds on a loaded machine, and a short --route-refresh-interval would
+// otherwise spend most of the time on it. While BGP's learned routes are being written it
+// waits, learnQuiet at a time, at most as long again: every learned change would wait
+// behind it, and the writes of those changes are what it would check.
 type resync struct {
 	interval time.Duration
+	wait     time.Duration // from the end of the last full pass to the next
 	due      time.Time
+}
+
+func newResync(interval time.Duration, now time.Time) resync {
+	return resync{interval: interval, wait: interval, due: now.Add(interval)}
 }
 
 // check says whether the full pass runs at now, given whether learned routes are being
@@ -275,14 +285,19 @@ func (r *resync) check(now time.Time, learning bool) (run bool, again time.Durat
 	if now.Before(r.due) {
 		return false, r.due.Sub(now)
 	}
-	if learning && now.Sub(r.due) < r.interval {
-		return false, min(learnQuiet, r.due.Add(r.interval).Sub(now))
+	if learning && now.Sub(r.due) < r.wait {
+		return false, min(learnQuiet, r.due.Add(r.wait).Sub(now))
 	}
 	return true, 0
 }
 
-// ran records a full pass that ended at end.
-func (r *resync) ran(end time.Time) { r.due = end.Add(r.interval) }
+// ran records a full pass that took took and ended at end; it returns how long until the
+// next is due.
+func (r *resync) ran(took time.Duration, end time.Time) time.Duration {
+	r.wait = max(r.interval, (fullPassShare-1)*took)
+	r.due = end.Add(r.wait)
+	return r.wait
+}
 
 // learnPending says whether Learn left changes no pass has taken yet.
 func (d *Dataplane) learnPending() bool {

@@ -78,18 +78,29 @@ func TestPlanRoutesGateways(t *testing.T) {
 	}
 }
 
-// The periodic full pass is due an interval after the last one ended; while learned
-// routes are being written it waits, learnQuiet at a time, up to another interval.
+// The periodic full pass is due an interval after the last one ended (longer after a long
+// pass); while learned routes are being written it waits, learnQuiet at a time, up to as
+// long again.
 func TestResyncWaitsForLearning(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	const iv = 10 * time.Second
-	r := resync{interval: iv, due: t0.Add(iv)}
-	for _, c := range []struct {
+	r := newResync(iv, t0)
+	type step struct {
 		at       time.Duration // since t0
 		learning bool
 		run      bool
 		again    time.Duration
-	}{
+	}
+	check := func(when string, steps []step) {
+		t.Helper()
+		for _, c := range steps {
+			run, again := r.check(t0.Add(c.at), c.learning)
+			if run != c.run || again != c.again {
+				t.Errorf("%s, at %v learning %v: run %v again %v, want %v %v", when, c.at, c.learning, run, again, c.run, c.again)
+			}
+		}
+	}
+	check("first", []step{
 		{0, false, false, iv},
 		{3 * time.Second, true, false, 7 * time.Second},
 		{iv, false, true, 0},
@@ -98,15 +109,20 @@ func TestResyncWaitsForLearning(t *testing.T) {
 		{2*iv - 300*time.Millisecond, true, false, 300 * time.Millisecond},
 		{2 * iv, true, true, 0},
 		{3 * iv, true, true, 0},
-	} {
-		run, again := r.check(t0.Add(c.at), c.learning)
-		if run != c.run || again != c.again {
-			t.Errorf("at %v learning %v: run %v again %v, want %v %v", c.at, c.learning, run, again, c.run, c.again)
-		}
+	})
+	// A short pass: the next is due an interval after its end.
+	if wait := r.ran(time.Second, t0.Add(25*time.Second)); wait != iv {
+		t.Errorf("after a 1 s pass: next in %v, want %v", wait, iv)
 	}
-	// A pass that ran long: the next is due an interval after its end, not at once.
-	r.ran(t0.Add(25 * time.Second))
-	if run, again := r.check(t0.Add(25*time.Second), false); run || again != iv {
-		t.Errorf("right after a pass: run %v again %v, want false %v", run, again, iv)
+	check("after a short pass", []step{{25 * time.Second, false, false, iv}, {35 * time.Second, false, true, 0}})
+	// A pass of 6 s: the next waits 24 s, and while learning up to 24 s more.
+	if wait := r.ran(6*time.Second, t0.Add(40*time.Second)); wait != 24*time.Second {
+		t.Errorf("after a 6 s pass: next in %v, want 24s", wait)
 	}
+	check("after a long pass", []step{
+		{50 * time.Second, false, false, 14 * time.Second},
+		{64 * time.Second, true, false, learnQuiet},
+		{87 * time.Second, true, false, learnQuiet},
+		{88 * time.Second, true, true, 0},
+	})
 }
