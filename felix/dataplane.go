@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"maps"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -197,6 +198,7 @@ func (d *Dataplane) Run(ctx context.Context) error {
 	full := true // the first pass reads every sysctl
 	failures := 0
 	var lastLearned time.Time // the last pass of learned routes alone
+	var applied *LocalState   // the state of the last full pass
 	for {
 		onlyLearned := false
 		var cause string // why a full pass runs, for its log line
@@ -205,6 +207,18 @@ func (d *Dataplane) Run(ctx context.Context) error {
 			return nil
 		case <-d.updated:
 			cause = "state"
+			d.mu.Lock()
+			s := d.state
+			d.mu.Unlock()
+			if releaseOnly(applied, s) {
+				// BGP synced: the held routes go with the next full pass, made due now;
+				// while a full table is still being learned it waits for that as the
+				// periodic one does, and learned changes follow the new state meanwhile.
+				rs.dueNow(time.Now())
+				periodic.Reset(0)
+				cause = "BGP synced"
+				continue
+			}
 		case <-kick:
 			cause = "kernel event"
 		case <-retry.C:
@@ -241,6 +255,7 @@ func (d *Dataplane) Run(ctx context.Context) error {
 			continue
 		}
 		start := time.Now()
+		applied = s
 		if err := d.sync(*s, full, cause); err != nil {
 			failures++
 			retry.Reset(min(time.Second<<min(failures-1, 6), d.interval))
@@ -267,8 +282,8 @@ const fullPassShare = 5
 // last one, or (fullPassShare-1)× that pass's length if longer: dumping and comparing a full BGP
 // table takes seconds on a loaded machine, and a short --route-refresh-interval would
 // otherwise spend most of the time on it. While BGP's learned routes are being written it
-// waits, learnQuiet at a time, at most as long again: every learned change would wait
-// behind it, and the writes of those changes are what it would check.
+// waits, learnQuiet at a time, at most fullPassShare times as long again: every learned
+// change would wait behind it, and the writes of those changes are what it would check.
 type resync struct {
 	interval time.Duration
 	wait     time.Duration // from the end of the last full pass to the next
@@ -285,8 +300,8 @@ func (r *resync) check(now time.Time, learning bool) (run bool, again time.Durat
 	if now.Before(r.due) {
 		return false, r.due.Sub(now)
 	}
-	if learning && now.Sub(r.due) < r.wait {
-		return false, min(learnQuiet, r.due.Add(r.wait).Sub(now))
+	if late := fullPassShare * r.wait; learning && now.Sub(r.due) < late {
+		return false, min(learnQuiet, r.due.Add(late).Sub(now))
 	}
 	return true, 0
 }
@@ -297,6 +312,22 @@ func (r *resync) ran(took time.Duration, end time.Time) time.Duration {
 	r.wait = max(r.interval, (fullPassShare-1)*took)
 	r.due = end.Add(r.wait)
 	return r.wait
+}
+
+// dueNow makes the full pass due at now (its wait for learned routes counts from now).
+func (r *resync) dueNow(now time.Time) { r.due = now }
+
+// releaseOnly says whether s differs from the state of the last full pass only in no
+// longer holding learned routes: BGP synced, and the gateway routes it held (a previous
+// run's that no peer sent again) are to go. Learned routes are written as they change
+// whatever the state, so that needs a full pass, but not one in front of them.
+func releaseOnly(applied, s *LocalState) bool {
+	if applied == nil || s == nil || !applied.HoldLearned || s.HoldLearned {
+		return false
+	}
+	held := *s
+	held.HoldLearned = true
+	return reflect.DeepEqual(*applied, held)
 }
 
 // learnPending says whether Learn left changes no pass has taken yet.

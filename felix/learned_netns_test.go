@@ -80,18 +80,20 @@ func TestDataplaneLearnLeavesOthersRoutes(t *testing.T) {
 	waitRoutes(t, ns, "taken once BIRD's route went", "10.65.7.0/26 via 172.31.9.4 dev "+up)
 }
 
-// While learned routes keep coming, the periodic full pass waits for them, but no longer
-// than another interval: a stream of Learn calls that never pauses still sees full passes,
-// every streamed route is written, and the periodic passes go on once the stream stops.
+// While learned routes keep coming, the periodic full pass waits for them, but not for
+// ever: a stream of Learn calls that never pauses still sees full passes, every streamed
+// route is written, and the periodic passes go on once the stream stops. BGP's sync
+// during the stream releases a previous run's held route.
 func TestDataplaneFullPassWaitsForLearning(t *testing.T) {
 	ns := newTestNS(t)
 	up := vethName()
 	ns.veth(t, up)
 	ns.ip(t, "addr", "add", "172.31.9.1/24", "dev", up)
+	ns.ip(t, "route", "add", "10.67.0.0/26", "via", "172.31.9.7", "proto", "116") // a previous run's
 	const interval = 200 * time.Millisecond
 	d := startDataplane(t, ns, interval)
-	d.Update(LocalState{Blocks: prefixes("10.65.0.0/26")})
-	waitRoutes(t, ns, "the block", "blackhole 10.65.0.0/26")
+	d.Update(LocalState{Blocks: prefixes("10.65.0.0/26"), HoldLearned: true})
+	waitRoutes(t, ns, "the block, the previous run's route held", "10.67.0.0/26 via 172.31.9.7 dev "+up, "blackhole 10.65.0.0/26")
 
 	stop, done := make(chan struct{}), make(chan int)
 	go func() {
@@ -113,6 +115,15 @@ func TestDataplaneFullPassWaitsForLearning(t *testing.T) {
 	eventually(t, 10*time.Second, "a full pass while learned routes keep coming", func() (bool, string) {
 		st := d.Status()
 		return st.Dumps > start+1, fmt.Sprintf("%d full passes since the stream started", st.Dumps-start)
+	})
+	d.Update(LocalState{Blocks: prefixes("10.65.0.0/26")})
+	eventually(t, 10*time.Second, "the held route released while learned routes keep coming", func() (bool, string) {
+		for _, l := range ns.routes(t, "proto", "116") {
+			if strings.HasPrefix(l, "10.67.0.0/26") {
+				return false, l
+			}
+		}
+		return true, ""
 	})
 	close(stop)
 	n := <-done
