@@ -144,8 +144,7 @@ func (r *RouteReconciler) apply(desired []Route, links linkTable, holdGateways b
 			}
 		case opDelete:
 			k := have[op.have]
-			nr := k.nl
-			nr.Flags = 0 // state flags (linkdown) are not part of the route's identity
+			nr := k.delRequest(r.table)
 			switch err := r.h.RouteDel(&nr); {
 			case err == nil:
 				st.Deleted++
@@ -216,7 +215,38 @@ type kernelRoute struct {
 	// OtherMetric is set when its metric is not the one felix writes, so that writing the
 	// desired route would add a second route rather than replace this one.
 	OtherMetric bool
-	nl          netlink.Route
+	// link is the kernel's interface index.
+	link int
+	// raw is the kernel's route itself, kept only when Odd or OtherMetric: any other is
+	// told apart by Route and link alone, and a full table's routes are read on every
+	// full pass.
+	raw *netlink.Route
+}
+
+// delRequest is what deletes k: the kernel's route for an odd one, else one rebuilt from
+// Route with exactly the attributes that fromNetlink found normal.
+func (k kernelRoute) delRequest(table int) netlink.Route {
+	if k.raw != nil {
+		nr := *k.raw
+		nr.Flags = 0 // state flags (linkdown) are not part of the route's identity
+		return nr
+	}
+	nr := netlink.Route{Dst: prefixToIPNet(k.Route.Dst), Table: table, Protocol: netlink.RouteProtocol(RouteProtocol), LinkIndex: k.link}
+	v4 := k.Route.Dst.Addr().Is4()
+	if !v4 {
+		nr.Priority = ip6DefaultMetric
+	}
+	switch k.Route.Type {
+	case RouteUnicast:
+		if v4 {
+			nr.Scope = netlink.SCOPE_LINK
+		}
+	case RouteBlackhole:
+		nr.Type = unix.RTN_BLACKHOLE
+	case RouteGateway:
+		nr.Gw = k.Route.Gateway.AsSlice()
+	}
+	return nr
 }
 
 // matches says whether the kernel route is the desired route w. A gateway route that leaves
@@ -231,14 +261,14 @@ func (k kernelRoute) matches(w Route) bool {
 }
 
 func (k kernelRoute) describe() string {
-	if k.Odd || k.OtherMetric {
-		return k.nl.String()
+	if k.raw != nil {
+		return k.raw.String()
 	}
 	return k.Route.String()
 }
 
 func fromNetlink(nr netlink.Route, links linkTable) kernelRoute {
-	k := kernelRoute{nl: nr}
+	k := kernelRoute{link: nr.LinkIndex}
 	if nr.Dst != nil {
 		k.Route.Dst = ipNetToPrefix(nr.Dst)
 	} else if nr.Family == unix.AF_INET6 { // a default route has no RTA_DST
@@ -276,6 +306,9 @@ func fromNetlink(nr netlink.Route, links linkTable) kernelRoute {
 		k.Odd = k.Odd || nr.Scope != netlink.SCOPE_UNIVERSE
 	default:
 		k.Odd = true
+	}
+	if k.Odd || k.OtherMetric {
+		k.raw = &nr
 	}
 	return k
 }
