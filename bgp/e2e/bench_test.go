@@ -179,6 +179,7 @@ protocol bgp ref from feed { neighbor `+ref+` as 64513; }
 	perTenK := float64(rss1-rss0) / 1024 / (float64(n) / 10_000)
 	time.Sleep(5 * time.Second) // not a wait for anything: the RSS settled is a figure of its own
 	rssSettled := rssKB(b, agentPID)
+	saveMemStats(l, n)
 
 	// Full withdrawal: the announcer's static routes go, both sessions carry withdrawals.
 	wstart := time.Now()
@@ -230,6 +231,17 @@ func saveHeapProfile(l *lab, n int) {
 	path := filepath.Join(dir, fmt.Sprintf("heap-%d-%s.pb.gz", n, time.Now().UTC().Format("150405")))
 	l.OK("exec", "node1", "--", "curl", "-sf", "-o", path, "http://"+benchPprof+"/debug/pprof/heap")
 	l.t.Logf("heap profile at %d routes: %s", n, path)
+}
+
+// saveMemStats writes the agent's heap profile in text, which ends with the runtime's
+// MemStats (heap in use, idle, released to the OS; GC count), beside the profiles.
+func saveMemStats(l *lab, n int) {
+	dir := os.Getenv("TABBY_BENCH_HEAP")
+	if dir == "" {
+		return
+	}
+	path := filepath.Join(dir, fmt.Sprintf("memstats-%d-%s.txt", n, time.Now().UTC().Format("150405")))
+	l.OK("exec", "node1", "--", "curl", "-sf", "-o", path, "http://"+benchPprof+"/debug/pprof/heap?debug=1")
 }
 
 // startCPUProfile starts a 40 s CPU profile of the agent (learning and installing) into
