@@ -346,26 +346,28 @@ func (d *Dataplane) sync(s LocalState, full bool, cause string) error {
 	for dst := range byDst {
 		d.local[dst] = struct{}{}
 	}
-	d.mu.Lock()
-	learned := make([]Route, 0, len(s.Learned)+len(d.learned))
-	learned = append(learned, s.Learned...)
-	for _, r := range d.learned {
-		learned = append(learned, r)
-	}
-	d.learnDirty = map[netip.Prefix]struct{}{} // this pass writes every learned route
-	d.mu.Unlock()
-	for _, r := range learned {
+	learn := func(r Route) {
 		if r, ok := s.learnedRoute(r); ok {
 			if _, ok := byDst[r.Dst]; !ok {
 				byDst[r.Dst] = r
 			}
 		}
 	}
+	for _, r := range s.Learned {
+		learn(r)
+	}
+	// Straight from the map, not through a copy: at a full table a copy is ~9 MB per pass.
+	d.mu.Lock()
+	for _, r := range d.learned {
+		learn(r)
+	}
+	d.learnDirty = map[netip.Prefix]struct{}{} // this pass writes every learned route
+	d.mu.Unlock()
 	routes := sortedRoutes(byDst)
 	sysctls := DesiredSysctls(s)
 	// Published before the links are read, so that a link event from now on wakes another
-	// pass if this one missed it.
-	w := newWatchSnapshot(routes, sysctls)
+	// pass if this one missed it. It keeps byDst, which this pass no longer changes.
+	w := newWatchSnapshot(byDst, sysctls)
 	d.watched.Store(w)
 	links := d.links.subset(w.ifaces)
 	raised, uerr := setUp(d.h, DesiredUp(s), links)
@@ -470,10 +472,10 @@ func (w *watchSnapshot) set(r Route, want bool) {
 	}
 }
 
-func newWatchSnapshot(routes []Route, sysctls []Sysctl) *watchSnapshot {
-	w := &watchSnapshot{routes: make(map[netip.Prefix]Route, len(routes)), ifaces: make(map[string]bool)}
+// newWatchSnapshot keeps routes, the desired routes by destination.
+func newWatchSnapshot(routes map[netip.Prefix]Route, sysctls []Sysctl) *watchSnapshot {
+	w := &watchSnapshot{routes: routes, ifaces: make(map[string]bool)}
 	for _, r := range routes {
-		w.routes[r.Dst] = r
 		if r.Interface != "" {
 			w.ifaces[r.Interface] = true
 		}

@@ -98,20 +98,30 @@ func (r *RouteReconciler) apply(desired []Route, links linkTable, holdGateways b
 		return Stats{}, err
 	}
 	st := Stats{Programmed: len(have), listed: true}
-	want := make([]Route, 0, len(desired))
-	for _, d := range desired {
+	// want is desired without the routes whose interface is missing or down: desired
+	// itself until one is (no copy of a full table).
+	want, copied := desired, false
+	for i, d := range desired {
+		reason := ""
 		if d.Type == RouteUnicast || (d.Type == RouteGateway && d.Interface != "") {
-			l, ok := links.byName[d.Interface]
-			switch {
+			switch l, ok := links.byName[d.Interface]; {
 			case !ok:
-				st.Skipped = append(st.Skipped, SkippedRoute{d, "interface does not exist"})
-				continue
+				reason = "interface does not exist"
 			case !l.up:
-				st.Skipped = append(st.Skipped, SkippedRoute{d, "interface is down"})
-				continue
+				reason = "interface is down"
 			}
 		}
-		want = append(want, d)
+		switch {
+		case reason == "":
+			if copied {
+				want = append(want, d)
+			}
+		case !copied:
+			want, copied = append(make([]Route, 0, len(desired)), desired[:i]...), true
+			fallthrough
+		default:
+			st.Skipped = append(st.Skipped, SkippedRoute{d, reason})
+		}
 	}
 
 	var errs errorList
@@ -340,9 +350,16 @@ type routeOp struct {
 // wanted, is deleted, except that with holdGateways a gateway route for a destination not
 // wanted is kept.
 func planRoutes(have []kernelRoute, want []Route, holdGateways bool) []routeOp {
-	byDst := make(map[netip.Prefix][]int, len(have))
-	for i, k := range have {
-		byDst[k.Route.Dst] = append(byDst[k.Route.Dst], i)
+	// first[dst] is the first of have's routes for dst, next[i] the next one after have[i]
+	// (-1: none): one map entry per destination and no slice for each.
+	first := make(map[netip.Prefix]int, len(have))
+	next := make([]int, len(have))
+	for i := len(have) - 1; i >= 0; i-- {
+		next[i] = -1
+		if j, ok := first[have[i].Route.Dst]; ok {
+			next[i] = j
+		}
+		first[have[i].Route.Dst] = i
 	}
 	keep := make([]bool, len(have))
 	var ops, dels []routeOp
@@ -353,7 +370,8 @@ func planRoutes(have []kernelRoute, want []Route, holdGateways bool) []routeOp {
 		}
 		seen[w.Dst] = true
 		exact, slot := -1, -1
-		for _, i := range byDst[w.Dst] {
+		i, ok := first[w.Dst]
+		for ; ok && i >= 0; i = next[i] {
 			k := have[i]
 			if k.OtherMetric {
 				continue

@@ -245,11 +245,12 @@ func saveMemStats(l *lab, n int) {
 }
 
 // startCPUProfile starts a 40 s CPU profile of the agent (learning and installing) into
-// $TABBY_BENCH_HEAP when that is set; the function returned waits for it and copies the
-// agent's log beside it.
+// $TABBY_BENCH_HEAP when that and TABBY_BENCH_CPU are set (the profiler's own memory
+// shows in the RSS); the function returned waits for it and copies the agent's log beside
+// it.
 func startCPUProfile(l *lab, n int) func() {
 	dir := os.Getenv("TABBY_BENCH_HEAP")
-	if dir == "" {
+	if dir == "" || os.Getenv("TABBY_BENCH_CPU") == "" {
 		return func() {}
 	}
 	stamp := time.Now().UTC().Format("150405")
