@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tabby-net/tabby/internal/routekey"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -86,8 +87,8 @@ type Dataplane struct {
 	status  Status
 	// learned are BGP's routes as Learn left them, beside LocalState.Learned; learnDirty
 	// the destinations Learn changed since a pass last took them, and learnedC the wake-up.
-	learned    map[netip.Prefix]Route
-	learnDirty map[netip.Prefix]struct{}
+	learned    map[routekey.Prefix]routekey.Addr // destination → gateway
+	learnDirty map[routekey.Prefix]struct{}
 	learnedC   chan struct{}
 
 	// Run's alone: the destinations of the last full pass's local routes, which win over
@@ -109,8 +110,8 @@ func NewDataplane(cfg Config) (*Dataplane, error) {
 		table:      cfg.Table,
 		ns:         netns.None(),
 		updated:    make(chan struct{}, 1),
-		learned:    map[netip.Prefix]Route{},
-		learnDirty: map[netip.Prefix]struct{}{},
+		learned:    map[routekey.Prefix]routekey.Addr{},
+		learnDirty: map[routekey.Prefix]struct{}{},
 		learnedC:   make(chan struct{}, 1),
 	}
 	if d.log == nil {
@@ -358,10 +359,10 @@ func (d *Dataplane) sync(s LocalState, full bool, cause string) error {
 	}
 	// Straight from the map, not through a copy: at a full table a copy is ~9 MB per pass.
 	d.mu.Lock()
-	for _, r := range d.learned {
-		learn(r)
+	for dst, gw := range d.learned {
+		learn(learnedGateway(dst, gw))
 	}
-	d.learnDirty = map[netip.Prefix]struct{}{} // this pass writes every learned route
+	d.learnDirty = map[routekey.Prefix]struct{}{} // this pass writes every learned route
 	d.mu.Unlock()
 	routes := sortedRoutes(byDst)
 	sysctls := DesiredSysctls(s)

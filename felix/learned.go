@@ -7,34 +7,47 @@ import (
 	"slices"
 	"time"
 
+	"github.com/tabby-net/tabby/internal/routekey"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
 
 // Learn hands the Dataplane changes to BGP's learned routes: routes (each of type
-// RouteGateway) replace those of their destinations, and the destinations in withdrawn
-// lose theirs. They join LocalState.Learned. Run writes only the destinations that
-// changed, without reading the table back, unless a full pass is due anyway; the periodic
-// full pass still compares every route with the kernel's. Learn does not block and keeps
-// no reference to its arguments.
+// RouteGateway; felix keeps only their destination and gateway, and any other route
+// withdraws its destination) replace those of their destinations, and the destinations in
+// withdrawn lose theirs. They join LocalState.Learned. Run writes only the destinations
+// that changed, without reading the table back, unless a full pass is due anyway; the
+// periodic full pass still compares every route with the kernel's. Learn does not block and
+// keeps no reference to its arguments.
 func (d *Dataplane) Learn(routes []Route, withdrawn []netip.Prefix) {
 	if len(routes) == 0 && len(withdrawn) == 0 {
 		return
 	}
 	d.mu.Lock()
 	for _, r := range routes {
-		d.learned[r.Dst] = r
-		d.learnDirty[r.Dst] = struct{}{}
-	}
-	for _, dst := range withdrawn {
-		delete(d.learned, dst)
+		dst := routekey.PrefixOf(r.Dst)
+		if r.Type == RouteGateway && r.Gateway.IsValid() {
+			d.learned[dst] = routekey.AddrOf(r.Gateway)
+		} else {
+			delete(d.learned, dst)
+		}
 		d.learnDirty[dst] = struct{}{}
 	}
+	for _, dst := range withdrawn {
+		k := routekey.PrefixOf(dst)
+		delete(d.learned, k)
+		d.learnDirty[k] = struct{}{}
+	}
 	if len(d.learned) == 0 {
-		d.learned = map[netip.Prefix]Route{} // a map keeps a full table's buckets for good
+		d.learned = map[routekey.Prefix]routekey.Addr{} // a map keeps a full table's buckets for good
 	}
 	d.mu.Unlock()
 	poke(d.learnedC)
+}
+
+// learnedGateway is the learned route to dst via gw.
+func learnedGateway(dst routekey.Prefix, gw routekey.Addr) Route {
+	return Route{Dst: dst.Prefix(), Type: RouteGateway, Gateway: gw.Addr()}
 }
 
 // learnedChange is one destination Learn changed: its learned route now, if any.
@@ -50,10 +63,14 @@ func (d *Dataplane) takeLearned() []learnedChange {
 	defer d.mu.Unlock()
 	out := make([]learnedChange, 0, len(d.learnDirty))
 	for dst := range d.learnDirty {
-		r, ok := d.learned[dst]
-		out = append(out, learnedChange{dst, r, ok})
+		gw, ok := d.learned[dst]
+		c := learnedChange{dst: dst.Prefix(), ok: ok}
+		if ok {
+			c.route = learnedGateway(dst, gw)
+		}
+		out = append(out, c)
 	}
-	d.learnDirty = map[netip.Prefix]struct{}{}
+	d.learnDirty = map[routekey.Prefix]struct{}{}
 	return out
 }
 
