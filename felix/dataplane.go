@@ -342,7 +342,10 @@ func (d *Dataplane) learnPending() bool {
 // interface), then routes.
 func (d *Dataplane) sync(s LocalState, full bool, cause string) error {
 	start := time.Now()
-	byDst, rejected := desiredLocal(s)
+	d.mu.Lock()
+	learnedN := len(d.learned)
+	d.mu.Unlock()
+	byDst, rejected := desiredLocal(s, len(s.Learned)+learnedN)
 	d.local = make(map[netip.Prefix]struct{}, len(byDst))
 	for dst := range byDst {
 		d.local[dst] = struct{}{}

@@ -361,16 +361,18 @@ func planRoutes(have []kernelRoute, want []Route, holdGateways bool) []routeOp {
 		}
 		first[have[i].Route.Dst] = i
 	}
+	// first[dst] becomes wanted once a desired route for dst is planned: it dedups want and
+	// tells held gateway routes, with no second map of a full table.
+	const wanted = -2
 	keep := make([]bool, len(have))
 	var ops, dels []routeOp
-	seen := make(map[netip.Prefix]bool, len(want))
 	for _, w := range want {
-		if seen[w.Dst] {
+		i, ok := first[w.Dst]
+		if ok && i == wanted {
 			continue
 		}
-		seen[w.Dst] = true
+		first[w.Dst] = wanted
 		exact, slot := -1, -1
-		i, ok := first[w.Dst]
 		for ; ok && i >= 0; i = next[i] {
 			k := have[i]
 			if k.OtherMetric {
@@ -394,7 +396,7 @@ func planRoutes(have []kernelRoute, want []Route, holdGateways bool) []routeOp {
 		}
 	}
 	for i, k := range have {
-		if holdGateways && !keep[i] && k.Route.Type == RouteGateway && !seen[k.Route.Dst] {
+		if holdGateways && !keep[i] && k.Route.Type == RouteGateway && first[k.Route.Dst] != wanted {
 			keep[i] = true
 		}
 		if !keep[i] {
