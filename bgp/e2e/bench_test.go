@@ -224,24 +224,27 @@ const benchPprof = "127.0.0.1:6061"
 // $TABBY_BENCH_HEAP/heap-<n>-<time>.pb.gz when that is set (read it with go tool pprof
 // -sample_index=inuse_space bin/tabby-node <file>).
 func saveHeapProfile(l *lab, n int) {
-	dir := os.Getenv("TABBY_BENCH_HEAP")
-	if dir == "" {
-		return
+	if path := fetchProfile(l, fmt.Sprintf("heap-%d", n), ".pb.gz", "heap"); path != "" {
+		l.t.Logf("heap profile at %d routes: %s", n, path)
 	}
-	path := filepath.Join(dir, fmt.Sprintf("heap-%d-%s.pb.gz", n, time.Now().UTC().Format("150405")))
-	l.OK("exec", "node1", "--", "curl", "-sf", "-o", path, "http://"+benchPprof+"/debug/pprof/heap")
-	l.t.Logf("heap profile at %d routes: %s", n, path)
 }
 
 // saveMemStats writes the agent's heap profile in text, which ends with the runtime's
 // MemStats (heap in use, idle, released to the OS; GC count), beside the profiles.
 func saveMemStats(l *lab, n int) {
+	fetchProfile(l, fmt.Sprintf("memstats-%d", n), ".txt", "heap?debug=1")
+}
+
+// fetchProfile saves the agent's /debug/pprof/<query> as $TABBY_BENCH_HEAP/<name>-<time><ext>
+// and returns its path; "" when TABBY_BENCH_HEAP is not set.
+func fetchProfile(l *lab, name, ext, query string) string {
 	dir := os.Getenv("TABBY_BENCH_HEAP")
 	if dir == "" {
-		return
+		return ""
 	}
-	path := filepath.Join(dir, fmt.Sprintf("memstats-%d-%s.txt", n, time.Now().UTC().Format("150405")))
-	l.OK("exec", "node1", "--", "curl", "-sf", "-o", path, "http://"+benchPprof+"/debug/pprof/heap?debug=1")
+	path := filepath.Join(dir, name+"-"+time.Now().UTC().Format("150405")+ext)
+	l.OK("exec", "node1", "--", "curl", "-sf", "-o", path, "http://"+benchPprof+"/debug/pprof/"+query)
+	return path
 }
 
 // startCPUProfile starts a 40 s CPU profile of the agent (learning and installing) into
