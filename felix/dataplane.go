@@ -78,6 +78,7 @@ type Dataplane struct {
 	ns       netns.NsHandle
 	h        *netlink.Handle
 	routes   *RouteReconciler
+	batch    *routeBatch // Run's alone: the writes of learned routes
 	sysctls  sysctlReconciler
 	links    linkTracker
 
@@ -143,6 +144,10 @@ func NewDataplane(cfg Config) (*Dataplane, error) {
 		return nil, fmt.Errorf("netlink strict checking: %w", err)
 	}
 	d.routes = NewRouteReconciler(d.h, d.table, d.log)
+	if d.batch, err = newRouteBatch(d.ns, d.table); err != nil {
+		d.Close()
+		return nil, err
+	}
 	d.sysctls = sysctlReconciler{ns: d.ns}
 	return d, nil
 }
@@ -150,6 +155,9 @@ func NewDataplane(cfg Config) (*Dataplane, error) {
 // Close releases the namespace and netlink handle; call it after Run has returned.
 func (d *Dataplane) Close() error {
 	d.h.Close()
+	if d.batch != nil {
+		d.batch.close()
+	}
 	return d.closeNS()
 }
 

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/tabby-net/tabby/internal/routekey"
-	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -90,6 +89,15 @@ func (d *Dataplane) syncLearned(s LocalState) error {
 	var st Stats
 	var errs errorList
 	var links linkTable
+	// The writes go to the kernel in batches (routeBatch); their outcomes are read after.
+	type write struct {
+		op      int
+		verb    string
+		dst     netip.Prefix
+		route   Route // for a delete, the route deleted
+		deleted bool
+	}
+	var writes []write
 	for _, c := range changes {
 		if _, ok := d.local[c.dst]; ok {
 			continue
@@ -113,50 +121,59 @@ func (d *Dataplane) syncLearned(s LocalState) error {
 				delete(d.foreign, c.dst)
 				continue // never written: the slot is another protocol's
 			}
-			nr := netlink.Route{Dst: prefixToIPNet(c.dst), Table: d.table, Protocol: netlink.RouteProtocol(RouteProtocol)}
-			switch err := d.h.RouteDel(&nr); {
-			case err == nil:
-				st.Deleted++
-				d.log.Debug("route deleted", "route", old)
-			case errors.Is(err, unix.ESRCH): // gone already
-			default:
-				errs.add(fmt.Errorf("delete route %s: %w", old, err))
-			}
+			writes = append(writes, write{op: d.batch.del(c.dst), verb: "delete", dst: c.dst, route: old, deleted: true})
 			continue
 		}
 		w.set(want, true)
+		oif := 0
 		if want.Interface != "" {
 			if links.byName == nil {
 				links = d.links.subset(w.ifacesCopy())
 			}
-			if l, ok := links.byName[want.Interface]; !ok || !l.up {
+			l, ok := links.byName[want.Interface]
+			if !ok || !l.up {
 				st.Skipped = append(st.Skipped, SkippedRoute{want, "interface does not exist or is down"})
 				continue
 			}
+			oif = l.index
 		}
 		_, foreign := d.foreign[c.dst]
-		nr := d.routes.toNetlink(want, links)
-		write, verb := d.h.RouteAdd, "add"
-		if had && !foreign {
-			write, verb = d.h.RouteReplace, "replace"
+		replace := had && !foreign
+		verb := "add"
+		if replace {
+			verb = "replace"
 		}
-		switch err := write(&nr); {
+		writes = append(writes, write{op: d.batch.add(want, oif, replace), verb: verb, dst: c.dst, route: want})
+	}
+	ops, ferr := d.batch.flush()
+	if ferr != nil {
+		errs.add(ferr)
+	}
+	for _, wr := range writes {
+		err := ops[wr.op].err
+		switch {
+		case wr.deleted && err == nil:
+			st.Deleted++
+			d.log.Debug("route deleted", "route", wr.route)
+		case wr.deleted && errors.Is(err, unix.ESRCH): // gone already
+		case wr.deleted:
+			errs.add(fmt.Errorf("delete route %s: %w", wr.route, err))
 		case err == nil:
-			delete(d.foreign, c.dst)
-			if verb == "add" {
+			delete(d.foreign, wr.dst)
+			if wr.verb == "add" {
 				st.Added++
 			} else {
 				st.Replaced++
 			}
-			d.log.Debug("route "+verb, "route", want)
+			d.log.Debug("route "+wr.verb, "route", wr.route)
 		case errors.Is(err, unix.EEXIST):
-			d.foreign[c.dst] = struct{}{}
-			st.Skipped = append(st.Skipped, SkippedRoute{want, heldByOther})
+			d.foreign[wr.dst] = struct{}{}
+			st.Skipped = append(st.Skipped, SkippedRoute{wr.route, heldByOther})
 		case errors.Is(err, unix.ENETUNREACH), errors.Is(err, unix.ENODEV), errors.Is(err, unix.ENETDOWN):
 			// The next full pass (or a link event) retries it.
-			st.Skipped = append(st.Skipped, SkippedRoute{want, "gateway or interface not reachable now"})
+			st.Skipped = append(st.Skipped, SkippedRoute{wr.route, "gateway or interface not reachable now"})
 		default:
-			errs.add(fmt.Errorf("%s route %s: %w", verb, want, err))
+			errs.add(fmt.Errorf("%s route %s: %w", wr.verb, wr.route, err))
 		}
 	}
 	err := errs.err()

@@ -137,3 +137,58 @@ func TestDataplaneFullPassWaitsForLearning(t *testing.T) {
 		return st.Dumps > after+1, fmt.Sprintf("%d full passes since the stream stopped", st.Dumps-after)
 	})
 }
+
+// Learned routes go to the kernel routeBatchSize requests to a message, each with its own
+// outcome: in a Learn of more than two batches, a destination held by another protocol is
+// skipped and the others written (IPv4 and IPv6); one deleted by hand comes back; a
+// withdrawal of them all deletes every one and leaves the other protocol's route.
+func TestDataplaneLearnBatches(t *testing.T) {
+	ns := newTestNS(t)
+	up := vethName()
+	ns.veth(t, up)
+	ns.ip(t, "addr", "add", "172.31.9.1/24", "dev", up)
+	ns.ip(t, "-6", "addr", "add", "fd00:9::1/64", "dev", up, "nodad")
+	ns.ip(t, "route", "add", "10.66.1.45/32", "via", "172.31.9.7", "proto", "bird")
+	d := startDataplane(t, ns, time.Hour)
+	d.Update(LocalState{})
+	waitPass(t, d, 0)
+	const n = 2*routeBatchSize + 100
+	var routes []Route
+	var dsts []netip.Prefix
+	for i := range n {
+		dst := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 66, byte(i >> 8), byte(i)}), 32)
+		gw := netip.MustParseAddr("172.31.9.2")
+		if i%10 == 0 {
+			dst = netip.PrefixFrom(netip.AddrFrom16([16]byte{0xfd, 0, 0, 0x66, 14: byte(i >> 8), 15: byte(i)}), 128)
+			gw = netip.MustParseAddr("fd00:9::2")
+		}
+		routes = append(routes, Route{Dst: dst, Type: RouteGateway, Gateway: gw})
+		dsts = append(dsts, dst)
+	}
+	passes := d.Status().Passes
+	d.Learn(routes, nil)
+	waitPass(t, d, passes)
+	count := func() int { return len(ns.routes(t, "proto", "116")) }
+	if got := count(); got != n-1 {
+		t.Fatalf("%d routes of protocol 116 after learning %d, one held by BIRD: want %d", got, n, n-1)
+	}
+	if got := strings.TrimSpace(ns.ip(t, "route", "show", "10.66.1.45/32")); !strings.Contains(got, "proto bird") {
+		t.Errorf("BIRD's route: %q, want it kept", got)
+	}
+	if st := d.Status(); st.Stats.Added != n-1 || len(st.Stats.Skipped) != 1 || st.Stats.Skipped[0].Reason != heldByOther {
+		t.Errorf("status: added %d, skipped %v; want %d added, one held by another protocol", st.Stats.Added, st.Stats.Skipped, n-1)
+	}
+	ns.ip(t, "route", "del", "10.66.0.5/32", "proto", "116")
+	eventually(t, 5*time.Second, "the route deleted by hand is back", func() (bool, string) {
+		return count() == n-1, fmt.Sprint(count())
+	})
+	passes = d.Status().Passes
+	d.Learn(nil, dsts)
+	waitPass(t, d, passes)
+	eventually(t, 5*time.Second, "every learned route withdrawn", func() (bool, string) {
+		return count() == 0, fmt.Sprint(count(), " left")
+	})
+	if got := strings.TrimSpace(ns.ip(t, "route", "show", "10.66.1.45/32")); !strings.Contains(got, "proto bird") {
+		t.Errorf("BIRD's route after the withdrawal: %q, want it kept", got)
+	}
+}
