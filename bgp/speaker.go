@@ -18,6 +18,8 @@ import (
 	"github.com/osrg/gobgp/v3/pkg/apiutil"
 	"github.com/osrg/gobgp/v3/pkg/packet/bgp"
 	"github.com/osrg/gobgp/v3/pkg/server"
+
+	"github.com/tabby-net/tabby/internal/routekey"
 )
 
 // Options configure a Speaker.
@@ -79,9 +81,11 @@ type Speaker struct {
 	since   map[netip.Addr]time.Time // last state change
 	adverts map[netip.Prefix]advert  // originated prefixes
 	sets    [2][]string              // applied neighbor sets: ibgp, keep-next-hop
-	learned map[netip.Prefix]LearnedRoute
-	// dirty are the destinations whose learned route changed since the last Changes.
-	dirty   map[netip.Prefix]struct{}
+	// learned are the learned best paths by destination, dirty the destinations whose
+	// learned route changed since the last Changes: pointer-free keys, as a full table is
+	// 100k entries and more.
+	learned map[routekey.Prefix]learnedPath
+	dirty   map[routekey.Prefix]struct{}
 	eor     map[netip.Addr]bool // End-of-RIB received since the session came up
 	up      map[netip.Addr]bool // established
 	synced  bool
@@ -91,6 +95,15 @@ type Speaker struct {
 	filters        map[netip.Addr]PeerFilters
 	filterGen      int
 	filterPolicies []*filterPolicy
+}
+
+// learnedPath is a LearnedRoute without its destination, the key it is kept under.
+type learnedPath struct {
+	nextHop, peer routekey.Addr
+}
+
+func (p learnedPath) route(dst routekey.Prefix) LearnedRoute {
+	return LearnedRoute{Dst: dst.Prefix(), NextHop: p.nextHop.Addr(), Peer: p.peer.Addr()}
 }
 
 // advert is one originated path as applied.
@@ -129,7 +142,7 @@ func Start(ctx context.Context, o Options) (*Speaker, error) {
 	s := &Speaker{
 		opts: o, log: o.Log, glog: newSlogLogger(o.Log.With("component", "gobgp")), start: time.Now(),
 		peers: map[netip.Addr]Peer{}, since: map[netip.Addr]time.Time{}, adverts: map[netip.Prefix]advert{},
-		learned: map[netip.Prefix]LearnedRoute{}, dirty: map[netip.Prefix]struct{}{}, eor: map[netip.Addr]bool{}, up: map[netip.Addr]bool{},
+		learned: map[routekey.Prefix]learnedPath{}, dirty: map[routekey.Prefix]struct{}{}, eor: map[netip.Addr]bool{}, up: map[netip.Addr]bool{},
 		changed: make(chan struct{}, 1),
 	}
 	sopts := []server.ServerOption{server.LoggerOption(s.glog)}
@@ -210,8 +223,8 @@ func (s *Speaker) Learned() ([]LearnedRoute, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := make([]LearnedRoute, 0, len(s.learned))
-	for _, r := range s.learned {
-		out = append(out, r)
+	for dst, p := range s.learned {
+		out = append(out, p.route(dst))
 	}
 	slices.SortFunc(out, func(a, b LearnedRoute) int { return comparePrefix(a.Dst, b.Dst) })
 	return out, s.synced
@@ -230,14 +243,14 @@ func (s *Speaker) Changes() []LearnedRoute {
 	}
 	out := make([]LearnedRoute, 0, len(s.dirty))
 	for dst := range s.dirty {
-		r, ok := s.learned[dst]
-		if !ok {
-			r = LearnedRoute{Dst: dst}
+		r := LearnedRoute{Dst: dst.Prefix()}
+		if p, ok := s.learned[dst]; ok {
+			r = p.route(dst)
 		}
 		out = append(out, r)
 	}
 	// A new map rather than clear: clear keeps a full table's buckets for good.
-	s.dirty = map[netip.Prefix]struct{}{}
+	s.dirty = map[routekey.Prefix]struct{}{}
 	return out
 }
 
@@ -418,22 +431,26 @@ func (s *Speaker) notePathLocked(p *gobgpapi.Path) bool {
 	if !nh.IsValid() || nh.IsUnspecified() || nh == s.opts.Self.Addr || nh == s.opts.Self.Addr6 {
 		return s.forgetLocked(dst)
 	}
-	r := LearnedRoute{Dst: dst, NextHop: nh, Peer: peer}
-	if s.learned[dst] == r {
+	k, lp := routekey.PrefixOf(dst), learnedPath{nextHop: routekey.AddrOf(nh), peer: routekey.AddrOf(peer)}
+	if old, ok := s.learned[k]; ok && old == lp {
 		return false
 	}
-	s.learned[dst] = r
-	s.dirty[dst] = struct{}{}
+	s.learned[k] = lp
+	s.dirty[k] = struct{}{}
 	return true
 }
 
 // forgetLocked removes dst's learned route; it reports whether there was one.
 func (s *Speaker) forgetLocked(dst netip.Prefix) bool {
-	if _, had := s.learned[dst]; !had {
+	k := routekey.PrefixOf(dst)
+	if _, had := s.learned[k]; !had {
 		return false
 	}
-	delete(s.learned, dst)
-	s.dirty[dst] = struct{}{}
+	delete(s.learned, k)
+	if len(s.learned) == 0 {
+		s.learned = map[routekey.Prefix]learnedPath{} // a map keeps a full table's buckets for good
+	}
+	s.dirty[k] = struct{}{}
 	return true
 }
 

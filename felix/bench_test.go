@@ -132,7 +132,7 @@ func BenchmarkDataplanePass(b *testing.B) {
 	}
 	d.links.load(links)
 	start := time.Now()
-	if err := d.sync(state, true); err != nil {
+	if err := d.sync(state, true, "bench"); err != nil {
 		b.Fatal(err)
 	}
 	st := d.Status()
@@ -146,7 +146,7 @@ func BenchmarkDataplanePass(b *testing.B) {
 		name := map[bool]string{false: "event", true: "periodic"}[full]
 		b.Run(name, func(b *testing.B) {
 			for b.Loop() {
-				if err := d.sync(state, full); err != nil {
+				if err := d.sync(state, full, "bench"); err != nil {
 					b.Fatal(err)
 				}
 				if st := d.Status(); st.Stats.Changed() || st.Sysctls > 0 || len(st.Stats.Skipped) > 0 {

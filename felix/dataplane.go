@@ -7,12 +7,14 @@ import (
 	"log/slog"
 	"maps"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/tabby-net/tabby/internal/routekey"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -47,7 +49,10 @@ type Config struct {
 
 // Status says how the last reconciliation pass went.
 type Status struct {
-	Passes   uint64    // passes run so far
+	Passes uint64 // passes run so far
+	// Dumps counts the passes that read the whole table (every pass but those of learned
+	// routes alone).
+	Dumps    uint64
 	LastPass time.Time // end of the last pass
 	LastOK   time.Time // end of the last pass without error
 	Err      error     // the last pass's error, nil if it succeeded
@@ -75,6 +80,7 @@ type Dataplane struct {
 	ns          netns.NsHandle
 	h           *netlink.Handle
 	routes      *RouteReconciler
+	batch       *routeBatch // Run's alone: the writes of learned routes
 	sysctls     sysctlReconciler
 	links       linkTracker
 
@@ -84,8 +90,8 @@ type Dataplane struct {
 	status  Status
 	// learned are BGP's routes as Learn left them, beside LocalState.Learned; learnDirty
 	// the destinations Learn changed since a pass last took them, and learnedC the wake-up.
-	learned    map[netip.Prefix]Route
-	learnDirty map[netip.Prefix]struct{}
+	learned    map[routekey.Prefix]routekey.Addr // destination → gateway
+	learnDirty map[routekey.Prefix]struct{}
 	learnedC   chan struct{}
 
 	// Run's alone: the destinations of the last full pass's local routes, which win over
@@ -108,8 +114,8 @@ func NewDataplane(cfg Config) (*Dataplane, error) {
 		ns:          netns.None(),
 		updated:     make(chan struct{}, 1),
 		newInterval: make(chan struct{}, 1),
-		learned:     map[netip.Prefix]Route{},
-		learnDirty:  map[netip.Prefix]struct{}{},
+		learned:     map[routekey.Prefix]routekey.Addr{},
+		learnDirty:  map[routekey.Prefix]struct{}{},
 		learnedC:    make(chan struct{}, 1),
 	}
 	if d.log == nil {
@@ -141,6 +147,10 @@ func NewDataplane(cfg Config) (*Dataplane, error) {
 		return nil, fmt.Errorf("netlink strict checking: %w", err)
 	}
 	d.routes = NewRouteReconciler(d.h, d.table, d.log)
+	if d.batch, err = newRouteBatch(d.ns, d.table); err != nil {
+		d.Close()
+		return nil, err
+	}
 	d.sysctls = sysctlReconciler{ns: d.ns}
 	return d, nil
 }
@@ -148,6 +158,9 @@ func NewDataplane(cfg Config) (*Dataplane, error) {
 // Close releases the namespace and netlink handle; call it after Run has returned.
 func (d *Dataplane) Close() error {
 	d.h.Close()
+	if d.batch != nil {
+		d.batch.close()
+	}
 	return d.closeNS()
 }
 
@@ -211,27 +224,57 @@ func (d *Dataplane) Run(ctx context.Context) error {
 	if err := d.watchKernel(ctx, kick, &watcher); err != nil {
 		return err
 	}
-	tick := time.NewTicker(d.resyncInterval())
-	defer tick.Stop()
+	rs := newResync(d.resyncInterval(), time.Now())
+	periodic := time.NewTimer(d.resyncInterval())
+	defer periodic.Stop()
 	retry := time.NewTimer(time.Hour)
 	retry.Stop()
 	full := true // the first pass reads every sysctl
 	failures := 0
+	var lastLearned time.Time // the last pass of learned routes alone
+	var applied *LocalState   // the state of the last full pass
 	for {
 		onlyLearned := false
+		var cause string // why a full pass runs, for its log line
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-d.updated:
+			cause = "state"
+			d.mu.Lock()
+			s := d.state
+			d.mu.Unlock()
+			if releaseOnly(applied, s) {
+				// BGP synced: the held routes go with the next full pass, made due now;
+				// while a full table is still being learned it waits for that as the
+				// periodic one does, and learned changes follow the new state meanwhile.
+				rs.dueNow(time.Now())
+				periodic.Reset(0)
+				cause = "BGP synced"
+				continue
+			}
 		case <-kick:
+			cause = "kernel event"
 		case <-retry.C:
-		case <-tick.C:
+			cause = "retry"
+		case <-periodic.C:
+			cause = "periodic"
+			now := time.Now()
+			run, again := rs.check(now, d.learnPending() || now.Sub(lastLearned) < learnQuiet)
+			if !run {
+				periodic.Reset(again)
+				if !d.learnPending() {
+					continue
+				}
+				onlyLearned = true
+				break
+			}
 			full = true
 		case <-d.newInterval:
-			tick.Reset(d.resyncInterval())
+			periodic.Reset(rs.setInterval(d.resyncInterval(), time.Now()))
 			continue
 		case <-d.learnedC:
-			onlyLearned = true
+			onlyLearned, cause = true, "learned routes before the first pass"
 		}
 		d.mu.Lock()
 		s := d.state
@@ -245,47 +288,135 @@ func (d *Dataplane) Run(ctx context.Context) error {
 				failures++
 				retry.Reset(min(time.Second<<min(failures-1, 6), d.resyncInterval()))
 			}
+			lastLearned = time.Now()
 			continue
 		}
-		if err := d.sync(*s, full); err != nil {
+		start := time.Now()
+		applied = s
+		if err := d.sync(*s, full, cause); err != nil {
 			failures++
 			retry.Reset(min(time.Second<<min(failures-1, 6), d.resyncInterval()))
 		} else {
 			failures = 0
 		}
+		if full {
+			periodic.Reset(rs.ran(time.Since(start), time.Now()))
+		}
 		full = false
 	}
 }
 
+// learnQuiet is how long after the last pass of learned routes alone the periodic full
+// pass still counts them as being written.
+const learnQuiet = time.Second
+
+// fullPassShare bounds the periodic full passes to about 1/fullPassShare of the
+// dataplane's time: the next is due at least fullPassShare-1 times the last one's length
+// after it ended.
+const fullPassShare = 5
+
+// resync schedules the periodic full pass. It is due an interval after the end of the
+// last one, or (fullPassShare-1)× that pass's length if longer: dumping and comparing a full BGP
+// table takes seconds on a loaded machine, and a short --route-refresh-interval would
+// otherwise spend most of the time on it. While BGP's learned routes are being written it
+// waits, learnQuiet at a time, at most fullPassShare times as long again: every learned
+// change would wait behind it, and the writes of those changes are what it would check.
+type resync struct {
+	interval time.Duration
+	wait     time.Duration // from the end of the last full pass to the next
+	due      time.Time
+}
+
+func newResync(interval time.Duration, now time.Time) resync {
+	return resync{interval: interval, wait: interval, due: now.Add(interval)}
+}
+
+// check says whether the full pass runs at now, given whether learned routes are being
+// written; if not, again is when to ask next.
+func (r *resync) check(now time.Time, learning bool) (run bool, again time.Duration) {
+	if now.Before(r.due) {
+		return false, r.due.Sub(now)
+	}
+	if late := fullPassShare * r.wait; learning && now.Sub(r.due) < late {
+		return false, min(learnQuiet, r.due.Add(late).Sub(now))
+	}
+	return true, 0
+}
+
+// ran records a full pass that took took and ended at end; it returns how long until the
+// next is due.
+func (r *resync) ran(took time.Duration, end time.Time) time.Duration {
+	r.wait = max(r.interval, (fullPassShare-1)*took)
+	r.due = end.Add(r.wait)
+	return r.wait
+}
+
+// setInterval takes a new period: the next pass is due the new period after the last
+// ended. It returns how long until then.
+func (r *resync) setInterval(interval time.Duration, now time.Time) time.Duration {
+	end := r.due.Add(-r.wait)
+	r.interval, r.wait = interval, interval
+	r.due = end.Add(interval)
+	return max(0, r.due.Sub(now))
+}
+
+// dueNow makes the full pass due at now (its wait for learned routes counts from now).
+func (r *resync) dueNow(now time.Time) { r.due = now }
+
+// releaseOnly says whether s differs from the state of the last full pass only in no
+// longer holding learned routes: BGP synced, and the gateway routes it held (a previous
+// run's that no peer sent again) are to go. Learned routes are written as they change
+// whatever the state, so that needs a full pass, but not one in front of them.
+func releaseOnly(applied, s *LocalState) bool {
+	if applied == nil || s == nil || !applied.HoldLearned || s.HoldLearned {
+		return false
+	}
+	held := *s
+	held.HoldLearned = true
+	return reflect.DeepEqual(*applied, held)
+}
+
+// learnPending says whether Learn left changes no pass has taken yet.
+func (d *Dataplane) learnPending() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.learnDirty) > 0
+}
+
 // sync runs one pass: workload interfaces up, sysctls (an IPv6 route needs IPv6 on its
 // interface), then routes.
-func (d *Dataplane) sync(s LocalState, full bool) error {
+func (d *Dataplane) sync(s LocalState, full bool, cause string) error {
 	start := time.Now()
-	byDst, rejected := desiredLocal(s)
+	d.mu.Lock()
+	learnedN := len(d.learned)
+	d.mu.Unlock()
+	byDst, rejected := desiredLocal(s, len(s.Learned)+learnedN)
 	d.local = make(map[netip.Prefix]struct{}, len(byDst))
 	for dst := range byDst {
 		d.local[dst] = struct{}{}
 	}
-	d.mu.Lock()
-	learned := make([]Route, 0, len(s.Learned)+len(d.learned))
-	learned = append(learned, s.Learned...)
-	for _, r := range d.learned {
-		learned = append(learned, r)
-	}
-	d.learnDirty = map[netip.Prefix]struct{}{} // this pass writes every learned route
-	d.mu.Unlock()
-	for _, r := range learned {
+	learn := func(r Route) {
 		if r, ok := s.learnedRoute(r); ok {
 			if _, ok := byDst[r.Dst]; !ok {
 				byDst[r.Dst] = r
 			}
 		}
 	}
+	for _, r := range s.Learned {
+		learn(r)
+	}
+	// Straight from the map, not through a copy: at a full table a copy is ~9 MB per pass.
+	d.mu.Lock()
+	for dst, gw := range d.learned {
+		learn(learnedGateway(dst, gw))
+	}
+	d.learnDirty = map[routekey.Prefix]struct{}{} // this pass writes every learned route
+	d.mu.Unlock()
 	routes := sortedRoutes(byDst)
 	sysctls := DesiredSysctls(s)
 	// Published before the links are read, so that a link event from now on wakes another
-	// pass if this one missed it.
-	w := newWatchSnapshot(routes, sysctls)
+	// pass if this one missed it. It keeps byDst, which this pass no longer changes.
+	w := newWatchSnapshot(byDst, sysctls)
 	d.watched.Store(w)
 	links := d.links.subset(w.ifaces)
 	raised, uerr := setUp(d.h, DesiredUp(s), links)
@@ -306,7 +437,7 @@ func (d *Dataplane) sync(s LocalState, full bool) error {
 	d.mu.Lock()
 	prev := d.status
 	d.status = Status{
-		Passes: prev.Passes + 1, LastPass: end, LastOK: prev.LastOK,
+		Passes: prev.Passes + 1, Dumps: prev.Dumps + 1, LastPass: end, LastOK: prev.LastOK,
 		Err: err, Stats: st, Sysctls: written, Routes: prev.Routes, Rejected: rejected,
 	}
 	if err == nil {
@@ -322,12 +453,12 @@ func (d *Dataplane) sync(s LocalState, full bool) error {
 	switch {
 	case err != nil:
 		d.log.Error("dataplane pass failed", "err", err, "added", st.Added, "replaced", st.Replaced,
-			"deleted", st.Deleted, "took", took)
+			"deleted", st.Deleted, "cause", cause, "took", took)
 	case st.Changed() || written > 0:
 		d.log.Info("dataplane updated", "added", st.Added, "replaced", st.Replaced, "deleted", st.Deleted,
-			"sysctls", written, "routes", len(routes), "took", took)
+			"sysctls", written, "routes", len(routes), "cause", cause, "took", took)
 	default:
-		d.log.Debug("dataplane in sync", "routes", len(routes), "full", full, "took", took)
+		d.log.Debug("dataplane in sync", "routes", len(routes), "full", full, "cause", cause, "took", took)
 	}
 	if !slices.Equal(st.Skipped, prev.Stats.Skipped) && len(st.Skipped) > 0 {
 		d.log.Warn("routes not programmed, retrying when their interfaces change", "count", len(st.Skipped),
@@ -390,10 +521,10 @@ func (w *watchSnapshot) set(r Route, want bool) {
 	}
 }
 
-func newWatchSnapshot(routes []Route, sysctls []Sysctl) *watchSnapshot {
-	w := &watchSnapshot{routes: make(map[netip.Prefix]Route, len(routes)), ifaces: make(map[string]bool)}
+// newWatchSnapshot keeps routes, the desired routes by destination.
+func newWatchSnapshot(routes map[netip.Prefix]Route, sysctls []Sysctl) *watchSnapshot {
+	w := &watchSnapshot{routes: routes, ifaces: make(map[string]bool)}
 	for _, r := range routes {
-		w.routes[r.Dst] = r
 		if r.Interface != "" {
 			w.ifaces[r.Interface] = true
 		}

@@ -7,34 +7,46 @@ import (
 	"slices"
 	"time"
 
-	"github.com/vishvananda/netlink"
+	"github.com/tabby-net/tabby/internal/routekey"
 	"golang.org/x/sys/unix"
 )
 
 // Learn hands the Dataplane changes to BGP's learned routes: routes (each of type
-// RouteGateway) replace those of their destinations, and the destinations in withdrawn
-// lose theirs. They join LocalState.Learned. Run writes only the destinations that
-// changed, without reading the table back, unless a full pass is due anyway; the periodic
-// full pass still compares every route with the kernel's. Learn does not block and keeps
-// no reference to its arguments.
+// RouteGateway; felix keeps only their destination and gateway, and any other route
+// withdraws its destination) replace those of their destinations, and the destinations in
+// withdrawn lose theirs. They join LocalState.Learned. Run writes only the destinations
+// that changed, without reading the table back, unless a full pass is due anyway; the
+// periodic full pass still compares every route with the kernel's. Learn does not block and
+// keeps no reference to its arguments.
 func (d *Dataplane) Learn(routes []Route, withdrawn []netip.Prefix) {
 	if len(routes) == 0 && len(withdrawn) == 0 {
 		return
 	}
 	d.mu.Lock()
 	for _, r := range routes {
-		d.learned[r.Dst] = r
-		d.learnDirty[r.Dst] = struct{}{}
-	}
-	for _, dst := range withdrawn {
-		delete(d.learned, dst)
+		dst := routekey.PrefixOf(r.Dst)
+		if r.Type == RouteGateway && r.Gateway.IsValid() {
+			d.learned[dst] = routekey.AddrOf(r.Gateway)
+		} else {
+			delete(d.learned, dst)
+		}
 		d.learnDirty[dst] = struct{}{}
 	}
+	for _, dst := range withdrawn {
+		k := routekey.PrefixOf(dst)
+		delete(d.learned, k)
+		d.learnDirty[k] = struct{}{}
+	}
 	if len(d.learned) == 0 {
-		d.learned = map[netip.Prefix]Route{} // a map keeps a full table's buckets for good
+		d.learned = map[routekey.Prefix]routekey.Addr{} // a map keeps a full table's buckets for good
 	}
 	d.mu.Unlock()
 	poke(d.learnedC)
+}
+
+// learnedGateway is the learned route to dst via gw.
+func learnedGateway(dst routekey.Prefix, gw routekey.Addr) Route {
+	return Route{Dst: dst.Prefix(), Type: RouteGateway, Gateway: gw.Addr()}
 }
 
 // learnedChange is one destination Learn changed: its learned route now, if any.
@@ -50,10 +62,14 @@ func (d *Dataplane) takeLearned() []learnedChange {
 	defer d.mu.Unlock()
 	out := make([]learnedChange, 0, len(d.learnDirty))
 	for dst := range d.learnDirty {
-		r, ok := d.learned[dst]
-		out = append(out, learnedChange{dst, r, ok})
+		gw, ok := d.learned[dst]
+		c := learnedChange{dst: dst.Prefix(), ok: ok}
+		if ok {
+			c.route = learnedGateway(dst, gw)
+		}
+		out = append(out, c)
 	}
-	d.learnDirty = map[netip.Prefix]struct{}{}
+	d.learnDirty = map[routekey.Prefix]struct{}{}
 	return out
 }
 
@@ -73,6 +89,15 @@ func (d *Dataplane) syncLearned(s LocalState) error {
 	var st Stats
 	var errs errorList
 	var links linkTable
+	// The writes go to the kernel in batches (routeBatch); their outcomes are read after.
+	type write struct {
+		op      int
+		verb    string
+		dst     netip.Prefix
+		route   Route // for a delete, the route deleted
+		deleted bool
+	}
+	var writes []write
 	for _, c := range changes {
 		if _, ok := d.local[c.dst]; ok {
 			continue
@@ -96,50 +121,72 @@ func (d *Dataplane) syncLearned(s LocalState) error {
 				delete(d.foreign, c.dst)
 				continue // never written: the slot is another protocol's
 			}
-			nr := netlink.Route{Dst: prefixToIPNet(c.dst), Table: d.table, Protocol: netlink.RouteProtocol(RouteProtocol)}
-			switch err := d.h.RouteDel(&nr); {
-			case err == nil:
-				st.Deleted++
-				d.log.Debug("route deleted", "route", old)
-			case errors.Is(err, unix.ESRCH): // gone already
-			default:
-				errs.add(fmt.Errorf("delete route %s: %w", old, err))
-			}
+			writes = append(writes, write{op: d.batch.del(c.dst), verb: "delete", dst: c.dst, route: old, deleted: true})
 			continue
 		}
 		w.set(want, true)
+		oif := 0
 		if want.Interface != "" {
 			if links.byName == nil {
 				links = d.links.subset(w.ifacesCopy())
 			}
-			if l, ok := links.byName[want.Interface]; !ok || !l.up {
+			l, ok := links.byName[want.Interface]
+			if !ok || !l.up {
 				st.Skipped = append(st.Skipped, SkippedRoute{want, "interface does not exist or is down"})
 				continue
 			}
+			oif = l.index
 		}
 		_, foreign := d.foreign[c.dst]
-		nr := d.routes.toNetlink(want, links)
-		write, verb := d.h.RouteAdd, "add"
-		if had && !foreign {
-			write, verb = func(nr *netlink.Route) error { return replaceRoute(d.h, nr) }, "replace"
+		replace := had && !foreign
+		verb := "add"
+		if replace {
+			verb = "replace"
 		}
-		switch err := write(&nr); {
+		writes = append(writes, write{op: d.batch.add(want, oif, replace), verb: verb, dst: c.dst, route: want})
+	}
+	ops, ferr := d.batch.flush()
+	if ferr != nil {
+		errs.add(ferr)
+	}
+	for _, wr := range writes {
+		err := ops[wr.op].err
+		switch {
+		case wr.deleted && err == nil:
+			st.Deleted++
+			d.log.Debug("route deleted", "route", wr.route)
+		case wr.deleted && errors.Is(err, unix.ESRCH): // gone already
+		case wr.deleted:
+			errs.add(fmt.Errorf("delete route %s: %w", wr.route, err))
 		case err == nil:
-			delete(d.foreign, c.dst)
-			if verb == "add" {
+			delete(d.foreign, wr.dst)
+			if wr.verb == "add" {
 				st.Added++
 			} else {
 				st.Replaced++
 			}
-			d.log.Debug("route "+verb, "route", want)
+			d.log.Debug("route "+wr.verb, "route", wr.route)
+		case wr.verb == "replace" && errors.Is(err, unix.EINVAL) && wr.route.OnLink && wr.dst.Addr().Is6():
+			// The kernel refuses to replace an IPv6 route by one whose gateway lies in
+			// the routed block (a tunnel's VTEP): replaceRoute deletes and adds it.
+			if links.byName == nil {
+				links = d.links.subset(w.ifacesCopy())
+			}
+			nr := d.routes.toNetlink(wr.route, links)
+			if err := replaceRoute(d.h, &nr); err != nil {
+				errs.add(fmt.Errorf("replace route %s: %w", wr.route, err))
+				continue
+			}
+			delete(d.foreign, wr.dst)
+			st.Replaced++
 		case errors.Is(err, unix.EEXIST):
-			d.foreign[c.dst] = struct{}{}
-			st.Skipped = append(st.Skipped, SkippedRoute{want, heldByOther})
+			d.foreign[wr.dst] = struct{}{}
+			st.Skipped = append(st.Skipped, SkippedRoute{wr.route, heldByOther})
 		case errors.Is(err, unix.ENETUNREACH), errors.Is(err, unix.ENODEV), errors.Is(err, unix.ENETDOWN):
 			// The next full pass (or a link event) retries it.
-			st.Skipped = append(st.Skipped, SkippedRoute{want, "gateway or interface not reachable now"})
+			st.Skipped = append(st.Skipped, SkippedRoute{wr.route, "gateway or interface not reachable now"})
 		default:
-			errs.add(fmt.Errorf("%s route %s: %w", verb, want, err))
+			errs.add(fmt.Errorf("%s route %s: %w", wr.verb, wr.route, err))
 		}
 	}
 	err := errs.err()

@@ -98,20 +98,30 @@ func (r *RouteReconciler) apply(desired []Route, links linkTable, holdGateways b
 		return Stats{}, err
 	}
 	st := Stats{Programmed: len(have), listed: true}
-	want := make([]Route, 0, len(desired))
-	for _, d := range desired {
+	// want is desired without the routes whose interface is missing or down: desired
+	// itself until one is (no copy of a full table).
+	want, copied := desired, false
+	for i, d := range desired {
+		reason := ""
 		if d.Type == RouteUnicast || (d.Type == RouteGateway && d.Interface != "") {
-			l, ok := links.byName[d.Interface]
-			switch {
+			switch l, ok := links.byName[d.Interface]; {
 			case !ok:
-				st.Skipped = append(st.Skipped, SkippedRoute{d, "interface does not exist"})
-				continue
+				reason = "interface does not exist"
 			case !l.up:
-				st.Skipped = append(st.Skipped, SkippedRoute{d, "interface is down"})
-				continue
+				reason = "interface is down"
 			}
 		}
-		want = append(want, d)
+		switch {
+		case reason == "":
+			if copied {
+				want = append(want, d)
+			}
+		case !copied:
+			want, copied = append(make([]Route, 0, len(desired)), desired[:i]...), true
+			fallthrough
+		default:
+			st.Skipped = append(st.Skipped, SkippedRoute{d, reason})
+		}
 	}
 
 	var errs errorList
@@ -144,8 +154,7 @@ func (r *RouteReconciler) apply(desired []Route, links linkTable, holdGateways b
 			}
 		case opDelete:
 			k := have[op.have]
-			nr := k.nl
-			nr.Flags = 0 // state flags (linkdown) are not part of the route's identity
+			nr := k.delRequest(r.table)
 			switch err := r.h.RouteDel(&nr); {
 			case err == nil:
 				st.Deleted++
@@ -233,7 +242,38 @@ type kernelRoute struct {
 	// OtherMetric is set when its metric is not the one felix writes, so that writing the
 	// desired route would add a second route rather than replace this one.
 	OtherMetric bool
-	nl          netlink.Route
+	// link is the kernel's interface index.
+	link int
+	// raw is the kernel's route itself, kept only when Odd or OtherMetric: any other is
+	// told apart by Route and link alone, and a full table's routes are read on every
+	// full pass.
+	raw *netlink.Route
+}
+
+// delRequest is what deletes k: the kernel's route for an odd one, else one rebuilt from
+// Route with exactly the attributes that fromNetlink found normal.
+func (k kernelRoute) delRequest(table int) netlink.Route {
+	if k.raw != nil {
+		nr := *k.raw
+		nr.Flags = 0 // state flags (linkdown) are not part of the route's identity
+		return nr
+	}
+	nr := netlink.Route{Dst: prefixToIPNet(k.Route.Dst), Table: table, Protocol: netlink.RouteProtocol(RouteProtocol), LinkIndex: k.link}
+	v4 := k.Route.Dst.Addr().Is4()
+	if !v4 {
+		nr.Priority = ip6DefaultMetric
+	}
+	switch k.Route.Type {
+	case RouteUnicast:
+		if v4 {
+			nr.Scope = netlink.SCOPE_LINK
+		}
+	case RouteBlackhole:
+		nr.Type = unix.RTN_BLACKHOLE
+	case RouteGateway:
+		nr.Gw = k.Route.Gateway.AsSlice()
+	}
+	return nr
 }
 
 // matches says whether the kernel route is the desired route w. A gateway route that leaves
@@ -248,14 +288,14 @@ func (k kernelRoute) matches(w Route) bool {
 }
 
 func (k kernelRoute) describe() string {
-	if k.Odd || k.OtherMetric {
-		return k.nl.String()
+	if k.raw != nil {
+		return k.raw.String()
 	}
 	return k.Route.String()
 }
 
 func fromNetlink(nr netlink.Route, links linkTable) kernelRoute {
-	k := kernelRoute{nl: nr}
+	k := kernelRoute{link: nr.LinkIndex}
 	if nr.Dst != nil {
 		k.Route.Dst = ipNetToPrefix(nr.Dst)
 	} else if nr.Family == unix.AF_INET6 { // a default route has no RTA_DST
@@ -294,6 +334,9 @@ func fromNetlink(nr netlink.Route, links linkTable) kernelRoute {
 	default:
 		k.Odd = true
 	}
+	if k.Odd || k.OtherMetric {
+		k.raw = &nr
+	}
 	return k
 }
 
@@ -324,20 +367,30 @@ type routeOp struct {
 // wanted, is deleted, except that with holdGateways a gateway route for a destination not
 // wanted is kept.
 func planRoutes(have []kernelRoute, want []Route, holdGateways bool) []routeOp {
-	byDst := make(map[netip.Prefix][]int, len(have))
-	for i, k := range have {
-		byDst[k.Route.Dst] = append(byDst[k.Route.Dst], i)
+	// first[dst] is the first of have's routes for dst, next[i] the next one after have[i]
+	// (-1: none): one map entry per destination and no slice for each.
+	first := make(map[netip.Prefix]int, len(have))
+	next := make([]int, len(have))
+	for i := len(have) - 1; i >= 0; i-- {
+		next[i] = -1
+		if j, ok := first[have[i].Route.Dst]; ok {
+			next[i] = j
+		}
+		first[have[i].Route.Dst] = i
 	}
+	// first[dst] becomes wanted once a desired route for dst is planned: it dedups want and
+	// tells held gateway routes, with no second map of a full table.
+	const wanted = -2
 	keep := make([]bool, len(have))
 	var ops, dels []routeOp
-	seen := make(map[netip.Prefix]bool, len(want))
 	for _, w := range want {
-		if seen[w.Dst] {
+		i, ok := first[w.Dst]
+		if ok && i == wanted {
 			continue
 		}
-		seen[w.Dst] = true
+		first[w.Dst] = wanted
 		exact, slot := -1, -1
-		for _, i := range byDst[w.Dst] {
+		for ; ok && i >= 0; i = next[i] {
 			k := have[i]
 			if k.OtherMetric {
 				continue
@@ -360,7 +413,7 @@ func planRoutes(have []kernelRoute, want []Route, holdGateways bool) []routeOp {
 		}
 	}
 	for i, k := range have {
-		if holdGateways && !keep[i] && k.Route.Type == RouteGateway && !seen[k.Route.Dst] {
+		if holdGateways && !keep[i] && k.Route.Type == RouteGateway && first[k.Route.Dst] != wanted {
 			keep[i] = true
 		}
 		if !keep[i] {

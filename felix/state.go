@@ -112,7 +112,7 @@ func (r Rejection) String() string {
 // every agent and every pass agrees; the other is returned as a Rejection, as are
 // workloads without an interface and invalid addresses.
 func DesiredRoutes(s LocalState) ([]Route, []Rejection) {
-	byDst, rejected := desiredLocal(s)
+	byDst, rejected := desiredLocal(s, len(s.Learned))
 	for _, r := range s.Learned {
 		if r, ok := s.learnedRoute(r); ok {
 			if _, ok := byDst[r.Dst]; !ok {
@@ -143,15 +143,17 @@ func (s LocalState) learnedRoute(r Route) (Route, bool) {
 }
 
 // desiredLocal is DesiredRoutes without the learned routes: the routes of the node's
-// workloads, blocks and encapsulation, by destination.
-func desiredLocal(s LocalState) (map[netip.Prefix]Route, []Rejection) {
+// workloads, blocks and encapsulation, by destination, in a map with room for extra more
+// (the learned routes the caller adds: a full table's map grown step by step leaves
+// each smaller one behind as garbage).
+func desiredLocal(s LocalState, extra int) (map[netip.Prefix]Route, []Rejection) {
 	workloads := slices.Clone(s.Workloads)
 	slices.SortStableFunc(workloads, func(a, b Workload) int {
 		return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.Interface, b.Interface))
 	})
 
 	owner := make(map[netip.Prefix]string) // destination -> workload routed to
-	byDst := make(map[netip.Prefix]Route, len(s.Blocks)+len(workloads))
+	byDst := make(map[netip.Prefix]Route, len(s.Blocks)+len(workloads)+extra)
 	var rejected []Rejection
 	for _, w := range workloads {
 		for _, a := range w.Addrs {

@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -103,8 +104,9 @@ func BenchmarkRouteInstall(b *testing.B) {
 
 func routeInstall(b *testing.B, n int) {
 	l := newLab(b)
-	// The agent logs at info here (the lab's default is debug: a line per path).
-	l.OK("up", "--nodes", "1", "--subnets", "1", "--agent-binary", bgpAgent(b, "--log-level", "info"))
+	// The agent logs at info here (the lab's default is debug: a line per path); it serves
+	// pprof on its namespace's loopback for the heap profile below.
+	l.OK("up", "--nodes", "1", "--subnets", "1", "--agent-binary", bgpAgent(b, "--log-level", "info", "--pprof-listen", benchPprof))
 	l.OK("host", "add", "ann", "--subnet", "1")
 	l.OK("host", "add", "ref", "--subnet", "1")
 	annNS, ann := l.hostAddr("ann")
@@ -139,6 +141,7 @@ protocol bgp ann { local `+ref+` as 64513; neighbor `+ann+` as 65001; direct;
 		}
 		return c
 	}
+	cpu := startCPUProfile(l, n)
 	start := time.Now()
 	annSock := startBIRD(b, annNS, `router id `+ann+`;
 protocol device {}
@@ -172,9 +175,11 @@ protocol bgp ref from feed { neighbor `+ref+` as 64513; }
 		return ""
 	})
 	rss1 := rssKB(b, agentPID)
+	saveHeapProfile(l, n)
 	perTenK := float64(rss1-rss0) / 1024 / (float64(n) / 10_000)
 	time.Sleep(5 * time.Second) // not a wait for anything: the RSS settled is a figure of its own
 	rssSettled := rssKB(b, agentPID)
+	saveMemStats(l, n)
 
 	// Full withdrawal: the announcer's static routes go, both sessions carry withdrawals.
 	wstart := time.Now()
@@ -194,6 +199,7 @@ protocol bgp ref from feed { neighbor `+ref+` as 64513; }
 		}
 		return ""
 	})
+	cpu()
 	b.ReportMetric(tabbyT.Seconds(), "s-tabby")
 	b.ReportMetric(birdT.Seconds(), "s-bird")
 	ratio := (tabbyT - tabbyFirst).Seconds() / (birdT - birdFirst).Seconds()
@@ -209,6 +215,61 @@ protocol bgp ref from feed { neighbor `+ref+` as 64513; }
 	b.Logf("%d prefixes from BIRD: in tabby-node's kernel %.2fs after the announcer started (%.2fs from the first), in BIRD's kernel after %.2fs (%.2fs from the first); install ratio (from the first) %.2f; agent RSS %d -> %d MB (%.1f MB per 10k routes), %d MB 5 s later; all withdrawn from tabby-node's kernel in %.2fs, from BIRD's in %.2fs (%.2f)",
 		n, tabbyT.Seconds(), (tabbyT - tabbyFirst).Seconds(), birdT.Seconds(), (birdT - birdFirst).Seconds(), ratio, rss0/1024, rss1/1024, perTenK,
 		rssSettled/1024, tabbyW.Seconds(), birdW.Seconds(), tabbyW.Seconds()/birdW.Seconds())
+}
+
+// benchPprof is where the benchmarked agent serves pprof, inside its node's namespace.
+const benchPprof = "127.0.0.1:6061"
+
+// saveHeapProfile writes the agent's heap profile, all routes installed, to
+// $TABBY_BENCH_HEAP/heap-<n>-<time>.pb.gz when that is set (read it with go tool pprof
+// -sample_index=inuse_space bin/tabby-node <file>).
+func saveHeapProfile(l *lab, n int) {
+	if path := fetchProfile(l, fmt.Sprintf("heap-%d", n), ".pb.gz", "heap"); path != "" {
+		l.t.Logf("heap profile at %d routes: %s", n, path)
+	}
+}
+
+// saveMemStats writes the agent's heap profile in text, which ends with the runtime's
+// MemStats (heap in use, idle, released to the OS; GC count), beside the profiles.
+func saveMemStats(l *lab, n int) {
+	fetchProfile(l, fmt.Sprintf("memstats-%d", n), ".txt", "heap?debug=1")
+}
+
+// fetchProfile saves the agent's /debug/pprof/<query> as $TABBY_BENCH_HEAP/<name>-<time><ext>
+// and returns its path; "" when TABBY_BENCH_HEAP is not set.
+func fetchProfile(l *lab, name, ext, query string) string {
+	dir := os.Getenv("TABBY_BENCH_HEAP")
+	if dir == "" {
+		return ""
+	}
+	path := filepath.Join(dir, name+"-"+time.Now().UTC().Format("150405")+ext)
+	l.OK("exec", "node1", "--", "curl", "-sf", "-o", path, "http://"+benchPprof+"/debug/pprof/"+query)
+	return path
+}
+
+// startCPUProfile starts a 40 s CPU profile of the agent (learning and installing) into
+// $TABBY_BENCH_HEAP when that and TABBY_BENCH_CPU are set (the profiler's own memory
+// shows in the RSS); the function returned waits for it and copies the agent's log beside
+// it.
+func startCPUProfile(l *lab, n int) func() {
+	dir := os.Getenv("TABBY_BENCH_HEAP")
+	if dir == "" || os.Getenv("TABBY_BENCH_CPU") == "" {
+		return func() {}
+	}
+	stamp := time.Now().UTC().Format("150405")
+	path := filepath.Join(dir, fmt.Sprintf("cpu-%d-%s.pb.gz", n, stamp))
+	cmd := l.Command("exec", "node1", "--", "curl", "-sf", "-o", path, "http://"+benchPprof+"/debug/pprof/profile?seconds=40")
+	if err := cmd.Start(); err != nil {
+		l.t.Fatal(err)
+	}
+	return func() {
+		if err := cmd.Wait(); err != nil {
+			l.t.Logf("CPU profile: %v", err)
+		}
+		log, _ := os.ReadFile(filepath.Join(l.StateDir(), "node1.log"))
+		_ = os.WriteFile(filepath.Join(dir, fmt.Sprintf("agent-%d-%s.log", n, stamp)), log, 0o644)
+		l.t.Logf("CPU profile from the announcer's start: %s", path)
+	}
 }
 
 // rssKB reads a process's resident set size.

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"runtime"
 	"runtime/debug"
+	"runtime/metrics"
 	"time"
 
 	"github.com/tabby-net/tabby/internal/snapshot"
@@ -16,8 +17,10 @@ import (
 // OS only slowly: a node agent that loaded 10k Services stayed ~50 MB above where it
 // started although ~15 MB of it was live. memoryTrim collects and hands it back once the
 // snapshot has been quiet for trimQuiet after a change, when the heap memory the process
-// holds has grown by trimMin since the last trim; each trim is a full GC, so small
-// changes never cause one. Growth without changes (the DNS server's answer caches and
+// holds has grown by trimMin since the last trim, or holds more beyond the heap the last
+// GC found live than that live heap itself (and trimMin): more than a GC cycle's own
+// headroom, as after a burst whose transients were live at the last trim (a full BGP
+// table learned in spells, say). Each trim is a full GC, so small changes never cause one. Growth without changes (the DNS server's answer caches and
 // garbage under load) is checked every trimEvery.
 const (
 	trimQuiet = 2 * time.Second
@@ -60,13 +63,20 @@ func (t memoryTrim) Run(ctx context.Context) error {
 		case <-quiet.C:
 		case <-every.C:
 		}
-		if held := heldHeap(); held >= base+t.min {
+		if held, live := heldHeap(), liveHeap(); held >= base+t.min || held >= live+max(t.min, live) {
 			start := time.Now()
 			debug.FreeOSMemory()
 			base = heldHeap()
 			t.log.Debug("returned heap memory to the OS", "held_before", held, "held_after", base, "took", time.Since(start))
 		}
 	}
+}
+
+// liveHeap is the heap the last GC found live.
+func liveHeap() uint64 {
+	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
 }
 
 // heldHeap is the heap memory the process holds from the OS: in use, or idle and not yet

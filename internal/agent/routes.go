@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 
@@ -100,6 +101,7 @@ func (r *routesSubsystem) Run(ctx context.Context) error {
 	sub := r.snap.Subscribe()
 	var prev *snapshot.View
 	var lastBad string
+	var handed *felix.LocalState // the last state handed to felix
 	for {
 		select {
 		case <-ctx.Done():
@@ -126,8 +128,20 @@ func (r *routesSubsystem) Run(ctx context.Context) error {
 			}
 			lastBad = s
 		}
+		if !stateChanged(handed, state) {
+			continue
+		}
+		handed = &state
 		r.dp.Update(state)
 	}
+}
+
+// stateChanged says whether state differs from the last one handed to felix (nil before
+// the first). The encapsulation subsystem hands over its state on every pass, also when
+// nothing changed; each Update costs felix a pass that reads every route of its table,
+// seconds at a full BGP table.
+func stateChanged(last *felix.LocalState, state felix.LocalState) bool {
+	return last == nil || !reflect.DeepEqual(*last, state)
 }
 
 // localState is felix's desired local state from a view: node's workloads (in key order)
