@@ -188,9 +188,12 @@ func (c *Client) txn(ctx context.Context, ops []Op, multi bool) ([]api.Resource,
 	}
 }
 
-// maxResends bounds how often commit sends a transaction again after the member serving
-// it failed; the client moves to another member meanwhile.
-const maxResends = 5
+// resendFor bounds how long commit keeps sending a transaction again after the member
+// serving it failed; the client moves to another member meanwhile. It must outlast a
+// leader election after the leader died (etcd's election timeout is 1 s, and a loaded
+// machine takes several): five resends over 1.5 s did not (TestEtcdClusterTLS, a CNI ADD
+// failing with "leader changed"). The caller's deadline still ends it sooner.
+const resendFor = 10 * time.Second
 
 // commit sends a transaction. When the member serving it fails mid-request (Unavailable:
 // it died, or its connection broke), etcd may or may not have applied it, so commit sends
@@ -200,12 +203,13 @@ const maxResends = 5
 // that wrote them.
 func (c *Client) commit(ctx context.Context, what string, cmps []clientv3.Cmp, writes, reads []clientv3.Op) (*clientv3.TxnResponse, error) {
 	resp, err := c.etcd.Txn(ctx).If(cmps...).Then(writes...).Else(reads...).Commit()
-	for resend := 1; resend <= maxResends && MemberFailed(err); resend++ {
+	giveUp := time.Now().Add(resendFor)
+	for resend := 1; MemberFailed(err) && time.Now().Before(giveUp); resend++ {
 		c.log.Info("etcd member failed during a transaction; sending it again", "txn", what, "resend", resend, "err", err)
 		select {
 		case <-ctx.Done():
 			return nil, err
-		case <-time.After(time.Duration(resend) * 100 * time.Millisecond):
+		case <-time.After(min(time.Duration(resend)*100*time.Millisecond, time.Second)):
 		}
 		resp, err = c.etcd.Txn(ctx).If(cmps...).Then(writes...).Else(reads...).Commit()
 		if err == nil && !resp.Succeeded {
