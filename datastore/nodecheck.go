@@ -3,7 +3,6 @@ package datastore
 import (
 	"errors"
 	"fmt"
-	"slices"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 
@@ -23,7 +22,7 @@ func NodeExistsCheck(node string) WriteCheck {
 	key := nodes + node
 	return WriteCheck{Kind: mustKindFor[*api.WorkloadEndpoint](), Prefixes: []string{key}, Present: true, Check: func(_, new api.Resource, read map[string][]*mvccpb.KeyValue) error {
 		w, ok := new.(*api.WorkloadEndpoint)
-		if !ok || w.Spec.Node != node || slices.ContainsFunc(read[key], func(kv *mvccpb.KeyValue) bool { return string(kv.Key) == key }) {
+		if !ok || w.Spec.Node != node || hasKey(read[key], key) {
 			return nil
 		}
 		return fmt.Errorf("node %q: %w (deleted meanwhile?)", node, ErrNodeNotRegistered)

@@ -2,7 +2,6 @@ package datastore
 
 import (
 	"fmt"
-	"slices"
 	"strings"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -59,7 +58,7 @@ func TierExistsCheck(policyKind *api.Kind) WriteCheck {
 			return nil
 		}
 		tier := policyTier(new)
-		if tier == api.DefaultTier || slices.ContainsFunc(read[tiers], func(kv *mvccpb.KeyValue) bool { return string(kv.Key) == tiers+tier }) {
+		if tier == api.DefaultTier || hasKey(read[tiers], tiers+tier) {
 			return nil
 		}
 		return fmt.Errorf("tier %q does not exist: create the Tier first (or in the same manifest)", tier)

@@ -238,14 +238,12 @@ func MemberFailed(err error) bool {
 // or a cancel) after the request was sent. A refusal (a failed compare, a check, a
 // validation error) was not applied.
 func Unknown(err error) bool {
-	if err == nil || MemberFailed(err) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-		return err != nil
+	if err == nil {
+		return false
 	}
-	switch status.Code(err) {
-	case codes.DeadlineExceeded, codes.Canceled:
-		return true
-	}
-	return false
+	code := status.Code(err)
+	return MemberFailed(err) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) ||
+		code == codes.DeadlineExceeded || code == codes.Canceled
 }
 
 // appliedEarlier says whether the keys a failed transaction read back hold what its writes

@@ -141,6 +141,11 @@ func asWritten(kvs []*mvccpb.KeyValue, prefix string, ps []*pending, checked *ap
 	return append(out, written...), nil
 }
 
+// hasKey says whether kvs (a check's read) holds key: for checks that need a key there.
+func hasKey(kvs []*mvccpb.KeyValue, key string) bool {
+	return slices.ContainsFunc(kvs, func(kv *mvccpb.KeyValue) bool { return string(kv.Key) == key })
+}
+
 // WithWriteCheck returns a client on c's connection whose writes run c's checks and wc:
 // a check for the writes of one caller only (a precondition of one write), where
 // AddWriteCheck is for every write through c. Close c, not the returned client.

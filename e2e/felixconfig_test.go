@@ -62,11 +62,7 @@ func TestFelixConfiguration(t *testing.T) {
 	l.OK("host", "add", "outside")
 	st := l.State()
 	node1 := st.Node("node1").Address.Addr().String()
-	srv := l.Command("exec", "node1", "--", probe, "serve", "node1", "7777", "8080")
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
+	l.StartExec(t, "node1", probe, "serve", "node1", "7777", "8080")
 	// Another program's rule in node1's FORWARD, on the backend the lab's nodes detect.
 	l.OK("exec", "node1", "--", "iptables-nft", "-A", "FORWARD", "-s", "192.0.2.0/24", "-j", "ACCEPT")
 

@@ -41,11 +41,7 @@ func testServiceHealthCheck(t *testing.T, mode, agent string) {
 	l.OK("up", "--nodes", "2", "--subnets", "1", "--agent-binary", agent)
 	l.Apply(labtest.Pool)
 	serve := func(name string) *exec.Cmd {
-		srv := l.Command("exec", "shop/"+name, "--", probe, "serve", name, "8080")
-		if err := srv.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
+		srv := l.StartExec(t, "shop/"+name, probe, "serve", name, "8080")
 		return srv
 	}
 	servers := map[string]*exec.Cmd{}

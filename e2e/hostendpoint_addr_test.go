@@ -34,11 +34,7 @@ func TestHostEndpointByAddressIPv6(t *testing.T) {
 	st := l.State()
 	node1, node16 := st.Node("node1").Address.Addr().String(), st.Node("node1").Address6.Addr().String()
 	outside6 := st.Host("outside").Address6.Addr().String()
-	srv := l.Command("exec", "node1", "--", probe, "serve", "node1", "8080", "8081")
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
+	l.StartExec(t, "node1", probe, "serve", "node1", "8080", "8081")
 
 	type flow struct {
 		addr string

@@ -69,11 +69,7 @@ func TestHostEndpointPolicy(t *testing.T) {
 	w1 := l.WorkloadIP("default", "w1").String()
 	for _, s := range []struct{ target, name string }{{"node1", "node1"}, {"default/w1", "w1"}, {"outside", "outside"}} {
 		ports := map[string][]string{"node1": {"22", "6443", "8080"}, "w1": {"8080"}, "outside": {"53", "8080"}}[s.name]
-		srv := l.Command(append([]string{"exec", s.target, "--", probe, "serve", s.name}, ports...)...)
-		if err := srv.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
+		l.StartExec(t, s.target, append([]string{probe, "serve", s.name}, ports...)...)
 	}
 	l.Apply(`apiVersion: v1
 kind: Service

@@ -23,11 +23,7 @@ func testServiceProxyNodePort(t *testing.T, mode, agent string) {
 	l.OK("up", "--nodes", "2", "--subnets", "1", "--agent-binary", agent)
 	l.Apply(labtest.Pool)
 	l.OK("workload", "add", "node1", "shop/web1", "--labels", "app=web")
-	srv := l.Command("exec", "shop/web1", "--", probe, "serve-peer", "web1", "8080")
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
+	l.StartExec(t, "shop/web1", probe, "serve-peer", "web1", "8080")
 	l.OK("workload", "add", "node2", "shop/client")
 	l.OK("host", "add", "outside")
 	l.Apply(`apiVersion: v1

@@ -29,11 +29,7 @@ spec:
 `)
 	for _, w := range []struct{ name, node string }{{"web1", "node1"}, {"web2", "node2"}} {
 		l.OK("workload", "add", w.node, "shop/"+w.name, "--labels", "app=web")
-		srv := l.Command("exec", "shop/"+w.name, "--", probe, "serve", w.name, "8080")
-		if err := srv.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
+		l.StartExec(t, "shop/"+w.name, probe, "serve", w.name, "8080")
 	}
 	l.OK("workload", "add", "node2", "shop/client")
 	l.Apply(`apiVersion: v1

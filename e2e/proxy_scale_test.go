@@ -27,11 +27,7 @@ func testServiceProxyScaling(t *testing.T, mode, agent string) {
 	}
 	for _, w := range webs {
 		l.OK("workload", "add", w.node, "shop/"+w.name, "--labels", "app=web,tier="+w.tier)
-		srv := l.Command("exec", "shop/"+w.name, "--", probe, "serve", w.name, "8080")
-		if err := srv.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
+		l.StartExec(t, "shop/"+w.name, probe, "serve", w.name, "8080")
 	}
 	l.OK("workload", "add", "node2", "shop/client")
 	service := func(selector string) string {

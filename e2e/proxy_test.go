@@ -115,11 +115,7 @@ func testServiceProxyClusterIP(t *testing.T, mode, agent string) {
 	webs := []struct{ name, node string }{{"web1", "node1"}, {"web2", "node2"}, {"web3", "node1"}}
 	for _, w := range webs {
 		l.OK("workload", "add", w.node, "shop/"+w.name, "--labels", "app=web")
-		srv := l.Command("exec", "shop/"+w.name, "--", probe, "serve", w.name, "8080")
-		if err := srv.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
+		l.StartExec(t, "shop/"+w.name, probe, "serve", w.name, "8080")
 	}
 	l.OK("workload", "add", "node2", "shop/client")
 	l.Apply(`apiVersion: v1

@@ -24,16 +24,21 @@ func (p *ServiceProxy) DeleteStaleUDP(flows []proxy.StaleFlow) (uint, error) {
 // deleteStaleUDP is DeleteStaleUDP in the network namespace named netNS ("": the agent's),
 // for both proxy modes.
 func deleteStaleUDP(netNS string, flows []proxy.StaleFlow) (uint, error) {
-	byFamily := map[netlink.InetFamily]netlink.CustomConntrackFilter{}
+	v4, v6 := staleUDPFilter{}, staleUDPFilter{}
 	for _, f := range flows {
-		fam := netlink.InetFamily(unix.AF_INET)
 		if f.Backend.Addr.Is6() {
-			fam = unix.AF_INET6
+			v6[f] = true
+		} else {
+			v4[f] = true
 		}
-		if byFamily[fam] == nil {
-			byFamily[fam] = staleUDPFilter{}
-		}
-		byFamily[fam].(staleUDPFilter)[f] = true
+	}
+	// A family without flows is not dumped.
+	byFamily := map[netlink.InetFamily]netlink.CustomConntrackFilter{}
+	if len(v4) > 0 {
+		byFamily[unix.AF_INET] = v4
+	}
+	if len(v6) > 0 {
+		byFamily[unix.AF_INET6] = v6
 	}
 	return deleteUDPEntries(netNS, byFamily)
 }

@@ -119,18 +119,10 @@ func deleteNodeScoped(ctx context.Context, ds *datastore.Client, node string) (i
 			ops = append(ops, datastore.Op{Action: datastore.OpDelete, Resource: p})
 		}
 	}
-	bgpOverride, err := datastore.GetAs[*api.BGPConfiguration](ctx, ds, "", api.NodeBGPConfigurationPrefix+node)
-	switch {
-	case err == nil:
-		ops = append(ops, datastore.Op{Action: datastore.OpDelete, Resource: bgpOverride})
-	case !errors.Is(err, datastore.ErrNotFound):
+	if ops, err = appendDeleteIfExists[*api.BGPConfiguration](ctx, ds, api.NodeBGPConfigurationPrefix+node, ops); err != nil {
 		return 0, err
 	}
-	felixOverride, err := datastore.GetAs[*api.FelixConfiguration](ctx, ds, "", api.NodeFelixConfigurationPrefix+node)
-	switch {
-	case err == nil:
-		ops = append(ops, datastore.Op{Action: datastore.OpDelete, Resource: felixOverride})
-	case !errors.Is(err, datastore.ErrNotFound):
+	if ops, err = appendDeleteIfExists[*api.FelixConfiguration](ctx, ds, api.NodeFelixConfigurationPrefix+node, ops); err != nil {
 		return 0, err
 	}
 	if len(ops) == 0 {
@@ -176,3 +168,16 @@ func deleteNodeEndpoints(ctx context.Context, ds *datastore.Client, node string)
 
 // maxTxnRetries bounds how often deleteNodeEndpoints lists again after losing a race.
 const maxTxnRetries = 20
+
+// appendDeleteIfExists appends to ops the delete of the cluster-wide resource of type T
+// named name, when there is one.
+func appendDeleteIfExists[T api.Resource](ctx context.Context, ds *datastore.Client, name string, ops []datastore.Op) ([]datastore.Op, error) {
+	r, err := datastore.GetAs[T](ctx, ds, "", name)
+	switch {
+	case err == nil:
+		return append(ops, datastore.Op{Action: datastore.OpDelete, Resource: r}), nil
+	case errors.Is(err, datastore.ErrNotFound):
+		return ops, nil
+	}
+	return nil, err
+}

@@ -92,11 +92,7 @@ func TestEtcdOutage(t *testing.T) {
 	l.OK("workload", "add", "node1", "default/a2")
 	l.OK("workload", "add", "node2", "default/b1")
 	l.OK("workload", "add", "node3", "shop/web1", "--labels", "app=web")
-	srv := l.Command("exec", "shop/web1", "--", probe, "serve", "web1", "8080")
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
+	l.StartExec(t, "shop/web1", probe, "serve", "web1", "8080")
 	l.Apply(`apiVersion: v1
 kind: Service
 metadata: {name: web, namespace: shop}

@@ -265,6 +265,18 @@ func (l *Lab) Command(args ...string) *exec.Cmd {
 	return cmd
 }
 
+// StartExec starts argv in a lab namespace (tabby-lab exec target -- argv...), in the
+// background, and kills it when t ends; a failure to start fails t.
+func (l *Lab) StartExec(t testing.TB, target string, argv ...string) *exec.Cmd {
+	t.Helper()
+	cmd := l.Command(append([]string{"exec", target, "--"}, argv...)...)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	return cmd
+}
+
 func (l *Lab) argv(args []string) []string {
 	return append([]string{"--state-dir", StateRoot, "--data-dir", DataRoot, "--name", l.Name}, args...)
 }
