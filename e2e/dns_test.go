@@ -147,7 +147,9 @@ spec:
 	stop := func() {
 		if !stopped {
 			stopped = true
-			l.Run("", "exec", "upstream", "--", "pkill", "-x", "dnsmasq")
+			// Its pid is dnsmasq's (tabby-lab exec and ip netns exec exec it): pkill would
+			// also reach every other dnsmasq on the machine, network namespaces share pids.
+			dnsmasq.Process.Kill()
 			dnsmasq.Wait()
 		}
 	}
