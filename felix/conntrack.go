@@ -20,8 +20,8 @@ import (
 // frontend and port (a NodePort's flow: any address on its node port) and whose reply
 // comes from its backend address and port. A client's
 // next datagram then goes through the Service's rules again and finds a live endpoint.
-// It is kube-proxy's cleanup, by netlink: one dump of the table per family, and one
-// delete per matching entry. It returns how many entries went.
+// It is kube-proxy's cleanup, by netlink: one dump of the UDP entries of each family that
+// has flows, and one delete per matching entry. It returns how many entries went.
 func (p *ServiceProxy) DeleteStaleUDP(flows []proxy.StaleFlow) (uint, error) {
 	return deleteStaleUDP(p.netNS, flows)
 }
@@ -51,20 +51,34 @@ func deleteStaleUDP(netNS string, flows []proxy.StaleFlow) (uint, error) {
 // DeleteUDPNotServing deletes the conntrack entries of UDP flows the proxy DNATed from a
 // frontend or node port of st to a backend no longer behind it (proxy.UDPServing), in
 // the ServiceProxy's namespace: kube-proxy's full cleanup, for the changes an agent
-// started after (DeleteStaleUDP covers those it saw). One dump of the table per family.
+// started after (DeleteStaleUDP covers those it saw). One dump of the UDP entries of each
+// family in which st serves UDP, none without UDP Services.
 func (p *ServiceProxy) DeleteUDPNotServing(st *proxy.LBState) (uint, error) {
 	return deleteUDPNotServing(p.netNS, st)
 }
 
 // deleteUDPNotServing is DeleteUDPNotServing in the namespace named netNS, for both modes.
+// A family in which nothing could be stale (no UDP frontend of it, no UDP node port) is
+// not dumped: without UDP Services, nothing is.
 func deleteUDPNotServing(netNS string, st *proxy.LBState) (uint, error) {
-	f := notServingFilter{proxy.ServingUDP(st)}
-	return deleteUDPEntries(netNS, map[netlink.InetFamily]udpMatcher{unix.AF_INET: f, unix.AF_INET6: f})
+	serving := proxy.ServingUDP(st)
+	fams := serving.Families()
+	byFamily := map[netlink.InetFamily]udpMatcher{}
+	if fams[0] {
+		byFamily[unix.AF_INET] = notServingFilter{serving}
+	}
+	if fams[1] {
+		byFamily[unix.AF_INET6] = notServingFilter{serving}
+	}
+	return deleteUDPEntries(netNS, byFamily)
 }
 
 // deleteUDPEntries deletes, in the namespace named netNS, the UDP conntrack entries each
 // family's matcher matches, and returns how many went.
 func deleteUDPEntries(netNS string, byFamily map[netlink.InetFamily]udpMatcher) (uint, error) {
+	if len(byFamily) == 0 {
+		return 0, nil
+	}
 	var deleted uint
 	err := inNamedNetNS(netNS, func() error {
 		for _, fam := range []netlink.InetFamily{unix.AF_INET, unix.AF_INET6} {
