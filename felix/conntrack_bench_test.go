@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
@@ -86,7 +87,8 @@ func (f libraryFilter) MatchConntrackFlow(fl *netlink.ConntrackFlow) bool {
 // holding 10k, 100k and 300k entries, 95% TCP, against baselines in the same run: the
 // same matching through vishvananda/netlink's ConntrackDeleteFilters, which parses every
 // entry (the pass before it asked the kernel for UDP entries only), the library's plain
-// dump (ConntrackTableList of both families) and `conntrack -L -p udp | wc -l`. Nothing
+// dump (ConntrackTableList of both families), the same dump unparsed (what the kernel
+// and the socket cost alone) and `conntrack -L -p udp | wc -l`. Nothing
 // is stale, as on most passes: every one walks the table and deletes nothing.
 func BenchmarkConntrackFullPass(b *testing.B) {
 	testenv.RequireTools(b, testenv.Tool{Cmd: "conntrack", Package: "conntrack"})
@@ -144,6 +146,24 @@ func BenchmarkConntrackFullPass(b *testing.B) {
 					}
 					if got != n {
 						b.Fatalf("listed %d entries, want %d", got, n)
+					}
+				}
+			})
+			b.Run("raw-dump", func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					got := 0
+					for _, fam := range []netlink.InetFamily{unix.AF_INET, unix.AF_INET6} {
+						req := nl.NewNetlinkRequest(netlink.ConntrackTable<<8|nl.IPCTNL_MSG_CT_GET, unix.NLM_F_DUMP)
+						req.AddData(&nl.Nfgenmsg{NfgenFamily: uint8(fam), Version: nl.NFNETLINK_V0})
+						if err := inNamedNetNS(ns.name, func() error {
+							return req.ExecuteIter(unix.NETLINK_NETFILTER, 0, func([]byte) bool { got++; return true })
+						}); err != nil {
+							b.Fatal(err)
+						}
+					}
+					if got != n {
+						b.Fatalf("dumped %d entries, want %d", got, n)
 					}
 				}
 			})
