@@ -2,10 +2,13 @@ package felix
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
+
+	"github.com/tabby-net/tabby/proxy"
 )
 
 // ctMessage is a conntrack dump message as the kernel sends it: the netfilter header,
@@ -60,5 +63,22 @@ func TestParseUDPEntry(t *testing.T) {
 				t.Errorf("%s cut to %d of %d bytes: parseUDPEntry = %v, want nothing or %v", c.name, n, len(msg), got, c.want)
 			}
 		}
+	}
+}
+
+// TestDeleteUDPNotServingWithoutUDP: without UDP Services the full pass does no kernel
+// work: it does not even open its namespace (here one that does not exist), where with
+// a UDP Service it must.
+func TestDeleteUDPNotServingWithoutUDP(t *testing.T) {
+	const ns = "tby-test-no-such-namespace"
+	tcpOnly := &proxy.LBState{Ports: []proxy.PortLB{lbPort("shop", "web", "TCP", "10.96.0.80", 80, 8080, "10.200.0.2")}}
+	for _, st := range []*proxy.LBState{nil, tcpOnly} {
+		if n, err := deleteUDPNotServing(ns, st); n != 0 || err != nil {
+			t.Errorf("pass over %v = %d, %v; want nothing done", st, n, err)
+		}
+	}
+	udp := &proxy.LBState{Ports: []proxy.PortLB{lbPort("kube-system", "dns", "UDP", "10.96.0.10", 53, 5353, "10.200.0.2")}}
+	if _, err := deleteUDPNotServing(ns, udp); err == nil || !strings.Contains(err.Error(), ns) {
+		t.Errorf("pass with a UDP Service in a missing namespace: %v, want an error naming %s", err, ns)
 	}
 }
