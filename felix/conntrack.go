@@ -1,6 +1,7 @@
 package felix
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -128,6 +129,7 @@ func deleteUDPConntrack(fam netlink.InetFamily, m udpMatcher) (uint, error) {
 	}
 	var deleted uint
 	var failed int
+	var firstErr error
 	for _, msg := range stale {
 		del := nl.NewNetlinkRequest(netlink.ConntrackTable<<8|nl.IPCTNL_MSG_CT_DELETE, unix.NLM_F_ACK)
 		del.AddData(&nl.Nfgenmsg{NfgenFamily: uint8(fam), Version: nl.NFNETLINK_V0})
@@ -136,10 +138,11 @@ func deleteUDPConntrack(fam netlink.InetFamily, m udpMatcher) (uint, error) {
 			deleted++
 		} else {
 			failed++
+			firstErr = cmp.Or(firstErr, err)
 		}
 	}
 	if failed > 0 {
-		dumpErr = errors.Join(dumpErr, fmt.Errorf("failed to delete %d of %d conntrack entries", failed, len(stale)))
+		dumpErr = errors.Join(dumpErr, fmt.Errorf("failed to delete %d of %d matched conntrack entries (the first: %w)", failed, len(stale), firstErr))
 	}
 	return deleted, dumpErr
 }
