@@ -1,13 +1,18 @@
 package felix
 
 import (
+	"cmp"
 	"context"
 	"net"
+	"net/netip"
 	"os/exec"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/tabby-net/tabby/internal/testenv"
 	"github.com/tabby-net/tabby/proxy"
@@ -173,5 +178,121 @@ func testDeleteStaleUDPNetns(t *testing.T, m proxyMode, cleanup func(sp udpClean
 	}
 	if n, err := cleanup(sp, next, next); n != 0 || err != nil {
 		t.Errorf("cleanup with nothing stale = %d, %v", n, err)
+	}
+}
+
+// libraryUDPEntry is a UDP flow as vishvananda/netlink parses it, in the cleanups' terms;
+// false for another protocol or a flow without both addresses.
+func libraryUDPEntry(fl *netlink.ConntrackFlow) (udpEntry, bool) {
+	if fl.Forward.Protocol != unix.IPPROTO_UDP {
+		return udpEntry{}, false
+	}
+	dst, ok := netip.AddrFromSlice(fl.Forward.DstIP)
+	back, ok2 := netip.AddrFromSlice(fl.Reverse.SrcIP)
+	if !ok || !ok2 {
+		return udpEntry{}, false
+	}
+	return udpEntry{dst: netip.AddrPortFrom(dst.Unmap(), fl.Forward.DstPort), replySrc: netip.AddrPortFrom(back.Unmap(), fl.Reverse.SrcPort)}, true
+}
+
+// matchOne records every entry it is asked about and matches one.
+type matchOne struct {
+	want udpEntry
+	seen []udpEntry
+}
+
+func (m *matchOne) match(e udpEntry) bool {
+	m.seen = append(m.seen, e)
+	return e == m.want
+}
+
+// TestUDPConntrackDumpNetns: the cleanups' dump asks the kernel for UDP entries only (it
+// sends no TCP entry), reads each as vishvananda/netlink's parser does, in both
+// families, and deletes exactly the entry matched.
+func TestUDPConntrackDumpNetns(t *testing.T) {
+	ns := newTestNS(t)
+	h := ns.newHandle(t)
+	flow := func(proto uint8, src, dst string, sport, dport uint16, replySrc string, rsport uint16) *netlink.ConntrackFlow {
+		s, d, r := net.ParseIP(src), net.ParseIP(dst), net.ParseIP(replySrc)
+		fam := uint8(unix.AF_INET6)
+		if s.To4() != nil {
+			fam, s, d, r = unix.AF_INET, s.To4(), d.To4(), r.To4()
+		}
+		f := &netlink.ConntrackFlow{FamilyType: fam, TimeOut: 600,
+			Forward: netlink.IPTuple{Protocol: proto, SrcIP: s, DstIP: d, SrcPort: sport, DstPort: dport},
+			Reverse: netlink.IPTuple{Protocol: proto, SrcIP: r, DstIP: s, SrcPort: rsport, DstPort: sport}}
+		if proto == unix.IPPROTO_TCP {
+			f.ProtoInfo = &netlink.ProtoInfoTCP{State: 3} // ESTABLISHED
+		}
+		return f
+	}
+	flows := []*netlink.ConntrackFlow{
+		flow(unix.IPPROTO_TCP, "10.1.0.1", "10.2.0.1", 40000, 80, "10.2.0.1", 80),
+		flow(unix.IPPROTO_TCP, "10.1.0.2", "10.96.0.80", 40000, 80, "10.200.0.2", 8080),
+		flow(unix.IPPROTO_TCP, "fd00::1", "fd00::2", 40000, 80, "fd00::2", 80),
+		flow(unix.IPPROTO_UDP, "10.1.0.1", "10.96.0.10", 40001, 53, "10.200.0.2", 5353),
+		flow(unix.IPPROTO_UDP, "10.1.0.1", "10.96.0.10", 40002, 53, "10.200.0.3", 5353),
+		flow(unix.IPPROTO_UDP, "10.1.0.1", "10.2.0.1", 40003, 123, "10.2.0.1", 123),
+		flow(unix.IPPROTO_UDP, "fd00::1", "fd00:96::10", 40001, 53, "fd00:200::2", 5353),
+	}
+	for _, f := range flows {
+		if err := h.ConntrackCreate(netlink.ConntrackTable, netlink.InetFamily(f.FamilyType), f); err != nil {
+			t.Fatalf("create %s: %v", f, err)
+		}
+	}
+	libraryUDP := func(fam netlink.InetFamily) []udpEntry {
+		t.Helper()
+		list, err := h.ConntrackTableList(netlink.ConntrackTable, fam)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []udpEntry
+		for _, fl := range list {
+			if e, ok := libraryUDPEntry(fl); ok {
+				out = append(out, e)
+			}
+		}
+		return out
+	}
+	byDst := func(a, b udpEntry) int { return cmp.Or(a.dst.Compare(b.dst), a.replySrc.Compare(b.replySrc)) }
+	for _, tc := range []struct {
+		fam  netlink.InetFamily
+		udp  int
+		want udpEntry
+	}{
+		{unix.AF_INET, 3, udpEntry{dst: netip.MustParseAddrPort("10.96.0.10:53"), replySrc: netip.MustParseAddrPort("10.200.0.3:5353")}},
+		{unix.AF_INET6, 1, udpEntry{dst: netip.MustParseAddrPort("[fd00:96::10]:53"), replySrc: netip.MustParseAddrPort("[fd00:200::2]:5353")}},
+	} {
+		before := libraryUDP(tc.fam)
+		if len(before) != tc.udp {
+			t.Fatalf("family %d: the library lists %d UDP entries, want %d", tc.fam, len(before), tc.udp)
+		}
+		var msgs int
+		m := &matchOne{want: tc.want}
+		var n uint
+		if err := inNamedNetNS(ns.name, func() (err error) {
+			if err := dumpUDPConntrack(tc.fam, func([]byte) { msgs++ }); err != nil {
+				return err
+			}
+			n, err = deleteUDPConntrack(tc.fam, m)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if msgs != tc.udp {
+			t.Errorf("family %d: the dump sent %d entries, want its %d UDP entries only (the kernel's filter)", tc.fam, msgs, tc.udp)
+		}
+		slices.SortFunc(m.seen, byDst)
+		slices.SortFunc(before, byDst)
+		if !slices.Equal(m.seen, before) {
+			t.Errorf("family %d: read %v, the library parses %v", tc.fam, m.seen, before)
+		}
+		after := libraryUDP(tc.fam)
+		if want := slices.DeleteFunc(slices.Clone(before), func(e udpEntry) bool { return e == tc.want }); n != 1 || !slices.Equal(slices.SortedFunc(slices.Values(after), byDst), want) {
+			t.Errorf("family %d: deleted %d, left %v; want 1 deleted, %v left", tc.fam, n, after, want)
+		}
+	}
+	if list, err := h.ConntrackTableList(netlink.ConntrackTable, unix.AF_INET); err != nil || len(list) != 4 {
+		t.Errorf("IPv4 entries left: %d, %v; want the 2 TCP and 2 UDP", len(list), err)
 	}
 }

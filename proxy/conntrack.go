@@ -114,3 +114,17 @@ func (s UDPServing) Stale(dst netip.AddrPort, b Backend) bool {
 	}
 	return false
 }
+
+// Families says which address families ([0] IPv4, [1] IPv6) hold flows Stale can judge
+// stale: those of a frontend's family, and both where a node port is served (its flows
+// arrive on any address). A cleanup need not read the entries of the others.
+func (s UDPServing) Families() [2]bool {
+	var fams [2]bool
+	for ap := range s.frontends {
+		fams[boolIndex(ap.Addr().Is6())] = true
+	}
+	if len(s.nodePorts) > 0 {
+		fams = [2]bool{true, true}
+	}
+	return fams
+}

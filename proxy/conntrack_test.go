@@ -93,3 +93,29 @@ func TestServingUDP(t *testing.T) {
 		t.Error("an empty state judges a flow stale")
 	}
 }
+
+// TestUDPServingFamilies: a family holds stale flows only where a UDP frontend of it, or
+// a UDP node port (any address), is served; TCP ports count for neither.
+func TestUDPServingFamilies(t *testing.T) {
+	udp := func(front string, nodePort uint16) PortLB {
+		return PortLB{Key: PortKey{Namespace: "shop", Name: front, Port: "dns"}, Protocol: api.PortProtocolUDP, Port: 53,
+			Frontends: []netip.Addr{netip.MustParseAddr(front)}, Backends: []Backend{be("10.200.0.2", 5353)}, NodePort: nodePort}
+	}
+	tcp := PortLB{Key: PortKey{Namespace: "shop", Name: "web", Port: "http"}, Protocol: api.PortProtocolTCP, Port: 80,
+		Frontends: []netip.Addr{netip.MustParseAddr("fd00:96::80")}, NodePort: 30080}
+	for _, c := range []struct {
+		name string
+		st   *LBState
+		want [2]bool
+	}{
+		{"nothing", nil, [2]bool{}},
+		{"TCP only", &LBState{Ports: []PortLB{tcp}}, [2]bool{}},
+		{"IPv4 frontend", &LBState{Ports: []PortLB{tcp, udp("10.96.0.53", 0)}}, [2]bool{true, false}},
+		{"IPv6 frontend", &LBState{Ports: []PortLB{udp("fd00:96::53", 0)}}, [2]bool{false, true}},
+		{"IPv4 frontend and node port", &LBState{Ports: []PortLB{udp("10.96.0.53", 30053)}}, [2]bool{true, true}},
+	} {
+		if got := ServingUDP(c.st).Families(); got != c.want {
+			t.Errorf("%s: Families() = %v, want %v", c.name, got, c.want)
+		}
+	}
+}

@@ -24,7 +24,9 @@ const hostRouteWait = 5 * time.Second
 // cmdCheck verifies that the attachment is as ADD made it, against prevResult: the
 // container's interface, addresses and routes, the host end and its sysctls, the host's
 // routes to the workload (the agent's), the endpoint and the IPAM allocations. Error 102
-// lists every difference.
+// lists every difference. It holds the container's lock (lockContainer) once its input
+// is checked, so it never looks at an attachment an overlapping ADD or DEL is halfway
+// through (a spurious difference): it waits for them, and they for it.
 func cmdCheck(ctx context.Context, inv *invocation) error {
 	id, err := newWorkloadID(inv.conf, inv.args.ContainerID, inv.args.IfName, inv.args.Args)
 	if err != nil {
@@ -37,6 +39,11 @@ func cmdCheck(ctx context.Context, inv *invocation) error {
 	if err := checkNetNS(inv.args.Netns); err != nil {
 		return err
 	}
+	lock, err := lockContainer(ctx, lockDir, id.ContainerID)
+	if err != nil {
+		return err
+	}
+	defer lock.unlock(false)
 	ds, err := inv.connect(ctx)
 	if err != nil {
 		return err

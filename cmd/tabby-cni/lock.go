@@ -17,10 +17,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// lockDir holds one lock file per container ID that an ADD, DEL or GC is working on, so
-// that overlapping calls for one container on a node (a runtime retrying, or a DEL sent
-// while its ADD still runs) take turns: without that, an ADD's undo or a DEL releases, by
-// the handle they share, addresses another ADD just handed out. DEL removes its
+// lockDir holds one lock file per container ID that an ADD, CHECK, DEL or GC is working
+// on, so that overlapping calls for one container on a node (a runtime retrying, or a DEL
+// sent while its ADD still runs) take turns: without that, an ADD's undo or a DEL
+// releases, by the handle they share, addresses another ADD just handed out, and a CHECK
+// reports the half-made attachment of an ADD in progress. DEL removes its
 // container's file; GC removes every file no call holds (sweepLocks); /run is emptied at
 // boot.
 const lockDir = "/run/tabby/cni-locks"
@@ -84,7 +85,7 @@ func lockContainer(ctx context.Context, dir, containerID string) (*containerLock
 			if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) > 0 {
 				holder = "pid " + strings.TrimSpace(string(b))
 			}
-			return nil, errorf(types.ErrTryAgainLater, "container %s is busy: %s holds %s (another ADD, DEL or GC of it); waited %s",
+			return nil, errorf(types.ErrTryAgainLater, "container %s is busy: %s holds %s (another ADD, CHECK, DEL or GC of it); waited %s",
 				containerID, holder, path, time.Since(start).Round(time.Millisecond))
 		case <-time.After(wait):
 		}

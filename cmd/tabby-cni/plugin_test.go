@@ -301,6 +301,13 @@ func TestGCAndStatus(t *testing.T) {
 	if r := gc.cni("GC", tiny, container{}, types.GCAttachment{ContainerID: cs[0].ID, IfName: "eth0"}); r.Error != nil {
 		t.Fatalf("GC: %d %s", r.Error.Code, r.Error.Msg)
 	}
+	// The removed attachments' lock files went with them, and the valid one's (left by
+	// its ADD, held by no call) went in the sweep; the CHECK below leaves it again.
+	for _, c := range cs {
+		if _, err := os.Stat(lockPath(lockDir, c.ID)); !os.IsNotExist(err) {
+			t.Errorf("lock file of %s after GC: %v", c.ID, err)
+		}
+	}
 	if r := l.cni("CHECK", tiny, cs[0]); r.Error != nil {
 		t.Errorf("CHECK of the valid attachment after GC: %d %s", r.Error.Code, r.Error.Msg)
 	}
@@ -312,13 +319,6 @@ func TestGCAndStatus(t *testing.T) {
 	s := l.state()
 	if len(s.Links) != 1 || s.InUse != 1 || s.Handles != 1 || s.Problems != "" || len(s.Endpoints) != 1 {
 		t.Errorf("after GC: %+v", s)
-	}
-	// The removed attachments' lock files went with them, and the valid one's (left by
-	// its ADD, held by no call) went in the sweep.
-	for _, c := range cs {
-		if _, err := os.Stat(lockPath(lockDir, c.ID)); !os.IsNotExist(err) {
-			t.Errorf("lock file of %s after GC: %v", c.ID, err)
-		}
 	}
 	l.mustCNI("DEL", tiny, cs[0])
 	l.settle("after the last DEL", before)
