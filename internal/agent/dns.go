@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vishvananda/netns"
+
 	"github.com/tabby-net/tabby/api"
 	"github.com/tabby-net/tabby/dns"
 	"github.com/tabby-net/tabby/felix"
@@ -113,7 +115,10 @@ func newDNSSubsystem(cfg DNSConfig, snap *snapshot.Snapshot, services *serviceIn
 		m.counterFunc("tabby_dns_forward_merged_total", "DNS queries that waited for an identical one already on its way upstream.",
 			func() float64 { return float64(fwd.Merged()) })
 	}
-	lo := felix.NewLoopbackReconciler(nil)
+	lo, err := felix.NewLoopbackReconciler(netns.None())
+	if err != nil {
+		return nil, fmt.Errorf("dns: %w", err)
+	}
 	lo.Observe = m.observeApply
 	d := &dnsSubsystem{cfg: cfg, snap: snap, services: services, syncer: syncer, lo: lo, zone: zone, server: srv, ready: ready, log: log,
 		want: cfg.Addresses}
