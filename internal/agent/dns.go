@@ -22,7 +22,7 @@ import (
 type DNSConfig struct {
 	Enabled bool
 	// Addresses are put on lo and served on port 53: the cluster DNS address and the
-	// node-local one (NodeLocal DNSCache's 169.254.20.10). The cluster addresses of the
+	// node-local one (NodeLocal DNSCache's 169.254.20.10), of either family. The cluster addresses of the
 	// Service kube-system/kube-dns, when there is one, are served as well (dnsAddrs).
 	Addresses []netip.Addr
 	Zone      string        // the cluster domain
@@ -42,17 +42,13 @@ const (
 )
 
 // dnsAddrs are the addresses the DNS server serves in view v: the configured ones and the
-// IPv4 cluster addresses of the kube-system/kube-dns Service, sorted. A kube-dns Service
-// with a bad address (the datastore refuses those) adds nothing.
+// cluster addresses of the kube-system/kube-dns Service (both families), sorted. A
+// kube-dns Service with a bad address (the datastore refuses those) adds nothing.
 func dnsAddrs(configured []netip.Addr, v *snapshot.View) []netip.Addr {
 	out := slices.Clone(configured)
 	if svc, ok := snapshot.Get[*api.Service](v, kubeDNSNamespace, kubeDNSName); ok {
 		addrs, _ := svc.ClusterAddrs()
-		for _, a := range addrs {
-			if a.Is4() {
-				out = append(out, a)
-			}
-		}
+		out = append(out, addrs...)
 	}
 	slices.SortFunc(out, netip.Addr.Compare)
 	return slices.Compact(out)
