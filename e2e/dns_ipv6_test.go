@@ -49,12 +49,7 @@ func TestClusterDNSIPv6(t *testing.T) {
 	}
 	l := labtest.New(t)
 	l.OK("up", "--nodes", "2", "--ipv6", "--agent-binary", agent)
-	l.Apply(`apiVersion: projectcalico.org/v3
-kind: BGPConfiguration
-metadata: {name: default}
-spec:
-  serviceClusterIPs: [{cidr: 10.96.0.0/12}, {cidr: "fd00:96::/108"}]
-`)
+	l.Apply(serviceRanges6)
 	l.Apply(`apiVersion: v1
 kind: Service
 metadata: {name: web, namespace: shop}
