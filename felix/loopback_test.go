@@ -77,3 +77,23 @@ func TestLoopbackNetns(t *testing.T) {
 		t.Errorf("lo after Apply(nil):\n%s", out)
 	}
 }
+
+// TestLoopbackOurs tells tabby's addresses on lo from others': IPv4 by the label alone
+// (older agents' addresses have no protocol), IPv6 by the address protocol.
+func TestLoopbackOurs(t *testing.T) {
+	for _, tc := range []struct {
+		a    loAddr
+		want bool
+	}{
+		{loAddr{prefix: netip.MustParsePrefix("10.96.0.10/32"), label: LoopbackLabel, proto: LoopbackProto}, true},
+		{loAddr{prefix: netip.MustParsePrefix("10.96.0.10/32"), label: LoopbackLabel}, true},
+		{loAddr{prefix: netip.MustParsePrefix("10.96.0.10/32"), label: "lo", proto: LoopbackProto}, false},
+		{loAddr{prefix: netip.MustParsePrefix("fd00:96::a/128"), proto: LoopbackProto}, true},
+		{loAddr{prefix: netip.MustParsePrefix("fd00:96::a/128")}, false},
+		{loAddr{prefix: netip.MustParsePrefix("::1/128"), proto: 1}, false}, // IFAPROT_KERNEL_LO
+	} {
+		if got := tc.a.ours(); got != tc.want {
+			t.Errorf("%+v: ours = %v, want %v", tc.a, got, tc.want)
+		}
+	}
+}
