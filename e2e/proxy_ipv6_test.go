@@ -9,6 +9,15 @@ import (
 	"github.com/tabby-net/tabby/internal/labtest"
 )
 
+// serviceRanges6 are service ranges of both families: IPv6 cluster IPs must lie in one,
+// and the default one is IPv4 only.
+const serviceRanges6 = `apiVersion: projectcalico.org/v3
+kind: BGPConfiguration
+metadata: {name: default}
+spec:
+  serviceClusterIPs: [{cidr: 10.96.0.0/12}, {cidr: "fd00:96::/108"}]
+`
+
 // TestServiceProxyDualStack sends IPv6 through Services in a dual-stack lab, in each proxy
 // mode: a RequireDualStack Service's IPv6 cluster IP spreads TCP and UDP over the IPv6
 // addresses of endpoints on both nodes, its IPv4 cluster IP over their IPv4 addresses, a
@@ -20,13 +29,7 @@ func testServiceProxyDualStack(t *testing.T, mode, agent string) {
 	probe := labtest.Build(t, "./testdata/svcprobe", "svcprobe")
 	l := labtest.New(t)
 	l.OK("up", "--nodes", "2", "--ipv6", "--agent-binary", agent)
-	// IPv6 cluster IPs must lie in a service range: the default one is IPv4 only.
-	l.Apply(`apiVersion: projectcalico.org/v3
-kind: BGPConfiguration
-metadata: {name: default}
-spec:
-  serviceClusterIPs: [{cidr: 10.96.0.0/12}, {cidr: "fd00:96::/108"}]
-`)
+	l.Apply(serviceRanges6)
 	for _, w := range []struct{ name, node string }{{"web1", "node1"}, {"web2", "node2"}} {
 		l.OK("workload", "add", w.node, "shop/"+w.name, "--labels", "app=web")
 		l.StartExec(t, "shop/"+w.name, probe, "serve", w.name, "8080")

@@ -104,10 +104,10 @@ type FilterState struct {
 	// NAT is the IPv4 nat table's state (natOutgoing, RenderNATOutgoing) with its sets;
 	// nil leaves the nat table and those sets as they are.
 	NAT *FilterState
-	// Raw is the raw table's state, without sets: in IPv4 RenderDNSNotrack's, and
-	// RenderPolicy's untracked host endpoint policies, which the syncer puts beside it
-	// (nil leaves the IPv4 raw table as it is); in IPv6 those policies alone (nil is none:
-	// the syncer deletes what it wrote before).
+	// Raw is the raw table's state, without sets: RenderDNSNotrack's (its IPv6 field in
+	// IPv6), and RenderPolicy's untracked host endpoint policies, which the syncer puts
+	// beside it (nil leaves the IPv4 raw table as it is; in IPv6 it is none: the syncer
+	// deletes what it wrote before).
 	Raw *FilterState
 	// Mangle is the mangle table's state (RenderPolicy's preDNAT host endpoint
 	// policies), without sets; nil is none (the syncer deletes what it wrote before).

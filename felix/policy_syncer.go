@@ -204,7 +204,8 @@ func (s *PolicySyncer) UpdateNAT(nat *FilterState) {
 
 // UpdateRaw sets the desired raw table state (RenderDNSNotrack), which Run applies beside
 // the filter state of Update, with that state's own Raw (untracked host endpoint policy)
-// after it. Until UpdateRaw is called, Run leaves the raw table alone.
+// after it; its IPv6 field likewise in the IPv6 raw table. Until UpdateRaw is called, Run
+// leaves the IPv4 raw table alone.
 func (s *PolicySyncer) UpdateRaw(raw *FilterState) {
 	s.mu.Lock()
 	s.raw = raw
@@ -240,11 +241,8 @@ func (s *PolicySyncer) Run(ctx context.Context, interval time.Duration) error {
 		fs := s.desired
 		if fs != nil {
 			c := *fs
-			c.NAT, c.Raw = s.nat, nil
-			if s.raw != nil {
-				c.Raw = combineRaw(s.raw, fs.Raw)
-			}
-			fs = hooksAppended(&c, s.appendHooks)
+			c.NAT = s.nat
+			fs = hooksAppended(withRaw(&c, s.raw), s.appendHooks)
 		}
 		s.mu.Unlock()
 		if fs == nil {
@@ -319,6 +317,24 @@ func (s *PolicySyncer) removeStaleBackend(ctx context.Context) {
 	}
 	s.mu.Unlock()
 	s.log.Info("old iptables backend cleaned", "backend", stale.Name, "chains", chains)
+}
+
+// withRaw is fs with raw (UpdateRaw's) before fs's own raw tables' states (combineRaw): its
+// IPv4 part in fs.Raw, its IPv6 field, when it has chains, in fs.IPv6.Raw. No raw: fs with
+// no IPv4 raw state, which leaves that table alone. fs is not changed.
+func withRaw(fs, raw *FilterState) *FilterState {
+	c := *fs
+	c.Raw = nil
+	if raw == nil {
+		return &c
+	}
+	c.Raw = combineRaw(raw, fs.Raw)
+	if v6 := raw.IPv6; fs.IPv6 != nil && v6 != nil && len(v6.Chains) > 0 {
+		c6 := *fs.IPv6
+		c6.Raw = combineRaw(v6, fs.IPv6.Raw)
+		c.IPv6 = &c6
+	}
+	return &c
 }
 
 // hooksAppended is fs (and its other tables' states) with every hook appended, or

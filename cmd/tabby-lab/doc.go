@@ -94,9 +94,9 @@
 //	  "log_file": "/run/tabby-lab/L/cni.log", "cluster_dns": ["169.254.20.10"],
 //	  "args": {"cni": {"labels": [{"key": "app", "value": "web"}]}}}]}
 //
-// with CNI_ARGS IgnoreUnknown=1, K8S_POD_NAMESPACE, K8S_POD_NAME and
-// K8S_POD_INFRA_CONTAINER_ID, as the kubelet passes them, CNI_NETNS /run/netns/<workload
-// namespace> and CNI_IFNAME eth0. The plugin directory (CNI_PATH) is the binaries' directory
+// (cluster_dns: workload add --cluster-dns, when given) with CNI_ARGS IgnoreUnknown=1,
+// K8S_POD_NAMESPACE, K8S_POD_NAME and K8S_POD_INFRA_CONTAINER_ID, as the kubelet passes
+// them, CNI_NETNS /run/netns/<workload namespace> and CNI_IFNAME eth0. The plugin directory (CNI_PATH) is the binaries' directory
 // unless up --cni-bin-dir says otherwise. A failed ADD is followed by a DEL, as a runtime
 // does, and leaves no namespace. The result's dns (the node-local DNS server, the pod's
 // search path, ndots:5) becomes /etc/netns/<workload namespace>/resolv.conf, which "ip

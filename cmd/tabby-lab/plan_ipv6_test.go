@@ -36,14 +36,14 @@ func TestPlanDualStack(t *testing.T) {
 	if err != nil || h.Address6 != netip.MustParsePrefix("fd00:172:31:2::200/64") {
 		t.Errorf("host: %+v, %v", h, err)
 	}
-	data, err := cniConfList(st, "node1", nil)
+	data, err := cniConfList(st, "node1", nil, nil)
 	if err != nil || !strings.Contains(string(data), `"ipam":{"assign_ipv4":"true","assign_ipv6":"true"}`) {
 		t.Errorf("conflist = %s, %v", data, err)
 	}
 
 	// Without --ipv6 none of it.
 	st, _ = plan("lab", 1, 1, "/run/tabby-lab/lab", "/var/lib/tabby-lab/lab")
-	data, _ = cniConfList(st, "node1", nil)
+	data, _ = cniConfList(st, "node1", nil, nil)
 	if argv := agentArgv(st, &st.Nodes[0]); slices.Contains(argv, "--ip6") || st.Nodes[0].Address6.IsValid() || strings.Contains(string(data), "ipam") {
 		t.Errorf("IPv4-only lab: argv %v, node %+v, conflist %s", argv, st.Nodes[0], data)
 	}

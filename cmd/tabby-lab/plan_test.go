@@ -180,7 +180,7 @@ func TestCNIConfList(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	data, err := cniConfList(st, "node1", map[string]string{"tier": "front", "app": "web"})
+	data, err := cniConfList(st, "node1", map[string]string{"tier": "front", "app": "web"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -197,9 +197,14 @@ func TestCNIConfList(t *testing.T) {
 		t.Errorf("conflist = %s", data)
 	}
 	// No labels: no args at all.
-	data, _ = cniConfList(st, "node1", nil)
+	data, _ = cniConfList(st, "node1", nil, nil)
 	if strings.Contains(string(data), `"args"`) {
 		t.Errorf("conflist without labels has args: %s", data)
+	}
+	// workload add --cluster-dns: its addresses instead of the node-local one.
+	data, _ = cniConfList(st, "node1", nil, []string{"fd00:96::a"})
+	if !strings.Contains(string(data), `"cluster_dns":["fd00:96::a"]`) {
+		t.Errorf("conflist with --cluster-dns fd00:96::a: %s", data)
 	}
 }
 
@@ -244,7 +249,7 @@ func TestPlanEtcd(t *testing.T) {
 	if argv := strings.Join(agentArgv(st, &st.Nodes[0]), " "); !strings.Contains(argv, wantArgs) {
 		t.Errorf("agent argv %s lacks %s", argv, wantArgs)
 	}
-	conf, err := cniConfList(st, "node1", nil)
+	conf, err := cniConfList(st, "node1", nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -38,17 +38,22 @@ func newWorkloadCommand(g *globals) *cobra.Command {
 		Use:   "workload",
 		Short: "attach workloads to nodes through libcni and the tabby-cni plugin, or detach them",
 	}
-	var labels map[string]string
+	var (
+		labels     map[string]string
+		clusterDNS []string
+	)
 	add := &cobra.Command{
 		Use:   "add NODE NAMESPACE/NAME",
 		Short: "create a workload namespace and attach it to NODE with CNI ADD",
 		Long: `add creates the workload's namespace (tby-<lab>-w-<namespace>.<name>) and runs CNI ADD for
 it from inside the node's namespace through libcni, exactly as a container runtime does: the
 plugin (tabby-cni, from the lab's CNI directory) creates the node's end of the veth there.
-The labels reach the plugin as args.cni.labels in its network configuration. A failed ADD is
+The labels reach the plugin as args.cni.labels in its network configuration, and
+--cluster-dns as its cluster_dns (the workload's resolv.conf nameservers). A failed ADD is
 followed by a DEL and leaves nothing behind.`,
-		Example: `  tabby-lab workload add node1 default/web1 --labels app=web,tier=front`,
-		Args:    cobra.ExactArgs(2),
+		Example: `  tabby-lab workload add node1 default/web1 --labels app=web,tier=front
+  tabby-lab workload add node1 default/v6 --cluster-dns fd00:96::a`,
+		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			namespace, name, err := parseWorkloadName(args[1])
 			if err != nil {
@@ -57,12 +62,17 @@ followed by a DEL and leaves nothing behind.`,
 			if err := validateLabels(labels); err != nil {
 				return err
 			}
+			for _, a := range clusterDNS {
+				if _, err := netip.ParseAddr(a); err != nil {
+					return fmt.Errorf("--cluster-dns %q: %w", a, err)
+				}
+			}
 			lk, st, err := g.lockAndLoad()
 			if err != nil {
 				return err
 			}
 			defer lk.unlock(false)
-			w, err := addWorkload(cmd.Context(), st, args[0], namespace, name, labels)
+			w, err := addWorkload(cmd.Context(), st, args[0], namespace, name, labels, clusterDNS)
 			if err != nil {
 				return fmt.Errorf("workload add %s: %w", args[1], err)
 			}
@@ -75,6 +85,7 @@ followed by a DEL and leaves nothing behind.`,
 		},
 	}
 	add.Flags().StringToStringVar(&labels, "labels", nil, "the workload's labels, k=v,...")
+	add.Flags().StringSliceVar(&clusterDNS, "cluster-dns", nil, "the workload's DNS servers (the CNI configuration's cluster_dns; default "+labClusterDNS+", the node-local DNS address)")
 	del := &cobra.Command{
 		Use:   "del NAMESPACE/NAME",
 		Short: "detach a workload with CNI DEL and remove its namespace",
@@ -99,7 +110,7 @@ followed by a DEL and leaves nothing behind.`,
 	return cmd
 }
 
-func addWorkload(ctx context.Context, st *labstate.State, nodeName, namespace, name string, labels map[string]string) (*labstate.Workload, error) {
+func addWorkload(ctx context.Context, st *labstate.State, nodeName, namespace, name string, labels map[string]string, clusterDNS []string) (*labstate.Workload, error) {
 	node := st.Node(nodeName)
 	if node == nil {
 		return nil, unknownNode(st, nodeName)
@@ -120,6 +131,7 @@ func addWorkload(ctx context.Context, st *labstate.State, nodeName, namespace, n
 		PodUID:      newUUID(),
 		IfName:      workloadIfName,
 		Labels:      labels,
+		ClusterDNS:  clusterDNS,
 	}
 	// A namespace of that name that the state does not know is left from a crashed add.
 	if netnsExists(w.Netns) {
@@ -187,8 +199,8 @@ func delWorkload(ctx context.Context, st *labstate.State, namespace, name string
 }
 
 // cniConfList is the network configuration list for a workload on node. Labels are passed
-// as CNI's conventional args.cni.labels.
-func cniConfList(st *labstate.State, node string, labels map[string]string) ([]byte, error) {
+// as CNI's conventional args.cni.labels; clusterDNS (none: labClusterDNS) as cluster_dns.
+func cniConfList(st *labstate.State, node string, labels map[string]string, clusterDNS []string) ([]byte, error) {
 	plugin := st.Etcd.CNIConfig()
 	plugin["type"] = cniPluginType
 	plugin["nodename"] = node
@@ -196,6 +208,9 @@ func cniConfList(st *labstate.State, node string, labels map[string]string) ([]b
 	plugin["log_file"] = filepath.Join(st.StateDir, "cni.log")
 	// The node-local DNS address every agent serves (tabby-node --dns-addresses).
 	plugin["cluster_dns"] = []string{labClusterDNS}
+	if len(clusterDNS) > 0 {
+		plugin["cluster_dns"] = clusterDNS
+	}
 	if st.IPv6 {
 		plugin["ipam"] = map[string]any{"assign_ipv4": "true", "assign_ipv6": "true"}
 	}
@@ -240,7 +255,7 @@ type cniResponse struct {
 // runCNI runs CNI ADD or DEL for a workload through libcni, from inside the node's
 // namespace: tabby-lab re-executes itself there with "ip netns exec".
 func runCNI(ctx context.Context, st *labstate.State, node *labstate.Node, w *labstate.Workload, command string) (*cniResponse, error) {
-	conf, err := cniConfList(st, node.Name, w.Labels)
+	conf, err := cniConfList(st, node.Name, w.Labels, w.ClusterDNS)
 	if err != nil {
 		return nil, err
 	}

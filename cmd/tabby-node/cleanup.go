@@ -5,6 +5,7 @@ import (
 	"log/slog"
 
 	"github.com/spf13/cobra"
+	"github.com/vishvananda/netns"
 
 	"github.com/tabby-net/tabby/felix"
 )
@@ -18,7 +19,8 @@ func newCleanupCommand() *cobra.Command {
 		Long: `cleanup removes tabby's iptables chains (tby-*: policy's, and tby-k-* of the Service
 proxy's iptables mode) and the rules that jump to them from the filter, nat and raw
 tables of both families and both iptables backends, its ipsets (tby*), the
-addresses it put on lo (label lo:tby, the node-local DNS server's), the Service proxy's
+addresses it put on lo (the node-local DNS server's: IPv4 ones labelled lo:tby,
+IPv6 ones of address protocol ` + fmt.Sprint(felix.LoopbackProto) + `), the Service proxy's
 nftables table (ip tabby), wireguard.tabby with its rule, and every route of
 tabby's route protocol (` + fmt.Sprint(felix.RouteProtocol) + `) in every table. Stop the agent first, or it puts them back.`,
 		Args: cobra.NoArgs,
@@ -38,7 +40,12 @@ tabby's route protocol (` + fmt.Sprint(felix.RouteProtocol) + `) in every table.
 			if err != nil {
 				return fmt.Errorf("nftables table ip tabby: %w", err)
 			}
-			addrs, err := felix.NewLoopbackReconciler(nil).Apply(nil)
+			lo, err := felix.NewLoopbackReconciler(netns.None())
+			if err != nil {
+				return fmt.Errorf("lo addresses: %w", err)
+			}
+			defer lo.Close()
+			addrs, err := lo.Apply(nil)
 			if err != nil {
 				return fmt.Errorf("lo addresses: %w", err)
 			}

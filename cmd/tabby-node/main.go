@@ -215,7 +215,7 @@ the command line wins over its variable.`,
 	f.StringVar(&a.MetricsListen, "metrics-listen", "127.0.0.1:9091", "address serving Prometheus metrics on /metrics (empty turns it off)")
 	f.StringVar(&a.PprofListen, "pprof-listen", "", "address serving Go's runtime profiles on /debug/pprof/ for go tool pprof (empty, the default, turns it off)")
 	f.BoolVar(&a.DNS.Enabled, "dns", true, "serve cluster DNS on this node (role node only)")
-	f.StringVar(&o.dnsAddresses, "dns-addresses", "10.96.0.10,169.254.20.10", "IPv4 addresses the DNS server takes on lo and serves on port 53: the cluster DNS address and the node-local one")
+	f.StringVar(&o.dnsAddresses, "dns-addresses", "10.96.0.10,169.254.20.10", "addresses (IPv4 or IPv6) the DNS server takes on lo and serves on port 53: the cluster DNS address and the node-local one")
 	f.StringVar(&a.DNS.Zone, "dns-zone", "cluster.local", "the cluster domain")
 	f.DurationVar(&a.DNS.TTL, "dns-ttl", 5*time.Second, "TTL of the cluster zone's answers")
 	f.StringVar(&o.dnsUpstreams, "dns-upstream", "", "comma-separated upstream servers (ip or ip:port) for every other name, or none (refused) (default: the nameservers of /etc/resolv.conf)")

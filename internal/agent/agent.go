@@ -205,8 +205,10 @@ func (cfg Config) Validate() error {
 			return errors.New("--dns-addresses: none given (--dns=false turns DNS off)")
 		}
 		for _, a := range cfg.DNS.Addresses {
-			if !a.Is4() {
-				return fmt.Errorf("--dns-addresses %s: want IPv4 addresses (they go on lo with a label)", a)
+			// An IPv6 address on lo that clients reach through the node: neither
+			// link-local (it would need a zone) nor an IPv4 one in disguise.
+			if a.Is6() && (!a.IsGlobalUnicast() || a.Is4In6() || a.Zone() != "") {
+				return fmt.Errorf("--dns-addresses %s: want IPv4 or global unicast IPv6 addresses without a zone (a ULA such as fd00:96::a will do)", a)
 			}
 		}
 		if err := (dns.ZoneConfig{Zone: cfg.DNS.Zone, TTL: cfg.DNS.TTL}).Validate(); err != nil {

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tabby-net/tabby/api"
 	"github.com/tabby-net/tabby/felix"
@@ -192,6 +193,19 @@ func TestConfigValidate(t *testing.T) {
 	ipt.ProxyMode = ProxyIPTables
 	if err := ipt.Validate(); err != nil {
 		t.Errorf("--proxy-mode iptables refused: %v", err)
+	}
+	dns := good
+	dns.DNS = DNSConfig{Enabled: true, Zone: "cluster.local", TTL: 5 * time.Second,
+		Addresses: []netip.Addr{netip.MustParseAddr("10.96.0.10"), netip.MustParseAddr("169.254.20.10"), netip.MustParseAddr("fd00:96::a")}}
+	if err := dns.Validate(); err != nil {
+		t.Errorf("DNS addresses of both families refused: %v", err)
+	}
+	for _, bad := range []string{"fe80::a", "::1", "ff02::fb", "::ffff:10.96.0.10", "fd00:96::a%lo"} {
+		c := dns
+		c.DNS.Addresses = []netip.Addr{netip.MustParseAddr(bad)}
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "--dns-addresses "+bad+":") {
+			t.Errorf("--dns-addresses %s: Validate() = %v, want an error naming it", bad, err)
+		}
 	}
 	for _, tc := range []struct {
 		change func(*Config)

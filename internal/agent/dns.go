@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vishvananda/netns"
+
 	"github.com/tabby-net/tabby/api"
 	"github.com/tabby-net/tabby/dns"
 	"github.com/tabby-net/tabby/felix"
@@ -20,7 +22,7 @@ import (
 type DNSConfig struct {
 	Enabled bool
 	// Addresses are put on lo and served on port 53: the cluster DNS address and the
-	// node-local one (NodeLocal DNSCache's 169.254.20.10). The cluster addresses of the
+	// node-local one (NodeLocal DNSCache's 169.254.20.10), of either family. The cluster addresses of the
 	// Service kube-system/kube-dns, when there is one, are served as well (dnsAddrs).
 	Addresses []netip.Addr
 	Zone      string        // the cluster domain
@@ -40,17 +42,13 @@ const (
 )
 
 // dnsAddrs are the addresses the DNS server serves in view v: the configured ones and the
-// IPv4 cluster addresses of the kube-system/kube-dns Service, sorted. A kube-dns Service
-// with a bad address (the datastore refuses those) adds nothing.
+// cluster addresses of the kube-system/kube-dns Service (both families), sorted. A
+// kube-dns Service with a bad address (the datastore refuses those) adds nothing.
 func dnsAddrs(configured []netip.Addr, v *snapshot.View) []netip.Addr {
 	out := slices.Clone(configured)
 	if svc, ok := snapshot.Get[*api.Service](v, kubeDNSNamespace, kubeDNSName); ok {
 		addrs, _ := svc.ClusterAddrs()
-		for _, a := range addrs {
-			if a.Is4() {
-				out = append(out, a)
-			}
-		}
+		out = append(out, addrs...)
 	}
 	slices.SortFunc(out, netip.Addr.Compare)
 	return slices.Compact(out)
@@ -113,7 +111,10 @@ func newDNSSubsystem(cfg DNSConfig, snap *snapshot.Snapshot, services *serviceIn
 		m.counterFunc("tabby_dns_forward_merged_total", "DNS queries that waited for an identical one already on its way upstream.",
 			func() float64 { return float64(fwd.Merged()) })
 	}
-	lo := felix.NewLoopbackReconciler(nil)
+	lo, err := felix.NewLoopbackReconciler(netns.None())
+	if err != nil {
+		return nil, fmt.Errorf("dns: %w", err)
+	}
 	lo.Observe = m.observeApply
 	d := &dnsSubsystem{cfg: cfg, snap: snap, services: services, syncer: syncer, lo: lo, zone: zone, server: srv, ready: ready, log: log,
 		want: cfg.Addresses}

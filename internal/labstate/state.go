@@ -198,6 +198,9 @@ type Workload struct {
 	IfName      string            `json:"ifName"`
 	IPs         []netip.Prefix    `json:"ips"`
 	Labels      map[string]string `json:"labels,omitempty"`
+	// ClusterDNS is the CNI configuration's cluster_dns (workload add --cluster-dns);
+	// empty: the lab's node-local DNS address.
+	ClusterDNS []string `json:"clusterDNS,omitempty"`
 }
 
 // FullName is NAMESPACE/NAME.
