@@ -125,16 +125,23 @@ func (c *Cache) shard(k cacheKey) *cacheShard {
 
 // Get returns a cached answer to req, or nil. The answer is the caller's to change.
 func (c *Cache) Get(req *mdns.Msg) *mdns.Msg {
+	resp, _ := c.get(req)
+	return resp
+}
+
+// get is Get, with the moment that answer changes: its TTLs drop by a second with each
+// whole second of the entry's age, and it goes when the entry expires.
+func (c *Cache) get(req *mdns.Msg) (*mdns.Msg, time.Time) {
 	k, ok := keyOf(req)
 	if !ok {
-		return nil
+		return nil, time.Time{}
 	}
 	sh := c.shard(k)
 	sh.mu.RLock()
 	e := sh.m[k]
 	sh.mu.RUnlock()
 	if e == nil {
-		return nil
+		return nil, time.Time{}
 	}
 	now := c.now()
 	if !now.Before(e.expires) {
@@ -143,7 +150,7 @@ func (c *Cache) Get(req *mdns.Msg) *mdns.Msg {
 			delete(sh.m, k)
 		}
 		sh.mu.Unlock()
-		return nil
+		return nil, time.Time{}
 	}
 	e.lastUsed.Store(now.UnixNano())
 	age := uint32(now.Sub(e.stored) / time.Second)
@@ -157,7 +164,11 @@ func (c *Cache) Get(req *mdns.Msg) *mdns.Msg {
 	resp.Answer = aged(e.msg.Answer, age)
 	resp.Ns = aged(e.msg.Ns, age)
 	resp.Extra = aged(e.msg.Extra, age)
-	return resp
+	changes := e.stored.Add(time.Duration(age+1) * time.Second)
+	if e.expires.Before(changes) {
+		changes = e.expires
+	}
+	return resp, changes
 }
 
 // aged copies rrs with their TTLs decreased by age seconds.

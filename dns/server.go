@@ -486,7 +486,8 @@ type scratch struct {
 	msg mdns.Msg // the request, unpacked
 	out mdns.Msg // the reply, as packed
 	opt mdns.OPT // the reply's OPT (packing writes to it: never shared)
-	// wire keeps the Authority's answers in wire form (a UDP loop's; nil elsewhere).
+	// wire keeps the Authority's and the Cache's answers in wire form (a UDP loop's;
+	// nil elsewhere).
 	wire *wireCache
 	// qtype and rcode are the labels encode counted the last reply under.
 	qtype, rcode string
@@ -517,13 +518,19 @@ func (s *Server) local(raw []byte, src netip.AddrPort, tcp bool, buf []byte, sc 
 	if len(raw) < 12 || raw[2]&0x80 != 0 {
 		return nil, nil // no header, or a response: never answered
 	}
+	// Read the version before answering: an answer from a newer index kept under an
+	// older version is only thrown away early.
 	var version uint64
-	if v, ok := s.cfg.Authority.(Versioned); ok && sc.wire != nil && !tcp {
-		// Read before answering: an answer from a newer index kept under an older
-		// version is only thrown away early.
+	v, versioned := s.cfg.Authority.(Versioned)
+	if versioned {
 		version = v.Version()
-		if reply, w := sc.wire.get(raw, version, buf); reply != nil {
+	}
+	if sc.wire != nil && !tcp && (versioned || s.cfg.Cache != nil) {
+		if reply, w := sc.wire.get(raw, version, buf, s.cfg.Cache); reply != nil {
 			if m := s.cfg.Metrics; m != nil {
+				if w.cached {
+					m.Cache(true)
+				}
 				m.Query(w.qtype, w.rcode)
 			}
 			return reply, nil
@@ -572,19 +579,23 @@ func (s *Server) local(raw []byte, src netip.AddrPort, tcp bool, buf []byte, sc 
 	if s.cfg.Authority != nil {
 		if resp, ok := s.authority(msg); ok && resp != nil {
 			reply := s.encode(r, resp, buf, sc)
-			if version != 0 && (sc.rcode == "NOERROR" || sc.rcode == "NXDOMAIN") {
-				sc.wire.put(raw, reply, version, sc.qtype, sc.rcode)
+			if version != 0 && sc.wire != nil && !tcp && (sc.rcode == "NOERROR" || sc.rcode == "NXDOMAIN") {
+				sc.wire.put(raw, reply, version, wireReply{qtype: sc.qtype, rcode: sc.rcode})
 			}
 			return reply, nil
 		}
 	}
 	if c := s.cfg.Cache; c != nil {
-		resp := c.Get(msg)
+		resp, changes := c.get(msg)
 		if m := s.cfg.Metrics; m != nil {
 			m.Cache(resp != nil)
 		}
 		if resp != nil {
-			return s.encode(r, resp, buf, sc), nil
+			reply := s.encode(r, resp, buf, sc)
+			if sc.wire != nil && !tcp && sc.rcode != "" {
+				sc.wire.put(raw, reply, version, wireReply{qtype: sc.qtype, rcode: sc.rcode, until: changes, cached: true})
+			}
+			return reply, nil
 		}
 	}
 	if s.cfg.Forwarder == nil {
@@ -674,6 +685,7 @@ func (s *Server) encode(r *request, resp *mdns.Msg, buf []byte, sc *scratch) []b
 	}
 	if err != nil {
 		s.log.Warn("dns server: packing a reply", "name", r.msg.Question, "err", err)
+		sc.qtype, sc.rcode = "", "" // nothing to keep in wire form
 		return s.header(r.msg.Id, r.msg.Opcode, r.msg.RecursionDesired, mdns.RcodeServerFailure, buf)
 	}
 	sc.qtype, sc.rcode = "NONE", mdns.RcodeToString[m.Rcode]
@@ -688,11 +700,13 @@ func (s *Server) encode(r *request, resp *mdns.Msg, buf []byte, sc *scratch) []b
 	return out
 }
 
-// wireCache keeps the Authority's replies in wire form, keyed by the query's bytes after
-// its ID (flags, counts, question and OPT record), for one UDP serving loop (no locks).
-// A reply is a function of those bytes and of the Authority's version: the same query
-// gets the same reply with its own ID, in the case it asked in. It holds one version's
-// replies; wireCacheMax bounds it.
+// wireCache keeps replies in wire form, keyed by the query's bytes after its ID (flags,
+// counts, question and OPT record), for one UDP serving loop (no locks): the Authority's,
+// and the Cache's. A reply is a function of those bytes, of the Authority's version and,
+// for a cached upstream answer, of the second of the entry's age (its TTLs): the same
+// query gets the same reply with its own ID, in the case it asked in, until the version
+// changes or, for a cached answer, its TTLs would. It holds one version's replies;
+// wireCacheMax bounds it.
 type wireCache struct {
 	version uint64
 	entries map[string]wireReply
@@ -700,7 +714,9 @@ type wireCache struct {
 
 type wireReply struct {
 	reply        []byte
-	qtype, rcode string // the metric labels
+	qtype, rcode string    // the metric labels
+	until        time.Time // for a cached upstream answer: when its TTLs change
+	cached       bool      // from the Cache: a hit to count
 }
 
 const (
@@ -708,13 +724,14 @@ const (
 	wireCacheQuery = 512 // longer queries are not kept
 )
 
-// get copies the reply to raw into buf with raw's ID, or returns nil.
-func (c *wireCache) get(raw []byte, version uint64, buf []byte) ([]byte, *wireReply) {
+// get copies the reply to raw into buf with raw's ID, or returns nil. cache is the clock
+// of replies that came from it.
+func (c *wireCache) get(raw []byte, version uint64, buf []byte, cache *Cache) ([]byte, *wireReply) {
 	if c.version != version || len(raw) > wireCacheQuery {
 		return nil, nil
 	}
 	w, ok := c.entries[string(raw[2:])]
-	if !ok || len(w.reply) > len(buf) {
+	if !ok || len(w.reply) > len(buf) || w.cached && !cache.now().Before(w.until) {
 		return nil, nil
 	}
 	out := buf[:len(w.reply)]
@@ -723,16 +740,17 @@ func (c *wireCache) get(raw []byte, version uint64, buf []byte) ([]byte, *wireRe
 	return out, &w
 }
 
-// put keeps reply as the answer to raw under version, dropping what an older version
-// left.
-func (c *wireCache) put(raw, reply []byte, version uint64, qtype, rcode string) {
+// put keeps w with a copy of reply as the answer to raw under version, dropping what an
+// older version left.
+func (c *wireCache) put(raw, reply []byte, version uint64, w wireReply) {
 	if len(raw) > wireCacheQuery {
 		return
 	}
 	if c.version != version || c.entries == nil || len(c.entries) >= wireCacheMax {
 		c.version, c.entries = version, make(map[string]wireReply, min(2*len(c.entries)+16, wireCacheMax))
 	}
-	c.entries[string(raw[2:])] = wireReply{reply: slices.Clone(reply), qtype: qtype, rcode: rcode}
+	w.reply = slices.Clone(reply)
+	c.entries[string(raw[2:])] = w
 }
 
 // formerr answers a packet whose header is readable but whose rest is not.

@@ -711,6 +711,63 @@ func TestServerWireCache(t *testing.T) {
 	}
 }
 
+// TestServerWireCacheCachedAnswers: a cached upstream answer is kept in wire form within
+// the second of its entry's age, so repeats skip parsing and packing, but its TTL still
+// counts down each second and it goes with the entry; each repeat is a cache hit.
+func TestServerWireCacheCachedAnswers(t *testing.T) {
+	up := startUpstream(t, answerA("192.0.2.9")) // TTL 60
+	clk := newFakeClock()
+	met := &countMetrics{}
+	s, err := NewServer(Config{Listen: []string{"127.0.0.1:0"}, Authority: NewZone(ZoneConfig{Logger: quietLog()}),
+		Cache: NewCache(CacheConfig{Now: clk.Now}), Forwarder: newTestForwarder(t, time.Second, up.addr), Metrics: met, Log: quietLog()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := netip.MustParseAddrPort("127.0.0.1:40000")
+	sc := &scratch{wire: new(wireCache)}
+	buf := make([]byte, 4096)
+	ask := func(id uint16) (ttl uint32) {
+		t.Helper()
+		q := query("www.example.org.", mdns.TypeA)
+		q.Id = id
+		raw, _ := q.Pack()
+		m := new(mdns.Msg)
+		if err := m.Unpack(s.serve(context.Background(), raw, src, false, buf, sc)); err != nil {
+			t.Fatalf("reply does not parse: %v", err)
+		}
+		if m.Id != id || len(m.Answer) != 1 {
+			t.Fatalf("reply %v to query %d", m, id)
+		}
+		return m.Answer[0].Header().Ttl
+	}
+	if ttl := ask(1); ttl != 60 || up.seen() != 1 {
+		t.Fatalf("first: TTL %d, upstream asked %d times; want 60, 1", ttl, up.seen())
+	}
+	if ttl := ask(2); ttl != 60 || len(sc.wire.entries) != 1 {
+		t.Fatalf("from the cache: TTL %d, %d replies kept; want 60, 1", ttl, len(sc.wire.entries))
+	}
+	clk.Advance(300 * time.Millisecond)
+	if ttl := ask(3); ttl != 60 {
+		t.Errorf("within the second: TTL %d, want 60", ttl)
+	}
+	clk.Advance(time.Second)
+	if ttl := ask(4); ttl != 59 {
+		t.Errorf("a second older: TTL %d, want 59 (the kept reply must not outlive its TTLs)", ttl)
+	}
+	if ttl := ask(5); ttl != 59 {
+		t.Errorf("kept again: TTL %d, want 59", ttl)
+	}
+	clk.Advance(60 * time.Second)
+	if ttl := ask(6); ttl != 60 || up.seen() != 2 {
+		t.Errorf("after the entry expired: TTL %d, upstream asked %d times; want 60, 2", ttl, up.seen())
+	}
+	met.mu.Lock()
+	defer met.mu.Unlock()
+	if met.hits != 4 || met.misses != 2 || met.queries["A NOERROR"] != 6 {
+		t.Errorf("metrics: %d hits, %d misses, %v; want 4 hits, 2 misses, 6 A NOERROR", met.hits, met.misses, met.queries)
+	}
+}
+
 // TestServerLoopThroughResolver: the upstream is a resolver that asks this server again,
 // with a query of its own (a loop no query ID gives away). The probe finds the loop, and
 // a client's query for an outside name gets SERVFAIL without spinning: the looped query
