@@ -36,7 +36,10 @@ const benchLatencyQPS = 20000
 // "cluster" (every Service's A record, shuffled), "nxdomain" (half of them, half names in
 // the zone that do not exist) and "external" (names that every server forwards to one
 // upstream, a dnsmasq on 127.0.0.83, and answers from its cache: one pass warms it). Each
-// server's latency percentiles are read at a fixed rate of benchLatencyQPS (dnsperf -Q, -v).
+// run also reads the server's CPU time per query and the CPUs dnsperf used: on 2 cores
+// dnsperf often takes its whole share first, and then both servers answer about as fast
+// as it asks, and what sets them apart is what each query cost. Each server's latency
+// percentiles are read at a fixed rate of benchLatencyQPS (dnsperf -Q, -v).
 //
 // It runs twice: without the Service proxy, and with it in nftables mode, programming the
 // same 10k Services beside the DNS server as on a real node. BGP is off (no peers). It
@@ -182,17 +185,19 @@ func benchAgentDNS(b *testing.B, proxyMode, coredns string) {
 			}
 		}
 		for run := 1; run <= 2; run++ {
-			qps := map[string]float64{}
+			qps, cost := map[string]float64{}, map[string]float64{}
 			var line []string
 			for _, s := range servers {
-				var codes string
-				qps[s.name], codes = dnsperfQPS(b, l, s.addr, mixes[mix])
-				line = append(line, fmt.Sprintf("%s %.0f (%s)", s.name, qps[s.name], codes))
+				r := dnsperfLoad(b, l, s, mixes[mix])
+				qps[s.name], cost[s.name] = r.qps, r.serverMicros
+				line = append(line, fmt.Sprintf("%s %.0f (%.1f µs of server CPU a query, dnsperf %.2f CPUs; %s)", s.name, r.qps, r.serverMicros, r.clientCPUs, r.codes))
 			}
-			b.Logf("%s, run %d: QPS %s: tabby/dnsmasq %.2fx", mix, run, strings.Join(line, ", "), qps["tabby"]/qps["dnsmasq"])
+			b.Logf("%s, run %d: QPS %s: tabby/dnsmasq %.2fx, server CPU a query dnsmasq/tabby %.2fx", mix, run, strings.Join(line, ", "),
+				qps["tabby"]/qps["dnsmasq"], cost["dnsmasq"]/cost["tabby"])
 			b.ReportMetric(qps["tabby"]/qps["dnsmasq"], mix+"-ratio-run"+strconv.Itoa(run))
+			b.ReportMetric(cost["dnsmasq"]/cost["tabby"], mix+"-cpu-ratio-run"+strconv.Itoa(run))
 			if c := qps["coredns"]; c > 0 {
-				b.Logf("%s, run %d: tabby/coredns %.2fx", mix, run, qps["tabby"]/c)
+				b.Logf("%s, run %d: tabby/coredns QPS %.2fx, server CPU a query coredns/tabby %.2fx", mix, run, qps["tabby"]/c, cost["coredns"]/cost["tabby"])
 			}
 		}
 		var line []string
@@ -229,19 +234,64 @@ func dnsperfRun(b *testing.B, l *labtest.Lab, server, file string, args ...strin
 	return out
 }
 
-var codesRE = regexp.MustCompile(`Response codes:\s+(.*)`)
+var (
+	codesRE     = regexp.MustCompile(`Response codes:\s+(.*)`)
+	completedRE = regexp.MustCompile(`Queries completed:\s+([0-9]+)`)
+	// bash's times: the shell's user and system time, then its children's.
+	timesRE = regexp.MustCompile(`(?m)^([0-9]+)m([0-9.]+)s ([0-9]+)m([0-9.]+)s\s*$`)
+)
 
-// dnsperfQPS is the QPS of a 10 s dnsperf run against server with the queries in file,
-// and the response codes dnsperf counted.
-func dnsperfQPS(b *testing.B, l *labtest.Lab, server, file string) (float64, string) {
+// dnsLoad is what one 10 s dnsperf run measured.
+type dnsLoad struct {
+	qps          float64
+	codes        string  // dnsperf's response codes line
+	serverMicros float64 // the server's CPU time (user and system) per completed query, in µs
+	clientCPUs   float64 // the CPUs dnsperf used over the run
+}
+
+// dnsperfLoad runs dnsperf from node1 against s for 10 s with the queries in file. The
+// CPU figures show which side was the limit: on 2 cores dnsperf often takes all of its
+// share (each session gets one CPU's worth) before the server does.
+func dnsperfLoad(b *testing.B, l *labtest.Lab, s dnsBenchServer, file string) dnsLoad {
 	b.Helper()
-	out := dnsperfRun(b, l, server, file, "-l", "10")
-	qps, _ := strconv.ParseFloat(qpsRE.FindStringSubmatch(out)[1], 64)
-	var codes string
-	if m := codesRE.FindStringSubmatch(out); m != nil {
-		codes = m[1]
+	before := cpuTime(b, s.pid)
+	script := "dnsperf -s " + s.addr + " -d " + file + " -c 8 -T 2 -q 100 -l 10; times"
+	out, stderr, code := l.Run("", "exec", "node1", "--", "bash", "-c", script)
+	used := cpuTime(b, s.pid) - before
+	qps, completed, times := qpsRE.FindStringSubmatch(out), completedRE.FindStringSubmatch(out), timesRE.FindAllStringSubmatch(out, -1)
+	if code != 0 || qps == nil || completed == nil || len(times) != 2 {
+		b.Fatalf("dnsperf against %s: exit %d\n%s%s", s.addr, code, out, stderr)
 	}
-	return qps, codes
+	var r dnsLoad
+	r.qps, _ = strconv.ParseFloat(qps[1], 64)
+	n, _ := strconv.ParseFloat(completed[1], 64)
+	r.serverMicros = float64(used.Microseconds()) / max(n, 1)
+	var client float64
+	for _, i := range []int{1, 3} { // the children's user and system minutes and seconds
+		m, _ := strconv.ParseFloat(times[1][i], 64)
+		sec, _ := strconv.ParseFloat(times[1][i+1], 64)
+		client += 60*m + sec
+	}
+	r.clientCPUs = client / 10
+	if m := codesRE.FindStringSubmatch(out); m != nil {
+		r.codes = m[1]
+	}
+	return r
+}
+
+// cpuTime is the user and system time a process has used.
+func cpuTime(b *testing.B, pid int) time.Duration {
+	b.Helper()
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	// The fields after the command's closing parenthesis: state is the first, utime and
+	// stime the 12th and 13th, in clock ticks (USER_HZ, 100 on Linux).
+	f := strings.Fields(string(st[strings.LastIndexByte(string(st), ')')+1:]))
+	utime, _ := strconv.Atoi(f[11])
+	stime, _ := strconv.Atoi(f[12])
+	return time.Duration(utime+stime) * 10 * time.Millisecond
 }
 
 // dnsperfLatency is the median and 99th percentile latency of a 5 s dnsperf run against
