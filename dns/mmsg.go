@@ -29,6 +29,15 @@ type mmsg struct {
 
 	out     []unix.Mmsghdr
 	outIovs []unix.Iovec
+	sent    int // replies of out sent so far
+
+	// What the last system call returned, and the calls themselves as func values made
+	// once: a closure made per call escapes through RawConn and costs an allocation a
+	// batch (with the wire cache's hits, most of what an agent under DNS load allocated,
+	// and so of its garbage collections, whose marking stalled answers).
+	moved           int // datagrams the last call moved
+	errno           syscall.Errno
+	recvmmsg, sendm func(fd uintptr) bool
 }
 
 func newMmsg(c *net.UDPConn, batch, size int) (*mmsg, error) {
@@ -42,7 +51,25 @@ func newMmsg(c *net.UDPConn, batch, size int) (*mmsg, error) {
 	for i := range m.bufs {
 		m.bufs[i] = make([]byte, size)
 	}
+	m.recvmmsg, m.sendm = m.recv, m.send
 	return m, nil
+}
+
+// recv is one non-blocking recvmmsg into the read buffers; false: wait to read.
+func (m *mmsg) recv(fd uintptr) bool {
+	r, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&m.hdrs[0])), uintptr(len(m.hdrs)),
+		unix.MSG_DONTWAIT, 0, 0)
+	m.moved, m.errno = int(r), e
+	return e != unix.EAGAIN && e != unix.EWOULDBLOCK
+}
+
+// send is one non-blocking sendmmsg of the queued replies not sent yet; false: wait to
+// write.
+func (m *mmsg) send(fd uintptr) bool {
+	r, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&m.out[m.sent])), uintptr(len(m.out)-m.sent),
+		unix.MSG_DONTWAIT, 0, 0)
+	m.moved, m.errno = int(r), e
+	return e != unix.EAGAIN && e != unix.EWOULDBLOCK
 }
 
 // read reads up to a batch of datagrams, waiting for the first; it returns how many.
@@ -54,14 +81,8 @@ func (m *mmsg) read() (int, error) {
 			Namelen: unix.SizeofSockaddrInet6, Iov: &m.iovs[i]}}
 		m.hdrs[i].Hdr.SetIovlen(1)
 	}
-	var n int
-	var errno syscall.Errno
-	err := m.rc.Read(func(fd uintptr) bool {
-		r, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&m.hdrs[0])), uintptr(len(m.hdrs)),
-			unix.MSG_DONTWAIT, 0, 0)
-		n, errno = int(r), e
-		return e != unix.EAGAIN && e != unix.EWOULDBLOCK
-	})
+	err := m.rc.Read(m.recvmmsg)
+	n, errno := m.moved, m.errno
 	if err != nil {
 		return 0, err
 	}
@@ -107,15 +128,9 @@ func (m *mmsg) reply(i int, p []byte) {
 // flush sends the queued replies; a datagram the kernel refuses is skipped (onErr is
 // told). It must be called before the next read, whose addresses the replies use.
 func (m *mmsg) flush(onErr func(error)) {
-	for sent := 0; sent < len(m.out); {
-		var n int
-		var errno syscall.Errno
-		err := m.rc.Write(func(fd uintptr) bool {
-			r, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&m.out[sent])), uintptr(len(m.out)-sent),
-				unix.MSG_DONTWAIT, 0, 0)
-			n, errno = int(r), e
-			return e != unix.EAGAIN && e != unix.EWOULDBLOCK
-		})
+	for m.sent = 0; m.sent < len(m.out); {
+		err := m.rc.Write(m.sendm)
+		n, errno := m.moved, m.errno
 		switch {
 		case err != nil:
 			onErr(err)
@@ -125,9 +140,9 @@ func (m *mmsg) flush(onErr func(error)) {
 			continue
 		case errno != 0:
 			onErr(errno)
-			sent++ // skip the datagram that failed
+			m.sent++ // skip the datagram that failed
 		default:
-			sent += n
+			m.sent += n
 		}
 	}
 	m.out = m.out[:0]

@@ -725,19 +725,20 @@ const (
 )
 
 // get copies the reply to raw into buf with raw's ID, or returns nil. cache is the clock
-// of replies that came from it.
-func (c *wireCache) get(raw []byte, version uint64, buf []byte, cache *Cache) ([]byte, *wireReply) {
+// of replies that came from it. The entry is returned by value: a pointer to it would
+// escape, an allocation a query.
+func (c *wireCache) get(raw []byte, version uint64, buf []byte, cache *Cache) ([]byte, wireReply) {
 	if c.version != version || len(raw) > wireCacheQuery {
-		return nil, nil
+		return nil, wireReply{}
 	}
 	w, ok := c.entries[string(raw[2:])]
 	if !ok || len(w.reply) > len(buf) || w.cached && !cache.now().Before(w.until) {
-		return nil, nil
+		return nil, wireReply{}
 	}
 	out := buf[:len(w.reply)]
 	copy(out, w.reply)
 	out[0], out[1] = raw[0], raw[1]
-	return out, &w
+	return out, w
 }
 
 // put keeps w with a copy of reply as the answer to raw under version, dropping what an
