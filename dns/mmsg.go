@@ -35,9 +35,9 @@ type mmsg struct {
 	// once: a closure made per call escapes through RawConn and costs an allocation a
 	// batch (with the wire cache's hits, most of what an agent under DNS load allocated,
 	// and so of its garbage collections, whose marking stalled answers).
-	moved           int // datagrams the last call moved
-	errno           syscall.Errno
-	recvmmsg, sendm func(fd uintptr) bool
+	moved          int // datagrams the last call moved
+	errno          syscall.Errno
+	recvFn, sendFn func(fd uintptr) bool
 }
 
 func newMmsg(c *net.UDPConn, batch, size int) (*mmsg, error) {
@@ -51,7 +51,7 @@ func newMmsg(c *net.UDPConn, batch, size int) (*mmsg, error) {
 	for i := range m.bufs {
 		m.bufs[i] = make([]byte, size)
 	}
-	m.recvmmsg, m.sendm = m.recv, m.send
+	m.recvFn, m.sendFn = m.recv, m.send
 	return m, nil
 }
 
@@ -81,7 +81,7 @@ func (m *mmsg) read() (int, error) {
 			Namelen: unix.SizeofSockaddrInet6, Iov: &m.iovs[i]}}
 		m.hdrs[i].Hdr.SetIovlen(1)
 	}
-	err := m.rc.Read(m.recvmmsg)
+	err := m.rc.Read(m.recvFn)
 	n, errno := m.moved, m.errno
 	if err != nil {
 		return 0, err
@@ -129,7 +129,7 @@ func (m *mmsg) reply(i int, p []byte) {
 // told). It must be called before the next read, whose addresses the replies use.
 func (m *mmsg) flush(onErr func(error)) {
 	for m.sent = 0; m.sent < len(m.out); {
-		err := m.rc.Write(m.sendm)
+		err := m.rc.Write(m.sendFn)
 		n, errno := m.moved, m.errno
 		switch {
 		case err != nil:

@@ -521,12 +521,15 @@ func (s *Server) local(raw []byte, src netip.AddrPort, tcp bool, buf []byte, sc 
 	// Read the version before answering: an answer from a newer index kept under an
 	// older version is only thrown away early.
 	var version uint64
-	v, versioned := s.cfg.Authority.(Versioned)
-	if versioned {
+	if v, ok := s.cfg.Authority.(Versioned); ok {
 		version = v.Version()
 	}
-	if sc.wire != nil && !tcp && (versioned || s.cfg.Cache != nil) {
-		if reply, w := sc.wire.get(raw, version, buf, s.cfg.Cache); reply != nil {
+	wire := sc.wire // replies kept in wire form: UDP's only
+	if tcp {
+		wire = nil
+	}
+	if wire != nil {
+		if reply, w := wire.get(raw, version, buf, s.cfg.Cache); reply != nil {
 			if m := s.cfg.Metrics; m != nil {
 				if w.cached {
 					m.Cache(true)
@@ -579,8 +582,8 @@ func (s *Server) local(raw []byte, src netip.AddrPort, tcp bool, buf []byte, sc 
 	if s.cfg.Authority != nil {
 		if resp, ok := s.authority(msg); ok && resp != nil {
 			reply := s.encode(r, resp, buf, sc)
-			if version != 0 && sc.wire != nil && !tcp && (sc.rcode == "NOERROR" || sc.rcode == "NXDOMAIN") {
-				sc.wire.put(raw, reply, version, wireReply{qtype: sc.qtype, rcode: sc.rcode})
+			if version != 0 && wire != nil && (sc.rcode == "NOERROR" || sc.rcode == "NXDOMAIN") {
+				wire.put(raw, reply, version, wireReply{qtype: sc.qtype, rcode: sc.rcode})
 			}
 			return reply, nil
 		}
@@ -592,8 +595,8 @@ func (s *Server) local(raw []byte, src netip.AddrPort, tcp bool, buf []byte, sc 
 		}
 		if resp != nil {
 			reply := s.encode(r, resp, buf, sc)
-			if sc.wire != nil && !tcp && sc.rcode != "" {
-				sc.wire.put(raw, reply, version, wireReply{qtype: sc.qtype, rcode: sc.rcode, until: changes, cached: true})
+			if wire != nil && sc.rcode != "" {
+				wire.put(raw, reply, version, wireReply{qtype: sc.qtype, rcode: sc.rcode, until: changes, cached: true})
 			}
 			return reply, nil
 		}

@@ -177,6 +177,11 @@ const nfgenmsgLen = 4
 // and the source of its replies (the backend, when the entry was DNATed).
 type udpEntry struct{ dst, replySrc netip.AddrPort }
 
+// backend is the source of the entry's replies, as the proxy names a backend.
+func (e udpEntry) backend() proxy.Backend {
+	return proxy.Backend{Addr: e.replySrc.Addr(), Port: e.replySrc.Port()}
+}
+
 // udpMatcher says which UDP entries a cleanup deletes.
 type udpMatcher interface{ match(udpEntry) bool }
 
@@ -274,14 +279,14 @@ func (f notServingFilter) match(e udpEntry) bool {
 	if e.replySrc == e.dst {
 		return false // not DNATed: not the proxy's
 	}
-	return f.serving.Stale(e.dst, proxy.Backend{Addr: e.replySrc.Addr(), Port: e.replySrc.Port()})
+	return f.serving.Stale(e.dst, e.backend())
 }
 
 // staleUDPFilter matches the conntrack entries of a set of stale flows.
 type staleUDPFilter map[proxy.StaleFlow]bool
 
 func (f staleUDPFilter) match(e udpEntry) bool {
-	b := proxy.Backend{Addr: e.replySrc.Addr(), Port: e.replySrc.Port()}
+	b := e.backend()
 	// A NodePort's flow matches the node port on any address: kube-proxy's
 	// "conntrack -D -p udp --dport <nodePort>" for the endpoint.
 	return f[proxy.StaleFlow{Frontend: e.dst.Addr(), Port: e.dst.Port(), Backend: b}] ||

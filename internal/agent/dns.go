@@ -22,8 +22,9 @@ import (
 type DNSConfig struct {
 	Enabled bool
 	// Addresses are put on lo and served on port 53: the cluster DNS address and the
-	// node-local one (NodeLocal DNSCache's 169.254.20.10), of either family. The cluster addresses of the
-	// Service kube-system/kube-dns, when there is one, are served as well (dnsAddrs).
+	// node-local one (NodeLocal DNSCache's 169.254.20.10), of either family. The cluster
+	// addresses of the Service kube-system/kube-dns, when there is one, are served as well
+	// (dnsAddrs).
 	Addresses []netip.Addr
 	Zone      string        // the cluster domain
 	TTL       time.Duration // of the cluster zone's answers
