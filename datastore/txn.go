@@ -148,7 +148,10 @@ func (c *Client) txn(ctx context.Context, ops []Op, multi bool) ([]api.Resource,
 	if createsOnly {
 		snap = &snapshot{cur: make([]*mvccpb.KeyValue, len(ps)), prefixes: map[string][]*mvccpb.KeyValue{}}
 	} else {
-		resp, err := c.etcd.Txn(ctx).Then(reads...).Commit()
+		// A read changes nothing: sent again as a write is when its member fails.
+		resp, err := c.sendAgain(ctx, what, func(bool) (*clientv3.TxnResponse, error) {
+			return c.etcd.Txn(ctx).Then(reads...).Commit()
+		})
 		if err != nil {
 			return nil, txnError(what, err)
 		}
@@ -188,7 +191,7 @@ func (c *Client) txn(ctx context.Context, ops []Op, multi bool) ([]api.Resource,
 	}
 }
 
-// resendFor bounds how long commit keeps sending a transaction again after the member
+// resendFor bounds how long sendAgain keeps sending a transaction again after the member
 // serving it failed; the client moves to another member meanwhile. It must outlast a
 // leader election after the leader died (etcd's election timeout is 1 s, and a loaded
 // machine takes several): five resends over 1.5 s did not (TestEtcdClusterTLS, a CNI ADD
@@ -202,7 +205,22 @@ const resendFor = 10 * time.Second
 // what it wrote (a create's value has its own UID), and that is success, at the revision
 // that wrote them.
 func (c *Client) commit(ctx context.Context, what string, cmps []clientv3.Cmp, writes, reads []clientv3.Op) (*clientv3.TxnResponse, error) {
-	resp, err := c.etcd.Txn(ctx).If(cmps...).Then(writes...).Else(reads...).Commit()
+	return c.sendAgain(ctx, what, func(resent bool) (*clientv3.TxnResponse, error) {
+		resp, err := c.etcd.Txn(ctx).If(cmps...).Then(writes...).Else(reads...).Commit()
+		if resent && err == nil && !resp.Succeeded {
+			if rev, ok := appliedEarlier(resp, writes, reads); ok {
+				resp.Succeeded, resp.Header.Revision = true, rev
+			}
+		}
+		return resp, err
+	})
+}
+
+// sendAgain calls send (resent: not the first time) until it does not fail with
+// MemberFailed, for up to resendFor or until ctx ends, backing off a little more each
+// time: the client moves to another member meanwhile.
+func (c *Client) sendAgain(ctx context.Context, what string, send func(resent bool) (*clientv3.TxnResponse, error)) (*clientv3.TxnResponse, error) {
+	resp, err := send(false)
 	giveUp := time.Now().Add(resendFor)
 	for resend := 1; MemberFailed(err) && time.Now().Before(giveUp); resend++ {
 		c.log.Info("etcd member failed during a transaction; sending it again", "txn", what, "resend", resend, "err", err)
@@ -211,12 +229,7 @@ func (c *Client) commit(ctx context.Context, what string, cmps []clientv3.Cmp, w
 			return nil, err
 		case <-time.After(min(time.Duration(resend)*100*time.Millisecond, time.Second)):
 		}
-		resp, err = c.etcd.Txn(ctx).If(cmps...).Then(writes...).Else(reads...).Commit()
-		if err == nil && !resp.Succeeded {
-			if rev, ok := appliedEarlier(resp, writes, reads); ok {
-				resp.Succeeded, resp.Header.Revision = true, rev
-			}
-		}
+		resp, err = send(true)
 	}
 	return resp, err
 }
